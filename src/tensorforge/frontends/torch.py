@@ -1,0 +1,2 @@
+def from_torch(*a, **k):
+    raise NotImplementedError

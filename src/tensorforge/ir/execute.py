@@ -1,0 +1,70 @@
+"""Reference execution: run a graph node by node through each op's PyTorch reference implementation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from .types import Sym
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+
+def bind_symbols(graph: "Graph", inputs) -> dict[str, int]:
+    """Check the inputs against the graph's input types and return the size of every symbol."""
+    if len(inputs) != len(graph.inputs):
+        raise ValueError(f"graph {graph.name!r} takes {len(graph.inputs)} inputs "
+                         f"({', '.join(v.name for v in graph.inputs)}), got {len(inputs)}")
+    env: dict[str, int] = {}
+    for value, tensor in zip(graph.inputs, inputs):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"input {value.name!r} must be a torch.Tensor, got {type(tensor).__name__}")
+        expected = value.type
+        if str(tensor.dtype).removeprefix("torch.") != expected.dtype:
+            raise TypeError(f"input {value.name!r}: expected dtype {expected.dtype}, got "
+                            f"{str(tensor.dtype).removeprefix('torch.')}")
+        if tensor.dim() != expected.rank:
+            raise ValueError(f"input {value.name!r}: expected shape {expected} (rank {expected.rank}), got "
+                             f"{tuple(tensor.shape)}")
+        for axis, (dim, size) in enumerate(zip(expected.shape, tensor.shape)):
+            if isinstance(dim, Sym):
+                if size % dim.scale:
+                    raise ValueError(f"input {value.name!r}: dimension {axis} must be a multiple of {dim.scale}")
+                bound = env.setdefault(dim.symbol, size // dim.scale)
+                if bound * dim.scale != size:
+                    raise ValueError(f"input {value.name!r}: dimension {axis} is {size}, but {dim.symbol} is "
+                                     f"already {bound} from an earlier input")
+            elif dim != size:
+                raise ValueError(f"input {value.name!r}: expected shape {expected}, got {tuple(tensor.shape)} "
+                                 f"(dimension {axis} must be {dim})")
+    return env
+
+
+@torch.no_grad()
+def execute(graph: "Graph", *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Run `graph` on `inputs` (all on one device) and return its outputs as a tuple."""
+    env = bind_symbols(graph, inputs)
+    device = inputs[0].device if inputs else torch.device("cpu")
+    values: dict[int, torch.Tensor] = {id(v): t for v, t in zip(graph.inputs, inputs)}
+    for v in graph.constants.values():
+        values[id(v)] = v.data.to(device)
+    # free each intermediate after its last use, so peak memory stays close to what eager needs
+    last_use: dict[int, int] = {}
+    for i, node in enumerate(graph.nodes):
+        for v in node.inputs:
+            last_use[id(v)] = i
+    keep = {id(v) for v in graph.outputs} | {id(v) for v in graph.inputs} | {id(v) for v in graph.constants.values()}
+    for i, node in enumerate(graph.nodes):
+        args = [values[id(v)] for v in node.inputs]
+        outs = node.opdef.run(args, node.attrs, env, device)
+        if len(outs) != len(node.outputs):
+            raise RuntimeError(f"node {node.name!r} ({node.op}) produced {len(outs)} outputs, expected "
+                               f"{len(node.outputs)}")
+        for v, t in zip(node.outputs, outs):
+            values[id(v)] = t
+        for v in node.inputs:
+            if last_use.get(id(v)) == i and id(v) not in keep:
+                values.pop(id(v), None)
+    return tuple(values[id(v)] for v in graph.outputs)

@@ -1,0 +1,26 @@
+"""Tensors made from attributes alone: arange, full, full_like (the constant-producing ops)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import REQUIRED, register_op
+from ..types import torch_dtype
+
+
+@register_op("arange", inputs=0, attrs={"start": 0, "stop": REQUIRED, "step": 1, "dtype": "int64"})
+def arange(start, stop, step, dtype, *, device=None):
+    """arange: start, start + step, ... up to (not including) stop."""
+    return torch.arange(start, stop, step, dtype=torch_dtype(dtype), device=device)
+
+
+@register_op("full", inputs=0, attrs={"shape": REQUIRED, "fill_value": 0.0, "dtype": "float32"})
+def full(shape, fill_value, dtype, *, device=None):
+    """full: a tensor of `shape` filled with one value."""
+    return torch.full(tuple(shape), fill_value, dtype=torch_dtype(dtype), device=device)
+
+
+@register_op("full_like", attrs={"fill_value": 0.0, "dtype": None})
+def full_like(data, fill_value, dtype):
+    """full_like: a tensor shaped like `data` filled with one value (dtype of data unless given)."""
+    return torch.full_like(data, fill_value, dtype=torch_dtype(dtype) if dtype else None)

@@ -1,0 +1,123 @@
+"""Elementwise ops: unary math and activations, binary arithmetic and comparisons, clip, cast, where.
+
+Broadcasting and type promotion follow PyTorch (the reference implementations are PyTorch ops),
+so a graph computes exactly what the framework it came from computed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..registry import REQUIRED, register_op
+from ..types import torch_dtype
+
+# (IR name, reference) — each a one-input op with no attributes
+UNARY = [
+    ("nn.relu", torch.relu),
+    ("sigmoid", torch.sigmoid),
+    ("tanh", torch.tanh),
+    ("exp", torch.exp),
+    ("log", torch.log),
+    ("sqrt", torch.sqrt),
+    ("rsqrt", torch.rsqrt),
+    ("abs", torch.abs),
+    ("negative", torch.neg),
+    ("sin", torch.sin),
+    ("cos", torch.cos),
+    ("tan", torch.tan),
+    ("atan", torch.atan),
+    ("ceil", torch.ceil),
+    ("floor", torch.floor),
+    ("round", torch.round),
+    ("sign", torch.sign),
+    ("reciprocal", torch.reciprocal),
+    ("erf", torch.erf),
+    ("logical_not", torch.logical_not),
+    ("nn.silu", F.silu),
+    ("nn.mish", F.mish),
+    ("nn.hardswish", F.hardswish),
+    ("nn.hardsigmoid", F.hardsigmoid),
+    ("nn.softplus", F.softplus),
+]
+
+# (IR name, reference) — each a two-input op with broadcasting
+BINARY = [
+    ("add", torch.add),
+    ("subtract", torch.sub),
+    ("multiply", torch.mul),
+    ("divide", torch.div),
+    ("floor_divide", lambda a, b: torch.div(a, b, rounding_mode="floor")),
+    ("trunc_divide", lambda a, b: torch.div(a, b, rounding_mode="trunc")),
+    ("floor_mod", torch.remainder),
+    ("power", torch.pow),
+    ("maximum", torch.maximum),
+    ("minimum", torch.minimum),
+    ("equal", torch.eq),
+    ("not_equal", torch.ne),
+    ("less", torch.lt),
+    ("less_equal", torch.le),
+    ("greater", torch.gt),
+    ("greater_equal", torch.ge),
+    ("logical_and", torch.logical_and),
+    ("logical_or", torch.logical_or),
+    ("logical_xor", torch.logical_xor),
+]
+
+
+def _declare(name: str, fn, arity: int) -> None:
+    def reference(*xs):
+        return fn(*xs)
+
+    reference.__name__ = name.replace(".", "_")
+    reference.__doc__ = f"{name}: elementwise {getattr(fn, '__name__', name)}"
+    reference.__module__ = __name__
+    register_op(name, inputs=arity)(reference)
+
+
+for _name, _fn in UNARY:
+    _declare(_name, _fn, 1)
+for _name, _fn in BINARY:
+    _declare(_name, _fn, 2)
+
+
+@register_op("nn.gelu", attrs={"approximate": "none"})
+def gelu(x, approximate):
+    """nn.gelu: Gaussian error linear unit, exact ("none") or the tanh approximation."""
+    return F.gelu(x, approximate=approximate)
+
+
+@register_op("nn.leaky_relu", attrs={"alpha": 0.01})
+def leaky_relu(x, alpha):
+    """nn.leaky_relu: x if x > 0 else alpha * x."""
+    return F.leaky_relu(x, alpha)
+
+
+@register_op("nn.elu", attrs={"alpha": 1.0})
+def elu(x, alpha):
+    """nn.elu: x if x > 0 else alpha * (exp(x) - 1)."""
+    return F.elu(x, alpha)
+
+
+@register_op("nn.prelu", inputs=2)
+def prelu(x, alpha):
+    """nn.prelu: leaky relu with a learned slope per channel (axis 1)."""
+    return F.prelu(x, alpha)
+
+
+@register_op("clip", attrs={"a_min": None, "a_max": None})
+def clip(x, a_min, a_max):
+    """clip: clamp into [a_min, a_max] (either bound may be None)."""
+    return torch.clamp(x, a_min, a_max)
+
+
+@register_op("cast", attrs={"dtype": REQUIRED})
+def cast(x, dtype):
+    """cast: convert to another dtype."""
+    return x.to(torch_dtype(dtype))
+
+
+@register_op("where", inputs=3)
+def where(condition, x, y):
+    """where: x where condition holds, else y (broadcasting)."""
+    return torch.where(condition, x, y)

@@ -1,0 +1,24 @@
+"""Gathering by index: take (numpy.take, e.g. embeddings) and gather (torch.gather)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import REQUIRED, register_op
+
+
+@register_op("take", inputs=2, attrs={"axis": 0})
+def take(data, indices, axis):
+    """take: pick entries along `axis` by integer indices of any shape (negative indices count from the end)."""
+    axis = axis % data.dim()
+    size = data.shape[axis]
+    flat = indices.reshape(-1).long()
+    flat = torch.where(flat < 0, flat + size, flat)
+    picked = torch.index_select(data, axis, flat)
+    return picked.reshape(tuple(data.shape[:axis]) + tuple(indices.shape) + tuple(data.shape[axis + 1:]))
+
+
+@register_op("gather", inputs=2, attrs={"axis": REQUIRED})
+def gather(data, indices, axis):
+    """gather: out[i][j] = data[indices[i][j]][j] along `axis` (indices have the output's shape)."""
+    return torch.gather(data, axis, indices.long())

@@ -1,0 +1,183 @@
+"""Neural-network layers: convolutions, normalizations, pooling, softmax, padding, resize, bias.
+
+Layouts are PyTorch's: data NC[D]HW, convolution weights O(I/groups)[K...] and transposed-convolution
+weights I(O/groups)[K...]. Padding attributes are symmetric, one entry per spatial dimension; an
+asymmetric pad is an explicit `nn.pad` before the layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..registry import REQUIRED, register_op
+
+
+def _prod(xs) -> int:
+    return math.prod(int(x) for x in xs)
+
+
+def _conv_macs(inputs, outputs, attrs) -> int:
+    weight = inputs[1].shape  # O, I/groups, k...
+    return _prod(outputs[0].shape) * _prod(weight[1:])
+
+
+def _conv_transpose_macs(inputs, outputs, attrs) -> int:
+    weight = inputs[1].shape  # I, O/groups, k...
+    return _prod(inputs[0].shape) * _prod(weight[1:])
+
+
+def _declare_conv(ndim: int) -> None:
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[ndim]
+    conv_t = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[ndim]
+    ones, zeros = (1,) * ndim, (0,) * ndim
+
+    def convolution(data, weight, strides, padding, dilation, groups):
+        return conv(data, weight, None, strides, padding, dilation, groups)
+
+    def convolution_transpose(data, weight, strides, padding, output_padding, dilation, groups):
+        return conv_t(data, weight, None, strides, padding, output_padding, groups, dilation)
+
+    for fn, name in ((convolution, f"nn.conv{ndim}d"), (convolution_transpose, f"nn.conv{ndim}d_transpose")):
+        fn.__name__ = name.replace(".", "_")
+        fn.__doc__ = f"{name}: {ndim}-d {'transposed ' if 'transpose' in name else ''}convolution (no bias)"
+        fn.__module__ = __name__
+    register_op(f"nn.conv{ndim}d", inputs=2, macs=_conv_macs,
+                attrs={"strides": ones, "padding": zeros, "dilation": ones, "groups": 1})(convolution)
+    register_op(f"nn.conv{ndim}d_transpose", inputs=2, macs=_conv_transpose_macs,
+                attrs={"strides": ones, "padding": zeros, "output_padding": zeros, "dilation": ones,
+                       "groups": 1})(convolution_transpose)
+
+
+for _n in (1, 2, 3):
+    _declare_conv(_n)
+
+
+@register_op("nn.bias_add", inputs=2, attrs={"axis": 1})
+def bias_add(data, bias, axis):
+    """nn.bias_add: add a 1-d bias along `axis`."""
+    axis = axis % data.dim()
+    return data + bias.reshape((-1,) + (1,) * (data.dim() - axis - 1))
+
+
+@register_op("nn.batch_norm", inputs=5, attrs={"axis": 1, "epsilon": 1e-5})
+def batch_norm(data, gamma, beta, moving_mean, moving_var, axis, epsilon):
+    """nn.batch_norm: inference-mode batch normalization with running statistics."""
+    axis = axis % data.dim()
+    shape = (-1,) + (1,) * (data.dim() - axis - 1)
+    scale = gamma * torch.rsqrt(moving_var + epsilon)
+    return (data - moving_mean.reshape(shape)) * scale.reshape(shape) + beta.reshape(shape)
+
+
+@register_op("nn.layer_norm", inputs=3, attrs={"axis": -1, "epsilon": 1e-5})
+def layer_norm(data, gamma, beta, axis, epsilon):
+    """nn.layer_norm: normalize over the dimensions from `axis` to the last (gamma/beta have their shape)."""
+    axis = axis % data.dim()
+    return F.layer_norm(data, data.shape[axis:], gamma, beta, epsilon)
+
+
+@register_op("nn.group_norm", inputs=3, attrs={"num_groups": REQUIRED, "epsilon": 1e-5})
+def group_norm(data, gamma, beta, num_groups, epsilon):
+    """nn.group_norm: normalize over groups of channels (axis 1)."""
+    return F.group_norm(data, num_groups, gamma, beta, epsilon)
+
+
+@register_op("nn.softmax", attrs={"axis": -1})
+def softmax(data, axis):
+    """nn.softmax: exp(x) / sum(exp(x)) along `axis`."""
+    return torch.softmax(data, axis)
+
+
+@register_op("nn.log_softmax", attrs={"axis": -1})
+def log_softmax(data, axis):
+    """nn.log_softmax: log of softmax along `axis`."""
+    return torch.log_softmax(data, axis)
+
+
+def _declare_pools(ndim: int) -> None:
+    max_pool_fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[ndim]
+    avg_pool_fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[ndim]
+    ones, zeros = (1,) * ndim, (0,) * ndim
+
+    def max_pool(data, pool_size, strides, padding, dilation, ceil_mode):
+        return max_pool_fn(data, pool_size, strides, padding, dilation, ceil_mode=ceil_mode)
+
+    def avg_pool(data, pool_size, strides, padding, ceil_mode, count_include_pad):
+        return avg_pool_fn(data, pool_size, strides, padding, ceil_mode, count_include_pad)
+
+    for fn, name, what in ((max_pool, f"nn.max_pool{ndim}d", "maximum"), (avg_pool, f"nn.avg_pool{ndim}d", "average")):
+        fn.__name__ = name.replace(".", "_")
+        fn.__doc__ = f"{name}: {ndim}-d sliding-window {what}"
+        fn.__module__ = __name__
+    register_op(f"nn.max_pool{ndim}d", attrs={"pool_size": REQUIRED, "strides": ones, "padding": zeros,
+                                              "dilation": ones, "ceil_mode": False})(max_pool)
+    register_op(f"nn.avg_pool{ndim}d", attrs={"pool_size": REQUIRED, "strides": ones, "padding": zeros,
+                                              "ceil_mode": False, "count_include_pad": True})(avg_pool)
+
+
+for _n in (1, 2, 3):
+    _declare_pools(_n)
+
+
+@register_op("nn.global_max_pool2d")
+def global_max_pool2d(data):
+    """nn.global_max_pool2d: maximum over H and W, keeping them as size 1."""
+    return torch.amax(data, dim=(-2, -1), keepdim=True)
+
+
+@register_op("nn.global_avg_pool2d")
+def global_avg_pool2d(data):
+    """nn.global_avg_pool2d: mean over H and W, keeping them as size 1."""
+    return torch.mean(data, dim=(-2, -1), keepdim=True)
+
+
+@register_op("nn.adaptive_max_pool2d", attrs={"output_size": REQUIRED})
+def adaptive_max_pool2d(data, output_size):
+    """nn.adaptive_max_pool2d: max pooling to a fixed output size."""
+    return F.adaptive_max_pool2d(data, output_size)
+
+
+@register_op("nn.adaptive_avg_pool2d", attrs={"output_size": REQUIRED})
+def adaptive_avg_pool2d(data, output_size):
+    """nn.adaptive_avg_pool2d: average pooling to a fixed output size."""
+    return F.adaptive_avg_pool2d(data, output_size)
+
+
+@register_op("nn.batch_flatten")
+def batch_flatten(data):
+    """nn.batch_flatten: keep the batch dimension, flatten the rest."""
+    return data.reshape(data.shape[0], -1)
+
+
+_PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect", "circular": "circular"}
+
+
+@register_op("nn.pad", attrs={"pad_width": REQUIRED, "pad_value": 0.0, "pad_mode": "constant"})
+def pad(data, pad_width, pad_value, pad_mode):
+    """nn.pad: pad each dimension by (before, after); modes constant, edge, reflect, circular."""
+    if pad_mode not in _PAD_MODES:
+        raise ValueError(f"nn.pad: pad_mode must be one of {sorted(_PAD_MODES)}, got {pad_mode!r}")
+    if len(pad_width) != data.dim():
+        raise ValueError(f"nn.pad: pad_width needs one (before, after) pair per dimension ({data.dim()})")
+    flat = [int(x) for pair in reversed(pad_width) for x in pair]  # torch wants last dimension first
+    if pad_mode == "constant":
+        return F.pad(data, flat, value=pad_value)
+    # non-constant modes pad only the trailing dimensions that need it
+    while flat[-2:] == [0, 0] and len(flat) > 2:
+        flat = flat[:-2]
+    return F.pad(data, flat, mode=_PAD_MODES[pad_mode])
+
+
+_RESIZE_MODES = {"nearest": "nearest", "nearest_exact": "nearest-exact", "linear": "bilinear", "cubic": "bicubic"}
+
+
+@register_op("image.resize2d", attrs={"size": REQUIRED, "method": "nearest", "align_corners": False})
+def resize2d(data, size, method, align_corners):
+    """image.resize2d: resize H and W of NCHW data to `size` (nearest, nearest_exact, linear, cubic)."""
+    if method not in _RESIZE_MODES:
+        raise ValueError(f"image.resize2d: method must be one of {sorted(_RESIZE_MODES)}, got {method!r}")
+    mode = _RESIZE_MODES[method]
+    corners = align_corners if mode in ("bilinear", "bicubic") else None
+    return F.interpolate(data, size=tuple(size), mode=mode, align_corners=corners)

@@ -1,0 +1,66 @@
+"""Reductions over axes: sum, prod, max, min, mean, argmax, argmin, variance.
+
+`axis` is a tuple of axes (None reduces everything); `keepdims` keeps reduced axes as size 1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import register_op
+
+_AXES = {"axis": None, "keepdims": False}
+
+
+def _axes(x, axis):
+    return tuple(range(x.dim())) if axis is None else tuple(axis)
+
+
+@register_op("sum", attrs=_AXES)
+def reduce_sum(x, axis, keepdims):
+    """sum: add over `axis`."""
+    return torch.sum(x, dim=_axes(x, axis), keepdim=keepdims)
+
+
+@register_op("prod", attrs=_AXES)
+def reduce_prod(x, axis, keepdims):
+    """prod: multiply over `axis`."""
+    for a in sorted((a % x.dim() for a in _axes(x, axis)), reverse=True):
+        x = torch.prod(x, dim=a, keepdim=keepdims)
+    return x
+
+
+@register_op("max", attrs=_AXES)
+def reduce_max(x, axis, keepdims):
+    """max: maximum over `axis`."""
+    return torch.amax(x, dim=_axes(x, axis), keepdim=keepdims)
+
+
+@register_op("min", attrs=_AXES)
+def reduce_min(x, axis, keepdims):
+    """min: minimum over `axis`."""
+    return torch.amin(x, dim=_axes(x, axis), keepdim=keepdims)
+
+
+@register_op("mean", attrs=_AXES)
+def reduce_mean(x, axis, keepdims):
+    """mean: average over `axis`."""
+    return torch.mean(x, dim=_axes(x, axis), keepdim=keepdims)
+
+
+@register_op("variance", attrs={**_AXES, "unbiased": False})
+def variance(x, axis, keepdims, unbiased):
+    """variance: mean squared deviation over `axis` (unbiased divides by n - 1)."""
+    return torch.var(x, dim=_axes(x, axis), keepdim=keepdims, correction=1 if unbiased else 0)
+
+
+@register_op("argmax", attrs={"axis": None, "keepdims": False})
+def argmax(x, axis, keepdims):
+    """argmax: index of the maximum along one axis (or of the flattened tensor when axis is None)."""
+    return torch.argmax(x, dim=axis, keepdim=keepdims)
+
+
+@register_op("argmin", attrs={"axis": None, "keepdims": False})
+def argmin(x, axis, keepdims):
+    """argmin: index of the minimum along one axis (or of the flattened tensor when axis is None)."""
+    return torch.argmin(x, dim=axis, keepdim=keepdims)

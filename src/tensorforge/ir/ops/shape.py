@@ -1,0 +1,118 @@
+"""Shape and layout ops: reshape, transpose, slicing, splitting, concatenation, broadcasting.
+
+Shape attributes may hold symbolic dimensions (`Sym`), bound to real sizes at run time, so a graph
+with a dynamic batch can say "reshape to (batch, 768)".
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import REQUIRED, register_op
+
+
+@register_op("reshape", attrs={"newshape": REQUIRED})
+def reshape(data, newshape):
+    """reshape: to `newshape`; one entry may be -1 (inferred)."""
+    return data.reshape(tuple(newshape))
+
+
+@register_op("transpose", attrs={"axes": None})
+def transpose(data, axes):
+    """transpose: permute the axes (None reverses them)."""
+    return data.permute(tuple(axes) if axes is not None else tuple(reversed(range(data.dim()))))
+
+
+@register_op("layout_transform", attrs={"src_layout": REQUIRED, "dst_layout": REQUIRED})
+def layout_transform(data, src_layout, dst_layout):
+    """layout_transform: permute between layouts named by letters, e.g. NCHW -> NHWC."""
+    if sorted(src_layout) != sorted(dst_layout) or len(src_layout) != data.dim():
+        raise ValueError(f"layout_transform: {src_layout} -> {dst_layout} is not a permutation of a "
+                         f"{data.dim()}-d layout")
+    return data.permute(tuple(src_layout.index(c) for c in dst_layout))
+
+
+@register_op("expand_dims", attrs={"axis": REQUIRED, "num_newaxis": 1})
+def expand_dims(data, axis, num_newaxis):
+    """expand_dims: insert `num_newaxis` size-1 axes at `axis`."""
+    axis = axis if axis >= 0 else axis + data.dim() + 1
+    for _ in range(num_newaxis):
+        data = data.unsqueeze(axis)
+    return data
+
+
+@register_op("squeeze", attrs={"axis": None})
+def squeeze(data, axis):
+    """squeeze: drop the given size-1 axes (None drops all of them)."""
+    if axis is None:
+        return data.squeeze()
+    for a in sorted((a % data.dim() for a in axis), reverse=True):
+        if data.shape[a] != 1:
+            raise ValueError(f"squeeze: axis {a} has size {data.shape[a]}, not 1")
+        data = data.squeeze(a)
+    return data
+
+
+@register_op("concatenate", inputs=(1, None), attrs={"axis": 0})
+def concatenate(*data, axis):
+    """concatenate: join the inputs along `axis`."""
+    return torch.cat(data, dim=axis)
+
+
+@register_op("stack", inputs=(1, None), attrs={"axis": 0})
+def stack(*data, axis):
+    """stack: join the inputs along a new axis."""
+    return torch.stack(data, dim=axis)
+
+
+@register_op("split", attrs={"indices_or_sections": REQUIRED, "axis": 0})
+def split(data, indices_or_sections, axis):
+    """split: into equal sections (an int) or at the given indices (a tuple); one output per piece."""
+    if isinstance(indices_or_sections, int):
+        return tuple(torch.tensor_split(data, indices_or_sections, dim=axis))
+    return tuple(torch.tensor_split(data, list(indices_or_sections), dim=axis))
+
+
+@register_op("strided_slice", attrs={"begin": REQUIRED, "end": REQUIRED, "strides": None, "axes": None})
+def strided_slice(data, begin, end, strides, axes):
+    """strided_slice: data[begin:end:stride] on `axes` (default the leading ones); negative indices count
+    from the end and out-of-range ends are clamped, as in Python."""
+    axes = tuple(range(len(begin))) if axes is None else axes
+    strides = (1,) * len(begin) if strides is None else strides
+    index = [slice(None)] * data.dim()
+    backwards = []
+    for a, b, e, s in zip(axes, begin, end, strides):
+        if s == 0:
+            raise ValueError("strided_slice: a stride of 0 is not allowed")
+        if s > 0:
+            index[a % data.dim()] = slice(b, e, s)
+        else:  # torch slicing has no negative steps: gather the indices Python's slice would visit
+            backwards.append((a % data.dim(), slice(b, e, s)))
+    out = data[tuple(index)]
+    for a, sl in backwards:
+        out = out.index_select(a, torch.arange(*sl.indices(out.shape[a]), device=out.device))
+    return out
+
+
+@register_op("broadcast_to", attrs={"shape": REQUIRED})
+def broadcast_to(data, shape):
+    """broadcast_to: expand size-1 axes to `shape` (-1 keeps a size)."""
+    return data.expand(tuple(shape))
+
+
+@register_op("tile", attrs={"reps": REQUIRED})
+def tile(data, reps):
+    """tile: repeat the whole tensor `reps[i]` times along each axis."""
+    return data.repeat(tuple(reps)) if len(reps) >= data.dim() else torch.tile(data, tuple(reps))
+
+
+@register_op("reverse", attrs={"axis": REQUIRED})
+def reverse(data, axis):
+    """reverse: flip the order of elements along `axis`."""
+    return torch.flip(data, (axis,))
+
+
+@register_op("copy")
+def copy(data):
+    """copy: identity (a materialized copy)."""
+    return data.clone()

@@ -1,0 +1,237 @@
+"""The op registry: every IR op is declared here once, by decorating its reference implementation.
+
+An op declaration carries
+- its attributes with defaults (`REQUIRED` for the ones without),
+- how many inputs it takes,
+- shape/dtype inference (by default: run the reference implementation on meta tensors, see below),
+- the reference implementation itself (PyTorch ops, so it runs on CPU and GPU),
+- its multiply-accumulate count (for reports and for pruning regions that do no arithmetic).
+
+Shape inference by meta execution: instead of writing shape arithmetic twice (once in the reference,
+once in an inference function), the reference runs on `meta` tensors. Symbolic dimensions are probed
+with two sets of prime sizes and each output dimension is solved as either a constant or
+`scale * symbol`. Ops whose output type cannot come from their reference (opaque ops) supply `infer`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from .types import Sym, TensorType, bind_value, dtype_name
+
+REQUIRED = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
+
+InferFn = Callable[[Sequence[TensorType], Mapping[str, Any]], list[TensorType]]
+MacsFn = Callable[[Sequence[TensorType], Sequence[TensorType], Mapping[str, Any]], int]
+
+
+class UnknownOpError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want a sentence
+        return self.args[0]
+
+
+class ShapeInferenceError(ValueError):
+    pass
+
+
+def _no_macs(inputs, outputs, attrs) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    compute: Callable[..., Any]
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    num_inputs: tuple[int, int | None] = (1, 1)  # (min, max); max None = variadic
+    infer: InferFn | None = None
+    macs: MacsFn = _no_macs
+    family: str = ""
+    opaque: bool = False
+
+    @property
+    def doc(self) -> str:
+        return (self.compute.__doc__ or "").strip().splitlines()[0] if self.compute.__doc__ else ""
+
+    def check_arity(self, n: int) -> str | None:
+        lo, hi = self.num_inputs
+        if n < lo or (hi is not None and n > hi):
+            want = str(lo) if lo == hi else f"{lo}..{'' if hi is None else hi}"
+            return f"{self.name} takes {want} inputs, got {n}"
+        return None
+
+    def normalize_attrs(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        """Fill defaults, reject unknown or missing attributes, make values canonical (tuples, dtype names)."""
+        if self.opaque:
+            return {k: canonical_attr(v) for k, v in attrs.items()}
+        unknown = sorted(set(attrs) - set(self.attrs))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown attribute(s) {unknown}; it takes {sorted(self.attrs)}")
+        out = {}
+        for key, default in self.attrs.items():
+            if key in attrs:
+                out[key] = canonical_attr(attrs[key])
+            elif default is REQUIRED:
+                raise ValueError(f"{self.name}: attribute {key!r} is required")
+            else:
+                out[key] = canonical_attr(default)
+        return out
+
+    def infer_types(self, inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
+        problem = self.check_arity(len(inputs))
+        if problem:
+            raise ShapeInferenceError(problem)
+        if self.infer is not None:
+            return list(self.infer(inputs, attrs))
+        return infer_by_meta(self, inputs, attrs)
+
+    def count_macs(self, inputs: Sequence[TensorType], outputs: Sequence[TensorType], attrs: Mapping[str, Any],
+                   env: Mapping[str, int]) -> int:
+        """MACs with every symbol bound by `env` (missing symbols count as 1)."""
+        env = _default_env(inputs, env)
+        bind = lambda ts: [TensorType(t.dtype, t.concrete_shape(env)) for t in ts]  # noqa: E731
+        return int(self.macs(bind(inputs), bind(outputs), {k: bind_value(v, env) for k, v in attrs.items()}))
+
+    def run(self, tensors: Sequence[torch.Tensor], attrs: Mapping[str, Any], env: Mapping[str, int],
+            device: torch.device | str | None = None) -> tuple:
+        """Run the reference; ops with no inputs (arange, full) create their result on `device`."""
+        kwargs = {k: bind_value(v, env) for k, v in attrs.items()}
+        if self.num_inputs[1] == 0:
+            kwargs["device"] = device
+        out = self.compute(*tensors, **kwargs)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _default_env(types: Sequence[TensorType], env: Mapping[str, int]) -> dict[str, int]:
+    full = {s: 1 for t in types for s in t.symbols}
+    full.update(env)
+    return full
+
+
+def canonical_attr(value):
+    """Attribute values are JSON-able scalars, strings, Syms, dtype names and (nested) tuples."""
+    if isinstance(value, (list, tuple, torch.Size)):
+        return tuple(canonical_attr(v) for v in value)
+    if isinstance(value, torch.dtype):
+        return dtype_name(value)
+    if isinstance(value, dict):
+        return {k: canonical_attr(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str, Sym)):
+        return value
+    raise TypeError(f"attribute value {value!r} of type {type(value).__name__} is not allowed in the IR")
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------
+
+_OPS: dict[str, OpDef] = {}
+# Opaque ops are named after their source op ("torch.aten.cumsum.default", "onnx.Hardmax"): one resolver
+# per namespace prefix builds their OpDef on demand.
+_OPAQUE_NAMESPACES: dict[str, Callable[[str], OpDef]] = {}
+
+
+def register_op(name: str, *, attrs: Mapping[str, Any] | None = None, inputs: int | tuple[int, int | None] = 1,
+                infer: InferFn | None = None, macs: MacsFn | None = None) -> Callable:
+    """Decorator: declare the IR op `name` with the decorated function as its reference implementation."""
+    arity = (inputs, inputs) if isinstance(inputs, int) else tuple(inputs)
+
+    def decorate(fn: Callable) -> Callable:
+        if name in _OPS:
+            raise ValueError(f"IR op {name!r} is already registered (by {_OPS[name].compute.__module__})")
+        family = fn.__module__.rsplit(".", 1)[-1]
+        _OPS[name] = OpDef(name=name, compute=fn, attrs=dict(attrs or {}), num_inputs=arity, infer=infer,
+                           macs=macs or _no_macs, family=family)
+        return fn
+
+    return decorate
+
+
+def register_opaque_namespace(prefix: str, resolver: Callable[[str], OpDef]) -> None:
+    if prefix in _OPAQUE_NAMESPACES:
+        raise ValueError(f"opaque namespace {prefix!r} is already registered")
+    _OPAQUE_NAMESPACES[prefix] = resolver
+
+
+def is_opaque(op: str) -> bool:
+    return any(op.startswith(prefix) for prefix in _OPAQUE_NAMESPACES)
+
+
+def get_op(name: str) -> OpDef:
+    opdef = _OPS.get(name)
+    if opdef is not None:
+        return opdef
+    for prefix, resolver in _OPAQUE_NAMESPACES.items():
+        if name.startswith(prefix):
+            return resolver(name)
+    close = difflib.get_close_matches(name, list(_OPS), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UnknownOpError(f"unknown IR op {name!r}{hint}")
+
+
+def registered_ops() -> dict[str, OpDef]:
+    return dict(sorted(_OPS.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape inference by meta execution
+# ---------------------------------------------------------------------------------------------
+
+_PROBE_A = (17, 19, 23, 29, 31)
+_PROBE_B = (37, 41, 43, 47, 53)
+
+
+def _symbols_of(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[str]:
+    found = set()
+    for t in inputs:
+        found |= t.symbols
+
+    def walk(v):
+        if isinstance(v, Sym):
+            found.add(v.symbol)
+        elif isinstance(v, tuple):
+            for x in v:
+                walk(x)
+
+    for v in attrs.values():
+        walk(v)
+    return sorted(found)
+
+
+def _meta_run(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str, Any], env: dict[str, int]):
+    tensors = [torch.empty(t.concrete_shape(env), dtype=t.torch_dtype, device="meta") for t in inputs]
+    return opdef.run(tensors, attrs, env, device="meta")
+
+
+def infer_by_meta(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
+    symbols = _symbols_of(inputs, attrs)
+    if len(symbols) > len(_PROBE_A):
+        raise ShapeInferenceError(f"{opdef.name}: at most {len(_PROBE_A)} distinct symbols are supported")
+    env_a = dict(zip(symbols, _PROBE_A))
+    env_b = dict(zip(symbols, _PROBE_B))
+    try:
+        outs_a = _meta_run(opdef, inputs, attrs, env_a)
+        outs_b = _meta_run(opdef, inputs, attrs, env_b) if symbols else outs_a
+    except Exception as exc:  # the reference rejected these inputs: say which op and what it got
+        shown = ", ".join(str(t) for t in inputs)
+        raise ShapeInferenceError(f"{opdef.name}({shown}; {dict(attrs)}): {exc}") from exc
+    types = []
+    for a, b in zip(outs_a, outs_b):
+        dims = []
+        for da, db in zip(a.shape, b.shape):
+            dims.append(da if da == db else _solve_dim(opdef.name, int(da), int(db), env_a, env_b))
+        types.append(TensorType(dtype_name(a.dtype), tuple(int(d) if not isinstance(d, Sym) else d for d in dims)))
+    return types
+
+
+def _solve_dim(op: str, da: int, db: int, env_a: dict[str, int], env_b: dict[str, int]) -> Sym:
+    for sym, pa in env_a.items():
+        pb = env_b[sym]
+        if da % pa == 0 and db % pb == 0 and da // pa == db // pb:
+            return Sym(sym, da // pa)
+    raise ShapeInferenceError(f"{op}: an output dimension depends on a symbol in a way the IR cannot express "
+                              f"(it is neither constant nor a multiple of one symbol)")

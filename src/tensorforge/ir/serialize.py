@@ -1,0 +1,142 @@
+"""Graphs on disk: structure as JSON, constants as safetensors, in one file. No pickle anywhere.
+
+`save(graph, path)` writes a safetensors file whose metadata holds the graph's JSON; `load(path)` gives
+back an identical graph (same names, attributes, types and constant bits). `graph_to_json` and
+`graph_from_json` are the same encoding without the file, for embedding graphs in larger formats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .graph import Graph, Node, Value
+from .types import Sym, TensorType
+
+FORMAT = "tensorforge.ir"
+FORMAT_VERSION = 1
+_META_KEY = "tensorforge.graph"
+
+
+class GraphFormatError(ValueError):
+    pass
+
+
+def _encode_attr(value):
+    if isinstance(value, Sym):
+        return {"__sym__": [value.symbol, value.scale]}
+    if isinstance(value, tuple):
+        return [_encode_attr(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode_attr(v) for k, v in value.items()}
+    return value
+
+
+def _decode_attr(value):
+    if isinstance(value, list):
+        return tuple(_decode_attr(v) for v in value)
+    if isinstance(value, dict):
+        if set(value) == {"__sym__"}:
+            return Sym(*value["__sym__"])
+        return {k: _decode_attr(v) for k, v in value.items()}
+    return value
+
+
+def encode_type(t: TensorType) -> dict:
+    return {"dtype": t.dtype, "shape": [_encode_attr(d) for d in t.shape]}
+
+
+def decode_type(d: dict) -> TensorType:
+    return TensorType(d["dtype"], tuple(_decode_attr(x) for x in d["shape"]))
+
+
+def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The graph as a JSON-able dict plus the constant tensors it refers to by name."""
+    doc = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "name": graph.name,
+        "inputs": [{"name": v.name, "type": encode_type(v.type)} for v in graph.inputs],
+        "constants": sorted(graph.constants),
+        "nodes": [
+            {"name": n.name, "op": n.op, "inputs": [v.name for v in n.inputs],
+             "outputs": [{"name": v.name, "type": encode_type(v.type)} for v in n.outputs],
+             "attrs": {k: _encode_attr(v) for k, v in n.attrs.items()}}
+            for n in graph.nodes
+        ],
+        "outputs": [v.name for v in graph.outputs],
+    }
+    return doc, {name: v.data for name, v in graph.constants.items()}
+
+
+def graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Graph:
+    if doc.get("format") != FORMAT:
+        raise GraphFormatError(f"not a tensorforge graph (format {doc.get('format')!r})")
+    if doc.get("version") != FORMAT_VERSION:
+        raise GraphFormatError(f"graph format version {doc.get('version')} is not supported by this tensorforge "
+                               f"(it reads version {FORMAT_VERSION})")
+    graph = Graph(doc["name"])
+    values: dict[str, Value] = {}
+    for item in doc["inputs"]:
+        values[item["name"]] = graph.add_input(item["name"], decode_type(item["type"]))
+    for name in doc["constants"]:
+        if name not in tensors:
+            raise GraphFormatError(f"constant {name!r} is missing from the tensor data")
+        value = Value(name, TensorType.of(tensors[name]), data=tensors[name])
+        graph.constants[name] = values[name] = value
+        graph._taken.add(name)
+    for item in doc["nodes"]:
+        try:
+            inputs = [values[name] for name in item["inputs"]]
+        except KeyError as exc:
+            raise GraphFormatError(f"node {item['name']!r} uses undefined value {exc.args[0]!r}") from None
+        node = Node(item["name"], item["op"], inputs, {k: _decode_attr(v) for k, v in item["attrs"].items()})
+        node.outputs = [Value(o["name"], decode_type(o["type"]), node) for o in item["outputs"]]
+        graph._node_names.add(node.name)
+        for v in node.outputs:
+            values[v.name] = v
+            graph._taken.add(v.name)
+        graph.nodes.append(node)
+    try:
+        graph.outputs = [values[name] for name in doc["outputs"]]
+    except KeyError as exc:
+        raise GraphFormatError(f"graph output {exc.args[0]!r} is not defined") from None
+    return graph
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory; give each its own contiguous buffer."""
+    seen: set[int] = set()
+    out = {}
+    for name, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if ptr is not None and ptr in seen:
+            t = t.clone()
+        elif ptr is not None:
+            seen.add(ptr)
+        out[name] = t
+    return out
+
+
+def save(graph: Graph, path: str | os.PathLike) -> None:
+    doc, tensors = graph_to_json(graph)
+    save_file(_unshared(tensors), os.fspath(path), metadata={_META_KEY: json.dumps(doc)})
+
+
+def load(path: str | os.PathLike) -> Graph:
+    path = os.fspath(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise GraphFormatError(f"{path}: not a readable tensorforge graph file ({exc})") from exc
+    if _META_KEY not in meta:
+        raise GraphFormatError(f"{path}: a safetensors file, but not a tensorforge graph (no {_META_KEY!r} metadata)")
+    return graph_from_json(json.loads(meta[_META_KEY]), tensors)

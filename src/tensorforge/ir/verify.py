@@ -1,0 +1,88 @@
+"""The verifier: rejects malformed graphs with a message that names the offending node or value.
+
+Run it after every pass in tests; a graph that passes can be printed, saved, executed and partitioned.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .registry import UnknownOpError, get_op
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+
+class VerificationError(ValueError):
+    pass
+
+
+def verify(graph: "Graph") -> None:
+    fail = lambda msg: (_ for _ in ()).throw(VerificationError(f"graph {graph.name!r}: {msg}"))  # noqa: E731
+    defined: set[int] = set()
+    names: dict[str, str] = {}
+
+    def define(value, where: str):
+        if id(value) in defined:
+            fail(f"{where}: value %{value.name} is defined twice")
+        if value.name in names:
+            fail(f"{where}: value name %{value.name} is already used by {names[value.name]}")
+        names[value.name] = where
+        defined.add(id(value))
+
+    for v in graph.inputs:
+        if v.producer is not None or v.data is not None:
+            fail(f"graph input %{v.name} must not have a producer or data")
+        define(v, f"input %{v.name}")
+    for key, v in graph.constants.items():
+        if v.data is None:
+            fail(f"constant @{key} has no data")
+        if key != v.name:
+            fail(f"constant @{v.name} is stored under the key {key!r}")
+        if tuple(v.data.shape) != v.type.shape or str(v.data.dtype).removeprefix("torch.") != v.type.dtype:
+            fail(f"constant @{v.name}: its data ({v.data.dtype}, {tuple(v.data.shape)}) does not match "
+                 f"its type {v.type}")
+        define(v, f"constant @{v.name}")
+
+    node_names: set[str] = set()
+    for node in graph.nodes:
+        where = f"node {node.name!r} ({node.op})"
+        if node.name in node_names:
+            fail(f"{where}: another node has the same name")
+        node_names.add(node.name)
+        try:
+            opdef = get_op(node.op)
+        except UnknownOpError as exc:
+            fail(f"{where}: {exc}")
+        problem = opdef.check_arity(len(node.inputs))
+        if problem:
+            fail(f"{where}: {problem}")
+        for i, v in enumerate(node.inputs):
+            if id(v) not in defined:
+                fail(f"{where}: input {i} %{v.name} is used before it is defined (or is not in the graph)")
+        try:
+            attrs = opdef.normalize_attrs(node.attrs)
+        except (ValueError, TypeError) as exc:
+            fail(f"{where}: {exc}")
+        if attrs != node.attrs:
+            fail(f"{where}: attributes {node.attrs} are not in canonical form ({attrs})")
+        if not node.outputs:
+            fail(f"{where}: has no outputs")
+        for v in node.outputs:
+            if v.producer is not node:
+                fail(f"{where}: output %{v.name} does not name this node as its producer")
+            define(v, where)
+        try:
+            expected = opdef.infer_types([v.type for v in node.inputs], node.attrs)
+        except Exception as exc:
+            fail(f"{where}: shape inference failed: {exc}")
+        actual = [v.type for v in node.outputs]
+        if expected != actual:
+            fail(f"{where}: output types {', '.join(map(str, actual))} differ from the inferred "
+                 f"{', '.join(map(str, expected))}")
+
+    if not graph.outputs:
+        fail("has no outputs")
+    for v in graph.outputs:
+        if id(v) not in defined:
+            fail(f"graph output %{v.name} is not defined in the graph")
