@@ -58,7 +58,10 @@ def execute(graph: "Graph", *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     keep = {id(v) for v in graph.outputs} | {id(v) for v in graph.inputs} | {id(v) for v in graph.constants.values()}
     for i, node in enumerate(graph.nodes):
         args = [values[id(v)] for v in node.inputs]
-        outs = node.opdef.run(args, node.attrs, env, device)
+        if node.op == "subgraph":
+            outs = execute(graph.subgraphs[node.attrs["callee"]], *args)
+        else:
+            outs = node.opdef.run(args, node.attrs, env, device)
         if len(outs) != len(node.outputs):
             raise RuntimeError(f"node {node.name!r} ({node.op}) produced {len(outs)} outputs, expected "
                                f"{len(node.outputs)}")

@@ -67,6 +67,8 @@ class Graph:
         self.outputs: list[Value] = []
         self.nodes: list[Node] = []
         self.constants: dict[str, Value] = {}
+        # graphs called by `subgraph` nodes (engine regions after partitioning), by name
+        self.subgraphs: dict[str, "Graph"] = {}
         self._taken: set[str] = set()  # value names
         self._node_names: set[str] = set()
         self._counter = itertools.count()

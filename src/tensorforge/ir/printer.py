@@ -31,6 +31,8 @@ def print_graph(graph: "Graph") -> str:
         lines.append(f"  {outs} = {node.op}({', '.join(args)})  # {types}")
     lines.append(f"  return {', '.join(ref(v) for v in graph.outputs)}")
     lines.append("}")
+    for sub in graph.subgraphs.values():
+        lines += ["", print_graph(sub)]
     return "\n".join(lines)
 
 

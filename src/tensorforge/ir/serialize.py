@@ -70,8 +70,14 @@ def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, torch.Tensor]
             for n in graph.nodes
         ],
         "outputs": [v.name for v in graph.outputs],
+        "subgraphs": {},
     }
-    return doc, {name: v.data for name, v in graph.constants.items()}
+    tensors = {name: v.data for name, v in graph.constants.items()}
+    for name, sub in graph.subgraphs.items():
+        # a subgraph's constants are stored under "<subgraph>/<constant>" so names never collide
+        doc["subgraphs"][name], sub_tensors = graph_to_json(sub)
+        tensors.update({f"{name}/{key}": t for key, t in sub_tensors.items()})
+    return doc, tensors
 
 
 def graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Graph:
@@ -81,6 +87,10 @@ def graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Gr
         raise GraphFormatError(f"graph format version {doc.get('version')} is not supported by this tensorforge "
                                f"(it reads version {FORMAT_VERSION})")
     graph = Graph(doc["name"])
+    for name, sub_doc in doc.get("subgraphs", {}).items():
+        prefix = f"{name}/"
+        graph.subgraphs[name] = graph_from_json(
+            sub_doc, {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})
     values: dict[str, Value] = {}
     for item in doc["inputs"]:
         values[item["name"]] = graph.add_input(item["name"], decode_type(item["type"]))

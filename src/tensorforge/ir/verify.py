@@ -81,8 +81,24 @@ def verify(graph: "Graph") -> None:
             fail(f"{where}: output types {', '.join(map(str, actual))} differ from the inferred "
                  f"{', '.join(map(str, expected))}")
 
+        if node.op == "subgraph":
+            _verify_call(graph, node, fail)
+
     if not graph.outputs:
         fail("has no outputs")
     for v in graph.outputs:
         if id(v) not in defined:
             fail(f"graph output %{v.name} is not defined in the graph")
+
+
+def _verify_call(graph: "Graph", node, fail) -> None:
+    """A subgraph node must name a subgraph whose signature matches the call, and the callee must verify."""
+    where = f"node {node.name!r} (subgraph)"
+    callee = graph.subgraphs.get(node.attrs["callee"])
+    if callee is None:
+        fail(f"{where}: calls subgraph {node.attrs['name']!r}, which the graph does not hold")
+    if [v.type for v in callee.inputs] != [v.type for v in node.inputs]:
+        fail(f"{where}: argument types differ from the inputs of subgraph {callee.name!r}")
+    if [v.type for v in callee.outputs] != [v.type for v in node.outputs]:
+        fail(f"{where}: output types differ from the outputs of subgraph {callee.name!r}")
+    verify(callee)

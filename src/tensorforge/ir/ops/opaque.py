@@ -18,7 +18,7 @@ from ..registry import OpDef, register_opaque_namespace
 from ..types import Sym, TensorType, torch_dtype
 
 
-def _decode_type(spec) -> TensorType:
+def decode_output_type(spec) -> TensorType:
     dtype, shape = spec
     return TensorType(dtype, tuple(Sym(*d) if isinstance(d, tuple) else d for d in shape))
 
@@ -68,7 +68,7 @@ def _resolve_torch(name: str) -> OpDef:
     compute.__doc__ = f"{name}: run through PyTorch"
 
     def infer(inputs, attrs):
-        return [_decode_type(spec) for spec in attrs["output_types"]]
+        return [decode_output_type(spec) for spec in attrs["output_types"]]
 
     return OpDef(name=name, compute=compute, num_inputs=(0, None), infer=infer, family="opaque", opaque=True)
 
