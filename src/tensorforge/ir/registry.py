@@ -92,15 +92,16 @@ class OpDef:
     def count_macs(self, inputs: Sequence[TensorType], outputs: Sequence[TensorType], attrs: Mapping[str, Any],
                    env: Mapping[str, int]) -> int:
         """MACs with every symbol bound by `env` (missing symbols count as 1)."""
-        env = _default_env(inputs, env)
+        env = _default_env([*inputs, *outputs], env)
         bind = lambda ts: [TensorType(t.dtype, t.concrete_shape(env)) for t in ts]  # noqa: E731
         return int(self.macs(bind(inputs), bind(outputs), {k: bind_value(v, env) for k, v in attrs.items()}))
 
     def run(self, tensors: Sequence[torch.Tensor], attrs: Mapping[str, Any], env: Mapping[str, int],
             device: torch.device | str | None = None) -> tuple:
-        """Run the reference; ops with no inputs (arange, full) create their result on `device`."""
+        """Run the reference; ops with no inputs (arange, full) create their result on `device`, and so do
+        opaque ops, which may have no inputs (`{"device": None}` in their arguments means this device)."""
         kwargs = {k: bind_value(v, env) for k, v in attrs.items()}
-        if self.num_inputs[1] == 0:
+        if self.num_inputs[1] == 0 or self.opaque:
             kwargs["device"] = device
         out = self.compute(*tensors, **kwargs)
         return tuple(out) if isinstance(out, (tuple, list)) else (out,)

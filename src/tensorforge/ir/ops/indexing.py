@@ -22,3 +22,15 @@ def take(data, indices, axis):
 def gather(data, indices, axis):
     """gather: out[i][j] = data[indices[i][j]][j] along `axis` (indices have the output's shape)."""
     return torch.gather(data, axis, indices.long())
+
+
+@register_op("adv_index", inputs=(2, None), attrs={"axes": REQUIRED})
+def adv_index(data, *indices, axes):
+    """adv_index: numpy advanced indexing, data[..., i0, i1, ...] with one integer index tensor per axis in `axes`
+    (index tensors broadcast together; placement of the result dimensions follows numpy/PyTorch)."""
+    if len(indices) != len(axes):
+        raise ValueError(f"adv_index: {len(indices)} index tensors for {len(axes)} axes")
+    key: list = [slice(None)] * data.dim()
+    for axis, idx in zip(axes, indices):
+        key[axis] = idx.long()
+    return data[tuple(key)]

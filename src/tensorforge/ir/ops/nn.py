@@ -167,6 +167,8 @@ def pad(data, pad_width, pad_value, pad_mode):
     # non-constant modes pad only the trailing dimensions that need it
     while flat[-2:] == [0, 0] and len(flat) > 2:
         flat = flat[:-2]
+    if len(flat) // 2 == data.dim():  # torch wants an unpadded leading dimension for these modes: lend one
+        return F.pad(data.unsqueeze(0), flat, mode=_PAD_MODES[pad_mode]).squeeze(0)
     return F.pad(data, flat, mode=_PAD_MODES[pad_mode])
 
 

@@ -3,8 +3,8 @@
 A node named `torch.aten.cumsum.default` (or `torch.mylib.myop.default`) calls that torch operator.
 Its attributes say how to rebuild the call:
 - `args` / `kwargs`: the operator's arguments, where `{"input": i}` stands for the node's i-th input,
-  `{"dtype": name}`, `{"device": None}` (the device the graph runs on) and `{"list": [...]}` for
-  values that are not plain JSON;
+  `{"dtype": name}`, `{"device": None}` (the device the graph runs on), `{"layout": name}`,
+  `{"memory_format": name}` and `{"list": [...]}` for values that are not plain JSON;
 - `output_types`: the output types the framework reported, since nothing else can infer them.
 """
 
@@ -40,6 +40,10 @@ def _torch_operator(name: str):
                          f"import the library that registers it before loading this graph") from exc
 
 
+_LAYOUTS = {"strided", "sparse_coo", "sparse_csr"}
+_MEMORY_FORMATS = {"contiguous_format", "channels_last", "channels_last_3d", "preserve_format"}
+
+
 def _materialize(arg, tensors, device):
     if isinstance(arg, dict):
         if "input" in arg:
@@ -50,6 +54,10 @@ def _materialize(arg, tensors, device):
             return device
         if "list" in arg:
             return [_materialize(a, tensors, device) for a in arg["list"]]
+        if "layout" in arg and arg["layout"] in _LAYOUTS:
+            return getattr(torch, arg["layout"])
+        if "memory_format" in arg and arg["memory_format"] in _MEMORY_FORMATS:
+            return getattr(torch, arg["memory_format"])
         raise ValueError(f"unknown opaque argument encoding {arg!r}")
     if isinstance(arg, tuple):
         return tuple(_materialize(a, tensors, device) for a in arg)

@@ -1,0 +1,707 @@
+"""ATen -> IR converters, by family. Each takes the op's arguments by their schema names.
+
+Ops listed here are also kept whole by the frontend's decomposition (it only decomposes what has
+no converter), so `aten.linear` arrives as a linear layer, not as a transpose and a matmul.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from ..ir.types import Sym, dtype_name
+from .converters import Unsupported, converter
+
+_END = sys.maxsize  # "to the end" in slices
+
+
+def _identity(ctx, *, self, **_):
+    return self
+
+
+def _static(dim) -> int:
+    if not isinstance(dim, int):
+        raise Unsupported(f"needs a static size, got {dim}")
+    return dim
+
+
+# -- unary elementwise and activations ----------------------------------------------------------
+
+_UNARY = {
+    "relu": "nn.relu", "sigmoid": "sigmoid", "tanh": "tanh", "exp": "exp", "log": "log", "sqrt": "sqrt",
+    "rsqrt": "rsqrt", "abs": "abs", "neg": "negative", "sin": "sin", "cos": "cos", "tan": "tan", "atan": "atan",
+    "ceil": "ceil", "floor": "floor", "sign": "sign", "reciprocal": "reciprocal", "erf": "erf",
+    "logical_not": "logical_not", "silu": "nn.silu", "mish": "nn.mish", "hardswish": "nn.hardswish",
+    "hardsigmoid": "nn.hardsigmoid",
+}
+
+
+def _declare_unary(aten_name: str, ir_op: str) -> None:
+    def convert(ctx, *, self, **_):
+        return ctx.emit(ir_op, self)
+
+    convert.__name__ = f"convert_{aten_name}"
+    converter(f"aten::{aten_name}.default")(convert)
+
+
+for _aten, _ir in _UNARY.items():
+    _declare_unary(_aten, _ir)
+
+
+@converter("aten::round.default")
+def round_(ctx, *, self):
+    return ctx.emit("round", self)
+
+
+@converter("aten::bitwise_not.default")
+def bitwise_not(ctx, *, self):
+    if self.type.dtype != "bool":
+        raise Unsupported("bitwise_not of integers")
+    return ctx.emit("logical_not", self)
+
+
+@converter("aten::gelu.default")
+def gelu(ctx, *, self, approximate):
+    return ctx.emit("nn.gelu", self, approximate=approximate)
+
+
+@converter("aten::leaky_relu.default")
+def leaky_relu(ctx, *, self, negative_slope):
+    return ctx.emit("nn.leaky_relu", self, alpha=float(negative_slope))
+
+
+@converter("aten::elu.default")
+def elu(ctx, *, self, alpha, scale, input_scale):
+    if scale != 1 or input_scale != 1:
+        raise Unsupported("elu with scale or input_scale")
+    return ctx.emit("nn.elu", self, alpha=float(alpha))
+
+
+@converter("aten::prelu.default")
+def prelu(ctx, *, self, weight):
+    return ctx.emit("nn.prelu", self, weight)
+
+
+@converter("aten::softplus.default")
+def softplus(ctx, *, self, beta, threshold):
+    if beta != 1 or threshold != 20:
+        raise Unsupported("softplus with non-default beta/threshold")
+    return ctx.emit("nn.softplus", self)
+
+
+@converter("aten::hardtanh.default")
+def hardtanh(ctx, *, self, min_val, max_val):
+    return ctx.emit("clip", self, a_min=min_val, a_max=max_val)
+
+
+@converter("aten::clamp.default")
+def clamp(ctx, *, self, min, max):  # noqa: A002 (schema names)
+    return ctx.emit("clip", self, a_min=min, a_max=max)
+
+
+@converter("aten::clamp_min.default")
+def clamp_min(ctx, *, self, min):  # noqa: A002
+    return ctx.emit("clip", self, a_min=min)
+
+
+@converter("aten::clamp_max.default")
+def clamp_max(ctx, *, self, max):  # noqa: A002
+    return ctx.emit("clip", self, a_max=max)
+
+
+# -- binary elementwise -------------------------------------------------------------------------
+
+_BINARY = {
+    "mul": "multiply", "div": "divide", "maximum": "maximum", "minimum": "minimum", "pow": "power",
+    "eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
+    "logical_and": "logical_and", "logical_or": "logical_or", "logical_xor": "logical_xor", "remainder": "floor_mod",
+}
+
+
+def _declare_binary(aten_name: str, ir_op: str) -> None:
+    def convert(ctx, *, self, other=None, exponent=None):
+        rhs = other if exponent is None else exponent
+        if not hasattr(self, "type"):
+            raise Unsupported("a scalar first operand")
+        return ctx.emit(ir_op, self, ctx.value(rhs))
+
+    convert.__name__ = f"convert_{aten_name}"
+    converter(f"aten::{aten_name}")(convert)  # every overload: .Tensor, .Scalar, .Tensor_Scalar, ...
+
+
+for _aten, _ir in _BINARY.items():
+    _declare_binary(_aten, _ir)
+
+
+@converter("aten::pow.Scalar")
+def pow_scalar(ctx, *, self, exponent):
+    return ctx.emit("power", ctx.value(self), exponent)
+
+
+@converter("aten::bitwise_and.Tensor", "aten::bitwise_or.Tensor")
+def bitwise_logic(ctx, *, self, other):
+    if self.type.dtype != "bool" or other.type.dtype != "bool":
+        raise Unsupported("bitwise logic on integers")
+    op = "logical_and" if ctx.fx_node.target._schema.name.endswith("and") else "logical_or"
+    return ctx.emit(op, self, other)
+
+
+@converter("aten::div.Tensor_mode", "aten::div.Scalar_mode")
+def div_mode(ctx, *, self, other, rounding_mode):
+    op = {None: "divide", "floor": "floor_divide", "trunc": "trunc_divide"}[rounding_mode]
+    return ctx.emit(op, self, ctx.value(other))
+
+
+def _add_like(ctx, op, lhs, rhs, alpha):
+    rhs = ctx.value(rhs)
+    if alpha != 1:
+        rhs = ctx.emit("multiply", rhs, ctx.value(alpha))
+    return ctx.emit(op, lhs, rhs)
+
+
+@converter("aten::add.Tensor", "aten::add.Scalar")
+def add(ctx, *, self, other, alpha):
+    return _add_like(ctx, "add", self, other, alpha)
+
+
+@converter("aten::sub.Tensor", "aten::sub.Scalar")
+def sub(ctx, *, self, other, alpha):
+    return _add_like(ctx, "subtract", self, other, alpha)
+
+
+@converter("aten::rsub.Scalar", "aten::rsub.Tensor")
+def rsub(ctx, *, self, other, alpha):
+    scaled = self if alpha == 1 else ctx.emit("multiply", self, ctx.value(alpha))
+    return ctx.emit("subtract", ctx.value(other), scaled)
+
+
+@converter("aten::where.self")
+def where(ctx, *, condition, self, other):
+    return ctx.emit("where", condition, self, other)
+
+
+@converter("aten::masked_fill.Scalar", "aten::masked_fill.Tensor")
+def masked_fill(ctx, *, self, mask, value):
+    fill = ctx.const(value, dtype=self.type.torch_dtype) if not hasattr(value, "type") else value
+    return ctx.emit("where", mask, fill, self)
+
+
+# -- dtype and identity ---------------------------------------------------------------------------
+
+@converter("aten::_to_copy.default")
+def to_copy(ctx, *, self, dtype=None, **_):
+    if dtype is None or dtype_name(dtype) == self.type.dtype:
+        return self  # a device or layout move: the graph is device-agnostic
+    return ctx.emit("cast", self, dtype=dtype_name(dtype))
+
+
+converter("aten::clone.default", "aten::alias.default", "aten::detach.default", "aten::lift_fresh_copy.default",
+          "aten::contiguous.default")(_identity)
+
+
+@converter("aten::dropout.default")
+def dropout(ctx, *, input, p, train):  # noqa: A002
+    if train and p > 0:
+        raise Unsupported("dropout in training mode")
+    return input
+
+
+# -- shape and layout -----------------------------------------------------------------------------
+
+@converter("aten::view.default", "aten::_unsafe_view.default", "aten::reshape.default")
+def view(ctx, *, self, size=None, shape=None):
+    return ctx.emit("reshape", self, newshape=tuple(size if size is not None else shape))
+
+
+@converter("aten::permute.default")
+def permute(ctx, *, self, dims):
+    return ctx.emit("transpose", self, axes=tuple(d % self.type.rank for d in dims))
+
+
+@converter("aten::t.default")
+def t(ctx, *, self):
+    return self if self.type.rank < 2 else ctx.emit("transpose", self, axes=(1, 0))
+
+
+@converter("aten::transpose.int")
+def transpose(ctx, *, self, dim0, dim1):
+    axes = list(range(self.type.rank))
+    a, b = dim0 % self.type.rank, dim1 % self.type.rank
+    axes[a], axes[b] = axes[b], axes[a]
+    return ctx.emit("transpose", self, axes=tuple(axes))
+
+
+@converter("aten::unsqueeze.default")
+def unsqueeze(ctx, *, self, dim):
+    return ctx.emit("expand_dims", self, axis=dim % (self.type.rank + 1))
+
+
+@converter("aten::squeeze.default", "aten::squeeze.dim", "aten::squeeze.dims")
+def squeeze(ctx, *, self, dim=None):
+    dims = (dim,) if isinstance(dim, int) else dim
+    if dims is None:
+        dims = tuple(i for i, d in enumerate(self.type.shape) if d == 1)
+    dims = tuple(d % self.type.rank for d in dims if self.type.shape[d % self.type.rank] == 1)  # torch skips non-1
+    return ctx.emit("squeeze", self, axis=dims) if dims else self
+
+
+@converter("aten::flatten.using_ints")
+def flatten(ctx, *, self, start_dim, end_dim):
+    shape = self.type.shape
+    start, end = start_dim % max(len(shape), 1), end_dim % max(len(shape), 1)
+    if shape[start:end + 1] and all(isinstance(d, int) for d in shape[start:end + 1]):
+        merged = 1
+        for d in shape[start:end + 1]:
+            merged *= d
+    else:
+        merged = -1
+    return ctx.emit("reshape", self, newshape=tuple(shape[:start]) + (merged,) + tuple(shape[end + 1:]))
+
+
+@converter("aten::cat.default")
+def cat(ctx, *, tensors, dim):
+    rank = max(t.type.rank for t in tensors)
+    tensors = [t for t in tensors if not (t.type.rank == 1 and t.type.shape[0] == 0)]  # torch skips empty 1-d
+    return ctx.emit("concatenate", *tensors, axis=dim % rank)
+
+
+@converter("aten::stack.default")
+def stack(ctx, *, tensors, dim):
+    return ctx.emit("stack", *tensors, axis=dim % (tensors[0].type.rank + 1))
+
+
+def _split_points(sizes) -> tuple[int, ...]:
+    points, total = [], 0
+    for s in sizes[:-1]:
+        total += s
+        points.append(total)
+    return tuple(points)
+
+
+@converter("aten::split.Tensor", "aten::split_with_sizes.default")
+def split(ctx, *, self, dim, split_size=None, split_sizes=None):
+    dim = dim % self.type.rank
+    length = _static(self.type.shape[dim])
+    if split_sizes is None:
+        split_sizes = [min(split_size, length - i) for i in range(0, length, split_size)]
+    if len(split_sizes) == 1:
+        return (self,)
+    out = ctx.emit("split", self, indices_or_sections=_split_points(list(split_sizes)), axis=dim)
+    return out
+
+
+@converter("aten::chunk.default")
+def chunk(ctx, *, self, chunks, dim):
+    length = _static(self.type.shape[dim % self.type.rank])
+    size = -(-length // chunks)
+    return split(ctx, self=self, dim=dim, split_size=size)
+
+
+@converter("aten::unbind.int")
+def unbind(ctx, *, self, dim):
+    dim = dim % self.type.rank
+    length = _static(self.type.shape[dim])
+    pieces = ctx.emit("split", self, indices_or_sections=length, axis=dim) if length > 1 else (self,)
+    pieces = pieces if isinstance(pieces, tuple) else (pieces,)
+    return tuple(ctx.emit("squeeze", p, axis=(dim,)) for p in pieces)
+
+
+@converter("aten::slice.Tensor")
+def slice_(ctx, *, self, dim, start, end, step):
+    dim = dim % self.type.rank
+    start = 0 if start is None else start
+    end = _END if end is None else end
+    if start == 0 and end == _END and step == 1:
+        return self
+    return ctx.emit("strided_slice", self, begin=(start,), end=(end,), strides=(step,), axes=(dim,))
+
+
+@converter("aten::select.int")
+def select(ctx, *, self, dim, index):
+    dim = dim % self.type.rank
+    end = _END if index == -1 else index + 1
+    picked = ctx.emit("strided_slice", self, begin=(index,), end=(end,), strides=(1,), axes=(dim,))
+    return ctx.emit("squeeze", picked, axis=(dim,))
+
+
+@converter("aten::expand.default")
+def expand(ctx, *, self, size, implicit=False):
+    if tuple(size) == self.type.shape:
+        return self
+    return ctx.emit("broadcast_to", self, shape=tuple(size))
+
+
+@converter("aten::repeat.default")
+def repeat(ctx, *, self, repeats):
+    return ctx.emit("tile", self, reps=tuple(repeats))
+
+
+@converter("aten::flip.default")
+def flip(ctx, *, self, dims):
+    for d in dims:
+        self = ctx.emit("reverse", self, axis=d % self.type.rank)
+    return self
+
+
+# -- gathering ------------------------------------------------------------------------------------
+
+@converter("aten::embedding.default")
+def embedding(ctx, *, weight, indices, **_):
+    return ctx.emit("take", weight, indices, axis=0)
+
+
+@converter("aten::index_select.default")
+def index_select(ctx, *, self, dim, index):
+    return ctx.emit("take", self, index, axis=dim % self.type.rank)
+
+
+@converter("aten::index.Tensor")
+def index(ctx, *, self, indices):
+    used = [(axis, i) for axis, i in enumerate(indices) if i is not None]
+    if any(i.type.dtype == "bool" for _, i in used):
+        raise Unsupported("boolean-mask indexing (its output shape depends on the data)")
+    if len(used) == 1 and used[0][1].type.rank >= 0:
+        axis, idx = used[0]
+        return ctx.emit("take", self, idx, axis=axis)
+    return ctx.emit("adv_index", self, *(i for _, i in used), axes=tuple(a for a, _ in used))
+
+
+@converter("aten::gather.default")
+def gather(ctx, *, self, dim, index, sparse_grad=False):
+    return ctx.emit("gather", self, index, axis=dim % self.type.rank)
+
+
+# -- padding --------------------------------------------------------------------------------------
+
+def _pad_width(rank: int, pad) -> tuple:
+    """torch's flat (last-dim-first) pad list -> one (before, after) pair per dimension."""
+    pairs = [(0, 0)] * rank
+    for i in range(len(pad) // 2):
+        pairs[rank - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    if any(p < 0 for pair in pairs for p in pair):
+        raise Unsupported("negative padding (cropping)")
+    return tuple(pairs)
+
+
+@converter("aten::constant_pad_nd.default")
+def constant_pad_nd(ctx, *, self, pad, value):
+    return ctx.emit("nn.pad", self, pad_width=_pad_width(self.type.rank, pad), pad_value=float(value))
+
+
+def _declare_pad(aten_prefix: str, mode: str) -> None:
+    def convert(ctx, *, self, padding):
+        return ctx.emit("nn.pad", self, pad_width=_pad_width(self.type.rank, padding), pad_mode=mode)
+
+    convert.__name__ = f"convert_{aten_prefix}"
+    converter(*(f"aten::{aten_prefix}{n}d.default" for n in (1, 2, 3)))(convert)
+
+
+_declare_pad("reflection_pad", "reflect")
+_declare_pad("replication_pad", "edge")
+
+
+# -- convolution and matrix products ---------------------------------------------------------------
+
+@converter("aten::convolution.default")
+def convolution(ctx, *, input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):  # noqa: A002
+    ndim = weight.type.rank - 2
+    if ndim not in (1, 2, 3):
+        raise Unsupported(f"{ndim}-d convolution")
+    if transposed:
+        out = ctx.emit(f"nn.conv{ndim}d_transpose", input, weight, strides=tuple(stride), padding=tuple(padding),
+                       output_padding=tuple(output_padding), dilation=tuple(dilation), groups=groups)
+    else:
+        out = ctx.emit(f"nn.conv{ndim}d", input, weight, strides=tuple(stride), padding=tuple(padding),
+                       dilation=tuple(dilation), groups=groups)
+    return out if bias is None else ctx.emit("nn.bias_add", out, bias, axis=1)
+
+
+@converter("aten::linear.default")
+def linear(ctx, *, input, weight, bias):  # noqa: A002
+    out = ctx.emit("nn.dense", input, weight)
+    return out if bias is None else ctx.emit("nn.bias_add", out, bias, axis=-1)
+
+
+@converter("aten::addmm.default")
+def addmm(ctx, *, self, mat1, mat2, beta, alpha):
+    out = ctx.emit("matmul", mat1, mat2)
+    if alpha != 1:
+        out = ctx.emit("multiply", out, ctx.value(alpha))
+    bias = self if beta == 1 else ctx.emit("multiply", self, ctx.value(beta))
+    return ctx.emit("add", out, bias)
+
+
+@converter("aten::mm.default", "aten::matmul.default")
+def matmul(ctx, *, self, mat2=None, other=None):
+    return ctx.emit("matmul", self, mat2 if mat2 is not None else other)
+
+
+@converter("aten::bmm.default")
+def bmm(ctx, *, self, mat2):
+    return ctx.emit("nn.batch_matmul", self, mat2, transpose_b=False)
+
+
+@converter("aten::scaled_dot_product_attention.default")
+def scaled_dot_product_attention(ctx, *, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa=False):
+    if dropout_p or enable_gqa:
+        raise Unsupported("attention with dropout or grouped-query broadcasting")
+    inputs = (query, key, value) if attn_mask is None else (query, key, value, attn_mask)
+    return ctx.emit("nn.scaled_dot_product_attention", *inputs, is_causal=bool(is_causal), scale=scale)
+
+
+# -- normalization ----------------------------------------------------------------------------------
+
+def _ones_if_none(ctx, tensor, shape, dtype, fill=1.0):
+    return tensor if tensor is not None else ctx.const(torch.full(shape, fill, dtype=torch.float32).to(dtype))
+
+
+@converter("aten::layer_norm.default")
+def layer_norm(ctx, *, input, normalized_shape, weight, bias, eps, cudnn_enable=True):  # noqa: A002
+    shape = tuple(normalized_shape)
+    dtype = input.type.torch_dtype
+    weight = _ones_if_none(ctx, weight, shape, dtype)
+    bias = _ones_if_none(ctx, bias, shape, dtype, fill=0.0)
+    return ctx.emit("nn.layer_norm", input, weight, bias, axis=input.type.rank - len(shape), epsilon=float(eps))
+
+
+@converter("aten::native_layer_norm.default")
+def native_layer_norm(ctx, *, input, normalized_shape, weight, bias, eps):  # noqa: A002
+    if any(u.args[1] != 0 for u in ctx.users()):
+        raise Unsupported("uses the mean/rstd outputs")
+    return (layer_norm(ctx, input=input, normalized_shape=normalized_shape, weight=weight, bias=bias, eps=eps),
+            None, None)
+
+
+@converter("aten::group_norm.default")
+def group_norm(ctx, *, input, num_groups, weight, bias, eps, cudnn_enabled=True):  # noqa: A002
+    channels = (input.type.shape[1],)
+    dtype = input.type.torch_dtype
+    weight = _ones_if_none(ctx, weight, channels, dtype)
+    bias = _ones_if_none(ctx, bias, channels, dtype, fill=0.0)
+    return ctx.emit("nn.group_norm", input, weight, bias, num_groups=num_groups, epsilon=float(eps))
+
+
+@converter("aten::native_group_norm.default")
+def native_group_norm(ctx, *, input, weight, bias, N, C, HxW, group, eps):  # noqa: A002, N803
+    if any(u.args[1] != 0 for u in ctx.users()):
+        raise Unsupported("uses the mean/rstd outputs")
+    return (group_norm(ctx, input=input, num_groups=group, weight=weight, bias=bias, eps=eps), None, None)
+
+
+def _batch_norm(ctx, input, weight, bias, running_mean, running_var, eps):  # noqa: A002
+    if running_mean is None or running_var is None:
+        raise Unsupported("batch norm without running statistics")
+    channels = (input.type.shape[1],)
+    dtype = running_mean.type.torch_dtype
+    weight = _ones_if_none(ctx, weight, channels, dtype)
+    bias = _ones_if_none(ctx, bias, channels, dtype, fill=0.0)
+    return ctx.emit("nn.batch_norm", input, weight, bias, running_mean, running_var, axis=1, epsilon=float(eps))
+
+
+@converter("aten::_native_batch_norm_legit_no_training.default")
+def batch_norm_no_training(ctx, *, input, weight, bias, running_mean, running_var, momentum, eps):  # noqa: A002
+    if any(u.args[1] != 0 for u in ctx.users()):
+        raise Unsupported("uses the saved mean/invstd outputs")
+    return (_batch_norm(ctx, input, weight, bias, running_mean, running_var, eps), None, None)
+
+
+@converter("aten::batch_norm.default")
+def batch_norm(ctx, *, input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled):  # noqa: A002
+    if training:
+        raise Unsupported("batch norm in training mode")
+    return _batch_norm(ctx, input, weight, bias, running_mean, running_var, eps)
+
+
+@converter("aten::_softmax.default", "aten::softmax.int")
+def softmax(ctx, *, self, dim, half_to_float=False, dtype=None):
+    x = self if dtype is None else ctx.emit("cast", self, dtype=dtype_name(dtype))
+    if half_to_float:
+        x = ctx.emit("cast", x, dtype="float32")
+    return ctx.emit("nn.softmax", x, axis=dim % self.type.rank)
+
+
+@converter("aten::_log_softmax.default", "aten::log_softmax.int")
+def log_softmax(ctx, *, self, dim, half_to_float=False, dtype=None):
+    x = self if dtype is None else ctx.emit("cast", self, dtype=dtype_name(dtype))
+    if half_to_float:
+        x = ctx.emit("cast", x, dtype="float32")
+    return ctx.emit("nn.log_softmax", x, axis=dim % self.type.rank)
+
+
+# -- pooling and resizing ---------------------------------------------------------------------------
+
+def _pool_args(kernel_size, stride, padding, ndim):
+    k = tuple(kernel_size) * (ndim if len(kernel_size) == 1 else 1)
+    s = tuple(stride) * (ndim if len(stride) == 1 else 1) if stride else k
+    p = tuple(padding) * (ndim if len(padding) == 1 else 1)
+    return k, s, p
+
+
+def _declare_max_pool(ndim: int) -> None:
+    def convert(ctx, *, self, kernel_size, stride, padding, dilation, ceil_mode):
+        with_indices = ctx.fx_node.target._schema.name.endswith("with_indices")
+        if with_indices and any(u.args[1] != 0 for u in ctx.users()):
+            raise Unsupported("uses the pooling indices")
+        k, s, p = _pool_args(kernel_size, stride, padding, ndim)
+        d = tuple(dilation) * (ndim if len(dilation) == 1 else 1)
+        out = ctx.emit(f"nn.max_pool{ndim}d", self, pool_size=k, strides=s, padding=p, dilation=d,
+                       ceil_mode=bool(ceil_mode))
+        return (out, None) if with_indices else out
+
+    convert.__name__ = f"convert_max_pool{ndim}d"
+    converter(f"aten::max_pool{ndim}d.default", f"aten::max_pool{ndim}d_with_indices.default")(convert)
+
+
+def _declare_avg_pool(ndim: int) -> None:
+    def convert(ctx, *, self, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override=None):
+        if divisor_override:
+            raise Unsupported("avg_pool with divisor_override")
+        k, s, p = _pool_args(kernel_size, stride, padding, ndim)
+        return ctx.emit(f"nn.avg_pool{ndim}d", self, pool_size=k, strides=s, padding=p, ceil_mode=bool(ceil_mode),
+                        count_include_pad=bool(count_include_pad))
+
+    convert.__name__ = f"convert_avg_pool{ndim}d"
+    converter(f"aten::avg_pool{ndim}d.default")(convert)
+
+
+for _n in (2, 3):
+    _declare_max_pool(_n)
+for _n in (1, 2, 3):
+    _declare_avg_pool(_n)
+
+
+@converter("aten::adaptive_avg_pool2d.default", "aten::_adaptive_avg_pool2d.default")
+def adaptive_avg_pool2d(ctx, *, self, output_size):
+    size = tuple(output_size)
+    if self.type.rank == 4 and size == (1, 1):
+        return ctx.emit("nn.global_avg_pool2d", self)
+    return ctx.emit("nn.adaptive_avg_pool2d", self, output_size=size)
+
+
+@converter("aten::adaptive_max_pool2d.default")
+def adaptive_max_pool2d(ctx, *, self, output_size):
+    if any(u.args[1] != 0 for u in ctx.users()):
+        raise Unsupported("uses the pooling indices")
+    size = tuple(output_size)
+    if self.type.rank == 4 and size == (1, 1):
+        return ctx.emit("nn.global_max_pool2d", self), None
+    return ctx.emit("nn.adaptive_max_pool2d", self, output_size=size), None
+
+
+def _resize(ctx, data, method, align_corners=False):
+    size = tuple(int(d) for d in ctx.fx_node.meta["val"].shape[-2:])
+    return ctx.emit("image.resize2d", data, size=size, method=method, align_corners=bool(align_corners))
+
+
+@converter("aten::upsample_nearest2d.vec", "aten::upsample_nearest2d.default")
+def upsample_nearest2d(ctx, *, input=None, self=None, **_):  # noqa: A002
+    return _resize(ctx, input if input is not None else self, "nearest")
+
+
+@converter("aten::_upsample_nearest_exact2d.vec", "aten::_upsample_nearest_exact2d.default")
+def upsample_nearest_exact2d(ctx, *, input=None, self=None, **_):  # noqa: A002
+    return _resize(ctx, input if input is not None else self, "nearest_exact")
+
+
+@converter("aten::upsample_bilinear2d.vec", "aten::upsample_bilinear2d.default")
+def upsample_bilinear2d(ctx, *, align_corners, input=None, self=None, **_):  # noqa: A002
+    return _resize(ctx, input if input is not None else self, "linear", align_corners)
+
+
+@converter("aten::upsample_bicubic2d.vec", "aten::upsample_bicubic2d.default")
+def upsample_bicubic2d(ctx, *, align_corners, input=None, self=None, **_):  # noqa: A002
+    return _resize(ctx, input if input is not None else self, "cubic", align_corners)
+
+
+# -- reductions -------------------------------------------------------------------------------------
+
+def _reduce_axes(x, dim):
+    if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
+        return None
+    dims = (dim,) if isinstance(dim, int) else dim
+    return tuple(sorted(d % max(x.type.rank, 1) for d in dims))
+
+
+def _declare_reduction(aten_names: tuple[str, ...], ir_op: str) -> None:
+    def convert(ctx, *, self, dim=None, keepdim=False, dtype=None):
+        x = self if dtype is None else ctx.emit("cast", self, dtype=dtype_name(dtype))
+        return ctx.emit(ir_op, x, axis=_reduce_axes(self, dim), keepdims=bool(keepdim))
+
+    convert.__name__ = f"convert_{ir_op}"
+    converter(*aten_names)(convert)
+
+
+_declare_reduction(("aten::sum.dim_IntList", "aten::sum.default"), "sum")
+_declare_reduction(("aten::mean.dim", "aten::mean.default"), "mean")
+_declare_reduction(("aten::prod.dim_int", "aten::prod.default"), "prod")
+_declare_reduction(("aten::amax.default",), "max")
+_declare_reduction(("aten::amin.default",), "min")
+
+
+@converter("aten::var.correction")
+def var(ctx, *, self, dim=None, correction=None, keepdim=False):
+    correction = 1 if correction is None else correction
+    if correction not in (0, 1):
+        raise Unsupported(f"variance with correction {correction}")
+    return ctx.emit("variance", self, axis=_reduce_axes(self, dim), keepdims=bool(keepdim), unbiased=correction == 1)
+
+
+@converter("aten::argmax.default", "aten::argmin.default")
+def argmax(ctx, *, self, dim=None, keepdim=False):
+    op = "argmax" if ctx.fx_node.target._schema.name.endswith("argmax") else "argmin"
+    return ctx.emit(op, self, axis=None if dim is None else dim % self.type.rank, keepdims=bool(keepdim))
+
+
+@converter("aten::max.dim", "aten::min.dim")
+def max_dim(ctx, *, self, dim, keepdim=False):
+    is_max = ctx.fx_node.target._schema.name.endswith("max")
+    axis = dim % self.type.rank
+    values = ctx.emit("max" if is_max else "min", self, axis=(axis,), keepdims=bool(keepdim))
+    indices = ctx.emit("argmax" if is_max else "argmin", self, axis=axis, keepdims=bool(keepdim))
+    return values, indices
+
+
+# -- creation ---------------------------------------------------------------------------------------
+
+def _default_dtype(value, dtype):
+    if dtype is not None:
+        return dtype_name(dtype)
+    if isinstance(value, bool):
+        return "bool"
+    return "int64" if isinstance(value, int) else dtype_name(torch.get_default_dtype())
+
+
+@converter("aten::full.default")
+def full(ctx, *, size, fill_value, dtype=None, **_):
+    return ctx.emit("full", shape=tuple(size), fill_value=fill_value, dtype=_default_dtype(fill_value, dtype))
+
+
+@converter("aten::zeros.default", "aten::ones.default")
+def zeros(ctx, *, size, dtype=None, **_):
+    fill = 0.0 if ctx.fx_node.target._schema.name.endswith("zeros") else 1.0
+    return ctx.emit("full", shape=tuple(size), fill_value=fill, dtype=_default_dtype(fill, dtype))
+
+
+@converter("aten::full_like.default")
+def full_like(ctx, *, self, fill_value, dtype=None, **_):
+    return ctx.emit("full_like", self, fill_value=fill_value, dtype=dtype_name(dtype) if dtype else None)
+
+
+@converter("aten::zeros_like.default", "aten::ones_like.default")
+def zeros_like(ctx, *, self, dtype=None, **_):
+    fill = 0.0 if ctx.fx_node.target._schema.name.endswith("zeros_like") else 1.0
+    return ctx.emit("full_like", self, fill_value=fill, dtype=dtype_name(dtype) if dtype else None)
+
+
+@converter("aten::scalar_tensor.default")
+def scalar_tensor(ctx, *, s, dtype=None, **_):
+    return ctx.emit("full", shape=(), fill_value=s, dtype=_default_dtype(float(s), dtype))
+
+
+@converter("aten::arange.default", "aten::arange.start", "aten::arange.start_step")
+def arange(ctx, *, end, start=0, step=1, dtype=None, **_):
+    if dtype is None:
+        integral = all(isinstance(v, (int, Sym)) for v in (start, end, step))
+        dtype = torch.int64 if integral else torch.get_default_dtype()
+    return ctx.emit("arange", start=start, stop=end, step=step, dtype=dtype_name(dtype))
