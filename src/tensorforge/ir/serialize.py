@@ -81,6 +81,16 @@ def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, torch.Tensor]
 
 
 def graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Graph:
+    """The graph a `graph_to_json` document describes; GraphFormatError for anything else."""
+    try:
+        return _graph_from_json(doc, tensors)
+    except GraphFormatError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise GraphFormatError(f"malformed tensorforge graph document ({type(exc).__name__}: {exc})") from exc
+
+
+def _graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Graph:
     if doc.get("format") != FORMAT:
         raise GraphFormatError(f"not a tensorforge graph (format {doc.get('format')!r})")
     if doc.get("version") != FORMAT_VERSION:
@@ -149,4 +159,8 @@ def load(path: str | os.PathLike) -> Graph:
         raise GraphFormatError(f"{path}: not a readable tensorforge graph file ({exc})") from exc
     if _META_KEY not in meta:
         raise GraphFormatError(f"{path}: a safetensors file, but not a tensorforge graph (no {_META_KEY!r} metadata)")
-    return graph_from_json(json.loads(meta[_META_KEY]), tensors)
+    try:
+        doc = json.loads(meta[_META_KEY])
+    except json.JSONDecodeError as exc:
+        raise GraphFormatError(f"{path}: the graph description is not valid JSON ({exc})") from exc
+    return graph_from_json(doc, tensors)

@@ -96,7 +96,7 @@ def _verify_call(graph: "Graph", node, fail) -> None:
     where = f"node {node.name!r} (subgraph)"
     callee = graph.subgraphs.get(node.attrs["callee"])
     if callee is None:
-        fail(f"{where}: calls subgraph {node.attrs['name']!r}, which the graph does not hold")
+        fail(f"{where}: calls subgraph {node.attrs['callee']!r}, which the graph does not hold")
     if [v.type for v in callee.inputs] != [v.type for v in node.inputs]:
         fail(f"{where}: argument types differ from the inputs of subgraph {callee.name!r}")
     if [v.type for v in callee.outputs] != [v.type for v in node.outputs]:
