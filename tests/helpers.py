@@ -154,10 +154,6 @@ def check_case(c: Case) -> None:
         assert_close(a, e, tol=c.tol)
 
 
-def case_ops(params) -> set[str]:
-    return {p.values[0].op for p in params}
-
-
 def randn(*shape: int) -> torch.Tensor:
     return torch.randn(*shape)
 

@@ -1,4 +1,4 @@
-"""take and gather against F.embedding, numpy.take and numpy.take_along_axis."""
+"""take, gather and adv_index against F.embedding, numpy.take, numpy.take_along_axis and numpy indexing."""
 
 import numpy as np
 import pytest
@@ -41,6 +41,27 @@ CASES = [
          lambda: [torch.arange(24).reshape(2, 3, 4), torch.tensor([[[3], [0], [1]], [[2], [2], [0]]], dtype=torch.int32)],
          lambda data, idx: torch.from_numpy(np.take_along_axis(data.numpy(), idx.numpy().astype(np.int64), axis=-1)),
          {"axis": -1}),
+]
+
+
+
+def np_index(key):
+    """numpy advanced indexing: `key(data, *indices)` builds the index tuple."""
+    return lambda data, *idx: torch.from_numpy(np.ascontiguousarray(data.numpy()[key(*(i.numpy() for i in idx))]))
+
+
+CASES += [
+    case("adv_index-axis0", "adv_index", lambda: [randn(5, 3), torch.tensor([4, 0, -1])], np_index(lambda i: (i,)),
+         {"axes": (0,)}, dtype=FP32),
+    case("adv_index-adjacent-axes-broadcast", "adv_index",
+         lambda: [randn(2, 4, 5, 3), torch.tensor([[0], [3]]), torch.tensor([1, 4, 2])],
+         np_index(lambda i, j: (slice(None), i, j)), {"axes": (1, 2)}, dtype=FP32),
+    # index tensors separated by a slice: numpy puts the broadcast index dimensions first
+    case("adv_index-separated-axes", "adv_index", lambda: [randn(3, 4, 5), torch.tensor([2, 0]), torch.tensor([4, 1])],
+         np_index(lambda i, j: (i, slice(None), j)), {"axes": (0, 2)}, dtype=FP32),
+    case("adv_index-2d-index-int32", "adv_index",
+         lambda: [torch.arange(12).reshape(3, 4), torch.tensor([[0, 3], [1, 1]], dtype=torch.int32)],
+         np_index(lambda i: (slice(None), i)), {"axes": (1,)}),
 ]
 
 

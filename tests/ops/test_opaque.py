@@ -1,0 +1,138 @@
+"""Opaque nodes: a torch operator the IR has no name for, built by hand as a frontend would build it.
+
+Each row names the ATen operator, its encoded arguments (`{"input": i}` for the node's i-th input) and the
+eager computation it must reproduce; the recorded output types come from that eager result, as the
+frontend takes them from the exported program.
+"""
+
+import pytest
+import torch
+
+from helpers import BATCH, assert_close, randn, run_graph
+from tensorforge import ir
+from tensorforge.ir import Graph, Sym, TensorType
+from tensorforge.ir.ops.opaque import encode_output_type
+
+FP32 = torch.float32
+
+
+def opaque_graph(op, inputs, args, kwargs, output_types, *, dynamic_batch=False):
+    graph = Graph("opaque")
+    values = []
+    for i, t in enumerate(inputs):
+        tt = TensorType.of(t)
+        if dynamic_batch:
+            tt = TensorType(tt.dtype, (BATCH,) + tt.shape[1:])
+        values.append(graph.add_input(f"x{i}", tt))
+    attrs = {"args": args, "kwargs": kwargs, "output_types": tuple(encode_output_type(t) for t in output_types)}
+    node = graph.add_node(op, values, attrs, name="node")
+    graph.set_outputs(node.outputs)
+    return graph.verify()
+
+
+def _types(out):
+    outs = out if isinstance(out, tuple) else (out,)
+    return [TensorType.of(t) for t in outs]
+
+
+# (id, operator, input maker, args, kwargs, eager computation)
+CASES = [
+    ("cumsum-dim1", "torch.aten.cumsum.default", lambda: [randn(2, 5)], ({"input": 0}, 1), {},
+     lambda x: torch.cumsum(x, 1)),
+    ("cumsum-dtype-kwarg", "torch.aten.cumsum.default", lambda: [torch.arange(6).reshape(2, 3)], ({"input": 0}, 0),
+     {"dtype": {"dtype": "float64"}}, lambda x: torch.cumsum(x, 0, dtype=torch.float64)),
+    ("roll-list-args", "torch.aten.roll.default", lambda: [randn(3, 4)], ({"input": 0}, {"list": [1, -1]},
+                                                                          {"list": [0, 1]}),
+     {}, lambda x: torch.roll(x, shifts=(1, -1), dims=(0, 1))),
+    ("topk-two-outputs", "torch.aten.topk.default", lambda: [randn(3, 6)], ({"input": 0}, 2), {},
+     lambda x: tuple(torch.topk(x, 2))),
+    ("cumprod-two-ops-one-graph", "torch.aten.cumprod.default", lambda: [1 + 0.1 * randn(4)], ({"input": 0}, 0), {},
+     lambda x: torch.cumprod(x, 0)),
+    ("zeros-no-inputs", "torch.aten.zeros.default", lambda: [], ({"list": [2, 3]},),
+     {"dtype": {"dtype": "float32"}, "device": {"device": None}}, lambda: torch.zeros(2, 3)),
+    ("contiguous-memory-format", "torch.aten.clone.default", lambda: [randn(1, 3, 2, 2)], ({"input": 0},),
+     {"memory_format": {"memory_format": "contiguous_format"}}, lambda x: x.clone()),
+]
+
+
+@pytest.mark.parametrize("name, op, make, args, kwargs, eager", CASES, ids=[c[0] for c in CASES])
+def test_opaque(name, op, make, args, kwargs, eager):
+    inputs = make()
+    expected = eager(*[t.clone() for t in inputs])
+    graph = opaque_graph(op, inputs, args, kwargs, _types(expected))
+    actual = run_graph(graph, inputs)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert_close(a, e)
+    assert [n.op for n in graph.opaque_nodes()] == [op]
+
+
+def _cumsum_graph(dynamic_batch=False):
+    x = randn(2, 5)
+    return opaque_graph("torch.aten.cumsum.default", [x], ({"input": 0}, 1), {},
+                        [TensorType("float32", (BATCH if dynamic_batch else 2, 5))], dynamic_batch=dynamic_batch)
+
+
+def test_opaque_node_is_listed_and_summarized():
+    graph = Graph("mixed")
+    x = graph.add_input("x", TensorType("float32", (2, 5)))
+    y = graph.call("nn.relu", x)
+    node = graph.add_node("torch.aten.cumsum.default", [y],
+                          {"args": ({"input": 0}, 1), "kwargs": {},
+                           "output_types": (encode_output_type(TensorType("float32", (2, 5))),)}, name="cumsum")
+    graph.set_outputs([graph.call("exp", node.output)])
+    graph.verify()
+    assert graph.opaque_nodes() == [node]
+    assert node.opdef.opaque and not graph.nodes[0].opdef.opaque
+    summary = graph.summary()
+    assert "opaque ops (1 nodes" in summary
+    assert "cumsum: torch.aten.cumsum.default" in summary
+    x_val = randn(2, 5)
+    (out,) = run_graph(graph, [x_val])
+    assert_close(out, torch.exp(torch.cumsum(torch.relu(x_val), 1)))
+
+
+def test_opaque_node_survives_save_and_load(tmp_path):
+    graph = _cumsum_graph()
+    ir.save(graph, tmp_path / "g.tforge")
+    loaded = ir.load(tmp_path / "g.tforge").verify()
+    assert str(loaded) == str(graph)
+    assert loaded.nodes[0].attrs == graph.nodes[0].attrs
+    assert [n.op for n in loaded.opaque_nodes()] == ["torch.aten.cumsum.default"]
+    x = randn(2, 5)
+    assert torch.equal(run_graph(loaded, [x])[0], torch.cumsum(x, 1))
+
+
+def test_opaque_node_with_dynamic_batch():
+    graph = _cumsum_graph(dynamic_batch=True)
+    assert graph.outputs[0].type.shape == (Sym("batch"), 5)
+    for batch in (1, 4):
+        x = randn(batch, 5)
+        (out,) = run_graph(graph, [x])
+        assert_close(out, torch.cumsum(x, 1))
+
+
+def test_opaque_creation_follows_the_graph_device():
+    """An opaque op without inputs must create its result where the graph runs (meta stands in for a GPU)."""
+    graph = Graph("device")
+    x = graph.add_input("x", TensorType("float32", (2, 3)))
+    zeros = graph.add_node("torch.aten.zeros.default", [],
+                           {"args": ({"list": [2, 3]},), "kwargs": {"dtype": {"dtype": "float32"},
+                                                                    "device": {"device": None}},
+                            "output_types": (encode_output_type(TensorType("float32", (2, 3))),)}, name="zeros")
+    graph.set_outputs([graph.call("add", x, zeros.output)])
+    graph.verify()
+    (out,) = ir.execute(graph, torch.empty(2, 3, device="meta"))
+    assert out.device.type == "meta"
+
+
+def test_unknown_torch_operator_fails_with_its_name():
+    graph = Graph("unknown")
+    x = graph.add_input("x", TensorType("float32", (2,)))
+    node = graph.add_node("torch.aten.no_such_op_xyz.default", [x],
+                          {"args": ({"input": 0},), "kwargs": {},
+                           "output_types": (encode_output_type(TensorType("float32", (2,))),)})
+    graph.set_outputs(node.outputs)
+    with pytest.raises(ValueError, match="no_such_op_xyz"):
+        ir.execute(graph, torch.zeros(2))
