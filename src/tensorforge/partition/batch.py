@@ -143,13 +143,13 @@ def batch_reason(node: "Node", ctx: "SupportContext") -> Optional[str]:
     for v in node.outputs:
         if v.type.rank == 0:
             return f"the result is a scalar, without the batch dimension {_HINT}"
-    first = touched[0]
-    for v in touched[1:]:
-        if v.type.shape[0] != first.type.shape[0]:
-            return f"its activations differ in the leading (batch) dimension {_HINT}"
     if node.opdef.family == "elementwise" and len(node.inputs) > 1:
         rank = max(v.type.rank for v in node.outputs)
         for v in activations:
             if v.type.rank < rank:
                 return f"broadcasts a lower-rank activation across the batch dimension {_HINT}"
+    first = touched[0]
+    for v in touched[1:]:
+        if v.type.shape[0] != first.type.shape[0]:
+            return f"its activations differ in the leading (batch) dimension {_HINT}"
     return None
