@@ -1,0 +1,67 @@
+"""BuilderConfig: the options of one build, with TensorRT's names and meanings.
+
+A small frozen dataclass (hashable, so the runtime can key caches on it). Environment variables never
+reach it directly: the runtime overrides fields in one place before building.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class BuilderConfig:
+    """Options of `Builder.build`.
+
+    - `fp16` / `bf16`: the builder *may* run layers in that precision (TensorRT's meaning). Engine v0 has no
+      reduced-precision tactics, so every layer runs in the region's own types; the flags are recorded.
+    - `tf32`: float32 matrix products and convolutions may use TF32 on GPUs that have it.
+    - `strict_types`: the requested precision is a requirement, not a permission (v0: fp16/bf16 with
+      strict_types is a BuildError, since no tactic could honour it).
+    - `max_workspace_size`: bytes the activation arena may take; a plan that needs more is a BuildError.
+    - `optimization_level`: 0 takes the first supported tactic of each layer; higher levels time the
+      candidates on the real shapes and keep the fastest (only where a layer has more than one).
+    - `timing_cache`: path of a JSON timing cache that builds read and extend, or None.
+    """
+
+    fp16: bool = False
+    bf16: bool = False
+    tf32: bool = True
+    strict_types: bool = False
+    max_workspace_size: int = 1 << 30
+    optimization_level: int = 3
+    timing_cache: str | None = None
+
+    def __post_init__(self):
+        for name in ("fp16", "bf16", "tf32", "strict_types"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"BuilderConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.max_workspace_size, int) or self.max_workspace_size < 0:
+            raise ValueError(f"BuilderConfig.max_workspace_size must be a non-negative int (bytes), "
+                             f"got {self.max_workspace_size!r}")
+        if not isinstance(self.optimization_level, int) or not 0 <= self.optimization_level <= 5:
+            raise ValueError(f"BuilderConfig.optimization_level must be an int from 0 to 5, "
+                             f"got {self.optimization_level!r}")
+        if self.timing_cache is not None and not isinstance(self.timing_cache, str):
+            object.__setattr__(self, "timing_cache", str(self.timing_cache))  # accept os.PathLike
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as a JSON-able dict (stored in plans; the runtime hashes it for its cache)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any] | str) -> "BuilderConfig":
+        """From `to_json()`'s dict (or its JSON text); unknown keys are an error, missing ones take defaults."""
+        if isinstance(doc, str):
+            doc = json.loads(doc)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise ValueError(f"BuilderConfig has no option(s) {unknown}; it has {sorted(known)}")
+        return cls(**doc)
+
+    def replace(self, **changes) -> "BuilderConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,56 @@
+"""The builder's graph passes, in the order they run.
+
+Each pass is one file and one pure function `(graph, ctx) -> graph`: it returns a new graph and never
+changes its input. Each counts its rewrites in `ctx.counters[<pass name>]`, which the plan reports.
+Adding a pass: write `passes/<name>.py` with a docstring saying why it exists, put it in `PASSES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ...ir import Graph
+from ..config import BuilderConfig
+from .constant_folding import constant_folding
+from .dead_code import dead_code
+from .fold_batch_norm import fold_batch_norm
+from .fuse_bias_activation import fuse_bias_activation
+
+
+@dataclass
+class PassContext:
+    """What passes may read (options, the batch the plan is sized for) and the counters they bump."""
+
+    config: BuilderConfig = field(default_factory=BuilderConfig)
+    max_batch: int = 1
+    fold_limit_bytes: int = 64 << 20  # constant folding never makes a constant larger than this
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+
+Pass = Callable[[Graph, PassContext], Graph]
+
+PASSES: list[Pass] = [
+    constant_folding,      # constant subexpressions (arange/broadcast chains) become weights
+    fold_batch_norm,       # inference batch norm disappears into the conv/dense before it
+    fuse_bias_activation,  # conv/dense + bias + residual + activation become one layer
+    dead_code,             # drop what the rewrites left unused
+]
+
+
+def run_passes(graph: Graph, ctx: PassContext, passes: list[Pass] | None = None, *, verify_each: bool = False) -> Graph:
+    """Run `passes` (default `PASSES`) in order; every pass's counter exists afterwards, even when zero.
+    `verify_each` runs the IR verifier after every pass (tests do; the builder verifies the final graph)."""
+    for p in PASSES if passes is None else passes:
+        ctx.counters.setdefault(p.__name__, 0)
+        graph = p(graph, ctx)
+        if verify_each:
+            graph.verify()
+    return graph
+
+
+__all__ = ["PASSES", "PassContext", "run_passes", "constant_folding", "dead_code", "fold_batch_norm",
+           "fuse_bias_activation"]

@@ -1,0 +1,58 @@
+"""constant_folding: nodes whose inputs are all constants become constants.
+
+Why: models compute things at run time that never change — BERT's position ids (arange → slice →
+broadcast), masks built from shapes, reshaped or transposed weights. Computing them once at build time
+removes layers from every run and lets later passes see plain weights (batch-norm folding needs its
+statistics as constants). Not folded: opaque ops (they may have side effects or randomness), anything
+whose shape depends on the batch symbol, and outputs above `ctx.fold_limit_bytes` (64 MiB by default), so
+a broadcast never turns into a huge weight.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...ir import Graph, TensorType
+from ...ir.types import contains_sym
+from ._edit import add_constant_named, copy_graph, replace_uses
+
+NAME = "constant_folding"
+
+
+def _foldable(node, is_const, limit: int) -> bool:
+    if node.opdef.opaque or node.op == "subgraph":
+        return False
+    if not all(is_const(v) for v in node.inputs):
+        return False
+    if any(contains_sym(v) for v in node.attrs.values()):
+        return False
+    return all(v.type.is_static and v.type.nbytes() <= limit for v in node.outputs)
+
+
+def constant_folding(graph: Graph, ctx) -> Graph:
+    graph = copy_graph(graph)
+    kept = []
+    folded = 0
+    for node in graph.nodes:
+        if not _foldable(node, lambda v: v.data is not None, ctx.fold_limit_bytes):
+            kept.append(node)
+            continue
+        device = node.inputs[0].data.device if node.inputs else torch.device("cpu")
+        try:
+            with torch.no_grad():
+                results = node.opdef.run([v.data for v in node.inputs], node.attrs, {}, device)
+        except Exception:  # noqa: BLE001 - the node then runs at plan time and reports its own error there
+            kept.append(node)
+            continue
+        if len(results) != len(node.outputs) or any(
+                TensorType.of(t) != v.type for t, v in zip(results, node.outputs)):
+            kept.append(node)
+            continue
+        for value, tensor in zip(node.outputs, results):
+            # a fresh contiguous tensor: results may be views of (or broadcasts over) other weights
+            const = add_constant_named(graph, value.name, tensor.clone(memory_format=torch.contiguous_format))
+            replace_uses(graph, value, const)
+        folded += 1
+    graph.nodes = kept
+    ctx.count(NAME, folded)
+    return graph

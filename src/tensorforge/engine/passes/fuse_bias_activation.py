@@ -1,0 +1,110 @@
+"""fuse_bias_activation: conv/dense + bias + residual add + activation become one `engine.conv`/`engine.dense`.
+
+Why: each of these epilogue ops is a full read and write of the activation, for almost no arithmetic.
+One fused layer reads the input once and writes the result once — on a GPU that is cuDNN's fused
+convolution or a cuBLASLt epilogue, and even the reference saves the intermediate tensors.
+
+Matched, starting at nn.conv{1,2,3}d or nn.dense, along values with exactly one user (and not graph outputs):
+
+    [nn.bias_add on the channel axis] → [add(·, residual)] → [activation] → [add(·, residual)]
+
+with at most one residual add, either before the activation (ResNet: conv → bn → add → relu; MobileNet: no
+activation at all) or after it; `residual_position` records which, so the fused layer computes exactly
+what the source did. The residual must have the layer output's exact type (no broadcasting). Activations:
+`engine.ops.FUSABLE_ACTIVATIONS` (relu, clip = relu6, gelu, silu, sigmoid, tanh, hardswish, leaky_relu),
+with their attributes carried along. A conv/dense with nothing to fuse stays as it is.
+"""
+
+from __future__ import annotations
+
+from ...ir import Graph
+from ..ops import FUSABLE_ACTIVATIONS
+from ._edit import copy_graph, make_node, replace_uses, user_counts
+
+NAME = "fuse_bias_activation"
+CONVOLUTIONS = {"nn.conv1d": 1, "nn.conv2d": 2, "nn.conv3d": 3}
+
+
+def _sole_user(value, counts, users):
+    if counts.get(id(value), 0) != 1 or not users.get(id(value)):
+        return None  # several users, or only a graph output
+    return users[id(value)][0]
+
+
+def _residual(node, value):
+    """The other operand when `node` is add(value, other) or add(other, value) without broadcasting."""
+    if node.op != "add" or len(node.inputs) != 2 or node.output.type != value.type:
+        return None
+    a, b = node.inputs
+    other = b if a is value else a if b is value else None
+    return other if other is not None and other is not value and other.type == value.type else None
+
+
+def _match(anchor, counts, users):
+    """The fused node's (inputs, attrs, absorbed nodes) for the chain starting at `anchor`, or None."""
+    value = anchor.output
+    absorbed = [anchor]
+    epilogue = {"has_bias": False, "activation": None, "activation_attrs": (), "has_residual": False,
+                "residual_position": "pre_activation"}
+    bias = residual = None
+    channel_axis = 1 if anchor.op in CONVOLUTIONS else value.type.rank - 1
+
+    def next_user():
+        return _sole_user(value, counts, users)
+
+    user = next_user()
+    if (user is not None and user.op == "nn.bias_add" and user.inputs[0] is value
+            and user.attrs["axis"] % value.type.rank == channel_axis and user.output.type == value.type
+            and user.inputs[1].type.shape == (value.type.shape[channel_axis],)):
+        bias, value = user.inputs[1], user.output
+        absorbed.append(user)
+        epilogue["has_bias"] = True
+        user = next_user()
+    if user is not None and _residual(user, value) is not None:
+        residual, value = _residual(user, value), user.output
+        absorbed.append(user)
+        epilogue["has_residual"] = True
+        user = next_user()
+    if (user is not None and user.op in FUSABLE_ACTIVATIONS and user.inputs[0] is value and len(user.outputs) == 1
+            and user.output.type == value.type):
+        epilogue["activation"], epilogue["activation_attrs"] = user.op, tuple(user.attrs.items())
+        value = user.output
+        absorbed.append(user)
+        user = next_user()
+        if residual is None and user is not None and _residual(user, value) is not None:
+            residual, value = _residual(user, value), user.output
+            absorbed.append(user)
+            epilogue.update(has_residual=True, residual_position="post_activation")
+    if len(absorbed) == 1:
+        return None
+    inputs = anchor.inputs[:2] + [v for v in (bias, residual) if v is not None]
+    if anchor.op in CONVOLUTIONS:
+        op = "engine.conv"
+        attrs = {"ndim": CONVOLUTIONS[anchor.op], **anchor.attrs, **epilogue}
+    else:
+        op, attrs = "engine.dense", epilogue
+    return op, inputs, attrs, absorbed
+
+
+def fuse_bias_activation(graph: Graph, ctx) -> Graph:
+    graph = copy_graph(graph)
+    fused = 0
+    for anchor in [n for n in graph.nodes if n.op in CONVOLUTIONS or n.op == "nn.dense"]:
+        counts = user_counts(graph)
+        users: dict[int, list] = {}
+        for node in graph.nodes:
+            for v in node.inputs:
+                users.setdefault(id(v), []).append(node)
+        match = _match(anchor, counts, users)
+        if match is None:
+            continue
+        op, inputs, attrs, absorbed = match
+        last = absorbed[-1].output
+        layer = make_node(op, inputs, attrs, name=anchor.name, output_names=[last.name])
+        # the fused layer sits where the chain ended: every input (the residual too) is defined by then
+        gone = {id(n) for n in absorbed}
+        graph.nodes = [layer if n is absorbed[-1] else n for n in graph.nodes if id(n) not in gone or n is absorbed[-1]]
+        replace_uses(graph, last, layer.output, skip=[layer])
+        fused += 1
+    ctx.count(NAME, fused)
+    return graph
