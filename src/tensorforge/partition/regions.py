@@ -21,6 +21,7 @@ whole region can never create a cycle among the others (any path through its nod
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
@@ -59,6 +60,92 @@ class _UnionFind:
         return min(a, b)
 
 
+class _Condensed:
+    """The graph of clusters (engine groups and single PyTorch nodes), kept in a topological order.
+
+    `pos` is a topological numbering, so a search for a path to b never needs to look past pos[b]. A merge
+    reorders only the clusters between the two merged ones (the dynamic topological sort of Pearce and
+    Kelly): what a reaches goes after the merged cluster, what reaches b goes before it.
+    """
+
+    def __init__(self, groups: _UnionFind, node_succ: list[set[int]], supported: Sequence[bool]):
+        self.groups = groups
+        self.supported = supported  # by cluster root (the root is one of the cluster's nodes)
+        self.blocked: set[tuple[int, int]] = set()
+        self.succ: dict[int, set[int]] = {}
+        self.pred: dict[int, set[int]] = {}
+        for i, targets in enumerate(node_succ):
+            ci = groups.find(i)
+            self.succ.setdefault(ci, set())
+            self.pred.setdefault(ci, set())
+            for t in targets:
+                ct = groups.find(t)
+                if ct != ci:
+                    self.succ[ci].add(ct)
+                    self.pred.setdefault(ct, set()).add(ci)
+        # a topological order of the clusters (Kahn, ties by first node)
+        indegree = {c: len(p) for c, p in self.pred.items()}
+        ready = sorted(c for c, d in indegree.items() if d == 0)
+        self.pos: dict[int, int] = {}
+        while ready:
+            c = heapq.heappop(ready)
+            self.pos[c] = len(self.pos)
+            for s in self.succ[c]:
+                indegree[s] -= 1
+                if indegree[s] == 0:
+                    heapq.heappush(ready, s)
+
+    def in_order(self) -> list[int]:
+        return sorted(self.succ, key=self.pos.__getitem__)
+
+    def _search(self, start: Iterable[int], edges: dict[int, set[int]], inside) -> set[int]:
+        seen = set()
+        stack = [c for c in start if inside(c)]
+        while stack:
+            c = stack.pop()
+            if c not in seen:
+                seen.add(c)
+                stack.extend(x for x in edges[c] if x not in seen and inside(x))
+        return seen
+
+    def try_merge(self, a: int, b: int) -> bool:
+        """Merge clusters a and b (an edge a -> b) unless another path joins them; say whether it did."""
+        if (a, b) in self.blocked:
+            return False
+        lo, hi = self.pos[a], self.pos[b]
+        between = lambda c: lo < self.pos[c] <= hi  # noqa: E731
+        after_a = self._search(self.succ[a] - {b}, self.succ, between)
+        if b in after_a:  # a -> ... -> b through a third cluster: merging would close a cycle
+            # through a PyTorch node, that path stays whatever merges later: never try this pair again
+            if b in self._search([c for c in after_a if not self.supported[c]], self.succ, between):
+                self.blocked.add((a, b))
+            return False
+        before_b = self._search(self.pred[b] - {a}, self.pred, lambda c: lo < self.pos[c] < hi)
+        slots = sorted([lo, hi] + [self.pos[c] for c in after_a | before_b])
+        by_pos = self.pos.__getitem__
+        keep = self.groups.union(a, b)
+        gone = b if keep == a else a
+        order = sorted(before_b, key=by_pos) + [keep]
+        for c, slot in zip(order, slots):
+            self.pos[c] = slot
+        for c, slot in zip(sorted(after_a, key=by_pos), slots[len(order) + 1:]):
+            self.pos[c] = slot
+        del self.pos[gone]
+        for c in self.succ.pop(gone):
+            self.pred[c].discard(gone)
+            if c != keep:
+                self.pred[c].add(keep)
+                self.succ[keep].add(c)
+        for c in self.pred.pop(gone):
+            self.succ[c].discard(gone)
+            if c != keep:
+                self.succ[c].add(keep)
+                self.pred[keep].add(c)
+        self.succ[keep].discard(keep)
+        self.pred[keep].discard(keep)
+        return True
+
+
 def form_regions(graph: "Graph", supported: Sequence[bool]) -> list[list[int]]:
     """Maximal cycle-free groups of supported nodes, each a sorted list of node indices."""
     n = len(graph.nodes)
@@ -77,60 +164,17 @@ def form_regions(graph: "Graph", supported: Sequence[bool]) -> list[list[int]]:
                     groups.union(p, i)
 
     # step 2: greedy merging on the condensed graph
-    csucc: dict[int, set[int]] = {}
-    cpred: dict[int, set[int]] = {}
-    for i in range(n):
-        ci = groups.find(i)
-        csucc.setdefault(ci, set())
-        cpred.setdefault(ci, set())
-        for s in succ[i]:
-            cs = groups.find(s)
-            if cs != ci:
-                csucc[ci].add(cs)
-                cpred.setdefault(cs, set()).add(ci)
-
-    def other_path(a: int, b: int) -> bool:
-        """Is b reachable from a other than by the edge a -> b?"""
-        stack = [c for c in csucc[a] if c != b]
-        seen = set(stack)
-        while stack:
-            c = stack.pop()
-            if c == b:
-                return True
-            for s in csucc[c]:
-                if s not in seen:
-                    seen.add(s)
-                    stack.append(s)
-        return False
-
-    def merge(a: int, b: int) -> int:
-        keep = groups.union(a, b)
-        gone = b if keep == a else a
-        for c in csucc.pop(gone):
-            cpred[c].discard(gone)
-            if c != keep:
-                cpred[c].add(keep)
-                csucc[keep].add(c)
-        for c in cpred.pop(gone):
-            csucc[c].discard(gone)
-            if c != keep:
-                csucc[c].add(keep)
-                cpred[keep].add(c)
-        csucc[keep].discard(keep)
-        cpred[keep].discard(keep)
-        return keep
-
+    condensed = _Condensed(groups, succ, supported)
     changed = True
     while changed:
         changed = False
-        for a in sorted(csucc):
-            if a not in csucc or not supported[a]:
+        for a in condensed.in_order():
+            if a not in condensed.succ or not supported[a]:
                 continue
-            for b in sorted(csucc[a]):
-                if supported[b] and not other_path(a, b):
-                    a = merge(a, b)
+            for b in sorted(condensed.succ[a], key=condensed.pos.__getitem__):
+                if supported[b] and condensed.try_merge(a, b):
                     changed = True
-                    break  # a's successors changed; revisit it on the next sweep
+                    break  # a's successors changed; it is revisited on the next sweep
 
     regions: dict[int, list[int]] = {}
     for i in range(n):
