@@ -1,0 +1,24 @@
+"""The engine: `Builder(BuilderConfig).build(region) -> Plan`, TensorRT's builder for tensorforge regions.
+
+    plan = Builder(BuilderConfig()).build(region, max_batch=8, device="cpu")
+    outputs = plan.run(x)                      # any batch 1..8
+    data = plan.to_bytes(); plan = Plan.from_bytes(data, device="cpu")
+
+Files: `config.py` (options), `passes/` (one file per graph pass, ordered in `passes.PASSES`), `ops.py` (the
+fused layers as IR ops), `tactics/` (implementations per op, the registry), `timing.py` (tactic selection,
+timing cache), `memory.py` (the activation arena), `context.py` (execution), `plan.py` (the plan and its
+file format), `fingerprint.py` (what a plan was built for), `builder.py` (the build steps in order).
+"""
+
+from . import ops  # noqa: F401  (registers engine.conv / engine.dense)
+from .builder import Builder
+from .config import BuilderConfig
+from .context import ExecutionContext
+from .errors import BuildError, PlanCompatibilityError
+from .memory import ALIGNMENT, MemoryPlan
+from .passes import PASSES
+from .plan import LayerInfo, Plan
+from .tactics import tactic
+
+__all__ = ["Builder", "BuilderConfig", "Plan", "LayerInfo", "BuildError", "PlanCompatibilityError",
+           "ExecutionContext", "MemoryPlan", "ALIGNMENT", "PASSES", "tactic"]

@@ -1,0 +1,129 @@
+"""Execution: a plan's layers compiled into a flat program, run against one activation arena.
+
+`Program` is built once per plan: every value gets an index in a flat table, every layer becomes a step
+(bound kernel, input indices, output indices), and every planned activation knows its arena slot.
+`ExecutionContext` owns one arena — a single uint8 tensor of `peak_activation_bytes` on the plan's
+device — and runs the program: each planned activation is a typed view of its slot (`arena[offset:...]
+.view(dtype).view(shape)`, the leading part of the slot at batches below max_batch). A kernel that writes
+into the view it is offered costs nothing more; one that returns a new tensor (the reference tactic
+always does) has its result copied into the view with `copy_`. Plan outputs are not in the arena: they
+are the kernels' own results, handed to the caller (cloned if a kernel returned a view into the arena).
+
+One context runs one batch of inputs at a time (the arena is its scratch space); make another context
+per thread or stream (`plan.create_execution_context()`), as in TensorRT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
+
+import torch
+
+if TYPE_CHECKING:
+    from ..ir import Graph
+    from .memory import MemoryPlan
+    from .tactics.registry import Kernel
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    op: str
+    tactic: str
+    kernel: "Kernel"
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ArenaValue:
+    index: int
+    name: str
+    offset: int
+    dtype: torch.dtype
+    type: object  # TensorType (symbolic shape)
+
+
+class Program:
+    """The flat, bound form of a plan's graph (see the module docstring)."""
+
+    def __init__(self, graph: "Graph", kernels: Mapping[str, "Kernel"], tactics: Mapping[str, str],
+                 memory: "MemoryPlan", device: torch.device):
+        index: dict[int, int] = {}
+
+        def slot_of(value) -> int:
+            index.setdefault(id(value), len(index))
+            return index[id(value)]
+
+        self.num_inputs = len(graph.inputs)
+        for v in graph.inputs:
+            slot_of(v)
+        self.constants = [(slot_of(v), v.data) for v in graph.constants.values()]
+        self.steps = [Step(n.name, n.op, tactics[n.name], kernels[n.name], tuple(slot_of(v) for v in n.inputs),
+                           tuple(slot_of(v) for v in n.outputs)) for n in graph.nodes]
+        self.outputs = tuple(slot_of(v) for v in graph.outputs)
+        self.constant_outputs = frozenset(slot_of(v) for v in graph.outputs if v.data is not None)
+        self.arena_values = [ArenaValue(slot_of(v), v.name, memory.slots[v.name].offset, v.type.torch_dtype, v.type)
+                             for n in graph.nodes for v in n.outputs if v.name in memory.slots]
+        self.num_values = len(index)
+        self.arena_bytes = memory.arena_bytes
+        self.device = device
+
+
+class ExecutionContext:
+    """One arena and the program that runs in it."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.arena = torch.empty(program.arena_bytes, dtype=torch.uint8, device=program.device)
+        self._views: dict[tuple, list] = {}
+
+    def views(self, env: Mapping[str, int]) -> list:
+        """Per value index: its typed arena view at these symbol sizes (None where it is not in the arena)."""
+        key = tuple(sorted(env.items()))
+        views = self._views.get(key)
+        if views is None:
+            views = [None] * self.program.num_values
+            for a in self.program.arena_values:
+                shape = a.type.concrete_shape(env)
+                nbytes = a.type.nbytes(env)
+                views[a.index] = self.arena[a.offset:a.offset + nbytes].view(a.dtype).view(shape)
+            self._views[key] = views
+        return views
+
+    @torch.no_grad()
+    def execute(self, inputs, env: Mapping[str, int]) -> tuple[torch.Tensor, ...]:
+        program = self.program
+        views = self.views(env)
+        values: list = [None] * program.num_values
+        values[:program.num_inputs] = inputs
+        for i, tensor in program.constants:
+            values[i] = tensor
+        for step in program.steps:
+            offered = [views[j] for j in step.outputs]
+            results = step.kernel([values[i] for i in step.inputs], offered, env)
+            if len(results) != len(step.outputs):
+                raise RuntimeError(f"layer {step.name!r} ({step.op}, tactic {step.tactic}) returned {len(results)} "
+                                   f"outputs, the plan expects {len(step.outputs)}")
+            for j, result, view in zip(step.outputs, results, offered):
+                if view is None:
+                    values[j] = result
+                    continue
+                if result is not view:
+                    if result.shape != view.shape or result.dtype != view.dtype:
+                        raise RuntimeError(f"layer {step.name!r} ({step.op}, tactic {step.tactic}) produced "
+                                           f"{result.dtype} {tuple(result.shape)}, the plan expects {view.dtype} "
+                                           f"{tuple(view.shape)}")
+                    view.copy_(result)
+                values[j] = view
+        return tuple(self._owned(values[i], i) for i in program.outputs)
+
+    def _owned(self, tensor: torch.Tensor, index: int) -> torch.Tensor:
+        """A result the caller may keep: never a view into the arena, never the plan's own constant."""
+        if index in self.program.constant_outputs:
+            return tensor.clone()
+        if (tensor.device == self.arena.device and tensor.numel() and self.arena.numel()
+                and tensor.untyped_storage().data_ptr() == self.arena.untyped_storage().data_ptr()):
+            return tensor.clone()
+        return tensor

@@ -1,0 +1,290 @@
+"""Plan: an optimized region ready to run — graph, chosen tactics, weights, arena layout, and what it was
+built for. Serialized as one safetensors blob (weights) whose metadata holds the JSON description; loading
+never executes code from the file and refuses plans built for another device or library.
+
+Layout of the metadata key "tensorforge.plan" (JSON):
+  format, version        "tensorforge.plan", PLAN_FORMAT_VERSION
+  fingerprint            device type/name/capability, torch, CUDA, cuDNN, tensorforge (see fingerprint.py)
+  config, max_batch      the BuilderConfig (to_json) and the batch the arena is sized for
+  graph                  the optimized graph (ir.graph_to_json); its constants are the safetensors tensors
+  tactics                layer name -> tactic name
+  memory                 the arena plan (memory.MemoryPlan.to_json)
+  counters               pass rewrite counts
+  data_sha256            checksum of the tensor bytes, so corruption is caught at load, not as wrong numbers
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from ..ir import Graph, TensorType, graph_from_json, graph_to_json
+from ..ir.execute import bind_symbols
+from .config import BuilderConfig
+from .context import ExecutionContext, Program
+from .errors import PlanCompatibilityError
+from .fingerprint import PLAN_FORMAT_VERSION, differences, fingerprint
+from .memory import MemoryPlan, align, planned_values
+from .tactics import BindContext, get_tactic
+
+PLAN_FORMAT = "tensorforge.plan"
+META_KEY = "tensorforge.plan"
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    op: str
+    tactic: str
+    precision: str
+    macs: int  # at max_batch
+
+
+class Plan:
+    """Made by `Builder.build` or `Plan.from_bytes`; run with `plan.run(*inputs)`."""
+
+    def __init__(self, graph: Graph, tactics: Mapping[str, str], memory: MemoryPlan, *, config: BuilderConfig,
+                 max_batch: int, device: torch.device | str, counters: Mapping[str, int], built_for: dict):
+        self.device = _normalize_device(device)
+        self.config = config
+        self.max_batch = max_batch
+        self.memory = memory
+        self.fingerprint = dict(built_for)
+        self.counters = dict(counters)
+        self.tactics = dict(tactics)
+        for value in graph.constants.values():  # the plan's weights live on its device
+            value.data = value.data.to(self.device)
+        self.graph = graph
+        self.input_types: list[TensorType] = [v.type for v in graph.inputs]
+        self.output_types: list[TensorType] = [v.type for v in graph.outputs]
+        env = {"batch": max_batch}
+        ctx = BindContext(self.device, config, max_batch)
+        kernels = {}
+        self.layers: list[LayerInfo] = []
+        for node in graph.nodes:
+            tactic = get_tactic(node.op, self.tactics[node.name])
+            kernels[node.name] = tactic.bind(node, ctx)
+            macs = node.opdef.count_macs([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs,
+                                         env)
+            self.layers.append(LayerInfo(node.name, node.op, tactic.name, node.outputs[0].type.dtype, macs))
+        self._program = Program(graph, kernels, self.tactics, memory, self.device)
+        self._context: ExecutionContext | None = None
+        self._batch_input = next(((v.name, axis) for v in graph.inputs for axis, d in enumerate(v.type.shape)
+                                  if getattr(d, "symbol", None) == "batch"), None)
+
+    # -- running --------------------------------------------------------------------------------
+
+    @property
+    def peak_activation_bytes(self) -> int:
+        return self.memory.arena_bytes
+
+    def create_execution_context(self) -> ExecutionContext:
+        """A fresh arena for this plan (one per thread or stream that runs it concurrently)."""
+        return ExecutionContext(self._program)
+
+    def run(self, *inputs: torch.Tensor, context: ExecutionContext | None = None) -> tuple[torch.Tensor, ...]:
+        """Run on `inputs` (on `plan.device`, any batch from 1 to max_batch); returns the outputs as a tuple."""
+        env = bind_symbols(self.graph, inputs)
+        for value, tensor in zip(self.graph.inputs, inputs):
+            if tensor.device != self.device:
+                raise ValueError(f"input {value.name!r} is on {tensor.device}, the plan runs on {self.device}")
+        batch = env.get("batch")
+        if batch is not None and not 1 <= batch <= self.max_batch:
+            name, axis = self._batch_input
+            raise ValueError(f"input {name!r}: batch size {batch} (dimension {axis}) is outside the plan's range "
+                             f"1..{self.max_batch}; build with max_batch >= {batch}")
+        if context is None:
+            if self._context is None:
+                self._context = self.create_execution_context()
+            context = self._context
+        return context.execute(inputs, env)
+
+    __call__ = run
+
+    # -- reports --------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        total = sum(layer.macs for layer in self.layers)
+        lines = [
+            f"plan for {self.device} (built on {self.fingerprint.get('device_name')}), max_batch {self.max_batch}: "
+            f"{len(self.layers)} layers, {total / 1e9:.3f} GMACs at batch {self.max_batch}",
+            f"activation arena: {self.peak_activation_bytes} bytes ({self.peak_activation_bytes / 2**20:.2f} MiB), "
+            f"{len(self.memory.slots)} activations",
+            "passes: " + ", ".join(f"{name} {n}" for name, n in self.counters.items()),
+            "inputs:  " + ", ".join(f"{v.name}: {v.type}" for v in self.graph.inputs),
+            "outputs: " + ", ".join(f"{v.name}: {v.type}" for v in self.graph.outputs),
+        ]
+        w_name = max([len(layer.name) for layer in self.layers] + [5])
+        w_op = max([len(layer.op) for layer in self.layers] + [2])
+        w_tac = max([len(layer.tactic) for layer in self.layers] + [6])
+        lines.append(f"  {'layer':<{w_name}}  {'op':<{w_op}}  {'tactic':<{w_tac}}  {'precision':<9}  MACs")
+        for layer in self.layers:
+            lines.append(f"  {layer.name:<{w_name}}  {layer.op:<{w_op}}  {layer.tactic:<{w_tac}}  "
+                         f"{layer.precision:<9}  {layer.macs}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"Plan({self.graph.name!r}, {len(self.layers)} layers, device={self.device}, max_batch={self.max_batch}, "
+                f"arena={self.peak_activation_bytes} B)")
+
+    # -- serialization --------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        doc, tensors = graph_to_json(self.graph)
+        payload = _contiguous_unshared(tensors)
+        data_hash = _digest(payload)
+        meta = {"format": PLAN_FORMAT, "version": PLAN_FORMAT_VERSION, "fingerprint": self.fingerprint,
+                "config": self.config.to_json(), "max_batch": self.max_batch, "graph": doc, "tactics": self.tactics,
+                "memory": self.memory.to_json(), "counters": self.counters, "data_sha256": data_hash}
+        return save_tensors(payload, metadata={META_KEY: json.dumps(meta)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, device: torch.device | str = "cpu") -> "Plan":
+        """The plan in `data`, on `device`; PlanCompatibilityError when it is not a plan, is corrupt, has another
+        format version, or was built for another device or library (the message lists each difference)."""
+        device = _normalize_device(device)
+        meta = _read_metadata(data)
+        if meta.get("format") != PLAN_FORMAT:
+            raise PlanCompatibilityError(f"not a tensorforge plan (format {meta.get('format')!r})")
+        if meta.get("version") != PLAN_FORMAT_VERSION:
+            raise PlanCompatibilityError(f"plan format version {meta.get('version')}, this tensorforge reads version "
+                                         f"{PLAN_FORMAT_VERSION}; rebuild the plan")
+        try:
+            here = fingerprint(device)
+        except (RuntimeError, AssertionError) as exc:
+            raise PlanCompatibilityError(f"cannot load a plan on {device}: {exc}") from exc
+        problems = differences(meta.get("fingerprint") or {}, here)
+        if problems:
+            raise PlanCompatibilityError("the plan does not fit this machine: " + "; ".join(problems)
+                                         + ". Rebuild it here.")
+        try:
+            tensors = load_tensors(bytes(data))
+        except Exception as exc:  # noqa: BLE001 - safetensors reports corruption in several exception types
+            raise PlanCompatibilityError(f"corrupt plan: its weights cannot be read ({exc})") from exc
+        if _digest(tensors) != meta.get("data_sha256"):
+            raise PlanCompatibilityError("corrupt plan: the weights do not match the plan's checksum")
+        try:
+            graph = graph_from_json(meta["graph"], tensors)
+            graph.verify()
+            memory = MemoryPlan.from_json(meta["memory"])
+            config = BuilderConfig.from_json(meta["config"])
+            max_batch = int(meta["max_batch"])
+            tactics = dict(meta["tactics"])
+            counters = {str(k): int(v) for k, v in meta["counters"].items()}
+        except Exception as exc:  # noqa: BLE001 - any failure here means the bytes are not a sound plan
+            raise PlanCompatibilityError(f"corrupt plan: {type(exc).__name__}: {exc}") from exc
+        _check_layers(graph, tactics, device)
+        _check_memory(graph, memory, max_batch)
+        return cls(graph, tactics, memory, config=config, max_batch=max_batch, device=device, counters=counters,
+                   built_for=meta["fingerprint"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the plan to `path` atomically (a reader never sees a half-written file)."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".plan-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.to_bytes())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "Plan":
+        with open(os.fspath(path), "rb") as f:
+            return cls.from_bytes(f.read(), device=device)
+
+
+def _normalize_device(device: torch.device | str) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _contiguous_unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, and no two tensors sharing memory (safetensors refuses shared storage)."""
+    seen: set[int] = set()
+    out = {}
+    for name, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if ptr is not None and ptr in seen:
+            t = t.clone()
+        elif ptr is not None:
+            seen.add(ptr)
+        out[name] = t
+    return out
+
+
+def _header_length(data) -> int:
+    if len(data) < 8:
+        raise PlanCompatibilityError(f"not a tensorforge plan: {len(data)} bytes is too short to be one")
+    (n,) = struct.unpack("<Q", bytes(data[:8]))
+    if n > len(data) - 8:
+        raise PlanCompatibilityError("not a tensorforge plan, or a truncated one: the header is cut off")
+    return n
+
+
+def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _read_metadata(data) -> dict[str, Any]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise PlanCompatibilityError(f"a plan is bytes, got {type(data).__name__}")
+    n = _header_length(data)
+    try:
+        header = json.loads(bytes(data[8:8 + n]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlanCompatibilityError(f"not a tensorforge plan: the header is not valid JSON ({exc})") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not meta or META_KEY not in meta:
+        raise PlanCompatibilityError(f"a safetensors file, but not a tensorforge plan (no {META_KEY!r} metadata)")
+    try:
+        doc = json.loads(meta[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise PlanCompatibilityError(f"corrupt plan: its description is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise PlanCompatibilityError("corrupt plan: its description is not a JSON object")
+    return doc
+
+
+def _check_layers(graph: Graph, tactics: Mapping[str, str], device: torch.device) -> None:
+    missing = []
+    for node in graph.nodes:
+        name = tactics.get(node.name)
+        t = get_tactic(node.op, name) if name else None
+        if t is None:
+            missing.append(f"layer {node.name!r} ({node.op}) uses tactic {name!r}, which this tensorforge lacks")
+        elif device.type not in t.devices:
+            missing.append(f"layer {node.name!r} ({node.op}) uses tactic {name!r}, which does not run on {device.type}")
+    if missing:
+        raise PlanCompatibilityError("the plan cannot run here: " + "; ".join(missing))
+
+
+def _check_memory(graph: Graph, memory: MemoryPlan, max_batch: int) -> None:
+    env = {"batch": max_batch}
+    for v in planned_values(graph):
+        slot = memory.slots.get(v.name)
+        if slot is None or slot.size < align(v.type.nbytes(env), memory.alignment) or slot.end > memory.arena_bytes \
+                or slot.offset % memory.alignment:
+            raise PlanCompatibilityError(f"corrupt plan: the arena plan has no valid slot for %{v.name}")

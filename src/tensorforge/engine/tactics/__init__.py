@@ -1,0 +1,8 @@
+"""Tactics: the implementations a layer can run with. `registry.py` holds the registry and the kernel
+contract; one module per family of tactics registers them (`reference.py` today; conv, gemm, pointwise,
+attention and quantized tactics for GPUs join here)."""
+
+from . import reference  # noqa: F401  (registers the reference tactic)
+from .registry import ANY_OP, BindContext, Kernel, Tactic, candidates, get_tactic, registered_tactics, tactic
+
+__all__ = ["tactic", "Tactic", "BindContext", "Kernel", "candidates", "get_tactic", "registered_tactics", "ANY_OP"]

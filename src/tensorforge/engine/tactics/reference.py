@@ -1,0 +1,29 @@
+"""The reference tactic: run any op through its registered reference implementation (`OpDef.run`).
+
+It runs on every device, so every region builds and runs on CPU; on a GPU it is the candidate of last resort
+and the yardstick other tactics are checked against. It never writes into the arena view it is offered: the
+execution context copies its result there.
+"""
+
+from __future__ import annotations
+
+from .registry import ANY_OP, tactic
+
+# ops that only make sense outside a plan
+_UNSUPPORTED = {"subgraph": "a subgraph call inside an engine region is not supported (regions are flat)"}
+
+
+@tactic(ANY_OP, name="reference", priority=-100)
+class Reference:
+    @staticmethod
+    def supports(node, config) -> str | None:
+        return _UNSUPPORTED.get(node.op)
+
+    @staticmethod
+    def bind(node, ctx):
+        opdef, attrs, device = node.opdef, node.attrs, ctx.device
+
+        def run(inputs, outputs, env):
+            return opdef.run(inputs, attrs, env, device)
+
+        return run

@@ -1,0 +1,139 @@
+"""Tactic selection: pick one tactic per layer, timing the candidates where there is a choice.
+
+- optimization level 0, or a single candidate: the first supported candidate (highest priority) — no timing.
+- otherwise each candidate is bound and timed on the layer's real shapes at max_batch (constants are the
+  real weights, activations random), median of a few runs after a warm-up; the fastest wins. A candidate
+  that fails while being timed is dropped with its error as the reason.
+
+Timings go to a `TimingCache` keyed by (device, op, input types, attributes, tactic), so a later build —
+or another model with the same layer shapes — reuses them. With `BuilderConfig.timing_cache` set, the
+cache is a JSON file that builds read and extend (written atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from ..ir.types import TensorType, bind_value
+from .tactics.registry import BindContext, Kernel, Tactic
+
+CACHE_FORMAT = "tensorforge.timing_cache"
+CACHE_VERSION = 1
+RUNS_PER_LEVEL = {1: 3, 2: 5, 3: 10, 4: 20, 5: 50}
+
+
+class TimingCache:
+    """Measured milliseconds per (device, layer signature, tactic); optionally backed by a JSON file."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path
+        self.entries: dict[str, float] = {}
+        self.dirty = False
+        if path and os.path.exists(path):
+            with open(path) as f:
+                doc = json.load(f)
+            if doc.get("format") == CACHE_FORMAT and doc.get("version") == CACHE_VERSION:
+                self.entries = {k: float(v) for k, v in doc.get("entries", {}).items()}
+
+    def get(self, key: str) -> float | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, ms: float) -> None:
+        self.entries[key] = ms
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.path or not self.dirty:
+            return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".timing-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"format": CACHE_FORMAT, "version": CACHE_VERSION, "entries": self.entries}, f, indent=0,
+                      sort_keys=True)
+        os.replace(tmp, self.path)
+        self.dirty = False
+
+
+def timing_key(node, tactic: Tactic, device_name: str, env: dict[str, int]) -> str:
+    types = [TensorType(v.type.dtype, v.type.concrete_shape(env)) for v in node.inputs]
+    attrs = {k: bind_value(v, env) for k, v in node.attrs.items()}
+    return json.dumps([device_name, node.op, [str(t) for t in types], attrs, tactic.name], sort_keys=True, default=str)
+
+
+def _example(value, env, device) -> torch.Tensor:
+    if value.data is not None:
+        return value.data.to(device)
+    t = value.type
+    shape = t.concrete_shape(env)
+    if t.dtype in ("float32", "float16", "bfloat16", "float64"):
+        return torch.randn(shape, dtype=t.torch_dtype, device=device)
+    return torch.zeros(shape, dtype=t.torch_dtype, device=device)  # zeros are valid indices and masks
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def measure(kernel: Kernel, node, ctx: BindContext, runs: int) -> float:
+    """Median milliseconds of `kernel` on `node`'s shapes at max_batch (one warm-up run first)."""
+    env = ctx.env
+    inputs = [_example(v, env, ctx.device) for v in node.inputs]
+    outputs = [torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device=ctx.device)
+               for v in node.outputs]
+    kernel(inputs, outputs, env)
+    times = []
+    for _ in range(runs):
+        _synchronize(ctx.device)
+        start = time.perf_counter()
+        kernel(inputs, outputs, env)
+        _synchronize(ctx.device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+@dataclass
+class Selection:
+    """The chosen tactic of one layer, with what was measured and what was refused (for reports)."""
+
+    tactic: Tactic
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+def select_tactic(node, supported: Sequence[Tactic], ctx: BindContext, cache: TimingCache | None,
+                  device_name: str) -> Selection | None:
+    """The tactic `node` runs with, or None when no candidate is left (see the module docstring)."""
+    if not supported:
+        return None
+    if ctx.config.optimization_level == 0 or len(supported) == 1:
+        return Selection(supported[0])
+    runs = RUNS_PER_LEVEL[ctx.config.optimization_level]
+    selection = Selection(supported[0])
+    for t in supported:
+        key = timing_key(node, t, device_name, ctx.env)
+        ms = cache.get(key) if cache is not None else None
+        if ms is None:
+            try:
+                ms = measure(t.bind(node, ctx), node, ctx, runs)
+            except Exception as exc:  # noqa: BLE001 - a failing candidate is simply not chosen
+                selection.refused[t.name] = f"failed while timing: {type(exc).__name__}: {exc}"
+                continue
+            if cache is not None:
+                cache.put(key, ms)
+        selection.timings_ms[t.name] = ms
+    if not selection.timings_ms:
+        return None
+    best = min(selection.timings_ms, key=selection.timings_ms.get)
+    selection.tactic = next(t for t in supported if t.name == best)
+    return selection
