@@ -1,0 +1,75 @@
+"""Shared pieces of the engine tests: run a pass the way the builder does and check it the same way everywhere.
+
+`check_pass` runs one pass on a graph, then checks what every pass must keep: the result verifies, the input
+graph is untouched (passes are pure), the pass's counter moved by the expected amount, and the optimized
+graph computes what the original computed (`ir.execute` of both, per-dtype tolerance).
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from helpers import TOLERANCES
+from tensorforge import ir
+from tensorforge.engine.passes import PassContext
+from tensorforge.ir import Graph, Sym, TensorType
+
+BATCH = Sym("batch")
+# folded or fused float math reassociates: relative 1e-4 against the unoptimized graph (fp32)
+FUSED_TOL = {torch.float32: (1e-4, 1e-5)}
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    scale = expected.abs().max().clamp_min(1e-12)
+    return ((actual.double() - expected.double()).abs().max() / scale).item()
+
+
+def snapshot(graph: Graph) -> str:
+    """Everything a pass must not change in its input: structure, names, attributes, and constant bits."""
+    doc, tensors = ir.graph_to_json(graph)
+    sums = {k: (t.dtype, tuple(t.shape), t.double().sum().item() if t.numel() else 0.0) for k, t in tensors.items()}
+    return json.dumps(doc, sort_keys=True) + repr(sorted(sums.items()))
+
+
+def assert_outputs_close(actual, expected, tol=None) -> None:
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert a.dtype == e.dtype and a.shape == e.shape, (a.dtype, a.shape, e.dtype, e.shape)
+        if a.is_floating_point():
+            rtol, atol = (tol or TOLERANCES)[a.dtype]
+            torch.testing.assert_close(a, e, rtol=rtol, atol=atol)
+        else:
+            assert torch.equal(a, e)
+
+
+def check_pass(pass_fn, graph: Graph, inputs, *, count: int, tol=None, ctx: PassContext | None = None) -> Graph:
+    ctx = ctx or PassContext()
+    graph.verify()
+    before = snapshot(graph)
+    out = pass_fn(graph, ctx)
+    assert out is not graph
+    out.verify()
+    assert snapshot(graph) == before, f"{pass_fn.__name__} changed its input graph"
+    assert ctx.counters.get(pass_fn.__name__) == count, (pass_fn.__name__, ctx.counters, str(out))
+    assert_outputs_close(ir.execute(out, *inputs), ir.execute(graph, *inputs), tol)
+    return out
+
+
+def graph_with_input(shape, dtype="float32", name="g") -> tuple[Graph, ir.Value]:
+    graph = Graph(name)
+    x = graph.add_input("x", TensorType(dtype, (BATCH,) + tuple(shape)))
+    return graph, x
+
+
+def batch_norm_params(graph: Graph, channels: int, prefix: str = "bn"):
+    """Constant gamma, beta, mean, var with a positive variance far from 1 (so folding really changes weights)."""
+    return [graph.add_constant(torch.randn(channels), f"{prefix}.gamma"),
+            graph.add_constant(torch.randn(channels), f"{prefix}.beta"),
+            graph.add_constant(torch.randn(channels), f"{prefix}.mean"),
+            graph.add_constant(torch.rand(channels) + 0.5, f"{prefix}.var")]
+
+
+def ops(graph: Graph) -> list[str]:
+    return [n.op for n in graph.nodes]
