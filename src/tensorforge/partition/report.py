@@ -98,7 +98,7 @@ class PartitionReport:
             f"regions ({len(self.regions)}):",
         ]
         for r in self.regions:
-            lines.append(f"  {r.name}: {r.num_nodes} nodes, {_gmacs(r.macs)}")
+            lines.append(f"  {r.name}: {r.num_nodes} node{'s' * (r.num_nodes != 1)}, {_gmacs(r.macs)}")
             lines.append("    inputs:  " + (", ".join(f"%{n}: {t}" for n, t in r.inputs) or "-"))
             lines.append("    outputs: " + ", ".join(f"%{n}: {t}" for n, t in r.outputs))
         width = max((len(c.op) for c in self.op_counts), default=2)
