@@ -188,7 +188,32 @@ def test_region_of_constants_only_goes_back_to_pytorch():
     g2.set_outputs([g2.call("tanh", x, name="t"), g2.call("subtract", x, k, name="s")])
     new, config = partition_checked(g2, torch_executed_ops=("tanh", "subtract"))
     assert new.subgraphs == {}
-    assert config.report.reason_for("k").startswith("its region computes from constants only")
+    assert config.report.reason_for("k") == "its region has no inputs (it computes from constants only)"
+
+
+def test_region_must_get_the_batch_size_from_its_inputs():
+    """arange(stop=batch) feeding a reshape of a static-shaped input: the region could not know the batch."""
+    g = Graph()
+    x = g.add_input("x", f32(B, 4))
+    n = g.call("arange", stop=B, name="n")
+    y = g.call("cast", n, dtype="float32", name="as_float")
+    t = g.call("tanh", x, name="t")
+    g.set_outputs([t, y])
+    new, config = partition_checked(g, **FORCED)
+    assert new.subgraphs == {}
+    assert config.report.reason_for("n") == "its region uses the size batch, which none of its inputs carries"
+    g = Graph()
+    x = g.add_input("x", f32(B, 4))
+    c = g.add_input("c", f32(4))
+    n = g.call("full", shape=(B, 4), fill_value=1.0, name="n")
+    t = g.call("tanh", x, name="t")
+    g.set_outputs([t, g.call("add", n, c, name="add")])
+    new, config = partition_checked(g, use_implicit_batch=False, **FORCED)
+    assert new.subgraphs == {}
+    assert config.report.reason_for("add") == "its region uses the size batch, which none of its inputs carries"
+    g.set_outputs([g.call("add", g.call("add", n, c), t, name="add2")])  # now x's batch reaches the region
+    new, config = partition_checked(g, use_implicit_batch=False, **FORCED)
+    assert region_of(new, "n") == region_of(new, "add2") is not None
 
 
 def test_order_stays_topological_and_close_to_the_original():

@@ -10,6 +10,7 @@ objects (constant tensors are shared, not copied).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import Counter
 from typing import Iterable, Optional, Sequence, Union
@@ -67,16 +68,15 @@ def partition_for_tensorforge(graph: Graph, version: Optional[Sequence[int]] = N
                          torch_executed_ops=frozenset(options.torch_executed_ops))
     reasons: list[Optional[str]] = [support_reason(node, ctx) for node in graph.nodes]
     regions = form_regions(graph, [r is None for r in reasons])
-    static = {i: all(ctx.is_static(v) for v in node.inputs) for i, node in enumerate(graph.nodes)}
     regions, pruned = prune_regions(graph, regions, min_block_size=options.min_block_size,
-                                    remove_no_mac_subgraphs=options.remove_no_mac_subgraphs, static=static)
+                                    remove_no_mac_subgraphs=options.remove_no_mac_subgraphs)
     for p in pruned:
         for i in p.nodes:
             reasons[i] = p.reason
 
     new_graph, names = _rebuild(graph, regions)
     report = _report(graph, new_graph, regions, names, reasons)
-    return new_graph, PartitionConfig(**{**options.__dict__, "report": report})
+    return new_graph, dataclasses.replace(options, report=report)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ Two steps, both over node indices in the graph's topological order:
    cluster), which a depth-first search on the small condensed graph decides. Repeat until nothing merges.
 
 Pruning (`prune_regions`) then hands regions back to PyTorch: too small for `min_block_size`, no
-multiply-accumulate with `remove_no_mac_subgraphs`, or nothing but constants as inputs. Dissolving a
+multiply-accumulate with `remove_no_mac_subgraphs`, no inputs (constants only), or inputs that do not
+carry a symbolic size the region uses. Dissolving a
 whole region can never create a cycle among the others (any path through its nodes was a path through it).
 """
 
@@ -23,10 +24,12 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from ..ir.types import Sym
 
 if TYPE_CHECKING:
-    from ..ir.graph import Graph
+    from ..ir.graph import Graph, Value
 
 
 def node_edges(graph: "Graph") -> tuple[list[set[int]], list[set[int]]]:
@@ -198,24 +201,57 @@ def region_macs(graph: "Graph", region: Iterable[int]) -> int:
     return total
 
 
+def region_inputs(graph: "Graph", region: Iterable[int]) -> list["Value"]:
+    """Values a region reads from outside (graph inputs, other nodes' outputs; not constants), in first use."""
+    nodes = [graph.nodes[i] for i in region]
+    inside = {id(v) for n in nodes for v in n.outputs}
+    found: dict[int, "Value"] = {}
+    for n in nodes:
+        for v in n.inputs:
+            if v.data is None and id(v) not in inside:
+                found.setdefault(id(v), v)
+    return list(found.values())
+
+
+def _symbols(value) -> set[str]:
+    if isinstance(value, Sym):
+        return {value.symbol}
+    if isinstance(value, (tuple, list)):
+        return set().union(*map(_symbols, value)) if value else set()
+    if isinstance(value, dict):
+        return _symbols(tuple(value.values()))
+    return set()
+
+
 def prune_regions(graph: "Graph", regions: list[list[int]], *, min_block_size: int,
-                  remove_no_mac_subgraphs: bool, static: Mapping[int, bool]) -> tuple[list[list[int]], list[Pruned]]:
+                  remove_no_mac_subgraphs: bool) -> tuple[list[list[int]], list[Pruned]]:
     """Split regions into the kept and the ones handed back to PyTorch (with the reason for each).
 
-    `static[i]` says whether node i computes from constants only.
+    Besides the two options, a region must read something from outside (a region of constants only is
+    PyTorch's to compute once), and its inputs must carry every symbolic size its nodes use: a region cannot
+    learn the batch size from nothing.
     """
     kept, pruned = [], []
     for region in regions:
         size = len(region)
+        inputs = region_inputs(graph, region)
+        bound = set().union(*(v.type.symbols for v in inputs)) if inputs else set()
+        used = set()
+        for i in region:
+            node = graph.nodes[i]
+            used |= _symbols(tuple(node.attrs.values())) | set().union(*(v.type.symbols for v in node.outputs))
         if size < min_block_size:
             pruned.append(Pruned(tuple(region), f"its region has {size} node{'s' * (size != 1)}, fewer than "
                                                 f"min_block_size={min_block_size}"))
         elif remove_no_mac_subgraphs and region_macs(graph, region) == 0:
             pruned.append(Pruned(tuple(region), "its region has no multiply-accumulate "
                                                 "(remove_no_mac_subgraphs)"))
-        elif all(static[i] for i in region):
-            pruned.append(Pruned(tuple(region), "its region computes from constants only (no activation "
-                                                "inputs); PyTorch computes it"))
+        elif used - bound:
+            missing = ", ".join(sorted(used - bound))
+            pruned.append(Pruned(tuple(region), f"its region uses the size {missing}, which none of its inputs "
+                                                f"carries"))
+        elif not inputs:
+            pruned.append(Pruned(tuple(region), "its region has no inputs (it computes from constants only)"))
         else:
             kept.append(region)
     return kept, pruned

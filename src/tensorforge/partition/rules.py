@@ -57,8 +57,9 @@ def format_version(version: Iterable[int]) -> str:
 class SupportContext:
     """What a rule may look at besides the node: the options, and which values depend on graph inputs.
 
-    A value is *static* when it is a constant or computed from constants only (it has no batch dimension
-    and is known before the first run); every other value is an *activation*.
+    A value is *static* when it is a constant, or computed from static values only and free of symbolic
+    dimensions (so it is known before the first run and has no batch dimension: `arange(stop=batch)` is not
+    static). Every other value is an *activation*.
     """
 
     graph: Optional["Graph"] = None
@@ -74,7 +75,7 @@ class SupportContext:
             return frozenset()
         static |= {id(v) for v in self.graph.constants.values()}
         for node in self.graph.nodes:
-            if all(id(v) in static for v in node.inputs):
+            if all(id(v) in static for v in node.inputs) and all(v.type.is_static for v in node.outputs):
                 static |= {id(v) for v in node.outputs}
         return frozenset(static)
 
