@@ -1,7 +1,11 @@
 """tensorforge: make trained models fast for inference on NVIDIA GPUs."""
 
 from . import frontends, ir
+from .api import build, compile, convert, load, plugin  # noqa: A004
+from .frontends.converters import converter
+from .partition import PartitionConfig, PartitionReport, partition_for_tensorforge
+from .runtime import EngineModule, Module
 
 __version__ = "0.1.0"
-__all__ = ["ir", "frontends", "__version__"]
-from .partition import PartitionConfig, PartitionReport, partition_for_tensorforge  # noqa: E402,F401
+__all__ = ["ir", "frontends", "partition_for_tensorforge", "PartitionConfig", "PartitionReport", "build", "load", "convert", "compile",
+           "EngineModule", "Module", "converter", "plugin", "__version__"]

@@ -1,0 +1,269 @@
+"""The runtime module: a partitioned graph that runs like any `torch.nn.Module`.
+
+Engine regions (`subgraph` nodes) run through plans, built at first use unless built ahead
+(`build_all`), kept in memory and, with a cache directory, on disk. Everything else runs through
+PyTorch (each op's reference implementation, opaque ops through the operator they name).
+
+Dynamic batch follows the TVM integration: multi-engine mode 0 keeps one plan per region sized for
+the largest batch seen so far (smaller batches run on it); mode 1 keeps one plan per batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from safetensors.torch import save_file
+
+from .. import ir
+from ..engine import Builder, BuilderConfig, Plan, PlanCompatibilityError
+from ..engine.fingerprint import fingerprint as device_fingerprint
+from ..ir.execute import bind_symbols
+from .cache import PlanCache, plan_key, region_digest
+from .options import RuntimeOptions
+
+MODULE_FORMAT = "tensorforge.module"
+MODULE_FORMAT_VERSION = 1
+_META_KEY = "tensorforge.module"
+_PLAN_PREFIX = "__plans__/"
+
+
+class ModuleFormatError(ValueError):
+    pass
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Module(torch.nn.Module):
+    """A compiled model: `module(*inputs)` runs it; `save(path)` writes one `.tforge` file."""
+
+    def __init__(self, graph: ir.Graph | None = None, partition_config=None, device=None,
+                 options: RuntimeOptions | None = None):
+        super().__init__()
+        self.graph: ir.Graph | None = None
+        if graph is not None:
+            self._setup(graph, partition_config, device, options or RuntimeOptions())
+
+    def _setup(self, graph: ir.Graph, partition_config, device, options: RuntimeOptions) -> None:
+        self.graph = graph
+        self.partition_config = partition_config
+        self.device = torch.device(device) if device is not None else default_device()
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.options = options.with_env()
+        self._cache = PlanCache(self.options.cache_dir)
+        self._region_hashes: dict[str, str] = {}
+        self._plans: dict[str, dict[int, Plan]] = {name: {} for name in graph.subgraphs}
+        self._constants = {name: v.data.to(self.device) for name, v in graph.constants.items()}
+
+    # -- building --------------------------------------------------------------------------------
+
+    @property
+    def builder_config(self) -> BuilderConfig:
+        return BuilderConfig(fp16=self.options.fp16, bf16=self.options.bf16, tf32=self.options.tf32,
+                             max_workspace_size=self.options.max_workspace_size,
+                             optimization_level=self.options.optimization_level)
+
+    @property
+    def regions(self) -> dict[str, ir.Graph]:
+        return self._require_graph().subgraphs
+
+    def plans(self) -> dict[str, list[Plan]]:
+        """The plans built so far, per region (several in multi-engine mode 1)."""
+        return {name: list(by_batch.values()) for name, by_batch in self._plans.items()}
+
+    def build_all(self, batch_size: int = 1) -> "Module":
+        """Build (or fetch from the cache) every region's plan for `batch_size` now, not at first run."""
+        for name in self.regions:
+            self._plan_for(name, batch_size)
+        return self
+
+    def _plan_for(self, name: str, batch: int) -> Plan:
+        region = self.regions[name]
+        if not any(v.type.symbols for v in (*region.inputs, *region.outputs)):
+            batch = 1  # a static region has one plan whatever the batch
+        built = self._plans[name]
+        if self.options.multi_engine == 1:
+            if batch in built:
+                return built[batch]
+            target = batch
+        else:
+            largest = max(built, default=0)
+            if largest >= batch:
+                return built[largest]
+            target = batch
+        if name not in self._region_hashes:
+            self._region_hashes[name] = region_digest(region)
+        config = self.builder_config
+        key = plan_key(self._region_hashes[name], config.to_json(), target, device_fingerprint(self.device))
+        plan = self._cache.get_or_build(
+            key,
+            build=lambda: Builder(config).build(region, max_batch=target, device=self.device),
+            load=lambda data: Plan.from_bytes(data, device=self.device))
+        if self.options.multi_engine == 0:
+            built.clear()  # the larger plan replaces the smaller one
+        built[target] = plan
+        return plan
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def forward(self, *inputs: torch.Tensor):
+        graph = self._require_graph()
+        env = bind_symbols(graph, inputs)
+        for value, tensor in zip(graph.inputs, inputs):
+            if tensor.device != self.device:
+                raise ValueError(f"input {value.name!r} is on {tensor.device}, but this module runs on "
+                                 f"{self.device}; move it with .to({str(self.device)!r})")
+        batch = env.get("batch", 1)
+        values: dict[int, torch.Tensor] = {id(v): t for v, t in zip(graph.inputs, inputs)}
+        for name, v in graph.constants.items():
+            values[id(v)] = self._constants[name]
+        for node in graph.nodes:
+            args = [values[id(v)] for v in node.inputs]
+            if node.op == "subgraph":
+                outs = self._plan_for(node.attrs["callee"], batch).run(*args)
+            else:
+                outs = node.opdef.run(args, node.attrs, env, self.device)
+            for v, t in zip(node.outputs, outs):
+                values[id(v)] = t
+        outs = tuple(values[id(v)] for v in graph.outputs)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _require_graph(self) -> ir.Graph:
+        if self.graph is None:
+            raise RuntimeError("this module is empty: load a saved module (tensorforge.load) or a state_dict first")
+        return self.graph
+
+    @property
+    def report(self):
+        """The partition report: what runs in the engine and why the rest does not."""
+        return getattr(self.partition_config, "report", None)
+
+    def extra_repr(self) -> str:
+        if self.graph is None:
+            return "empty"
+        return (f"device={self.device}, regions={len(self.regions)}, "
+                f"fallback_nodes={sum(1 for n in self.graph.nodes if n.op != 'subgraph')}, "
+                f"fp16={self.options.fp16}, multi_engine={self.options.multi_engine}")
+
+    # -- saving and loading -----------------------------------------------------------------------
+
+    def _serialize(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        graph = self._require_graph()
+        doc, tensors = ir.graph_to_json(graph)
+        plans = []
+        for name, by_batch in self._plans.items():
+            for max_batch, plan in by_batch.items():
+                key = f"{_PLAN_PREFIX}{name}/{max_batch}"
+                tensors[key] = torch.frombuffer(bytearray(plan.to_bytes()), dtype=torch.uint8)
+                plans.append({"region": name, "max_batch": max_batch, "tensor": key})
+        options = {**self.options.to_json(), "cache_dir": None}  # a cache directory belongs to a machine
+        config = self.partition_config.to_json() if self.partition_config is not None else None
+        meta = {"format": MODULE_FORMAT, "version": MODULE_FORMAT_VERSION, "graph": doc,
+                "partition_config": config, "options": options, "plans": plans}
+        tensors = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
+        return _unshare(tensors), {_META_KEY: json.dumps(meta)}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write everything (graph, fallback ops, regions, built plans) to one `.tforge` file. No pickle."""
+        tensors, metadata = self._serialize()
+        save_file(tensors, os.fspath(path), metadata=metadata)
+
+    def to_bytes(self) -> bytes:
+        tensors, metadata = self._serialize()
+        return save_safetensors_bytes(tensors, metadata=metadata)
+
+    def _restore(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str], device, where: str) -> None:
+        if _META_KEY not in (metadata or {}):
+            raise ModuleFormatError(f"{where}: not a tensorforge module (no {_META_KEY!r} metadata)")
+        meta = json.loads(metadata[_META_KEY])
+        if meta.get("format") != MODULE_FORMAT or meta.get("version") != MODULE_FORMAT_VERSION:
+            raise ModuleFormatError(f"{where}: module format {meta.get('format')} v{meta.get('version')} is not "
+                                    f"readable by this tensorforge (it reads {MODULE_FORMAT} v{MODULE_FORMAT_VERSION})")
+        graph = ir.graph_from_json(meta["graph"], {k: v for k, v in tensors.items() if not k.startswith(_PLAN_PREFIX)})
+        graph.verify()
+        config = None
+        if meta.get("partition_config") is not None:
+            from ..partition import PartitionConfig
+            config = PartitionConfig.from_json(meta["partition_config"])
+        self._setup(graph, config, device, RuntimeOptions.from_json(meta["options"]))
+        for entry in meta["plans"]:
+            try:
+                plan = Plan.from_bytes(tensors[entry["tensor"]].numpy().tobytes(), device=self.device)
+            except PlanCompatibilityError as exc:
+                warnings.warn(f"{where}: the saved plan for region {entry['region']!r} cannot run here ({exc}); "
+                              f"it will be rebuilt from the saved region", RuntimeWarning)
+                continue
+            self._plans[entry["region"]][entry["max_batch"]] = plan
+
+    # torch2trt-style state_dict: the whole module as one uint8 tensor (safetensors bytes inside)
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self.graph is not None:
+            destination[prefix + "tforge"] = torch.frombuffer(bytearray(self.to_bytes()), dtype=torch.uint8)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "tforge"
+        if key not in state_dict:
+            missing_keys.append(key)
+            return
+        data = state_dict[key].cpu().numpy().tobytes()
+        try:
+            tensors = load_safetensors_bytes(data)
+            metadata = _safetensors_metadata(data)
+            device = getattr(self, "device", None) if self.graph is not None else None
+            self._restore(tensors, metadata, device, "state_dict")
+        except Exception as exc:
+            error_msgs.append(f"{key}: {exc}")
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The metadata of in-memory safetensors bytes (the header is JSON after an 8-byte length)."""
+    if len(data) < 8:
+        raise ModuleFormatError("truncated tensorforge module data")
+    n = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8:8 + n])
+    except ValueError as exc:
+        raise ModuleFormatError(f"corrupt tensorforge module data ({exc})") from None
+    return header.get("__metadata__", {})
+
+
+def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    seen, out = set(), {}
+    for k, t in tensors.items():
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if ptr is not None and ptr in seen:
+            t = t.clone()
+        seen.add(ptr)
+        out[k] = t
+    return out
+
+
+class EngineModule(Module):
+    """The torch2trt-style module returned by `tensorforge.convert`. `EngineModule()` is empty until
+    `load_state_dict` fills it; its state_dict is the whole compiled model (tensors only, no code)."""
+
+
+def load(path: str | os.PathLike, device=None, module_class: type[Module] = Module) -> Module:
+    """Load a `.tforge` file written by `Module.save` into a working module on `device`."""
+    path = os.fspath(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ModuleFormatError(f"{path}: not a readable tensorforge module ({exc})") from exc
+    module = module_class()
+    module._restore(tensors, metadata, device, path)
+    return module

@@ -1,0 +1,76 @@
+"""Runtime options and the one place where environment variables override them.
+
+As in the TVM TensorRT integration, a few settings can be changed at deployment without touching code:
+
+| variable | overrides | meaning |
+|---|---|---|
+| `TENSORFORGE_USE_FP16=1` | `fp16` | let the builder run layers in FP16 |
+| `TENSORFORGE_CACHE_DIR=dir` | `cache_dir` | where built plans are cached on disk |
+| `TENSORFORGE_MAX_WORKSPACE_SIZE=bytes` | `max_workspace_size` | the most activation memory a plan may use |
+| `TENSORFORGE_MULTI_ENGINE=0\\|1` | `multi_engine` | 0: one plan per region sized for the largest batch seen; 1: one plan per batch size |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    fp16: bool = False
+    bf16: bool = False
+    tf32: bool = True
+    cache_dir: str | None = None
+    max_workspace_size: int = 1 << 30
+    multi_engine: int = 0
+    optimization_level: int = 3
+
+    def __post_init__(self):
+        if self.multi_engine not in (0, 1):
+            raise ValueError(f"multi_engine must be 0 (one plan for the largest batch) or 1 (one plan per batch), "
+                             f"got {self.multi_engine!r}")
+        if self.max_workspace_size <= 0:
+            raise ValueError(f"max_workspace_size must be positive, got {self.max_workspace_size}")
+
+    def with_env(self, environ: Mapping[str, str] | None = None) -> "RuntimeOptions":
+        """These options, with every TENSORFORGE_* variable that is set taking precedence."""
+        env = os.environ if environ is None else environ
+        changes: dict = {}
+        if "TENSORFORGE_USE_FP16" in env:
+            changes["fp16"] = _flag("TENSORFORGE_USE_FP16", env["TENSORFORGE_USE_FP16"])
+        if env.get("TENSORFORGE_CACHE_DIR"):
+            changes["cache_dir"] = env["TENSORFORGE_CACHE_DIR"]
+        if env.get("TENSORFORGE_MAX_WORKSPACE_SIZE"):
+            changes["max_workspace_size"] = _integer("TENSORFORGE_MAX_WORKSPACE_SIZE", env["TENSORFORGE_MAX_WORKSPACE_SIZE"])
+        if env.get("TENSORFORGE_MULTI_ENGINE"):
+            changes["multi_engine"] = _integer("TENSORFORGE_MULTI_ENGINE", env["TENSORFORGE_MULTI_ENGINE"])
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "RuntimeOptions":
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+def _flag(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError(f"{name}={value!r}: expected 1 or 0")
+
+
+def _integer(name: str, value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected an integer") from None

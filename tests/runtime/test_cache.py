@@ -1,0 +1,91 @@
+"""The plan cache: in memory, on disk under a content hash, shared by models and processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import torch
+
+import tensorforge as forge
+
+SCRIPT = textwrap.dedent("""
+    import sys, torch
+    sys.path.insert(0, {tests!r})
+    from runtime.conftest import SmallNet
+    import tensorforge as forge
+    torch.manual_seed(0)
+    net = SmallNet().eval()
+    g, c = forge.partition_for_tensorforge(forge.frontends.from_torch(net, (torch.randn(2, 3, 16, 16),)))
+    m = forge.build(g, c, device="cpu", cache_dir={cache!r})
+    m.build_all(2)
+    print("builds", m._cache.builds, "hits", m._cache.hits)
+""")
+
+
+def compiled(model, cache_dir, **options):
+    graph, config = forge.partition_for_tensorforge(forge.frontends.from_torch(model, (torch.randn(2, 3, 16, 16),)))
+    return forge.build(graph, config, device="cpu", cache_dir=str(cache_dir), **options)
+
+
+def test_second_build_is_a_cache_hit(small_net, tmp_path):
+    first = compiled(small_net, tmp_path).build_all(2)
+    assert (first._cache.builds, first._cache.hits) == (1, 0)
+    second = compiled(small_net, tmp_path).build_all(2)
+    assert (second._cache.builds, second._cache.hits) == (0, 1)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(first(x), second(x))
+
+
+def test_cache_key_changes_with_weights_and_options(small_net, tmp_path):
+    compiled(small_net, tmp_path).build_all(2)
+    with torch.no_grad():
+        small_net.conv.weight.add_(1.0)
+    changed = compiled(small_net, tmp_path).build_all(2)
+    assert changed._cache.builds == 1, "new weights must not reuse the old plan"
+    other_batch = compiled(small_net, tmp_path).build_all(4)
+    assert other_batch._cache.builds == 1
+    assert len(list(tmp_path.glob("*.plan"))) == 3
+
+
+def test_corrupt_cache_file_is_rebuilt_with_a_warning(small_net, tmp_path):
+    compiled(small_net, tmp_path).build_all(2)
+    (path,) = tmp_path.glob("*.plan")
+    path.write_bytes(b"not a plan")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = compiled(small_net, tmp_path).build_all(2)
+    assert module._cache.builds == 1
+    assert any("ignoring cached plan" in str(w.message) for w in caught)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(module(x), small_net(x), rtol=1e-4, atol=1e-5)
+
+
+def _run(cache_dir, tests_dir):
+    return subprocess.Popen([sys.executable, "-c", SCRIPT.format(tests=str(tests_dir), cache=str(cache_dir))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_cache_is_shared_across_processes(tmp_path, request):
+    tests_dir = request.path.parent.parent
+    first = _run(tmp_path, tests_dir)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert "builds 1 hits 0" in out
+    second = _run(tmp_path, tests_dir)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    assert "builds 0 hits 1" in out
+
+
+def test_two_processes_building_the_same_plan_both_succeed(tmp_path, request):
+    tests_dir = request.path.parent.parent
+    procs = [_run(tmp_path, tests_dir) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert len(list(tmp_path.glob("*.plan"))) == 1
+    assert not list(tmp_path.glob("*.tmp")), "no temporary files may be left behind"
