@@ -1,0 +1,56 @@
+"""Shared by the GPU benchmarks: timing with CUDA events, peak memory, environment description."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import torch
+
+
+def cuda_latencies(fn, *, warmup: int = 10, iters: int = 100) -> list[float]:
+    """Milliseconds per call, one CUDA event pair per call, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    for s, e in zip(starts, ends):
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+
+
+def summarize(latencies: list[float], batch: int) -> dict:
+    ordered = sorted(latencies)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    median = statistics.median(ordered)
+    return {"median_ms": median, "p90_ms": pick(0.9), "p99_ms": pick(0.99), "min_ms": ordered[0],
+            "throughput_per_s": batch * 1000.0 / median}
+
+
+def timed(fn):
+    """(result, seconds) of one call, synchronized."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start
+
+
+def environment() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__}
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    if torch.cuda.is_available():
+        info.update(gpu=torch.cuda.get_device_name(), capability=list(torch.cuda.get_device_capability()),
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+    return info
