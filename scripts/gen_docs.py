@@ -30,6 +30,8 @@ def _inputs(opdef) -> str:
 def ir_op_table() -> str:
     rows = ["| op | family | inputs | attributes | what it computes |", "|---|---|---|---|---|"]
     for name, opdef in registered_ops().items():
+        if not opdef.compute.__module__.startswith("tensorforge.ir."):
+            continue  # engine-internal fused layers are not part of the IR's public op set
         doc = opdef.doc.split(":", 1)[-1].strip().replace("|", "\\|")
         rows.append(f"| `{name}` | {opdef.family} | {_inputs(opdef)} | {_attrs(opdef)} | {doc} |")
     return "\n".join(rows)
