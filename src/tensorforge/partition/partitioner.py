@@ -23,7 +23,7 @@ from ..ir.registry import get_op
 from .config import PartitionConfig
 from .regions import form_regions, prune_regions, region_macs
 from .report import Fallback, OpCount, PartitionReport, RegionSummary
-from .rules import SupportContext, support_reason
+from .rules import ENGINE_VERSION, SupportContext, support_reason
 
 REGION_PREFIX = "tensorforge"
 TARGET = "tensorforge"
@@ -53,10 +53,11 @@ def partition_for_tensorforge(graph: Graph, version: Optional[Sequence[int]] = N
       None applies no capability gate; "auto" asks torch.cuda (None without a GPU).
 
     Each region becomes a `subgraph` node (callee "tensorforge_<i>", target "tensorforge") whose graph is in
-    `result.subgraphs`; everything else stays as ordinary nodes. The input graph is not modified.
+    `result.subgraphs`; everything else stays as ordinary nodes. The input graph is not modified. Constants
+    move to the graphs that use them (a region's into its subgraph); constants nothing uses are dropped.
     """
     options = PartitionConfig(
-        version=tuple(version) if version is not None else PartitionConfig.version,
+        version=version if version is not None else ENGINE_VERSION,
         use_implicit_batch=use_implicit_batch, min_block_size=min_block_size,
         remove_no_mac_subgraphs=remove_no_mac_subgraphs, max_workspace_size=max_workspace_size,
         torch_executed_ops=torch_executed_ops, device_capability=_resolve_capability(device_capability))
