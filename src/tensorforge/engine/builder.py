@@ -15,7 +15,7 @@ from ..ir import Graph, VerificationError
 from .config import BuilderConfig
 from .errors import BuildError
 from .fingerprint import fingerprint
-from .memory import plan_memory
+from .memory import arena_exemptions, plan_memory
 from .passes import PassContext, run_passes
 from .plan import Plan, _normalize_device
 from .tactics import BindContext, candidates
@@ -33,9 +33,6 @@ class Builder:
         config = self.config
         device = self._check_device(device)
         self._check_region(region, max_batch)
-        if config.strict_types and (config.fp16 or config.bf16):
-            raise BuildError("strict_types with fp16/bf16 asks every layer to run in reduced precision, but this "
-                             "engine version has no reduced-precision tactics yet; drop strict_types")
 
         ctx = PassContext(config=config, max_batch=max_batch)
         try:
@@ -46,7 +43,8 @@ class Builder:
                              f"({exc})") from exc
 
         tactics = self._choose_tactics(graph, device, max_batch)
-        memory = plan_memory(graph, {BATCH: max_batch})
+        unplanned, aliases = arena_exemptions(graph, tactics)
+        memory = plan_memory(graph, {BATCH: max_batch}, unplanned=unplanned, aliases=aliases)
         if memory.arena_bytes > config.max_workspace_size:
             raise BuildError(
                 f"region {region.name!r} needs an activation arena of {memory.arena_bytes} bytes "
@@ -100,3 +98,4 @@ class Builder:
         if problems:
             raise BuildError(f"{len(problems)} layer(s) have no tactic that can run them:\n  " + "\n  ".join(problems))
         return chosen
+

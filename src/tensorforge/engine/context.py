@@ -64,6 +64,15 @@ class Program:
                            tuple(slot_of(v) for v in n.outputs)) for n in graph.nodes]
         self.outputs = tuple(slot_of(v) for v in graph.outputs)
         self.constant_outputs = frozenset(slot_of(v) for v in graph.outputs if v.data is not None)
+        # after each step, drop the values it read for the last time: tensors outside the arena (cuDNN
+        # outputs, views) go back to the allocator as soon as they are dead, not at the end of the run
+        last_read: dict[int, int] = {}
+        for position, step in enumerate(self.steps):
+            for i in step.inputs:
+                last_read[i] = position
+        keep = set(self.outputs) | {i for i, _ in self.constants} | set(range(self.num_inputs))
+        self.release = [tuple(i for i in set(step.inputs) if last_read[i] == position and i not in keep)
+                        for position, step in enumerate(self.steps)]
         self.arena_values = [ArenaValue(slot_of(v), v.name, memory.slots[v.name].offset, v.type.torch_dtype, v.type)
                              for n in graph.nodes for v in n.outputs if v.name in memory.slots]
         self.num_values = len(index)
@@ -100,7 +109,7 @@ class ExecutionContext:
         values[:program.num_inputs] = inputs
         for i, tensor in program.constants:
             values[i] = tensor
-        for step in program.steps:
+        for step, dead in zip(program.steps, program.release):
             offered = [views[j] for j in step.outputs]
             results = step.kernel([values[i] for i in step.inputs], offered, env)
             if len(results) != len(step.outputs):
@@ -117,6 +126,8 @@ class ExecutionContext:
                                            f"{tuple(view.shape)}")
                     view.copy_(result)
                 values[j] = view
+            for i in dead:
+                values[i] = None
         return tuple(self._owned(values[i], i) for i in program.outputs)
 
     def _owned(self, tensor: torch.Tensor, index: int) -> torch.Tensor:

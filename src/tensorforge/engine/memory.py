@@ -13,16 +13,21 @@ Placement is greedy by size with best fit (as in TFLite's arena planner): the la
 placed first, each at the smallest gap between already placed activations whose lifetimes overlap its own,
 or after them. The arena size is the plan's `peak_activation_bytes`.
 
-Later (GPU, multi-stream): lifetimes will come from the stream schedule instead of the node order, and
-views/reshapes may alias their input instead of taking a slot.
+Not every activation takes a slot: a tactic that allocates its own output (a cuDNN convolution) or
+returns a view of its input (a reshape on CUDA) says so (`writes_arena = False`), and the builder passes
+those values as `unplanned`. A view keeps the memory it looks at alive, so each `aliases` entry (view ->
+the value it views) extends the viewed value's lifetime over the view's uses.
+
+Later (multi-stream): lifetimes will come from the stream schedule instead of the node order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import AbstractSet, Any, Mapping
 
 from ..ir import Graph
+from .tactics.registry import get_tactic
 
 ALIGNMENT = 256
 
@@ -57,32 +62,45 @@ def align(n: int, alignment: int = ALIGNMENT) -> int:
     return -(-n // alignment) * alignment
 
 
-def planned_values(graph: Graph) -> list:
-    """The values that live in the arena: node outputs that are not graph outputs, in definition order."""
+def planned_values(graph: Graph, unplanned: AbstractSet[str] = frozenset()) -> list:
+    """The values that live in the arena: node outputs that are not graph outputs (nor `unplanned`),
+    in definition order."""
     outputs = {id(v) for v in graph.outputs}
-    return [v for node in graph.nodes for v in node.outputs if id(v) not in outputs]
+    return [v for node in graph.nodes for v in node.outputs if id(v) not in outputs and v.name not in unplanned]
 
 
-def lifetimes(graph: Graph) -> dict[str, tuple[int, int]]:
-    """(first, last) node position of every planned value: where it is defined and where it is last read."""
-    span: dict[int, list[int]] = {}
+def lifetimes(graph: Graph, unplanned: AbstractSet[str] = frozenset(),
+              aliases: Mapping[str, str] | None = None) -> dict[str, tuple[int, int]]:
+    """(first, last) node position of every planned value: where it is defined and where it (or a view of
+    it, through `aliases`) is last read."""
+    aliases = aliases or {}
+    span: dict[str, list[int]] = {}
+
+    def root(name: str) -> str:
+        while name in aliases:
+            name = aliases[name]
+        return name
+
     for i, node in enumerate(graph.nodes):
         for v in node.inputs:
-            if id(v) in span:
-                span[id(v)][1] = i
+            for name in {v.name, root(v.name)}:
+                if name in span:
+                    span[name][1] = i
         for v in node.outputs:
-            span[id(v)] = [i, i]
-    return {v.name: tuple(span[id(v)]) for v in planned_values(graph)}
+            span[v.name] = [i, i]
+    return {v.name: tuple(span[v.name]) for v in planned_values(graph, unplanned)}
 
 
 def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
-def plan_memory(graph: Graph, env: Mapping[str, int], alignment: int = ALIGNMENT) -> MemoryPlan:
+def plan_memory(graph: Graph, env: Mapping[str, int], alignment: int = ALIGNMENT, *,
+                unplanned: AbstractSet[str] = frozenset(), aliases: Mapping[str, str] | None = None) -> MemoryPlan:
     """Offsets for every planned value of `graph`, with symbols bound by `env` (the max_batch sizes)."""
-    life = lifetimes(graph)
-    sizes = {v.name: align(v.type.nbytes(dict(env)), alignment) for v in planned_values(graph)}
+    life = lifetimes(graph, unplanned, aliases)
+    planned = planned_values(graph, unplanned)
+    sizes = {v.name: align(v.type.nbytes(dict(env)), alignment) for v in planned}
     order = sorted(sizes, key=lambda name: (-sizes[name], life[name][0], name))
     placed: list[tuple[str, Slot]] = []
     for name in order:
@@ -98,7 +116,7 @@ def plan_memory(graph: Graph, env: Mapping[str, int], alignment: int = ALIGNMENT
         placed.append((name, Slot(cursor if best is None else best, size)))
     slots = dict(placed)
     arena = max((s.end for s in slots.values()), default=0)
-    return MemoryPlan(arena, alignment, {v.name: slots[v.name] for v in planned_values(graph)})
+    return MemoryPlan(arena, alignment, {v.name: slots[v.name] for v in planned})
 
 
 def conflicts(plan: MemoryPlan, life: Mapping[str, tuple[int, int]]) -> list[tuple[str, str]]:
@@ -114,3 +132,18 @@ def conflicts(plan: MemoryPlan, life: Mapping[str, tuple[int, int]]) -> list[tup
             if sa.size and sb.size and _overlap(life[a], life[b]):
                 found.append((a, b))
     return found
+
+
+def arena_exemptions(graph: Graph, tactics: Mapping[str, str]) -> tuple[set[str], dict[str, str]]:
+    """Values that take no arena slot (their tactic allocates them or returns a view) and, for views,
+    the value each one looks at (so that value stays alive while the view is used)."""
+    unplanned, aliases = set(), {}
+    for node in graph.nodes:
+        impl = get_tactic(node.op, tactics[node.name]).impl
+        if getattr(impl, "writes_arena", True):
+            continue
+        for v in node.outputs:
+            unplanned.add(v.name)
+            if getattr(impl, "aliases_input", False) and node.inputs:
+                aliases[v.name] = node.inputs[0].name
+    return unplanned, aliases

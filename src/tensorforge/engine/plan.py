@@ -31,9 +31,10 @@ from ..ir import Graph, TensorType, graph_from_json, graph_to_json
 from ..ir.execute import bind_symbols
 from .config import BuilderConfig
 from .context import ExecutionContext, Program
+from .cuda_graphs import GraphRunner
 from .errors import PlanCompatibilityError
 from .fingerprint import PLAN_FORMAT_VERSION, differences, fingerprint
-from .memory import MemoryPlan, align, planned_values
+from .memory import MemoryPlan, align, arena_exemptions, planned_values
 from .tactics import BindContext, get_tactic
 
 PLAN_FORMAT = "tensorforge.plan"
@@ -78,6 +79,7 @@ class Plan:
             self.layers.append(LayerInfo(node.name, node.op, tactic.name, node.outputs[0].type.dtype, macs))
         self._program = Program(graph, kernels, self.tactics, memory, self.device)
         self._context: ExecutionContext | None = None
+        self._graph_runner: GraphRunner | None = None
         self._batch_input = next(((v.name, axis) for v in graph.inputs for axis, d in enumerate(v.type.shape)
                                   if getattr(d, "symbol", None) == "batch"), None)
 
@@ -91,8 +93,12 @@ class Plan:
         """A fresh arena for this plan (one per thread or stream that runs it concurrently)."""
         return ExecutionContext(self._program)
 
-    def run(self, *inputs: torch.Tensor, context: ExecutionContext | None = None) -> tuple[torch.Tensor, ...]:
-        """Run on `inputs` (on `plan.device`, any batch from 1 to max_batch); returns the outputs as a tuple."""
+    def run(self, *inputs: torch.Tensor, context: ExecutionContext | None = None,
+            cuda_graph: bool | None = None) -> tuple[torch.Tensor, ...]:
+        """Run on `inputs` (on `plan.device`, any batch from 1 to max_batch); returns the outputs as a tuple.
+
+        On CUDA the whole plan replays as one CUDA graph per batch size (`cuda_graph=False` runs it layer by
+        layer, e.g. when a caller is itself capturing a graph; an explicit `context` is never graphed)."""
         env = bind_symbols(self.graph, inputs)
         for value, tensor in zip(self.graph.inputs, inputs):
             if tensor.device != self.device:
@@ -105,6 +111,12 @@ class Plan:
         if context is None:
             if self._context is None:
                 self._context = self.create_execution_context()
+            if self.device.type == "cuda" and cuda_graph is not False:
+                if self._graph_runner is None:
+                    default = self._context
+                    self._graph_runner = GraphRunner(
+                        lambda *xs: default.execute(xs, bind_symbols(self.graph, xs)), name="plan")
+                return self._graph_runner(*inputs)
             context = self._context
         return context.execute(inputs, env)
 
@@ -183,7 +195,7 @@ class Plan:
         except Exception as exc:  # noqa: BLE001 - any failure here means the bytes are not a sound plan
             raise PlanCompatibilityError(f"corrupt plan: {type(exc).__name__}: {exc}") from exc
         _check_layers(graph, tactics, device)
-        _check_memory(graph, memory, max_batch)
+        _check_memory(graph, memory, max_batch, tactics)
         return cls(graph, tactics, memory, config=config, max_batch=max_batch, device=device, counters=counters,
                    built_for=meta["fingerprint"])
 
@@ -281,9 +293,10 @@ def _check_layers(graph: Graph, tactics: Mapping[str, str], device: torch.device
         raise PlanCompatibilityError("the plan cannot run here: " + "; ".join(missing))
 
 
-def _check_memory(graph: Graph, memory: MemoryPlan, max_batch: int) -> None:
+def _check_memory(graph: Graph, memory: MemoryPlan, max_batch: int, tactics: Mapping[str, str]) -> None:
     env = {"batch": max_batch}
-    for v in planned_values(graph):
+    unplanned, _ = arena_exemptions(graph, tactics)
+    for v in planned_values(graph, unplanned):
         slot = memory.slots.get(v.name)
         if slot is None or slot.size < align(v.type.nbytes(env), memory.alignment) or slot.end > memory.arena_bytes \
                 or slot.offset % memory.alignment:

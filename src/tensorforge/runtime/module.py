@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from .. import ir
 from ..engine import Builder, BuilderConfig, Plan, PlanCompatibilityError
+from ..engine.cuda_graphs import GraphRunner
 from ..engine.fingerprint import fingerprint as device_fingerprint
 from ..ir.execute import bind_symbols
 from .cache import PlanCache, plan_key, region_digest
@@ -63,6 +64,7 @@ class Module(torch.nn.Module):
         self._region_hashes: dict[str, str] = {}
         self._plans: dict[str, dict[int, Plan]] = {name: {} for name in graph.subgraphs}
         self._constants = {name: v.data.to(self.device) for name, v in graph.constants.items()}
+        self._graph_runner: GraphRunner | None = None
 
     # -- building --------------------------------------------------------------------------------
 
@@ -109,19 +111,34 @@ class Module(torch.nn.Module):
             build=lambda: Builder(config).build(region, max_batch=target, device=self.device),
             load=lambda data: Plan.from_bytes(data, device=self.device))
         if self.options.multi_engine == 0:
+            if built:
+                self._graph_runner = None  # captured graphs use the plan being replaced: capture again
             built.clear()  # the larger plan replaces the smaller one
         built[target] = plan
         return plan
 
     # -- running ---------------------------------------------------------------------------------
 
+    @torch.no_grad()
     def forward(self, *inputs: torch.Tensor):
         graph = self._require_graph()
-        env = bind_symbols(graph, inputs)
+        bind_symbols(graph, inputs)  # every input checked before anything runs
         for value, tensor in zip(graph.inputs, inputs):
             if tensor.device != self.device:
                 raise ValueError(f"input {value.name!r} is on {tensor.device}, but this module runs on "
                                  f"{self.device}; move it with .to({str(self.device)!r})")
+        if self.device.type == "cuda" and self.options.cuda_graph:
+            # the whole module — plans and the PyTorch ops between them — as one CUDA graph per batch size
+            if self._graph_runner is None:
+                self._graph_runner = GraphRunner(lambda *xs: self._run(xs, cuda_graph=False), name="module")
+            outs = self._graph_runner(*inputs)
+        else:
+            outs = self._run(inputs, cuda_graph=None)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _run(self, inputs, cuda_graph: bool | None) -> tuple[torch.Tensor, ...]:
+        graph = self.graph
+        env = bind_symbols(graph, inputs)
         batch = env.get("batch", 1)
         values: dict[int, torch.Tensor] = {id(v): t for v, t in zip(graph.inputs, inputs)}
         for name, v in graph.constants.items():
@@ -129,13 +146,12 @@ class Module(torch.nn.Module):
         for node in graph.nodes:
             args = [values[id(v)] for v in node.inputs]
             if node.op == "subgraph":
-                outs = self._plan_for(node.attrs["callee"], batch).run(*args)
+                outs = self._plan_for(node.attrs["callee"], batch).run(*args, cuda_graph=cuda_graph)
             else:
                 outs = node.opdef.run(args, node.attrs, env, self.device)
             for v, t in zip(node.outputs, outs):
                 values[id(v)] = t
-        outs = tuple(values[id(v)] for v in graph.outputs)
-        return outs[0] if len(outs) == 1 else outs
+        return tuple(values[id(v)] for v in graph.outputs)
 
     def _require_graph(self) -> ir.Graph:
         if self.graph is None:

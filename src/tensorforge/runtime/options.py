@@ -30,6 +30,7 @@ class RuntimeOptions:
     max_workspace_size: int = 1 << 30
     multi_engine: int = 0
     optimization_level: int = 3
+    cuda_graph: bool = True  # on CUDA, replay the whole module (or, failing that, each plan) as one graph
 
     def __post_init__(self):
         if self.multi_engine not in (0, 1):

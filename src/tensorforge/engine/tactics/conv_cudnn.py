@@ -1,0 +1,143 @@
+"""cuDNN tactics for `engine.conv` (2-d) on CUDA: channels-last (NHWC, tensor cores) and NCHW.
+
+- `cudnn_fused_nhwc`: conv + bias + relu, and conv + bias + residual + relu (ResNet's block ending), as ONE
+  cuDNN kernel through `torch.cudnn_convolution_relu` / `torch.cudnn_convolution_add_relu`.
+- `cudnn_nhwc`: `F.conv2d` in channels-last with the rest of the epilogue applied in place.
+- `cudnn_nchw`: the same in NCHW, for the shapes where cuDNN's NCHW kernels win.
+
+The builder times the supported ones on the layer's real shapes and keeps the fastest. Weights are laid out
+(and pre-cast by the precision pass) once, at bind time. Each tactic returns its own output (cuDNN allocates
+it, in the memory format of its input), so these layers' activations come from the CUDA graph's pool rather
+than the arena (`writes_arena = False`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ...ir import get_op
+from .registry import tactic
+
+CHANNELS_LAST = torch.channels_last
+_IN_PLACE = {
+    "nn.relu": lambda y, attrs: y.relu_(),
+    "clip": lambda y, attrs: y.clamp_(attrs.get("a_min"), attrs.get("a_max")),
+    "nn.silu": lambda y, attrs: F.silu(y, inplace=True),
+    "nn.hardswish": lambda y, attrs: F.hardswish(y, inplace=True),
+    "nn.leaky_relu": lambda y, attrs: F.leaky_relu(y, attrs.get("alpha", 0.01), inplace=True),
+    "sigmoid": lambda y, attrs: y.sigmoid_(),
+    "tanh": lambda y, attrs: y.tanh_(),
+}
+
+
+def _supports_conv2d(node, config) -> str | None:
+    a = node.attrs
+    if a.get("ndim") != 2:
+        return "cuDNN tactics here cover 2-d convolutions"
+    if node.inputs[1].data is None:
+        return "the weight must be a constant"
+    if node.inputs[0].type.dtype not in ("float16", "bfloat16", "float32"):
+        return f"dtype {node.inputs[0].type.dtype}"
+    return None
+
+
+def _epilogue(node):
+    """(bias, residual index or None, activation fn or None) bound once."""
+    a = node.attrs
+    activation = a.get("activation")
+    attrs = dict(a.get("activation_attrs", ()))
+    if activation is None:
+        act = None
+    elif activation in _IN_PLACE:
+        fn = _IN_PLACE[activation]
+        act = lambda y: fn(y, attrs)  # noqa: E731
+    else:  # gelu and friends: through the op's own reference
+        opdef = get_op(activation)
+        act = lambda y: opdef.run([y], attrs, {})[0]  # noqa: E731
+    residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
+    return act, residual_index, a.get("residual_position", "pre_activation")
+
+
+class _Conv2d:
+    memory_format = CHANNELS_LAST
+    writes_arena = False
+
+    @classmethod
+    def supports(cls, node, config):
+        return _supports_conv2d(node, config)
+
+    @classmethod
+    def bind(cls, node, ctx):
+        a = node.attrs
+        fmt = cls.memory_format
+        weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=fmt)
+        bias = node.inputs[2].data.to(ctx.device) if a["has_bias"] and node.inputs[2].data is not None else None
+        bias_index = 2 if a["has_bias"] and bias is None else None
+        stride, padding, dilation, groups = a["strides"], a["padding"], a["dilation"], a["groups"]
+        act, residual_index, position = _epilogue(node)
+
+        def run(inputs, outputs, env):
+            x = inputs[0].contiguous(memory_format=fmt)
+            b = bias if bias_index is None else inputs[bias_index]
+            y = F.conv2d(x, weight, b, stride, padding, dilation, groups)
+            residual = inputs[residual_index] if residual_index is not None else None
+            if residual is not None and position == "pre_activation":
+                y.add_(residual)
+            if act is not None:
+                y = act(y)
+            if residual is not None and position == "post_activation":
+                y.add_(residual)
+            return (y,)
+
+        return run
+
+
+@tactic("engine.conv", name="cudnn_nhwc", devices=("cuda",), priority=20)
+class Conv2dNHWC(_Conv2d):
+    memory_format = CHANNELS_LAST
+
+
+@tactic("engine.conv", name="cudnn_nchw", devices=("cuda",), priority=15)
+class Conv2dNCHW(_Conv2d):
+    memory_format = torch.contiguous_format
+
+
+@tactic("engine.conv", name="cudnn_fused_nhwc", devices=("cuda",), priority=25)
+class Conv2dFusedReLU:
+    """One cuDNN call for conv + bias + (residual) + relu."""
+
+    writes_arena = False
+
+    @staticmethod
+    def supports(node, config):
+        reason = _supports_conv2d(node, config)
+        if reason:
+            return reason
+        a = node.attrs
+        if a.get("activation") != "nn.relu":
+            return "the fused cuDNN kernels end in relu"
+        if a["has_residual"] and a.get("residual_position") != "pre_activation":
+            return "the residual must be added before the relu"
+        if a["has_bias"] and node.inputs[2].data is None:
+            return "the bias must be a constant"
+        if node.inputs[0].type.dtype == "bfloat16":
+            return "cuDNN's fused conv+relu path takes float16/float32"
+        return None
+
+    @staticmethod
+    def bind(node, ctx):
+        a = node.attrs
+        weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=CHANNELS_LAST)
+        bias = node.inputs[2].data.to(ctx.device) if a["has_bias"] else None
+        stride, padding, dilation, groups = list(a["strides"]), list(a["padding"]), list(a["dilation"]), a["groups"]
+        residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
+
+        def run(inputs, outputs, env):
+            x = inputs[0].contiguous(memory_format=CHANNELS_LAST)
+            if residual_index is None:
+                return (torch.cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups),)
+            z = inputs[residual_index].contiguous(memory_format=CHANNELS_LAST)
+            return (torch.cudnn_convolution_add_relu(x, weight, z, 1.0, bias, stride, padding, dilation, groups),)
+
+        return run

@@ -1,0 +1,119 @@
+"""GEMM tactics for `engine.dense` on CUDA: cuBLAS(Lt) with the epilogue fused where the library has it.
+
+- `cublaslt_epilogue`: bias + relu (or tanh-approximated gelu) inside the GEMM, through
+  `torch._addmm_activation`, which asks cuBLASLt for its bias/activation epilogue; written straight into the
+  layer's arena view.
+- `cublas_addmm`: bias in the GEMM (`addmm`, beta = 1) writing into the arena view, the rest of the epilogue
+  in place on it.
+
+Weights are pre-transposed once at bind time (K x N, row-major), so every call is a plain NN product.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...ir import get_op
+from .registry import tactic
+
+
+def _supports_dense(node, config) -> str | None:
+    if node.inputs[1].data is None:
+        return "the weight must be a constant"
+    if node.inputs[0].type.dtype not in ("float16", "bfloat16", "float32"):
+        return f"dtype {node.inputs[0].type.dtype}"
+    if node.attrs["has_bias"] and node.inputs[2].data is None:
+        return "the bias must be a constant"
+    return None
+
+
+def _bound_weights(node, ctx):
+    weight_t = node.inputs[1].data.to(ctx.device).t().contiguous()  # (K, N)
+    bias = node.inputs[2].data.to(ctx.device) if node.attrs["has_bias"] else None
+    return weight_t, bias
+
+
+def _flat_out(outputs, rows: int, cols: int, like: torch.Tensor):
+    out = outputs[0]
+    if out is not None and out.is_contiguous():
+        return out, out.view(rows, cols)
+    full = torch.empty(*like.shape[:-1], cols, dtype=like.dtype, device=like.device)
+    return full, full.view(rows, cols)
+
+
+@tactic("engine.dense", name="cublaslt_epilogue", devices=("cuda",), priority=20)
+class DenseLtEpilogue:
+    writes_arena = True
+
+    @staticmethod
+    def supports(node, config):
+        reason = _supports_dense(node, config)
+        if reason:
+            return reason
+        a = node.attrs
+        if not a["has_bias"]:
+            return "the cuBLASLt epilogue path needs a bias"
+        act = a.get("activation")
+        approx = dict(a.get("activation_attrs", ())).get("approximate", "none")
+        if act not in ("nn.relu", "nn.gelu") or (act == "nn.gelu" and approx != "tanh"):
+            return "cuBLASLt epilogues are relu and tanh-approximated gelu"
+        if a["has_residual"]:
+            return "no residual in the cuBLASLt epilogue"
+        return None
+
+    @staticmethod
+    def bind(node, ctx):
+        weight_t, bias = _bound_weights(node, ctx)
+        use_gelu = node.attrs["activation"] == "nn.gelu"
+        k, n = weight_t.shape
+
+        def run(inputs, outputs, env):
+            x = inputs[0]
+            rows = x.numel() // k
+            full, flat = _flat_out(outputs, rows, n, x)
+            torch._addmm_activation(bias, x.reshape(rows, k), weight_t, use_gelu=use_gelu, out=flat)
+            return (full,)
+
+        return run
+
+
+@tactic("engine.dense", name="cublas_addmm", devices=("cuda",), priority=15)
+class DenseAddmm:
+    writes_arena = True
+
+    @staticmethod
+    def supports(node, config):
+        return _supports_dense(node, config)
+
+    @staticmethod
+    def bind(node, ctx):
+        a = node.attrs
+        weight_t, bias = _bound_weights(node, ctx)
+        k, n = weight_t.shape
+        activation = a.get("activation")
+        act_attrs = dict(a.get("activation_attrs", ()))
+        act = get_op(activation) if activation else None
+        residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
+        position = a.get("residual_position", "pre_activation")
+
+        def run(inputs, outputs, env):
+            x = inputs[0]
+            rows = x.numel() // k
+            full, flat = _flat_out(outputs, rows, n, x)
+            if bias is not None:
+                torch.addmm(bias, x.reshape(rows, k), weight_t, out=flat)
+            else:
+                torch.mm(x.reshape(rows, k), weight_t, out=flat)
+            residual = inputs[residual_index] if residual_index is not None else None
+            if residual is not None and position == "pre_activation":
+                full.add_(residual)
+            if act is not None:
+                if activation == "nn.relu":
+                    full.relu_()
+                else:
+                    full.copy_(act.run([full], act_attrs, env)[0])
+            if residual is not None and position == "post_activation":
+                full.add_(residual)
+            return (full,)
+
+        return run
