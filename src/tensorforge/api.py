@@ -59,7 +59,9 @@ def convert(model: torch.nn.Module, inputs: Sequence[torch.Tensor], fp16_mode: b
     """torch2trt-style: convert `model` given example `inputs`; plans are built now for `max_batch_size`.
 
     The result is an `EngineModule` (an nn.Module); `torch.save(m.state_dict(), f)` and
-    `EngineModule().load_state_dict(torch.load(f))` restore it without pickled code.
+    `EngineModule().load_state_dict(torch.load(f))` restore it without pickled code. Partitioning uses
+    explicit batch (`use_implicit_batch=False`): plans bind the batch size at run time, so ops that move
+    the batch axis (attention's head reshapes) stay in the engine.
     """
     if log_level not in LOG_LEVELS:
         raise ValueError(f"log_level must be one of {sorted(LOG_LEVELS)}, got {log_level!r}")
@@ -72,7 +74,7 @@ def convert(model: torch.nn.Module, inputs: Sequence[torch.Tensor], fp16_mode: b
     inputs = tuple(inputs) if isinstance(inputs, (list, tuple)) else (inputs,)
     device = device if device is not None else _example_device(inputs)
     graph = from_torch(model, inputs, input_names=input_names, output_names=output_names)
-    graph, config = partition_for_tensorforge(graph, min_block_size=min_block_size,
+    graph, config = partition_for_tensorforge(graph, min_block_size=min_block_size, use_implicit_batch=False,
                                               max_workspace_size=max_workspace_size,
                                               torch_executed_ops=tuple(torch_executed_ops))
     logger.info("%s", config.report)
@@ -85,12 +87,14 @@ def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor], prec
             device=None, cache_dir: str | None = None, min_block_size: int = 1, multi_engine: int = 0,
             **partition_options: Any) -> Module:
     """The one call: convert, partition and build `model` for `precision` ("fp32", "tf32", "fp32-strict",
-    "fp16", "bf16"). Plans build at first run, for the batch sizes the module meets."""
+    "fp16", "bf16"). Plans build at first run, for the batch sizes the module meets. Partition options pass
+    through; `use_implicit_batch` defaults to False here (see `convert`)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     example_inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
     device = device if device is not None else _example_device(example_inputs)
     graph = from_torch(model, example_inputs)
+    partition_options.setdefault("use_implicit_batch", False)  # the engine binds the batch at run time
     graph, config = partition_for_tensorforge(graph, min_block_size=min_block_size, **partition_options)
     return build(graph, config, device=device, cache_dir=cache_dir, multi_engine=multi_engine,
                  **PRECISIONS[precision])
