@@ -200,9 +200,9 @@ def test_config_defaults_json_and_validation():
         BuilderConfig(fp16=1)
 
 
-def test_reduced_precision_is_a_permission_and_strict_types_is_refused_for_now():
-    graph = softplus_graph("plain")
-    plan = Builder(BuilderConfig(fp16=True)).build(graph, max_batch=2)
-    assert {layer.precision for layer in plan.layers} == {"float32"}
-    with pytest.raises(BuildError, match="no reduced-precision tactics yet"):
-        Builder(BuilderConfig(fp16=True, strict_types=True)).build(graph, max_batch=2)
+def test_reduced_precision_reaches_the_layers_and_strict_types_builds():
+    graph = softplus_graph("plain")  # more in tests/engine/test_precision.py
+    for config in (BuilderConfig(fp16=True), BuilderConfig(fp16=True, strict_types=True)):
+        plan = Builder(config).build(graph, max_batch=2)
+        assert [(layer.op, layer.precision) for layer in plan.layers] == [
+            ("cast", "float16"), ("nn.softplus", "float16"), ("tanh", "float16"), ("cast", "float32")]

@@ -16,11 +16,16 @@ from typing import Any, Mapping
 class BuilderConfig:
     """Options of `Builder.build`.
 
-    - `fp16` / `bf16`: the builder *may* run layers in that precision (TensorRT's meaning). Engine v0 has no
-      reduced-precision tactics, so every layer runs in the region's own types; the flags are recorded.
-    - `tf32`: float32 matrix products and convolutions may use TF32 on GPUs that have it.
-    - `strict_types`: the requested precision is a requirement, not a permission (v0: fp16/bf16 with
-      strict_types is a BuildError, since no tactic could honour it).
+    - `fp16` / `bf16`: the builder *may* run layers in that precision (TensorRT's meaning): the
+      `assign_precision` pass runs every precision-safe layer (conv, dense, matmul, attention, activations,
+      elementwise and data movement) in it with its weights converted at build time, keeps sensitive layers
+      (softmax, norms, reductions, exp/log/power: `passes.assign_precision.SENSITIVE_OPS`) in float32, and keeps
+      the region's input and output types. With both set, float16 is used (more mantissa, same speed).
+    - `tf32`: float32 matrix products and convolutions may use TF32 on GPUs that have it; False makes them
+      full IEEE float32 (`engine.precision.tf32_mode`).
+    - `strict_types`: the requested precision is a requirement, not a permission: with fp16/bf16 every float
+      layer runs in it, sensitive ones included (only the region's I/O types stay). Without fp16/bf16 it
+      changes nothing.
     - `max_workspace_size`: bytes the activation arena may take; a plan that needs more is a BuildError.
     - `optimization_level`: 0 takes the first supported tactic of each layer; higher levels time the
       candidates on the real shapes and keep the fastest (only where a layer has more than one).

@@ -12,6 +12,7 @@ from typing import Callable
 
 from ...ir import Graph
 from ..config import BuilderConfig
+from .assign_precision import assign_precision
 from .constant_folding import constant_folding
 from .dead_code import dead_code
 from .fold_batch_norm import fold_batch_norm
@@ -37,6 +38,7 @@ PASSES: list[Pass] = [
     constant_folding,      # constant subexpressions (arange/broadcast chains) become weights
     fold_batch_norm,       # inference batch norm disappears into the conv/dense before it
     fuse_bias_activation,  # conv/dense + bias + residual + activation become one layer
+    assign_precision,      # fp16/bf16: safe layers and their weights in the reduced type, casts at boundaries
     dead_code,             # drop what the rewrites left unused
 ]
 
