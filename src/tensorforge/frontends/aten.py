@@ -428,6 +428,8 @@ def addmm(ctx, *, self, mat1, mat2, beta, alpha):
     out = ctx.emit("matmul", mat1, mat2)
     if alpha != 1:
         out = ctx.emit("multiply", out, ctx.value(alpha))
+    if beta == 0:  # torch then ignores `self`, NaN and inf included
+        return out
     bias = self if beta == 1 else ctx.emit("multiply", self, ctx.value(beta))
     return ctx.emit("add", out, bias)
 
@@ -589,29 +591,35 @@ def adaptive_max_pool2d(ctx, *, self, output_size):
     return ctx.emit("nn.adaptive_max_pool2d", self, output_size=size), None
 
 
-def _resize(ctx, data, method, align_corners=False):
+def _resize(ctx, data, method, align_corners=False, scale_factors=None, scales_h=None, scales_w=None):
     size = tuple(int(d) for d in ctx.fx_node.meta["val"].shape[-2:])
+    scales = scale_factors if scale_factors is not None else (scales_h, scales_w)
+    if not align_corners:
+        # given a scale factor, torch maps output pixels back with 1/scale, not in/out: only equal when exact
+        for scale, in_size, out_size in zip(scales, data.type.shape[-2:], size):
+            if scale is not None and float(scale) * _static(in_size) != out_size:
+                raise Unsupported(f"scale factor {scale} maps {in_size} pixels to {out_size} only approximately")
     return ctx.emit("image.resize2d", data, size=size, method=method, align_corners=bool(align_corners))
 
 
 @converter("aten::upsample_nearest2d.vec", "aten::upsample_nearest2d.default")
-def upsample_nearest2d(ctx, *, input=None, self=None, **_):  # noqa: A002
-    return _resize(ctx, input if input is not None else self, "nearest")
+def upsample_nearest2d(ctx, *, input=None, self=None, output_size=None, **scales):  # noqa: A002
+    return _resize(ctx, input if input is not None else self, "nearest", **scales)
 
 
 @converter("aten::_upsample_nearest_exact2d.vec", "aten::_upsample_nearest_exact2d.default")
-def upsample_nearest_exact2d(ctx, *, input=None, self=None, **_):  # noqa: A002
-    return _resize(ctx, input if input is not None else self, "nearest_exact")
+def upsample_nearest_exact2d(ctx, *, input=None, self=None, output_size=None, **scales):  # noqa: A002
+    return _resize(ctx, input if input is not None else self, "nearest_exact", **scales)
 
 
 @converter("aten::upsample_bilinear2d.vec", "aten::upsample_bilinear2d.default")
-def upsample_bilinear2d(ctx, *, align_corners, input=None, self=None, **_):  # noqa: A002
-    return _resize(ctx, input if input is not None else self, "linear", align_corners)
+def upsample_bilinear2d(ctx, *, align_corners, input=None, self=None, output_size=None, **scales):  # noqa: A002
+    return _resize(ctx, input if input is not None else self, "linear", align_corners, **scales)
 
 
 @converter("aten::upsample_bicubic2d.vec", "aten::upsample_bicubic2d.default")
-def upsample_bicubic2d(ctx, *, align_corners, input=None, self=None, **_):  # noqa: A002
-    return _resize(ctx, input if input is not None else self, "cubic", align_corners)
+def upsample_bicubic2d(ctx, *, align_corners, input=None, self=None, output_size=None, **scales):  # noqa: A002
+    return _resize(ctx, input if input is not None else self, "cubic", align_corners, **scales)
 
 
 # -- reductions -------------------------------------------------------------------------------------
@@ -626,7 +634,10 @@ def _reduce_axes(x, dim):
 def _declare_reduction(aten_names: tuple[str, ...], ir_op: str) -> None:
     def convert(ctx, *, self, dim=None, keepdim=False, dtype=None):
         x = self if dtype is None else ctx.emit("cast", self, dtype=dtype_name(dtype))
-        return ctx.emit(ir_op, x, axis=_reduce_axes(self, dim), keepdims=bool(keepdim))
+        out = ctx.emit(ir_op, x, axis=_reduce_axes(self, dim), keepdims=bool(keepdim))
+        if dtype is not None and out.type.dtype != dtype_name(dtype):  # sum/prod widen integers to int64
+            out = ctx.emit("cast", out, dtype=dtype_name(dtype))
+        return out
 
     convert.__name__ = f"convert_{ir_op}"
     converter(*aten_names)(convert)
@@ -635,8 +646,8 @@ def _declare_reduction(aten_names: tuple[str, ...], ir_op: str) -> None:
 _declare_reduction(("aten::sum.dim_IntList", "aten::sum.default"), "sum")
 _declare_reduction(("aten::mean.dim", "aten::mean.default"), "mean")
 _declare_reduction(("aten::prod.dim_int", "aten::prod.default"), "prod")
-_declare_reduction(("aten::amax.default",), "max")
-_declare_reduction(("aten::amin.default",), "min")
+_declare_reduction(("aten::amax.default", "aten::max.default"), "max")  # max.default: x.max(), all elements
+_declare_reduction(("aten::amin.default", "aten::min.default"), "min")
 
 
 @converter("aten::var.correction")
