@@ -52,14 +52,17 @@ def _first(out):
     return out[0]
 
 
-def peak_memory(fn) -> int:
+def fresh_peak() -> None:
+    """Start a method's memory account: what it allocates from here (build, capture, runs) is its peak.
+    The model's weights and the inputs are resident for every method, so every peak includes them."""
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
+
+
+def peak() -> int:
     torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
+    return torch.cuda.max_memory_allocated()
 
 
 def bench_one(name: str, precision: str, batch: int, methods: list[str], iters: int, cache_dir: str) -> dict:
@@ -74,27 +77,32 @@ def bench_one(name: str, precision: str, batch: int, methods: list[str], iters: 
     with torch.no_grad():
         expected = _first(model(*inputs)).float()
         if "eager" in methods:
+            fresh_peak()
             result["eager"] = summarize(cuda_latencies(lambda: model(*inputs), iters=iters), batch)
-            result["eager"]["peak_mem_bytes"] = peak_memory(lambda: model(*inputs))
+            result["eager"]["peak_mem_bytes"] = peak()
         if "compile" in methods:
             torch._dynamo.reset()
+            fresh_peak()
             compiled = torch.compile(model, mode="reduce-overhead")
             _, build_s = timed(lambda: [compiled(*inputs) for _ in range(3)])
             result["compile"] = summarize(cuda_latencies(lambda: compiled(*inputs), iters=iters), batch)
             result["compile"]["build_s"] = build_s
-            result["compile"]["peak_mem_bytes"] = peak_memory(lambda: compiled(*inputs))
+            result["compile"]["peak_mem_bytes"] = peak()
             del compiled
             torch._dynamo.reset()
         if "forge" in methods:
             forge_precision = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32-strict", "tf32": "tf32"}[precision]
+            fresh_peak()
             module, build_s = timed(lambda: forge.compile(model, inputs, precision=forge_precision, device="cuda",
                                                           cache_dir=cache_dir).build_all(batch))
             _, load_s = timed(lambda: forge.compile(model, inputs, precision=forge_precision, device="cuda",
                                                     cache_dir=cache_dir).build_all(batch))
+            saved = os.path.join(cache_dir, f"{name}-{precision}-{batch}.tforge")
+            module.save(saved)
+            _, plan_load_s = timed(lambda: forge.load(saved, device="cuda").build_all(batch))
             out = _first(module(*inputs)).float()
             result["forge"] = summarize(cuda_latencies(lambda: module(*inputs), iters=iters), batch)
-            result["forge"].update(build_s=build_s, cached_build_s=load_s,
-                                   peak_mem_bytes=peak_memory(lambda: module(*inputs)),
+            result["forge"].update(build_s=build_s, cached_build_s=load_s, plan_load_s=plan_load_s, peak_mem_bytes=peak(),
                                    max_abs_err=float((out - expected).abs().max()),
                                    rel_err=float((out - expected).abs().max() / expected.abs().max().clamp_min(1e-9)),
                                    regions=len(module.regions),

@@ -85,19 +85,33 @@ def _synchronize(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def measure(kernel: Kernel, node, ctx: BindContext, runs: int) -> float:
-    """Median milliseconds of `kernel` on `node`'s shapes at max_batch (one warm-up run first)."""
+def measure(kernel: Kernel, node, ctx: BindContext, runs: int, memory_format=None) -> float:
+    """Median milliseconds of `kernel` on `node`'s shapes at max_batch (one warm-up run first).
+
+    `memory_format` lays out 4-d activation inputs the way the tactic receives them in a plan (a
+    channels-last convolution follows channels-last layers), so layout conversions it would not pay in
+    the plan do not distort its timing. On CUDA each run is timed with CUDA events."""
     env = ctx.env
     inputs = [_example(v, env, ctx.device) for v in node.inputs]
+    if memory_format is not None:
+        inputs = [t.contiguous(memory_format=memory_format) if v.data is None and t.dim() == 4 else t
+                  for v, t in zip(node.inputs, inputs)]
     outputs = [torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device=ctx.device)
                for v in node.outputs]
     kernel(inputs, outputs, env)
     times = []
+    if ctx.device.type == "cuda":
+        for _ in range(runs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            kernel(inputs, outputs, env)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return statistics.median(times)
     for _ in range(runs):
-        _synchronize(ctx.device)
         start = time.perf_counter()
         kernel(inputs, outputs, env)
-        _synchronize(ctx.device)
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
@@ -125,7 +139,7 @@ def select_tactic(node, supported: Sequence[Tactic], ctx: BindContext, cache: Ti
         ms = cache.get(key) if cache is not None else None
         if ms is None:
             try:
-                ms = measure(t.bind(node, ctx), node, ctx, runs)
+                ms = measure(t.bind(node, ctx), node, ctx, runs, getattr(t.impl, "input_memory_format", None))
             except Exception as exc:  # noqa: BLE001 - a failing candidate is simply not chosen
                 selection.refused[t.name] = f"failed while timing: {type(exc).__name__}: {exc}"
                 continue

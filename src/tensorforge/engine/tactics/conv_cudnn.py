@@ -59,6 +59,12 @@ def _epilogue(node):
     return act, residual_index, a.get("residual_position", "pre_activation")
 
 
+def _cudnn_flags(config):
+    """cuDNN picks its fastest algorithm for each shape once (benchmark mode), in the warm-up before a
+    CUDA graph is captured; TF32 follows the build's `tf32` option."""
+    return torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=config.tf32)
+
+
 class _Conv2d:
     memory_format = CHANNELS_LAST
     writes_arena = False
@@ -77,10 +83,13 @@ class _Conv2d:
         stride, padding, dilation, groups = a["strides"], a["padding"], a["dilation"], a["groups"]
         act, residual_index, position = _epilogue(node)
 
+        config = ctx.config
+
         def run(inputs, outputs, env):
             x = inputs[0].contiguous(memory_format=fmt)
             b = bias if bias_index is None else inputs[bias_index]
-            y = F.conv2d(x, weight, b, stride, padding, dilation, groups)
+            with _cudnn_flags(config):
+                y = F.conv2d(x, weight, b, stride, padding, dilation, groups)
             residual = inputs[residual_index] if residual_index is not None else None
             if residual is not None and position == "pre_activation":
                 y.add_(residual)
@@ -95,7 +104,7 @@ class _Conv2d:
 
 @tactic("engine.conv", name="cudnn_nhwc", devices=("cuda",), priority=20)
 class Conv2dNHWC(_Conv2d):
-    memory_format = CHANNELS_LAST
+    memory_format = input_memory_format = CHANNELS_LAST
 
 
 @tactic("engine.conv", name="cudnn_nchw", devices=("cuda",), priority=15)
@@ -108,6 +117,7 @@ class Conv2dFusedReLU:
     """One cuDNN call for conv + bias + (residual) + relu."""
 
     writes_arena = False
+    input_memory_format = CHANNELS_LAST
 
     @staticmethod
     def supports(node, config):
@@ -132,12 +142,15 @@ class Conv2dFusedReLU:
         bias = node.inputs[2].data.to(ctx.device) if a["has_bias"] else None
         stride, padding, dilation, groups = list(a["strides"]), list(a["padding"]), list(a["dilation"]), a["groups"]
         residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
+        config = ctx.config
 
         def run(inputs, outputs, env):
             x = inputs[0].contiguous(memory_format=CHANNELS_LAST)
-            if residual_index is None:
-                return (torch.cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups),)
-            z = inputs[residual_index].contiguous(memory_format=CHANNELS_LAST)
-            return (torch.cudnn_convolution_add_relu(x, weight, z, 1.0, bias, stride, padding, dilation, groups),)
+            with _cudnn_flags(config):
+                if residual_index is None:
+                    return (torch.cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups),)
+                z = inputs[residual_index].contiguous(memory_format=CHANNELS_LAST)
+                return (torch.cudnn_convolution_add_relu(x, weight, z, 1.0, bias, stride, padding, dilation,
+                                                         groups),)
 
         return run

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: GPU tests, then the benchmark (and accuracy) steps asked for.
+#   bash bench/gpu_check.sh [tests] [bench ARGS...] [accuracy ARGS...]   (results under $OUT)
+set -uo pipefail
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+OUT=${OUT:-bench/results}
+mkdir -p "$OUT"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+step=${1:-tests}; shift || true
+case "$step" in
+  tests)    python3 -m pytest -q -m gpu tests -p no:cacheprovider "$@" 2>&1 | tee "$OUT/gpu_tests.log" ;;
+  bench)    python3 bench/benchmark.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
+  accuracy) python3 bench/accuracy.py --out "$OUT" "$@" 2>&1 | tee "$OUT/accuracy.log" ;;
+  *) echo "unknown step $step"; exit 2 ;;
+esac
