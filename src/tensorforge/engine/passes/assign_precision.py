@@ -234,7 +234,8 @@ class _Rewriter:
             return self._constant(value, dtype)
         key = (id(value), dtype)
         if key not in self.casts:
-            self.casts[key] = self.graph.call("cast", value, dtype=dtype, name=f"{value.name}.to_{_SHORT.get(dtype, dtype)}")
+            name = f"{value.name}.to_{_SHORT.get(dtype, dtype)}"
+            self.casts[key] = self.graph.call("cast", value, dtype=dtype, name=name)
             self.ctx.count(f"{NAME}.casts")
         return self.casts[key]
 
