@@ -62,8 +62,13 @@ class Plan:
         self.fingerprint = dict(built_for)
         self.counters = dict(counters)
         self.tactics = dict(tactics)
-        for value in graph.constants.values():  # the plan's weights live on its device
-            value.data = value.data.to(self.device)
+        # the plan's weights live on its device, except those only tactics that pack their own copy read
+        on_device = {id(v) for v in graph.outputs if v.data is not None}
+        for node in graph.nodes:
+            if not getattr(get_tactic(node.op, self.tactics[node.name]).impl, "packs_weights", False):
+                on_device.update(id(v) for v in node.inputs if v.data is not None)
+        for value in graph.constants.values():
+            value.data = value.data.to(self.device) if id(value) in on_device else value.data.cpu()
         self.graph = graph
         self.input_types: list[TensorType] = [v.type for v in graph.inputs]
         self.output_types: list[TensorType] = [v.type for v in graph.outputs]

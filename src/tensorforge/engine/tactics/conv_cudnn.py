@@ -68,6 +68,7 @@ def _cudnn_flags(config):
 class _Conv2d:
     memory_format = CHANNELS_LAST
     writes_arena = False
+    packs_weights = True  # the weights it needs are laid out at bind time; the plan keeps no device copy
 
     @classmethod
     def supports(cls, node, config):
@@ -117,6 +118,7 @@ class Conv2dFusedReLU:
     """One cuDNN call for conv + bias + (residual) + relu."""
 
     writes_arena = False
+    packs_weights = True
     input_memory_format = CHANNELS_LAST
 
     @staticmethod

@@ -44,6 +44,7 @@ def _flat_out(outputs, rows: int, cols: int, like: torch.Tensor):
 @tactic("engine.dense", name="cublaslt_epilogue", devices=("cuda",), priority=20)
 class DenseLtEpilogue:
     writes_arena = True
+    packs_weights = True
 
     @staticmethod
     def supports(node, config):
@@ -80,6 +81,7 @@ class DenseLtEpilogue:
 @tactic("engine.dense", name="cublas_addmm", devices=("cuda",), priority=15)
 class DenseAddmm:
     writes_arena = True
+    packs_weights = True
 
     @staticmethod
     def supports(node, config):

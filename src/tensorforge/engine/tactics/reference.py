@@ -1,8 +1,8 @@
 """The reference tactic: run any op through its registered reference implementation (`OpDef.run`).
 
-It runs on every device, so every region builds and runs on CPU; on a GPU it is the candidate of last resort
-and the yardstick other tactics are checked against. It never writes into the arena view it is offered: the
-execution context copies its result there.
+It makes every region build and run on CPU, and it is the yardstick every other tactic is checked against.
+It never writes into the arena view it is offered: the execution context copies its result there. On CUDA
+its twin is the `torch` tactic (tactics/eager.py), which keeps the result where PyTorch put it instead.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from .registry import ANY_OP, tactic
 _UNSUPPORTED = {"subgraph": "a subgraph call inside an engine region is not supported (regions are flat)"}
 
 
-@tactic(ANY_OP, name="reference", priority=-100)
+@tactic(ANY_OP, name="reference", devices=("cpu",), priority=-100)
 class Reference:
     @staticmethod
     def supports(node, config) -> str | None:

@@ -11,6 +11,10 @@ tensors, `outputs[i]` is the arena view where output i must end up (None for a p
 allocates), `env` binds the symbols (`{"batch": 3}`). A kernel may write into `outputs[i]` and return it
 (no copy), or return a new tensor, which the execution context copies into the view.
 
+Two optional class attributes describe memory: `writes_arena = False` for a kernel that allocates its output
+or returns a view (its output takes no arena slot), and `packs_weights = True` for one that copies and lays
+out the constant inputs it needs at bind time (the plan then keeps those constants on the host only).
+
 `op="*"` registers a tactic for every op (the reference). Candidates of a node are its op's tactics and the
 "*" tactics for its device, highest `priority` first; optimization level 0 takes the first supported one,
 higher levels time them (see `timing.py`). Registering the same (op, name) twice is an error.
