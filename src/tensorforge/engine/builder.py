@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..ir import Graph, VerificationError
@@ -18,6 +20,7 @@ from .fingerprint import fingerprint
 from .memory import arena_exemptions, plan_memory
 from .passes import PassContext, run_passes
 from .plan import Plan, _normalize_device
+from .precision import tf32_mode
 from .tactics import BindContext, candidates
 from .timing import TimingCache, select_tactic
 
@@ -42,7 +45,8 @@ class Builder:
             raise BuildError(f"internal error: the optimized graph of region {region.name!r} does not verify "
                              f"({exc})") from exc
 
-        tactics = self._choose_tactics(graph, device, max_batch)
+        with tf32_mode(config.tf32) if device.type == "cuda" else contextlib.nullcontext():
+            tactics = self._choose_tactics(graph, device, max_batch)  # timed as they will run
         unplanned, aliases = arena_exemptions(graph, tactics)
         memory = plan_memory(graph, {BATCH: max_batch}, unplanned=unplanned, aliases=aliases)
         if memory.arena_bytes > config.max_workspace_size:

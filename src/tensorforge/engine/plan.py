@@ -15,6 +15,7 @@ Layout of the metadata key "tensorforge.plan" (JSON):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from .cuda_graphs import GraphRunner
 from .errors import PlanCompatibilityError
 from .fingerprint import PLAN_FORMAT_VERSION, differences, fingerprint
 from .memory import MemoryPlan, align, arena_exemptions, planned_values
+from .precision import tf32_mode
 from .tactics import BindContext, get_tactic
 
 PLAN_FORMAT = "tensorforge.plan"
@@ -113,6 +115,10 @@ class Plan:
             name, axis = self._batch_input
             raise ValueError(f"input {name!r}: batch size {batch} (dimension {axis}) is outside the plan's range "
                              f"1..{self.max_batch}; build with max_batch >= {batch}")
+        with tf32_mode(self.config.tf32) if self.device.type == "cuda" else contextlib.nullcontext():
+            return self._run(inputs, env, context, cuda_graph)
+
+    def _run(self, inputs, env, context, cuda_graph):
         if context is None:
             if self._context is None:
                 self._context = self.create_execution_context()

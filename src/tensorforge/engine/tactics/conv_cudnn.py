@@ -13,6 +13,8 @@ than the arena (`writes_arena = False`).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -59,10 +61,16 @@ def _epilogue(node):
     return act, residual_index, a.get("residual_position", "pre_activation")
 
 
+@contextlib.contextmanager
 def _cudnn_flags(config):
     """cuDNN picks its fastest algorithm for each shape once (benchmark mode), in the warm-up before a
-    CUDA graph is captured; TF32 follows the build's `tf32` option."""
-    return torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=config.tf32)
+    CUDA graph is captured. (TF32 follows the build's `tf32` option through `tf32_mode`, set by the plan.)"""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 class _Conv2d:
