@@ -85,3 +85,18 @@ def test_a_newer_module_format_is_refused(small_net, tmp_path):
 def test_load_state_dict_without_the_key_reports_it():
     with pytest.raises(RuntimeError, match="Missing key"):
         forge.EngineModule().load_state_dict({})
+
+
+def test_a_saved_plan_for_another_machine_is_rebuilt_with_a_warning(small_net, tmp_path, monkeypatch):
+    x = torch.randn(2, 3, 16, 16)
+    module = forge.compile(small_net, (x,), device="cpu")
+    expected = module(x)
+    module.save(tmp_path / "m.tforge")
+    import tensorforge.engine.plan as plan_module
+    real = plan_module.fingerprint
+    monkeypatch.setattr(plan_module, "fingerprint", lambda device: {**real(device), "torch": "1.0.0"})
+    with pytest.warns(RuntimeWarning, match="cannot run here.*built with torch 2.1[0-9], this is 1.0.*rebuilt"):
+        loaded = forge.load(tmp_path / "m.tforge", device="cpu")
+    assert loaded.plans()["tensorforge_0"] == []
+    assert torch.equal(loaded(x), expected)  # rebuilt from the saved region
+    assert len(loaded.plans()["tensorforge_0"]) == 1
