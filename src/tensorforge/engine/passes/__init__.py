@@ -17,6 +17,7 @@ from .constant_folding import constant_folding
 from .dead_code import dead_code
 from .fold_batch_norm import fold_batch_norm
 from .fuse_bias_activation import fuse_bias_activation
+from .fuse_pointwise import fuse_pointwise
 
 
 @dataclass
@@ -39,6 +40,7 @@ PASSES: list[Pass] = [
     fold_batch_norm,       # inference batch norm disappears into the conv/dense before it
     fuse_bias_activation,  # conv/dense + bias + residual + activation become one layer
     assign_precision,      # fp16/bf16: safe layers and their weights in the reduced type, casts at boundaries
+    fuse_pointwise,        # elementwise chains (and the casts precision left) become one generated kernel each
     dead_code,             # drop what the rewrites left unused
 ]
 
