@@ -18,19 +18,10 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from ...ir import get_op
+from .epilogue import activation_fn
 from .registry import tactic
 
 CHANNELS_LAST = torch.channels_last
-_IN_PLACE = {
-    "nn.relu": lambda y, attrs: y.relu_(),
-    "clip": lambda y, attrs: y.clamp_(attrs.get("a_min"), attrs.get("a_max")),
-    "nn.silu": lambda y, attrs: F.silu(y, inplace=True),
-    "nn.hardswish": lambda y, attrs: F.hardswish(y, inplace=True),
-    "nn.leaky_relu": lambda y, attrs: F.leaky_relu(y, attrs.get("alpha", 0.01), inplace=True),
-    "sigmoid": lambda y, attrs: y.sigmoid_(),
-    "tanh": lambda y, attrs: y.tanh_(),
-}
 
 
 def _supports_conv2d(node, config) -> str | None:
@@ -45,18 +36,9 @@ def _supports_conv2d(node, config) -> str | None:
 
 
 def _epilogue(node):
-    """(bias, residual index or None, activation fn or None) bound once."""
+    """(activation fn or None, residual input index or None, residual position), bound once."""
     a = node.attrs
-    activation = a.get("activation")
-    attrs = dict(a.get("activation_attrs", ()))
-    if activation is None:
-        act = None
-    elif activation in _IN_PLACE:
-        fn = _IN_PLACE[activation]
-        act = lambda y: fn(y, attrs)  # noqa: E731
-    else:  # gelu and friends: through the op's own reference
-        opdef = get_op(activation)
-        act = lambda y: opdef.run([y], attrs, {})[0]  # noqa: E731
+    act = activation_fn(a.get("activation"), a.get("activation_attrs", ()))
     residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
     return act, residual_index, a.get("residual_position", "pre_activation")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ...ir import get_op
+from .epilogue import activation_fn
 from .registry import tactic
 
 
@@ -92,9 +92,7 @@ class DenseAddmm:
         a = node.attrs
         weight_t, bias = _bound_weights(node, ctx)
         k, n = weight_t.shape
-        activation = a.get("activation")
-        act_attrs = dict(a.get("activation_attrs", ()))
-        act = get_op(activation) if activation else None
+        act = activation_fn(a.get("activation"), a.get("activation_attrs", ()))
         residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
         position = a.get("residual_position", "pre_activation")
 
@@ -110,10 +108,7 @@ class DenseAddmm:
             if residual is not None and position == "pre_activation":
                 full.add_(residual)
             if act is not None:
-                if activation == "nn.relu":
-                    full.relu_()
-                else:
-                    full.copy_(act.run([full], act_attrs, env)[0])
+                act(full)
             if residual is not None and position == "post_activation":
                 full.add_(residual)
             return (full,)
