@@ -176,7 +176,8 @@ def main(argv=None) -> int:
         ok &= r["all_above_0.999"]
         print(f"all-MiniLM-L6-v2: min cosine {r['min_cosine']:.6f} over {r['sentences']} sentences")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "accuracy.json").write_text(json.dumps(results, indent=2))
+    name = "accuracy" + ("_images" if args.skip_minilm else "") + ("_minilm" if args.skip_images else "")
+    (Path(args.out) / f"{name}.json").write_text(json.dumps(results, indent=2))
     return 0 if ok else 1
 
 

@@ -41,6 +41,15 @@ def make_model(name: str):
                                         torch.ones(b, 128, dtype=torch.long))
     import torchvision
     model = getattr(torchvision.models, name)()
+    if hasattr(model, "heads"):  # torchvision's ViT starts with a zero head: every output would be 0
+        torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+    # random weights with untouched batch-norm statistics make activations vanish or explode layer after
+    # layer (a zero output matches anything); a few training-mode passes give realistic statistics
+    if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
+        model.train()
+        with torch.no_grad():
+            for _ in range(3):
+                model(torch.randn(16, 3, 224, 224))
     return model.eval(), lambda b: (torch.randn(b, 3, 224, 224),)
 
 

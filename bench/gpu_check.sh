@@ -10,6 +10,11 @@ step=${1:-tests}; shift || true
 case "$step" in
   tests)    python3 -m pytest -q -m gpu tests -p no:cacheprovider "$@" 2>&1 | tee "$OUT/gpu_tests.log" ;;
   bench)    python3 bench/benchmark.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
-  accuracy) python3 bench/accuracy.py --out "$OUT" "$@" 2>&1 | tee "$OUT/accuracy.log" ;;
+  accuracy)
+    # the trained weights travel as wheels (.gpu_images, carried; see bench/README.md)
+    if ls .gpu_images/*.whl >/dev/null 2>&1; then
+      python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu_images/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    fi
+    python3 bench/accuracy.py --out "$OUT" "$@" 2>&1 | tee "$OUT/accuracy.log" ;;
   *) echo "unknown step $step"; exit 2 ;;
 esac

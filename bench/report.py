@@ -1,0 +1,93 @@
+"""Merge benchmark and accuracy JSON files into bench/results/RESULTS.md and a speedup chart.
+
+    python bench/report.py bench/results/run-*.json --accuracy bench/results/accuracy*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _ms(row, method):
+    m = row.get(method)
+    return f"{m['median_ms']:.3f}" if m else "—"
+
+
+def _mib(row, method):
+    m = row.get(method)
+    return f"{m['peak_mem_bytes'] / 2**20:.0f}" if m and "peak_mem_bytes" in m else "—"
+
+
+def table(rows) -> str:
+    out = ["| model | precision | batch | eager ms | torch.compile ms | tensorforge ms | vs eager | vs compile | "
+           "tensorforge img/s | build s | cached build s | plan load s | peak MiB eager / compile / forge | "
+           "max rel err |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['model']} | {r['precision']} | {r['batch']} | error: {r['error'][:80]} |" + " |" * 10)
+            continue
+        f = r.get("forge", {})
+        out.append(
+            f"| {r['model']} | {r['precision']} | {r['batch']} | {_ms(r, 'eager')} | {_ms(r, 'compile')} | "
+            f"{_ms(r, 'forge')} | {r.get('speedup_vs_eager', 0):.2f}× | {r.get('speedup_vs_compile', 0):.2f}× | "
+            f"{f.get('throughput_per_s', 0):.0f} | {f.get('build_s', 0):.1f} | {f.get('cached_build_s', 0):.1f} | "
+            f"{f.get('plan_load_s', 0):.2f} | {_mib(r, 'eager')} / {_mib(r, 'compile')} / {_mib(r, 'forge')} | "
+            f"{f.get('rel_err', 0):.1e} |")
+    return "\n".join(out)
+
+
+def chart(rows, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if "speedup_vs_compile" in r]
+    labels = [f"{r['model']}\n{r['precision']} b{r['batch']}" for r in ok]
+    fig, ax = plt.subplots(figsize=(max(8, len(ok) * 0.8), 4.5))
+    xs = range(len(ok))
+    ax.bar([x - 0.2 for x in xs], [r["speedup_vs_compile"] for r in ok], width=0.4, label="vs torch.compile (reduce-overhead)")
+    ax.bar([x + 0.2 for x in xs], [r["speedup_vs_eager"] for r in ok], width=0.4, label="vs PyTorch eager")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.axhline(1.25, color="gray", linewidth=0.8, linestyle="--", label="target 1.25×")
+    ax.set_yscale("log")
+    ax.set_ylabel("tensorforge speedup (×, log scale)")
+    ax.set_xticks(list(xs), labels, fontsize=7)
+    ax.legend(fontsize=8)
+    ax.set_title("tensorforge speedup, same run, same inputs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--accuracy", nargs="*", default=[])
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args(argv)
+    docs = [json.loads(Path(p).read_text()) for p in args.runs]
+    rows = [r for d in docs for r in d["results"]]
+    env = docs[0]["environment"]
+    lines = [f"# tensorforge benchmark results", "",
+             f"Measured {docs[0]['date']} on {env.get('gpu')} (sm{''.join(map(str, env.get('capability', [])))}), "
+             f"Python {env['python']}, torch {env['torch']}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
+             f"Triton {env.get('triton')}. Medians of CUDA-event timings after warm-up; eager, "
+             f"`torch.compile(mode=\"reduce-overhead\")` and tensorforge in the same process on the same inputs.",
+             "", table(rows), "", "![speedups](speedup.png)", ""]
+    for p in args.accuracy:
+        acc = json.loads(Path(p).read_text())
+        lines += [f"## Accuracy ({Path(p).name})", "", "```json", json.dumps(acc, indent=2)[:4000], "```", ""]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "RESULTS.md").write_text("\n".join(lines))
+    chart(rows, out / "speedup.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
