@@ -1,0 +1,143 @@
+"""Triton tactics for `engine.pointwise`: one generated kernel per fused group, every output written by it.
+
+`pointwise_codegen.py` turns the node's program into the source of a module with two kernels (contiguous
+inputs, and strided views); here that module is loaded and launched. Triton's JIT reads its kernels' source
+from files, so the module is written under a per-user cache directory, named by a hash of the source, and
+imported with importlib: nothing is eval'ed, and a plan holds only the program (the source is generated
+again when the plan is loaded). The kernel writes straight into the arena views it is offered.
+
+Two tactics differ only in their launch configuration, so the builder's timing picks per layer: `triton`
+(1024 elements per program) and `triton_block4096`. They refuse, with the reason, any program the generator
+cannot express; `torch_out` (engine/pointwise.py) and the any-op `torch` tactic remain as fallbacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import tempfile
+
+import torch
+
+from ...ir.types import Sym, torch_dtype
+from .pointwise_codegen import Layout, Unsupported, node_layout
+from .registry import tactic
+
+# -- loading the generated module and launching it ----------------------------------------------------
+
+_MODULES: dict[str, object] = {}
+
+
+def kernel_dir() -> str:
+    """Where generated sources live: a per-user cache directory (Triton's JIT needs real files)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    directory = os.path.join(base, "tensorforge", "kernels")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError:  # no writable home (a container): the temp directory, still per user
+        directory = os.path.join(tempfile.gettempdir(), f"tensorforge-kernels-{os.getuid()}")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    return directory
+
+
+def load_module(source: str):
+    """The module of `source`, written to `kernel_dir()` under its hash (if not there already) and imported."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:32]
+    module = _MODULES.get(digest)
+    if module is None:
+        directory = kernel_dir()
+        path = os.path.join(directory, f"pointwise_{digest}.py")
+        try:
+            with open(path) as f:
+                present = f.read() == source
+        except OSError:
+            present = False
+        if not present:  # written atomically: a concurrent build never imports half a file
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pointwise-", suffix=".py")
+            with os.fdopen(fd, "w") as f:
+                f.write(source)
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(f"tensorforge_generated_pointwise_{digest}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _MODULES[digest] = module
+    return module
+
+
+class PointwiseKernel:
+    """The bound kernel: picks the fast or the strided kernel per call and computes sizes and strides."""
+
+    def __init__(self, lay: Layout, block: int, num_warps: int):
+        self.layout, self.block, self.num_warps = lay, block, num_warps
+        module = load_module(lay.source)
+        self.kernels = {"fast": module.fast, "strided": module.strided}
+
+    def __call__(self, inputs, offered, env):
+        lay = self.layout
+        bind = lambda shape: tuple(d.bind(env) if isinstance(d, Sym) else d for d in shape)  # noqa: E731
+        domain = bind(lay.domain)
+        outs = []
+        for view, shape, dtype in zip(offered, lay.out_shapes, lay.out_dtypes):
+            shape = bind(shape)
+            ok = view is not None and view.is_contiguous() and tuple(view.shape) == shape
+            outs.append(view if ok else torch.empty(shape, dtype=torch_dtype(dtype), device=inputs[0].device))
+        n = math.prod(domain)
+        if n == 0:
+            return outs
+        name = "fast" if all(t.is_contiguous() for t in inputs) else "strided"
+        groups, flags, kinds = lay.variants[name]
+        sizes = [math.prod(domain[a] for a in g) for g in groups]
+        strides, reach = [], n
+        for j, tensor in enumerate([*inputs, *outs]):
+            if kinds[j] != "strided":
+                continue
+            if name == "strided" and j < len(inputs):  # its own strides, right-aligned to the domain (0: broadcast)
+                pad = lay.pads[j]
+                own = [0] * (len(domain) - tensor.dim() - pad) + list(tensor.stride()) + [0] * pad
+                mine = [own[g[0]] for g, full in zip(groups, flags[j]) if full]
+            else:  # contiguous: strides from the sizes of the groups it is full along
+                mine, step = [], 1
+                for g in range(len(groups) - 1, -1, -1):
+                    if flags[j][g]:
+                        mine.append(step)
+                        step *= sizes[g]
+                mine.reverse()
+            used = [size for size, full in zip(sizes, flags[j]) if full]
+            reach = max(reach, 1 + sum((size - 1) * st for size, st in zip(used, mine)))
+            strides += mine
+        grid = (-(-n // self.block),)
+        self.kernels[name][grid](*inputs, *outs, n, *sizes[1:], *strides, BLOCK=self.block,
+                                 INDEX_64=reach >= 2**31 - self.block, num_warps=self.num_warps)
+        return outs
+
+
+class _TritonPointwise:
+    BLOCK, NUM_WARPS = 1024, 4
+
+    @staticmethod
+    def supports(node, config) -> str | None:
+        if importlib.util.find_spec("triton") is None:
+            return "Triton is not installed"
+        try:
+            node_layout(node)
+        except Unsupported as exc:
+            return str(exc)
+        return None
+
+    @classmethod
+    def bind(cls, node, ctx):
+        return PointwiseKernel(node_layout(node), cls.BLOCK, cls.NUM_WARPS)
+
+
+@tactic("engine.pointwise", name="triton", devices=("cuda",), priority=10)
+class TritonPointwise(_TritonPointwise):
+    """1024 elements per program, 4 warps: 8 per thread, enough to hide latency on small and large tensors."""
+
+
+@tactic("engine.pointwise", name="triton_block4096", devices=("cuda",), priority=9)
+class TritonPointwiseBlock4096(_TritonPointwise):
+    """4096 elements per program, 8 warps: fewer, longer programs for large tensors (timing decides)."""
+
+    BLOCK, NUM_WARPS = 4096, 8
