@@ -67,35 +67,48 @@ def load_module(source: str):
 
 
 class PointwiseKernel:
-    """The bound kernel: picks the fast or the strided kernel per call and computes sizes and strides."""
+    """The bound kernel: picks the fast or the strided kernel per call; sizes, strides and the grid are worked out
+    once per batch size and input layout (the host side of a launch matters until the plan replays as a graph)."""
 
     def __init__(self, lay: Layout, block: int, num_warps: int):
         self.layout, self.block, self.num_warps = lay, block, num_warps
         module = load_module(lay.source)
         self.kernels = {"fast": module.fast, "strided": module.strided}
+        self._launches: dict[tuple, tuple] = {}
+        self._dtypes = [torch_dtype(d) for d in lay.out_dtypes]
 
     def __call__(self, inputs, offered, env):
-        lay = self.layout
-        bind = lambda shape: tuple(d.bind(env) if isinstance(d, Sym) else d for d in shape)  # noqa: E731
-        domain = bind(lay.domain)
-        outs = []
-        for view, shape, dtype in zip(offered, lay.out_shapes, lay.out_dtypes):
-            shape = bind(shape)
-            ok = view is not None and view.is_contiguous() and tuple(view.shape) == shape
-            outs.append(view if ok else torch.empty(shape, dtype=torch_dtype(dtype), device=inputs[0].device))
-        n = math.prod(domain)
-        if n == 0:
-            return outs
         name = "fast" if all(t.is_contiguous() for t in inputs) else "strided"
+        layouts = tuple((t.dim(), t.stride()) for t in inputs) if name == "strided" else None
+        key = (name, tuple(sorted(env.items())), layouts)
+        launch = self._launches.get(key)
+        if launch is None:
+            launch = self._launches[key] = self._launch(name, env, layouts)
+        shapes, grid, scalars, index_64 = launch
+        outs = [view if view is not None and view.is_contiguous() and view.shape == shape
+                else torch.empty(shape, dtype=dtype, device=inputs[0].device)
+                for view, shape, dtype in zip(offered, shapes, self._dtypes)]
+        if grid[0]:
+            self.kernels[name][grid](*inputs, *outs, *scalars, BLOCK=self.block, INDEX_64=index_64,
+                                     num_warps=self.num_warps)
+        return outs
+
+    def _launch(self, name: str, env, layouts) -> tuple:
+        """(output shapes, grid, the kernel's integer arguments, whether indices need 64 bits)."""
+        lay = self.layout
+        bind = lambda shape: torch.Size(d.bind(env) if isinstance(d, Sym) else d for d in shape)  # noqa: E731
+        domain = bind(lay.domain)
+        shapes = [bind(shape) for shape in lay.out_shapes]
+        n = math.prod(domain)
         groups, flags, kinds = lay.variants[name]
         sizes = [math.prod(domain[a] for a in g) for g in groups]
         strides, reach = [], n
-        for j, tensor in enumerate([*inputs, *outs]):
-            if kinds[j] != "strided":
+        for j, kind in enumerate(kinds):
+            if kind != "strided":
                 continue
-            if name == "strided" and j < len(inputs):  # its own strides, right-aligned to the domain (0: broadcast)
-                pad = lay.pads[j]
-                own = [0] * (len(domain) - tensor.dim() - pad) + list(tensor.stride()) + [0] * pad
+            if layouts is not None and j < len(layouts):  # its own strides, right-aligned to the domain (0: broadcast)
+                dim, stride = layouts[j]
+                own = [0] * (len(domain) - dim - lay.pads[j]) + list(stride) + [0] * lay.pads[j]
                 mine = [own[g[0]] for g, full in zip(groups, flags[j]) if full]
             else:  # contiguous: strides from the sizes of the groups it is full along
                 mine, step = [], 1
@@ -107,10 +120,7 @@ class PointwiseKernel:
             used = [size for size, full in zip(sizes, flags[j]) if full]
             reach = max(reach, 1 + sum((size - 1) * st for size, st in zip(used, mine)))
             strides += mine
-        grid = (-(-n // self.block),)
-        self.kernels[name][grid](*inputs, *outs, n, *sizes[1:], *strides, BLOCK=self.block,
-                                 INDEX_64=reach >= 2**31 - self.block, num_warps=self.num_warps)
-        return outs
+        return shapes, (-(-n // self.block),), (n, *sizes[1:], *strides), reach >= 2**31 - self.block
 
 
 class _TritonPointwise:
