@@ -17,7 +17,6 @@ import torch
 from pointwise_kernel_cases import CASES, chain, run_cases
 from tensorforge import ir
 from tensorforge.engine import Builder, BuilderConfig
-from tensorforge.engine.config import BuilderConfig as Config
 from tensorforge.engine.tactics import candidates
 from tensorforge.engine.pointwise import FUSED_OPS, POINTWISE_OPS
 from tensorforge.engine.tactics import pointwise_triton as pt
@@ -100,10 +99,10 @@ REFUSED = [
 @pytest.mark.parametrize("program, outputs, types, reason", REFUSED)
 def test_unsupported_programs_are_refused_with_the_reason(program, outputs, types, reason):
     node = _node(program, outputs, types)
-    why = pt.TritonPointwise.supports(node, Config())
+    why = pt.TritonPointwise.supports(node, BuilderConfig())
     assert why is not None and reason in why, why
-    torch_out = next(t for t in candidates(node, "cuda", Config())[0] if t.name == "torch_out")
-    assert torch_out.supports(node, Config()) is None, "the torch fallback runs anything the reference runs"
+    torch_out = next(t for t in candidates(node, "cuda", BuilderConfig())[0] if t.name == "torch_out")
+    assert torch_out.supports(node, BuilderConfig()) is None, "the torch fallback runs anything the reference runs"
 
 
 def test_source_is_written_once_under_its_hash_and_imported(tmp_path, monkeypatch):
@@ -127,9 +126,9 @@ def test_every_program_op_is_elementwise_and_generated():
 def test_tactics_on_cuda_and_cpu():
     graph, _ = chain()
     node = graph.nodes[0]
-    on_cuda = [t.name for t in candidates(node, "cuda", Config())[0]]
+    on_cuda = [t.name for t in candidates(node, "cuda", BuilderConfig())[0]]
     assert on_cuda[:3] == ["triton", "triton_block4096", "torch_out"], on_cuda
-    assert "triton" not in [t.name for t in candidates(node, "cpu", Config())[0]]
+    assert "triton" not in [t.name for t in candidates(node, "cpu", BuilderConfig())[0]]
 
 
 # -- on a GPU ----------------------------------------------------------------------------------------------
@@ -145,7 +144,6 @@ def test_kernel_cases_on_cuda():
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("level", [0, 3])
 def test_plans_on_cuda_choose_triton_and_match(level):
-    graph, inputs = chain()
     g = Graph("big")  # the same program on a tensor large enough for the kernel to matter
     x = g.add_input("x", TensorType("float32", (Sym("batch"), 128, 768)))
     b = g.add_constant(torch.randn(768), "b")
