@@ -17,6 +17,7 @@ from .constant_folding import constant_folding
 from .dead_code import dead_code
 from .fold_batch_norm import fold_batch_norm
 from .fuse_bias_activation import fuse_bias_activation
+from .fuse_horizontal_dense import fuse_horizontal_dense
 from .fuse_pointwise import fuse_pointwise
 
 
@@ -39,6 +40,7 @@ PASSES: list[Pass] = [
     constant_folding,      # constant subexpressions (arange/broadcast chains) become weights
     fold_batch_norm,       # inference batch norm disappears into the conv/dense before it
     fuse_bias_activation,  # conv/dense + bias + residual + activation become one layer
+    fuse_horizontal_dense,  # dense layers reading the same input (Q, K, V) become one wide GEMM + split
     assign_precision,      # fp16/bf16: safe layers and their weights in the reduced type, casts at boundaries
     fuse_pointwise,        # elementwise chains (and the casts precision left) become one generated kernel each
     dead_code,             # drop what the rewrites left unused
@@ -57,4 +59,4 @@ def run_passes(graph: Graph, ctx: PassContext, passes: list[Pass] | None = None,
 
 
 __all__ = ["PASSES", "PassContext", "run_passes", "constant_folding", "dead_code", "fold_batch_norm",
-           "fuse_bias_activation"]
+           "fuse_bias_activation", "fuse_horizontal_dense"]
