@@ -1,0 +1,119 @@
+"""Opaque ONNX ops: an ONNX node the IR has no mapping for, kept whole and run through onnxruntime.
+
+A node named `onnx.Hardmax` (default domain) or `onnx.com.microsoft.Gelu` (another domain) runs its
+ONNX node alone: a one-node model is built from the recorded node, its opset imports and the types of
+the tensors it receives, and run by an onnxruntime `InferenceSession` on CPU (tensors move to the CPU
+and back). Sessions are cached per node and input signature, so a node builds its session once.
+
+Attributes (all JSON-able, so graphs with such nodes save and load like any other):
+- `node`: the ONNX `NodeProto`, serialized and base64-encoded (protobuf, not pickle);
+- `opset_imports`: `((domain, version), ...)` of the source model; `ir_version`: its IR version;
+- `input_names`: the ONNX name of each IR input (the node's present inputs, and any outer-scope value a
+  control-flow body refers to, which the one-node model then offers as a graph input);
+- `output_names`: the ONNX names of the node's present outputs, one per IR output;
+- `output_types`: the IR types shape inference gave them (nothing else can infer them);
+- `reason`: why the node could not be mapped, for reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+
+import numpy as np
+import torch
+
+from ..registry import OpDef, register_opaque_namespace
+from ..types import dtype_name
+from .opaque import decode_output_type
+
+# IR dtype name -> ONNX TensorProto element type (the IR dtypes ONNX has)
+ONNX_ELEMENT_TYPES = {"float32": 1, "uint8": 2, "int8": 3, "int16": 5, "int32": 6, "int64": 7, "bool": 9,
+                      "float16": 10, "float64": 11, "complex64": 14, "bfloat16": 16}
+IR_DTYPES = {v: k for k, v in ONNX_ELEMENT_TYPES.items()}
+
+
+def encode_node(node) -> str:
+    return base64.b64encode(node.SerializeToString()).decode("ascii")
+
+
+def decode_node(text: str):
+    import onnx
+
+    node = onnx.NodeProto()
+    node.ParseFromString(base64.b64decode(text))
+    return node
+
+
+def one_node_model(node, opset_imports, ir_version: int, input_names, input_specs, output_names, output_dtypes):
+    """A model holding `node` alone; inputs typed by (ir dtype, rank) with free dims, outputs by dtype."""
+    import onnx
+    from onnx import helper
+
+    inputs = [helper.make_tensor_value_info(name, ONNX_ELEMENT_TYPES[dtype], [f"{name}_d{i}" for i in range(rank)])
+              for name, (dtype, rank) in zip(input_names, input_specs)]
+    outputs = [helper.make_tensor_value_info(name, ONNX_ELEMENT_TYPES[dtype], None)
+               for name, dtype in zip(output_names, output_dtypes)]
+    graph = helper.make_graph([node], "tensorforge_opaque_node", inputs, outputs)
+    opsets = [helper.make_opsetid(domain, version) for domain, version in opset_imports]
+    # the oldest IR version these opsets allow: onnxruntime may not read the newest one yet
+    ir_version = min(ir_version, max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 7))
+    return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version, producer_name="tensorforge")
+
+
+@functools.lru_cache(maxsize=512)
+def _session(node_text: str, opset_imports: tuple, ir_version: int, input_names: tuple, input_specs: tuple,
+             output_names: tuple, output_dtypes: tuple):
+    import onnxruntime as ort
+
+    model = one_node_model(decode_node(node_text), opset_imports, ir_version, input_names, input_specs,
+                           output_names, output_dtypes)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: a one-node model draws warnings about unused initializers etc.
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    if t.dtype == torch.bfloat16:
+        raise TypeError("onnxruntime's Python API cannot take bfloat16 tensors (numpy has no bfloat16)")
+    return t.detach().cpu().contiguous().numpy()
+
+
+def run_onnx_node(tensors, *, node: str, opset_imports, ir_version: int, input_names, output_names,
+                  output_dtypes, device=None) -> tuple[torch.Tensor, ...]:
+    """Run one encoded ONNX node through onnxruntime; results come back on `device` (default: the inputs')."""
+    specs = tuple((dtype_name(t.dtype), t.dim()) for t in tensors)
+    session = _session(node, tuple(tuple(x) for x in opset_imports), int(ir_version), tuple(input_names), specs,
+                       tuple(output_names), tuple(output_dtypes))
+    feeds = {name: _to_numpy(t) for name, t in zip(input_names, tensors)}
+    results = session.run(list(output_names), feeds)
+    target = tensors[0].device if tensors else (device if device is not None else torch.device("cpu"))
+    if str(target) == "meta":  # shape inference never runs this op (its types are recorded), but be explicit
+        raise RuntimeError("opaque ONNX nodes cannot run on meta tensors")
+    return tuple(torch.from_numpy(np.ascontiguousarray(r)).to(target) for r in results)
+
+
+def opaque_onnx_name(op_type: str, domain: str) -> str:
+    """Hardmax -> onnx.Hardmax; (com.microsoft, Gelu) -> onnx.com.microsoft.Gelu."""
+    return f"onnx.{op_type}" if domain in ("", "ai.onnx") else f"onnx.{domain}.{op_type}"
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve_onnx(name: str) -> OpDef:
+    def compute(*tensors, node, opset_imports, ir_version, input_names, output_names, output_types, reason="",
+                device=None):
+        dtypes = [decode_output_type(spec).dtype for spec in output_types]
+        outs = run_onnx_node(tensors, node=node, opset_imports=opset_imports, ir_version=ir_version,
+                             input_names=input_names, output_names=output_names, output_dtypes=dtypes,
+                             device=device)
+        return outs if len(outs) != 1 else outs[0]
+
+    compute.__doc__ = f"{name}: run through onnxruntime"
+
+    def infer(inputs, attrs):
+        return [decode_output_type(spec) for spec in attrs["output_types"]]
+
+    return OpDef(name=name, compute=compute, num_inputs=(0, None), infer=infer, family="opaque", opaque=True)
+
+
+register_opaque_namespace("onnx.", _resolve_onnx)
