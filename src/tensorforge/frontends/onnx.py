@@ -1,0 +1,559 @@
+"""ONNX frontend: an `.onnx` file (or `ModelProto`) -> `ir.Graph`, for opset 11 and newer.
+
+1. The model is loaded with its external data, local functions are inlined, graph inputs get their IR
+   types (a symbolic leading dimension is the batch, `Sym("batch")`, with `dynamic_batch`) and ONNX
+   shape inference fills in the types of the values the model does not annotate.
+2. The whole model is checked before anything is imported (`check_onnx_model`): every node whose op,
+   opset version, attributes or dtypes have no mapping is collected, and all of them are reported at
+   once (a warning, or an error with `strict=True`).
+3. Each node is converted through the registry (`onnx_ops/`), keyed by (op type, since-version) as the
+   model's opset resolves it. Initializers are constants; shape computations are evaluated at import
+   (see `onnx_ops/context.py`). A node with no mapping, or one its converter declines, becomes an opaque
+   node `onnx.<OpType>` that runs that node alone through onnxruntime: nothing is dropped.
+4. Every converted value's IR type is checked against what ONNX shape inference says, so a converter
+   bug fails here, naming the node, instead of computing wrong numbers later.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import logging
+import os
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import onnx
+import torch
+from onnx import numpy_helper
+
+from ..ir import Graph, Sym, TensorType, Value
+from ..ir.ops.opaque import encode_output_type
+from ..ir.ops.opaque_onnx import IR_DTYPES, encode_node, opaque_onnx_name, run_onnx_node
+from .onnx_ops import registry as reg
+from .onnx_ops.context import PROBES, SYMBOL, OnnxContext, Operand, solve_element
+
+logger = logging.getLogger("tensorforge")
+
+MIN_OPSET = 11
+
+
+class OnnxImportError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class UnsupportedNode:
+    """One node the frontend cannot map: it runs through onnxruntime as an opaque node."""
+
+    op_type: str
+    domain: str
+    version: int  # the op's since-version the model's opset selects (the opset itself for unknown ops)
+    node: str
+    reason: str
+
+    def __str__(self) -> str:
+        domain = f"{self.domain}." if self.domain else ""
+        return f"{domain}{self.op_type}-{self.version} (node {self.node!r}): {self.reason}"
+
+
+def format_unsupported(items: Sequence[UnsupportedNode]) -> str:
+    """All unsupported nodes, grouped by op: one line per op, its reasons and the nodes it concerns."""
+    groups: dict[tuple, list[UnsupportedNode]] = collections.defaultdict(list)
+    for item in items:
+        groups[(item.domain, item.op_type, item.version, item.reason)].append(item)
+    lines = [f"{len(items)} ONNX node(s) have no IR mapping and run through onnxruntime:"]
+    for (domain, op, version, reason), group in sorted(groups.items()):
+        names = ", ".join(repr(g.node) for g in group[:5]) + (f" and {len(group) - 5} more" if len(group) > 5 else "")
+        lines.append(f"  {domain + '.' if domain else ''}{op}-{version} x{len(group)}: {reason} (nodes {names})")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and preparing the model
+# ---------------------------------------------------------------------------------------------
+
+def load_model(path_or_model, base_dir: str | None = None) -> onnx.ModelProto:
+    """A ModelProto with its external data loaded (from the model's folder, or `base_dir`)."""
+    if isinstance(path_or_model, onnx.ModelProto):
+        model = path_or_model
+        if base_dir is not None:
+            onnx.external_data_helper.load_external_data_for_model(model, base_dir)
+        return model
+    if isinstance(path_or_model, (bytes, bytearray)):
+        return onnx.load_from_string(bytes(path_or_model))
+    path = os.fspath(path_or_model)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no ONNX model at {path!r}")
+    model = onnx.load(path, load_external_data=base_dir is None)
+    if base_dir is not None:
+        onnx.external_data_helper.load_external_data_for_model(model, base_dir)
+    return model
+
+
+def model_opsets(model: onnx.ModelProto) -> dict[str, int]:
+    return {reg.canonical_domain(o.domain): o.version for o in model.opset_import}
+
+
+def _check_opset(model: onnx.ModelProto) -> None:
+    opset = model_opsets(model).get("")
+    if opset is not None and opset < MIN_OPSET:
+        raise OnnxImportError(f"the model uses ONNX opset {opset}; tensorforge imports opset {MIN_OPSET} and newer. "
+                              f"Convert it first: onnx.version_converter.convert_version(model, 17)")
+
+
+def _dims(type_proto) -> tuple | None:
+    if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None)
+                 for d in type_proto.tensor_type.shape.dim)
+
+
+def _set_dims(type_proto, dims: Sequence) -> None:
+    shape = type_proto.tensor_type.shape
+    shape.ClearField("dim")
+    for d in dims:
+        dim = shape.dim.add()
+        if isinstance(d, Sym):
+            dim.dim_param = SYMBOL if d.scale == 1 else f"{d.scale}*{SYMBOL}"
+        else:
+            dim.dim_value = int(d)
+
+
+def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence[int]]) -> dict[str, TensorType]:
+    """IR types of the graph inputs (initializers excluded); every dimension problem reported at once."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    unknown = sorted(set(input_shapes) - {v.name for v in inputs})
+    if unknown:
+        raise OnnxImportError(f"input_shapes names {unknown}, which are not graph inputs "
+                              f"({', '.join(v.name for v in inputs)})")
+    batch_names = {dims[0] for v in inputs if (dims := _dims(v.type)) and isinstance(dims[0], str)}
+    types, problems = {}, []
+    for v in inputs:
+        elem = v.type.tensor_type.elem_type if v.type.HasField("tensor_type") else None
+        if elem not in IR_DTYPES:
+            problems.append(f"input {v.name!r} has ONNX type {onnx.helper.printable_type(v.type)}, which the IR cannot hold")
+            continue
+        dims = _dims(v.type)
+        if v.name in input_shapes:
+            dims = tuple(input_shapes[v.name])
+            out = tuple(Sym(SYMBOL) if (i == 0 and d == -1 and dynamic_batch) else d for i, d in enumerate(dims))
+        elif dims is None:
+            problems.append(f"input {v.name!r} has no shape; give one with input_shapes")
+            continue
+        else:
+            out = []
+            for axis, d in enumerate(dims):
+                if isinstance(d, int):
+                    out.append(d)
+                elif dynamic_batch and (axis == 0 or d in batch_names):
+                    out.append(Sym(SYMBOL))
+                else:
+                    what = repr(d) if d else "unknown"
+                    hint = "" if dynamic_batch or axis else " (dynamic_batch=False)"
+                    problems.append(f"input {v.name!r} axis {axis} is symbolic ({what}){hint}")
+            out = tuple(out)
+        if any(isinstance(d, int) and d < 0 for d in out):
+            problems.append(f"input {v.name!r}: negative size in {out}")
+            continue
+        types[v.name] = TensorType(IR_DTYPES[elem], out)
+    if problems:
+        raise OnnxImportError("cannot type the model's inputs:\n  " + "\n  ".join(problems) +
+                              "\nFix sizes with input_shapes={name: (sizes...)} (-1 at axis 0 keeps the batch dynamic)")
+    return types
+
+
+def prepare_model(model: onnx.ModelProto, dynamic_batch: bool = True,
+                  input_shapes: Mapping[str, Sequence[int]] | None = None):
+    """Opset check, inlined functions, typed inputs, shape inference: (model, input IR types)."""
+    _check_opset(model)
+    model_copy = onnx.ModelProto()
+    model_copy.CopyFrom(model)
+    model = model_copy
+    if model.functions:
+        model = onnx.inliner.inline_local_functions(model)
+    types = _input_types(model, dynamic_batch, dict(input_shapes or {}))
+    for v in model.graph.input:
+        if v.name in types:
+            _set_dims(v.type, types[v.name].shape)
+    # declared output and intermediate shapes may still name the old batch parameters: let inference decide
+    for v in list(model.graph.output) + list(model.graph.value_info):
+        dims = _dims(v.type)
+        if dims is not None and any(isinstance(d, str) for d in dims):
+            v.type.tensor_type.ClearField("shape")
+    try:
+        model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:  # > 2 GiB protos, or an op inference cannot handle: the IR infers types anyway
+        logger.warning("ONNX shape inference failed (%s); importing with the IR's own type inference",
+                       str(exc).splitlines()[0])
+    return model, types
+
+
+def _value_types(model) -> dict[str, tuple]:
+    """name -> (ONNX element type, dims or None) for every value shape inference or the model typed."""
+    out = {}
+    for v in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        if v.type.HasField("tensor_type"):
+            out[v.name] = (v.type.tensor_type.elem_type, _dims(v.type))
+    for t in model.graph.initializer:
+        out[t.name] = (t.data_type, tuple(t.dims))
+    return out
+
+
+def _ir_type(entry) -> TensorType | None:
+    """A full IR type from an ONNX (element type, dims) entry, or None when anything is unknown."""
+    if entry is None:
+        return None
+    elem, dims = entry
+    if elem not in IR_DTYPES or dims is None:
+        return None
+    shape = []
+    for d in dims:
+        if isinstance(d, int):
+            shape.append(d)
+        elif d == SYMBOL:
+            shape.append(Sym(SYMBOL))
+        elif isinstance(d, str) and d.endswith(f"*{SYMBOL}") and d.split("*")[0].isdigit():
+            shape.append(Sym(SYMBOL, int(d.split("*")[0])))
+        else:
+            return None
+    return TensorType(IR_DTYPES[elem], tuple(shape))
+
+
+def _topological(nodes) -> list[int]:
+    """Node indices in an order where every input is produced first (the ONNX spec asks for it; not all files
+    obey); the file's order where it already is one."""
+    produced_by = {name: i for i, n in enumerate(nodes) for name in n.output if name}
+    indegree = [0] * len(nodes)
+    users = collections.defaultdict(list)
+    for i, n in enumerate(nodes):
+        for name in set(n.input) | _captured_names(n):
+            if name in produced_by and produced_by[name] != i:
+                indegree[i] += 1
+                users[produced_by[name]].append(i)
+    ready = [i for i, d in enumerate(indegree) if d == 0]
+    order = []
+    heapq.heapify(ready)
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in users[i]:
+            indegree[j] -= 1
+            if indegree[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) != len(nodes):
+        raise OnnxImportError("the ONNX graph has a cycle")
+    return order
+
+
+def _captured_names(node) -> set[str]:
+    """Outer-scope values the subgraph attributes (If/Loop/Scan bodies) of `node` refer to."""
+    names: set[str] = set()
+
+    def walk(graph, defined: set[str]):
+        defined = defined | {v.name for v in graph.input} | {t.name for t in graph.initializer}
+        for n in graph.node:
+            for attr in n.attribute:
+                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else
+                            list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else []):
+                    walk(sub, defined)
+            names.update(x for x in n.input if x and x not in defined)
+            defined = defined | set(n.output)
+
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else
+                    list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else []):
+            walk(sub, set())
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole-model check
+# ---------------------------------------------------------------------------------------------
+
+def _used_outputs(model) -> dict[str, bool]:
+    used = {name: True for name in (o.name for o in model.graph.output)}
+    for n in model.graph.node:
+        for name in set(n.input) | _captured_names(n):
+            used[name] = True
+    return used
+
+
+def _node_name(node, index: int) -> str:
+    return node.name or f"{node.op_type}_{index}"
+
+
+def _static_operand(name: str, value_types: dict, constants: dict[str, torch.Tensor]) -> Operand:
+    if name in constants:
+        return Operand.known(name, [constants[name]])
+    return Operand(name, _ir_type(value_types.get(name)))
+
+
+def _check_node(node, index: int, opsets: dict[str, int], value_types: dict, constants: dict,
+                used: dict[str, bool]) -> UnsupportedNode | None:
+    domain = reg.canonical_domain(node.domain)
+    opset = opsets.get(domain)
+    name = _node_name(node, index)
+    if opset is None:
+        return UnsupportedNode(node.op_type, domain, 0, name, f"the model imports no opset for domain {domain!r}")
+    schema = reg.schema_for(node.op_type, domain, opset)
+    if schema is None:
+        return UnsupportedNode(node.op_type, domain, opset, name, "onnx has no schema for this op (custom op)")
+    since = schema.since_version
+    unsupported = lambda reason: UnsupportedNode(node.op_type, domain, since, name, reason)  # noqa: E731
+    converter = reg.lookup(node.op_type, domain, since)
+    if converter is None:
+        versions = reg.mapped_versions(node.op_type, domain)
+        hint = f" (mapped versions: {', '.join(map(str, versions))})" if versions else ""
+        return unsupported(f"no converter for {node.op_type}-{since}{hint}")
+    for value in list(node.input) + list(node.output):
+        entry = value_types.get(value) if value else None
+        if entry is not None and entry[0] not in IR_DTYPES and entry[0] != 0:
+            return unsupported(f"{value!r} has ONNX element type "
+                               f"{onnx.TensorProto.DataType.Name(entry[0])}, which the IR cannot hold")
+    if converter.check is None:
+        return None
+    try:
+        kwargs = reg.call_kwargs(schema, node, [_static_operand(x, value_types, constants) if x else None
+                                                for x in node.input])
+    except reg.Unsupported as exc:
+        return unsupported(str(exc))
+    reason = converter.check(**kwargs, used_outputs=tuple(bool(o) and used.get(o, False) for o in node.output))
+    return unsupported(reason) if reason else None
+
+
+def _static_constants(model) -> dict[str, torch.Tensor]:
+    """Initializers and Constant outputs, as far as the check needs their values."""
+    out = {}
+    for t in model.graph.initializer:
+        if t.data_type in IR_DTYPES:
+            out[t.name] = torch.from_numpy(numpy_helper.to_array(t).copy())
+    for n in model.graph.node:
+        if n.op_type == "Constant" and reg.canonical_domain(n.domain) == "" and len(n.attribute) == 1:
+            attr = n.attribute[0]
+            if attr.name == "value" and attr.t.data_type in IR_DTYPES:
+                out[n.output[0]] = torch.from_numpy(numpy_helper.to_array(attr.t).copy())
+    return out
+
+
+def _check_prepared(model) -> dict[int, UnsupportedNode]:
+    """Unsupported nodes by their index in the model (node names need not be unique)."""
+    opsets, value_types = model_opsets(model), _value_types(model)
+    constants, used = _static_constants(model), _used_outputs(model)
+    found = {i: _check_node(n, i, opsets, value_types, constants, used) for i, n in enumerate(model.graph.node)}
+    return {i: f for i, f in found.items() if f is not None}
+
+
+def check_onnx_model(path_or_model, *, dynamic_batch: bool = True,
+                     input_shapes: Mapping[str, Sequence[int]] | None = None,
+                     base_dir: str | None = None) -> list[UnsupportedNode]:
+    """Every node `from_onnx` would leave to onnxruntime, with the reason, found before importing anything."""
+    model, _ = prepare_model(load_model(path_or_model, base_dir), dynamic_batch, input_shapes)
+    return list(_check_prepared(model).values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Import
+# ---------------------------------------------------------------------------------------------
+
+def from_onnx(path_or_model, dynamic_batch: bool = True, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+              strict: bool = False, base_dir: str | None = None, name: str | None = None) -> Graph:
+    """Import an ONNX model (a path, bytes or a `ModelProto`; opset >= 11) as an `ir.Graph`.
+
+    dynamic_batch: a symbolic leading input dimension becomes `Sym("batch")` (other symbolic dimensions
+    need sizes from `input_shapes`). Nodes without a mapping become opaque `onnx.<OpType>` nodes run by
+    onnxruntime; they are all logged at once as a warning, or raised as `OnnxImportError` with
+    `strict=True`. `check_onnx_model` gives the same list without importing.
+    """
+    model, input_types = prepare_model(load_model(path_or_model, base_dir), dynamic_batch, input_shapes)
+    found = _check_prepared(model)
+    if found:
+        if strict:
+            raise OnnxImportError(format_unsupported(list(found.values())))
+        logger.warning("%s", format_unsupported(list(found.values())))
+    importer = _Importer(model, input_types, {i: u.reason for i, u in found.items()}, name)
+    graph = importer.run()
+    if importer.declined:  # reasons only conversion could find (a shape computed from data, ...)
+        logger.warning("converters declined %d more node(s) during import:\n%s", len(importer.declined),
+                       format_unsupported(importer.declined))
+    return graph
+
+
+class _Importer:
+    def __init__(self, model, input_types: dict[str, TensorType], reasons: dict[int, str], name: str | None):
+        self.model = model
+        self.graph = Graph(name or model.graph.name or "main")
+        self.ctx = OnnxContext(self.graph)
+        self.input_types = input_types
+        self.reasons = reasons
+        self.opsets = model_opsets(model)
+        self.value_types = _value_types(model)
+        self.used = _used_outputs(model)
+        self.env: dict[str, Operand] = {}
+        self.declined: list[UnsupportedNode] = []
+
+    def run(self) -> Graph:
+        graph = self.graph
+        for v in self.model.graph.input:
+            if v.name in self.input_types:
+                value = graph.add_input(v.name, self.input_types[v.name])
+                self.env[v.name] = Operand(v.name, value.type, value=value)
+        for t in self.model.graph.initializer:  # initializers win over graph inputs of the same name
+            if t.data_type not in IR_DTYPES:
+                raise OnnxImportError(f"initializer {t.name!r} has ONNX element type "
+                                      f"{onnx.TensorProto.DataType.Name(t.data_type)}, which the IR cannot hold")
+            self.env[t.name] = Operand.known(t.name, [torch.from_numpy(numpy_helper.to_array(t).copy())])
+        nodes = list(self.model.graph.node)
+        for i in _topological(nodes):
+            self._import_node(nodes[i], _node_name(nodes[i], i), self.reasons.get(i))
+        outputs = []
+        for out in self.model.graph.output:
+            if out.name not in self.env:
+                raise OnnxImportError(f"graph output {out.name!r} is not computed by any node")
+            outputs.append(self._output_value(out.name, self.ctx.materialize(self.env[out.name]), outputs))
+        graph.set_outputs(outputs)
+        return graph.verify()
+
+    def _output_value(self, name: str, value: Value, taken: list[Value]) -> Value:
+        if value.kind != "node" or any(value is t for t in taken):  # an input/constant returned as is: a named copy
+            return self.graph.add_node("copy", [value], name=name).outputs[0]
+        self.graph._taken.discard(value.name)
+        value.name = self.graph.fresh_name(name)
+        return value
+
+    def _import_node(self, node, name: str, reason: str | None) -> None:
+        operands = []
+        for x in node.input:
+            if x and x not in self.env:
+                raise OnnxImportError(f"node {name!r} ({node.op_type}) reads {x!r}, which nothing produces")
+            operands.append(self.env[x] if x else None)
+        used = [bool(o) and self.used.get(o, False) for o in node.output]
+        results = None
+        if reason is None:
+            state = self.ctx.checkpoint()
+            try:
+                results = self._convert(node, name, operands, used)
+            except reg.Unsupported as exc:
+                self.ctx.rollback(state)
+                reason = str(exc)
+                domain = reg.canonical_domain(node.domain)
+                since = reg.schema_for(node.op_type, domain, self.opsets.get(domain, 0)).since_version
+                self.declined.append(UnsupportedNode(node.op_type, domain, since, name, reason))
+        if results is None:
+            results = self._opaque(node, name, operands, reason)
+        for out_name, operand in zip(node.output, results):
+            if out_name and operand is not None:
+                self._check_type(node, name, out_name, operand)
+                self.env[out_name] = operand
+
+    def _convert(self, node, name: str, operands: list, used: list[bool]) -> list:
+        domain = reg.canonical_domain(node.domain)
+        schema = reg.schema_for(node.op_type, domain, self.opsets[domain])
+        converter = reg.lookup(node.op_type, domain, schema.since_version)
+        kwargs = reg.call_kwargs(schema, node, operands)
+        ctx = self.ctx
+        ctx.node_name, ctx.outputs_used, ctx.since = name, used, schema.since_version
+        result = converter.fn(ctx, **kwargs)
+        results = list(result) if isinstance(result, (tuple, list)) else [result]
+        results += [None] * (len(node.output) - len(results))
+        for i, (out_name, operand) in enumerate(zip(node.output, results)):
+            if operand is None and used[i]:
+                raise reg.Unsupported(f"output {i} ({out_name!r}) is used but the converter does not produce it")
+        return results
+
+    def _check_type(self, node, name: str, out_name: str, operand: Operand) -> None:
+        entry = self.value_types.get(out_name)
+        if entry is None or operand.type is None:
+            return
+        elem, dims = entry
+        ours = operand.type
+        problem = elem in IR_DTYPES and IR_DTYPES[elem] != ours.dtype
+        if dims is not None and not problem:
+            problem = len(dims) != ours.rank or any(isinstance(t, int) and t != o for t, o in zip(dims, ours.shape))
+        if problem:
+            theirs = f"{IR_DTYPES.get(elem, elem)}{list(dims) if dims is not None else '[?]'}"
+            raise OnnxImportError(f"node {name!r} ({node.op_type}): converted output {out_name!r} is {ours}, "
+                                  f"ONNX shape inference says {theirs} — a converter bug; please report it")
+
+    # -- opaque nodes ---------------------------------------------------------------------------
+
+    def _opaque(self, node, name: str, operands: list, reason: str) -> list:
+        """Run the node through onnxruntime: now, if every input is known, else as an opaque IR node."""
+        input_names = list(dict.fromkeys(x for x in node.input if x)) + sorted(_captured_names(node) - set(node.input))
+        missing = [x for x in input_names if x not in self.env]
+        if missing:
+            raise OnnxImportError(f"node {name!r} ({node.op_type}) refers to {missing}, which nothing produces")
+        inputs = [self.env[x] for x in input_names]
+        output_names = [o for o in node.output if o]
+        encoded = {"node": encode_node(node),
+                   "opset_imports": tuple((o.domain, o.version) for o in self.model.opset_import),
+                   "ir_version": int(self.model.ir_version), "input_names": tuple(input_names),
+                   "output_names": tuple(output_names)}
+        entries = [self.value_types.get(o) for o in output_names]
+        dtypes = [IR_DTYPES.get(e[0]) if e else None for e in entries]
+        if any(d is None for d in dtypes):
+            raise OnnxImportError(f"node {name!r} ({node.op_type}, {reason}): the dtype of its outputs is unknown "
+                                  f"or has no IR type, so it cannot run as an opaque node either")
+        if all(x.is_known for x in inputs):
+            folded = self._fold_through_onnxruntime(inputs, encoded, dtypes)
+            if folded is not None:
+                return self._spread(node, output_names, folded)
+        types = [_ir_type(e) for e in entries]
+        if any(t is None for t in types):
+            types = self._probe_types(name, node, inputs, encoded, dtypes, reason)
+        values = [self.ctx.materialize(x) for x in inputs]
+        attrs = dict(encoded, output_types=tuple(encode_output_type(t) for t in types), reason=reason)
+        ir_node = self.graph.add_node(opaque_onnx_name(node.op_type, node.domain), values, attrs, name=name,
+                                      output_types=types)
+        return self._spread(node, output_names, [Operand(v.name, v.type, value=v) for v in ir_node.outputs])
+
+    @staticmethod
+    def _spread(node, output_names, operands) -> list:
+        by_name = dict(zip(output_names, operands))
+        return [by_name.get(o) if o else None for o in node.output]
+
+    def _run(self, tensors, encoded, dtypes):
+        return run_onnx_node(tensors, output_dtypes=dtypes, **encoded)
+
+    def _fold_through_onnxruntime(self, inputs, encoded, dtypes) -> list[Operand] | None:
+        count = max(len(x.probes) for x in inputs) if inputs else 1
+        try:
+            runs = [self._run([x.probes[i] if len(x.probes) > 1 else x.probes[0] for x in inputs], encoded, dtypes)
+                    for i in range(count)]
+        except Exception as exc:  # noqa: BLE001  (left to run time, where the error reaches the user)
+            logger.debug("onnxruntime could not fold %s: %s", encoded["output_names"], exc)
+            return None
+        outs = []
+        for j in range(len(runs[0])):
+            probes = [r[j] for r in runs]
+            if any(p.shape != probes[0].shape for p in probes):
+                return None
+            outs.append(Operand.known(encoded["output_names"][j], probes))
+        return outs
+
+    def _probe_types(self, name, node, inputs, encoded, dtypes, reason) -> list[TensorType]:
+        """Output types shape inference left open: run the node at two batch sizes and solve each size."""
+        shapes = []
+        try:
+            for i in range(len(PROBES)):
+                env = {SYMBOL: PROBES[i]}
+                tensors = [x.probes[i if len(x.probes) > 1 else 0] if x.is_known
+                           else torch.zeros(x.type.concrete_shape(env), dtype=x.type.torch_dtype) for x in inputs]
+                shapes.append([tuple(t.shape) for t in self._run(tensors, encoded, dtypes)])
+        except Exception as exc:  # noqa: BLE001
+            raise OnnxImportError(f"node {name!r} ({node.op_type}) has no mapping ({reason}) and onnxruntime cannot "
+                                  f"run it to find its output types: {str(exc).splitlines()[0]}") from exc
+        types = []
+        for dtype, *probed in zip(dtypes, *shapes):
+            if len({len(s) for s in probed}) != 1:
+                raise OnnxImportError(f"node {name!r} ({node.op_type}): its output rank depends on the batch")
+            dims = []
+            for sizes in zip(*probed):
+                solved = solve_element(list(sizes))
+                if solved is None:
+                    raise OnnxImportError(f"node {name!r} ({node.op_type}): its output sizes depend on the data or "
+                                          f"on the batch in a way the IR cannot express ({probed})")
+                dims.append(solved)
+            types.append(TensorType(dtype, tuple(dims)))
+        return types

@@ -1,0 +1,12 @@
+"""ONNX op converters, one module per op family. Importing this package registers every converter.
+
+`registry.py` holds the registry (`onnx_converter`), `context.py` what converters work with
+(`Operand`, `OnnxContext`); the driver is `tensorforge/frontends/onnx.py`.
+"""
+
+from . import creation, elementwise, indexing, linalg, nn, reduce, resize, shape  # noqa: F401
+from .context import Operand, OnnxContext
+from .registry import OnnxConverter, Unsupported, lookup, mapped_versions, onnx_converter, registered_converters
+
+__all__ = ["onnx_converter", "Unsupported", "Operand", "OnnxContext", "OnnxConverter", "lookup",
+           "mapped_versions", "registered_converters"]

@@ -1,0 +1,258 @@
+"""Elementwise ONNX ops: unary math and activations, binary arithmetic, comparisons, logic, Clip, Cast, Where.
+
+ONNX requires both operands of a binary op to have one dtype and keeps it; PyTorch promotes. The
+converters cast back where the two differ (integer Div, Pow with a float exponent on integers).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...ir.ops.opaque_onnx import IR_DTYPES
+from .context import same_dtype
+from .registry import Unsupported, onnx_converter
+
+_INT = ("int64", "int32", "int16", "int8", "uint8")
+
+# (ONNX op, since-versions reachable from opset 11, IR op) — one input, no attributes
+UNARY = [
+    ("Relu", (6, 13, 14), "nn.relu"),
+    ("Sigmoid", (6, 13), "sigmoid"),
+    ("Tanh", (6, 13), "tanh"),
+    ("Exp", (6, 13), "exp"),
+    ("Log", (6, 13), "log"),
+    ("Sqrt", (6, 13), "sqrt"),
+    ("Abs", (6, 13), "abs"),
+    ("Neg", (6, 13), "negative"),
+    ("Sin", (7, 22), "sin"),
+    ("Cos", (7, 22), "cos"),
+    ("Tan", (7, 22), "tan"),
+    ("Atan", (7, 22), "atan"),
+    ("Ceil", (6, 13), "ceil"),
+    ("Floor", (6, 13), "floor"),
+    ("Round", (11, 22), "round"),  # both round half to even
+    ("Sign", (9, 13), "sign"),
+    ("Reciprocal", (6, 13), "reciprocal"),
+    ("Erf", (9, 13), "erf"),
+    ("Not", (1,), "logical_not"),
+    ("Softplus", (1, 22), "nn.softplus"),
+    ("Mish", (18, 22), "nn.mish"),
+    ("HardSwish", (14, 22), "nn.hardswish"),
+]
+
+# (ONNX op, since-versions, IR op) — two inputs with numpy broadcasting
+BINARY = [
+    ("Add", (7, 13, 14), "add"),
+    ("Sub", (7, 13, 14), "subtract"),
+    ("Mul", (7, 13, 14), "multiply"),
+    ("Equal", (11, 13, 19), "equal"),
+    ("Less", (9, 13), "less"),
+    ("Greater", (9, 13), "greater"),
+    ("LessOrEqual", (12, 16), "less_equal"),
+    ("GreaterOrEqual", (12, 16), "greater_equal"),
+    ("And", (7,), "logical_and"),
+    ("Or", (7,), "logical_or"),
+    ("Xor", (7,), "logical_xor"),
+]
+
+
+def _declare_unary(op_type: str, versions: tuple[int, ...], ir_op: str) -> None:
+    def convert(ctx, **inputs):
+        (x,) = inputs.values()
+        return ctx.emit(ir_op, x)
+
+    convert.__name__ = f"convert_{op_type.lower()}"
+    onnx_converter(op_type, since=versions)(convert)
+
+
+def _declare_binary(op_type: str, versions: tuple[int, ...], ir_op: str) -> None:
+    def convert(ctx, *, A, B):  # noqa: N803 (ONNX input names)
+        return ctx.emit(ir_op, A, B)
+
+    convert.__name__ = f"convert_{op_type.lower()}"
+    onnx_converter(op_type, since=versions)(convert)
+
+
+for _op, _versions, _ir in UNARY:
+    _declare_unary(_op, _versions, _ir)
+for _op, _versions, _ir in BINARY:
+    _declare_binary(_op, _versions, _ir)
+
+
+@onnx_converter("Div", since=(7, 13, 14))
+def div(ctx, *, A, B):  # noqa: N803
+    # integer Div truncates toward zero (C semantics); PyTorch's true division would give floats
+    return ctx.emit("trunc_divide" if A.dtype in _INT else "divide", A, B)
+
+
+@onnx_converter("Mod", since=(10, 13))
+def mod(ctx, *, A, B, fmod):  # noqa: N803
+    if not fmod:
+        return ctx.emit("floor_mod", A, B)  # the result takes the divisor's sign, like Python's %
+    # fmod: the result takes the dividend's sign: a - b * trunc(a / b)
+    quotient = ctx.emit("trunc_divide", A, B)
+    return ctx.emit("subtract", A, ctx.emit("multiply", B, quotient))
+
+
+@onnx_converter("Pow", since=(7, 12, 13, 15))
+def pow_(ctx, *, X, Y):  # noqa: N803
+    return same_dtype(ctx, ctx.emit("power", X, Y), X)
+
+
+def _variadic(ir_op: str):
+    def convert(ctx, *, data_0):
+        out = data_0[0]
+        for x in data_0[1:]:
+            out = ctx.emit(ir_op, out, x)
+        return out
+
+    return convert
+
+
+onnx_converter("Max", since=(8, 12, 13))(_variadic("maximum"))
+onnx_converter("Min", since=(8, 12, 13))(_variadic("minimum"))
+onnx_converter("Sum", since=(8, 13))(_variadic("add"))
+
+
+@onnx_converter("Mean", since=(8, 13))
+def mean(ctx, *, data_0):
+    total = _variadic("add")(ctx, data_0=data_0)
+    return ctx.emit("divide", total, ctx.const(float(len(data_0)), dtype=total.dtype))
+
+
+# -- activations with attributes ------------------------------------------------------------------
+
+@onnx_converter("LeakyRelu", since=(6, 16))
+def leaky_relu(ctx, *, X, alpha):  # noqa: N803
+    return ctx.emit("nn.leaky_relu", X, alpha=float(alpha))
+
+
+@onnx_converter("Elu", since=(6, 22))
+def elu(ctx, *, X, alpha):  # noqa: N803
+    return ctx.emit("nn.elu", X, alpha=float(alpha))
+
+
+@onnx_converter("Selu", since=(6, 22))
+def selu(ctx, *, X, alpha, gamma):  # noqa: N803
+    return ctx.emit("multiply", ctx.emit("nn.elu", X, alpha=float(alpha)), ctx.const(float(gamma), dtype=X.dtype))
+
+
+@onnx_converter("HardSigmoid", since=(6, 22))
+def hard_sigmoid(ctx, *, X, alpha, beta):  # noqa: N803
+    if abs(alpha - 1 / 6) < 1e-7 and beta == 0.5:
+        return ctx.emit("nn.hardsigmoid", X)  # PyTorch's hardsigmoid is exactly this case
+    scaled = ctx.emit("add", ctx.emit("multiply", X, ctx.const(float(alpha), dtype=X.dtype)),
+                      ctx.const(float(beta), dtype=X.dtype))
+    return ctx.emit("clip", scaled, a_min=0.0, a_max=1.0)
+
+
+@onnx_converter("Gelu", since=20)
+def gelu(ctx, *, X, approximate):  # noqa: N803
+    return ctx.emit("nn.gelu", X, approximate=approximate)
+
+
+@onnx_converter("Softsign", since=(1, 22))
+def softsign(ctx, *, input):  # noqa: A002
+    one = ctx.const(1.0, dtype=input.dtype)
+    return ctx.emit("divide", input, ctx.emit("add", one, ctx.emit("abs", input)))
+
+
+@onnx_converter("ThresholdedRelu", since=(10, 22))
+def thresholded_relu(ctx, *, X, alpha):  # noqa: N803
+    keep = ctx.emit("greater", X, ctx.const(float(alpha), dtype=X.dtype))
+    return ctx.emit("where", keep, X, ctx.const(0.0, dtype=X.dtype))
+
+
+@onnx_converter("PRelu", since=(9, 16))
+def prelu(ctx, *, X, slope):  # noqa: N803
+    slope_const = slope.const
+    if slope_const is not None and X.rank >= 2 and isinstance(X.shape[1], int):
+        channels = X.shape[1]
+        # nn.prelu takes one slope per channel (axis 1): a constant shaped (C,1,..,1), (C,) on 2-d data, or 1
+        per_channel = slope_const.numel() in (1, channels) and (
+            slope_const.numel() == 1 or tuple(slope_const.shape) in ((channels,) + (1,) * (X.rank - 2),)
+            or (X.rank == 2 and tuple(slope_const.shape) == (channels,)))
+        if per_channel:
+            return ctx.emit("nn.prelu", X, ctx.const(slope_const.reshape(-1)))
+    negative = ctx.emit("less", X, ctx.const(0.0, dtype=X.dtype))
+    return ctx.emit("where", negative, ctx.emit("multiply", X, slope), X)
+
+
+# -- clip, cast, where, identity -----------------------------------------------------------------
+
+@onnx_converter("Clip", since=(11, 12, 13))
+def clip(ctx, *, input, min, max):  # noqa: A002
+    bounds = [(key, op, b) for key, op, b in (("a_min", "maximum", min), ("a_max", "minimum", max)) if b is not None]
+    if all(b.const is not None for _, _, b in bounds):
+        return ctx.emit("clip", input, **{key: b.const.item() for key, _, b in bounds}) if bounds else input
+    out = input  # a run-time bound: elementwise maximum, then minimum, in the order ONNX applies them
+    for key, op, b in bounds:
+        out = ctx.emit("clip", out, **{key: b.const.item()}) if b.const is not None else ctx.emit(op, out, b)
+    return out
+
+
+def _cast_check(*, to, **_):
+    """Target dtype must have an IR type (no strings, float8, 4-bit or unsigned 16/32/64-bit)."""
+    return None if to in IR_DTYPES else f"cast to ONNX element type {to}, which has no IR dtype"
+
+
+@onnx_converter("Cast", since=(9, 13, 19, 21, 23, 24, 25), check=_cast_check)
+def cast(ctx, *, input, to, saturate=1, round_mode="up"):  # noqa: A002
+    if to not in IR_DTYPES:
+        raise Unsupported(_cast_check(to=to))
+    if IR_DTYPES[to] == input.dtype:
+        return input
+    return ctx.emit("cast", input, dtype=IR_DTYPES[to])
+
+
+@onnx_converter("CastLike", since=(15, 19, 21, 23, 24, 25))
+def cast_like(ctx, *, input, target_type, saturate=1, round_mode="up"):  # noqa: A002
+    if target_type.dtype == input.dtype:
+        return input
+    return ctx.emit("cast", input, dtype=target_type.dtype)
+
+
+@onnx_converter("Where", since=(9, 16))
+def where(ctx, *, condition, X, Y):  # noqa: N803
+    return ctx.emit("where", condition, X, Y)
+
+
+@onnx_converter("Identity", since=(1, 13, 14, 16, 19, 21, 23, 24, 25))
+def identity(ctx, *, input):  # noqa: A002
+    return input
+
+
+def _dropout_check(*, training_mode=None, **_):
+    """Inference only: training_mode must be absent or a constant false."""
+    if training_mode is not None and (training_mode.const is None or bool(training_mode.const.item())):
+        return "dropout in training mode"
+    return None
+
+
+@onnx_converter("Dropout", since=(10, 12, 13, 22), check=_dropout_check)
+def dropout(ctx, *, data, ratio=None, training_mode=None, seed=None):
+    reason = _dropout_check(training_mode=training_mode)
+    if reason:
+        raise Unsupported(reason)
+    mask = None
+    if len(ctx.outputs_used) > 1 and ctx.outputs_used[1]:  # inference: nothing is dropped, the mask is all true
+        mask = ctx.emit("full_like", data, fill_value=True, dtype="bool")
+    return data, mask
+
+
+@onnx_converter("IsNaN", since=(9, 13, 20))
+def is_nan(ctx, *, X):  # noqa: N803
+    return ctx.emit("not_equal", X, X)
+
+
+@onnx_converter("IsInf", since=(10, 20))
+def is_inf(ctx, *, X, detect_negative, detect_positive):  # noqa: N803
+    inf = torch.tensor(float("inf"))
+    parts = []
+    if detect_positive:
+        parts.append(ctx.emit("equal", X, ctx.const(inf, dtype=X.dtype)))
+    if detect_negative:
+        parts.append(ctx.emit("equal", X, ctx.const(-inf, dtype=X.dtype)))
+    if not parts:
+        return ctx.emit("full_like", X, fill_value=False, dtype="bool")
+    return parts[0] if len(parts) == 1 else ctx.emit("logical_or", *parts)

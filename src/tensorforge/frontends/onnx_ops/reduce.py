@@ -1,0 +1,104 @@
+"""Reductions: ReduceSum/Mean/Max/Min/Prod/L1/L2/SumSquare/LogSum/LogSumExp, ArgMax/ArgMin.
+
+Axes are an attribute before opset 18 (ReduceSum: 13) and an input after. Empty or missing axes reduce
+everything unless `noop_with_empty_axes`, where ONNX returns the input; in the IR `axis=None` reduces
+everything (and `axis=()` would too, as in PyTorch), so the no-op is decided here.
+"""
+
+from __future__ import annotations
+
+from .context import Operand, normalize_axis, same_dtype
+from .registry import Unsupported, onnx_converter
+
+
+def _axes(ctx, data, axes):
+    if isinstance(axes, Operand):
+        axes = ctx.ints(axes, "reduction axes")
+    if axes is None or len(axes) == 0:
+        return None
+    return tuple(sorted({normalize_axis(a, data.rank) for a in axes}))
+
+
+def _declare(op_type: str, versions: tuple[int, ...], reduce_fn) -> None:
+    """reduce_fn(ctx, data, axis, keepdims) -> Operand; axis None means every axis."""
+
+    def convert(ctx, *, data, axes=None, keepdims=1, noop_with_empty_axes=0):
+        axis = _axes(ctx, data, axes)
+        if axis is None and noop_with_empty_axes:
+            return _noop(ctx, op_type, data)
+        return same_dtype(ctx, reduce_fn(ctx, data, axis, bool(keepdims)), data)
+
+    convert.__name__ = f"convert_{op_type.lower()}"
+    onnx_converter(op_type, since=versions)(convert)
+
+
+def _noop(ctx, op_type: str, data):
+    """With no axes and noop_with_empty_axes the reference applies the elementwise part only."""
+    if op_type == "ReduceSumSquare":
+        return ctx.emit("multiply", data, data)
+    if op_type == "ReduceL1":
+        return ctx.emit("abs", data)
+    if op_type in ("ReduceL2", "ReduceLogSum", "ReduceLogSumExp"):
+        raise Unsupported(f"{op_type} with noop_with_empty_axes")
+    return data
+
+
+def _simple(ir_op: str):
+    return lambda ctx, x, axis, keepdims: ctx.emit(ir_op, x, axis=axis, keepdims=keepdims)
+
+
+def _sum_square(ctx, x, axis, keepdims):
+    return ctx.emit("sum", ctx.emit("multiply", x, x), axis=axis, keepdims=keepdims)
+
+
+def _l1(ctx, x, axis, keepdims):
+    return ctx.emit("sum", ctx.emit("abs", x), axis=axis, keepdims=keepdims)
+
+
+def _l2(ctx, x, axis, keepdims):
+    return ctx.emit("sqrt", _sum_square(ctx, x, axis, keepdims))
+
+
+def _log_sum(ctx, x, axis, keepdims):
+    return ctx.emit("log", ctx.emit("sum", x, axis=axis, keepdims=keepdims))
+
+
+def _log_sum_exp(ctx, x, axis, keepdims):
+    # shift by the maximum so exp never overflows: log(sum(exp(x - m))) + m
+    peak = ctx.emit("max", x, axis=axis, keepdims=True)
+    total = ctx.emit("sum", ctx.emit("exp", ctx.emit("subtract", x, peak)), axis=axis, keepdims=keepdims)
+    shift = peak if keepdims else ctx.emit("max", x, axis=axis, keepdims=False)
+    return ctx.emit("add", ctx.emit("log", total), shift)
+
+
+_ATTR_AXES = (11, 13)  # axes an attribute
+_declare("ReduceSum", (11, 13), _simple("sum"))
+_declare("ReduceMean", _ATTR_AXES + (18,), _simple("mean"))
+_declare("ReduceMax", (11, 12, 13, 18, 20), _simple("max"))
+_declare("ReduceMin", (11, 12, 13, 18, 20), _simple("min"))
+_declare("ReduceProd", _ATTR_AXES + (18,), _simple("prod"))
+_declare("ReduceSumSquare", _ATTR_AXES + (18,), _sum_square)
+_declare("ReduceL1", _ATTR_AXES + (18,), _l1)
+_declare("ReduceL2", _ATTR_AXES + (18,), _l2)
+_declare("ReduceLogSum", _ATTR_AXES + (18,), _log_sum)
+_declare("ReduceLogSumExp", _ATTR_AXES + (18,), _log_sum_exp)
+
+
+def _declare_arg(op_type: str, ir_op: str) -> None:
+    def convert(ctx, *, data, axis, keepdims, select_last_index=0):
+        axis = normalize_axis(axis, data.rank)
+        if not select_last_index:
+            return ctx.emit(ir_op, data, axis=axis, keepdims=bool(keepdims))
+        # the last of equal extremes: search the reversed axis, then count back from the end
+        size = data.shape[axis]
+        if not isinstance(size, int):
+            raise Unsupported("select_last_index along the batch axis")
+        found = ctx.emit(ir_op, ctx.emit("reverse", data, axis=axis), axis=axis, keepdims=bool(keepdims))
+        return ctx.emit("subtract", ctx.const(size - 1), found)
+
+    convert.__name__ = f"convert_{op_type.lower()}"
+    onnx_converter(op_type, since=(11, 12, 13))(convert)
+
+
+_declare_arg("ArgMax", "argmax")
+_declare_arg("ArgMin", "argmin")

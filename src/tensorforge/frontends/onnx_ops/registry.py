@@ -1,0 +1,163 @@
+"""The ONNX converter registry: (domain, op type, since-version) -> converter, with its support check.
+
+An ONNX model names an op and an opset; `onnx.defs.get_schema(op, opset, domain).since_version` says
+which version of the op that is, and exactly that version's converter applies. A converter lists the
+since-versions it handles, each checked against `onnx.defs` at registration, so a typo fails at import:
+
+    @onnx_converter("LeakyRelu", since=(6, 16))
+    def leaky_relu(ctx, *, X, alpha):
+        return ctx.emit("nn.leaky_relu", X, alpha=alpha)
+
+It receives the node's inputs by their schema names (`None` for a missing optional input, a list for a
+variadic one) and every attribute by its ONNX name, defaults filled from the schema. It returns an
+`Operand` or a tuple with one entry per output (`None` for an output it does not produce), or raises
+`Unsupported(reason)`: the node then runs through onnxruntime as an opaque node.
+
+`check` (optional) is the converter's static capability validator, asked by the whole-model check
+before anything is imported: it takes the same keyword arguments (inputs as `Operand`s carrying only
+their types, and their values when they are initializers or constants) and returns None or a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import onnx
+import onnx.defs
+from onnx import helper, numpy_helper
+
+ConverterFn = Callable[..., Any]
+CheckFn = Callable[..., Optional[str]]
+
+
+class Unsupported(Exception):
+    """Raised by a converter for a node it cannot express in IR ops (the node becomes opaque)."""
+
+
+def canonical_domain(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain
+
+
+@dataclass(frozen=True)
+class OnnxConverter:
+    domain: str
+    op_type: str
+    since: int
+    fn: ConverterFn
+    check: Optional[CheckFn]
+
+    @property
+    def restriction(self) -> str:
+        """First line of the check's docstring: the "restrictions" column of the op table."""
+        doc = (self.check.__doc__ or "").strip() if self.check else ""
+        return doc.splitlines()[0] if doc else ""
+
+
+_CONVERTERS: dict[tuple[str, str, int], OnnxConverter] = {}
+
+
+def onnx_converter(op_type: str, *, since: int | tuple[int, ...], domain: str = "",
+                   check: Optional[CheckFn] = None) -> Callable[[ConverterFn], ConverterFn]:
+    """Decorator: register a converter for `op_type` at each since-version in `since`."""
+    versions = (since,) if isinstance(since, int) else tuple(since)
+    domain = canonical_domain(domain)
+
+    def decorate(fn: ConverterFn) -> ConverterFn:
+        for version in versions:
+            try:
+                schema = onnx.defs.get_schema(op_type, version, domain)
+            except onnx.defs.SchemaError as exc:
+                raise ValueError(f"onnx has no schema {op_type}-{version} in domain {domain or 'ai.onnx'!r}") from exc
+            if schema.since_version != version:
+                raise ValueError(f"{op_type}-{version} is not a since-version of {op_type}: opset {version} "
+                                 f"resolves to {op_type}-{schema.since_version}")
+            key = (domain, op_type, version)
+            if key in _CONVERTERS:
+                old = _CONVERTERS[key].fn
+                raise ValueError(f"a converter for {op_type}-{version} is already registered "
+                                 f"({old.__module__}.{old.__name__})")
+            _CONVERTERS[key] = OnnxConverter(domain, op_type, version, fn, check)
+        return fn
+
+    return decorate
+
+
+def schema_for(op_type: str, domain: str, opset: int):
+    """The schema the model's opset selects, or None when onnx knows no such op."""
+    try:
+        return onnx.defs.get_schema(op_type, opset, canonical_domain(domain))
+    except onnx.defs.SchemaError:
+        return None
+
+
+def lookup(op_type: str, domain: str, since: int) -> Optional[OnnxConverter]:
+    return _CONVERTERS.get((canonical_domain(domain), op_type, since))
+
+
+def mapped_versions(op_type: str, domain: str = "") -> list[int]:
+    domain = canonical_domain(domain)
+    return sorted(v for (d, op, v) in _CONVERTERS if d == domain and op == op_type)
+
+
+def registered_converters() -> dict[tuple[str, str, int], OnnxConverter]:
+    return dict(sorted(_CONVERTERS.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Binding a node's inputs and attributes to a converter's keyword arguments
+# ---------------------------------------------------------------------------------------------
+
+def attribute_value(attr: onnx.AttributeProto):
+    """An ONNX attribute as a Python value: ints/floats/strs, tuples of them, torch tensors for tensors."""
+    import torch
+
+    value = helper.get_attribute_value(attr)
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, onnx.TensorProto):
+        return torch.from_numpy(numpy_helper.to_array(value).copy())
+    if isinstance(value, list):
+        return tuple(v.decode("utf-8") if isinstance(v, bytes) else v for v in value)
+    return value
+
+
+def bind_attributes(schema, node: onnx.NodeProto) -> dict[str, Any]:
+    """Every attribute of the schema by name: the node's value, else the schema default, else None."""
+    given = {a.name: a for a in node.attribute}
+    unknown = sorted(set(given) - set(schema.attributes))
+    if unknown:
+        raise Unsupported(f"attribute(s) {unknown} are not in the {schema.name}-{schema.since_version} schema")
+    out = {}
+    for name, spec in schema.attributes.items():
+        if name in given:
+            out[name] = attribute_value(given[name])
+        elif spec.default_value.type != onnx.AttributeProto.UNDEFINED:
+            out[name] = attribute_value(spec.default_value)
+        else:
+            out[name] = None
+    return out
+
+
+def bind_inputs(schema, values: list) -> dict[str, Any]:
+    """The node's inputs by schema name; `values` holds one entry per node input (None where it is "")."""
+    out: dict[str, Any] = {}
+    formal = list(schema.inputs)
+    for i, param in enumerate(formal):
+        if param.option == onnx.defs.OpSchema.FormalParameterOption.Variadic:
+            out[param.name] = list(values[i:])
+            return out
+        out[param.name] = values[i] if i < len(values) else None
+    if len(values) > len(formal):
+        raise Unsupported(f"{len(values)} inputs, the {schema.name}-{schema.since_version} schema has {len(formal)}")
+    return out
+
+
+def call_kwargs(schema, node: onnx.NodeProto, values: list) -> dict[str, Any]:
+    kwargs = bind_inputs(schema, values)
+    attrs = bind_attributes(schema, node)
+    clash = set(kwargs) & set(attrs)
+    if clash:  # never happens in the standard schemas; a custom schema could do it
+        raise Unsupported(f"input and attribute names clash: {sorted(clash)}")
+    kwargs.update(attrs)
+    return kwargs
