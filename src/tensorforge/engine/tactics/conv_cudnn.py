@@ -100,7 +100,16 @@ class Conv2dNHWC(_Conv2d):
 
 @tactic("engine.conv", name="cudnn_nchw", devices=("cuda",), priority=15)
 class Conv2dNCHW(_Conv2d):
+    """Only for a region's first layer (its input arrives NCHW): everywhere else the plan stays channels-last,
+    since a layer timed alone might win in NCHW but would pay two layout conversions around it in the plan."""
+
     memory_format = torch.contiguous_format
+
+    @classmethod
+    def supports(cls, node, config):
+        if node.inputs[0].producer is not None:
+            return "inside the plan activations are channels-last; NCHW only for the region's input layer"
+        return super().supports(node, config)
 
 
 @tactic("engine.conv", name="cudnn_fused_nhwc", devices=("cuda",), priority=25)
