@@ -1,0 +1,8 @@
+"""`python -m tensorforge ...`: the command line (see tensorforge/cli.py)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
