@@ -25,7 +25,6 @@ from typing import Mapping, Sequence
 
 import onnx
 import torch
-from onnx import numpy_helper
 
 from ..ir import Graph, Sym, TensorType, Value
 from ..ir.ops.opaque import encode_output_type
@@ -133,7 +132,8 @@ def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence
     for v in inputs:
         elem = v.type.tensor_type.elem_type if v.type.HasField("tensor_type") else None
         if elem not in IR_DTYPES:
-            problems.append(f"input {v.name!r} has ONNX type {onnx.helper.printable_type(v.type)}, which the IR cannot hold")
+            kind = onnx.TensorProto.DataType.Name(elem) if elem is not None else v.type.WhichOneof("value")
+            problems.append(f"input {v.name!r} is {kind}, which the IR cannot hold")
             continue
         dims = _dims(v.type)
         if v.name in input_shapes:
@@ -159,8 +159,9 @@ def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence
             continue
         types[v.name] = TensorType(IR_DTYPES[elem], out)
     if problems:
-        raise OnnxImportError("cannot type the model's inputs:\n  " + "\n  ".join(problems) +
-                              "\nFix sizes with input_shapes={name: (sizes...)} (-1 at axis 0 keeps the batch dynamic)")
+        hint = ("\nFix sizes with input_shapes={name: (sizes...)} (-1 at axis 0 keeps the batch dynamic)"
+                if any("symbolic" in p or "no shape" in p for p in problems) else "")
+        raise OnnxImportError("cannot type the model's inputs:\n  " + "\n  ".join(problems) + hint)
     return types
 
 
@@ -297,13 +298,11 @@ def _check_node(node, index: int, opsets: dict[str, int], value_types: dict, con
     name = _node_name(node, index)
     if opset is None:
         return UnsupportedNode(node.op_type, domain, 0, name, f"the model imports no opset for domain {domain!r}")
-    schema = reg.schema_for(node.op_type, domain, opset)
-    if schema is None:
-        return UnsupportedNode(node.op_type, domain, opset, name, "onnx has no schema for this op (custom op)")
-    since = schema.since_version
+    since, schema, converter = reg.resolve(node.op_type, domain, opset)
     unsupported = lambda reason: UnsupportedNode(node.op_type, domain, since, name, reason)  # noqa: E731
-    converter = reg.lookup(node.op_type, domain, since)
     if converter is None:
+        if schema is None:
+            return unsupported("custom op: onnx has no schema for it and no converter is registered")
         versions = reg.mapped_versions(node.op_type, domain)
         hint = f" (mapped versions: {', '.join(map(str, versions))})" if versions else ""
         return unsupported(f"no converter for {node.op_type}-{since}{hint}")
@@ -312,13 +311,13 @@ def _check_node(node, index: int, opsets: dict[str, int], value_types: dict, con
         if entry is not None and entry[0] not in IR_DTYPES and entry[0] != 0:
             return unsupported(f"{value!r} has ONNX element type "
                                f"{onnx.TensorProto.DataType.Name(entry[0])}, which the IR cannot hold")
-    if converter.check is None:
-        return None
     try:
         kwargs = reg.call_kwargs(schema, node, [_static_operand(x, value_types, constants) if x else None
-                                                for x in node.input])
+                                                for x in node.input], converter)
     except reg.Unsupported as exc:
         return unsupported(str(exc))
+    if converter.check is None:
+        return None
     reason = converter.check(**kwargs, used_outputs=tuple(bool(o) and used.get(o, False) for o in node.output))
     return unsupported(reason) if reason else None
 
@@ -328,12 +327,12 @@ def _static_constants(model) -> dict[str, torch.Tensor]:
     out = {}
     for t in model.graph.initializer:
         if t.data_type in IR_DTYPES:
-            out[t.name] = torch.from_numpy(numpy_helper.to_array(t).copy())
+            out[t.name] = reg.tensor_from_proto(t)
     for n in model.graph.node:
         if n.op_type == "Constant" and reg.canonical_domain(n.domain) == "" and len(n.attribute) == 1:
             attr = n.attribute[0]
             if attr.name == "value" and attr.t.data_type in IR_DTYPES:
-                out[n.output[0]] = torch.from_numpy(numpy_helper.to_array(attr.t).copy())
+                out[n.output[0]] = reg.tensor_from_proto(attr.t)
     return out
 
 
@@ -403,7 +402,7 @@ class _Importer:
             if t.data_type not in IR_DTYPES:
                 raise OnnxImportError(f"initializer {t.name!r} has ONNX element type "
                                       f"{onnx.TensorProto.DataType.Name(t.data_type)}, which the IR cannot hold")
-            self.env[t.name] = Operand.known(t.name, [torch.from_numpy(numpy_helper.to_array(t).copy())])
+            self.env[t.name] = Operand.known(t.name, [reg.tensor_from_proto(t)])
         nodes = list(self.model.graph.node)
         for i in _topological(nodes):
             self._import_node(nodes[i], _node_name(nodes[i], i), self.reasons.get(i))
@@ -438,7 +437,7 @@ class _Importer:
                 self.ctx.rollback(state)
                 reason = str(exc)
                 domain = reg.canonical_domain(node.domain)
-                since = reg.schema_for(node.op_type, domain, self.opsets.get(domain, 0)).since_version
+                since = reg.resolve(node.op_type, domain, self.opsets.get(domain, 0))[0]
                 self.declined.append(UnsupportedNode(node.op_type, domain, since, name, reason))
         if results is None:
             results = self._opaque(node, name, operands, reason)
@@ -449,11 +448,10 @@ class _Importer:
 
     def _convert(self, node, name: str, operands: list, used: list[bool]) -> list:
         domain = reg.canonical_domain(node.domain)
-        schema = reg.schema_for(node.op_type, domain, self.opsets[domain])
-        converter = reg.lookup(node.op_type, domain, schema.since_version)
-        kwargs = reg.call_kwargs(schema, node, operands)
+        since, schema, converter = reg.resolve(node.op_type, domain, self.opsets[domain])
+        kwargs = reg.call_kwargs(schema, node, operands, converter)
         ctx = self.ctx
-        ctx.node_name, ctx.outputs_used, ctx.since = name, used, schema.since_version
+        ctx.node_name, ctx.outputs_used, ctx.since = name, used, since
         result = converter.fn(ctx, **kwargs)
         results = list(result) if isinstance(result, (tuple, list)) else [result]
         results += [None] * (len(node.output) - len(results))

@@ -6,6 +6,7 @@ symbol), which is what lets the shape computations of exported models fold away.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ...ir.ops.opaque_onnx import IR_DTYPES
@@ -55,8 +56,8 @@ def constant_of_shape(ctx, *, input, value=None):  # noqa: A002
     return ctx.emit("full", shape=shape, fill_value=fill.item(), dtype=dtype_name(fill.dtype))
 
 
-@onnx_converter("Range", since=11)
-def range_(ctx, *, start, limit, delta):
+@onnx_converter("Range", since=(11, 27))
+def range_(ctx, *, start, limit, delta, stash_type=1):
     bounds = [ctx.scalar(x, f"Range's {name}") for x, name in ((start, "start"), (limit, "limit"), (delta, "delta"))]
     return ctx.emit("arange", start=bounds[0], stop=bounds[1], step=bounds[2], dtype=start.dtype)
 
@@ -80,5 +81,4 @@ def eye_like(ctx, *, input, dtype=None, k=0):  # noqa: A002
     out_dtype = IR_DTYPES.get(dtype) if dtype is not None else input.dtype
     if out_dtype is None:
         raise Unsupported(f"ONNX element type {dtype} has no IR dtype")
-    return ctx.const(torch.eye(rows, cols + abs(k))[:, max(k, 0):max(k, 0) + cols] if k >= 0
-                     else torch.eye(rows + abs(k), cols)[-k:-k + rows, :], dtype=out_dtype)
+    return ctx.const(torch.from_numpy(np.eye(rows, cols, k=k)), dtype=out_dtype)

@@ -42,7 +42,6 @@ UNARY = [
 
 # (ONNX op, since-versions, IR op) — two inputs with numpy broadcasting
 BINARY = [
-    ("Add", (7, 13, 14), "add"),
     ("Sub", (7, 13, 14), "subtract"),
     ("Mul", (7, 13, 14), "multiply"),
     ("Equal", (11, 13, 19), "equal"),
@@ -79,13 +78,27 @@ for _op, _versions, _ir in BINARY:
     _declare_binary(_op, _versions, _ir)
 
 
+def _linear_output(x) -> bool:
+    return x.value is not None and x.value.producer is not None and x.value.producer.op in ("nn.dense", "matmul")
+
+
+@onnx_converter("Add", since=(7, 13, 14))
+def add(ctx, *, A, B):  # noqa: N803
+    # exporters write a linear layer as MatMul + Add (bias first or second): the engine fuses dense + bias_add
+    for x, bias in ((A, B), (B, A)):
+        if _linear_output(x) and bias.const is not None and bias.rank == 1 and bias.shape[0] == x.shape[-1] \
+                and bias.dtype == x.dtype:
+            return ctx.emit("nn.bias_add", x, bias, axis=-1)
+    return ctx.emit("add", A, B)
+
+
 @onnx_converter("Div", since=(7, 13, 14))
 def div(ctx, *, A, B):  # noqa: N803
     # integer Div truncates toward zero (C semantics); PyTorch's true division would give floats
     return ctx.emit("trunc_divide" if A.dtype in _INT else "divide", A, B)
 
 
-@onnx_converter("Mod", since=(10, 13))
+@onnx_converter("Mod", since=(10, 13, 28))
 def mod(ctx, *, A, B, fmod):  # noqa: N803
     if not fmod:
         return ctx.emit("floor_mod", A, B)  # the result takes the divisor's sign, like Python's %
@@ -196,7 +209,7 @@ def _cast_check(*, to, **_):
     return None if to in IR_DTYPES else f"cast to ONNX element type {to}, which has no IR dtype"
 
 
-@onnx_converter("Cast", since=(9, 13, 19, 21, 23, 24, 25), check=_cast_check)
+@onnx_converter("Cast", since=(9, 13, 19, 21, 23, 24, 25, 28), check=_cast_check)
 def cast(ctx, *, input, to, saturate=1, round_mode="up"):  # noqa: A002
     if to not in IR_DTYPES:
         raise Unsupported(_cast_check(to=to))

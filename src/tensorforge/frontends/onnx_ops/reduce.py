@@ -7,6 +7,8 @@ everything (and `axis=()` would too, as in PyTorch), so the no-op is decided her
 
 from __future__ import annotations
 
+import torch
+
 from .context import Operand, normalize_axis, same_dtype
 from .registry import Unsupported, onnx_converter
 
@@ -26,6 +28,9 @@ def _declare(op_type: str, versions: tuple[int, ...], reduce_fn) -> None:
         axis = _axes(ctx, data, axes)
         if axis is None and noop_with_empty_axes:
             return _noop(ctx, op_type, data)
+        reduced = range(data.rank) if axis is None else axis
+        if any(data.shape[a] == 0 for a in reduced):
+            return _empty(ctx, op_type, data, reduced, bool(keepdims))
         return same_dtype(ctx, reduce_fn(ctx, data, axis, bool(keepdims)), data)
 
     convert.__name__ = f"convert_{op_type.lower()}"
@@ -41,6 +46,22 @@ def _noop(ctx, op_type: str, data):
     if op_type in ("ReduceL2", "ReduceLogSum", "ReduceLogSumExp"):
         raise Unsupported(f"{op_type} with noop_with_empty_axes")
     return data
+
+
+def _empty(ctx, op_type: str, data, reduced, keepdims: bool):
+    """A reduction over zero elements is its identity (-inf for max, 0 for sum, ...); PyTorch raises for some."""
+    floating = data.dtype.startswith(("float", "bfloat"))
+    if data.dtype == "bool":
+        low, high = False, True
+    elif floating:
+        low, high = float("-inf"), float("inf")
+    else:
+        info = torch.iinfo(data.type.torch_dtype)
+        low, high = info.min, info.max
+    fill = {"ReduceMax": low, "ReduceMin": high, "ReduceProd": 1, "ReduceMean": float("nan"),
+            "ReduceLogSum": float("-inf"), "ReduceLogSumExp": float("-inf")}.get(op_type, 0)
+    shape = tuple(1 if a in reduced else d for a, d in enumerate(data.shape) if keepdims or a not in reduced)
+    return ctx.emit("full", shape=shape, fill_value=fill, dtype=data.dtype)
 
 
 def _simple(ir_op: str):
@@ -80,8 +101,8 @@ _declare("ReduceProd", _ATTR_AXES + (18,), _simple("prod"))
 _declare("ReduceSumSquare", _ATTR_AXES + (18,), _sum_square)
 _declare("ReduceL1", _ATTR_AXES + (18,), _l1)
 _declare("ReduceL2", _ATTR_AXES + (18,), _l2)
-_declare("ReduceLogSum", _ATTR_AXES + (18,), _log_sum)
-_declare("ReduceLogSumExp", _ATTR_AXES + (18,), _log_sum_exp)
+_declare("ReduceLogSum", _ATTR_AXES + (18, 28), _log_sum)
+_declare("ReduceLogSumExp", _ATTR_AXES + (18, 28), _log_sum_exp)
 
 
 def _declare_arg(op_type: str, ir_op: str) -> None:

@@ -46,6 +46,7 @@ class OnnxConverter:
     since: int
     fn: ConverterFn
     check: Optional[CheckFn]
+    input_names: Optional[tuple[str, ...]] = None  # only for ops onnx has no schema for (custom domains)
 
     @property
     def restriction(self) -> str:
@@ -57,27 +58,37 @@ class OnnxConverter:
 _CONVERTERS: dict[tuple[str, str, int], OnnxConverter] = {}
 
 
-def onnx_converter(op_type: str, *, since: int | tuple[int, ...], domain: str = "",
-                   check: Optional[CheckFn] = None) -> Callable[[ConverterFn], ConverterFn]:
-    """Decorator: register a converter for `op_type` at each since-version in `since`."""
+def onnx_converter(op_type: str, *, since: int | tuple[int, ...], domain: str = "", check: Optional[CheckFn] = None,
+                   inputs: Optional[tuple[str, ...]] = None) -> Callable[[ConverterFn], ConverterFn]:
+    """Decorator: register a converter for `op_type` at each since-version in `since`.
+
+    Ops of onnx's own domains are checked against `onnx.defs` and bound by their schema. A custom op
+    (a domain onnx has no schema for, e.g. "com.example") names its inputs with `inputs=`; it receives the
+    attributes the node carries (the converter's own keyword defaults fill the rest).
+    """
     versions = (since,) if isinstance(since, int) else tuple(since)
     domain = canonical_domain(domain)
 
     def decorate(fn: ConverterFn) -> ConverterFn:
         for version in versions:
-            try:
-                schema = onnx.defs.get_schema(op_type, version, domain)
-            except onnx.defs.SchemaError as exc:
-                raise ValueError(f"onnx has no schema {op_type}-{version} in domain {domain or 'ai.onnx'!r}") from exc
-            if schema.since_version != version:
-                raise ValueError(f"{op_type}-{version} is not a since-version of {op_type}: opset {version} "
-                                 f"resolves to {op_type}-{schema.since_version}")
+            if inputs is None:
+                try:
+                    schema = onnx.defs.get_schema(op_type, version, domain)
+                except onnx.defs.SchemaError as exc:
+                    raise ValueError(f"onnx has no schema {op_type}-{version} in domain {domain or 'ai.onnx'!r}; "
+                                     f"a custom op names its inputs with inputs=(...)") from exc
+                if schema.since_version != version:
+                    raise ValueError(f"{op_type}-{version} is not a since-version of {op_type}: opset {version} "
+                                     f"resolves to {op_type}-{schema.since_version}")
+            elif schema_for(op_type, domain, version) is not None:
+                raise ValueError(f"{op_type} has an onnx schema: its inputs are bound by name, drop inputs=")
             key = (domain, op_type, version)
             if key in _CONVERTERS:
                 old = _CONVERTERS[key].fn
                 raise ValueError(f"a converter for {op_type}-{version} is already registered "
                                  f"({old.__module__}.{old.__name__})")
-            _CONVERTERS[key] = OnnxConverter(domain, op_type, version, fn, check)
+            _CONVERTERS[key] = OnnxConverter(domain, op_type, version, fn, check,
+                                             tuple(inputs) if inputs is not None else None)
         return fn
 
     return decorate
@@ -89,6 +100,17 @@ def schema_for(op_type: str, domain: str, opset: int):
         return onnx.defs.get_schema(op_type, opset, canonical_domain(domain))
     except onnx.defs.SchemaError:
         return None
+
+
+def resolve(op_type: str, domain: str, opset: int):
+    """(since-version, schema or None, converter or None) of an op in a model importing `opset` of `domain`."""
+    schema = schema_for(op_type, domain, opset)
+    if schema is not None:
+        return schema.since_version, schema, lookup(op_type, domain, schema.since_version)
+    versions = [v for v in mapped_versions(op_type, domain) if v <= opset]
+    if versions:
+        return max(versions), None, lookup(op_type, domain, max(versions))
+    return opset, None, None
 
 
 def lookup(op_type: str, domain: str, since: int) -> Optional[OnnxConverter]:
@@ -108,15 +130,23 @@ def registered_converters() -> dict[tuple[str, str, int], OnnxConverter]:
 # Binding a node's inputs and attributes to a converter's keyword arguments
 # ---------------------------------------------------------------------------------------------
 
-def attribute_value(attr: onnx.AttributeProto):
-    """An ONNX attribute as a Python value: ints/floats/strs, tuples of them, torch tensors for tensors."""
+def tensor_from_proto(proto: onnx.TensorProto):
+    """An ONNX tensor (initializer, attribute) as a torch tensor; bfloat16 included, which numpy lacks."""
     import torch
 
+    array = numpy_helper.to_array(proto)
+    if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: same bits as torch's
+        return torch.from_numpy(array.view("uint16").copy()).view(torch.bfloat16)
+    return torch.from_numpy(array.copy())
+
+
+def attribute_value(attr: onnx.AttributeProto):
+    """An ONNX attribute as a Python value: ints/floats/strs, tuples of them, torch tensors for tensors."""
     value = helper.get_attribute_value(attr)
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if isinstance(value, onnx.TensorProto):
-        return torch.from_numpy(numpy_helper.to_array(value).copy())
+        return tensor_from_proto(value)
     if isinstance(value, list):
         return tuple(v.decode("utf-8") if isinstance(v, bytes) else v for v in value)
     return value
@@ -153,9 +183,17 @@ def bind_inputs(schema, values: list) -> dict[str, Any]:
     return out
 
 
-def call_kwargs(schema, node: onnx.NodeProto, values: list) -> dict[str, Any]:
-    kwargs = bind_inputs(schema, values)
-    attrs = bind_attributes(schema, node)
+def call_kwargs(schema, node: onnx.NodeProto, values: list, converter: Optional[OnnxConverter] = None) -> dict[str, Any]:
+    """Keyword arguments of a converter (or check) for `node`, whose input operands are `values`."""
+    if schema is None:  # a custom op: inputs by the names the converter declared, attributes as given
+        names = converter.input_names if converter is not None else ()
+        if len(values) > len(names):
+            raise Unsupported(f"{len(values)} inputs, the converter names {len(names)}: {names}")
+        kwargs = dict(zip(names, values))
+        attrs = {a.name: attribute_value(a) for a in node.attribute}
+    else:
+        kwargs = bind_inputs(schema, values)
+        attrs = bind_attributes(schema, node)
     clash = set(kwargs) & set(attrs)
     if clash:  # never happens in the standard schemas; a custom schema could do it
         raise Unsupported(f"input and attribute names clash: {sorted(clash)}")

@@ -216,7 +216,7 @@ def _space_dims(x, what: str):
     return x.shape
 
 
-@onnx_converter("DepthToSpace", since=(11, 13))
+@onnx_converter("DepthToSpace", since=(11, 13, 28))
 def depth_to_space(ctx, *, input, blocksize, mode):  # noqa: A002
     n, c, h, w = _space_dims(input, "DepthToSpace")
     b = blocksize
@@ -229,10 +229,11 @@ def depth_to_space(ctx, *, input, blocksize, mode):  # noqa: A002
     return ctx.emit("reshape", x, newshape=(n, c // (b * b), h * b, w * b))
 
 
-@onnx_converter("SpaceToDepth", since=(1, 13))
-def space_to_depth(ctx, *, input, blocksize):  # noqa: A002
+@onnx_converter("SpaceToDepth", since=(1, 13, 28))
+def space_to_depth(ctx, *, input, blocksize, mode="DCR"):  # noqa: A002
     n, c, h, w = _space_dims(input, "SpaceToDepth")
     b = blocksize
     x = ctx.emit("reshape", input, newshape=(n, c, h // b, b, w // b, b))
-    x = ctx.emit("transpose", x, axes=(0, 3, 5, 1, 2, 4))
+    # DCR: blocks outermost in the new depth (the only order before opset 28); CRD: channels outermost
+    x = ctx.emit("transpose", x, axes=(0, 3, 5, 1, 2, 4) if mode == "DCR" else (0, 1, 3, 5, 2, 4))
     return ctx.emit("reshape", x, newshape=(n, c * b * b, h // b, w // b))
