@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import onnx
+import onnx.inliner
 import torch
 
 from ..ir import Graph, Sym, TensorType, Value
+from ..ir.types import dtype_name
 from ..ir.ops.opaque import encode_output_type
 from ..ir.ops.opaque_onnx import IR_DTYPES, encode_node, opaque_onnx_name, run_onnx_node
 from .onnx_ops import registry as reg
@@ -489,10 +491,11 @@ class _Importer:
                    "ir_version": int(self.model.ir_version), "input_names": tuple(input_names),
                    "output_names": tuple(output_names)}
         entries = [self.value_types.get(o) for o in output_names]
-        dtypes = [IR_DTYPES.get(e[0]) if e else None for e in entries]
-        if any(d is None for d in dtypes):
-            raise OnnxImportError(f"node {name!r} ({node.op_type}, {reason}): the dtype of its outputs is unknown "
-                                  f"or has no IR type, so it cannot run as an opaque node either")
+        for out_name, entry in zip(output_names, entries):
+            if entry is not None and entry[0] and entry[0] not in IR_DTYPES:
+                raise OnnxImportError(f"node {name!r} ({node.op_type}: {reason}) outputs {out_name!r} of ONNX type "
+                                      f"{onnx.TensorProto.DataType.Name(entry[0])}, which the IR cannot hold")
+        dtypes = [IR_DTYPES.get(e[0]) if e else None for e in entries]  # None: onnxruntime will say
         if all(x.is_known for x in inputs):
             folded = self._fold_through_onnxruntime(inputs, encoded, dtypes)
             if folded is not None:
@@ -531,19 +534,36 @@ class _Importer:
         return outs
 
     def _probe_types(self, name, node, inputs, encoded, dtypes, reason) -> list[TensorType]:
-        """Output types shape inference left open: run the node at two batch sizes and solve each size."""
-        shapes = []
+        """Output types shape inference left open: run the node at the probe batch sizes and solve each size.
+
+        Run-time inputs are zeros, and once random as well: an output whose size changes with the data
+        (NonZero, Unique, ...) has no IR type, and is refused rather than typed from one sample."""
+        shapes, probed_dtypes = [], []
+
+        def sample(x, i: int, random: bool):
+            if x.is_known:
+                return x.probes[min(i, len(x.probes) - 1)]
+            t = torch.zeros(x.type.concrete_shape({SYMBOL: PROBES[i]}), dtype=x.type.torch_dtype)
+            return t.uniform_(0.5, 1.5) if random and t.is_floating_point() else t
+
         try:
             for i in range(len(PROBES)):
-                env = {SYMBOL: PROBES[i]}
-                tensors = [x.probes[i if len(x.probes) > 1 else 0] if x.is_known
-                           else torch.zeros(x.type.concrete_shape(env), dtype=x.type.torch_dtype) for x in inputs]
-                shapes.append([tuple(t.shape) for t in self._run(tensors, encoded, dtypes)])
+                outs = self._run([sample(x, i, False) for x in inputs], encoded, dtypes)
+                shapes.append([tuple(t.shape) for t in outs])
+                probed_dtypes = [dtype_name(t.dtype) for t in outs]
+                if i == 0:
+                    other = self._run([sample(x, i, True) for x in inputs], encoded, dtypes)
+                    if [tuple(t.shape) for t in other] != shapes[0]:
+                        raise OnnxImportError(f"node {name!r} ({node.op_type}): its output sizes depend on the data, "
+                                              f"which the IR cannot express")
+        except OnnxImportError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise OnnxImportError(f"node {name!r} ({node.op_type}) has no mapping ({reason}) and onnxruntime cannot "
                                   f"run it to find its output types: {str(exc).splitlines()[0]}") from exc
         types = []
-        for dtype, *probed in zip(dtypes, *shapes):
+        for j, (dtype, *probed) in enumerate(zip(dtypes, *shapes)):
+            dtype = dtype or probed_dtypes[j]
             if len({len(s) for s in probed}) != 1:
                 raise OnnxImportError(f"node {name!r} ({node.op_type}): its output rank depends on the batch")
             dims = []

@@ -235,20 +235,23 @@ def identity(ctx, *, input):  # noqa: A002
     return input
 
 
-def _dropout_check(*, training_mode=None, **_):
-    """Inference only: training_mode must be absent or a constant false."""
-    if training_mode is not None and (training_mode.const is None or bool(training_mode.const.item())):
-        return "dropout in training mode"
-    return None
+def _dropout_check(*, ratio=None, training_mode=None, **_):
+    """Inference only: training_mode absent or a constant false (or a constant ratio of 0, which drops nothing)."""
+    training = training_mode is not None and (training_mode.const is None or bool(training_mode.const.item()))
+    if isinstance(ratio, float) or ratio is None:  # Dropout-10: an attribute (and no training mode)
+        drops = ratio != 0.0
+    else:
+        drops = ratio.const is None or float(ratio.const.item()) != 0.0
+    return "dropout in training mode" if training and drops else None
 
 
 @onnx_converter("Dropout", since=(10, 12, 13, 22), check=_dropout_check)
 def dropout(ctx, *, data, ratio=None, training_mode=None, seed=None):
-    reason = _dropout_check(training_mode=training_mode)
+    reason = _dropout_check(ratio=ratio, training_mode=training_mode)
     if reason:
         raise Unsupported(reason)
     mask = None
-    if len(ctx.outputs_used) > 1 and ctx.outputs_used[1]:  # inference: nothing is dropped, the mask is all true
+    if len(ctx.outputs_used) > 1 and ctx.outputs_used[1]:  # nothing is dropped: the mask is all true
         mask = ctx.emit("full_like", data, fill_value=True, dtype="bool")
     return data, mask
 

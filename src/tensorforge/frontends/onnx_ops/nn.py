@@ -235,11 +235,8 @@ def instance_norm(ctx, *, input, scale, B, epsilon):  # noqa: A002, N803
     return ctx.emit("nn.group_norm", input, scale, B, num_groups=_channels(input), epsilon=float(epsilon))
 
 
-@onnx_converter("LayerNormalization", since=17, check=_only_first_output)
+@onnx_converter("LayerNormalization", since=17)
 def layer_norm(ctx, *, X, Scale, B=None, axis, epsilon, stash_type):  # noqa: N803
-    reason = _only_first_output(used_outputs=tuple(ctx.outputs_used))
-    if reason:
-        raise Unsupported(reason)
     axis = normalize_axis(axis, X.rank)
     normalized = tuple(X.shape[axis:])
     if any(isinstance(d, Sym) for d in normalized):
@@ -250,7 +247,15 @@ def layer_norm(ctx, *, X, Scale, B=None, axis, epsilon, stash_type):  # noqa: N8
         beta = ctx.const(torch.zeros(normalized), dtype=X.dtype)
     else:
         beta = B if tuple(B.shape) == normalized else ctx.emit("broadcast_to", B, shape=normalized)
-    return ctx.emit("nn.layer_norm", X, gamma, beta, axis=axis, epsilon=float(epsilon))
+    out = ctx.emit("nn.layer_norm", X, gamma, beta, axis=axis, epsilon=float(epsilon))
+    if not any(ctx.outputs_used[1:]):
+        return out
+    # the statistics outputs: mean and 1 / sqrt(variance + epsilon) over the normalized axes, kept as size 1
+    axes = tuple(range(axis, X.rank))
+    mean = ctx.emit("mean", X, axis=axes, keepdims=True)
+    variance = ctx.emit("variance", X, axis=axes, keepdims=True)
+    inv_std = ctx.emit("rsqrt", ctx.emit("add", variance, ctx.const(float(epsilon), dtype=X.dtype)))
+    return out, mean, inv_std
 
 
 @onnx_converter("GroupNormalization", since=(18, 21))

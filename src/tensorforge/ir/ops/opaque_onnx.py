@@ -46,14 +46,15 @@ def decode_node(text: str):
 
 
 def one_node_model(node, opset_imports, ir_version: int, input_names, input_specs, output_names, output_dtypes):
-    """A model holding `node` alone; inputs typed by (ir dtype, rank) with free dims, outputs by dtype."""
+    """A model holding `node` alone; inputs typed by (ir dtype, rank) with free dims, outputs by dtype (or None)."""
     import onnx
     from onnx import helper
 
     inputs = [helper.make_tensor_value_info(name, ONNX_ELEMENT_TYPES[dtype], [f"{name}_d{i}" for i in range(rank)])
               for name, (dtype, rank) in zip(input_names, input_specs)]
-    outputs = [helper.make_tensor_value_info(name, ONNX_ELEMENT_TYPES[dtype], None)
-               for name, dtype in zip(output_names, output_dtypes)]
+    # an output of unknown dtype (a custom op shape inference knows nothing about) is left for onnxruntime to type
+    outputs = [helper.make_tensor_value_info(name, ONNX_ELEMENT_TYPES[dtype], None) if dtype else
+               onnx.ValueInfoProto(name=name) for name, dtype in zip(output_names, output_dtypes)]
     graph = helper.make_graph([node], "tensorforge_opaque_node", inputs, outputs)
     opsets = [helper.make_opsetid(domain, version) for domain, version in opset_imports]
     # the oldest IR version these opsets allow: onnxruntime may not read the newest one yet
@@ -69,7 +70,7 @@ def _session(node_text: str, opset_imports: tuple, ir_version: int, input_names:
     model = one_node_model(decode_node(node_text), opset_imports, ir_version, input_names, input_specs,
                            output_names, output_dtypes)
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: a one-node model draws warnings about unused initializers etc.
+    options.log_severity_level = 4  # failures come back as exceptions; its own log would only repeat them
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
