@@ -15,6 +15,7 @@ docs/cli.md documents every command.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import math
@@ -130,12 +131,13 @@ def _device(name: str | None):
     return device
 
 
-def _precision(args, device) -> str:
-    if getattr(args, "fp16", False):
-        return "fp16"
-    if getattr(args, "bf16", False):
-        return "bf16"
-    return "tf32" if device.type == "cuda" and not getattr(args, "no_tf32", False) else "fp32"
+def _precision(fp16: bool, bf16: bool, tf32: bool, device) -> str:
+    """The precision a module runs in, by name: TF32 only counts on a CUDA device."""
+    return "fp16" if fp16 else "bf16" if bf16 else ("tf32" if tf32 and device.type == "cuda" else "fp32")
+
+
+def _requested_precision(args, device) -> str:
+    return _precision(args.fp16, args.bf16, not args.no_tf32, device)
 
 
 def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
@@ -228,13 +230,11 @@ def _read_inputs(path: str, graph, device) -> tuple:
     else:
         with loaded:
             arrays = {k: loaded[k] for k in loaded.files}
-        unknown = [k for k in arrays if k not in names]
-        missing = [n for n in names if n not in arrays]
-        if unknown or missing:
-            what = "; ".join(s for s in (f"unknown input{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}"
-                                         if unknown else "",
-                                         f"missing {', '.join(map(repr, missing))}" if missing else "") if s)
-            raise CLIError(f"{path}: {what}; this model takes: {_describe_inputs(graph)}")
+        problems = [f"{what} {', '.join(map(repr, keys))}" for what, keys in (
+            ("unknown input" + "s" * (len(arrays.keys() - set(names)) > 1), [k for k in arrays if k not in names]),
+            ("missing", [n for n in names if n not in arrays])) if keys]
+        if problems:
+            raise CLIError(f"{path}: {'; '.join(problems)}; this model takes: {_describe_inputs(graph)}")
     tensors = []
     for v in graph.inputs:
         array = arrays[v.name]
@@ -354,7 +354,7 @@ def cmd_build(args) -> int:
     fallback = sum(1 for n in module.graph.nodes if n.op != "subgraph")
     summary = {
         "model": source.name, "output": args.output, "file_bytes": os.path.getsize(args.output),
-        "device": str(device), "precision": _precision(args, device), "batch": args.batch,
+        "device": str(device), "precision": _requested_precision(args, device), "batch": args.batch,
         "implicit_batch": args.implicit_batch, "regions": len(module.regions), "fallback_nodes": fallback,
         "offloaded_nodes": report.offloaded_nodes, "total_nodes": report.total_nodes, "mac_share": report.mac_share,
         "plans": [{"region": name, "max_batch": p.max_batch, "layers": len(p.layers),
@@ -390,22 +390,23 @@ def cmd_run(args) -> int:
     if args.output and not args.output.endswith((".npz", ".npy")):
         raise CLIError(f"--output {args.output}: the file name must end in .npz (or .npy for one output)")
     module = forge.load(args.plan, device=device)
+    names = [v.name for v in module.graph.outputs]
+    if args.output and args.output.endswith(".npy") and len(names) != 1:
+        raise CLIError(f"--output {args.output}: this model has {len(names)} outputs ({', '.join(names)}): "
+                       f"write an .npz")
     inputs = _read_inputs(args.input, module.graph, device)
     start = time.perf_counter()
     outputs = _as_tuple(module(*inputs))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
-    names = [v.name for v in module.graph.outputs]
     # numpy has no bfloat16: such outputs are written as float32
     arrays = {name: (t.float() if t.dtype == torch.bfloat16 else t).detach().cpu().numpy()
               for name, t in zip(names, outputs)}
-    if args.output:
-        if args.output.endswith(".npy"):
-            if len(arrays) != 1:
-                raise CLIError(f"--output {args.output}: this model has {len(arrays)} outputs "
-                               f"({', '.join(names)}): write an .npz")
-            np.save(args.output, next(iter(arrays.values())))
-        else:
-            np.savez(args.output, **arrays)
+    if args.output and args.output.endswith(".npy"):
+        np.save(args.output, arrays[names[0]])
+    elif args.output:
+        np.savez(args.output, **arrays)
     stats = {name: _stats(t) for name, t in zip(names, outputs)}
     if args.json:
         print(json.dumps({"plan": args.plan, "device": str(device), "time_ms": elapsed * 1e3,
@@ -440,17 +441,17 @@ def cmd_bench(args) -> int:
             raise CLIError("--compare onnxruntime: only for .onnx models")
     if args.iters < 1 or args.warmup < 0:
         raise CLIError("--iters must be >= 1 and --warmup >= 0")
-    precision = _precision(args, device)
     result: dict[str, Any] = {"target": args.target, "device": str(device), "batch": args.batch,
-                              "precision": precision, "iters": args.iters, "warmup": args.warmup,
+                              "precision": None, "iters": args.iters, "warmup": args.warmup,
                               "timer": "cuda events" if device.type == "cuda" else "perf_counter",
                               "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "n/a",
                               "methods": {}}
-    graph, inputs, result["methods"]["tensorforge"] = _bench_tensorforge(source, device, args)
+    input_names, inputs, result["methods"]["tensorforge"], options = _bench_tensorforge(source, device, args)
+    precision = result["precision"] = _precision(options.fp16, options.bf16, options.tf32, device)
     failures = []
     for method in methods:
         try:
-            result["methods"][method] = _bench_reference(method, source, graph, inputs, device, precision, args)
+            result["methods"][method] = _bench_reference(method, source, input_names, inputs, device, precision, args)
         except Exception as exc:  # one failing reference must not lose the others
             if args.verbose:
                 traceback.print_exc()
@@ -472,9 +473,9 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _bench_tensorforge(source: Source, device, args) -> tuple[Any, tuple, dict]:
-    """(graph, inputs, timings) of the tensorforge module; the module is freed on return, so the next
-    method's peak memory does not hold its plans."""
+def _bench_tensorforge(source: Source, device, args) -> tuple[list[str], tuple, dict, Any]:
+    """(input names, inputs, timings, runtime options) of the tensorforge module. Nothing of the module
+    outlives the call, so the next method's peak memory does not hold its plans or weights."""
     import tensorforge as forge
     start = time.perf_counter()
     if source.kind == "plan":
@@ -486,13 +487,13 @@ def _bench_tensorforge(source: Source, device, args) -> tuple[Any, tuple, dict]:
     _fresh_peak(device)
     row = _summarize(_latencies(lambda: module(*inputs), device, args.warmup, args.iters), args.batch)
     row.update({"peak_memory_bytes": _peak(device), ("load_s" if source.kind == "plan" else "build_s"): setup_s})
-    return module.graph, inputs, row
+    return [v.name for v in module.graph.inputs], inputs, row, module.options
 
 
-def _bench_reference(method: str, source: Source, graph, inputs, device, precision: str, args) -> dict:
+def _bench_reference(method: str, source: Source, input_names, inputs, device, precision: str, args) -> dict:
     import torch
     if method == "onnxruntime":
-        session, feed, _ = _onnxruntime_session(source.name, graph, inputs, device)
+        session, feed, _ = _onnxruntime_session(source.name, input_names, inputs, device)
         _fresh_peak(device)
         row = _summarize(_latencies(lambda: session.run(None, feed), device, args.warmup, args.iters), args.batch)
         return {**row, "peak_memory_bytes": None, "provider": session.get_providers()[0]}
@@ -556,20 +557,14 @@ def _graph_macs(module, batch: int) -> int:
 
 def _plan_doc(plan) -> dict:
     macs = sum(layer.macs for layer in plan.layers)
-    tactics: dict[str, int] = {}
-    for layer in plan.layers:
-        tactics[layer.tactic] = tactics.get(layer.tactic, 0) + 1
+    tactics = collections.Counter(layer.tactic for layer in plan.layers)
+    c = plan.config
     return {"max_batch": plan.max_batch, "device": str(plan.device), "built_on": plan.fingerprint.get("device_name"),
-            "precision": _plan_precision(plan), "layers_count": len(plan.layers),
+            "precision": _precision(c.fp16, c.bf16, c.tf32, plan.device), "layers_count": len(plan.layers),
             "arena_bytes": plan.peak_activation_bytes, "macs": macs, "flops": 2 * macs, "passes": plan.counters,
-            "tactics": tactics,
+            "tactics": dict(tactics),
             "layers": [{"name": layer.name, "op": layer.op, "tactic": layer.tactic, "precision": layer.precision,
                         "macs": layer.macs} for layer in plan.layers]}
-
-
-def _plan_precision(plan) -> str:
-    c = plan.config
-    return "fp16" if c.fp16 else "bf16" if c.bf16 else ("tf32" if c.tf32 and plan.device.type == "cuda" else "fp32")
 
 
 def cmd_inspect(args) -> int:
@@ -616,7 +611,9 @@ def cmd_inspect(args) -> int:
 def _gmacs(macs: int) -> str:
     if macs >= 10**8:
         return f"{macs / 1e9:.3f} GMACs ({2 * macs / 1e9:.3f} GFLOPs)"
-    return f"{macs / 1e6:.3f} MMACs ({2 * macs / 1e6:.3f} MFLOPs)"
+    if macs >= 10**5:
+        return f"{macs / 1e6:.3f} MMACs ({2 * macs / 1e6:.3f} MFLOPs)"
+    return f"{macs} MACs ({2 * macs} FLOPs)"
 
 
 def _print_inspect(doc: dict, report, show_layers: int | None) -> None:
@@ -677,7 +674,7 @@ def _error_stats(actual, expected) -> dict:
             "mean_abs": diff.mean().item(), "cosine": cos}
 
 
-def _onnxruntime_session(path: str, graph, inputs, device):
+def _onnxruntime_session(path: str, input_names: list[str], inputs, device):
     import numpy as np
     try:
         import onnxruntime as ort
@@ -691,8 +688,7 @@ def _onnxruntime_session(path: str, graph, inputs, device):
     options.log_severity_level = 3
     session = ort.InferenceSession(path, options, providers=providers)
     names = [i.name for i in session.get_inputs()]
-    ours = [v.name for v in graph.inputs]
-    order = ours if sorted(names) == sorted(ours) else names  # by name when they match, else by position
+    order = input_names if sorted(names) == sorted(input_names) else names  # by name when they match, else by position
     feed = {name: t.detach().cpu().numpy() for name, t in zip(order, inputs)}
     feed = {k: np.ascontiguousarray(v) for k, v in feed.items()}
     return session, feed, [o.name for o in session.get_outputs()]
@@ -701,7 +697,7 @@ def _onnxruntime_session(path: str, graph, inputs, device):
 def _reference_outputs(source: Source, graph, inputs, device) -> list:
     import torch
     if source.kind == "onnx":
-        session, feed, names = _onnxruntime_session(source.name, graph, inputs, device)
+        session, feed, names = _onnxruntime_session(source.name, [v.name for v in graph.inputs], inputs, device)
         outs = dict(zip(names, session.run(None, feed)))
         ours = [v.name for v in graph.outputs]
         order = ours if sorted(names) == sorted(ours) else names
@@ -715,7 +711,7 @@ def _reference_outputs(source: Source, graph, inputs, device) -> list:
 def cmd_compare(args) -> int:
     device = _device(args.device)
     source = _resolve(args.model, plan=False, model=True, image_size=args.image_size, seq_len=args.seq_len)
-    precision = _precision(args, device)
+    precision = _requested_precision(args, device)
     tolerance = args.rtol if args.rtol is not None else TOLERANCES[precision]
     module, _ = _build_module(source, args, device, args.batch, quiet=args.quiet)
     inputs = _source_inputs(source, module.graph, args.batch, args.seq_len or DEFAULT_SEQ_LEN, device)
@@ -894,6 +890,11 @@ def _one_line(exc: BaseException) -> str:
     return line
 
 
+class _LogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -907,7 +908,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logger = logging.getLogger("tensorforge")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    handler.setFormatter(_LogFormatter())
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
     previous = warnings.showwarning
@@ -917,6 +918,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (`tensorforge inspect m.tforge --json | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if args.verbose:
             traceback.print_exc()

@@ -63,3 +63,24 @@ def tiny_plan(tmp_path_factory, tiny_net) -> str:
     path = tmp_path_factory.mktemp("tiny") / "tiny.tforge"
     forge.compile(tiny_net, (torch.randn(2, 3, 8, 8),), device="cpu").build_all(2).save(path)
     return str(path)
+
+
+class WithCumsum(torch.nn.Module):
+    """cumsum (no IR op) between two dense layers: two engine regions and one node left to PyTorch."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(16, 16)
+        self.b = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)).cumsum(dim=1))
+
+
+@pytest.fixture(scope="session")
+def cumsum_plan(tmp_path_factory) -> str:
+    import tensorforge as forge
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("cumsum") / "cumsum.tforge"
+    forge.compile(WithCumsum().eval(), (torch.randn(2, 16),), device="cpu").build_all(2).save(path)
+    return str(path)

@@ -9,6 +9,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 from conftest import assert_ok, assert_one_line_error, tforge
 
 
@@ -28,16 +29,16 @@ SUBPROCESS = {"run-missing-plan", "build-missing-onnx", "run-garbage-plan", "run
               "build-unknown-model"}
 CASES = [
     ("run-missing-plan", "run {dir}/missing.tforge --input {dir}/x.npy", 1, ["missing.tforge: no such file"]),
-    ("run-missing-input", "run {plan} --input {dir}/missing.npy", 1, ["missing.npy: no such file"]),
+    ("run-missing-input", "run {plan} --device cpu --input {dir}/missing.npy", 1, ["missing.npy: no such file"]),
     ("build-missing-onnx", "build {dir}/missing.onnx -o {dir}/out.tforge", 1, ["missing.onnx: no such file"]),
     ("run-garbage-plan", "run {dir}/garbage.tforge --input {dir}/x.npy", 1, ["not a readable tensorforge module"]),
     ("inspect-garbage-plan", "inspect {dir}/garbage.tforge", 1, ["not a readable tensorforge module"]),
     ("bench-garbage-plan", "bench {dir}/garbage.tforge", 1, ["not a readable tensorforge module"]),
-    ("run-wrong-input-key", "run {plan} --input {dir}/wrong_key.npz", 1,
+    ("run-wrong-input-key", "run {plan} --device cpu --input {dir}/wrong_key.npz", 1,
      ["unknown input 'image'", "missing 'x'", "x (f32[batch,3,8,8])"]),
-    ("run-wrong-input-shape", "run {plan} --input {dir}/x_wrong_shape.npy", 1,
+    ("run-wrong-input-shape", "run {plan} --device cpu --input {dir}/x_wrong_shape.npy", 1,
      ["input 'x'", "f32[batch,3,8,8]", "(2, 3, 9, 9)"]),
-    ("run-wrong-input-dtype", "run {plan} --input {dir}/x_ints.npy", 1, ["expected float32", "got int64"]),
+    ("run-wrong-input-dtype", "run {plan} --device cpu --input {dir}/x_ints.npy", 1, ["expected float32", "got int64"]),
     ("build-unknown-model", "build resnet5000 -o {dir}/out.tforge", 1,
      ["unknown model 'resnet5000'", "resnet50", "bert-tiny"]),
     ("build-bad-output-name", "build bert-tiny -o {dir}/out.bin", 1, ["must end in .tforge"]),
@@ -75,6 +76,12 @@ def test_error_is_one_line_from_the_command(files, command, code, needles):
     assert_one_line_error(tforge(*args), *needles, code=code)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_device_without_a_gpu(files, capsys):
+    result = run_in_process(["run", files["plan"], "--input", str(files["dir"] / "x.npy"), "--device", "cuda"], capsys)
+    assert_one_line_error(result, "--device cuda: CUDA is not available on this machine (use --device cpu)")
+
+
 def test_verbose_shows_the_traceback(files, capsys):
     result = tforge("run", files["dir"] / "garbage.tforge", "--input", files["dir"] / "x.npy", "--verbose")
     assert result.returncode == 1
@@ -85,8 +92,8 @@ def test_verbose_shows_the_traceback(files, capsys):
 
 
 def test_run_npy_on_a_one_input_model(files, tiny_net, tmp_path):
-    import torch
-    result = tforge("run", files["plan"], "--input", files["dir"] / "x.npy", "--output", tmp_path / "y.npy")
+    result = tforge("run", files["plan"], "--input", files["dir"] / "x.npy", "--output", tmp_path / "y.npy",
+                    "--device", "cpu")
     assert_ok(result)
     with torch.no_grad():
         expected = tiny_net(torch.from_numpy(np.load(files["dir"] / "x.npy")))
@@ -96,6 +103,6 @@ def test_run_npy_on_a_one_input_model(files, tiny_net, tmp_path):
 
 def test_run_float64_arrays_are_cast_to_the_input_type(files, tmp_path):
     np.save(tmp_path / "x64.npy", np.random.randn(1, 3, 8, 8))  # float64, as numpy makes by default
-    result = tforge("run", files["plan"], "--input", tmp_path / "x64.npy", "--json")
+    result = tforge("run", files["plan"], "--input", tmp_path / "x64.npy", "--json", "--device", "cpu")
     assert_ok(result)
     assert [row["shape"] for row in json.loads(result.stdout)["outputs"].values()] == [[1, 5]]
