@@ -7,12 +7,10 @@ import json
 import warnings
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from conftest import TinyNet, assert_ok, assert_one_line_error, tforge
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 
 class TokenNet(torch.nn.Module):
