@@ -604,7 +604,7 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        _print_inspect(doc, report, args.layers)
+        _print_inspect(doc, args.layers)
     return 0
 
 
@@ -616,7 +616,7 @@ def _gmacs(macs: int) -> str:
     return f"{macs} MACs ({2 * macs} FLOPs)"
 
 
-def _print_inspect(doc: dict, report, show_layers: int | None) -> None:
+def _print_inspect(doc: dict, show_layers: int | None) -> None:
     print(f"{doc['target']} on {doc['device']}: {_gmacs(doc['macs'])} at batch {doc['batch']}")
     print("  inputs:  " + ", ".join(f"{i['name']}: {i['type']}" for i in doc["inputs"]))
     print("  outputs: " + ", ".join(f"{o['name']}: {o['type']}" for o in doc["outputs"]))
