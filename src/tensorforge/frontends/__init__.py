@@ -1,6 +1,17 @@
 """Frontends turn a model into an `ir.Graph`."""
 
 from .torch import from_torch
-from .onnx import from_onnx
+
+
+def from_onnx(*args, **kwargs):
+    """`tensorforge.frontends.onnx.from_onnx`, imported on first use: onnx is an optional dependency
+    (`pip install tensorforge[onnx]`), so `import tensorforge` must not need it."""
+    try:
+        from .onnx import from_onnx as impl
+    except ImportError as exc:
+        raise ImportError(f"from_onnx needs the onnx and onnxruntime packages ({exc}); "
+                          f"install them with: pip install 'tensorforge[onnx]'") from exc
+    return impl(*args, **kwargs)
+
 
 __all__ = ["from_torch", "from_onnx"]
