@@ -45,7 +45,7 @@ from onnx import numpy_helper
 import tensorforge
 from tensorforge import ir
 from tensorforge.frontends.onnx import OnnxImportError, from_onnx
-from tensorforge.frontends.onnx_ops import mapped_versions, registered_converters
+from tensorforge.frontends.onnx_ops import mapped_versions, onnx_op_table, registered_converters
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "onnx_conformance.md"
@@ -343,6 +343,7 @@ def render(results: list[Result], source: str) -> str:
         rows.setdefault(r.op, OpRow(r.op)).results.append(r)
     totals = collections.Counter(r.status for r in results)
     mapped = mapped_ops()
+    restrictions = {r["op"]: r["restriction"] for r in onnx_op_table() if r["domain"] == "ai.onnx"}
     covered = [op for op in rows if op in mapped]
     clean = [op for op in covered if rows[op].count("fail") == 0 and rows[op].count("pass") > 0]
     lines = [
@@ -384,14 +385,16 @@ def render(results: list[Result], source: str) -> str:
         "",
         "## Per op",
         "",
-        "| op | mapped versions | pass | engine | fail | opaque | refused | expanded pass / fail / opaque | notes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| op | mapped versions | restrictions | pass | engine | fail | opaque | refused | expanded pass / fail / opaque "
+        "| notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for op in sorted(rows, key=str.lower):
         row = rows[op]
         versions = ", ".join(map(str, mapped_versions(op))) or "—"
+        restriction = restrictions.get(op, "").replace("|", "\\|")
         lines.append(
-            f"| {op} | {versions} | {row.count('pass', False)} | "
+            f"| {op} | {versions} | {restriction} | {row.count('pass', False)} | "
             f"{sum(r.in_engine for r in row.results if not r.expanded)} | {row.count('fail', False)} | "
             f"{row.count('opaque', False)} | {row.count('refused')} | {row.count('pass', True)} / "
             f"{row.count('fail', True)} / {row.count('opaque', True)} | {_notes(row)} |")

@@ -365,3 +365,16 @@ def test_external_data_model_loads(tmp_path):
     for graph in (from_onnx(path),  # a path: the data is found next to it
                   from_onnx(onnx.load(str(path), load_external_data=False), base_dir=str(tmp_path))):
         torch.testing.assert_close(ir.execute(graph, x)[0], x @ torch.from_numpy(w), rtol=1e-5, atol=1e-5)
+
+
+def test_op_table_lists_every_converter_with_its_restrictions():
+    from tensorforge.frontends.onnx_ops import onnx_op_table, registered_converters
+
+    rows = {(r["domain"], r["op"]): r for r in onnx_op_table()}
+    for (domain, op, version), conv in registered_converters().items():
+        row = rows[(domain or "ai.onnx", op)]
+        assert str(version) in row["versions"].split(", ")
+        if conv.check is not None and version == max(c.since for (d, o, _), c in registered_converters().items()
+                                                     if (d, o) == (domain, op)):
+            assert row["restriction"], f"{op}: a check without a docstring leaves the table's restriction empty"
+    assert rows[("ai.onnx", "Reshape")]["restriction"] == "the target shape known at import"

@@ -6,7 +6,8 @@
 
 from . import creation, elementwise, indexing, linalg, nn, reduce, resize, shape  # noqa: F401
 from .context import Operand, OnnxContext
-from .registry import OnnxConverter, Unsupported, lookup, mapped_versions, onnx_converter, registered_converters
+from .registry import (OnnxConverter, Unsupported, lookup, mapped_versions, onnx_converter, onnx_op_table,
+                       registered_converters)
 
 __all__ = ["onnx_converter", "Unsupported", "Operand", "OnnxContext", "OnnxConverter", "lookup",
-           "mapped_versions", "registered_converters"]
+           "mapped_versions", "registered_converters", "onnx_op_table"]

@@ -21,7 +21,7 @@ import torch
 
 from ...ir import Graph, Sym, TensorType, Value
 from ...ir.registry import get_op
-from ...ir.types import contains_sym, dtype_name
+from ...ir.types import contains_sym
 from .registry import Unsupported
 
 SYMBOL = "batch"
@@ -222,7 +222,7 @@ class OnnxContext:
         if not x.is_known:
             raise RuntimeError(f"operand {x.name} has neither a value nor known contents")
         if x.const is not None:
-            x.value = self.graph.add_constant(x.const, _constant_name(x.name))
+            x.value = self.graph.add_constant(x.const, x.name or "const")
         else:
             x.value = self._materialize_symbolic(x)
         self._materialized.append(x)
@@ -247,17 +247,9 @@ class OnnxContext:
         return self.graph.call("reshape", flat, newshape=tuple(x.type.shape))
 
 
-def _constant_name(name: str) -> str:
-    return name if name else "const"
-
-
 def same_dtype(ctx: OnnxContext, x: Operand, like: Operand) -> Operand:
     """x cast to like's dtype (ONNX ops keep their input's dtype where PyTorch would promote)."""
     return x if x.dtype == like.dtype else ctx.emit("cast", x, dtype=like.dtype)
-
-
-def dtype_of(t: torch.dtype) -> str:
-    return dtype_name(t)
 
 
 def normalize_axis(axis: int, rank: int) -> int:

@@ -49,14 +49,14 @@ def constant(ctx, *, value=None, sparse_value=None, value_float=None, value_floa
     raise Unsupported("a Constant without a value")
 
 
-@onnx_converter("ConstantOfShape", since=(9, 20) + _TYPES_ONLY)
+@onnx_converter("ConstantOfShape", since=(9, 20) + _TYPES_ONLY, note="the shape known at import")
 def constant_of_shape(ctx, *, input, value=None):  # noqa: A002
     shape = ctx.ints(input, "the shape")
     fill = value.reshape(()) if value is not None else torch.tensor(0.0)
     return ctx.emit("full", shape=shape, fill_value=fill.item(), dtype=dtype_name(fill.dtype))
 
 
-@onnx_converter("Range", since=(11, 27))
+@onnx_converter("Range", since=(11, 27), note="start, limit and delta known at import")
 def range_(ctx, *, start, limit, delta, stash_type=1):
     bounds = [ctx.scalar(x, f"Range's {name}") for x, name in ((start, "start"), (limit, "limit"), (delta, "delta"))]
     return ctx.emit("arange", start=bounds[0], stop=bounds[1], step=bounds[2], dtype=start.dtype)

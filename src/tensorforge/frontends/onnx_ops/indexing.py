@@ -14,7 +14,7 @@ def gather(ctx, *, data, indices, axis):
     return ctx.emit("take", data, indices, axis=normalize_axis(axis, data.rank))
 
 
-@onnx_converter("GatherElements", since=(11, 13))
+@onnx_converter("GatherElements", since=(11, 13), note="run-time indices not along the batch axis")
 def gather_elements(ctx, *, data, indices, axis):
     axis = normalize_axis(axis, data.rank)
     size = data.shape[axis]

@@ -229,13 +229,13 @@ def _channels(x) -> int:
     return x.shape[1]
 
 
-@onnx_converter("InstanceNormalization", since=(6, 22))
+@onnx_converter("InstanceNormalization", since=(6, 22), note="a static channel count")
 def instance_norm(ctx, *, input, scale, B, epsilon):  # noqa: A002, N803
     # instance norm is group norm with one channel per group
     return ctx.emit("nn.group_norm", input, scale, B, num_groups=_channels(input), epsilon=float(epsilon))
 
 
-@onnx_converter("LayerNormalization", since=17)
+@onnx_converter("LayerNormalization", since=17, note="static normalized axes")
 def layer_norm(ctx, *, X, Scale, B=None, axis, epsilon, stash_type):  # noqa: N803
     axis = normalize_axis(axis, X.rank)
     normalized = tuple(X.shape[axis:])
@@ -258,7 +258,7 @@ def layer_norm(ctx, *, X, Scale, B=None, axis, epsilon, stash_type):  # noqa: N8
     return out, mean, inv_std
 
 
-@onnx_converter("GroupNormalization", since=(18, 21))
+@onnx_converter("GroupNormalization", since=(18, 21), note="a static channel count")
 def group_norm(ctx, *, X, scale, bias, epsilon, num_groups, stash_type=1):  # noqa: N803
     channels = _channels(X)
     if ctx.since < 21 and channels != num_groups:
@@ -287,7 +287,7 @@ def _declare_softmax(op_type: str, ir_op: str) -> None:
 
     convert_11.__name__ = f"convert_{op_type.lower()}_11"
     convert_13.__name__ = f"convert_{op_type.lower()}_13"
-    onnx_converter(op_type, since=11)(convert_11)
+    onnx_converter(op_type, since=11, note="static sizes from axis on (it flattens them)")(convert_11)
     onnx_converter(op_type, since=13)(convert_13)
 
 

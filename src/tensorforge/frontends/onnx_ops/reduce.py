@@ -34,7 +34,7 @@ def _declare(op_type: str, versions: tuple[int, ...], reduce_fn) -> None:
         return same_dtype(ctx, reduce_fn(ctx, data, axis, bool(keepdims)), data)
 
     convert.__name__ = f"convert_{op_type.lower()}"
-    onnx_converter(op_type, since=versions)(convert)
+    onnx_converter(op_type, since=versions, note="axes known at import")(convert)
 
 
 def _noop(ctx, op_type: str, data):
@@ -118,7 +118,7 @@ def _declare_arg(op_type: str, ir_op: str) -> None:
         return ctx.emit("subtract", ctx.const(size - 1), found)
 
     convert.__name__ = f"convert_{op_type.lower()}"
-    onnx_converter(op_type, since=(11, 12, 13))(convert)
+    onnx_converter(op_type, since=(11, 12, 13), note="select_last_index needs a static axis")(convert)
 
 
 _declare_arg("ArgMax", "argmax")

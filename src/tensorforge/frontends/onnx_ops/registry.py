@@ -15,7 +15,8 @@ variadic one) and every attribute by its ONNX name, defaults filled from the sch
 
 `check` (optional) is the converter's static capability validator, asked by the whole-model check
 before anything is imported: it takes the same keyword arguments (inputs as `Operand`s carrying only
-their types, and their values when they are initializers or constants) and returns None or a reason.
+their types, and their values when they are initializers or constants) plus `used_outputs` (which of the
+node's outputs anything reads), and returns None or a reason.
 """
 
 from __future__ import annotations
@@ -47,20 +48,26 @@ class OnnxConverter:
     fn: ConverterFn
     check: Optional[CheckFn]
     input_names: Optional[tuple[str, ...]] = None  # only for ops onnx has no schema for (custom domains)
+    note: str = ""  # limits only conversion can see (values known at import, static sizes)
 
     @property
     def restriction(self) -> str:
-        """First line of the check's docstring: the "restrictions" column of the op table."""
+        """The "restrictions" column of the op table: the check docstring's first line, then the note."""
         doc = (self.check.__doc__ or "").strip() if self.check else ""
-        return doc.splitlines()[0] if doc else ""
+        first = doc.splitlines()[0].rstrip(".") if doc else ""
+        parts = [first[:1].lower() + first[1:], self.note]  # table cells: lower-case phrases joined by ";"
+        return "; ".join(p for p in parts if p)
 
 
 _CONVERTERS: dict[tuple[str, str, int], OnnxConverter] = {}
 
 
 def onnx_converter(op_type: str, *, since: int | tuple[int, ...], domain: str = "", check: Optional[CheckFn] = None,
-                   inputs: Optional[tuple[str, ...]] = None) -> Callable[[ConverterFn], ConverterFn]:
+                   inputs: Optional[tuple[str, ...]] = None, note: str = "") -> Callable[[ConverterFn], ConverterFn]:
     """Decorator: register a converter for `op_type` at each since-version in `since`.
+
+    `check` is the static validator (see the module docstring); `note` states, for the op table, the
+    limits the converter itself enforces at import (where it raises Unsupported).
 
     Ops of onnx's own domains are checked against `onnx.defs` and bound by their schema. A custom op
     (a domain onnx has no schema for, e.g. "com.example") names its inputs with `inputs=`; it receives the
@@ -88,7 +95,7 @@ def onnx_converter(op_type: str, *, since: int | tuple[int, ...], domain: str = 
                 raise ValueError(f"a converter for {op_type}-{version} is already registered "
                                  f"({old.__module__}.{old.__name__})")
             _CONVERTERS[key] = OnnxConverter(domain, op_type, version, fn, check,
-                                             tuple(inputs) if inputs is not None else None)
+                                             tuple(inputs) if inputs is not None else None, note)
         return fn
 
     return decorate
@@ -124,6 +131,19 @@ def mapped_versions(op_type: str, domain: str = "") -> list[int]:
 
 def registered_converters() -> dict[tuple[str, str, int], OnnxConverter]:
     return dict(sorted(_CONVERTERS.items()))
+
+
+def onnx_op_table() -> list[dict]:
+    """Every mapped ONNX op as a row (op, domain, since-versions, restriction): the documented op table.
+
+    Versions of one op share a row; the restriction is the newest version's (they rarely differ, and
+    where they do, the newest is what current exporters write)."""
+    rows: dict[tuple[str, str], list[OnnxConverter]] = {}
+    for (domain, op, _version), conv in sorted(_CONVERTERS.items()):
+        rows.setdefault((domain, op), []).append(conv)
+    return [{"op": op, "domain": domain or "ai.onnx", "versions": ", ".join(str(c.since) for c in convs),
+             "restriction": convs[-1].restriction}
+            for (domain, op), convs in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1].lower()))]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -216,7 +216,8 @@ def _output_plan(ctx, X, scales, sizes, axes, policy):
     return out, factor
 
 
-@onnx_converter("Resize", since=(11, 13, 18, 19), check=_resize_check)
+@onnx_converter("Resize", since=(11, 13, 18, 19), check=_resize_check,
+                note="roi, scales and sizes known at import; antialias only for linear and cubic")
 def resize(ctx, *, X, roi=None, scales=None, sizes=None, mode, coordinate_transformation_mode, cubic_coeff_a,  # noqa: N803
            exclude_outside, extrapolation_value, nearest_mode, antialias=0, axes=None,
            keep_aspect_ratio_policy="stretch"):

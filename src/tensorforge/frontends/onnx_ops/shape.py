@@ -28,7 +28,7 @@ def _axes_arg(ctx, axes, what: str = "axes"):
     return tuple(axes)
 
 
-@onnx_converter("Reshape", since=(5, 13, 14, 19) + _TYPES_ONLY)
+@onnx_converter("Reshape", since=(5, 13, 14, 19) + _TYPES_ONLY, note="the target shape known at import")
 def reshape(ctx, *, data, shape, allowzero=0):
     target = list(ctx.ints(shape, "the target shape"))
     if not allowzero:
@@ -63,7 +63,7 @@ def transpose(ctx, *, data, perm):
     return ctx.emit("transpose", data, axes=perm)
 
 
-@onnx_converter("Squeeze", since=(11, 13) + _TYPES_ONLY)
+@onnx_converter("Squeeze", since=(11, 13) + _TYPES_ONLY, note="axes known at import")
 def squeeze(ctx, *, data, axes=None):
     axes = _axes_arg(ctx, axes)
     if axes is None:  # every size-1 axis (a batch symbol is never taken for 1)
@@ -72,7 +72,7 @@ def squeeze(ctx, *, data, axes=None):
     return ctx.emit("squeeze", data, axis=axes) if axes else data
 
 
-@onnx_converter("Unsqueeze", since=(11, 13) + _TYPES_ONLY)
+@onnx_converter("Unsqueeze", since=(11, 13) + _TYPES_ONLY, note="axes known at import")
 def unsqueeze(ctx, *, data, axes):
     axes = _axes_arg(ctx, axes)
     out_rank = data.rank + len(axes)
@@ -113,18 +113,18 @@ def _split(ctx, data, axis: int, sizes, num_outputs):
     return outs if isinstance(outs, tuple) else (outs,)
 
 
-@onnx_converter("Split", since=11)
+@onnx_converter("Split", since=11, note="not along the batch axis")
 def split_11(ctx, *, input, axis, split):  # noqa: A002
     return _split(ctx, input, axis, split, None)
 
 
-@onnx_converter("Split", since=(13, 18))
+@onnx_converter("Split", since=(13, 18), note="split sizes known at import; not along the batch axis")
 def split_13(ctx, *, input, split=None, axis, num_outputs=None):  # noqa: A002
     sizes = ctx.ints(split, "split sizes") if split is not None else None
     return _split(ctx, input, axis, sizes, num_outputs)
 
 
-@onnx_converter("Slice", since=(11, 13))
+@onnx_converter("Slice", since=(11, 13), note="starts, ends, axes and steps known at import")
 def slice_(ctx, *, data, starts, ends, axes=None, steps=None):
     starts = ctx.ints(starts, "slice starts")
     ends = ctx.ints(ends, "slice ends")
@@ -159,7 +159,7 @@ def _broadcast_shape(a: tuple, b: tuple) -> tuple:
     return tuple(out)
 
 
-@onnx_converter("Expand", since=(8, 13))
+@onnx_converter("Expand", since=(8, 13), note="the target shape known at import")
 def expand(ctx, *, input, shape):  # noqa: A002
     target = _broadcast_shape(input.shape, ctx.ints(shape, "the target shape"))
     if target == tuple(input.shape):
@@ -167,7 +167,7 @@ def expand(ctx, *, input, shape):  # noqa: A002
     return ctx.emit("broadcast_to", input, shape=target)
 
 
-@onnx_converter("Tile", since=(6, 13))
+@onnx_converter("Tile", since=(6, 13), note="repeats known at import")
 def tile(ctx, *, input, repeats):  # noqa: A002
     reps = ctx.ints(repeats, "tile repeats")
     if any(isinstance(r, Sym) for r in reps):
@@ -181,13 +181,13 @@ _PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wra
 
 
 def _pad_check(*, mode, constant_value=None, **_):
-    """Modes constant, reflect, edge, wrap; a constant_value known at import."""
+    """Modes constant, reflect, edge and wrap."""
     if mode not in _PAD_MODES:
         return f"pad mode {mode!r}"
     return None
 
 
-@onnx_converter("Pad", since=(11, 13, 18, 19) + _TYPES_ONLY, check=_pad_check)
+@onnx_converter("Pad", since=(11, 13, 18, 19) + _TYPES_ONLY, check=_pad_check, note="pads, axes and constant_value known at import")
 def pad(ctx, *, data, pads, constant_value=None, axes=None, mode):
     reason = _pad_check(mode=mode)
     if reason:
@@ -216,7 +216,7 @@ def _space_dims(x, what: str):
     return x.shape
 
 
-@onnx_converter("DepthToSpace", since=(11, 13, 28))
+@onnx_converter("DepthToSpace", since=(11, 13, 28), note="4-d data with static C, H, W")
 def depth_to_space(ctx, *, input, blocksize, mode):  # noqa: A002
     n, c, h, w = _space_dims(input, "DepthToSpace")
     b = blocksize
@@ -229,7 +229,7 @@ def depth_to_space(ctx, *, input, blocksize, mode):  # noqa: A002
     return ctx.emit("reshape", x, newshape=(n, c // (b * b), h * b, w * b))
 
 
-@onnx_converter("SpaceToDepth", since=(1, 13, 28))
+@onnx_converter("SpaceToDepth", since=(1, 13, 28), note="4-d data with static C, H, W")
 def space_to_depth(ctx, *, input, blocksize, mode="DCR"):  # noqa: A002
     n, c, h, w = _space_dims(input, "SpaceToDepth")
     b = blocksize
