@@ -248,6 +248,23 @@ def test_opaque_nodes_survive_save_and_load(tmp_path):
     assert_matches_onnxruntime(loaded, model, [torch.randn(2, 5)])
 
 
+def test_control_flow_runs_through_onnxruntime_with_the_values_its_branches_read():
+    # the branches read %r from the enclosing graph: the opaque node takes it as an extra input
+    then_branch = helper.make_graph([node("Relu", ["r"], ["t"])], "then", [],
+                                    [helper.make_tensor_value_info("t", FLOAT, None)])
+    else_branch = helper.make_graph([node("Neg", ["r"], ["e"])], "else", [],
+                                    [helper.make_tensor_value_info("e", FLOAT, None)])
+    nodes = [node("Exp", ["x"], ["r"]), node("Greater", ["c", "zero"], ["cond"]),
+             node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch, name="branch")]
+    model = make_model(nodes, [("x", FLOAT, ["N", 3]), ("c", FLOAT, [])], [("y", FLOAT, ["N", 3])],
+                       [("zero", np.array(0, np.float32))])
+    graph = from_onnx(model)
+    (opaque,) = graph.opaque_nodes()
+    assert opaque.op == "onnx.If" and opaque.attrs["input_names"] == ("cond", "r")
+    for c in (1.0, -1.0):
+        assert_matches_onnxruntime(graph, model, [torch.randn(2, 3), torch.tensor(c)])
+
+
 def test_data_dependent_output_shape_is_probed_through_onnxruntime():
     # NonZero's output size depends on the data: shape inference leaves it open, and running the node on two
     # samples shows it, so the import says so instead of guessing a type

@@ -51,7 +51,7 @@ class Operand:
     def known(name: str, probes: Sequence[torch.Tensor]) -> "Operand":
         probes = tuple(probes)
         first = probes[0]
-        if all(p.dtype == first.dtype and p.shape == first.shape and torch.equal(p, first) for p in probes[1:]):
+        if all(_same(p, first) for p in probes[1:]):
             probes = (first,)
         return Operand(name, TensorType.of(first), probes=probes)
 
@@ -79,6 +79,15 @@ class Operand:
     def __repr__(self) -> str:
         kind = "const" if self.const is not None else "known" if self.is_known else "value"
         return f"Operand({self.name}: {self.type}, {kind})"
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal dtype, shape and values, NaN equal to NaN (a NaN constant is still a constant)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.is_floating_point() or a.is_complex():
+        return bool(torch.all((a == b) | (torch.isnan(a) & torch.isnan(b))))
+    return torch.equal(a, b)
 
 
 def solve_element(values: Sequence[int | float | bool]):
@@ -194,6 +203,14 @@ class OnnxContext:
         count = max((len(x.probes) for x in inputs), default=1)
         if contains_sym(tuple(attrs.values())):
             count = len(PROBES)
+        in_bytes = sum(p.numel() * p.element_size() for x in inputs for p in x.probes[:1])
+        try:  # the result's size first (meta execution): a large result is never computed here
+            types = opdef.infer_types([x.type for x in inputs], attrs)
+        except Exception as exc:  # the op rejects these inputs: let the node run through onnxruntime
+            raise Unsupported(f"{opdef.name}: {exc}") from exc
+        out_bytes = sum(t.nbytes({SYMBOL: PROBES[0]}) for t in types)
+        if out_bytes > max(FOLD_LIMIT_BYTES, 2 * in_bytes):
+            return None
         runs = []
         for i in range(count):
             env = {SYMBOL: PROBES[i]} if count > 1 else {}
@@ -202,10 +219,6 @@ class OnnxContext:
                 runs.append(opdef.run(args, attrs, env, device="cpu"))
             except Exception as exc:  # the op rejects these constants: let the node run through onnxruntime
                 raise Unsupported(f"{opdef.name} on the node's constant inputs failed: {exc}") from exc
-        in_bytes = sum(p.numel() * p.element_size() for x in inputs for p in x.probes[:1])
-        out_bytes = sum(t.numel() * t.element_size() for t in runs[0])
-        if out_bytes > max(FOLD_LIMIT_BYTES, 2 * in_bytes):
-            return None
         outs = []
         for j in range(len(runs[0])):
             probes = [run[j] for run in runs]
