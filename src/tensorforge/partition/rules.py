@@ -157,7 +157,8 @@ def support_reason(node: "Node", ctx: SupportContext) -> Optional[str]:
     if node.op in ctx.torch_executed_ops:
         return "forced out by torch_executed_ops"
     if node.opdef.opaque:
-        return f"no IR op: {node.op} runs through PyTorch"
+        runner = "onnxruntime" if node.op.startswith("onnx.") else "PyTorch"
+        return f"no IR op: {node.op} runs through {runner}"
     rule = _RULES.get(node.op)
     if rule is None:
         return f"the engine has no support rule for {node.op}"
