@@ -29,6 +29,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from ..ir import Graph, TensorType, graph_from_json, graph_to_json
+from ..ir.serialize import unshared_tensors
 from ..ir.execute import bind_symbols
 from .config import BuilderConfig
 from .context import ExecutionContext, Program
@@ -163,7 +164,7 @@ class Plan:
 
     def to_bytes(self) -> bytes:
         doc, tensors = graph_to_json(self.graph)
-        payload = _contiguous_unshared(tensors)
+        payload = unshared_tensors(tensors)
         data_hash = _digest(payload)
         meta = {"format": PLAN_FORMAT, "version": PLAN_FORMAT_VERSION, "fingerprint": self.fingerprint,
                 "config": self.config.to_json(), "max_batch": self.max_batch, "graph": doc, "tactics": self.tactics,
@@ -235,21 +236,6 @@ def _normalize_device(device: torch.device | str) -> torch.device:
     if device.type == "cuda" and device.index is None and torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())
     return device
-
-
-def _contiguous_unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CPU, contiguous, and no two tensors sharing memory (safetensors refuses shared storage)."""
-    seen: set[int] = set()
-    out = {}
-    for name, t in tensors.items():
-        t = t.detach().cpu().contiguous()
-        ptr = t.untyped_storage().data_ptr() if t.numel() else None
-        if ptr is not None and ptr in seen:
-            t = t.clone()
-        elif ptr is not None:
-            seen.add(ptr)
-        out[name] = t
-    return out
 
 
 def _header_length(data) -> int:

@@ -129,8 +129,8 @@ def _graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> G
     return graph
 
 
-def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share memory; give each its own contiguous buffer."""
+def unshared_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, no two sharing memory: what safetensors accepts (plans and modules use it too)."""
     seen: set[int] = set()
     out = {}
     for name, t in tensors.items():
@@ -146,7 +146,7 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save(graph: Graph, path: str | os.PathLike) -> None:
     doc, tensors = graph_to_json(graph)
-    save_file(_unshared(tensors), os.fspath(path), metadata={_META_KEY: json.dumps(doc)})
+    save_file(unshared_tensors(tensors), os.fspath(path), metadata={_META_KEY: json.dumps(doc)})
 
 
 def load(path: str | os.PathLike) -> Graph:

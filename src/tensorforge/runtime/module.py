@@ -26,6 +26,7 @@ from ..engine import Builder, BuilderConfig, Plan, PlanCompatibilityError
 from ..engine.cuda_graphs import GraphRunner
 from ..engine.fingerprint import fingerprint as device_fingerprint
 from ..ir.execute import bind_symbols
+from ..ir.serialize import unshared_tensors
 from .cache import PlanCache, plan_key, region_digest
 from .options import RuntimeOptions
 
@@ -185,8 +186,7 @@ class Module(torch.nn.Module):
         config = self.partition_config.to_json() if self.partition_config is not None else None
         meta = {"format": MODULE_FORMAT, "version": MODULE_FORMAT_VERSION, "graph": doc,
                 "partition_config": config, "options": options, "plans": plans}
-        tensors = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
-        return _unshare(tensors), {_META_KEY: json.dumps(meta)}
+        return unshared_tensors(tensors), {_META_KEY: json.dumps(meta)}
 
     def save(self, path: str | os.PathLike) -> None:
         """Write everything (graph, fallback ops, regions, built plans) to one `.tforge` file. No pickle."""
@@ -251,17 +251,6 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
     except ValueError as exc:
         raise ModuleFormatError(f"corrupt tensorforge module data ({exc})") from None
     return header.get("__metadata__", {})
-
-
-def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    seen, out = set(), {}
-    for k, t in tensors.items():
-        ptr = t.untyped_storage().data_ptr() if t.numel() else None
-        if ptr is not None and ptr in seen:
-            t = t.clone()
-        seen.add(ptr)
-        out[k] = t
-    return out
 
 
 class EngineModule(Module):

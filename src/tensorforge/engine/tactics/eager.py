@@ -9,10 +9,8 @@ resort on CUDA; specialised tactics (cuDNN, cuBLASLt, Triton) are preferred wher
 
 from __future__ import annotations
 
-from .registry import ANY_OP, tactic
-
-_UNSUPPORTED = {"subgraph": "a subgraph call inside an engine region is not supported (regions are flat)"}
-
+from .reference import NOT_IN_PLANS
+from .registry import ANY_OP, reference_kernel, tactic
 
 @tactic(ANY_OP, name="torch", devices=("cuda",), priority=-50)
 class Torch:
@@ -20,13 +18,6 @@ class Torch:
 
     @staticmethod
     def supports(node, config) -> str | None:
-        return _UNSUPPORTED.get(node.op)
+        return NOT_IN_PLANS.get(node.op)
 
-    @staticmethod
-    def bind(node, ctx):
-        opdef, attrs, device = node.opdef, node.attrs, ctx.device
-
-        def run(inputs, outputs, env):
-            return opdef.run(inputs, attrs, env, device)
-
-        return run
+    bind = staticmethod(reference_kernel)

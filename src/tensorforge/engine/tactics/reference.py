@@ -7,23 +7,16 @@ its twin is the `torch` tactic (tactics/eager.py), which keeps the result where 
 
 from __future__ import annotations
 
-from .registry import ANY_OP, tactic
+from .registry import ANY_OP, reference_kernel, tactic
 
 # ops that only make sense outside a plan
-_UNSUPPORTED = {"subgraph": "a subgraph call inside an engine region is not supported (regions are flat)"}
+NOT_IN_PLANS = {"subgraph": "a subgraph call inside an engine region is not supported (regions are flat)"}
 
 
 @tactic(ANY_OP, name="reference", devices=("cpu",), priority=-100)
 class Reference:
     @staticmethod
     def supports(node, config) -> str | None:
-        return _UNSUPPORTED.get(node.op)
+        return NOT_IN_PLANS.get(node.op)
 
-    @staticmethod
-    def bind(node, ctx):
-        opdef, attrs, device = node.opdef, node.attrs, ctx.device
-
-        def run(inputs, outputs, env):
-            return opdef.run(inputs, attrs, env, device)
-
-        return run
+    bind = staticmethod(reference_kernel)

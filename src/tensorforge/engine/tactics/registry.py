@@ -109,3 +109,13 @@ def candidates(node: "Node", device_type: str, config: "BuilderConfig") -> tuple
         reason = t.supports(node, config)
         (refused.append((t, reason)) if reason else supported.append(t))
     return supported, refused
+
+
+def reference_kernel(node: "Node", ctx: BindContext) -> Kernel:
+    """A kernel that runs the node's op through its registered reference implementation (`OpDef.run`)."""
+    opdef, attrs, device = node.opdef, node.attrs, ctx.device
+
+    def run(inputs, outputs, env):
+        return opdef.run(inputs, attrs, env, device)
+
+    return run

@@ -7,7 +7,7 @@ tactics keep the view (`writes_arena = False`): the consumer kernels handle stri
 
 from __future__ import annotations
 
-from .registry import tactic
+from .registry import reference_kernel, tactic
 
 VIEW_OPS = ("reshape", "transpose", "squeeze", "expand_dims", "strided_slice", "broadcast_to", "split",
             "nn.batch_flatten", "layout_transform")
@@ -18,14 +18,7 @@ def _declare(op: str) -> None:
         writes_arena = False
         aliases_input = True
 
-        @staticmethod
-        def bind(node, ctx):
-            opdef, attrs, device = node.opdef, node.attrs, ctx.device
-
-            def run(inputs, outputs, env):
-                return opdef.run(inputs, attrs, env, device)
-
-            return run
+        bind = staticmethod(reference_kernel)
 
     Alias.__name__ = f"Alias_{op.replace('.', '_')}"
     tactic(op, name="alias", devices=("cuda",), priority=10)(Alias)
