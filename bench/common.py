@@ -10,18 +10,9 @@ import torch
 
 
 def cuda_latencies(fn, *, warmup: int = 10, iters: int = 100) -> list[float]:
-    """Milliseconds per call, one CUDA event pair per call, after warm-up."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    for s, e in zip(starts, ends):
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    """Milliseconds per call, one CUDA event pair per call, after warm-up (the CLI's `bench` measures so too)."""
+    from tensorforge.cli import measure_latencies
+    return measure_latencies(fn, torch.device("cuda"), warmup, iters)
 
 
 def summarize(latencies: list[float], batch: int) -> dict:

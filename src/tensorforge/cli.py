@@ -278,7 +278,7 @@ def _stats(t) -> dict:
 
 # -- measuring ---------------------------------------------------------------------------------------
 
-def _latencies(fn: Callable, device, warmup: int, iters: int) -> list[float]:
+def measure_latencies(fn: Callable, device, warmup: int, iters: int) -> list[float]:
     """Milliseconds per call after `warmup` calls: CUDA events on a GPU, perf_counter on the CPU."""
     import torch
     for _ in range(warmup):
@@ -485,7 +485,7 @@ def _bench_tensorforge(source: Source, device, args) -> tuple[list[str], tuple, 
     setup_s = time.perf_counter() - start
     inputs = _source_inputs(source, module.graph, args.batch, args.seq_len or DEFAULT_SEQ_LEN, device)
     _fresh_peak(device)
-    row = _summarize(_latencies(lambda: module(*inputs), device, args.warmup, args.iters), args.batch)
+    row = _summarize(measure_latencies(lambda: module(*inputs), device, args.warmup, args.iters), args.batch)
     row.update({"peak_memory_bytes": _peak(device), ("load_s" if source.kind == "plan" else "build_s"): setup_s})
     return [v.name for v in module.graph.inputs], inputs, row, module.options
 
@@ -495,7 +495,7 @@ def _bench_reference(method: str, source: Source, input_names, inputs, device, p
     if method == "onnxruntime":
         session, feed, _ = _onnxruntime_session(source.name, input_names, inputs, device)
         _fresh_peak(device)
-        row = _summarize(_latencies(lambda: session.run(None, feed), device, args.warmup, args.iters), args.batch)
+        row = _summarize(measure_latencies(lambda: session.run(None, feed), device, args.warmup, args.iters), args.batch)
         return {**row, "peak_memory_bytes": None, "provider": session.get_providers()[0]}
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     model = source.zoo.model.to(device=device, dtype=dtype)
@@ -504,7 +504,7 @@ def _bench_reference(method: str, source: Source, input_names, inputs, device, p
     with torch.no_grad(), tf32_mode(precision == "tf32"):
         if method == "eager":
             _fresh_peak(device)
-            row = _summarize(_latencies(lambda: model(*typed), device, args.warmup, args.iters), args.batch)
+            row = _summarize(measure_latencies(lambda: model(*typed), device, args.warmup, args.iters), args.batch)
             return {**row, "peak_memory_bytes": _peak(device)}
         torch._dynamo.reset()
         _fresh_peak(device)
@@ -516,7 +516,7 @@ def _bench_reference(method: str, source: Source, input_names, inputs, device, p
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         compile_s = time.perf_counter() - start
-        row = _summarize(_latencies(lambda: compiled(*typed), device, args.warmup, args.iters), args.batch)
+        row = _summarize(measure_latencies(lambda: compiled(*typed), device, args.warmup, args.iters), args.batch)
         row.update(peak_memory_bytes=_peak(device), compile_s=compile_s, mode=mode)
         torch._dynamo.reset()
         return row

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from runtime.conftest import WithCumsum  # noqa: E402  (tests/ is on sys.path)
 
 ENV_OVERRIDES = ("TENSORFORGE_USE_FP16", "TENSORFORGE_CACHE_DIR", "TENSORFORGE_MAX_WORKSPACE_SIZE",
                  "TENSORFORGE_MULTI_ENGINE")
@@ -63,18 +64,6 @@ def tiny_plan(tmp_path_factory, tiny_net) -> str:
     path = tmp_path_factory.mktemp("tiny") / "tiny.tforge"
     forge.compile(tiny_net, (torch.randn(2, 3, 8, 8),), device="cpu").build_all(2).save(path)
     return str(path)
-
-
-class WithCumsum(torch.nn.Module):
-    """cumsum (no IR op) between two dense layers: two engine regions and one node left to PyTorch."""
-
-    def __init__(self):
-        super().__init__()
-        self.a = torch.nn.Linear(16, 16)
-        self.b = torch.nn.Linear(16, 4)
-
-    def forward(self, x):
-        return self.b(torch.relu(self.a(x)).cumsum(dim=1))
 
 
 @pytest.fixture(scope="session")

@@ -123,7 +123,7 @@ class Module(torch.nn.Module):
     @torch.no_grad()
     def forward(self, *inputs: torch.Tensor):
         graph = self._require_graph()
-        bind_symbols(graph, inputs)  # every input checked before anything runs
+        env = bind_symbols(graph, inputs)  # every input checked before anything runs
         for value, tensor in zip(graph.inputs, inputs):
             if tensor.device != self.device:
                 raise ValueError(f"input {value.name!r} is on {tensor.device}, but this module runs on "
@@ -131,15 +131,15 @@ class Module(torch.nn.Module):
         if self.device.type == "cuda" and self.options.cuda_graph:
             # the whole module — plans and the PyTorch ops between them — as one CUDA graph per batch size
             if self._graph_runner is None:
-                self._graph_runner = GraphRunner(lambda *xs: self._run(xs, cuda_graph=False), name="module")
+                self._graph_runner = GraphRunner(
+                    lambda *xs: self._run(xs, bind_symbols(graph, xs), cuda_graph=False), name="module")
             outs = self._graph_runner(*inputs)
         else:
-            outs = self._run(inputs, cuda_graph=None)
+            outs = self._run(inputs, env, cuda_graph=None)
         return outs[0] if len(outs) == 1 else outs
 
-    def _run(self, inputs, cuda_graph: bool | None) -> tuple[torch.Tensor, ...]:
+    def _run(self, inputs, env: dict[str, int], cuda_graph: bool | None) -> tuple[torch.Tensor, ...]:
         graph = self.graph
-        env = bind_symbols(graph, inputs)
         batch = env.get("batch", 1)
         values: dict[int, torch.Tensor] = {id(v): t for v, t in zip(graph.inputs, inputs)}
         for name, v in graph.constants.items():
