@@ -225,8 +225,9 @@ FUSION = [  # (make, fused layers, expected attributes of the one fused node or 
     pytest.param(lambda: _conv_chain("bias", "add", "nn.gelu", dense=True, residual_shape=(6,)), 1,
                  {"has_residual": True, "activation": "nn.gelu"}, id="dense-bias-add-gelu"),
     pytest.param(lambda: _conv_chain("bias", dense=True), 1, {"has_bias": True}, id="dense-bias"),
-    pytest.param(lambda: _conv_chain(), 0, None, id="conv-alone-stays"),
-    pytest.param(lambda: _conv_chain("nn.softplus"), 0, None, id="softplus-not-fusable"),
+    pytest.param(lambda: _conv_chain(), 1, {"has_bias": False, "activation": None}, id="conv-alone-becomes-engine-conv"),
+    pytest.param(lambda: _conv_chain("nn.softplus"), 1, {"activation": None}, id="softplus-not-fusable"),
+    pytest.param(lambda: _conv_chain("nn.softplus", dense=True), 0, None, id="dense-alone-stays"),
 ]
 
 

@@ -12,7 +12,9 @@ with at most one residual add, either before the activation (ResNet: conv → bn
 activation at all) or after it; `residual_position` records which, so the fused layer computes exactly
 what the source did. The residual must have the layer output's exact type (no broadcasting). Activations:
 `engine.ops.FUSABLE_ACTIVATIONS` (relu, clip = relu6, gelu, silu, sigmoid, tanh, hardswish, leaky_relu),
-with their attributes carried along. A conv/dense with nothing to fuse stays as it is.
+with their attributes carried along. A dense with nothing to fuse stays as it is; a convolution with nothing to
+fuse still becomes an `engine.conv` (counted too), so every convolution has the engine's layout-aware
+tactics (channels-last cuDNN) and none falls to a generic tactic that would convert layouts around it.
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ def _match(anchor, counts, users):
             residual, value = _residual(user, value), user.output
             absorbed.append(user)
             epilogue.update(has_residual=True, residual_position="post_activation")
-    if len(absorbed) == 1:
-        return None
+    if len(absorbed) == 1 and anchor.op not in CONVOLUTIONS:
+        return None  # a bare convolution still becomes engine.conv: its tactics keep the plan's layout
     inputs = anchor.inputs[:2] + [v for v in (bias, residual) if v is not None]
     if anchor.op in CONVOLUTIONS:
         op = "engine.conv"
