@@ -12,6 +12,8 @@ The activation runs through its own IR op's reference (`activation` names it, `a
 attributes as (name, value) pairs), so fused and unfused graphs share one definition of every activation.
 GPU tactics (cuDNN fused convolutions, cuBLASLt epilogues, Triton) implement these ops; the references are
 what those tactics are checked against.
+
+`engine.strided_view` is the one view among them: a whole chain of shape ops as a single `as_strided`.
 """
 
 from __future__ import annotations
@@ -84,3 +86,22 @@ def dense(data, weight, *extra, has_bias, activation, activation_attrs, has_resi
     bias, residual = _split_extra("engine.dense", extra, has_bias, has_residual)
     y = F.linear(data, weight, bias)
     return _epilogue("engine.dense", y, residual, activation, activation_attrs, residual_position)
+
+
+def _affine(pair, batch: int) -> int:
+    constant, per_batch = pair
+    return constant + per_batch * batch
+
+
+@register_op("engine.strided_view", attrs={"shape": REQUIRED, "strides": REQUIRED, "offset": (0, 0),
+                                           "batch_from": None})
+def strided_view(data, *, shape, strides, offset, batch_from):
+    """engine.strided_view: `data` (read as the contiguous tensor it is in the IR) re-described through sizes,
+    strides and a storage offset, as `Tensor.as_strided` does — what a chain of reshapes, transposes and slices
+    amounts to (`fold_view_chains`). Each size, stride and the offset is an affine function of the batch,
+    given as (constant, per-batch) pairs; the batch is read from `data` (`batch_from` = (axis, scale)), or
+    None when nothing depends on it."""
+    batch = data.shape[batch_from[0]] // batch_from[1] if batch_from is not None else 0
+    base = data.contiguous()  # a view it already is keeps its own storage offset, which as_strided must add
+    return base.as_strided([_affine(p, batch) for p in shape], [_affine(p, batch) for p in strides],
+                           base.storage_offset() + _affine(offset, batch))

@@ -16,9 +16,11 @@ from .assign_precision import assign_precision
 from .constant_folding import constant_folding
 from .dead_code import dead_code
 from .fold_batch_norm import fold_batch_norm
+from .fold_view_chains import fold_view_chains
 from .fuse_bias_activation import fuse_bias_activation
 from .fuse_horizontal_dense import fuse_horizontal_dense
 from .fuse_pointwise import fuse_pointwise
+from .sink_transposes import sink_transposes
 
 
 @dataclass
@@ -42,7 +44,9 @@ PASSES: list[Pass] = [
     fuse_bias_activation,  # conv/dense + bias + residual + activation become one layer
     fuse_horizontal_dense,  # dense layers reading the same input (Q, K, V) become one wide GEMM + split
     assign_precision,      # fp16/bf16: safe layers and their weights in the reduced type, casts at boundaries
+    sink_transposes,       # a transpose read by a cast or a GEMM moves below it (no copy into row order)
     fuse_pointwise,        # elementwise chains (and the casts precision left) become one generated kernel each
+    fold_view_chains,      # reshape/transpose/slice chains become one strided view where strides can say it
     dead_code,             # drop what the rewrites left unused
 ]
 

@@ -1,0 +1,164 @@
+"""fold_view_chains: a chain of reshapes, transposes, squeezes and slices becomes one `engine.strided_view`.
+
+Why: each shape op alone may need a copy even when the chain as a whole does not. PyTorch's
+`nn.MultiheadAttention` (ViT) splits its packed Q/K/V projection through reshape -> transpose -> select ->
+reshape(L, B*H, d) -> transpose -> reshape(B, H, L, d): the middle reshape merges the batch axis with the
+heads across a transposition, which no strides can express, so eager PyTorch (and a plan running op by op)
+copies Q, K and V every layer. Yet the chain's END is just a strided window of the projection's output
+(strides (L*3E, d, 3E, 1) for the query), so attention can read it in place.
+
+How: for every value made by a view op and read by something that is not a view op, walk back to the
+chain's source (the first value not made by a view op). Run the chain on an index tensor of the source
+(`arange` in the source's shape) at several batch sizes; the result is a strided view of the source exactly
+when `as_strided` with its per-axis strides reproduces those indices. Strides and offset are affine in the
+batch (sizes are), fitted on two batch sizes and checked on all of them. A chain of one op, a chain the
+strides cannot express, and graph outputs are left alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...ir import Graph
+from ...ir.types import Sym
+from ..tactics.views import VIEW_OPS
+from ._edit import copy_graph, make_node
+
+NAME = "fold_view_chains"
+FOLDABLE = frozenset(VIEW_OPS) - {"split", "layout_transform"}  # one-output ops that only re-describe memory
+PROBE_BATCHES = (2, 3, 1, 5, 7)  # the first two fit the affine strides, every one checks them
+
+
+def _chain(value):
+    """(source value, the view nodes from it to `value` in order), or None when `value` is not a chain end."""
+    nodes = []
+    while value.producer is not None and value.producer.op in FOLDABLE:
+        node = value.producer
+        if any(v.data is None for v in node.inputs[1:]):
+            return None  # a second activation input: not a pure view of one tensor
+        nodes.append(node)
+        value = node.inputs[0]
+    return value, nodes[::-1]
+
+
+def _batch_axis(value):
+    """(axis, scale) of the source's batch dimension, or None."""
+    for axis, d in enumerate(value.type.shape):
+        if isinstance(d, Sym) and d.symbol == "batch":
+            return axis, d.scale
+    return None
+
+
+def _strided_at(source, nodes, batch: int):
+    """(sizes, strides, offset) of the chain's result as a view of the contiguous source, or None."""
+    env = {"batch": batch}
+    shape = source.type.concrete_shape(env)
+    t = torch.arange(torch.Size(shape).numel(), dtype=torch.int64).view(shape)
+    for node in nodes:
+        (t,) = node.opdef.run([t, *(v.data for v in node.inputs[1:])], node.attrs, env, torch.device("cpu"))
+    if t.numel() == 0:
+        return None
+    flat = t.reshape(-1)
+    offset = int(flat[0])
+    strides = []
+    for axis, size in enumerate(t.shape):
+        if size == 1:
+            strides.append(None)  # any stride fits a size-1 axis
+            continue
+        step = [0] * t.dim()
+        step[axis] = 1
+        strides.append(int(t[tuple(step)]) - offset)
+    return tuple(t.shape), strides, offset, t
+
+
+def _fit(samples):
+    """Affine (constant, per-batch) pairs for the strides and offset of `samples` [(batch, sizes, strides, offset)]
+    (one sample: nothing depends on the batch)."""
+    (b1, _, s1, o1), (b2, _, s2, o2) = samples[:2] if len(samples) > 1 else (samples[0], (samples[0][0] + 1,
+                                                                                            *samples[0][1:]))
+    strides = []
+    for x1, x2 in zip(s1, s2):
+        if x1 is None or x2 is None:
+            known = x1 if x2 is None else x2
+            strides.append((0 if known is None else known, 0))
+            continue
+        per = (x2 - x1) // (b2 - b1)
+        strides.append((x1 - per * b1, per))
+    per = (o2 - o1) // (b2 - b1)
+    return strides, (o1 - per * b1, per)
+
+
+def _affine(pair, batch):
+    return pair[0] + pair[1] * batch
+
+
+def fold(source, nodes):
+    """The attributes of one engine.strided_view equal to the chain, or None when no strides express it."""
+    batch_from = _batch_axis(source)
+    batches = PROBE_BATCHES if batch_from is not None else (1,)
+    samples, results = [], []
+    try:
+        for b in batches:
+            got = _strided_at(source, nodes, b)
+            if got is None:
+                return None
+            shape, strides, offset, t = got
+            samples.append((b, shape, strides, offset))
+            results.append((b, t))
+    except (RuntimeError, ValueError):
+        return None
+    strides, offset = _fit(samples)
+    for b, t in results:
+        env = {"batch": b}
+        numel = torch.Size(source.type.concrete_shape(env)).numel()
+        sizes = tuple(t.shape)
+        bound = [_affine(s, b) for s in strides]
+        if any(s < 0 for s in bound) or _affine(offset, b) < 0:
+            return None
+        try:
+            view = torch.arange(numel, dtype=torch.int64).as_strided(sizes, bound, _affine(offset, b))
+        except RuntimeError:
+            return None
+        if not torch.equal(view, t):
+            return None
+    out = nodes[-1].outputs[0].type
+    shape = tuple((0, d.scale) if isinstance(d, Sym) else (int(d), 0) for d in out.shape)
+    if any(isinstance(d, Sym) and d.symbol != "batch" for d in out.shape):
+        return None
+    return {"shape": shape, "strides": tuple(tuple(s) for s in strides), "offset": tuple(offset),
+            "batch_from": batch_from}
+
+
+def fold_view_chains(graph: Graph, ctx) -> Graph:
+    graph = copy_graph(graph)
+    outputs = {id(v) for v in graph.outputs}
+    readers: dict[int, list] = {}
+    for node in graph.nodes:
+        for v in node.inputs:
+            readers.setdefault(id(v), []).append(node)
+    folded = 0
+    for node in list(graph.nodes):
+        if node.op not in FOLDABLE or len(node.outputs) != 1:
+            continue
+        end = node.outputs[0]
+        users = readers.get(id(end), [])
+        if id(end) in outputs or not users or all(u.op in FOLDABLE for u in users):
+            continue
+        chain = _chain(end)
+        if chain is None or len(chain[1]) < 2:
+            continue
+        source, nodes = chain
+        attrs = fold(source, nodes)
+        if attrs is None:
+            continue
+        view = make_node("engine.strided_view", [source], attrs, name=f"{end.name}.view",
+                         output_names=[graph.fresh_name(f"{end.name}.view")])
+        if view.outputs[0].type != end.type:
+            continue
+        graph.nodes.insert(graph.nodes.index(node) + 1, view)
+        for user in users:
+            if user.op not in FOLDABLE:
+                user.inputs = [view.outputs[0] if v is end else v for v in user.inputs]
+        folded += 1
+    ctx.count(NAME, folded)
+    return graph

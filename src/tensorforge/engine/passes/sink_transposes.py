@@ -1,0 +1,56 @@
+"""sink_transposes: move a transpose below the cast or row-wise dense layer that reads it.
+
+Why: a GEMM reads its input as rows, so a transposed input must first be copied into row order; a cast
+of a transposed tensor writes a copy too. Both commute with a transpose that keeps the last axis in place:
+
+    cast(transpose(x, p))          ->  transpose(cast(x), p)
+    engine.dense(transpose(x, p))  ->  transpose(engine.dense(x), p)      (p[-1] is the last axis)
+
+The GEMM then reads `x` as it is, and the transpose lands after it, where it is a free view — often the head
+of a chain of views that `fold_view_chains` turns into one strided view (nn.MultiheadAttention transposes
+its input to (L, B, E) before the packed Q/K/V projection). Only a transpose read by that one layer moves
+(otherwise the copy would stay for its other readers), and only a dense layer without a residual input (the
+residual would have to move too).
+"""
+
+from __future__ import annotations
+
+from ...ir import Graph
+from ._edit import copy_graph, make_node, replace_uses, user_counts
+
+NAME = "sink_transposes"
+
+
+def _movable(node, counts) -> bool:
+    t = node.inputs[0].producer
+    if counts.get(id(t.outputs[0]), 0) != 1:
+        return False
+    axes = t.attrs["axes"]
+    if node.op == "cast":
+        return True
+    return (node.op == "engine.dense" and not node.attrs["has_residual"] and axes is not None
+            and axes[-1] == len(axes) - 1)
+
+
+def sink_transposes(graph: Graph, ctx) -> Graph:
+    graph = copy_graph(graph)
+    moved = 0
+    for node in list(graph.nodes):
+        producer = node.inputs[0].producer if node.inputs else None
+        if node.op not in ("cast", "engine.dense") or producer is None or producer.op != "transpose":
+            continue
+        if not _movable(node, user_counts(graph)):
+            continue
+        transpose = node.inputs[0].producer
+        out = node.outputs[0]
+        inner = make_node(node.op, [transpose.inputs[0], *node.inputs[1:]], node.attrs, name=node.name,
+                          output_names=[graph.fresh_name(f"{out.name}.untransposed")])
+        outer = make_node("transpose", inner.outputs, transpose.attrs, name=transpose.name,
+                          output_names=[out.name])
+        position = graph.nodes.index(node)
+        graph.nodes[position:position + 1] = [inner, outer]
+        graph.nodes.remove(transpose)
+        replace_uses(graph, out, outer.outputs[0], skip=[outer])
+        moved += 1
+    ctx.count(NAME, moved)
+    return graph
