@@ -84,13 +84,19 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CALLS_PER_GRAPH = 5  # kernel calls captured in one timing graph: one replay's launch cost is shared
+
+
 @torch.no_grad()
 def measure(kernel: Kernel, node, ctx: BindContext, runs: int, memory_format=None) -> float:
     """Median milliseconds of `kernel` on `node`'s shapes at max_batch (one warm-up run first).
 
     `memory_format` lays out 4-d activation inputs the way the tactic receives them in a plan (a
     channels-last convolution follows channels-last layers), so layout conversions it would not pay in
-    the plan do not distort its timing. On CUDA each run is timed with CUDA events."""
+    the plan do not distort its timing. On CUDA the kernel is timed as the plan runs it: captured in a CUDA
+    graph and replayed (CUDA events around each replay), so the host-side cost of a launch — large for a
+    Triton kernel called from Python, absent from a plan's graph replay — does not decide between tactics.
+    A kernel that cannot be captured is timed by direct calls instead."""
     env = ctx.env
     inputs = [_example(v, env, ctx.device) for v in node.inputs]
     if memory_format is not None:
@@ -98,22 +104,44 @@ def measure(kernel: Kernel, node, ctx: BindContext, runs: int, memory_format=Non
                   for v, t in zip(node.inputs, inputs)]
     outputs = [torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device=ctx.device)
                for v in node.outputs]
-    kernel(inputs, outputs, env)
-    times = []
+    call = lambda: kernel(inputs, outputs, env)  # noqa: E731
+    call()
     if ctx.device.type == "cuda":
+        graph = _captured(call, ctx.device)
+        replay, per_replay = (graph.replay, CALLS_PER_GRAPH) if graph is not None else (call, 1)
+        times = []
         for _ in range(runs):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            kernel(inputs, outputs, env)
+            replay()
             end.record()
             end.synchronize()
-            times.append(start.elapsed_time(end))
+            times.append(start.elapsed_time(end) / per_replay)
         return statistics.median(times)
+    times = []
     for _ in range(runs):
         start = time.perf_counter()
-        kernel(inputs, outputs, env)
+        call()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def _captured(call, device: torch.device):
+    """A CUDA graph of CALLS_PER_GRAPH calls (after a warm-up on a side stream, as capture requires), or None."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    try:
+        with torch.cuda.stream(side):
+            call()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(CALLS_PER_GRAPH):
+                call()
+        return graph
+    except Exception:  # noqa: BLE001 - capture is an optimisation of the measurement, never a requirement
+        torch.cuda.synchronize(device)
+        return None
 
 
 @dataclass

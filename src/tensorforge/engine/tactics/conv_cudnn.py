@@ -202,8 +202,9 @@ class Conv2dTritonEpilogue:
         def run(inputs, outputs, env):
             x = inputs[0].contiguous(memory_format=CHANNELS_LAST)
             with _cudnn_flags(config):
-                y = F.conv2d(x, weight, None, stride, padding, dilation, groups)
-            y_nhwc = nhwc(y)
+                # cuDNN may answer a tiny channels-last problem in NCHW: then this is the one copy
+                y = F.conv2d(x, weight, None, stride, padding, dilation, groups).contiguous(memory_format=CHANNELS_LAST)
+            y_nhwc = y.permute(0, 2, 3, 1)
             operands = [y_nhwc] + [nhwc(inputs[e]) if isinstance(e, int) else e for e in extra]
             epilogue(operands, [y_nhwc], env)  # in place: every element is read, then written, by one thread
             return (y,)
