@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from engine_helpers import BATCH, FUSED_TOL, check_pass, graph_with_input, ops
+from tensorforge import ir
 from tensorforge.engine.passes import PassContext, fold_view_chains, sink_transposes
 from tensorforge.ir import Sym, TensorType
 
@@ -125,3 +126,25 @@ def test_multihead_attention_plan_matches_eager():
         expected = block(x)
     for batch in (1, 3):
         torch.testing.assert_close(module(x[:batch]), expected[:batch], rtol=1e-4, atol=1e-5)
+
+
+def test_split_parts_fold_onto_the_wide_projection():
+    """BERT after horizontal fusion: one wide GEMM, a split, then per part reshape(B, L, H, d) -> transpose."""
+    g, x = graph_with_input((5, 24))
+    parts = g.call("split", x, indices_or_sections=(8, 16), axis=-1)
+    heads = [g.call("transpose", g.call("reshape", p, newshape=(BATCH, 5, 2, 4)), axes=(0, 2, 1, 3)) for p in parts]
+    g.set_outputs([g.call("add", g.call("multiply", heads[0], heads[1]), heads[2])])
+    out = check_pass(fold_view_chains, g, [torch.randn(3, 5, 24)], count=3)
+    views = [n for n in out.nodes if n.op == "engine.strided_view"]
+    assert [v.inputs[0] for v in views] == [out.inputs[0]] * 3
+
+
+def test_chains_from_attention_outputs_stay():
+    """Attention kernels leave their output as [batch, seq, heads, dim] in memory: PyTorch's own view ops
+    find views of that, a folded view (which reads row-major memory) would copy."""
+    g = ir.Graph("attn")
+    q = g.add_input("q", TensorType("float32", (BATCH, 2, 5, 4)))
+    o = g.call("nn.scaled_dot_product_attention", q, q, q)
+    g.set_outputs([g.call("nn.relu", g.call("reshape", g.call("transpose", o, axes=(0, 2, 1, 3)),
+                                            newshape=(BATCH, 5, 8)))])
+    check_pass(fold_view_chains, g, [torch.randn(2, 2, 5, 4)], count=0)

@@ -12,7 +12,12 @@ chain's source (the first value not made by a view op). Run the chain on an inde
 (`arange` in the source's shape) at several batch sizes; the result is a strided view of the source exactly
 when `as_strided` with its per-axis strides reproduces those indices. Strides and offset are affine in the
 batch (sizes are), fitted on two batch sizes and checked on all of them. A chain of one op, a chain the
-strides cannot express, and graph outputs are left alone.
+strides cannot express, and graph outputs are left alone. A `split` is a view too (its parts are slices), so
+the Q/K/V parts of a horizontally fused projection fold straight onto the wide GEMM's output.
+
+The folded view reads its source as row-major memory (a source laid out otherwise is copied first, still
+correct), so chains starting at a convolution or attention output, which kernels often leave in another
+memory order, stay as they are.
 """
 
 from __future__ import annotations
@@ -25,20 +30,27 @@ from ..tactics.views import VIEW_OPS
 from ._edit import copy_graph, make_node
 
 NAME = "fold_view_chains"
-FOLDABLE = frozenset(VIEW_OPS) - {"split", "layout_transform"}  # one-output ops that only re-describe memory
+FOLDABLE = frozenset(VIEW_OPS) - {"layout_transform"}  # ops that only re-describe memory (a split: slices)
+# producers whose result may sit in memory in another order than the IR's row-major one (cuDNN answers
+# channels-last, attention kernels answer [batch, seq, heads, dim]): the folded view would need a copy of
+# the source first, while PyTorch's own view ops often find a view of what is there
+PERMUTED_PRODUCERS = frozenset({"engine.conv", "nn.conv1d", "nn.conv2d", "nn.conv3d", "nn.scaled_dot_product_attention"})
 PROBE_BATCHES = (2, 3, 1, 5, 7)  # the first two fit the affine strides, every one checks them
 
 
 def _chain(value):
-    """(source value, the view nodes from it to `value` in order), or None when `value` is not a chain end."""
-    nodes = []
+    """(source value, [(view node, which of its outputs)] from the source to `value`), or None when the chain
+    reads a second activation or starts at a value whose memory may not be in row-major order at run time."""
+    steps = []
     while value.producer is not None and value.producer.op in FOLDABLE:
         node = value.producer
         if any(v.data is None for v in node.inputs[1:]):
             return None  # a second activation input: not a pure view of one tensor
-        nodes.append(node)
+        steps.append((node, node.outputs.index(value)))
         value = node.inputs[0]
-    return value, nodes[::-1]
+    if value.producer is not None and value.producer.op in PERMUTED_PRODUCERS:
+        return None
+    return value, steps[::-1]
 
 
 def _batch_axis(value):
@@ -49,13 +61,13 @@ def _batch_axis(value):
     return None
 
 
-def _strided_at(source, nodes, batch: int):
+def _strided_at(source, steps, batch: int):
     """(sizes, strides, offset) of the chain's result as a view of the contiguous source, or None."""
     env = {"batch": batch}
     shape = source.type.concrete_shape(env)
     t = torch.arange(torch.Size(shape).numel(), dtype=torch.int64).view(shape)
-    for node in nodes:
-        (t,) = node.opdef.run([t, *(v.data for v in node.inputs[1:])], node.attrs, env, torch.device("cpu"))
+    for node, which in steps:
+        t = node.opdef.run([t, *(v.data for v in node.inputs[1:])], node.attrs, env, torch.device("cpu"))[which]
     if t.numel() == 0:
         return None
     flat = t.reshape(-1)
@@ -92,14 +104,14 @@ def _affine(pair, batch):
     return pair[0] + pair[1] * batch
 
 
-def fold(source, nodes):
+def fold(source, steps):
     """The attributes of one engine.strided_view equal to the chain, or None when no strides express it."""
     batch_from = _batch_axis(source)
     batches = PROBE_BATCHES if batch_from is not None else (1,)
     samples, results = [], []
     try:
         for b in batches:
-            got = _strided_at(source, nodes, b)
+            got = _strided_at(source, steps, b)
             if got is None:
                 return None
             shape, strides, offset, t = got
@@ -121,7 +133,8 @@ def fold(source, nodes):
             return None
         if not torch.equal(view, t):
             return None
-    out = nodes[-1].outputs[0].type
+    node, which = steps[-1]
+    out = node.outputs[which].type
     shape = tuple((0, d.scale) if isinstance(d, Sym) else (int(d), 0) for d in out.shape)
     if any(isinstance(d, Sym) and d.symbol != "batch" for d in out.shape):
         return None
@@ -138,27 +151,26 @@ def fold_view_chains(graph: Graph, ctx) -> Graph:
             readers.setdefault(id(v), []).append(node)
     folded = 0
     for node in list(graph.nodes):
-        if node.op not in FOLDABLE or len(node.outputs) != 1:
+        if node.op not in FOLDABLE:
             continue
-        end = node.outputs[0]
-        users = readers.get(id(end), [])
-        if id(end) in outputs or not users or all(u.op in FOLDABLE for u in users):
-            continue
-        chain = _chain(end)
-        if chain is None or len(chain[1]) < 2:
-            continue
-        source, nodes = chain
-        attrs = fold(source, nodes)
-        if attrs is None:
-            continue
-        view = make_node("engine.strided_view", [source], attrs, name=f"{end.name}.view",
-                         output_names=[graph.fresh_name(f"{end.name}.view")])
-        if view.outputs[0].type != end.type:
-            continue
-        graph.nodes.insert(graph.nodes.index(node) + 1, view)
-        for user in users:
-            if user.op not in FOLDABLE:
-                user.inputs = [view.outputs[0] if v is end else v for v in user.inputs]
-        folded += 1
+        for end in node.outputs:
+            users = readers.get(id(end), [])
+            if id(end) in outputs or not users or all(u.op in FOLDABLE for u in users):
+                continue
+            chain = _chain(end)
+            if chain is None or len(chain[1]) < 2:
+                continue
+            attrs = fold(*chain)
+            if attrs is None:
+                continue
+            view = make_node("engine.strided_view", [chain[0]], attrs, name=f"{end.name}.view",
+                             output_names=[graph.fresh_name(f"{end.name}.view")])
+            if view.outputs[0].type != end.type:
+                continue
+            graph.nodes.insert(graph.nodes.index(node) + 1, view)
+            for user in users:
+                if user.op not in FOLDABLE:
+                    user.inputs = [view.outputs[0] if v is end else v for v in user.inputs]
+            folded += 1
     ctx.count(NAME, folded)
     return graph
