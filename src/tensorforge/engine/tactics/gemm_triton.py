@@ -1,0 +1,177 @@
+"""Triton GEMM tactics with the whole epilogue inside: `engine.dense`, and `engine.conv` when it is a 1x1 conv.
+
+cuBLASLt's epilogues cover bias + relu or tanh-gelu; everything else a layer ends with (relu6, erf-gelu, silu,
+hardswish, a residual add) costs library GEMMs one more pass over the output. This template keeps the
+accumulator in registers and applies bias, residual and activation before its one store, so a fused layer is
+one kernel that writes its result once. A 1x1 convolution over a channels-last tensor is exactly this GEMM:
+[N*H*W, C_in] x [C_in, C_out] — MobileNet's expand and project layers, most of its convolutions.
+
+Several tile configurations are registered as separate tactics (`triton_gemm_<BMxBNxBK>`); the builder times
+them against cuBLAS and cuDNN on each layer's real shapes and keeps the fastest, as TensorRT does with its
+kernel library. The tactics take float16/bfloat16 inputs (float32 layers keep the libraries' TF32/IEEE
+choice) and accumulate in float32. Weights are transposed to [K, N] once, at bind time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import torch
+
+from .registry import tactic
+
+ACTIVATION_CODES = {None: 0, "nn.relu": 1, "clip": 2, "nn.gelu": 3, "nn.silu": 5, "nn.hardswish": 6, "sigmoid": 7,
+                    "tanh": 8, "nn.leaky_relu": 9}  # nn.gelu with approximate="tanh" is code 4
+TILES = {  # name -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
+    "triton_gemm_128x128x64": (128, 128, 64, 8, 3),
+    "triton_gemm_128x64x64": (128, 64, 64, 4, 4),
+    "triton_gemm_64x64x64": (64, 64, 64, 4, 4),
+}
+GROUP_M = 8  # programs that share a column of B run together, so B's tiles stay in L2
+
+def _kernel():
+    """The @triton.jit kernel (gemm_triton_kernel.py), imported on first use."""
+    from .gemm_triton_kernel import gemm_epilogue
+    return gemm_epilogue
+
+
+def _activation(node) -> tuple[int, float, float, float] | str:
+    """(code, clip low, clip high, leaky slope) of the layer's activation, or why it cannot be fused here."""
+    a = node.attrs
+    act, attrs = a.get("activation"), dict(a.get("activation_attrs", ()))
+    if act not in ACTIVATION_CODES:
+        return f"activation {act} is not in the template"
+    code = ACTIVATION_CODES[act]
+    if act == "nn.gelu" and attrs.get("approximate", "none") == "tanh":
+        code = 4
+    lo = attrs.get("a_min")
+    hi = attrs.get("a_max")
+    return (code, -math.inf if lo is None else float(lo), math.inf if hi is None else float(hi),
+            float(attrs.get("alpha", 0.01)))
+
+
+class _Epilogue:
+    """The kernel launch shared by the dense and 1x1-conv tactics: `run(a, c, residual)` on 2-d row-major views."""
+
+    def __init__(self, node, weight_kn: torch.Tensor, bias, tile):
+        self.act = _activation(node)
+        self.weight, self.bias = weight_kn, bias
+        self.has_residual = node.attrs["has_residual"]
+        self.pre = node.attrs.get("residual_position", "pre_activation") == "pre_activation"
+        self.block_m, self.block_n, self.block_k, self.num_warps, self.num_stages = tile
+
+    def __call__(self, a: torch.Tensor, c: torch.Tensor, residual: torch.Tensor | None) -> None:
+        m, k = a.shape
+        n = c.shape[1]
+        code, lo, hi, slope = self.act
+        grid = (_cdiv(m, self.block_m) * _cdiv(n, self.block_n),)
+        _kernel()[grid](a, self.weight, c, self.bias if self.bias is not None else c,
+                        residual if residual is not None else c, m, n, k, a.stride(0), self.weight.stride(0),
+                        c.stride(0), residual.stride(0) if residual is not None else 0, lo, hi, slope,
+                        HAS_BIAS=self.bias is not None, HAS_RESIDUAL=residual is not None, RESIDUAL_PRE=self.pre,
+                        ACT=code, BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, GROUP=GROUP_M,
+                        num_warps=self.num_warps, num_stages=self.num_stages)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _supports_common(node) -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    if node.inputs[0].type.dtype not in ("float16", "bfloat16"):
+        return "the Triton GEMM template takes float16/bfloat16 layers (float32 keeps the libraries' TF32 choice)"
+    if node.inputs[1].data is None:
+        return "the weight must be a constant"
+    if node.attrs["has_bias"] and node.inputs[2].data is None:
+        return "the bias must be a constant"
+    act = _activation(node)
+    return act if isinstance(act, str) else None
+
+
+def _rows(t: torch.Tensor, k: int) -> torch.Tensor:
+    """`t` as [rows, k] with unit stride along k (a view when the memory allows, else a copy)."""
+    flat = t.reshape(-1, k)
+    return flat if flat.stride(1) == 1 else flat.contiguous()
+
+
+class _DenseTemplate:
+    writes_arena = True
+    packs_weights = True
+    tile: tuple = ()
+
+    @staticmethod
+    def supports(node, config):
+        return _supports_common(node)
+
+    @classmethod
+    def bind(cls, node, ctx):
+        weight_kn = node.inputs[1].data.to(ctx.device).t().contiguous()
+        bias = node.inputs[2].data.to(ctx.device) if node.attrs["has_bias"] else None
+        gemm = _Epilogue(node, weight_kn, bias, cls.tile)
+        k, n = weight_kn.shape
+        residual_index = 2 + int(node.attrs["has_bias"]) if node.attrs["has_residual"] else None
+
+        def run(inputs, outputs, env):
+            x = inputs[0]
+            out = outputs[0]
+            if out is None or not out.is_contiguous():
+                out = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=x.device)
+            residual = _rows(inputs[residual_index], n) if residual_index is not None else None
+            gemm(_rows(x, k), out.view(-1, n), residual)
+            return (out,)
+
+        return run
+
+
+class _Conv1x1Template:
+    """A 1x1, stride-1, unpadded, ungrouped convolution over channels-last activations, as the GEMM."""
+
+    writes_arena = False  # its output is channels-last; arena views are row-major NCHW
+    packs_weights = True
+    input_memory_format = torch.channels_last
+    tile: tuple = ()
+
+    @staticmethod
+    def supports(node, config):
+        a = node.attrs
+        if a.get("ndim") != 2 or tuple(node.inputs[1].type.shape[2:]) != (1, 1):
+            return "the template covers 1x1 2-d convolutions"
+        if tuple(a["strides"]) != (1, 1) or tuple(a["dilation"]) != (1, 1) or any(a["padding"]) or a["groups"] != 1:
+            return "the template covers stride-1, unpadded, ungrouped 1x1 convolutions"
+        return _supports_common(node)
+
+    @classmethod
+    def bind(cls, node, ctx):
+        weight = node.inputs[1].data.to(ctx.device)
+        c_out, c_in = weight.shape[:2]
+        weight_kn = weight.reshape(c_out, c_in).t().contiguous()
+        bias = node.inputs[2].data.to(ctx.device) if node.attrs["has_bias"] else None
+        gemm = _Epilogue(node, weight_kn, bias, cls.tile)
+        residual_index = 2 + int(node.attrs["has_bias"]) if node.attrs["has_residual"] else None
+
+        def nhwc_rows(t, channels):
+            return t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, channels)
+
+        def run(inputs, outputs, env):
+            x = inputs[0]
+            n, _, h, w = x.shape
+            y = torch.empty((n, c_out, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+            residual = nhwc_rows(inputs[residual_index], c_out) if residual_index is not None else None
+            gemm(nhwc_rows(x, c_in), y.permute(0, 2, 3, 1).reshape(-1, c_out), residual)
+            return (y,)
+
+        return run
+
+
+def _register() -> None:
+    for priority, (name, tile) in enumerate(reversed(TILES.items())):
+        dense = type(f"DenseTriton_{name}", (_DenseTemplate,), {"tile": tile})
+        tactic("engine.dense", name=name, devices=("cuda",), priority=5 + priority)(dense)
+        conv = type(f"Conv1x1Triton_{name}", (_Conv1x1Template,), {"tile": tile})
+        tactic("engine.conv", name=name, devices=("cuda",), priority=5 + priority)(conv)
+
+
+_register()

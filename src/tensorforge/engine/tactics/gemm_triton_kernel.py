@@ -1,0 +1,68 @@
+"""The Triton kernel of the GEMM-with-epilogue tactics (gemm_triton.py), in its own module because it imports
+Triton at the top: gemm_triton.py imports it only when a tactic binds, so tensorforge imports without Triton."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _tanh(x):  # from exp: the interpreter has no libdevice tanh
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -t, t)
+
+@triton.jit
+def gemm_epilogue(a_ptr, b_ptr, c_ptr, bias_ptr, r_ptr, M, N, K, stride_am, stride_bk, stride_cm, stride_rm,
+                  lo, hi, slope, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+                  RESIDUAL_PRE: tl.constexpr, ACT: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr):
+    pid = tl.program_id(0)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    width = GROUP * grid_n
+    first_m = (pid // width) * GROUP
+    group_m = tl.minimum(grid_m - first_m, GROUP)
+    pid_m = first_m + (pid % width) % group_m
+    pid_n = (pid % width) // group_m
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + rm[:, None] * stride_am + rk[None, :]
+    b_ptrs = b_ptr + rk[:, None] * stride_bk + rn[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        left = K - k * BLOCK_K
+        a = tl.load(a_ptrs, mask=(rm[:, None] < M) & (rk[None, :] < left), other=0.0)
+        b = tl.load(b_ptrs, mask=(rk[:, None] < left) & (rn[None, :] < N), other=0.0)
+        acc = tl.dot(a, b, acc)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K * stride_bk
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    if HAS_RESIDUAL:
+        r = tl.load(r_ptr + rm[:, None] * stride_rm + rn[None, :], mask=mask, other=0.0).to(tl.float32)
+        if RESIDUAL_PRE:
+            acc += r
+    if ACT == 1:
+        acc = tl.where(acc < 0, 0.0, acc)
+    elif ACT == 2:
+        acc = tl.where(acc < lo, lo, tl.where(acc > hi, hi, acc))
+    elif ACT == 3:
+        acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
+    elif ACT == 4:
+        acc = 0.5 * acc * (1.0 + _tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)))
+    elif ACT == 5:
+        acc = acc / (1.0 + tl.exp(-acc))
+    elif ACT == 6:
+        acc = acc * tl.where(acc + 3.0 < 0.0, 0.0, tl.where(acc + 3.0 > 6.0, 6.0, acc + 3.0)) / 6.0
+    elif ACT == 7:
+        acc = 1.0 / (1.0 + tl.exp(-acc))
+    elif ACT == 8:
+        acc = _tanh(acc)
+    elif ACT == 9:
+        acc = tl.where(acc > 0, acc, acc * slope)
+    if HAS_RESIDUAL:
+        if not RESIDUAL_PRE:
+            acc += r
+    tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :], acc.to(c_ptr.dtype.element_ty), mask=mask)

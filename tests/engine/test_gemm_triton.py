@@ -1,0 +1,92 @@
+"""The Triton GEMM-with-epilogue tactics (engine.dense, 1x1 engine.conv): every case of gemm_triton_cases.py and
+every tile configuration under Triton's CPU interpreter (a subprocess: TRITON_INTERPRET must be set before
+triton is imported) and, on a GPU, on CUDA; what the template refuses, with the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gemm_triton_cases import CASES, layer, run_cases
+from tensorforge.engine import BuilderConfig
+from tensorforge.engine.tactics import get_tactic
+from tensorforge.engine.tactics.gemm_triton import TILES
+from tensorforge.ir import TensorType
+
+pytest.importorskip("triton")
+HERE = os.path.dirname(os.path.abspath(__file__))
+TILE = next(iter(TILES))
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([HERE, os.path.join(HERE, ".."), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, os.path.join(HERE, "gemm_triton_cases.py"), "cpu"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULTS ")), None)
+    assert line is not None, f"the interpreter run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return json.loads(line[len("RESULTS "):])
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "bf16" not in c])
+def test_template_under_the_interpreter(interpreted, case):
+    results = {k: v for k, v in interpreted.items() if k.startswith(f"{case}[")}
+    assert len(results) == len(TILES)
+    assert all(v is None for v in results.values()), results
+
+
+def test_float32_layers_keep_the_libraries():
+    (node,) = layer("engine.dense").nodes
+    node.inputs[0].type = TensorType("float32", node.inputs[0].type.shape)
+    assert "float16/bfloat16" in get_tactic("engine.dense", TILE).supports(node, BuilderConfig())
+
+
+def test_an_activation_outside_the_template_is_refused():
+    (node,) = layer("engine.dense").nodes
+    node.attrs = {**node.attrs, "activation": "nn.softplus"}
+    assert "not in the template" in get_tactic("engine.dense", TILE).supports(node, BuilderConfig(fp16=True))
+
+
+def test_only_1x1_unstrided_convolutions():
+    (node,) = layer("engine.conv").nodes
+    tactic = get_tactic("engine.conv", TILE)
+    assert tactic.supports(node, BuilderConfig(fp16=True)) is None
+    node.attrs = {**node.attrs, "strides": (2, 2)}
+    assert "stride-1" in tactic.supports(node, BuilderConfig(fp16=True))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cases_on_cuda():
+    results = run_cases("cuda")
+    assert len(results) == len(CASES) * len(TILES)
+    assert all(v is None for v in results.values()), {k: v for k, v in results.items() if v}
+
+
+@pytest.mark.parametrize("act", [0, 2, 3, 4, 9])
+@pytest.mark.parametrize("residual", [False, True])
+def test_kernel_compiles_for_sm90(act, residual):
+    """The interpreter runs Python semantics; Triton's real compiler checks types and lowering (no GPU needed)."""
+    compiler = pytest.importorskip("triton.compiler")
+    GPUTarget = pytest.importorskip("triton.backends.compiler").GPUTarget
+    import triton
+    from tensorforge.engine.tactics.gemm_triton_kernel import gemm_epilogue
+    block_m, block_n, block_k, warps, stages = TILES[TILE]
+    constexprs = {"HAS_BIAS": True, "HAS_RESIDUAL": residual, "RESIDUAL_PRE": True, "ACT": act, "BLOCK_M": block_m,
+                  "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP": 8}
+    signature = {"a_ptr": "*fp16", "b_ptr": "*fp16", "c_ptr": "*fp16", "bias_ptr": "*fp16", "r_ptr": "*fp16",
+                 "M": "i32", "N": "i32", "K": "i32", "stride_am": "i32", "stride_bk": "i32", "stride_cm": "i32",
+                 "stride_rm": "i32", "lo": "fp32", "hi": "fp32", "slope": "fp32", **{k: "constexpr" for k in constexprs}}
+    try:
+        source = compiler.ASTSource(gemm_epilogue, signature, constexprs=constexprs)
+    except TypeError as exc:  # another Triton's ASTSource; the GPU tests compile for real there
+        pytest.skip(f"this Triton's ASTSource differs: {exc}")
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps,
+                                                                                  "num_stages": stages})
+    assert compiled.asm["cubin"]
