@@ -1,5 +1,9 @@
 """Built plans, cached in memory and (with a directory) on disk under a content hash.
 
+In memory a plan stays cached only while something uses it (regions with the same key share one plan):
+a plan the module has replaced (multi-engine mode 0 grows a region's plan to a larger batch) is freed
+with its weights and arena instead of staying on the device behind the cache.
+
 The key hashes everything that decides what a plan is: the region (its JSON), its weights (their bytes),
 the build options, the batch size it is built for, the device and library fingerprint. Many models can
 share one directory. Files are written to a temporary name in the same directory and renamed into place,
@@ -15,6 +19,7 @@ import json
 import os
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -51,7 +56,7 @@ def plan_key(region_hash: str, build_options: dict, max_batch: int, fingerprint:
 class PlanCache:
     def __init__(self, directory: str | os.PathLike | None = None):
         self.directory = Path(directory) if directory else None
-        self._memory: dict[str, object] = {}
+        self._memory: weakref.WeakValueDictionary[str, object] = weakref.WeakValueDictionary()
         self.hits = 0
         self.builds = 0
         if self.directory is not None:
@@ -61,7 +66,7 @@ class PlanCache:
         return self.directory / f"{key}.plan"
 
     def get_or_build(self, key: str, build: Callable[[], object], load: Callable[[bytes], object]):
-        """The plan under `key`: from memory, else from disk, else built (and stored in both)."""
+        """The plan under `key`: from memory (while in use), else from disk, else built (and stored in both)."""
         plan = self._memory.get(key)
         if plan is not None:
             self.hits += 1

@@ -6,6 +6,13 @@ PyTorch (each op's reference implementation, opaque ops through the operator the
 
 Dynamic batch follows the TVM integration: multi-engine mode 0 keeps one plan per region sized for
 the largest batch seen so far (smaller batches run on it); mode 1 keeps one plan per batch size.
+
+Where the weights live: the fallback nodes' weights on the module's device (PyTorch runs them there); each
+plan's own weights (batch norm folded, packed, in the build precision) on the device, held by the plan; the
+regions' weights — the model's weights as converted — in host memory only. A region's weights are read
+only to build a plan (another batch size, a cache miss, a saved plan that cannot run here), and a plan
+runs on its own copy, so on the device they would only double the weight memory; for a model converted
+while on the GPU they are the model's own tensors, which would stay alive after the model is deleted.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ class Module(torch.nn.Module):
         self._region_hashes: dict[str, str] = {}
         self._plans: dict[str, dict[int, Plan]] = {name: {} for name in graph.subgraphs}
         self._constants = {name: v.data.to(self.device) for name, v in graph.constants.items()}
+        _region_weights_to_host(graph)
         self._graph_runner: GraphRunner | None = None
 
     # -- building --------------------------------------------------------------------------------
@@ -239,6 +247,18 @@ class Module(torch.nn.Module):
             self._restore(tensors, metadata, device, "state_dict")
         except Exception as exc:
             error_msgs.append(f"{key}: {exc}")
+
+
+def _region_weights_to_host(graph: ir.Graph) -> None:
+    """Move every region's constants to host memory, in place (see the module docstring for why). A tensor
+    several regions share (tied weights) gets one host copy, so they still share it."""
+    copies: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (the original, kept alive; its copy)
+    for region in graph.subgraphs.values():
+        for value in region.constants.values():
+            if value.data.device.type != "cpu":
+                if id(value.data) not in copies:
+                    copies[id(value.data)] = (value.data, value.data.cpu())
+                value.data = copies[id(value.data)][1]
 
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
