@@ -23,22 +23,35 @@ def _mib(row, method):
     return f"{m['peak_mem_bytes'] / 2**20:.0f}" if m and "peak_mem_bytes" in m else "—"
 
 
+def _serving_mib(row):
+    """tensorforge's serving peak (fresh .tforge load, no PyTorch model on the GPU): through the first call /
+    over the steady-state runs."""
+    s = row.get("forge", {}).get("serving", {})
+    if "peak_bytes" not in s:
+        return "—"
+    return f"{s['first_call_peak_bytes'] / 2**20:.0f} / {s['steady_peak_bytes'] / 2**20:.0f}"
+
+
+COLUMNS = ("model", "precision", "batch", "eager ms", "torch.compile ms", "tensorforge ms", "vs eager", "vs compile",
+           "tensorforge img/s", "build s", "cached build s", "plan load s", "eager peak MiB",
+           "tensorforge serving peak MiB (first call / steady)", "model-resident peak MiB compile / forge",
+           "max rel err")
+
+
 def table(rows) -> str:
-    out = ["| model | precision | batch | eager ms | torch.compile ms | tensorforge ms | vs eager | vs compile | "
-           "tensorforge img/s | build s | cached build s | plan load s | peak MiB eager / compile / forge | "
-           "max rel err |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
-        if "error" in r:
-            out.append(f"| {r['model']} | {r['precision']} | {r['batch']} | error: {r['error'][:80]} |" + " |" * 10)
+        if "error" in r or "skipped" in r:
+            why = f"error: {r['error'][:80]}" if "error" in r else f"skipped: {r['skipped']}"
+            out.append(f"| {r['model']} | {r['precision']} | {r['batch']} | {why} |" + " |" * (len(COLUMNS) - 4))
             continue
         f = r.get("forge", {})
         out.append(
             f"| {r['model']} | {r['precision']} | {r['batch']} | {_ms(r, 'eager')} | {_ms(r, 'compile')} | "
             f"{_ms(r, 'forge')} | {r.get('speedup_vs_eager', 0):.2f}× | {r.get('speedup_vs_compile', 0):.2f}× | "
             f"{f.get('throughput_per_s', 0):.0f} | {f.get('build_s', 0):.1f} | {f.get('cached_build_s', 0):.1f} | "
-            f"{f.get('plan_load_s', 0):.2f} | {_mib(r, 'eager')} / {_mib(r, 'compile')} / {_mib(r, 'forge')} | "
-            f"{f.get('rel_err', 0):.1e} |")
+            f"{f.get('plan_load_s', 0):.2f} | {_mib(r, 'eager')} | {_serving_mib(r)} | "
+            f"{_mib(r, 'compile')} / {_mib(r, 'forge')} | {f.get('rel_err', 0):.1e} |")
     return "\n".join(out)
 
 
@@ -78,6 +91,11 @@ def main(argv=None) -> int:
              f"Python {env['python']}, torch {env['torch']}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
              f"Triton {env.get('triton')}. Medians of CUDA-event timings after warm-up; eager, "
              f"`torch.compile(mode=\"reduce-overhead\")` and tensorforge in the same process on the same inputs.",
+             "", "Peak GPU memory (`torch.cuda.max_memory_allocated`, the inputs included everywhere): eager's peak "
+             "is its weights and activations. tensorforge's serving peak is what a deployment pays: the saved "
+             ".tforge loaded afresh with the PyTorch model off the GPU, through its first call (CUDA-graph capture) "
+             "and over the steady-state runs after it. The model-resident peaks count the "
+             "PyTorch model's weights on top of each method's own (for tensorforge also its build).",
              "", table(rows), "", "![speedups](speedup.png)", ""]
     for p in args.accuracy:
         acc = json.loads(Path(p).read_text())
