@@ -11,6 +11,7 @@ file format), `fingerprint.py` (what a plan was built for), `builder.py` (the bu
 """
 
 from . import ops  # noqa: F401  (registers engine.conv / engine.dense)
+from . import norm  # noqa: F401  (registers engine.layer_norm; its tactics are in tactics/norm_triton.py)
 from .tactics import pointwise_triton  # noqa: F401  (engine.pointwise: its op, torch and Triton tactics)
 from .builder import Builder
 from .config import BuilderConfig

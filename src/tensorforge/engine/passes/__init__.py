@@ -19,6 +19,7 @@ from .fold_batch_norm import fold_batch_norm
 from .fold_view_chains import fold_view_chains
 from .fuse_bias_activation import fuse_bias_activation
 from .fuse_horizontal_dense import fuse_horizontal_dense
+from .fuse_layer_norm import fuse_layer_norm
 from .fuse_pointwise import fuse_pointwise
 from .sink_transposes import sink_transposes
 
@@ -45,6 +46,7 @@ PASSES: list[Pass] = [
     fuse_horizontal_dense,  # dense layers reading the same input (Q, K, V) become one wide GEMM + split
     assign_precision,      # fp16/bf16: safe layers and their weights in the reduced type, casts at boundaries
     sink_transposes,       # a transpose read by a cast or a GEMM moves below it (no copy into row order)
+    fuse_layer_norm,       # layer norm + the casts around it + the residual add before it become one kernel
     fuse_pointwise,        # elementwise chains (and the casts precision left) become one generated kernel each
     fold_view_chains,      # reshape/transpose/slice chains become one strided view where strides can say it
     dead_code,             # drop what the rewrites left unused
@@ -63,4 +65,4 @@ def run_passes(graph: Graph, ctx: PassContext, passes: list[Pass] | None = None,
 
 
 __all__ = ["PASSES", "PassContext", "run_passes", "constant_folding", "dead_code", "fold_batch_norm",
-           "fuse_bias_activation", "fuse_horizontal_dense"]
+           "fuse_bias_activation", "fuse_horizontal_dense", "fuse_layer_norm"]

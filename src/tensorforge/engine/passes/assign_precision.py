@@ -34,9 +34,10 @@ planning, the plan's `LayerInfo.precision`) simply follows the IR. The rules:
 layer_norm and softmax stay float32 outside strict mode, although PyTorch's CUDA kernels for them accumulate
 in float32 even on half inputs: what overflows in float16 is not only the accumulator but the layer's input
 and output (TensorRT warns about LayerNorm in FP16 for the same reason). Keeping them float32 in the IR costs
-only the boundary casts, and a fusion that takes those casts into the normalization kernel (read float16,
-compute in float32, write float16) removes that cost too. The IR says what the numbers mean; fusion decides
-how many bytes move.
+only the boundary casts, and for layer norms over the last axis `fuse_layer_norm` takes those casts (and the
+residual add before the norm) into one `engine.layer_norm` kernel that reads float16, computes in float32 and
+writes float16, which removes that cost too. The IR says what the numbers mean; fusion decides how many bytes
+move.
 
 Counters: `assign_precision` counts layers moved to the reduced type; with fp16/bf16 requested, also `.casts`
 (inserted casts), `.weights` (constants converted) and `.weights_clamped` (converted constants that had finite

@@ -1,0 +1,141 @@
+"""Triton tactic for `engine.layer_norm`: the residual add and the normalization of a row in one program.
+
+One program per row, the whole row in registers (BLOCK = the hidden size rounded up to a power of two): load
+x (and the residual) in their own type, add in float32, store the sum if the layer returns it, then the mean
+and the mean of squared deviations from it (two passes over registers, no E[x²] - E[x]² cancellation), and
+store y once in its type. That is one read of each input and one write of each output, where the unfused
+FP16 graph read and wrote the activation four times, twice in float32.
+
+The kernel writes into the arena views it is offered. Inputs may be views: each tensor's rows are addressed
+through two strides over the leading axes (row r at (r // inner) * outer_stride + (r % inner) * inner_stride),
+which covers any view whose last axis is contiguous and whose leading axes fold into two — e.g. ViT's residual,
+a transpose of [tokens, batch, hidden] to [batch, tokens, hidden]. Views beyond that are copied first.
+
+Triton is imported when a kernel is first bound, so tensorforge imports, and builds CPU plans, without it;
+`supports` says so when it is missing. Rows wider than `MAX_HIDDEN` are left to the `torch` tactic (a row must
+fit in registers).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+from ...ir.types import Sym
+from .. import norm  # noqa: F401  (registers engine.layer_norm)
+from .registry import tactic
+
+MAX_HIDDEN = 8192
+
+
+@functools.cache
+def row_kernel():
+    """The @triton.jit kernel, defined on first use (importing triton is the cost tensorforge defers)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def layer_norm_rows(X, R, W, B, Y, S, inner, x_outer, x_inner, r_outer, r_inner, y_outer, y_inner,
+                        s_outer, s_inner, hidden, eps,
+                        HAS_RESIDUAL: tl.constexpr, EMIT_SUM: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        outer, within = row // inner, row % inner
+        cols = tl.arange(0, BLOCK)
+        mask = cols < hidden
+        x = tl.load(X + outer * x_outer + within * x_inner + cols, mask=mask, other=0.0).to(tl.float32)
+        if HAS_RESIDUAL:
+            x += tl.load(R + outer * r_outer + within * r_inner + cols, mask=mask, other=0.0).to(tl.float32)
+            if EMIT_SUM:
+                tl.store(S + outer * s_outer + within * s_inner + cols, x.to(S.dtype.element_ty), mask=mask)
+        mean = tl.sum(x, axis=0) / hidden
+        centered = tl.where(mask, x - mean, 0.0)
+        rstd = 1.0 / tl.sqrt_rn(tl.sum(centered * centered, axis=0) / hidden + eps)
+        gamma = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        beta = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
+        y = centered * rstd * gamma + beta
+        tl.store(Y + outer * y_outer + within * y_inner + cols, y.to(Y.dtype.element_ty), mask=mask)
+
+    return layer_norm_rows
+
+
+def row_strides(shape, tensors) -> tuple[int, list[tuple[int, int]]] | None:
+    """(inner, [(outer_stride, inner_stride) per tensor]) addressing row r of every tensor (all of `shape`,
+    last axis contiguous) at (r // inner) * outer_stride + (r % inner) * inner_stride; None when some tensor's
+    leading axes do not fold into two strides."""
+    groups: list[list] = []  # [size, strides of its innermost axis] per run of axes that fold into one
+    for axis, size in enumerate(shape[:-1]):
+        if size == 1:
+            continue
+        strides = [t.stride(axis) for t in tensors]
+        if groups and all(before == stride * size for before, stride in zip(groups[-1][1], strides)):
+            groups[-1][0] *= size
+            groups[-1][1] = strides
+        else:
+            groups.append([size, strides])
+    if len(groups) > 2:
+        return None
+    while len(groups) < 2:
+        groups.insert(0, [1, [0] * len(tensors)])
+    (_, outer), (inner, within) = groups
+    return inner, list(zip(outer, within))
+
+
+class LayerNormKernel:
+    """The bound kernel: the launch constants are fixed by the node; strides are read per call."""
+
+    def __init__(self, node):
+        attrs = node.attrs
+        self.has_residual, self.emit_sum, self.eps = attrs["has_residual"], attrs["emit_sum"], attrs["epsilon"]
+        self.hidden = node.inputs[0].type.shape[-1]
+        self.block = 1 << (self.hidden - 1).bit_length()
+        self.num_warps = min(max(self.block // 256, 1), 8)
+        self.out_dtypes = [v.type.torch_dtype for v in node.outputs]
+        self.kernel = row_kernel()
+
+    def __call__(self, inputs, offered, env):
+        x = inputs[0]
+        gamma, beta = (t.contiguous() for t in inputs[-2:])
+        # a view that moves the normalized axis is copied (what any layer_norm kernel would have to do)
+        reads = [t if t.shape[-1] == 1 or t.stride(-1) == 1 else t.contiguous()
+                 for t in inputs[:1 + int(self.has_residual)]]
+        outs = [view if view is not None and view.is_contiguous()
+                else torch.empty(x.shape, dtype=dtype, device=x.device)
+                for view, dtype in zip(offered, self.out_dtypes)]
+        if x.numel() == 0:
+            return outs
+        layout = row_strides(x.shape, reads + outs)
+        if layout is None:  # leading axes no two strides can address: copy the views (outputs are contiguous)
+            reads = [t.contiguous() for t in reads]
+            layout = row_strides(x.shape, reads + outs)
+        inner, strides = layout
+        residual, residual_strides = (reads[1], strides[1]) if self.has_residual else (reads[0], (0, 0))
+        total, total_strides = (outs[1], strides[-1]) if self.emit_sum else (outs[0], (0, 0))
+        self.kernel[(x.numel() // self.hidden,)](
+            reads[0], residual, gamma, beta, outs[0], total, inner, *strides[0], *residual_strides,
+            *strides[len(reads)], *total_strides, self.hidden, self.eps,
+            HAS_RESIDUAL=self.has_residual, EMIT_SUM=self.emit_sum, BLOCK=self.block, num_warps=self.num_warps)
+        return outs
+
+
+@tactic("engine.layer_norm", name="triton", devices=("cuda",), priority=10)
+class TritonLayerNorm:
+    """A hand-written kernel, not generated: the op fixes what it computes, only dtypes and flags vary."""
+
+    writes_arena = True
+
+    @staticmethod
+    def supports(node, config) -> str | None:
+        if importlib.util.find_spec("triton") is None:
+            return "Triton is not installed"
+        hidden = node.inputs[0].type.shape[-1]
+        if isinstance(hidden, Sym):
+            return "the normalized axis has a symbolic size"
+        if hidden > MAX_HIDDEN:
+            return f"rows of {hidden} elements do not fit in registers (at most {MAX_HIDDEN})"
+        return None
+
+    @staticmethod
+    def bind(node, ctx):
+        return LayerNormKernel(node)
