@@ -21,6 +21,7 @@ from .fuse_bias_activation import fuse_bias_activation
 from .fuse_horizontal_dense import fuse_horizontal_dense
 from .fuse_layer_norm import fuse_layer_norm
 from .fuse_pointwise import fuse_pointwise
+from .hoist_attention_masks import hoist_attention_masks
 from .sink_transposes import sink_transposes
 
 
@@ -47,6 +48,7 @@ PASSES: list[Pass] = [
     assign_precision,      # fp16/bf16: safe layers and their weights in the reduced type, casts at boundaries
     sink_transposes,       # a transpose read by a cast or a GEMM moves below it (no copy into row order)
     fuse_layer_norm,       # layer norm + the casts around it + the residual add before it become one kernel
+    hoist_attention_masks,  # a boolean attention mask becomes an additive one, made once for every layer
     fuse_pointwise,        # elementwise chains (and the casts precision left) become one generated kernel each
     fold_view_chains,      # reshape/transpose/slice chains become one strided view where strides can say it
     dead_code,             # drop what the rewrites left unused
