@@ -3,8 +3,10 @@
 1. check the region (it verifies; its only symbol is `batch`, bound to max_batch);
 2. run the passes (`passes.PASSES`), then verify the optimized graph;
 3. choose a tactic per layer (`timing.select_tactic`; every unsupported layer reported at once);
-4. plan the activation arena at max_batch and enforce `max_workspace_size`;
-5. make the Plan (bind kernels, move weights to the device).
+4. spread independent branches over CUDA streams (`streams.plan_streams`; one stream on the CPU);
+5. plan the activation arena at max_batch for that schedule and enforce `max_workspace_size` (when the streams
+   make the arena too large, one stream it is);
+6. make the Plan (bind kernels, move weights to the device).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .memory import arena_exemptions, plan_memory
 from .passes import PassContext, run_passes
 from .plan import Plan, _normalize_device
 from .precision import tf32_mode
+from .streams import plan_streams, single_stream
 from .tactics import BindContext, candidates
 from .timing import TimingCache, select_tactic
 
@@ -48,14 +51,19 @@ class Builder:
         with tf32_mode(config.tf32) if device.type == "cuda" else contextlib.nullcontext():
             tactics = self._choose_tactics(graph, device, max_batch)  # timed as they will run
         unplanned, aliases = arena_exemptions(graph, tactics)
-        memory = plan_memory(graph, {BATCH: max_batch}, unplanned=unplanned, aliases=aliases)
+        schedule = plan_streams(graph, device.type, config.max_streams, max_batch)
+        memory = plan_memory(graph, {BATCH: max_batch}, unplanned=unplanned, aliases=aliases, schedule=schedule)
+        if memory.arena_bytes > config.max_workspace_size and schedule.num_streams > 1:
+            # concurrent branches keep their activations alive longer: on one stream the plan may still fit
+            schedule = single_stream(graph)
+            memory = plan_memory(graph, {BATCH: max_batch}, unplanned=unplanned, aliases=aliases)
         if memory.arena_bytes > config.max_workspace_size:
             raise BuildError(
                 f"region {region.name!r} needs an activation arena of {memory.arena_bytes} bytes "
                 f"({memory.arena_bytes / 2**20:.1f} MiB) at max_batch={max_batch}, but max_workspace_size allows "
                 f"{config.max_workspace_size} bytes; raise max_workspace_size or lower max_batch")
         return Plan(graph, tactics, memory, config=config, max_batch=max_batch, device=device,
-                    counters=ctx.counters, built_for=fingerprint(device))
+                    counters=ctx.counters, built_for=fingerprint(device), schedule=schedule)
 
     @staticmethod
     def _check_device(device) -> torch.device:

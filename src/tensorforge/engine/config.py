@@ -30,6 +30,8 @@ class BuilderConfig:
     - `optimization_level`: 0 takes the first supported tactic of each layer; higher levels time the
       candidates on the real shapes and keep the fastest (only where a layer has more than one).
     - `timing_cache`: path of a JSON timing cache that builds read and extend, or None.
+    - `max_streams`: on CUDA, the most streams a plan may spread independent branches over (`engine/streams.py`);
+      1 runs every layer on the caller's stream. CPU plans always run on one.
     """
 
     fp16: bool = False
@@ -39,6 +41,7 @@ class BuilderConfig:
     max_workspace_size: int = 1 << 30
     optimization_level: int = 3
     timing_cache: str | None = None
+    max_streams: int = 4
 
     def __post_init__(self):
         for name in ("fp16", "bf16", "tf32", "strict_types"):
@@ -50,6 +53,8 @@ class BuilderConfig:
         if not isinstance(self.optimization_level, int) or not 0 <= self.optimization_level <= 5:
             raise ValueError(f"BuilderConfig.optimization_level must be an int from 0 to 5, "
                              f"got {self.optimization_level!r}")
+        if isinstance(self.max_streams, bool) or not isinstance(self.max_streams, int) or self.max_streams < 1:
+            raise ValueError(f"BuilderConfig.max_streams must be a positive int, got {self.max_streams!r}")
         if self.timing_cache is not None and not isinstance(self.timing_cache, str):
             object.__setattr__(self, "timing_cache", str(self.timing_cache))  # accept os.PathLike
 

@@ -11,6 +11,16 @@ are the kernels' own results, handed to the caller (cloned if a kernel returned 
 
 One context runs one batch of inputs at a time (the arena is its scratch space); make another context
 per thread or stream (`plan.create_execution_context()`), as in TensorRT.
+
+Several streams (a CUDA plan whose schedule has them, streams.py): the context owns its side streams and one
+event per layer another stream waits for, all made once. A run forks every side stream from the caller's
+current stream, runs each layer on its stream after waiting for the events of its producers on other streams,
+records its own event if someone waits for it, and finally makes the caller's stream wait for every side
+stream. That is the fork/join pattern a CUDA-graph capture accepts, so the same run is captured whole (by the
+plan's GraphRunner or a module's). Tensors outside the arena go back to PyTorch's caching allocator as soon as
+they are dead, and the allocator only knows the stream that allocated them: a layer that reads such a tensor on
+another stream calls `record_stream`, so its memory is not handed out again before that stream is done with it.
+On the CPU the streams are ignored: layers run one by one in node order, which every schedule allows.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import torch
 if TYPE_CHECKING:
     from ..ir import Graph
     from .memory import MemoryPlan
+    from .streams import StreamSchedule
     from .tactics.registry import Kernel
 
 
@@ -49,7 +60,7 @@ class Program:
     """The flat, bound form of a plan's graph (see the module docstring)."""
 
     def __init__(self, graph: "Graph", kernels: Mapping[str, "Kernel"], tactics: Mapping[str, str],
-                 memory: "MemoryPlan", device: torch.device):
+                 memory: "MemoryPlan", device: torch.device, schedule: "StreamSchedule"):
         index: dict[int, int] = {}
 
         def slot_of(value) -> int:
@@ -78,15 +89,32 @@ class Program:
         self.num_values = len(index)
         self.arena_bytes = memory.arena_bytes
         self.device = device
+        # the stream schedule, and the reads that cross streams on tensors the caching allocator may hand out again
+        self.num_streams = schedule.num_streams
+        self.streams = schedule.streams
+        self.waits = schedule.waits
+        self.signals = schedule.signals
+        producer_stream = {j: stream for step, stream in zip(self.steps, self.streams) for j in step.outputs}
+        in_arena = {a.index for a in self.arena_values}
+        self.cross_stream_reads = [
+            tuple(sorted(i for i in set(step.inputs)
+                         if i in producer_stream and producer_stream[i] != stream and i not in in_arena))
+            for step, stream in zip(self.steps, self.streams)]
+        self.side_stream_outputs = tuple(sorted({i for i in self.outputs if producer_stream.get(i, 0) != 0}))
 
 
 class ExecutionContext:
-    """One arena and the program that runs in it."""
+    """One arena, the program that runs in it, and (on CUDA, for a multi-stream program) its side streams."""
 
     def __init__(self, program: Program):
         self.program = program
         self.arena = torch.empty(program.arena_bytes, dtype=torch.uint8, device=program.device)
         self._views: dict[tuple, list] = {}
+        self._side_streams: list[torch.cuda.Stream] = []
+        self._events: dict[int, torch.cuda.Event] = {}  # position of a layer -> its event, for the waits
+        if program.device.type == "cuda" and program.num_streams > 1:
+            self._side_streams = [torch.cuda.Stream(device=program.device) for _ in range(program.num_streams - 1)]
+            self._events = {position: torch.cuda.Event() for position in program.signals}
 
     def views(self, env: Mapping[str, int]) -> list:
         """Per value index: its typed arena view at these symbol sizes (None where it is not in the arena)."""
@@ -109,26 +137,62 @@ class ExecutionContext:
         values[:program.num_inputs] = inputs
         for i, tensor in program.constants:
             values[i] = tensor
-        for step, dead in zip(program.steps, program.release):
-            offered = [views[j] for j in step.outputs]
-            results = step.kernel([values[i] for i in step.inputs], offered, env)
-            if len(results) != len(step.outputs):
-                raise RuntimeError(f"layer {step.name!r} ({step.op}, tactic {step.tactic}) returned {len(results)} "
-                                   f"outputs, the plan expects {len(step.outputs)}")
-            for j, result, view in zip(step.outputs, results, offered):
-                if view is None:
-                    values[j] = result
-                    continue
-                if result is not view:
-                    if result.shape != view.shape or result.dtype != view.dtype:
-                        raise RuntimeError(f"layer {step.name!r} ({step.op}, tactic {step.tactic}) produced "
-                                           f"{result.dtype} {tuple(result.shape)}, the plan expects {view.dtype} "
-                                           f"{tuple(view.shape)}")
-                    view.copy_(result)
-                values[j] = view
-            for i in dead:
-                values[i] = None
+        if self._side_streams:
+            self._run_on_streams(values, views, env)
+        else:
+            for step, dead in zip(program.steps, program.release):
+                self._run_step(step, values, views, env)
+                for i in dead:
+                    values[i] = None
         return tuple(self._owned(values[i], i) for i in program.outputs)
+
+    def _run_on_streams(self, values: list, views: list, env: Mapping[str, int]) -> None:
+        """Every layer on its stream (see the module docstring): fork from the caller's stream, wait for the
+        producers on other streams, join back. The join is in `finally` so that a failing layer never leaves a
+        side stream forked from a CUDA-graph capture."""
+        program = self.program
+        caller = torch.cuda.current_stream(program.device)
+        streams = [caller, *self._side_streams]
+        for side in self._side_streams:
+            side.wait_stream(caller)  # inputs, and the previous run's use of the arena, come first
+        try:
+            for position, (step, dead) in enumerate(zip(program.steps, program.release)):
+                stream = streams[program.streams[position]]
+                with torch.cuda.stream(stream):
+                    for producer in program.waits[position]:
+                        stream.wait_event(self._events[producer])
+                    for i in program.cross_stream_reads[position]:
+                        values[i].record_stream(stream)
+                    self._run_step(step, values, views, env)
+                    if position in self._events:
+                        self._events[position].record(stream)
+                for i in dead:
+                    values[i] = None
+        finally:
+            for side in self._side_streams:
+                caller.wait_stream(side)
+        for i in program.side_stream_outputs:  # the caller uses (and frees) its results on its own stream
+            values[i].record_stream(caller)
+
+    @staticmethod
+    def _run_step(step: Step, values: list, views: list, env: Mapping[str, int]) -> None:
+        """Run one layer on the current stream: its results land in `values` (in their arena views when planned)."""
+        offered = [views[j] for j in step.outputs]
+        results = step.kernel([values[i] for i in step.inputs], offered, env)
+        if len(results) != len(step.outputs):
+            raise RuntimeError(f"layer {step.name!r} ({step.op}, tactic {step.tactic}) returned {len(results)} "
+                               f"outputs, the plan expects {len(step.outputs)}")
+        for j, result, view in zip(step.outputs, results, offered):
+            if view is None:
+                values[j] = result
+                continue
+            if result is not view:
+                if result.shape != view.shape or result.dtype != view.dtype:
+                    raise RuntimeError(f"layer {step.name!r} ({step.op}, tactic {step.tactic}) produced "
+                                       f"{result.dtype} {tuple(result.shape)}, the plan expects {view.dtype} "
+                                       f"{tuple(view.shape)}")
+                view.copy_(result)
+            values[j] = view
 
     def _owned(self, tensor: torch.Tensor, index: int) -> torch.Tensor:
         """A result the caller may keep: never a view into the arena, never the plan's own constant."""

@@ -10,6 +10,11 @@ Warm-up runs happen on a side stream before capture, as PyTorch requires (cuBLAS
 workspace allocations and lazy kernel loading must not happen inside a capture). All graphs of one
 runner share one memory pool. If capture fails (an op that synchronizes with the host, say), the runner
 remembers it and runs `fn` eagerly for that signature, so correctness never depends on capture.
+
+A plan that spreads its layers over several streams (streams.py) is captured whole as well: its execution
+context forks its side streams from the current stream and joins them back before returning (context.py), so
+the capture follows the side streams through their events and the graph keeps the branches concurrent. The
+warm-up runs create the side streams' cuBLAS workspaces and the events before capture begins.
 """
 
 from __future__ import annotations

@@ -18,7 +18,10 @@ returns a view of its input (a reshape on CUDA) says so (`writes_arena = False`)
 those values as `unplanned`. A view keeps the memory it looks at alive, so each `aliases` entry (view ->
 the value it views) extends the viewed value's lifetime over the view's uses.
 
-Later (multi-stream): lifetimes will come from the stream schedule instead of the node order.
+With several streams (streams.py) node order is no longer execution order: two layers of one section on
+different streams may run at the same time. So a value a side stream defines or reads inside a section counts as
+live over the whole section; every other pair of accesses still runs in node order (streams.py says why), and
+the intervals above stay sound.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from typing import AbstractSet, Any, Mapping
 
 from ..ir import Graph
+from .streams import StreamSchedule
 from .tactics.registry import get_tactic
 
 ALIGNMENT = 256
@@ -69,12 +73,14 @@ def planned_values(graph: Graph, unplanned: AbstractSet[str] = frozenset()) -> l
     return [v for node in graph.nodes for v in node.outputs if id(v) not in outputs and v.name not in unplanned]
 
 
-def lifetimes(graph: Graph, unplanned: AbstractSet[str] = frozenset(),
-              aliases: Mapping[str, str] | None = None) -> dict[str, tuple[int, int]]:
+def lifetimes(graph: Graph, unplanned: AbstractSet[str] = frozenset(), aliases: Mapping[str, str] | None = None,
+              schedule: StreamSchedule | None = None) -> dict[str, tuple[int, int]]:
     """(first, last) node position of every planned value: where it is defined and where it (or a view of
-    it, through `aliases`) is last read."""
+    it, through `aliases`) is last read, widened to the whole section wherever `schedule` has a side stream
+    touch it inside a multi-stream section."""
     aliases = aliases or {}
     span: dict[str, list[int]] = {}
+    section_of = schedule.section_index() if schedule is not None else {}
 
     def root(name: str) -> str:
         while name in aliases:
@@ -82,12 +88,19 @@ def lifetimes(graph: Graph, unplanned: AbstractSet[str] = frozenset(),
         return name
 
     for i, node in enumerate(graph.nodes):
+        touched = set()
         for v in node.inputs:
             for name in {v.name, root(v.name)}:
                 if name in span:
-                    span[name][1] = i
+                    span[name][1] = max(span[name][1], i)  # the end may already be widened past i
+                    touched.add(name)
         for v in node.outputs:
             span[v.name] = [i, i]
+            touched.add(v.name)
+        if i in section_of and schedule.streams[i] != 0:
+            first, last = schedule.sections[section_of[i]]
+            for name in touched:
+                span[name] = [min(span[name][0], first), max(span[name][1], last)]
     return {v.name: tuple(span[v.name]) for v in planned_values(graph, unplanned)}
 
 
@@ -96,9 +109,11 @@ def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 
 def plan_memory(graph: Graph, env: Mapping[str, int], alignment: int = ALIGNMENT, *,
-                unplanned: AbstractSet[str] = frozenset(), aliases: Mapping[str, str] | None = None) -> MemoryPlan:
-    """Offsets for every planned value of `graph`, with symbols bound by `env` (the max_batch sizes)."""
-    life = lifetimes(graph, unplanned, aliases)
+                unplanned: AbstractSet[str] = frozenset(), aliases: Mapping[str, str] | None = None,
+                schedule: StreamSchedule | None = None) -> MemoryPlan:
+    """Offsets for every planned value of `graph`, with symbols bound by `env` (the max_batch sizes), safe for
+    the streams of `schedule` (None: one stream in node order)."""
+    life = lifetimes(graph, unplanned, aliases, schedule)
     planned = planned_values(graph, unplanned)
     sizes = {v.name: align(v.type.nbytes(dict(env)), alignment) for v in planned}
     order = sorted(sizes, key=lambda name: (-sizes[name], life[name][0], name))

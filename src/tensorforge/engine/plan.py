@@ -11,6 +11,10 @@ Layout of the metadata key "tensorforge.plan" (JSON):
   memory                 the arena plan (memory.MemoryPlan.to_json)
   counters               pass rewrite counts
   data_sha256            checksum of the tensor bytes, so corruption is caught at load, not as wrong numbers
+
+The stream schedule is not stored: it is a pure function of the graph, the device type, `config.max_streams` and
+max_batch (streams.py), recomputed when a plan loads. A plan whose arena is not safe for that schedule (saved
+before plans had streams, or built on one stream to fit max_workspace_size) runs on one stream.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ from .context import ExecutionContext, Program
 from .cuda_graphs import GraphRunner
 from .errors import PlanCompatibilityError
 from .fingerprint import PLAN_FORMAT_VERSION, differences, fingerprint
-from .memory import MemoryPlan, align, arena_exemptions, planned_values
+from .memory import MemoryPlan, align, arena_exemptions, conflicts, lifetimes, planned_values
 from .precision import tf32_mode
+from .streams import StreamSchedule, plan_streams, single_stream
 from .tactics import BindContext, get_tactic
 
 PLAN_FORMAT = "tensorforge.plan"
@@ -51,17 +56,20 @@ class LayerInfo:
     tactic: str
     precision: str
     macs: int  # at max_batch
+    stream: int = 0  # 0: the caller's stream; 1..: the execution context's side streams (streams.py)
 
 
 class Plan:
     """Made by `Builder.build` or `Plan.from_bytes`; run with `plan.run(*inputs)`."""
 
     def __init__(self, graph: Graph, tactics: Mapping[str, str], memory: MemoryPlan, *, config: BuilderConfig,
-                 max_batch: int, device: torch.device | str, counters: Mapping[str, int], built_for: dict):
+                 max_batch: int, device: torch.device | str, counters: Mapping[str, int], built_for: dict,
+                 schedule: StreamSchedule):
         self.device = _normalize_device(device)
         self.config = config
         self.max_batch = max_batch
         self.memory = memory
+        self.schedule = schedule
         self.fingerprint = dict(built_for)
         self.counters = dict(counters)
         self.tactics = dict(tactics)
@@ -79,13 +87,13 @@ class Plan:
         ctx = BindContext(self.device, config, max_batch)
         kernels = {}
         self.layers: list[LayerInfo] = []
-        for node in graph.nodes:
+        for node, stream in zip(graph.nodes, schedule.streams):
             tactic = get_tactic(node.op, self.tactics[node.name])
             kernels[node.name] = tactic.bind(node, ctx)
             macs = node.opdef.count_macs([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs,
                                          env)
-            self.layers.append(LayerInfo(node.name, node.op, tactic.name, node.outputs[0].type.dtype, macs))
-        self._program = Program(graph, kernels, self.tactics, memory, self.device)
+            self.layers.append(LayerInfo(node.name, node.op, tactic.name, node.outputs[0].type.dtype, macs, stream))
+        self._program = Program(graph, kernels, self.tactics, memory, self.device, schedule)
         self._context: ExecutionContext | None = None
         self._graph_runner: GraphRunner | None = None
         self._batch_input = next(((v.name, axis) for v in graph.inputs for axis, d in enumerate(v.type.shape)
@@ -96,6 +104,11 @@ class Plan:
     @property
     def peak_activation_bytes(self) -> int:
         return self.memory.arena_bytes
+
+    @property
+    def num_streams(self) -> int:
+        """How many CUDA streams a run uses (1: every layer on the caller's stream)."""
+        return self.schedule.num_streams
 
     def create_execution_context(self) -> ExecutionContext:
         """A fresh arena for this plan (one per thread or stream that runs it concurrently)."""
@@ -143,6 +156,8 @@ class Plan:
             f"{len(self.layers)} layers, {total / 1e9:.3f} GMACs at batch {self.max_batch}",
             f"activation arena: {self.peak_activation_bytes} bytes ({self.peak_activation_bytes / 2**20:.2f} MiB), "
             f"{len(self.memory.slots)} activations",
+            f"streams: {self.num_streams}" + (f" ({len(self.schedule.sections)} concurrent sections, "
+                                              f"{len(self.schedule.signals)} events)" if self.num_streams > 1 else ""),
             "passes: " + ", ".join(f"{name} {n}" for name, n in self.counters.items()),
             "inputs:  " + ", ".join(f"{v.name}: {v.type}" for v in self.graph.inputs),
             "outputs: " + ", ".join(f"{v.name}: {v.type}" for v in self.graph.outputs),
@@ -150,10 +165,12 @@ class Plan:
         w_name = max([len(layer.name) for layer in self.layers] + [5])
         w_op = max([len(layer.op) for layer in self.layers] + [2])
         w_tac = max([len(layer.tactic) for layer in self.layers] + [6])
-        lines.append(f"  {'layer':<{w_name}}  {'op':<{w_op}}  {'tactic':<{w_tac}}  {'precision':<9}  MACs")
+        streams = self.num_streams > 1  # the stream column only where there is more than one
+        lines.append(f"  {'layer':<{w_name}}  {'op':<{w_op}}  {'tactic':<{w_tac}}  {'precision':<9}  "
+                     + ("stream  " if streams else "") + "MACs")
         for layer in self.layers:
             lines.append(f"  {layer.name:<{w_name}}  {layer.op:<{w_op}}  {layer.tactic:<{w_tac}}  "
-                         f"{layer.precision:<9}  {layer.macs}")
+                         f"{layer.precision:<9}  " + (f"{layer.stream:<6}  " if streams else "") + f"{layer.macs}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -208,8 +225,10 @@ class Plan:
             raise PlanCompatibilityError(f"corrupt plan: {type(exc).__name__}: {exc}") from exc
         _check_layers(graph, tactics, device)
         _check_memory(graph, memory, max_batch, tactics)
+        schedule = _schedule_for_arena(graph, memory, tactics, plan_streams(graph, device.type, config.max_streams,
+                                                                            max_batch))
         return cls(graph, tactics, memory, config=config, max_batch=max_batch, device=device, counters=counters,
-                   built_for=meta["fingerprint"])
+                   built_for=meta["fingerprint"], schedule=schedule)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the plan to `path` atomically (a reader never sees a half-written file)."""
@@ -290,11 +309,27 @@ def _check_layers(graph: Graph, tactics: Mapping[str, str], device: torch.device
         raise PlanCompatibilityError("the plan cannot run here: " + "; ".join(missing))
 
 
+def _schedule_for_arena(graph: Graph, memory: MemoryPlan, tactics: Mapping[str, str],
+                        schedule: StreamSchedule) -> StreamSchedule:
+    """`schedule` when the arena plan keeps its concurrent layers apart, else one stream: a plan saved before
+    plans had streams was planned for node order only, and running it on several streams would be a race."""
+    if schedule.num_streams == 1:
+        return schedule
+    unplanned, aliases = arena_exemptions(graph, tactics)
+    if conflicts(memory, lifetimes(graph, unplanned, aliases, schedule)):
+        return single_stream(graph)
+    return schedule
+
+
 def _check_memory(graph: Graph, memory: MemoryPlan, max_batch: int, tactics: Mapping[str, str]) -> None:
     env = {"batch": max_batch}
     unplanned, _ = arena_exemptions(graph, tactics)
-    for v in planned_values(graph, unplanned):
+    planned = planned_values(graph, unplanned)
+    for v in planned:
         slot = memory.slots.get(v.name)
         if slot is None or slot.size < align(v.type.nbytes(env), memory.alignment) or slot.end > memory.arena_bytes \
                 or slot.offset % memory.alignment:
             raise PlanCompatibilityError(f"corrupt plan: the arena plan has no valid slot for %{v.name}")
+    extra = sorted(set(memory.slots) - {v.name for v in planned})
+    if extra:
+        raise PlanCompatibilityError(f"corrupt plan: the arena plan has a slot for %{extra[0]}, which is not an activation")
