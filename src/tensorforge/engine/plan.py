@@ -119,7 +119,9 @@ class Plan:
         """Run on `inputs` (on `plan.device`, any batch from 1 to max_batch); returns the outputs as a tuple.
 
         On CUDA the whole plan replays as one CUDA graph per batch size (`cuda_graph=False` runs it layer by
-        layer, e.g. when a caller is itself capturing a graph; an explicit `context` is never graphed)."""
+        layer, e.g. when a caller is itself capturing a graph; an explicit `context` is never graphed). Either way
+        independent branches run on the plan's streams (`num_streams`, streams.py) and are joined back to the
+        caller's current stream before this returns."""
         env = bind_symbols(self.graph, inputs)
         for value, tensor in zip(self.graph.inputs, inputs):
             if tensor.device != self.device:
