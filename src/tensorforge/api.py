@@ -23,11 +23,12 @@ LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": loggin
 
 def build(graph: ir.Graph, config: PartitionConfig | None = None, device=None, fp16: bool = False, *,
           bf16: bool = False, tf32: bool = True, cache_dir: str | None = None, max_workspace_size: int | None = None,
-          multi_engine: int = 0, module_class: type[Module] = Module) -> Module:
+          multi_engine: int = 0, max_streams: int = 4, module_class: type[Module] = Module) -> Module:
     """A runtime module for a partitioned graph (partitioned here with defaults if `config` is None).
 
     Plans are built at first run (or with `module.build_all(batch_size)`), cached in memory and, with
-    `cache_dir`, on disk. TENSORFORGE_USE_FP16 / _CACHE_DIR / _MAX_WORKSPACE_SIZE / _MULTI_ENGINE override.
+    `cache_dir`, on disk. `max_streams` caps the CUDA streams a plan runs independent branches on (1: none).
+    TENSORFORGE_USE_FP16 / _CACHE_DIR / _MAX_WORKSPACE_SIZE / _MULTI_ENGINE override.
     """
     if config is None:
         if any(n.op == "subgraph" for n in graph.nodes):
@@ -35,7 +36,7 @@ def build(graph: ir.Graph, config: PartitionConfig | None = None, device=None, f
         graph, config = partition_for_tensorforge(graph)
     options = RuntimeOptions(fp16=fp16, bf16=bf16, tf32=tf32, cache_dir=cache_dir,
                              max_workspace_size=max_workspace_size or config.max_workspace_size,
-                             multi_engine=multi_engine)
+                             multi_engine=multi_engine, max_streams=max_streams)
     return module_class(graph, config, device=device, options=options)
 
 
@@ -85,7 +86,7 @@ def convert(model: torch.nn.Module, inputs: Sequence[torch.Tensor], fp16_mode: b
 
 def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor], precision: str = "fp32", *,  # noqa: A001
             device=None, cache_dir: str | None = None, min_block_size: int = 1, multi_engine: int = 0,
-            **partition_options: Any) -> Module:
+            max_streams: int = 4, **partition_options: Any) -> Module:
     """The one call: convert, partition and build `model` for `precision` ("fp32", "tf32", "fp32-strict",
     "fp16", "bf16"). Plans build at first run, for the batch sizes the module meets. Partition options pass
     through; `use_implicit_batch` defaults to False here (see `convert`)."""
@@ -97,7 +98,7 @@ def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor], prec
     partition_options.setdefault("use_implicit_batch", False)  # the engine binds the batch at run time
     graph, config = partition_for_tensorforge(graph, min_block_size=min_block_size, **partition_options)
     return build(graph, config, device=device, cache_dir=cache_dir, multi_engine=multi_engine,
-                 **PRECISIONS[precision])
+                 max_streams=max_streams, **PRECISIONS[precision])
 
 
 def plugin(torch_op: str, *, attrs: Mapping[str, Any] | None = None,

@@ -122,3 +122,12 @@ def test_input_on_the_wrong_device_is_a_clear_error(small_net):
 def test_empty_module_says_how_to_fill_it():
     with pytest.raises(RuntimeError, match="empty"):
         forge.EngineModule()(torch.randn(1))
+
+
+def test_max_streams_reaches_the_builder_and_is_checked():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4)).eval()
+    module = forge.compile(model, (torch.randn(2, 4),), device="cpu", max_streams=1)
+    assert module.builder_config.max_streams == 1
+    assert forge.compile(model, (torch.randn(2, 4),), device="cpu").builder_config.max_streams == 4
+    with pytest.raises(ValueError, match="max_streams"):
+        forge.compile(model, (torch.randn(2, 4),), device="cpu", max_streams=0)

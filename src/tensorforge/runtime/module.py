@@ -81,7 +81,8 @@ class Module(torch.nn.Module):
     def builder_config(self) -> BuilderConfig:
         return BuilderConfig(fp16=self.options.fp16, bf16=self.options.bf16, tf32=self.options.tf32,
                              max_workspace_size=self.options.max_workspace_size,
-                             optimization_level=self.options.optimization_level)
+                             optimization_level=self.options.optimization_level,
+                             max_streams=self.options.max_streams)
 
     @property
     def regions(self) -> dict[str, ir.Graph]:

@@ -31,11 +31,14 @@ class RuntimeOptions:
     multi_engine: int = 0
     optimization_level: int = 3
     cuda_graph: bool = True  # on CUDA, replay the whole module (or, failing that, each plan) as one graph
+    max_streams: int = 4  # CUDA streams a plan may run independent branches on (1: one stream)
 
     def __post_init__(self):
         if self.multi_engine not in (0, 1):
             raise ValueError(f"multi_engine must be 0 (one plan for the largest batch) or 1 (one plan per batch), "
                              f"got {self.multi_engine!r}")
+        if isinstance(self.max_streams, bool) or not isinstance(self.max_streams, int) or self.max_streams < 1:
+            raise ValueError(f"max_streams must be a positive int, got {self.max_streams!r}")
         if self.max_workspace_size <= 0:
             raise ValueError(f"max_workspace_size must be positive, got {self.max_workspace_size}")
 
