@@ -1,0 +1,61 @@
+"""The channels-last Triton max pool against the op's reference, one case table for two runners.
+
+`run_cases(device)` returns {case id: None or what went wrong}. Without a GPU, tests/engine/test_pool_triton.py
+runs this file as a script under Triton's interpreter on CPU tensors and reads the JSON it prints; on a GPU the
+same cases run in-process on CUDA. Pooling picks inputs exactly, so results must be bit for bit equal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from tensorforge.engine import BuilderConfig
+from tensorforge.engine.tactics import BindContext, get_tactic
+from tensorforge.ir import Graph, Sym, TensorType
+
+BATCH = Sym("batch")
+
+
+def pool(*, pool_size=(3, 3), strides=(2, 2), padding=(0, 0), dilation=(1, 1), ceil_mode=False, channels=80,
+         size=(13, 11), dtype="float16"):
+    g = Graph("pool")
+    x = g.add_input("x", TensorType(dtype, (BATCH, channels, *size)))
+    g.set_outputs([g.call("nn.max_pool2d", x, pool_size=pool_size, strides=strides, padding=padding,
+                          dilation=dilation, ceil_mode=ceil_mode)])
+    return g.verify()
+
+
+CASES = {
+    "resnet_stem": lambda: pool(padding=(1, 1)),
+    "googlenet_ceil": lambda: pool(ceil_mode=True),
+    "inception_branch_stride1": lambda: pool(strides=(1, 1), padding=(1, 1), channels=192),
+    "dilated_float32": lambda: pool(pool_size=(2, 3), dilation=(2, 1), dtype="float32", channels=7),
+}
+
+
+def run_cases(device: str) -> dict:
+    results = {}
+    tactic = get_tactic("nn.max_pool2d", "triton_nhwc")
+    for name, make in CASES.items():
+        try:
+            (node,) = make().nodes
+            assert tactic.supports(node, BuilderConfig()) is None
+            kernel = tactic.bind(node, BindContext(torch.device(device), BuilderConfig(), 4))
+            x_type = node.inputs[0].type
+            x = torch.randn(3, *x_type.shape[1:]).to(x_type.torch_dtype)
+            x[0, 0, 0, 0] = float("nan")
+            expected = node.opdef.run([x], node.attrs, {"batch": 3}, torch.device("cpu"))[0]
+            (got,) = kernel([x.to(device).contiguous(memory_format=torch.channels_last)], [None], {"batch": 3})
+            assert got.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0, equal_nan=True)
+            results[name] = None
+        except Exception as exc:  # noqa: BLE001 - report every case
+            results[name] = f"{type(exc).__name__}: {exc}"
+    return results
+
+
+if __name__ == "__main__":
+    print("RESULTS " + json.dumps(run_cases(sys.argv[1] if len(sys.argv) > 1 else "cpu")))
