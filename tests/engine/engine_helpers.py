@@ -73,3 +73,19 @@ def batch_norm_params(graph: Graph, channels: int, prefix: str = "bn"):
 
 def ops(graph: Graph) -> list[str]:
     return [n.op for n in graph.nodes]
+
+
+def interpreted_cases(script: str, timeout: int = 900) -> dict:
+    """{case: None or the problem} from running the case script `script` (a file beside this one) under Triton's
+    CPU interpreter, in a subprocess: TRITON_INTERPRET must be set before triton is imported."""
+    import os
+    import subprocess
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([here, os.path.join(here, ".."), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, os.path.join(here, script), "cpu"], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULTS ")), None)
+    assert line is not None, f"the interpreter run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return json.loads(line[len("RESULTS "):])

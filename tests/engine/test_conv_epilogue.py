@@ -6,32 +6,22 @@ built FP16 runs its convs in the engine with a cuDNN tactic and matches eager.""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from engine_helpers import interpreted_cases
 from conv_epilogue_cases import CASES, conv_layer, run_cases
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import get_tactic
 
 pytest.importorskip("triton")
-HERE = os.path.dirname(os.path.abspath(__file__))
 TACTIC = get_tactic("engine.conv", "cudnn_nhwc_triton")
 
 
 @pytest.fixture(scope="module")
 def interpreted():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([HERE, os.path.join(HERE, ".."), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, os.path.join(HERE, "conv_epilogue_cases.py"), "cpu"], env=env,
-                          capture_output=True, text=True, timeout=600)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULTS ")), None)
-    assert line is not None, f"the interpreter run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return json.loads(line[len("RESULTS "):])
+    return interpreted_cases("conv_epilogue_cases.py")
 
 
 @pytest.mark.parametrize("case", list(CASES))

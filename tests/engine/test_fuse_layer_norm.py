@@ -12,15 +12,13 @@ cases on CUDA and a BERT block built FP16 whose norms run the Triton kernel.
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from engine_helpers import BATCH, FUSED_TOL, check_pass, graph_with_input, ops, relative_error
+from engine_helpers import BATCH, FUSED_TOL, check_pass, graph_with_input, interpreted_cases, ops, relative_error
 from layer_norm_kernel_cases import CASES, layer, run_cases
 from tensorforge import ir
 from tensorforge.engine import Builder, BuilderConfig, Plan
@@ -29,7 +27,6 @@ from tensorforge.engine.tactics import candidates, get_tactic
 from tensorforge.engine.tactics import norm_triton
 from tensorforge.ir import Sym, TensorType
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 CUDA = torch.cuda.is_available()
 H = 32
 FP16 = dict(fp16=True)
@@ -350,13 +347,7 @@ def test_importing_tensorforge_does_not_import_triton():
 def interpreted():
     """{case: None or the problem}, from one interpreter run of every case on CPU tensors."""
     pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([HERE, os.path.join(HERE, ".."), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, os.path.join(HERE, "layer_norm_kernel_cases.py"), "cpu"], env=env,
-                          capture_output=True, text=True, timeout=600)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULTS ")), None)
-    assert line is not None, f"the interpreter run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return json.loads(line[len("RESULTS "):])
+    return interpreted_cases("layer_norm_kernel_cases.py")
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -4,14 +4,11 @@ triton is imported) and, on a GPU, on CUDA; what the template refuses, with the 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from engine_helpers import interpreted_cases
 from gemm_triton_cases import CASES, layer, run_cases
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import get_tactic
@@ -19,19 +16,12 @@ from tensorforge.engine.tactics.gemm_triton import TILES
 from tensorforge.ir import TensorType
 
 pytest.importorskip("triton")
-HERE = os.path.dirname(os.path.abspath(__file__))
 TILE = next(iter(TILES))
 
 
 @pytest.fixture(scope="module")
 def interpreted():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([HERE, os.path.join(HERE, ".."), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, os.path.join(HERE, "gemm_triton_cases.py"), "cpu"], env=env,
-                          capture_output=True, text=True, timeout=900)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULTS ")), None)
-    assert line is not None, f"the interpreter run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return json.loads(line[len("RESULTS "):])
+    return interpreted_cases("gemm_triton_cases.py")
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if "bf16" not in c])

@@ -6,14 +6,11 @@ registration, and — on a GPU — the cases on CUDA and plans choosing the Trit
 from __future__ import annotations
 
 import inspect
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from engine_helpers import interpreted_cases
 from pointwise_kernel_cases import CASES, chain, run_cases
 from tensorforge import ir
 from tensorforge.engine import Builder, BuilderConfig
@@ -24,20 +21,13 @@ from tensorforge.engine.tactics.pointwise_codegen import GENERATED_OPS
 from tensorforge.ir import Graph, Sym, TensorType
 
 triton = pytest.importorskip("triton")
-HERE = os.path.dirname(os.path.abspath(__file__))
 CUDA = torch.cuda.is_available()
 
 
 @pytest.fixture(scope="module")
 def interpreted():
     """{case: None or the problem}, from one interpreter run of every case on CPU tensors."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([HERE, os.path.join(HERE, ".."), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, os.path.join(HERE, "pointwise_kernel_cases.py"), "cpu"], env=env,
-                          capture_output=True, text=True, timeout=600)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULTS ")), None)
-    assert line is not None, f"the interpreter run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return json.loads(line[len("RESULTS "):])
+    return interpreted_cases("pointwise_kernel_cases.py")
 
 
 @pytest.mark.parametrize("case", list(CASES))
