@@ -131,3 +131,24 @@ def test_plan_built_on_gpu_is_cached_and_reloaded(tmp_path):
     assert (second._cache.builds, second._cache.hits) == (0, 1)
     with torch.no_grad():
         torch.testing.assert_close(first(x), second(x))
+
+
+def test_captures_share_one_stream_so_cublas_keeps_one_workspace():
+    """cuBLAS keeps a workspace (tens of MiB) per stream it has run on. Every warm-up and capture runs on
+    `capture_stream`, so more signatures and more runners must not add a workspace each."""
+    from tensorforge.engine.cuda_graphs import GraphRunner, capture_stream
+
+    weight = torch.randn(256, 256, device="cuda", dtype=torch.float16)
+    runners = [GraphRunner(lambda x: (x @ weight,)) for _ in range(2)]
+    torch.cuda.synchronize()
+    torch._C._cuda_clearCublasWorkspaces()
+    runners[0](torch.randn(8, 256, device="cuda", dtype=torch.float16))
+    after_first = torch.cuda.memory_allocated()
+    for runner in runners:
+        for rows in (16, 32, 64, 8):
+            x = torch.randn(rows, 256, device="cuda", dtype=torch.float16)
+            torch.testing.assert_close(runner(x)[0], x @ weight)
+    assert sum(r.captured for r in runners) == 8
+    grown = torch.cuda.memory_allocated() - after_first
+    assert grown < 2**20, f"{grown / 2**20:.1f} MiB more after seven captures: a workspace per capture stream"
+    assert capture_stream("cuda") is capture_stream(torch.device("cuda", torch.cuda.current_device()))

@@ -8,7 +8,10 @@ output buffers are overwritten by the next replay, so callers never see them).
 
 Warm-up runs happen on a side stream before capture, as PyTorch requires (cuBLAS/cuDNN handles,
 workspace allocations and lazy kernel loading must not happen inside a capture). All graphs of one
-runner share one memory pool. If capture fails (an op that synchronizes with the host, say), the runner
+runner share one memory pool, and every warm-up and capture of a process runs on one stream per device
+(`capture_stream`): cuBLAS keeps a workspace (32 MiB on Hopper) for each stream it has run on, so a fresh
+stream per capture — or a warm-up stream apart from the capture stream — would leave a workspace behind
+each time, and a plan would hold more memory than eager PyTorch, which has one. If capture fails (an op that synchronizes with the host, say), the runner
 remembers it and runs `fn` eagerly for that signature, so correctness never depends on capture.
 
 A plan that spreads its layers over several streams (streams.py) is captured whole as well: its execution
@@ -27,6 +30,23 @@ import torch
 logger = logging.getLogger("tensorforge")
 
 WARMUP_RUNS = 2
+
+
+_CAPTURE_STREAMS: dict[int, "torch.cuda.Stream"] = {}
+
+
+def capture_stream(device: torch.device | int | None = None) -> torch.cuda.Stream:
+    """The one side stream of `device` that tensorforge warms up and captures CUDA graphs on (see above)."""
+    if isinstance(device, int):
+        index = device
+    else:
+        index = torch.device(device).index if device is not None else None
+    if index is None:
+        index = torch.cuda.current_device()
+    stream = _CAPTURE_STREAMS.get(index)
+    if stream is None:
+        stream = _CAPTURE_STREAMS[index] = torch.cuda.Stream(device=index)
+    return stream
 
 
 def _signature(inputs: Sequence[torch.Tensor]) -> tuple:
@@ -65,7 +85,7 @@ class GraphRunner:
 
     def _capture(self, key, inputs):
         static_inputs = [t.clone() for t in inputs]
-        side = torch.cuda.Stream()
+        side = capture_stream(inputs[0].device if inputs else None)
         side.wait_stream(torch.cuda.current_stream())
         try:
             with torch.cuda.stream(side):
@@ -75,7 +95,7 @@ class GraphRunner:
             graph = torch.cuda.CUDAGraph()
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
-            with torch.cuda.graph(graph, pool=self.pool):
+            with torch.cuda.graph(graph, pool=self.pool, stream=side):
                 static_outputs = tuple(self.fn(*static_inputs))
         except Exception as exc:  # noqa: BLE001 - never let capture change results: run eagerly instead
             torch.cuda.synchronize()

@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 
 from ..ir.types import TensorType, bind_value
+from .cuda_graphs import capture_stream
 from .tactics.registry import BindContext, Kernel, Tactic
 
 CACHE_FORMAT = "tensorforge.timing_cache"
@@ -129,7 +130,7 @@ def measure(kernel: Kernel, node, ctx: BindContext, runs: int, memory_format=Non
 
 def _captured(call, device: torch.device):
     """A CUDA graph of CALLS_PER_GRAPH calls (after a warm-up on a side stream, as capture requires), or None."""
-    side = torch.cuda.Stream(device)
+    side = capture_stream(device)  # one stream, so one cuBLAS workspace, for every measurement of a build
     side.wait_stream(torch.cuda.current_stream(device))
     try:
         with torch.cuda.stream(side):
@@ -138,7 +139,7 @@ def _captured(call, device: torch.device):
         graph = torch.cuda.CUDAGraph()
         with warnings.catch_warnings():  # a view launches nothing: its graph is empty, and that is fine
             warnings.filterwarnings("ignore", message="The CUDA Graph is empty")
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=side):
                 for _ in range(CALLS_PER_GRAPH):
                     call()
         return graph
