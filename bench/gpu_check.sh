@@ -2,6 +2,7 @@
 # One call on the GPU machine: GPU tests, then the benchmark (and accuracy) steps asked for.
 #   bash bench/gpu_check.sh [tests] [bench ARGS...] [accuracy ARGS...]   (results under $OUT)
 #   bash bench/gpu_check.sh streams ARGS...   (one stream vs several on googlenet: bench/streams.py)
+#   bash bench/gpu_check.sh gemm ARGS...      (every engine.dense tactic on the transformer GEMMs: bench/gemm_tactics.py)
 #   bash bench/gpu_check.sh profile ARGS...   (kernels per call, tensorforge beside torch.compile: bench/kernel_profile.py)
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -12,6 +13,7 @@ step=${1:-tests}; shift || true
 case "$step" in
   tests)    python3 -m pytest -q -m gpu tests -p no:cacheprovider "$@" 2>&1 | tee "$OUT/gpu_tests.log" ;;
   profile)  python3 bench/kernel_profile.py --out "$OUT" "$@" 2>&1 | tee "$OUT/profile.log" ;;
+  gemm)     python3 bench/gemm_tactics.py --out "$OUT/gemm_tactics.json" "$@" 2>&1 | tee "$OUT/gemm_tactics.log" ;;
   streams)  python3 bench/streams.py --out "$OUT" "$@" 2>&1 | tee "$OUT/streams.log" ;;
   bench)    python3 bench/benchmark.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
   accuracy)

@@ -46,6 +46,8 @@ RELU6 = (("a_min", 0.0), ("a_max", 6.0))
 CASES = {
     "dense_bias": lambda: layer("engine.dense"),
     "dense_gelu_erf": lambda: layer("engine.dense", activation="nn.gelu", attrs=(("approximate", "none"),)),
+    "dense_gelu_erf_even_k": lambda: layer("engine.dense", activation="nn.gelu", attrs=(("approximate", "none"),),
+                                           k=128, n=80),
     "dense_gelu_tanh": lambda: layer("engine.dense", activation="nn.gelu", attrs=(("approximate", "tanh"),)),
     "dense_bf16": lambda: layer("engine.dense", dtype="bfloat16"),
     "dense_residual": lambda: layer("engine.dense", residual="pre_activation"),

@@ -61,22 +61,31 @@ def test_cases_on_cuda():
 
 @pytest.mark.parametrize("act", [0, 2, 3, 4, 9])
 @pytest.mark.parametrize("residual", [False, True])
-def test_kernel_compiles_for_sm90(act, residual):
-    """The interpreter runs Python semantics; Triton's real compiler checks types and lowering (no GPU needed)."""
+@pytest.mark.parametrize("even_k", [False, True])
+def test_kernel_compiles_for_sm90_and_pipelines_its_loads(act, residual, even_k):
+    """The interpreter runs Python semantics; Triton's real compiler checks types and lowering (no GPU needed).
+    With 16-byte aligned operands (as Triton specializes them at launch), A and B must stream through shared
+    memory by cp.async, NUM_STAGES deep, into Hopper's wgmma: a masked-row load once kept the whole template
+    from being pipelined, and it lost to cuBLAS on every large GEMM."""
     compiler = pytest.importorskip("triton.compiler")
     GPUTarget = pytest.importorskip("triton.backends.compiler").GPUTarget
     import triton
     from tensorforge.engine.tactics.gemm_triton_kernel import gemm_epilogue
     block_m, block_n, block_k, warps, stages = TILES[TILE]
     constexprs = {"HAS_BIAS": True, "HAS_RESIDUAL": residual, "RESIDUAL_PRE": True, "ACT": act, "BLOCK_M": block_m,
-                  "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP": 8}
+                  "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP": 8, "EVEN_K": even_k}
     signature = {"a_ptr": "*fp16", "b_ptr": "*fp16", "c_ptr": "*fp16", "bias_ptr": "*fp16", "r_ptr": "*fp16",
                  "M": "i32", "N": "i32", "K": "i32", "stride_am": "i32", "stride_bk": "i32", "stride_cm": "i32",
                  "stride_rm": "i32", "lo": "fp32", "hi": "fp32", "slope": "fp32", **{k: "constexpr" for k in constexprs}}
+    aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(signature)
+               if name.endswith("_ptr") or name.startswith("stride")}
     try:
-        source = compiler.ASTSource(gemm_epilogue, signature, constexprs=constexprs)
+        source = compiler.ASTSource(gemm_epilogue, signature, constexprs=constexprs, attrs=aligned)
     except TypeError as exc:  # another Triton's ASTSource; the GPU tests compile for real there
         pytest.skip(f"this Triton's ASTSource differs: {exc}")
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps,
                                                                                   "num_stages": stages})
-    assert compiled.asm["cubin"]
+    ptx = compiled.asm["ptx"]
+    assert "wgmma.mma_async" in ptx and "cp.async" in ptx
+    stage_bytes = (block_m + block_n) * block_k * 2
+    assert compiled.metadata.shared >= (stages - 1) * stage_bytes

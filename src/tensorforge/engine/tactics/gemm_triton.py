@@ -23,7 +23,9 @@ from .registry import tactic
 
 ACTIVATION_CODES = {None: 0, "nn.relu": 1, "clip": 2, "nn.gelu": 3, "nn.silu": 5, "nn.hardswish": 6, "sigmoid": 7,
                     "tanh": 8, "nn.leaky_relu": 9}  # nn.gelu with approximate="tanh" is code 4
-TILES = {  # name -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
+TILES = {  # name -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the wide ones feed Hopper's big GEMMs
+    "triton_gemm_128x256x64": (128, 256, 64, 8, 3),
+    "triton_gemm_256x128x64": (256, 128, 64, 8, 3),
     "triton_gemm_128x128x64": (128, 128, 64, 8, 3),
     "triton_gemm_128x64x64": (128, 64, 64, 4, 4),
     "triton_gemm_64x64x64": (64, 64, 64, 4, 4),
@@ -71,7 +73,7 @@ class _Epilogue:
                         c.stride(0), residual.stride(0) if residual is not None else 0, lo, hi, slope,
                         HAS_BIAS=self.bias is not None, HAS_RESIDUAL=residual is not None, RESIDUAL_PRE=self.pre,
                         ACT=code, BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, GROUP=GROUP_M,
-                        num_warps=self.num_warps, num_stages=self.num_stages)
+                        EVEN_K=k % self.block_k == 0, num_warps=self.num_warps, num_stages=self.num_stages)
 
 
 def _cdiv(a: int, b: int) -> int:

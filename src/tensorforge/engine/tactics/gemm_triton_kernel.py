@@ -15,7 +15,7 @@ def _tanh(x):  # from exp: the interpreter has no libdevice tanh
 def gemm_epilogue(a_ptr, b_ptr, c_ptr, bias_ptr, r_ptr, M, N, K, stride_am, stride_bk, stride_cm, stride_rm,
                   lo, hi, slope, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
                   RESIDUAL_PRE: tl.constexpr, ACT: tl.constexpr, BLOCK_M: tl.constexpr,
-                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr):
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr, EVEN_K: tl.constexpr):
     pid = tl.program_id(0)
     grid_m = tl.cdiv(M, BLOCK_M)
     grid_n = tl.cdiv(N, BLOCK_N)
@@ -27,13 +27,22 @@ def gemm_epilogue(a_ptr, b_ptr, c_ptr, bias_ptr, r_ptr, M, N, K, stride_am, stri
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + rm[:, None] * stride_am + rk[None, :]
-    b_ptrs = b_ptr + rk[:, None] * stride_bk + rn[None, :]
+    # Loads wrap around the edges (rows past M read row rm % M, columns past N column rn % N) instead of being
+    # masked: their results are never stored, and unmasked, aligned loads are what lets Triton's pipeliner
+    # stage A and B through shared memory asynchronously (NUM_STAGES deep) while the tensor cores work.
+    ra = tl.max_contiguous(tl.multiple_of(rm % M, BLOCK_M), BLOCK_M)
+    rb = tl.max_contiguous(tl.multiple_of(rn % N, BLOCK_N), BLOCK_N)
+    a_ptrs = a_ptr + ra[:, None] * stride_am + rk[None, :]
+    b_ptrs = b_ptr + rk[:, None] * stride_bk + rb[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, tl.cdiv(K, BLOCK_K)):
-        left = K - k * BLOCK_K
-        a = tl.load(a_ptrs, mask=(rm[:, None] < M) & (rk[None, :] < left), other=0.0)
-        b = tl.load(b_ptrs, mask=(rk[:, None] < left) & (rn[None, :] < N), other=0.0)
+        if EVEN_K:  # K is a multiple of BLOCK_K: no mask at all
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            left = K - k * BLOCK_K
+            a = tl.load(a_ptrs, mask=rk[None, :] < left, other=0.0)
+            b = tl.load(b_ptrs, mask=rk[:, None] < left, other=0.0)
         acc = tl.dot(a, b, acc)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K * stride_bk
