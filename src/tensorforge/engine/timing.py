@@ -1,6 +1,9 @@
 """Tactic selection: pick one tactic per layer, timing the candidates where there is a choice.
 
 - optimization level 0, or a single candidate: the first supported candidate (highest priority) — no timing.
+- a view op whose alias tactic applies (views.py): the alias, untimed. A view launches nothing, so timing it
+  against a tactic that writes the arena measures noise, and losing that coin toss cost a plan a full copy of
+  the tensor (the arena write, which the measurement does not see) — BERT paid 24 such copies per call.
 - otherwise each candidate is bound and timed on the layer's real shapes at max_batch (constants are the
   real weights, activations random), median of a few runs after a warm-up; the fastest wins. A candidate
   that fails while being timed is dropped with its error as the reason.
@@ -162,7 +165,7 @@ def select_tactic(node, supported: Sequence[Tactic], ctx: BindContext, cache: Ti
     """The tactic `node` runs with, or None when no candidate is left (see the module docstring)."""
     if not supported:
         return None
-    if ctx.config.optimization_level == 0 or len(supported) == 1:
+    if ctx.config.optimization_level == 0 or len(supported) == 1 or getattr(supported[0].impl, "aliases_input", False):
         return Selection(supported[0])
     runs = RUNS_PER_LEVEL[ctx.config.optimization_level]
     selection = Selection(supported[0])
