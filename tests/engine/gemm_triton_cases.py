@@ -16,7 +16,7 @@ import torch
 
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import BindContext, get_tactic
-from tensorforge.engine.tactics.gemm_triton import TILES
+from tensorforge.engine.tactics.gemm_triton import TILES, TMA_TILES
 from tensorforge.ir import Graph, Sym, TensorType
 
 BATCH = Sym("batch")
@@ -24,16 +24,16 @@ TOL = {torch.float16: (1e-2, 1e-2), torch.bfloat16: (5e-2, 5e-2)}
 TD = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def layer(op: str, *, activation=None, attrs=(), residual=None, dtype="float16", k=40, n=72):
-    """A one-node graph: engine.dense over [B, 5, k] or a 1x1 engine.conv over [B, k, 3, 5]."""
+def layer(op: str, *, activation=None, attrs=(), residual=None, dtype="float16", k=40, n=72, tokens=5):
+    """A one-node graph: engine.dense over [B, tokens, k] or a 1x1 engine.conv over [B, k, 3, 5]."""
     g = Graph(op)
     conv = op == "engine.conv"
-    shape = (BATCH, k, 3, 5) if conv else (BATCH, 5, k)
+    shape = (BATCH, k, 3, 5) if conv else (BATCH, tokens, k)
     x = g.add_input("x", TensorType(dtype, shape))
     w = torch.randn(n, k, 1, 1) if conv else torch.randn(n, k)
     inputs = [x, g.add_constant((w / k ** 0.5).to(TD[dtype]), "w"), g.add_constant(torch.randn(n).to(TD[dtype]), "b")]
     if residual:
-        inputs.append(g.add_input("r", TensorType(dtype, (BATCH, n, 3, 5) if conv else (BATCH, 5, n))))
+        inputs.append(g.add_input("r", TensorType(dtype, (BATCH, n, 3, 5) if conv else (BATCH, tokens, n))))
     attrs = {"has_bias": True, "activation": activation, "activation_attrs": tuple(attrs),
              "has_residual": residual is not None, "residual_position": residual or "pre_activation"}
     if conv:
@@ -48,6 +48,8 @@ CASES = {
     "dense_gelu_erf": lambda: layer("engine.dense", activation="nn.gelu", attrs=(("approximate", "none"),)),
     "dense_gelu_erf_even_k": lambda: layer("engine.dense", activation="nn.gelu", attrs=(("approximate", "none"),),
                                            k=128, n=80),
+    # 150 rows x 264 columns: several tiles each way, more than the persistent kernel's programs under the interpreter
+    "dense_many_tiles_residual": lambda: layer("engine.dense", residual="pre_activation", k=64, n=264, tokens=50),
     "dense_gelu_tanh": lambda: layer("engine.dense", activation="nn.gelu", attrs=(("approximate", "tanh"),)),
     "dense_bf16": lambda: layer("engine.dense", dtype="bfloat16"),
     "dense_residual": lambda: layer("engine.dense", residual="pre_activation"),
@@ -65,7 +67,7 @@ def run_cases(device: str) -> dict:
         (node,) = graph.nodes
         if device == "cpu" and node.inputs[0].type.dtype == "bfloat16":
             continue  # Triton's interpreter multiplies bfloat16 tiles as raw 16-bit integers: GPU only
-        for tile in TILES:
+        for tile in (*TILES, *TMA_TILES):
             key = f"{name}[{tile}]"
             try:
                 t = get_tactic(node.op, tile)

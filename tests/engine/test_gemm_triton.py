@@ -12,7 +12,7 @@ from engine_helpers import interpreted_cases
 from gemm_triton_cases import CASES, layer, run_cases
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import get_tactic
-from tensorforge.engine.tactics.gemm_triton import TILES
+from tensorforge.engine.tactics.gemm_triton import TILES, TMA_RESIDUAL_STAGES, TMA_TILES
 from tensorforge.ir import TensorType
 
 pytest.importorskip("triton")
@@ -27,7 +27,7 @@ def interpreted():
 @pytest.mark.parametrize("case", [c for c in CASES if "bf16" not in c])
 def test_template_under_the_interpreter(interpreted, case):
     results = {k: v for k, v in interpreted.items() if k.startswith(f"{case}[")}
-    assert len(results) == len(TILES)
+    assert len(results) == len(TILES) + len(TMA_TILES)
     assert all(v is None for v in results.values()), results
 
 
@@ -55,7 +55,7 @@ def test_only_1x1_unstrided_convolutions():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cases_on_cuda():
     results = run_cases("cuda")
-    assert len(results) == len(CASES) * len(TILES)
+    assert len(results) == len(CASES) * (len(TILES) + len(TMA_TILES))
     assert all(v is None for v in results.values()), {k: v for k, v in results.items() if v}
 
 
@@ -89,3 +89,37 @@ def test_kernel_compiles_for_sm90_and_pipelines_its_loads(act, residual, even_k)
     assert "wgmma.mma_async" in ptx and "cp.async" in ptx
     stage_bytes = (block_m + block_n) * block_k * 2
     assert compiled.metadata.shared >= (stages - 1) * stage_bytes
+
+
+@pytest.mark.parametrize("tile", list(TMA_TILES))
+@pytest.mark.parametrize("residual", [False, True])
+def test_persistent_tma_kernel_compiles_for_sm90(tile, residual):
+    """The persistent kernel loads and stores through TMA (cp.async.bulk.tensor) into wgmma, within Hopper's
+    shared memory (227 KiB per block), for every registered tile."""
+    compiler = pytest.importorskip("triton.compiler")
+    GPUTarget = pytest.importorskip("triton.backends.compiler").GPUTarget
+    import triton
+    from tensorforge.engine.tactics.gemm_triton_kernel import gemm_epilogue_tma
+    block_m, block_n, block_k, warps, stages = TMA_TILES[tile]
+    stages = TMA_RESIDUAL_STAGES.get(tile, stages) if residual else stages
+    constexprs = {"HAS_BIAS": True, "HAS_RESIDUAL": residual, "RESIDUAL_PRE": True, "ACT": 3, "BLOCK_M": block_m,
+                  "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP": 8}
+    signature = {"a_desc": f"tensordesc<fp16[{block_m}, {block_k}]>", "b_desc": f"tensordesc<fp16[{block_k}, {block_n}]>",
+                 "c_desc": f"tensordesc<fp16[{block_m}, {block_n}]>", "bias_ptr": "*fp16", "r_ptr": "*fp16",
+                 "M": "i32", "N": "i32", "K": "i32", "stride_rm": "i32", "lo": "fp32", "hi": "fp32", "slope": "fp32",
+                 "programs": "i32", **{k: "constexpr" for k in constexprs}}
+    try:
+        source = compiler.ASTSource(gemm_epilogue_tma, signature, constexprs=constexprs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps,
+                                                                                      "num_stages": stages})
+    except (TypeError, KeyError) as exc:  # another Triton's signature syntax; the GPU tests compile for real
+        pytest.skip(f"this Triton spells tensor descriptors differently: {exc}")
+    ptx = compiled.asm["ptx"]
+    assert "wgmma.mma_async" in ptx and "cp.async.bulk.tensor" in ptx
+    assert compiled.metadata.shared <= 227 * 1024
+
+
+def test_tma_tiles_need_16_byte_rows():
+    (node,) = layer("engine.dense", k=36).nodes
+    assert "multiples of 8" in get_tactic("engine.dense", next(iter(TMA_TILES))).supports(node, BuilderConfig(fp16=True))
+    assert get_tactic("engine.dense", TILE).supports(node, BuilderConfig(fp16=True)) is None

@@ -6,9 +6,10 @@ accumulator in registers and applies bias, residual and activation before its on
 one kernel that writes its result once. A 1x1 convolution over a channels-last tensor is exactly this GEMM:
 [N*H*W, C_in] x [C_in, C_out] — MobileNet's expand and project layers, most of its convolutions.
 
-Several tile configurations are registered as separate tactics (`triton_gemm_<BMxBNxBK>`); the builder times
-them against cuBLAS and cuDNN on each layer's real shapes and keeps the fastest, as TensorRT does with its
-kernel library. The tactics take float16/bfloat16 inputs (float32 layers keep the libraries' TF32/IEEE
+Several tile configurations are registered as separate tactics (`triton_gemm_<BMxBNxBK>`, one program per
+output tile, and `triton_tma_<BMxBNxBK>`, persistent with Hopper's TMA loads and stores: see the kernels'
+module); the builder times them against cuBLAS and cuDNN on each layer's real shapes and keeps the fastest, as
+TensorRT does with its kernel library. The tactics take float16/bfloat16 inputs (float32 layers keep the libraries' TF32/IEEE
 choice) and accumulate in float32. Weights are transposed to [K, N] once, at bind time.
 """
 
@@ -30,12 +31,19 @@ TILES = {  # name -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the wid
     "triton_gemm_128x64x64": (128, 64, 64, 4, 4),
     "triton_gemm_64x64x64": (64, 64, 64, 4, 4),
 }
+TMA_TILES = {  # persistent TMA kernel (sm90+): A, B and C rows must be 16-byte aligned (K, N multiples of 8)
+    "triton_tma_128x256x64": (128, 256, 64, 8, 3),
+    "triton_tma_128x128x64": (128, 128, 64, 8, 4),
+}
+# A residual tile costs the TMA kernel ~32 KiB more shared memory (its layout conversion): one stage fewer keeps
+# 128x256 within Hopper's 227 KiB per block (tests/engine/test_gemm_triton.py compiles every variant)
+TMA_RESIDUAL_STAGES = {"triton_tma_128x256x64": 2}
 GROUP_M = 8  # programs that share a column of B run together, so B's tiles stay in L2
 
-def _kernel():
-    """The @triton.jit kernel (gemm_triton_kernel.py), imported on first use."""
-    from .gemm_triton_kernel import gemm_epilogue
-    return gemm_epilogue
+def _kernels():
+    """The @triton.jit kernels (gemm_triton_kernel.py), imported on first use."""
+    from . import gemm_triton_kernel
+    return gemm_triton_kernel
 
 
 def _activation(node) -> tuple[int, float, float, float] | str:
@@ -56,31 +64,63 @@ def _activation(node) -> tuple[int, float, float, float] | str:
 class _Epilogue:
     """The kernel launch shared by the dense and 1x1-conv tactics: `run(a, c, residual)` on 2-d row-major views."""
 
-    def __init__(self, node, weight_kn: torch.Tensor, bias, tile):
+    def __init__(self, node, weight_kn: torch.Tensor, bias, tile, tma: bool, residual_stages: int | None = None):
         self.act = _activation(node)
         self.weight, self.bias = weight_kn, bias
         self.has_residual = node.attrs["has_residual"]
         self.pre = node.attrs.get("residual_position", "pre_activation") == "pre_activation"
         self.block_m, self.block_n, self.block_k, self.num_warps, self.num_stages = tile
+        self.tma = tma
+        if self.has_residual and residual_stages is not None:
+            self.num_stages = residual_stages
+        if tma:
+            device = weight_kn.device
+            if device.type == "cuda" and torch.cuda.get_device_capability(device) < (9, 0):
+                raise ValueError("the TMA GEMM needs compute capability 9.0 or newer (Hopper)")
+            from triton.tools.tensor_descriptor import TensorDescriptor
+            self.descriptor = TensorDescriptor.from_tensor
+            self.b_desc = self.descriptor(weight_kn, [self.block_k, self.block_n])
+            self.programs = (torch.cuda.get_device_properties(device).multi_processor_count
+                             if device.type == "cuda" else 4)
 
     def __call__(self, a: torch.Tensor, c: torch.Tensor, residual: torch.Tensor | None) -> None:
         m, k = a.shape
         n = c.shape[1]
         code, lo, hi, slope = self.act
-        grid = (_cdiv(m, self.block_m) * _cdiv(n, self.block_n),)
-        _kernel()[grid](a, self.weight, c, self.bias if self.bias is not None else c,
-                        residual if residual is not None else c, m, n, k, a.stride(0), self.weight.stride(0),
-                        c.stride(0), residual.stride(0) if residual is not None else 0, lo, hi, slope,
-                        HAS_BIAS=self.bias is not None, HAS_RESIDUAL=residual is not None, RESIDUAL_PRE=self.pre,
-                        ACT=code, BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, GROUP=GROUP_M,
-                        EVEN_K=k % self.block_k == 0, num_warps=self.num_warps, num_stages=self.num_stages)
+        flags = dict(HAS_BIAS=self.bias is not None, HAS_RESIDUAL=residual is not None, RESIDUAL_PRE=self.pre,
+                     ACT=code, BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, GROUP=GROUP_M,
+                     num_warps=self.num_warps, num_stages=self.num_stages)
+        bias = self.bias if self.bias is not None else c
+        r_stride = residual.stride(0) if residual is not None else 0
+        residual = residual if residual is not None else c
+        if not self.tma:
+            grid = (_cdiv(m, self.block_m) * _cdiv(n, self.block_n),)
+            _kernels().gemm_epilogue[grid](a, self.weight, c, bias, residual, m, n, k, a.stride(0),
+                                           self.weight.stride(0), c.stride(0), r_stride, lo, hi, slope,
+                                           EVEN_K=k % self.block_k == 0, **flags)
+            return
+        a = a if _tma_ready(a) else a.clone()  # a fresh copy is contiguous and aligned
+        out = c if _tma_ready(c) else torch.empty((m, n), dtype=c.dtype, device=c.device)
+        a_desc = self.descriptor(a, [self.block_m, self.block_k])
+        c_desc = self.descriptor(out, [self.block_m, self.block_n])
+        programs = min(self.programs, _cdiv(m, self.block_m) * _cdiv(n, self.block_n))
+        _kernels().gemm_epilogue_tma[(programs,)](a_desc, self.b_desc, c_desc, bias, residual, m, n, k, r_stride,
+                                                  lo, hi, slope, programs, **flags)
+        if out is not c:
+            c.copy_(out)
+
+
+def _tma_ready(t: torch.Tensor) -> bool:
+    """Whether a 2-d tensor meets TMA's rules: unit inner stride, 16-byte aligned base and row stride."""
+    size = t.element_size()
+    return t.stride(1) == 1 and t.data_ptr() % 16 == 0 and (t.stride(0) * size) % 16 == 0
 
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _supports_common(node) -> str | None:
+def _supports_common(node, tma: bool) -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "Triton is not installed"
     if node.inputs[0].type.dtype not in ("float16", "bfloat16"):
@@ -89,6 +129,8 @@ def _supports_common(node) -> str | None:
         return "the weight must be a constant"
     if node.attrs["has_bias"] and node.inputs[2].data is None:
         return "the bias must be a constant"
+    if tma and any(d % 8 for d in node.inputs[1].type.shape[:2]):
+        return "the TMA GEMM needs 16-byte rows: input and output channels must be multiples of 8"
     act = _activation(node)
     return act if isinstance(act, str) else None
 
@@ -103,16 +145,18 @@ class _DenseTemplate:
     writes_arena = True
     packs_weights = True
     tile: tuple = ()
+    tma = False
+    residual_stages: int | None = None
 
-    @staticmethod
-    def supports(node, config):
-        return _supports_common(node)
+    @classmethod
+    def supports(cls, node, config):
+        return _supports_common(node, cls.tma)
 
     @classmethod
     def bind(cls, node, ctx):
         weight_kn = node.inputs[1].data.to(ctx.device).t().contiguous()
         bias = node.inputs[2].data.to(ctx.device) if node.attrs["has_bias"] else None
-        gemm = _Epilogue(node, weight_kn, bias, cls.tile)
+        gemm = _Epilogue(node, weight_kn, bias, cls.tile, cls.tma, cls.residual_stages)
         k, n = weight_kn.shape
         residual_index = 2 + int(node.attrs["has_bias"]) if node.attrs["has_residual"] else None
 
@@ -135,15 +179,17 @@ class _Conv1x1Template:
     packs_weights = True
     input_memory_format = torch.channels_last
     tile: tuple = ()
+    tma = False
+    residual_stages: int | None = None
 
-    @staticmethod
-    def supports(node, config):
+    @classmethod
+    def supports(cls, node, config):
         a = node.attrs
         if a.get("ndim") != 2 or tuple(node.inputs[1].type.shape[2:]) != (1, 1):
             return "the template covers 1x1 2-d convolutions"
         if tuple(a["strides"]) != (1, 1) or tuple(a["dilation"]) != (1, 1) or any(a["padding"]) or a["groups"] != 1:
             return "the template covers stride-1, unpadded, ungrouped 1x1 convolutions"
-        return _supports_common(node)
+        return _supports_common(node, cls.tma)
 
     @classmethod
     def bind(cls, node, ctx):
@@ -151,7 +197,7 @@ class _Conv1x1Template:
         c_out, c_in = weight.shape[:2]
         weight_kn = weight.reshape(c_out, c_in).t().contiguous()
         bias = node.inputs[2].data.to(ctx.device) if node.attrs["has_bias"] else None
-        gemm = _Epilogue(node, weight_kn, bias, cls.tile)
+        gemm = _Epilogue(node, weight_kn, bias, cls.tile, cls.tma, cls.residual_stages)
         residual_index = 2 + int(node.attrs["has_bias"]) if node.attrs["has_residual"] else None
 
         def nhwc_rows(t, channels):
@@ -169,10 +215,14 @@ class _Conv1x1Template:
 
 
 def _register() -> None:
-    for priority, (name, tile) in enumerate(reversed(TILES.items())):
-        dense = type(f"DenseTriton_{name}", (_DenseTemplate,), {"tile": tile})
+    # priorities below the libraries' (optimization level 0 keeps cuBLAS/cuDNN); TMA tiles last of all
+    tiles = [(name, tile, True) for name, tile in reversed(TMA_TILES.items())]
+    tiles += [(name, tile, False) for name, tile in reversed(TILES.items())]
+    for priority, (name, tile, tma) in enumerate(tiles):
+        spec = {"tile": tile, "tma": tma, "residual_stages": TMA_RESIDUAL_STAGES.get(name)}
+        dense = type(f"DenseTriton_{name}", (_DenseTemplate,), spec)
         tactic("engine.dense", name=name, devices=("cuda",), priority=5 + priority)(dense)
-        conv = type(f"Conv1x1Triton_{name}", (_Conv1x1Template,), {"tile": tile})
+        conv = type(f"Conv1x1Triton_{name}", (_Conv1x1Template,), spec)
         tactic("engine.conv", name=name, devices=("cuda",), priority=5 + priority)(conv)
 
 
