@@ -22,6 +22,7 @@ from tensorforge.ir import Graph, Sym, TensorType
 BATCH = Sym("batch")
 TOL = {torch.float16: (1e-2, 1e-2), torch.bfloat16: (5e-2, 5e-2)}
 TD = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+SEARCH_ALL = BuilderConfig(fp16=True, optimization_level=5)  # the wide and TMA tiles are searched from level 4
 
 
 def layer(op: str, *, activation=None, attrs=(), residual=None, dtype="float16", k=40, n=72, tokens=5):
@@ -71,9 +72,9 @@ def run_cases(device: str) -> dict:
             key = f"{name}[{tile}]"
             try:
                 t = get_tactic(node.op, tile)
-                reason = t.supports(node, BuilderConfig(fp16=True))
+                reason = t.supports(node, SEARCH_ALL)
                 assert reason is None, reason
-                kernel = t.bind(node, BindContext(torch.device(device), BuilderConfig(fp16=True), 4))
+                kernel = t.bind(node, BindContext(torch.device(device), SEARCH_ALL, 4))
                 torch.manual_seed(0)
                 acts = [torch.randn(3, *v.type.shape[1:]).to(v.type.torch_dtype) for v in graph.inputs]
                 if node.op == "engine.conv":

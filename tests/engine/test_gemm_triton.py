@@ -12,11 +12,11 @@ from engine_helpers import interpreted_cases
 from gemm_triton_cases import CASES, layer, run_cases
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import get_tactic
-from tensorforge.engine.tactics.gemm_triton import TILES, TMA_RESIDUAL_STAGES, TMA_TILES
+from tensorforge.engine.tactics.gemm_triton import TILES, TMA_RESIDUAL_STAGES, TMA_TILES, WIDE_TILES
 from tensorforge.ir import TensorType
 
 pytest.importorskip("triton")
-TILE = next(iter(TILES))
+TILE = "triton_gemm_128x128x64"  # searched at the default optimization level
 
 
 @pytest.fixture(scope="module")
@@ -121,5 +121,15 @@ def test_persistent_tma_kernel_compiles_for_sm90(tile, residual):
 
 def test_tma_tiles_need_16_byte_rows():
     (node,) = layer("engine.dense", k=36).nodes
-    assert "multiples of 8" in get_tactic("engine.dense", next(iter(TMA_TILES))).supports(node, BuilderConfig(fp16=True))
+    tma = get_tactic("engine.dense", next(iter(TMA_TILES)))
+    assert "multiples of 8" in tma.supports(node, BuilderConfig(fp16=True, optimization_level=4))
     assert get_tactic("engine.dense", TILE).supports(node, BuilderConfig(fp16=True)) is None
+
+
+def test_wide_and_tma_tiles_are_searched_from_level_4():
+    (node,) = layer("engine.dense").nodes
+    for name in WIDE_TILES:
+        tactic = get_tactic("engine.dense", name)
+        assert "optimization level 4 (this build: 3)" in tactic.supports(node, BuilderConfig(fp16=True))
+        assert tactic.supports(node, BuilderConfig(fp16=True, optimization_level=4)) is None
+    assert set(TILES) - set(WIDE_TILES) == {"triton_gemm_128x128x64", "triton_gemm_128x64x64", "triton_gemm_64x64x64"}

@@ -28,7 +28,10 @@ class BuilderConfig:
       changes nothing.
     - `max_workspace_size`: bytes the activation arena may take; a plan that needs more is a BuildError.
     - `optimization_level`: 0 takes the first supported tactic of each layer; higher levels time the
-      candidates on the real shapes and keep the fastest (only where a layer has more than one).
+      candidates on the real shapes and keep the fastest (only where a layer has more than one), with more
+      timing runs per candidate as the level rises. Levels 4 and 5 also search the tactics registered with
+      `min_level=4` (the wide and the persistent TMA Triton GEMM tiles): each is a Triton compile and a timing
+      per layer shape, for gains that are rare on the benchmark models. The default is 3.
     - `timing_cache`: path of a JSON timing cache that builds read and extend, or None.
     - `max_streams`: on CUDA, the most streams a plan may spread independent branches over (`engine/streams.py`);
       1 runs every layer on the caller's stream. CPU plans always run on one.

@@ -24,7 +24,7 @@ from .registry import tactic
 
 ACTIVATION_CODES = {None: 0, "nn.relu": 1, "clip": 2, "nn.gelu": 3, "nn.silu": 5, "nn.hardswish": 6, "sigmoid": 7,
                     "tanh": 8, "nn.leaky_relu": 9}  # nn.gelu with approximate="tanh" is code 4
-TILES = {  # name -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the wide ones feed Hopper's big GEMMs
+TILES = {  # name -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
     "triton_gemm_128x256x64": (128, 256, 64, 8, 3),
     "triton_gemm_256x128x64": (256, 128, 64, 8, 3),
     "triton_gemm_128x128x64": (128, 128, 64, 8, 3),
@@ -38,6 +38,10 @@ TMA_TILES = {  # persistent TMA kernel (sm90+): A, B and C rows must be 16-byte 
 # A residual tile costs the TMA kernel ~32 KiB more shared memory (its layout conversion): one stage fewer keeps
 # 128x256 within Hopper's 227 KiB per block (tests/engine/test_gemm_triton.py compiles every variant)
 TMA_RESIDUAL_STAGES = {"triton_tma_128x256x64": 2}
+# Searched only from optimization level 4: on an H100 (bench/results/gemm_tactics.json) neither the wide tiles
+# nor the TMA ones beat cuBLAS or the three tiles above on the benchmark models' GEMMs, and every tile is a
+# Triton compile and a timing per layer shape (MobileNetV2's build went from 16 s to 34 s with all of them).
+WIDE_TILES = ("triton_gemm_128x256x64", "triton_gemm_256x128x64", *TMA_TILES)
 GROUP_M = 8  # programs that share a column of B run together, so B's tiles stay in L2
 
 def _kernels():
@@ -221,9 +225,10 @@ def _register() -> None:
     for priority, (name, tile, tma) in enumerate(tiles):
         spec = {"tile": tile, "tma": tma, "residual_stages": TMA_RESIDUAL_STAGES.get(name)}
         dense = type(f"DenseTriton_{name}", (_DenseTemplate,), spec)
-        tactic("engine.dense", name=name, devices=("cuda",), priority=5 + priority)(dense)
+        level = 4 if name in WIDE_TILES else 0
+        tactic("engine.dense", name=name, devices=("cuda",), priority=5 + priority, min_level=level)(dense)
         conv = type(f"Conv1x1Triton_{name}", (_Conv1x1Template,), spec)
-        tactic("engine.conv", name=name, devices=("cuda",), priority=5 + priority)(conv)
+        tactic("engine.conv", name=name, devices=("cuda",), priority=5 + priority, min_level=level)(conv)
 
 
 _register()

@@ -17,7 +17,8 @@ out the constant inputs it needs at bind time (the plan then keeps those constan
 
 `op="*"` registers a tactic for every op (the reference). Candidates of a node are its op's tactics and the
 "*" tactics for its device, highest `priority` first; optimization level 0 takes the first supported one,
-higher levels time them (see `timing.py`). Registering the same (op, name) twice is an error.
+higher levels time them (see `timing.py`). `min_level=N` keeps a tactic out of builds below optimization level
+N: the wider search that the top levels buy with build time. Registering the same (op, name) twice is an error.
 """
 
 from __future__ import annotations
@@ -57,8 +58,12 @@ class Tactic:
     devices: tuple[str, ...]
     priority: int
     impl: type
+    min_level: int = 0
 
     def supports(self, node: "Node", config: "BuilderConfig") -> str | None:
+        if config.optimization_level < self.min_level:
+            return (f"searched from optimization level {self.min_level} "
+                    f"(this build: {config.optimization_level})")
         check = getattr(self.impl, "supports", None)
         return None if check is None else check(node, config)
 
@@ -72,7 +77,8 @@ class Tactic:
 _TACTICS: dict[tuple[str, str], Tactic] = {}
 
 
-def tactic(op: str, *, name: str, devices: Sequence[str] = DEVICE_TYPES, priority: int = 0) -> Callable[[type], type]:
+def tactic(op: str, *, name: str, devices: Sequence[str] = DEVICE_TYPES, priority: int = 0,
+           min_level: int = 0) -> Callable[[type], type]:
     """Class decorator: register the decorated class as tactic `name` for IR op `op` (or "*": every op)."""
     devices = tuple(devices)
     unknown = sorted(set(devices) - set(DEVICE_TYPES))
@@ -85,7 +91,7 @@ def tactic(op: str, *, name: str, devices: Sequence[str] = DEVICE_TYPES, priorit
         key = (op, name)
         if key in _TACTICS:
             raise ValueError(f"tactic {name!r} for {op} is already registered (by {_TACTICS[key].impl.__module__})")
-        _TACTICS[key] = Tactic(op=op, name=name, devices=devices, priority=priority, impl=cls)
+        _TACTICS[key] = Tactic(op=op, name=name, devices=devices, priority=priority, impl=cls, min_level=min_level)
         return cls
 
     return decorate
