@@ -93,23 +93,30 @@ def image_agreement(name, model, inputs: torch.Tensor, device: str, batch: int =
     model = model.to(device)
     fast = forge.compile(model, (inputs[:batch].to(device),), precision="fp16", device=device)
     half = copy.deepcopy(model).half()
-    agree, half_agree, total = 0, 0, 0
+    agree, half_agree, total, plan_err, half_err = 0, 0, 0, 0.0, 0.0
     disagreements, half_disagreements = [], []
     with torch.no_grad():
         for start in range(0, len(inputs), batch):
             x = inputs[start:start + batch].to(device)
             ref = model(x).float()
-            top1, plan_top1, half_top1 = ref.argmax(1), fast(x).float().argmax(1), half(x.half()).float().argmax(1)
+            out, out_half = fast(x).float(), half(x.half()).float()
+            plan_err = max(plan_err, float((out - ref).abs().max()))
+            half_err = max(half_err, float((out_half - ref).abs().max()))
+            top1, plan_top1, half_top1 = ref.argmax(1), out.argmax(1), out_half.argmax(1)
             agree += int((plan_top1 == top1).sum())
             half_agree += int((half_top1 == top1).sum())
             total += len(x)
             for i in torch.nonzero((plan_top1 != top1) | (half_top1 != top1)).flatten().tolist():
                 top2 = ref[i].topk(2).values
-                row = {"index": start + i, "eager_top1": int(top1[i]), "plan_top1": int(plan_top1[i]),
-                       "eager_fp16_top1": int(half_top1[i]), "eager_margin": float(top2[0] - top2[1])}
+                pair = [int(top1[i]), int(plan_top1[i] if plan_top1[i] != top1[i] else half_top1[i])]
+                row = {"index": start + i, "eager_top1": pair[0], "plan_top1": int(plan_top1[i]),
+                       "eager_fp16_top1": int(half_top1[i]), "eager_margin": float(top2[0] - top2[1]),
+                       "eager_logits": ref[i, pair].tolist(), "plan_logits": out[i, pair].tolist(),
+                       "eager_fp16_logits": out_half[i, pair].tolist()}
                 (disagreements if plan_top1[i] != top1[i] else half_disagreements).append(row)
     return {"model": name, "inputs": total, "top1_agree": agree, "all_agree": agree == total,
-            "eager_fp16_top1_agree": half_agree, "disagreements": disagreements,
+            "eager_fp16_top1_agree": half_agree, "max_abs_logit_error": plan_err,
+            "eager_fp16_max_abs_logit_error": half_err, "disagreements": disagreements,
             "eager_fp16_only_disagreements": half_disagreements, "offloaded_node_share": fast.report.node_share}
 
 
