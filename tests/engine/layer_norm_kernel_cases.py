@@ -1,6 +1,6 @@
 """The Triton kernel of engine.layer_norm against torch's layer_norm in float32, one case table for two runners.
 
-`run_cases(device)` binds the `triton` tactic to each case's engine.layer_norm node, calls the kernel and
+`run_cases(device)` binds the `triton` tactic to each case's engine.layer_norm (or plain nn.layer_norm) node, calls the kernel and
 returns {case id: None or what went wrong}. Without a GPU, tests/engine/test_fuse_layer_norm.py runs this file
 as a script under Triton's interpreter (`TRITON_INTERPRET=1` must be set before triton is imported, hence a
 separate process) on CPU tensors and reads the JSON it prints; on a GPU the same cases run in-process on CUDA.
@@ -46,6 +46,7 @@ class Case:
     lead: tuple = (3, 5)          # the leading axes (the first is the batch): 15 rows, the interpreter is slow
     copied: bool = False          # the layout is one the kernel copies first (no two strides address it)
     offered: bool = True          # outputs handed over as preallocated arena views
+    op: str = "engine.layer_norm"  # or "nn.layer_norm": a plain norm (no residual) through the same kernel
 
 
 CASES = {
@@ -63,6 +64,9 @@ CASES = {
     "fp32-plain-to-fp16": Case(dtype="float32", hidden=100, residual=False, out_dtype="float16"),
     "fp32-transposed-sum-100": Case(dtype="float32", hidden=100, emit_sum=True, layout="transposed"),
     "bf16-residual-sum-100": Case(dtype="bfloat16", hidden=100, emit_sum=True),
+    "plain-fp16-768": Case(residual=False, op="nn.layer_norm"),
+    "plain-fp32-transposed-100": Case(dtype="float32", hidden=100, residual=False, layout="transposed",
+                                      op="nn.layer_norm", offered=False),
 }
 
 
@@ -75,8 +79,11 @@ def layer(case: Case) -> Graph:
         inputs.append(g.add_input("r", TensorType(case.dtype, x.type.shape)))
     gamma = g.add_constant((torch.rand(case.hidden) + 0.5).to(TD[case.params]), "gamma")
     beta = g.add_constant(torch.randn(case.hidden).to(TD[case.params]), "beta")
-    out = g.call("engine.layer_norm", *inputs, gamma, beta, epsilon=1e-5, has_residual=case.residual,
-                 emit_sum=case.emit_sum, out_dtype=case.out_dtype)
+    if case.op == "nn.layer_norm":
+        out = g.call("nn.layer_norm", x, gamma, beta, axis=-1, epsilon=1e-5)
+    else:
+        out = g.call("engine.layer_norm", *inputs, gamma, beta, epsilon=1e-5, has_residual=case.residual,
+                     emit_sum=case.emit_sum, out_dtype=case.out_dtype)
     g.set_outputs(list(out) if isinstance(out, tuple) else [out])
     return g.verify()
 
@@ -97,7 +104,7 @@ def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
 def run_case(case: Case, device: str) -> str | None:
     graph = layer(case)
     (node,) = graph.nodes
-    tactic = get_tactic("engine.layer_norm", "triton")
+    tactic = get_tactic(case.op, "triton")
     reason = tactic.supports(node, BuilderConfig())
     if reason is not None:
         return f"refused: {reason}"

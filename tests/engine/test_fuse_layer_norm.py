@@ -337,6 +337,15 @@ def test_refusals_say_why(monkeypatch):
     assert tactic.supports(node, BuilderConfig()) == "Triton is not installed"
 
 
+def test_a_plain_norm_gets_the_kernel_over_its_last_axis_only():
+    tactic = get_tactic("nn.layer_norm", "triton")
+    (node,) = layer(CASES["plain-fp16-768"]).nodes
+    assert tactic.supports(node, BuilderConfig()) is None
+    assert "triton" in [t.name for t in candidates(node, "cuda", BuilderConfig())[0]]
+    node.attrs = {**node.attrs, "axis": 0}
+    assert tactic.supports(node, BuilderConfig()) == "the kernel normalizes the last axis"
+
+
 def test_importing_tensorforge_does_not_import_triton():
     code = "import sys, tensorforge.engine; print('triton' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

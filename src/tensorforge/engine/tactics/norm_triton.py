@@ -1,4 +1,6 @@
-"""Triton tactic for `engine.layer_norm`: the residual add and the normalization of a row in one program.
+"""Triton tactics for `engine.layer_norm` (the residual add and the normalization of a row in one program) and
+for a plain last-axis `nn.layer_norm` that fuse_layer_norm left alone (nothing to absorb: ViT's first norm of
+each block reads a residual sum a GEMM epilogue made), where it is timed against ATen's kernel.
 
 One program per row, the whole row in registers (BLOCK = the hidden size rounded up to a power of two): load
 x (and the residual) in their own type, add in float32, store the sum if the layer returns it, then the mean
@@ -87,7 +89,8 @@ class LayerNormKernel:
 
     def __init__(self, node):
         attrs = node.attrs
-        self.has_residual, self.emit_sum, self.eps = attrs["has_residual"], attrs["emit_sum"], attrs["epsilon"]
+        self.has_residual, self.emit_sum = attrs.get("has_residual", False), attrs.get("emit_sum", False)
+        self.eps = attrs["epsilon"]
         self.hidden = node.inputs[0].type.shape[-1]
         self.block = 1 << (self.hidden - 1).bit_length()
         self.num_warps = min(max(self.block // 256, 1), 8)
@@ -127,15 +130,43 @@ class TritonLayerNorm:
 
     @staticmethod
     def supports(node, config) -> str | None:
-        if importlib.util.find_spec("triton") is None:
-            return "Triton is not installed"
-        hidden = node.inputs[0].type.shape[-1]
-        if isinstance(hidden, Sym):
-            return "the normalized axis has a symbolic size"
-        if hidden > MAX_HIDDEN:
-            return f"rows of {hidden} elements do not fit in registers (at most {MAX_HIDDEN})"
-        return None
+        return _supports_rows(node)
 
     @staticmethod
     def bind(node, ctx):
         return LayerNormKernel(node)
+
+
+@tactic("nn.layer_norm", name="triton", devices=("cuda",), priority=10)
+class TritonPlainLayerNorm:
+    """nn.layer_norm over the last axis with 1-d gamma and beta: the same kernel without a residual."""
+
+    writes_arena = True
+
+    @staticmethod
+    def supports(node, config) -> str | None:
+        data, gamma, beta = node.inputs
+        rank = data.type.rank
+        if rank == 0 or node.attrs["axis"] % rank != rank - 1:
+            return "the kernel normalizes the last axis"
+        if any(p.type.shape != data.type.shape[-1:] for p in (gamma, beta)):
+            return "gamma and beta must be 1-d over the normalized axis"
+        if data.type.dtype not in ("float16", "bfloat16", "float32"):
+            return f"{data.type.dtype} layer norms are not in the kernel"
+        return _supports_rows(node)
+
+    @staticmethod
+    def bind(node, ctx):
+        return LayerNormKernel(node)
+
+
+def _supports_rows(node) -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    hidden = node.inputs[0].type.shape[-1]
+    if isinstance(hidden, Sym):
+        return "the normalized axis has a symbolic size"
+    if hidden > MAX_HIDDEN:
+        return f"rows of {hidden} elements do not fit in registers (at most {MAX_HIDDEN})"
+    return None
+
