@@ -17,8 +17,8 @@ from tensorforge.ir import Graph, ShapeInferenceError, TensorType
 def test_pass_list_order_and_docstrings():
     assert [p.__name__ for p in PASSES] == ["constant_folding", "fold_batch_norm", "fuse_bias_activation",
                                             "fuse_horizontal_dense", "assign_precision", "sink_transposes",
-                                            "fuse_layer_norm", "hoist_attention_masks", "fuse_pointwise",
-                                            "fold_view_chains", "dead_code"]
+                                            "reorder_dense_rows", "fuse_layer_norm", "hoist_attention_masks",
+                                            "fuse_pointwise", "fold_view_chains", "dead_code"]
     for p in PASSES:
         assert p.__module__.endswith(p.__name__), "one file per pass, named after it"
         module = __import__(p.__module__, fromlist=["_"])
@@ -268,7 +268,8 @@ def test_all_passes_verify_after_each_and_count_everything():
     out = run_passes(graph, ctx, verify_each=True)
     assert ctx.counters == {"constant_folding": 0, "fold_batch_norm": 1, "fuse_bias_activation": 1,
                             "fuse_horizontal_dense": 0, "assign_precision": 0, "sink_transposes": 0,
-                            "fuse_layer_norm": 0, "hoist_attention_masks": 0, "fuse_pointwise": 0, "fold_view_chains": 0, "dead_code": 0}
+                            "reorder_dense_rows": 0, "fuse_layer_norm": 0, "hoist_attention_masks": 0,
+                            "fuse_pointwise": 0, "fold_view_chains": 0, "dead_code": 0}
     assert ops(out) == ["engine.conv"]
     assert set(out.constants) == {v.name for v in out.nodes[0].inputs[1:]}, "batch-norm leftovers are dropped"
 

@@ -65,7 +65,8 @@ def test_plan_attributes(region, plan):
     assert plan.output_types == [v.type for v in region.outputs]
     assert plan.counters == {"constant_folding": 0, "fold_batch_norm": 1, "fuse_bias_activation": 1,
                              "fuse_horizontal_dense": 0, "assign_precision": 0, "sink_transposes": 0,
-                             "fuse_layer_norm": 0, "hoist_attention_masks": 0, "fuse_pointwise": 0, "fold_view_chains": 0, "dead_code": 0}
+                             "reorder_dense_rows": 0, "fuse_layer_norm": 0, "hoist_attention_masks": 0,
+                             "fuse_pointwise": 0, "fold_view_chains": 0, "dead_code": 0}
     assert [(layer.op, layer.tactic, layer.precision) for layer in plan.layers] == [
         ("engine.conv", "reference", "float32"), ("nn.global_avg_pool2d", "reference", "float32"),
         ("reshape", "reference", "float32"), ("nn.dense", "reference", "float32"), ("multiply", "reference", "float32")]

@@ -11,7 +11,7 @@ import torch
 
 from engine_helpers import BATCH, FUSED_TOL, check_pass, graph_with_input, ops
 from tensorforge import ir
-from tensorforge.engine.passes import PassContext, fold_view_chains, sink_transposes
+from tensorforge.engine.passes import PassContext, fold_view_chains, reorder_dense_rows, sink_transposes
 from tensorforge.ir import Sym, TensorType
 
 
@@ -101,6 +101,36 @@ def test_transposes_that_must_stay(case):
     check_pass(sink_transposes, g, inputs, count=0)
 
 
+def _attention_projection(g, heads=3, tokens=5, depth=4, n=6, residual=None, back=(1, 0, 2), readers=1):
+    """nn.MultiheadAttention's output projection: [B, H, S, D] -> (S*B, H*D) rows -> dense -> [B, S, N]."""
+    x = g.inputs[0]
+    rows = g.call("reshape", g.call("transpose", x, axes=(2, 0, 1, 3)), newshape=(Sym("batch", tokens), heads * depth))
+    d = _dense(g, rows, heads * depth, n, residual=residual)
+    y = g.call("transpose", g.call("reshape", d, newshape=(tokens, BATCH, n)), axes=back)
+    g.set_outputs([y] if readers == 1 else [y, g.call("nn.relu", d)])
+    return g
+
+
+def test_a_dense_takes_its_rows_in_the_order_its_reader_wants():
+    g = _attention_projection(graph_with_input((3, 5, 4))[0])
+    out = check_pass(reorder_dense_rows, g, [torch.randn(2, 3, 5, 4)], count=1, tol=FUSED_TOL)
+    assert ops(out) == ["transpose", "reshape", "engine.dense", "reshape"]
+    assert out.nodes[0].attrs["axes"] == (0, 2, 1, 3)
+    assert out.outputs[0].name == g.outputs[0].name and out.outputs[0].type == g.outputs[0].type
+
+
+@pytest.mark.parametrize("case", ["residual", "last-axis-moves", "two-readers"])
+def test_dense_rows_that_must_keep_their_order(case):
+    g, _ = graph_with_input((3, 5, 4))
+    if case == "residual":
+        _attention_projection(g, residual=g.add_input("r", TensorType("float32", (Sym("batch", 5), 6))))
+    else:
+        _attention_projection(g, back=(1, 2, 0) if case == "last-axis-moves" else (1, 0, 2),
+                              readers=2 if case == "two-readers" else 1)
+    inputs = [torch.randn(2, 3, 5, 4)] + ([torch.randn(10, 6)] if case == "residual" else [])
+    check_pass(reorder_dense_rows, g, inputs, count=0)
+
+
 def test_multihead_attention_plan_matches_eager():
     import tensorforge as forge
     torch.manual_seed(0)
@@ -121,7 +151,7 @@ def test_multihead_attention_plan_matches_eager():
     plans = [p for ps in module.plans().values() for p in ps]
     layers = [layer for p in plans for layer in p.layers]
     assert sum(layer.op == "engine.strided_view" for layer in layers) >= 3, [layer.op for layer in layers]
-    assert plans[0].counters["sink_transposes"] >= 1
+    assert plans[0].counters["sink_transposes"] >= 1 and plans[0].counters["reorder_dense_rows"] == 1
     with torch.no_grad():
         expected = block(x)
     for batch in (1, 3):

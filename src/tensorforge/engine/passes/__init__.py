@@ -22,6 +22,7 @@ from .fuse_horizontal_dense import fuse_horizontal_dense
 from .fuse_layer_norm import fuse_layer_norm
 from .fuse_pointwise import fuse_pointwise
 from .hoist_attention_masks import hoist_attention_masks
+from .reorder_dense_rows import reorder_dense_rows
 from .sink_transposes import sink_transposes
 
 
@@ -47,6 +48,7 @@ PASSES: list[Pass] = [
     fuse_horizontal_dense,  # dense layers reading the same input (Q, K, V) become one wide GEMM + split
     assign_precision,      # fp16/bf16: safe layers and their weights in the reduced type, casts at boundaries
     sink_transposes,       # a transpose read by a cast or a GEMM moves below it (no copy into row order)
+    reorder_dense_rows,    # a GEMM takes its rows in the order its reader wants (MHA's out-projection: no copy)
     fuse_layer_norm,       # layer norm + the casts around it + the residual add before it become one kernel
     hoist_attention_masks,  # a boolean attention mask becomes an additive one, made once for every layer
     fuse_pointwise,        # elementwise chains (and the casts precision left) become one generated kernel each
