@@ -1,9 +1,9 @@
 """The Triton kernel of engine.layer_norm against torch's layer_norm in float32, one case table for two runners.
 
-`run_cases(device)` binds the `triton` tactic to each case's engine.layer_norm (or plain nn.layer_norm) node, calls the kernel and
-returns {case id: None or what went wrong}. Without a GPU, tests/engine/test_fuse_layer_norm.py runs this file
-as a script under Triton's interpreter (`TRITON_INTERPRET=1` must be set before triton is imported, hence a
-separate process) on CPU tensors and reads the JSON it prints; on a GPU the same cases run in-process on CUDA.
+`run_cases(device)` binds each Triton tactic (one row or four per program) to each case's engine.layer_norm (or
+plain nn.layer_norm) node, calls the kernel and returns {"case[tactic]": None or what went wrong}. Without a
+GPU, tests/engine/test_fuse_layer_norm.py runs this file as a script under Triton's interpreter
+(`TRITON_INTERPRET=1` must be set before triton is imported, hence a separate process) on CPU tensors and reads the JSON it prints; on a GPU the same cases run in-process on CUDA.
 
 Expected values come from `F.layer_norm` on the float32 sum, rounded once to the output type — not from the
 op's reference. Cases cover 16-bit and float32 I/O, with and without a residual and the returned sum, hidden
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import BindContext, get_tactic
-from tensorforge.engine.tactics.norm_triton import row_strides
+from tensorforge.engine.tactics.norm_triton import ROW_TILES, row_strides
 from tensorforge.ir import Graph, Sym, TensorType
 
 TD = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -101,10 +101,10 @@ def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
     return t
 
 
-def run_case(case: Case, device: str) -> str | None:
+def run_case(case: Case, device: str, tile: str = "triton") -> str | None:
     graph = layer(case)
     (node,) = graph.nodes
-    tactic = get_tactic(case.op, "triton")
+    tactic = get_tactic(case.op, tile)
     reason = tactic.supports(node, BuilderConfig())
     if reason is not None:
         return f"refused: {reason}"
@@ -143,11 +143,13 @@ def run_case(case: Case, device: str) -> str | None:
 def run_cases(device: str) -> dict[str, str | None]:
     results = {}
     for name, case in CASES.items():
-        torch.manual_seed(0)
-        try:
-            results[name] = run_case(case, device)
-        except Exception as exc:  # noqa: BLE001 - reported per case, the others still run
-            results[name] = f"{type(exc).__name__}: {exc}"
+        for tile in ROW_TILES:
+            key = f"{name}[{tile}]"
+            torch.manual_seed(0)
+            try:
+                results[key] = run_case(case, device, tile)
+            except Exception as exc:  # noqa: BLE001 - reported per case, the others still run
+                results[key] = f"{type(exc).__name__}: {exc}"
     return results
 
 
