@@ -9,11 +9,10 @@ the same cases run in-process on CUDA.
 
 from __future__ import annotations
 
-import json
-import sys
 
 import torch
 
+from engine_helpers import case_results, print_case_results
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.passes import PassContext, fold_batch_norm, fuse_bias_activation
 from tensorforge.engine.precision import tf32_mode
@@ -58,30 +57,27 @@ CASES = {
 }
 
 
-def run_cases(device: str) -> dict:
-    results = {}
+def check(make, device: str) -> None:
+    graph = make()
+    (node,) = graph.nodes
     tactic = get_tactic("engine.conv", "cudnn_nhwc_triton")
-    for name, make in CASES.items():
-        try:
-            graph = make()
-            (node,) = graph.nodes
-            reason = tactic.supports(node, BuilderConfig())
-            assert reason is None, reason
-            kernel = tactic.bind(node, BindContext(torch.device(device), BuilderConfig(), 4))
-            x_type = graph.inputs[0].type
-            x = torch.randn(3, *x_type.shape[1:]).to(x_type.torch_dtype)
-            inputs = [x.to(device) if v.data is None else v.data.to(device) for v in node.inputs]
-            expected = node.opdef.run([t.cpu() for t in inputs], node.attrs, {"batch": 3}, torch.device("cpu"))[0]
-            with tf32_mode(False):  # float32 cases compare with the CPU's IEEE convolution
-                (got,) = kernel(inputs, [None], {"batch": 3})
-            assert got.is_contiguous(memory_format=torch.channels_last), "the output stays channels-last"
-            rtol, atol = TOL[expected.dtype]
-            torch.testing.assert_close(got.cpu(), expected, rtol=rtol, atol=atol)
-            results[name] = None
-        except Exception as exc:  # noqa: BLE001 - report every case
-            results[name] = f"{type(exc).__name__}: {exc}"
-    return results
+    reason = tactic.supports(node, BuilderConfig())
+    assert reason is None, reason
+    kernel = tactic.bind(node, BindContext(torch.device(device), BuilderConfig(), 4))
+    x_type = graph.inputs[0].type
+    x = torch.randn(3, *x_type.shape[1:]).to(x_type.torch_dtype)
+    inputs = [x.to(device) if v.data is None else v.data.to(device) for v in node.inputs]
+    expected = node.opdef.run([t.cpu() for t in inputs], node.attrs, {"batch": 3}, torch.device("cpu"))[0]
+    with tf32_mode(False):  # float32 cases compare with the CPU's IEEE convolution
+        (got,) = kernel(inputs, [None], {"batch": 3})
+    assert got.is_contiguous(memory_format=torch.channels_last), "the output stays channels-last"
+    rtol, atol = TOL[expected.dtype]
+    torch.testing.assert_close(got.cpu(), expected, rtol=rtol, atol=atol)
+
+
+def run_cases(device: str) -> dict:
+    return case_results((name, lambda make=make: check(make, device)) for name, make in CASES.items())
 
 
 if __name__ == "__main__":
-    print("RESULTS " + json.dumps(run_cases(sys.argv[1] if len(sys.argv) > 1 else "cpu")))
+    print_case_results(run_cases)

@@ -75,6 +75,40 @@ def ops(graph: Graph) -> list[str]:
     return [n.op for n in graph.nodes]
 
 
+def compile_for_sm90(kernel, signature: dict, constexprs: dict, *, attrs=None, **options):
+    """`kernel` compiled by Triton's real compiler for an H100 (sm90), no GPU needed: it checks what the
+    interpreter cannot (types, lowering, pipelining, shared memory). Skips the test when this Triton's
+    ASTSource takes other arguments; the GPU tests compile for real there."""
+    import pytest
+    triton = pytest.importorskip("triton")
+    compiler = pytest.importorskip("triton.compiler")
+    GPUTarget = pytest.importorskip("triton.backends.compiler").GPUTarget
+    try:
+        source = compiler.ASTSource(kernel, signature, constexprs=constexprs, **({"attrs": attrs} if attrs else {}))
+    except TypeError as exc:
+        pytest.skip(f"this Triton's ASTSource differs: {exc}")
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+
+
+def case_results(checks) -> dict[str, str | None]:
+    """{case: None or what went wrong} from (case, check) pairs. A check returns None or a problem; an exception
+    it raises is the problem, so one failing case never hides the others. The kernel case scripts use it."""
+    results = {}
+    for case, check in checks:
+        try:
+            results[case] = check()
+        except Exception as exc:  # noqa: BLE001 - report every case
+            results[case] = f"{type(exc).__name__}: {exc}"
+    return results
+
+
+def print_case_results(run_cases) -> None:
+    """A case script's entry point: run its cases on the device named on the command line (cpu by default) and
+    print them as the one JSON line `interpreted_cases` reads."""
+    import sys
+    print("RESULTS " + json.dumps(run_cases(sys.argv[1] if len(sys.argv) > 1 else "cpu")))
+
+
 def interpreted_cases(script: str, timeout: int = 900) -> dict:
     """{case: None or the problem} from running the case script `script` (a file beside this one) under Triton's
     CPU interpreter, in a subprocess: TRITON_INTERPRET must be set before triton is imported."""

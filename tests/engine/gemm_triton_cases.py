@@ -9,11 +9,10 @@ multiples of the tiles, so the masked edges are exercised.
 
 from __future__ import annotations
 
-import json
-import sys
 
 import torch
 
+from engine_helpers import case_results, print_case_results
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import BindContext, get_tactic
 from tensorforge.engine.tactics.gemm_triton import TILES, TMA_TILES
@@ -61,36 +60,34 @@ CASES = {
 }
 
 
+def check(graph, tile: str, device: str) -> None:
+    (node,) = graph.nodes
+    t = get_tactic(node.op, tile)
+    reason = t.supports(node, SEARCH_ALL)
+    assert reason is None, reason
+    kernel = t.bind(node, BindContext(torch.device(device), SEARCH_ALL, 4))
+    torch.manual_seed(0)
+    acts = [torch.randn(3, *v.type.shape[1:]).to(v.type.torch_dtype) for v in graph.inputs]
+    if node.op == "engine.conv":
+        acts = [a.contiguous(memory_format=torch.channels_last) for a in acts]
+    feed = dict(zip((v.name for v in graph.inputs), acts))
+    inputs = [feed[v.name].to(device) if v.data is None else v.data.to(device) for v in node.inputs]
+    expected = node.opdef.run([i.float().cpu() for i in inputs], node.attrs, {"batch": 3}, torch.device("cpu"))[0]
+    (got,) = kernel(inputs, [None], {"batch": 3})
+    rtol, atol = TOL[got.dtype]
+    torch.testing.assert_close(got.float().cpu(), expected, rtol=rtol, atol=atol)
+
+
 def run_cases(device: str) -> dict:
-    results = {}
+    checks = []
     for name, make in CASES.items():
         graph = make()
-        (node,) = graph.nodes
-        if device == "cpu" and node.inputs[0].type.dtype == "bfloat16":
+        if device == "cpu" and graph.inputs[0].type.dtype == "bfloat16":
             continue  # Triton's interpreter multiplies bfloat16 tiles as raw 16-bit integers: GPU only
-        for tile in (*TILES, *TMA_TILES):
-            key = f"{name}[{tile}]"
-            try:
-                t = get_tactic(node.op, tile)
-                reason = t.supports(node, SEARCH_ALL)
-                assert reason is None, reason
-                kernel = t.bind(node, BindContext(torch.device(device), SEARCH_ALL, 4))
-                torch.manual_seed(0)
-                acts = [torch.randn(3, *v.type.shape[1:]).to(v.type.torch_dtype) for v in graph.inputs]
-                if node.op == "engine.conv":
-                    acts = [a.contiguous(memory_format=torch.channels_last) for a in acts]
-                feed = dict(zip((v.name for v in graph.inputs), acts))
-                inputs = [feed[v.name].to(device) if v.data is None else v.data.to(device) for v in node.inputs]
-                expected = node.opdef.run([i.float().cpu() for i in inputs], node.attrs, {"batch": 3},
-                                          torch.device("cpu"))[0]
-                (got,) = kernel(inputs, [None], {"batch": 3})
-                rtol, atol = TOL[got.dtype]
-                torch.testing.assert_close(got.float().cpu(), expected, rtol=rtol, atol=atol)
-                results[key] = None
-            except Exception as exc:  # noqa: BLE001 - report every case
-                results[key] = f"{type(exc).__name__}: {exc}"
-    return results
+        checks += [(f"{name}[{tile}]", lambda graph=graph, tile=tile: check(graph, tile, device))
+                   for tile in (*TILES, *TMA_TILES)]
+    return case_results(checks)
 
 
 if __name__ == "__main__":
-    print("RESULTS " + json.dumps(run_cases(sys.argv[1] if len(sys.argv) > 1 else "cpu")))
+    print_case_results(run_cases)

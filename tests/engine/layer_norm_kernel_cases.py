@@ -1,9 +1,10 @@
 """The Triton kernel of engine.layer_norm against torch's layer_norm in float32, one case table for two runners.
 
-`run_cases(device)` binds each Triton tactic (one row or four per program) to each case's engine.layer_norm (or
-plain nn.layer_norm) node, calls the kernel and returns {"case[tactic]": None or what went wrong}. Without a
-GPU, tests/engine/test_fuse_layer_norm.py runs this file as a script under Triton's interpreter
-(`TRITON_INTERPRET=1` must be set before triton is imported, hence a separate process) on CPU tensors and reads the JSON it prints; on a GPU the same cases run in-process on CUDA.
+`run_cases(device)` binds each Triton tactic (one row or four per program) to each case's engine.layer_norm
+(or plain nn.layer_norm) node, calls the kernel and returns {"case[tactic]": None or what went wrong}. Without
+a GPU, tests/engine/test_fuse_layer_norm.py runs this file as a script under Triton's interpreter
+(`TRITON_INTERPRET=1` must be set before triton is imported, hence a separate process) on CPU tensors and
+reads the JSON it prints; on a GPU the same cases run in-process on CUDA.
 
 Expected values come from `F.layer_norm` on the float32 sum, rounded once to the output type — not from the
 op's reference. Cases cover 16-bit and float32 I/O, with and without a residual and the returned sum, hidden
@@ -13,14 +14,13 @@ slice; rank 3 and 4), views no two strides address (copied), outputs offered as 
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from engine_helpers import case_results, print_case_results
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import BindContext, get_tactic
 from tensorforge.engine.tactics.norm_triton import ROW_TILES, row_strides
@@ -141,17 +141,12 @@ def run_case(case: Case, device: str, tile: str = "triton") -> str | None:
 
 
 def run_cases(device: str) -> dict[str, str | None]:
-    results = {}
-    for name, case in CASES.items():
-        for tile in ROW_TILES:
-            key = f"{name}[{tile}]"
-            torch.manual_seed(0)
-            try:
-                results[key] = run_case(case, device, tile)
-            except Exception as exc:  # noqa: BLE001 - reported per case, the others still run
-                results[key] = f"{type(exc).__name__}: {exc}"
-    return results
+    def seeded(case, tile):
+        torch.manual_seed(0)
+        return run_case(case, device, tile)
+    return case_results((f"{name}[{tile}]", lambda case=case, tile=tile: seeded(case, tile))
+                        for name, case in CASES.items() for tile in ROW_TILES)
 
 
 if __name__ == "__main__":
-    print("RESULTS " + json.dumps(run_cases(sys.argv[1] if len(sys.argv) > 1 else "cpu")))
+    print_case_results(run_cases)

@@ -13,11 +13,10 @@ preallocated views (the kernel must write there), small blocks (several programs
 
 from __future__ import annotations
 
-import json
-import sys
 
 import torch
 
+from engine_helpers import case_results, print_case_results
 from tensorforge.engine.passes import PassContext, fuse_pointwise
 from tensorforge.engine.passes.fuse_pointwise import group_layer
 from tensorforge.ir import Graph, Sym, TensorType
@@ -220,14 +219,8 @@ def run_case(case: str, device: str, block: int = 64) -> str | None:
 
 
 def run_cases(device: str) -> dict[str, str | None]:
-    results = {}
-    for case in CASES:
-        try:
-            results[case] = run_case(case, device)
-        except Exception as exc:  # noqa: BLE001 - reported per case, the others still run
-            results[case] = f"{type(exc).__name__}: {exc}"
-    return results
+    return case_results((case, lambda case=case: run_case(case, device)) for case in CASES)
 
 
 if __name__ == "__main__":
-    print("RESULTS " + json.dumps(run_cases(sys.argv[1] if len(sys.argv) > 1 else "cpu")))
+    print_case_results(run_cases)

@@ -7,11 +7,10 @@ same cases run in-process on CUDA. Pooling picks inputs exactly, so results must
 
 from __future__ import annotations
 
-import json
-import sys
 
 import torch
 
+from engine_helpers import case_results, print_case_results
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import BindContext, get_tactic
 from tensorforge.ir import Graph, Sym, TensorType
@@ -36,26 +35,23 @@ CASES = {
 }
 
 
-def run_cases(device: str) -> dict:
-    results = {}
+def check(make, device: str) -> None:
+    (node,) = make().nodes
     tactic = get_tactic("nn.max_pool2d", "triton_nhwc")
-    for name, make in CASES.items():
-        try:
-            (node,) = make().nodes
-            assert tactic.supports(node, BuilderConfig()) is None
-            kernel = tactic.bind(node, BindContext(torch.device(device), BuilderConfig(), 4))
-            x_type = node.inputs[0].type
-            x = torch.randn(3, *x_type.shape[1:]).to(x_type.torch_dtype)
-            x[0, 0, 0, 0] = float("nan")
-            expected = node.opdef.run([x], node.attrs, {"batch": 3}, torch.device("cpu"))[0]
-            (got,) = kernel([x.to(device).contiguous(memory_format=torch.channels_last)], [None], {"batch": 3})
-            assert got.is_contiguous(memory_format=torch.channels_last)
-            torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0, equal_nan=True)
-            results[name] = None
-        except Exception as exc:  # noqa: BLE001 - report every case
-            results[name] = f"{type(exc).__name__}: {exc}"
-    return results
+    assert tactic.supports(node, BuilderConfig()) is None
+    kernel = tactic.bind(node, BindContext(torch.device(device), BuilderConfig(), 4))
+    x_type = node.inputs[0].type
+    x = torch.randn(3, *x_type.shape[1:]).to(x_type.torch_dtype)
+    x[0, 0, 0, 0] = float("nan")
+    expected = node.opdef.run([x], node.attrs, {"batch": 3}, torch.device("cpu"))[0]
+    (got,) = kernel([x.to(device).contiguous(memory_format=torch.channels_last)], [None], {"batch": 3})
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0, equal_nan=True)
+
+
+def run_cases(device: str) -> dict:
+    return case_results((name, lambda make=make: check(make, device)) for name, make in CASES.items())
 
 
 if __name__ == "__main__":
-    print("RESULTS " + json.dumps(run_cases(sys.argv[1] if len(sys.argv) > 1 else "cpu")))
+    print_case_results(run_cases)

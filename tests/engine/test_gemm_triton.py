@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine_helpers import interpreted_cases
+from engine_helpers import compile_for_sm90, interpreted_cases
 from gemm_triton_cases import CASES, layer, run_cases
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import get_tactic
@@ -67,9 +67,6 @@ def test_kernel_compiles_for_sm90_and_pipelines_its_loads(act, residual, even_k)
     With 16-byte aligned operands (as Triton specializes them at launch), A and B must stream through shared
     memory by cp.async, NUM_STAGES deep, into Hopper's wgmma: a masked-row load once kept the whole template
     from being pipelined, and it lost to cuBLAS on every large GEMM."""
-    compiler = pytest.importorskip("triton.compiler")
-    GPUTarget = pytest.importorskip("triton.backends.compiler").GPUTarget
-    import triton
     from tensorforge.engine.tactics.gemm_triton_kernel import gemm_epilogue
     block_m, block_n, block_k, warps, stages = TILES[TILE]
     constexprs = {"HAS_BIAS": True, "HAS_RESIDUAL": residual, "RESIDUAL_PRE": True, "ACT": act, "BLOCK_M": block_m,
@@ -79,12 +76,8 @@ def test_kernel_compiles_for_sm90_and_pipelines_its_loads(act, residual, even_k)
                  "stride_rm": "i32", "lo": "fp32", "hi": "fp32", "slope": "fp32", **{k: "constexpr" for k in constexprs}}
     aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(signature)
                if name.endswith("_ptr") or name.startswith("stride")}
-    try:
-        source = compiler.ASTSource(gemm_epilogue, signature, constexprs=constexprs, attrs=aligned)
-    except TypeError as exc:  # another Triton's ASTSource; the GPU tests compile for real there
-        pytest.skip(f"this Triton's ASTSource differs: {exc}")
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps,
-                                                                                  "num_stages": stages})
+    compiled = compile_for_sm90(gemm_epilogue, signature, constexprs, attrs=aligned, num_warps=warps,
+                                num_stages=stages)
     ptx = compiled.asm["ptx"]
     assert "wgmma.mma_async" in ptx and "cp.async" in ptx
     stage_bytes = (block_m + block_n) * block_k * 2
@@ -96,23 +89,18 @@ def test_kernel_compiles_for_sm90_and_pipelines_its_loads(act, residual, even_k)
 def test_persistent_tma_kernel_compiles_for_sm90(tile, residual):
     """The persistent kernel loads and stores through TMA (cp.async.bulk.tensor) into wgmma, within Hopper's
     shared memory (227 KiB per block), for every registered tile."""
-    compiler = pytest.importorskip("triton.compiler")
-    GPUTarget = pytest.importorskip("triton.backends.compiler").GPUTarget
-    import triton
     from tensorforge.engine.tactics.gemm_triton_kernel import gemm_epilogue_tma
     block_m, block_n, block_k, warps, stages = TMA_TILES[tile]
     stages = TMA_RESIDUAL_STAGES.get(tile, stages) if residual else stages
     constexprs = {"HAS_BIAS": True, "HAS_RESIDUAL": residual, "RESIDUAL_PRE": True, "ACT": 3, "BLOCK_M": block_m,
                   "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP": 8}
-    signature = {"a_desc": f"tensordesc<fp16[{block_m}, {block_k}]>", "b_desc": f"tensordesc<fp16[{block_k}, {block_n}]>",
-                 "c_desc": f"tensordesc<fp16[{block_m}, {block_n}]>", "bias_ptr": "*fp16", "r_ptr": "*fp16",
-                 "M": "i32", "N": "i32", "K": "i32", "stride_rm": "i32", "lo": "fp32", "hi": "fp32", "slope": "fp32",
-                 "programs": "i32", **{k: "constexpr" for k in constexprs}}
+    descriptors = {"a_desc": (block_m, block_k), "b_desc": (block_k, block_n), "c_desc": (block_m, block_n)}
+    signature = {**{name: f"tensordesc<fp16[{rows}, {cols}]>" for name, (rows, cols) in descriptors.items()},
+                 "bias_ptr": "*fp16", "r_ptr": "*fp16", "M": "i32", "N": "i32", "K": "i32", "stride_rm": "i32",
+                 "lo": "fp32", "hi": "fp32", "slope": "fp32", "programs": "i32", **{k: "constexpr" for k in constexprs}}
     try:
-        source = compiler.ASTSource(gemm_epilogue_tma, signature, constexprs=constexprs)
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps,
-                                                                                      "num_stages": stages})
-    except (TypeError, KeyError) as exc:  # another Triton's signature syntax; the GPU tests compile for real
+        compiled = compile_for_sm90(gemm_epilogue_tma, signature, constexprs, num_warps=warps, num_stages=stages)
+    except KeyError as exc:  # another Triton's signature syntax; the GPU tests compile for real
         pytest.skip(f"this Triton spells tensor descriptors differently: {exc}")
     ptx = compiled.asm["ptx"]
     assert "wgmma.mma_async" in ptx and "cp.async.bulk.tensor" in ptx

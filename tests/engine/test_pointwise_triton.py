@@ -10,7 +10,7 @@ import inspect
 import pytest
 import torch
 
-from engine_helpers import interpreted_cases
+from engine_helpers import compile_for_sm90, interpreted_cases
 from pointwise_kernel_cases import CASES, chain, run_cases
 from tensorforge import ir
 from tensorforge.engine import Builder, BuilderConfig
@@ -20,7 +20,7 @@ from tensorforge.engine.tactics import pointwise_triton as pt
 from tensorforge.engine.tactics.pointwise_codegen import GENERATED_OPS
 from tensorforge.ir import Graph, Sym, TensorType
 
-triton = pytest.importorskip("triton")
+pytest.importorskip("triton")
 CUDA = torch.cuda.is_available()
 
 
@@ -42,8 +42,6 @@ _POINTERS = {"float32": "*fp32", "float16": "*fp16", "bfloat16": "*bf16", "int64
 @pytest.mark.parametrize("case", list(CASES))
 def test_kernels_compile_for_sm90(case):
     """The interpreter runs Python semantics; the real compiler checks types and lowering too."""
-    compiler = pytest.importorskip("triton.compiler")
-    GPUTarget = pytest.importorskip("triton.backends.compiler").GPUTarget
     graph, _ = CASES[case][0]()
     (node,) = graph.nodes
     lay = pt.node_layout(node)
@@ -54,12 +52,7 @@ def test_kernels_compile_for_sm90(case):
         params = list(inspect.signature(kernel.fn).parameters)
         signature = {p: "constexpr" if p in ("BLOCK", "INDEX_64") else "i32" for p in params}
         signature.update({p: _POINTERS[t] for p, t in zip(params, types)})
-        try:
-            source = compiler.ASTSource(kernel, signature, constexprs={"BLOCK": 1024, "INDEX_64": False})
-        except TypeError as exc:  # another Triton's ASTSource; the GPU tests compile for real there
-            pytest.skip(f"this Triton's ASTSource differs: {exc}")
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
-        assert compiled.asm["cubin"], name
+        assert compile_for_sm90(kernel, signature, {"BLOCK": 1024, "INDEX_64": False}).asm["cubin"], name
 
 
 def _node(program, outputs, types):

@@ -6,13 +6,14 @@ At small batch sizes a GPU spends more time waiting for the CPU to launch kernel
 input buffers; later calls copy the inputs in, replay, and hand out copies of the outputs (the static
 output buffers are overwritten by the next replay, so callers never see them).
 
-Warm-up runs happen on a side stream before capture, as PyTorch requires (cuBLAS/cuDNN handles,
-workspace allocations and lazy kernel loading must not happen inside a capture). All graphs of one
-runner share one memory pool, and every warm-up and capture of a process runs on one stream per device
-(`capture_stream`): cuBLAS keeps a workspace (32 MiB on Hopper) for each stream it has run on, so a fresh
-stream per capture — or a warm-up stream apart from the capture stream — would leave a workspace behind
-each time, and a plan would hold more memory than eager PyTorch, which has one. If capture fails (an op that synchronizes with the host, say), the runner
-remembers it and runs `fn` eagerly for that signature, so correctness never depends on capture.
+Warm-up runs happen on a side stream before capture, as PyTorch requires (cuBLAS/cuDNN handles, workspace
+allocations and lazy kernel loading must not happen inside a capture). All graphs of one runner share one
+memory pool, and every warm-up and capture of a process runs on one stream per device (`capture_stream`):
+cuBLAS keeps a workspace (32 MiB on Hopper) for each stream it has run on, so a fresh stream per capture — or
+a warm-up stream apart from the capture stream — would leave a workspace behind each time, and a plan would
+hold more memory than eager PyTorch, which has one. If capture fails (an op that synchronizes with the host,
+say), the runner remembers it and runs `fn` eagerly for that signature, so correctness never depends on
+capture.
 
 A plan that spreads its layers over several streams (streams.py) is captured whole as well: its execution
 context forks its side streams from the current stream and joins them back before returning (context.py), so

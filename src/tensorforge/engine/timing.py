@@ -165,7 +165,8 @@ def select_tactic(node, supported: Sequence[Tactic], ctx: BindContext, cache: Ti
     """The tactic `node` runs with, or None when no candidate is left (see the module docstring)."""
     if not supported:
         return None
-    if ctx.config.optimization_level == 0 or len(supported) == 1 or getattr(supported[0].impl, "aliases_input", False):
+    view = getattr(supported[0].impl, "aliases_input", False)
+    if ctx.config.optimization_level == 0 or len(supported) == 1 or view:
         return Selection(supported[0])
     runs = RUNS_PER_LEVEL[ctx.config.optimization_level]
     selection = Selection(supported[0])

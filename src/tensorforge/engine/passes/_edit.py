@@ -68,3 +68,22 @@ def drop_unused_constants(graph: Graph) -> int:
     for key in gone:
         del graph.constants[key]
     return len(gone)
+
+
+class Readers:
+    """Who reads each value (a node once per input slot), and which values the graph returns."""
+
+    def __init__(self, graph: Graph):
+        self.readers: dict[int, list[Node]] = {}
+        for node in graph.nodes:
+            for v in node.inputs:
+                self.readers.setdefault(id(v), []).append(node)
+        self.returned = {id(v) for v in graph.outputs}
+
+    def only_reader(self, value: Value) -> Node | None:
+        readers = self.readers.get(id(value), [])
+        return readers[0] if len(readers) == 1 and id(value) not in self.returned else None
+
+    def read_beyond(self, value: Value, gone: set[int]) -> bool:
+        """Whether anything but the nodes in `gone` reads `value` (a graph output counts)."""
+        return id(value) in self.returned or any(id(n) not in gone for n in self.readers.get(id(value), []))

@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...ir import Graph, Node, Value
-from ._edit import copy_graph, make_node, replace_uses
+from ._edit import Readers, copy_graph, make_node, replace_uses
 
 NAME = "fuse_layer_norm"
 FLOATS = ("float32", "float16", "bfloat16")
@@ -50,25 +50,6 @@ class _Match:
     producer: Node | None  # the add or residual dense whose sum the layer computes itself
     addends: tuple[Value, Value] | None
     emit_sum: bool         # the sum is read beyond the nodes the fusion removes: the layer returns it
-
-
-class _Uses:
-    """Who reads each value (a node once per input slot), and which values the graph returns."""
-
-    def __init__(self, graph: Graph):
-        self.readers: dict[int, list[Node]] = {}
-        for node in graph.nodes:
-            for v in node.inputs:
-                self.readers.setdefault(id(v), []).append(node)
-        self.returned = {id(v) for v in graph.outputs}
-
-    def only_reader(self, value: Value) -> Node | None:
-        readers = self.readers.get(id(value), [])
-        return readers[0] if len(readers) == 1 and id(value) not in self.returned else None
-
-    def read_beyond(self, value: Value, gone: set[int]) -> bool:
-        """Whether anything but the nodes in `gone` reads `value` (a graph output counts)."""
-        return id(value) in self.returned or any(id(n) not in gone for n in self.readers.get(id(value), []))
 
 
 def _widening_cast(value: Value) -> Node | None:
@@ -99,7 +80,7 @@ def _sum_of(x: Value) -> tuple[Node, tuple[Value, Value]] | None:
     return None
 
 
-def _match(norm: Node, uses: _Uses) -> _Match | None:
+def _match(norm: Node, uses: Readers) -> _Match | None:
     data, gamma, beta = norm.inputs
     rank = data.type.rank
     if rank == 0 or norm.attrs["axis"] % rank != rank - 1 or data.type.dtype not in FLOATS:
@@ -165,7 +146,7 @@ def fuse_layer_norm(graph: Graph, ctx) -> Graph:
     graph = copy_graph(graph)
     fused = 0
     for norm in [n for n in graph.nodes if n.op == "nn.layer_norm"]:
-        uses = _Uses(graph)  # earlier rewrites changed who reads what
+        uses = Readers(graph)  # earlier rewrites changed who reads what
         m = _match(norm, uses)
         if m is not None and _rewrite(graph, m):
             fused += 1

@@ -27,16 +27,9 @@ counts reordered layers.
 from __future__ import annotations
 
 from ...ir import Graph, Node
-from ._edit import copy_graph, make_node, replace_uses, user_counts
+from ._edit import Readers, copy_graph, make_node, replace_uses
 
 NAME = "reorder_dense_rows"
-
-
-def _only_reader(graph: Graph, node: Node, counts) -> Node | None:
-    out = node.outputs[0]
-    if counts.get(id(out), 0) != 1:
-        return None
-    return next((n for n in graph.nodes if any(v is out for v in n.inputs)), None)
 
 
 def _leading_axes(shape, k) -> int | None:
@@ -52,29 +45,29 @@ def _leading_axes(shape, k) -> int | None:
     return None
 
 
-def _match(graph: Graph, dense: Node, counts):
+def _match(dense: Node, readers: Readers):
     """(transpose, flatten, unflatten, back-transpose, new axes) when `dense` can take its rows reordered."""
     if dense.attrs["has_residual"]:
         return None
     flatten = dense.inputs[0].producer
-    if flatten is None or flatten.op != "reshape" or counts.get(id(flatten.outputs[0]), 0) != 1:
+    if flatten is None or flatten.op != "reshape" or readers.only_reader(flatten.outputs[0]) is not dense:
         return None
     transpose = flatten.inputs[0].producer
-    if transpose is None or transpose.op != "transpose" or counts.get(id(transpose.outputs[0]), 0) != 1:
+    if transpose is None or transpose.op != "transpose" or readers.only_reader(transpose.outputs[0]) is not flatten:
         return None
     axes = transpose.attrs["axes"]
     shape = transpose.outputs[0].type.shape
-    rows, k = flatten.outputs[0].type.shape if flatten.outputs[0].type.rank == 2 else (None, None)
+    k = flatten.outputs[0].type.shape[-1] if flatten.outputs[0].type.rank == 2 else None
     m = _leading_axes(shape, k) if isinstance(k, int) and axes is not None else None
     if m is None or m < 2:
         return None
-    unflatten = _only_reader(graph, dense, counts)
+    unflatten = readers.only_reader(dense.outputs[0])
     if unflatten is None or unflatten.op != "reshape":
         return None
     out_shape = unflatten.outputs[0].type.shape
     if tuple(out_shape[:-1]) != tuple(shape[:m]) or out_shape[-1] != dense.outputs[0].type.shape[-1]:
         return None
-    back = _only_reader(graph, unflatten, counts)
+    back = readers.only_reader(unflatten.outputs[0])
     if back is None or back.op != "transpose" or back.attrs["axes"] is None:
         return None
     order = tuple(back.attrs["axes"])
@@ -87,8 +80,9 @@ def _match(graph: Graph, dense: Node, counts):
 def reorder_dense_rows(graph: Graph, ctx) -> Graph:
     graph = copy_graph(graph)
     reordered = 0
+    readers = Readers(graph)
     for dense in [n for n in graph.nodes if n.op == "engine.dense"]:
-        found = _match(graph, dense, user_counts(graph))
+        found = _match(dense, readers)
         if found is None:
             continue
         transpose, flatten, unflatten, back, new_axes = found
@@ -105,6 +99,7 @@ def reorder_dense_rows(graph: Graph, ctx) -> Graph:
         for gone in (transpose, flatten, unflatten, back):
             graph.nodes.remove(gone)
         replace_uses(graph, back.outputs[0], result.outputs[0], skip=[result])
+        readers = Readers(graph)  # the rewrite changed who reads what
         reordered += 1
     ctx.count(NAME, reordered)
     return graph

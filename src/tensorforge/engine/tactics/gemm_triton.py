@@ -9,8 +9,8 @@ one kernel that writes its result once. A 1x1 convolution over a channels-last t
 Several tile configurations are registered as separate tactics (`triton_gemm_<BMxBNxBK>`, one program per
 output tile, and `triton_tma_<BMxBNxBK>`, persistent with Hopper's TMA loads and stores: see the kernels'
 module); the builder times them against cuBLAS and cuDNN on each layer's real shapes and keeps the fastest, as
-TensorRT does with its kernel library. The tactics take float16/bfloat16 inputs (float32 layers keep the libraries' TF32/IEEE
-choice) and accumulate in float32. Weights are transposed to [K, N] once, at bind time.
+TensorRT does with its kernel library. The tactics take float16/bfloat16 inputs (float32 layers keep the
+libraries' TF32/IEEE choice) and accumulate in float32. Weights are transposed to [K, N] once, at bind time.
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ class _Epilogue:
         self.tma = tma
         if self.has_residual and residual_stages is not None:
             self.num_stages = residual_stages
+        # the launch's compile-time flags: fixed by the layer, so worked out once, not on every call
+        self.flags = dict(HAS_BIAS=bias is not None, HAS_RESIDUAL=self.has_residual, RESIDUAL_PRE=self.pre,
+                          ACT=self.act[0], BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k,
+                          GROUP=GROUP_M, num_warps=self.num_warps, num_stages=self.num_stages)
         if tma:
             device = weight_kn.device
             if device.type == "cuda" and torch.cuda.get_device_capability(device) < (9, 0):
@@ -90,10 +94,7 @@ class _Epilogue:
     def __call__(self, a: torch.Tensor, c: torch.Tensor, residual: torch.Tensor | None) -> None:
         m, k = a.shape
         n = c.shape[1]
-        code, lo, hi, slope = self.act
-        flags = dict(HAS_BIAS=self.bias is not None, HAS_RESIDUAL=residual is not None, RESIDUAL_PRE=self.pre,
-                     ACT=code, BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, GROUP=GROUP_M,
-                     num_warps=self.num_warps, num_stages=self.num_stages)
+        _, lo, hi, slope = self.act
         bias = self.bias if self.bias is not None else c
         r_stride = residual.stride(0) if residual is not None else 0
         residual = residual if residual is not None else c
@@ -101,7 +102,7 @@ class _Epilogue:
             grid = (_cdiv(m, self.block_m) * _cdiv(n, self.block_n),)
             _kernels().gemm_epilogue[grid](a, self.weight, c, bias, residual, m, n, k, a.stride(0),
                                            self.weight.stride(0), c.stride(0), r_stride, lo, hi, slope,
-                                           EVEN_K=k % self.block_k == 0, **flags)
+                                           EVEN_K=k % self.block_k == 0, **self.flags)
             return
         a = a if _tma_ready(a) else a.clone()  # a fresh copy is contiguous and aligned
         out = c if _tma_ready(c) else torch.empty((m, n), dtype=c.dtype, device=c.device)
@@ -109,7 +110,7 @@ class _Epilogue:
         c_desc = self.descriptor(out, [self.block_m, self.block_n])
         programs = min(self.programs, _cdiv(m, self.block_m) * _cdiv(n, self.block_n))
         _kernels().gemm_epilogue_tma[(programs,)](a_desc, self.b_desc, c_desc, bias, residual, m, n, k, r_stride,
-                                                  lo, hi, slope, programs, **flags)
+                                                  lo, hi, slope, programs, **self.flags)
         if out is not c:
             c.copy_(out)
 

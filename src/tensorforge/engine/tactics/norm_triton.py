@@ -143,7 +143,8 @@ MAX_TILE = 4096  # elements one program holds, over its rows
 
 
 def _register() -> None:
-    """A hand-written kernel, not generated: the op fixes what it computes, only dtypes and flags vary."""
+    """One tactic per (op, rows per program). The kernel is hand-written, not generated: the op fixes what it
+    computes, only dtypes and flags vary."""
     for op, check in (("engine.layer_norm", None), ("nn.layer_norm", _plain_norm)):
         for name, rows in ROW_TILES.items():
             def supports(node, config, check=check, rows=rows) -> str | None:
