@@ -4,6 +4,7 @@
 #   bash bench/gpu_check.sh streams ARGS...   (one stream vs several on googlenet: bench/streams.py)
 #   bash bench/gpu_check.sh gemm ARGS...      (every engine.dense tactic on the transformer GEMMs: bench/gemm_tactics.py)
 #   bash bench/gpu_check.sh profile ARGS...   (kernels per call, tensorforge beside torch.compile: bench/kernel_profile.py)
+#   bash bench/gpu_check.sh buildprof ARGS... (where a cold build spends its time: bench/build_profile.py)
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results}
@@ -13,6 +14,7 @@ step=${1:-tests}; shift || true
 case "$step" in
   tests)    python3 -m pytest -q -m gpu tests -p no:cacheprovider "$@" 2>&1 | tee "$OUT/gpu_tests.log" ;;
   profile)  python3 bench/kernel_profile.py --out "$OUT" "$@" 2>&1 | tee "$OUT/profile.log" ;;
+  buildprof) python3 bench/build_profile.py --out "$OUT" "$@" 2>&1 | tee "$OUT/build_profile.log" ;;
   gemm)     python3 bench/gemm_tactics.py --out "$OUT/gemm_tactics.json" "$@" 2>&1 | tee "$OUT/gemm_tactics.log" ;;
   streams)  python3 bench/streams.py --out "$OUT" "$@" 2>&1 | tee "$OUT/streams.log" ;;
   bench)    python3 bench/benchmark.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
