@@ -2,7 +2,8 @@
 
 1. check the region (it verifies; its only symbol is `batch`, bound to max_batch);
 2. run the passes (`passes.PASSES`), then verify the optimized graph;
-3. choose a tactic per layer (`timing.select_tactic`; every unsupported layer reported at once);
+3. choose a tactic per layer (`timing.select_tactic`; every unsupported layer reported at once), the Triton
+   candidates compiled in parallel first (`compile_ahead.py`);
 4. spread independent branches over CUDA streams (`streams.plan_streams`; one stream on the CPU);
 5. plan the activation arena at max_batch for that schedule and enforce `max_workspace_size` (when the streams
    make the arena too large, one stream it is);
@@ -16,6 +17,7 @@ import contextlib
 import torch
 
 from ..ir import Graph, VerificationError
+from .compile_ahead import compile_ahead
 from .config import BuilderConfig
 from .errors import BuildError
 from .fingerprint import fingerprint
@@ -25,7 +27,7 @@ from .plan import Plan, _normalize_device
 from .precision import tf32_mode
 from .streams import plan_streams, single_stream
 from .tactics import BindContext, candidates
-from .timing import TimingCache, select_tactic
+from .timing import TimingCache, needs_timing, select_tactic
 
 BATCH = "batch"
 
@@ -98,8 +100,10 @@ class Builder:
         bind_ctx = BindContext(device, config, max_batch)
         device_name = fingerprint(device)["device_name"]
         chosen, problems = {}, []
-        for node in graph.nodes:
-            supported, refused = candidates(node, device.type, config)
+        pool = [(node, *candidates(node, device.type, config)) for node in graph.nodes]
+        compile_ahead([(node, supported) for node, supported, _ in pool if needs_timing(supported, config)],
+                      bind_ctx, cache, device_name)
+        for node, supported, refused in pool:
             selection = select_tactic(node, supported, bind_ctx, cache, device_name)
             if selection is None:
                 reasons = [f"{t.name}: {why}" for t, why in refused] or ["no tactic is registered for it"]

@@ -84,9 +84,17 @@ def _example(value, env, device) -> torch.Tensor:
     return torch.zeros(shape, dtype=t.torch_dtype, device=device)  # zeros are valid indices and masks
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def example_call(kernel: Kernel, node, ctx: BindContext, memory_format=None):
+    """A no-argument call of `kernel` on `node`'s shapes at max_batch: the real constants, random activations
+    (laid out in `memory_format` where 4-d, as the tactic receives them in a plan), fresh outputs."""
+    env = ctx.env
+    inputs = [_example(v, env, ctx.device) for v in node.inputs]
+    if memory_format is not None:
+        inputs = [t.contiguous(memory_format=memory_format) if v.data is None and t.dim() == 4 else t
+                  for v, t in zip(node.inputs, inputs)]
+    outputs = [torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device=ctx.device)
+               for v in node.outputs]
+    return lambda: kernel(inputs, outputs, env)
 
 
 CALLS_PER_GRAPH = 5  # kernel calls captured in one timing graph: one replay's launch cost is shared
@@ -102,14 +110,7 @@ def measure(kernel: Kernel, node, ctx: BindContext, runs: int, memory_format=Non
     graph and replayed (CUDA events around each replay), so the host-side cost of a launch — large for a
     Triton kernel called from Python, absent from a plan's graph replay — does not decide between tactics.
     A kernel that cannot be captured is timed by direct calls instead."""
-    env = ctx.env
-    inputs = [_example(v, env, ctx.device) for v in node.inputs]
-    if memory_format is not None:
-        inputs = [t.contiguous(memory_format=memory_format) if v.data is None and t.dim() == 4 else t
-                  for v, t in zip(node.inputs, inputs)]
-    outputs = [torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device=ctx.device)
-               for v in node.outputs]
-    call = lambda: kernel(inputs, outputs, env)  # noqa: E731
+    call = example_call(kernel, node, ctx, memory_format)
     call()
     if ctx.device.type == "cuda":
         graph = _captured(call, ctx.device)
@@ -160,13 +161,18 @@ class Selection:
     refused: dict[str, str] = field(default_factory=dict)
 
 
+def needs_timing(supported: Sequence[Tactic], config) -> bool:
+    """Whether a layer with these supported candidates is timed (see the module docstring)."""
+    view = bool(supported) and getattr(supported[0].impl, "aliases_input", False)
+    return config.optimization_level > 0 and len(supported) > 1 and not view
+
+
 def select_tactic(node, supported: Sequence[Tactic], ctx: BindContext, cache: TimingCache | None,
                   device_name: str) -> Selection | None:
     """The tactic `node` runs with, or None when no candidate is left (see the module docstring)."""
     if not supported:
         return None
-    view = getattr(supported[0].impl, "aliases_input", False)
-    if ctx.config.optimization_level == 0 or len(supported) == 1 or view:
+    if not needs_timing(supported, ctx.config):
         return Selection(supported[0])
     runs = RUNS_PER_LEVEL[ctx.config.optimization_level]
     selection = Selection(supported[0])

@@ -148,6 +148,7 @@ def _rows(t: torch.Tensor, k: int) -> torch.Tensor:
 
 class _DenseTemplate:
     writes_arena = True
+    compiles = True  # a Triton kernel: compiled ahead, in parallel (compile_ahead.py)
     packs_weights = True
     tile: tuple = ()
     tma = False
@@ -182,6 +183,7 @@ class _Conv1x1Template:
 
     writes_arena = False  # its output is channels-last; arena views are row-major NCHW
     packs_weights = True
+    compiles = True
     input_memory_format = torch.channels_last
     tile: tuple = ()
     tma = False

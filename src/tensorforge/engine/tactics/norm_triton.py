@@ -154,7 +154,7 @@ def _register() -> None:
                 return reason
 
             impl = type(f"TritonLayerNorm_{op.replace('.', '_')}_{name}", (), {
-                "writes_arena": True, "supports": staticmethod(supports),
+                "writes_arena": True, "compiles": True, "supports": staticmethod(supports),
                 "bind": staticmethod(lambda node, ctx, rows=rows: LayerNormKernel(node, rows))})
             tactic(op, name=name, devices=("cuda",), priority=11 - rows)(impl)
 

@@ -18,6 +18,7 @@ import importlib.util
 import math
 import os
 import tempfile
+import threading
 
 import torch
 
@@ -28,6 +29,7 @@ from .registry import tactic
 # -- loading the generated module and launching it ----------------------------------------------------
 
 _MODULES: dict[str, object] = {}
+_LOADING = threading.Lock()  # the builder compiles ahead from several threads: one module object per source
 
 
 def kernel_dir() -> str:
@@ -45,24 +47,27 @@ def kernel_dir() -> str:
 def load_module(source: str):
     """The module of `source`, written to `kernel_dir()` under its hash (if not there already) and imported."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:32]
-    module = _MODULES.get(digest)
-    if module is None:
-        directory = kernel_dir()
-        path = os.path.join(directory, f"pointwise_{digest}.py")
-        try:
-            with open(path) as f:
-                present = f.read() == source
-        except OSError:
-            present = False
-        if not present:  # written atomically: a concurrent build never imports half a file
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pointwise-", suffix=".py")
-            with os.fdopen(fd, "w") as f:
-                f.write(source)
-            os.replace(tmp, path)
-        spec = importlib.util.spec_from_file_location(f"tensorforge_generated_pointwise_{digest}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _MODULES[digest] = module
+    with _LOADING:
+        return _MODULES.get(digest) or _load(source, digest)
+
+
+def _load(source: str, digest: str):
+    directory = kernel_dir()
+    path = os.path.join(directory, f"pointwise_{digest}.py")
+    try:
+        with open(path) as f:
+            present = f.read() == source
+    except OSError:
+        present = False
+    if not present:  # written atomically: a concurrent build never imports half a file
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pointwise-", suffix=".py")
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        os.replace(tmp, path)
+    spec = importlib.util.spec_from_file_location(f"tensorforge_generated_pointwise_{digest}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _MODULES[digest] = module
     return module
 
 
@@ -125,6 +130,7 @@ class PointwiseKernel:
 
 class _TritonPointwise:
     BLOCK, NUM_WARPS = 1024, 4
+    compiles = True
 
     @staticmethod
     def supports(node, config) -> str | None:

@@ -22,6 +22,7 @@ BLOCK_P, BLOCK_C = 32, 64
 @tactic("nn.max_pool2d", name="triton_nhwc", devices=("cuda",), priority=10)
 class MaxPool2dNHWC:
     writes_arena = False  # a channels-last output; arena views are row-major NCHW
+    compiles = True
     input_memory_format = torch.channels_last
 
     @staticmethod

@@ -14,6 +14,8 @@ allocates), `env` binds the symbols (`{"batch": 3}`). A kernel may write into `o
 Two optional class attributes describe memory: `writes_arena = False` for a kernel that allocates its output
 or returns a view (its output takes no arena slot), and `packs_weights = True` for one that copies and lays
 out the constant inputs it needs at bind time (the plan then keeps those constants on the host only).
+`compiles = True` marks a tactic whose first call compiles Triton kernels and launches nothing else: the
+builder makes that call for every such candidate from a pool of threads before timing (`compile_ahead.py`).
 
 `op="*"` registers a tactic for every op (the reference). Candidates of a node are its op's tactics and the
 "*" tactics for its device, highest `priority` first; optimization level 0 takes the first supported one,

@@ -1,0 +1,78 @@
+"""Compile ahead: the Triton kernels a CUDA build will time, compiled in parallel before the timing starts.
+
+A cold build spends most of its time in Triton's compiler (each candidate tile, each fused chain, each shape
+specialization), not in the timing itself, which takes milliseconds per candidate. The compiles are
+independent, and Triton releases the GIL for most of the work (MLIR passes, LLVM, ptxas), so the builder
+first makes the first call of every Triton candidate from a pool of threads — that call is where Triton
+compiles, for exactly the specialization the timing and the plan will launch — and only then times the
+candidates one by one (`timing.select_tactic`), finding them compiled. Timing stays serial: kernels timed
+side by side would slow each other down.
+
+Only tactics that declare `compiles = True` take part: their first call launches Triton kernels and nothing
+else. cuDNN tactics stay out, because cuDNN's benchmark-mode search times its own algorithms (concurrent work
+would distort it) and switches a process-wide flag. A candidate that fails here is left alone: the timing
+calls it again and reports the error as the reason it was refused. Layers with the same timing key (same op,
+input types, attributes and tactic — the repeated blocks of a network) compile once.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Sequence
+
+import torch
+
+from .tactics.registry import BindContext, Tactic
+from .timing import TimingCache, example_call, timing_key
+
+MAX_THREADS = 8  # enough to hide most of a cold build's compiles; more mostly contend for the GIL
+
+
+def compile_threads() -> int:
+    """Worker threads for compiling ahead: the CPUs this process may use, at most MAX_THREADS."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cpus))
+
+
+def compile_ahead(work: Iterable[tuple[object, Sequence[Tactic]]], ctx: BindContext, cache: TimingCache | None,
+                  device_name: str, threads: int | None = None) -> int:
+    """Make the first call of each `compiles` tactic in `work` ((node, its supported candidates) pairs) whose
+    timing `cache` does not hold yet, in parallel; returns how many distinct calls were made. CUDA only."""
+    if ctx.device.type != "cuda":
+        return 0
+    pending = first_calls(work, ctx, cache, device_name)
+    threads = compile_threads() if threads is None else threads
+    if len(pending) < 2 or threads < 2:
+        return 0  # nothing to overlap: the timing compiles them as it goes
+
+    def first_call(item) -> None:
+        node, t = item
+        with torch.cuda.device(ctx.device):
+            try:
+                example_call(t.bind(node, ctx), node, ctx, getattr(t.impl, "input_memory_format", None))()
+                torch.cuda.current_stream(ctx.device).synchronize()  # its examples are freed only when it ran
+            except Exception:  # noqa: BLE001 - the timing calls it again and reports the failure
+                pass
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tensorforge-compile") as pool:
+        list(pool.map(first_call, pending))
+    torch.cuda.synchronize(ctx.device)
+    return len(pending)
+
+
+def first_calls(work: Iterable[tuple[object, Sequence[Tactic]]], ctx: BindContext, cache: TimingCache | None,
+                device_name: str) -> list[tuple[object, Tactic]]:
+    """The (node, tactic) first calls to make: `compiles` tactics whose timing is not cached, one per timing key."""
+    pending: dict[str, tuple[object, Tactic]] = {}
+    for node, supported in work:
+        for t in supported:
+            if not getattr(t.impl, "compiles", False):
+                continue
+            key = timing_key(node, t, device_name, ctx.env)
+            if key not in pending and (cache is None or cache.get(key) is None):
+                pending[key] = (node, t)
+    return list(pending.values())

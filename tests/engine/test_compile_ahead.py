@@ -1,0 +1,110 @@
+"""Compile ahead (engine/compile_ahead.py): which first calls a build makes in parallel before timing (CPU: the
+selection), and on the GPU that the Triton kernels the timing and the plan launch were compiled by the
+worker threads, not by the timing, with the plan still matching the reference."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from tensorforge import ir
+from tensorforge.engine import Builder, BuilderConfig
+from tensorforge.engine.compile_ahead import compile_ahead, compile_threads, first_calls
+from tensorforge.engine.tactics import BindContext, candidates
+from tensorforge.engine.timing import TimingCache, select_tactic, timing_key
+from tensorforge.ir import Sym, TensorType
+
+DEVICE_NAME = "test-gpu"
+
+
+def _dense_stack(widths=(64, 64, 64, 96), dtype="float16"):
+    """Dense layers; the two 64->64 ones have the same timing key (the repeated blocks of a network)."""
+    g = ir.Graph()
+    torch_dtype = TensorType(dtype, ()).torch_dtype
+    h = g.add_input("x", TensorType(dtype, (Sym("batch"), 16, widths[0])))
+    for i, (k, n) in enumerate(zip(widths, widths[1:])):
+        w = g.add_constant(torch.randn(n, k, dtype=torch_dtype) * 0.1, f"w{i}")
+        b = g.add_constant(torch.randn(n, dtype=torch_dtype) * 0.1, f"b{i}")
+        h = g.call("engine.dense", h, w, b, has_bias=True, activation="nn.relu")
+    g.set_outputs([h])
+    return g.verify()
+
+
+def _work(graph, config):
+    return [(node, candidates(node, "cuda", config)[0]) for node in graph.nodes]
+
+
+def test_first_calls_are_the_triton_candidates_once_per_timing_key():
+    pytest.importorskip("triton")
+    graph, config = _dense_stack(), BuilderConfig(fp16=True)
+    ctx = BindContext(torch.device("cuda"), config, 8)
+    calls = first_calls(_work(graph, config), ctx, None, DEVICE_NAME)
+    assert calls, "the Triton GEMM tiles are candidates of every dense layer"
+    assert all(t.impl.compiles for _, t in calls), "cuBLAS candidates compile nothing and are not called ahead"
+    keys = [timing_key(node, t, DEVICE_NAME, ctx.env) for node, t in calls]
+    assert len(keys) == len(set(keys))
+    tiles = {t.name for _, t in calls}
+    # three layers, two distinct shapes: each tile is called for two of them
+    assert len(calls) == 2 * len(tiles)
+
+
+def test_first_calls_skip_what_the_timing_cache_holds(tmp_path):
+    pytest.importorskip("triton")
+    graph, config = _dense_stack(), BuilderConfig(fp16=True)
+    ctx = BindContext(torch.device("cuda"), config, 8)
+    work = _work(graph, config)
+    cache = TimingCache(str(tmp_path / "timing.json"))
+    node, supported = work[-1]
+    for t in supported:
+        cache.put(timing_key(node, t, DEVICE_NAME, ctx.env), 1.0)
+    calls = first_calls(work, ctx, cache, DEVICE_NAME)
+    assert all(n is not node for n, _ in calls)
+    assert calls, "the other shape's candidates are still called"
+
+
+def test_nothing_is_compiled_ahead_on_the_cpu():
+    graph, config = _dense_stack(dtype="float32"), BuilderConfig()
+    ctx = BindContext(torch.device("cpu"), config, 8)
+    assert compile_ahead(_work(graph, config), ctx, None, DEVICE_NAME) == 0
+    assert 1 <= compile_threads() <= 8
+
+
+@pytest.mark.gpu
+def test_the_timing_finds_every_triton_candidate_compiled_and_the_plan_matches():
+    pytest.importorskip("triton")
+    from tensorforge.engine.tactics import gemm_triton_kernel
+    kernel = gemm_triton_kernel.gemm_epilogue
+    if not hasattr(kernel, "compile"):
+        pytest.skip("this Triton's JITFunction has no compile attribute to count compiles with")
+    compiled_by: list[str] = []
+    original = kernel.compile
+
+    def counting(*args, **kwargs):
+        compiled_by.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    # shapes no other test uses, so the kernels are not in Triton's in-memory cache yet
+    graph = _dense_stack(widths=(80, 208, 208, 144))
+    config = BuilderConfig(fp16=True)
+    ctx = BindContext(torch.device("cuda"), config, 24)
+    work = _work(graph, config)
+    kernel.compile = counting
+    try:
+        made = compile_ahead(work, ctx, None, DEVICE_NAME, threads=4)
+        ahead = list(compiled_by)
+        for node, supported in work:
+            select_tactic(node, supported, ctx, TimingCache(), DEVICE_NAME)
+    finally:
+        kernel.compile = original
+    assert made >= 4
+    assert ahead and all(name.startswith("tensorforge-compile") for name in ahead)
+    assert compiled_by == ahead, "the timing compiled a kernel the workers had not"
+
+    plan = Builder(config).build(graph, max_batch=24, device="cuda")
+    x = torch.randn(24, 16, 80, dtype=torch.float16, device="cuda")
+    (actual,) = plan.run(x)
+    (expected,) = ir.execute(graph, x)
+    torch.testing.assert_close(actual, expected, rtol=1e-2, atol=1e-2)
+    assert all(layer.tactic != "reference" for layer in plan.layers)
