@@ -108,3 +108,11 @@ def test_the_timing_finds_every_triton_candidate_compiled_and_the_plan_matches()
     (expected,) = ir.execute(graph, x)
     torch.testing.assert_close(actual, expected, rtol=1e-2, atol=1e-2)
     assert all(layer.tactic != "reference" for layer in plan.layers)
+
+
+def test_compile_threads_follow_the_environment(monkeypatch):
+    monkeypatch.setenv("TENSORFORGE_COMPILE_THREADS", "3")
+    assert compile_threads() == 3
+    monkeypatch.setenv("TENSORFORGE_COMPILE_THREADS", "many")
+    with pytest.raises(ValueError, match="TENSORFORGE_COMPILE_THREADS must be a positive integer"):
+        compile_threads()

@@ -30,7 +30,14 @@ MAX_THREADS = 8  # enough to hide most of a cold build's compiles; more mostly c
 
 
 def compile_threads() -> int:
-    """Worker threads for compiling ahead: the CPUs this process may use, at most MAX_THREADS."""
+    """Worker threads for compiling ahead: TENSORFORGE_COMPILE_THREADS if set (1 turns compiling ahead off),
+    else the CPUs this process may use, at most MAX_THREADS."""
+    asked = os.environ.get("TENSORFORGE_COMPILE_THREADS", "").strip()
+    if asked:
+        try:
+            return max(1, int(asked))
+        except ValueError:
+            raise ValueError(f"TENSORFORGE_COMPILE_THREADS must be a positive integer, got {asked!r}") from None
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
