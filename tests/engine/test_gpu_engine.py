@@ -91,6 +91,29 @@ def test_resnet18_fp16_plan_uses_gpu_tactics_and_matches_eager():
     assert module._graph_runner is not None and module._graph_runner.captured == 1
 
 
+def test_mobilenet_v2_fp16_depthwise_layers_keep_float32_weights_on_the_triton_kernel():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2()
+    model.train()
+    with torch.no_grad():  # realistic batch-norm statistics, so the folded depthwise scales vary per channel
+        for _ in range(3):
+            model(torch.randn(8, 3, 160, 160))
+    model = model.eval().cuda()
+    x = torch.randn(4, 3, 160, 160, device="cuda")
+    module = forge.compile(model, (x,), precision="fp16", device="cuda")
+    with torch.no_grad():
+        expected = model(x)
+        actual = module(x)
+    rel = ((actual.float() - expected).abs().max() / expected.abs().max()).item()
+    assert rel < 2e-2, rel
+    (plan,) = module.plans()["tensorforge_0"]
+    assert plan.counters["assign_precision.float32_weights"] == 17, "MobileNetV2 has 17 depthwise convolutions"
+    tactics = [layer.tactic for layer in plan.layers if layer.op == "engine.conv"]
+    assert tactics.count("triton_depthwise_nhwc") == 17, tactics
+    assert module._graph_runner is not None and module._graph_runner.captured == 1
+
+
 def test_cuda_graph_replay_sees_new_inputs_each_time():
     torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.mobilenet_v2().eval().cuda()

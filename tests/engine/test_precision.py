@@ -77,9 +77,9 @@ def assert_no_cast_ping_pong(out, source) -> None:
             assert producer is None or producer.op != "cast", f"cast of a cast at {n.name}"
 
 
-def counters(layers_reduced, casts, weights, clamped=0) -> dict[str, int]:
+def counters(layers_reduced, casts, weights, clamped=0, float32_weights=0) -> dict[str, int]:
     return {"assign_precision": layers_reduced, "assign_precision.casts": casts, "assign_precision.weights": weights,
-            "assign_precision.weights_clamped": clamped}
+            "assign_precision.weights_clamped": clamped, "assign_precision.float32_weights": float32_weights}
 
 
 def expand(expected, dtype):
@@ -493,3 +493,61 @@ def test_whole_model_in_reduced_precision(name, dtype):
     for a, e in zip(actual, expected):
         assert a.dtype == torch.float32 and a.shape == e.shape
         assert relative_error(a, e) <= REL_TOL[dtype], f"{name} {dtype}: {relative_error(a, e)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Depthwise convolutions keep float32 weights (rule 3's exception)
+# ---------------------------------------------------------------------------------------------
+
+def _inverted_residual():
+    """MobileNetV2's block: 1x1 expand -> BN -> ReLU6 -> 3x3 depthwise -> BN -> ReLU6 -> 1x1 project -> BN, + x."""
+
+    class Block(torch.nn.Module):
+        def __init__(self, c=16, hidden=48):
+            super().__init__()
+            nn = torch.nn
+            self.body = nn.Sequential(
+                nn.Conv2d(c, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+                nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+                nn.Conv2d(hidden, c, 1, bias=False), nn.BatchNorm2d(c))
+
+        def forward(self, x):
+            return x + self.body(x)
+
+    torch.manual_seed(0)
+    block = Block()
+    with torch.no_grad():  # statistics that make the folded scales differ from one channel to the next
+        for m in block.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.01, 4.0)
+                m.running_mean.normal_()
+                m.weight.uniform_(0.5, 2.0)
+    return block.eval(), (torch.randn(2, 16, 10, 10),)
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["default", "strict"])
+def test_depthwise_convolutions_keep_float32_weights_outside_strict_mode(strict):
+    import tensorforge as forge
+    from tensorforge.engine.ops import is_depthwise
+
+    model, example = _inverted_residual()
+    partitioned, _ = forge.partition_for_tensorforge(forge.frontends.from_torch(model, example))
+    (region,) = partitioned.subgraphs.values()
+    config = BuilderConfig(fp16=True, strict_types=strict)
+    upto = PASSES[:PASSES.index(assign_precision) + 1]
+    ctx = PassContext(config=config, max_batch=2)
+    assigned = run_passes(region, ctx, upto, verify_each=True)
+    convs = [n for n in assigned.nodes if n.op == "engine.conv"]
+    assert len(convs) == 3 and sum(map(is_depthwise, convs)) == 1
+    for node in convs:
+        data, *constants = [v.type.dtype for v in node.inputs[:3]]
+        assert data == node.outputs[0].type.dtype == "float16", "activations are reduced either way"
+        wide = is_depthwise(node) and not strict
+        assert set(constants) == {"float32" if wide else "float16"}, (node.name, constants)
+    assert ctx.counters["assign_precision.float32_weights"] == (0 if strict else 1)
+
+    plan = Builder(config).build(region, max_batch=2)
+    with torch.no_grad():
+        expected = model(*example)
+    (actual,) = plan.run(*example)
+    assert actual.dtype == torch.float32 and relative_error(actual, expected) <= REL_TOL["float16"]

@@ -11,7 +11,9 @@ implementations compute exactly what the unfused source computed, in the source'
 The activation runs through its own IR op's reference (`activation` names it, `activation_attrs` holds its
 attributes as (name, value) pairs), so fused and unfused graphs share one definition of every activation.
 GPU tactics (cuDNN fused convolutions, cuBLASLt epilogues, Triton) implement these ops; the references are
-what those tactics are checked against.
+what those tactics are checked against. A convolution whose weights are wider than its data (float32 weights
+of a depthwise layer in an FP16 build, see `passes/assign_precision.py`) computes in the wider type and rounds
+its output to the data's type once, after the epilogue.
 
 `engine.strided_view` is the one view among them: a whole chain of shape ops as a single `as_strided`.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 
 from ..ir import REQUIRED, get_op, register_op
@@ -76,6 +79,12 @@ def conv(data, weight, *extra, ndim, strides, padding, dilation, groups, has_bia
     if ndim not in _CONVOLUTIONS:
         raise ValueError(f"engine.conv: ndim must be 1, 2 or 3, got {ndim!r}")
     bias, residual = _split_extra("engine.conv", extra, has_bias, has_residual)
+    if weight.dtype != data.dtype:  # float32 weights on float16 data (assign_precision keeps depthwise ones so):
+        wide = torch.promote_types(weight.dtype, data.dtype)  # computed wide, rounded to the data's type once
+        y = _CONVOLUTIONS[ndim](data.to(wide), weight, None if bias is None else bias.to(wide), strides, padding,
+                                dilation, groups)
+        residual = None if residual is None else residual.to(wide)
+        return _epilogue("engine.conv", y, residual, activation, activation_attrs, residual_position).to(data.dtype)
     y = _CONVOLUTIONS[ndim](data, weight, bias, strides, padding, dilation, groups)
     return _epilogue("engine.conv", y, residual, activation, activation_attrs, residual_position)
 
@@ -86,6 +95,14 @@ def dense(data, weight, *extra, has_bias, activation, activation_attrs, has_resi
     bias, residual = _split_extra("engine.dense", extra, has_bias, has_residual)
     y = F.linear(data, weight, bias)
     return _epilogue("engine.dense", y, residual, activation, activation_attrs, residual_position)
+
+
+def is_depthwise(node) -> bool:
+    """Whether `node` is an engine.conv with one filter per channel (groups = input = output channels)."""
+    if node.op != "engine.conv" or node.attrs["groups"] == 1:
+        return False
+    weight_shape = node.inputs[1].type.shape
+    return node.attrs["groups"] == node.inputs[0].type.shape[1] == weight_shape[0] and weight_shape[1] == 1
 
 
 def _affine(pair, batch: int) -> int:

@@ -20,7 +20,12 @@ planning, the plan's `LayerInfo.precision`) simply follows the IR. The rules:
    Compute-heavy layers (conv, dense, matmul, attention) always run reduced when allowed: that is the point.
 3. **Weights.** float32 constants a reduced layer reads are converted once, at build time, to the reduced type
    (finite values saturate at the type's range, as TensorRT clamps weights; infinities stay infinite). A
-   constant that float32 layers read too keeps its float32 copy beside the reduced one.
+   constant that float32 layers read too keeps its float32 copy beside the reduced one. One exception outside
+   strict mode: a depthwise convolution (`engine.conv` with one filter per channel) keeps its float32 weight
+   and bias, and runs on reduced activations with float32 arithmetic (`tactics/conv_triton.py`). Batch norm
+   folded into those few weights gives each channel its own scale, and rounding the products to float16 was
+   the largest error of a MobileNetV2 FP16 plan (twice eager FP16's, and top-1 flips); the weights are a few
+   KiB per layer, the activations stay float16.
 4. **Casts only at boundaries.** A `cast` node is inserted where a value produced in one precision is read in
    the other: at the region's float32 inputs (entry), around sensitive layers, and before the region's outputs
    (exit), because the region keeps its own input and output types, as TensorRT keeps I/O types unless asked.
@@ -40,8 +45,8 @@ writes float16, which removes that cost too. The IR says what the numbers mean; 
 move.
 
 Counters: `assign_precision` counts layers moved to the reduced type; with fp16/bf16 requested, also `.casts`
-(inserted casts), `.weights` (constants converted) and `.weights_clamped` (converted constants that had finite
-values outside the reduced range).
+(inserted casts), `.weights` (constants converted), `.weights_clamped` (converted constants that had finite
+values outside the reduced range) and `.float32_weights` (reduced layers that keep float32 weights: rule 3).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ import torch
 from ...ir import Graph, Value
 from ...ir.types import TensorType, torch_dtype
 from ..config import BuilderConfig
+from ..ops import is_depthwise
 from ._edit import copy_graph, drop_unused_constants
 
 NAME = "assign_precision"
@@ -151,6 +157,8 @@ class _Planner:
     def _try_reduce(self, node) -> _Layer | None:
         """The node in the reduced type, or None when its op does not carry the type through (per the registry)."""
         want = [self.reduced if self._is_float(v) else v.type.dtype for v in node.inputs]
+        if not self.strict and is_depthwise(node):  # rule 3's exception: float32 weight and bias
+            want = [v.type.dtype if v.data is not None and i > 0 else d for i, (v, d) in enumerate(zip(node.inputs, want))]
         attrs = dict(node.attrs)
         if self.strict and attrs.get("dtype") in self.convertible:
             attrs["dtype"] = self.reduced  # strict: cast/arange/full make the requested type too
@@ -225,6 +233,8 @@ class _Rewriter:
             self.graph.nodes.append(node)  # after the casts `_as` appended for its inputs
             if layer.reduced:
                 self.ctx.count(NAME)
+                if any(v.data is not None and v.type.dtype == FLOAT32 for v in node.inputs):
+                    self.ctx.count(f"{NAME}.float32_weights")
         self.graph.outputs = [self._exit(v, source_dtypes.get(id(v), v.type.dtype)) for v in self.graph.outputs]
         drop_unused_constants(self.graph)
 
@@ -275,7 +285,7 @@ def assign_precision(graph: Graph, ctx) -> Graph:
     reduced = reduced_dtype(ctx.config)
     if reduced is None:  # a float32 build: nothing to assign, and no sub-counters to report
         return graph
-    for counter in ("casts", "weights", "weights_clamped"):
+    for counter in ("casts", "weights", "weights_clamped", "float32_weights"):
         ctx.counters.setdefault(f"{NAME}.{counter}", 0)
     layers = _Planner(graph, reduced, ctx.config.strict_types).plan()
     _Rewriter(graph, layers, ctx).rewrite()

@@ -3,7 +3,7 @@ contract; one module per family of tactics registers them (`reference.py` today;
 attention and quantized tactics for GPUs join here)."""
 
 # each module registers its tactics
-from . import conv_cudnn, eager, gemm, gemm_triton, norm_triton, pool_triton, reference, views  # noqa: F401
+from . import conv_cudnn, conv_triton, eager, gemm, gemm_triton, norm_triton, pool_triton, reference, views  # noqa: F401
 from .registry import ANY_OP, BindContext, Kernel, Tactic, candidates, get_tactic, registered_tactics, tactic
 
 __all__ = ["tactic", "Tactic", "BindContext", "Kernel", "candidates", "get_tactic", "registered_tactics", "ANY_OP"]

@@ -40,6 +40,9 @@ def _supports_conv2d(node, config) -> str | None:
         return "the weight must be a constant"
     if node.inputs[0].type.dtype not in ("float16", "bfloat16", "float32"):
         return f"dtype {node.inputs[0].type.dtype}"
+    if any(v.type.dtype != node.inputs[0].type.dtype for v in node.inputs[1:] if v.data is not None):
+        return ("float32 weights beside reduced-precision data (a depthwise layer kept accurate by "
+                "assign_precision): cuDNN computes in the data's type only")
     return None
 
 

@@ -1,0 +1,87 @@
+"""A depthwise convolution as one Triton kernel: channels-last, float32 weights and arithmetic, fused epilogue.
+
+MobileNet and EfficientNet spend a third of their layers in depthwise convolutions (groups = channels, one
+KHxKW filter per channel). With batch norm folded in, their weights carry each channel's BN scale, and in an
+FP16 build `assign_precision` keeps those weights (and the bias) in float32: rounding them to float16 was
+what moved MobileNetV2's logits twice as far from FP32 eager as PyTorch's own FP16 (bench/README.md). cuDNN
+needs weights in the data's type, so this kernel is the fast tactic for those layers: it reads float16 (or
+bfloat16) activations, multiplies by float32 weights, adds bias, residual and activation in float32 (the GEMM
+template's epilogue) and rounds once when it stores. Memory-bound like every depthwise convolution: each
+program holds BLOCK_P output pixels x BLOCK_C channels, and a channels-last layout makes every load a
+contiguous run of channels. In float32 builds it competes with cuDNN on time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from ..ops import is_depthwise
+from .gemm_triton import _activation
+from .registry import tactic
+
+BLOCK_P, BLOCK_C = 64, 32  # output pixels x channels per program: 2048 outputs, 16 per thread with 4 warps
+NUM_WARPS = 4
+
+
+def depthwise_reason(node) -> str | None:
+    """None when `node` is a 2-d depthwise engine.conv with one filter per channel, else why not."""
+    if node.attrs.get("ndim") != 2:
+        return "the kernel covers 2-d convolutions"
+    if not is_depthwise(node):
+        return "the kernel covers depthwise convolutions (groups = input channels = output channels)"
+    return None
+
+
+@tactic("engine.conv", name="triton_depthwise_nhwc", devices=("cuda",), priority=30)
+class DepthwiseConv2dNHWC:
+    writes_arena = False  # a channels-last output; arena views are row-major NCHW
+    packs_weights = True
+    compiles = True
+    input_memory_format = torch.channels_last
+
+    @staticmethod
+    def supports(node, config):
+        if importlib.util.find_spec("triton") is None:
+            return "Triton is not installed"
+        reason = depthwise_reason(node)
+        if reason:
+            return reason
+        if node.inputs[0].type.dtype not in ("float16", "bfloat16", "float32"):
+            return f"dtype {node.inputs[0].type.dtype}"
+        if node.inputs[1].data is None or (node.attrs["has_bias"] and node.inputs[2].data is None):
+            return "the weight and bias must be constants"
+        act = _activation(node)
+        return act if isinstance(act, str) else None
+
+    @staticmethod
+    def bind(node, ctx):
+        from .conv_triton_kernel import depthwise_conv2d_nhwc
+        a = node.attrs
+        weight = node.inputs[1].data.to(ctx.device)
+        channels, _, kh, kw = weight.shape
+        taps = weight.reshape(channels, kh * kw).t().contiguous()  # [KH * KW, C]: a tap's channels are contiguous
+        bias = node.inputs[2].data.to(ctx.device) if a["has_bias"] else None
+        residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
+        (sh, sw), (ph, pw), (dh, dw) = a["strides"], a["padding"], a["dilation"]
+        code, lo, hi, slope = _activation(node)
+        flags = dict(SH=sh, SW=sw, PH=ph, PW=pw, KH=kh, KW=kw, DH=dh, DW=dw, HAS_BIAS=bias is not None,
+                     HAS_RESIDUAL=residual_index is not None,
+                     RESIDUAL_PRE=a.get("residual_position", "pre_activation") == "pre_activation", ACT=code,
+                     BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
+        _, _, oh, ow = node.outputs[0].type.shape
+
+        def run(inputs, outputs, env):
+            x = inputs[0].contiguous(memory_format=torch.channels_last)
+            n, c, h, w = x.shape
+            y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+            residual = (inputs[residual_index].contiguous(memory_format=torch.channels_last)
+                        if residual_index is not None else y)
+            pixels = n * oh * ow
+            grid = (-(-pixels // BLOCK_P), -(-c // BLOCK_C))
+            depthwise_conv2d_nhwc[grid](x, taps, y, bias if bias is not None else taps, residual, pixels, c, h, w,
+                                        oh, ow, lo, hi, slope, **flags)
+            return (y,)
+
+        return run
