@@ -13,6 +13,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _seconds(value) -> str:
+    """A duration column: '—' where it was not measured (cached builds are timed once per model and precision)."""
+    return "—" if value is None else f"{value:.1f}"
+
+
 def _ms(row, method):
     m = row.get(method)
     return f"{m['median_ms']:.3f}" if m else "—"
@@ -49,7 +54,7 @@ def table(rows) -> str:
         out.append(
             f"| {r['model']} | {r['precision']} | {r['batch']} | {_ms(r, 'eager')} | {_ms(r, 'compile')} | "
             f"{_ms(r, 'forge')} | {r.get('speedup_vs_eager', 0):.2f}× | {r.get('speedup_vs_compile', 0):.2f}× | "
-            f"{f.get('throughput_per_s', 0):.0f} | {f.get('build_s', 0):.1f} | {f.get('cached_build_s', 0):.1f} | "
+            f"{f.get('throughput_per_s', 0):.0f} | {f.get('build_s', 0):.1f} | {_seconds(f.get('cached_build_s'))} | "
             f"{f.get('plan_load_s', 0):.2f} | {_mib(r, 'eager')} | {_serving_mib(r)} | "
             f"{_mib(r, 'compile')} / {_mib(r, 'forge')} | {f.get('rel_err', 0):.1e} |")
     return "\n".join(out)
