@@ -37,6 +37,7 @@ from .onnx_ops.context import PROBES, SYMBOL, OnnxContext, Operand, solve_elemen
 logger = logging.getLogger("tensorforge")
 
 MIN_OPSET = 11
+DATA_SAMPLES = 4  # random draws that must give the zero inputs' output sizes before an opaque node is typed
 
 
 class OnnxImportError(ValueError):
@@ -502,6 +503,7 @@ class _Importer:
                 return self._spread(node, output_names, folded)
         types = [_ir_type(e) for e in entries]
         if any(t is None for t in types):
+            self._refuse_runtime_trip_count(name, node)
             types = self._probe_types(name, node, inputs, encoded, dtypes, reason)
         values = [self.ctx.materialize(x) for x in inputs]
         attrs = dict(encoded, output_types=tuple(encode_output_type(t) for t in types), reason=reason)
@@ -533,25 +535,40 @@ class _Importer:
             outs.append(Operand.known(encoded["output_names"][j], probes))
         return outs
 
+    def _refuse_runtime_trip_count(self, name, node) -> None:
+        """A Loop's scan outputs are as long as it runs. When its trip count or condition is computed at run time,
+        that length is data; probing cannot see it (integer and bool inputs are probed as zeros: the loop would
+        run zero times in every probe), so such a Loop is refused here, by what it is."""
+        if node.op_type != "Loop" or len(node.output) <= len(node.input) - 2:
+            return  # not a Loop, or one with no scan outputs: its outputs are shaped like its loop-carried values
+        control = [x for x in node.input[:2] if x]
+        if not all(self.env[x].is_known for x in control):
+            raise OnnxImportError(f"node {name!r} (Loop): its scan outputs are as long as the loop runs, and its trip "
+                                  f"count or condition is computed at run time: the IR cannot express that size")
+
     def _probe_types(self, name, node, inputs, encoded, dtypes, reason) -> list[TensorType]:
         """Output types shape inference left open: run the node at the probe batch sizes and solve each size.
 
-        Run-time inputs are zeros, and once random as well: an output whose size changes with the data
-        (NonZero, Unique, ...) has no IR type, and is refused rather than typed from one sample."""
+        Run-time inputs are zeros, and at the first probe also DATA_SAMPLES random float draws (seeded, so an
+        import always decides alike): an output whose size changes with the data (NonZero, Unique, ...) has no IR
+        type, and is refused rather than typed from one sample."""
         shapes, probed_dtypes = [], []
+        draws = torch.Generator().manual_seed(0)
 
         def sample(x, i: int, random: bool):
             if x.is_known:
                 return x.probes[min(i, len(x.probes) - 1)]
             t = torch.zeros(x.type.concrete_shape({SYMBOL: PROBES[i]}), dtype=x.type.torch_dtype)
-            return t.uniform_(0.5, 1.5) if random and t.is_floating_point() else t
+            if random and t.is_floating_point():
+                t = (torch.rand(t.shape, generator=draws) + 0.5).to(t.dtype)  # in [0.5, 1.5): no zeros, no signs
+            return t
 
         try:
             for i in range(len(PROBES)):
                 outs = self._run([sample(x, i, False) for x in inputs], encoded, dtypes)
                 shapes.append([tuple(t.shape) for t in outs])
                 probed_dtypes = [dtype_name(t.dtype) for t in outs]
-                if i == 0:
+                for _ in range(DATA_SAMPLES if i == 0 else 0):
                     other = self._run([sample(x, i, True) for x in inputs], encoded, dtypes)
                     if [tuple(t.shape) for t in other] != shapes[0]:
                         raise OnnxImportError(f"node {name!r} ({node.op_type}): its output sizes depend on the data, "
