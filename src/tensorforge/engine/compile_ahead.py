@@ -55,6 +55,9 @@ def compile_ahead(work: Iterable[tuple[object, Sequence[Tactic]]], ctx: BindCont
     threads = compile_threads() if threads is None else threads
     if len(pending) < 2 or threads < 2:
         return 0  # nothing to overlap: the timing compiles them as it goes
+    from triton.runtime import driver
+    with torch.cuda.device(ctx.device):
+        driver.active.get_current_device()  # Triton sets its driver up lazily: once, here, not racing in workers
 
     def first_call(item) -> None:
         node, t = item
