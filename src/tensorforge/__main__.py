@@ -1,4 +1,4 @@
-"""`python -m tensorforge ...`: the command line (see tensorforge/cli.py)."""
+"""`python -m tensorforge ...`: the command line (see tensorforge/cli/)."""
 
 import sys
 

@@ -1,0 +1,228 @@
+"""The `tensorforge` command line (also `python -m tensorforge`), in the manner of trtexec.
+
+    tensorforge build MODEL -o out.tforge [--fp16|--bf16] [--batch N] ...   convert, partition, build, save
+    tensorforge run PLAN --input x.npy|inputs.npz [--output y.npz]        run a saved module on arrays
+    tensorforge bench PLAN|MODEL [--batch N] [--compare eager,compile]   latency, throughput, peak memory
+    tensorforge inspect PLAN|MODEL [--json]                               regions, fallbacks, layers, tactics
+    tensorforge compare MODEL [--fp16]                                    outputs against the source framework
+
+MODEL is an `.onnx` file or a name of the zoo (`tensorforge.models`); PLAN a `.tforge` file written by
+`build` (or `Module.save`). Every error is one line on stderr (`tensorforge: error: ...`) with a non-zero
+exit code; `--verbose` adds the traceback. Results go to stdout, progress and warnings to stderr.
+docs/cli.md documents every command.
+
+The package, by concern: `sources` (where a model comes from, its inputs and outputs), `measure`
+(latencies, peak memory), one module per command (`build`, `run`, `bench`, `inspect`, `compare`),
+`common` (constants, CLIError); the parser and `main` live here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+import warnings
+from typing import Sequence
+
+from .bench import cmd_bench
+from .build import cmd_build
+from .common import (COMPARE_METHODS, DEFAULT_SEQ_LEN, EXIT_ERROR, EXIT_MISMATCH, EXIT_USAGE, PROG, TOLERANCES,
+                     CLIError)
+from .compare import cmd_compare
+from .inspect import cmd_inspect
+from .measure import measure_latencies
+from .run import cmd_run
+from .sources import Source
+
+__all__ = ["main", "build_parser", "measure_latencies", "CLIError", "Source", "PROG", "TOLERANCES",
+           "COMPARE_METHODS", "DEFAULT_SEQ_LEN", "EXIT_ERROR", "EXIT_USAGE", "EXIT_MISMATCH", "cmd_build",
+           "cmd_run", "cmd_bench", "cmd_inspect", "cmd_compare", "cmd_models"]
+
+
+# -- the parser --------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line too (argparse prints the whole usage by default)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _bytes_arg(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        value = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of bytes (e.g. 1073741824, 512M, 1G), got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks of errors, warnings of every library and tensorforge's log")
+    common.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+    def model_options(batch_default: int | None = 1, device_help: str = "cuda if available, else cpu"):
+        p = argparse.ArgumentParser(add_help=False)
+        precision = p.add_mutually_exclusive_group()
+        precision.add_argument("--fp16", action="store_true", help="let layers run in float16")
+        precision.add_argument("--bf16", action="store_true", help="let layers run in bfloat16")
+        p.add_argument("--no-tf32", action="store_true", help="full float32 matrix products on the GPU (no TF32)")
+        p.add_argument("--batch", type=_positive, default=batch_default,
+                       help=f"batch size the plans are built for (default {batch_default})")
+        p.add_argument("--seq-len", type=_positive, default=None,
+                       help="sequence length of text models (zoo default 128); sizes other symbols of ONNX inputs")
+        p.add_argument("--image-size", type=_positive, default=None,
+                       help="image size of vision zoo models (default 224)")
+        p.add_argument("--cache-dir", default=None, help="cache built plans on disk here")
+        p.add_argument("--min-block-size", type=_positive, default=1, help="smallest region offloaded (nodes)")
+        p.add_argument("--workspace", type=_bytes_arg, default=1 << 30,
+                       help="most activation memory a plan may use, in bytes (512M, 1G accepted; default 1G)")
+        p.add_argument("--implicit-batch", action="store_true",
+                       help="partition in implicit-batch mode (ops that touch the batch axis stay in PyTorch)")
+        p.add_argument("--device", default=None, help=f"cpu or cuda[:N] (default {device_help})")
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        return p
+
+    parser = _Parser(prog=PROG, description="Make trained models fast for inference: build, run, bench, "
+                     "inspect and compare tensorforge modules.", epilog="zoo models: run `tensorforge models`")
+    parser.add_argument("--verbose", "-v", action="store_true", default=False, help=argparse.SUPPRESS)
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("build", parents=[common, model_options()], help="convert, partition and build a model; "
+                       "save one .tforge", description="Convert MODEL, partition it, build every plan for --batch "
+                       "and save one .tforge file.")
+    p.add_argument("model", metavar="MODEL", help="an .onnx file or a zoo name (tensorforge models)")
+    p.add_argument("-o", "--output", required=True, help="the .tforge file to write")
+    p.set_defaults(run=cmd_build)
+
+    p = sub.add_parser("run", parents=[common], help="run a .tforge on arrays from .npy/.npz",
+                       description="Load PLAN, feed it inputs, write or summarize its outputs.")
+    p.add_argument("plan", metavar="PLAN", help="a .tforge file")
+    p.add_argument("--input", "-i", required=True, help=".npy (one-input models) or .npz (keys = input names)")
+    p.add_argument("--output", "-o", default=None, help=".npz (keys = output names) or .npy (one output)")
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default cuda if available, else cpu)")
+    p.set_defaults(run=cmd_run)
+
+    p = sub.add_parser("bench", parents=[common, model_options()], help="latency percentiles, throughput, peak "
+                       "memory", description="Time PLAN or MODEL: p50/p90/p99 latency, throughput and peak "
+                       "memory; with --compare, PyTorch eager / torch.compile / onnxruntime in the same run.")
+    p.add_argument("target", metavar="PLAN|MODEL", help="a .tforge file, an .onnx file or a zoo name")
+    p.add_argument("--iters", type=_positive, default=100, help="timed iterations (default 100)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed iterations first (default 10)")
+    p.add_argument("--compare", default=None, metavar="METHODS",
+                   help="comma-separated: eager, compile (zoo models), onnxruntime (.onnx files)")
+    p.set_defaults(run=cmd_bench)
+
+    p = sub.add_parser("inspect", parents=[common, model_options(batch_default=None, device_help="cpu for MODEL")],
+                       help="regions, fallback reasons, layers, tactics, MACs, arena sizes",
+                       description="Show the regions, every reason a node stayed in PyTorch, the layers of each "
+                       "plan with their tactic and precision, MACs/FLOPs and arena sizes. For a MODEL the plans are "
+                       "built first (at --batch, default 1, on --device, default cpu).")
+    p.add_argument("target", metavar="PLAN|MODEL", help="a .tforge file, an .onnx file or a zoo name")
+    p.add_argument("--layers", type=int, default=None, metavar="N",
+                   help="show the first N layers of each plan (default all; -1 all)")
+    p.set_defaults(run=cmd_inspect)
+
+    p = sub.add_parser("compare", parents=[common, model_options()], help="outputs against the source framework",
+                       description="Build MODEL and compare its outputs with PyTorch eager (zoo models, float32) or "
+                       "onnxruntime (.onnx files). Exit code 3 when an output's max relative error exceeds the "
+                       f"tolerance ({', '.join(f'{k} {v:g}' for k, v in TOLERANCES.items())}).")
+    p.add_argument("model", metavar="MODEL", help="an .onnx file or a zoo name")
+    p.add_argument("--rtol", type=float, default=None, help="tolerance on max |a - e| / max |e| (default by precision)")
+    p.set_defaults(run=cmd_compare)
+
+    p = sub.add_parser("models", parents=[common], help="list the zoo models", description="List the zoo models.")
+    p.set_defaults(run=cmd_models)
+    return parser
+
+
+def cmd_models(args) -> int:
+    from .. import models
+    if args.json:
+        print(json.dumps([{"name": e.name, "family": e.family, "description": e.description,
+                           "inputs": list(e.input_names), "outputs": list(e.output_names)}
+                          for e in models.ZOO.values()], indent=2))
+    else:
+        print(models.describe())
+    return 0
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("tensorforge")
+    except Exception:
+        return "unknown"
+
+
+# -- main --------------------------------------------------------------------------------------------
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    line = "; ".join(part.strip() for part in text.splitlines() if part.strip())  # one line, nothing lost
+    if not isinstance(exc, (CLIError, OSError, ValueError, TypeError, NotImplementedError)):
+        line = f"{type(exc).__name__}: {line}"  # an unexpected error: say what kind
+    return line
+
+
+class _LogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.verbose = getattr(args, "verbose", False)
+    if getattr(args, "layers", None) == -1:
+        args.layers = None
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if args.verbose or f"{os.sep}tensorforge{os.sep}" in filename:
+            print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+    logger = logging.getLogger("tensorforge")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    previous = warnings.showwarning
+    warnings.showwarning = show_warning
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout closed early (`tensorforge inspect m.tforge --json | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        warnings.showwarning = previous
+        logger.removeHandler(handler)
