@@ -12,7 +12,7 @@ exit code; `--verbose` adds the traceback. Results go to stdout, progress and wa
 docs/cli.md documents every command.
 
 The package, by concern: `sources` (where a model comes from, its inputs and outputs), `measure`
-(latencies, peak memory), one module per command (`build`, `run`, `bench`, `inspect`, `compare`),
+(latencies, peak memory), one module per command (`build`, `run`, `bench`, `inspection` for inspect, `compare`),
 `common` (constants, CLIError); the parser and `main` live here.
 """
 
@@ -32,7 +32,7 @@ from .build import cmd_build
 from .common import (COMPARE_METHODS, DEFAULT_SEQ_LEN, EXIT_ERROR, EXIT_MISMATCH, EXIT_USAGE, PROG, TOLERANCES,
                      CLIError)
 from .compare import cmd_compare
-from .inspect import cmd_inspect
+from .inspection import cmd_inspect
 from .measure import measure_latencies
 from .run import cmd_run
 from .sources import Source
