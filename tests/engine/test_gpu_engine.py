@@ -73,22 +73,27 @@ def test_dense_tactics_match_the_reference(tactic_name, activation, approximate,
     torch.testing.assert_close(actual, expected, rtol=TOL[actual.dtype][0], atol=TOL[actual.dtype][1])
 
 
-def test_resnet18_fp16_plan_uses_gpu_tactics_and_matches_eager():
-    torchvision = pytest.importorskip("torchvision")
-    model = torchvision.models.resnet18().eval().cuda()
-    x = torch.randn(4, 3, 112, 112, device="cuda")
+def _fp16_plan_matching_eager(model, x):
+    """(module, its one plan): `model` compiled in FP16, its output within 2% of FP32 eager's, replayed as one graph."""
     module = forge.compile(model, (x,), precision="fp16", device="cuda")
     with torch.no_grad():
         expected = model(x)
         actual = module(x)
     rel = ((actual.float() - expected).abs().max() / expected.abs().max()).item()
     assert rel < 2e-2, rel
+    assert module._graph_runner is not None and module._graph_runner.captured == 1
     (plan,) = module.plans()["tensorforge_0"]
+    return module, plan
+
+
+def test_resnet18_fp16_plan_uses_gpu_tactics_and_matches_eager():
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18().eval().cuda()
+    _, plan = _fp16_plan_matching_eager(model, torch.randn(4, 3, 112, 112, device="cuda"))
     conv_tactics = [layer.tactic for layer in plan.layers if layer.op == "engine.conv"]
     cudnn = [t for t in conv_tactics if t.startswith("cudnn")]
     assert len(cudnn) >= len(conv_tactics) - 2, conv_tactics  # the timing may pick the plain path for a few
     assert {layer.precision for layer in plan.layers if layer.op == "engine.conv"} == {"float16"}
-    assert module._graph_runner is not None and module._graph_runner.captured == 1
 
 
 def test_mobilenet_v2_fp16_depthwise_layers_keep_float32_weights_on_the_triton_kernel():
@@ -99,19 +104,10 @@ def test_mobilenet_v2_fp16_depthwise_layers_keep_float32_weights_on_the_triton_k
     with torch.no_grad():  # realistic batch-norm statistics, so the folded depthwise scales vary per channel
         for _ in range(3):
             model(torch.randn(8, 3, 160, 160))
-    model = model.eval().cuda()
-    x = torch.randn(4, 3, 160, 160, device="cuda")
-    module = forge.compile(model, (x,), precision="fp16", device="cuda")
-    with torch.no_grad():
-        expected = model(x)
-        actual = module(x)
-    rel = ((actual.float() - expected).abs().max() / expected.abs().max()).item()
-    assert rel < 2e-2, rel
-    (plan,) = module.plans()["tensorforge_0"]
+    _, plan = _fp16_plan_matching_eager(model.eval().cuda(), torch.randn(4, 3, 160, 160, device="cuda"))
     assert plan.counters["assign_precision.float32_weights"] == 17, "MobileNetV2 has 17 depthwise convolutions"
     tactics = [layer.tactic for layer in plan.layers if layer.op == "engine.conv"]
     assert tactics.count("triton_depthwise_nhwc") == 17, tactics
-    assert module._graph_runner is not None and module._graph_runner.captured == 1
 
 
 def test_cuda_graph_replay_sees_new_inputs_each_time():
