@@ -76,6 +76,12 @@ def test_the_timing_finds_every_triton_candidate_compiled_and_the_plan_matches()
     pytest.importorskip("triton")
     from tensorforge.engine.tactics import gemm_triton_kernel
     kernel = gemm_triton_kernel.gemm_epilogue
+    # Triton binds a JITFunction to its compiler at the first launch on a device (create_binder sets
+    # `kernel.compile`, and would overwrite a wrapper set before): launch once, on other shapes, first
+    warm_graph = _dense_stack(widths=(32, 48))
+    warm_ctx = BindContext(torch.device("cuda"), BuilderConfig(fp16=True), 4)
+    for node, supported in _work(warm_graph, warm_ctx.config):
+        select_tactic(node, supported, warm_ctx, TimingCache(), DEVICE_NAME)
     if not hasattr(kernel, "compile"):
         pytest.skip("this Triton's JITFunction has no compile attribute to count compiles with")
     compiled_by: list[str] = []
