@@ -5,6 +5,7 @@ import triton
 import triton.language as tl
 
 from .gemm_triton_kernel import _epilogue
+from .pool_triton_kernel import _window_tap
 
 
 @triton.jit
@@ -26,11 +27,8 @@ def depthwise_conv2d_nhwc(x_ptr, w_ptr, y_ptr, bias_ptr, r_ptr, P, C, H, W, OH, 
     keep = (p < P)[:, None] & in_c[None, :]
     acc = tl.zeros((BLOCK_P, BLOCK_C), tl.float32)
     for kh in tl.static_range(KH):
-        ih = oh * SH - PH + kh * DH
         for kw in tl.static_range(KW):
-            iw = ow * SW - PW + kw * DW
-            inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            offs = ((n * H + ih) * W + iw)[:, None] * C + c[None, :]
+            offs, inside = _window_tap(n, oh, ow, c, kh, kw, H, W, C, SH, SW, PH, PW, DH, DW)
             v = tl.load(x_ptr + offs, mask=keep & inside[:, None], other=0.0).to(tl.float32)
             w = tl.load(w_ptr + (kh * KW + kw) * C + c, mask=in_c, other=0.0).to(tl.float32)
             acc += v * w[None, :]
