@@ -5,13 +5,15 @@ worker threads, not by the timing, with the plan still matching the reference.""
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
 from tensorforge import ir
 from tensorforge.engine import Builder, BuilderConfig
-from tensorforge.engine.compile_ahead import compile_ahead, compile_threads, first_calls
+from tensorforge.engine.compile_ahead import ByteBudget, compile_ahead, compile_threads, example_bytes, first_calls
 from tensorforge.engine.tactics import BindContext, candidates
 from tensorforge.engine.timing import TimingCache, select_tactic, timing_key
 from tensorforge.ir import Sym, TensorType
@@ -122,3 +124,38 @@ def test_compile_threads_follow_the_environment(monkeypatch):
     monkeypatch.setenv("TENSORFORGE_COMPILE_THREADS", "many")
     with pytest.raises(ValueError, match="TENSORFORGE_COMPILE_THREADS must be a positive integer"):
         compile_threads()
+
+
+def _peak_held(budget, sizes, meet=None) -> int:
+    """The most bytes eight threads held at once, each holding one of `sizes` for 10 ms under `budget` (after
+    meeting the others at `meet`, when given, so they surely overlap)."""
+    held, peak, lock = [0], [0], threading.Lock()
+
+    def work(nbytes):
+        with budget.hold(nbytes):
+            with lock:
+                held[0] += nbytes
+                peak[0] = max(peak[0], held[0])
+            if meet is not None:
+                meet.wait(timeout=10)
+            time.sleep(0.01)
+            with lock:
+                held[0] -= nbytes
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(work, sizes))
+    assert budget.used == 0
+    return peak[0]
+
+
+def test_the_byte_budget_bounds_what_workers_hold_at_once():
+    assert 60 <= _peak_held(ByteBudget(100), [40, 40, 40, 30, 10, 60, 60, 20]) <= 100
+    assert _peak_held(ByteBudget(100), [40, 250, 40]) == 250, "a request above the limit runs alone"
+    assert _peak_held(ByteBudget(10**6), [40] * 8, threading.Barrier(8)) == 320, "under the limit, all at once"
+
+
+def test_example_bytes_count_inputs_constants_and_outputs():
+    graph = _dense_stack(widths=(64, 96))
+    (node,) = graph.nodes
+    # x [8, 16, 64], w [96, 64], b [96], out [8, 16, 96], float16
+    assert example_bytes(node, {"batch": 8}) == 2 * (8 * 16 * 64 + 96 * 64 + 96 + 8 * 16 * 96)
