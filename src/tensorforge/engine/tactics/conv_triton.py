@@ -8,7 +8,11 @@ needs weights in the data's type, so this kernel is the fast tactic for those la
 bfloat16) activations, multiplies by float32 weights, adds bias, residual and activation in float32 (the GEMM
 template's epilogue) and rounds once when it stores. Memory-bound like every depthwise convolution: each
 program holds BLOCK_P output pixels x BLOCK_C channels, and a channels-last layout makes every load a
-contiguous run of channels. In float32 builds it competes with cuDNN on time.
+contiguous run of channels. Where the weights are in the data's type (float32 builds, a `.half()` model) it
+competes with cuDNN on time. Measured on an H100 (bench/results): MobileNetV2's FP16 plan agrees with FP32
+eager on 432/432 images (429 before), largest logit error 0.082 (0.22 before; PyTorch's FP16: 0.107), and in
+the `.half()` benchmark the timing chose this kernel for 17, 13 and 8 of the 17 depthwise layers at batch 1,
+32 and 128.
 """
 
 from __future__ import annotations
