@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from helpers import BATCH, assert_close, build_single_op_graph, randn, run_graph
 from tensorforge.ir import Graph, Sym, TensorType
+from tensorforge.ir.registry import ShapeInferenceError
 
 BATCH_SIZES = (2, 5)
 
@@ -99,17 +100,22 @@ def test_batch_mismatch_between_inputs_is_rejected():
         run_graph(graph, [randn(2, 3), randn(3, 3)])
 
 
-# Known limitations of shape inference by probing symbols with large primes: an output dimension that depends
-# on a symbol only for small sizes is inferred wrong. Strict xfails, so fixing them makes these tests fail
-# until the marks are removed.
-@pytest.mark.xfail(strict=True, reason="squeeze(axis=None) also drops a batch of size 1, but inference keeps it")
-def test_squeeze_all_at_batch_1():
-    graph = build_single_op_graph("squeeze", [randn(2, 1, 3)], dynamic_batch=True)
+# Shape inference probes symbols with large primes; an output that depends on a symbol only for small sizes
+# is caught by one more run at size 1 and refused with a clear error, instead of being typed for large batches
+# and coming out wrong at batch 1.
+def test_squeeze_without_axes_over_the_batch_is_refused():
+    with pytest.raises(ShapeInferenceError, match=r"squeeze: output 0 is .* but \[3\] at batch=1"):
+        build_single_op_graph("squeeze", [randn(2, 1, 3)], dynamic_batch=True)
+
+
+def test_strided_slice_past_a_small_batch_is_refused():
+    with pytest.raises(ShapeInferenceError, match=r"strided_slice: .* \[1, 3\] at batch=1: its size depends"):
+        build_single_op_graph("strided_slice", [randn(4, 3)], {"begin": (0,), "end": (8,)}, dynamic_batch=True)
+
+
+def test_squeeze_with_axes_and_slices_within_any_batch_are_typed():
+    graph = build_single_op_graph("squeeze", [randn(2, 1, 3)], {"axis": (1,)}, dynamic_batch=True)
     run_graph(graph, [randn(1, 1, 3)])
-
-
-@pytest.mark.xfail(strict=True, reason="strided_slice end clamps to the batch when it is smaller than the end; "
-                                       "inference probes batch >= 17 and records the end as a constant")
-def test_strided_slice_on_batch_smaller_than_end():
-    graph = build_single_op_graph("strided_slice", [randn(4, 3)], {"begin": (0,), "end": (8,)}, dynamic_batch=True)
-    run_graph(graph, [randn(4, 3)])
+    graph = build_single_op_graph("strided_slice", [randn(4, 3)], {"begin": (0,), "end": (2,), "axes": (1,)},
+                                  dynamic_batch=True)
+    run_graph(graph, [randn(1, 3)])

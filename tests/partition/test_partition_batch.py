@@ -113,8 +113,8 @@ CASES = [
     ("reverse-axis1", lambda: one_op_graph("reverse", f32(B, 4), axis=1), None),
     # adding and removing axes
     ("squeeze-axis0", lambda: one_op_graph("squeeze", f32(1, 1, 6), axis=(0,)), "squeeze acts on"),
-    ("squeeze-all-dynamic-batch", lambda: one_op_graph("squeeze", f32(B, 1, 6)),
-     "squeezes every size-1 axis, which may include " + ACROSS),
+    # squeeze without axes over a symbolic batch is refused by shape inference already (tests/ops/
+    # test_dynamic_batch.py): its rank would depend on the batch
     ("squeeze-all-static-batch", lambda: one_op_graph("squeeze", f32(2, 1, 6)), None),
     ("squeeze-axis1", lambda: one_op_graph("squeeze", f32(B, 1, 6), axis=(1,)), None),
     ("expand_dims-axis0", lambda: one_op_graph("expand_dims", f32(B, 6), axis=0), "expand_dims acts on"),

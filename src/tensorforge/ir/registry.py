@@ -10,7 +10,9 @@ An op declaration carries
 Shape inference by meta execution: instead of writing shape arithmetic twice (once in the reference,
 once in an inference function), the reference runs on `meta` tensors. Symbolic dimensions are probed
 with two sets of prime sizes and each output dimension is solved as either a constant or
-`scale * symbol`. Ops whose output type cannot come from their reference (opaque ops) supply `infer`.
+`scale * symbol`; a third run with every symbol at 1 must agree, so an output that depends on a symbol only
+for small sizes (squeeze without axes, a slice past a small batch) is refused, not typed wrong. Ops whose
+output type cannot come from their reference (opaque ops) supply `infer`.
 """
 
 from __future__ import annotations
@@ -226,7 +228,29 @@ def infer_by_meta(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str
         for da, db in zip(a.shape, b.shape):
             dims.append(da if da == db else _solve_dim(opdef.name, int(da), int(db), env_a, env_b))
         types.append(TensorType(dtype_name(a.dtype), tuple(int(d) if not isinstance(d, Sym) else d for d in dims)))
+    if symbols:
+        _check_at_one(opdef, inputs, attrs, symbols, types)
     return types
+
+
+def _check_at_one(opdef: OpDef, inputs, attrs, symbols: list[str], types: list[TensorType]) -> None:
+    """The probes are large primes, so an output that depends on a symbol only for small values (squeeze
+    without axes drops a batch of 1; a slice ending at 8 clamps to a batch below 8) would be typed as if the
+    symbol were always large, and a plan would be wrong at batch 1. One more run with every symbol at 1 must
+    give the inferred types' sizes; where the reference refuses size 1 (a training-mode batch norm), there is
+    nothing to compare."""
+    ones = dict.fromkeys(symbols, 1)
+    try:
+        outs = _meta_run(opdef, inputs, attrs, ones)
+    except Exception:  # noqa: BLE001 - size 1 is not a valid input here: no case to get wrong
+        return
+    for i, (t, out) in enumerate(zip(types, outs)):
+        if tuple(out.shape) != t.concrete_shape(ones):
+            at_one = ", ".join(f"{s}=1" for s in symbols)
+            raise ShapeInferenceError(
+                f"{opdef.name}: output {i} is {t} for large {'/'.join(symbols)}, but {list(out.shape)} at {at_one}: "
+                f"its size depends on the symbol in a way the IR cannot express (give explicit axes or bounds "
+                f"that hold for every size)")
 
 
 def _solve_dim(op: str, da: int, db: int, env_a: dict[str, int], env_b: dict[str, int]) -> Sym:
