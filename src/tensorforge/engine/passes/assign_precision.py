@@ -158,7 +158,8 @@ class _Planner:
         """The node in the reduced type, or None when its op does not carry the type through (per the registry)."""
         want = [self.reduced if self._is_float(v) else v.type.dtype for v in node.inputs]
         if not self.strict and is_depthwise(node):  # rule 3's exception: float32 weight and bias
-            want = [v.type.dtype if v.data is not None and i > 0 else d for i, (v, d) in enumerate(zip(node.inputs, want))]
+            want = [v.type.dtype if i > 0 and v.data is not None else d
+                    for i, (v, d) in enumerate(zip(node.inputs, want))]
         attrs = dict(node.attrs)
         if self.strict and attrs.get("dtype") in self.convertible:
             attrs["dtype"] = self.reduced  # strict: cast/arange/full make the requested type too

@@ -22,7 +22,7 @@ import importlib.util
 import torch
 
 from ..ops import is_depthwise
-from .gemm_triton import _activation
+from .gemm_triton import epilogue_flags, fusable_activation
 from .registry import tactic
 
 BLOCK_P, BLOCK_C = 64, 32  # output pixels x channels per program: 2048 outputs, 16 per thread with 4 warps
@@ -56,7 +56,7 @@ class DepthwiseConv2dNHWC:
             return f"dtype {node.inputs[0].type.dtype}"
         if node.inputs[1].data is None or (node.attrs["has_bias"] and node.inputs[2].data is None):
             return "the weight and bias must be constants"
-        act = _activation(node)
+        act = fusable_activation(node)
         return act if isinstance(act, str) else None
 
     @staticmethod
@@ -69,11 +69,9 @@ class DepthwiseConv2dNHWC:
         bias = node.inputs[2].data.to(ctx.device) if a["has_bias"] else None
         residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
         (sh, sw), (ph, pw), (dh, dw) = a["strides"], a["padding"], a["dilation"]
-        code, lo, hi, slope = _activation(node)
-        flags = dict(SH=sh, SW=sw, PH=ph, PW=pw, KH=kh, KW=kw, DH=dh, DW=dw, HAS_BIAS=bias is not None,
-                     HAS_RESIDUAL=residual_index is not None,
-                     RESIDUAL_PRE=a.get("residual_position", "pre_activation") == "pre_activation", ACT=code,
-                     BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
+        epilogue, (lo, hi, slope) = epilogue_flags(node)
+        flags = dict(epilogue, SH=sh, SW=sw, PH=ph, PW=pw, KH=kh, KW=kw, DH=dh, DW=dw, BLOCK_P=BLOCK_P,
+                     BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
         _, _, oh, ow = node.outputs[0].type.shape
 
         def run(inputs, outputs, env):

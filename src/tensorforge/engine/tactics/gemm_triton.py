@@ -50,7 +50,7 @@ def _kernels():
     return gemm_triton_kernel
 
 
-def _activation(node) -> tuple[int, float, float, float] | str:
+def fusable_activation(node) -> tuple[int, float, float, float] | str:
     """(code, clip low, clip high, leaky slope) of the layer's activation, or why it cannot be fused here."""
     a = node.attrs
     act, attrs = a.get("activation"), dict(a.get("activation_attrs", ()))
@@ -65,21 +65,29 @@ def _activation(node) -> tuple[int, float, float, float] | str:
             float(attrs.get("alpha", 0.01)))
 
 
+def epilogue_flags(node) -> tuple[dict, tuple[float, float, float]]:
+    """A fused engine.dense/engine.conv's epilogue as the Triton kernels take it (`gemm_triton_kernel._epilogue`):
+    the compile-time flags HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT, and the run-time (clip low, clip high,
+    leaky slope). The layer must be supported (its activation fusable)."""
+    a = node.attrs
+    code, lo, hi, slope = fusable_activation(node)
+    flags = dict(HAS_BIAS=a["has_bias"], HAS_RESIDUAL=a["has_residual"],
+                 RESIDUAL_PRE=a.get("residual_position", "pre_activation") == "pre_activation", ACT=code)
+    return flags, (lo, hi, slope)
+
+
 class _Epilogue:
     """The kernel launch shared by the dense and 1x1-conv tactics: `run(a, c, residual)` on 2-d row-major views."""
 
     def __init__(self, node, weight_kn: torch.Tensor, bias, tile, tma: bool, residual_stages: int | None = None):
-        self.act = _activation(node)
+        epilogue, self.scalars = epilogue_flags(node)
         self.weight, self.bias = weight_kn, bias
-        self.has_residual = node.attrs["has_residual"]
-        self.pre = node.attrs.get("residual_position", "pre_activation") == "pre_activation"
         self.block_m, self.block_n, self.block_k, self.num_warps, self.num_stages = tile
         self.tma = tma
-        if self.has_residual and residual_stages is not None:
+        if epilogue["HAS_RESIDUAL"] and residual_stages is not None:
             self.num_stages = residual_stages
         # the launch's compile-time flags: fixed by the layer, so worked out once, not on every call
-        self.flags = dict(HAS_BIAS=bias is not None, HAS_RESIDUAL=self.has_residual, RESIDUAL_PRE=self.pre,
-                          ACT=self.act[0], BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k,
+        self.flags = dict(epilogue, BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k,
                           GROUP=GROUP_M, num_warps=self.num_warps, num_stages=self.num_stages)
         if tma:
             device = weight_kn.device
@@ -94,7 +102,7 @@ class _Epilogue:
     def __call__(self, a: torch.Tensor, c: torch.Tensor, residual: torch.Tensor | None) -> None:
         m, k = a.shape
         n = c.shape[1]
-        _, lo, hi, slope = self.act
+        lo, hi, slope = self.scalars
         bias = self.bias if self.bias is not None else c
         r_stride = residual.stride(0) if residual is not None else 0
         residual = residual if residual is not None else c
@@ -136,7 +144,7 @@ def _supports_common(node, tma: bool) -> str | None:
         return "the bias must be a constant"
     if tma and any(d % 8 for d in node.inputs[1].type.shape[:2]):
         return "the TMA GEMM needs 16-byte rows: input and output channels must be multiples of 8"
-    act = _activation(node)
+    act = fusable_activation(node)
     return act if isinstance(act, str) else None
 
 
