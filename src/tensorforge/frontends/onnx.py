@@ -568,11 +568,10 @@ class _Importer:
                 outs = self._run([sample(x, i, False) for x in inputs], encoded, dtypes)
                 shapes.append([tuple(t.shape) for t in outs])
                 probed_dtypes = [dtype_name(t.dtype) for t in outs]
-                for _ in range(DATA_SAMPLES if i == 0 else 0):
-                    other = self._run([sample(x, i, True) for x in inputs], encoded, dtypes)
-                    if [tuple(t.shape) for t in other] != shapes[0]:
-                        raise OnnxImportError(f"node {name!r} ({node.op_type}): its output sizes depend on the data, "
-                                              f"which the IR cannot express")
+                drawn = (self._run([sample(x, i, True) for x in inputs], encoded, dtypes) for _ in range(DATA_SAMPLES))
+                if i == 0 and any([tuple(t.shape) for t in other] != shapes[0] for other in drawn):
+                    raise OnnxImportError(f"node {name!r} ({node.op_type}): its output sizes depend on the data, "
+                                          f"which the IR cannot express")
         except OnnxImportError:
             raise
         except Exception as exc:  # noqa: BLE001
