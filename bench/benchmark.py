@@ -37,6 +37,7 @@ from common import cuda_latencies, environment, summarize, timed  # noqa: E402
 import tensorforge as forge  # noqa: E402
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
+FORGE_PRECISIONS = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32-strict", "tf32": "tf32"}  # forge.compile's names
 MODELS = ("resnet50", "mobilenet_v2", "vit_b_16", "bert_base")
 BATCHES = (1, 32, 128)
 # (model, precision, batch), grouped by model so each model is made once; googlenet's parallel inception
@@ -78,6 +79,15 @@ def _reference_model(name: str):
                 model(torch.randn(16, 3, 224, 224, device=device))
         model.cpu()
     return model.eval(), lambda b: (torch.randn(b, 3, 224, 224),)
+
+
+def on_cuda(name: str, precision: str, batch: int):
+    """(model, inputs): a fresh `name` on the GPU in `precision`'s dtype, and its inputs at `batch` (seeded)."""
+    model, make_inputs = make_model(name)
+    dtype = DTYPES[precision]
+    model = model.to("cuda", dtype)
+    torch.manual_seed(1)
+    return model, tuple(t.to("cuda", dtype) if t.is_floating_point() else t.to("cuda") for t in make_inputs(batch))
 
 
 def _first(out):
@@ -128,13 +138,9 @@ def _counters(plans) -> dict:
 
 def bench_one(name: str, precision: str, batch: int, methods: list[str], iters: int, cache_dir: str,
               cached_build: bool = True) -> dict:
-    model, make_inputs = make_model(name)
-    dtype = DTYPES[precision]
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
-    model = model.to("cuda", dtype)
-    torch.manual_seed(1)
-    inputs = tuple(t.to("cuda", dtype) if t.is_floating_point() else t.to("cuda") for t in make_inputs(batch))
+    model, inputs = on_cuda(name, precision, batch)
     result = {"model": name, "precision": precision, "batch": batch,
               "model_bytes": sum(t.numel() * t.element_size() for t in model.state_dict().values())}
     with torch.no_grad():
@@ -154,7 +160,7 @@ def bench_one(name: str, precision: str, batch: int, methods: list[str], iters: 
             del compiled
             torch._dynamo.reset()
         if "forge" in methods:
-            forge_precision = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32-strict", "tf32": "tf32"}[precision]
+            forge_precision = FORGE_PRECISIONS[precision]
             fresh_peak()
             module, build_s = timed(lambda: forge.compile(model, inputs, precision=forge_precision, device="cuda",
                                                           cache_dir=cache_dir).build_all(batch))

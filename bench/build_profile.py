@@ -25,7 +25,7 @@ os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="triton-cold-"
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import DTYPES, make_model  # noqa: E402
+from benchmark import FORGE_PRECISIONS, on_cuda  # noqa: E402
 
 import tensorforge as forge  # noqa: E402
 
@@ -53,11 +53,8 @@ def _part_times(stats: pstats.Stats) -> dict[str, float]:
 
 
 def profile_one(name: str, precision: str, batch: int) -> dict:
-    model, make_inputs = make_model(name)
-    dtype = DTYPES[precision]
-    model = model.to("cuda", dtype)
-    inputs = tuple(t.to("cuda", dtype) if t.is_floating_point() else t.to("cuda") for t in make_inputs(batch))
-    forge_precision = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32-strict", "tf32": "tf32"}[precision]
+    model, inputs = on_cuda(name, precision, batch)
+    forge_precision = FORGE_PRECISIONS[precision]
     profiler = cProfile.Profile()
     torch.cuda.synchronize()
     start = time.perf_counter()

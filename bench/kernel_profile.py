@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import DTYPES, make_model  # noqa: E402
+from benchmark import on_cuda  # noqa: E402
 
 import tensorforge as forge  # noqa: E402
 
@@ -46,10 +46,7 @@ def kernel_table(fn, top: int) -> tuple[list[tuple[str, float, float]], float, f
 
 
 def profile_one(name: str, batch: int, precision: str, top: int) -> str:
-    model, make_inputs = make_model(name)
-    dtype = DTYPES[precision]
-    model = model.to("cuda", dtype)
-    inputs = tuple(t.to("cuda", dtype) if t.is_floating_point() else t.to("cuda") for t in make_inputs(batch))
+    model, inputs = on_cuda(name, precision, batch)
     lines = [f"## {name} {precision} batch {batch}"]
     with torch.no_grad():
         module = forge.compile(model, inputs, precision=precision, device="cuda").build_all(batch)
