@@ -12,6 +12,7 @@ from helpers import BATCH, assert_close, randn, run_graph
 from tensorforge import ir
 from tensorforge.ir import Graph, Sym, TensorType
 from tensorforge.ir.ops.opaque import encode_output_type
+from tensorforge.ir.registry import UnknownOpError
 
 FP32 = torch.float32
 
@@ -127,12 +128,42 @@ def test_opaque_creation_follows_the_graph_device():
     assert out.device.type == "meta"
 
 
+def _opaque_node(graph, op, inputs):
+    return graph.add_node(op, inputs, {"args": ({"input": 0},), "kwargs": {},
+                                       "output_types": (encode_output_type(TensorType("float32", (2,))),)})
+
+
 def test_unknown_torch_operator_fails_with_its_name():
+    """Op names are checked against the dispatcher when the node is made (or read), not at its first run."""
     graph = Graph("unknown")
     x = graph.add_input("x", TensorType("float32", (2,)))
-    node = graph.add_node("torch.aten.no_such_op_xyz.default", [x],
-                          {"args": ({"input": 0},), "kwargs": {},
-                           "output_types": (encode_output_type(TensorType("float32", (2,))),)})
-    graph.set_outputs(node.outputs)
-    with pytest.raises(ValueError, match="no_such_op_xyz"):
-        ir.execute(graph, torch.zeros(2))
+    with pytest.raises(UnknownOpError, match="no_such_op_xyz"):
+        _opaque_node(graph, "torch.aten.no_such_op_xyz.default", [x])
+
+
+# Names a file could carry to reach code through attribute walking, or registered operators with side effects.
+HOSTILE_NAMES = [
+    ("dunder-walk", "torch.__class__.__init__.__getattribute__", "dunders"),
+    ("dunder-op", "torch.aten.__dict__.default", "dunders"),
+    ("dunder-overload", "torch.aten.cumsum.__globals__", "dunders"),
+    ("module-attribute", "torch.os.system.default", "no operator"),
+    ("ops-attribute", "torch.ops.aten.add", "no operator"),
+    ("too-long", "torch.aten.add.Tensor.__call__", "look like"),
+    ("dotted-empty", "torch..add.Tensor", "look like"),
+    ("writes-a-file", "torch.aten.save.default", "files"),
+    ("reads-a-file", "torch.aten.from_file.default", "files"),
+    ("in-place", "torch.aten.add_.Tensor", "writes to its arguments"),
+    ("out-variant", "torch.aten.add.out", "writes to its arguments"),
+    ("no-result", "torch.aten._print.default", "does not return tensors"),
+    ("seeds-the-rng", "torch.aten.manual_seed.default", "does not return tensors"),
+    ("torchscript-prim", "torch.prim.Print.default", "namespace"),
+    ("unknown-overload", "torch.aten.cumsum.evil", "has default"),
+]
+
+
+@pytest.mark.parametrize("op, message", [c[1:] for c in HOSTILE_NAMES], ids=[c[0] for c in HOSTILE_NAMES])
+def test_hostile_torch_op_names_are_refused_before_anything_runs(op, message):
+    graph = Graph("hostile")
+    x = graph.add_input("x", TensorType("float32", (2,)))
+    with pytest.raises(UnknownOpError, match=message):
+        _opaque_node(graph, op, [x])

@@ -11,10 +11,11 @@ Its attributes say how to rebuild the call:
 from __future__ import annotations
 
 import functools
+import re
 
 import torch
 
-from ..registry import OpDef, register_opaque_namespace
+from ..registry import OpDef, UnknownOpError, register_opaque_namespace
 from ..types import Sym, TensorType, torch_dtype
 
 
@@ -27,17 +28,59 @@ def encode_output_type(t: TensorType) -> tuple:
     return (t.dtype, tuple((d.symbol, d.scale) if isinstance(d, Sym) else d for d in t.shape))
 
 
-def _torch_operator(name: str):
-    """torch.aten.cumsum.default -> torch.ops.aten.cumsum.default (looked up, never evaluated)."""
+# One part of an operator name: an identifier that is not a dunder (torch.ops' own attributes are dunders or
+# methods; a name is never walked as attributes until the dispatcher has said it is a registered operator).
+_NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+# Registered operators a graph must never name, whatever a file says: collectives and process groups, TorchScript
+# and profiler built-ins, debugging hooks. Together with the schema checks below they keep opaque nodes to pure
+# computations on tensors.
+_REFUSED_NAMESPACES = frozenset({"prim", "profiler", "c10d", "_c10d_functional", "_c10d_functional_autograd",
+                                 "symm_mem", "debugprims", "debug_mode_ops", "static_runtime", "_test"})
+
+
+def _unsafe(namespace: str, schema) -> str | None:
+    """Why a registered operator may not run from a graph (None: it may): it must compute tensors from tensors,
+    without side effects — no in-place or out= writes, no file names (aten::save, aten::from_file), something
+    returned."""
+    if namespace in _REFUSED_NAMESPACES:
+        return f"is in the {namespace!r} namespace (not a tensor computation)"
+    if schema.is_mutable:
+        return "writes to its arguments"
+    if any(arg.name in ("filename", "path", "file") for arg in schema.arguments):
+        return "reads or writes files"
+    if not schema.returns or not all("Tensor" in str(r.type) for r in schema.returns):
+        return "does not return tensors"
+    return None
+
+
+def _torch_operator(name: str) -> torch._ops.OpOverload:
+    """torch.aten.cumsum.default -> torch.ops.aten.cumsum.default, only if the dispatcher has that overload.
+
+    A name comes from a file, so it is data: it is checked against the operator registry (the schemas the
+    dispatcher lists for `namespace::op`) before anything is looked up, and the lookup must give an
+    `OpOverload`. Nothing is imported, evaluated or reached by walking attributes of arbitrary objects."""
     parts = name.split(".")
-    if len(parts) != 4 or parts[0] != "torch":
-        raise ValueError(f"opaque torch op names look like torch.<namespace>.<op>.<overload>, got {name!r}")
+    if len(parts) != 4 or parts[0] != "torch" or not all(
+            _NAME_PART.match(p) and not p.startswith("__") for p in parts[1:]):
+        raise UnknownOpError(f"opaque torch op names look like torch.<namespace>.<op>.<overload> (identifiers, no "
+                             f"dunders), got {name!r}")
     _, namespace, op, overload = parts
-    try:
-        return getattr(getattr(getattr(torch.ops, namespace), op), overload)
-    except (AttributeError, RuntimeError) as exc:
-        raise ValueError(f"torch has no operator {namespace}::{op}.{overload} (needed by an opaque node); "
-                         f"import the library that registers it before loading this graph") from exc
+    schemas = {schema.overload_name or "default": schema
+               for schema in torch._C._jit_get_schemas_for_operator(f"{namespace}::{op}")}
+    if overload not in schemas:
+        known = f" (it has {', '.join(sorted(schemas))})" if schemas else ""
+        raise UnknownOpError(f"torch has no operator {namespace}::{op}.{overload}{known}, needed by an opaque node; "
+                             f"import the library that registers it before loading this graph")
+    problem = _unsafe(namespace, schemas[overload])
+    if problem:
+        raise UnknownOpError(f"opaque node names {namespace}::{op}.{overload}, which {problem}: a graph may only name "
+                             f"pure tensor operators")
+    resolved = getattr(getattr(getattr(torch.ops, namespace), op), overload)
+    if not isinstance(resolved, torch._ops.OpOverload):  # the registry said yes: anything else is a torch bug
+        raise UnknownOpError(f"{name!r} does not resolve to a torch operator overload")
+    return resolved
 
 
 _LAYOUTS = {"strided", "sparse_coo", "sparse_csr"}
@@ -64,10 +107,11 @@ def _materialize(arg, tensors, device):
     return arg
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=1024)  # bounded: names come from files, and a refused name is not cached
 def _resolve_torch(name: str) -> OpDef:
+    op = _torch_operator(name)  # checked now, when a graph naming it is read, not at its first run
+
     def compute(*tensors, args=(), kwargs=None, output_types=(), device=None):
-        op = _torch_operator(name)
         dev = tensors[0].device if tensors else device
         out = op(*_materialize(tuple(args), tensors, dev),
                  **{k: _materialize(v, tensors, dev) for k, v in (kwargs or {}).items()})
