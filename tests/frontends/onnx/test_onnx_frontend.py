@@ -17,7 +17,7 @@ from onnx_helpers import FLOAT, INT64, assert_matches_onnxruntime, make_model, o
 from tensorforge import ir
 from tensorforge.frontends import from_onnx
 from tensorforge.frontends.onnx import OnnxImportError, check_onnx_model
-from tensorforge.frontends.onnx_ops import Unsupported, onnx_converter
+from tensorforge.frontends.onnx_ops import Unsupported, mapped_versions, onnx_converter
 from tensorforge.ir import Sym
 
 BATCH = Sym("batch")
@@ -286,6 +286,28 @@ def test_registration_checks_the_since_version():
         onnx_converter("Relu", since=15)(lambda ctx, *, X: X)
     with pytest.raises(ValueError, match="custom op names its inputs"):
         onnx_converter("Triple", since=1, domain="com.tensorforge.test")(lambda ctx, *, X: X)
+
+
+def test_an_older_since_version_binds_its_inputs_by_position():
+    # BatchNormalization-9 (opsets 9-13) names its statistics mean/var; the converter takes input_mean/input_var
+    rng = np.random.RandomState(0)
+    stats = [(name, rng.rand(4).astype(np.float32) + 0.5) for name in ("scale", "bias", "mean", "var")]
+    model = make_model([node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["y"], epsilon=1e-3)],
+                       [("x", FLOAT, ["N", 4, 3, 3])], [("y", FLOAT, None)], stats, opset=13)
+    graph = from_onnx(model, strict=True)
+    assert [n.op for n in graph.nodes] == ["nn.batch_norm"]
+    assert_matches_onnxruntime(graph, model, [torch.randn(2, 4, 3, 3)])
+
+
+def test_registration_checks_the_signature_against_every_since_version():
+    # Hardmax-1/11/13 (no converter is registered for it) take `input` and the attribute `axis`
+    with pytest.raises(ValueError, match=r"Hardmax-13: input 0 \('input'\) has no parameter"):
+        onnx_converter("Hardmax", since=13)(lambda ctx, *, X, axis: X)
+    with pytest.raises(ValueError, match=r"Hardmax-11: no parameter for the attribute\(s\) \['axis'\]"):
+        onnx_converter("Hardmax", since=(11, 13))(lambda ctx, *, input: input)  # noqa: A002
+    with pytest.raises(ValueError, match=r"Hardmax-13: the schema gives no \['keepdims'\]; give them defaults"):
+        onnx_converter("Hardmax", since=13)(lambda ctx, *, input, axis, keepdims: input)
+    assert mapped_versions("Hardmax") == []  # nothing half-registered
 
 
 def test_custom_domain_converter_is_used():

@@ -13,6 +13,13 @@ variadic one) and every attribute by its ONNX name, defaults filled from the sch
 `Operand` or a tuple with one entry per output (`None` for an output it does not produce), or raises
 `Unsupported(reason)`: the node then runs through onnxruntime as an opaque node.
 
+Inputs are bound by position: where an older since-version names an input differently
+(BatchNormalization-9's `mean`, `var` are `input_mean`, `input_var` from version 14 on), the converter
+receives it under the newest registered version's name. Registration checks the converter's signature
+against every since-version it claims (each input and attribute accepted, each parameter without a
+default given by every version), so a converter that some version would call with a wrong keyword fails
+when the package is imported, not when a model of that opset arrives.
+
 `check` (optional) is the converter's static capability validator, asked by the whole-model check
 before anything is imported: it takes the same keyword arguments (inputs as `Operand`s carrying only
 their types, and their values when they are initializers or constants) plus `used_outputs` (which of the
@@ -21,6 +28,7 @@ node's outputs anything reads), and returns None or a reason.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -49,6 +57,7 @@ class OnnxConverter:
     check: Optional[CheckFn]
     input_names: Optional[tuple[str, ...]] = None  # only for ops onnx has no schema for (custom domains)
     note: str = ""  # limits only conversion can see (values known at import, static sizes)
+    params: tuple[str, ...] = ()  # the converter's parameter name for each schema input, by position
 
     @property
     def restriction(self) -> str:
@@ -77,6 +86,7 @@ def onnx_converter(op_type: str, *, since: int | tuple[int, ...], domain: str = 
     domain = canonical_domain(domain)
 
     def decorate(fn: ConverterFn) -> ConverterFn:
+        schemas = {}
         for version in versions:
             if inputs is None:
                 try:
@@ -87,18 +97,52 @@ def onnx_converter(op_type: str, *, since: int | tuple[int, ...], domain: str = 
                 if schema.since_version != version:
                     raise ValueError(f"{op_type}-{version} is not a since-version of {op_type}: opset {version} "
                                      f"resolves to {op_type}-{schema.since_version}")
+                schemas[version] = schema
             elif schema_for(op_type, domain, version) is not None:
                 raise ValueError(f"{op_type} has an onnx schema: its inputs are bound by name, drop inputs=")
-            key = (domain, op_type, version)
-            if key in _CONVERTERS:
-                old = _CONVERTERS[key].fn
+        for version in versions:
+            if (domain, op_type, version) in _CONVERTERS:
+                old = _CONVERTERS[(domain, op_type, version)].fn
                 raise ValueError(f"a converter for {op_type}-{version} is already registered "
                                  f"({old.__module__}.{old.__name__})")
-            _CONVERTERS[key] = OnnxConverter(domain, op_type, version, fn, check,
-                                             tuple(inputs) if inputs is not None else None, note)
+        newest = [p.name for p in schemas[max(schemas)].inputs] if schemas else []
+        params = {v: _input_params(fn, schema, newest) for v, schema in schemas.items()}  # all checked first
+        for version in versions:
+            _CONVERTERS[(domain, op_type, version)] = OnnxConverter(
+                domain, op_type, version, fn, check, tuple(inputs) if inputs is not None else None, note,
+                params.get(version, ()))
         return fn
 
     return decorate
+
+
+def _input_params(fn: ConverterFn, schema, newest: list[str]) -> tuple[str, ...]:
+    """The converter's keyword for each of the schema's inputs: its own name, else (an older version that named
+    it differently) the newest registered version's name at that position. Raises ValueError when some version
+    of the op would call `fn` with a keyword it lacks, or without one it requires."""
+    signature = inspect.signature(fn)
+    keywords = {n: p for n, p in signature.parameters.items()
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "ctx"}
+    if any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+        return tuple(p.name for p in schema.inputs)  # takes anything: the schema's own names
+    where = f"converter {fn.__module__}.{fn.__name__} for {schema.name}-{schema.since_version}"
+    params = []
+    for i, formal in enumerate(schema.inputs):
+        if formal.name in keywords:
+            params.append(formal.name)
+        elif i < len(newest) and newest[i] in keywords:
+            params.append(newest[i])
+        else:
+            raise ValueError(f"{where}: input {i} ({formal.name!r}) has no parameter; name one {formal.name!r}"
+                             + (f" or {newest[i]!r}" if i < len(newest) else ""))
+    absent = sorted(set(schema.attributes) - set(keywords))
+    if absent:
+        raise ValueError(f"{where}: no parameter for the attribute(s) {absent}")
+    given = set(params) | set(schema.attributes)
+    required = sorted(n for n, p in keywords.items() if p.default is p.empty and n not in given)
+    if required:
+        raise ValueError(f"{where}: the schema gives no {required}; give them defaults")
+    return tuple(params)
 
 
 def schema_for(op_type: str, domain: str, opset: int):
@@ -189,15 +233,17 @@ def bind_attributes(schema, node: onnx.NodeProto) -> dict[str, Any]:
     return out
 
 
-def bind_inputs(schema, values: list) -> dict[str, Any]:
-    """The node's inputs by schema name; `values` holds one entry per node input (None where it is "")."""
+def bind_inputs(schema, values: list, params: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The node's inputs by the converter's parameter names (`params`, by position; the schema's names where it
+    gives none); `values` holds one entry per node input (None where it is "")."""
     out: dict[str, Any] = {}
     formal = list(schema.inputs)
-    for i, param in enumerate(formal):
+    names = list(params) if len(params) == len(formal) else [p.name for p in formal]
+    for i, (param, name) in enumerate(zip(formal, names)):
         if param.option == onnx.defs.OpSchema.FormalParameterOption.Variadic:
-            out[param.name] = list(values[i:])
+            out[name] = list(values[i:])
             return out
-        out[param.name] = values[i] if i < len(values) else None
+        out[name] = values[i] if i < len(values) else None
     if len(values) > len(formal):
         raise Unsupported(f"{len(values)} inputs, the {schema.name}-{schema.since_version} schema has {len(formal)}")
     return out
@@ -212,7 +258,7 @@ def call_kwargs(schema, node: onnx.NodeProto, values: list, converter: Optional[
         kwargs = dict(zip(names, values))
         attrs = {a.name: attribute_value(a) for a in node.attribute}
     else:
-        kwargs = bind_inputs(schema, values)
+        kwargs = bind_inputs(schema, values, converter.params if converter is not None else ())
         attrs = bind_attributes(schema, node)
     clash = set(kwargs) & set(attrs)
     if clash:  # never happens in the standard schemas; a custom schema could do it
