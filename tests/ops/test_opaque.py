@@ -167,3 +167,35 @@ def test_hostile_torch_op_names_are_refused_before_anything_runs(op, message):
     x = graph.add_input("x", TensorType("float32", (2,)))
     with pytest.raises(UnknownOpError, match=message):
         _opaque_node(graph, op, [x])
+
+
+HOSTILE_ONNX_NAMES = [
+    ("not-an-onnx-op", "onnx.NoSuchOperator", "defines no operator"),
+    ("dunder", "onnx.__class__", "look like"),
+    ("dunder-domain", "onnx.__builtins__.exec", "look like"),
+    ("empty", "onnx.", "look like"),
+    ("ml-domain-unknown", "onnx.ai.onnx.ml.NoSuchOperator", "defines no operator"),
+]
+
+
+@pytest.mark.parametrize("op, message", [c[1:] for c in HOSTILE_ONNX_NAMES], ids=[c[0] for c in HOSTILE_ONNX_NAMES])
+def test_hostile_onnx_op_names_are_refused(op, message):
+    pytest.importorskip("onnx")
+    with pytest.raises(UnknownOpError, match=message):
+        ir.get_op(op)
+
+
+def test_onnx_node_must_be_the_op_its_name_says():
+    """A graph whose `onnx.Relu` node carries the bytes of another ONNX node is refused when it runs."""
+    onnx = pytest.importorskip("onnx")
+    from tensorforge.ir.ops.opaque_onnx import encode_node
+
+    graph = Graph("swapped")
+    x = graph.add_input("x", TensorType("float32", (2,)))
+    node = graph.add_node("onnx.Relu", [x], {
+        "node": encode_node(onnx.helper.make_node("Neg", ["a"], ["b"])), "opset_imports": (("", 17),),
+        "ir_version": 8, "input_names": ("a",), "output_names": ("b",),
+        "output_types": (encode_output_type(TensorType("float32", (2,))),)})
+    graph.set_outputs(node.outputs)
+    with pytest.raises(ValueError, match="inconsistent"):
+        ir.execute(graph, torch.ones(2))

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import base64
 import functools
+import re
 
 import numpy as np
 import torch
 
-from ..registry import OpDef, register_opaque_namespace
+from ..registry import OpDef, UnknownOpError, register_opaque_namespace
 from ..types import dtype_name
 from .opaque import decode_output_type
 
@@ -99,10 +100,37 @@ def opaque_onnx_name(op_type: str, domain: str) -> str:
     return f"onnx.{op_type}" if domain in ("", "ai.onnx") else f"onnx.{domain}.{op_type}"
 
 
-@functools.lru_cache(maxsize=None)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_DOMAINS_ONNX_DEFINES = ("", "ai.onnx.ml")  # the domains whose op types onnx.defs knows
+
+
+def _split_onnx_name(name: str) -> tuple[str, str]:
+    """onnx.Hardmax -> ("", "Hardmax"); onnx.com.microsoft.Gelu -> ("com.microsoft", "Gelu"), or UnknownOpError.
+
+    The name comes from a file: it must be an op type the ONNX opset defines (or, in another domain, an identifier
+    that onnxruntime resolves itself: such a node only ever runs inside an onnxruntime session)."""
+    parts = name.split(".")[1:]
+    if not parts or not all(_IDENTIFIER.match(p) and not p.startswith("__") for p in parts):
+        raise UnknownOpError(f"opaque ONNX op names look like onnx.<OpType> or onnx.<domain>.<OpType>, got {name!r}")
+    domain, op_type = ".".join(parts[:-1]), parts[-1]
+    if domain in _DOMAINS_ONNX_DEFINES or domain == "ai.onnx":
+        import onnx.defs
+
+        if not onnx.defs.has(op_type, "" if domain == "ai.onnx" else domain):
+            raise UnknownOpError(f"{name!r}: ONNX defines no operator {op_type!r} in domain {domain or 'ai.onnx'!r}")
+    return domain, op_type
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: names come from files
 def _resolve_onnx(name: str) -> OpDef:
+    domain, op_type = _split_onnx_name(name)
+
     def compute(*tensors, node, opset_imports, ir_version, input_names, output_names, output_types, reason="",
                 device=None):
+        proto = decode_node(node)
+        if proto.op_type != op_type or (proto.domain or "") not in ((domain,) if domain else ("", "ai.onnx")):
+            raise ValueError(f"opaque node {name}: its recorded ONNX node is a {proto.domain or 'ai.onnx'}."
+                             f"{proto.op_type} (the graph is inconsistent)")
         dtypes = [decode_output_type(spec).dtype for spec in output_types]
         outs = run_onnx_node(tensors, node=node, opset_imports=opset_imports, ir_version=ir_version,
                              input_names=input_names, output_names=output_names, output_dtypes=dtypes,
