@@ -14,7 +14,9 @@ from safetensors.torch import save as save_tensors
 from engine_helpers import BATCH, FUSED_TOL, assert_outputs_close, batch_norm_params, graph_with_input, snapshot
 from tensorforge import ir
 from tensorforge.engine import Builder, BuilderConfig, BuildError, LayerInfo, Plan, PlanCompatibilityError
+from tensorforge.engine.fingerprint import PLAN_FORMAT_VERSION
 from tensorforge.ir import TensorType
+from tensorforge.ir.digest import content_digest
 
 TORCH_MINOR = ".".join(torch.__version__.split("+")[0].split(".")[:2])
 OTHER_MINOR = "2.11" if TORCH_MINOR != "2.11" else "2.12"  # a torch version that is not this one
@@ -47,12 +49,22 @@ def inputs(batch):
     return torch.randn(batch, 3, 8, 8), torch.randn(10)
 
 
-def edit_plan(data: bytes, edit) -> bytes:
-    """The plan with its JSON description changed by `edit(doc)` (weights kept as they are)."""
+def edit_plan(data: bytes, edit, *, reseal: bool = True) -> bytes:
+    """The plan with its JSON description changed by `edit(doc)` (weights kept as they are). With `reseal` the
+    digest is recomputed, as a file written that way would carry: the checks behind the digest are then reached."""
     (n,) = struct.unpack("<Q", data[:8])
     doc = json.loads(json.loads(data[8:8 + n])["__metadata__"]["tensorforge.plan"])
     edit(doc)
-    return save_tensors(load_tensors(data), metadata={"tensorforge.plan": json.dumps(doc)})
+    tensors = load_tensors(data)
+    if reseal:
+        doc.pop("sha256")
+        doc["sha256"] = content_digest(doc, tensors)
+    return save_tensors(tensors, metadata={"tensorforge.plan": json.dumps(doc)})
+
+
+def _first_activation_to_silu(doc):
+    node = next(n for n in doc["graph"]["nodes"] if n["attrs"].get("activation") == "nn.relu")
+    node["attrs"]["activation"] = "nn.silu"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +86,7 @@ def test_plan_attributes(region, plan):
     assert plan.layers[0].macs == 4 * 6 * 8 * 8 * 3 * 3 * 3, "MACs at max_batch"
     assert plan.peak_activation_bytes == plan.memory.arena_bytes > 0
     fp = plan.fingerprint
-    assert fp["plan_format"] == 1 and fp["device_type"] == "cpu" and fp["device_name"] == "cpu"
+    assert fp["plan_format"] == PLAN_FORMAT_VERSION and fp["device_type"] == "cpu" and fp["device_name"] == "cpu"
     assert fp["torch"] == torch.__version__ and fp["tensorforge"]
     assert fp["capability"] is None and fp["cuda"] is None and fp["cudnn"] is None
 
@@ -213,17 +225,23 @@ REFUSED = [  # (make bad bytes from good plan bytes, a piece of the message)
     pytest.param(lambda data: b"\x10" * 64, "truncated", id="random-bytes"),
     pytest.param(_truncated, "a truncated one: the header is cut off", id="truncated-header"),
     pytest.param(lambda data: data[:-16], "corrupt plan: its weights cannot be read", id="truncated-weights"),
-    pytest.param(_flipped_weight, "corrupt plan: the weights do not match the plan's checksum", id="flipped-weight-bit"),
+    pytest.param(_flipped_weight, "corrupt plan: its contents do not match its sha256 digest", id="flipped-weight-bit"),
+    pytest.param(lambda data: edit_plan(data, _first_activation_to_silu, reseal=False),
+                 "corrupt plan: its contents do not match its sha256 digest", id="edited-activation"),
+    pytest.param(lambda data: edit_plan(data, lambda doc: doc["memory"].update(arena_bytes=1 << 40)),
+                 "memory.arena_bytes is 1099511627776, but its activations need at most", id="arena-too-large"),
+    pytest.param(lambda data: edit_plan(data, lambda doc: doc["memory"].update(alignment=0)),
+                 "memory.alignment is 0", id="arena-alignment-zero"),
     pytest.param(_garbled_header, "not valid JSON", id="garbled-header"),
     pytest.param(lambda data: save_tensors({"w": torch.ones(3)}), "a safetensors file, but not a tensorforge plan",
                  id="foreign-safetensors"),
     pytest.param(lambda data: save_tensors({"w": torch.ones(3)}, metadata={"tensorforge.plan": "[1, 2"}),
                  "corrupt plan: its description is not valid JSON", id="broken-description"),
-    pytest.param(_version(2), "plan format version 2, this tensorforge reads version 1", id="format-version"),
+    pytest.param(_version(PLAN_FORMAT_VERSION + 1), f"plan format version {PLAN_FORMAT_VERSION + 1}, this tensorforge reads version {PLAN_FORMAT_VERSION}", id="format-version"),
     pytest.param(_fingerprint(**H100), "built for device cuda NVIDIA H100 (sm90), this is cpu", id="built-for-cuda"),
     pytest.param(_fingerprint(torch=f"{OTHER_MINOR}.0+cu128"), f"built with torch {OTHER_MINOR}, this is {TORCH_MINOR}",
                  id="other-torch"),
-    pytest.param(_fingerprint(plan_format=7), "plan format version 7, this tensorforge reads version 1",
+    pytest.param(_fingerprint(plan_format=7), f"plan format version 7, this tensorforge reads version {PLAN_FORMAT_VERSION}",
                  id="fingerprint-format"),
     pytest.param(_unknown_tactic, "uses tactic 'warp_speed', which this tensorforge lacks", id="unknown-tactic"),
     pytest.param(lambda data: edit_plan(data, lambda doc: doc["memory"]["slots"].clear()),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-PLAN_FORMAT_VERSION = 1
+PLAN_FORMAT_VERSION = 2  # 2: one digest over the description and the weights
 
 
 def _torch_minor(version: str) -> str:

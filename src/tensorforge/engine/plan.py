@@ -10,7 +10,9 @@ Layout of the metadata key "tensorforge.plan" (JSON):
   tactics                layer name -> tactic name
   memory                 the arena plan (memory.MemoryPlan.to_json)
   counters               pass rewrite counts
-  data_sha256            checksum of the tensor bytes, so corruption is caught at load, not as wrong numbers
+  cache_key              the plan cache key it was stored under (None outside the cache), checked by the cache
+  sha256                 digest of all of the above and every tensor (ir/digest.py): an edit or damage is
+                         caught at load, before any field is used, not later as wrong numbers
 
 The stream schedule is not stored: it is a pure function of the graph, the device type, `config.max_streams` and
 max_batch (streams.py), recomputed when a plan loads. A plan whose arena is not safe for that schedule (saved
@@ -20,7 +22,6 @@ before plans had streams, or built on one stream to fit max_workspace_size) runs
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import struct
@@ -33,6 +34,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from ..ir import Graph, TensorType, graph_from_json, graph_to_json
+from ..ir.digest import content_digest
 from ..ir.serialize import unshared_tensors
 from ..ir.execute import bind_symbols
 from .config import BuilderConfig
@@ -47,6 +49,7 @@ from .tactics import BindContext, get_tactic
 
 PLAN_FORMAT = "tensorforge.plan"
 META_KEY = "tensorforge.plan"
+_DIGEST_KEY = "sha256"  # of the description without this key, and of every tensor (ir/digest.py)
 
 
 @dataclass(frozen=True)
@@ -181,19 +184,22 @@ class Plan:
 
     # -- serialization --------------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, cache_key: str | None = None) -> bytes:
+        """The plan as safetensors bytes; `cache_key` (the plan cache's key) is stored in it, so that the cache can
+        check that an entry is the one its key names."""
         doc, tensors = graph_to_json(self.graph)
         payload = unshared_tensors(tensors)
-        data_hash = _digest(payload)
         meta = {"format": PLAN_FORMAT, "version": PLAN_FORMAT_VERSION, "fingerprint": self.fingerprint,
                 "config": self.config.to_json(), "max_batch": self.max_batch, "graph": doc, "tactics": self.tactics,
-                "memory": self.memory.to_json(), "counters": self.counters, "data_sha256": data_hash}
+                "memory": self.memory.to_json(), "counters": self.counters, "cache_key": cache_key}
+        meta[_DIGEST_KEY] = content_digest(meta, payload)
         return save_tensors(payload, metadata={META_KEY: json.dumps(meta)})
 
     @classmethod
-    def from_bytes(cls, data: bytes, device: torch.device | str = "cpu") -> "Plan":
+    def from_bytes(cls, data: bytes, device: torch.device | str = "cpu", cache_key: str | None = None) -> "Plan":
         """The plan in `data`, on `device`; PlanCompatibilityError when it is not a plan, is corrupt, has another
-        format version, or was built for another device or library (the message lists each difference)."""
+        format version, was built for another device or library (the message lists each difference), or — given
+        `cache_key` — was stored under another key than the one it was built for."""
         device = _normalize_device(device)
         meta = _read_metadata(data)
         if meta.get("format") != PLAN_FORMAT:
@@ -202,19 +208,24 @@ class Plan:
             raise PlanCompatibilityError(f"plan format version {meta.get('version')}, this tensorforge reads version "
                                          f"{PLAN_FORMAT_VERSION}; rebuild the plan")
         try:
-            here = fingerprint(device)
-        except (RuntimeError, AssertionError) as exc:
-            raise PlanCompatibilityError(f"cannot load a plan on {device}: {exc}") from exc
-        problems = differences(meta.get("fingerprint") or {}, here)
-        if problems:
-            raise PlanCompatibilityError("the plan does not fit this machine: " + "; ".join(problems)
-                                         + ". Rebuild it here.")
-        try:
             tensors = load_tensors(bytes(data))
         except Exception as exc:  # noqa: BLE001 - safetensors reports corruption in several exception types
             raise PlanCompatibilityError(f"corrupt plan: its weights cannot be read ({exc})") from exc
-        if _digest(tensors) != meta.get("data_sha256"):
-            raise PlanCompatibilityError("corrupt plan: the weights do not match the plan's checksum")
+        stored = meta.pop(_DIGEST_KEY, None)
+        if stored != content_digest(meta, tensors):  # before any field is trusted
+            raise PlanCompatibilityError("corrupt plan: its contents do not match its sha256 digest (the file was "
+                                         "changed or damaged after it was written)")
+        if cache_key is not None and meta.get("cache_key") != cache_key:
+            raise PlanCompatibilityError(f"plan stored under cache key {cache_key}, but it was built for key "
+                                         f"{meta.get('cache_key')} (a cache entry copied or renamed)")
+        try:
+            here = fingerprint(device)
+        except (RuntimeError, AssertionError) as exc:
+            raise PlanCompatibilityError(f"cannot load a plan on {device}: {exc}") from exc
+        problems = differences(meta.get("fingerprint") if isinstance(meta.get("fingerprint"), dict) else {}, here)
+        if problems:
+            raise PlanCompatibilityError("the plan does not fit this machine: " + "; ".join(problems)
+                                         + ". Rebuild it here.")
         try:
             graph = graph_from_json(meta["graph"], tensors)
             graph.verify()
@@ -225,12 +236,18 @@ class Plan:
             counters = {str(k): int(v) for k, v in meta["counters"].items()}
         except Exception as exc:  # noqa: BLE001 - any failure here means the bytes are not a sound plan
             raise PlanCompatibilityError(f"corrupt plan: {type(exc).__name__}: {exc}") from exc
-        _check_layers(graph, tactics, device)
-        _check_memory(graph, memory, max_batch, tactics)
-        schedule = _schedule_for_arena(graph, memory, tactics, plan_streams(graph, device.type, config.max_streams,
-                                                                            max_batch))
-        return cls(graph, tactics, memory, config=config, max_batch=max_batch, device=device, counters=counters,
-                   built_for=meta["fingerprint"], schedule=schedule)
+        try:
+            _check_layers(graph, tactics, device)
+            _check_memory(graph, memory, max_batch, tactics)
+            schedule = _schedule_for_arena(graph, memory, tactics, plan_streams(graph, device.type,
+                                                                                config.max_streams, max_batch))
+            return cls(graph, tactics, memory, config=config, max_batch=max_batch, device=device, counters=counters,
+                       built_for=meta["fingerprint"], schedule=schedule)
+        except PlanCompatibilityError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plan whose layers cannot be bound is not one this build made
+            raise PlanCompatibilityError(f"the plan's layers cannot be set up here ({type(exc).__name__}: {exc})") \
+                from exc
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the plan to `path` atomically (a reader never sees a half-written file)."""
@@ -266,16 +283,6 @@ def _header_length(data) -> int:
     if n > len(data) - 8:
         raise PlanCompatibilityError("not a tensorforge plan, or a truncated one: the header is cut off")
     return n
-
-
-def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name]
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
 
 
 def _read_metadata(data) -> dict[str, Any]:
@@ -324,6 +331,11 @@ def _schedule_for_arena(graph: Graph, memory: MemoryPlan, tactics: Mapping[str, 
 
 
 def _check_memory(graph: Graph, memory: MemoryPlan, max_batch: int, tactics: Mapping[str, str]) -> None:
+    if max_batch < 1:
+        raise PlanCompatibilityError(f"corrupt plan: max_batch is {max_batch}")
+    if not 0 < memory.alignment <= 4096 or memory.alignment & (memory.alignment - 1):
+        raise PlanCompatibilityError(f"corrupt plan: memory.alignment is {memory.alignment}, not a power of two "
+                                     f"up to 4096")
     env = {"batch": max_batch}
     unplanned, _ = arena_exemptions(graph, tactics)
     planned = planned_values(graph, unplanned)
@@ -335,3 +347,8 @@ def _check_memory(graph: Graph, memory: MemoryPlan, max_batch: int, tactics: Map
     extra = sorted(set(memory.slots) - {v.name for v in planned})
     if extra:
         raise PlanCompatibilityError(f"corrupt plan: the arena plan has a slot for %{extra[0]}, which is not an activation")
+    # the arena is allocated at load: no larger than every activation side by side (no reuse at all) implies
+    bound = sum(align(v.type.nbytes(env), memory.alignment) for v in planned)
+    if memory.arena_bytes > bound:
+        raise PlanCompatibilityError(f"corrupt plan: memory.arena_bytes is {memory.arena_bytes}, but its activations "
+                                     f"need at most {bound} bytes at max_batch {max_batch}")
