@@ -89,3 +89,49 @@ def test_two_processes_building_the_same_plan_both_succeed(tmp_path, request):
         assert p.returncode == 0, err
     assert len(list(tmp_path.glob("*.plan"))) == 1
     assert not list(tmp_path.glob("*.tmp")), "no temporary files may be left behind"
+
+
+def test_an_entry_copied_under_another_key_is_refused_and_rebuilt(small_net, tmp_path):
+    """Another model's valid plan placed under this model's key would give that model's answers."""
+    torch.manual_seed(1)
+    other = type(small_net)().eval()  # the same architecture, other weights: a valid plan, the wrong answers
+    compiled(other, tmp_path / "other").build_all(2)
+    compiled(small_net, tmp_path / "mine").build_all(2)
+    (foreign,) = (tmp_path / "other").glob("*.plan")
+    (mine,) = (tmp_path / "mine").glob("*.plan")
+    mine.write_bytes(foreign.read_bytes())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = compiled(small_net, tmp_path / "mine").build_all(2)
+    assert module._cache.builds == 1 and module._cache.hits == 0
+    assert any("but it was built for key" in str(w.message) for w in caught)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), small_net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_an_unwritable_entry_warns_and_inference_goes_on(small_net, tmp_path):
+    module = compiled(small_net, tmp_path)
+    key_paths_before = set(tmp_path.iterdir())
+    module.build_all(2)
+    (entry,) = set(tmp_path.iterdir()) - key_paths_before
+    entry.unlink()
+    entry.mkdir()  # a directory where the entry should be: reading and writing it both fail
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = compiled(small_net, tmp_path).build_all(2)
+    assert again._cache.builds == 1
+    assert any("could not write plan cache entry" in str(w.message) for w in caught)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), small_net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_an_unusable_cache_directory_warns_and_inference_goes_on(small_net, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = compiled(small_net, blocked / "cache").build_all(2)
+    assert module._cache.directory is None and module._cache.builds == 1
+    assert any("cannot be used" in str(w.message) for w in caught)

@@ -18,33 +18,24 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import warnings
 import weakref
 from pathlib import Path
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from .. import ir
+from ..ir.digest import content_digest
+
+if TYPE_CHECKING:
+    from ..engine import Plan
 
 CACHE_FORMAT = 1
 
 
-def _tensor_digest(h, tensor: torch.Tensor) -> None:
-    t = tensor.detach().cpu().contiguous()
-    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    if t.numel():
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-
-
 def region_digest(region: ir.Graph) -> str:
     """Hash of a region's structure and weights (computed once per region and kept by the runtime)."""
-    doc, tensors = ir.graph_to_json(region)
-    h = hashlib.sha256(json.dumps(doc, sort_keys=True).encode())
-    for name in sorted(tensors):
-        h.update(name.encode())
-        _tensor_digest(h, tensors[name])
-    return h.hexdigest()
+    return content_digest(*ir.graph_to_json(region))
 
 
 def plan_key(region_hash: str, build_options: dict, max_batch: int, fingerprint: dict) -> str:
@@ -57,23 +48,40 @@ class PlanCache:
     def __init__(self, directory: str | os.PathLike | None = None):
         self.directory = Path(directory) if directory else None
         self._memory: weakref.WeakValueDictionary[str, object] = weakref.WeakValueDictionary()
+        # one lookup or build at a time: two threads missing the same key must not both build it, and a
+        # WeakValueDictionary is not safe to change from two threads. Builds of different keys wait for each other
+        # too; a module builds one plan at a time anyway (runtime/module.py)
+        self._lock = threading.Lock()
         self.hits = 0
         self.builds = 0
         if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # the cache only ever saves time: run without it rather than not at all
+                warnings.warn(f"plan cache directory {self.directory} cannot be used ({exc}); plans will be built "
+                              f"and kept in memory only", RuntimeWarning)
+                self.directory = None
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.plan"
 
-    def get_or_build(self, key: str, build: Callable[[], object], load: Callable[[bytes], object]):
-        """The plan under `key`: from memory (while in use), else from disk, else built (and stored in both)."""
+    def get_or_build(self, key: str, build: Callable[[], Plan], load: Callable[[bytes, str], Plan]) -> Plan:
+        """`_get_or_build` under the cache's lock (see __init__): safe from any number of threads."""
+        with self._lock:
+            return self._get_or_build(key, build, load)
+
+    def _get_or_build(self, key: str, build: Callable[[], Plan], load: Callable[[bytes, str], Plan]) -> Plan:
+        """The plan under `key`: from memory (while in use), else from disk, else built (and stored in both).
+
+        `load(data, key)` must refuse an entry that was not built for `key` (Plan.from_bytes(cache_key=key) does: a
+        valid plan of another model copied under this key would otherwise give that model's answers)."""
         plan = self._memory.get(key)
         if plan is not None:
             self.hits += 1
             return plan
         if self.directory is not None and self._path(key).exists():
             try:
-                plan = load(self._path(key).read_bytes())
+                plan = load(self._path(key).read_bytes(), key)
                 self.hits += 1
             except Exception as exc:  # a damaged or foreign file must never stop inference: rebuild
                 warnings.warn(f"ignoring cached plan {self._path(key)}: {exc}; rebuilding", RuntimeWarning)
@@ -82,7 +90,11 @@ class PlanCache:
             plan = build()
             self.builds += 1
             if self.directory is not None:
-                self._write(key, plan.to_bytes())
+                try:
+                    self._write(key, plan.to_bytes(cache_key=key))
+                except OSError as exc:  # a full disk or an unwritable entry must never stop inference
+                    warnings.warn(f"could not write plan cache entry {self._path(key)} ({exc}); the plan is used "
+                                  f"from memory", RuntimeWarning)
         self._memory[key] = plan
         return plan
 

@@ -119,12 +119,17 @@ class Module(torch.nn.Module):
         plan = self._cache.get_or_build(
             key,
             build=lambda: Builder(config).build(region, max_batch=target, device=self.device),
-            load=lambda data: Plan.from_bytes(data, device=self.device))
+            load=lambda data, key: Plan.from_bytes(data, device=self.device, cache_key=key))
         if self.options.multi_engine == 0:
-            if built:
-                self._graph_runner = None  # captured graphs use the plan being replaced: capture again
-            built.clear()  # the larger plan replaces the smaller one
-        built[target] = plan
+            replaced = bool(self._plans[name])
+            self._plans[name] = {target: plan}  # the larger plan replaces the smaller one
+            if replaced:
+                # callers drop their graphs and contexts of the old plan at their next call (runtime/context.py);
+                # one that is running it now keeps it until then. Bumped after the new plan is published, so a
+                # caller that sees the new generation sees the new plan too
+                self._generation += 1
+        else:
+            self._plans[name] = {**self._plans[name], target: plan}
         return plan
 
     # -- running ---------------------------------------------------------------------------------
