@@ -40,9 +40,11 @@ def build(graph: ir.Graph, config: PartitionConfig | None = None, device=None, f
     return module_class(graph, config, device=device, options=options)
 
 
-def load(path, device=None) -> Module:
-    """Load a `.tforge` file (written by `module.save`) into a working module on `device`."""
-    return _load_module(path, device=device)
+def load(path, device=None, *, cache_dir: str | None = None, max_workspace_size: int | None = None) -> Module:
+    """Load a `.tforge` file (written by `module.save`) into a working module on `device`. Loading runs no code from
+    the file; where plans are cached and the workspace of a rebuild come from these arguments (and TENSORFORGE_*
+    variables), never from the file."""
+    return _load_module(path, device=device, cache_dir=cache_dir, max_workspace_size=max_workspace_size)
 
 
 def _example_device(inputs) -> torch.device | None:

@@ -291,14 +291,14 @@ def _read_metadata(data) -> dict[str, Any]:
     n = _header_length(data)
     try:
         header = json.loads(bytes(data[8:8 + n]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PlanCompatibilityError(f"not a tensorforge plan: the header is not valid JSON ({exc})") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not meta or META_KEY not in meta:
         raise PlanCompatibilityError(f"a safetensors file, but not a tensorforge plan (no {META_KEY!r} metadata)")
     try:
         doc = json.loads(meta[META_KEY])
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise PlanCompatibilityError(f"corrupt plan: its description is not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise PlanCompatibilityError("corrupt plan: its description is not a JSON object")

@@ -32,14 +32,16 @@ from .. import ir
 from ..engine import Builder, BuilderConfig, Plan, PlanCompatibilityError
 from ..engine.cuda_graphs import GraphRunner
 from ..engine.fingerprint import fingerprint as device_fingerprint
+from ..ir.digest import content_digest
 from ..ir.execute import bind_symbols
 from ..ir.serialize import unshared_tensors
 from .cache import PlanCache, plan_key, region_digest
 from .options import RuntimeOptions
 
 MODULE_FORMAT = "tensorforge.module"
-MODULE_FORMAT_VERSION = 1
+MODULE_FORMAT_VERSION = 2  # 2: one sha256 over the description and every tensor
 _META_KEY = "tensorforge.module"
+_DIGEST_KEY = "sha256"
 _PLAN_PREFIX = "__plans__/"
 
 
@@ -196,11 +198,12 @@ class Module(torch.nn.Module):
                 key = f"{_PLAN_PREFIX}{name}/{max_batch}"
                 tensors[key] = torch.frombuffer(bytearray(plan.to_bytes()), dtype=torch.uint8)
                 plans.append({"region": name, "max_batch": max_batch, "tensor": key})
-        options = {**self.options.to_json(), "cache_dir": None}  # a cache directory belongs to a machine
         config = self.partition_config.to_json() if self.partition_config is not None else None
         meta = {"format": MODULE_FORMAT, "version": MODULE_FORMAT_VERSION, "graph": doc,
-                "partition_config": config, "options": options, "plans": plans}
-        return unshared_tensors(tensors), {_META_KEY: json.dumps(meta)}
+                "partition_config": config, "options": self.options.saved(), "plans": plans}
+        tensors = unshared_tensors(tensors)
+        meta[_DIGEST_KEY] = content_digest(meta, tensors)
+        return tensors, {_META_KEY: json.dumps(meta)}
 
     def save(self, path: str | os.PathLike) -> None:
         """Write everything (graph, fallback ops, regions, built plans) to one `.tforge` file. No pickle."""
@@ -211,28 +214,39 @@ class Module(torch.nn.Module):
         tensors, metadata = self._serialize()
         return save_safetensors_bytes(tensors, metadata=metadata)
 
-    def _restore(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str], device, where: str) -> None:
-        if _META_KEY not in (metadata or {}):
-            raise ModuleFormatError(f"{where}: not a tensorforge module (no {_META_KEY!r} metadata)")
-        meta = json.loads(metadata[_META_KEY])
-        if meta.get("format") != MODULE_FORMAT or meta.get("version") != MODULE_FORMAT_VERSION:
-            raise ModuleFormatError(f"{where}: module format {meta.get('format')} v{meta.get('version')} is not "
-                                    f"readable by this tensorforge (it reads {MODULE_FORMAT} v{MODULE_FORMAT_VERSION})")
-        graph = ir.graph_from_json(meta["graph"], {k: v for k, v in tensors.items() if not k.startswith(_PLAN_PREFIX)})
-        graph.verify()
-        config = None
-        if meta.get("partition_config") is not None:
-            from ..partition import PartitionConfig
-            config = PartitionConfig.from_json(meta["partition_config"])
-        self._setup(graph, config, device, RuntimeOptions.from_json(meta["options"]))
-        for entry in meta["plans"]:
+    def _restore(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str], device, where: str, *,
+                 cache_dir: str | None = None, max_workspace_size: int | None = None) -> None:
+        """Fill this module from a saved one. Everything is checked before it is used: the digest over the whole
+        description and every tensor first, then each field as data; any problem is a ModuleFormatError that names
+        it. The machine's resources (cache directory, workspace) come from the arguments and the environment."""
+        meta = _module_description(metadata, tensors, where)
+        try:
+            graph = ir.graph_from_json(meta["graph"], {k: v for k, v in tensors.items()
+                                                       if not k.startswith(_PLAN_PREFIX)})
+            graph.verify()
+            config = None
+            if meta.get("partition_config") is not None:
+                from ..partition import PartitionConfig
+                config = PartitionConfig.from_json(meta["partition_config"])
+            options = RuntimeOptions.from_saved(meta["options"], cache_dir=cache_dir,
+                                                max_workspace_size=max_workspace_size)
+            entries = [_plan_entry(entry, graph, tensors, where) for entry in meta["plans"]]
+        except ModuleFormatError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - RecursionError (deep JSON) included: a sound file never gets here
+            raise ModuleFormatError(f"{where}: not a sound tensorforge module ({type(exc).__name__}: {exc})") from exc
+        self._setup(graph, config, device, options)
+        for region, max_batch, blob in entries:
             try:
-                plan = Plan.from_bytes(tensors[entry["tensor"]].numpy().tobytes(), device=self.device)
-            except PlanCompatibilityError as exc:
-                warnings.warn(f"{where}: the saved plan for region {entry['region']!r} cannot run here ({exc}); "
+                plan = Plan.from_bytes(blob.numpy().tobytes(), device=self.device)
+            except PlanCompatibilityError as exc:  # its bytes passed the module's digest: the region is sound
+                warnings.warn(f"{where}: the saved plan for region {region!r} cannot run here ({exc}); "
                               f"it will be rebuilt from the saved region", RuntimeWarning)
                 continue
-            self._plans[entry["region"]][entry["max_batch"]] = plan
+            if plan.max_batch != max_batch or _boundary(plan.graph) != _boundary(graph.subgraphs[region]):
+                raise ModuleFormatError(f"{where}: the saved plan for region {region!r} (max_batch {plan.max_batch}, "
+                                        f"{_boundary(plan.graph)}) is not a plan of that region")
+            self._plans[region][max_batch] = plan
 
     # torch2trt-style state_dict: the whole module as one uint8 tensor (safetensors bytes inside)
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -267,6 +281,45 @@ def _region_weights_to_host(graph: ir.Graph) -> None:
                 value.data = copies[id(value.data)][1]
 
 
+def _module_description(metadata: dict[str, str], tensors: dict[str, torch.Tensor], where: str) -> dict:
+    """The module's JSON description, after its format, version and digest are checked (ModuleFormatError)."""
+    if not isinstance(metadata, dict) or _META_KEY not in metadata:
+        raise ModuleFormatError(f"{where}: not a tensorforge module (no {_META_KEY!r} metadata)")
+    try:
+        meta = json.loads(metadata[_META_KEY])
+    except (ValueError, RecursionError) as exc:
+        raise ModuleFormatError(f"{where}: the module description is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(meta, dict):
+        raise ModuleFormatError(f"{where}: the module description is not a JSON object")
+    if meta.get("format") != MODULE_FORMAT or meta.get("version") != MODULE_FORMAT_VERSION:
+        raise ModuleFormatError(f"{where}: module format {meta.get('format')!r} v{meta.get('version')!r} is not "
+                                f"readable by this tensorforge (it reads {MODULE_FORMAT} v{MODULE_FORMAT_VERSION}; "
+                                f"files from before v2 carry no digest: compile and save the model again)")
+    stored = meta.pop(_DIGEST_KEY, None)
+    if stored != content_digest(meta, tensors):
+        raise ModuleFormatError(f"{where}: the module's contents do not match its sha256 digest (the file was changed "
+                                f"or damaged after it was saved); nothing in it was used")
+    return meta
+
+
+def _plan_entry(entry, graph: ir.Graph, tensors: dict[str, torch.Tensor], where: str) -> tuple[str, int, torch.Tensor]:
+    """(region, max_batch, plan bytes) of one saved plan, each field checked."""
+    region, max_batch, key = entry["region"], entry["max_batch"], entry["tensor"]
+    if region not in graph.subgraphs:
+        raise ModuleFormatError(f"{where}: plans: a saved plan names region {region!r}, which the graph does not have")
+    if type(max_batch) is not int or max_batch < 1:  # noqa: E721 - JSON true is no batch size
+        raise ModuleFormatError(f"{where}: plans: region {region!r} has a plan for max_batch {max_batch!r}")
+    blob = tensors.get(key) if isinstance(key, str) and key.startswith(_PLAN_PREFIX) else None
+    if blob is None or blob.dtype != torch.uint8 or blob.dim() != 1:
+        raise ModuleFormatError(f"{where}: plans: the plan of region {region!r} names tensor {key!r}, which is not a plan blob")
+    return region, max_batch, blob
+
+
+def _boundary(graph: ir.Graph) -> tuple:
+    """The types a region or its plan takes and gives: a saved plan must fit its region's."""
+    return tuple(str(v.type) for v in graph.inputs), tuple(str(v.type) for v in graph.outputs)
+
+
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
     """The metadata of in-memory safetensors bytes (the header is JSON after an 8-byte length)."""
     if len(data) < 8:
@@ -284,8 +337,10 @@ class EngineModule(Module):
     `load_state_dict` fills it; its state_dict is the whole compiled model (tensors only, no code)."""
 
 
-def load(path: str | os.PathLike, device=None, module_class: type[Module] = Module) -> Module:
-    """Load a `.tforge` file written by `Module.save` into a working module on `device`."""
+def load(path: str | os.PathLike, device=None, module_class: type[Module] = Module, *, cache_dir: str | None = None,
+         max_workspace_size: int | None = None) -> Module:
+    """Load a `.tforge` file written by `Module.save` into a working module on `device`. The file decides what the
+    model is; the caller (and TENSORFORGE_* variables) decide where plans are cached and the workspace of a rebuild."""
     path = os.fspath(path)
     try:
         with safe_open(path, framework="pt") as f:

@@ -53,7 +53,7 @@ class RuntimeOptions:
         if "TENSORFORGE_USE_FP16" in env:
             changes["fp16"] = _flag("TENSORFORGE_USE_FP16", env["TENSORFORGE_USE_FP16"])
         if env.get("TENSORFORGE_CACHE_DIR"):
-            changes["cache_dir"] = env["TENSORFORGE_CACHE_DIR"]
+            changes["cache_dir"] = os.path.expanduser(env["TENSORFORGE_CACHE_DIR"])  # as a shell would have
         if env.get("TENSORFORGE_MAX_WORKSPACE_SIZE"):
             changes["max_workspace_size"] = _integer("TENSORFORGE_MAX_WORKSPACE_SIZE", env["TENSORFORGE_MAX_WORKSPACE_SIZE"])
         if env.get("TENSORFORGE_MULTI_ENGINE"):
@@ -66,6 +66,37 @@ class RuntimeOptions:
     @classmethod
     def from_json(cls, data: Mapping) -> "RuntimeOptions":
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+    def saved(self) -> dict:
+        """What a saved module records: how its plans are built and run (`SAVED_FIELDS`), nothing about the machine."""
+        return {name: getattr(self, name) for name in SAVED_FIELDS}
+
+    @classmethod
+    def from_saved(cls, data: Mapping, *, cache_dir: str | None = None,
+                   max_workspace_size: int | None = None) -> "RuntimeOptions":
+        """Options for a module read from a file: `SAVED_FIELDS` from `data`, each checked against its type (a
+        ValueError names the field), and the machine's resources from the caller — never from the file."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"options must be a JSON object, got {type(data).__name__}")
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        values = {}
+        for name in SAVED_FIELDS:
+            if name not in data:
+                continue
+            value = data[name]
+            wanted = bool if kinds[name] in (bool, "bool") else int
+            if type(value) is not wanted:  # noqa: E721 - bool is an int, and neither may stand for the other here
+                raise ValueError(f"options.{name} must be {wanted.__name__}, got {value!r}")
+            values[name] = value
+        resources = {"cache_dir": cache_dir}
+        if max_workspace_size is not None:
+            resources["max_workspace_size"] = max_workspace_size
+        return cls(**values, **resources)
+
+
+# The options a saved module carries (and restores). cache_dir and max_workspace_size are left out on purpose: where
+# plans are cached and how much memory a rebuild may take belong to the machine that loads the file.
+SAVED_FIELDS = ("fp16", "bf16", "tf32", "multi_engine", "optimization_level", "cuda_graph", "max_streams")
 
 
 def _flag(name: str, value: str) -> bool:

@@ -1,0 +1,169 @@
+"""A file is data: what loading a `.tforge` (or a state_dict) can and cannot do.
+
+Each test edits a real saved module the way an attacker or a damaged disk would and checks the documented
+outcome: a ModuleFormatError that names the problem, nothing run, nothing created outside the process.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import tensorforge as forge
+from tensorforge.ir.digest import content_digest
+from tensorforge.runtime import ModuleFormatError
+
+META = "tensorforge.module"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A module with two engine regions around a fallback cumsum, plans built, saved; and its eager answer."""
+    from runtime.conftest import WithCumsum
+
+    torch.manual_seed(0)
+    net = WithCumsum().eval()
+    x = torch.randn(3, 16)
+    module = forge.compile(net, (x,), device="cpu")
+    module(x)
+    path = tmp_path_factory.mktemp("saved") / "m.tforge"
+    module.save(path)
+    with torch.no_grad():
+        return path, x, net(x)
+
+
+def edit_module(path, out, edit, *, reseal: bool = True):
+    """Write `out`: the module at `path` with its description changed by `edit(doc, tensors)`; with `reseal` the
+    digest is recomputed as a deliberately crafted file would carry it, so the checks behind the digest are reached."""
+    with safe_open(str(path), framework="pt") as f:
+        doc, tensors = json.loads(f.metadata()[META]), {k: f.get_tensor(k) for k in f.keys()}
+    edit(doc, tensors)
+    if reseal:
+        doc.pop("sha256", None)
+        doc["sha256"] = content_digest(doc, tensors)
+    save_file(tensors, str(out), metadata={META: json.dumps(doc)})
+    return out
+
+
+def _region_activation_to_silu(doc, tensors):
+    for region in doc["graph"]["subgraphs"].values():
+        for node in region["nodes"]:
+            if node["op"] == "nn.relu":
+                node["op"] = "nn.silu"
+                return
+    raise AssertionError("the saved module has no relu to change")
+
+
+def _add_output_node(op, attrs):
+    """An extra top-level node whose result is an extra graph output (a plan output gets no arena slot, so the
+    original finding's payload ran while the module still printed the right answer)."""
+    def edit(doc, tensors):
+        graph = doc["graph"]
+        graph["nodes"].append({"name": "extra", "op": op, "inputs": [graph["inputs"][0]["name"]],
+                               "outputs": [{"name": "extra_out", "type": graph["inputs"][0]["type"]}],
+                               "attrs": attrs})
+        graph["outputs"].append("extra_out")
+    return edit
+
+
+def test_an_edit_that_stays_well_formed_is_caught_by_the_digest(saved, tmp_path):
+    path, _, _ = saved
+    edited = edit_module(path, tmp_path / "silu.tforge", _region_activation_to_silu, reseal=False)
+    with pytest.raises(ModuleFormatError, match="do not match its sha256 digest"):
+        forge.load(edited, device="cpu")
+
+
+def test_a_flipped_weight_bit_is_caught_by_the_digest(saved, tmp_path):
+    path, _, _ = saved
+
+    def flip(doc, tensors):
+        name = next(k for k, t in tensors.items() if t.dtype == torch.float32 and t.numel() > 4)
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(torch.int32)[0] ^= 1
+    edited = edit_module(path, tmp_path / "flip.tforge", flip, reseal=False)
+    with pytest.raises(ModuleFormatError, match="sha256"):
+        forge.load(edited, device="cpu")
+
+
+ATTACK = {"args": [{"input": 0}], "kwargs": {}, "output_types": [["float32", [3, 16]]]}
+
+
+@pytest.mark.parametrize("op, message", [
+    ("torch.__class__.__init__.__getattribute__", "dunders"),
+    ("torch.aten.save.default", "reads or writes files"),
+    ("torch.os.system.default", "no operator"),
+    ("onnx.__builtins__.exec", "look like"),
+], ids=["attribute-walk", "aten-save", "os-system", "onnx-dunder"])
+def test_a_crafted_op_name_is_refused_at_load_and_nothing_runs(saved, tmp_path, op, message):
+    path, _, _ = saved
+    canary = tmp_path / "payload-ran"
+    attrs = {**ATTACK, "args": [{"input": 0}, str(canary)]}
+    crafted = edit_module(path, tmp_path / "crafted.tforge", _add_output_node(op, attrs))
+    with pytest.raises(ModuleFormatError, match=message):
+        forge.load(crafted, device="cpu")
+    assert not canary.exists()
+
+
+def test_the_file_does_not_decide_where_plans_are_cached(saved, tmp_path, monkeypatch):
+    path, x, expected = saved
+    monkeypatch.delenv("TENSORFORGE_CACHE_DIR", raising=False)
+    target = tmp_path / "chosen-by-the-file"
+    crafted = edit_module(path, tmp_path / "cache.tforge",
+                          lambda doc, tensors: doc["options"].update(cache_dir=str(target), max_workspace_size=1 << 45))
+    module = forge.load(crafted, device="cpu")
+    assert module.options.cache_dir is None and module.options.max_workspace_size == 1 << 30
+    torch.testing.assert_close(module(x), expected, rtol=1e-4, atol=1e-5)
+    assert not target.exists()
+    chosen = forge.load(crafted, device="cpu", cache_dir=str(tmp_path / "mine"), max_workspace_size=1 << 20)
+    assert chosen.options.cache_dir == str(tmp_path / "mine") and chosen.options.max_workspace_size == 1 << 20
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda doc, t: doc["options"].update(fp16="yes"), "options.fp16 must be bool"),
+    (lambda doc, t: doc["options"].update(max_streams=True), "options.max_streams must be int"),
+    (lambda doc, t: doc["plans"][0].update(region="nowhere"), "names region 'nowhere'"),
+    (lambda doc, t: doc["plans"][0].update(max_batch=0), "a plan for max_batch 0"),
+    (lambda doc, t: doc["plans"][0].update(tensor="../../etc/passwd"), "not a plan blob"),
+    (lambda doc, t: doc["plans"].append("x"), "TypeError"),
+    (lambda doc, t: doc.update(version=1), "v1 is not readable"),
+], ids=["option-type", "option-bool-as-int", "plan-region", "plan-batch", "plan-tensor", "plan-entry",
+        "version-1"])
+def test_every_malformed_field_is_a_module_format_error(saved, tmp_path, edit, message):
+    path, _, _ = saved
+    crafted = edit_module(path, tmp_path / "bad.tforge", edit)
+    with pytest.raises(ModuleFormatError, match=message):
+        forge.load(crafted, device="cpu")
+
+
+def test_a_plan_of_another_region_is_refused(saved, tmp_path):
+    path, _, _ = saved
+
+    def swap(doc, tensors):
+        first, second = doc["plans"][0], doc["plans"][1]
+        first["tensor"], second["tensor"] = second["tensor"], first["tensor"]
+    crafted = edit_module(path, tmp_path / "swapped.tforge", swap)
+    with pytest.raises(ModuleFormatError, match="is not a plan of that region"):
+        forge.load(crafted, device="cpu")
+
+
+def test_a_crafted_state_dict_is_refused_by_load_state_dict(saved, tmp_path):
+    path, _, _ = saved
+    crafted = edit_module(path, tmp_path / "crafted.tforge",
+                          _add_output_node("torch.__class__.__init__.__getattribute__", ATTACK))
+    state = {"tforge": torch.frombuffer(bytearray(crafted.read_bytes()), dtype=torch.uint8)}
+    with pytest.raises(RuntimeError, match="dunders"):
+        forge.EngineModule().load_state_dict(state)
+
+
+def test_json_nested_deep_is_a_module_format_error(saved, tmp_path):
+    path, _, _ = saved
+    with safe_open(str(path), framework="pt") as f:
+        text, tensors = f.metadata()[META], {k: f.get_tensor(k) for k in f.keys()}
+    deep = text.replace('"plans": [', '"plans": [' + "[" * 100_000 + "]" * 100_000 + ", ", 1)
+    save_file(tensors, str(tmp_path / "deep.tforge"), metadata={META: deep})
+    with pytest.raises(ModuleFormatError, match="not valid JSON"):
+        forge.load(tmp_path / "deep.tforge", device="cpu")
