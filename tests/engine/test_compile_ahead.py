@@ -121,9 +121,10 @@ def test_the_timing_finds_every_triton_candidate_compiled_and_the_plan_matches()
 def test_compile_threads_follow_the_environment(monkeypatch):
     monkeypatch.setenv("TENSORFORGE_COMPILE_THREADS", "3")
     assert compile_threads() == 3
-    monkeypatch.setenv("TENSORFORGE_COMPILE_THREADS", "many")
-    with pytest.raises(ValueError, match="TENSORFORGE_COMPILE_THREADS must be a positive integer"):
-        compile_threads()
+    for wrong in ("many", "-3", "0"):  # never silently another number than the one asked for
+        monkeypatch.setenv("TENSORFORGE_COMPILE_THREADS", wrong)
+        with pytest.raises(ValueError, match="TENSORFORGE_COMPILE_THREADS must be a positive integer"):
+            compile_threads()
 
 
 def _peak_held(budget, sizes, meet=None) -> int:

@@ -92,6 +92,12 @@ def test_environment_variables_override_options(monkeypatch, tmp_path):
         RuntimeOptions().with_env()
 
 
+def test_environment_cache_dir_expands_the_home_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("TENSORFORGE_CACHE_DIR", "~/plans")
+    assert RuntimeOptions().with_env().cache_dir == str(tmp_path / "plans"), "not a directory named '~'"
+
+
 def test_environment_cache_dir_reaches_the_module(monkeypatch, tmp_path, small_net):
     monkeypatch.setenv("TENSORFORGE_CACHE_DIR", str(tmp_path))
     module = compiled(small_net, torch.randn(2, 3, 16, 16))

@@ -71,9 +71,13 @@ def compile_threads() -> int:
     asked = os.environ.get("TENSORFORGE_COMPILE_THREADS", "").strip()
     if asked:
         try:
-            return max(1, int(asked))
+            threads = int(asked)
         except ValueError:
-            raise ValueError(f"TENSORFORGE_COMPILE_THREADS must be a positive integer, got {asked!r}") from None
+            threads = 0
+        if threads < 1:
+            raise ValueError(f"TENSORFORGE_COMPILE_THREADS must be a positive integer (1 turns compiling ahead off), "
+                             f"got {asked!r}")
+        return threads
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
