@@ -106,3 +106,11 @@ def test_run_float64_arrays_are_cast_to_the_input_type(files, tmp_path):
     result = tforge("run", files["plan"], "--input", tmp_path / "x64.npy", "--json", "--device", "cpu")
     assert_ok(result)
     assert [row["shape"] for row in json.loads(result.stdout)["outputs"].values()] == [[1, 5]]
+
+
+def test_output_names_from_a_file_are_safe_unique_archive_members():
+    from tensorforge.cli.run import archive_names
+
+    names = archive_names(["logits", "../../../tmp/x", "logits", "..", "a/b", "/abs"])
+    assert names == ["logits", "_.._.._tmp_x", "logits_2", "output_3", "a_b", "_abs"]
+    assert all("/" not in n and not n.startswith(".") for n in names) and len(set(names)) == len(names)

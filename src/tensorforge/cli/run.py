@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from .common import CLIError
 from .sources import _as_tuple, _device, _read_inputs, _resolve, _stats
+
+
+def archive_names(names: list[str]) -> list[str]:
+    """Output names as .npz member names: a name comes from the file, so it is made a plain file name (no
+    directories, no '..') and unique (a value returned twice, or two names made equal, would overwrite one)."""
+    out: list[str] = []
+    for i, name in enumerate(names):
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or f"output_{i}"
+        if safe in out:
+            safe = f"{safe}_{i}"
+        out.append(safe)
+    return out
 
 
 def cmd_run(args) -> int:
@@ -18,7 +31,7 @@ def cmd_run(args) -> int:
     if args.output and not args.output.endswith((".npz", ".npy")):
         raise CLIError(f"--output {args.output}: the file name must end in .npz (or .npy for one output)")
     module = forge.load(args.plan, device=device)
-    names = [v.name for v in module.graph.outputs]
+    names = archive_names([v.name for v in module.graph.outputs])
     if args.output and args.output.endswith(".npy") and len(names) != 1:
         raise CLIError(f"--output {args.output}: this model has {len(names)} outputs ({', '.join(names)}): "
                        f"write an .npz")
