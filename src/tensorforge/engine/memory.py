@@ -16,7 +16,17 @@ or after them. The arena size is the plan's `peak_activation_bytes`.
 Not every activation takes a slot: a tactic that allocates its own output (a cuDNN convolution) or
 returns a view of its input (a reshape on CUDA) says so (`writes_arena = False`), and the builder passes
 those values as `unplanned`. A view keeps the memory it looks at alive, so each `aliases` entry (view ->
-the value it views) extends the viewed value's lifetime over the view's uses.
+the values it may view) extends the viewed values' lifetimes over the view's uses.
+
+A result that no arena slot receives is kept as the kernel returned it: an unplanned value, and every plan
+output (the context offers no slot for those). Such a result may be a view: a tactic declares
+`aliases_input` (a view of its first input), and one that returns what the op's reference returns
+(`runs_reference`: the CPU reference, the CUDA `torch` tactic) gives a view wherever the reference does
+(reshape, expand_dims, a slice, a cast to the same dtype), which `viewed_inputs` finds by running the reference
+on meta tensors. A plan output is read once more after the last layer, when the context hands it to the
+caller (cloning it there if it looks into the arena), so whatever it views stays live to the end of the run:
+without that, a region returning `expand_dims(x)` handed its caller bytes a later layer had already
+overwritten (Llama's position index, issue 12).
 
 With several streams (streams.py) node order is no longer execution order: two layers of one section on
 different streams may run at the same time. So a value a side stream defines or reads inside a section counts as
@@ -27,13 +37,18 @@ the intervals above stay sound.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AbstractSet, Any, Mapping
+from typing import AbstractSet, Any, Mapping, Sequence, Union
 
-from ..ir import Graph
+import torch
+
+from ..ir import Graph, Node
 from .streams import StreamSchedule
 from .tactics.registry import get_tactic
 
 ALIGNMENT = 256
+
+# view -> the value it may view, or several (an op whose reference the meta device cannot run may view any input)
+Aliases = Mapping[str, Union[str, Sequence[str]]]
 
 
 @dataclass(frozen=True)
@@ -73,24 +88,32 @@ def planned_values(graph: Graph, unplanned: AbstractSet[str] = frozenset()) -> l
     return [v for node in graph.nodes for v in node.outputs if id(v) not in outputs and v.name not in unplanned]
 
 
-def lifetimes(graph: Graph, unplanned: AbstractSet[str] = frozenset(), aliases: Mapping[str, str] | None = None,
+def viewed(aliases: Aliases, name: str) -> set[str]:
+    """Every value `name` may look at through `aliases`, view of a view included (not `name` itself)."""
+    found, todo = set(), [name]
+    while todo:
+        targets = aliases.get(todo.pop(), ())
+        for target in (targets,) if isinstance(targets, str) else targets:
+            if target not in found:
+                found.add(target)
+                todo.append(target)
+    return found
+
+
+def lifetimes(graph: Graph, unplanned: AbstractSet[str] = frozenset(), aliases: Aliases | None = None,
               schedule: StreamSchedule | None = None) -> dict[str, tuple[int, int]]:
     """(first, last) node position of every planned value: where it is defined and where it (or a view of
     it, through `aliases`) is last read, widened to the whole section wherever `schedule` has a side stream
-    touch it inside a multi-stream section."""
+    touch it inside a multi-stream section. A value a plan output views is read at `len(graph.nodes)`, the
+    hand-off after the last layer."""
     aliases = aliases or {}
     span: dict[str, list[int]] = {}
     section_of = schedule.section_index() if schedule is not None else {}
 
-    def root(name: str) -> str:
-        while name in aliases:
-            name = aliases[name]
-        return name
-
     for i, node in enumerate(graph.nodes):
         touched = set()
         for v in node.inputs:
-            for name in {v.name, root(v.name)}:
+            for name in {v.name, *viewed(aliases, v.name)}:
                 if name in span:
                     span[name][1] = max(span[name][1], i)  # the end may already be widened past i
                     touched.add(name)
@@ -101,6 +124,9 @@ def lifetimes(graph: Graph, unplanned: AbstractSet[str] = frozenset(), aliases: 
             first, last = schedule.sections[section_of[i]]
             for name in touched:
                 span[name] = [min(span[name][0], first), max(span[name][1], last)]
+    for v in graph.outputs:
+        for name in viewed(aliases, v.name) & span.keys():
+            span[name][1] = len(graph.nodes)
     return {v.name: tuple(span[v.name]) for v in planned_values(graph, unplanned)}
 
 
@@ -109,7 +135,7 @@ def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 
 def plan_memory(graph: Graph, env: Mapping[str, int], alignment: int = ALIGNMENT, *,
-                unplanned: AbstractSet[str] = frozenset(), aliases: Mapping[str, str] | None = None,
+                unplanned: AbstractSet[str] = frozenset(), aliases: Aliases | None = None,
                 schedule: StreamSchedule | None = None) -> MemoryPlan:
     """Offsets for every planned value of `graph`, with symbols bound by `env` (the max_batch sizes), safe for
     the streams of `schedule` (None: one stream in node order)."""
@@ -149,16 +175,49 @@ def conflicts(plan: MemoryPlan, life: Mapping[str, tuple[int, int]]) -> list[tup
     return found
 
 
-def arena_exemptions(graph: Graph, tactics: Mapping[str, str]) -> tuple[set[str], dict[str, str]]:
-    """Values that take no arena slot (their tactic allocates them or returns a view) and, for views,
-    the value each one looks at (so that value stays alive while the view is used)."""
+def arena_exemptions(graph: Graph, tactics: Mapping[str, str]) -> tuple[set[str], dict[str, tuple[str, ...]]]:
+    """Values that take no arena slot (their tactic allocates them or returns a view) and, for every result
+    kept as its kernel returned it (those, and the plan outputs), the values it may be a view of (so they stay
+    alive while it is used; see the module docstring)."""
     unplanned, aliases = set(), {}
+    returned = {id(v) for v in graph.outputs}
     for node in graph.nodes:
         impl = get_tactic(node.op, tactics[node.name]).impl
-        if getattr(impl, "writes_arena", True):
+        in_arena = getattr(impl, "writes_arena", True)
+        if not in_arena:
+            unplanned.update(v.name for v in node.outputs)
+        kept = [j for j, v in enumerate(node.outputs) if not in_arena or id(v) in returned]
+        if not kept or not node.inputs:
             continue
-        for v in node.outputs:
-            unplanned.add(v.name)
-            if getattr(impl, "aliases_input", False) and node.inputs:
-                aliases[v.name] = node.inputs[0].name
+        if getattr(impl, "aliases_input", False):
+            positions = [(0,)] * len(node.outputs)
+        elif getattr(impl, "runs_reference", False):
+            positions = viewed_inputs(node)
+        else:
+            continue  # a kernel of its own allocates what it returns
+        for j in kept:
+            names = tuple(dict.fromkeys(node.inputs[i].name for i in positions[j]))
+            if names:
+                aliases[node.outputs[j].name] = names
     return unplanned, aliases
+
+
+def viewed_inputs(node: Node) -> list[tuple[int, ...]]:
+    """Per output of `node`, the positions of the inputs its op's reference returns a view of (or returns as
+    is), found by running the reference on meta tensors. The probe's inputs are contiguous, where a reshape
+    or `contiguous()` is most likely to view, so it errs towards a view. An op the meta device cannot run
+    (a plugin's kernel, a data-dependent op) may view any of its inputs."""
+    anything = [tuple(range(len(node.inputs)))] * len(node.outputs)
+    env = {s: 2 for v in node.inputs for s in v.type.symbols}
+    env.setdefault("batch", 2)  # attributes may name the batch even where no input has it (arange)
+    try:
+        tensors = [torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device="meta")
+                   for v in node.inputs]
+        with torch.no_grad():
+            results = node.opdef.run(tensors, node.attrs, env, "meta")
+    except Exception:  # noqa: BLE001 - not runnable on meta: assume the worst, never a wrong plan
+        return anything
+    if len(results) != len(node.outputs):
+        return anything
+    return [tuple(i for i, t in enumerate(tensors) if isinstance(r, torch.Tensor) and (r is t or r._base is t))
+            for r in results]

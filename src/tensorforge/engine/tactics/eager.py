@@ -15,6 +15,7 @@ from .registry import ANY_OP, reference_kernel, tactic
 @tactic(ANY_OP, name="torch", devices=("cuda",), priority=-50)
 class Torch:
     writes_arena = False
+    runs_reference = True  # its result may be a view of an input, whose memory must outlive it (memory.py)
 
     @staticmethod
     def supports(node, config) -> str | None:

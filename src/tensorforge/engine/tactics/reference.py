@@ -15,6 +15,8 @@ NOT_IN_PLANS = {"subgraph": "a subgraph call inside an engine region is not supp
 
 @tactic(ANY_OP, name="reference", devices=("cpu",), priority=-100)
 class Reference:
+    runs_reference = True  # a plan output it returns may be a view of an input (memory.viewed_inputs)
+
     @staticmethod
     def supports(node, config) -> str | None:
         return NOT_IN_PLANS.get(node.op)

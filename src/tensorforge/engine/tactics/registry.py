@@ -11,9 +11,13 @@ tensors, `outputs[i]` is the arena view where output i must end up (None for a p
 allocates), `env` binds the symbols (`{"batch": 3}`). A kernel may write into `outputs[i]` and return it
 (no copy), or return a new tensor, which the execution context copies into the view.
 
-Two optional class attributes describe memory: `writes_arena = False` for a kernel that allocates its output
-or returns a view (its output takes no arena slot), and `packs_weights = True` for one that copies and lays
-out the constant inputs it needs at bind time (the plan then keeps those constants on the host only).
+Optional class attributes describe memory: `writes_arena = False` for a kernel that allocates its output
+or returns a view (its output takes no arena slot), `aliases_input = True` for one whose output is a view of
+its first input, `runs_reference = True` for one that returns whatever the op's reference returns (for some
+ops and attributes a view of an input, which the memory planner works out), and `packs_weights = True` for one
+that copies and lays out the constant inputs it needs at bind time (the plan then keeps those constants on the
+host only). A kernel with none of the first three returns tensors it allocated (or the arena view it was
+offered), never a view of an input: the memory planner relies on it.
 `compiles = True` marks a tactic whose first call compiles Triton kernels and launches nothing else: the
 builder makes that call for every such candidate from a pool of threads before timing (`compile_ahead.py`).
 
