@@ -104,3 +104,33 @@ def test_an_op_the_meta_device_cannot_run_may_view_any_input():
     node = g.add_node(name, [g.call("sigmoid", x), g.call("tanh", x)], {})
     assert viewed_inputs(node) == [(0, 1)]
     assert viewed_inputs(g.nodes[0]) == [()], "sigmoid allocates its result"
+
+
+def test_the_cuda_pointwise_torch_tactic_returns_a_same_dtype_cast_as_its_input():
+    """`torch_out` interprets an engine.pointwise program; for a plan output (no arena view offered) a
+    same-dtype cast in it hands back its input itself, which must then stay live to the hand-off."""
+    g, x = graph_with_input((8,))
+    h = g.call("sigmoid", x)
+    program = (("load", 0), ("cast", (0,), (("dtype", "float32"),)), ("multiply", (0, 0), ()))
+    same, squared = g.add_node("engine.pointwise", [h], {"program": program, "outputs": (1, 2)}).outputs
+    g.set_outputs([same, squared])
+    g.verify()
+    tactics = {g.nodes[0].name: "reference", g.nodes[1].name: "torch_out"}
+    unplanned, aliases = arena_exemptions(g, tactics)
+    assert aliases == {same.name: (h.name,)}, "the product is a new tensor, the cast is h"
+    assert lifetimes(g, unplanned, aliases)[h.name] == (0, len(g.nodes))
+
+
+def test_a_returned_view_of_a_constant_belongs_to_the_caller():
+    """broadcast_to(@table, (batch, n)) cannot fold (its size follows the batch), and its reference is a view of
+    the plan's weight: what the caller does to it must not reach the next run, as for a returned constant."""
+    g, x = graph_with_input((4,))
+    table = g.call("broadcast_to", g.add_constant(torch.arange(4.0), "table"), shape=(BATCH, 4))
+    g.set_outputs([g.call("add", x, table), table])
+    plan = Builder().build(g.verify(), max_batch=2)
+    assert "broadcast_to" in {n.op for n in plan.graph.nodes}, "the test needs the view as a layer"
+    _, first = plan.run(torch.zeros(2, 4))
+    first[0].fill_(-1)  # a row of an expanded tensor is an ordinary view of the table: this would write the weight
+    total, again = plan.run(torch.zeros(2, 4))
+    assert torch.equal(again, torch.arange(4.0).expand(2, 4))
+    assert torch.equal(total, torch.arange(4.0).expand(2, 4))

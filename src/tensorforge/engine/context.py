@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Mapping
 
 import torch
 
+from .memory import arena_exemptions, viewed
+
 if TYPE_CHECKING:
     from ..ir import Graph
     from .memory import MemoryPlan
@@ -74,7 +76,12 @@ class Program:
         self.steps = [Step(n.name, n.op, tactics[n.name], kernels[n.name], tuple(slot_of(v) for v in n.inputs),
                            tuple(slot_of(v) for v in n.outputs)) for n in graph.nodes]
         self.outputs = tuple(slot_of(v) for v in graph.outputs)
-        self.constant_outputs = frozenset(slot_of(v) for v in graph.outputs if v.data is not None)
+        # an output that is one of the plan's constants, or may be a view of one (broadcast_to(@table, (batch, n))),
+        # is cloned for the caller: the plan's weights serve every later run (memory.py knows what views what)
+        _, aliases = arena_exemptions(graph, tactics)
+        constant_names = {v.name for v in graph.constants.values()}
+        self.constant_outputs = frozenset(slot_of(v) for v in graph.outputs
+                                          if v.data is not None or viewed(aliases, v.name) & constant_names)
         # after each step, drop the values it read for the last time: tensors outside the arena (cuDNN
         # outputs, views) go back to the allocator as soon as they are dead, not at the end of the run
         last_read: dict[int, int] = {}

@@ -131,6 +131,8 @@ class TorchPointwise:
     has an out= form: the candidate generated kernels are timed against. (The any-op `torch` tactic runs the
     same interpreter but leaves results in PyTorch's allocator.)"""
 
+    runs_reference = True  # offered no view (a plan output), it returns what the interpreter made: maybe an input
+
     @staticmethod
     def bind(node, ctx):
         program, outputs = node.attrs["program"], node.attrs["outputs"]
