@@ -294,6 +294,9 @@ BINARY = [
     fun("remainder-tensor", torch.remainder, (randn(4), positive(4)), "floor_mod"),
     fun("remainder-scalar", lambda x: x % 0.7, randn(4), "floor_mod"),
     fun("remainder-int", lambda x: x % 3, ints(20, 4, low=-20), "floor_mod"),
+    fun("fmod-tensor", torch.fmod, (randn(4), positive(4)), "trunc_mod"),
+    fun("fmod-scalar", lambda x: torch.fmod(x, -0.7), randn(4), "trunc_mod"),
+    fun("fmod-int", lambda x: torch.fmod(x, 3), ints(20, 4, low=-20), "trunc_mod"),
     fun("eq-tensor", torch.eq, (ints(3, 4), ints(3, 4)), "equal"),
     fun("ne-scalar", lambda x: x != 1, ints(20, 4, low=-20), "not_equal"),
     fun("lt-tensor", torch.lt, (randn(4), randn(4)), "less"),
@@ -327,6 +330,13 @@ CASTS = [
     fun("dropout-eval", lambda x: F.dropout(x, 0.5, training=False) * 2, randn(4), "multiply"),
     mod("dropout-module-eval", lambda: nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)), randn(4), "nn.dense"),
 ]
+
+def _slice_assign(x):
+    """In-place slice assignment: functionalization turns it into copy and slice_scatter."""
+    y = x * 2
+    y[:, 1:3] = x[:, :1] * 3
+    return y
+
 
 SHAPES = [
     fun("view", lambda x: x.view(x.shape[0], -1), randn(3, 4), "reshape"),
@@ -374,6 +384,12 @@ SHAPES = [
     fun("repeat-more-dims", lambda x: x.repeat(2, 1, 1), randn(4), "tile"),
     fun("flip", lambda x: x.flip(1), randn(3, 4), "reverse"),
     fun("flip-two-dims", lambda x: x.flip((1, -1)), randn(3, 4), "reverse"),
+    fun("roll-two-dims", lambda x: torch.roll(x, (1, -2), (1, -1)), randn(3, 4), "roll"),
+    fun("roll-flattened", lambda x: torch.roll(x, 5), randn(3, 4), "roll"),
+    fun("slice-assign", _slice_assign, randn(4, 3), "slice_scatter"),
+    fun("copy-cast", lambda x: torch.zeros_like(x, dtype=FP16).copy_(x), randn(4), "cast"),
+    fun("copy-broadcast", lambda x, c: torch.zeros_like(x).copy_(c) + x, randn(3, 4), "broadcast_to",
+        buffers={"c": const(4)}),
 ]
 
 GATHER = [

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from engine_cases import check_case_in_engine
 from helpers import case, check_case, randn, uniform
 
 FP32, FP16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -61,6 +62,7 @@ CASES = [case(name, op, make, expected, dtype=None if op == "logical_not" else F
          for op, name, make, expected in UNARY]
 
 # binary ops, each with a broadcast in one of its operands
+_SIGNS = torch.tensor([1.0, -1.0, 1.0, -1.0])
 _A = lambda: [randn(2, 3, 4), randn(3, 1)]  # noqa: E731
 _BOOLS = lambda: [torch.tensor([[True, False, True, False]]), torch.tensor([[True], [False]])]  # noqa: E731
 BINARY = [
@@ -71,6 +73,7 @@ BINARY = [
     ("floor_divide", "floor_divide", lambda: [randn(3, 4) * 5, uniform(0.5, 2, 4)], lambda a, b: torch.floor(a / b)),
     ("trunc_divide", "trunc_divide", lambda: [randn(3, 4) * 5, uniform(0.5, 2, 4)], lambda a, b: torch.trunc(a / b)),
     ("floor_mod", "floor_mod", lambda: [randn(3, 4) * 5, uniform(0.5, 2, 4)], _np(np.mod)),
+    ("trunc_mod", "trunc_mod-negative-divisors", lambda: [randn(3, 4) * 5, uniform(0.5, 2, 4) * _SIGNS], _np(np.fmod)),
     ("power", "power", lambda: [uniform(0.5, 2, 3, 4), randn(4)], _np(np.power)),
     ("maximum", "maximum-broadcast", _A, _np(np.maximum)),
     ("minimum", "minimum-broadcast", _A, _np(np.minimum)),
@@ -176,6 +179,22 @@ CASES += [
 ]
 
 
+# ops added for Swin (roll's index arithmetic), each also run through an engine plan below
+ENGINE_CASES = [
+    case("trunc_mod-scalar-divisor", "trunc_mod", lambda: [randn(3, 4) * 5, torch.tensor(-0.7)], _np(np.fmod),
+         dtype=FP32),
+    case("trunc_mod-int64-negative", "trunc_mod", _INTS, _pairs(lambda x, y: int(math.fmod(x, y)))),
+    case("trunc_mod-fp16", "trunc_mod", lambda: [randn(3, 4) * 5, uniform(0.5, 2, 4) * _SIGNS],
+         lambda a, b: (a.float() - torch.trunc(a.float() / b.float()) * b.float()).half(), dtype=FP16),
+]
+CASES += ENGINE_CASES
+
+
 @pytest.mark.parametrize("c", CASES)
 def test_elementwise(c):
     check_case(c)
+
+
+@pytest.mark.parametrize("c", ENGINE_CASES)
+def test_elementwise_in_engine(c):
+    check_case_in_engine(c)

@@ -1,10 +1,11 @@
 """Shape and layout ops against numpy and Python slicing: reshape, transpose, layout_transform, expand_dims,
-squeeze, concatenate, stack, split, strided_slice, broadcast_to, tile, reverse, copy."""
+squeeze, concatenate, stack, split, strided_slice, slice_scatter, broadcast_to, tile, reverse, roll, copy."""
 
 import numpy as np
 import pytest
 import torch
 
+from engine_cases import check_case_in_engine
 from helpers import case, check_case, randn
 
 FP32 = torch.float32
@@ -106,9 +107,49 @@ CASES = [
 ]
 
 
+def _scattered(index):
+    """numpy: a copy of data with data[index] = src."""
+    def expected(data, src):
+        out = data.copy()
+        out[index] = src
+        return out
+    return _np(expected)
+
+
+# ops added for Swin (shifted windows and their masks), each also run through an engine plan below
+ENGINE_CASES = [
+    case("roll-two-axes", "roll", _iota(3, 4, 5), _np(lambda x: np.roll(x, (1, -2), axis=(1, 2))),
+         {"shift": (1, -2), "axis": (1, 2)}),
+    case("roll-shift-past-size-negative-axis", "roll", _iota(3, 4, 5), _np(lambda x: np.roll(x, 7, axis=-1)),
+         {"shift": (7,), "axis": (-1,)}),
+    case("roll-flattened", "roll", _iota(3, 4), _np(lambda x: np.roll(x, -5)), {"shift": (-5,)}),
+    case("roll-same-axis-twice", "roll", _iota(3, 4), _np(lambda x: np.roll(x, (1, 2), axis=(1, 1))),
+         {"shift": (1, 2), "axis": (1, 1)}),
+    case("roll-int64", "roll", lambda: [torch.arange(12).reshape(3, 4)], _np(lambda x: np.roll(x, 1, axis=0)),
+         {"shift": (1,), "axis": (0,)}),
+    case("roll-fp16", "roll", lambda: [randn(2, 5)], lambda x: torch.cat([x[:, -2:], x[:, :-2]], 1),
+         {"shift": (2,), "axis": (1,)}, dtype=torch.float16),
+    case("slice_scatter-middle", "slice_scatter", lambda: [randn(4, 6), randn(4, 2)], _scattered(np.s_[:, 2:4]),
+         {"axis": 1, "begin": 2, "end": 4}, dtype=FP32),
+    case("slice_scatter-stride2-negative-begin", "slice_scatter", lambda: [randn(6, 5), randn(3, 5)],
+         _scattered(np.s_[-6::2]), {"axis": 0, "begin": -6, "end": 2 ** 63 - 1, "stride": 2}, dtype=FP32),
+    case("slice_scatter-end-clamped-last-axis", "slice_scatter", lambda: [randn(2, 3, 4), randn(2, 3, 3)],
+         _scattered(np.s_[..., 1:]), {"axis": -1, "begin": 1, "end": 100}, dtype=FP32),
+    case("slice_scatter-bool", "slice_scatter",
+         lambda: [torch.zeros(2, 4, dtype=torch.bool), torch.ones(2, 1, dtype=torch.bool)],
+         _scattered(np.s_[:, 3:]), {"axis": 1, "begin": 3, "end": 4}),
+]
+CASES += ENGINE_CASES
+
+
 @pytest.mark.parametrize("c", CASES)
 def test_shape(c):
     check_case(c)
+
+
+@pytest.mark.parametrize("c", ENGINE_CASES)
+def test_shape_in_engine(c):
+    check_case_in_engine(c)
 
 
 def test_copy_is_a_new_tensor():

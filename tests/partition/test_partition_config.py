@@ -71,7 +71,7 @@ def test_json_round_trip_includes_the_report():
 
 
 @pytest.mark.parametrize("options,message", [
-    ({"version": (0, 3, 0)}, "newer than the engine this tensorforge builds"),
+    ({"version": (0, 4, 0)}, "newer than the engine this tensorforge builds"),
     ({"version": (0, 1)}, "version must be a tuple of 3"),
     ({"version": "0.1.0"}, "version must be a tuple of 3"),
     ({"min_block_size": 0}, "min_block_size must be an int >= 1"),
@@ -79,6 +79,8 @@ def test_json_round_trip_includes_the_report():
     ({"use_implicit_batch": "yes"}, "use_implicit_batch must be a bool"),
     ({"torch_executed_ops": ("nn.conv",)}, "unknown IR op 'nn.conv'; did you mean"),
     ({"device_capability": (8,)}, "device_capability must be a tuple of 2"),
+    ({"fold_constants": 1}, "fold_constants must be a bool"),
+    ({"fold_limit_bytes": -1}, "fold_limit_bytes must be an int >= 0"),
 ])
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):

@@ -1,10 +1,13 @@
-"""Whole models from the PyTorch frontend: resnet50 becomes exactly one region with nothing left out."""
+"""Whole models from the PyTorch frontend: resnet50 and swin_t each become exactly one region with nothing left
+out (swin_t once its constant-only window masks are folded), and swin_t's engine plan matches eager."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import tensorforge as forge
+from helpers import assert_close
 from partition_helpers import partition_checked
 from tensorforge.frontends import from_torch
 
@@ -40,3 +43,25 @@ def test_resnet50_for_an_old_engine_and_explicit_batch_is_still_one_region():
     new, config = partition_checked(graph, inputs=[torch.randn(1, 3, 224, 224)], version=(0, 1, 0),
                                     use_implicit_batch=False, min_block_size=5, remove_no_mac_subgraphs=True)
     assert [n.op for n in new.nodes] == ["subgraph"] and config.report.fallbacks == ()
+
+
+def test_swin_t_folds_its_window_masks_and_is_one_region_that_matches_eager():
+    """Issue 12: swin_t's shifted-window masks (full, slices, copy, slice_scatter) are computed from constants
+    only; unfolded, those islands split the model into 81 regions. 32x32 is the smallest input whose windows
+    shift (the first stage's 8x8 maps are padded to 14x14), so the masks are really built."""
+    torch.manual_seed(0)
+    model = torchvision.models.swin_t().eval()
+    x = torch.randn(2, 3, 32, 32)
+    graph = _convert(model, (x,))
+    new, config = partition_checked(graph, inputs=[x], use_implicit_batch=False)
+    report = config.report
+    assert [n.op for n in new.nodes] == ["subgraph"] and report.fallbacks == (), str(report)
+    assert report.mac_share == 1.0 and report.offloaded_macs > 5e8  # ~0.52 GMACs per image at 32x32
+    folded = report.folded_ops()
+    assert len(folded["slice_scatter"]) == 18 and len(folded["full"]) == 1, folded  # one shifted block's mask
+    assert report.counts()["roll"] == (2, 2)  # its cyclic shift and the shift back run in the engine
+    module = forge.build(new, config, device="cpu")
+    with torch.no_grad():
+        actual, expected = module(x), model(x)
+    assert list(module.plans()) == ["tensorforge_0"]
+    assert_close(actual, expected)

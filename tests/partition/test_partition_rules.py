@@ -105,6 +105,12 @@ V0_2_OPS = {
     "where": lambda: one_op_graph("where", TensorType("bool", (B, 5)), f32(B, 5), f32(B, 5)),
 }
 
+# the ops the engine takes from version 0.3.0
+V0_3_OPS = {
+    "trunc_mod": lambda: one_op_graph("trunc_mod", f32(B, 5), consts={1: torch.tensor(0.7)}),
+    "roll": lambda: one_op_graph("roll", f32(B, 5, 4), shift=(2, -1), axis=(1, 2)),
+}
+
 CASES = [
     ("conv2d-fp32", _conv, {}, None),
     ("conv2d-fp16", lambda: _conv("float16"), {}, None),
@@ -148,6 +154,9 @@ CASES = [
     ("plugin-rule-dtype", lambda: one_op_graph("test_partition.triple", TensorType("float16", (B, 4))), {},
      "dtype float16 is not supported"),
 ]
+CASES += [(f"{op}-v0.3", build, {}, None) for op, build in V0_3_OPS.items()]
+CASES += [(f"{op}-v0.2", build, {"version": (0, 2, 0)},
+           f"{op} needs engine version 0.3.0 or newer (targeting 0.2.0)") for op, build in V0_3_OPS.items()]
 CASES += [(f"{op}-v0.2", build, {}, None) for op, build in V0_2_OPS.items()]
 CASES += [(f"{op}-v0.1", build, {"version": (0, 1, 0)},
            f"{op} needs engine version 0.2.0 or newer (targeting 0.1.0)") for op, build in V0_2_OPS.items()]
@@ -195,9 +204,11 @@ def test_bad_since_is_an_error(since):
 
 
 def test_engine_version_and_gates():
-    assert ENGINE_VERSION == (0, 2, 0)
+    assert ENGINE_VERSION == (0, 3, 0)
     for op in V0_2_OPS:
         assert get_rule(op).since == (0, 2, 0), op
+    for op in V0_3_OPS:
+        assert get_rule(op).since == (0, 3, 0), op
     assert get_rule("nn.conv2d").since == (0, 1, 0)
     assert get_rule("nn.relu").since == (0, 1, 0)
 

@@ -116,6 +116,7 @@ _BINARY = {
     "mul": "multiply", "div": "divide", "maximum": "maximum", "minimum": "minimum", "pow": "power",
     "eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
     "logical_and": "logical_and", "logical_or": "logical_or", "logical_xor": "logical_xor", "remainder": "floor_mod",
+    "fmod": "trunc_mod",
 }
 
 
@@ -194,6 +195,14 @@ def to_copy(ctx, *, self, dtype=None, **_):
     if dtype is None or dtype_name(dtype) == self.type.dtype:
         return self  # a device or layout move: the graph is device-agnostic
     return ctx.emit("cast", self, dtype=dtype_name(dtype))
+
+
+@converter("aten::copy.default")
+def copy(ctx, *, self, src, non_blocking=False):
+    """The functional form of `self.copy_(src)`: src cast to self's dtype and broadcast to its shape (what
+    functionalization leaves of an in-place slice assignment); self's values are not read."""
+    out = src if src.type.dtype == self.type.dtype else ctx.emit("cast", src, dtype=self.type.dtype)
+    return out if out.type.shape == self.type.shape else ctx.emit("broadcast_to", out, shape=self.type.shape)
 
 
 converter("aten::clone.default", "aten::alias.default", "aten::detach.default", "aten::lift_fresh_copy.default",
@@ -317,6 +326,19 @@ def slice_(ctx, *, self, dim, start, end, step):
     return ctx.emit("strided_slice", self, begin=(start,), end=(end,), strides=(step,), axes=(dim,))
 
 
+@converter("aten::slice_scatter.default")
+def slice_scatter(ctx, *, self, src, dim, start, end, step):
+    """What functionalization makes of `x[..., a:b] = y`; a slice as long as its axis (step 1) is all of self."""
+    dim = dim % self.type.rank
+    start = 0 if start is None else start
+    end = _END if end is None else end
+    if not isinstance(start, int) or not isinstance(end, int):
+        raise Unsupported(f"slice_scatter with symbolic bounds {start}:{end}")
+    if step == 1 and src.type.shape == self.type.shape:
+        return src if src.type.dtype == self.type.dtype else ctx.emit("cast", src, dtype=self.type.dtype)
+    return ctx.emit("slice_scatter", self, src, axis=dim, begin=start, end=end, stride=step)
+
+
 @converter("aten::select.int")
 def select(ctx, *, self, dim, index):
     dim = dim % self.type.rank
@@ -335,6 +357,14 @@ def expand(ctx, *, self, size, implicit=False):
 @converter("aten::repeat.default")
 def repeat(ctx, *, self, repeats):
     return ctx.emit("tile", self, reps=tuple(repeats))
+
+
+@converter("aten::roll.default")
+def roll(ctx, *, self, shifts, dims):
+    if not all(isinstance(s, int) for s in shifts):
+        raise Unsupported(f"roll by a symbolic shift {tuple(shifts)}")
+    axis = tuple(d % self.type.rank for d in dims) if dims else None
+    return ctx.emit("roll", self, shift=tuple(shifts), axis=axis)
 
 
 @converter("aten::flip.default")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..ir.registry import UnknownOpError, get_op
+from .fold import DEFAULT_LIMIT_BYTES
 from .report import PartitionReport
 from .rules import ENGINE_VERSION, format_version
 
@@ -40,6 +41,8 @@ class PartitionConfig:
     max_workspace_size: int = 1 << 30
     torch_executed_ops: tuple[str, ...] = ()
     device_capability: Optional[tuple[int, int]] = None
+    fold_constants: bool = True
+    fold_limit_bytes: int = DEFAULT_LIMIT_BYTES
     report: Optional[PartitionReport] = None
 
     def __post_init__(self):
@@ -49,10 +52,10 @@ class PartitionConfig:
             raise ValueError(f"version {format_version(version)} is newer than the engine this tensorforge "
                              f"builds ({format_version(ENGINE_VERSION)})")
         set_("version", version)
-        for flag in ("use_implicit_batch", "remove_no_mac_subgraphs"):
+        for flag in ("use_implicit_batch", "remove_no_mac_subgraphs", "fold_constants"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
-        for name, low in (("min_block_size", 1), ("max_workspace_size", 1)):
+        for name, low in (("min_block_size", 1), ("max_workspace_size", 1), ("fold_limit_bytes", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")

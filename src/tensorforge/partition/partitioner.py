@@ -1,6 +1,7 @@
 """partition_for_tensorforge: mark what the engine takes, group it into regions, cut them out.
 
 A short sequence of steps, each in its own module:
+fold what is computed from constants alone (fold.py) ->
 annotate every node with `support_reason` (rules.py) -> form cycle-free regions (regions.py) ->
 prune regions (regions.py) -> rebuild the graph with one `subgraph` node per region (here) -> report.
 
@@ -21,8 +22,9 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.ops.opaque import encode_output_type
 from ..ir.registry import get_op
 from .config import PartitionConfig
+from . import fold
 from .regions import form_regions, prune_regions, region_macs
-from .report import Fallback, OpCount, PartitionReport, RegionSummary
+from .report import Fallback, Folded, OpCount, PartitionReport, RegionSummary
 from .rules import ENGINE_VERSION, SupportContext, support_reason
 
 REGION_PREFIX = "tensorforge"
@@ -38,7 +40,8 @@ def _resolve_capability(device_capability) -> Optional[tuple[int, int]]:
 def partition_for_tensorforge(graph: Graph, version: Optional[Sequence[int]] = None, use_implicit_batch: bool = True,
                               min_block_size: int = 1, remove_no_mac_subgraphs: bool = False,
                               max_workspace_size: int = 1 << 30, torch_executed_ops: Iterable[str] = (),
-                              device_capability: Union[Sequence[int], str, None] = None
+                              device_capability: Union[Sequence[int], str, None] = None,
+                              fold_constants: bool = True, fold_limit_bytes: int = fold.DEFAULT_LIMIT_BYTES
                               ) -> tuple[Graph, PartitionConfig]:
     """Offload every node the engine supports; return the partitioned graph and the config (with its report).
 
@@ -51,6 +54,10 @@ def partition_for_tensorforge(graph: Graph, version: Optional[Sequence[int]] = N
     - `torch_executed_ops`: IR op names that always run through PyTorch.
     - `device_capability`: (major, minor) of the target GPU, gating ops and dtypes that need newer GPUs;
       None applies no capability gate; "auto" asks torch.cuda (None without a GPU).
+    - `fold_constants`: first compute what depends on constants only (masks, index tables), once, on the CPU, so
+      it becomes weights instead of PyTorch islands between regions (see fold.py); the report lists what folded.
+    - `fold_limit_bytes`: no folded result is larger than this (nor, above 1 MiB, larger than what it is
+      computed from); such nodes stay, with the reason in `report.not_folded`.
 
     Each region becomes a `subgraph` node (callee "tensorforge_<i>", target "tensorforge") whose graph is in
     `result.subgraphs`; everything else stays as ordinary nodes. The input graph is not modified. Constants
@@ -60,9 +67,13 @@ def partition_for_tensorforge(graph: Graph, version: Optional[Sequence[int]] = N
         version=version if version is not None else ENGINE_VERSION,
         use_implicit_batch=use_implicit_batch, min_block_size=min_block_size,
         remove_no_mac_subgraphs=remove_no_mac_subgraphs, max_workspace_size=max_workspace_size,
-        torch_executed_ops=torch_executed_ops, device_capability=_resolve_capability(device_capability))
+        torch_executed_ops=torch_executed_ops, device_capability=_resolve_capability(device_capability),
+        fold_constants=fold_constants, fold_limit_bytes=fold_limit_bytes)
     if graph.subgraphs or any(n.op == "subgraph" for n in graph.nodes):
         raise ValueError(f"graph {graph.name!r} is already partitioned (it has subgraph nodes)")
+    folding = (fold.fold_constants(graph, options.fold_limit_bytes) if options.fold_constants
+               else fold.FoldResult(graph, (), ()))
+    graph = folding.graph
 
     ctx = SupportContext(graph=graph, version=options.version, use_implicit_batch=options.use_implicit_batch,
                          device_capability=options.device_capability,
@@ -76,7 +87,7 @@ def partition_for_tensorforge(graph: Graph, version: Optional[Sequence[int]] = N
             reasons[i] = p.reason
 
     new_graph, names = _rebuild(graph, regions)
-    report = _report(graph, new_graph, regions, names, reasons)
+    report = _report(graph, new_graph, regions, names, reasons, folding)
     return new_graph, dataclasses.replace(options, report=report)
 
 
@@ -217,7 +228,8 @@ def _rebuild(graph: Graph, regions: list[list[int]]) -> tuple[Graph, dict[int, s
 # ---------------------------------------------------------------------------------------------
 
 def _report(graph: Graph, new_graph: Graph, regions: list[list[int]], names: dict[int, str],
-            reasons: list[Optional[str]]) -> PartitionReport:
+            reasons: list[Optional[str]], folding: fold.FoldResult) -> PartitionReport:
+    """`graph` is the graph the regions were formed on (after folding); folded nodes are counted apart."""
     offloaded = {i for region in regions for i in region}
     totals = Counter(n.op for n in graph.nodes)
     done = Counter(graph.nodes[i].op for i in offloaded)
@@ -234,6 +246,12 @@ def _report(graph: Graph, new_graph: Graph, regions: list[list[int]], names: dic
     for i, node in enumerate(graph.nodes):
         if i not in offloaded:
             grouped.setdefault((node.op, reasons[i] or "not in any region"), []).append(node.name)
+    folded: dict[str, list[str]] = {}
+    for node in folding.folded:
+        folded.setdefault(node.op, []).append(node.name)
+    not_folded: dict[tuple[str, str], list[str]] = {}
+    for node, reason in folding.not_folded:
+        not_folded.setdefault((node.op, reason), []).append(node.name)
     return PartitionReport(
         graph=graph.name,
         op_counts=tuple(OpCount(op, totals[op], done[op]) for op in sorted(totals)),
@@ -241,4 +259,6 @@ def _report(graph: Graph, new_graph: Graph, regions: list[list[int]], names: dic
         offloaded_macs=region_macs(graph, offloaded),
         regions=tuple(summaries),
         fallbacks=tuple(Fallback(op, reason, tuple(nodes)) for (op, reason), nodes in sorted(grouped.items())),
+        folded=tuple(Folded(op, tuple(nodes)) for op, nodes in sorted(folded.items())),
+        not_folded=tuple(Fallback(op, reason, tuple(nodes)) for (op, reason), nodes in sorted(not_folded.items())),
     )

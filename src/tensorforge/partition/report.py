@@ -3,6 +3,8 @@
 Per op: how many nodes, how many offloaded. Overall: the share of nodes and of multiply-accumulates
 (symbolic dimensions counted as 1) offloaded. Every region with its size, MACs, inputs and outputs.
 Every reason a node stayed out, grouped by op then reason, with the names of all nodes it applies to.
+Apart from those counts: the nodes folded into constants before partitioning (computed from constants only, see
+fold.py), by op, and the constant-only nodes left unfolded, with why (a result too large to store, a random op...).
 `str(report)` is the readable form; `to_dict()` / `from_dict()` the JSON form.
 """
 
@@ -37,6 +39,14 @@ class Fallback:
     nodes: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Folded:
+    """Nodes of one op computed from constants only, folded into constants before partitioning."""
+
+    op: str
+    nodes: tuple[str, ...]
+
+
 def _share(part: int, whole: int) -> float:
     return part / whole if whole else 1.0
 
@@ -53,6 +63,12 @@ class PartitionReport:
     offloaded_macs: int
     regions: tuple[RegionSummary, ...]
     fallbacks: tuple[Fallback, ...]  # sorted by op, then reason
+    folded: tuple[Folded, ...] = ()  # sorted by op; these nodes are in none of the counts above
+    not_folded: tuple[Fallback, ...] = ()  # constant-only nodes left in the graph, and why
+
+    @property
+    def folded_nodes(self) -> int:
+        return sum(len(f.nodes) for f in self.folded)
 
     @property
     def total_nodes(self) -> int:
@@ -90,13 +106,29 @@ class PartitionReport:
                 return f.reason
         return None
 
+    def folded_ops(self) -> dict[str, list[str]]:
+        """op -> the names of the nodes of that op folded into constants."""
+        return {f.op: list(f.nodes) for f in self.folded}
+
+    def fold_reason(self, node_name: str) -> Optional[str]:
+        """Why a node computed from constants only was not folded, or None (folded, or not constant-only)."""
+        for f in self.not_folded:
+            if node_name in f.nodes:
+                return f.reason
+        return None
+
     def __str__(self) -> str:
         lines = [
             f"partition of graph {self.graph!r}: {self.offloaded_nodes}/{self.total_nodes} nodes offloaded "
             f"({100 * self.node_share:.1f}%), {_gmacs(self.offloaded_macs)} of {_gmacs(self.total_macs)} "
             f"({100 * self.mac_share:.1f}% of MACs)",
-            f"regions ({len(self.regions)}):",
         ]
+        if self.folded:
+            lines.append(f"folded into constants first ({self.folded_nodes} nodes): "
+                         + ", ".join(f"{f.op} {len(f.nodes)}" for f in self.folded))
+        for f in self.not_folded:
+            lines.append(f"  not folded, {f.op} ({len(f.nodes)}): {f.reason}: {', '.join(f.nodes)}")
+        lines.append(f"regions ({len(self.regions)}):")
         for r in self.regions:
             lines.append(f"  {r.name}: {r.num_nodes} node{'s' * (r.num_nodes != 1)}, {_gmacs(r.macs)}")
             lines.append("    inputs:  " + (", ".join(f"%{n}: {t}" for n, t in r.inputs) or "-"))
@@ -125,6 +157,8 @@ class PartitionReport:
                          "inputs": [list(x) for x in r.inputs], "outputs": [list(x) for x in r.outputs]}
                         for r in self.regions],
             "fallback": self.reasons(),
+            "folded": self.folded_ops(),
+            "not_folded": [{"op": f.op, "reason": f.reason, "nodes": list(f.nodes)} for f in self.not_folded],
         }
 
     @classmethod
@@ -138,4 +172,6 @@ class PartitionReport:
                                         tuple(tuple(x) for x in r["outputs"])) for r in doc["regions"]),
             fallbacks=tuple(Fallback(op, reason, tuple(nodes)) for op, by_reason in doc["fallback"].items()
                             for reason, nodes in by_reason.items()),
+            folded=tuple(Folded(op, tuple(nodes)) for op, nodes in doc.get("folded", {}).items()),
+            not_folded=tuple(Fallback(f["op"], f["reason"], tuple(f["nodes"])) for f in doc.get("not_folded", [])),
         )

@@ -36,10 +36,11 @@ Capability = tuple[int, int]
 CheckFn = Callable[["Node", "SupportContext"], Optional[str]]
 
 # The engine this tensorforge builds. `version=` in partition_for_tensorforge targets an older one.
-ENGINE_VERSION: Version = (0, 2, 0)
+ENGINE_VERSION: Version = (0, 3, 0)
 
 BASE: Version = (0, 1, 0)
 V0_2: Version = (0, 2, 0)
+V0_3: Version = (0, 3, 0)
 
 FLOAT = frozenset({"float32", "float16", "bfloat16"})
 NUMBER = FLOAT | {"int32", "int64"}
@@ -230,6 +231,7 @@ SUPPORTED: list[tuple[str, frozenset[str], Version]] = [
     ("floor_divide", NUMBER, BASE),
     ("trunc_divide", NUMBER, BASE),
     ("floor_mod", NUMBER, BASE),
+    ("trunc_mod", NUMBER, V0_3),
     ("power", NUMBER, BASE),
     ("maximum", NUMBER, BASE),
     ("minimum", NUMBER, BASE),
@@ -284,9 +286,11 @@ SUPPORTED: list[tuple[str, frozenset[str], Version]] = [
     ("stack", ANY, BASE),
     ("split", ANY, BASE),
     ("strided_slice", ANY, BASE),
+    ("slice_scatter", ANY, V0_3),
     ("broadcast_to", ANY, BASE),
     ("tile", ANY, BASE),
     ("reverse", ANY, BASE),
+    ("roll", ANY, V0_3),
     ("copy", ANY, BASE),
     ("nn.batch_flatten", ANY, BASE),
     ("nn.pad", NUMBER, BASE),

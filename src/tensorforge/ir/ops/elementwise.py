@@ -50,6 +50,7 @@ BINARY = [
     ("floor_divide", lambda a, b: torch.div(a, b, rounding_mode="floor")),
     ("trunc_divide", lambda a, b: torch.div(a, b, rounding_mode="trunc")),
     ("floor_mod", torch.remainder),
+    ("trunc_mod", torch.fmod),
     ("power", torch.pow),
     ("maximum", torch.maximum),
     ("minimum", torch.minimum),

@@ -94,6 +94,15 @@ def strided_slice(data, begin, end, strides, axes):
     return out
 
 
+@register_op("slice_scatter", inputs=2, attrs={"axis": REQUIRED, "begin": 0, "end": REQUIRED, "stride": 1})
+def slice_scatter(data, src, axis, begin, end, stride):
+    """slice_scatter: `data` with its slice data[begin:end:stride] along `axis` replaced by `src`.
+
+    `src` has the slice's shape; negative indices count from the end and out-of-range ends are clamped, as in
+    Python (what functionalization makes of `x[:, a:b] = y`)."""
+    return torch.slice_scatter(data, src, axis, begin, end, stride)
+
+
 @register_op("broadcast_to", attrs={"shape": REQUIRED})
 def broadcast_to(data, shape):
     """broadcast_to: expand size-1 axes to `shape` (-1 keeps a size)."""
@@ -110,6 +119,18 @@ def tile(data, reps):
 def reverse(data, axis):
     """reverse: flip the order of elements along `axis`."""
     return torch.flip(data, (axis,))
+
+
+@register_op("roll", attrs={"shift": REQUIRED, "axis": None})
+def roll(data, shift, axis):
+    """roll: shift elements cyclically by `shift[i]` along `axis[i]` (None: over the flattened tensor, one shift)."""
+    shift = (shift,) if isinstance(shift, int) else tuple(shift)
+    if axis is None:
+        return torch.roll(data, shift)
+    axis = (axis,) if isinstance(axis, int) else tuple(axis)
+    if len(shift) != len(axis):
+        raise ValueError(f"roll: {len(shift)} shifts for {len(axis)} axes")
+    return torch.roll(data, tuple(shift), tuple(axis))
 
 
 @register_op("copy")
