@@ -44,8 +44,8 @@ from onnx import numpy_helper
 
 import tensorforge
 from tensorforge import ir
-from tensorforge.frontends.onnx import OnnxImportError, from_onnx
-from tensorforge.frontends.onnx_ops import mapped_versions, onnx_op_table, registered_converters
+from tensorforge.frontends.onnx import MIN_OPSET, OnnxImportError, from_onnx
+from tensorforge.frontends.onnx_ops import lookup, mapped_versions, onnx_op_table, registered_converters
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "onnx_conformance.md"
@@ -74,9 +74,10 @@ class Result:
     name: str
     op: str
     expanded: bool
-    status: str  # pass | fail | opaque | refused
+    status: str  # pass | fail | opaque | refused (| unconvertible, at an older opset)
     reason: str = ""
     in_engine: bool = False  # the built plan ran every node in an engine region
+    opset: int = 0  # the opset the case was converted down to; 0: the case's own
 
 
 @dataclass
@@ -194,7 +195,9 @@ def case_source(data_dir: str | None = None) -> str:
 # gets them as initializers instead, as a deployed model has them (TensorRT, too, wants them at build time).
 SHAPE_ARGUMENTS = {"shape", "axes", "pads", "constant_value", "starts", "ends", "steps", "repeats", "split",
                    "sizes", "scales", "roi", "start", "limit", "delta", "K", "depth"}
-SHAPE_ARGUMENTS_BY_OP = {("ConstantOfShape", "input")}
+# If's condition too: the IR folds an If whose condition is known at import (a run-time one runs the whole If
+# through onnxruntime, which the frontend tests check)
+SHAPE_ARGUMENTS_BY_OP = {("ConstantOfShape", "input"), ("If", "cond")}
 
 
 def freeze_shape_inputs(model: onnx.ModelProto, inputs: list) -> tuple[onnx.ModelProto, list, list[str]]:
@@ -318,6 +321,162 @@ def run_all(cases: list[Case], plan: bool = True, progress: bool = False) -> lis
 
 
 # ---------------------------------------------------------------------------------------------
+# Older opsets: every since-version a converter registers, reached by converting the cases down
+# ---------------------------------------------------------------------------------------------
+
+def default_opset(model: onnx.ModelProto) -> int:
+    return max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [0])
+
+
+def _since(op: str, opset: int) -> int | None:
+    try:
+        return onnx.defs.get_schema(op, opset, "").since_version
+    except onnx.defs.SchemaError:
+        return None
+
+
+def older_opsets(case: Case) -> list[int]:
+    """The opsets below the case's own that select another since-version of its op with a converter: the
+    lowest opset (at least MIN_OPSET) that selects each registered since-version. A case written at an opset
+    below MIN_OPSET (And, Or, Xor, Not: opset 7) is converted up to MIN_OPSET instead."""
+    own = default_opset(case.model)
+    if own < MIN_OPSET:
+        return [MIN_OPSET] if lookup(case.op, "", _since(case.op, MIN_OPSET) or 0) is not None else []
+    own_since = _since(case.op, own)
+    targets = {max(v, MIN_OPSET) for v in mapped_versions(case.op)}
+    by_since = {}
+    for opset in sorted(targets):
+        since = _since(case.op, opset)
+        if opset < own and since is not None and since != own_since:
+            by_since.setdefault(since, opset)
+    return sorted(by_since.values())
+
+
+class NotConvertible(Exception):
+    pass
+
+
+def at_opset(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, str]:
+    """The model at `opset`: converted down by `onnx.version_converter` as far as it goes (it lacks many adapters,
+    mostly for versions that only widened the types), the rest of the way relabelled (up: converted); either way
+    the result must pass `onnx.checker.check_model(full_check=True)` at `opset`. Returns (model, how)."""
+    own = default_opset(model)
+    for reached in (range(opset, own + 1) if opset <= own else [opset]):  # up (from opset 7): converted only
+        try:
+            out = onnx.version_converter.convert_version(model, reached) if reached != own else _copy(model)
+            break
+        except Exception:  # noqa: BLE001,S112  (a missing adapter: try from one opset higher)
+            continue
+    else:
+        raise NotConvertible(f"onnx.version_converter cannot convert opset {own} to {opset}")
+    how = "converted" if reached == opset else f"converted to {reached}, relabelled" if reached < own else "relabelled"
+    if reached != opset:
+        for o in out.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                o.version = opset
+        _fill_required_inputs(out, opset)
+    out.ir_version = max(onnx.helper.find_min_ir_version_for(list(out.opset_import), ignore_unknown=True), 7)
+    try:
+        onnx.checker.check_model(out, full_check=True)
+    except Exception as exc:  # noqa: BLE001  (the checker's message says what is newer than `opset`)
+        checker = re.sub(r"\s*==> Context:.*", "", str(exc), flags=re.S).removeprefix("[ShapeInferenceError] ")
+        raise NotConvertible(_short(f"{how}: {checker}", 140)) from None
+    return out, how
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _fill_required_inputs(model: onnx.ModelProto, opset: int) -> None:
+    """Resize-11 requires `roi` and `scales` (optional from 13 on); exporters of opset 11 feed empty tensors."""
+    if opset >= 13:
+        return
+    for node in model.graph.node:
+        if node.op_type == "Resize":
+            for i in (1, 2):
+                if i < len(node.input) and not node.input[i]:
+                    node.input[i] = f"{node.output[0]}_empty_{i}"
+                    model.graph.initializer.append(numpy_helper.from_array(np.zeros(0, np.float32), node.input[i]))
+
+
+def _onnxruntime_outputs(model: onnx.ModelProto, inputs: list) -> list | None:
+    """onnxruntime's outputs for the downgraded model, or None when it has no kernel for it."""
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                               providers=["CPUExecutionProvider"])
+        feeds = {v.name: np.asarray(a) for v, a in zip(session.get_inputs(), inputs)}
+        return session.run(None, feeds)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def run_case_at(case: Case, opset: int) -> Result:
+    """One case converted down to `opset`, imported, run by the IR reference and compared with onnxruntime's run
+    of the same downgraded model (with ONNX's expected outputs where onnxruntime has no kernel for it)."""
+    result = functools.partial(Result, case.name, case.op, case.expanded, opset=opset)
+    if case.inputs is None:
+        return result("refused", "inputs or outputs are sequences, optionals or maps, not tensors")
+    model, case_inputs, _ = freeze_shape_inputs(case.model, case.inputs)
+    try:
+        model, _how = at_opset(model, opset)
+    except NotConvertible as exc:
+        return result("unconvertible", str(exc))
+    expected = _onnxruntime_outputs(model, case_inputs)
+    if expected is None:
+        expected = case.outputs
+    try:
+        graph = from_onnx(model)
+    except OnnxImportError as exc:
+        return result("refused", _short(exc))
+    except Exception as exc:  # noqa: BLE001
+        return result("fail", _short(f"import raised {type(exc).__name__}: {exc}"))
+    opaque = graph.opaque_nodes()
+    if opaque:
+        return result("opaque", _short("; ".join(sorted({f"{n.op.removeprefix('onnx.')}: {n.attrs.get('reason', '')}"
+                                                        for n in opaque}))))
+    tolerance = CASE_TOLERANCES.get(case.name, (None,))[0]
+    try:
+        actual = ir.execute(graph, *[to_torch(a) for a in case_inputs])
+    except Exception as exc:  # noqa: BLE001
+        return result("fail", _short(f"{type(exc).__name__}: {exc}"))
+    problem = _compare_all(actual, expected, "reference", tolerance)
+    if problem and expected is not case.outputs and _compare_all(actual, case.outputs, "", tolerance) is None:
+        # onnxruntime departs from ONNX's reference here (it does at every opset): the spec's values pass
+        return result("pass", "matches ONNX's expected outputs, from which onnxruntime's differ")
+    return result("fail", _short(problem)) if problem else result("pass")
+
+
+def run_older(cases: list[Case], passing: set[str], per_op_opset: int | None = None,
+              progress: bool = False) -> list[Result]:
+    """Every non-expanded case of a mapped op that passes at its own opset (`passing`: their names; or that is
+    written below MIN_OPSET), at each of its older opsets. With `per_op_opset`, a sample: per (op, opset), the
+    first that many cases (by name) that convert (unconvertible ones are recorded but not counted)."""
+    logging.getLogger("tensorforge").setLevel(logging.ERROR)
+    mapped = mapped_ops()
+    results, taken = [], collections.Counter()
+    for case in cases:
+        if case.expanded or case.op not in mapped or (case.name not in passing
+                                                      and default_opset(case.model) >= MIN_OPSET):
+            continue
+        for opset in older_opsets(case):
+            if per_op_opset is not None and taken[(case.op, opset)] >= per_op_opset:
+                continue
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                torch.manual_seed(0)
+                results.append(run_case_at(case, opset))
+            taken[(case.op, opset)] += results[-1].status != "unconvertible"
+            if progress and len(results) % 200 == 0:
+                print(f"  {len(results)} older-opset runs", file=sys.stderr)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------
 
@@ -337,7 +496,62 @@ def _notes(row: OpRow) -> str:
     return "<br>".join(n.replace("|", "\\|") for n in notes)
 
 
-def render(results: list[Result], source: str) -> str:
+def _older_section(older: list[Result], newest: list[Result]) -> list[str]:
+    """Per op, per older opset: passing / converted cases; what did not pass, in the notes."""
+    opsets = sorted({r.opset for r in older})
+    by_op: dict[str, list[Result]] = collections.defaultdict(list)
+    for r in older:
+        by_op[r.op].append(r)
+    statuses = ("pass", "fail", "opaque", "refused", "unconvertible")
+    lines = [
+        "## Older opsets",
+        "",
+        "Each non-expanded case of a mapped op that passes above is also run at every older opset that selects "
+        f"another since-version of its op with a converter (the lowest opset selecting it, at least {MIN_OPSET}). "
+        "The case is converted down by `onnx.version_converter` as far as it has adapters (it lacks most of those "
+        "for versions that only widened the types) and relabelled the rest of the way (Resize below opset 13 gets "
+        "the empty `roi`/`scales` tensors its exporters write); the result must pass "
+        "`onnx.checker.check_model(full_check=True)` at that opset, else it is *unconvertible* there: what it "
+        "tests is newer than the opset (an attribute, an input, a type). A converted case is imported, run by the "
+        "IR reference and compared, with the tolerances above, with onnxruntime's run of the downgraded model "
+        "(where onnxruntime has no kernel for it, or departs from ONNX's reference, with ONNX's expected outputs: "
+        "the notes say so).",
+        "",
+        "| opset | runs | " + " | ".join(statuses) + " |",
+        "|---|---|" + "---|" * len(statuses),
+    ]
+    for opset in opsets:
+        at = [r for r in older if r.opset == opset]
+        counts = collections.Counter(r.status for r in at)
+        lines.append(f"| {opset} | {len(at)} | " + " | ".join(str(counts[st]) for st in statuses) + " |")
+    lines += ["", "Cells: passing / converted cases (unconvertible ones left out); *newest*: the same non-expanded "
+              "cases at their own opsets, from the table above.", "",
+              "| op | newest | " + " | ".join(map(str, opsets)) + " | notes |",
+              "|---|---|" + "---|" * (len(opsets) + 1)]
+    for op in sorted(by_op, key=str.lower):
+        own = [r for r in newest if r.op == op and not r.expanded]
+        cells = [f"{sum(r.status == 'pass' for r in own)}/{len(own)}"]
+        for opset in opsets:
+            at = [r for r in by_op[op] if r.opset == opset]
+            converted = [r for r in at if r.status != "unconvertible"]
+            cells.append(f"{sum(r.status == 'pass' for r in converted)}/{len(converted)}" if at else "")
+        notes = [f"{r.status.upper() if r.status == 'fail' else r.status} `{r.name}` @{r.opset}: {r.reason}"
+                 for r in by_op[op] if r.status in ("fail", "opaque", "refused")]
+        grouped = collections.defaultdict(list)  # the same note at several opsets: one line
+        for r in by_op[op]:
+            if r.status == "unconvertible":
+                grouped[f"unconvertible: {r.reason}"].append(r.opset)
+            elif r.status == "pass" and r.reason:
+                grouped[f"`{r.name}` {r.reason}"].append(r.opset)
+        for note, at in sorted(grouped.items()):
+            where = ", ".join(f"{o}" + (f" ×{c}" if c > 1 else "") for o, c in sorted(collections.Counter(at).items()))
+            notes.append(f"{note} (@{where})")
+        lines.append(f"| {op} | " + " | ".join(cells) + " | " + "<br>".join(n.replace("|", "\\|") for n in notes)
+                     + " |")
+    return lines
+
+
+def render(results: list[Result], source: str, older: list[Result] | None = None) -> str:
     rows: dict[str, OpRow] = {}
     for r in results:
         rows.setdefault(r.op, OpRow(r.op)).results.append(r)
@@ -362,7 +576,9 @@ def render(results: list[Result], source: str) -> str:
         "Graph inputs that only feed shape arguments (Reshape's `shape`, `axes`, `pads`, Slice's bounds, Resize's "
         "`scales`/`sizes`, Range's bounds, ...) are given as initializers with the test's values: the IR takes "
         "these as attributes, known when the model is imported, as in exported models (TensorRT too wants "
-        "them at build time). Fed at run time, such a node would run through onnxruntime.",
+        "them at build time). Fed at run time, such a node would run through onnxruntime. So is If's `cond`: "
+        "an If whose condition is known at import becomes its taken branch; one decided at run time runs "
+        "through onnxruntime as one node.",
         "",
         "- **pass**: no opaque node, both executions match (*engine*: of these, the cases whose plan ran every "
         "node in an engine region rather than falling back to PyTorch; the engine takes only constant weights, "
@@ -398,6 +614,8 @@ def render(results: list[Result], source: str) -> str:
             f"{sum(r.in_engine for r in row.results if not r.expanded)} | {row.count('fail', False)} | "
             f"{row.count('opaque', False)} | {row.count('refused')} | {row.count('pass', True)} / "
             f"{row.count('fail', True)} / {row.count('opaque', True)} | {_notes(row)} |")
+    if older:
+        lines += [""] + _older_section(older, results)
     return "\n".join(lines) + "\n"
 
 
@@ -408,10 +626,13 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=str(DOC), help="where to write the table")
     parser.add_argument("--check", action="store_true", help="exit 1 when the table at --output is stale")
     parser.add_argument("--no-plan", action="store_true", help="skip the built-plan execution")
+    parser.add_argument("--no-older", action="store_true", help="skip the older opsets")
     args = parser.parse_args(argv)
     cases = collect_cases(args.data_dir, set(args.ops) if args.ops else None)
     results = run_all(cases, plan=not args.no_plan, progress=True)
-    text = render(results, case_source(args.data_dir))
+    older = None if args.no_older else run_older(cases, {r.name for r in results if r.status == "pass"},
+                                                 progress=True)
+    text = render(results, case_source(args.data_dir), older)
     if args.ops:
         print(text)
         return 0

@@ -5,8 +5,14 @@ EXPECTED_NOT_PASSING (a reviewed table: case-name pattern -> the status and reas
 An entry that matches no case fails too, so the table cannot go stale silently. And the committed
 docs/onnx_conformance.md must equal what the same run renders.
 
-The whole suite (about 1,900 cases, of which about 1,000 are of claimed ops) runs once per session, in
-about a minute on two cores; all of it is needed for the staleness check, so nothing is sampled.
+Every since-version a converter registers is checked too: each case of a claimed op that passes at its own
+opset is converted down (`onnx.version_converter`, else relabelled, checked by `onnx.checker`) to each older
+opset that selects another since-version of its op, and compared with onnxruntime's run of that model.
+
+The newest-opset suite (about 1,900 cases, of which about 1,000 are of claimed ops) runs once per session, in
+about a minute on two cores. At the older opsets one case per (op, opset) runs by default (about 230 runs,
+10 s); the full sweep (about 1,300 runs, a minute more) and the staleness check of the committed table, which
+needs it, are marked `slow`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
 import onnx_conformance as conformance  # noqa: E402
+from tensorforge.frontends.onnx_ops import registered_converters  # noqa: E402
 
 # case-name pattern -> (status, reason pattern): why a case of a claimed op does not pass. Reviewed by hand.
 EXPECTED_NOT_PASSING: dict[str, tuple[str, str]] = {
@@ -30,7 +37,8 @@ EXPECTED_NOT_PASSING: dict[str, tuple[str, str]] = {
     r"test_equal_string": ("refused", r"STRING, which the IR cannot hold"),
     r"test_cast(like)?_.*(FLOAT8|FLOAT4E2M1|INT4|INT2|e8m0)": ("refused", r"(FLOAT8\w*|FLOAT4E2M1|U?INT[24]), "
                                                                           r"which the IR cannot hold"),
-    # models of opsets before 11 (And, Or, Xor, Not exist unchanged since opset 1/7)
+    # models of opsets before 11 (And, Or, Xor, Not exist unchanged since opset 1/7; the older-opset sweep
+    # converts them up to 11)
     r"test_(and|or|xor|not)_?\w*$": ("refused", r"opset [17]; tensorforge imports opset 11 and newer"),
     # not tensors
     r"test_identity_(opt|sequence)$": ("refused", r"sequences, optionals or maps"),
@@ -45,10 +53,36 @@ EXPECTED_NOT_PASSING: dict[str, tuple[str, str]] = {
 }
 
 
+# (op, since-version) with a converter that no conformance case reaches, and why; each has a frontend test instead
+NOT_REACHED: dict[tuple[str, int], str] = {
+    ("GroupNormalization", 18): "onnx.checker refuses GroupNormalization-18 (deprecated), so no case converts to it",
+    **{("If", v): "ONNX's one tensor If case is written at opset 11; later versions only widen the types"
+       for v in (13, 16, 19, 21, 23, 24, 25)},
+}
+
+
 @pytest.fixture(scope="module")
-def results():
-    cases = conformance.collect_cases()
+def cases():
+    return conformance.collect_cases()
+
+
+@pytest.fixture(scope="module")
+def results(cases):
     return conformance.run_all(cases)
+
+
+def _passing(results) -> set[str]:
+    return {r.name for r in results if r.status == "pass"}
+
+
+@pytest.fixture(scope="module")
+def older_sample(cases, results):
+    return conformance.run_older(cases, _passing(results), per_op_opset=1)
+
+
+@pytest.fixture(scope="module")
+def older_all(cases, results):
+    return conformance.run_older(cases, _passing(results))
 
 
 def _expected(name: str):
@@ -76,12 +110,45 @@ def test_every_claimed_op_passes_or_is_explained(results):
     assert not stale, f"expected-failure entries that no longer match a non-passing case: {stale}"
 
 
-def test_every_claimed_op_has_a_passing_case(results):
+def test_every_claimed_op_has_a_passing_case(results, older_sample):
     """A converter with no passing case is not checked by this suite: it must be covered, or not claimed."""
-    passing = {r.op for r in results if r.status == "pass"}
-    # ops of opset 1/7 only (their cases predate opset 11) are checked by the frontend tests instead
-    untested = sorted(conformance.mapped_ops() - passing - {"And", "Or", "Xor", "Not"})
+    passing = {r.op for r in results + older_sample if r.status == "pass"}  # And, Or, Xor, Not: converted to 11
+    untested = sorted(conformance.mapped_ops() - passing)
     assert not untested, f"claimed ops without a passing conformance case: {untested}"
+
+
+def _older_problems(older) -> list[str]:
+    return [f"{r.name} @{r.opset} ({r.op}): {r.status}: {r.reason}" for r in older
+            if r.status not in ("pass", "unconvertible")]
+
+
+def test_older_opsets_pass_sampled(older_sample):
+    """One case per (op, older opset): converted down, it passes there as it does at its own opset."""
+    problems = _older_problems(older_sample)
+    assert not problems, "cases that pass at their own opset but not converted down:\n" + "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_older_opsets_pass(older_all):
+    problems = _older_problems(older_all)
+    assert not problems, "cases that pass at their own opset but not converted down:\n" + "\n".join(problems)
+
+
+def test_every_registered_since_version_is_checked(cases, results, older_sample):
+    """Each (op, since-version) a converter registers has a passing case at an opset that selects it."""
+    by_name = {c.name: c for c in cases}
+    reached = set()
+    for r in results:
+        if r.status == "pass":  # an expanded case checks every op of its function body
+            model = by_name[r.name].model
+            reached |= {(n.op_type, conformance._since(n.op_type, conformance.default_opset(model)))
+                        for n in model.graph.node if n.domain in ("", "ai.onnx")}
+    reached |= {(r.op, conformance._since(r.op, r.opset)) for r in older_sample if r.status == "pass"}
+    registered = {(op, v) for (domain, op, v) in registered_converters() if domain == ""}
+    missing = sorted(registered - reached - set(NOT_REACHED))
+    assert not missing, f"registered since-versions no conformance case checks: {missing}"
+    stale = sorted(set(NOT_REACHED) & reached)
+    assert not stale, f"NOT_REACHED entries that are reached now: {stale}"
 
 
 def test_no_unclaimed_op_fails(results):
@@ -90,11 +157,12 @@ def test_no_unclaimed_op_fails(results):
     assert not failing, "\n".join(failing)
 
 
-def test_committed_table_is_fresh(results):
+@pytest.mark.slow
+def test_committed_table_is_fresh(results, older_all):
     doc = conformance.DOC.read_text()
     header = f"onnxruntime {onnxruntime.__version__}"
     if f"onnx {onnx.__version__}" not in doc or header not in doc:
         pytest.skip(f"the table was generated with other onnx/onnxruntime versions than onnx {onnx.__version__}, "
                     f"{header}; regenerate it there with scripts/onnx_conformance.py")
-    fresh = conformance.render(results, conformance.case_source())
+    fresh = conformance.render(results, conformance.case_source(), older_all)
     assert doc == fresh, "docs/onnx_conformance.md is stale: run python scripts/onnx_conformance.py"
