@@ -194,14 +194,36 @@ def prepare_model(model: onnx.ModelProto, dynamic_batch: bool = True,
     return model, types
 
 
+def _subgraphs(node) -> list:
+    """The graphs a node's attributes hold (If's branches, Loop's and Scan's bodies)."""
+    out = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            out.append(attr.g)
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            out.extend(attr.graphs)
+    return out
+
+
+def _all_graphs(graph) -> list:
+    """A graph and every subgraph in it, at any depth (ONNX names are unique across all of them)."""
+    out = [graph]
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            out.extend(_all_graphs(sub))
+    return out
+
+
 def _value_types(model) -> dict[str, tuple]:
-    """name -> (ONNX element type, dims or None) for every value shape inference or the model typed."""
+    """name -> (ONNX element type, dims or None) for every value shape inference or the model typed, in the
+    main graph and in subgraphs."""
     out = {}
-    for v in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
-        if v.type.HasField("tensor_type"):
-            out[v.name] = (v.type.tensor_type.elem_type, _dims(v.type))
-    for t in model.graph.initializer:
-        out[t.name] = (t.data_type, tuple(t.dims))
+    for graph in reversed(_all_graphs(model.graph)):  # the main graph's entries win
+        for v in list(graph.input) + list(graph.value_info) + list(graph.output):
+            if v.type.HasField("tensor_type"):
+                out[v.name] = (v.type.tensor_type.elem_type, _dims(v.type))
+        for t in graph.initializer:
+            out[t.name] = (t.data_type, tuple(t.dims))
     return out
 
 
@@ -254,21 +276,25 @@ def _topological(nodes) -> list[int]:
 def _captured_names(node) -> set[str]:
     """Outer-scope values the subgraph attributes (If/Loop/Scan bodies) of `node` refer to."""
     names: set[str] = set()
+    for sub in _subgraphs(node):
+        names |= _graph_captures(sub)
+    return names
+
+
+def _graph_captures(graph) -> set[str]:
+    """Values a graph (at any depth) reads but does not define: those of the scopes around it."""
+    names: set[str] = set()
 
     def walk(graph, defined: set[str]):
         defined = defined | {v.name for v in graph.input} | {t.name for t in graph.initializer}
+        defined |= {o for n in graph.node for o in n.output}  # a subgraph's nodes need not be sorted either
         for n in graph.node:
-            for attr in n.attribute:
-                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else
-                            list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else []):
-                    walk(sub, defined)
+            for sub in _subgraphs(n):
+                walk(sub, defined)
             names.update(x for x in n.input if x and x not in defined)
-            defined = defined | set(n.output)
+        names.update(o.name for o in graph.output if o.name not in defined)
 
-    for attr in node.attribute:
-        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else
-                    list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else []):
-            walk(sub, set())
+    walk(graph, set())
     return names
 
 
@@ -277,10 +303,12 @@ def _captured_names(node) -> set[str]:
 # ---------------------------------------------------------------------------------------------
 
 def _used_outputs(model) -> dict[str, bool]:
-    used = {name: True for name in (o.name for o in model.graph.output)}
-    for n in model.graph.node:
-        for name in set(n.input) | _captured_names(n):
-            used[name] = True
+    """Every value some node (in any graph) reads, or some graph returns."""
+    used = {}
+    for graph in _all_graphs(model.graph):
+        used.update((o.name, True) for o in graph.output)
+        for n in graph.node:
+            used.update((name, True) for name in n.input if name)
     return used
 
 
@@ -292,6 +320,19 @@ def _static_operand(name: str, value_types: dict, constants: dict[str, torch.Ten
     if name in constants:
         return Operand.known(name, [constants[name]])
     return Operand(name, _ir_type(value_types.get(name)))
+
+
+def _without_inferred_types(node):
+    """The node with the value_info shape inference added to its subgraphs removed: those sizes are the import's,
+    and onnxruntime would check every later run against them."""
+    if not _subgraphs(node):
+        return node
+    out = onnx.NodeProto()
+    out.CopyFrom(node)
+    for sub in _subgraphs(out):
+        for graph in _all_graphs(sub):
+            graph.ClearField("value_info")
+    return out
 
 
 def _check_node(node, index: int, opsets: dict[str, int], value_types: dict, constants: dict,
@@ -325,13 +366,13 @@ def _check_node(node, index: int, opsets: dict[str, int], value_types: dict, con
     return unsupported(reason) if reason else None
 
 
-def _static_constants(model) -> dict[str, torch.Tensor]:
+def _static_constants(graph) -> dict[str, torch.Tensor]:
     """Initializers and Constant outputs, as far as the check needs their values."""
     out = {}
-    for t in model.graph.initializer:
+    for t in graph.initializer:
         if t.data_type in IR_DTYPES:
             out[t.name] = reg.tensor_from_proto(t)
-    for n in model.graph.node:
+    for n in graph.node:
         if n.op_type == "Constant" and reg.canonical_domain(n.domain) == "" and len(n.attribute) == 1:
             attr = n.attribute[0]
             if attr.name == "value" and attr.t.data_type in IR_DTYPES:
@@ -342,7 +383,7 @@ def _static_constants(model) -> dict[str, torch.Tensor]:
 def _check_prepared(model) -> dict[int, UnsupportedNode]:
     """Unsupported nodes by their index in the model (node names need not be unique)."""
     opsets, value_types = model_opsets(model), _value_types(model)
-    constants, used = _static_constants(model), _used_outputs(model)
+    constants, used = _static_constants(model.graph), _used_outputs(model)
     found = {i: _check_node(n, i, opsets, value_types, constants, used) for i, n in enumerate(model.graph.node)}
     return {i: f for i, f in found.items() if f is not None}
 
@@ -394,6 +435,46 @@ class _Importer:
         self.used = _used_outputs(model)
         self.env: dict[str, Operand] = {}
         self.declined: list[UnsupportedNode] = []
+        self.ctx.subgraph_importer = self._import_subgraph
+
+    def _scratch(self, captured: set[str]) -> "_Importer":
+        """An importer of the same model into a throwaway graph, whose inputs are the run-time values in `captured`
+        (known ones keep their values): where a subgraph is imported only to learn its output types."""
+        child = _Importer(self.model, {}, {}, "scratch")
+        child.opsets, child.value_types, child.used = self.opsets, self.value_types, self.used
+        for name in sorted(captured):
+            outer = self.env.get(name)
+            if outer is None:
+                raise OnnxImportError(f"a subgraph refers to {name!r}, which nothing produces")
+            if outer.is_known:  # a copy: materializing it in the scratch graph must not touch the real operand
+                child.env[name] = Operand(outer.name, outer.type, probes=outer.probes)
+            else:
+                value = child.graph.add_input(name, outer.type)
+                child.env[name] = Operand(name, outer.type, value=value)
+        return child
+
+    def _import_subgraph(self, graph) -> list[Operand]:
+        """Import a subgraph's nodes (If's taken branch) into this graph; the operands of its outputs."""
+        if len(graph.input):
+            raise reg.Unsupported(f"subgraph {graph.name!r} takes inputs (a loop body)")
+        for t in graph.initializer:
+            if t.data_type not in IR_DTYPES:
+                raise OnnxImportError(f"initializer {t.name!r} of subgraph {graph.name!r} has ONNX element type "
+                                      f"{onnx.TensorProto.DataType.Name(t.data_type)}, which the IR cannot hold")
+            self.env[t.name] = Operand.known(t.name, [reg.tensor_from_proto(t)])
+        nodes = list(graph.node)
+        constants = _static_constants(graph)
+        constants.update({k: v.const for k, v in self.env.items() if v.const is not None and k not in constants})
+        for i in _topological(nodes):
+            name = _node_name(nodes[i], i)
+            found = _check_node(nodes[i], i, self.opsets, self.value_types, constants, self.used)
+            if found is not None:
+                self.declined.append(UnsupportedNode(found.op_type, found.domain, found.version, name, found.reason))
+            self._import_node(nodes[i], name, found.reason if found else None)
+        missing = [o.name for o in graph.output if o.name not in self.env]
+        if missing:
+            raise OnnxImportError(f"subgraph {graph.name!r} returns {missing}, which nothing produces")
+        return [self.env[o.name] for o in graph.output]
 
     def run(self) -> Graph:
         graph = self.graph
@@ -487,7 +568,7 @@ class _Importer:
             raise OnnxImportError(f"node {name!r} ({node.op_type}) refers to {missing}, which nothing produces")
         inputs = [self.env[x] for x in input_names]
         output_names = [o for o in node.output if o]
-        encoded = {"node": encode_node(node),
+        encoded = {"node": encode_node(_without_inferred_types(node)),
                    "opset_imports": tuple((o.domain, o.version) for o in self.model.opset_import),
                    "ir_version": int(self.model.ir_version), "input_names": tuple(input_names),
                    "output_names": tuple(output_names)}
@@ -502,7 +583,9 @@ class _Importer:
             if folded is not None:
                 return self._spread(node, output_names, folded)
         types = [_ir_type(e) for e in entries]
-        if any(t is None for t in types):
+        if any(t is None for t in types) and node.op_type == "If" and not reg.canonical_domain(node.domain):
+            types = self._branch_types(node, name)
+        elif any(t is None for t in types):
             self._refuse_runtime_trip_count(name, node)
             types = self._probe_types(name, node, inputs, encoded, dtypes, reason)
         values = [self.ctx.materialize(x) for x in inputs]
@@ -510,6 +593,38 @@ class _Importer:
         ir_node = self.graph.add_node(opaque_onnx_name(node.op_type, node.domain), values, attrs, name=name,
                                       output_types=types)
         return self._spread(node, output_names, [Operand(v.name, v.type, value=v) for v in ir_node.outputs])
+
+    def _branch_types(self, node, name: str) -> list[TensorType]:
+        """An If's output types from its branches, where shape inference left them open: each branch is imported
+        into a scratch graph (shape tests inside it fold there as they would here), and they must agree. A branch
+        that cannot be typed at these input sizes (silero-vad's 8 kHz branch given a 16 kHz chunk) would fail in
+        onnxruntime too, were it taken: the other branch types the node, and a warning says so."""
+        found, failed = {}, {}
+        for attr in node.attribute:
+            if attr.name in ("then_branch", "else_branch"):
+                scratch = self._scratch(_graph_captures(attr.g))
+                try:
+                    types = [o.type for o in scratch._import_subgraph(attr.g)]
+                except (OnnxImportError, reg.Unsupported) as exc:
+                    failed[attr.name] = str(exc)
+                    continue
+                if len(types) != len(node.output):
+                    raise OnnxImportError(f"node {name!r} (If): its {attr.name} returns {len(types)} values, the "
+                                          f"node has {len(node.output)} outputs")
+                found[attr.name] = types
+        if not found:
+            raise OnnxImportError(f"node {name!r} (If): its condition is computed at run time and neither branch can "
+                                  f"be typed at these input sizes: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        if len(found) == 2 and found["then_branch"] != found["else_branch"]:
+            diff = "; ".join(f"output {i}: then {a}, else {b}" for i, (a, b) in
+                             enumerate(zip(found["then_branch"], found["else_branch"])) if a != b)
+            raise OnnxImportError(f"node {name!r} (If): its branches give different output types ({diff}); the IR "
+                                  f"needs one type per output")
+        for branch, reason in failed.items():
+            logger.warning("node %r (If): its %s cannot run at these input sizes, so onnxruntime will fail if the "
+                           "condition selects it; the outputs are typed from the other branch. (%s)", name, branch,
+                           reason)
+        return [t for t, o in zip(next(iter(found.values())), node.output) if o]
 
     @staticmethod
     def _spread(node, output_names, operands) -> list:

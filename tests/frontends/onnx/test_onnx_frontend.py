@@ -266,6 +266,94 @@ def test_control_flow_runs_through_onnxruntime_with_the_values_its_branches_read
         assert_matches_onnxruntime(graph, model, [torch.randn(2, 3), torch.tensor(c)])
 
 
+def _branch(nodes, output, name):
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(output, FLOAT, None)])
+
+
+def _if_on_shape_model():
+    """A branch chosen by a size, the way exporters test shapes: If(Equal(Gather(Shape(x), 1), 1))."""
+    then_branch = _branch([node("ReduceMean", ["x"], ["t0"], axes=[1], keepdims=0), node("Relu", ["t0"], ["t"])], "t",
+                          "then")
+    else_branch = _branch([node("ReduceSum", ["x", "one"], ["e"], keepdims=0)], "e", "else")
+    nodes = [node("Shape", ["x"], ["s"]), node("Gather", ["s", "one_scalar"], ["d"], axis=0),
+             node("Equal", ["d", "one_scalar"], ["cond"]),
+             node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch, name="squeeze_if")]
+    def make(width):
+        return make_model(nodes, [("x", FLOAT, ["N", width, 5])], [("y", FLOAT, None)],
+                          [("one", np.array([1], np.int64)), ("one_scalar", np.array(1, np.int64))])
+    return make
+
+
+@pytest.mark.parametrize("width, taken", [(1, {"mean", "nn.relu"}), (3, {"sum"})])
+def test_if_on_shapes_folds_into_its_taken_branch(width, taken):
+    model = _if_on_shape_model()(width)
+    graph = from_onnx(model, strict=True)
+    assert graph.opaque_nodes() == [] and {n.op for n in graph.nodes} == taken, str(graph)
+    assert graph.outputs[0].type.shape == (BATCH, 5)
+    for batch in (1, 3):
+        assert_matches_onnxruntime(graph, model, [torch.randn(batch, width, 5)])
+
+
+# every since-version of If (ONNX's one tensor If case is written at opset 11; the conformance table names these)
+@pytest.mark.parametrize("opset", [11, 13, 16, 19, 21, 23, 24, 25])
+def test_if_on_a_constant_nested_in_a_taken_branch_folds_too(opset):
+    inner = helper.make_node("If", ["inner_cond"], ["i"], then_branch=_branch([node("Neg", ["x"], ["n"])], "n", "t"),
+                             else_branch=_branch([node("Exp", ["x"], ["ex"])], "ex", "e"))
+    outer_then = _branch([node("Constant", [], ["inner_cond"], value=helper.make_tensor("v", onnx.TensorProto.BOOL,
+                                                                                         [], [False])),
+                          inner, node("Relu", ["i"], ["r"])], "r", "outer_then")
+    outer_else = _branch([node("Sigmoid", ["x"], ["sg"])], "sg", "outer_else")
+    model = make_model([node("Greater", ["two", "one"], ["c"]),
+                        node("If", ["c"], ["y"], then_branch=outer_then, else_branch=outer_else)],
+                       [("x", FLOAT, ["N", 4])], [("y", FLOAT, None)],
+                       [("one", np.array(1.0, np.float32)), ("two", np.array(2.0, np.float32))], opset=opset)
+    model.ir_version = max(helper.find_min_ir_version_for(list(model.opset_import)), 8)
+    graph = from_onnx(model, strict=True)
+    assert [n.op for n in graph.nodes] == ["exp", "nn.relu"]
+    assert_matches_onnxruntime(graph, model, [torch.randn(2, 4)])
+
+
+def _if_on_data_model():
+    """A run-time condition; shape inference cannot type the output (the else branch reshapes by a computed shape)."""
+    then_branch = _branch([node("Flatten", ["x"], ["t"], axis=1)], "t", "then")
+    else_branch = _branch([node("Shape", ["x"], ["s"]), node("Gather", ["s", "zero"], ["n"], axis=0),
+                           node("Unsqueeze", ["n", "axes"], ["n1"]), node("Concat", ["n1", "minus_one"], ["shape"], axis=0),
+                           node("Reshape", ["x", "shape"], ["e0"]), node("Neg", ["e0"], ["e"])], "e", "else")
+    nodes = [node("ReduceMax", ["x"], ["m"], keepdims=0), node("Greater", ["m", "zero_f"], ["cond"]),
+             node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch, name="data_if")]
+    init = [("zero", np.array(0, np.int64)), ("axes", np.array([0], np.int64)), ("minus_one", np.array([-1], np.int64)),
+            ("zero_f", np.array(0.0, np.float32))]
+    return make_model(nodes, [("x", FLOAT, ["N", 3, 4])], [("y", FLOAT, None)], init)
+
+
+def test_if_on_data_runs_through_onnxruntime_typed_from_its_branches(monkeypatch):
+    from tensorforge.frontends import onnx as onnx_frontend
+
+    def no_probing(*args, **kwargs):
+        raise AssertionError("an If's output types come from its branches, not from running it")
+
+    monkeypatch.setattr(onnx_frontend._Importer, "_probe_types", no_probing)
+    model = _if_on_data_model()
+    graph = from_onnx(model)
+    (opaque,) = graph.opaque_nodes()
+    assert opaque.op == "onnx.If" and "computed at run time" in opaque.attrs["reason"]
+    assert graph.outputs[0].type.shape == (BATCH, 12)
+    for batch, sign in ((1, 1.0), (3, -1.0)):  # a positive input takes the then branch, a negative one the else
+        assert_matches_onnxruntime(graph, model, [sign * (torch.rand(batch, 3, 4) + 0.1)])
+
+
+def test_if_whose_branches_disagree_on_types_is_refused():
+    then_branch = _branch([node("Flatten", ["x"], ["t"], axis=1)], "t", "then")
+    else_branch = _branch([node("Flatten", ["x"], ["e"], axis=2)], "e", "else")
+    model = make_model([node("Greater", ["c", "zero"], ["cond"]),
+                        node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch, name="mixed")],
+                       [("x", FLOAT, [2, 3, 4]), ("c", FLOAT, [])], [("y", FLOAT, None)],
+                       [("zero", np.array(0, np.float32))])
+    with pytest.raises(OnnxImportError, match=r"node 'mixed' \(If\): its branches give different output types "
+                                              r"\(output 0: then f32\[2,12\], else f32\[6,4\]\)"):
+        from_onnx(model)
+
+
 def test_data_dependent_output_shape_is_probed_through_onnxruntime():
     # NonZero's output size depends on the data: shape inference leaves it open, and running the node on two
     # samples shows it, so the import says so instead of guessing a type
@@ -297,6 +385,18 @@ def test_an_older_since_version_binds_its_inputs_by_position():
     graph = from_onnx(model, strict=True)
     assert [n.op for n in graph.nodes] == ["nn.batch_norm"]
     assert_matches_onnxruntime(graph, model, [torch.randn(2, 4, 3, 3)])
+
+
+def test_group_normalization_18_scales_per_group():
+    # GroupNormalization-18 (deprecated by 21, which scales per channel) takes one scale and bias per group;
+    # onnx.checker refuses deprecated ops, so no conformance case reaches it, but onnxruntime runs it
+    rng = np.random.RandomState(0)
+    params = [("scale", rng.rand(2).astype(np.float32) + 0.5), ("bias", rng.rand(2).astype(np.float32))]
+    model = make_model([node("GroupNormalization", ["x", "scale", "bias"], ["y"], num_groups=2, epsilon=1e-5)],
+                       [("x", FLOAT, ["N", 6, 5])], [("y", FLOAT, ["N", 6, 5])], params, opset=18)
+    graph = from_onnx(model, strict=True)
+    assert graph.opaque_nodes() == []
+    assert_matches_onnxruntime(graph, model, [torch.randn(3, 6, 5)])
 
 
 def test_registration_checks_the_signature_against_every_since_version():

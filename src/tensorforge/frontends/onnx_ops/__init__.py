@@ -4,7 +4,7 @@
 (`Operand`, `OnnxContext`); the driver is `tensorforge/frontends/onnx.py`.
 """
 
-from . import creation, elementwise, indexing, linalg, nn, reduce, resize, shape  # noqa: F401
+from . import control, creation, elementwise, indexing, linalg, nn, reduce, resize, shape  # noqa: F401
 from .context import Operand, OnnxContext
 from .registry import (OnnxConverter, Unsupported, lookup, mapped_versions, onnx_converter, onnx_op_table,
                        registered_converters)

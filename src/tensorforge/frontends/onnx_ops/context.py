@@ -15,7 +15,7 @@ when its result's size depends on the batch or the result is much larger than it
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -114,6 +114,8 @@ class OnnxContext:
         self.outputs_used: list[bool] = []
         self.since: int = 0  # since-version of the op being converted
         self._materialized: list[Operand] = []
+        # set by the importer: imports a subgraph's nodes here, returns its outputs (If's taken branch)
+        self.subgraph_importer: Callable[[Any], list[Operand]] | None = None
 
     # -- undoing a converter that gave up half-way ----------------------------------------------
 
@@ -129,6 +131,15 @@ class OnnxContext:
         for operand in self._materialized[materialized:]:
             operand.value = None
         del self._materialized[materialized:]
+
+    # -- subgraphs ------------------------------------------------------------------------------
+
+    def import_subgraph(self, graph) -> list[Operand]:
+        """Import the nodes of an ONNX subgraph (a `GraphProto` without inputs) into the graph being built, as if
+        they stood in place of the node being converted; the operands of its outputs, in order."""
+        if self.subgraph_importer is None:
+            raise Unsupported("subgraphs are imported only during from_onnx")
+        return self.subgraph_importer(graph)
 
     # -- known values ---------------------------------------------------------------------------
 
