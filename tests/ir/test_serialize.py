@@ -4,6 +4,7 @@ clear GraphFormatError for anything that is not a tensorforge graph file."""
 import json
 import math
 import pickle
+import re
 import struct
 
 import pytest
@@ -246,3 +247,44 @@ def test_dangling_value_is_rejected():
     doc["nodes"][1]["inputs"] = ["nowhere"]
     with pytest.raises(GraphFormatError, match="node 'reshape' uses undefined value 'nowhere'"):
         graph_from_json(doc, tensors)
+
+
+def _nested(depth: int):
+    value = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _deep_subgraphs(doc, depth: int):
+    inner = {**doc, "subgraphs": {}}
+    for _ in range(depth):
+        inner = {**doc, "subgraphs": {"s": inner}}
+    return inner
+
+
+# edits a hostile or damaged file could make, each refused as GraphFormatError (never KeyError, TypeError,
+# AttributeError or RecursionError from deep inside)
+MALFORMED_DOCS = {
+    "attr-nested-deep": (lambda d: d["nodes"][1]["attrs"].update(newshape=_nested(900)), "nested more than 32"),
+    "subgraphs-nested-deep": (lambda d: d.update(_deep_subgraphs(d, 20)), "subgraphs nest more than 8 levels"),
+    "op-not-a-string": (lambda d: d["nodes"][0].update(op=7), "node 'conv': op must be a JSON str, got 7"),
+    "node-not-an-object": (lambda d: d["nodes"].__setitem__(0, ["conv"]), "a node must be a JSON dict"),
+    "inputs-not-a-list": (lambda d: d.update(inputs={"x": 1}), "inputs must be a JSON list"),
+    "input-name-not-a-string": (lambda d: d["inputs"][0].update(name=["x"]), "a graph input's name must be"),
+    "shape-not-a-list": (lambda d: d["inputs"][0]["type"].update(shape=8), "a tensor type is"),
+    "outputs-not-names": (lambda d: d.update(outputs=[{"name": "conv"}]), "each of graph 'rich': outputs must be"),
+    "attrs-not-an-object": (lambda d: d["nodes"][0].update(attrs=[]), "node 'conv': attrs must be a JSON dict"),
+    "subgraphs-not-an-object": (lambda d: d.update(subgraphs=[]), "subgraphs must be a JSON dict"),
+    "name-not-a-string": (lambda d: d.update(name=None), "the graph's name must be a JSON str"),
+}
+
+
+@pytest.mark.parametrize("edit, message", MALFORMED_DOCS.values(), ids=MALFORMED_DOCS.keys())
+def test_malformed_document_is_a_graph_format_error(edit, message):
+    doc, tensors = graph_to_json(rich_graph())
+    doc = json.loads(json.dumps(doc))
+    edit(doc)
+    with pytest.raises(GraphFormatError, match=re.escape(message)):
+        graph_from_json(doc, tensors)
+

@@ -32,6 +32,25 @@ def unknown_op(g):
     _node(g, "act").op = "nn.rellu"
 
 
+def op_not_a_string(g):
+    _node(g, "act").op = 7
+
+
+def subgraph_calls_itself(g):
+    """A graph that holds itself as a subgraph and calls it: verifying the callee would never end."""
+    node = g.add_node("subgraph", [g.inputs[0]], {"callee": "g", "output_types": (("float32", (8,)),)},
+                      name="again")
+    g.subgraphs["g"] = g
+    g.set_outputs(node.outputs)
+
+
+def subgraph_callee_not_a_name(g):
+    node = g.add_node("subgraph", [_node(g, "flat").output], {"callee": "g", "output_types": (("float32", (8,)),)},
+                      name="call")
+    node.attrs["callee"] = {"not": "a name"}
+    g.set_outputs(node.outputs)
+
+
 def too_many_inputs(g):
     _node(g, "act").inputs.append(g.inputs[0])
 
@@ -122,6 +141,9 @@ def shape_inference_fails(g):
 
 MALFORMED = [
     (unknown_op, r"node 'act' \(nn\.rellu\): unknown IR op 'nn\.rellu'; did you mean nn\.relu"),
+    (op_not_a_string, r"node 'act' \(7\): the op name must be a string"),
+    (subgraph_calls_itself, r"graph 'g': calls itself through its subgraphs"),
+    (subgraph_callee_not_a_name, r"node 'call' \(subgraph\): calls subgraph \{'not': 'a name'\}, which the graph"),
     (too_many_inputs, r"node 'act' \(nn\.relu\): nn\.relu takes 1 inputs, got 2"),
     (too_few_inputs, r"node 'fc' \(nn\.dense\): nn\.dense takes 2 inputs, got 1"),
     (use_before_define, r"node 'act' \(nn\.relu\): input 0 %fc is used before it is defined"),

@@ -37,13 +37,21 @@ def _encode_attr(value):
     return value
 
 
-def _decode_attr(value):
+# Attribute values nest a few levels (tuples of tuples, opaque ops' argument lists); a document nested deeper is not
+# one graph_to_json wrote, and refusing it here keeps a hostile file from exhausting Python's stack.
+MAX_ATTR_DEPTH = 32
+MAX_SUBGRAPH_DEPTH = 8
+
+
+def _decode_attr(value, depth: int = 0):
+    if depth > MAX_ATTR_DEPTH:
+        raise GraphFormatError(f"an attribute value is nested more than {MAX_ATTR_DEPTH} levels deep")
     if isinstance(value, list):
-        return tuple(_decode_attr(v) for v in value)
+        return tuple(_decode_attr(v, depth + 1) for v in value)
     if isinstance(value, dict):
         if set(value) == {"__sym__"}:
             return Sym(*value["__sym__"])
-        return {k: _decode_attr(v) for k, v in value.items()}
+        return {k: _decode_attr(v, depth + 1) for k, v in value.items()}
     return value
 
 
@@ -52,7 +60,27 @@ def encode_type(t: TensorType) -> dict:
 
 
 def decode_type(d: dict) -> TensorType:
+    if not isinstance(d, dict) or not isinstance(d.get("shape"), list):
+        raise GraphFormatError(f"a tensor type is {{'dtype': ..., 'shape': [...]}}, got {_excerpt(d)}")
     return TensorType(d["dtype"], tuple(_decode_attr(x) for x in d["shape"]))
+
+
+def _excerpt(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _expect(value, kind: type, what: str):
+    """`value` when it has the JSON type `kind`, else GraphFormatError naming `what` (bool is no int here)."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise GraphFormatError(f"{what} must be a {'JSON ' + kind.__name__}, got {_excerpt(value)}")
+    return value
+
+
+def _names(value, what: str) -> list[str]:
+    for item in _expect(value, list, what):
+        _expect(item, str, f"each of {what}")
+    return value
 
 
 def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -81,52 +109,68 @@ def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, torch.Tensor]
 
 
 def graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Graph:
-    """The graph a `graph_to_json` document describes; GraphFormatError for anything else."""
+    """The graph a `graph_to_json` document describes; GraphFormatError for anything else (a document from a file
+    is data: every field is checked for its JSON type before it is used, and nesting is bounded)."""
     try:
-        return _graph_from_json(doc, tensors)
+        return _graph_from_json(doc, tensors, 0)
     except GraphFormatError:
         raise
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise GraphFormatError(f"malformed tensorforge graph document ({type(exc).__name__}: {exc})") from exc
 
 
-def _graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Graph:
+def _graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor], depth: int) -> Graph:
+    _expect(doc, dict, "a graph document")
     if doc.get("format") != FORMAT:
-        raise GraphFormatError(f"not a tensorforge graph (format {doc.get('format')!r})")
+        raise GraphFormatError(f"not a tensorforge graph (format {_excerpt(doc.get('format'))})")
     if doc.get("version") != FORMAT_VERSION:
-        raise GraphFormatError(f"graph format version {doc.get('version')} is not supported by this tensorforge "
-                               f"(it reads version {FORMAT_VERSION})")
-    graph = Graph(doc["name"])
-    for name, sub_doc in doc.get("subgraphs", {}).items():
+        raise GraphFormatError(f"graph format version {_excerpt(doc.get('version'))} is not supported by this "
+                               f"tensorforge (it reads version {FORMAT_VERSION})")
+    graph = Graph(_expect(doc.get("name"), str, "the graph's name"))
+    subgraphs = _expect(doc.get("subgraphs", {}), dict, f"graph {graph.name!r}: subgraphs")
+    if subgraphs and depth >= MAX_SUBGRAPH_DEPTH:
+        raise GraphFormatError(f"graph {graph.name!r}: subgraphs nest more than {MAX_SUBGRAPH_DEPTH} levels deep")
+    for name, sub_doc in subgraphs.items():
         prefix = f"{name}/"
-        graph.subgraphs[name] = graph_from_json(
-            sub_doc, {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})
+        graph.subgraphs[name] = _graph_from_json(
+            sub_doc, {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}, depth + 1)
     values: dict[str, Value] = {}
-    for item in doc["inputs"]:
-        values[item["name"]] = graph.add_input(item["name"], decode_type(item["type"]))
-    for name in doc["constants"]:
+    for item in _expect(doc.get("inputs"), list, f"graph {graph.name!r}: inputs"):
+        name = _expect(_expect(item, dict, "a graph input").get("name"), str, "a graph input's name")
+        values[name] = graph.add_input(name, decode_type(item.get("type")))
+    for name in _names(doc.get("constants"), f"graph {graph.name!r}: constants"):
         if name not in tensors:
             raise GraphFormatError(f"constant {name!r} is missing from the tensor data")
         value = Value(name, TensorType.of(tensors[name]), data=tensors[name])
         graph.constants[name] = values[name] = value
         graph._taken.add(name)
-    for item in doc["nodes"]:
-        try:
-            inputs = [values[name] for name in item["inputs"]]
-        except KeyError as exc:
-            raise GraphFormatError(f"node {item['name']!r} uses undefined value {exc.args[0]!r}") from None
-        node = Node(item["name"], item["op"], inputs, {k: _decode_attr(v) for k, v in item["attrs"].items()})
-        node.outputs = [Value(o["name"], decode_type(o["type"]), node) for o in item["outputs"]]
-        graph._node_names.add(node.name)
-        for v in node.outputs:
-            values[v.name] = v
-            graph._taken.add(v.name)
-        graph.nodes.append(node)
+    for item in _expect(doc.get("nodes"), list, f"graph {graph.name!r}: nodes"):
+        graph.nodes.append(_node_from_json(item, values, graph))
     try:
-        graph.outputs = [values[name] for name in doc["outputs"]]
+        graph.outputs = [values[name] for name in _names(doc.get("outputs"), f"graph {graph.name!r}: outputs")]
     except KeyError as exc:
         raise GraphFormatError(f"graph output {exc.args[0]!r} is not defined") from None
     return graph
+
+
+def _node_from_json(item, values: dict[str, Value], graph: Graph) -> Node:
+    name = _expect(_expect(item, dict, "a node").get("name"), str, "a node's name")
+    where = f"node {name!r}"
+    op = _expect(item.get("op"), str, f"{where}: op")
+    try:
+        inputs = [values[v] for v in _names(item.get("inputs"), f"{where}: inputs")]
+    except KeyError as exc:
+        raise GraphFormatError(f"{where} uses undefined value {exc.args[0]!r}") from None
+    attrs = _expect(item.get("attrs"), dict, f"{where}: attrs")
+    node = Node(name, op, inputs, {k: _decode_attr(v) for k, v in attrs.items()})
+    for out in _expect(item.get("outputs"), list, f"{where}: outputs"):
+        out_name = _expect(_expect(out, dict, f"{where}: an output").get("name"), str, f"{where}: an output's name")
+        node.outputs.append(Value(out_name, decode_type(out.get("type")), node))
+    graph._node_names.add(node.name)
+    for v in node.outputs:
+        values[v.name] = v
+        graph._taken.add(v.name)
+    return node
 
 
 def unshared_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

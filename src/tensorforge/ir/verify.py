@@ -18,7 +18,14 @@ class VerificationError(ValueError):
 
 
 def verify(graph: "Graph") -> None:
+    _verify(graph, ())
+
+
+def _verify(graph: "Graph", callers: tuple[int, ...]) -> None:
+    """`callers`: the graphs whose subgraph nodes led here (a graph that calls itself would never finish)."""
     fail = lambda msg: (_ for _ in ()).throw(VerificationError(f"graph {graph.name!r}: {msg}"))  # noqa: E731
+    if id(graph) in callers:
+        fail("calls itself through its subgraphs")
     defined: set[int] = set()
     names: dict[str, str] = {}
 
@@ -50,6 +57,8 @@ def verify(graph: "Graph") -> None:
         if node.name in node_names:
             fail(f"{where}: another node has the same name")
         node_names.add(node.name)
+        if not isinstance(node.op, str):
+            fail(f"{where}: the op name must be a string")
         try:
             opdef = get_op(node.op)
         except UnknownOpError as exc:
@@ -82,7 +91,7 @@ def verify(graph: "Graph") -> None:
                  f"{', '.join(map(str, expected))}")
 
         if node.op == "subgraph":
-            _verify_call(graph, node, fail)
+            _verify_call(graph, node, fail, (*callers, id(graph)))
 
     if not graph.outputs:
         fail("has no outputs")
@@ -91,14 +100,15 @@ def verify(graph: "Graph") -> None:
             fail(f"graph output %{v.name} is not defined in the graph")
 
 
-def _verify_call(graph: "Graph", node, fail) -> None:
+def _verify_call(graph: "Graph", node, fail, callers: tuple[int, ...]) -> None:
     """A subgraph node must name a subgraph whose signature matches the call, and the callee must verify."""
     where = f"node {node.name!r} (subgraph)"
-    callee = graph.subgraphs.get(node.attrs["callee"])
+    name = node.attrs["callee"]
+    callee = graph.subgraphs.get(name) if isinstance(name, str) else None
     if callee is None:
         fail(f"{where}: calls subgraph {node.attrs['callee']!r}, which the graph does not hold")
     if [v.type for v in callee.inputs] != [v.type for v in node.inputs]:
         fail(f"{where}: argument types differ from the inputs of subgraph {callee.name!r}")
     if [v.type for v in callee.outputs] != [v.type for v in node.outputs]:
         fail(f"{where}: output types differ from the outputs of subgraph {callee.name!r}")
-    verify(callee)
+    _verify(callee, callers)
