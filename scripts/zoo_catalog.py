@@ -205,7 +205,7 @@ def _text_inputs(batch: int, seq_len: int = SEQ_LEN) -> tuple[torch.Tensor, torc
 BERT_LIKE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
                  vocab_size=HF_VOCAB, max_position_embeddings=64)
 DECODER = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, vocab_size=HF_VOCAB, max_position_embeddings=128)
+               num_key_value_heads=2, vocab_size=HF_VOCAB, max_position_embeddings=128, pad_token_id=0)
 VIT_LIKE = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                 intermediate_size=128)
 
@@ -299,7 +299,8 @@ HF_MODELS: dict[str, tuple] = {
     "hf-whisper-encoder": ("hf-speech", "WhisperModel", "WhisperConfig",
                            dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
                                 decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                                num_mel_bins=80, max_source_positions=32, vocab_size=HF_VOCAB), "mel", {}),
+                                num_mel_bins=80, max_source_positions=32, vocab_size=HF_VOCAB, pad_token_id=0,
+                                bos_token_id=1, eos_token_id=1, decoder_start_token_id=1), "mel", {}),
 }
 AUDIO_SAMPLES = 1600
 INPUT_DESC = {"text": f"ids+mask {SEQ_LEN}", "seq2seq": f"ids+mask+decoder ids {SEQ_LEN}", "image32": "32x32",
@@ -352,10 +353,11 @@ def _package_file(package: str, *parts: str) -> str:
 
 
 # name -> (package, path inside it, {input: (shape, kind)}, dynamic batch); kind: "normal", "uniform", an int
-# constant ("16000"), "bytes" (ints 0..256) or "zeros"
+# constant (16000), "bytes" (ints 0..256), "zeros", or "glyphs": dark strokes on a light page, normalised to
+# [-1, 1] (a text detector sees nothing in noise: its output would be all zeros, which any answer matches)
 ONNX_MODELS: dict[str, tuple] = {
     "paddleocr-det-v4": ("rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx",
-                         {"x": ((1, 3, 64, 64), "uniform")}, True),
+                         {"x": ((1, 3, 64, 64), "glyphs")}, True),
     "paddleocr-rec-v4": ("rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx",
                          {"x": ((1, 3, 48, 64), "uniform")}, True),
     "paddleocr-cls-v2": ("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
@@ -396,6 +398,12 @@ def _onnx_tensor(shape: tuple, kind, dtype: torch.dtype, seed: int) -> torch.Ten
         return torch.zeros(shape, dtype=dtype)
     if kind == "bytes":
         return torch.randint(0, 257, shape, generator=gen).to(dtype)
+    if kind == "glyphs":
+        page = torch.ones(shape)
+        for row in range(shape[-2] // 8, shape[-2] - 8, 12):
+            for col in range(4, shape[-1] - 4, 6):
+                page[..., row:row + 6, col:col + 3] = -1.0
+        return (page + 0.1 * torch.randn(shape, generator=gen)).to(dtype)
     if kind == "uniform":
         return torch.rand(shape, generator=gen).to(dtype)
     return torch.randn(shape, generator=gen).to(dtype)
@@ -431,6 +439,25 @@ def onnx_specs() -> list[ModelSpec]:
         specs.append(ModelSpec(name, "onnx", _onnx(name), desc, dynamic_batch=dynamic, batch=1, package=package,
                                onnx_shapes=shapes))
     return specs
+
+
+def reference_outputs(spec, model, inputs) -> list:
+    """The source framework's outputs, flattened: onnxruntime (CPU) for an ONNX entry, else eager FP32."""
+    import torch
+    from tensorforge.cli.sources import _flatten
+    if spec.is_onnx:
+        import numpy as np
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        feed = {n: np.ascontiguousarray(t.numpy()) for n, t in zip(names, inputs)}
+        return [torch.from_numpy(np.asarray(o)) for o in session.run(None, feed)]
+    from tensorforge.engine.precision import tf32_mode
+    with torch.no_grad(), tf32_mode(False):
+        return [t.detach().clone() for t in _flatten(model(*inputs))]
 
 
 def all_specs() -> dict[str, ModelSpec]:
