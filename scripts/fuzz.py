@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", help="write the tables here")
     parser.add_argument("--findings", help="copy the mutated files of findings into this folder")
     parser.add_argument("--root", help="run folder (reuses the seeds already built there)")
-    parser.add_argument("--replay", help="run one saved file (with --kind, --seed-model, --loader) and print everything")
+    parser.add_argument("--replay", help="run one saved file (with --kind, --seed-model, --loader), print everything")
     parser.add_argument("--seed-model", default="convnet", help="with --replay: the seed the file came from")
     parser.add_argument("--loader", choices=["file", "state_dict"], help="with --replay --kind tforge")
     args = parser.parse_args(argv)

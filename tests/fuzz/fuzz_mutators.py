@@ -1,21 +1,15 @@
-"""Mutations of `.tforge` files, their embedded plans, plan-cache entries and state_dict bytes.
+"""Structure-aware mutations of the JSON documents inside `.tforge` files, their plans and plan-cache entries.
 
-Every file here is a safetensors container: an 8-byte little-endian header length, a JSON header (tensor
-entries and `__metadata__`), then the tensor bytes. The metadata holds a JSON document (the module: graph,
-partition config, options, plan list; a plan: graph, tactics, arena, fingerprint, checksum), and a module's
-plans are themselves containers stored as uint8 tensors. Mutations work at every level:
-
-- structure-aware edits of the JSON documents (`GRAPH_MUTATIONS`, `MODULE_MUTATIONS`, `PLAN_MUTATIONS`):
-  fields deleted, duplicated, retyped; op names changed to other IR ops, to hostile names, to names with `..`;
-  huge, negative and NaN numbers; deep nesting; swapped tensor and value names; arena_bytes 1<<40; a cache
-  directory; output names like '../../x'. Hostile names carry a payload aimed at the canaries.
-- header edits of the container (tensor dtypes, shapes, offsets, names) and tensor-byte edits (weights);
-- byte-level edits of the whole file (bit flips, truncation, the header length field, inserted junk).
+A module's document holds its graph, partition config, options and plan list; a plan's its graph, tactics,
+arena, fingerprint, config and digest. The edits (`GRAPH_MUTATIONS`, `MODULE_MUTATIONS`, `PLAN_MUTATIONS`,
+`m_hostile`): fields deleted, duplicated, retyped; op names changed to other IR ops, to hostile names, to names
+with `..`; huge, negative and NaN numbers; deep nesting; swapped tensor and value names; arena_bytes 1<<40; a
+cache directory; output names like '../../x'. Hostile names carry a payload aimed at the canaries. Container,
+header, tensor-byte and raw-byte edits, and the file-level drivers, are in fuzz_files.py.
 
 A case is either *corrupted* (digests left as they are: a mutated file that loads and runs must say so with
 a warning) or *crafted* (the digests tensorforge checks are recomputed, as an attacker would: it may load as
-a different valid model, but must still never crash, hang or run code). `resigned` recomputes the `sha256` that
-modules and plans carry (ir/digest.py) after each edit of a crafted case.
+a different valid model, but must still never crash, hang or run code); see fuzz_files.resigned.
 """
 
 from __future__ import annotations
@@ -24,9 +18,8 @@ import copy
 import json
 import math
 import random
-import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 # ---------------------------------------------------------------------------------------------
 # vocabulary
@@ -83,52 +76,11 @@ DEEP_DEPTHS = [40, 200, 600, 1500, 100000]
 
 
 # ---------------------------------------------------------------------------------------------
-# the safetensors container, parsed without validation
+# errors
 # ---------------------------------------------------------------------------------------------
 
 class ContainerError(Exception):
-    """The bytes no longer parse as a container (an earlier byte-level mutation broke them): skip."""
-
-
-def split_container(data: bytes) -> tuple[dict, bytes]:
-    if len(data) < 8:
-        raise ContainerError("short")
-    n = int.from_bytes(data[:8], "little")
-    if n > len(data) - 8:
-        raise ContainerError("header cut")
-    try:
-        header = json.loads(data[8:8 + n])
-    except (ValueError, RecursionError) as exc:
-        raise ContainerError(str(exc)) from None
-    if not isinstance(header, dict):
-        raise ContainerError("header not an object")
-    return header, data[8 + n:]
-
-
-def join_container(header: dict, body: bytes, header_text: str | None = None) -> bytes:
-    text = (header_text if header_text is not None else json.dumps(header, separators=(",", ":"))).encode()
-    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes
-    return struct.pack("<Q", len(text)) + text + body
-
-
-def tensor_bytes(header: dict, body: bytes, name: str) -> bytes:
-    start, end = header[name]["data_offsets"]
-    return body[start:end]
-
-
-def replace_tensor(header: dict, body: bytes, name: str, data: bytes) -> tuple[dict, bytes]:
-    """The container with tensor `name` (a uint8 blob) holding `data`; every offset recomputed in order."""
-    entries = sorted(((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0])
-    parts, offset, header = [], 0, dict(header)
-    for key, entry in entries:
-        chunk = data if key == name else body[entry["data_offsets"][0]:entry["data_offsets"][1]]
-        entry = dict(entry, data_offsets=[offset, offset + len(chunk)])
-        if key == name:
-            entry["shape"] = [len(chunk)]
-        header[key] = entry
-        parts.append(chunk)
-        offset += len(chunk)
-    return header, b"".join(parts)
+    """A mutation that does not apply to these bytes (an earlier one broke what it needs): skip it."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -697,8 +649,8 @@ def m_plan_tactics(ctx: Context, meta) -> str | None:
 
 
 def m_plan_fields(ctx: Context, meta) -> str | None:
-    key = ctx.rng.choice(["max_batch", "max_batch", "config", "fingerprint", "counters", "sha256", "cache_key", "version",
-                          "format"])
+    key = ctx.rng.choice(["max_batch", "max_batch", "config", "fingerprint", "counters", "sha256", "cache_key",
+                          "version", "format"])
     value = meta.get(key)
     if key == "max_batch":
         meta[key] = ctx.rng.choice([0, -1, 1, 3, 2**40, 2**63, "2", 2.5, None, math.nan, math.inf])
@@ -737,206 +689,3 @@ def weighted_choice(ctx: Context, table: list[tuple[float, Callable]]) -> Callab
         if r < 0:
             return fn
     return table[-1][1]
-
-
-# ---------------------------------------------------------------------------------------------
-# container-level and byte-level mutations
-# ---------------------------------------------------------------------------------------------
-
-def mutate_header(ctx: Context, header: dict, body: bytes) -> tuple[dict, bytes, str | None]:
-    """A tensor entry's dtype, shape, offsets or name, or a tensor's bytes (weights: bit flips, NaN)."""
-    names = sorted(k for k in header if k != "__metadata__" and isinstance(header[k], dict))
-    if not names:
-        return header, body, None
-    name = ctx.rng.choice(names)
-    entry = header[name]
-    action = ctx.rng.choice(["dtype", "shape", "offsets", "rename", "drop", "flip", "flip", "nan", "metadata"])
-    if action == "dtype":
-        entry["dtype"] = ctx.rng.choice(ST_DTYPES)
-    elif action == "shape":
-        entry["shape"] = ctx.rng.choice([[], [0], [-1], [2**40], [2**62, 2**62], list(reversed(entry.get("shape", []))),
-                                         entry.get("shape", []) + [1], "x"])
-    elif action == "offsets":
-        start, end = entry.get("data_offsets", [0, 0])
-        entry["data_offsets"] = ctx.rng.choice([[0, 0], [start, end + 1], [end, start], [0, end - start],
-                                                [start, len(body) + 64], [0, 2**63], [-1, end], [start]])
-    elif action == "rename":
-        header[ctx.rng.choice(["../../x", "", name + "\u0000", "__metadata__x"])] = header.pop(name)
-    elif action == "drop":
-        del header[name]
-    elif action == "metadata":
-        meta = header.get("__metadata__")
-        header["__metadata__"] = ctx.rng.choice([None, [], "x", {"k": 1}, {}]) if meta is not None else {"x": "y"}
-    elif action in ("flip", "nan"):
-        start, end = entry.get("data_offsets", [0, 0])
-        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(body)):
-            return header, body, None
-        data = bytearray(body)
-        if action == "flip":
-            for _ in range(ctx.rng.choice([1, 1, 2, 8])):
-                pos = ctx.rng.randrange(start, end)
-                data[pos] ^= 1 << ctx.rng.randrange(8)
-        elif entry.get("dtype") == "F32" and end - start >= 4:
-            pos = start + 4 * ctx.rng.randrange((end - start) // 4)
-            data[pos:pos + 4] = struct.pack("<f", ctx.rng.choice([math.nan, math.inf, 1e30]))
-        else:
-            return header, body, None
-        body = bytes(data)
-    return header, body, f"tensor {name!r}: {action}"
-
-
-def mutate_bytes(ctx: Context, data: bytes) -> tuple[bytes, str]:
-    rng = ctx.rng
-    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
-    header_end = min(8 + n, len(data))
-    action = rng.choice(["flip", "flip", "flip-header", "flip-header", "truncate", "length", "length", "insert",
-                         "set", "append", "delete"])
-    buf = bytearray(data)
-    if action in ("flip", "flip-header") and buf:
-        hi = header_end if action == "flip-header" and header_end > 8 else len(buf)
-        for _ in range(rng.choice([1, 1, 2, 4, 16])):
-            pos = rng.randrange(0, hi)
-            buf[pos] ^= 1 << rng.randrange(8)
-    elif action == "truncate":
-        buf = buf[:rng.choice([0, 4, 7, 8, 9, header_end - 1, header_end, header_end + 1, rng.randrange(len(buf) + 1)])]
-    elif action == "length":
-        value = rng.choice([0, 1, n - 1, n + 1, n + 8, len(data), 2**64 - 1, 2**63, 2**32, 100_000_000])
-        buf[:8] = struct.pack("<Q", value % 2**64)
-    elif action == "insert":
-        pos = rng.randrange(len(buf) + 1)
-        buf[pos:pos] = rng.choice([b"\x00", b"{", b"}", b"\xff" * 8, b"\"", b"[" * 64, bytes(rng.randrange(256)
-                                                                                          for _ in range(16))])
-    elif action == "set" and buf:
-        pos = rng.randrange(len(buf))
-        buf[pos] = rng.choice([0, 0xFF, ord("{"), ord('"'), ord("\\"), 0x80])
-    elif action == "append":
-        buf += rng.choice([b"\x00" * 7, b"junk", bytes(64), b"\xff" * 1024])
-    elif action == "delete" and len(buf) > 16:
-        pos = rng.randrange(len(buf) - 8)
-        del buf[pos:pos + rng.choice([1, 4, 8, 100])]
-    return bytes(buf), f"bytes: {action}"
-
-
-# ---------------------------------------------------------------------------------------------
-# whole files
-# ---------------------------------------------------------------------------------------------
-
-MODULE_KEY = "tensorforge.module"
-PLAN_KEY = "tensorforge.plan"
-
-
-DIGEST_KEY = "sha256"  # modules and plans: of the description without this key, and every tensor (ir/digest.py)
-
-
-def resigned(data: bytes, key: str) -> bytes:
-    """The container with the digest of its `key` document recomputed exactly as the loader recomputes it (a
-    crafted file). Unchanged where the loader could not get that far (the tensors or the JSON do not parse)."""
-    from safetensors.torch import load as load_tensors
-
-    from tensorforge.ir.digest import content_digest
-
-    try:
-        header, body = split_container(data)
-        text = header["__metadata__"][key]
-        doc = json.loads(text)
-        tensors = load_tensors(data)
-    except Exception:  # noqa: BLE001 - whatever the loader refuses before the digest needs no digest
-        return data
-    if not isinstance(doc, dict):
-        return data
-    doc.pop(DIGEST_KEY, None)
-    digest = json.dumps(content_digest(doc, tensors))
-    text = text.rstrip()
-    # appended: where the old key is still in the text, JSON's last duplicate wins
-    header["__metadata__"][key] = text[:-1] + (f', "{DIGEST_KEY}": {digest}}}' if doc else f'"{DIGEST_KEY}": {digest}}}')
-    return join_container(header, body)
-
-
-def _mutate_doc_in_container(ctx: Context, data: bytes, key: str, table) -> bytes:
-    header, body = split_container(data)
-    meta_map = header.get("__metadata__")
-    if not isinstance(meta_map, dict) or not isinstance(meta_map.get(key), str):
-        raise ContainerError("no metadata document")
-    doc = json.loads(meta_map[key])
-    ctx.raw.clear()
-    try:
-        desc = weighted_choice(ctx, table)(ctx, doc)
-    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:  # an earlier edit changed the shape
-        raise ContainerError(f"mutation not applicable ({exc})") from None
-    if desc is None:
-        raise ContainerError("mutation not applicable")
-    ctx.log.append(desc)
-    meta_map[key] = ctx.dumps(doc)
-    data = join_container(header, body)
-    return resigned(data, key) if ctx.crafted else data
-
-
-def mutate_plan(ctx: Context, data: bytes) -> bytes:
-    """One mutation of a plan blob (a cache entry, or a plan inside a module)."""
-    level = ctx.rng.choices(["json", "header", "bytes"], weights=[6, 2, 2])[0]
-    if level == "json":
-        return _mutate_doc_in_container(ctx, data, PLAN_KEY, PLAN_MUTATIONS)
-    if level == "header":
-        header, body = split_container(data)
-        header, body, desc = mutate_header(ctx, header, body)
-        if desc is None:
-            raise ContainerError("mutation not applicable")
-        ctx.log.append(f"plan {desc}")
-        data = join_container(header, body)
-        return resigned(data, PLAN_KEY) if ctx.crafted else data
-    data, desc = mutate_bytes(ctx, data)
-    ctx.log.append(f"plan {desc}")
-    return data
-
-
-def mutate_module(ctx: Context, data: bytes) -> bytes:
-    """One mutation of a `.tforge` file (or state_dict bytes): its document, its plans, its tensors or bytes."""
-    level = ctx.rng.choices(["json", "hostile", "plan", "header", "bytes"], weights=[10, 2, 5, 2, 3])[0]
-    if level in ("json", "hostile"):
-        header, _ = split_container(data)
-        ctx.tensor_names = sorted(k for k in header if k != "__metadata__")
-        table = MODULE_MUTATIONS if level == "json" else [(1, m_hostile)]
-        return _mutate_doc_in_container(ctx, data, MODULE_KEY, table)
-    header, body = split_container(data)
-    if level == "plan":
-        plans = sorted(k for k in header if k.startswith("__plans__/"))
-        if not plans:
-            raise ContainerError("no plans")
-        name = ctx.rng.choice(plans)
-        blob = mutate_plan(ctx, tensor_bytes(header, body, name))
-        ctx.log[-1] = f"{name}: {ctx.log[-1]}"
-        header, body = replace_tensor(header, body, name, blob)
-        data = join_container(header, body)
-        return resigned(data, MODULE_KEY) if ctx.crafted else data
-    if level == "header":
-        header, body, desc = mutate_header(ctx, header, body)
-        if desc is None:
-            raise ContainerError("mutation not applicable")
-        ctx.log.append(desc)
-        data = join_container(header, body)
-        return resigned(data, MODULE_KEY) if ctx.crafted else data
-    data, desc = mutate_bytes(ctx, data)
-    ctx.log.append(desc)
-    return data
-
-
-def apply_mutations(ctx: Context, data: bytes, mutate: Callable[[Context, bytes], bytes], count: int) -> bytes:
-    """`count` mutations applied in turn; one that no longer applies (the bytes stopped parsing) is retried, then
-    skipped. The result always differs from the input."""
-    original = data
-    for _ in range(count):
-        for _attempt in range(8):
-            mark = len(ctx.log)
-            try:
-                data = mutate(ctx, data)
-                break
-            except (ContainerError, KeyError, TypeError, ValueError, IndexError, AttributeError, struct.error,
-                    RecursionError):  # an earlier mutation left nothing this one applies to
-                del ctx.log[mark:]
-                continue
-    if data == original:
-        buf = bytearray(data)
-        buf[-1] ^= 0x01
-        data = bytes(buf)
-        ctx.log.append("bytes: flip the last byte (no mutation applied)")
-    return data

@@ -12,7 +12,8 @@ yields another valid model is fine: tensorforge must then compute what onnxrunti
 
 from __future__ import annotations
 
-from fuzz_mutators import NASTY_INTS, Context, ContainerError, mutate_bytes, weighted_choice
+from fuzz_files import mutate_bytes
+from fuzz_mutators import NASTY_INTS, Context, ContainerError, weighted_choice
 
 SIMILAR_OPS = {"Relu": "Sigmoid", "Sigmoid": "Tanh", "Add": "Sub", "Sub": "Mul", "Mul": "Div", "MatMul": "Gemm",
                "Gemm": "MatMul", "Conv": "ConvTranspose", "Softmax": "LogSoftmax", "GlobalAveragePool": "GlobalMaxPool",
@@ -24,7 +25,8 @@ OTHER_OPS = ["Relu", "Identity", "Add", "MatMul", "Conv", "Cast", "Shape", "Gath
              "ConstantOfShape", "Tile", "Pad", "Col2Im", "DFT", "StringNormalizer", "RandomNormal", "Constant"]
 HOSTILE_OP_TYPES = ["", "../../x", "__import__", "os.system", "__class__", "Relu\x00", "torch.aten.cumsum.default",
                     "nn.relu", "subgraph", "a" * 1000]
-DOMAINS = ["com.microsoft", "ai.onnx.ml", "ai.onnx", "evil.domain", "..", "../../x", "torch", "ai.onnx.preview.training"]
+DOMAINS = ["com.microsoft", "ai.onnx.ml", "ai.onnx", "evil.domain", "..", "../../x", "torch",
+           "ai.onnx.preview.training"]
 OPSETS = [0, 1, 6, 10, 11, 13, 16, 18, 21, 22, 23, 99, 2**31 - 1, -1]
 ELEM_TYPES = [0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 14, 16, 17, 19, 21, 22, 99]  # 8: string, 17+: float8/int4
 
@@ -150,7 +152,8 @@ def _dims_of(ctx: Context, type_proto) -> str | None:
 
 def m_value_types(ctx: Context, model) -> str | None:
     g = model.graph
-    pool = [("input", v) for v in g.input] + [("output", v) for v in g.output] + [("value_info", v) for v in g.value_info]
+    pool = [("input", v) for v in g.input] + [("output", v) for v in g.output]
+    pool += [("value_info", v) for v in g.value_info]
     if not pool:
         return None
     where, value = ctx.rng.choice(pool)

@@ -47,6 +47,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import fuzz_files
 import fuzz_mutators as mut
 from fuzz_onnx_mutators import mutate_onnx
 
@@ -95,14 +96,14 @@ def make_case(kind: str, index: int, run_seed: int, seeds_dir: Path, manifest: d
         if kind == "tforge":
             data = (seeds_dir / seed["file"]).read_bytes()
             case = Case(kind, index, seed["name"], "state_dict" if rng.random() < 0.25 else "file", data)
-            mutator = mut.mutate_module
+            mutator = fuzz_files.mutate_module
         else:
             entry = rng.choice(seed["cache"])
             data = (seeds_dir / seed["cache_dir"] / entry).read_bytes()
             case = Case(kind, index, seed["name"], "cache", data, entry=entry, through_module=rng.random() < 0.15)
-            mutator = mut.mutate_plan
+            mutator = fuzz_files.mutate_plan
     if mutate:
-        case.data = mut.apply_mutations(ctx, data, mutator, count)
+        case.data = fuzz_files.apply_mutations(ctx, data, mutator, count)
         case.mutations = list(ctx.log)
         case.crafted = crafted
     return case

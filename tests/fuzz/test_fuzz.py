@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+import fuzz_files
 import fuzz_mutators as mut
 import fuzz_runner as fr
 
@@ -55,7 +56,7 @@ def test_crafted_edits_pass_the_digest(fuzz_root, tmp_path, name):
     root, manifest = fuzz_root
     data = (root / "seeds" / f"{name}.tforge").read_bytes()
     ctx = mut.Context(random.Random(0), manifest["canaries"], crafted=True)
-    edited = mut._mutate_doc_in_container(ctx, data, mut.MODULE_KEY, [(1, rename_in_main_graph)])
+    edited = fuzz_files._mutate_doc_in_container(ctx, data, fuzz_files.MODULE_KEY, [(1, rename_in_main_graph)])
     (tmp_path / "m.tforge").write_bytes(edited)
     io = load_file(str(root / "seeds" / f"{name}.io.safetensors"))
     out = forge.load(tmp_path / "m.tforge")(io["input_0"])
@@ -76,7 +77,7 @@ def test_graph_documents_fail_only_as_format_errors(fuzz_root):
     docs = []
     for seed in manifest["tforge"]:
         with safe_open(str(root / "seeds" / seed["file"]), "pt") as f:
-            meta = json.loads(f.metadata()[mut.MODULE_KEY])
+            meta = json.loads(f.metadata()[fuzz_files.MODULE_KEY])
             docs.append((meta["graph"], {k: f.get_tensor(k) for k in f.keys() if not k.startswith("__plans__/")}))
     escaped = {}
     for index in range(600):
@@ -133,4 +134,14 @@ def test_fuzz_subset_has_no_findings(fuzz_root):
     config = fr.RunConfig(kinds=fr.KINDS, cases=CI_CASES, seed=0, workers=2, timeout=60, root=str(root))
     summary = fr.FuzzRun(config).run()
     assert summary["cases"] == sum(CI_CASES.values())
+    assert summary["findings"] == 0, "\n" + fr.format_report(summary)
+
+
+@pytest.mark.slow
+def test_larger_fuzz_run_has_no_findings(fuzz_root):
+    """Ten times the CI subset with another run seed (a few minutes on two cores)."""
+    root, _ = fuzz_root
+    cases = {"tforge": 1500, "cache": 600, "onnx": 900}
+    config = fr.RunConfig(kinds=fr.KINDS, cases=cases, seed=1, workers=2, timeout=60, root=str(root))
+    summary = fr.FuzzRun(config).run()
     assert summary["findings"] == 0, "\n" + fr.format_report(summary)
