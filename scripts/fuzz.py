@@ -27,11 +27,13 @@ import fuzz_runner  # noqa: E402
 def _replay(args) -> int:
     root, manifest = fuzz_runner.build_root(Path(args.root) if args.root else None)
     seed = args.seed_model
+    data = Path(args.replay).read_bytes()
     entry = ""
-    if args.kind == "cache":
-        entry = next(s for s in manifest["tforge"] if s["name"] == seed)["cache"][0]
+    if args.kind == "cache":  # the entry whose key the plan carries (else the seed's first)
+        entries = next(s for s in manifest["tforge"] if s["name"] == seed)["cache"]
+        entry = next((e for e in entries if Path(e).stem.encode() in data), entries[0])
     loader = args.loader or {"tforge": "file", "cache": "cache", "onnx": "onnx"}[args.kind]
-    case = fuzz_runner.Case(args.kind, 0, seed, loader, Path(args.replay).read_bytes(), entry=entry,
+    case = fuzz_runner.Case(args.kind, 0, seed, loader, data, entry=entry,
                             mutations=["replayed " + args.replay], through_module=True)
     worker = fuzz_runner.WorkerProcess("replay", root, int(args.memory_gib * (1 << 30)))
     run = fuzz_runner.FuzzRun(fuzz_runner.RunConfig(root=str(root)))

@@ -75,7 +75,14 @@ def mutate_header(ctx: Context, header: dict, body: bytes) -> tuple[dict, bytes,
         return header, body, None
     name = ctx.rng.choice(names)
     entry = header[name]
-    action = ctx.rng.choice(["dtype", "shape", "offsets", "rename", "drop", "flip", "flip", "nan", "metadata"])
+    action = ctx.rng.choice(["dtype", "shape", "offsets", "rename", "drop", "flip", "flip", "nan", "metadata", "swap",
+                             "swap"])
+    if action == "swap":  # two tensors trade names (weights of one shape and dtype first: a well-formed file)
+        alike = [n for n in names if n != name and isinstance(header[n], dict)
+                 and (header[n].get("shape"), header[n].get("dtype")) == (entry.get("shape"), entry.get("dtype"))]
+        other = ctx.rng.choice(alike or [n for n in names if n != name] or [name])
+        header[name], header[other] = header[other], header[name]
+        return header, body, f"tensors {name!r} and {other!r}: swapped"
     if action == "dtype":
         entry["dtype"] = ctx.rng.choice(ST_DTYPES)
     elif action == "shape":
