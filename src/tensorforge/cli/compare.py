@@ -36,9 +36,9 @@ def _onnxruntime_session(path: str, input_names: list[str], inputs, device):
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(path, options, providers=providers)
+    from ..ir.ops.opaque_onnx import onnxruntime_session
+
+    session = onnxruntime_session(path, providers, severity=3)  # nothing on stdout, where --json goes
     names = [i.name for i in session.get_inputs()]
     order = input_names if sorted(names) == sorted(input_names) else names  # by name when they match, else by position
     feed = {name: t.detach().cpu().numpy() for name, t in zip(order, inputs)}

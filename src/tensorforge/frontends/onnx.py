@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import logging
 import os
@@ -30,9 +31,12 @@ import torch
 from ..ir import Graph, Sym, TensorType, Value
 from ..ir.types import dtype_name
 from ..ir.ops.opaque import encode_output_type
-from ..ir.ops.opaque_onnx import IR_DTYPES, encode_node, opaque_onnx_name, run_onnx_node
+from ..ir.ops.opaque_onnx import IR_DTYPES, encode_node, onnx_node_session, opaque_onnx_name, run_onnx_node
 from .onnx_ops import registry as reg
 from .onnx_ops.context import PROBES, SYMBOL, OnnxContext, Operand, solve_element
+from .onnx_validate import OnnxImportError, validate_model
+
+__all__ = ["OnnxImportError", "UnsupportedNode", "check_onnx_model", "from_onnx", "load_model", "prepare_model"]
 
 logger = logging.getLogger("tensorforge")
 
@@ -40,8 +44,25 @@ MIN_OPSET = 11
 DATA_SAMPLES = 4  # random draws that must give the zero inputs' output sizes before an opaque node is typed
 
 
-class OnnxImportError(ValueError):
-    pass
+@contextlib.contextmanager
+def _stage(where: str):
+    """Any error but OnnxImportError raised inside becomes one that says where (a node, a field, a stage): an
+    invalid model that got past the checks must still fail with a message naming what broke."""
+    try:
+        yield
+    except OnnxImportError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise OnnxImportError(f"{where}: {type(exc).__name__}: {detail}" if detail else
+                              f"{where}: {type(exc).__name__}") from exc
+
+
+def _elem_name(elem: int) -> str:
+    try:
+        return _elem_name(elem)
+    except ValueError:
+        return f"element type {elem} (unknown to onnx)"
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,15 @@ def format_unsupported(items: Sequence[UnsupportedNode]) -> str:
 
 def load_model(path_or_model, base_dir: str | None = None) -> onnx.ModelProto:
     """A ModelProto with its external data loaded (from the model's folder, or `base_dir`)."""
+    if not isinstance(path_or_model, onnx.ModelProto) and not isinstance(path_or_model, (bytes, bytearray)):
+        path = os.fspath(path_or_model)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no ONNX model at {path!r}")
+    with _stage("cannot read the ONNX model (a ModelProto, its external data)"):
+        return _load_model(path_or_model, base_dir)
+
+
+def _load_model(path_or_model, base_dir: str | None) -> onnx.ModelProto:
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
         if base_dir is not None:
@@ -135,7 +165,7 @@ def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence
     for v in inputs:
         elem = v.type.tensor_type.elem_type if v.type.HasField("tensor_type") else None
         if elem not in IR_DTYPES:
-            kind = onnx.TensorProto.DataType.Name(elem) if elem is not None else v.type.WhichOneof("value")
+            kind = _elem_name(elem) if elem is not None else v.type.WhichOneof("value")
             problems.append(f"input {v.name!r} is {kind}, which the IR cannot hold")
             continue
         dims = _dims(v.type)
@@ -170,27 +200,38 @@ def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence
 
 def prepare_model(model: onnx.ModelProto, dynamic_batch: bool = True,
                   input_shapes: Mapping[str, Sequence[int]] | None = None):
-    """Opset check, inlined functions, typed inputs, shape inference: (model, input IR types)."""
-    _check_opset(model)
+    """Typed inputs, the validity check (`onnx_validate`), the opset check, inlined functions, shape inference:
+    (model, input IR types)."""
     model_copy = onnx.ModelProto()
     model_copy.CopyFrom(model)
     model = model_copy
-    if model.functions:
-        model = onnx.inliner.inline_local_functions(model)
-    types = _input_types(model, dynamic_batch, dict(input_shapes or {}))
+    with _stage("typing the model's inputs"):
+        types = _input_types(model, dynamic_batch, dict(input_shapes or {}))
     for v in model.graph.input:
         if v.name in types:
             _set_dims(v.type, types[v.name].shape)
-    # declared output and intermediate shapes may still name the old batch parameters: let inference decide
+    validate_model(model)  # as it will be imported: the input sizes given are part of it
+    _check_opset(model)
+    if model.functions:
+        with _stage("inlining the model's local functions"):
+            model = onnx.inliner.inline_local_functions(model)
+    # declared output and intermediate shapes are hints (onnxruntime only warns when they are wrong) and may name
+    # the old batch parameters: inference decides, and a declared shape stays only where it finds none
+    declared = {}
     for v in list(model.graph.output) + list(model.graph.value_info):
-        dims = _dims(v.type)
-        if dims is not None and any(isinstance(d, str) for d in dims):
+        if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
+            dims = _dims(v.type)
+            if not any(isinstance(d, str) or d is None for d in dims):
+                declared[v.name] = v.type.tensor_type.shape
             v.type.tensor_type.ClearField("shape")
     try:
         model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # > 2 GiB protos, or an op inference cannot handle: the IR infers types anyway
         logger.warning("ONNX shape inference failed (%s); importing with the IR's own type inference",
                        str(exc).splitlines()[0])
+    for v in list(model.graph.output) + list(model.graph.value_info):
+        if v.name in declared and v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape"):
+            v.type.tensor_type.shape.CopyFrom(declared[v.name])
     return model, types
 
 
@@ -322,6 +363,14 @@ def _static_operand(name: str, value_types: dict, constants: dict[str, torch.Ten
     return Operand(name, _ir_type(value_types.get(name)))
 
 
+def _initializer(t, where: str = "") -> Operand:
+    if t.data_type not in IR_DTYPES:
+        raise OnnxImportError(f"initializer {t.name!r}{where} has ONNX element type {_elem_name(t.data_type)}, "
+                              f"which the IR cannot hold")
+    with _stage(f"initializer {t.name!r}{where} cannot be read"):
+        return Operand.known(t.name, [reg.tensor_from_proto(t)])
+
+
 def _without_inferred_types(node):
     """The node with the value_info shape inference added to its subgraphs removed: those sizes are the import's,
     and onnxruntime would check every later run against them."""
@@ -354,7 +403,7 @@ def _check_node(node, index: int, opsets: dict[str, int], value_types: dict, con
         entry = value_types.get(value) if value else None
         if entry is not None and entry[0] not in IR_DTYPES and entry[0] != 0:
             return unsupported(f"{value!r} has ONNX element type "
-                               f"{onnx.TensorProto.DataType.Name(entry[0])}, which the IR cannot hold")
+                               f"{_elem_name(entry[0])}, which the IR cannot hold")
     try:
         kwargs = reg.call_kwargs(schema, node, [_static_operand(x, value_types, constants) if x else None
                                                 for x in node.input], converter)
@@ -371,7 +420,8 @@ def _static_constants(graph) -> dict[str, torch.Tensor]:
     out = {}
     for t in graph.initializer:
         if t.data_type in IR_DTYPES:
-            out[t.name] = reg.tensor_from_proto(t)
+            with contextlib.suppress(Exception):  # one that does not decode: the import names it
+                out[t.name] = reg.tensor_from_proto(t)
     for n in graph.node:
         if n.op_type == "Constant" and reg.canonical_domain(n.domain) == "" and len(n.attribute) == 1:
             attr = n.attribute[0]
@@ -384,7 +434,10 @@ def _check_prepared(model) -> dict[int, UnsupportedNode]:
     """Unsupported nodes by their index in the model (node names need not be unique)."""
     opsets, value_types = model_opsets(model), _value_types(model)
     constants, used = _static_constants(model.graph), _used_outputs(model)
-    found = {i: _check_node(n, i, opsets, value_types, constants, used) for i, n in enumerate(model.graph.node)}
+    found = {}
+    for i, n in enumerate(model.graph.node):
+        with _stage(f"checking node {_node_name(n, i)!r} ({n.op_type})"):
+            found[i] = _check_node(n, i, opsets, value_types, constants, used)
     return {i: f for i, f in found.items() if f is not None}
 
 
@@ -458,19 +511,18 @@ class _Importer:
         if len(graph.input):
             raise reg.Unsupported(f"subgraph {graph.name!r} takes inputs (a loop body)")
         for t in graph.initializer:
-            if t.data_type not in IR_DTYPES:
-                raise OnnxImportError(f"initializer {t.name!r} of subgraph {graph.name!r} has ONNX element type "
-                                      f"{onnx.TensorProto.DataType.Name(t.data_type)}, which the IR cannot hold")
-            self.env[t.name] = Operand.known(t.name, [reg.tensor_from_proto(t)])
+            self.env[t.name] = _initializer(t, f" of subgraph {graph.name!r}")
         nodes = list(graph.node)
         constants = _static_constants(graph)
         constants.update({k: v.const for k, v in self.env.items() if v.const is not None and k not in constants})
         for i in _topological(nodes):
             name = _node_name(nodes[i], i)
-            found = _check_node(nodes[i], i, self.opsets, self.value_types, constants, self.used)
-            if found is not None:
-                self.declined.append(UnsupportedNode(found.op_type, found.domain, found.version, name, found.reason))
-            self._import_node(nodes[i], name, found.reason if found else None)
+            with _stage(f"node {name!r} ({nodes[i].op_type}) of subgraph {graph.name!r}"):
+                found = _check_node(nodes[i], i, self.opsets, self.value_types, constants, self.used)
+                if found is not None:
+                    self.declined.append(UnsupportedNode(found.op_type, found.domain, found.version, name,
+                                                         found.reason))
+                self._import_node(nodes[i], name, found.reason if found else None)
         missing = [o.name for o in graph.output if o.name not in self.env]
         if missing:
             raise OnnxImportError(f"subgraph {graph.name!r} returns {missing}, which nothing produces")
@@ -483,13 +535,11 @@ class _Importer:
                 value = graph.add_input(v.name, self.input_types[v.name])
                 self.env[v.name] = Operand(v.name, value.type, value=value)
         for t in self.model.graph.initializer:  # initializers win over graph inputs of the same name
-            if t.data_type not in IR_DTYPES:
-                raise OnnxImportError(f"initializer {t.name!r} has ONNX element type "
-                                      f"{onnx.TensorProto.DataType.Name(t.data_type)}, which the IR cannot hold")
-            self.env[t.name] = Operand.known(t.name, [reg.tensor_from_proto(t)])
+            self.env[t.name] = _initializer(t)
         nodes = list(self.model.graph.node)
         for i in _topological(nodes):
-            self._import_node(nodes[i], _node_name(nodes[i], i), self.reasons.get(i))
+            with _stage(f"node {_node_name(nodes[i], i)!r} ({nodes[i].op_type})"):
+                self._import_node(nodes[i], _node_name(nodes[i], i), self.reasons.get(i))
         outputs = []
         for out in self.model.graph.output:
             if out.name not in self.env:
@@ -576,7 +626,7 @@ class _Importer:
         for out_name, entry in zip(output_names, entries):
             if entry is not None and entry[0] and entry[0] not in IR_DTYPES:
                 raise OnnxImportError(f"node {name!r} ({node.op_type}: {reason}) outputs {out_name!r} of ONNX type "
-                                      f"{onnx.TensorProto.DataType.Name(entry[0])}, which the IR cannot hold")
+                                      f"{_elem_name(entry[0])}, which the IR cannot hold")
         dtypes = [IR_DTYPES.get(e[0]) if e else None for e in entries]  # None: onnxruntime will say
         if all(x.is_known for x in inputs):
             folded = self._fold_through_onnxruntime(inputs, encoded, dtypes)
@@ -588,6 +638,9 @@ class _Importer:
         elif any(t is None for t in types):
             self._refuse_runtime_trip_count(name, node)
             types = self._probe_types(name, node, inputs, encoded, dtypes, reason)
+        with _stage(f"node {name!r} ({node.op_type}) runs through onnxruntime, which cannot load it"):
+            onnx_node_session(**encoded, input_specs=[(x.type.dtype, x.type.rank) for x in inputs],
+                              output_dtypes=[t.dtype for t in types])
         values = [self.ctx.materialize(x) for x in inputs]
         attrs = dict(encoded, output_types=tuple(encode_output_type(t) for t in types), reason=reason)
         ir_node = self.graph.add_node(opaque_onnx_name(node.op_type, node.domain), values, attrs, name=name,

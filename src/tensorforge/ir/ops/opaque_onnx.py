@@ -18,8 +18,12 @@ Attributes (all JSON-able, so graphs with such nodes save and load like any othe
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
+import os
 import re
+import sys
+import threading
 
 import numpy as np
 import torch
@@ -63,16 +67,58 @@ def one_node_model(node, opset_imports, ir_version: int, input_names, input_spec
     return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version, producer_name="tensorforge")
 
 
+_STDOUT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """File descriptor 1 points at stderr inside: what native code prints there cannot reach a caller's stdout
+    (`tensorforge run --json` writes its result there). One thread at a time: the descriptor is the process's."""
+    with _STDOUT_LOCK:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            os.dup2(2, 1)
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def onnxruntime_session(model, providers=("CPUExecutionProvider",), severity: int = 4):
+    """An onnxruntime InferenceSession that writes nothing to stdout (every session the project creates is one).
+
+    `severity`: its log (to stderr) keeps messages from this level on (4: fatal only; failures come back as
+    exceptions anyway). onnxruntime announces a provider fallback with print() ("EP Error ... Falling back"), on
+    stdout: a session of the CPU provider alone has none, and while a session is created stdout (descriptor and
+    Python object) leads to stderr, where the banner of a fallback from another provider then goes. A run that
+    fails raises (no fallback, no banner)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = severity
+    fallback = int(len(providers) > 1)
+    with _stdout_to_stderr(), contextlib.redirect_stdout(sys.stderr):
+        session = ort.InferenceSession(model, options, providers=list(providers), enable_fallback=fallback)
+    session.disable_fallback()
+    return session
+
+
 @functools.lru_cache(maxsize=512)
 def _session(node_text: str, opset_imports: tuple, ir_version: int, input_names: tuple, input_specs: tuple,
              output_names: tuple, output_dtypes: tuple):
-    import onnxruntime as ort
-
     model = one_node_model(decode_node(node_text), opset_imports, ir_version, input_names, input_specs,
                            output_names, output_dtypes)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # failures come back as exceptions; its own log would only repeat them
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return onnxruntime_session(model.SerializeToString())
+
+
+def onnx_node_session(node: str, *, opset_imports, ir_version: int, input_names, input_specs, output_names,
+                      output_dtypes):
+    """The cached session that runs an encoded node on inputs of `input_specs` ((dtype, rank) each): an importer
+    creates it to learn, before the node is kept, that onnxruntime accepts it."""
+    return _session(node, tuple(tuple(x) for x in opset_imports), int(ir_version), tuple(input_names),
+                    tuple(tuple(x) for x in input_specs), tuple(output_names), tuple(output_dtypes))
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
