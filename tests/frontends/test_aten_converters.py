@@ -384,6 +384,11 @@ SHAPES = [
     fun("repeat-more-dims", lambda x: x.repeat(2, 1, 1), randn(4), "tile"),
     fun("flip", lambda x: x.flip(1), randn(3, 4), "reverse"),
     fun("flip-two-dims", lambda x: x.flip((1, -1)), randn(3, 4), "reverse"),
+    # the mean of a channels-last view is restored to its layout by an identity as_strided
+    fun("as_strided-identity", lambda x: F.adaptive_avg_pool3d(x.permute(0, 4, 1, 2, 3), 1) * 2, randn(2, 3, 3, 4),
+        ("mean", "multiply")),
+    fun("as_strided-view", lambda x: torch.as_strided(x * 3, (x.shape[0], 2, 2), (6, 2, 1)), randn(2, 3),
+        "multiply", opaque="torch.aten.as_strided.default"),
     fun("roll-two-dims", lambda x: torch.roll(x, (1, -2), (1, -1)), randn(3, 4), "roll"),
     fun("roll-flattened", lambda x: torch.roll(x, 5), randn(3, 4), "roll"),
     fun("slice-assign", _slice_assign, randn(4, 3), "slice_scatter"),

@@ -359,6 +359,24 @@ def repeat(ctx, *, self, repeats):
     return ctx.emit("tile", self, reps=tuple(repeats))
 
 
+@converter("aten::as_strided.default")
+def as_strided(ctx, *, self, size, stride, storage_offset=None):
+    """Only the identity view: `size` is self's shape and `stride` walks a contiguous self in order (what a
+    decomposition leaves when it restores a layout, e.g. adaptive_avg_pool3d's mean over size-1 axes)."""
+    source = ctx.fx_node.args[0].meta.get("val")
+    shape = self.type.shape
+    if tuple(size) != shape or storage_offset not in (None, 0) or not isinstance(source, torch.Tensor) \
+            or not all(isinstance(d, int) for d in shape[1:]) or source.storage_offset() != 0:
+        raise Unsupported("as_strided other than an identity view")
+    contiguous = [1] * len(shape)
+    for axis in range(len(shape) - 2, -1, -1):
+        contiguous[axis] = contiguous[axis + 1] * shape[axis + 1]
+    for axis, dim in enumerate(shape):
+        if dim != 1 and not (stride[axis] == contiguous[axis] == source.stride()[axis]):
+            raise Unsupported("as_strided other than an identity view")
+    return self
+
+
 @converter("aten::roll.default")
 def roll(ctx, *, self, shifts, dims):
     if not all(isinstance(s, int) for s in shifts):

@@ -34,7 +34,7 @@ import torch
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops.opaque import _torch_operator as torch_operator
 from ..ir.types import TensorType
-from .regions import _symbols
+from .regions import symbols_in
 
 DEFAULT_LIMIT_BYTES = 64 << 20
 # results up to this size fold whatever they are computed from (a mask, an index table)
@@ -113,7 +113,7 @@ def fold_constants(graph: Graph, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> Fold
     for node in graph.nodes:
         if not all(id(v) in known for v in node.inputs):
             continue
-        if _symbols(tuple(node.attrs.values())) or not all(v.type.is_static for v in node.outputs):
+        if symbols_in(tuple(node.attrs.values())) or not all(v.type.is_static for v in node.outputs):
             continue  # it depends on the batch size: not a constant
         reason = _op_reason(node) or _size_reason(node, limit_bytes)
         results = None

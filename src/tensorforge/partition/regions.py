@@ -213,13 +213,14 @@ def region_inputs(graph: "Graph", region: Iterable[int]) -> list["Value"]:
     return list(found.values())
 
 
-def _symbols(value) -> set[str]:
+def symbols_in(value) -> set[str]:
+    """The symbols an attribute value names (opaque nodes nest them in tuples and dicts)."""
     if isinstance(value, Sym):
         return {value.symbol}
     if isinstance(value, (tuple, list)):
-        return set().union(*map(_symbols, value)) if value else set()
+        return set().union(*map(symbols_in, value)) if value else set()
     if isinstance(value, dict):
-        return _symbols(tuple(value.values()))
+        return symbols_in(tuple(value.values()))
     return set()
 
 
@@ -239,7 +240,7 @@ def prune_regions(graph: "Graph", regions: list[list[int]], *, min_block_size: i
         used = set()
         for i in region:
             node = graph.nodes[i]
-            used |= _symbols(tuple(node.attrs.values())) | set().union(*(v.type.symbols for v in node.outputs))
+            used |= symbols_in(tuple(node.attrs.values())) | set().union(*(v.type.symbols for v in node.outputs))
         if size < min_block_size:
             pruned.append(Pruned(tuple(region), f"its region has {size} node{'s' * (size != 1)}, fewer than "
                                                 f"min_block_size={min_block_size}"))
