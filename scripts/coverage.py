@@ -55,6 +55,7 @@ TIMEOUT_S = 420
 MAX_PARAMS = 160_000_000  # larger models are a named limit here: memory and time on the 2-core sweep machine
 GOOD_MAC_SHARE, GOOD_REGIONS = 0.95, 3  # the summary's "offloaded well" bar
 REASON_WIDTH = 90
+FP64_MARGIN = 10  # tensorforge may be this many times further from FP64 than eager FP32 is
 NEAR_ZERO = 1e-6  # a reference output no larger than this makes the comparison say little
 # ONNX control flow run whole by onnxruntime: the work inside is neither offloaded nor counted in the MACs
 CONTROL_FLOW = ("onnx.If", "onnx.Loop", "onnx.Scan")
@@ -63,8 +64,9 @@ CONTROL_FLOW = ("onnx.If", "onnx.Loop", "onnx.Scan")
 # -- one model --------------------------------------------------------------------------------------
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
+    """The exception's type and first line (and the line after it when the first only announces a list)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [""]
+    line = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
     return f"{type(exc).__name__}: {line}"[:400]
 
 
@@ -108,6 +110,27 @@ def _compare(actual, expected) -> dict:
     if exact_mismatch:
         out["mismatch"] = f"integer/bool output(s) {exact_mismatch} differ"
     return out
+
+
+def _fp64_errors(model, inputs, actual, expected) -> tuple[float, float] | None:
+    """(eager FP32's own max rel error against eager FP64, tensorforge's against FP64), or None where the model
+    does not run in float64. With random weights some deep models amplify rounding: FP32 eager itself is then
+    as far from the exact answer as the tolerance, and only the FP64 reference can tell a wrong answer."""
+    import copy
+    import torch
+    from tensorforge.cli.sources import _flatten
+    try:
+        model64 = copy.deepcopy(model).double()
+        inputs64 = [t.double() if t.is_floating_point() else t for t in inputs]
+        with torch.no_grad():
+            exact = [t.detach() for t in _flatten(model64(*inputs64))]
+    except Exception:
+        return None
+    eager = _compare(expected, exact)
+    ours = _compare(actual, exact)
+    if "mismatch" in eager or "mismatch" in ours:
+        return None
+    return eager["max_rel_err"], ours["max_rel_err"]
 
 
 def _import(spec, model, inputs, row: dict):
@@ -185,11 +208,17 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
         actual = [out] if isinstance(out, torch.Tensor) else list(out)
         lap("run")
         row.update(_compare(actual, expected))
+        if not spec.is_onnx and "mismatch" not in row and not row["max_rel_err"] <= TOLERANCES["fp32"]:
+            errors = _fp64_errors(model, inputs, actual, expected)
+            if errors is not None:
+                row["eager_fp32_err_vs_fp64"], row["max_rel_err_vs_fp64"] = errors
     except Exception as exc:  # a row, whatever happened
         row.update(stage=stage, error=_first_line(exc), where=_where(exc))
         exported = "torch.export could not capture" in str(exc)
+        # the ONNX importer's refusals are limits, except its own bugs and a validity check that onnxruntime,
+        # which just ran the same file for the reference, contradicts
         onnx_refused = (stage == "import" and type(exc).__name__ == "OnnxImportError"
-                        and "converter bug" not in str(exc))
+                        and "converter bug" not in str(exc) and "not valid ONNX" not in str(exc))
         if stage in ("model", "reference"):
             row["status"] = "limit"
             row["error"] = f"the model itself fails here ({stage}): {row['error']}"
@@ -208,6 +237,12 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
     control_flow = sorted(op for op in row["fallback"] if op in CONTROL_FLOW)
     if "mismatch" in row:
         row.update(status="FAIL", stage="compare", error=f"wrong answer: {row['mismatch']}")
+    elif not row["max_rel_err"] <= tolerance and "eager_fp32_err_vs_fp64" in row and (
+            row["max_rel_err_vs_fp64"] <= max(tolerance, FP64_MARGIN * row["eager_fp32_err_vs_fp64"])):
+        row["status"] = "ok"
+        row["notes"].append(f"{row['max_rel_err']:.1e} from eager FP32, but eager FP32 is itself "
+                            f"{row['eager_fp32_err_vs_fp64']:.1e} from FP64 and tensorforge "
+                            f"{row['max_rel_err_vs_fp64']:.1e}: rounding amplified by the random weights")
     elif not row["max_rel_err"] <= tolerance:
         row.update(status="FAIL", stage="compare",
                    error=f"wrong answer: max rel error {row['max_rel_err']:.3g} > {tolerance:g} (fp32)")
