@@ -9,8 +9,12 @@ into the view it is offered costs nothing more; one that returns a new tensor (t
 always does) has its result copied into the view with `copy_`. Plan outputs are not in the arena: they
 are the kernels' own results, handed to the caller (cloned if a kernel returned a view into the arena).
 
-One context runs one batch of inputs at a time (the arena is its scratch space); make another context
-per thread or stream (`plan.create_execution_context()`), as in TensorRT.
+One context runs one batch of inputs at a time (the arena is its scratch space), as in TensorRT: the plan is
+shared and immutable, the context is everything mutable of a run — arena, typed views, side streams and events, and
+the CUDA graphs captured on this arena (`replay`). `plan.run` gives each calling thread a context of its own; a
+caller that manages its own makes one with `plan.create_execution_context()`. Using one context from two threads at
+once raises instead of mixing two runs in one arena. On CUDA a context also serves one stream at a time: a run
+enqueued on another stream before the previous one finished would share the arena with it.
 
 Several streams (a CUDA plan whose schedule has them, streams.py): the context owns its side streams and one
 event per layer another stream waits for, all made once. A run forks every side stream from the caller's
@@ -25,11 +29,14 @@ On the CPU the streams are ignored: layers run one by one in node order, which e
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import torch
 
+from .cuda_graphs import GraphRunner
 from .memory import arena_exemptions, viewed
 
 if TYPE_CHECKING:
@@ -111,12 +118,15 @@ class Program:
 
 
 class ExecutionContext:
-    """One arena, the program that runs in it, and (on CUDA, for a multi-stream program) its side streams."""
+    """One arena, the program that runs in it, (on CUDA, for a multi-stream program) its side streams, and the CUDA
+    graphs captured on it. One caller at a time (see the module docstring)."""
 
     def __init__(self, program: Program):
         self.program = program
         self.arena = torch.empty(program.arena_bytes, dtype=torch.uint8, device=program.device)
         self._views: dict[tuple, list] = {}
+        self._in_use = threading.RLock()  # reentrant: a capture (`replay`) runs `execute` on the same thread
+        self.graph_runner: GraphRunner | None = None  # made by the first `replay`
         self._side_streams: list[torch.cuda.Stream] = []
         self._events: dict[int, torch.cuda.Event] = {}  # position of a layer -> its event, for the waits
         if program.device.type == "cuda" and program.num_streams > 1:
@@ -136,8 +146,34 @@ class ExecutionContext:
             self._views[key] = views
         return views
 
+    def _claim(self) -> None:
+        if not self._in_use.acquire(blocking=False):
+            raise RuntimeError("this execution context is running on another thread; a context serves one caller at "
+                               "a time: give each thread its own (plan.create_execution_context(), or plan.run "
+                               "without a context)")
+
+    def replay(self, inputs: Sequence[torch.Tensor], env_of: Callable[[Sequence[torch.Tensor]], Mapping[str, int]]
+               ) -> tuple[torch.Tensor, ...]:
+        """`execute` as one CUDA graph per input signature, captured on this context's arena the first time;
+        `env_of(inputs)` binds the symbols (the plan's `bind_symbols`)."""
+        self._claim()
+        try:
+            if self.graph_runner is None:
+                this = weakref.ref(self)  # the runner lives in the context: no reference cycle through its function
+                self.graph_runner = GraphRunner(lambda *xs: this().execute(xs, env_of(xs)), name="plan")
+            return self.graph_runner(*inputs)
+        finally:
+            self._in_use.release()
+
     @torch.no_grad()
     def execute(self, inputs, env: Mapping[str, int]) -> tuple[torch.Tensor, ...]:
+        self._claim()
+        try:
+            return self._execute(inputs, env)
+        finally:
+            self._in_use.release()
+
+    def _execute(self, inputs, env: Mapping[str, int]) -> tuple[torch.Tensor, ...]:
         program = self.program
         views = self.views(env)
         values: list = [None] * program.num_values

@@ -19,11 +19,20 @@ A plan that spreads its layers over several streams (streams.py) is captured who
 context forks its side streams from the current stream and joins them back before returning (context.py), so
 the capture follows the side streams through their events and the graph keeps the branches concurrent. The
 warm-up runs create the side streams' cuBLAS workspaces and the events before capture begins.
+
+Threads: a runner belongs to one caller — one execution context, or one thread's (or `create_context()`'s) state
+of a module — because a replay writes into the graph's static buffers, so two threads replaying one graph would
+hand each other's results out. Captures are serialized process-wide (`capture_lock`): PyTorch allows one capture
+at a time, and every capture of a device shares one stream, so a warm-up on it while another thread captures
+would land in that thread's graph. Replays never take the lock. A capture uses CUDA's thread-local capture mode:
+only the capturing thread is barred from calls that are unsafe during a capture (cudaMalloc, a synchronize); other
+threads keep running their plans and replaying their graphs meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable, Sequence
 
 import torch
@@ -34,6 +43,12 @@ WARMUP_RUNS = 2
 
 
 _CAPTURE_STREAMS: dict[int, "torch.cuda.Stream"] = {}
+_CAPTURE_LOCK = threading.RLock()  # reentrant: a capture that builds a plan may time (and capture) its tactics
+
+
+def capture_lock() -> threading.RLock:
+    """Held around every warm-up and capture on `capture_stream` (see the module docstring): one at a time."""
+    return _CAPTURE_LOCK
 
 
 def capture_stream(device: torch.device | int | None = None) -> torch.cuda.Stream:
@@ -46,7 +61,10 @@ def capture_stream(device: torch.device | int | None = None) -> torch.cuda.Strea
         index = torch.cuda.current_device()
     stream = _CAPTURE_STREAMS.get(index)
     if stream is None:
-        stream = _CAPTURE_STREAMS[index] = torch.cuda.Stream(device=index)
+        with _CAPTURE_LOCK:  # two threads asking first must get the same stream
+            stream = _CAPTURE_STREAMS.get(index)
+            if stream is None:
+                stream = _CAPTURE_STREAMS[index] = torch.cuda.Stream(device=index)
     return stream
 
 
@@ -55,6 +73,8 @@ def _signature(inputs: Sequence[torch.Tensor]) -> tuple:
 
 
 class GraphRunner:
+    """`fn` replayed as one CUDA graph per input signature. One caller at a time (see the module docstring)."""
+
     def __init__(self, fn: Callable[..., Sequence[torch.Tensor]], name: str = "plan"):
         self.fn = fn
         self.name = name
@@ -85,6 +105,10 @@ class GraphRunner:
         return tuple(o.clone() for o in static_outputs)
 
     def _capture(self, key, inputs):
+        with _CAPTURE_LOCK:
+            return self._capture_locked(key, inputs)
+
+    def _capture_locked(self, key, inputs):
         static_inputs = [t.clone() for t in inputs]
         side = capture_stream(inputs[0].device if inputs else None)
         side.wait_stream(torch.cuda.current_stream())
@@ -96,7 +120,7 @@ class GraphRunner:
             graph = torch.cuda.CUDAGraph()
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
-            with torch.cuda.graph(graph, pool=self.pool, stream=side):
+            with torch.cuda.graph(graph, pool=self.pool, stream=side, capture_error_mode="thread_local"):
                 static_outputs = tuple(self.fn(*static_inputs))
         except Exception as exc:  # noqa: BLE001 - never let capture change results: run eagerly instead
             torch.cuda.synchronize()

@@ -22,10 +22,12 @@ before plans had streams, or built on one stream to fit max_workspace_size) runs
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import struct
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -97,8 +99,9 @@ class Plan:
                                          env)
             self.layers.append(LayerInfo(node.name, node.op, tactic.name, node.outputs[0].type.dtype, macs, stream))
         self._program = Program(graph, kernels, self.tactics, memory, self.device, schedule)
-        self._context: ExecutionContext | None = None
-        self._graph_runner: GraphRunner | None = None
+        # the only state a run changes is its context's; `run` without one uses the calling thread's own, made at
+        # that thread's first run and freed when the thread ends (or the plan goes): one arena per such thread
+        self._per_thread = threading.local()
         self._batch_input = next(((v.name, axis) for v in graph.inputs for axis, d in enumerate(v.type.shape)
                                   if getattr(d, "symbol", None) == "batch"), None)
 
@@ -114,17 +117,35 @@ class Plan:
         return self.schedule.num_streams
 
     def create_execution_context(self) -> ExecutionContext:
-        """A fresh arena for this plan (one per thread or stream that runs it concurrently)."""
+        """A context of its own (arena of `peak_activation_bytes`, side streams, CUDA graphs) for a caller that
+        manages it: one per thread or stream that runs this plan concurrently."""
         return ExecutionContext(self._program)
+
+    def _thread_context(self) -> ExecutionContext:
+        context = getattr(self._per_thread, "context", None)
+        if context is None:
+            context = self._per_thread.context = self.create_execution_context()
+        return context
+
+    @property
+    def _graph_runner(self) -> GraphRunner | None:
+        """The calling thread's CUDA-graph runner of this plan (None before its first graphed run): for tests."""
+        context = getattr(self._per_thread, "context", None)
+        return context.graph_runner if context is not None else None
 
     def run(self, *inputs: torch.Tensor, context: ExecutionContext | None = None,
             cuda_graph: bool | None = None) -> tuple[torch.Tensor, ...]:
         """Run on `inputs` (on `plan.device`, any batch from 1 to max_batch); returns the outputs as a tuple.
 
+        Safe to call from any number of threads at once: without a `context`, each thread runs in its own (made at
+        its first call; one arena of `peak_activation_bytes` per thread that ran the plan). A `context` given
+        serves one caller at a time.
+
         On CUDA the whole plan replays as one CUDA graph per batch size (`cuda_graph=False` runs it layer by
-        layer, e.g. when a caller is itself capturing a graph; an explicit `context` is never graphed). Either way
-        independent branches run on the plan's streams (`num_streams`, streams.py) and are joined back to the
-        caller's current stream before this returns."""
+        layer, e.g. when a caller is itself capturing a graph; an explicit `context` is graphed only with
+        `cuda_graph=True`). The graphs belong to the context. Either way independent branches run on the plan's
+        streams (`num_streams`, streams.py) and are joined back to the caller's current stream before this
+        returns."""
         env = bind_symbols(self.graph, inputs)
         for value, tensor in zip(self.graph.inputs, inputs):
             if tensor.device != self.device:
@@ -138,16 +159,13 @@ class Plan:
             return self._run(inputs, env, context, cuda_graph)
 
     def _run(self, inputs, env, context, cuda_graph):
+        graphed = self.device.type == "cuda" and (cuda_graph is True or (cuda_graph is None and context is None))
         if context is None:
-            if self._context is None:
-                self._context = self.create_execution_context()
-            if self.device.type == "cuda" and cuda_graph is not False:
-                if self._graph_runner is None:
-                    default = self._context
-                    self._graph_runner = GraphRunner(
-                        lambda *xs: default.execute(xs, bind_symbols(self.graph, xs)), name="plan")
-                return self._graph_runner(*inputs)
-            context = self._context
+            context = self._thread_context()
+        elif context.program is not self._program:
+            raise ValueError("this execution context was made by another plan")
+        if graphed:
+            return context.replay(inputs, functools.partial(bind_symbols, self.graph))  # the graph, not the plan
         return context.execute(inputs, env)
 
     __call__ = run

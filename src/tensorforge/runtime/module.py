@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import warnings
+import weakref
 from typing import Any
 
 import torch
@@ -36,6 +38,7 @@ from ..ir.digest import content_digest
 from ..ir.execute import bind_symbols
 from ..ir.serialize import unshared_tensors
 from .cache import PlanCache, plan_key, region_digest
+from .context import CallerState, ModuleContext
 from .options import RuntimeOptions
 
 MODULE_FORMAT = "tensorforge.module"
@@ -72,10 +75,15 @@ class Module(torch.nn.Module):
         self.options = options.with_env()
         self._cache = PlanCache(self.options.cache_dir)
         self._region_hashes: dict[str, str] = {}
+        # region -> {max_batch: plan}. Each inner dict is replaced, never changed in place (under _build_lock), so a
+        # call may read it without the lock and see either the old plans or the new ones, whole
         self._plans: dict[str, dict[int, Plan]] = {name: {} for name in graph.subgraphs}
+        self._build_lock = threading.Lock()
+        self._generation = 0  # bumped when a plan is replaced (mode 0): callers then drop graphs captured on the old
+        self._callers = threading.local()  # .state: the calling thread's CallerState (runtime/context.py)
+        self._callees = [n.attrs["callee"] for n in graph.nodes if n.op == "subgraph"]
         self._constants = {name: v.data.to(self.device) for name, v in graph.constants.items()}
         _region_weights_to_host(graph)
-        self._graph_runner: GraphRunner | None = None
 
     # -- building --------------------------------------------------------------------------------
 
@@ -101,19 +109,29 @@ class Module(torch.nn.Module):
         return self
 
     def _plan_for(self, name: str, batch: int) -> Plan:
+        """The plan region `name` runs `batch` on, built (once, whichever threads ask at the same time) if there
+        is none yet. A plan that exists is found without taking a lock."""
         region = self.regions[name]
         if not any(v.type.symbols for v in (*region.inputs, *region.outputs)):
             batch = 1  # a static region has one plan whatever the batch
-        built = self._plans[name]
+        plan = self._built_plan(name, batch)
+        if plan is None:
+            with self._build_lock:
+                plan = self._built_plan(name, batch)  # another thread may have built it while this one waited
+                if plan is None:
+                    plan = self._build_plan(name, region, batch)
+        return plan
+
+    def _built_plan(self, name: str, batch: int) -> Plan | None:
+        built = self._plans[name]  # one read: a dict nobody changes (see _setup)
         if self.options.multi_engine == 1:
-            if batch in built:
-                return built[batch]
-            target = batch
-        else:
-            largest = max(built, default=0)
-            if largest >= batch:
-                return built[largest]
-            target = batch
+            return built.get(batch)
+        largest = max(built, default=0)
+        return built[largest] if largest >= batch else None
+
+    def _build_plan(self, name: str, region: ir.Graph, target: int) -> Plan:
+        """Build (or fetch from the cache) the plan of `name` for max_batch `target` and publish it; under
+        _build_lock."""
         if name not in self._region_hashes:
             self._region_hashes[name] = region_digest(region)
         config = self.builder_config
@@ -136,25 +154,57 @@ class Module(torch.nn.Module):
 
     # -- running ---------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def forward(self, *inputs: torch.Tensor):
+        """Run the model. Safe from any number of threads at once: each calling thread runs in state of its own
+        (runtime/context.py), made at its first call."""
+        self._require_graph()
+        state = getattr(self._callers, "state", None)
+        if state is None:
+            state = self._callers.state = CallerState(self._generation)
+        return self._forward(inputs, state)
+
+    def create_context(self) -> ModuleContext:
+        """An execution context of this module for a caller that manages its own (one per worker, say):
+        `context(*inputs)` runs the module in arenas and CUDA graphs of the context's own. `module(*inputs)` needs
+        none: it gives each calling thread its own."""
+        self._require_graph()
+        return ModuleContext(self)
+
+    @property
+    def _graph_runner(self) -> GraphRunner | None:
+        """The calling thread's whole-module CUDA-graph runner (None before its first graphed call): for tests."""
+        state = getattr(getattr(self, "_callers", None), "state", None)
+        return state.runner if state is not None else None
+
+    @torch.no_grad()
+    def _forward(self, inputs, state: CallerState):
         graph = self._require_graph()
         env = bind_symbols(graph, inputs)  # every input checked before anything runs
         for value, tensor in zip(graph.inputs, inputs):
             if tensor.device != self.device:
                 raise ValueError(f"input {value.name!r} is on {tensor.device}, but this module runs on "
                                  f"{self.device}; move it with .to({str(self.device)!r})")
+        if state.generation != self._generation:
+            state.renew(self._generation, [p for ps in self.plans().values() for p in ps], self.device)
         if self.device.type == "cuda" and self.options.cuda_graph:
-            # the whole module — plans and the PyTorch ops between them — as one CUDA graph per batch size
-            if self._graph_runner is None:
-                self._graph_runner = GraphRunner(
-                    lambda *xs: self._run(xs, bind_symbols(graph, xs), cuda_graph=False), name="module")
-            outs = self._graph_runner(*inputs)
+            # the whole module — plans and the PyTorch ops between them — as one CUDA graph per batch size. Plans
+            # and this caller's contexts are made first, on the caller's stream: a build never runs while the
+            # capture lock is held, and an arena allocated there is freed in order with the caller's work on it
+            batch = env.get("batch", 1)
+            for name in self._callees:
+                state.context_for(self._plan_for(name, batch))
+            if state.runner is None:
+                module, caller = weakref.ref(self), weakref.ref(state)  # the state holds the runner: no cycle
+                state.runner = GraphRunner(
+                    lambda *xs: module()._run(xs, bind_symbols(graph, xs), cuda_graph=False, state=caller()),
+                    name="module")
+            outs = state.runner(*inputs)
         else:
-            outs = self._run(inputs, env, cuda_graph=None)
+            # on CUDA without the module graph, each plan replays as its own graph in this caller's context
+            outs = self._run(inputs, env, cuda_graph=self.device.type == "cuda", state=state)
         return outs[0] if len(outs) == 1 else outs
 
-    def _run(self, inputs, env: dict[str, int], cuda_graph: bool | None) -> tuple[torch.Tensor, ...]:
+    def _run(self, inputs, env: dict[str, int], cuda_graph: bool, state: CallerState) -> tuple[torch.Tensor, ...]:
         graph = self.graph
         batch = env.get("batch", 1)
         values: dict[int, torch.Tensor] = {id(v): t for v, t in zip(graph.inputs, inputs)}
@@ -163,7 +213,8 @@ class Module(torch.nn.Module):
         for node in graph.nodes:
             args = [values[id(v)] for v in node.inputs]
             if node.op == "subgraph":
-                outs = self._plan_for(node.attrs["callee"], batch).run(*args, cuda_graph=cuda_graph)
+                plan = self._plan_for(node.attrs["callee"], batch)
+                outs = plan.run(*args, context=state.context_for(plan), cuda_graph=cuda_graph)
             else:
                 outs = node.opdef.run(args, node.attrs, env, self.device)
             for v, t in zip(node.outputs, outs):
@@ -351,5 +402,5 @@ def load(path: str | os.PathLike, device=None, module_class: type[Module] = Modu
     except Exception as exc:
         raise ModuleFormatError(f"{path}: not a readable tensorforge module ({exc})") from exc
     module = module_class()
-    module._restore(tensors, metadata, device, path)
+    module._restore(tensors, metadata, device, path, cache_dir=cache_dir, max_workspace_size=max_workspace_size)
     return module
