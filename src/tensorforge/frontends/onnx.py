@@ -60,7 +60,7 @@ def _stage(where: str):
 
 def _elem_name(elem: int) -> str:
     try:
-        return _elem_name(elem)
+        return onnx.TensorProto.DataType.Name(elem)
     except ValueError:
         return f"element type {elem} (unknown to onnx)"
 

@@ -108,6 +108,25 @@ def test_invalid_model_is_refused_naming_the_problem(edit, pattern):
         from_onnx(model)
 
 
+def test_an_input_the_ir_cannot_hold_is_named():
+    model = make_model([node("Identity", ["x"], ["y"])], [("x", TensorProto.UINT16, [2])],
+                       [("y", TensorProto.UINT16, [2])])
+    with pytest.raises(OnnxImportError, match=r"input 'x' is UINT16, which the IR cannot hold"):
+        from_onnx(model)
+
+
+def test_an_error_inside_a_standard_ops_function_body_is_onnxs_own():
+    # onnx's inference of MeanVarianceNormalization-13's function body fails (its Constant), so onnx.checker
+    # refuses every such model; onnxruntime runs the op with its own kernel, and so does the import
+    model = make_model([node("MeanVarianceNormalization", ["x"], ["y"])], [("x", FLOAT, [2, 3, 4, 4])],
+                       [("y", FLOAT, [2, 3, 4, 4])], opset=13)
+    with pytest.raises(Exception, match="One and only one of the attributes"):  # noqa: PT011
+        onnx.checker.check_model(model, full_check=True)
+    graph = from_onnx(model)
+    assert [n.op for n in graph.opaque_nodes()] == ["onnx.MeanVarianceNormalization"]
+    assert_matches_onnxruntime(graph, model, [torch.randn(2, 3, 4, 4)])
+
+
 def test_undecodable_bytes_are_refused():
     data = _convnet().SerializeToString()
     with pytest.raises(OnnxImportError, match=r"cannot read the ONNX model.*DecodeError"):
