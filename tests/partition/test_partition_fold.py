@@ -82,8 +82,8 @@ def test_a_huge_full_is_neither_folded_nor_computed(monkeypatch):
 
 @pytest.mark.parametrize("shape,limit,reason", [
     ((1 << 19,), fold.DEFAULT_LIMIT_BYTES,  # 2 MiB from nothing
-     "its result (2.0 MiB) is larger than the constants it is computed from (0 B): cheaper to compute at run time "
-     "than to store"),
+     ("its result (2.0 MiB) is larger than the constants it is computed from (0 B): cheaper to compute at run time "
+      "than to store")),
     ((8,), 16, "its result (32 B) exceeds the folding limit (16 B)"),
     ((0,), 0, None),  # an empty result is never too large
     ((1 << 18,), fold.DEFAULT_LIMIT_BYTES, None),  # 1 MiB folds whatever it comes from
@@ -111,9 +111,9 @@ def test_a_result_as_large_as_its_source_folds():
     assert torch.equal(new.subgraphs["tensorforge_0"].constants["wt"].data, g.constants["const"].data.T)
 
 
-def _random_plus(x_type=f32(B, 4)) -> Graph:
+def _random_plus() -> Graph:
     g = Graph()
-    x = g.add_input("x", x_type)
+    x = g.add_input("x", f32(B, 4))
     r = _opaque(g, "torch.aten.rand.default", [], ({"list": [4]},), f32(4), name="r")
     g.set_outputs([g.call("add", x, r, name="out")])
     return g
@@ -144,7 +144,7 @@ def test_batch_dependent_and_input_dependent_nodes_are_not_constants():
     x = g.add_input("x", f32(B, 4))
     n = g.call("arange", stop=B, name="n")  # no inputs, but its size is the batch
     g.set_outputs([g.call("multiply", x, g.call("cast", g.call("sum", n), dtype="float32"), name="m")])
-    new, config = partition_checked(g, use_implicit_batch=False)
+    _, config = partition_checked(g, use_implicit_batch=False)
     assert config.report.folded == () and config.report.not_folded == ()
 
 
@@ -159,5 +159,5 @@ def test_multi_output_nodes_and_constant_outputs_fold():
 
 
 def test_folding_off_keeps_every_node():
-    new, config = partition_checked(_island_between_regions(), use_implicit_batch=False, fold_constants=False)
+    _, config = partition_checked(_island_between_regions(), use_implicit_batch=False, fold_constants=False)
     assert config.report.folded == () and config.report.total_nodes == 5

@@ -21,8 +21,8 @@ import torch
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops.opaque import encode_output_type
 from ..ir.registry import get_op
-from .config import PartitionConfig
 from . import fold
+from .config import PartitionConfig
 from .regions import form_regions, prune_regions, region_macs
 from .report import Fallback, Folded, OpCount, PartitionReport, RegionSummary
 from .rules import ENGINE_VERSION, SupportContext, support_reason
