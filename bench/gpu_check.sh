@@ -5,6 +5,7 @@
 #   bash bench/gpu_check.sh gemm ARGS...      (every engine.dense tactic on the transformer GEMMs: bench/gemm_tactics.py)
 #   bash bench/gpu_check.sh profile ARGS...   (kernels per call, tensorforge beside torch.compile: bench/kernel_profile.py)
 #   bash bench/gpu_check.sh buildprof ARGS... (where a cold build spends its time: bench/build_profile.py)
+#   bash bench/gpu_check.sh threads ARGS...   (1-8 threads, contexts per thread vs one locked: bench/threads.py)
 #   bash bench/gpu_check.sh zoo ARGS...       (8 swept architectures outside the tuned set, FP16: bench/zoo_gpu.py)
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -18,6 +19,7 @@ case "$step" in
   buildprof) python3 bench/build_profile.py --out "$OUT" "$@" 2>&1 | tee "$OUT/build_profile.log" ;;
   gemm)     python3 bench/gemm_tactics.py --out "$OUT/gemm_tactics.json" "$@" 2>&1 | tee "$OUT/gemm_tactics.log" ;;
   streams)  python3 bench/streams.py --out "$OUT" "$@" 2>&1 | tee "$OUT/streams.log" ;;
+  threads)  python3 bench/threads.py --out "$OUT/threads.json" "$@" 2>&1 | tee "$OUT/threads.log" ;;
   zoo)      python3 bench/zoo_gpu.py --out "$OUT" "$@" 2>&1 | tee "$OUT/zoo_gpu.log" ;;
   bench)    python3 bench/benchmark.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
   accuracy)
