@@ -23,6 +23,8 @@ imported. Classes (`FINDINGS` are failures, the rest are fine):
     code-execution     a canary ran (module imported, library loaded, command or code executed)
     file-escape        a file appeared outside the case's folder, or external data was read from outside it
     silent-wrong-answer  loaded and ran, output differs, no warning, and the file was corrupted, not crafted
+    wrong-answer       ONNX: tensorforge and onnxruntime disagree on the same (mutated) model, warning or not (a
+                       warning such as "this node runs through onnxruntime" does not excuse another answer)
     undocumented-error   an exception class tensorforge defines, but not one its loaders document
     crash-exception    any other exception (KeyError, TypeError, RecursionError, torch's RuntimeError, ...)
     worker-died        the process died (segfault, abort, out of memory)
@@ -55,8 +57,8 @@ HERE = Path(__file__).resolve().parent
 KINDS = ("tforge", "cache", "onnx")
 DOCUMENTED_ERRORS = {"ModuleFormatError", "GraphFormatError", "PlanCompatibilityError", "OnnxImportError"}
 RUN_STAGES = {"run", "plan-run", "build"}
-FINDINGS = ("code-execution", "file-escape", "silent-wrong-answer", "undocumented-error", "crash-exception",
-            "worker-died", "hang")
+FINDINGS = ("code-execution", "file-escape", "silent-wrong-answer", "wrong-answer", "undocumented-error",
+            "crash-exception", "worker-died", "hang")
 FINE = ("ok", "ok-warned", "accepted-crafted", "ran-unchecked", "rejected", "rejected-at-run", "oracle-failure")
 # importing any of these during a case means a payload reached Python's machinery
 FORBIDDEN_MODULES = {"fuzz_canary_payload", "antigravity", "this", "webbrowser", "pty", "code", "pdb", "telnetlib",
@@ -346,6 +348,8 @@ def classify(case: Case, outcome: dict) -> str:
         return "ran-unchecked"
     if r["equal"]:
         return "ok"
+    if case.kind == "onnx":  # the oracle ran the same model: nothing excuses another answer
+        return "wrong-answer"
     if r["warnings"]:
         return "ok-warned"
     return "accepted-crafted" if case.crafted else "silent-wrong-answer"
@@ -523,9 +527,20 @@ class FuzzRun:
         path.write_bytes(case.data)
         return str(path)
 
+    def _prune_saved(self) -> None:
+        """Keep only the saved files the summary's examples name (a better example replaces a worse one)."""
+        if not self.config.findings_dir:
+            return
+        named = {e.get("file") for examples in self.examples.values() for e in examples}
+        for path in Path(self.config.findings_dir).glob("*/*"):
+            if str(path) not in named:
+                path.unlink()
+
     def summary(self, seconds: float) -> dict:
+        self._prune_saved()
         by_signature = []
         for sig, examples in self.examples.items():
+            examples.sort(key=lambda e: (len(e["mutations"]), e["bytes"]))  # the simplest reproduction first
             count = sum(1 for r in self.records if r["signature"] == sig)
             by_signature.append({"class": examples[0]["class"], "signature": sig, "count": count,
                                  "examples": examples})
