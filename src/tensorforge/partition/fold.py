@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 
 from ..ir.graph import Graph, Node, Value
-from ..ir.ops.opaque import _torch_operator as torch_operator
+from ..ir.ops.opaque import torch_operator
 from ..ir.types import TensorType
 from .regions import symbols_in
 

@@ -55,7 +55,7 @@ def _unsafe(namespace: str, schema) -> str | None:
     return None
 
 
-def _torch_operator(name: str) -> torch._ops.OpOverload:
+def torch_operator(name: str) -> torch._ops.OpOverload:
     """torch.aten.cumsum.default -> torch.ops.aten.cumsum.default, only if the dispatcher has that overload.
 
     A name comes from a file, so it is data: it is checked against the operator registry (the schemas the
@@ -109,7 +109,7 @@ def _materialize(arg, tensors, device):
 
 @functools.lru_cache(maxsize=1024)  # bounded: names come from files, and a refused name is not cached
 def _resolve_torch(name: str) -> OpDef:
-    op = _torch_operator(name)  # checked now, when a graph naming it is read, not at its first run
+    op = torch_operator(name)  # checked now, when a graph naming it is read, not at its first run
 
     def compute(*tensors, args=(), kwargs=None, output_types=(), device=None):
         dev = tensors[0].device if tensors else device
