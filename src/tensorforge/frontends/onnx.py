@@ -1,15 +1,19 @@
 """ONNX frontend: an `.onnx` file (or `ModelProto`) -> `ir.Graph`, for opset 11 and newer.
 
-1. The model is loaded with its external data, local functions are inlined, graph inputs get their IR
-   types (a symbolic leading dimension is the batch, `Sym("batch")`, with `dynamic_batch`) and ONNX
-   shape inference fills in the types of the values the model does not annotate.
+1. The model is loaded with its external data, graph inputs get their IR types (a symbolic leading
+   dimension is the batch, `Sym("batch")`, with `dynamic_batch`; `input_shapes` fixes the others), the model
+   is validated as it will be imported (`onnx_validate.py`: onnx.checker and onnxruntime's further rules,
+   every problem in one `OnnxImportError`), local functions are inlined and ONNX shape inference fills in
+   the types of the values the model does not annotate (declared shapes are hints, as in onnxruntime).
 2. The whole model is checked before anything is imported (`check_onnx_model`): every node whose op,
    opset version, attributes or dtypes have no mapping is collected, and all of them are reported at
    once (a warning, or an error with `strict=True`).
 3. Each node is converted through the registry (`onnx_ops/`), keyed by (op type, since-version) as the
    model's opset resolves it. Initializers are constants; shape computations are evaluated at import
-   (see `onnx_ops/context.py`). A node with no mapping, or one its converter declines, becomes an opaque
-   node `onnx.<OpType>` that runs that node alone through onnxruntime: nothing is dropped.
+   (see `onnx_ops/context.py`), and so are `If` nodes whose condition they decide (`onnx_ops/control.py`). A
+   node with no mapping, or one its converter declines, becomes an opaque node `onnx.<OpType>` that runs
+   that node alone through onnxruntime (which must load it at import): nothing is dropped. Any other failure
+   is an `OnnxImportError` naming the node.
 4. Every converted value's IR type is checked against what ONNX shape inference says, so a converter
    bug fails here, naming the node, instead of computing wrong numbers later.
 """

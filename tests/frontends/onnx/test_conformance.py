@@ -41,7 +41,7 @@ EXPECTED_NOT_PASSING: dict[str, tuple[str, str]] = {
     # converts them up to 11)
     r"test_(and|or|xor|not)_?\w*$": ("refused", r"opset [17]; tensorforge imports opset 11 and newer"),
     # not tensors
-    r"test_identity_(opt|sequence)$": ("refused", r"sequences, optionals or maps"),
+    r"test_(identity_(opt|sequence)|if_(opt|seq))$": ("refused", r"sequences, optionals or maps"),
     # Range's function body is a Loop, which ONNX's generator writes at opset 25 (beyond onnxruntime)
     r"test_range_.*_expanded$": ("refused", r"Loop"),
     # training-time behaviour is not mapped: these run through onnxruntime
