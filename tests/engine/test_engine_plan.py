@@ -232,6 +232,9 @@ REFUSED = [  # (make bad bytes from good plan bytes, a piece of the message)
                  "memory.arena_bytes is 1099511627776, but its activations need at most", id="arena-too-large"),
     pytest.param(lambda data: edit_plan(data, lambda doc: doc["memory"].update(alignment=0)),
                  "memory.alignment is 0", id="arena-alignment-zero"),
+    pytest.param(lambda data: edit_plan(data, lambda doc: [slot.__setitem__(0, 0)
+                                                           for slot in doc["memory"]["slots"].values()]),
+                 "the same bytes while both are live", id="arena-slots-overlap"),
     pytest.param(_garbled_header, "not valid JSON", id="garbled-header"),
     pytest.param(lambda data: save_tensors({"w": torch.ones(3)}), "a safetensors file, but not a tensorforge plan",
                  id="foreign-safetensors"),

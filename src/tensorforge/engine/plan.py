@@ -339,13 +339,18 @@ def _check_layers(graph: Graph, tactics: Mapping[str, str], device: torch.device
 def _schedule_for_arena(graph: Graph, memory: MemoryPlan, tactics: Mapping[str, str],
                         schedule: StreamSchedule) -> StreamSchedule:
     """`schedule` when the arena plan keeps its concurrent layers apart, else one stream: a plan saved before
-    plans had streams was planned for node order only, and running it on several streams would be a race."""
-    if schedule.num_streams == 1:
-        return schedule
+    plans had streams was planned for node order only, and running it on several streams would be a race. An arena
+    plan that lets two live values share bytes even in node order is refused: a plan from a planner that had that
+    bug, or an edited file, would otherwise compute with overwritten activations."""
     unplanned, aliases = arena_exemptions(graph, tactics)
-    if conflicts(memory, lifetimes(graph, unplanned, aliases, schedule)):
-        return single_stream(graph)
-    return schedule
+    overlapping = conflicts(memory, lifetimes(graph, unplanned, aliases))
+    if overlapping:
+        a, b = overlapping[0]
+        raise PlanCompatibilityError(f"the arena plan gives %{a} and %{b} the same bytes while both are live "
+                                     f"({len(overlapping)} such pair(s)); rebuild the plan")
+    if schedule.num_streams == 1 or not conflicts(memory, lifetimes(graph, unplanned, aliases, schedule)):
+        return schedule
+    return single_stream(graph)
 
 
 def _check_memory(graph: Graph, memory: MemoryPlan, max_batch: int, tactics: Mapping[str, str]) -> None:
