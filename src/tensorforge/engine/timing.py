@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 
 from ..ir.types import TensorType, bind_value
-from .cuda_graphs import capture_stream
+from .cuda_graphs import capture_lock, capture_stream
 from .tactics.registry import BindContext, Kernel, Tactic
 
 CACHE_FORMAT = "tensorforge.timing_cache"
@@ -133,23 +133,27 @@ def measure(kernel: Kernel, node, ctx: BindContext, runs: int, memory_format=Non
 
 
 def _captured(call, device: torch.device):
-    """A CUDA graph of CALLS_PER_GRAPH calls (after a warm-up on a side stream, as capture requires), or None."""
+    """A CUDA graph of CALLS_PER_GRAPH calls (after a warm-up on a side stream, as capture requires), or None.
+
+    Under `capture_lock`, in thread-local capture mode, like every capture on the shared stream (cuda_graphs.py):
+    another thread may be capturing or running its plans while this one builds."""
     side = capture_stream(device)  # one stream, so one cuBLAS workspace, for every measurement of a build
-    side.wait_stream(torch.cuda.current_stream(device))
-    try:
-        with torch.cuda.stream(side):
-            call()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with warnings.catch_warnings():  # a view launches nothing: its graph is empty, and that is fine
-            warnings.filterwarnings("ignore", message="The CUDA Graph is empty")
-            with torch.cuda.graph(graph, stream=side):
-                for _ in range(CALLS_PER_GRAPH):
-                    call()
-        return graph
-    except Exception:  # noqa: BLE001 - capture is an optimisation of the measurement, never a requirement
-        torch.cuda.synchronize(device)
-        return None
+    with capture_lock():
+        side.wait_stream(torch.cuda.current_stream(device))
+        try:
+            with torch.cuda.stream(side):
+                call()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with warnings.catch_warnings():  # a view launches nothing: its graph is empty, and that is fine
+                warnings.filterwarnings("ignore", message="The CUDA Graph is empty")
+                with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
+                    for _ in range(CALLS_PER_GRAPH):
+                        call()
+            return graph
+        except Exception:  # noqa: BLE001 - capture is an optimisation of the measurement, never a requirement
+            torch.cuda.synchronize(device)
+            return None
 
 
 @dataclass

@@ -17,6 +17,7 @@ while on the GPU they are the model's own tensors, which would stay alive after 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -32,7 +33,7 @@ from safetensors.torch import save_file
 
 from .. import ir
 from ..engine import Builder, BuilderConfig, Plan, PlanCompatibilityError
-from ..engine.cuda_graphs import GraphRunner
+from ..engine.cuda_graphs import GraphRunner, capture_lock
 from ..engine.fingerprint import fingerprint as device_fingerprint
 from ..ir.digest import content_digest
 from ..ir.execute import bind_symbols
@@ -116,7 +117,11 @@ class Module(torch.nn.Module):
             batch = 1  # a static region has one plan whatever the batch
         plan = self._built_plan(name, batch)
         if plan is None:
-            with self._build_lock:
+            # on CUDA no other thread captures a graph while a build runs: a build synchronizes the device, empties
+            # caches and captures its own timing graphs, which a capture in progress would not survive. (A capture
+            # never waits for this module's build lock: its plans are built before it starts, see _forward.)
+            capturing = capture_lock() if self.device.type == "cuda" else contextlib.nullcontext()
+            with self._build_lock, capturing:
                 plan = self._built_plan(name, batch)  # another thread may have built it while this one waited
                 if plan is None:
                     plan = self._build_plan(name, region, batch)
