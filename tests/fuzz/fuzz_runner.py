@@ -371,7 +371,8 @@ def signature(case: Case, cls: str, outcome: dict) -> str:
         what = re.sub(r"\d+", "N", " ".join(map(str, what)))[:140]
         return f"{cls}: {what} after {_normalize(case.mutations[0]) if case.mutations else '?'}"
     if r.get("status") == "error":
-        return f"{r['type']} at {r['origin']} ({r['stage']}): {_normalize(r['message'])}"
+        where = f"{r['type']} at {r['origin']} ({r['stage']})"
+        return where if cls in FINE else f"{where}: {_normalize(r['message'])}"  # refusals: one line per raise site
     return f"{cls}: {_normalize(case.mutations[0]) if case.mutations else '?'}"
 
 
@@ -493,7 +494,8 @@ class FuzzRun:
     def _record(self, case: Case, cls: str, sig: str, outcome: dict, elapsed: float, total: int) -> None:
         r = outcome.get("result", {})
         record = {"kind": case.kind, "index": case.index, "seed": case.seed, "loader": case.loader, "class": cls,
-                  "signature": sig, "crafted": case.crafted, "mutations": case.mutations, "seconds": round(elapsed, 3)}
+                  "signature": sig, "crafted": case.crafted, "mutations": [m[:200] for m in case.mutations],
+                  "seconds": round(elapsed, 3)}
         with self.lock:
             self.records.append(record)
             self.counts.setdefault(case.kind, {}).setdefault(cls, 0)
@@ -528,20 +530,34 @@ class FuzzRun:
         return str(path)
 
     def _prune_saved(self) -> None:
-        """Keep only the saved files the summary's examples name (a better example replaces a worse one)."""
+        """Keep one saved file per root cause: the simplest example's (the others stay described, without a file)."""
         if not self.config.findings_dir:
             return
-        named = {e.get("file") for examples in self.examples.values() for e in examples}
+        named = set()
+        for examples in self.examples.values():
+            for i, e in enumerate(examples):
+                if i == 0 and e.get("file"):
+                    named.add(e["file"])
+                else:
+                    e.pop("file", None)
         for path in Path(self.config.findings_dir).glob("*/*"):
             if str(path) not in named:
                 path.unlink()
 
     def summary(self, seconds: float) -> dict:
+        for examples in self.examples.values():
+            examples.sort(key=lambda e: (len(e["mutations"]), e["bytes"]))  # the simplest reproduction first
         self._prune_saved()
         by_signature = []
+        counts = {}
+        for r in self.records:
+            counts[r["signature"]] = counts.get(r["signature"], 0) + 1
         for sig, examples in self.examples.items():
-            examples.sort(key=lambda e: (len(e["mutations"]), e["bytes"]))  # the simplest reproduction first
-            count = sum(1 for r in self.records if r["signature"] == sig)
+            count = counts[sig]
+            if examples[0]["class"] not in FINDINGS:  # fine outcomes: one example each, its result in brief
+                examples[1:] = []
+                examples[0]["result"] = {k: examples[0]["result"].get(k) for k in ("type", "stage", "message",
+                                                                                    "detail", "warnings")}
             by_signature.append({"class": examples[0]["class"], "signature": sig, "count": count,
                                  "examples": examples})
         by_signature.sort(key=lambda s: (s["class"] not in FINDINGS, FINDINGS.index(s["class"])
