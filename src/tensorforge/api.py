@@ -23,11 +23,13 @@ LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": loggin
 
 def build(graph: ir.Graph, config: PartitionConfig | None = None, device=None, fp16: bool = False, *,
           bf16: bool = False, tf32: bool = True, cache_dir: str | None = None, max_workspace_size: int | None = None,
-          multi_engine: int = 0, max_streams: int = 4, module_class: type[Module] = Module) -> Module:
+          multi_engine: int = 0, max_streams: int = 4, max_batch_size: int | None = None,
+          module_class: type[Module] = Module) -> Module:
     """A runtime module for a partitioned graph (partitioned here with defaults if `config` is None).
 
     Plans are built at first run (or with `module.build_all(batch_size)`), cached in memory and, with
     `cache_dir`, on disk. `max_streams` caps the CUDA streams a plan runs independent branches on (1: none).
+    `max_batch_size` makes a larger batch an error (default: plans grow to the largest batch seen).
     TENSORFORGE_USE_FP16 / _CACHE_DIR / _MAX_WORKSPACE_SIZE / _MULTI_ENGINE override.
     """
     if config is None:
@@ -36,7 +38,7 @@ def build(graph: ir.Graph, config: PartitionConfig | None = None, device=None, f
         graph, config = partition_for_tensorforge(graph)
     options = RuntimeOptions(fp16=fp16, bf16=bf16, tf32=tf32, cache_dir=cache_dir,
                              max_workspace_size=max_workspace_size or config.max_workspace_size,
-                             multi_engine=multi_engine, max_streams=max_streams)
+                             multi_engine=multi_engine, max_streams=max_streams, max_batch_size=max_batch_size)
     return module_class(graph, config, device=device, options=options)
 
 
@@ -82,7 +84,7 @@ def convert(model: torch.nn.Module, inputs: Sequence[torch.Tensor], fp16_mode: b
                                               torch_executed_ops=tuple(torch_executed_ops))
     logger.info("%s", config.report)
     module = build(graph, config, device=device, fp16=fp16_mode, cache_dir=cache_dir,
-                   max_workspace_size=max_workspace_size, module_class=EngineModule)
+                   max_workspace_size=max_workspace_size, max_batch_size=max_batch_size, module_class=EngineModule)
     return module.build_all(max_batch_size)
 
 

@@ -153,8 +153,10 @@ class Plan:
         batch = env.get("batch")
         if batch is not None and not 1 <= batch <= self.max_batch:
             name, axis = self._batch_input
+            hint = (f"build with max_batch >= {batch}" if batch > self.max_batch else
+                    "a plan runs batches of 1 or more (a module runs an empty batch through its reference ops)")
             raise ValueError(f"input {name!r}: batch size {batch} (dimension {axis}) is outside the plan's range "
-                             f"1..{self.max_batch}; build with max_batch >= {batch}")
+                             f"1..{self.max_batch}; {hint}")
         with tf32_mode(self.config.tf32) if self.device.type == "cuda" else contextlib.nullcontext():
             return self._run(inputs, env, context, cuda_graph)
 

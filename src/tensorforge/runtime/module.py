@@ -189,6 +189,13 @@ class Module(torch.nn.Module):
             if tensor.device != self.device:
                 raise ValueError(f"input {value.name!r} is on {tensor.device}, but this module runs on "
                                  f"{self.device}; move it with .to({str(self.device)!r})")
+        batch = env.get("batch")
+        if batch is not None and self.options.max_batch_size is not None and batch > self.options.max_batch_size:
+            raise ValueError(f"batch size {batch} is above this module's max_batch_size {self.options.max_batch_size} "
+                             f"(convert(max_batch_size=...)); convert again with a larger max_batch_size")
+        if batch == 0:  # as eager: empty outputs, computed by the graph's reference ops (no plan has a zero batch)
+            outs = ir.execute(graph, *inputs)
+            return outs[0] if len(outs) == 1 else outs
         if state.generation != self._generation:
             state.renew(self._generation, [p for ps in self.plans().values() for p in ps], self.device)
         if self.device.type == "cuda" and self.options.cuda_graph:

@@ -36,6 +36,7 @@ class RuntimeOptions:
     optimization_level: int = 3
     cuda_graph: bool = True  # on CUDA, replay the whole module (or, failing that, each plan) as one graph
     max_streams: int = 4  # CUDA streams a plan may run independent branches on (1: one stream)
+    max_batch_size: int | None = None  # a larger batch is an error (torch2trt's contract); None: plans grow to fit
 
     def __post_init__(self):
         if self.multi_engine not in (0, 1):
@@ -43,6 +44,8 @@ class RuntimeOptions:
                              f"got {self.multi_engine!r}")
         if isinstance(self.max_streams, bool) or not isinstance(self.max_streams, int) or self.max_streams < 1:
             raise ValueError(f"max_streams must be a positive int, got {self.max_streams!r}")
+        if self.max_batch_size is not None and (isinstance(self.max_batch_size, bool) or self.max_batch_size < 1):
+            raise ValueError(f"max_batch_size must be None or a positive int, got {self.max_batch_size!r}")
         if self.max_workspace_size <= 0:
             raise ValueError(f"max_workspace_size must be positive, got {self.max_workspace_size}")
 
@@ -85,8 +88,10 @@ class RuntimeOptions:
                 continue
             value = data[name]
             wanted = bool if kinds[name] in (bool, "bool") else int
-            if type(value) is not wanted:  # noqa: E721 - bool is an int, and neither may stand for the other here
-                raise ValueError(f"options.{name} must be {wanted.__name__}, got {value!r}")
+            optional = "None" in str(kinds[name])
+            if type(value) is not wanted and not (optional and value is None):  # noqa: E721 - a bool is no int here
+                raise ValueError(f"options.{name} must be {wanted.__name__}{' or null' if optional else ''}, "
+                                 f"got {value!r}")
             values[name] = value
         resources = {"cache_dir": cache_dir}
         if max_workspace_size is not None:
@@ -96,7 +101,8 @@ class RuntimeOptions:
 
 # The options a saved module carries (and restores). cache_dir and max_workspace_size are left out on purpose: where
 # plans are cached and how much memory a rebuild may take belong to the machine that loads the file.
-SAVED_FIELDS = ("fp16", "bf16", "tf32", "multi_engine", "optimization_level", "cuda_graph", "max_streams")
+SAVED_FIELDS = ("fp16", "bf16", "tf32", "multi_engine", "optimization_level", "cuda_graph", "max_streams",
+                "max_batch_size")
 
 
 def _flag(name: str, value: str) -> bool:
