@@ -179,6 +179,34 @@ def test_plan_run_from_eight_threads_matches_eager(warm_module, pool):
     assert_all_match_eager(results, expected)
 
 
+def test_a_context_in_use_on_another_thread_refuses_a_second_caller(warm_module, pool):
+    """One context, two callers at once, would share one arena: the second must get an error, not a wrong answer.
+    Another thread holds each context as a run in flight would, while this one calls it."""
+    inputs, expected = pool
+    (plan,) = only_plan(warm_module)
+    module_context, plan_context = warm_module.create_context(), plan.create_execution_context()
+    for context, call in ((module_context, lambda: module_context(inputs[0])),
+                          (plan_context, lambda: plan.run(inputs[0], context=plan_context))):
+        held, release = threading.Event(), threading.Event()
+
+        def hold(context=context, held=held, release=release):
+            with context._in_use:
+                held.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait()
+        try:
+            with pytest.raises(RuntimeError, match="running on another thread"):
+                call()
+        finally:
+            release.set()
+            holder.join()
+        result = call()  # free again: it runs
+        torch.testing.assert_close(result[0] if isinstance(result, tuple) else result, expected[0], **CPU_TOL)
+
+
 # -- on a GPU, CUDA graphs on ------------------------------------------------------------------------------------
 
 @pytest.mark.gpu
