@@ -89,6 +89,11 @@ class GraphRunner:
     def failures(self) -> dict[tuple, str]:
         return dict(self._failed)
 
+    def knows(self, inputs: Sequence[torch.Tensor]) -> bool:
+        """Whether inputs of this signature have been seen (captured, or run eagerly after a failed capture)."""
+        key = _signature(inputs)
+        return key in self._graphs or key in self._failed
+
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         key = _signature(inputs)
         if key in self._failed:

@@ -199,12 +199,13 @@ class Module(torch.nn.Module):
         if state.generation != self._generation:
             state.renew(self._generation, [p for ps in self.plans().values() for p in ps], self.device)
         if self.device.type == "cuda" and self.options.cuda_graph:
-            # the whole module — plans and the PyTorch ops between them — as one CUDA graph per batch size. Plans
-            # and this caller's contexts are made first, on the caller's stream: a build never runs while the
-            # capture lock is held, and an arena allocated there is freed in order with the caller's work on it
-            batch = env.get("batch", 1)
-            for name in self._callees:
-                state.context_for(self._plan_for(name, batch))
+            # the whole module — plans and the PyTorch ops between them — as one CUDA graph per batch size. Before
+            # a capture, plans and this caller's contexts are made on the caller's stream: a build never runs while
+            # the capture lock is held, and an arena allocated there is freed in order with the caller's work on it
+            if state.runner is None or not state.runner.knows(inputs):
+                batch = env.get("batch", 1)
+                for name in self._callees:
+                    state.context_for(self._plan_for(name, batch))
             if state.runner is None:
                 module, caller = weakref.ref(self), weakref.ref(state)  # the state holds the runner: no cycle
                 state.runner = GraphRunner(
