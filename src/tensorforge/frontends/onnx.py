@@ -577,11 +577,12 @@ class _Importer:
                 domain = reg.canonical_domain(node.domain)
                 since = reg.resolve(node.op_type, domain, self.opsets.get(domain, 0))[0]
                 self.declined.append(UnsupportedNode(node.op_type, domain, since, name, reason))
+        converted = results is not None
         if results is None:
             results = self._opaque(node, name, operands, reason)
         for out_name, operand in zip(node.output, results):
             if out_name and operand is not None:
-                self._check_type(node, name, out_name, operand)
+                self._check_type(node, name, out_name, operand, converted)
                 self.env[out_name] = operand
 
     def _convert(self, node, name: str, operands: list, used: list[bool]) -> list:
@@ -598,7 +599,7 @@ class _Importer:
                 raise reg.Unsupported(f"output {i} ({out_name!r}) is used but the converter does not produce it")
         return results
 
-    def _check_type(self, node, name: str, out_name: str, operand: Operand) -> None:
+    def _check_type(self, node, name: str, out_name: str, operand: Operand, converted: bool) -> None:
         entry = self.value_types.get(out_name)
         if entry is None or operand.type is None:
             return
@@ -609,8 +610,12 @@ class _Importer:
             problem = len(dims) != ours.rank or any(isinstance(t, int) and t != o for t, o in zip(dims, ours.shape))
         if problem:
             theirs = f"{IR_DTYPES.get(elem, elem)}{list(dims) if dims is not None else '[?]'}"
-            raise OnnxImportError(f"node {name!r} ({node.op_type}): converted output {out_name!r} is {ours}, "
-                                  f"ONNX shape inference says {theirs} — a converter bug; please report it")
+            if converted:
+                raise OnnxImportError(f"node {name!r} ({node.op_type}): converted output {out_name!r} is {ours}, "
+                                      f"ONNX shape inference says {theirs} — a converter bug; please report it")
+            raise OnnxImportError(f"node {name!r} ({node.op_type}) runs through onnxruntime: its output {out_name!r} "
+                                  f"is {ours} there, ONNX shape inference says {theirs} — the two disagree on this "
+                                  f"node; please report it")
 
     # -- opaque nodes ---------------------------------------------------------------------------
 

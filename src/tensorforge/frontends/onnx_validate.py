@@ -11,7 +11,9 @@ cannot, draws the line elsewhere:
   intermediate and output shapes, which onnxruntime treats as hints, replaced by inferred ones), and findings
   that remain of those kinds pass.
 - onnxruntime refuses what it lets through (FURTHER_RULES): an opset newer than onnx knows, a domain imported
-  twice, two nodes of one graph with the same name, initializer data that does not fill its dims.
+  twice, two nodes of one graph (or of a called function's body) with the same name, Constant nodes aside,
+  initializer data that does not fill its dims. One it runs is refused too: a 0/1 switch attribute given another
+  value (keepdims=255), which onnx's shape inference, onnxruntime and the converters need not read alike.
 
 `validate_model` raises `OnnxImportError` listing every problem, each naming its node, initializer or field.
 """
@@ -84,19 +86,52 @@ def _opset_rules(model: onnx.ModelProto) -> list[str]:
     return problems
 
 
-def _node_name_rules(graph, where: str = "") -> list[str]:
-    problems = []
-    counts = collections.Counter(n.name for n in graph.node if n.name)
+def _is_constant(node) -> bool:
+    return node.op_type == "Constant" and node.domain in ("", "ai.onnx")
+
+
+def _attribute_graphs(attr) -> list:
+    return [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+
+
+def _duplicate_names(nodes, where: str) -> list[str]:
+    """Names of nodes that onnxruntime holds as nodes (not Constant ones: it makes those initializers before it
+    compares names), given to several of them; unnamed nodes never clash."""
+    counts = collections.Counter(n.name for n in nodes if n.name and not _is_constant(n))
     twice = sorted(name for name, count in counts.items() if count > 1)
-    if twice:
-        listed = ", ".join(repr(n) for n in twice[:5]) + (f" and {len(twice) - 5} more" if len(twice) > 5 else "")
-        problems.append(f"{where}node names must be unique in a graph (onnxruntime refuses the model): {listed} "
-                        f"name{'s' if len(twice) == 1 else ''} several nodes")
-    for node in graph.node:
-        for attr in node.attribute:
-            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for sub in subs:
-                problems += _node_name_rules(sub, f"{where}subgraph {attr.name!r} of node {node.name!r}: ")
+    if not twice:
+        return []
+    listed = ", ".join(repr(n) for n in twice[:5]) + (f" and {len(twice) - 5} more" if len(twice) > 5 else "")
+    return [f"{where}node names must be unique in a graph (onnxruntime refuses the model): {listed} "
+            f"name{'s' if len(twice) == 1 else ''} several nodes"]
+
+
+def _node_name_rules(model: onnx.ModelProto) -> list[str]:
+    """onnxruntime refuses two nodes of one graph with the same name (what it checks, found by trying it on
+    hand-made models): each graph is checked on its own (the main graph, every subgraph; a branch's node may share
+    a name with a node outside it or in the other branch), and so is the body of each model-local function the
+    model calls, which onnxruntime inlines (a function nothing calls is never inlined or checked). Constant nodes
+    and unnamed ones do not count. (Inlined nodes are renamed `_inlfunc_<function>_<name>`; a node of the graph
+    that already has such a name clashes in onnxruntime too, a case left out here.)"""
+    functions = {(f.domain, f.name, f.overload): f for f in model.functions}
+    problems, called, seen = [], [], set()
+
+    def visit(nodes, where: str) -> None:
+        problems.extend(_duplicate_names(nodes, where))
+        for node in nodes:
+            key = (node.domain, node.op_type, node.overload)
+            if key in functions and key not in seen:
+                seen.add(key)
+                called.append(key)
+            for attr in node.attribute:
+                for sub in _attribute_graphs(attr):
+                    visit(sub.node, f"{where}subgraph {attr.name!r} of node {node.name!r}: ")
+
+    visit(model.graph.node, "")
+    while called:  # a function's body may call others
+        domain, name, overload = called.pop(0)
+        label = f"{domain}.{name}" + (f":{overload}" if overload else "")
+        visit(functions[(domain, name, overload)].node, f"function {label!r}: ")
     return problems
 
 
@@ -114,9 +149,51 @@ def _initializer_rules(model: onnx.ModelProto) -> list[str]:
     return problems
 
 
+# integer attributes of standard ops that the spec documents as a switch, 0 or 1 (keepdims, transB, ceil_mode, ...)
+SWITCH_ATTRIBUTES = frozenset({
+    "align_corners", "allowzero", "ceil_mode", "center_point_box", "count_include_pad", "detect_negative",
+    "detect_positive", "exclude_outside", "exclusive", "fmod", "input_forget", "interleaved", "is_causal",
+    "keepdims", "largest", "layout", "linear_before_reset", "new_axis", "noop_with_empty_axes", "reverse",
+    "saturate", "select_last_index", "sorted", "storage_order", "training_mode", "transA", "transB", "upper",
+})
+
+
+def _attribute_value_rules(model: onnx.ModelProto) -> list[str]:
+    """A switch attribute (SWITCH_ATTRIBUTES) holds 0 or 1. onnxruntime runs other values, but each tool reads them
+    its own way (keepdims=255 keeps no dimension in onnx's shape inference and onnxruntime, transB=7 transposes in
+    both): the model means nothing definite, and is refused naming the attribute."""
+    def default_opset(opset_import) -> int | None:
+        return next((o.version for o in opset_import if o.domain in ("", "ai.onnx")), None)
+
+    problems = []
+
+    def visit(nodes, where: str, opset: int | None) -> None:
+        for i, node in enumerate(nodes):
+            for attr in node.attribute:
+                for sub in _attribute_graphs(attr):
+                    visit(sub.node, f"{where}subgraph {attr.name!r} of node {node.name!r}: ", opset)
+            if opset is None or node.domain not in ("", "ai.onnx"):
+                continue
+            try:
+                declared = onnx.defs.get_schema(node.op_type, opset, "").attributes
+            except onnx.defs.SchemaError:
+                continue  # an unknown op: the checker names it
+            for attr in node.attribute:
+                if (attr.name in SWITCH_ATTRIBUTES and attr.type == onnx.AttributeProto.INT and attr.i not in (0, 1)
+                        and attr.name in declared and declared[attr.name].type == onnx.defs.OpSchema.AttrType.INT):
+                    problems.append(f"{where}{_node_label(node, i)}: attribute {attr.name}={attr.i} is outside its "
+                                    f"documented values (0 or 1)")
+
+    visit(model.graph.node, "", default_opset(model.opset_import))
+    for function in model.functions:
+        visit(function.node, f"function '{function.domain}.{function.name}': ", default_opset(function.opset_import))
+    return problems
+
+
 FURTHER_RULES: tuple[Callable[[onnx.ModelProto], list[str]], ...] = (
     _opset_rules,
-    lambda model: _node_name_rules(model.graph),
+    _node_name_rules,
+    _attribute_value_rules,
     _initializer_rules,
 )
 
@@ -241,4 +318,4 @@ def validate_model(model: onnx.ModelProto) -> None:
         listed = problems[:MAX_LISTED] + ([f"and {len(problems) - MAX_LISTED} more"]
                                           if len(problems) > MAX_LISTED else [])
         raise OnnxImportError(f"the model is not valid ONNX ({len(problems)} problem(s), found by onnx.checker and "
-                              f"the rules onnxruntime adds):\n  " + "\n  ".join(listed))
+                              f"the rules it leaves out):\n  " + "\n  ".join(listed))

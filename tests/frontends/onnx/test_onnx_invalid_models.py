@@ -2,7 +2,7 @@
 too strict about still import; onnxruntime never writes to stdout.
 
 The model is checked whole before import (`frontends/onnx_validate.py`): `onnx.checker.check_model(full_check=True)`
-plus the rules onnxruntime adds. Anything that still goes wrong during import is an `OnnxImportError` naming the
+plus the rules it leaves out. Anything that still goes wrong during import is an `OnnxImportError` naming the
 node. The mutation test at the end edits a small valid model at random (fixed seed) and holds the importer to
 onnxruntime: what onnxruntime refuses to load is refused, what both accept computes the same.
 """
@@ -23,6 +23,7 @@ from onnx_helpers import FLOAT, assert_matches_onnxruntime, make_model
 from tensorforge import ir
 from tensorforge.frontends import from_onnx
 from tensorforge.frontends.onnx import OnnxImportError
+from tensorforge.frontends.onnx_validate import SWITCH_ATTRIBUTES
 from tensorforge.ir.ops.opaque_onnx import onnxruntime_session
 
 node = helper.make_node
@@ -145,6 +146,120 @@ def test_every_problem_is_reported_at_once():
     assert message.startswith("the model is not valid ONNX (3 problem(s)")
     for part in ("'conv' (Conv): Mismatched attribute type", "initializer 'b'", "node names must be unique"):
         assert part in message
+
+
+# -- node names: what onnxruntime refuses, found by trying it (onnxruntime 1.32) --------------------------
+
+def _named(op, inputs, outputs, name, **attrs):
+    return node(op, inputs, outputs, name=name, **attrs)
+
+
+def _names_model(nodes, functions=()):
+    """x (2, 3) -> y (2, 3) through `nodes`; an If's condition is the input `cond`."""
+    inputs = [("x", FLOAT, [2, 3])] + [("cond", TensorProto.BOOL, [])] * any(n.op_type == "If" for n in nodes)
+    opsets = [("local", 1)] if functions else []
+    return make_model(nodes, inputs, [("y", FLOAT, [2, 3])], opset=17, extra_opsets=opsets, functions=functions)
+
+
+def _if(then_nodes, else_nodes, name="if"):
+    def branch(nodes, label):
+        return helper.make_graph(nodes, label, [], [helper.make_tensor_value_info(nodes[-1].output[0], FLOAT, [2, 3])])
+    return _named("If", ["cond"], ["y"], name, then_branch=branch(then_nodes, "then"),
+                  else_branch=branch(else_nodes, "else"))
+
+
+def _function(name, nodes, calls=()):
+    opsets = [helper.make_opsetid("", 17)] + [helper.make_opsetid("local", 1)] * bool(calls)
+    return helper.make_function("local", name, ["i"], ["o"], nodes, opsets)
+
+
+def _one(value):
+    return helper.make_tensor("one", FLOAT, [], [value])
+
+
+_RELU_NEG = [_named("Relu", ["i"], ["m"], "a"), _named("Neg", ["m"], ["o"], "a")]  # a function body, names clash
+# (id, model, pattern of the refusal; None: onnxruntime runs it, and so does the import)
+NODE_NAMES = [
+    ("two-nodes-of-the-graph", lambda: _names_model([_named("Relu", ["x"], ["r"], "a"), _named("Neg", ["r"], ["y"], "a")]),
+     r"node names must be unique in a graph \(onnxruntime refuses the model\): 'a' names several nodes"),
+    ("two-nodes-of-one-branch", lambda: _names_model([_if([_named("Relu", ["x"], ["t"], "a"),
+                                                          _named("Neg", ["t"], ["t2"], "a")],
+                                                         [_named("Neg", ["x"], ["e"], "b")])]),
+     r"subgraph 'then_branch' of node 'if': node names must be unique in a graph .*'a' names several nodes"),
+    ("two-nodes-of-a-called-function", lambda: _names_model(
+        [_named("F", ["x"], ["y"], "call", domain="local")], [_function("F", _RELU_NEG)]),
+     r"function 'local.F': node names must be unique in a graph .*'a' names several nodes"),
+    ("two-nodes-of-a-function-a-function-calls", lambda: _names_model(
+        [_named("F", ["x"], ["y"], "call", domain="local")],
+        [_function("F", [_named("G", ["i"], ["o"], "g", domain="local")], calls=True), _function("G", _RELU_NEG)]),
+     r"function 'local.G': node names must be unique"),
+    # onnxruntime makes Constant nodes initializers before it compares names (silero-vad's OpenVINO export
+    # names 15 of them 'F0::anon')
+    ("constants-named-alike", lambda: _names_model(
+        [_named("Constant", [], ["c1"], "k", value=_one(2.0)), _named("Constant", [], ["c2"], "k", value_float=3.0),
+         _named("Mul", ["x", "c1"], ["m"], "k"), _named("Add", ["m", "c2"], ["y"], "add")]), None),
+    ("constants-named-alike-in-a-function", lambda: _names_model(
+        [_named("F", ["x"], ["y"], "call", domain="local")],
+        [_function("F", [_named("Constant", [], ["c"], "a", value_float=2.0), _named("Mul", ["i", "c"], ["o"], "a")])]),
+     None),
+    ("unnamed-nodes", lambda: _names_model([node("Relu", ["x"], ["r"]), node("Neg", ["r"], ["y"])]), None),
+    ("one-name-in-two-branches", lambda: _names_model([_if([_named("Relu", ["x"], ["t"], "a")],
+                                                           [_named("Neg", ["x"], ["e"], "a")])]), None),
+    ("a-branch-node-named-like-the-if", lambda: _names_model([_if([_named("Relu", ["x"], ["t"], "a")],
+                                                                  [_named("Neg", ["x"], ["e"], "b")], name="a")]),
+     None),
+    ("a-function-called-twice", lambda: _names_model(
+        [_named("F", ["x"], ["r"], "c1", domain="local"), _named("F", ["r"], ["y"], "c2", domain="local")],
+        [_function("F", [_named("Relu", ["i"], ["o"], "a")])]), None),
+    ("a-function-nothing-calls", lambda: _names_model([_named("Relu", ["x"], ["y"], "r")],
+                                                      [_function("F", _RELU_NEG)]), None),
+]
+
+
+@pytest.mark.parametrize("make, pattern", [c[1:] for c in NODE_NAMES], ids=[c[0] for c in NODE_NAMES])
+def test_node_names_clash_where_onnxruntime_says_they_do(make, pattern):
+    model = make()
+    assert _loads_in_onnxruntime(model) == (pattern is None), "onnxruntime's verdict changed: revisit the rule"
+    if pattern is not None:
+        with pytest.raises(OnnxImportError, match=pattern):
+            from_onnx(model)
+        return
+    graph = from_onnx(model)
+    inputs = [torch.randn(2, 3)] + [torch.tensor(flag) for flag in (True,) if len(graph.inputs) > 1]
+    assert_matches_onnxruntime(graph, model, inputs)
+    if len(graph.inputs) > 1:  # the If's other branch too
+        assert_matches_onnxruntime(graph, model, [inputs[0], torch.tensor(False)])
+
+
+# switch attributes (0 or 1) given another value: onnxruntime runs them, but tools read them each their own way
+def _switch_model(op, **attrs):
+    extra = {"ReduceSum": [("axes", np.array([1], np.int64))], "Gemm": [("w", np.ones((4, 3), np.float32))]}[op]
+    return make_model([node(op, ["x", extra[0][0]], ["y"], name="n", **attrs)], [("x", FLOAT, [2, 3])],
+                      [("y", FLOAT, None)], extra)
+
+
+OUT_OF_RANGE = [
+    ("reduce-keepdims-255", lambda: _switch_model("ReduceSum", keepdims=255), "keepdims=255"),
+    ("gemm-transB-7", lambda: _switch_model("Gemm", transB=7), "transB=7"),
+    ("keepdims-minus-1-in-a-branch", lambda: _names_model([_if(
+        [_named("ReduceMax", ["x"], ["t"], "max", axes=[0, 1], keepdims=-1), _named("Add", ["x", "t"], ["t2"], "add")],
+        [_named("Neg", ["x"], ["e"], "neg")])]), "subgraph 'then_branch' of node 'if': node 'max' \\(ReduceMax\\): "
+                                                "attribute keepdims=-1"),
+]
+
+
+@pytest.mark.parametrize("make, what", [c[1:] for c in OUT_OF_RANGE], ids=[c[0] for c in OUT_OF_RANGE])
+def test_a_switch_attribute_out_of_its_range_is_named(make, what):
+    model = make()
+    with pytest.raises(OnnxImportError, match=f"{what} is outside its documented values \\(0 or 1\\)") as err:
+        from_onnx(model)
+    assert str(err.value).startswith("the model is not valid ONNX (1 problem(s)")  # that one, and nothing else
+
+
+def test_switch_attributes_are_integer_attributes_onnx_declares():
+    declared = {name for schema in onnx.defs.get_all_schemas_with_history() if schema.domain == ""
+                for name, attr in schema.attributes.items() if attr.type == onnx.defs.OpSchema.AttrType.INT}
+    assert SWITCH_ATTRIBUTES <= declared, sorted(SWITCH_ATTRIBUTES - declared)
 
 
 # what onnx.checker refuses but the ONNX spec and onnxruntime accept: these import and match onnxruntime

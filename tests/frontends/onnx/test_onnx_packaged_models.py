@@ -7,7 +7,12 @@
 - silero-vad (`silero-vad`): one `If` on the sample rate, a graph input, around the whole network: it runs
   through onnxruntime as one node, typed from its branches. `input` is one chunk of 512 samples (16 kHz) or
   256 (8 kHz); the 8 kHz branch cannot run on a 512-sample chunk (nor in onnxruntime), so that import warns.
-  Its opset-15 export tests shapes with If instead: those fold, and the network runs in the IR.
+  Its opset-15 export tests shapes with If instead: those fold, and the network runs in the IR. Its OpenVINO
+  export names 15 Constant nodes alike ('F0::anon'), which onnxruntime accepts (it makes them initializers before
+  it compares node names), and so does the import.
+- ddddocr's common_old.onnx (`ddddocr`): dynamically quantized (onnxruntime's `quantize_dynamic`): its
+  DynamicQuantizeLinear, ConvInteger, MatMulInteger and com.microsoft DynamicQuantizeLSTM nodes run through
+  onnxruntime, the float glue between them in the IR.
 
 Each test is skipped only when its package is not installed (they are in the `test` extra). The packages are
 found without importing them: rapidocr's `__init__` needs OpenCV, which only its models need not.
@@ -15,6 +20,7 @@ found without importing them: rapidocr's `__init__` needs OpenCV, which only its
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import logging
 import pathlib
@@ -115,3 +121,42 @@ def test_silero_vad_16k_op15_folds_its_shape_tests():
              "state": (rng.randn(2, 1, 128) * 0.1).astype(np.float32), "sr": np.array(16000, np.int64)}
     errors = _max_abs_errors(graph, path, feeds)
     assert max(errors) <= MAX_ABS_ERROR, f"max abs errors {errors}"
+
+
+def test_silero_vad_openvino_export_with_constants_named_alike():
+    path = _package_file("silero_vad", "data/silero_vad_openvino_16k.onnx")
+    model = onnx.load(str(path))
+    named_alike = [n.op_type for n in model.graph.node if n.name == "F0::anon"]
+    assert len(named_alike) > 1 and set(named_alike) == {"Constant"}  # what onnxruntime lets through
+    graph = from_onnx(path, dynamic_batch=False, input_shapes={"input": (1, 576), "state": (2, 1, 128)})
+    assert [n.op for n in graph.opaque_nodes()] == ["onnx.LSTM"]
+    rng = np.random.RandomState(0)
+    state = np.zeros((2, 1, 128), np.float32)
+    for _ in range(3):  # a stream of chunks (512 samples and 64 of context), the state carried along
+        feeds = {"input": (rng.randn(1, 576) * 0.3).astype(np.float32), "state": state}
+        errors = _max_abs_errors(graph, path, feeds)
+        assert max(errors) <= MAX_ABS_ERROR, f"max abs errors {errors}"
+        state = _onnxruntime(path, feeds)[1]
+
+
+# a dynamically quantized model: a float op that rounds one ulp apart from onnxruntime's (its Sigmoid) before a
+# DynamicQuantizeLinear can move a value into the next uint8 step; onnxruntime's own output moves ~7e-3 of its
+# range when its input moves by one ulp
+QUANTIZED_MAX_REL_ERROR = 1e-2
+
+
+def test_ddddocr_dynamically_quantized_model_matches_onnxruntime():
+    path = _package_file("ddddocr", "common_old.onnx")
+    graph = from_onnx(path, dynamic_batch=False, input_shapes={"input1": (1, 1, 64, 96)})
+    opaque = graph.opaque_nodes()
+    assert collections.Counter(n.op for n in opaque) == {
+        "onnx.DynamicQuantizeLinear": 22, "onnx.ConvInteger": 21, "onnx.MatMulInteger": 1,
+        "onnx.com.microsoft.DynamicQuantizeLSTM": 1}
+    assert all(v.type.shape == () for n in opaque if n.op == "onnx.DynamicQuantizeLinear" for v in n.outputs[1:])
+    image = np.random.RandomState(0).rand(1, 1, 64, 96).astype(np.float32)
+    (expected,) = _onnxruntime(path, {"input1": image})
+    (actual,) = ir.execute(graph, torch.from_numpy(image))
+    assert actual.dtype == torch.float32 and tuple(actual.shape) == expected.shape
+    relative = np.abs(actual.numpy() - expected).max() / np.abs(expected).max()
+    assert relative <= QUANTIZED_MAX_REL_ERROR, relative
+    assert np.array_equal(actual.numpy().argmax(-1), expected.argmax(-1))  # the characters read

@@ -138,7 +138,9 @@ def run_onnx_node(tensors, *, node: str, opset_imports, ir_version: int, input_n
     target = tensors[0].device if tensors else (device if device is not None else torch.device("cpu"))
     if str(target) == "meta":  # shape inference never runs this op (its types are recorded), but be explicit
         raise RuntimeError("opaque ONNX nodes cannot run on meta tensors")
-    return tuple(torch.from_numpy(np.ascontiguousarray(r)).to(target) for r in results)
+    # np.asarray(order="C"), not np.ascontiguousarray: that one makes 0-d results 1-d (a scalar y_scale of
+    # DynamicQuantizeLinear would come back as [1])
+    return tuple(torch.from_numpy(np.asarray(r, order="C")).to(target) for r in results)
 
 
 def opaque_onnx_name(op_type: str, domain: str) -> str:
