@@ -22,8 +22,9 @@ inspect` prints); the largest relative error of any output, max |tensorforge - r
 
   ok     imported, built and ran, within the FP32 tolerance, and something went to the engine;
   limit  an honest, named limit: torch.export cannot capture the model, the ONNX importer refuses the file
-         with its reason, nothing is offloadable, the model is over the sweep's size cap, or the sweep's time
-         limit ran out on this 2-core machine;
+         with its reason, nothing is offloadable, no multiply-accumulate is counted (ONNX control flow, or a
+         quantized model's integer ops, left to onnxruntime), the model is over the sweep's size cap, or the
+         sweep's time limit ran out on this 2-core machine;
   FAIL   a crash inside tensorforge (conversion, partitioning, build, run) or a wrong answer.
 
 The worker is what `tensorforge compare` does, as one function (`check_model`), so tests/zoo/test_zoo.py runs
@@ -215,10 +216,10 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
     except Exception as exc:  # a row, whatever happened
         row.update(stage=stage, error=_first_line(exc), where=_where(exc))
         exported = "torch.export could not capture" in str(exc)
-        # the ONNX importer's refusals are limits, except its own bugs and a validity check that onnxruntime,
-        # which just ran the same file for the reference, contradicts
+        # the ONNX importer's refusals are limits, except its own bugs (their messages ask to report them) and a
+        # validity check that onnxruntime, which just ran the same file for the reference, contradicts
         onnx_refused = (stage == "import" and type(exc).__name__ == "OnnxImportError"
-                        and "converter bug" not in str(exc) and "not valid ONNX" not in str(exc))
+                        and "please report it" not in str(exc) and "not valid ONNX" not in str(exc))
         if stage in ("model", "reference"):
             row["status"] = "limit"
             row["error"] = f"the model itself fails here ({stage}): {row['error']}"
@@ -252,6 +253,10 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
         row.update(status="limit", stage="partition",
                    error=f"{', '.join(control_flow)} runs whole in onnxruntime: the work inside it is neither "
                          f"offloaded nor counted in the MAC share")
+    elif row["macs"] == 0 and row["fallback"]:  # a dynamically quantized model: ConvInteger, MatMulInteger, ...
+        row.update(status="limit", stage="partition",
+                   error="no multiply-accumulate counted: the work is in the nodes left to onnxruntime (the "
+                         "fallback), which the MAC share does not see")
     else:
         row["status"] = "ok"
     return row
@@ -462,7 +467,8 @@ def render(doc: dict) -> str:
              "compared with PyTorch eager FP32 / onnxruntime on the same inputs.", "",
              "- **status**: `ok` (imported, ran, max relative error within the FP32 tolerance "
              "1e-4, something went to the engine); `limit` (a named limit: torch.export cannot capture it, the "
-             "ONNX importer refuses the file, nothing offloadable, over the sweep's size cap, or out of time on "
+             "ONNX importer refuses the file, nothing offloadable, no multiply-accumulate counted (the heavy "
+             "nodes left to onnxruntime), over the sweep's size cap, or out of time on "
              "the 2-core sweep machine); `FAIL` (a crash in tensorforge, or a wrong answer).",
              "- **regions**: engine regions; **nodes** / **MACs**: the share offloaded, from the partition report "
              "(`module.report`, the numbers `tensorforge inspect` prints; symbolic dimensions count as 1).",
