@@ -17,7 +17,8 @@ imported. Classes (`FINDINGS` are failures, the rest are fine):
     ran-unchecked      ONNX: ran, but onnxruntime refuses the model, so there is nothing to compare with
     rejected           a documented error: ModuleFormatError, GraphFormatError, PlanCompatibilityError,
                        OnnxImportError (or, for state_dict bytes safetensors cannot parse, load_state_dict's error)
-    rejected-at-run    loaded, then refused while running with a ValueError (or BuildError) raised by tensorforge
+    rejected-at-run    loaded, then refused while running with a ValueError (or BuildError, or LayerError: a layer
+                       that failed, named) raised by tensorforge
     oracle-failure     onnxruntime itself crashed or hung on the mutated model (not tensorforge's)
     -- findings --
     code-execution     a canary ran (module imported, library loaded, command or code executed)
@@ -336,7 +337,7 @@ def classify(case: Case, outcome: dict) -> str:
         if r["type"] in DOCUMENTED_ERRORS:
             return "rejected"
         if r["stage"] in RUN_STAGES and r["raised_in_tensorforge"] and ("ValueError" in r["mro"]
-                                                                        or r["type"] == "BuildError"):
+                                                                        or r["type"] in ("BuildError", "LayerError")):
             return "rejected-at-run"
         if case.loader == "state_dict" and r["type"] == "RuntimeError" and \
                 r["message"].startswith("Error(s) in loading state_dict"):

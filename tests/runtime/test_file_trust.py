@@ -167,3 +167,72 @@ def test_json_nested_deep_is_a_module_format_error(saved, tmp_path):
     save_file(tensors, str(tmp_path / "deep.tforge"), metadata={META: deep})
     with pytest.raises(ModuleFormatError, match="not valid JSON"):
         forge.load(tmp_path / "deep.tforge", device="cpu")
+
+
+# -- what the fuzzing suite's long run found (tests/fuzz/results/README.md), one regression test each ------------
+
+def _plan_entry_edit(edit):
+    """Edit the JSON of the module's first saved plan (and reseal the plan's digest), as a crafted file would."""
+    from safetensors.torch import load as load_tensors
+    from safetensors.torch import save as save_tensors
+
+    def change(doc, tensors):
+        key = doc["plans"][0]["tensor"]
+        data = tensors[key].numpy().tobytes()
+        n = int.from_bytes(data[:8], "little")
+        plan = json.loads(json.loads(data[8:8 + n])["__metadata__"]["tensorforge.plan"])
+        inner = load_tensors(data)
+        edit(plan, inner)
+        plan.pop("sha256")
+        plan["sha256"] = content_digest(plan, inner)
+        text = json.dumps(plan).replace('"__LONG_INT__"', "9" * 5000)  # json.dumps itself refuses such an int
+        tensors[key] = torch.frombuffer(bytearray(save_tensors(inner, metadata={"tensorforge.plan": text})),
+                                        dtype=torch.uint8)
+    return change
+
+
+def test_a_plan_with_a_negative_arena_is_rebuilt_not_run(saved, tmp_path):
+    path, x, expected = saved
+    crafted = edit_module(path, tmp_path / "neg.tforge",
+                          _plan_entry_edit(lambda plan, t: plan["memory"].update(arena_bytes=-1)))
+    with pytest.warns(RuntimeWarning, match="negative size or offset.*rebuilt"):
+        module = forge.load(crafted, device="cpu")
+    torch.testing.assert_close(module(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_plan_with_an_integer_too_long_to_read_is_rebuilt(saved, tmp_path):
+    path, x, expected = saved
+    crafted = edit_module(path, tmp_path / "long.tforge",
+                          _plan_entry_edit(lambda plan, t: plan.update(max_batch="__LONG_INT__")))
+    with pytest.warns(RuntimeWarning, match="not valid JSON.*rebuilt"):
+        module = forge.load(crafted, device="cpu")
+    torch.testing.assert_close(module(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def _opaque_node(doc):
+    return next(n for n in doc["graph"]["nodes"] if n["op"].startswith("torch."))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda n: n["attrs"].update(kwargs=[1]), "kwargs must be an object"),
+    (lambda n: n["attrs"].update(callee="tensorforge_0"), r"unknown attribute\(s\) \['callee'\]"),
+    (lambda n: n["attrs"].update(args=[{"input": 0}] * 9), "positional arguments, the operator takes at most"),
+    (lambda n: n["attrs"]["kwargs"].update(evil=1), r"keyword argument\(s\) \['evil'\]"),
+    (lambda n: n["attrs"].update(args=[{"input": 7}, 1]), r"refer to input\(s\) \[7\]"),
+], ids=["kwargs-list", "extra-attribute", "too-many-args", "unknown-kwarg", "input-out-of-range"])
+def test_opaque_node_attributes_are_checked_when_the_file_is_read(saved, tmp_path, edit, message):
+    path, _, _ = saved
+    crafted = edit_module(path, tmp_path / "attrs.tforge", lambda doc, t: edit(_opaque_node(doc)))
+    with pytest.raises(ModuleFormatError, match=message):
+        forge.load(crafted, device="cpu")
+
+
+def test_a_failing_fallback_op_is_a_layer_error_naming_the_node(saved, tmp_path):
+    from tensorforge.engine import LayerError
+
+    path, x, _ = saved
+    crafted = edit_module(path, tmp_path / "arg.tforge",
+                          lambda doc, t: _opaque_node(doc)["attrs"].update(args=[1, 1]))  # an int where a tensor goes
+    module = forge.load(crafted, device="cpu")
+    with pytest.raises(LayerError, match="fallback node '.*' .*failed"):
+        module(x)

@@ -16,11 +16,11 @@ from .tactics import pointwise_triton  # noqa: F401  (engine.pointwise: its op, 
 from .builder import Builder
 from .config import BuilderConfig
 from .context import ExecutionContext
-from .errors import BuildError, PlanCompatibilityError
+from .errors import BuildError, LayerError, PlanCompatibilityError
 from .memory import ALIGNMENT, MemoryPlan
 from .passes import PASSES
 from .plan import LayerInfo, Plan
 from .tactics import tactic
 
-__all__ = ["Builder", "BuilderConfig", "Plan", "LayerInfo", "BuildError", "PlanCompatibilityError",
+__all__ = ["Builder", "BuilderConfig", "Plan", "LayerInfo", "BuildError", "LayerError", "PlanCompatibilityError",
            "ExecutionContext", "MemoryPlan", "ALIGNMENT", "PASSES", "tactic"]

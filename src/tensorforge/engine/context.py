@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 import torch
 
 from .cuda_graphs import GraphRunner
+from .errors import LayerError
 from .memory import arena_exemptions, viewed
 
 if TYPE_CHECKING:
@@ -221,7 +222,13 @@ class ExecutionContext:
     def _run_step(step: Step, values: list, views: list, env: Mapping[str, int]) -> None:
         """Run one layer on the current stream: its results land in `values` (in their arena views when planned)."""
         offered = [views[j] for j in step.outputs]
-        results = step.kernel([values[i] for i in step.inputs], offered, env)
+        try:
+            results = step.kernel([values[i] for i in step.inputs], offered, env)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - named once here, with the layer, instead of deep in a kernel
+            raise LayerError(f"layer {step.name!r} ({step.op}, tactic {step.tactic}) failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
         if len(results) != len(step.outputs):
             raise RuntimeError(f"layer {step.name!r} ({step.op}, tactic {step.tactic}) returned {len(results)} "
                                f"outputs, the plan expects {len(step.outputs)}")

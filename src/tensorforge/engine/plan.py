@@ -311,14 +311,14 @@ def _read_metadata(data) -> dict[str, Any]:
     n = _header_length(data)
     try:
         header = json.loads(bytes(data[8:8 + n]))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # a decode error, or an integer too long to convert
         raise PlanCompatibilityError(f"not a tensorforge plan: the header is not valid JSON ({exc})") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not meta or META_KEY not in meta:
         raise PlanCompatibilityError(f"a safetensors file, but not a tensorforge plan (no {META_KEY!r} metadata)")
     try:
         doc = json.loads(meta[META_KEY])
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise PlanCompatibilityError(f"corrupt plan: its description is not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise PlanCompatibilityError("corrupt plan: its description is not a JSON object")
@@ -358,6 +358,8 @@ def _schedule_for_arena(graph: Graph, memory: MemoryPlan, tactics: Mapping[str, 
 def _check_memory(graph: Graph, memory: MemoryPlan, max_batch: int, tactics: Mapping[str, str]) -> None:
     if max_batch < 1:
         raise PlanCompatibilityError(f"corrupt plan: max_batch is {max_batch}")
+    if memory.arena_bytes < 0 or any(slot.offset < 0 or slot.size < 0 for slot in memory.slots.values()):
+        raise PlanCompatibilityError("corrupt plan: the arena plan has a negative size or offset")
     if not 0 < memory.alignment <= 4096 or memory.alignment & (memory.alignment - 1):
         raise PlanCompatibilityError(f"corrupt plan: memory.alignment is {memory.alignment}, not a power of two "
                                      f"up to 4096")

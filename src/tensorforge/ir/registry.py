@@ -54,6 +54,7 @@ class OpDef:
     macs: MacsFn = _no_macs
     family: str = ""
     opaque: bool = False
+    check_attrs: Callable[[Mapping[str, Any]], str | None] | None = None  # opaque ops: their attributes' layout
 
     @property
     def doc(self) -> str:
@@ -69,6 +70,9 @@ class OpDef:
     def normalize_attrs(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
         """Fill defaults, reject unknown or missing attributes, make values canonical (tuples, dtype names)."""
         if self.opaque:
+            problem = self.check_attrs(attrs) if self.check_attrs is not None else None
+            if problem:
+                raise ValueError(f"{self.name}: {problem}")
             return {k: canonical_attr(v) for k, v in attrs.items()}
         unknown = sorted(set(attrs) - set(self.attrs))
         if unknown:

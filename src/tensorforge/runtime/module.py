@@ -32,7 +32,7 @@ from safetensors.torch import save as save_safetensors_bytes
 from safetensors.torch import save_file
 
 from .. import ir
-from ..engine import Builder, BuilderConfig, Plan, PlanCompatibilityError
+from ..engine import Builder, BuilderConfig, LayerError, Plan, PlanCompatibilityError
 from ..engine.cuda_graphs import GraphRunner, capture_lock
 from ..engine.fingerprint import fingerprint as device_fingerprint
 from ..ir.digest import content_digest
@@ -144,7 +144,7 @@ class Module(torch.nn.Module):
         plan = self._cache.get_or_build(
             key,
             build=lambda: Builder(config).build(region, max_batch=target, device=self.device),
-            load=lambda data, key: Plan.from_bytes(data, device=self.device, cache_key=key))
+            load=lambda data, key: _cached_plan(region, data, key, self.device))
         if self.options.multi_engine == 0:
             replaced = bool(self._plans[name])
             self._plans[name] = {target: plan}  # the larger plan replaces the smaller one
@@ -229,7 +229,7 @@ class Module(torch.nn.Module):
                 plan = self._plan_for(node.attrs["callee"], batch)
                 outs = plan.run(*args, context=state.context_for(plan), cuda_graph=cuda_graph)
             else:
-                outs = node.opdef.run(args, node.attrs, env, self.device)
+                outs = _run_fallback(node, args, env, self.device)
             for v, t in zip(node.outputs, outs):
                 values[id(v)] = t
         return tuple(values[id(v)] for v in graph.outputs)
@@ -333,6 +333,16 @@ class Module(torch.nn.Module):
             error_msgs.append(f"{key}: {exc}")
 
 
+def _run_fallback(node: ir.Node, args: list, env: dict[str, int], device: torch.device) -> tuple:
+    """A node left to PyTorch, its failure named with the node (as a plan's layers are, engine/context.py)."""
+    try:
+        return node.opdef.run(args, node.attrs, env, device)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one documented error, naming the node
+        raise LayerError(f"fallback node {node.name!r} ({node.op}) failed: {type(exc).__name__}: {exc}") from exc
+
+
 def _region_weights_to_host(graph: ir.Graph) -> None:
     """Move every region's constants to host memory, in place (see the module docstring for why). A tensor
     several regions share (tied weights) gets one host copy, so they still share it."""
@@ -379,6 +389,16 @@ def _plan_entry(entry, graph: ir.Graph, tensors: dict[str, torch.Tensor], where:
     return region, max_batch, blob
 
 
+def _cached_plan(region: ir.Graph, data: bytes, key: str, device: torch.device) -> Plan:
+    """A plan-cache entry, refused (PlanCompatibilityError: the cache warns and rebuilds) unless it was built for
+    `key` and takes and gives what `region` does."""
+    plan = Plan.from_bytes(data, device=device, cache_key=key)
+    if _boundary(plan.graph) != _boundary(region):
+        raise PlanCompatibilityError(f"the cached plan takes and gives {_boundary(plan.graph)}, its region "
+                                     f"{_boundary(region)}")
+    return plan
+
+
 def _boundary(graph: ir.Graph) -> tuple:
     """The types a region or its plan takes and gives: a saved plan must fit its region's."""
     return tuple(str(v.type) for v in graph.inputs), tuple(str(v.type) for v in graph.outputs)
@@ -391,9 +411,9 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
     n = int.from_bytes(data[:8], "little")
     try:
         header = json.loads(data[8:8 + n])
-    except ValueError as exc:
-        raise ModuleFormatError(f"corrupt tensorforge module data ({exc})") from None
-    return header.get("__metadata__", {})
+    except (ValueError, RecursionError) as exc:
+        raise ModuleFormatError(f"corrupt tensorforge module data ({type(exc).__name__}: {exc})") from None
+    return header.get("__metadata__", {}) if isinstance(header, dict) else {}
 
 
 class EngineModule(Module):

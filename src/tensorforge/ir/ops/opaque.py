@@ -120,9 +120,56 @@ def _resolve_torch(name: str) -> OpDef:
     compute.__doc__ = f"{name}: run through PyTorch"
 
     def infer(inputs, attrs):
+        used = _input_references((attrs.get("args", ()), attrs.get("kwargs", {})))
+        if any(not 0 <= i < len(inputs) for i in used):
+            raise ValueError(f"{name}: its arguments refer to input(s) {sorted(used)}, but it has {len(inputs)}")
         return [decode_output_type(spec) for spec in attrs["output_types"]]
 
-    return OpDef(name=name, compute=compute, num_inputs=(0, None), infer=infer, family="opaque", opaque=True)
+    return OpDef(name=name, compute=compute, num_inputs=(0, None), infer=infer, family="opaque", opaque=True,
+                 check_attrs=functools.partial(_check_torch_attrs, op._schema))
+
+
+_TORCH_ATTRS = {"args", "kwargs", "output_types"}
+
+
+def _check_torch_attrs(schema, attrs) -> str | None:
+    """Why an opaque torch node's attributes are malformed (None: they are not), checked when a graph is read:
+    the layout above, and a call the operator's schema can take (no more positional arguments than it has, only
+    keyword arguments it names)."""
+    unknown = sorted(set(attrs) - _TORCH_ATTRS)
+    if unknown:
+        return f"unknown attribute(s) {unknown}; an opaque torch node has {sorted(_TORCH_ATTRS)}"
+    args, kwargs, outputs = attrs.get("args", ()), attrs.get("kwargs", {}), attrs.get("output_types")
+    if not isinstance(args, (tuple, list)):
+        return f"args must be a list, got {type(args).__name__}"
+    if not isinstance(kwargs, dict):
+        return f"kwargs must be an object, got {type(kwargs).__name__}"
+    if not isinstance(outputs, (tuple, list)) or not outputs:
+        return "output_types must be a non-empty list of (dtype, shape)"
+    try:
+        for spec in outputs:
+            decode_output_type(spec)
+    except (TypeError, ValueError, KeyError) as exc:
+        return f"output_types: {exc}"
+    positional = [a.name for a in schema.arguments if not a.kwarg_only]
+    if len(args) > len(positional):
+        return f"{len(args)} positional arguments, the operator takes at most {len(positional)} ({schema})"
+    names = {a.name for a in schema.arguments}
+    extra = sorted(set(kwargs) - names)
+    if extra:
+        return f"keyword argument(s) {extra} that the operator does not have ({schema})"
+    return None
+
+
+def _input_references(arg) -> set[int]:
+    """The node inputs an encoded argument refers to ({"input": i}, at any depth)."""
+    if isinstance(arg, dict):
+        if "input" in arg:
+            return {arg["input"]} if isinstance(arg["input"], int) and not isinstance(arg["input"], bool) else {-1}
+        return set().union(*(_input_references(v) for v in arg.values())) if arg else set()
+    if isinstance(arg, (tuple, list)):
+        return set().union(*(_input_references(v) for v in arg)) if arg else set()
+    return set()
 
 
 register_opaque_namespace("torch.", _resolve_torch)
