@@ -197,7 +197,7 @@ SHAPE_ARGUMENTS = {"shape", "axes", "pads", "constant_value", "starts", "ends", 
                    "sizes", "scales", "roi", "start", "limit", "delta", "K", "depth"}
 # If's condition too: the IR folds an If whose condition is known at import (a run-time one runs the whole If
 # through onnxruntime, which the frontend tests check)
-SHAPE_ARGUMENTS_BY_OP = {("ConstantOfShape", "input"), ("If", "cond")}
+SHAPE_ARGUMENTS_BY_OP = {("ConstantOfShape", "input"), ("If", "cond"), ("CumSum", "axis")}
 
 
 def freeze_shape_inputs(model: onnx.ModelProto, inputs: list) -> tuple[onnx.ModelProto, list, list[str]]:

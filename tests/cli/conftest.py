@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from runtime.conftest import WithCumsum  # noqa: E402  (tests/ is on sys.path)
+from runtime.conftest import WithFallbackOp  # noqa: E402  (tests/ is on sys.path)
 
 ENV_OVERRIDES = ("TENSORFORGE_USE_FP16", "TENSORFORGE_CACHE_DIR", "TENSORFORGE_MAX_WORKSPACE_SIZE",
                  "TENSORFORGE_MULTI_ENGINE")
@@ -67,9 +67,9 @@ def tiny_plan(tmp_path_factory, tiny_net) -> str:
 
 
 @pytest.fixture(scope="session")
-def cumsum_plan(tmp_path_factory) -> str:
+def fallback_plan(tmp_path_factory) -> str:
     import tensorforge as forge
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("cumsum") / "cumsum.tforge"
-    forge.compile(WithCumsum().eval(), (torch.randn(2, 16),), device="cpu").build_all(2).save(path)
+    path = tmp_path_factory.mktemp("fallback") / "fallback.tforge"
+    forge.compile(WithFallbackOp().eval(), (torch.randn(2, 16),), device="cpu").build_all(2).save(path)
     return str(path)

@@ -1,10 +1,11 @@
 """Decoder-only language models (Llama and its relatives) compiled whole on the CPU: `forge.compile` must offload
 most of the graph and match eager within the FP32 tolerance.
 
-These models cut the graph into several engine regions (the attention mask's `cumsum` is a PyTorch op; a user
-may keep attention in PyTorch), and a region hands on integer position indices and the K/V heads repeated for
-grouped-query attention as views (expand_dims, broadcast + reshape) of its own activations. Issue 12: the arena
-gave those activations' bytes to later layers before the region returned, and Llama crashed in `adv_index`.
+These models cut the graph into several engine regions (the attention mask, built from the batch size alone, stays
+in PyTorch; a user may keep attention in PyTorch), and a region hands on integer position indices and the K/V
+heads repeated for grouped-query attention as views (expand_dims, broadcast + reshape) of its own activations.
+Issue 12: the arena gave those activations' bytes to later layers before the region returned, and Llama crashed
+in `adv_index`.
 """
 
 from __future__ import annotations

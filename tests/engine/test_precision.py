@@ -259,6 +259,7 @@ def _sensitive(op):
         "nn.group_norm": lambda: g.call(op, h, channel[0], channel[1], num_groups=2),
         "nn.batch_norm": lambda: g.call(op, h, *channel, axis=1),
         "power": lambda: g.call(op, h, g.add_constant(torch.tensor(3.0), "three")),
+        "cumsum": lambda: g.call(op, h, axis=-1),
     }
     reduction = op in ("mean", "sum", "variance", "prod")
     y = calls.get(op, lambda: g.call(op, h, axis=(-1,)) if reduction else g.call(op, h))()

@@ -515,6 +515,13 @@ REDUCTIONS = [
     fun("var-correction0-keepdim", lambda x: x.var((1, 2), correction=0, keepdim=True), randn(3, 4), "variance"),
     fun("std", lambda x: x.std(-1), randn(5), ("variance", "sqrt")),
     fun("var-correction2", lambda x: x.var(1, correction=2), randn(5), (), opaque="torch.aten.var.correction"),
+    fun("cumsum-dim1", lambda x: x.cumsum(1), randn(5, 3), "cumsum"),
+    fun("cumsum-negative-dim", lambda x: torch.cumsum(x, -1), randn(5, 3), "cumsum"),
+    fun("cumsum-dtype-float64", lambda x: torch.cumsum(x, 1, dtype=torch.float64), randn(5), "cumsum"),
+    # RoBERTa's position ids: an int mask, its running count (widened to int64) cast back, times the mask
+    fun("cumsum-int32-mask-positions", lambda m: (torch.cumsum(m, 1).type_as(m) + 1) * m,
+        ints(2, 6, dtype=torch.int32), ("cumsum", "cast")),
+    fun("cumsum-bool", lambda x: (x > 0).cumsum(-1), randn(6), ("greater", "cumsum")),
     fun("argmax-dim", lambda x: x.argmax(1), randn(5), "argmax"),
     fun("argmax-keepdim", lambda x: x.argmax(-1, keepdim=True), randn(3, 5), "argmax"),
     fun("argmax-all", lambda x: x.argmax(), randn(5), "argmax"),
@@ -767,16 +774,16 @@ def test_every_aten_converter_has_a_case():
 
 # -- nothing is dropped: ops without a converter become opaque nodes that run through PyTorch --------------------
 
-class WithCumsum(nn.Module):
+class WithLogcumsumexp(nn.Module):
     def forward(self, x):
-        return torch.relu(x).cumsum(dim=1) * 0.5
+        return torch.relu(x).logcumsumexp(dim=1) * 0.5
 
 
 def test_op_without_converter_becomes_opaque_and_runs():
-    module = WithCumsum().eval()
+    module = WithLogcumsumexp().eval()
     graph = from_torch(module, (torch.randn(TRACE_BATCH, 6),))
-    assert [n.op for n in graph.opaque_nodes()] == ["torch.aten.cumsum.default"]
-    assert "torch.aten.cumsum.default" in graph.summary()
+    assert [n.op for n in graph.opaque_nodes()] == ["torch.aten.logcumsumexp.default"]
+    assert "torch.aten.logcumsumexp.default" in graph.summary()
     for batch in (TRACE_BATCH, OTHER_BATCH):
         check_against_eager(CaseGraph.whole(module, graph), (torch.randn(batch, 6),))
 

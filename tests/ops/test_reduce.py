@@ -1,9 +1,11 @@
-"""Reductions against numpy: axis None / one axis / a tuple / negative axes, with and without keepdims."""
+"""Reductions against numpy: axis None / one axis / a tuple / negative axes, with and without keepdims; and the
+running sum (cumsum) by axis and accumulation dtype, each cumsum case also run through an engine plan."""
 
 import numpy as np
 import pytest
 import torch
 
+from engine_cases import check_case_in_engine
 from helpers import case, check_case, randn
 
 FP32 = torch.float32
@@ -74,6 +76,50 @@ for op, fn in (("argmax", np.argmax), ("argmin", np.argmin)):
     ]
 
 
+def np_cumsum(axis, dtype=None):
+    """numpy's running sum in `dtype` (None: numpy's own, which widens int32 and bool to int64 as torch does)."""
+    def expected(x):
+        return torch.from_numpy(np.cumsum(x.numpy(), axis=axis, dtype=dtype))
+    return expected
+
+
+_NEAR_INT32_MAX = lambda: [torch.tensor([[2 ** 31 - 3, 2, 5], [-7, 1, 2 ** 31 - 1]], dtype=torch.int32)]  # noqa: E731
+_MASK = lambda: [torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])]  # noqa: E731
+
+# position ids from an attention mask (RoBERTa, OPT, BLOOM), and ONNX's CumSum (the input's dtype, wrapping)
+ENGINE_CASES = [
+    case("cumsum-axis1", "cumsum", lambda: [randn(3, 4, 5)], np_cumsum(1), {"axis": 1}, dtype=FP32),
+    case("cumsum-negative-axis", "cumsum", lambda: [randn(3, 4, 5)], np_cumsum(2), {"axis": -1}, dtype=FP32),
+    case("cumsum-int64-mask", "cumsum", _MASK, np_cumsum(1), {"axis": 1}),
+    case("cumsum-int64-negative-values-axis0", "cumsum", lambda: [torch.arange(12).reshape(3, 4) - 7], np_cumsum(0),
+         {"axis": 0}),
+    case("cumsum-int32-widens-to-int64", "cumsum", _NEAR_INT32_MAX, np_cumsum(1), {"axis": 1}),
+    case("cumsum-dtype-int32-wraps", "cumsum", _NEAR_INT32_MAX, np_cumsum(1, np.int32), {"axis": 1, "dtype": "int32"}),
+    case("cumsum-bool-counts", "cumsum", lambda: [torch.tensor([[True, False, True], [False, True, True]])],
+         np_cumsum(-1), {"axis": -1}),
+    case("cumsum-dtype-float32-from-int64", "cumsum", _MASK, np_cumsum(1, np.float32), {"axis": 1, "dtype": "float32"}),
+    case("cumsum-dtype-float32-from-fp16", "cumsum", lambda: [randn(2, 6)],
+         lambda x: torch.from_numpy(np.cumsum(x.float().numpy(), axis=1)), {"axis": 1, "dtype": "float32"},
+         dtype=torch.float16),
+]
+CASES += ENGINE_CASES
+
+
 @pytest.mark.parametrize("c", CASES)
 def test_reduce(c):
     check_case(c)
+
+
+@pytest.mark.parametrize("c", ENGINE_CASES)
+def test_reduce_in_engine(c):
+    check_case_in_engine(c)
+
+
+def test_cumsum_refuses_a_bool_running_sum():
+    from tensorforge.ir import Graph, TensorType
+    from tensorforge.ir.registry import ShapeInferenceError
+
+    g = Graph()
+    x = g.add_input("x", TensorType("int64", (3, 4)))
+    with pytest.raises(ShapeInferenceError, match="a running sum cannot be bool"):
+        g.call("cumsum", x, axis=1, dtype="bool")

@@ -1,5 +1,6 @@
 """Whole models from the PyTorch frontend: resnet50 and swin_t each become exactly one region with nothing left
-out (swin_t once its constant-only window masks are folded), and swin_t's engine plan matches eager."""
+out (swin_t once its constant-only window masks are folded), and swin_t's engine plan matches eager; so do small
+RoBERTa and OPT models, whose position ids are a cumsum over the attention mask."""
 
 from __future__ import annotations
 
@@ -65,3 +66,41 @@ def test_swin_t_folds_its_window_masks_and_is_one_region_that_matches_eager():
         actual, expected = module(x), model(x)
     assert list(module.plans()) == ["tensorforge_0"]
     assert_close(actual, expected)
+
+
+class _IdsAndMask(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, mask):
+        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+_SMALL_TEXT = {  # hidden 64, 2 layers, 2 heads
+    "RobertaModel": ("RobertaConfig", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                           intermediate_size=128, vocab_size=100, max_position_embeddings=66)),
+    "OPTModel": ("OPTConfig", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, ffn_dim=128,
+                                   word_embed_proj_dim=64, vocab_size=100, max_position_embeddings=64,
+                                   use_cache=False)),
+}
+
+
+@pytest.mark.parametrize("name", list(_SMALL_TEXT))
+def test_position_ids_from_the_mask_leave_nothing_to_pytorch(name):
+    """Issue 12: RoBERTa and OPT count positions with a cumsum over the attention mask. Before cumsum had an IR op it
+    ran in PyTorch, between RoBERTa's two regions and beside OPT's one; now each model is one region, nothing falls
+    back, and the plans match eager with a padded sequence in the batch, and at batch 1."""
+    transformers = pytest.importorskip("transformers")
+    config_class, kwargs = _SMALL_TEXT[name]
+    torch.manual_seed(0)
+    model = _IdsAndMask(getattr(transformers, name)(getattr(transformers, config_class)(**kwargs))).eval()
+    ids = torch.randint(3, 100, (2, 16))
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 8:] = 0
+    module = forge.compile(model, (ids, mask), precision="fp32", device="cpu")
+    assert [n.op for n in module.graph.nodes] == ["subgraph"], str(module.report)
+    assert module.report.counts()["cumsum"] == (1, 1)
+    for batch in (2, 1):
+        with torch.no_grad():
+            assert_close(module(ids[:batch], mask[:batch]), model(ids[:batch], mask[:batch]))

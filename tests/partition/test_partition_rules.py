@@ -109,6 +109,7 @@ V0_2_OPS = {
 V0_3_OPS = {
     "trunc_mod": lambda: one_op_graph("trunc_mod", f32(B, 5), consts={1: torch.tensor(0.7)}),
     "roll": lambda: one_op_graph("roll", f32(B, 5, 4), shift=(2, -1), axis=(1, 2)),
+    "cumsum": lambda: one_op_graph("cumsum", TensorType("bool", (B, 5)), axis=1),
 }
 
 CASES = [

@@ -19,8 +19,8 @@ class SmallNet(torch.nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-class WithCumsum(torch.nn.Module):
-    """An op the IR lacks (cumsum) between two engine regions."""
+class WithFallbackOp(torch.nn.Module):
+    """An op the IR lacks (logcumsumexp) between two engine regions."""
 
     def __init__(self):
         super().__init__()
@@ -28,7 +28,7 @@ class WithCumsum(torch.nn.Module):
         self.b = torch.nn.Linear(16, 4)
 
     def forward(self, x):
-        return self.b(torch.relu(self.a(x)).cumsum(dim=1))
+        return self.b(torch.relu(self.a(x)).logcumsumexp(dim=1))
 
 
 @pytest.fixture
@@ -38,9 +38,9 @@ def small_net():
 
 
 @pytest.fixture
-def cumsum_net():
+def fallback_net():
     torch.manual_seed(0)
-    return WithCumsum().eval()
+    return WithFallbackOp().eval()
 
 
 @pytest.fixture(autouse=True)

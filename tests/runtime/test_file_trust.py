@@ -22,11 +22,11 @@ META = "tensorforge.module"
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """A module with two engine regions around a fallback cumsum, plans built, saved; and its eager answer."""
-    from runtime.conftest import WithCumsum
+    """A module with two engine regions around a fallback logcumsumexp, plans built, saved; and its eager answer."""
+    from runtime.conftest import WithFallbackOp
 
     torch.manual_seed(0)
-    net = WithCumsum().eval()
+    net = WithFallbackOp().eval()
     x = torch.randn(3, 16)
     module = forge.compile(net, (x,), device="cpu")
     module(x)

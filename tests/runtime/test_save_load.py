@@ -21,14 +21,14 @@ def _fresh_process(code: str) -> str:
     return result.stdout
 
 
-def test_save_and_load_in_a_fresh_process(cumsum_net, tmp_path):
+def test_save_and_load_in_a_fresh_process(fallback_net, tmp_path):
     x = torch.randn(3, 16)
-    module = forge.compile(cumsum_net, (x,), device="cpu")
+    module = forge.compile(fallback_net, (x,), device="cpu")
     module(x)  # builds the plans, which are saved too
     module.save(tmp_path / "m.tforge")
     torch.save(x, tmp_path / "x.pt")
     with torch.no_grad():
-        torch.save(cumsum_net(x), tmp_path / "expected.pt")
+        torch.save(fallback_net(x), tmp_path / "expected.pt")
     out = _fresh_process(f"""
         import torch, tensorforge as forge
         m = forge.load({str(tmp_path / 'm.tforge')!r}, device="cpu")

@@ -706,6 +706,13 @@ def var(ctx, *, self, dim=None, correction=None, keepdim=False):
     return ctx.emit("variance", self, axis=_reduce_axes(self, dim), keepdims=bool(keepdim), unbiased=correction == 1)
 
 
+@converter("aten::cumsum.default")
+def cumsum(ctx, *, self, dim, dtype=None):
+    """Position ids from an attention mask (RoBERTa, OPT, BLOOM); `dtype` is what the sums accumulate in."""
+    return ctx.emit("cumsum", self, axis=dim % max(self.type.rank, 1),
+                    dtype=None if dtype is None else dtype_name(dtype))
+
+
 @converter("aten::argmax.default", "aten::argmin.default")
 def argmax(ctx, *, self, dim=None, keepdim=False):
     op = "argmax" if ctx.fx_node.target._schema.name.endswith("argmax") else "argmin"

@@ -43,7 +43,7 @@ def qualified_name(target) -> str:
 
 
 def opaque_name(target) -> str:
-    """aten.cumsum.default -> 'torch.aten.cumsum.default' (the IR name of an opaque node)."""
+    """aten.logcumsumexp.default -> 'torch.aten.logcumsumexp.default' (the IR name of an opaque node)."""
     namespace, op = target._schema.name.split("::", 1)
     return f"torch.{namespace}.{op}.{target._overloadname}"
 

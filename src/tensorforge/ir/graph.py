@@ -105,7 +105,7 @@ class Graph:
         opdef = get_op(op)
         attrs = opdef.normalize_attrs(attrs or {})
         types = list(output_types) if output_types is not None else opdef.infer_types([v.type for v in inputs], attrs)
-        # default names: "conv2d" for nn.conv2d, "cumsum" for the opaque torch.aten.cumsum.default
+        # default names: "conv2d" for nn.conv2d, "logcumsumexp" for the opaque torch.aten.logcumsumexp.default
         default = op.split(".")[2] if opdef.opaque and op.count(".") >= 3 else op.rsplit(".", 1)[-1]
         node = Node(self.fresh_name(name or default, self._node_names), op, list(inputs), attrs)
         node.outputs = [Value(self.fresh_name(node.name if len(types) == 1 else f"{node.name}.{i}"), t, node)

@@ -137,7 +137,7 @@ def canonical_attr(value):
 # ---------------------------------------------------------------------------------------------
 
 _OPS: dict[str, OpDef] = {}
-# Opaque ops are named after their source op ("torch.aten.cumsum.default", "onnx.Hardmax"): one resolver
+# Opaque ops are named after their source op ("torch.aten.logcumsumexp.default", "onnx.Hardmax"): one resolver
 # per namespace prefix builds their OpDef on demand.
 _OPAQUE_NAMESPACES: dict[str, Callable[[str], OpDef]] = {}
 

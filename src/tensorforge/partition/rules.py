@@ -276,6 +276,7 @@ SUPPORTED: list[tuple[str, frozenset[str], Version]] = [
     ("variance", FLOAT, BASE),
     ("argmax", NUMBER, BASE),
     ("argmin", NUMBER, BASE),
+    ("cumsum", ANY, V0_3),  # a bool input counts ones (its sums are int64); axis 0 is guarded like a reduction's
     # shape and layout
     ("reshape", ANY, BASE),
     ("transpose", ANY, BASE),

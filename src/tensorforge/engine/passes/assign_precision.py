@@ -76,6 +76,7 @@ SENSITIVE_OPS: Mapping[str, str] = {
     "nn.batch_norm": "rsqrt(var + eps) with an eps (1e-5) near float16's resolution; unfolded ones are rare anyway",
     "mean": "the core of hand-written norms: its result feeds cancellation-prone x - mean and variance arithmetic",
     "sum": "a sum over many activations passes float16's maximum (65504)",
+    "cumsum": "as sum, and every partial sum rounds: a position count past 2048 skips integers in float16",
     "variance": "squared deviations overflow float16 and their mean cancels",
     "prod": "a product of many factors overflows or underflows float16 after a few terms",
     "exp": "overflows float16 for x > 11",

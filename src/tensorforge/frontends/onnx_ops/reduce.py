@@ -123,3 +123,20 @@ def _declare_arg(op_type: str, ir_op: str) -> None:
 
 _declare_arg("ArgMax", "argmax")
 _declare_arg("ArgMin", "argmin")
+
+
+@onnx_converter("CumSum", since=(11, 14), note="axis known at import; exclusive not along the batch axis")
+def cumsum(ctx, *, x, axis, exclusive=0, reverse=0):
+    """The sums accumulate in x's own dtype (int32 wraps in int32), as ONNX specifies. `reverse` sums from the end
+    (a flip on each side); `exclusive` leaves each element out of its own sum: x shifted by one along the axis,
+    a zero in front and its last element dropped, which is exact where subtracting x afterwards would round."""
+    a = normalize_axis(ctx.scalar(axis, "the CumSum axis"), x.rank)
+    data = ctx.emit("reverse", x, axis=a) if reverse else x
+    if exclusive:
+        if not isinstance(x.shape[a], int):
+            raise Unsupported("an exclusive CumSum along the batch axis (its shifted input would be batch + 1 long)")
+        pad_width = tuple((1, 0) if i == a else (0, 0) for i in range(x.rank))
+        padded = ctx.emit("nn.pad", data, pad_width=pad_width, pad_value=0)
+        data = ctx.emit("strided_slice", padded, begin=(0,), end=(x.shape[a],), axes=(a,))
+    out = ctx.emit("cumsum", data, axis=a, dtype=x.dtype)
+    return ctx.emit("reverse", out, axis=a) if reverse else out

@@ -1,6 +1,6 @@
 """Opaque ops: a source-framework op the IR has no name for, kept and run through that framework.
 
-A node named `torch.aten.cumsum.default` (or `torch.mylib.myop.default`) calls that torch operator.
+A node named `torch.aten.logcumsumexp.default` (or `torch.mylib.myop.default`) calls that torch operator.
 Its attributes say how to rebuild the call:
 - `args` / `kwargs`: the operator's arguments, where `{"input": i}` stands for the node's i-th input,
   `{"dtype": name}`, `{"device": None}` (the device the graph runs on), `{"layout": name}`,
@@ -56,7 +56,7 @@ def _unsafe(namespace: str, schema) -> str | None:
 
 
 def torch_operator(name: str) -> torch._ops.OpOverload:
-    """torch.aten.cumsum.default -> torch.ops.aten.cumsum.default, only if the dispatcher has that overload.
+    """torch.aten.logcumsumexp.default -> torch.ops.aten.logcumsumexp.default, only if the dispatcher has that overload.
 
     A name comes from a file, so it is data: it is checked against the operator registry (the schemas the
     dispatcher lists for `namespace::op`) before anything is looked up, and the lookup must give an

@@ -1,13 +1,15 @@
-"""Reductions over axes: sum, prod, max, min, mean, argmax, argmin, variance.
+"""Reductions over axes: sum, prod, max, min, mean, argmax, argmin, variance; and the running sum, cumsum.
 
-`axis` is a tuple of axes (None reduces everything); `keepdims` keeps reduced axes as size 1.
+`axis` is a tuple of axes (None reduces everything); `keepdims` keeps reduced axes as size 1. cumsum keeps every
+partial sum along one axis, so its output has its input's shape.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..registry import register_op
+from ..registry import REQUIRED, register_op
+from ..types import torch_dtype
 
 _AXES = {"axis": None, "keepdims": False}
 
@@ -64,3 +66,14 @@ def argmax(x, axis, keepdims):
 def argmin(x, axis, keepdims):
     """argmin: index of the minimum along one axis (or of the flattened tensor when axis is None)."""
     return torch.argmin(x, dim=axis, keepdim=keepdims)
+
+
+@register_op("cumsum", attrs={"axis": REQUIRED, "dtype": None})
+def cumsum(x, axis, dtype):
+    """cumsum: running sum along `axis`, accumulated in `dtype` (None: as PyTorch, integers and bool in int64).
+
+    The dtype is what the sums are computed in, not a cast of the result: PyTorch's `cumsum(x, dim, dtype=)` and
+    ONNX's CumSum (`dtype` = the input's, so int32 sums wrap in int32) are both one node."""
+    if dtype == "bool":  # torch refuses it on the CPU, but not on meta tensors: say so before shape inference
+        raise ValueError("cumsum: a running sum cannot be bool; give an integer or float dtype")
+    return torch.cumsum(x, axis, dtype=torch_dtype(dtype) if dtype is not None else None)
