@@ -12,7 +12,8 @@ cannot, draws the line elsewhere:
   that remain of those kinds pass.
 - onnxruntime refuses what it lets through (FURTHER_RULES): an opset newer than onnx knows, a domain imported
   twice, two nodes of one graph (or of a called function's body) with the same name, Constant nodes aside,
-  initializer data that does not fill its dims. One it runs is refused too: a 0/1 switch attribute given another
+  initializer data that does not fill its dims, an ir_version or opset beyond any there is, a model-local function
+  named like a standard op (onnxruntime runs the op, not the function). One it runs is refused too: a 0/1 switch attribute given another
   value (keepdims=255), which onnx's shape inference, onnxruntime and the converters need not read alike.
 
 `validate_model` raises `OnnxImportError` listing every problem, each naming its node, initializer or field.
@@ -84,6 +85,27 @@ def _opset_rules(model: onnx.ModelProto) -> list[str]:
             problems.append(f"opset_import: domain {label!r} version {entry.version} is newer than onnx "
                             f"{onnx.__version__} knows (up to {known[domain][1]})")
     return problems
+
+
+def _version_rules(model: onnx.ModelProto) -> list[str]:
+    """Versions the checker itself cannot take (it reads them as C integers): out of range, they are the problem."""
+    problems = []
+    if not 1 <= model.ir_version <= onnx.IR_VERSION:
+        problems.append(f"ir_version {model.ir_version} is not one onnx {onnx.__version__} knows (1 to "
+                        f"{onnx.IR_VERSION})")
+    problems += [f"opset_import: domain {entry.domain or 'ai.onnx'!r} has version {entry.version}, beyond any opset"
+                 for entry in model.opset_import if not 0 <= entry.version < 1 << 31]
+    return problems
+
+
+def _function_rules(model: onnx.ModelProto) -> list[str]:
+    """A model-local function named like a standard op of a domain onnx defines: onnxruntime runs the standard op,
+    an importer that inlined the function would compute something else (the fuzzing suite found 59 such answers)."""
+    return [f"function '{f.domain or 'ai.onnx'}.{f.name}' has the name of a standard ONNX operator in that domain "
+            f"(onnxruntime runs the operator, not the function); rename the function or give it its own domain"
+            for f in model.functions
+            if f.domain in ("", "ai.onnx", "ai.onnx.ml") and onnx.defs.has(f.name, "" if f.domain == "ai.onnx"
+                                                                              else f.domain)]
 
 
 def _is_constant(node) -> bool:
@@ -192,6 +214,7 @@ def _attribute_value_rules(model: onnx.ModelProto) -> list[str]:
 
 FURTHER_RULES: tuple[Callable[[onnx.ModelProto], list[str]], ...] = (
     _opset_rules,
+    _function_rules,
     _node_name_rules,
     _attribute_value_rules,
     _initializer_rules,
@@ -299,6 +322,9 @@ def _as_imported(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def model_problems(model: onnx.ModelProto) -> list[str]:
     """Every problem found, one sentence each; empty for a valid model."""
+    versions = _version_rules(model)
+    if versions:  # nothing else can be judged against versions no opset has
+        return versions
     problems = [p for rule in FURTHER_RULES for p in rule(model)]
     problems += _part_problems(model)
     if model.ByteSize() <= PROTOBUF_LIMIT:

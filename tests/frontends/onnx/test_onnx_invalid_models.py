@@ -96,6 +96,8 @@ INVALID = [
     ("dangling-input", lambda m: _by_name(m, "pool").input.__setitem__(0, "nothing"),
      r"input 'nothing' of node.*is not output of any previous nodes"),
     ("recursive-function", _recursive_function, r"Cycle detected in model-local function references"),
+    ("ir-version-beyond-any", lambda m: setattr(m, "ir_version", 1 << 62),
+     r"ir_version 4611686018427387904 is not one onnx [\d.]+ knows"),
     ("type-mismatch", lambda m: m.graph.initializer[3].CopyFrom(numpy_helper.from_array(np.ones(5, np.int64), "fc_b")),
      r"\(op_type:Gemm, node name: fc\): C has inconsistent type tensor\(int64\)"),
 ]
@@ -106,6 +108,17 @@ def test_invalid_model_is_refused_naming_the_problem(edit, pattern):
     model = _edit(edit)
     assert not _loads_in_onnxruntime(model), "the edit should make a model onnxruntime refuses"
     with pytest.raises(OnnxImportError, match=pattern):
+        from_onnx(model)
+
+
+def test_a_local_function_named_like_a_standard_op_is_refused():
+    """onnxruntime runs the standard Add, not the model's function `Add` (whose body is Identity): an importer that
+    inlined the function would answer differently (the fuzzing suite's long run found 59 such answers)."""
+    def shadow(model):
+        model.functions.append(helper.make_function("", "Add", ["A", "B"], ["C"], [node("Identity", ["A"], ["C"])],
+                                                    [helper.make_opsetid("", 17)]))
+    model = _edit(shadow)
+    with pytest.raises(OnnxImportError, match=r"function 'ai.onnx.Add' has the name of a standard ONNX operator"):
         from_onnx(model)
 
 
