@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 
 import onnx
 import onnx.inliner
+import onnx.version_converter
 import torch
 
 from ..ir import Graph, Sym, TensorType, Value
@@ -131,11 +132,22 @@ def model_opsets(model: onnx.ModelProto) -> dict[str, int]:
     return {reg.canonical_domain(o.domain): o.version for o in model.opset_import}
 
 
-def _check_opset(model: onnx.ModelProto) -> None:
+def _upgraded(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model at opset MIN_OPSET or newer: an older one (model zoos still ship opset 7-9 files) is converted with
+    onnx's own version converter, which rewrites each node by the ops' published version changes; where it has no
+    adapter the import is refused, naming what failed."""
     opset = model_opsets(model).get("")
-    if opset is not None and opset < MIN_OPSET:
-        raise OnnxImportError(f"the model uses ONNX opset {opset}; tensorforge imports opset {MIN_OPSET} and newer. "
-                              f"Convert it first: onnx.version_converter.convert_version(model, 17)")
+    if opset is None or opset >= MIN_OPSET:
+        return model
+    try:
+        upgraded = onnx.version_converter.convert_version(model, MIN_OPSET)
+        validate_model(upgraded)
+    except Exception as exc:  # noqa: BLE001 - the converter raises RuntimeError/ValidationError, with its reason
+        raise OnnxImportError(f"the model uses ONNX opset {opset}; tensorforge imports opset {MIN_OPSET} and newer, "
+                              f"and onnx.version_converter could not convert it ({type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from exc
+    logger.info("converted the model from ONNX opset %d to %d (onnx.version_converter)", opset, MIN_OPSET)
+    return upgraded
 
 
 def _dims(type_proto) -> tuple | None:
@@ -215,7 +227,8 @@ def prepare_model(model: onnx.ModelProto, dynamic_batch: bool = True,
         if v.name in types:
             _set_dims(v.type, types[v.name].shape)
     validate_model(model)  # as it will be imported: the input sizes given are part of it
-    _check_opset(model)
+    with _stage(f"converting the model to opset {MIN_OPSET}"):
+        model = _upgraded(model)
     if model.functions:
         with _stage("inlining the model's local functions"):
             model = onnx.inliner.inline_local_functions(model)

@@ -37,9 +37,6 @@ EXPECTED_NOT_PASSING: dict[str, tuple[str, str]] = {
     r"test_equal_string": ("refused", r"STRING, which the IR cannot hold"),
     r"test_cast(like)?_.*(FLOAT8|FLOAT4E2M1|INT4|INT2|e8m0)": ("refused", r"(FLOAT8\w*|FLOAT4E2M1|U?INT[24]), "
                                                                           r"which the IR cannot hold"),
-    # models of opsets before 11 (And, Or, Xor, Not exist unchanged since opset 1/7; the older-opset sweep
-    # converts them up to 11)
-    r"test_(and|or|xor|not)_?\w*$": ("refused", r"opset [17]; tensorforge imports opset 11 and newer"),
     # not tensors
     r"test_(identity_(opt|sequence)|if_(opt|seq))$": ("refused", r"sequences, optionals or maps"),
     # Range's function body is a Loop, which ONNX's generator writes at opset 25 (beyond onnxruntime)
