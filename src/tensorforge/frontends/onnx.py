@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import heapq
 import logging
 import os
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from ..ir.ops.opaque import encode_output_type
 from ..ir.ops.opaque_onnx import IR_DTYPES, encode_node, onnx_node_session, opaque_onnx_name, run_onnx_node
 from .onnx_ops import registry as reg
 from .onnx_ops.context import PROBES, SYMBOL, OnnxContext, Operand, solve_element
-from .onnx_validate import OnnxImportError, validate_model
+from .onnx_validate import OnnxImportError, topological_order, validate_model
 
 __all__ = ["OnnxImportError", "UnsupportedNode", "check_onnx_model", "from_onnx", "load_model", "prepare_model"]
 
@@ -308,24 +307,7 @@ def _ir_type(entry) -> TensorType | None:
 def _topological(nodes) -> list[int]:
     """Node indices in an order where every input is produced first (the ONNX spec asks for it; not all files
     obey); the file's order where it already is one."""
-    produced_by = {name: i for i, n in enumerate(nodes) for name in n.output if name}
-    indegree = [0] * len(nodes)
-    users = collections.defaultdict(list)
-    for i, n in enumerate(nodes):
-        for name in set(n.input) | _captured_names(n):
-            if name in produced_by and produced_by[name] != i:
-                indegree[i] += 1
-                users[produced_by[name]].append(i)
-    ready = [i for i, d in enumerate(indegree) if d == 0]
-    order = []
-    heapq.heapify(ready)
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for j in users[i]:
-            indegree[j] -= 1
-            if indegree[j] == 0:
-                heapq.heappush(ready, j)
+    order = topological_order(nodes, reads=lambda n: set(n.input) | _captured_names(n))
     if len(order) != len(nodes):
         raise OnnxImportError("the ONNX graph has a cycle")
     return order

@@ -24,7 +24,7 @@ from __future__ import annotations
 import collections
 import heapq
 import re
-from typing import Callable
+from typing import Any, Callable
 
 import onnx
 import onnx.checker
@@ -254,14 +254,13 @@ def _part_problems(model: onnx.ModelProto) -> list[str]:
     return problems
 
 
-def _sorted_nodes(graph) -> list:
-    """The graph's nodes, every producer before its users where the file got that wrong (cycles stay as they are,
-    for the checker to report)."""
-    nodes = list(graph.node)
+def topological_order(nodes, reads: Callable[[Any], set[str]] = lambda n: {x for x in n.input if x}) -> list[int]:
+    """Indices of `nodes` with every producer before its users (ties in file order); nodes on a cycle are left out.
+    `reads(node)` names what a node reads (its inputs; the importer adds what its subgraphs capture)."""
     produced_by = {name: i for i, n in enumerate(nodes) for name in n.output if name}
     users, indegree = collections.defaultdict(list), [0] * len(nodes)
     for i, n in enumerate(nodes):
-        for name in {x for x in n.input if x}:
+        for name in reads(n):
             if name in produced_by and produced_by[name] != i:
                 indegree[i] += 1
                 users[produced_by[name]].append(i)
@@ -275,6 +274,14 @@ def _sorted_nodes(graph) -> list:
             indegree[j] -= 1
             if indegree[j] == 0:
                 heapq.heappush(ready, j)
+    return order
+
+
+def _sorted_nodes(graph) -> list:
+    """The graph's nodes, every producer before its users where the file got that wrong (cycles stay as they are,
+    for the checker to report)."""
+    nodes = list(graph.node)
+    order = topological_order(nodes)
     placed = set(order)
     order += [i for i in range(len(nodes)) if i not in placed]
     return [nodes[i] for i in order]
