@@ -16,7 +16,7 @@ from tensorforge import ir
 from tensorforge.engine import Builder, BuilderConfig, BuildError, LayerInfo, Plan, PlanCompatibilityError
 from tensorforge.engine.fingerprint import PLAN_FORMAT_VERSION
 from tensorforge.ir import TensorType
-from tensorforge.ir.digest import content_digest
+from tensorforge.ir.digest import seal
 
 TORCH_MINOR = ".".join(torch.__version__.split("+")[0].split(".")[:2])
 OTHER_MINOR = "2.11" if TORCH_MINOR != "2.11" else "2.12"  # a torch version that is not this one
@@ -57,8 +57,7 @@ def edit_plan(data: bytes, edit, *, reseal: bool = True) -> bytes:
     edit(doc)
     tensors = load_tensors(data)
     if reseal:
-        doc.pop("sha256")
-        doc["sha256"] = content_digest(doc, tensors)
+        seal(doc, tensors)
     return save_tensors(tensors, metadata={"tensorforge.plan": json.dumps(doc)})
 
 

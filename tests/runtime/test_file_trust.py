@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import tensorforge as forge
-from tensorforge.ir.digest import content_digest
+from tensorforge.ir.digest import seal
 from tensorforge.runtime import ModuleFormatError
 
 META = "tensorforge.module"
@@ -43,8 +43,7 @@ def edit_module(path, out, edit, *, reseal: bool = True):
         doc, tensors = json.loads(f.metadata()[META]), {k: f.get_tensor(k) for k in f.keys()}
     edit(doc, tensors)
     if reseal:
-        doc.pop("sha256", None)
-        doc["sha256"] = content_digest(doc, tensors)
+        seal(doc, tensors)
     save_file(tensors, str(out), metadata={META: json.dumps(doc)})
     return out
 
@@ -183,8 +182,7 @@ def _plan_entry_edit(edit):
         plan = json.loads(json.loads(data[8:8 + n])["__metadata__"]["tensorforge.plan"])
         inner = load_tensors(data)
         edit(plan, inner)
-        plan.pop("sha256")
-        plan["sha256"] = content_digest(plan, inner)
+        seal(plan, inner)
         text = json.dumps(plan).replace('"__LONG_INT__"', "9" * 5000)  # json.dumps itself refuses such an int
         tensors[key] = torch.frombuffer(bytearray(save_tensors(inner, metadata={"tensorforge.plan": text})),
                                         dtype=torch.uint8)

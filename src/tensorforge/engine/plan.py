@@ -36,7 +36,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from ..ir import Graph, TensorType, graph_from_json, graph_to_json
-from ..ir.digest import content_digest
+from ..ir.digest import seal, unseal
 from ..ir.serialize import unshared_tensors
 from ..ir.execute import bind_symbols
 from .config import BuilderConfig
@@ -51,7 +51,6 @@ from .tactics import BindContext, get_tactic
 
 PLAN_FORMAT = "tensorforge.plan"
 META_KEY = "tensorforge.plan"
-_DIGEST_KEY = "sha256"  # of the description without this key, and of every tensor (ir/digest.py)
 
 
 @dataclass(frozen=True)
@@ -212,7 +211,7 @@ class Plan:
         meta = {"format": PLAN_FORMAT, "version": PLAN_FORMAT_VERSION, "fingerprint": self.fingerprint,
                 "config": self.config.to_json(), "max_batch": self.max_batch, "graph": doc, "tactics": self.tactics,
                 "memory": self.memory.to_json(), "counters": self.counters, "cache_key": cache_key}
-        meta[_DIGEST_KEY] = content_digest(meta, payload)
+        seal(meta, payload)
         return save_tensors(payload, metadata={META_KEY: json.dumps(meta)})
 
     @classmethod
@@ -231,8 +230,7 @@ class Plan:
             tensors = load_tensors(bytes(data))
         except Exception as exc:  # noqa: BLE001 - safetensors reports corruption in several exception types
             raise PlanCompatibilityError(f"corrupt plan: its weights cannot be read ({exc})") from exc
-        stored = meta.pop(_DIGEST_KEY, None)
-        if stored != content_digest(meta, tensors):  # before any field is trusted
+        if not unseal(meta, tensors):  # before any field is trusted
             raise PlanCompatibilityError("corrupt plan: its contents do not match its sha256 digest (the file was "
                                          "changed or damaged after it was written)")
         if cache_key is not None and meta.get("cache_key") != cache_key:

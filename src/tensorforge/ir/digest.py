@@ -25,3 +25,19 @@ def content_digest(doc: Any, tensors: Mapping[str, torch.Tensor] | None = None) 
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+DIGEST_KEY = "sha256"  # where a document stores the digest of itself (without this key) and its tensors
+
+
+def seal(doc: dict, tensors: Mapping[str, torch.Tensor]) -> dict:
+    """`doc` with the digest of itself and `tensors` under DIGEST_KEY (in place; returned for convenience)."""
+    doc.pop(DIGEST_KEY, None)
+    doc[DIGEST_KEY] = content_digest(doc, tensors)
+    return doc
+
+
+def unseal(doc: dict, tensors: Mapping[str, torch.Tensor]) -> bool:
+    """Remove the stored digest from `doc` and say whether it is the digest of what `doc` and `tensors` hold now."""
+    stored = doc.pop(DIGEST_KEY, None)
+    return stored == content_digest(doc, tensors)

@@ -23,7 +23,6 @@ import os
 import threading
 import warnings
 import weakref
-from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -35,7 +34,7 @@ from .. import ir
 from ..engine import Builder, BuilderConfig, LayerError, Plan, PlanCompatibilityError
 from ..engine.cuda_graphs import GraphRunner, capture_lock
 from ..engine.fingerprint import fingerprint as device_fingerprint
-from ..ir.digest import content_digest
+from ..ir.digest import seal, unseal
 from ..ir.execute import bind_symbols
 from ..ir.serialize import unshared_tensors
 from .cache import PlanCache, plan_key, region_digest
@@ -45,7 +44,6 @@ from .options import RuntimeOptions
 MODULE_FORMAT = "tensorforge.module"
 MODULE_FORMAT_VERSION = 2  # 2: one sha256 over the description and every tensor
 _META_KEY = "tensorforge.module"
-_DIGEST_KEY = "sha256"
 _PLAN_PREFIX = "__plans__/"
 
 
@@ -266,7 +264,7 @@ class Module(torch.nn.Module):
         meta = {"format": MODULE_FORMAT, "version": MODULE_FORMAT_VERSION, "graph": doc,
                 "partition_config": config, "options": self.options.saved(), "plans": plans}
         tensors = unshared_tensors(tensors)
-        meta[_DIGEST_KEY] = content_digest(meta, tensors)
+        seal(meta, tensors)
         return tensors, {_META_KEY: json.dumps(meta)}
 
     def save(self, path: str | os.PathLike) -> None:
@@ -369,8 +367,7 @@ def _module_description(metadata: dict[str, str], tensors: dict[str, torch.Tenso
         raise ModuleFormatError(f"{where}: module format {meta.get('format')!r} v{meta.get('version')!r} is not "
                                 f"readable by this tensorforge (it reads {MODULE_FORMAT} v{MODULE_FORMAT_VERSION}; "
                                 f"files from before v2 carry no digest: compile and save the model again)")
-    stored = meta.pop(_DIGEST_KEY, None)
-    if stored != content_digest(meta, tensors):
+    if not unseal(meta, tensors):
         raise ModuleFormatError(f"{where}: the module's contents do not match its sha256 digest (the file was changed "
                                 f"or damaged after it was saved); nothing in it was used")
     return meta
