@@ -93,8 +93,11 @@ def _version_rules(model: onnx.ModelProto) -> list[str]:
     if not 1 <= model.ir_version <= onnx.IR_VERSION:
         problems.append(f"ir_version {model.ir_version} is not one onnx {onnx.__version__} knows (1 to "
                         f"{onnx.IR_VERSION})")
-    problems += [f"opset_import: domain {entry.domain or 'ai.onnx'!r} has version {entry.version}, beyond any opset"
-                 for entry in model.opset_import if not 0 <= entry.version < 1 << 31]
+    imports = [("opset_import", entry) for entry in model.opset_import]
+    imports += [(f"function '{f.domain}.{f.name}' opset_import", entry) for f in model.functions
+                for entry in f.opset_import]
+    problems += [f"{where}: domain {entry.domain or 'ai.onnx'!r} has version {entry.version}, beyond any opset"
+                 for where, entry in imports if not 0 <= entry.version < 1 << 31]
     return problems
 
 
@@ -198,8 +201,8 @@ def _attribute_value_rules(model: onnx.ModelProto) -> list[str]:
                 continue
             try:
                 declared = onnx.defs.get_schema(node.op_type, opset, "").attributes
-            except onnx.defs.SchemaError:
-                continue  # an unknown op: the checker names it
+            except (onnx.defs.SchemaError, TypeError):
+                continue  # an unknown op, or an op type that is not text (invalid UTF-8): the checker names it
             for attr in node.attribute:
                 if (attr.name in SWITCH_ATTRIBUTES and attr.type == onnx.AttributeProto.INT and attr.i not in (0, 1)
                         and attr.name in declared and declared[attr.name].type == onnx.defs.OpSchema.AttrType.INT):
