@@ -552,3 +552,34 @@ def test_depthwise_convolutions_keep_float32_weights_outside_strict_mode(strict)
         expected = model(*example)
     (actual,) = plan.run(*example)
     assert actual.dtype == torch.float32 and relative_error(actual, expected) <= REL_TOL["float16"]
+
+
+def test_tf32_mode_from_several_threads_restores_only_after_the_last_leaves():
+    """A thread leaving its block must not switch TF32 back on under another thread still inside a tf32=False
+    plan (plans run layer by layer from several threads at once, runtime/ threading model)."""
+    import threading
+
+    before = _tf32_switches()
+    inside, leave_first, first_left = threading.Barrier(2), threading.Event(), threading.Event()
+    seen = []
+
+    def first():
+        with tf32_mode(False):
+            inside.wait()
+            leave_first.wait()
+        first_left.set()
+
+    def second():
+        with tf32_mode(False):
+            inside.wait()
+            leave_first.set()
+            first_left.wait()
+            seen.append(_tf32_switches())
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [("ieee", "ieee")], "the second thread still runs without TF32 after the first left"
+    assert _tf32_switches() == before

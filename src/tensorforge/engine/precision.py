@@ -8,13 +8,16 @@ both switches PyTorch has, cuBLAS matmuls and cuDNN convolutions, and restores t
 It uses PyTorch's per-backend `fp32_precision` settings ("tf32" / "ieee") where they exist (PyTorch 2.9 and
 later); the older `allow_tf32` flags only on older versions, because PyTorch refuses to read a legacy flag once
 the new settings disagree with it (it calls that a mix of the legacy and new APIs). The switches are
-process-wide, like PyTorch's own, so two threads running plans with different `tf32` settings at the same
-moment would race.
+process-wide, like PyTorch's own. Threads that run plans at once share them: the first to enter saves the
+previous switches and the last to leave restores them (a thread leaving early must not switch TF32 back on under
+another still running a `tf32=False` plan). Two threads running plans with *different* `tf32` settings at the same
+moment still race: the later one's setting holds; graph replays are not affected (their kernels were captured).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator
 
 import torch
@@ -30,15 +33,39 @@ def _switches() -> list[tuple[object, str, object, object]]:
     return [(torch.backends.cuda.matmul, "allow_tf32", True, False), (torch.backends.cudnn, "allow_tf32", True, False)]
 
 
+_lock = threading.Lock()
+_holders = 0  # threads inside tf32_mode now
+_saved: list = []  # the switches as they were before the first of them entered
+_nesting = threading.local()  # this thread's settings, outermost first
+
+
 @contextlib.contextmanager
 def tf32_mode(enabled: bool) -> Iterator[None]:
     """Inside the block, float32 GPU matmuls and convolutions may use TF32 (`enabled`) or must not."""
+    global _holders, _saved
     switches = _switches()
-    previous = [getattr(obj, attr) for obj, attr, _, _ in switches]
-    try:
+    stack = _nesting.__dict__.setdefault("stack", [])
+
+    def apply(setting: bool) -> None:
         for obj, attr, on, off in switches:
-            setattr(obj, attr, on if enabled else off)
+            setattr(obj, attr, on if setting else off)
+
+    with _lock:
+        if not stack:
+            if _holders == 0:
+                _saved = [getattr(obj, attr) for obj, attr, _, _ in switches]
+            _holders += 1
+        stack.append(enabled)
+        apply(enabled)
+    try:
         yield
     finally:
-        for (obj, attr, _, _), value in zip(switches, previous):
-            setattr(obj, attr, value)
+        with _lock:
+            stack.pop()
+            if stack:  # back to this thread's enclosing block
+                apply(stack[-1])
+            else:
+                _holders -= 1
+                if _holders == 0:
+                    for (obj, attr, _, _), value in zip(switches, _saved):
+                        setattr(obj, attr, value)
