@@ -114,3 +114,16 @@ def test_output_names_from_a_file_are_safe_unique_archive_members():
     names = archive_names(["logits", "../../../tmp/x", "logits", "..", "a/b", "/abs"])
     assert names == ["logits", "_.._.._tmp_x", "logits_2", "output_3", "a_b", "_abs"]
     assert all("/" not in n and not n.startswith(".") for n in names) and len(set(names)) == len(names)
+
+
+def test_a_scalar_input_stays_a_scalar(tmp_path):
+    """silero-vad's sample rate is a 0-d input: an .npz scalar must reach the model as one, not as shape [1]."""
+    from tensorforge.cli.sources import _read_inputs
+    from tensorforge.ir import Graph, TensorType
+
+    graph = Graph("scalar")
+    graph.add_input("x", TensorType("float32", (2, 3)))
+    graph.add_input("sr", TensorType("int64", ()))
+    np.savez(tmp_path / "in.npz", x=np.ones((2, 3), np.float32), sr=np.array(16000))
+    x, sr = _read_inputs(str(tmp_path / "in.npz"), graph, torch.device("cpu"))
+    assert sr.shape == () and int(sr) == 16000 and x.shape == (2, 3)

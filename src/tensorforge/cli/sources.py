@@ -210,7 +210,7 @@ def _read_inputs(path: str, graph, device) -> tuple:
         array = arrays[v.name]
         want = torch_dtype(v.type.dtype)
         try:
-            t = torch.from_numpy(np.ascontiguousarray(array))
+            t = torch.from_numpy(np.asarray(array, order="C"))  # ascontiguousarray would make a scalar [1]
         except TypeError:
             raise CLIError(f"input {v.name!r}: numpy dtype {array.dtype} is not supported") from None
         same_kind = (t.dtype.is_floating_point == want.is_floating_point
