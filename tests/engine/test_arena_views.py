@@ -16,7 +16,7 @@ from engine_helpers import BATCH, assert_outputs_close, graph_with_input
 from tensorforge import ir
 from tensorforge.engine import Builder
 from tensorforge.engine.memory import arena_exemptions, conflicts, lifetimes, plan_memory, viewed_inputs
-from tensorforge.ir import Graph, TensorType
+from tensorforge.ir import Graph
 
 
 def view_then_reuse(dtype: str) -> tuple[Graph, ir.Value]:

@@ -8,7 +8,7 @@ import torch
 
 import tensorforge as forge
 from tensorforge import ir
-from tensorforge.engine import Builder, BuilderConfig
+from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import BindContext, get_tactic
 from tensorforge.ir import Sym, TensorType
 
