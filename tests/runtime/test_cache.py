@@ -30,6 +30,14 @@ def compiled(model, cache_dir, **options):
     return forge.build(graph, config, device="cpu", cache_dir=str(cache_dir), **options)
 
 
+def built_recording_warnings(model, cache_dir):
+    """(the module built for batch 2 with `cache_dir`, every warning the build gave)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = compiled(model, cache_dir).build_all(2)
+    return module, caught
+
+
 def test_second_build_is_a_cache_hit(small_net, tmp_path):
     first = compiled(small_net, tmp_path).build_all(2)
     assert (first._cache.builds, first._cache.hits) == (1, 0)
@@ -54,9 +62,7 @@ def test_corrupt_cache_file_is_rebuilt_with_a_warning(small_net, tmp_path):
     compiled(small_net, tmp_path).build_all(2)
     (path,) = tmp_path.glob("*.plan")
     path.write_bytes(b"not a plan")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = compiled(small_net, tmp_path).build_all(2)
+    module, caught = built_recording_warnings(small_net, tmp_path)
     assert module._cache.builds == 1
     assert any("ignoring cached plan" in str(w.message) for w in caught)
     x = torch.randn(2, 3, 16, 16)
@@ -100,9 +106,7 @@ def test_an_entry_copied_under_another_key_is_refused_and_rebuilt(small_net, tmp
     (foreign,) = (tmp_path / "other").glob("*.plan")
     (mine,) = (tmp_path / "mine").glob("*.plan")
     mine.write_bytes(foreign.read_bytes())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = compiled(small_net, tmp_path / "mine").build_all(2)
+    module, caught = built_recording_warnings(small_net, tmp_path / "mine")
     assert module._cache.builds == 1 and module._cache.hits == 0
     assert any("but it was built for key" in str(w.message) for w in caught)
     x = torch.randn(2, 3, 16, 16)
@@ -117,9 +121,7 @@ def test_an_unwritable_entry_warns_and_inference_goes_on(small_net, tmp_path):
     (entry,) = set(tmp_path.iterdir()) - key_paths_before
     entry.unlink()
     entry.mkdir()  # a directory where the entry should be: reading and writing it both fail
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        again = compiled(small_net, tmp_path).build_all(2)
+    again, caught = built_recording_warnings(small_net, tmp_path)
     assert again._cache.builds == 1
     assert any("could not write plan cache entry" in str(w.message) for w in caught)
     x = torch.randn(2, 3, 16, 16)
@@ -130,8 +132,6 @@ def test_an_unwritable_entry_warns_and_inference_goes_on(small_net, tmp_path):
 def test_an_unusable_cache_directory_warns_and_inference_goes_on(small_net, tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = compiled(small_net, blocked / "cache").build_all(2)
+    module, caught = built_recording_warnings(small_net, blocked / "cache")
     assert module._cache.directory is None and module._cache.builds == 1
     assert any("cannot be used" in str(w.message) for w in caught)
