@@ -1,7 +1,8 @@
 """The verifier rejects every kind of malformed graph, with a message naming the node (or value) at fault.
 
 Each row starts from the same valid graph, breaks one thing the way a buggy pass would, and names the
-message the verifier must give.
+message the verifier must give. The graph's own methods refuse most of these edits, so those rows write the
+graph's private state directly, as code editing the graph behind its methods would.
 """
 
 import pytest
@@ -52,19 +53,22 @@ def subgraph_callee_not_a_name(g):
 
 
 def too_many_inputs(g):
-    _node(g, "act").inputs.append(g.inputs[0])
+    act = _node(g, "act")
+    act.inputs = [*act.inputs, g.inputs[0]]
 
 
 def too_few_inputs(g):
-    _node(g, "fc").inputs.pop()
+    fc = _node(g, "fc")
+    fc.inputs = fc.inputs[:-1]
 
 
 def use_before_define(g):
-    g.nodes[0], g.nodes[1] = g.nodes[1], g.nodes[0]
+    g._nodes[0], g._nodes[1] = g._nodes[1], g._nodes[0]
+    g._nodes_view = None
 
 
 def value_not_in_graph(g):
-    _node(g, "act").inputs[0] = Value("stray", TensorType(F32, (2, 4)))
+    _node(g, "act")._inputs = (Value("stray", TensorType(F32, (2, 4))),)
 
 
 def wrong_output_type(g):
@@ -88,15 +92,15 @@ def non_canonical_attribute(g):
 
 
 def duplicate_value_name(g):
-    _node(g, "act").output.name = "x"
+    _node(g, "act").output._name = "x"
 
 
 def duplicate_node_name(g):
-    _node(g, "act").name = "fc"
+    _node(g, "act")._name = "fc"
 
 
 def undefined_graph_output(g):
-    g.set_outputs([Value("ghost", TensorType(F32, (8,)))])
+    g._outputs = (Value("ghost", TensorType(F32, (8,))),)
 
 
 def no_graph_outputs(g):
@@ -116,7 +120,7 @@ def constant_without_data(g):
 
 
 def constant_under_wrong_key(g):
-    g.constants["w2"] = g.constants.pop("w")
+    g._constants["w2"] = g._constants.pop("w")
 
 
 def output_with_wrong_producer(g):
@@ -124,7 +128,7 @@ def output_with_wrong_producer(g):
 
 
 def node_without_outputs(g):
-    _node(g, "flat").outputs = []
+    _node(g, "flat")._outputs = ()
 
 
 def input_with_producer(g):
@@ -132,11 +136,17 @@ def input_with_producer(g):
 
 
 def input_listed_twice(g):
-    g.inputs.append(g.inputs[0])
+    g._inputs.append(g.inputs[0])
 
 
 def shape_inference_fails(g):
     g.inputs[0].type = TensorType(F32, (2, 5))  # dense weight wants 3 input features
+
+
+def input_rewired_behind_the_index(g):
+    """A well-formed graph whose def-use index no longer says who reads what."""
+    other = g.add_node("nn.relu", [_node(g, "fc").output], name="other", before=_node(g, "flat"))
+    _node(g, "flat")._inputs = (other.output,)
 
 
 MALFORMED = [
@@ -166,6 +176,7 @@ MALFORMED = [
     (input_with_producer, r"graph input %x must not have a producer"),
     (input_listed_twice, r"input %x: value %x is defined twice"),
     (shape_inference_fails, r"node 'fc' \(nn\.dense\): shape inference failed: nn\.dense\(f32\[2,5\], f32\[4,3\]"),
+    (input_rewired_behind_the_index, r"graph 'g': the def-use index differs from the nodes' inputs"),
 ]
 
 
@@ -188,7 +199,7 @@ def test_breaking_only_an_unused_value_name_is_still_caught():
     """Names must be unique even between values nobody reads: the serializer looks values up by name."""
     graph = valid_graph()
     extra = graph.add_node("nn.relu", [graph.inputs[0]], name="unused")
-    extra.output.name = "fc"
+    extra.output._name = "fc"
     with pytest.raises(VerificationError, match=r"node 'unused' \(nn\.relu\): value name %fc is already used by "
                                                 r"node 'fc'"):
         graph.verify()

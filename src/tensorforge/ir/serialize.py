@@ -141,19 +141,19 @@ def _graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor], dept
     for name in _names(doc.get("constants"), f"graph {graph.name!r}: constants"):
         if name not in tensors:
             raise GraphFormatError(f"constant {name!r} is missing from the tensor data")
-        value = Value(name, TensorType.of(tensors[name]), data=tensors[name])
-        graph.constants[name] = values[name] = value
-        graph._taken.add(name)
+        values[name] = graph.add_constant(tensors[name], name, exact=True)
     for item in _expect(doc.get("nodes"), list, f"graph {graph.name!r}: nodes"):
-        graph.nodes.append(_node_from_json(item, values, graph))
+        node = _node_from_json(item, values, graph)
+        values.update((v.name, v) for v in node.outputs)
     try:
-        graph.outputs = [values[name] for name in _names(doc.get("outputs"), f"graph {graph.name!r}: outputs")]
+        graph.set_outputs([values[name] for name in _names(doc.get("outputs"), f"graph {graph.name!r}: outputs")])
     except KeyError as exc:
         raise GraphFormatError(f"graph output {exc.args[0]!r} is not defined") from None
     return graph
 
 
 def _node_from_json(item, values: dict[str, Value], graph: Graph) -> Node:
+    """The node an item of a document's node list describes, added to `graph` as it is (the verifier checks it)."""
     name = _expect(_expect(item, dict, "a node").get("name"), str, "a node's name")
     where = f"node {name!r}"
     op = _expect(item.get("op"), str, f"{where}: op")
@@ -162,15 +162,11 @@ def _node_from_json(item, values: dict[str, Value], graph: Graph) -> Node:
     except KeyError as exc:
         raise GraphFormatError(f"{where} uses undefined value {exc.args[0]!r}") from None
     attrs = _expect(item.get("attrs"), dict, f"{where}: attrs")
-    node = Node(name, op, inputs, {k: _decode_attr(v) for k, v in attrs.items()})
+    outputs = []
     for out in _expect(item.get("outputs"), list, f"{where}: outputs"):
         out_name = _expect(_expect(out, dict, f"{where}: an output").get("name"), str, f"{where}: an output's name")
-        node.outputs.append(Value(out_name, decode_type(out.get("type")), node))
-    graph._node_names.add(node.name)
-    for v in node.outputs:
-        values[v.name] = v
-        graph._taken.add(v.name)
-    return node
+        outputs.append((out_name, decode_type(out.get("type"))))
+    return graph.create_node(name, op, inputs, {k: _decode_attr(v) for k, v in attrs.items()}, outputs)
 
 
 def unshared_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -98,6 +98,8 @@ def _verify(graph: "Graph", callers: tuple[int, ...]) -> None:
     for v in graph.outputs:
         if id(v) not in defined:
             fail(f"graph output %{v.name} is not defined in the graph")
+    for problem in graph.index_problems():  # an edit behind the graph's methods
+        fail(problem)
 
 
 def _verify_call(graph: "Graph", node, fail, callers: tuple[int, ...]) -> None:
