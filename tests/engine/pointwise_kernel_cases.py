@@ -18,7 +18,7 @@ import torch
 
 from engine_helpers import case_results, print_case_results
 from tensorforge.engine.passes import PassContext, fuse_pointwise
-from tensorforge.engine.passes.fuse_pointwise import group_layer
+from tensorforge.engine.passes.fuse_pointwise import group_program
 from tensorforge.ir import Graph, Sym, TensorType
 from tensorforge.ir.execute import bind_symbols
 
@@ -39,15 +39,15 @@ def _fused(g: Graph, outputs) -> Graph:
 def _one_layer(g: Graph, outputs) -> Graph:
     """All of `g`'s nodes as one engine.pointwise node, siblings too (the pass joins only connected nodes)."""
     g.set_outputs(outputs)
-    layer = group_layer(g.verify().nodes, outputs)
+    layer_inputs, attrs = group_program(g.verify().nodes, outputs)
     out = Graph(g.name)
     for v in g.inputs:
         out.add_input(v.name, v.type)
     values = {v.name: v for v in (*out.inputs,)}
-    for v in layer.inputs:
+    for v in layer_inputs:
         if v.name not in values:
             values[v.name] = out.add_constant(v.data, v.name)
-    made = out.add_node("engine.pointwise", [values[v.name] for v in layer.inputs], layer.attrs)
+    made = out.add_node("engine.pointwise", [values[v.name] for v in layer_inputs], attrs)
     out.set_outputs(made.outputs)
     return out.verify()
 

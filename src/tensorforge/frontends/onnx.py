@@ -32,7 +32,7 @@ import onnx.inliner
 import onnx.version_converter
 import torch
 
-from ..ir import Graph, Sym, TensorType, Value
+from ..ir import Graph, Sym, TensorType
 from ..ir.types import dtype_name
 from ..ir.ops.opaque import encode_output_type
 from ..ir.ops.opaque_onnx import IR_DTYPES, encode_node, onnx_node_session, opaque_onnx_name, run_onnx_node
@@ -543,16 +543,11 @@ class _Importer:
         for out in self.model.graph.output:
             if out.name not in self.env:
                 raise OnnxImportError(f"graph output {out.name!r} is not computed by any node")
-            outputs.append(self._output_value(out.name, self.ctx.materialize(self.env[out.name]), outputs))
+            outputs.append(self.ctx.materialize(self.env[out.name]))
         graph.set_outputs(outputs)
+        for index, out in enumerate(self.model.graph.output):
+            graph.rename_output(index, out.name)
         return graph.verify()
-
-    def _output_value(self, name: str, value: Value, taken: list[Value]) -> Value:
-        if value.kind != "node" or any(value is t for t in taken):  # an input/constant returned as is: a named copy
-            return self.graph.add_node("copy", [value], name=name).outputs[0]
-        self.graph._taken.discard(value.name)
-        value.name = self.graph.fresh_name(name)
-        return value
 
     def _import_node(self, node, name: str, reason: str | None) -> None:
         operands = []

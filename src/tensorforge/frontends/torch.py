@@ -220,16 +220,9 @@ def _convert_program(ep, input_names, output_names, name: str) -> Graph:
     if output_names:
         if len(output_names) != len(graph.outputs):
             raise ValueError(f"output_names has {len(output_names)} names for {len(graph.outputs)} outputs")
-        graph.set_outputs([_rename_output(graph, v, n) for v, n in zip(graph.outputs, output_names)])
+        for index, output_name in enumerate(output_names):
+            graph.rename_output(index, output_name)
     return graph.verify()
-
-
-def _rename_output(graph: Graph, value: Value, name: str) -> Value:
-    if value.kind != "node":  # an input or constant returned as is: give it a named copy
-        return graph.add_node("copy", [value], name=name).outputs[0]
-    graph._taken.discard(value.name)
-    value.name = graph.fresh_name(name)
-    return value
 
 
 def _map_arg(arg, env, symbols):

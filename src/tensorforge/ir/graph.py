@@ -421,7 +421,7 @@ class Graph:
             for v in node._inputs:
                 if v.producer is not None and position[v.producer] >= i:
                     raise ValueError(f"graph {self.name!r}: in the new order node {node._name!r} ({node.op}) reads "
-                                     f"%{v._name} before node {v.producer._name!r} makes it")
+                                     f"%{v._name} before node {v.producer._name!r} ({v.producer.op}) makes it")
         self._nodes[:] = nodes
         self._renumber()
 

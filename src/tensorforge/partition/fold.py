@@ -136,9 +136,7 @@ def _rebuild(graph: Graph, folded: set[int], known: dict[int, torch.Tensor]) -> 
     vmap: dict[int, Value] = {}
 
     def constant(value: Value) -> None:
-        vmap[id(value)] = Value(value.name, value.type, data=known[id(value)])
-        new.constants[value.name] = vmap[id(value)]
-        new._taken.add(value.name)
+        vmap[id(value)] = new.add_constant(known[id(value)], value.name, exact=True)
 
     for v in graph.inputs:
         vmap[id(v)] = new.add_input(v.name, v.type)
@@ -149,15 +147,10 @@ def _rebuild(graph: Graph, folded: set[int], known: dict[int, torch.Tensor]) -> 
             for v in node.outputs:
                 constant(v)
             continue
-        copy = Node(node.name, node.op, [vmap[id(v)] for v in node.inputs], dict(node.attrs))
-        copy.outputs = [Value(v.name, v.type, copy) for v in node.outputs]
-        new._node_names.add(node.name)
+        copy = new.create_node(node.name, node.op, [vmap[id(v)] for v in node.inputs], dict(node.attrs),
+                               [(v.name, v.type) for v in node.outputs])
         for old, value in zip(node.outputs, copy.outputs):
             vmap[id(old)] = value
-            new._taken.add(value.name)
-        new.nodes.append(copy)
     new.set_outputs([vmap[id(v)] for v in graph.outputs])
-    # constants only folded nodes read are gone with them
-    used = {id(v) for n in new.nodes for v in n.inputs} | {id(v) for v in new.outputs}
-    new.constants = {name: v for name, v in new.constants.items() if id(v) in used}
+    new.erase_unused_constants()  # constants only folded nodes read are gone with them
     return new

@@ -97,7 +97,7 @@ def partition_for_tensorforge(graph: Graph, version: Optional[Sequence[int]] = N
 
 def _order_clusters(graph: Graph, cluster_of: list[int]) -> list[int]:
     """Clusters (regions and single PyTorch nodes) in a topological order close to the original one."""
-    producer = {id(v): i for i, n in enumerate(graph.nodes) for v in n.outputs}
+    position = {node: i for i, node in enumerate(graph.nodes)}
     succ: dict[int, set[int]] = {}
     indegree: Counter = Counter()
     first: dict[int, int] = {}
@@ -106,7 +106,7 @@ def _order_clusters(graph: Graph, cluster_of: list[int]) -> list[int]:
         first.setdefault(c, i)
         succ.setdefault(c, set())
         for v in node.inputs:
-            p = producer.get(id(v))
+            p = position.get(v.producer)
             if p is not None and cluster_of[p] != c and c not in succ[cluster_of[p]]:
                 succ[cluster_of[p]].add(c)
                 indegree[c] += 1
@@ -125,26 +125,16 @@ def _order_clusters(graph: Graph, cluster_of: list[int]) -> list[int]:
     return order
 
 
-def _copy_value(graph: Graph, value: Value, producer: Optional[Node] = None) -> Value:
-    graph._taken.add(value.name)
-    return Value(value.name, value.type, producer)
-
-
 def _copy_node(graph: Graph, node: Node, vmap: dict[int, Value]) -> Node:
-    copy = Node(node.name, node.op, [vmap[id(v)] for v in node.inputs], dict(node.attrs))
-    graph._node_names.add(node.name)
-    copy.outputs = [_copy_value(graph, v, copy) for v in node.outputs]
+    copy = graph.create_node(node.name, node.op, [vmap[id(v)] for v in node.inputs], dict(node.attrs),
+                             [(v.name, v.type) for v in node.outputs])
     for old, new in zip(node.outputs, copy.outputs):
         vmap[id(old)] = new
-    graph.nodes.append(copy)
     return copy
 
 
 def _copy_constant(graph: Graph, value: Value) -> Value:
-    copy = Value(value.name, value.type, data=value.data)
-    graph.constants[value.name] = copy
-    graph._taken.add(value.name)
-    return copy
+    return graph.add_constant(value.data, value.name, exact=True)
 
 
 def _region_graph(name: str, nodes: list[Node], used_outside: set[int]) -> tuple[Graph, list[Value], list[Value]]:
@@ -184,16 +174,12 @@ def _rebuild(graph: Graph, regions: list[list[int]]) -> tuple[Graph, dict[int, s
     region_roots = {region[0] for region in regions}
 
     # values needed outside their region: by another cluster or as graph outputs
-    used_outside = {id(v) for v in graph.outputs}
-    producer = {id(v): i for i, n in enumerate(graph.nodes) for v in n.outputs}
-    for i, node in enumerate(graph.nodes):
-        for v in node.inputs:
-            p = producer.get(id(v))
-            if p is not None and cluster_of[p] != cluster_of[i]:
-                used_outside.add(id(v))
+    position = {node: i for i, node in enumerate(graph.nodes)}
+    used_outside = {id(v) for i, node in enumerate(graph.nodes) for v in node.outputs
+                    if graph.is_output(v) or any(cluster_of[position[u]] != cluster_of[i] for u in graph.users_of(v))}
 
     new = Graph(graph.name)
-    new._node_names |= {n.name for n in graph.nodes}  # region nodes get names no original node has
+    original_names = {n.name for n in graph.nodes}  # region nodes get names no original node has
     vmap: dict[int, Value] = {}
     for v in graph.inputs:
         vmap[id(v)] = new.add_input(v.name, v.type)
@@ -208,17 +194,17 @@ def _rebuild(graph: Graph, regions: list[list[int]]) -> tuple[Graph, dict[int, s
         if c not in region_roots:
             _copy_node(new, graph.nodes[c], vmap)
             continue
-        name = new.fresh_name(f"{REGION_PREFIX}_{len(names)}", set(new.subgraphs))
+        name = f"{REGION_PREFIX}_{len(names)}"
         names[c] = name
         sub, feeds, results = _region_graph(name, [graph.nodes[i] for i in members[c]], used_outside)
         new.subgraphs[name] = sub
         attrs = get_op("subgraph").normalize_attrs(
             {"callee": name, "target": TARGET, "output_types": tuple(encode_output_type(v.type) for v in results)})
-        call = Node(new.fresh_name(name, new._node_names), "subgraph", [vmap[id(v)] for v in feeds], attrs)
-        call.outputs = [_copy_value(new, v, call) for v in results]  # named as in the original graph
+        call = new.create_node(new.fresh_node_name(name, avoid=original_names), "subgraph",
+                               [vmap[id(v)] for v in feeds], attrs,
+                               [(v.name, v.type) for v in results])  # named as in the original graph
         for old, value in zip(results, call.outputs):
             vmap[id(old)] = value
-        new.nodes.append(call)
     new.set_outputs([vmap[id(v)] for v in graph.outputs])
     return new, names
 

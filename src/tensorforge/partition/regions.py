@@ -33,16 +33,13 @@ if TYPE_CHECKING:
 
 
 def node_edges(graph: "Graph") -> tuple[list[set[int]], list[set[int]]]:
-    """Successor and predecessor sets of every node, by index in `graph.nodes`."""
-    producer = {id(v): i for i, node in enumerate(graph.nodes) for v in node.outputs}
-    succ: list[set[int]] = [set() for _ in graph.nodes]
+    """Successor and predecessor sets of every node, by index in `graph.nodes` (from the graph's def-use index)."""
+    position = {node: i for i, node in enumerate(graph.nodes)}
+    succ: list[set[int]] = [{position[u] for v in node.outputs for u in graph.users_of(v)} for node in graph.nodes]
     pred: list[set[int]] = [set() for _ in graph.nodes]
-    for i, node in enumerate(graph.nodes):
-        for v in node.inputs:
-            p = producer.get(id(v))
-            if p is not None:
-                succ[p].add(i)
-                pred[i].add(p)
+    for i, targets in enumerate(succ):
+        for t in targets:
+            pred[t].add(i)
     return succ, pred
 
 

@@ -56,11 +56,11 @@ from typing import Mapping
 
 import torch
 
-from ...ir import Graph, Value
+from ...ir import Graph, Node, Value
 from ...ir.types import TensorType, torch_dtype
 from ..config import BuilderConfig
 from ..ops import is_depthwise
-from ._edit import copy_graph, drop_unused_constants
+from ._edit import copy_graph
 
 NAME = "assign_precision"
 FLOAT32 = "float32"
@@ -225,22 +225,22 @@ class _Rewriter:
 
     def rewrite(self) -> None:
         source_dtypes = {id(v): v.type.dtype for n in self.graph.nodes for v in n.outputs}
-        nodes, self.graph.nodes = self.graph.nodes, []
-        for node in nodes:
+        for node in self.graph.nodes:
             layer = self.layers[id(node)]
-            node.inputs = [self._as(v, d) for v, d in zip(node.inputs, layer.input_dtypes)]
+            # the casts `_as` makes for the node's inputs go just before it
+            node.inputs = [self._as(v, d, node) for v, d in zip(node.inputs, layer.input_dtypes)]
             node.attrs = layer.attrs
             for value, t in zip(node.outputs, layer.output_types):
                 value.type = t
-            self.graph.nodes.append(node)  # after the casts `_as` appended for its inputs
             if layer.reduced:
                 self.ctx.count(NAME)
                 if any(v.data is not None and v.type.dtype == FLOAT32 for v in node.inputs):
                     self.ctx.count(f"{NAME}.float32_weights")
         self.graph.outputs = [self._exit(v, source_dtypes.get(id(v), v.type.dtype)) for v in self.graph.outputs]
-        drop_unused_constants(self.graph)
+        self.graph.erase_unused_constants()
 
-    def _as(self, value: Value, dtype: str) -> Value:
+    def _as(self, value: Value, dtype: str, reader: Node | None = None) -> Value:
+        """`value` in `dtype`: itself, a converted constant, or a cast (made once, before `reader`, else at the end)."""
         if value.type.dtype == dtype:
             return value
         if value.data is not None:
@@ -248,7 +248,7 @@ class _Rewriter:
         key = (id(value), dtype)
         if key not in self.casts:
             name = f"{value.name}.to_{_SHORT.get(dtype, dtype)}"
-            self.casts[key] = self.graph.call("cast", value, dtype=dtype, name=name)
+            self.casts[key] = self.graph.add_node("cast", [value], {"dtype": dtype}, name=name, before=reader).output
             self.ctx.count(f"{NAME}.casts")
         return self.casts[key]
 
@@ -274,9 +274,9 @@ class _Rewriter:
             return self._constant(value, dtype)
         if id(value) not in self.exits:
             cast = self._as(value, dtype)
-            original = value.name
-            value.name = self.graph.fresh_name(f"{original}.{_SHORT.get(value.type.dtype, value.type.dtype)}")
-            cast.name = original
+            original, short = value.name, _SHORT.get(value.type.dtype, value.type.dtype)
+            self.graph.rename_value(value, self.graph.fresh_name(f"{original}.{short}"))
+            self.graph.rename_value(cast, original)
             self.exits[id(value)] = cast
         return self.exits[id(value)]
 

@@ -14,7 +14,7 @@ import torch
 
 from ...ir import Graph, TensorType
 from ...ir.types import contains_sym
-from ._edit import add_constant_named, copy_graph, replace_uses
+from ._edit import copy_graph, erase_and_rename
 
 NAME = "constant_folding"
 
@@ -31,28 +31,25 @@ def _foldable(node, is_const, limit: int) -> bool:
 
 def constant_folding(graph: Graph, ctx) -> Graph:
     graph = copy_graph(graph)
-    kept = []
     folded = 0
     for node in graph.nodes:
         if not _foldable(node, lambda v: v.data is not None, ctx.fold_limit_bytes):
-            kept.append(node)
             continue
         device = node.inputs[0].data.device if node.inputs else torch.device("cpu")
         try:
             with torch.no_grad():
                 results = node.opdef.run([v.data for v in node.inputs], node.attrs, {}, device)
         except Exception:  # noqa: BLE001 - the node then runs at plan time and reports its own error there
-            kept.append(node)
             continue
         if len(results) != len(node.outputs) or any(
                 TensorType.of(t) != v.type for t, v in zip(results, node.outputs)):
-            kept.append(node)
             continue
-        for value, tensor in zip(node.outputs, results):
-            # a fresh contiguous tensor: results may be views of (or broadcasts over) other weights
-            const = add_constant_named(graph, value.name, tensor.clone(memory_format=torch.contiguous_format))
-            replace_uses(graph, value, const)
+        # fresh contiguous tensors: results may be views of (or broadcasts over) other weights
+        consts = [graph.add_constant(t.clone(memory_format=torch.contiguous_format), v.name)
+                  for t, v in zip(results, node.outputs)]
+        for value, const in zip(node.outputs, consts):
+            graph.replace_all_uses(value, const)
+        erase_and_rename(graph, [node], [(c, v.name) for c, v in zip(consts, node.outputs)])
         folded += 1
-    graph.nodes = kept
     ctx.count(NAME, folded)
     return graph

@@ -9,21 +9,18 @@ counted: they are the normal residue of folding). Graph inputs always stay: they
 from __future__ import annotations
 
 from ...ir import Graph
-from ._edit import copy_graph, drop_unused_constants
+from ._edit import copy_graph
 
 NAME = "dead_code"
 
 
 def dead_code(graph: Graph, ctx) -> Graph:
     graph = copy_graph(graph)
-    live = {id(v) for v in graph.outputs}
-    kept = []
-    for node in reversed(graph.nodes):
-        if any(id(v) in live for v in node.outputs):
-            kept.append(node)
-            live.update(id(v) for v in node.inputs)
-    removed = len(graph.nodes) - len(kept)
-    graph.nodes = kept[::-1]
-    drop_unused_constants(graph)
-    ctx.count(NAME, removed)
+    dead: set = set()
+    for node in reversed(graph.nodes):  # readers come later: each is decided before the nodes it reads
+        if not any(graph.is_output(v) or any(u not in dead for u in graph.users_of(v)) for v in node.outputs):
+            dead.add(node)
+    graph.erase_nodes(dead)
+    graph.erase_unused_constants()
+    ctx.count(NAME, len(dead))
     return graph

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ...ir import Graph
-from ._edit import copy_graph, make_node, user_counts
+from ._edit import copy_graph, erase_and_rename
 
 NAME = "fold_batch_norm"
 CONVOLUTIONS = ("nn.conv1d", "nn.conv2d", "nn.conv3d")
@@ -29,7 +29,7 @@ def _channel_axis(anchor) -> int:
     return 1 if anchor.op in CONVOLUTIONS else rank - 1
 
 
-def _match(bn, counts):
+def _match(graph: Graph, bn):
     """(anchor, bias_add or None) when `bn` can be folded into the layer before it, else None."""
     if not all(v.data is not None for v in bn.inputs[1:]):
         return None
@@ -38,19 +38,19 @@ def _match(bn, counts):
     producer = value.producer
     if producer is not None and producer.op == "nn.bias_add":
         bias_add, value = producer, producer.inputs[0]
-        if counts.get(id(bias_add.output), 0) != 1 or bias_add.inputs[1].data is None:
+        if graph.sole_user(bias_add.output) is not bn or bias_add.inputs[1].data is None:
             return None
         producer = value.producer
     if producer is None or producer.op not in ANCHORS or len(producer.outputs) != 1:
         return None
     anchor = producer
-    if counts.get(id(anchor.output), 0) != 1 or anchor.inputs[1].data is None:
+    if graph.sole_user(anchor.output) is None or anchor.inputs[1].data is None:
         return None
     rank, axis = anchor.output.type.rank, _channel_axis(anchor)
     if bn.attrs["axis"] % rank != axis or (bias_add is not None and bias_add.attrs["axis"] % rank != axis):
         return None
     channels = anchor.inputs[1].type.shape[0]
-    params = bn.inputs[1:] + ([bias_add.inputs[1]] if bias_add is not None else [])
+    params = [*bn.inputs[1:], *([bias_add.inputs[1]] if bias_add is not None else [])]
     if any(p.type.shape != (channels,) for p in params):
         return None
     return anchor, bias_add
@@ -69,25 +69,23 @@ def _folded(anchor, bias_add, bn) -> tuple[torch.Tensor, torch.Tensor]:
 
 def fold_batch_norm(graph: Graph, ctx) -> Graph:
     graph = copy_graph(graph)
-    counts = user_counts(graph)
     folded = 0
     for bn in [n for n in graph.nodes if n.op == "nn.batch_norm"]:
-        match = _match(bn, counts)
+        match = _match(graph, bn)
         if match is None:
             continue
         anchor, bias_add = match
         new_weight, new_bias = _folded(anchor, bias_add, bn)
         weight = graph.add_constant(new_weight, f"{anchor.inputs[1].name}.folded")
         bias = graph.add_constant(new_bias, f"{anchor.inputs[1].name}.folded_bias")
-        new_anchor = make_node(anchor.op, [anchor.inputs[0], weight], anchor.attrs, name=anchor.name,
-                               output_names=[anchor.output.name])
-        new_bias_add = make_node("nn.bias_add", [new_anchor.output, bias], {"axis": _channel_axis(anchor)},
-                                 name=bn.name, output_names=[bn.output.name])
-        for node in graph.nodes:  # the batch norm's users now read the bias_add
-            node.inputs = [new_bias_add.output if v is bn.output else v for v in node.inputs]
-        graph.outputs = [new_bias_add.output if v is bn.output else v for v in graph.outputs]
-        replaced = {id(anchor): new_anchor, id(bn): new_bias_add}
-        graph.nodes = [replaced.get(id(n), n) for n in graph.nodes if n is not bias_add]
+        new_anchor = graph.add_node(anchor.op, [anchor.inputs[0], weight], anchor.attrs, name=anchor.name,
+                                    before=anchor)
+        new_bias_add = graph.add_node("nn.bias_add", [new_anchor.output, bias], {"axis": _channel_axis(anchor)},
+                                      name=bn.name, before=bn)
+        graph.replace_all_uses(bn.output, new_bias_add.output)  # the batch norm's users now read the bias_add
+        erase_and_rename(graph, [n for n in (anchor, bias_add, bn) if n is not None],
+                         [(new_anchor, anchor.name), (new_anchor.output, anchor.output.name),
+                          (new_bias_add, bn.name), (new_bias_add.output, bn.output.name)])
         folded += 1
     ctx.count(NAME, folded)
     return graph

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import torch
 
-from ...ir import Graph
+from ...ir import Graph, get_op
 from ...ir.types import Sym
 from ..tactics.views import VIEW_OPS
-from ._edit import copy_graph, make_node
+from ._edit import copy_graph
 
 NAME = "fold_view_chains"
 FOLDABLE = frozenset(VIEW_OPS) - {"layout_transform"}  # ops that only re-describe memory (a split: slices)
@@ -144,33 +144,24 @@ def fold(source, steps):
 
 def fold_view_chains(graph: Graph, ctx) -> Graph:
     graph = copy_graph(graph)
-    outputs = {id(v) for v in graph.outputs}
-    readers: dict[int, list] = {}
-    for node in graph.nodes:
-        for v in node.inputs:
-            readers.setdefault(id(v), []).append(node)
+    strided_view = get_op("engine.strided_view")
     folded = 0
-    for node in list(graph.nodes):
+    for node in graph.nodes:
         if node.op not in FOLDABLE:
             continue
         for end in node.outputs:
-            users = readers.get(id(end), [])
-            if id(end) in outputs or not users or all(u.op in FOLDABLE for u in users):
+            users = graph.users_of(end)
+            if graph.is_output(end) or not users or all(u.op in FOLDABLE for u in users):
                 continue
             chain = _chain(end)
             if chain is None or len(chain[1]) < 2:
                 continue
             attrs = fold(*chain)
-            if attrs is None:
+            if attrs is None or strided_view.infer_types([chain[0].type], strided_view.normalize_attrs(attrs)) != [
+                    end.type]:
                 continue
-            view = make_node("engine.strided_view", [chain[0]], attrs, name=f"{end.name}.view",
-                             output_names=[graph.fresh_name(f"{end.name}.view")])
-            if view.outputs[0].type != end.type:
-                continue
-            graph.nodes.insert(graph.nodes.index(node) + 1, view)
-            for user in users:
-                if user.op not in FOLDABLE:
-                    user.inputs = [view.outputs[0] if v is end else v for v in user.inputs]
+            view = graph.add_node("engine.strided_view", [chain[0]], attrs, name=f"{end.name}.view", after=node)
+            graph.replace_all_uses(end, view.output, skip=[u for u in users if u.op in FOLDABLE])
             folded += 1
     ctx.count(NAME, folded)
     return graph

@@ -21,16 +21,10 @@ from __future__ import annotations
 
 from ...ir import Graph
 from ..ops import FUSABLE_ACTIVATIONS
-from ._edit import copy_graph, make_node, replace_uses, user_counts
+from ._edit import copy_graph, erase_and_rename
 
 NAME = "fuse_bias_activation"
 CONVOLUTIONS = {"nn.conv1d": 1, "nn.conv2d": 2, "nn.conv3d": 3}
-
-
-def _sole_user(value, counts, users):
-    if counts.get(id(value), 0) != 1 or not users.get(id(value)):
-        return None  # several users, or only a graph output
-    return users[id(value)][0]
 
 
 def _residual(node, value):
@@ -42,7 +36,7 @@ def _residual(node, value):
     return other if other is not None and other is not value and other.type == value.type else None
 
 
-def _match(anchor, counts, users):
+def _match(graph: Graph, anchor):
     """The fused node's (inputs, attrs, absorbed nodes) for the chain starting at `anchor`, or None."""
     value = anchor.output
     absorbed = [anchor]
@@ -52,7 +46,7 @@ def _match(anchor, counts, users):
     channel_axis = 1 if anchor.op in CONVOLUTIONS else value.type.rank - 1
 
     def next_user():
-        return _sole_user(value, counts, users)
+        return graph.sole_user(value)  # None: several users, or a graph output
 
     user = next_user()
     if (user is not None and user.op == "nn.bias_add" and user.inputs[0] is value
@@ -79,7 +73,7 @@ def _match(anchor, counts, users):
             epilogue.update(has_residual=True, residual_position="post_activation")
     if len(absorbed) == 1 and anchor.op not in CONVOLUTIONS:
         return None  # a bare convolution still becomes engine.conv: its tactics keep the plan's layout
-    inputs = anchor.inputs[:2] + [v for v in (bias, residual) if v is not None]
+    inputs = [*anchor.inputs[:2], *(v for v in (bias, residual) if v is not None)]
     if anchor.op in CONVOLUTIONS:
         op = "engine.conv"
         attrs = {"ndim": CONVOLUTIONS[anchor.op], **anchor.attrs, **epilogue}
@@ -92,21 +86,15 @@ def fuse_bias_activation(graph: Graph, ctx) -> Graph:
     graph = copy_graph(graph)
     fused = 0
     for anchor in [n for n in graph.nodes if n.op in CONVOLUTIONS or n.op == "nn.dense"]:
-        counts = user_counts(graph)
-        users: dict[int, list] = {}
-        for node in graph.nodes:
-            for v in node.inputs:
-                users.setdefault(id(v), []).append(node)
-        match = _match(anchor, counts, users)
+        match = _match(graph, anchor)
         if match is None:
             continue
         op, inputs, attrs, absorbed = match
         last = absorbed[-1].output
-        layer = make_node(op, inputs, attrs, name=anchor.name, output_names=[last.name])
         # the fused layer sits where the chain ended: every input (the residual too) is defined by then
-        gone = {id(n) for n in absorbed}
-        graph.nodes = [layer if n is absorbed[-1] else n for n in graph.nodes if id(n) not in gone or n is absorbed[-1]]
-        replace_uses(graph, last, layer.output, skip=[layer])
+        layer = graph.add_node(op, inputs, attrs, name=anchor.name, after=absorbed[-1])
+        graph.replace_all_uses(last, layer.output)
+        erase_and_rename(graph, absorbed, [(layer, anchor.name), (layer.output, last.name)])
         fused += 1
     ctx.count(NAME, fused)
     return graph

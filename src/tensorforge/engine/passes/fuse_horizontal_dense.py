@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ...ir import Graph
-from ._edit import add_constant_named, copy_graph, make_node, replace_uses
+from ._edit import copy_graph
 
 NAME = "fuse_horizontal_dense"
 
@@ -42,23 +42,19 @@ def fuse_horizontal_dense(graph: Graph, ctx) -> Graph:
             continue
         first = members[0]
         widths = [int(n.inputs[1].type.shape[0]) for n in members]
-        weight = add_constant_named(graph, f"{first.name}.hweight", torch.cat([n.inputs[1].data for n in members]))
+        weight = graph.add_constant(torch.cat([n.inputs[1].data for n in members]), f"{first.name}.hweight")
         inputs = [first.inputs[0], weight]
         if first.attrs["has_bias"]:
-            inputs.append(add_constant_named(graph, f"{first.name}.hbias", torch.cat([n.inputs[2].data for n in members])))
-        wide = make_node("engine.dense", inputs, first.attrs, name=f"{first.name}.wide",
-                         output_names=[graph.fresh_name(f"{first.name}.wide")])
-        points = tuple(sum(widths[:i + 1]) for i in range(len(widths) - 1))
-        split = make_node("split", [wide.output], {"indices_or_sections": points, "axis": -1},
-                          name=f"{first.name}.split", output_names=[graph.fresh_name(f"{n.output.name}.part")
-                                                                    for n in members])
+            inputs.append(graph.add_constant(torch.cat([n.inputs[2].data for n in members]), f"{first.name}.hbias"))
         # the wide GEMM goes where the first member was: its only input is defined by then
-        position = graph.nodes.index(first)
-        gone = {id(n) for n in members}
-        graph.nodes = [n for n in graph.nodes[:position] if id(n) not in gone] + [wide, split] + \
-                      [n for n in graph.nodes[position:] if id(n) not in gone]
+        wide = graph.add_node("engine.dense", inputs, first.attrs, name=f"{first.name}.wide", before=first)
+        points = tuple(sum(widths[:i + 1]) for i in range(len(widths) - 1))
+        split = graph.add_node("split", [wide.output], {"indices_or_sections": points, "axis": -1},
+                               name=f"{first.name}.split", output_names=[f"{n.output.name}.part" for n in members],
+                               before=first)
         for member, part in zip(members, split.outputs):
-            replace_uses(graph, member.output, part)
+            graph.replace_all_uses(member.output, part)
+        graph.erase_nodes(members)
         fused += len(members)
     ctx.count(NAME, fused)
     return graph

@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...ir import Graph, Node, Value
-from ._edit import Readers, copy_graph, make_node, replace_uses
+from ._edit import copy_graph, erase_and_rename
 
 NAME = "fuse_layer_norm"
 FLOATS = ("float32", "float16", "bfloat16")
@@ -80,7 +80,12 @@ def _sum_of(x: Value) -> tuple[Node, tuple[Value, Value]] | None:
     return None
 
 
-def _match(norm: Node, uses: Readers) -> _Match | None:
+def _read_beyond(graph: Graph, value: Value, leaving: Node | None) -> bool:
+    """Whether anything but `leaving` reads `value` (a graph output counts)."""
+    return graph.is_output(value) or any(n is not leaving for n in graph.users_of(value))
+
+
+def _match(graph: Graph, norm: Node) -> _Match | None:
     data, gamma, beta = norm.inputs
     rank = data.type.rank
     if rank == 0 or norm.attrs["axis"] % rank != rank - 1 or data.type.dtype not in FLOATS:
@@ -89,11 +94,11 @@ def _match(norm: Node, uses: Readers) -> _Match | None:
         return None
     widening = _widening_cast(data)
     x = widening.inputs[0] if widening is not None else data
-    cast_in = widening if widening is not None and uses.only_reader(data) is norm else None
-    cast_out = _narrowing_cast(uses.only_reader(norm.output))
+    cast_in = widening if widening is not None and graph.sole_user(data) is norm else None
+    cast_out = _narrowing_cast(graph.sole_user(norm.output))
     # the reader of x that goes away: the norm, or the widening cast when the norm was its only reader
     leaving = norm if widening is None else cast_in
-    read_elsewhere = uses.read_beyond(x, {id(leaving)} if leaving is not None else set())
+    read_elsewhere = _read_beyond(graph, x, leaving)
     found = _sum_of(x)
     producer, addends = found if found is not None else (None, None)
     if producer is not None and producer.op == "engine.dense" and read_elsewhere:
@@ -103,42 +108,36 @@ def _match(norm: Node, uses: Readers) -> _Match | None:
     return _Match(norm, x, cast_in, cast_out, producer, addends, producer is not None and read_elsewhere)
 
 
-def _defined_before(value: Value, position: int, index: dict[int, int]) -> bool:
-    return value.producer is None or index[id(value.producer)] < position
-
-
 def _rewrite(graph: Graph, m: _Match) -> bool:
     """Replace the matched nodes with the fused layer (and a residual-free dense); False if the order forbids it."""
     norm = m.norm
     gamma, beta = norm.inputs[1:]
-    gone = {id(n) for n in (norm, m.cast_in, m.cast_out, m.producer) if n is not None}
+    gone = [n for n in (norm, m.cast_in, m.cast_out, m.producer) if n is not None]
     y = m.cast_out.output if m.cast_out is not None else norm.output
-    index = {id(n): i for i, n in enumerate(graph.nodes)}
     # the fused layer sits where the sum was made, so every reader of the sum still comes after it
-    position = index[id(m.producer if m.producer is not None else norm)]
-    if not all(_defined_before(p, position, index) for p in (gamma, beta)):
+    position = m.producer if m.producer is not None else norm
+    if not all(graph.defined_before(p, position) for p in (gamma, beta)):
         return False
-    new_nodes = []
+    renames: list = []
     inputs = [m.x]
     if m.producer is not None and m.producer.op == "engine.dense":
         dense = m.producer
-        gemm = make_node("engine.dense", dense.inputs[:-1], {**dense.attrs, "has_residual": False,
-                                                             "residual_position": "pre_activation"},
-                         name=dense.name, output_names=[graph.fresh_name(f"{m.x.name}.gemm")])
-        new_nodes.append(gemm)
+        gemm = graph.add_node("engine.dense", dense.inputs[:-1], {**dense.attrs, "has_residual": False,
+                                                                 "residual_position": "pre_activation"},
+                              name=dense.name, output_names=[f"{m.x.name}.gemm"], before=position)
+        renames.append((gemm, dense.name))
         inputs = [gemm.output, m.addends[1]]
     elif m.producer is not None:
         inputs = list(m.addends)
     attrs = {"epsilon": norm.attrs["epsilon"], "has_residual": m.producer is not None, "emit_sum": m.emit_sum,
              "out_dtype": None if y.type.dtype == m.x.type.dtype else y.type.dtype}
-    fused = make_node("engine.layer_norm", [*inputs, gamma, beta], attrs, name=norm.name,
-                      output_names=[y.name] + ([m.x.name] if m.emit_sum else []))
-    new_nodes.append(fused)
-    graph.nodes = [n for n in graph.nodes[:position] if id(n) not in gone] + new_nodes + \
-                  [n for n in graph.nodes[position:] if id(n) not in gone]
-    replace_uses(graph, y, fused.outputs[0])
+    fused = graph.add_node("engine.layer_norm", [*inputs, gamma, beta], attrs, name=norm.name, before=position)
+    graph.replace_all_uses(y, fused.outputs[0])
+    renames += [(fused, norm.name), (fused.outputs[0], y.name)]
     if m.emit_sum:
-        replace_uses(graph, m.x, fused.outputs[1], skip=new_nodes)
+        graph.replace_all_uses(m.x, fused.outputs[1], skip=gone)
+        renames.append((fused.outputs[1], m.x.name))
+    erase_and_rename(graph, gone, renames)
     return True
 
 
@@ -146,8 +145,7 @@ def fuse_layer_norm(graph: Graph, ctx) -> Graph:
     graph = copy_graph(graph)
     fused = 0
     for norm in [n for n in graph.nodes if n.op == "nn.layer_norm"]:
-        uses = Readers(graph)  # earlier rewrites changed who reads what
-        m = _match(norm, uses)
+        m = _match(graph, norm)
         if m is not None and _rewrite(graph, m):
             fused += 1
     ctx.count(NAME, fused)

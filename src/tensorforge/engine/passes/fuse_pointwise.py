@@ -22,10 +22,11 @@ The fused node keeps the names of the values it produces; the counter counts fus
 from __future__ import annotations
 
 import heapq
+from typing import Sequence
 
-from ...ir import Graph
+from ...ir import Graph, Node, Value
 from ..pointwise import FUSED_OPS, POINTWISE_DTYPES, broadcast_dims
-from ._edit import copy_graph, make_node
+from ._edit import copy_graph, erase_and_rename
 
 NAME = "fuse_pointwise"
 
@@ -34,20 +35,15 @@ class _Groups:
     """Union-find over node indices, with each group's members and a convexity check on the grouped graph."""
 
     def __init__(self, graph: Graph, candidate: list[bool]):
+        self.graph = graph
         self.nodes = graph.nodes
         self.candidate = candidate
-        index = {id(v): i for i, n in enumerate(graph.nodes) for v in n.outputs}
-        self.producer = index
-        self.value_users: dict[int, list[int]] = {}
-        self.succ: list[set[int]] = [set() for _ in graph.nodes]
-        for i, node in enumerate(graph.nodes):
-            for v in node.inputs:
-                self.value_users.setdefault(id(v), []).append(i)
-                if id(v) in index:
-                    self.succ[index[id(v)]].add(i)
-        self.graph_outputs = {id(v) for v in graph.outputs}
-        self.parent = list(range(len(graph.nodes)))
-        self.members = {i: [i] for i in range(len(graph.nodes))}
+        self.index = {node: i for i, node in enumerate(self.nodes)}
+        self.producer = {id(v): i for i, n in enumerate(self.nodes) for v in n.outputs}
+        # successors by index, from the graph's def-use index
+        self.succ: list[set[int]] = [{self.index[u] for v in n.outputs for u in graph.users_of(v)} for n in self.nodes]
+        self.parent = list(range(len(self.nodes)))
+        self.members = {i: [i] for i in range(len(self.nodes))}
 
     def find(self, i: int) -> int:
         while self.parent[i] != i:
@@ -55,11 +51,11 @@ class _Groups:
             i = self.parent[i]
         return i
 
-    def outputs(self, group: set[int]) -> list:
+    def outputs(self, group: set[int]) -> list[Value]:
         """Values made in `group` that something outside it reads (or that the graph returns), in node order."""
-        return [self.nodes[i].output for i in sorted(group)
-                if id(self.nodes[i].output) in self.graph_outputs
-                or any(u not in group for u in self.value_users.get(id(self.nodes[i].output), ()))]
+        made = [self.nodes[i].output for i in sorted(group)]
+        return [v for v in made if self.graph.is_output(v)
+                or any(self.index[u] not in group for u in self.graph.users_of(v))]
 
     def _closes_cycle(self, group: set[int]) -> bool:
         """Whether some path leaves `group` and comes back; a path that enters another group may leave it from
@@ -101,11 +97,12 @@ def _fusable(node, live: set[int]) -> bool:
             and all(v.type.dtype in POINTWISE_DTYPES for v in (*node.inputs, node.output)))
 
 
-def group_layer(nodes: list, outputs: list):
-    """The engine.pointwise node computing `nodes` (in order) and returning `outputs`, or None without inputs."""
+def group_program(nodes: Sequence[Node], outputs: Sequence[Value]) -> tuple[list[Value], dict] | None:
+    """(inputs, attributes) of the engine.pointwise node computing `nodes` (in order) and returning `outputs`, or
+    None when the group reads no tensor (only literals: constant folding's business)."""
     ssa: dict[int, int] = {}
     program: list[tuple] = []
-    inputs: list = []
+    inputs: list[Value] = []
 
     def operand(v) -> int:
         if id(v) not in ssa:
@@ -122,21 +119,33 @@ def group_layer(nodes: list, outputs: list):
         program.append((node.op, args, tuple(node.attrs.items())))
         ssa[id(node.output)] = len(program) - 1
     if not inputs:
-        return None  # only literals: constant folding's business
-    attrs = {"program": tuple(program), "outputs": tuple(ssa[id(v)] for v in outputs)}
-    layer = make_node("engine.pointwise", inputs, attrs, name=nodes[-1].name, output_names=[v.name for v in outputs])
+        return None
+    return inputs, {"program": tuple(program), "outputs": tuple(ssa[id(v)] for v in outputs)}
+
+
+def _add_layer(graph: Graph, nodes: list[Node], outputs: list[Value]) -> Node | None:
+    """The group's engine.pointwise node, added at the end of the graph (every input is defined by then)."""
+    found = group_program(nodes, outputs)
+    if found is None:
+        return None
+    inputs, attrs = found
+    layer = graph.add_node("engine.pointwise", inputs, attrs, name=nodes[-1].name,
+                           output_names=[v.name for v in outputs])
     if [v.type for v in layer.outputs] != [v.type for v in outputs]:
         raise RuntimeError(f"{NAME}: the program of {nodes[-1].name!r} infers {[str(v.type) for v in layer.outputs]}, "
                            f"the nodes it replaces made {[str(v.type) for v in outputs]}")
     return layer
 
 
-def _reorder(nodes: list, cluster: list[int], layers: dict[int, object]) -> list:
-    """Nodes in a topological order with each fused group as one node (Kahn; ties by earliest original node)."""
+def _reorder(nodes: Sequence[Node], cluster: list[int], layers: dict[int, Node]) -> list[Node]:
+    """Every node in a topological order with each fused group together: its members (in their order) and then its
+    layer, where the group as one node goes (Kahn over the groups; ties by earliest original node)."""
     clusters = sorted(set(cluster))
     producer = {id(v): cluster[i] for i, n in enumerate(nodes) for v in n.outputs}
+    members: dict[int, list[Node]] = {}
     preds: dict[int, set[int]] = {c: set() for c in clusters}
     for i, node in enumerate(nodes):
+        members.setdefault(cluster[i], []).append(node)
         for v in node.inputs:
             p = producer.get(id(v))
             if p is not None and p != cluster[i]:
@@ -148,28 +157,31 @@ def _reorder(nodes: list, cluster: list[int], layers: dict[int, object]) -> list
     waiting = {c: len(ps) for c, ps in preds.items()}
     ready = [c for c in clusters if not waiting[c]]
     heapq.heapify(ready)
-    order = []
+    order: list[Node] = []
+    placed = 0
     while ready:
         c = heapq.heappop(ready)
-        order.append(layers.get(c, nodes[c]))
+        placed += 1
+        order += members[c] + ([layers[c]] if c in layers else [])
         for s in succs[c]:
             waiting[s] -= 1
             if not waiting[s]:
                 heapq.heappush(ready, s)
-    if len(order) != len(clusters):
+    if placed != len(clusters):
         raise RuntimeError(f"{NAME}: the fused groups form a cycle (an internal error of the convexity check)")
     return order
 
 
 def fuse_pointwise(graph: Graph, ctx) -> Graph:
     graph = copy_graph(graph)
-    live = {id(v) for n in graph.nodes for v in n.inputs} | {id(v) for v in graph.outputs}
-    candidate = [_fusable(n, live) for n in graph.nodes]
+    nodes = graph.nodes
+    live = {id(v) for n in nodes for v in n.outputs if graph.use_count(v)}
+    candidate = [_fusable(n, live) for n in nodes]
     groups = _Groups(graph, candidate)
     changed = True
     while changed:  # a merge can make another possible (a path through a third node joins the group)
         changed = False
-        for i, node in enumerate(graph.nodes):
+        for i, node in enumerate(nodes):
             if not candidate[i]:
                 continue
             for v in node.inputs:
@@ -177,24 +189,22 @@ def fuse_pointwise(graph: Graph, ctx) -> Graph:
                 if p is not None and candidate[p] and groups.find(p) != groups.find(i) and groups.try_merge(p, i):
                     changed = True
 
-    layers: dict[int, object] = {}
-    replaced: dict[int, object] = {}
-    for root, members in groups.members.items():
-        if len(members) < 2:
-            continue
-        outputs = groups.outputs(set(members))
-        layer = group_layer([graph.nodes[i] for i in members], outputs)
-        if layer is None:
-            continue
-        layers[root] = layer
-        replaced.update({id(old): new for old, new in zip(outputs, layer.outputs)})
-    if not layers:
+    # every group's outputs first: a layer added to the graph reads values of other groups
+    outputs_of = {root: groups.outputs(set(members)) for root, members in groups.members.items() if len(members) > 1}
+    fused: dict[int, tuple[Node, list[Node], list[Value]]] = {}  # group root -> (layer, members, outputs)
+    for root, outputs in outputs_of.items():
+        members = groups.members[root]
+        layer = _add_layer(graph, [nodes[i] for i in members], outputs)
+        if layer is not None:
+            fused[root] = layer, [nodes[i] for i in members], outputs
+    if not fused:
         ctx.count(NAME, 0)
         return graph
-    cluster = [groups.find(i) if groups.find(i) in layers else i for i in range(len(graph.nodes))]
-    graph.nodes = _reorder(graph.nodes, cluster, layers)
-    for node in graph.nodes:
-        node.inputs = [replaced.get(id(v), v) for v in node.inputs]
-    graph.outputs = [replaced.get(id(v), v) for v in graph.outputs]
-    ctx.count(NAME, len(layers))
+    cluster = [groups.find(i) if groups.find(i) in fused else i for i in range(len(nodes))]
+    graph.set_order(_reorder(nodes, cluster, {root: layer for root, (layer, _, _) in fused.items()}))
+    for layer, members, outputs in fused.values():
+        for old, new in zip(outputs, layer.outputs):
+            graph.replace_all_uses(old, new, skip=members)
+        erase_and_rename(graph, members, [(layer, members[-1].name), *zip(layer.outputs, (v.name for v in outputs))])
+    ctx.count(NAME, len(fused))
     return graph

@@ -15,9 +15,9 @@ import math
 
 import torch
 
-from ...ir import Graph
+from ...ir import Graph, Value
 from ...ir.types import torch_dtype
-from ._edit import copy_graph, make_node
+from ._edit import copy_graph
 
 NAME = "hoist_attention_masks"
 ATTENTION = "nn.scaled_dot_product_attention"
@@ -25,9 +25,9 @@ ATTENTION = "nn.scaled_dot_product_attention"
 
 def hoist_attention_masks(graph: Graph, ctx) -> Graph:
     graph = copy_graph(graph)
-    additive: dict[tuple[int, str], object] = {}
+    additive: dict[tuple[int, str], Value] = {}
     rewritten = 0
-    for node in list(graph.nodes):
+    for node in graph.nodes:
         if node.op != ATTENTION or len(node.inputs) < 4 or node.inputs[3].type.dtype != "bool":
             continue
         mask, dtype = node.inputs[3], node.inputs[0].type.dtype
@@ -35,11 +35,9 @@ def hoist_attention_masks(graph: Graph, ctx) -> Graph:
         if key not in additive:
             keep = graph.add_constant(torch.zeros((), dtype=torch_dtype(dtype)), f"{mask.name}.keep")
             drop = graph.add_constant(torch.full((), -math.inf, dtype=torch_dtype(dtype)), f"{mask.name}.drop")
-            where = make_node("where", [mask, keep, drop], {}, name=f"{mask.name}.additive",
-                              output_names=[graph.fresh_name(f"{mask.name}.additive")])
-            graph.nodes.insert(graph.nodes.index(node), where)
-            additive[key] = where.outputs[0]
-        node.inputs = [*node.inputs[:3], additive[key]]
+            additive[key] = graph.add_node("where", [mask, keep, drop], name=f"{mask.name}.additive",
+                                           before=node).output
+        node.replace_input_at(3, additive[key])
         rewritten += 1
     ctx.count(NAME, rewritten)
     return graph

@@ -27,7 +27,7 @@ counts reordered layers.
 from __future__ import annotations
 
 from ...ir import Graph, Node
-from ._edit import Readers, copy_graph, make_node, replace_uses
+from ._edit import copy_graph, erase_and_rename
 
 NAME = "reorder_dense_rows"
 
@@ -45,15 +45,15 @@ def _leading_axes(shape, k) -> int | None:
     return None
 
 
-def _match(dense: Node, readers: Readers):
+def _match(graph: Graph, dense: Node):
     """(transpose, flatten, unflatten, back-transpose, new axes) when `dense` can take its rows reordered."""
     if dense.attrs["has_residual"]:
         return None
     flatten = dense.inputs[0].producer
-    if flatten is None or flatten.op != "reshape" or readers.only_reader(flatten.outputs[0]) is not dense:
+    if flatten is None or flatten.op != "reshape" or graph.sole_user(flatten.outputs[0]) is not dense:
         return None
     transpose = flatten.inputs[0].producer
-    if transpose is None or transpose.op != "transpose" or readers.only_reader(transpose.outputs[0]) is not flatten:
+    if transpose is None or transpose.op != "transpose" or graph.sole_user(transpose.outputs[0]) is not flatten:
         return None
     axes = transpose.attrs["axes"]
     shape = transpose.outputs[0].type.shape
@@ -61,13 +61,13 @@ def _match(dense: Node, readers: Readers):
     m = _leading_axes(shape, k) if isinstance(k, int) and axes is not None else None
     if m is None or m < 2:
         return None
-    unflatten = readers.only_reader(dense.outputs[0])
+    unflatten = graph.sole_user(dense.outputs[0])
     if unflatten is None or unflatten.op != "reshape":
         return None
     out_shape = unflatten.outputs[0].type.shape
     if tuple(out_shape[:-1]) != tuple(shape[:m]) or out_shape[-1] != dense.outputs[0].type.shape[-1]:
         return None
-    back = readers.only_reader(unflatten.outputs[0])
+    back = graph.sole_user(unflatten.outputs[0])
     if back is None or back.op != "transpose" or back.attrs["axes"] is None:
         return None
     order = tuple(back.attrs["axes"])
@@ -80,26 +80,23 @@ def _match(dense: Node, readers: Readers):
 def reorder_dense_rows(graph: Graph, ctx) -> Graph:
     graph = copy_graph(graph)
     reordered = 0
-    readers = Readers(graph)
     for dense in [n for n in graph.nodes if n.op == "engine.dense"]:
-        found = _match(dense, readers)
+        found = _match(graph, dense)
         if found is None:
             continue
         transpose, flatten, unflatten, back, new_axes = found
-        permuted = make_node("transpose", transpose.inputs, {"axes": new_axes}, name=transpose.name,
-                             output_names=[graph.fresh_name(f"{transpose.outputs[0].name}.rows")])
-        rows = make_node("reshape", permuted.outputs, flatten.attrs, name=flatten.name,
-                         output_names=[graph.fresh_name(f"{flatten.outputs[0].name}.rows")])
-        layer = make_node("engine.dense", [rows.outputs[0], *dense.inputs[1:]], dense.attrs, name=dense.name,
-                          output_names=[graph.fresh_name(f"{dense.outputs[0].name}.rows")])
-        result = make_node("reshape", layer.outputs, {"newshape": tuple(back.outputs[0].type.shape)},
-                           name=back.name, output_names=[back.outputs[0].name])
-        position = graph.nodes.index(dense)
-        graph.nodes[position:position + 1] = [permuted, rows, layer, result]
-        for gone in (transpose, flatten, unflatten, back):
-            graph.nodes.remove(gone)
-        replace_uses(graph, back.outputs[0], result.outputs[0], skip=[result])
-        readers = Readers(graph)  # the rewrite changed who reads what
+        permuted = graph.add_node("transpose", transpose.inputs, {"axes": new_axes}, name=transpose.name,
+                                  output_names=[f"{transpose.outputs[0].name}.rows"], before=dense)
+        rows = graph.add_node("reshape", permuted.outputs, flatten.attrs, name=flatten.name,
+                              output_names=[f"{flatten.outputs[0].name}.rows"], before=dense)
+        layer = graph.add_node("engine.dense", [rows.outputs[0], *dense.inputs[1:]], dense.attrs, name=dense.name,
+                               output_names=[f"{dense.outputs[0].name}.rows"], before=dense)
+        result = graph.add_node("reshape", layer.outputs, {"newshape": tuple(back.outputs[0].type.shape)},
+                                name=back.name, before=dense)
+        graph.replace_all_uses(back.outputs[0], result.outputs[0])
+        erase_and_rename(graph, [transpose, flatten, dense, unflatten, back],
+                         [(permuted, transpose.name), (rows, flatten.name), (layer, dense.name), (result, back.name),
+                          (result.outputs[0], back.outputs[0].name)])
         reordered += 1
     ctx.count(NAME, reordered)
     return graph

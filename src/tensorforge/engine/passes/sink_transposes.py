@@ -16,14 +16,14 @@ residual would have to move too).
 from __future__ import annotations
 
 from ...ir import Graph
-from ._edit import copy_graph, make_node, replace_uses, user_counts
+from ._edit import copy_graph, erase_and_rename
 
 NAME = "sink_transposes"
 
 
-def _movable(node, counts) -> bool:
+def _movable(graph: Graph, node) -> bool:
     t = node.inputs[0].producer
-    if counts.get(id(t.outputs[0]), 0) != 1:
+    if graph.use_count(t.outputs[0]) != 1:
         return False
     axes = t.attrs["axes"]
     if node.op == "cast":
@@ -35,22 +35,20 @@ def _movable(node, counts) -> bool:
 def sink_transposes(graph: Graph, ctx) -> Graph:
     graph = copy_graph(graph)
     moved = 0
-    for node in list(graph.nodes):
+    for node in graph.nodes:
         producer = node.inputs[0].producer if node.inputs else None
         if node.op not in ("cast", "engine.dense") or producer is None or producer.op != "transpose":
             continue
-        if not _movable(node, user_counts(graph)):
+        if not _movable(graph, node):
             continue
         transpose = node.inputs[0].producer
         out = node.outputs[0]
-        inner = make_node(node.op, [transpose.inputs[0], *node.inputs[1:]], node.attrs, name=node.name,
-                          output_names=[graph.fresh_name(f"{out.name}.untransposed")])
-        outer = make_node("transpose", inner.outputs, transpose.attrs, name=transpose.name,
-                          output_names=[out.name])
-        position = graph.nodes.index(node)
-        graph.nodes[position:position + 1] = [inner, outer]
-        graph.nodes.remove(transpose)
-        replace_uses(graph, out, outer.outputs[0], skip=[outer])
+        inner = graph.add_node(node.op, [transpose.inputs[0], *node.inputs[1:]], node.attrs, name=node.name,
+                               output_names=[f"{out.name}.untransposed"], before=node)
+        outer = graph.add_node("transpose", inner.outputs, transpose.attrs, name=transpose.name, before=node)
+        graph.replace_all_uses(out, outer.outputs[0])
+        erase_and_rename(graph, [transpose, node],
+                         [(inner, node.name), (outer, transpose.name), (outer.outputs[0], out.name)])
         moved += 1
     ctx.count(NAME, moved)
     return graph

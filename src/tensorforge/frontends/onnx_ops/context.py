@@ -125,9 +125,9 @@ class OnnxContext:
     def rollback(self, state: tuple[int, frozenset, int]) -> None:
         """Drop what a converter added before raising Unsupported, so the opaque node replaces it cleanly."""
         nodes, constants, materialized = state
-        del self.graph.nodes[nodes:]
+        self.graph.erase_nodes(self.graph.nodes[nodes:])  # converters only append: the new nodes are the last
         for key in set(self.graph.constants) - constants:
-            del self.graph.constants[key]
+            self.graph.erase_constant(self.graph.constants[key])
         for operand in self._materialized[materialized:]:
             operand.value = None
         del self._materialized[materialized:]
