@@ -22,7 +22,7 @@ import bisect
 import collections
 import itertools
 import types
-from typing import Any, Collection, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence, TypeVar
 
 import torch
 
@@ -31,6 +31,7 @@ from .types import TensorType
 
 # gap between the order keys of neighbouring nodes: about 16 insertions at one spot before a renumbering
 _ORDER_GAP = 1 << 16
+_Key = TypeVar("_Key")
 
 
 class Value:
@@ -359,8 +360,9 @@ class Graph:
             self._add_use(value, node)
         return node
 
-    def call(self, op: str, *inputs: Value, name: str | None = None, **attrs):
-        """Add a node and return its output value (a tuple of values for multi-output ops)."""
+    def call(self, op: str, *inputs: Value, name: str | None = None, **attrs: Any) -> Any:
+        """Add a node and return its output value (a tuple of values for multi-output ops: which one is known only
+        from the op, hence `Any` for type checkers)."""
         node = self.add_node(op, inputs, attrs, name=name)
         return node.outputs[0] if len(node.outputs) == 1 else tuple(node.outputs)
 
@@ -542,7 +544,7 @@ class Graph:
 
     # -- queries -------------------------------------------------------------------------------
 
-    def op_counts(self) -> collections.Counter:
+    def op_counts(self) -> collections.Counter[str]:
         return collections.Counter(node.op for node in self._nodes)
 
     def opaque_nodes(self) -> list[Node]:
@@ -554,7 +556,8 @@ class Graph:
                    for n in self._nodes)
 
     def parameter_bytes(self) -> int:
-        return sum(v.data.numel() * v.data.element_size() for v in self._constants.values())
+        tensors = [v.data for v in self._constants.values() if v.data is not None]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def summary(self) -> str:
         from .printer import summary
@@ -628,7 +631,7 @@ class Graph:
             del self._readers[value]
 
     @staticmethod
-    def _drop(counts: dict, key) -> None:
+    def _drop(counts: dict[_Key, int], key: _Key) -> None:
         if counts[key] == 1:
             del counts[key]
         else:
