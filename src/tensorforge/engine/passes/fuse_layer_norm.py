@@ -118,7 +118,7 @@ def _rewrite(graph: Graph, m: _Match) -> bool:
     position = m.producer if m.producer is not None else norm
     if not all(graph.defined_before(p, position) for p in (gamma, beta)):
         return False
-    renames: list = []
+    renames: list[tuple[Node | Value, str]] = []
     inputs = [m.x]
     if m.producer is not None and m.producer.op == "engine.dense":
         dense = m.producer

@@ -39,11 +39,14 @@ class _Groups:
         self.nodes = graph.nodes
         self.candidate = candidate
         self.index = {node: i for i, node in enumerate(self.nodes)}
-        self.producer = {id(v): i for i, n in enumerate(self.nodes) for v in n.outputs}
         # successors by index, from the graph's def-use index
         self.succ: list[set[int]] = [{self.index[u] for v in n.outputs for u in graph.users_of(v)} for n in self.nodes]
         self.parent = list(range(len(self.nodes)))
         self.members = {i: [i] for i in range(len(self.nodes))}
+
+    def producer(self, value: Value) -> int | None:
+        """The index of the node that makes `value` (None for inputs and constants)."""
+        return self.index.get(value.producer) if value.producer is not None else None
 
     def find(self, i: int) -> int:
         while self.parent[i] != i:
@@ -80,7 +83,7 @@ class _Groups:
         group = set(self.members[ra]) | set(self.members[rb])
         if broadcast_dims([v.type.shape for v in self.outputs(group)]) is None:
             return False  # no one domain for all outputs
-        if any(self.nodes[i].op == "nn.bias_add" and self.producer.get(id(self.nodes[i].inputs[1])) in group
+        if any(self.nodes[i].op == "nn.bias_add" and self.producer(self.nodes[i].inputs[1]) in group
                for i in group):
             return False
         if self._closes_cycle(group):
@@ -141,13 +144,13 @@ def _reorder(nodes: Sequence[Node], cluster: list[int], layers: dict[int, Node])
     """Every node in a topological order with each fused group together: its members (in their order) and then its
     layer, where the group as one node goes (Kahn over the groups; ties by earliest original node)."""
     clusters = sorted(set(cluster))
-    producer = {id(v): cluster[i] for i, n in enumerate(nodes) for v in n.outputs}
+    cluster_of = {node: cluster[i] for i, node in enumerate(nodes)}
     members: dict[int, list[Node]] = {}
     preds: dict[int, set[int]] = {c: set() for c in clusters}
     for i, node in enumerate(nodes):
         members.setdefault(cluster[i], []).append(node)
         for v in node.inputs:
-            p = producer.get(id(v))
+            p = cluster_of.get(v.producer) if v.producer is not None else None
             if p is not None and p != cluster[i]:
                 preds[cluster[i]].add(p)
     succs: dict[int, list[int]] = {c: [] for c in clusters}
@@ -185,7 +188,7 @@ def fuse_pointwise(graph: Graph, ctx) -> Graph:
             if not candidate[i]:
                 continue
             for v in node.inputs:
-                p = groups.producer.get(id(v))
+                p = groups.producer(v)
                 if p is not None and candidate[p] and groups.find(p) != groups.find(i) and groups.try_merge(p, i):
                     changed = True
 
