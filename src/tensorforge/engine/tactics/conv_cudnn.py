@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ...ir import TensorType
-from .epilogue import activation_fn
+from ..epilogue import Epilogue
 from .pointwise_codegen import Unsupported, layout
 from .pointwise_triton import PointwiseKernel
 from .registry import tactic
@@ -46,14 +46,6 @@ def _supports_conv2d(node, config) -> str | None:
     return None
 
 
-def _epilogue(node):
-    """(activation fn or None, residual input index or None, residual position), bound once."""
-    a = node.attrs
-    act = activation_fn(a.get("activation"), a.get("activation_attrs", ()))
-    residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
-    return act, residual_index, a.get("residual_position", "pre_activation")
-
-
 @contextlib.contextmanager
 def _cudnn_flags(config):
     """cuDNN picks its fastest algorithm for each shape once (benchmark mode), in the warm-up before a
@@ -67,7 +59,7 @@ def _cudnn_flags(config):
 
 
 class _Conv2d:
-    memory_format = CHANNELS_LAST
+    layout = CHANNELS_LAST  # the memory format it convolves in (its input, weights and output)
     writes_arena = False
     packs_weights = True  # the weights it needs are laid out at bind time; the plan keeps no device copy
 
@@ -78,13 +70,16 @@ class _Conv2d:
     @classmethod
     def bind(cls, node, ctx):
         a = node.attrs
-        fmt = cls.memory_format
+        fmt = cls.layout
         weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=fmt)
-        bias = node.inputs[2].data.to(ctx.device) if a["has_bias"] and node.inputs[2].data is not None else None
-        bias_index = 2 if a["has_bias"] and bias is None else None
+        epilogue = Epilogue.of(node)
+        bias_value, _ = epilogue.split(node.inputs)
+        constant = bias_value is not None and bias_value.data is not None
+        bias = bias_value.data.to(ctx.device) if constant else None
+        bias_index = None if constant else epilogue.bias_index  # a bias computed in the plan is read per call
+        residual_index = epilogue.residual_index
+        tail = epilogue.in_place()  # the residual add and the activation, in the layer's order, on cuDNN's output
         stride, padding, dilation, groups = a["strides"], a["padding"], a["dilation"], a["groups"]
-        act, residual_index, position = _epilogue(node)
-
         config = ctx.config
 
         def run(inputs, outputs, env):
@@ -92,21 +87,14 @@ class _Conv2d:
             b = bias if bias_index is None else inputs[bias_index]
             with _cudnn_flags(config):
                 y = F.conv2d(x, weight, b, stride, padding, dilation, groups)
-            residual = inputs[residual_index] if residual_index is not None else None
-            if residual is not None and position == "pre_activation":
-                y.add_(residual)
-            if act is not None:
-                y = act(y)
-            if residual is not None and position == "post_activation":
-                y.add_(residual)
-            return (y,)
+            return (tail(y, inputs[residual_index] if residual_index is not None else None),)
 
         return run
 
 
 @tactic("engine.conv", name="cudnn_nhwc", devices=("cuda",), priority=20)
 class Conv2dNHWC(_Conv2d):
-    memory_format = input_memory_format = CHANNELS_LAST
+    layout = input_memory_format = CHANNELS_LAST
 
 
 @tactic("engine.conv", name="cudnn_nchw", devices=("cuda",), priority=15)
@@ -114,7 +102,7 @@ class Conv2dNCHW(_Conv2d):
     """Only for a region's first layer (its input arrives NCHW): everywhere else the plan stays channels-last,
     since a layer timed alone might win in NCHW but would pay two layout conversions around it in the plan."""
 
-    memory_format = torch.contiguous_format
+    layout = torch.contiguous_format
 
     @classmethod
     def supports(cls, node, config):
@@ -129,7 +117,8 @@ def epilogue_layout(node):
     nothing to do after the convolution. Raises Unsupported when the generator cannot express it.
 
     Its inputs: the conv output, then the bias, then the residual (permuted alike), as present."""
-    a = node.attrs
+    epilogue = Epilogue.of(node)
+    bias, residual = epilogue.split(node.inputs)
     out = node.outputs[0].type
     n, c, h, w = out.shape
     nhwc = TensorType(out.dtype, (n, h, w, c))
@@ -146,18 +135,13 @@ def epilogue_layout(node):
         in_types.append(t)
         return len(program) - 1
 
-    if a["has_bias"]:
-        apply("add", load(TensorType(node.inputs[2].type.dtype, (c,))))
-    residual = None
-    if a["has_residual"]:
-        residual = TensorType(node.inputs[2 + int(a["has_bias"])].type.dtype, (n, h, w, c))
-    if residual is not None and a.get("residual_position", "pre_activation") == "pre_activation":
-        apply("add", load(residual))
-        residual = None
-    if a.get("activation"):
-        apply(a["activation"], attrs=a.get("activation_attrs", ()))
-    if residual is not None:
-        apply("add", load(residual))
+    if bias is not None:
+        apply("add", load(TensorType(bias.type.dtype, (c,))))
+    for step in epilogue.steps:
+        if step == "residual":
+            apply("add", load(TensorType(residual.type.dtype, (n, h, w, c))))
+        else:
+            apply(epilogue.activation, attrs=epilogue.activation_attrs)
     if last == 0:
         return None
     return layout(tuple(program), (last,), tuple(in_types), (nhwc,))
@@ -189,12 +173,13 @@ class Conv2dTritonEpilogue:
     def bind(node, ctx):
         a = node.attrs
         weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=CHANNELS_LAST)
-        extra = []  # the epilogue kernel's inputs after the conv output: bias (constant or activation), residual
-        if a["has_bias"]:
-            data = node.inputs[2].data
-            extra.append(data.to(ctx.device) if data is not None else 2)
-        if a["has_residual"]:
-            extra.append(2 + int(a["has_bias"]))
+        layer = Epilogue.of(node)
+        bias, _ = layer.split(node.inputs)
+        extra = []  # the epilogue kernel's inputs after the conv output: bias (constant or input index), residual
+        if bias is not None:
+            extra.append(bias.data.to(ctx.device) if bias.data is not None else layer.bias_index)
+        if layer.residual_index is not None:
+            extra.append(layer.residual_index)
         epilogue = PointwiseKernel(epilogue_layout(node), block=1024, num_warps=4)
         stride, padding, dilation, groups = a["strides"], a["padding"], a["dilation"], a["groups"]
         config = ctx.config
@@ -228,12 +213,13 @@ class Conv2dFusedReLU:
         reason = _supports_conv2d(node, config)
         if reason:
             return reason
-        a = node.attrs
-        if a.get("activation") != "nn.relu":
+        epilogue = Epilogue.of(node)
+        bias, _ = epilogue.split(node.inputs)
+        if epilogue.activation != "nn.relu":
             return "the fused cuDNN kernels end in relu"
-        if a["has_residual"] and a.get("residual_position") != "pre_activation":
+        if epilogue.has_residual and not epilogue.residual_before_activation:
             return "the residual must be added before the relu"
-        if a["has_bias"] and node.inputs[2].data is None:
+        if bias is not None and bias.data is None:
             return "the bias must be a constant"
         if node.inputs[0].type.dtype == "bfloat16":
             return "cuDNN's fused conv+relu path takes float16/float32"
@@ -243,9 +229,11 @@ class Conv2dFusedReLU:
     def bind(node, ctx):
         a = node.attrs
         weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=CHANNELS_LAST)
-        bias = node.inputs[2].data.to(ctx.device) if a["has_bias"] else None
+        epilogue = Epilogue.of(node)
+        bias_value, _ = epilogue.split(node.inputs)
+        bias = bias_value.data.to(ctx.device) if bias_value is not None else None
+        residual_index = epilogue.residual_index
         stride, padding, dilation, groups = list(a["strides"]), list(a["padding"]), list(a["dilation"]), a["groups"]
-        residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
         config = ctx.config
 
         def run(inputs, outputs, env):
