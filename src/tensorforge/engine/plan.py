@@ -80,7 +80,7 @@ class Plan:
         # the plan's weights live on its device, except those only tactics that pack their own copy read
         on_device = {id(v) for v in graph.outputs if v.data is not None}
         for node in graph.nodes:
-            if not getattr(get_tactic(node.op, self.tactics[node.name]).impl, "packs_weights", False):
+            if not get_tactic(node.op, self.tactics[node.name]).packs_weights:
                 on_device.update(id(v) for v in node.inputs if v.data is not None)
         for value in graph.constants.values():
             value.data = value.data.to(self.device) if id(value) in on_device else value.data.cpu()

@@ -12,13 +12,12 @@
 The builder times the supported ones on the layer's real shapes and keeps the fastest. Weights are laid out
 (and pre-cast by the precision pass) once, at bind time. Each tactic returns its own output (cuDNN allocates
 it, in the memory format of its input), so these layers' activations come from the CUDA graph's pool rather
-than the arena (`writes_arena = False`).
+than the arena (`writes_arena=False`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +59,6 @@ def _cudnn_flags(config):
 
 class _Conv2d:
     layout = CHANNELS_LAST  # the memory format it convolves in (its input, weights and output)
-    writes_arena = False
-    packs_weights = True  # the weights it needs are laid out at bind time; the plan keeps no device copy
 
     @classmethod
     def supports(cls, node, config):
@@ -92,12 +89,15 @@ class _Conv2d:
         return run
 
 
-@tactic("engine.conv", name="cudnn_nhwc", devices=("cuda",), priority=20)
+# every cuDNN tactic returns the output cuDNN allocated (writes_arena=False) and lays out its own weights at bind
+# time (packs_weights=True: the plan keeps no device copy of them)
+@tactic("engine.conv", name="cudnn_nhwc", devices=("cuda",), priority=20, writes_arena=False, packs_weights=True,
+        input_memory_format=CHANNELS_LAST)
 class Conv2dNHWC(_Conv2d):
-    layout = input_memory_format = CHANNELS_LAST
+    layout = CHANNELS_LAST
 
 
-@tactic("engine.conv", name="cudnn_nchw", devices=("cuda",), priority=15)
+@tactic("engine.conv", name="cudnn_nchw", devices=("cuda",), priority=15, writes_arena=False, packs_weights=True)
 class Conv2dNCHW(_Conv2d):
     """Only for a region's first layer (its input arrives NCHW): everywhere else the plan stays channels-last,
     since a layer timed alone might win in NCHW but would pay two layout conversions around it in the plan."""
@@ -147,21 +147,18 @@ def epilogue_layout(node):
     return layout(tuple(program), (last,), tuple(in_types), (nhwc,))
 
 
-@tactic("engine.conv", name="cudnn_nhwc_triton", devices=("cuda",), priority=22)
+@tactic("engine.conv", name="cudnn_nhwc_triton", devices=("cuda",), priority=22, writes_arena=False,
+        packs_weights=True, input_memory_format=CHANNELS_LAST, requires_triton=True)
 class Conv2dTritonEpilogue:
-    """cuDNN convolution without bias (channels-last), then one generated kernel for the whole epilogue."""
-
-    writes_arena = False
-    packs_weights = True
-    input_memory_format = CHANNELS_LAST
+    """cuDNN convolution without bias (channels-last), then one generated kernel for the whole epilogue. Its
+    epilogue kernel compiles at its first call, but it is not `compiles`: cuDNN's benchmark-mode search must not
+    run beside other work (compile_ahead.py)."""
 
     @staticmethod
     def supports(node, config):
         reason = _supports_conv2d(node, config)
         if reason:
             return reason
-        if importlib.util.find_spec("triton") is None:
-            return "Triton is not installed"
         try:
             if epilogue_layout(node) is None:
                 return "no epilogue to fuse (the plain convolution is cudnn_nhwc)"
@@ -200,13 +197,10 @@ class Conv2dTritonEpilogue:
         return run
 
 
-@tactic("engine.conv", name="cudnn_fused_nhwc", devices=("cuda",), priority=25)
+@tactic("engine.conv", name="cudnn_fused_nhwc", devices=("cuda",), priority=25, writes_arena=False,
+        packs_weights=True, input_memory_format=CHANNELS_LAST)
 class Conv2dFusedReLU:
     """One cuDNN call for conv + bias + (residual) + relu."""
-
-    writes_arena = False
-    packs_weights = True
-    input_memory_format = CHANNELS_LAST
 
     @staticmethod
     def supports(node, config):

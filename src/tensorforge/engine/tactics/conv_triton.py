@@ -17,8 +17,6 @@ the `.half()` benchmark the timing chose this kernel for 17, 13 and 8 of the 17 
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
 from ..epilogue import Epilogue
@@ -39,17 +37,12 @@ def depthwise_reason(node) -> str | None:
     return None
 
 
-@tactic("engine.conv", name="triton_depthwise_nhwc", devices=("cuda",), priority=30)
+# writes_arena=False: a channels-last output; arena views are row-major NCHW
+@tactic("engine.conv", name="triton_depthwise_nhwc", devices=("cuda",), priority=30, writes_arena=False,
+        packs_weights=True, compiles=True, requires_triton=True, input_memory_format=torch.channels_last)
 class DepthwiseConv2dNHWC:
-    writes_arena = False  # a channels-last output; arena views are row-major NCHW
-    packs_weights = True
-    compiles = True
-    input_memory_format = torch.channels_last
-
     @staticmethod
     def supports(node, config):
-        if importlib.util.find_spec("triton") is None:
-            return "Triton is not installed"
         reason = depthwise_reason(node)
         if reason:
             return reason

@@ -42,11 +42,8 @@ def _flat_out(outputs, rows: int, cols: int, like: torch.Tensor):
     return full, full.view(rows, cols)
 
 
-@tactic("engine.dense", name="cublaslt_epilogue", devices=("cuda",), priority=20)
+@tactic("engine.dense", name="cublaslt_epilogue", devices=("cuda",), priority=20, packs_weights=True)
 class DenseLtEpilogue:
-    writes_arena = True
-    packs_weights = True
-
     @staticmethod
     def supports(node, config):
         reason = _supports_dense(node, config)
@@ -79,11 +76,8 @@ class DenseLtEpilogue:
         return run
 
 
-@tactic("engine.dense", name="cublas_addmm", devices=("cuda",), priority=15)
+@tactic("engine.dense", name="cublas_addmm", devices=("cuda",), priority=15, packs_weights=True)
 class DenseAddmm:
-    writes_arena = True
-    packs_weights = True
-
     @staticmethod
     def supports(node, config):
         return _supports_dense(node, config)

@@ -15,7 +15,6 @@ libraries' TF32/IEEE choice) and accumulate in float32. Weights are transposed t
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import torch
@@ -93,8 +92,6 @@ class _GemmLaunch:
                           GROUP=GROUP_M, num_warps=self.num_warps, num_stages=self.num_stages)
         if tma:
             device = weight_kn.device
-            if device.type == "cuda" and torch.cuda.get_device_capability(device) < (9, 0):
-                raise ValueError("the TMA GEMM needs compute capability 9.0 or newer (Hopper)")
             from triton.tools.tensor_descriptor import TensorDescriptor
             self.descriptor = TensorDescriptor.from_tensor
             self.b_desc = self.descriptor(weight_kn, [self.block_k, self.block_n])
@@ -136,8 +133,6 @@ def _cdiv(a: int, b: int) -> int:
 
 
 def _supports_common(node, tma: bool) -> str | None:
-    if importlib.util.find_spec("triton") is None:
-        return "Triton is not installed"
     if node.inputs[0].type.dtype not in ("float16", "bfloat16"):
         return "the Triton GEMM template takes float16/bfloat16 layers (float32 keeps the libraries' TF32 choice)"
     if node.inputs[1].data is None:
@@ -165,9 +160,6 @@ def _rows(t: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class _DenseTemplate:
-    writes_arena = True
-    compiles = True  # a Triton kernel: compiled ahead, in parallel (compile_ahead.py)
-    packs_weights = True
     tile: tuple = ()
     tma = False
     residual_stages: int | None = None
@@ -199,10 +191,6 @@ class _DenseTemplate:
 class _Conv1x1Template:
     """A 1x1, stride-1, unpadded, ungrouped convolution over channels-last activations, as the GEMM."""
 
-    writes_arena = False  # its output is channels-last; arena views are row-major NCHW
-    packs_weights = True
-    compiles = True
-    input_memory_format = torch.channels_last
     tile: tuple = ()
     tma = False
     residual_stages: int | None = None
@@ -246,10 +234,15 @@ def _register() -> None:
     for priority, (name, tile, tma) in enumerate(tiles):
         spec = {"tile": tile, "tma": tma, "residual_stages": TMA_RESIDUAL_STAGES.get(name)}
         dense = type(f"DenseTriton_{name}", (_DenseTemplate,), spec)
-        level = 4 if name in WIDE_TILES else 0
-        tactic("engine.dense", name=name, devices=("cuda",), priority=5 + priority, min_level=level)(dense)
+        # a Triton kernel (compiled ahead, in parallel: compile_ahead.py) and weights packed at bind time;
+        # the TMA kernel needs Hopper's tensor-memory accelerator
+        common = dict(devices=("cuda",), priority=5 + priority, min_level=4 if name in WIDE_TILES else 0,
+                      packs_weights=True, compiles=True, requires_triton=True, min_capability=(9, 0) if tma else None)
+        tactic("engine.dense", name=name, **common)(dense)
         conv = type(f"Conv1x1Triton_{name}", (_Conv1x1Template,), spec)
-        tactic("engine.conv", name=name, devices=("cuda",), priority=5 + priority, min_level=level)(conv)
+        # its output is channels-last; arena views are row-major NCHW
+        tactic("engine.conv", name=name, writes_arena=False, input_memory_format=torch.channels_last,
+               **common)(conv)
 
 
 _register()
