@@ -87,8 +87,11 @@ def fused(form: Form):
 def test_epilogue_of_every_fused_form(form):
     _, node = fused(form)
     epilogue = Epilogue.of(node)
-    assert (epilogue.has_bias, epilogue.has_residual, epilogue.activation) == (form.bias, form.residual is not None,
-                                                                               form.activation)
+    assert (epilogue.has_bias, epilogue.has_residual, epilogue.activation) == (
+        form.bias,
+        form.residual is not None,
+        form.activation,
+    )
     assert epilogue.activation_kwargs.items() >= dict(form.attrs).items()
     assert epilogue.num_inputs == len(node.inputs)
     bias, residual = epilogue.split(node.inputs)
@@ -96,19 +99,20 @@ def test_epilogue_of_every_fused_form(form):
     assert (residual.name if residual is not None else None) == ("r" if form.residual else None)
     assert epilogue.bias_index == (2 if form.bias else None)
     assert epilogue.residual_index == ((3 if form.bias else 2) if form.residual else None)
-    order = {None: [], "pre_activation": ["residual"], "post_activation": []}[form.residual] + \
-        (["activation"] if form.activation else []) + (["residual"] if form.residual == "post_activation" else [])
-    assert list(epilogue.steps) == order
+    assert epilogue.residual_position == (form.residual or "pre_activation")
+    assert epilogue.residual_before_activation == (form.residual != "post_activation")
     assert Epilogue.from_attrs(epilogue.to_attrs()) == epilogue and epilogue.to_attrs() == {
-        k: node.attrs[k] for k in epilogue.to_attrs()}
+        k: node.attrs[k] for k in epilogue.to_attrs()
+    }
 
 
 @pytest.mark.parametrize("form", FORMS.values(), ids=FORMS)
 def test_the_fused_reference_computes_what_the_unfused_graph_did(form):
     graph, _ = fused(form)
     inputs = form.inputs()
-    torch.testing.assert_close(ir.execute(graph, *inputs)[0], ir.execute(form.graph(), *inputs)[0], rtol=1e-5,
-                               atol=1e-5)
+    torch.testing.assert_close(
+        ir.execute(graph, *inputs)[0], ir.execute(form.graph(), *inputs)[0], rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("form", FORMS.values(), ids=FORMS)
@@ -147,25 +151,36 @@ def test_library_tactics_apply_the_epilogue_as_the_reference_does(form):
         kernel = t.bind(node, BindContext(torch.device("cpu"), BuilderConfig(), 2))
         offered = [torch.empty(expected.shape)] if t.writes_arena else [None]
         (got,) = kernel([i.clone() for i in inputs], offered, {"batch": 2})
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
         ran.append(name)
     assert ran, "at least one library tactic takes every fused form"
 
 
 # -- what an epilogue refuses --------------------------------------------------------------------------------------
 
+
 def test_every_fusable_activation_has_an_in_place_form():
-    assert FUSABLE_ACTIVATIONS == set(IN_PLACE_ACTIVATIONS)
+    assert set(IN_PLACE_ACTIVATIONS) == FUSABLE_ACTIVATIONS
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    pytest.param(dict(residual_position="after"), r"residual_position must be one of \('pre_activation', "
-                 r"'post_activation'\), got 'after'", id="position"),
-    pytest.param(dict(activation="nn.softplus"), "activation 'nn.softplus' cannot be fused", id="activation"),
-    pytest.param(dict(has_bias=1), "has_bias must be a bool, got 1", id="flag"),
-    pytest.param(dict(activation="nn.relu", activation_attrs=("alpha",)), "must be \\(name, value\\) pairs",
-                 id="activation-attrs"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        pytest.param(
+            dict(residual_position="after"),
+            r"residual_position must be one of \('pre_activation', "
+            r"'post_activation'\), got 'after'",
+            id="position",
+        ),
+        pytest.param(dict(activation="nn.softplus"), "activation 'nn.softplus' cannot be fused", id="activation"),
+        pytest.param(dict(has_bias=1), "has_bias must be a bool, got 1", id="flag"),
+        pytest.param(
+            dict(activation="nn.relu", activation_attrs=("alpha",)),
+            "must be \\(name, value\\) pairs",
+            id="activation-attrs",
+        ),
+    ],
+)
 def test_an_epilogue_that_means_nothing_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Epilogue(**kwargs)
@@ -174,8 +189,11 @@ def test_an_epilogue_that_means_nothing_is_refused(kwargs, message):
 def test_epilogue_of_names_the_layer_and_refuses_other_ops():
     graph, node = fused(FORMS["conv-bias-residual-relu"])
     node.inputs = node.inputs[:-1]  # the residual gone, has_residual still set
-    with pytest.raises(ValueError, match=r"engine.conv '.*': has_bias=True and has_residual=True need 4 inputs, "
-                                         r"got 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"engine.conv '.*': has_bias=True and has_residual=True need 4 inputs, "
+        r"got 3",
+    ):
         Epilogue.of(node)
     relu = Form("dense", activation="nn.relu", bias=False).graph().nodes[-1]
     with pytest.raises(ValueError, match="nn.relu has no epilogue"):
@@ -191,8 +209,9 @@ def test_apply_checks_the_residual():
 
 
 def test_without_residual_keeps_the_rest():
-    epilogue = Epilogue(has_bias=True, has_residual=True, activation="clip", activation_attrs=RELU6,
-                        residual_position="post_activation")
+    epilogue = Epilogue(
+        has_bias=True, has_residual=True, activation="clip", activation_attrs=RELU6, residual_position="post_activation"
+    )
     assert epilogue.without_residual() == Epilogue(has_bias=True, activation="clip", activation_attrs=RELU6)
-    assert Epilogue().steps == () and Epilogue().num_inputs == 2
+    assert Epilogue().num_inputs == 2 and Epilogue().split(["x", "w"]) == (None, None)
     assert Epilogue(activation_attrs=[["a_min", 0.0]]).activation_attrs == (("a_min", 0.0),), "JSON lists normalized"

@@ -3,9 +3,10 @@
 `fuse_bias_activation` writes it as the node's attributes (`has_bias`, `has_residual`, `residual_position`,
 `activation`, `activation_attrs`) and orders the node's inputs (data, weight, [bias], [residual]).
 `Epilogue.of(node)` reads all of that once into one frozen record: where the bias and the residual are among the
-inputs, the activation with its attributes, and the order of the steps. The reference implementations (ops.py),
-every conv and GEMM tactic and the passes that move epilogues take it from there, so no module works out input
-positions or the residual's order on its own.
+inputs, the activation with its attributes, and whether the residual is added before or after it. The reference
+implementations (ops.py) and every conv and GEMM tactic take it from there, and so can the passes that make or move
+fused layers (`to_attrs`, `without_residual`): no module needs to work out input positions or the residual's order
+on its own.
 
     y = product + bias                   the bias is a vector along the channel axis, added by the product's
                                          library call (F.conv2d, F.linear, addmm) or kernel
@@ -18,8 +19,9 @@ one definition of every activation); `in_place` is the same tail for tactics tha
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
 FUSED_LAYERS = ("engine.conv", "engine.dense")
 ResidualPosition = Literal["pre_activation", "post_activation"]
 RESIDUAL_POSITIONS: tuple[ResidualPosition, ...] = ("pre_activation", "post_activation")
-Step = Literal["residual", "activation"]
 
 InPlace = Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor]
 # The activations an epilogue may hold (IR op name), each with a form that overwrites the tensor it is given, so
@@ -50,8 +51,13 @@ IN_PLACE_ACTIVATIONS: dict[str, InPlace] = {
 FUSABLE_ACTIVATIONS = frozenset(IN_PLACE_ACTIVATIONS)
 
 # the node attributes that hold an epilogue, with the values that mean "nothing after the product"
-EPILOGUE_ATTRS: dict[str, Any] = {"has_bias": False, "activation": None, "activation_attrs": (),
-                                  "has_residual": False, "residual_position": "pre_activation"}
+EPILOGUE_ATTRS: dict[str, Any] = {
+    "has_bias": False,
+    "activation": None,
+    "activation_attrs": (),
+    "has_residual": False,
+    "residual_position": "pre_activation",
+}
 FIRST_EXTRA_INPUT = 2  # after the data and the weight
 
 T = TypeVar("T")
@@ -84,7 +90,7 @@ class Epilogue:
     # -- reading it ---------------------------------------------------------------------------------------
 
     @classmethod
-    def of(cls, node: "Node") -> "Epilogue":
+    def of(cls, node: Node) -> Epilogue:
         """The epilogue of `node`, an engine.conv or engine.dense; ValueError when its attributes or its number
         of inputs do not describe one."""
         if node.op not in FUSED_LAYERS:
@@ -97,18 +103,28 @@ class Epilogue:
         return epilogue
 
     @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any]) -> "Epilogue":
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> Epilogue:
         """The epilogue the attributes of a fused layer describe (absent ones take EPILOGUE_ATTRS' values)."""
         values = {name: attrs.get(name, default) for name, default in EPILOGUE_ATTRS.items()}
-        return cls(has_bias=values["has_bias"], has_residual=values["has_residual"], activation=values["activation"],
-                   activation_attrs=tuple(values["activation_attrs"]), residual_position=values["residual_position"])
+        return cls(
+            has_bias=values["has_bias"],
+            has_residual=values["has_residual"],
+            activation=values["activation"],
+            activation_attrs=values["activation_attrs"],  # checked and made a tuple of pairs by __post_init__
+            residual_position=values["residual_position"],
+        )
 
     def to_attrs(self) -> dict[str, Any]:
         """The node attributes that describe this epilogue (what `from_attrs` reads)."""
-        return {"has_bias": self.has_bias, "activation": self.activation, "activation_attrs": self.activation_attrs,
-                "has_residual": self.has_residual, "residual_position": self.residual_position}
+        return {
+            "has_bias": self.has_bias,
+            "activation": self.activation,
+            "activation_attrs": self.activation_attrs,
+            "has_residual": self.has_residual,
+            "residual_position": self.residual_position,
+        }
 
-    def without_residual(self) -> "Epilogue":
+    def without_residual(self) -> Epilogue:
         """The same epilogue with its residual add taken out (a pass that moves the add elsewhere)."""
         return Epilogue(self.has_bias, False, self.activation, self.activation_attrs)
 
@@ -131,8 +147,10 @@ class Epilogue:
 
     def check_inputs(self, count: int) -> None:
         if count != self.num_inputs:
-            raise ValueError(f"has_bias={self.has_bias} and has_residual={self.has_residual} need {self.num_inputs} "
-                             f"inputs, got {count}")
+            raise ValueError(
+                f"has_bias={self.has_bias} and has_residual={self.has_residual} need {self.num_inputs} "
+                f"inputs, got {count}"
+            )
 
     def split(self, inputs: Sequence[T]) -> tuple[T | None, T | None]:
         """(bias, residual) among a layer's `inputs` (None for an absent one), after checking their number."""
@@ -149,13 +167,6 @@ class Epilogue:
         return self.residual_position == "pre_activation"
 
     @property
-    def steps(self) -> tuple[Step, ...]:
-        """What follows the bias, in order: "residual" (the add) and "activation", each where present."""
-        residual: tuple[Step, ...] = ("residual",) if self.has_residual else ()
-        activation: tuple[Step, ...] = ("activation",) if self.activation is not None else ()
-        return residual + activation if self.residual_before_activation else activation + residual
-
-    @property
     def activation_kwargs(self) -> dict[str, Any]:
         return dict(self.activation_attrs)
 
@@ -163,11 +174,12 @@ class Epilogue:
         """The reference: the steps after the bias on `y` (product + bias), out of place, the activation through
         its own IR op's reference."""
         self._check_residual(y, residual)
-        for step in self.steps:
-            if step == "residual":
-                y = y + residual
-            else:
-                (y,) = get_op(self.activation).run([y], self.activation_kwargs, {})
+        if residual is not None and self.residual_before_activation:
+            y = y + residual
+        if self.activation is not None:
+            (y,) = get_op(self.activation).run([y], self.activation_kwargs, {})
+        if residual is not None and not self.residual_before_activation:
+            y = y + residual
         return y
 
     def in_place(self) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
@@ -175,18 +187,23 @@ class Epilogue:
         and returns it. Numerically the same as `apply` (the same additions and activations, in the same order)."""
         act = IN_PLACE_ACTIVATIONS[self.activation] if self.activation is not None else None
         kwargs = self.activation_kwargs
-        steps = self.steps
+        before = self.residual_before_activation
 
         def run(y: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
-            for step in steps:
-                y = y.add_(residual) if step == "residual" else act(y, kwargs)
+            if residual is not None and before:
+                y.add_(residual)
+            if act is not None:
+                y = act(y, kwargs)
+            if residual is not None and not before:
+                y.add_(residual)
             return y
 
         return run
 
     def _check_residual(self, y: torch.Tensor, residual: torch.Tensor | None) -> None:
         if (residual is not None) != self.has_residual:
-            raise ValueError(f"has_residual={self.has_residual}, but a residual was{' not' if residual is None else ''}"
-                             f" given")
+            raise ValueError(
+                f"has_residual={self.has_residual}, but a residual was{' not' if residual is None else ''} given"
+            )
         if residual is not None and tuple(residual.shape) != tuple(y.shape):
             raise ValueError(f"the residual has shape {tuple(residual.shape)}, the layer's output {tuple(y.shape)}")

@@ -43,7 +43,7 @@ import torch
 
 from ..ir import Graph, Node
 from .streams import StreamSchedule
-from .tactics.registry import get_tactic
+from .tactics.registry import chosen_tactic
 
 ALIGNMENT = 256
 
@@ -182,7 +182,7 @@ def arena_exemptions(graph: Graph, tactics: Mapping[str, str]) -> tuple[set[str]
     unplanned, aliases = set(), {}
     returned = {id(v) for v in graph.outputs}
     for node in graph.nodes:
-        t = get_tactic(node.op, tactics[node.name])
+        t = chosen_tactic(node.op, tactics[node.name])
         in_arena = t.writes_arena
         if not in_arena:
             unplanned.update(v.name for v in node.outputs)

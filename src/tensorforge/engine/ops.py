@@ -16,14 +16,15 @@ epilogue.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..ir import REQUIRED, register_op
-from .epilogue import FUSABLE_ACTIVATIONS  # noqa: F401  (fuse_bias_activation reads it from here)
 from .epilogue import EPILOGUE_ATTRS, Epilogue
+from .epilogue import FUSABLE_ACTIVATIONS as FUSABLE_ACTIVATIONS  # fuse_bias_activation reads it from here
 
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -60,7 +61,8 @@ def _dense_macs(inputs, outputs, attrs) -> int:
 @register_op("engine.conv", inputs=(2, 4), macs=_conv_macs,
              attrs={"ndim": REQUIRED, "strides": REQUIRED, "padding": REQUIRED, "dilation": REQUIRED, "groups": 1,
                     **EPILOGUE_ATTRS})
-def conv(data, weight, *extra, ndim, strides, padding, dilation, groups, **epilogue_attrs):
+def conv(data: Tensor, weight: Tensor, *extra: Tensor, ndim: int, strides: tuple[int, ...], padding: tuple[int, ...],
+         dilation: tuple[int, ...], groups: int, **epilogue_attrs: Any) -> Tensor:
     """engine.conv: fused convolution (1-3 d) + bias, then residual add and activation in the source's order."""
     if ndim not in _CONVOLUTIONS:
         raise ValueError(f"engine.conv: ndim must be 1, 2 or 3, got {ndim!r}")
@@ -76,7 +78,7 @@ def conv(data, weight, *extra, ndim, strides, padding, dilation, groups, **epilo
 
 
 @register_op("engine.dense", inputs=(2, 4), macs=_dense_macs, attrs=dict(EPILOGUE_ATTRS))
-def dense(data, weight, *extra, **epilogue_attrs):
+def dense(data: Tensor, weight: Tensor, *extra: Tensor, **epilogue_attrs: Any) -> Tensor:
     """engine.dense: fused data @ weight.T + bias, then residual add and activation in the source's order."""
     epilogue, bias, residual = _epilogue("engine.dense", epilogue_attrs, (data, weight, *extra))
     y = F.linear(data, weight, bias)

@@ -52,6 +52,7 @@ from .memory import MemoryPlan, align, arena_exemptions, conflicts, lifetimes, p
 from .precision import tf32_mode
 from .streams import StreamSchedule, plan_streams, single_stream
 from .tactics import BindContext, get_tactic
+from .tactics.registry import chosen_tactic
 
 PLAN_FORMAT = "tensorforge.plan"
 META_KEY = "tensorforge.plan"
@@ -84,7 +85,7 @@ class Plan:
         # the plan's weights live on its device, except those only tactics that pack their own copy read
         on_device = {id(v) for v in graph.outputs if v.data is not None}
         for node in graph.nodes:
-            if not get_tactic(node.op, self.tactics[node.name]).packs_weights:
+            if not chosen_tactic(node.op, self.tactics[node.name]).packs_weights:
                 on_device.update(id(v) for v in node.inputs if v.data is not None)
         for value in graph.constants.values():
             value.data = value.data.to(self.device) if id(value) in on_device else value.data.cpu()
@@ -96,7 +97,7 @@ class Plan:
         kernels = {}
         self.layers: list[LayerInfo] = []
         for node, stream in zip(graph.nodes, schedule.streams):
-            tactic = get_tactic(node.op, self.tactics[node.name])
+            tactic = chosen_tactic(node.op, self.tactics[node.name])
             kernels[node.name] = tactic.bind(node, ctx)
             macs = node.opdef.count_macs([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs,
                                          env)

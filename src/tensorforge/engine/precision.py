@@ -9,8 +9,9 @@ It uses PyTorch's per-backend `fp32_precision` settings ("tf32" / "ieee"), never
 refuses to read a legacy flag once the new settings disagree with it (it calls that a mix of the legacy and new
 APIs). The switches are process-wide, like PyTorch's own. Threads that run plans at once share them: the first
 to enter saves the previous switches and the last to leave restores them (a thread leaving early must not switch
-TF32 back on under another still running a `tf32=False` plan). Two threads running plans with *different* `tf32` settings at the same
-moment still race: the later one's setting holds; graph replays are not affected (their kernels were captured).
+TF32 back on under another still running a `tf32=False` plan). Two threads running plans with *different* `tf32`
+settings at the same moment still race: the later one's setting holds; graph replays are not affected (their
+kernels were captured).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import torch
 
 def _switches() -> list[tuple[object, str, str, str]]:
     """(object, attribute, value for TF32 on, value for off) for cuBLAS matmuls and cuDNN convolutions."""
-    return [(torch.backends.cuda.matmul, "fp32_precision", "tf32", "ieee"),
-            (torch.backends.cudnn.conv, "fp32_precision", "tf32", "ieee")]
+    # torch.backends.cudnn replaces its module object at import to add `conv`: no stub declares it
+    conv = torch.backends.cudnn.conv  # type: ignore[attr-defined]
+    return [(torch.backends.cuda.matmul, "fp32_precision", "tf32", "ieee"), (conv, "fp32_precision", "tf32", "ieee")]
 
 
 _lock = threading.Lock()

@@ -71,9 +71,8 @@ class _Conv2d:
         weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=fmt)
         epilogue = Epilogue.of(node)
         bias_value, _ = epilogue.split(node.inputs)
-        constant = bias_value is not None and bias_value.data is not None
-        bias = bias_value.data.to(ctx.device) if constant else None
-        bias_index = None if constant else epilogue.bias_index  # a bias computed in the plan is read per call
+        bias = bias_value.data.to(ctx.device) if bias_value is not None and bias_value.data is not None else None
+        bias_index = epilogue.bias_index if bias is None else None  # a bias computed in the plan is read per call
         residual_index = epilogue.residual_index
         tail = epilogue.in_place()  # the residual add and the activation, in the layer's order, on cuDNN's output
         stride, padding, dilation, groups = a["strides"], a["padding"], a["dilation"], a["groups"]
@@ -137,11 +136,12 @@ def epilogue_layout(node):
 
     if bias is not None:
         apply("add", load(TensorType(bias.type.dtype, (c,))))
-    for step in epilogue.steps:
-        if step == "residual":
-            apply("add", load(TensorType(residual.type.dtype, (n, h, w, c))))
-        else:
-            apply(epilogue.activation, attrs=epilogue.activation_attrs)
+    if residual is not None and epilogue.residual_before_activation:
+        apply("add", load(TensorType(residual.type.dtype, (n, h, w, c))))
+    if epilogue.activation is not None:
+        apply(epilogue.activation, attrs=epilogue.activation_attrs)
+    if residual is not None and not epilogue.residual_before_activation:
+        apply("add", load(TensorType(residual.type.dtype, (n, h, w, c))))
     if last == 0:
         return None
     return layout(tuple(program), (last,), tuple(in_types), (nhwc,))
@@ -171,10 +171,12 @@ class Conv2dTritonEpilogue:
         a = node.attrs
         weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=CHANNELS_LAST)
         layer = Epilogue.of(node)
-        bias, _ = layer.split(node.inputs)
-        extra = []  # the epilogue kernel's inputs after the conv output: bias (constant or input index), residual
-        if bias is not None:
-            extra.append(bias.data.to(ctx.device) if bias.data is not None else layer.bias_index)
+        # the epilogue kernel's inputs after the conv output: bias (a constant, or the input index of one computed in
+        # the plan), residual (its input index)
+        extra: list[torch.Tensor | int] = []
+        if layer.bias_index is not None:
+            data = node.inputs[layer.bias_index].data
+            extra.append(data.to(ctx.device) if data is not None else layer.bias_index)
         if layer.residual_index is not None:
             extra.append(layer.residual_index)
         epilogue = PointwiseKernel(epilogue_layout(node), block=1024, num_warps=4)

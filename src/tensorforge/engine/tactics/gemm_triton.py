@@ -234,15 +234,16 @@ def _register() -> None:
     for priority, (name, tile, tma) in enumerate(tiles):
         spec = {"tile": tile, "tma": tma, "residual_stages": TMA_RESIDUAL_STAGES.get(name)}
         dense = type(f"DenseTriton_{name}", (_DenseTemplate,), spec)
-        # a Triton kernel (compiled ahead, in parallel: compile_ahead.py) and weights packed at bind time;
-        # the TMA kernel needs Hopper's tensor-memory accelerator
-        common = dict(devices=("cuda",), priority=5 + priority, min_level=4 if name in WIDE_TILES else 0,
-                      packs_weights=True, compiles=True, requires_triton=True, min_capability=(9, 0) if tma else None)
-        tactic("engine.dense", name=name, **common)(dense)
         conv = type(f"Conv1x1Triton_{name}", (_Conv1x1Template,), spec)
-        # its output is channels-last; arena views are row-major NCHW
-        tactic("engine.conv", name=name, writes_arena=False, input_memory_format=torch.channels_last,
-               **common)(conv)
+        level = 4 if name in WIDE_TILES else 0
+        hopper = (9, 0) if tma else None  # the TMA kernel needs Hopper's tensor-memory accelerator
+        # both: a Triton kernel (compiled ahead, in parallel: compile_ahead.py), weights packed at bind time
+        tactic("engine.dense", name=name, devices=("cuda",), priority=5 + priority, min_level=level,
+               packs_weights=True, compiles=True, requires_triton=True, min_capability=hopper)(dense)
+        # the conv's output is channels-last; arena views are row-major NCHW
+        tactic("engine.conv", name=name, devices=("cuda",), priority=5 + priority, min_level=level,
+               packs_weights=True, compiles=True, requires_triton=True, min_capability=hopper,
+               writes_arena=False, input_memory_format=torch.channels_last)(conv)
 
 
 _register()

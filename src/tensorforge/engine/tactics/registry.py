@@ -43,8 +43,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 import torch
 
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
 ANY_OP = "*"
 DEVICE_TYPES = ("cpu", "cuda")
 
-Kernel = Callable[[Sequence[torch.Tensor], Sequence[Optional[torch.Tensor]], Mapping[str, int]], Sequence[torch.Tensor]]
+Kernel = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor | None], Mapping[str, int]], Sequence[torch.Tensor]]
 Capability = tuple[int, int]
 
 
@@ -64,12 +65,23 @@ class BindContext:
     """What `bind` may use: the device the plan runs on, the build options, and the batch it is sized for."""
 
     device: torch.device
-    config: "BuilderConfig"
+    config: BuilderConfig
     max_batch: int
 
     @property
     def env(self) -> dict[str, int]:
         return {"batch": self.max_batch}
+
+
+class TacticImpl(Protocol):
+    """The class a tactic registers: `bind`, and optionally `supports(node, config) -> str | None`."""
+
+    @staticmethod
+    def bind(node: Node, ctx: BindContext) -> Kernel: ...
+
+
+SupportsFn = Callable[["Node", "BuilderConfig"], "str | None"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,18 +92,18 @@ class Tactic:
     name: str
     devices: tuple[str, ...]
     priority: int
-    impl: type
+    impl: type[TacticImpl]
     min_level: int = 0
     writes_arena: bool = True
     aliases_input: bool = False
     runs_reference: bool = False
     packs_weights: bool = False
     compiles: bool = False
-    input_memory_format: Optional[torch.memory_format] = None
+    input_memory_format: torch.memory_format | None = None
     requires_triton: bool = False
-    min_capability: Optional[Capability] = None
+    min_capability: Capability | None = None
 
-    def supports(self, node: "Node", config: "BuilderConfig", capability: Capability | None = None) -> str | None:
+    def supports(self, node: Node, config: BuilderConfig, capability: Capability | None = None) -> str | None:
         """None when this tactic can run `node` under `config` on a device of compute `capability` (None: unknown,
         or not a GPU), else why not: the registry's checks (level, requirements), then the class's own."""
         if config.optimization_level < self.min_level:
@@ -102,10 +114,10 @@ class Tactic:
         if self.min_capability is not None and capability is not None and tuple(capability) < self.min_capability:
             return (f"needs compute capability {_version(self.min_capability)} or newer; the device has "
                     f"{_version(capability)}")
-        check = getattr(self.impl, "supports", None)  # optional: without it the tactic takes every node
+        check: SupportsFn | None = getattr(self.impl, "supports", None)  # without it the tactic takes every node
         return None if check is None else check(node, config)
 
-    def bind(self, node: "Node", ctx: BindContext) -> Kernel:
+    def bind(self, node: Node, ctx: BindContext) -> Kernel:
         return self.impl.bind(node, ctx)
 
     def __str__(self) -> str:
@@ -123,54 +135,54 @@ def tactic(op: str, *, name: str, devices: Sequence[str] = DEVICE_TYPES, priorit
            writes_arena: bool = True, aliases_input: bool = False, runs_reference: bool = False,
            packs_weights: bool = False, compiles: bool = False,
            input_memory_format: torch.memory_format | None = None, requires_triton: bool = False,
-           min_capability: Capability | None = None) -> Callable[[type], type]:
+           min_capability: Capability | None = None) -> Callable[[type[T]], type[T]]:
     """Class decorator: register the decorated class as tactic `name` for IR op `op` (or "*": every op), with the
     capabilities and requirements the module docstring describes."""
-    record = dict(op=op, name=name, devices=tuple(devices), priority=priority, min_level=min_level,
-                  writes_arena=writes_arena, aliases_input=aliases_input, runs_reference=runs_reference,
-                  packs_weights=packs_weights, compiles=compiles, input_memory_format=input_memory_format,
-                  requires_triton=requires_triton,
-                  min_capability=tuple(min_capability) if isinstance(min_capability, list) else min_capability)
-    problem = _declaration_problem(record)
+    devices = tuple(devices)
+    flags = {"writes_arena": writes_arena, "aliases_input": aliases_input, "runs_reference": runs_reference,
+             "packs_weights": packs_weights, "compiles": compiles, "requires_triton": requires_triton}
+    problem = _declaration_problem(devices, flags, input_memory_format, min_capability)
     if problem:
         raise ValueError(f"tactic {name!r} for {op}: {problem}")
 
-    def decorate(cls: type) -> type:
+    def decorate(cls: type[T]) -> type[T]:
         problem = _class_problem(cls)
         if problem:
             raise TypeError(f"tactic {name!r} for {op}: {cls.__name__} {problem}")
         key = (op, name)
         if key in _TACTICS:
             raise ValueError(f"tactic {name!r} for {op} is already registered (by {_TACTICS[key].impl.__module__})")
-        _TACTICS[key] = Tactic(impl=cls, **record)
+        _TACTICS[key] = Tactic(op=op, name=name, devices=devices, priority=priority, min_level=min_level,
+                               impl=cast("type[TacticImpl]", cls),  # its bind was checked just now
+                               writes_arena=writes_arena, aliases_input=aliases_input, runs_reference=runs_reference,
+                               packs_weights=packs_weights, compiles=compiles, input_memory_format=input_memory_format,
+                               requires_triton=requires_triton, min_capability=min_capability)
         return cls
 
     return decorate
 
 
-def _declaration_problem(record: dict) -> str | None:
-    """Why the declared fields of a tactic do not make sense together, or None."""
-    unknown = sorted(set(record["devices"]) - set(DEVICE_TYPES))
+def _declaration_problem(devices: tuple[str, ...], flags: Mapping[str, object], memory_format: object,
+                         capability: object) -> str | None:
+    """Why what a tactic declares does not make sense (alone or together), or None."""
+    unknown = sorted(set(devices) - set(DEVICE_TYPES))
     if unknown:
         return f"unknown device type(s) {unknown}; known: {list(DEVICE_TYPES)}"
-    flags = ("writes_arena", "aliases_input", "runs_reference", "packs_weights", "compiles", "requires_triton")
-    for flag in flags:
-        if not isinstance(record[flag], bool):
-            return f"{flag} must be a bool, got {record[flag]!r}"
-    if record["aliases_input"] and record["runs_reference"]:
+    for flag, value in flags.items():
+        if not isinstance(value, bool):
+            return f"{flag} must be a bool, got {value!r}"
+    if flags["aliases_input"] and flags["runs_reference"]:
         return "aliases_input and runs_reference both say what its outputs view: declare one"
-    if record["compiles"] and not record["requires_triton"]:
+    if flags["compiles"] and not flags["requires_triton"]:
         return "compiles=True (its first call compiles Triton kernels) needs requires_triton=True"
-    memory_format = record["input_memory_format"]
     if memory_format is not None and not isinstance(memory_format, torch.memory_format):
         return f"input_memory_format must be a torch.memory_format or None, got {memory_format!r}"
-    capability = record["min_capability"]
     if capability is not None:
         if not (isinstance(capability, tuple) and len(capability) == 2
                 and all(isinstance(v, int) and not isinstance(v, bool) for v in capability)):
             return f"min_capability must be (major, minor), got {capability!r}"
-        if record["devices"] != ("cuda",):
-            return f"min_capability is a CUDA compute capability, but it runs on {list(record['devices'])}"
+        if devices != ("cuda",):
+            return f"min_capability is a CUDA compute capability, but it runs on {list(devices)}"
     return None
 
 
@@ -204,6 +216,14 @@ def get_tactic(op: str, name: str) -> Tactic | None:
     return _TACTICS.get((op, name)) or _TACTICS.get((ANY_OP, name))
 
 
+def chosen_tactic(op: str, name: str) -> Tactic:
+    """`get_tactic` for a name a build chose (or a loaded plan names, after `_check_layers`): it must exist."""
+    found = get_tactic(op, name)
+    if found is None:
+        raise LookupError(f"no tactic {name!r} is registered for {op}")
+    return found
+
+
 def registered_tactics() -> list[Tactic]:
     return sorted(_TACTICS.values(), key=lambda t: (t.op, -t.priority, t.name))
 
@@ -218,26 +238,31 @@ def device_capability(device: torch.device | str) -> Capability | None:
     return (major, minor)
 
 
-def candidates(node: "Node", device: torch.device | str, config: "BuilderConfig") -> tuple[list[Tactic],
-                                                                                           list[tuple[Tactic, str]]]:
+def candidates(node: Node, device: torch.device | str,
+               config: BuilderConfig) -> tuple[list[Tactic], list[tuple[Tactic, str]]]:
     """(supported candidates best first, [(tactic, why not)] for the refused ones) for `node` on `device` (a
     device, or a device type such as "cuda": then the current device of that type)."""
     device = torch.device(device)
     capability = device_capability(device)
     pool = [t for t in _TACTICS.values() if t.op in (node.op, ANY_OP) and device.type in t.devices]
     pool.sort(key=lambda t: (-t.priority, t.op == ANY_OP, t.name))
-    supported, refused = [], []
+    supported: list[Tactic] = []
+    refused: list[tuple[Tactic, str]] = []
     for t in pool:
         reason = t.supports(node, config, capability)
-        (refused.append((t, reason)) if reason else supported.append(t))
+        if reason:
+            refused.append((t, reason))
+        else:
+            supported.append(t)
     return supported, refused
 
 
-def reference_kernel(node: "Node", ctx: BindContext) -> Kernel:
+def reference_kernel(node: Node, ctx: BindContext) -> Kernel:
     """A kernel that runs the node's op through its registered reference implementation (`OpDef.run`)."""
     opdef, attrs, device = node.opdef, node.attrs, ctx.device
 
-    def run(inputs, outputs, env):
+    def run(inputs: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor | None],
+            env: Mapping[str, int]) -> Sequence[torch.Tensor]:
         return opdef.run(inputs, attrs, env, device)
 
     return run
