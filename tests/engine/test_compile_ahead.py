@@ -44,7 +44,7 @@ def test_first_calls_are_the_triton_candidates_once_per_timing_key():
     ctx = BindContext(torch.device("cuda"), config, 8)
     calls = first_calls(_work(graph, config), ctx, None, DEVICE_NAME)
     assert calls, "the Triton GEMM tiles are candidates of every dense layer"
-    assert all(t.impl.compiles for _, t in calls), "cuBLAS candidates compile nothing and are not called ahead"
+    assert all(t.compiles for _, t in calls), "cuBLAS candidates compile nothing and are not called ahead"
     keys = [timing_key(node, t, DEVICE_NAME, ctx.env) for node, t in calls]
     assert len(keys) == len(set(keys))
     tiles = {t.name for _, t in calls}

@@ -240,6 +240,10 @@ REFUSED = [  # (make bad bytes from good plan bytes, a piece of the message)
     pytest.param(lambda data: save_tensors({"w": torch.ones(3)}, metadata={"tensorforge.plan": "[1, 2"}),
                  "corrupt plan: its description is not valid JSON", id="broken-description"),
     pytest.param(_version(PLAN_FORMAT_VERSION + 1), f"plan format version {PLAN_FORMAT_VERSION + 1}, this tensorforge reads version {PLAN_FORMAT_VERSION}", id="format-version"),
+    pytest.param(_version(PLAN_FORMAT_VERSION - 1), f"plan format version {PLAN_FORMAT_VERSION - 1}, this tensorforge "
+                 f"reads version {PLAN_FORMAT_VERSION}", id="older-format-version"),
+    pytest.param(lambda data: edit_plan(data, lambda doc: doc["config"].pop("max_streams")),
+                 "corrupt plan: ValueError: the build options lack ['max_streams']", id="config-option-missing"),
     pytest.param(_fingerprint(**H100), "built for device cuda NVIDIA H100 (sm90), this is cpu", id="built-for-cuda"),
     pytest.param(_fingerprint(torch=f"{OTHER_MINOR}.0+cu128"), f"built with torch {OTHER_MINOR}, this is {TORCH_MINOR}",
                  id="other-torch"),

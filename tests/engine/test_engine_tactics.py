@@ -89,10 +89,8 @@ class GpuOnly:
         raise AssertionError("never bound on CPU")
 
 
-@tactic("reshape", name="tt_alias", priority=50, devices=("cpu",))
+@tactic("reshape", name="tt_alias", priority=50, devices=("cpu",), writes_arena=False, aliases_input=True)
 class AliasReshape:
-    writes_arena = False
-    aliases_input = True
     supports = _only(("tt_view",))
 
     @staticmethod

@@ -11,7 +11,8 @@ import torch
 from engine_helpers import compile_for_sm90, interpreted_cases
 from gemm_triton_cases import CASES, layer, run_cases
 from tensorforge.engine import BuilderConfig
-from tensorforge.engine.tactics import get_tactic
+from tensorforge.engine.epilogue import FUSABLE_ACTIVATIONS
+from tensorforge.engine.tactics import get_tactic, gemm_triton
 from tensorforge.engine.tactics.gemm_triton import TILES, TMA_RESIDUAL_STAGES, TMA_TILES, WIDE_TILES
 from tensorforge.ir import TensorType
 
@@ -37,10 +38,17 @@ def test_float32_layers_keep_the_libraries():
     assert "float16/bfloat16" in get_tactic("engine.dense", TILE).supports(node, BuilderConfig())
 
 
-def test_an_activation_outside_the_template_is_refused():
-    (node,) = layer("engine.dense").nodes
-    node.attrs = {**node.attrs, "activation": "nn.softplus"}
-    assert "not in the template" in get_tactic("engine.dense", TILE).supports(node, BuilderConfig(fp16=True))
+def test_an_activation_outside_the_template_is_refused(monkeypatch):
+    # every fusable activation has a code today (an epilogue holds no other): take one out of the template
+    (node,) = layer("engine.dense", activation="nn.leaky_relu", attrs=(("alpha", 0.1),)).nodes
+    codes = {act: code for act, code in gemm_triton.ACTIVATION_CODES.items() if act != "nn.leaky_relu"}
+    monkeypatch.setattr(gemm_triton, "ACTIVATION_CODES", codes)
+    assert "nn.leaky_relu is not in the template" in get_tactic("engine.dense", TILE).supports(
+        node, BuilderConfig(fp16=True))
+
+
+def test_every_fusable_activation_is_in_the_template():
+    assert set(gemm_triton.ACTIVATION_CODES) == set(FUSABLE_ACTIVATIONS) | {None}
 
 
 def test_only_1x1_unstrided_convolutions():

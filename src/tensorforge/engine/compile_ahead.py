@@ -9,7 +9,7 @@ candidates one by one (`timing.select_tactic`), finding them compiled. Timing st
 side by side would slow each other down. On an H100 machine (16 CPUs) MobileNetV2's batch-1 FP16 build went
 from 34.8 s to 11.7 s, and the benchmark's cold builds from 7-35 s to 4-12 s (bench/results/run-suite.json).
 
-Only tactics that declare `compiles = True` take part: their first call launches Triton kernels and nothing
+Only tactics registered with `compiles=True` take part: their first call launches Triton kernels and nothing
 else. cuDNN tactics stay out, because cuDNN's benchmark-mode search times its own algorithms (concurrent work
 would distort it) and switches a process-wide flag. A candidate that fails here is left alone: the timing
 calls it again and reports the error as the reason it was refused. Layers with the same timing key (same op,
@@ -105,7 +105,7 @@ def compile_ahead(work: Iterable[tuple[object, Sequence[Tactic]]], ctx: BindCont
         node, t = item
         with torch.cuda.device(ctx.device), budget.hold(example_bytes(node, ctx.env)):
             try:
-                example_call(t.bind(node, ctx), node, ctx, getattr(t.impl, "input_memory_format", None))()
+                example_call(t.bind(node, ctx), node, ctx, t.input_memory_format)()
                 torch.cuda.current_stream(ctx.device).synchronize()  # its examples are freed only when it ran
             except Exception:  # noqa: BLE001 - the timing calls it again and reports the failure
                 pass
@@ -122,7 +122,7 @@ def first_calls(work: Iterable[tuple[object, Sequence[Tactic]]], ctx: BindContex
     pending: dict[str, tuple[object, Tactic]] = {}
     for node, supported in work:
         for t in supported:
-            if not getattr(t.impl, "compiles", False):
+            if not t.compiles:
                 continue
             key = timing_key(node, t, device_name, ctx.env)
             if key not in pending and (cache is None or cache.get(key) is None):

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import torch
 
-PLAN_FORMAT_VERSION = 2  # 2: one digest over the description and the weights
+# Bumped whenever what a plan holds or the rules its arena was planned by change: a plan of another version is
+# refused with a sentence (rebuild it), never converted.
+PLAN_FORMAT_VERSION = 3
 
 
 def _torch_minor(version: str) -> str:

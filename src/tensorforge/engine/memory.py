@@ -14,7 +14,7 @@ placed first, each at the smallest gap between already placed activations whose 
 or after them. The arena size is the plan's `peak_activation_bytes`.
 
 Not every activation takes a slot: a tactic that allocates its own output (a cuDNN convolution) or
-returns a view of its input (a reshape on CUDA) says so (`writes_arena = False`), and the builder passes
+returns a view of its input (a reshape on CUDA) says so (`writes_arena=False`), and the builder passes
 those values as `unplanned`. A view keeps the memory it looks at alive, so each `aliases` entry (view ->
 the values it may view) extends the viewed values' lifetimes over the view's uses.
 
@@ -43,7 +43,7 @@ import torch
 
 from ..ir import Graph, Node
 from .streams import StreamSchedule
-from .tactics.registry import get_tactic
+from .tactics.registry import chosen_tactic
 
 ALIGNMENT = 256
 
@@ -182,16 +182,16 @@ def arena_exemptions(graph: Graph, tactics: Mapping[str, str]) -> tuple[set[str]
     unplanned, aliases = set(), {}
     returned = {id(v) for v in graph.outputs}
     for node in graph.nodes:
-        impl = get_tactic(node.op, tactics[node.name]).impl
-        in_arena = getattr(impl, "writes_arena", True)
+        t = chosen_tactic(node.op, tactics[node.name])
+        in_arena = t.writes_arena
         if not in_arena:
             unplanned.update(v.name for v in node.outputs)
         kept = [j for j, v in enumerate(node.outputs) if not in_arena or id(v) in returned]
         if not kept or not node.inputs:
             continue
-        if getattr(impl, "aliases_input", False):
+        if t.aliases_input:
             positions = [(0,)] * len(node.outputs)
-        elif getattr(impl, "runs_reference", False):
+        elif t.runs_reference:
             positions = viewed_inputs(node)
         else:
             continue  # a kernel of its own allocates what it returns

@@ -1,19 +1,14 @@
 """The engine's fused layers, declared as IR ops in the one op registry.
 
 `engine.conv` and `engine.dense` are what `fuse_bias_activation` turns a convolution or dense layer and its
-epilogue into: inputs (data, weight, [bias], [residual]) and the epilogue as attributes. Their reference
-implementations compute exactly what the unfused source computed, in the source's order:
-
-    y = conv(data, weight) + bias
-    pre_activation  (ResNet:    conv -> bn -> add(residual) -> relu):  y = activation(y + residual)
-    post_activation (post-norm: conv -> relu -> add(residual)):        y = activation(y) + residual
-
-The activation runs through its own IR op's reference (`activation` names it, `activation_attrs` holds its
-attributes as (name, value) pairs), so fused and unfused graphs share one definition of every activation.
-GPU tactics (cuDNN fused convolutions, cuBLASLt epilogues, Triton) implement these ops; the references are
-what those tactics are checked against. A convolution whose weights are wider than its data (float32 weights
-of a depthwise layer in an FP16 build, see `passes/assign_precision.py`) computes in the wider type and rounds
-its output to the data's type once, after the epilogue.
+epilogue into: inputs (data, weight, [bias], [residual]) and the epilogue as attributes, read through one record,
+`epilogue.Epilogue` (where the bias and the residual are, the activation, the residual before or after it). Their
+reference implementations compute exactly what the unfused source computed, in the source's order: the product
+with its bias (one library call), then `Epilogue.apply`. GPU tactics (cuDNN fused convolutions, cuBLASLt
+epilogues, Triton) implement these ops; the references are what those tactics are checked against. A convolution
+whose weights are wider than its data (float32 weights of a depthwise layer in an FP16 build, see
+`passes/assign_precision.py`) computes in the wider type and rounds its output to the data's type once, after the
+epilogue.
 
 `engine.strided_view` is the one view among them: a whole chain of shape ops as a single `as_strided`.
 """
@@ -21,45 +16,38 @@ its output to the data's type once, after the epilogue.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..ir import REQUIRED, get_op, register_op
+from ..ir import REQUIRED, register_op
+from .epilogue import EPILOGUE_ATTRS, Epilogue
+from .epilogue import FUSABLE_ACTIVATIONS as FUSABLE_ACTIVATIONS  # fuse_bias_activation reads it from here
 
-# activation ops an epilogue may hold: the IR op name -> nothing else needed, their attributes travel along
-FUSABLE_ACTIVATIONS = frozenset({"nn.relu", "clip", "nn.gelu", "nn.silu", "sigmoid", "tanh", "nn.hardswish",
-                                 "nn.leaky_relu"})
-RESIDUAL_POSITIONS = ("pre_activation", "post_activation")
-
-_EPILOGUE_ATTRS = {"has_bias": False, "activation": None, "activation_attrs": (), "has_residual": False,
-                   "residual_position": "pre_activation"}
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
-def _split_extra(op: str, extra, has_bias: bool, has_residual: bool):
-    if len(extra) != int(has_bias) + int(has_residual):
-        raise ValueError(f"{op}: has_bias={has_bias} and has_residual={has_residual} need "
-                         f"{2 + int(has_bias) + int(has_residual)} inputs, got {2 + len(extra)}")
-    bias = extra[0] if has_bias else None
-    residual = extra[-1] if has_residual else None
-    return bias, residual
+Tensor = torch.Tensor
 
 
-def _epilogue(op: str, y, residual, activation, activation_attrs, residual_position):
-    if residual_position not in RESIDUAL_POSITIONS:
-        raise ValueError(f"{op}: residual_position must be one of {RESIDUAL_POSITIONS}, got {residual_position!r}")
-    if residual is not None and tuple(residual.shape) != tuple(y.shape):
-        raise ValueError(f"{op}: the residual has shape {tuple(residual.shape)}, the layer's output {tuple(y.shape)}")
-    if residual is not None and residual_position == "pre_activation":
-        y = y + residual
-    if activation is not None:
-        if activation not in FUSABLE_ACTIVATIONS:
-            raise ValueError(f"{op}: activation {activation!r} cannot be fused; fusable: {sorted(FUSABLE_ACTIVATIONS)}")
-        (y,) = get_op(activation).run([y], dict(activation_attrs), {})
-    if residual is not None and residual_position == "post_activation":
-        y = y + residual
-    return y
+def _epilogue(op: str, attrs: Mapping[str, Any], inputs: Sequence[Tensor]) -> tuple[Epilogue, Tensor | None,
+                                                                                     Tensor | None]:
+    """(the epilogue, bias, residual) of a fused layer's reference call; a ValueError names the op."""
+    try:
+        epilogue = Epilogue.from_attrs(attrs)
+        return (epilogue, *epilogue.split(inputs))
+    except ValueError as exc:
+        raise ValueError(f"{op}: {exc}") from None
+
+
+def _tail(op: str, epilogue: Epilogue, y: Tensor, residual: Tensor | None) -> Tensor:
+    """`epilogue.apply`; a ValueError names the op."""
+    try:
+        return epilogue.apply(y, residual)
+    except ValueError as exc:
+        raise ValueError(f"{op}: {exc}") from None
 
 
 def _conv_macs(inputs, outputs, attrs) -> int:
@@ -72,29 +60,29 @@ def _dense_macs(inputs, outputs, attrs) -> int:
 
 @register_op("engine.conv", inputs=(2, 4), macs=_conv_macs,
              attrs={"ndim": REQUIRED, "strides": REQUIRED, "padding": REQUIRED, "dilation": REQUIRED, "groups": 1,
-                    **_EPILOGUE_ATTRS})
-def conv(data, weight, *extra, ndim, strides, padding, dilation, groups, has_bias, activation, activation_attrs,
-         has_residual, residual_position):
+                    **EPILOGUE_ATTRS})
+def conv(data: Tensor, weight: Tensor, *extra: Tensor, ndim: int, strides: tuple[int, ...], padding: tuple[int, ...],
+         dilation: tuple[int, ...], groups: int, **epilogue_attrs: Any) -> Tensor:
     """engine.conv: fused convolution (1-3 d) + bias, then residual add and activation in the source's order."""
     if ndim not in _CONVOLUTIONS:
         raise ValueError(f"engine.conv: ndim must be 1, 2 or 3, got {ndim!r}")
-    bias, residual = _split_extra("engine.conv", extra, has_bias, has_residual)
+    epilogue, bias, residual = _epilogue("engine.conv", epilogue_attrs, (data, weight, *extra))
     if weight.dtype != data.dtype:  # float32 weights on float16 data (assign_precision keeps depthwise ones so):
         wide = torch.promote_types(weight.dtype, data.dtype)  # computed wide, rounded to the data's type once
         y = _CONVOLUTIONS[ndim](data.to(wide), weight, None if bias is None else bias.to(wide), strides, padding,
                                 dilation, groups)
         residual = None if residual is None else residual.to(wide)
-        return _epilogue("engine.conv", y, residual, activation, activation_attrs, residual_position).to(data.dtype)
+        return _tail("engine.conv", epilogue, y, residual).to(data.dtype)
     y = _CONVOLUTIONS[ndim](data, weight, bias, strides, padding, dilation, groups)
-    return _epilogue("engine.conv", y, residual, activation, activation_attrs, residual_position)
+    return _tail("engine.conv", epilogue, y, residual)
 
 
-@register_op("engine.dense", inputs=(2, 4), macs=_dense_macs, attrs=dict(_EPILOGUE_ATTRS))
-def dense(data, weight, *extra, has_bias, activation, activation_attrs, has_residual, residual_position):
+@register_op("engine.dense", inputs=(2, 4), macs=_dense_macs, attrs=dict(EPILOGUE_ATTRS))
+def dense(data: Tensor, weight: Tensor, *extra: Tensor, **epilogue_attrs: Any) -> Tensor:
     """engine.dense: fused data @ weight.T + bias, then residual add and activation in the source's order."""
-    bias, residual = _split_extra("engine.dense", extra, has_bias, has_residual)
+    epilogue, bias, residual = _epilogue("engine.dense", epilogue_attrs, (data, weight, *extra))
     y = F.linear(data, weight, bias)
-    return _epilogue("engine.dense", y, residual, activation, activation_attrs, residual_position)
+    return _tail("engine.dense", epilogue, y, residual)
 
 
 def is_depthwise(node) -> bool:

@@ -15,13 +15,17 @@ Layout of the metadata key "tensorforge.plan" (JSON):
                          caught at load, before any field is used, not later as wrong numbers
 
 The stream schedule is not stored: it is a pure function of the graph, the device type, `config.max_streams` and
-max_batch (streams.py), recomputed when a plan loads. A plan whose arena is not safe for that schedule (saved
-before plans had streams, or built on one stream to fit max_workspace_size) runs on one stream.
+max_batch (streams.py), recomputed when a plan loads. A plan whose arena is not safe for that schedule (the builder
+fell back to one stream to fit max_workspace_size) runs on one stream.
+
+A plan of another format version is refused, never read: a change of what a plan holds or means bumps
+PLAN_FORMAT_VERSION (fingerprint.py) instead of teaching the loader older layouts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -48,6 +52,7 @@ from .memory import MemoryPlan, align, arena_exemptions, conflicts, lifetimes, p
 from .precision import tf32_mode
 from .streams import StreamSchedule, plan_streams, single_stream
 from .tactics import BindContext, get_tactic
+from .tactics.registry import chosen_tactic
 
 PLAN_FORMAT = "tensorforge.plan"
 META_KEY = "tensorforge.plan"
@@ -80,7 +85,7 @@ class Plan:
         # the plan's weights live on its device, except those only tactics that pack their own copy read
         on_device = {id(v) for v in graph.outputs if v.data is not None}
         for node in graph.nodes:
-            if not getattr(get_tactic(node.op, self.tactics[node.name]).impl, "packs_weights", False):
+            if not chosen_tactic(node.op, self.tactics[node.name]).packs_weights:
                 on_device.update(id(v) for v in node.inputs if v.data is not None)
         for value in graph.constants.values():
             value.data = value.data.to(self.device) if id(value) in on_device else value.data.cpu()
@@ -92,7 +97,7 @@ class Plan:
         kernels = {}
         self.layers: list[LayerInfo] = []
         for node, stream in zip(graph.nodes, schedule.streams):
-            tactic = get_tactic(node.op, self.tactics[node.name])
+            tactic = chosen_tactic(node.op, self.tactics[node.name])
             kernels[node.name] = tactic.bind(node, ctx)
             macs = node.opdef.count_macs([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs,
                                          env)
@@ -248,7 +253,7 @@ class Plan:
             graph = graph_from_json(meta["graph"], tensors)
             graph.verify()
             memory = MemoryPlan.from_json(meta["memory"])
-            config = BuilderConfig.from_json(meta["config"])
+            config = _builder_config(meta["config"])
             max_batch = int(meta["max_batch"])
             tactics = dict(meta["tactics"])
             counters = {str(k): int(v) for k, v in meta["counters"].items()}
@@ -323,6 +328,15 @@ def _read_metadata(data) -> dict[str, Any]:
     return doc
 
 
+def _builder_config(doc: Any) -> BuilderConfig:
+    """The build options a plan stores: every option, as `BuilderConfig.to_json` wrote them (one missing is not a
+    default to fill in: this version of the format always writes them all)."""
+    missing = sorted({f.name for f in dataclasses.fields(BuilderConfig)} - set(doc))
+    if missing:
+        raise ValueError(f"the build options lack {missing}")
+    return BuilderConfig.from_json(doc)
+
+
 def _check_layers(graph: Graph, tactics: Mapping[str, str], device: torch.device) -> None:
     missing = []
     for node in graph.nodes:
@@ -338,10 +352,10 @@ def _check_layers(graph: Graph, tactics: Mapping[str, str], device: torch.device
 
 def _schedule_for_arena(graph: Graph, memory: MemoryPlan, tactics: Mapping[str, str],
                         schedule: StreamSchedule) -> StreamSchedule:
-    """`schedule` when the arena plan keeps its concurrent layers apart, else one stream: a plan saved before
-    plans had streams was planned for node order only, and running it on several streams would be a race. An arena
-    plan that lets two live values share bytes even in node order is refused: a plan from a planner that had that
-    bug, or an edited file, would otherwise compute with overwritten activations."""
+    """`schedule` when the arena plan keeps its concurrent layers apart, else one stream: where the streams' arena
+    would not fit max_workspace_size the builder planned it for node order, and running it on several streams would
+    be a race. An arena plan that lets two live values share bytes even in node order is refused: a file made
+    otherwise than by the builder would compute with overwritten activations."""
     unplanned, aliases = arena_exemptions(graph, tactics)
     overlapping = conflicts(memory, lifetimes(graph, unplanned, aliases))
     if overlapping:

@@ -125,13 +125,12 @@ OUT_FUNCTIONS = {
 }
 
 
-@tactic("engine.pointwise", name="torch_out", devices=("cuda",), priority=5)
+# runs_reference: offered no view (a plan output), it returns what the interpreter made, maybe an input
+@tactic("engine.pointwise", name="torch_out", devices=("cuda",), priority=5, runs_reference=True)
 class TorchPointwise:
     """One PyTorch kernel per op (what eager runs), writing each layer output into its arena view where the op
     has an out= form: the candidate generated kernels are timed against. (The any-op `torch` tactic runs the
     same interpreter but leaves results in PyTorch's allocator.)"""
-
-    runs_reference = True  # offered no view (a plan output), it returns what the interpreter made: maybe an input
 
     @staticmethod
     def bind(node, ctx):

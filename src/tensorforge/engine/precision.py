@@ -5,13 +5,13 @@ layer reads and writes float32), so it is not a pass: it is a switch of the math
 while a plan's float32 kernels run, are timed, or are captured into a CUDA graph. `tf32_mode(enabled)` sets
 both switches PyTorch has, cuBLAS matmuls and cuDNN convolutions, and restores the previous ones on exit.
 
-It uses PyTorch's per-backend `fp32_precision` settings ("tf32" / "ieee") where they exist (PyTorch 2.9 and
-later); the older `allow_tf32` flags only on older versions, because PyTorch refuses to read a legacy flag once
-the new settings disagree with it (it calls that a mix of the legacy and new APIs). The switches are
-process-wide, like PyTorch's own. Threads that run plans at once share them: the first to enter saves the
-previous switches and the last to leave restores them (a thread leaving early must not switch TF32 back on under
-another still running a `tf32=False` plan). Two threads running plans with *different* `tf32` settings at the same
-moment still race: the later one's setting holds; graph replays are not affected (their kernels were captured).
+It uses PyTorch's per-backend `fp32_precision` settings ("tf32" / "ieee"), never the `allow_tf32` flags: PyTorch
+refuses to read a legacy flag once the new settings disagree with it (it calls that a mix of the legacy and new
+APIs). The switches are process-wide, like PyTorch's own. Threads that run plans at once share them: the first
+to enter saves the previous switches and the last to leave restores them (a thread leaving early must not switch
+TF32 back on under another still running a `tf32=False` plan). Two threads running plans with *different* `tf32`
+settings at the same moment still race: the later one's setting holds; graph replays are not affected (their
+kernels were captured).
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ from typing import Iterator
 import torch
 
 
-def _switches() -> list[tuple[object, str, object, object]]:
-    """(object, attribute, value for TF32 on, value for off) for cuBLAS matmuls and cuDNN convolutions: the
-    `fp32_precision` settings where this PyTorch has them (2.9 and later), else the legacy `allow_tf32` flags."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
-        return [(torch.backends.cuda.matmul, "fp32_precision", "tf32", "ieee"),
-                (conv, "fp32_precision", "tf32", "ieee")]
-    return [(torch.backends.cuda.matmul, "allow_tf32", True, False), (torch.backends.cudnn, "allow_tf32", True, False)]
+def _switches() -> list[tuple[object, str, str, str]]:
+    """(object, attribute, value for TF32 on, value for off) for cuBLAS matmuls and cuDNN convolutions."""
+    # torch.backends.cudnn replaces its module object at import to add `conv`: no stub declares it
+    conv = torch.backends.cudnn.conv  # type: ignore[attr-defined]
+    return [(torch.backends.cuda.matmul, "fp32_precision", "tf32", "ieee"), (conv, "fp32_precision", "tf32", "ieee")]
 
 
 _lock = threading.Lock()

@@ -167,7 +167,7 @@ class Selection:
 
 def needs_timing(supported: Sequence[Tactic], config) -> bool:
     """Whether a layer with these supported candidates is timed (see the module docstring)."""
-    view = bool(supported) and getattr(supported[0].impl, "aliases_input", False)
+    view = bool(supported) and supported[0].aliases_input
     return config.optimization_level > 0 and len(supported) > 1 and not view
 
 
@@ -185,7 +185,7 @@ def select_tactic(node, supported: Sequence[Tactic], ctx: BindContext, cache: Ti
         ms = cache.get(key) if cache is not None else None
         if ms is None:
             try:
-                ms = measure(t.bind(node, ctx), node, ctx, runs, getattr(t.impl, "input_memory_format", None))
+                ms = measure(t.bind(node, ctx), node, ctx, runs, t.input_memory_format)
             except Exception as exc:  # noqa: BLE001 - a failing candidate is simply not chosen
                 selection.refused[t.name] = f"failed while timing: {type(exc).__name__}: {exc}"
                 continue

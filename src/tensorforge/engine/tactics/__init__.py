@@ -1,9 +1,22 @@
-"""Tactics: the implementations a layer can run with. `registry.py` holds the registry and the kernel
-contract; one module per family of tactics registers them (`reference.py` today; conv, gemm, pointwise,
-attention and quantized tactics for GPUs join here)."""
+"""Tactics: the implementations a layer can run with. `registry.py` holds the registry, the tactic record (what
+each tactic declares at registration) and the kernel contract; one module per family of tactics registers them:
+the reference and its CUDA twin (`reference.py`, `eager.py`), views (`views.py`), cuDNN and Triton convolutions
+(`conv_cudnn.py`, `conv_triton.py`), cuBLAS and Triton GEMMs (`gemm.py`, `gemm_triton.py`), layer norms
+(`norm_triton.py`), max pooling (`pool_triton.py`) and generated pointwise kernels (`pointwise_triton.py`)."""
 
 # each module registers its tactics
-from . import conv_cudnn, conv_triton, eager, gemm, gemm_triton, norm_triton, pool_triton, reference, views  # noqa: F401
+from . import (  # noqa: F401
+    conv_cudnn,
+    conv_triton,
+    eager,
+    gemm,
+    gemm_triton,
+    norm_triton,
+    pointwise_triton,
+    pool_triton,
+    reference,
+    views,
+)
 from .registry import ANY_OP, BindContext, Kernel, Tactic, candidates, get_tactic, registered_tactics, tactic
 
 __all__ = ["tactic", "Tactic", "BindContext", "Kernel", "candidates", "get_tactic", "registered_tactics", "ANY_OP"]

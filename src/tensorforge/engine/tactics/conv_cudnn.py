@@ -12,19 +12,18 @@
 The builder times the supported ones on the layer's real shapes and keeps the fastest. Weights are laid out
 (and pre-cast by the precision pass) once, at bind time. Each tactic returns its own output (cuDNN allocates
 it, in the memory format of its input), so these layers' activations come from the CUDA graph's pool rather
-than the arena (`writes_arena = False`).
+than the arena (`writes_arena=False`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 
 import torch
 import torch.nn.functional as F
 
 from ...ir import TensorType
-from .epilogue import activation_fn
+from ..epilogue import Epilogue
 from .pointwise_codegen import Unsupported, layout
 from .pointwise_triton import PointwiseKernel
 from .registry import tactic
@@ -46,14 +45,6 @@ def _supports_conv2d(node, config) -> str | None:
     return None
 
 
-def _epilogue(node):
-    """(activation fn or None, residual input index or None, residual position), bound once."""
-    a = node.attrs
-    act = activation_fn(a.get("activation"), a.get("activation_attrs", ()))
-    residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
-    return act, residual_index, a.get("residual_position", "pre_activation")
-
-
 @contextlib.contextmanager
 def _cudnn_flags(config):
     """cuDNN picks its fastest algorithm for each shape once (benchmark mode), in the warm-up before a
@@ -67,9 +58,7 @@ def _cudnn_flags(config):
 
 
 class _Conv2d:
-    memory_format = CHANNELS_LAST
-    writes_arena = False
-    packs_weights = True  # the weights it needs are laid out at bind time; the plan keeps no device copy
+    layout = CHANNELS_LAST  # the memory format it convolves in (its input, weights and output)
 
     @classmethod
     def supports(cls, node, config):
@@ -78,13 +67,15 @@ class _Conv2d:
     @classmethod
     def bind(cls, node, ctx):
         a = node.attrs
-        fmt = cls.memory_format
+        fmt = cls.layout
         weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=fmt)
-        bias = node.inputs[2].data.to(ctx.device) if a["has_bias"] and node.inputs[2].data is not None else None
-        bias_index = 2 if a["has_bias"] and bias is None else None
+        epilogue = Epilogue.of(node)
+        bias_value, _ = epilogue.split(node.inputs)
+        bias = bias_value.data.to(ctx.device) if bias_value is not None and bias_value.data is not None else None
+        bias_index = epilogue.bias_index if bias is None else None  # a bias computed in the plan is read per call
+        residual_index = epilogue.residual_index
+        tail = epilogue.in_place()  # the residual add and the activation, in the layer's order, on cuDNN's output
         stride, padding, dilation, groups = a["strides"], a["padding"], a["dilation"], a["groups"]
-        act, residual_index, position = _epilogue(node)
-
         config = ctx.config
 
         def run(inputs, outputs, env):
@@ -92,29 +83,25 @@ class _Conv2d:
             b = bias if bias_index is None else inputs[bias_index]
             with _cudnn_flags(config):
                 y = F.conv2d(x, weight, b, stride, padding, dilation, groups)
-            residual = inputs[residual_index] if residual_index is not None else None
-            if residual is not None and position == "pre_activation":
-                y.add_(residual)
-            if act is not None:
-                y = act(y)
-            if residual is not None and position == "post_activation":
-                y.add_(residual)
-            return (y,)
+            return (tail(y, inputs[residual_index] if residual_index is not None else None),)
 
         return run
 
 
-@tactic("engine.conv", name="cudnn_nhwc", devices=("cuda",), priority=20)
+# every cuDNN tactic returns the output cuDNN allocated (writes_arena=False) and lays out its own weights at bind
+# time (packs_weights=True: the plan keeps no device copy of them)
+@tactic("engine.conv", name="cudnn_nhwc", devices=("cuda",), priority=20, writes_arena=False, packs_weights=True,
+        input_memory_format=CHANNELS_LAST)
 class Conv2dNHWC(_Conv2d):
-    memory_format = input_memory_format = CHANNELS_LAST
+    layout = CHANNELS_LAST
 
 
-@tactic("engine.conv", name="cudnn_nchw", devices=("cuda",), priority=15)
+@tactic("engine.conv", name="cudnn_nchw", devices=("cuda",), priority=15, writes_arena=False, packs_weights=True)
 class Conv2dNCHW(_Conv2d):
     """Only for a region's first layer (its input arrives NCHW): everywhere else the plan stays channels-last,
     since a layer timed alone might win in NCHW but would pay two layout conversions around it in the plan."""
 
-    memory_format = torch.contiguous_format
+    layout = torch.contiguous_format
 
     @classmethod
     def supports(cls, node, config):
@@ -129,7 +116,8 @@ def epilogue_layout(node):
     nothing to do after the convolution. Raises Unsupported when the generator cannot express it.
 
     Its inputs: the conv output, then the bias, then the residual (permuted alike), as present."""
-    a = node.attrs
+    epilogue = Epilogue.of(node)
+    bias, residual = epilogue.split(node.inputs)
     out = node.outputs[0].type
     n, c, h, w = out.shape
     nhwc = TensorType(out.dtype, (n, h, w, c))
@@ -146,38 +134,31 @@ def epilogue_layout(node):
         in_types.append(t)
         return len(program) - 1
 
-    if a["has_bias"]:
-        apply("add", load(TensorType(node.inputs[2].type.dtype, (c,))))
-    residual = None
-    if a["has_residual"]:
-        residual = TensorType(node.inputs[2 + int(a["has_bias"])].type.dtype, (n, h, w, c))
-    if residual is not None and a.get("residual_position", "pre_activation") == "pre_activation":
-        apply("add", load(residual))
-        residual = None
-    if a.get("activation"):
-        apply(a["activation"], attrs=a.get("activation_attrs", ()))
-    if residual is not None:
-        apply("add", load(residual))
+    if bias is not None:
+        apply("add", load(TensorType(bias.type.dtype, (c,))))
+    if residual is not None and epilogue.residual_before_activation:
+        apply("add", load(TensorType(residual.type.dtype, (n, h, w, c))))
+    if epilogue.activation is not None:
+        apply(epilogue.activation, attrs=epilogue.activation_attrs)
+    if residual is not None and not epilogue.residual_before_activation:
+        apply("add", load(TensorType(residual.type.dtype, (n, h, w, c))))
     if last == 0:
         return None
     return layout(tuple(program), (last,), tuple(in_types), (nhwc,))
 
 
-@tactic("engine.conv", name="cudnn_nhwc_triton", devices=("cuda",), priority=22)
+@tactic("engine.conv", name="cudnn_nhwc_triton", devices=("cuda",), priority=22, writes_arena=False,
+        packs_weights=True, input_memory_format=CHANNELS_LAST, requires_triton=True)
 class Conv2dTritonEpilogue:
-    """cuDNN convolution without bias (channels-last), then one generated kernel for the whole epilogue."""
-
-    writes_arena = False
-    packs_weights = True
-    input_memory_format = CHANNELS_LAST
+    """cuDNN convolution without bias (channels-last), then one generated kernel for the whole epilogue. Its
+    epilogue kernel compiles at its first call, but it is not `compiles`: cuDNN's benchmark-mode search must not
+    run beside other work (compile_ahead.py)."""
 
     @staticmethod
     def supports(node, config):
         reason = _supports_conv2d(node, config)
         if reason:
             return reason
-        if importlib.util.find_spec("triton") is None:
-            return "Triton is not installed"
         try:
             if epilogue_layout(node) is None:
                 return "no epilogue to fuse (the plain convolution is cudnn_nhwc)"
@@ -189,12 +170,15 @@ class Conv2dTritonEpilogue:
     def bind(node, ctx):
         a = node.attrs
         weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=CHANNELS_LAST)
-        extra = []  # the epilogue kernel's inputs after the conv output: bias (constant or activation), residual
-        if a["has_bias"]:
-            data = node.inputs[2].data
-            extra.append(data.to(ctx.device) if data is not None else 2)
-        if a["has_residual"]:
-            extra.append(2 + int(a["has_bias"]))
+        layer = Epilogue.of(node)
+        # the epilogue kernel's inputs after the conv output: bias (a constant, or the input index of one computed in
+        # the plan), residual (its input index)
+        extra: list[torch.Tensor | int] = []
+        if layer.bias_index is not None:
+            data = node.inputs[layer.bias_index].data
+            extra.append(data.to(ctx.device) if data is not None else layer.bias_index)
+        if layer.residual_index is not None:
+            extra.append(layer.residual_index)
         epilogue = PointwiseKernel(epilogue_layout(node), block=1024, num_warps=4)
         stride, padding, dilation, groups = a["strides"], a["padding"], a["dilation"], a["groups"]
         config = ctx.config
@@ -215,25 +199,23 @@ class Conv2dTritonEpilogue:
         return run
 
 
-@tactic("engine.conv", name="cudnn_fused_nhwc", devices=("cuda",), priority=25)
+@tactic("engine.conv", name="cudnn_fused_nhwc", devices=("cuda",), priority=25, writes_arena=False,
+        packs_weights=True, input_memory_format=CHANNELS_LAST)
 class Conv2dFusedReLU:
     """One cuDNN call for conv + bias + (residual) + relu."""
-
-    writes_arena = False
-    packs_weights = True
-    input_memory_format = CHANNELS_LAST
 
     @staticmethod
     def supports(node, config):
         reason = _supports_conv2d(node, config)
         if reason:
             return reason
-        a = node.attrs
-        if a.get("activation") != "nn.relu":
+        epilogue = Epilogue.of(node)
+        bias, _ = epilogue.split(node.inputs)
+        if epilogue.activation != "nn.relu":
             return "the fused cuDNN kernels end in relu"
-        if a["has_residual"] and a.get("residual_position") != "pre_activation":
+        if epilogue.has_residual and not epilogue.residual_before_activation:
             return "the residual must be added before the relu"
-        if a["has_bias"] and node.inputs[2].data is None:
+        if bias is not None and bias.data is None:
             return "the bias must be a constant"
         if node.inputs[0].type.dtype == "bfloat16":
             return "cuDNN's fused conv+relu path takes float16/float32"
@@ -243,9 +225,11 @@ class Conv2dFusedReLU:
     def bind(node, ctx):
         a = node.attrs
         weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=CHANNELS_LAST)
-        bias = node.inputs[2].data.to(ctx.device) if a["has_bias"] else None
+        epilogue = Epilogue.of(node)
+        bias_value, _ = epilogue.split(node.inputs)
+        bias = bias_value.data.to(ctx.device) if bias_value is not None else None
+        residual_index = epilogue.residual_index
         stride, padding, dilation, groups = list(a["strides"]), list(a["padding"]), list(a["dilation"]), a["groups"]
-        residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
         config = ctx.config
 
         def run(inputs, outputs, env):

@@ -17,10 +17,9 @@ the `.half()` benchmark the timing chose this kernel for 17, 13 and 8 of the 17 
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
+from ..epilogue import Epilogue
 from ..ops import is_depthwise
 from .gemm_triton import epilogue_flags, fusable_activation
 from .registry import tactic
@@ -38,25 +37,22 @@ def depthwise_reason(node) -> str | None:
     return None
 
 
-@tactic("engine.conv", name="triton_depthwise_nhwc", devices=("cuda",), priority=30)
+# writes_arena=False: a channels-last output; arena views are row-major NCHW
+@tactic("engine.conv", name="triton_depthwise_nhwc", devices=("cuda",), priority=30, writes_arena=False,
+        packs_weights=True, compiles=True, requires_triton=True, input_memory_format=torch.channels_last)
 class DepthwiseConv2dNHWC:
-    writes_arena = False  # a channels-last output; arena views are row-major NCHW
-    packs_weights = True
-    compiles = True
-    input_memory_format = torch.channels_last
-
     @staticmethod
     def supports(node, config):
-        if importlib.util.find_spec("triton") is None:
-            return "Triton is not installed"
         reason = depthwise_reason(node)
         if reason:
             return reason
         if node.inputs[0].type.dtype not in ("float16", "bfloat16", "float32"):
             return f"dtype {node.inputs[0].type.dtype}"
-        if node.inputs[1].data is None or (node.attrs["has_bias"] and node.inputs[2].data is None):
+        epilogue = Epilogue.of(node)
+        bias, _ = epilogue.split(node.inputs)
+        if node.inputs[1].data is None or (bias is not None and bias.data is None):
             return "the weight and bias must be constants"
-        act = fusable_activation(node)
+        act = fusable_activation(epilogue)
         return act if isinstance(act, str) else None
 
     @staticmethod
@@ -66,10 +62,12 @@ class DepthwiseConv2dNHWC:
         weight = node.inputs[1].data.to(ctx.device)
         channels, _, kh, kw = weight.shape
         taps = weight.reshape(channels, kh * kw).t().contiguous()  # [KH * KW, C]: a tap's channels are contiguous
-        bias = node.inputs[2].data.to(ctx.device) if a["has_bias"] else None
-        residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
+        layer = Epilogue.of(node)
+        bias_value, _ = layer.split(node.inputs)
+        bias = bias_value.data.to(ctx.device) if bias_value is not None else None
+        residual_index = layer.residual_index
         (sh, sw), (ph, pw), (dh, dw) = a["strides"], a["padding"], a["dilation"]
-        epilogue, (lo, hi, slope) = epilogue_flags(node)
+        epilogue, (lo, hi, slope) = epilogue_flags(layer)
         flags = dict(epilogue, SH=sh, SW=sw, PH=ph, PW=pw, KH=kh, KW=kw, DH=dh, DW=dw, BLOCK_P=BLOCK_P,
                      BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
         _, _, oh, ow = node.outputs[0].type.shape

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .epilogue import activation_fn
+from ..epilogue import Epilogue
 from .registry import tactic
 
 
@@ -22,15 +22,16 @@ def _supports_dense(node, config) -> str | None:
         return "the weight must be a constant"
     if node.inputs[0].type.dtype not in ("float16", "bfloat16", "float32"):
         return f"dtype {node.inputs[0].type.dtype}"
-    if node.attrs["has_bias"] and node.inputs[2].data is None:
+    bias, _ = Epilogue.of(node).split(node.inputs)
+    if bias is not None and bias.data is None:
         return "the bias must be a constant"
     return None
 
 
 def _bound_weights(node, ctx):
     weight_t = node.inputs[1].data.to(ctx.device).t().contiguous()  # (K, N)
-    bias = node.inputs[2].data.to(ctx.device) if node.attrs["has_bias"] else None
-    return weight_t, bias
+    bias, _ = Epilogue.of(node).split(node.inputs)
+    return weight_t, bias.data.to(ctx.device) if bias is not None else None
 
 
 def _flat_out(outputs, rows: int, cols: int, like: torch.Tensor):
@@ -41,31 +42,28 @@ def _flat_out(outputs, rows: int, cols: int, like: torch.Tensor):
     return full, full.view(rows, cols)
 
 
-@tactic("engine.dense", name="cublaslt_epilogue", devices=("cuda",), priority=20)
+@tactic("engine.dense", name="cublaslt_epilogue", devices=("cuda",), priority=20, packs_weights=True)
 class DenseLtEpilogue:
-    writes_arena = True
-    packs_weights = True
-
     @staticmethod
     def supports(node, config):
         reason = _supports_dense(node, config)
         if reason:
             return reason
-        a = node.attrs
-        if not a["has_bias"]:
+        epilogue = Epilogue.of(node)
+        if not epilogue.has_bias:
             return "the cuBLASLt epilogue path needs a bias"
-        act = a.get("activation")
-        approx = dict(a.get("activation_attrs", ())).get("approximate", "none")
+        act = epilogue.activation
+        approx = epilogue.activation_kwargs.get("approximate", "none")
         if act not in ("nn.relu", "nn.gelu") or (act == "nn.gelu" and approx != "tanh"):
             return "cuBLASLt epilogues are relu and tanh-approximated gelu"
-        if a["has_residual"]:
+        if epilogue.has_residual:
             return "no residual in the cuBLASLt epilogue"
         return None
 
     @staticmethod
     def bind(node, ctx):
         weight_t, bias = _bound_weights(node, ctx)
-        use_gelu = node.attrs["activation"] == "nn.gelu"
+        use_gelu = Epilogue.of(node).activation == "nn.gelu"
         k, n = weight_t.shape
 
         def run(inputs, outputs, env):
@@ -78,23 +76,19 @@ class DenseLtEpilogue:
         return run
 
 
-@tactic("engine.dense", name="cublas_addmm", devices=("cuda",), priority=15)
+@tactic("engine.dense", name="cublas_addmm", devices=("cuda",), priority=15, packs_weights=True)
 class DenseAddmm:
-    writes_arena = True
-    packs_weights = True
-
     @staticmethod
     def supports(node, config):
         return _supports_dense(node, config)
 
     @staticmethod
     def bind(node, ctx):
-        a = node.attrs
         weight_t, bias = _bound_weights(node, ctx)
         k, n = weight_t.shape
-        act = activation_fn(a.get("activation"), a.get("activation_attrs", ()))
-        residual_index = 2 + int(a["has_bias"]) if a["has_residual"] else None
-        position = a.get("residual_position", "pre_activation")
+        epilogue = Epilogue.of(node)
+        residual_index = epilogue.residual_index
+        tail = epilogue.in_place()  # the residual add and the activation, in the layer's order, on the GEMM's output
 
         def run(inputs, outputs, env):
             x = inputs[0]
@@ -104,13 +98,7 @@ class DenseAddmm:
                 torch.addmm(bias, x.reshape(rows, k), weight_t, out=flat)
             else:
                 torch.mm(x.reshape(rows, k), weight_t, out=flat)
-            residual = inputs[residual_index] if residual_index is not None else None
-            if residual is not None and position == "pre_activation":
-                full.add_(residual)
-            if act is not None:
-                act(full)
-            if residual is not None and position == "post_activation":
-                full.add_(residual)
+            tail(full, inputs[residual_index] if residual_index is not None else None)
             return (full,)
 
         return run

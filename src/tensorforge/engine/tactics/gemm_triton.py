@@ -15,11 +15,11 @@ libraries' TF32/IEEE choice) and accumulate in float32. Weights are transposed t
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import torch
 
+from ..epilogue import Epilogue
 from .registry import tactic
 
 ACTIVATION_CODES = {None: 0, "nn.relu": 1, "clip": 2, "nn.gelu": 3, "nn.silu": 5, "nn.hardswish": 6, "sigmoid": 7,
@@ -50,10 +50,9 @@ def _kernels():
     return gemm_triton_kernel
 
 
-def fusable_activation(node) -> tuple[int, float, float, float] | str:
+def fusable_activation(epilogue: Epilogue) -> tuple[int, float, float, float] | str:
     """(code, clip low, clip high, leaky slope) of the layer's activation, or why it cannot be fused here."""
-    a = node.attrs
-    act, attrs = a.get("activation"), dict(a.get("activation_attrs", ()))
+    act, attrs = epilogue.activation, epilogue.activation_kwargs
     if act not in ACTIVATION_CODES:
         return f"activation {act} is not in the template"
     code = ACTIVATION_CODES[act]
@@ -65,22 +64,24 @@ def fusable_activation(node) -> tuple[int, float, float, float] | str:
             float(attrs.get("alpha", 0.01)))
 
 
-def epilogue_flags(node) -> tuple[dict, tuple[float, float, float]]:
+def epilogue_flags(epilogue: Epilogue) -> tuple[dict, tuple[float, float, float]]:
     """A fused engine.dense/engine.conv's epilogue as the Triton kernels take it (`gemm_triton_kernel._epilogue`):
     the compile-time flags HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT, and the run-time (clip low, clip high,
     leaky slope). The layer must be supported (its activation fusable)."""
-    a = node.attrs
-    code, lo, hi, slope = fusable_activation(node)
-    flags = dict(HAS_BIAS=a["has_bias"], HAS_RESIDUAL=a["has_residual"],
-                 RESIDUAL_PRE=a.get("residual_position", "pre_activation") == "pre_activation", ACT=code)
+    fused = fusable_activation(epilogue)
+    if isinstance(fused, str):
+        raise ValueError(fused)
+    code, lo, hi, slope = fused
+    flags = dict(HAS_BIAS=epilogue.has_bias, HAS_RESIDUAL=epilogue.has_residual,
+                 RESIDUAL_PRE=epilogue.residual_before_activation, ACT=code)
     return flags, (lo, hi, slope)
 
 
-class _Epilogue:
+class _GemmLaunch:
     """The kernel launch shared by the dense and 1x1-conv tactics: `run(a, c, residual)` on 2-d row-major views."""
 
     def __init__(self, node, weight_kn: torch.Tensor, bias, tile, tma: bool, residual_stages: int | None = None):
-        epilogue, self.scalars = epilogue_flags(node)
+        epilogue, self.scalars = epilogue_flags(Epilogue.of(node))
         self.weight, self.bias = weight_kn, bias
         self.block_m, self.block_n, self.block_k, self.num_warps, self.num_stages = tile
         self.tma = tma
@@ -91,8 +92,6 @@ class _Epilogue:
                           GROUP=GROUP_M, num_warps=self.num_warps, num_stages=self.num_stages)
         if tma:
             device = weight_kn.device
-            if device.type == "cuda" and torch.cuda.get_device_capability(device) < (9, 0):
-                raise ValueError("the TMA GEMM needs compute capability 9.0 or newer (Hopper)")
             from triton.tools.tensor_descriptor import TensorDescriptor
             self.descriptor = TensorDescriptor.from_tensor
             self.b_desc = self.descriptor(weight_kn, [self.block_k, self.block_n])
@@ -134,18 +133,24 @@ def _cdiv(a: int, b: int) -> int:
 
 
 def _supports_common(node, tma: bool) -> str | None:
-    if importlib.util.find_spec("triton") is None:
-        return "Triton is not installed"
     if node.inputs[0].type.dtype not in ("float16", "bfloat16"):
         return "the Triton GEMM template takes float16/bfloat16 layers (float32 keeps the libraries' TF32 choice)"
     if node.inputs[1].data is None:
         return "the weight must be a constant"
-    if node.attrs["has_bias"] and node.inputs[2].data is None:
+    epilogue = Epilogue.of(node)
+    bias, _ = epilogue.split(node.inputs)
+    if bias is not None and bias.data is None:
         return "the bias must be a constant"
     if tma and any(d % 8 for d in node.inputs[1].type.shape[:2]):
         return "the TMA GEMM needs 16-byte rows: input and output channels must be multiples of 8"
-    act = fusable_activation(node)
+    act = fusable_activation(epilogue)
     return act if isinstance(act, str) else None
+
+
+def _bias(node, ctx) -> torch.Tensor | None:
+    """The layer's constant bias on the bind device (`supports` refuses a bias computed in the plan), or None."""
+    bias, _ = Epilogue.of(node).split(node.inputs)
+    return bias.data.to(ctx.device) if bias is not None else None
 
 
 def _rows(t: torch.Tensor, k: int) -> torch.Tensor:
@@ -155,9 +160,6 @@ def _rows(t: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class _DenseTemplate:
-    writes_arena = True
-    compiles = True  # a Triton kernel: compiled ahead, in parallel (compile_ahead.py)
-    packs_weights = True
     tile: tuple = ()
     tma = False
     residual_stages: int | None = None
@@ -169,10 +171,10 @@ class _DenseTemplate:
     @classmethod
     def bind(cls, node, ctx):
         weight_kn = node.inputs[1].data.to(ctx.device).t().contiguous()
-        bias = node.inputs[2].data.to(ctx.device) if node.attrs["has_bias"] else None
-        gemm = _Epilogue(node, weight_kn, bias, cls.tile, cls.tma, cls.residual_stages)
+        bias = _bias(node, ctx)
+        gemm = _GemmLaunch(node, weight_kn, bias, cls.tile, cls.tma, cls.residual_stages)
         k, n = weight_kn.shape
-        residual_index = 2 + int(node.attrs["has_bias"]) if node.attrs["has_residual"] else None
+        residual_index = Epilogue.of(node).residual_index
 
         def run(inputs, outputs, env):
             x = inputs[0]
@@ -189,10 +191,6 @@ class _DenseTemplate:
 class _Conv1x1Template:
     """A 1x1, stride-1, unpadded, ungrouped convolution over channels-last activations, as the GEMM."""
 
-    writes_arena = False  # its output is channels-last; arena views are row-major NCHW
-    packs_weights = True
-    compiles = True
-    input_memory_format = torch.channels_last
     tile: tuple = ()
     tma = False
     residual_stages: int | None = None
@@ -211,9 +209,9 @@ class _Conv1x1Template:
         weight = node.inputs[1].data.to(ctx.device)
         c_out, c_in = weight.shape[:2]
         weight_kn = weight.reshape(c_out, c_in).t().contiguous()
-        bias = node.inputs[2].data.to(ctx.device) if node.attrs["has_bias"] else None
-        gemm = _Epilogue(node, weight_kn, bias, cls.tile, cls.tma, cls.residual_stages)
-        residual_index = 2 + int(node.attrs["has_bias"]) if node.attrs["has_residual"] else None
+        bias = _bias(node, ctx)
+        gemm = _GemmLaunch(node, weight_kn, bias, cls.tile, cls.tma, cls.residual_stages)
+        residual_index = Epilogue.of(node).residual_index
 
         def nhwc_rows(t, channels):
             return t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, channels)
@@ -236,10 +234,16 @@ def _register() -> None:
     for priority, (name, tile, tma) in enumerate(tiles):
         spec = {"tile": tile, "tma": tma, "residual_stages": TMA_RESIDUAL_STAGES.get(name)}
         dense = type(f"DenseTriton_{name}", (_DenseTemplate,), spec)
-        level = 4 if name in WIDE_TILES else 0
-        tactic("engine.dense", name=name, devices=("cuda",), priority=5 + priority, min_level=level)(dense)
         conv = type(f"Conv1x1Triton_{name}", (_Conv1x1Template,), spec)
-        tactic("engine.conv", name=name, devices=("cuda",), priority=5 + priority, min_level=level)(conv)
+        level = 4 if name in WIDE_TILES else 0
+        hopper = (9, 0) if tma else None  # the TMA kernel needs Hopper's tensor-memory accelerator
+        # both: a Triton kernel (compiled ahead, in parallel: compile_ahead.py), weights packed at bind time
+        tactic("engine.dense", name=name, devices=("cuda",), priority=5 + priority, min_level=level,
+               packs_weights=True, compiles=True, requires_triton=True, min_capability=hopper)(dense)
+        # the conv's output is channels-last; arena views are row-major NCHW
+        tactic("engine.conv", name=name, devices=("cuda",), priority=5 + priority, min_level=level,
+               packs_weights=True, compiles=True, requires_triton=True, min_capability=hopper,
+               writes_arena=False, input_memory_format=torch.channels_last)(conv)
 
 
 _register()

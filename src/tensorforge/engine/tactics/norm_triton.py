@@ -22,7 +22,6 @@ fit in registers).
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import torch
 
@@ -154,9 +153,9 @@ def _register() -> None:
                 return reason
 
             impl = type(f"TritonLayerNorm_{op.replace('.', '_')}_{name}", (), {
-                "writes_arena": True, "compiles": True, "supports": staticmethod(supports),
+                "supports": staticmethod(supports),
                 "bind": staticmethod(lambda node, ctx, rows=rows: LayerNormKernel(node, rows))})
-            tactic(op, name=name, devices=("cuda",), priority=11 - rows)(impl)
+            tactic(op, name=name, devices=("cuda",), priority=11 - rows, compiles=True, requires_triton=True)(impl)
 
 
 def _block(node) -> int:
@@ -164,8 +163,6 @@ def _block(node) -> int:
 
 
 def _supports_rows(node) -> str | None:
-    if importlib.util.find_spec("triton") is None:
-        return "Triton is not installed"
     hidden = node.inputs[0].type.shape[-1]
     if isinstance(hidden, Sym):
         return "the normalized axis has a symbolic size"

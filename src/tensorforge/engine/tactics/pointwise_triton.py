@@ -130,12 +130,9 @@ class PointwiseKernel:
 
 class _TritonPointwise:
     BLOCK, NUM_WARPS = 1024, 4
-    compiles = True
 
     @staticmethod
     def supports(node, config) -> str | None:
-        if importlib.util.find_spec("triton") is None:
-            return "Triton is not installed"
         try:
             node_layout(node)
         except Unsupported as exc:
@@ -147,12 +144,13 @@ class _TritonPointwise:
         return PointwiseKernel(node_layout(node), cls.BLOCK, cls.NUM_WARPS)
 
 
-@tactic("engine.pointwise", name="triton", devices=("cuda",), priority=10)
+@tactic("engine.pointwise", name="triton", devices=("cuda",), priority=10, compiles=True, requires_triton=True)
 class TritonPointwise(_TritonPointwise):
     """1024 elements per program, 4 warps: 8 per thread, enough to hide latency on small and large tensors."""
 
 
-@tactic("engine.pointwise", name="triton_block4096", devices=("cuda",), priority=9)
+@tactic("engine.pointwise", name="triton_block4096", devices=("cuda",), priority=9, compiles=True,
+        requires_triton=True)
 class TritonPointwiseBlock4096(_TritonPointwise):
     """4096 elements per program, 8 warps: fewer, longer programs for large tensors (timing decides)."""
 

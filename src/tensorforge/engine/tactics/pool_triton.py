@@ -10,8 +10,6 @@ and window positions outside the input are skipped.
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
 from .registry import tactic
@@ -19,16 +17,12 @@ from .registry import tactic
 BLOCK_P, BLOCK_C = 32, 64
 
 
-@tactic("nn.max_pool2d", name="triton_nhwc", devices=("cuda",), priority=10)
+# writes_arena=False: a channels-last output; arena views are row-major NCHW
+@tactic("nn.max_pool2d", name="triton_nhwc", devices=("cuda",), priority=10, writes_arena=False, compiles=True,
+        requires_triton=True, input_memory_format=torch.channels_last)
 class MaxPool2dNHWC:
-    writes_arena = False  # a channels-last output; arena views are row-major NCHW
-    compiles = True
-    input_memory_format = torch.channels_last
-
     @staticmethod
     def supports(node, config):
-        if importlib.util.find_spec("triton") is None:
-            return "Triton is not installed"
         if node.inputs[0].type.dtype not in ("float16", "bfloat16", "float32"):
             return f"dtype {node.inputs[0].type.dtype}"
         if node.inputs[0].type.rank != 4:

@@ -13,10 +13,9 @@ from .registry import ANY_OP, reference_kernel, tactic
 NOT_IN_PLANS = {"subgraph": "a subgraph call inside an engine region is not supported (regions are flat)"}
 
 
-@tactic(ANY_OP, name="reference", devices=("cpu",), priority=-100)
+# a plan output it returns may be a view of an input (memory.viewed_inputs)
+@tactic(ANY_OP, name="reference", devices=("cpu",), priority=-100, runs_reference=True)
 class Reference:
-    runs_reference = True  # a plan output it returns may be a view of an input (memory.viewed_inputs)
-
     @staticmethod
     def supports(node, config) -> str | None:
         return NOT_IN_PLANS.get(node.op)

@@ -2,7 +2,7 @@
 
 A reshape, transpose or slice costs nothing when its result is a view; copying it into an arena slot
 (what a tactic that writes into the arena must do) would add a full read and write of the tensor. These
-tactics keep the view (`writes_arena = False`): the consumer kernels handle strided inputs.
+tactics keep the view (`writes_arena=False`): the consumer kernels handle strided inputs.
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ VIEW_OPS = ("reshape", "transpose", "squeeze", "expand_dims", "strided_slice", "
 
 def _declare(op: str) -> None:
     class Alias:
-        writes_arena = False
-        aliases_input = True
-
         bind = staticmethod(reference_kernel)
 
     Alias.__name__ = f"Alias_{op.replace('.', '_')}"
-    tactic(op, name="alias", devices=("cuda",), priority=10)(Alias)
+    tactic(op, name="alias", devices=("cuda",), priority=10, writes_arena=False, aliases_input=True)(Alias)
 
 
 for _op in VIEW_OPS:
