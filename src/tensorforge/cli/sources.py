@@ -150,8 +150,8 @@ def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
 # -- inputs and outputs ------------------------------------------------------------------------------
 
 def _sizes(value, batch: int, seq_len: int) -> tuple[int, ...]:
-    from ..ir import Sym
-    return tuple(d.scale * (batch if d.symbol == "batch" else seq_len) if isinstance(d, Sym) else d
+    from ..ir.types import BATCH, Sym
+    return tuple(d.scale * (batch if d.symbol == BATCH else seq_len) if isinstance(d, Sym) else d
                  for d in value.type.shape)
 
 

@@ -17,6 +17,7 @@ import contextlib
 import torch
 
 from ..ir import Graph, VerificationError
+from ..ir.types import BATCH
 from .compile_ahead import compile_ahead
 from .config import BuilderConfig
 from .errors import BuildError
@@ -28,8 +29,6 @@ from .precision import tf32_mode
 from .streams import plan_streams, single_stream
 from .tactics import BindContext, candidates
 from .timing import TimingCache, needs_timing, select_tactic
-
-BATCH = "batch"
 
 
 class Builder:

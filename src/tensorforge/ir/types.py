@@ -1,7 +1,7 @@
 """Tensor types of the IR: a dtype name and a shape whose dimensions are ints or symbols.
 
 Dtypes are named by strings ("float32", "int64", ...) so graphs serialize to plain JSON.
-A symbolic dimension is a `Sym`: a named size (usually "batch") times an integer scale, which is
+A symbolic dimension is a `Sym`: a named size (usually `BATCH`, "batch") times an integer scale, which is
 enough for the shapes real models produce from a dynamic batch (batch, 12*batch for the heads of
 attention, 128*batch once tokens are flattened).
 """
@@ -29,7 +29,12 @@ DTYPES: dict[str, torch.dtype] = {
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 _SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16", "int64": "i64",
           "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8", "bool": "bool", "complex64": "c64"}
+# The IR's shared vocabulary: test a dtype name or a symbol against these, never against a literal set of its own.
 FLOAT_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16"})
+HALF_DTYPES = frozenset({"float16", "bfloat16"})  # the 16-bit floats reduced precision (fp16 / bf16) runs in
+# the floats GPU kernels (cuDNN, cuBLAS, Triton) take; float64 layers run through their reference implementation
+GPU_FLOAT_DTYPES = frozenset({"float32"}) | HALF_DTYPES
+BATCH = "batch"  # the symbol of the batch dimension: the one symbol a plan binds (to its max_batch) and runs over
 
 
 def dtype_name(dtype: torch.dtype | str) -> str:

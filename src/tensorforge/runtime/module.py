@@ -37,6 +37,7 @@ from ..engine.fingerprint import fingerprint as device_fingerprint
 from ..ir.digest import seal, unseal
 from ..ir.execute import bind_symbols
 from ..ir.serialize import unshared_tensors
+from ..ir.types import BATCH
 from .cache import PlanCache, plan_key, region_digest
 from .context import CallerState, ModuleContext
 from .options import RuntimeOptions
@@ -187,7 +188,7 @@ class Module(torch.nn.Module):
             if tensor.device != self.device:
                 raise ValueError(f"input {value.name!r} is on {tensor.device}, but this module runs on "
                                  f"{self.device}; move it with .to({str(self.device)!r})")
-        batch = env.get("batch")
+        batch = env.get(BATCH)
         if batch is not None and self.options.max_batch_size is not None and batch > self.options.max_batch_size:
             raise ValueError(f"batch size {batch} is above this module's max_batch_size {self.options.max_batch_size} "
                              f"(convert(max_batch_size=...)); convert again with a larger max_batch_size")
@@ -201,7 +202,7 @@ class Module(torch.nn.Module):
             # a capture, plans and this caller's contexts are made on the caller's stream: a build never runs while
             # the capture lock is held, and an arena allocated there is freed in order with the caller's work on it
             if state.runner is None or not state.runner.knows(inputs):
-                batch = env.get("batch", 1)
+                batch = env.get(BATCH, 1)
                 for name in self._callees:
                     state.context_for(self._plan_for(name, batch))
             if state.runner is None:
@@ -217,7 +218,7 @@ class Module(torch.nn.Module):
 
     def _run(self, inputs, env: dict[str, int], cuda_graph: bool, state: CallerState) -> tuple[torch.Tensor, ...]:
         graph = self.graph
-        batch = env.get("batch", 1)
+        batch = env.get(BATCH, 1)
         values: dict[int, torch.Tensor] = {id(v): t for v, t in zip(graph.inputs, inputs)}
         for name, v in graph.constants.items():
             values[id(v)] = self._constants[name]
