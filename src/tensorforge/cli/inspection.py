@@ -7,7 +7,7 @@ import json
 
 from ..ir.types import BATCH
 from .measure import _bytes
-from .sources import _build_module, _device, _precision, _resolve
+from .sources import _build_module, _device, _load_module, _precision, _resolve
 
 
 def _graph_macs(module, batch: int) -> int:
@@ -36,11 +36,10 @@ def _plan_doc(plan) -> dict:
 
 
 def cmd_inspect(args) -> int:
-    import tensorforge as forge
     source = _resolve(args.target, plan=True, model=True, image_size=args.image_size, seq_len=args.seq_len)
     if source.kind == "plan":
         device = _device(args.device)
-        module = forge.load(source.name, device=device)
+        module = _load_module(source.name, args, device)
         if args.batch is not None:
             module.build_all(args.batch)
     else:
