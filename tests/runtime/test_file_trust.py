@@ -128,9 +128,11 @@ def test_the_file_does_not_decide_where_plans_are_cached(saved, tmp_path, monkey
     monkeypatch.delenv("TENSORFORGE_CACHE_DIR", raising=False)
     target = tmp_path / "chosen-by-the-file"
     crafted = edit_module(path, tmp_path / "cache.tforge",
-                          lambda doc, tensors: doc["options"].update(cache_dir=str(target), max_workspace_size=1 << 45))
+                          lambda doc, tensors: doc["options"].update(cache_dir=str(target), max_workspace_size=1 << 45,
+                                                                     timing_cache=str(target / "timing.json")))
     module = forge.load(crafted, device="cpu")
     assert module.options.cache_dir is None and module.builder_config.max_workspace_size == 1 << 30
+    assert module.builder_config.timing_cache is None
     torch.testing.assert_close(module(x), expected, rtol=1e-4, atol=1e-5)
     assert not target.exists()
     chosen = forge.load(crafted, device="cpu", cache_dir=str(tmp_path / "mine"), max_workspace_size=1 << 20)
