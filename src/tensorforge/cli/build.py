@@ -48,6 +48,11 @@ def cmd_build(args) -> int:
     for name, p in plans:
         print(f"  plan {name}: {len(p.layers)} layers, arena {_bytes(p.peak_activation_bytes)}, "
               f"max batch {p.max_batch}")
+    if args.rebuildable:
+        print("  with the regions' weights: the plans can be rebuilt on another GPU or library version")
+    else:
+        print("  each weight once, in the plans: they run on this device and library versions, up to their max "
+              "batch (--rebuildable keeps the regions' weights for a rebuild)")
     if fallback:
         print(f"  see why {fallback} node{'s' * (fallback != 1)} stayed in PyTorch: {PROG} inspect {args.output}")
     return 0
