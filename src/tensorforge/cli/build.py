@@ -29,7 +29,8 @@ def cmd_build(args) -> int:
     summary = {
         "model": source.name, "output": args.output, "file_bytes": os.path.getsize(args.output),
         "device": str(device), "precision": _requested_precision(args, device), "batch": args.batch,
-        "implicit_batch": args.implicit_batch, "rebuildable": args.rebuildable, "regions": len(module.regions), "fallback_nodes": fallback,
+        "implicit_batch": args.implicit_batch, "rebuildable": args.rebuildable, "regions": len(module.regions),
+        "fallback_nodes": fallback,
         "offloaded_nodes": report.offloaded_nodes, "total_nodes": report.total_nodes, "mac_share": report.mac_share,
         "plans": [{"region": name, "max_batch": p.max_batch, "layers": len(p.layers),
                    "arena_bytes": p.peak_activation_bytes} for name, p in plans],

@@ -67,11 +67,11 @@ class Builder:
                     counters=ctx.counters, built_for=fingerprint(device), schedule=schedule)
 
     @staticmethod
-    def _check_device(device) -> torch.device:
+    def _check_device(requested: torch.device | str) -> torch.device:
         try:
-            device = torch.device(device)
+            device = torch.device(requested)
         except (RuntimeError, TypeError) as exc:
-            raise BuildError(f"unknown device {device!r}: {exc}") from exc
+            raise BuildError(f"unknown device {requested!r}: {exc}") from exc
         if device.type not in ("cpu", "cuda"):
             raise BuildError(f"the engine builds for cpu or cuda, not {device.type}")
         if device.type == "cuda" and not torch.cuda.is_available():

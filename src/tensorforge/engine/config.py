@@ -49,7 +49,7 @@ class BuilderConfig:
     timing_cache: str | None = None
     max_streams: int = 4
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("fp16", "bf16", "tf32", "strict_types"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"BuilderConfig.{name} must be a bool, got {getattr(self, name)!r}")
@@ -73,13 +73,12 @@ class BuilderConfig:
     @classmethod
     def from_json(cls, doc: Mapping[str, Any] | str) -> "BuilderConfig":
         """From `to_json()`'s dict (or its JSON text); unknown keys are an error, missing ones take defaults."""
-        if isinstance(doc, str):
-            doc = json.loads(doc)
+        values: Mapping[str, Any] = json.loads(doc) if isinstance(doc, str) else doc
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(doc) - known)
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"BuilderConfig has no option(s) {unknown}; it has {sorted(known)}")
-        return cls(**doc)
+        return cls(**values)
 
     def replace(self, **changes: Any) -> BuilderConfig:
         return dataclasses.replace(self, **changes)

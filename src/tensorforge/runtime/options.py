@@ -72,7 +72,8 @@ class RuntimeOptions:
         an unknown keyword argument is."""
         unknown = sorted(set(changes) - OPTION_NAMES - {"builder_config"})
         if unknown:
-            raise TypeError(f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(sorted(OPTION_NAMES))}")
+            raise TypeError(f"unknown option(s) {', '.join(unknown)}; the options are "
+                            f"{', '.join(sorted(OPTION_NAMES))}")
         config = changes.pop("builder_config", self.builder_config)
         build = {name: changes.pop(name) for name in list(changes) if name in BUILDER_FIELDS}
         return dataclasses.replace(self, builder_config=config.replace(**build) if build else config, **changes)
@@ -86,7 +87,8 @@ class RuntimeOptions:
         if env.get("TENSORFORGE_CACHE_DIR"):
             changes["cache_dir"] = os.path.expanduser(env["TENSORFORGE_CACHE_DIR"])  # as a shell would have
         if env.get("TENSORFORGE_MAX_WORKSPACE_SIZE"):
-            changes["max_workspace_size"] = _integer("TENSORFORGE_MAX_WORKSPACE_SIZE", env["TENSORFORGE_MAX_WORKSPACE_SIZE"])
+            changes["max_workspace_size"] = _integer("TENSORFORGE_MAX_WORKSPACE_SIZE",
+                                                     env["TENSORFORGE_MAX_WORKSPACE_SIZE"])
         if env.get("TENSORFORGE_MULTI_ENGINE"):
             changes["multi_engine"] = _integer("TENSORFORGE_MULTI_ENGINE", env["TENSORFORGE_MULTI_ENGINE"])
         return self.replace(**changes)
