@@ -424,7 +424,8 @@ def _module_description(metadata: dict[str, str], tensors: dict[str, torch.Tenso
     return meta
 
 
-def _omitted_weights(omitted, graph_doc, weights: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+def _omitted_weights(omitted: object, graph_doc: object, weights: dict[str, torch.Tensor],
+                     where: str) -> dict[str, torch.Tensor]:
     """Meta tensors (shape and dtype, no data) standing in for the region weights a file left out, each entry
     checked: a constant key of a region the graph has ("<region>/<constant>"), not one the file holds, and a
     static type."""
