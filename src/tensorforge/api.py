@@ -14,6 +14,7 @@ from .frontends.converters import converter
 from .partition import PartitionConfig, partition_for_tensorforge, register_supported_op
 from .runtime import EngineModule, Module, RuntimeOptions
 from .runtime import load as _load_module
+from .runtime.options import OPTION_NAMES
 
 logger = logging.getLogger("tensorforge")
 
@@ -21,32 +22,36 @@ PRECISIONS = {"fp32": {}, "tf32": {}, "fp32-strict": {"tf32": False}, "fp16": {"
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "verbose": logging.DEBUG}
 
 
-def build(graph: ir.Graph, config: PartitionConfig | None = None, device=None, fp16: bool = False, *,
-          bf16: bool = False, tf32: bool = True, cache_dir: str | None = None, max_workspace_size: int | None = None,
-          multi_engine: int = 0, max_streams: int = 4, max_batch_size: int | None = None,
-          module_class: type[Module] = Module) -> Module:
+def build(graph: ir.Graph, config: PartitionConfig | None = None, device=None, fp16: bool | None = None, *,
+          options: RuntimeOptions | None = None, module_class: type[Module] = Module, **option_values: Any) -> Module:
     """A runtime module for a partitioned graph (partitioned here with defaults if `config` is None).
 
-    Plans are built at first run (or with `module.build_all(batch_size)`), cached in memory and, with
-    `cache_dir`, on disk. `max_streams` caps the CUDA streams a plan runs independent branches on (1: none).
-    `max_batch_size` makes a larger batch an error (default: plans grow to the largest batch seen).
+    Options: a `RuntimeOptions` (`options`), and any option by name, which takes precedence over it — each field of
+    `BuilderConfig` (fp16, bf16, tf32, strict_types, max_workspace_size, optimization_level, timing_cache,
+    max_streams) and of `RuntimeOptions` (cache_dir, multi_engine, cuda_graph, max_batch_size). Without `options`,
+    max_workspace_size defaults to the partition config's (so does None). Plans are built at first run (or with
+    `module.build_all(batch_size)`), cached in memory and, with `cache_dir`, on disk.
     TENSORFORGE_USE_FP16 / _CACHE_DIR / _MAX_WORKSPACE_SIZE / _MULTI_ENGINE override.
     """
     if config is None:
         if any(n.op == "subgraph" for n in graph.nodes):
             raise ValueError("this graph is already partitioned: pass the config partition_for_tensorforge returned")
         graph, config = partition_for_tensorforge(graph)
-    options = RuntimeOptions(fp16=fp16, bf16=bf16, tf32=tf32, cache_dir=cache_dir,
-                             max_workspace_size=max_workspace_size or config.max_workspace_size,
-                             multi_engine=multi_engine, max_streams=max_streams, max_batch_size=max_batch_size)
-    return module_class(graph, config, device=device, options=options)
+    if fp16 is not None:
+        option_values["fp16"] = fp16
+    if option_values.get("max_workspace_size", 0) is None:
+        del option_values["max_workspace_size"]
+    base = options if options is not None else RuntimeOptions().replace(max_workspace_size=config.max_workspace_size)
+    return module_class(graph, config, device=device, options=base.replace(**option_values))
 
 
-def load(path, device=None, *, cache_dir: str | None = None, max_workspace_size: int | None = None) -> Module:
+def load(path, device=None, *, cache_dir: str | None = None, max_workspace_size: int | None = None,
+         timing_cache: str | None = None) -> Module:
     """Load a `.tforge` file (written by `module.save`) into a working module on `device`. Loading runs no code from
-    the file; where plans are cached and the workspace of a rebuild come from these arguments (and TENSORFORGE_*
-    variables), never from the file."""
-    return _load_module(path, device=device, cache_dir=cache_dir, max_workspace_size=max_workspace_size)
+    the file; where plans are cached, the workspace of a rebuild and the timing cache it reads come from these
+    arguments (and TENSORFORGE_* variables), never from the file."""
+    return _load_module(path, device=device, cache_dir=cache_dir, max_workspace_size=max_workspace_size,
+                        timing_cache=timing_cache)
 
 
 def _example_device(inputs) -> torch.device | None:
@@ -59,14 +64,17 @@ def _example_device(inputs) -> torch.device | None:
 def convert(model: torch.nn.Module, inputs: Sequence[torch.Tensor], fp16_mode: bool = False, int8_mode: bool = False,
             int8_calib_dataset=None, max_batch_size: int = 1, max_workspace_size: int = 1 << 30,
             input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
-            log_level: str = "warning", *, device=None, min_block_size: int = 1, cache_dir: str | None = None,
-            torch_executed_ops: Sequence[str] = ()) -> EngineModule:
-    """torch2trt-style: convert `model` given example `inputs`; plans are built now for `max_batch_size`.
+            log_level: str = "warning", *, device=None, min_block_size: int = 1,
+            torch_executed_ops: Sequence[str] = (), options: RuntimeOptions | None = None,
+            **option_values: Any) -> EngineModule:
+    """torch2trt-style: convert `model` given example `inputs`; plans are built now for `max_batch_size`, which
+    also bounds the batch the module accepts (torch2trt's contract).
 
     The result is an `EngineModule` (an nn.Module); `torch.save(m.state_dict(), f)` and
     `EngineModule().load_state_dict(torch.load(f))` restore it without pickled code. Partitioning uses
     explicit batch (`use_implicit_batch=False`): plans bind the batch size at run time, so ops that move
-    the batch axis (attention's head reshapes) stay in the engine.
+    the batch axis (attention's head reshapes) stay in the engine. Every other option (cache_dir, strict_types,
+    optimization_level, timing_cache, ...: see `build`) passes by name, or in `options`.
     """
     if log_level not in LOG_LEVELS:
         raise ValueError(f"log_level must be one of {sorted(LOG_LEVELS)}, got {log_level!r}")
@@ -83,26 +91,37 @@ def convert(model: torch.nn.Module, inputs: Sequence[torch.Tensor], fp16_mode: b
                                               max_workspace_size=max_workspace_size,
                                               torch_executed_ops=tuple(torch_executed_ops))
     logger.info("%s", config.report)
-    module = build(graph, config, device=device, fp16=fp16_mode, cache_dir=cache_dir,
-                   max_workspace_size=max_workspace_size, max_batch_size=max_batch_size, module_class=EngineModule)
+    module = build(graph, config, device=device, fp16=True if fp16_mode else None, options=options,
+                   max_workspace_size=max_workspace_size, max_batch_size=max_batch_size, module_class=EngineModule,
+                   **option_values)
     return module.build_all(max_batch_size)
 
 
 def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor], precision: str = "fp32", *,  # noqa: A001
-            device=None, cache_dir: str | None = None, min_block_size: int = 1, multi_engine: int = 0,
-            max_streams: int = 4, **partition_options: Any) -> Module:
+            device=None, options: RuntimeOptions | None = None, **keywords: Any) -> Module:
     """The one call: convert, partition and build `model` for `precision` ("fp32", "tf32", "fp32-strict",
-    "fp16", "bf16"). Plans build at first run, for the batch sizes the module meets. Partition options pass
-    through; `use_implicit_batch` defaults to False here (see `convert`)."""
+    "fp16", "bf16"). Plans build at first run, for the batch sizes the module meets.
+
+    `keywords` are options (any name `build` takes: cache_dir, multi_engine, optimization_level, strict_types, ...)
+    and partition options (`partition_for_tensorforge`'s: min_block_size, torch_executed_ops, ...);
+    `max_workspace_size` goes to both. `use_implicit_batch` defaults to False here (see `convert`). An option that
+    contradicts `precision` (precision="fp16" with fp16=False) is a ValueError.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    option_values = {name: keywords.pop(name) for name in list(keywords) if name in OPTION_NAMES}
+    for name, value in PRECISIONS[precision].items():
+        if option_values.setdefault(name, value) != value:
+            raise ValueError(f"precision={precision!r} means {name}={value}, but {name}={option_values[name]!r} "
+                             f"was passed too")
+    if "max_workspace_size" in option_values:
+        keywords["max_workspace_size"] = option_values["max_workspace_size"]
     example_inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
     device = device if device is not None else _example_device(example_inputs)
     graph = from_torch(model, example_inputs)
-    partition_options.setdefault("use_implicit_batch", False)  # the engine binds the batch at run time
-    graph, config = partition_for_tensorforge(graph, min_block_size=min_block_size, **partition_options)
-    return build(graph, config, device=device, cache_dir=cache_dir, multi_engine=multi_engine,
-                 max_streams=max_streams, **PRECISIONS[precision])
+    keywords.setdefault("use_implicit_batch", False)  # the engine binds the batch at run time
+    graph, config = partition_for_tensorforge(graph, **keywords)
+    return build(graph, config, device=device, options=options, **option_values)
 
 
 def plugin(torch_op: str, *, attrs: Mapping[str, Any] | None = None,

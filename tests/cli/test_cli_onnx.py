@@ -77,7 +77,8 @@ def test_compare_fp16_beyond_a_tight_tolerance_fails(onnx_files):
 
 def test_symbolic_sequence_axis_takes_seq_len(onnx_files, tmp_path):
     plan = tmp_path / "tokens.tforge"
-    assert_ok(tforge("build", onnx_files["tokens"], "-o", plan, "--seq-len", 5, "--device", "cpu", "-q"))
+    assert_ok(tforge("build", onnx_files["tokens"], "-o", plan, "--seq-len", 5, "--batch", 2, "--device", "cpu",
+                     "-q"))
     inspected = tforge("inspect", plan, "--json", "--device", "cpu")
     assert_ok(inspected)
     assert json.loads(inspected.stdout)["inputs"] == [{"name": "ids", "type": "i64[batch,5]"}]

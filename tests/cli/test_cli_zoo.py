@@ -23,9 +23,11 @@ SEQ_LEN = 8
 
 @pytest.fixture(scope="module")
 def bert_plan(tmp_path_factory):
-    """`tensorforge build bert-tiny ... --json` once for the module: (path of the .tforge, the JSON summary)."""
+    """`tensorforge build bert-tiny ... --json` once for the module: (path of the .tforge, the JSON summary). Saved
+    --rebuildable: `run` then meets a batch above the plan's and builds a larger one from the regions' weights."""
     path = tmp_path_factory.mktemp("bert") / "bert-tiny.tforge"
-    result = tforge("build", "bert-tiny", "--seq-len", SEQ_LEN, "--batch", 2, "--device", "cpu", "-o", path, "--json")
+    result = tforge("build", "bert-tiny", "--seq-len", SEQ_LEN, "--batch", 2, "--device", "cpu", "-o", path, "--json",
+                    "--rebuildable")
     assert_ok(result)
     return str(path), json.loads(result.stdout)
 

@@ -188,7 +188,7 @@ def test_hostile_onnx_op_names_are_refused(op, message):
 def test_onnx_node_must_be_the_op_its_name_says():
     """A graph whose `onnx.Relu` node carries the bytes of another ONNX node is refused when it runs."""
     onnx = pytest.importorskip("onnx")
-    from tensorforge.ir.ops.opaque_onnx import encode_node
+    from tensorforge.frontends.onnx_opaque import encode_node
 
     graph = Graph("swapped")
     x = graph.add_input("x", TensorType("float32", (2,)))

@@ -22,7 +22,8 @@ META = "tensorforge.module"
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """A module with two engine regions around a fallback logcumsumexp, plans built, saved; and its eager answer."""
+    """A module with two engine regions around a fallback logcumsumexp, plans built, saved with the regions' weights
+    (so a plan that is refused can be rebuilt); and its eager answer."""
     from runtime.conftest import WithFallbackOp
 
     torch.manual_seed(0)
@@ -31,7 +32,7 @@ def saved(tmp_path_factory):
     module = forge.compile(net, (x,), device="cpu")
     module(x)
     path = tmp_path_factory.mktemp("saved") / "m.tforge"
-    module.save(path)
+    module.save(path, rebuildable=True)
     with torch.no_grad():
         return path, x, net(x)
 
@@ -88,6 +89,21 @@ def test_a_flipped_weight_bit_is_caught_by_the_digest(saved, tmp_path):
         forge.load(edited, device="cpu")
 
 
+def test_a_flipped_plan_bit_is_caught_by_the_digest(saved, tmp_path):
+    """A file saved with each weight once holds the weights inside its plans: a bit flipped there is caught too."""
+    path, x, _ = saved
+    module = forge.load(path, device="cpu")
+    module.save(tmp_path / "once.tforge")
+
+    def flip(doc, tensors):
+        key = doc["plans"][0]["tensor"]
+        tensors[key] = tensors[key].clone()
+        tensors[key][-1] ^= 1
+    edited = edit_module(tmp_path / "once.tforge", tmp_path / "flip.tforge", flip, reseal=False)
+    with pytest.raises(ModuleFormatError, match="sha256"):
+        forge.load(edited, device="cpu")
+
+
 ATTACK = {"args": [{"input": 0}], "kwargs": {}, "output_types": [["float32", [3, 16]]]}
 
 
@@ -112,13 +128,15 @@ def test_the_file_does_not_decide_where_plans_are_cached(saved, tmp_path, monkey
     monkeypatch.delenv("TENSORFORGE_CACHE_DIR", raising=False)
     target = tmp_path / "chosen-by-the-file"
     crafted = edit_module(path, tmp_path / "cache.tforge",
-                          lambda doc, tensors: doc["options"].update(cache_dir=str(target), max_workspace_size=1 << 45))
+                          lambda doc, tensors: doc["options"].update(cache_dir=str(target), max_workspace_size=1 << 45,
+                                                                     timing_cache=str(target / "timing.json")))
     module = forge.load(crafted, device="cpu")
-    assert module.options.cache_dir is None and module.options.max_workspace_size == 1 << 30
+    assert module.options.cache_dir is None and module.builder_config.max_workspace_size == 1 << 30
+    assert module.builder_config.timing_cache is None
     torch.testing.assert_close(module(x), expected, rtol=1e-4, atol=1e-5)
     assert not target.exists()
     chosen = forge.load(crafted, device="cpu", cache_dir=str(tmp_path / "mine"), max_workspace_size=1 << 20)
-    assert chosen.options.cache_dir == str(tmp_path / "mine") and chosen.options.max_workspace_size == 1 << 20
+    assert chosen.options.cache_dir == str(tmp_path / "mine") and chosen.builder_config.max_workspace_size == 1 << 20
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -79,7 +79,7 @@ def test_a_loaded_module_keeps_its_region_weights_on_the_host(small_net, tmp_pat
     x = torch.randn(2, 3, 16, 16)
     graph, config = partitioned(small_net, x)
     built = forge.build(graph, config, device="cpu").build_all(2)
-    built.save(tmp_path / "m.tforge")
+    built.save(tmp_path / "m.tforge", rebuildable=True)
     # the meta device is not the host, so it shows where each weight goes (the CPU plans cannot run there)
     with pytest.warns(RuntimeWarning, match="cannot run here"):
         module = forge.load(tmp_path / "m.tforge", device="meta")
@@ -91,12 +91,17 @@ def test_a_loaded_module_keeps_its_region_weights_on_the_host(small_net, tmp_pat
 def test_a_loaded_module_runs_on_its_saved_plans_and_saves_its_region_weights_again(small_net, tmp_path):
     x = torch.randn(2, 3, 16, 16)
     graph, config = partitioned(small_net, x)
-    forge.build(graph, config, device="cpu").build_all(2).save(tmp_path / "m.tforge")
+    forge.build(graph, config, device="cpu").build_all(2).save(tmp_path / "m.tforge", rebuildable=True)
     module = forge.load(tmp_path / "m.tforge", device="cpu")
     assert all(len(plans) == 1 for plans in module.plans().values())
+    assert devices(region_weights(module)) == {"cpu"}
+    rebuildable = forge.EngineModule()
+    rebuildable.load_state_dict({"tforge": torch.frombuffer(bytearray(module.to_bytes(rebuildable=True)),
+                                                            dtype=torch.uint8)})  # written from the host copies
+    assert devices(region_weights(rebuildable)) == {"cpu"}
     again = forge.EngineModule()
-    again.load_state_dict(module.state_dict())  # the state_dict is written from the host copies
-    assert devices(region_weights(again)) == {"cpu"}
+    again.load_state_dict(module.state_dict())  # each weight once: the plans hold the regions' weights
+    assert devices(region_weights(again)) == {"meta"}
     with torch.no_grad():
         expected = small_net(x)
     assert torch.allclose(module(x), expected, rtol=1e-4, atol=1e-5)

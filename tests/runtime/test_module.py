@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tensorforge as forge
-from tensorforge.engine import BuildError
+from tensorforge.engine import BuildError, BuilderConfig
 from tensorforge.runtime import RuntimeOptions
 
 REL_TOL = 1e-4
@@ -83,7 +83,8 @@ def test_environment_variables_override_options(monkeypatch, tmp_path):
     monkeypatch.setenv("TENSORFORGE_MAX_WORKSPACE_SIZE", "4096")
     monkeypatch.setenv("TENSORFORGE_MULTI_ENGINE", "1")
     options = RuntimeOptions().with_env()
-    assert options == RuntimeOptions(fp16=True, cache_dir=str(tmp_path), max_workspace_size=4096, multi_engine=1)
+    assert options == RuntimeOptions(BuilderConfig(fp16=True, max_workspace_size=4096), cache_dir=str(tmp_path),
+                                     multi_engine=1)
     monkeypatch.setenv("TENSORFORGE_MULTI_ENGINE", "2")
     with pytest.raises(ValueError, match="multi_engine"):
         RuntimeOptions().with_env()

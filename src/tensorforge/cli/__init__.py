@@ -73,6 +73,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _level(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 5, got {text!r}") from None
+    if not 0 <= value <= 5:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 5, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
@@ -85,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
         precision.add_argument("--fp16", action="store_true", help="let layers run in float16")
         precision.add_argument("--bf16", action="store_true", help="let layers run in bfloat16")
         p.add_argument("--no-tf32", action="store_true", help="full float32 matrix products on the GPU (no TF32)")
+        p.add_argument("--strict-types", action="store_true",
+                       help="with --fp16/--bf16, run every float layer in it, sensitive ones included")
+        p.add_argument("--optimization-level", type=_level, default=3, metavar="0-5",
+                       help="0: first supported tactic per layer; 1-5: time the candidates (4-5: wider search); "
+                            "default 3")
+        p.add_argument("--timing-cache", default=None, metavar="FILE",
+                       help="JSON timing cache that builds read and extend")
+        p.add_argument("--max-streams", type=_positive, default=4, metavar="N",
+                       help="CUDA streams a plan may spread independent branches over (1: one; default 4)")
         p.add_argument("--batch", type=_positive, default=batch_default,
                        help=f"batch size the plans are built for (default {batch_default})")
         p.add_argument("--seq-len", type=_positive, default=None,
@@ -113,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "and save one .tforge file.")
     p.add_argument("model", metavar="MODEL", help="an .onnx file or a zoo name (tensorforge models)")
     p.add_argument("-o", "--output", required=True, help="the .tforge file to write")
+    p.add_argument("--rebuildable", action="store_true",
+                   help="also keep the regions' weights, so the plans can be rebuilt on another GPU or tensorforge "
+                        "version (about twice the file size)")
     p.set_defaults(run=cmd_build)
 
     p = sub.add_parser("run", parents=[common], help="run a .tforge on arrays from .npy/.npz",

@@ -11,7 +11,7 @@ from typing import Any
 from .common import COMPARE_METHODS, DEFAULT_SEQ_LEN, CLIError
 from .compare import _onnxruntime_session
 from .measure import _bytes, _fresh_peak, _peak, _summarize, measure_latencies
-from .sources import Source, _build_module, _device, _precision, _resolve, _source_inputs
+from .sources import Source, _build_module, _device, _load_module, _precision, _resolve, _source_inputs
 
 
 def cmd_bench(args) -> int:
@@ -35,8 +35,8 @@ def cmd_bench(args) -> int:
                               "timer": "cuda events" if device.type == "cuda" else "perf_counter",
                               "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "n/a",
                               "methods": {}}
-    input_names, inputs, result["methods"]["tensorforge"], options = _bench_tensorforge(source, device, args)
-    precision = result["precision"] = _precision(options.fp16, options.bf16, options.tf32, device)
+    input_names, inputs, result["methods"]["tensorforge"], config = _bench_tensorforge(source, device, args)
+    precision = result["precision"] = _precision(config.fp16, config.bf16, config.tf32, device)
     failures = []
     for method in methods:
         try:
@@ -63,12 +63,11 @@ def cmd_bench(args) -> int:
 
 
 def _bench_tensorforge(source: Source, device, args) -> tuple[list[str], tuple, dict, Any]:
-    """(input names, inputs, timings, runtime options) of the tensorforge module. Nothing of the module
+    """(input names, inputs, timings, builder config) of the tensorforge module. Nothing of the module
     outlives the call, so the next method's peak memory does not hold its plans or weights."""
-    import tensorforge as forge
     start = time.perf_counter()
     if source.kind == "plan":
-        module = forge.load(source.name, device=device).build_all(args.batch)
+        module = _load_module(source.name, args, device).build_all(args.batch)
     else:
         module, _ = _build_module(source, args, device, args.batch, quiet=args.quiet)
     setup_s = time.perf_counter() - start
@@ -76,7 +75,7 @@ def _bench_tensorforge(source: Source, device, args) -> tuple[list[str], tuple, 
     _fresh_peak(device)
     row = _summarize(measure_latencies(lambda: module(*inputs), device, args.warmup, args.iters), args.batch)
     row.update({"peak_memory_bytes": _peak(device), ("load_s" if source.kind == "plan" else "build_s"): setup_s})
-    return [v.name for v in module.graph.inputs], inputs, row, module.options
+    return [v.name for v in module.graph.inputs], inputs, row, module.builder_config
 
 
 def _bench_reference(method: str, source: Source, input_names, inputs, device, precision: str, args) -> dict:

@@ -21,7 +21,7 @@ def cmd_build(args) -> int:
         raise CLIError(f"-o {args.output}: directory {out_dir} does not exist")
     start = time.perf_counter()
     module, stages = _build_module(source, args, device, args.batch, quiet=args.quiet)
-    module.save(args.output)
+    module.save(args.output, rebuildable=args.rebuildable)
     total = time.perf_counter() - start
     report = module.report
     plans = [(name, p) for name, ps in module.plans().items() for p in ps]
@@ -29,7 +29,8 @@ def cmd_build(args) -> int:
     summary = {
         "model": source.name, "output": args.output, "file_bytes": os.path.getsize(args.output),
         "device": str(device), "precision": _requested_precision(args, device), "batch": args.batch,
-        "implicit_batch": args.implicit_batch, "regions": len(module.regions), "fallback_nodes": fallback,
+        "implicit_batch": args.implicit_batch, "rebuildable": args.rebuildable, "regions": len(module.regions),
+        "fallback_nodes": fallback,
         "offloaded_nodes": report.offloaded_nodes, "total_nodes": report.total_nodes, "mac_share": report.mac_share,
         "plans": [{"region": name, "max_batch": p.max_batch, "layers": len(p.layers),
                    "arena_bytes": p.peak_activation_bytes} for name, p in plans],
@@ -48,6 +49,11 @@ def cmd_build(args) -> int:
     for name, p in plans:
         print(f"  plan {name}: {len(p.layers)} layers, arena {_bytes(p.peak_activation_bytes)}, "
               f"max batch {p.max_batch}")
+    if args.rebuildable:
+        print("  with the regions' weights: the plans can be rebuilt on another GPU or library version")
+    else:
+        print("  each weight once, in the plans: they run on this device and library versions, up to their max "
+              "batch (--rebuildable keeps the regions' weights for a rebuild)")
     if fallback:
         print(f"  see why {fallback} node{'s' * (fallback != 1)} stayed in PyTorch: {PROG} inspect {args.output}")
     return 0

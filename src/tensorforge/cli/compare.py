@@ -36,7 +36,7 @@ def _onnxruntime_session(path: str, input_names: list[str], inputs, device):
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    from ..ir.ops.opaque_onnx import onnxruntime_session
+    from ..frontends.onnx_opaque import onnxruntime_session
 
     session = onnxruntime_session(path, providers, severity=3)  # nothing on stdout, where --json goes
     names = [i.name for i in session.get_inputs()]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import collections
 import json
 
+from ..ir.types import BATCH
 from .measure import _bytes
-from .sources import _build_module, _device, _precision, _resolve
+from .sources import _build_module, _device, _load_module, _precision, _resolve
 
 
 def _graph_macs(module, batch: int) -> int:
     """Multiply-accumulates of one run at `batch`: engine regions plus the nodes left to PyTorch."""
-    env = {"batch": batch}
+    env = {BATCH: batch}
     total = 0
     for node in module.graph.nodes:
         if node.op == "subgraph":
@@ -35,11 +36,10 @@ def _plan_doc(plan) -> dict:
 
 
 def cmd_inspect(args) -> int:
-    import tensorforge as forge
     source = _resolve(args.target, plan=True, model=True, image_size=args.image_size, seq_len=args.seq_len)
     if source.kind == "plan":
         device = _device(args.device)
-        module = forge.load(source.name, device=device)
+        module = _load_module(source.name, args, device)
         if args.batch is not None:
             module.build_all(args.batch)
     else:
@@ -64,7 +64,7 @@ def cmd_inspect(args) -> int:
     for name, region in module.regions.items():
         r = summaries.get(name)
         doc["regions"].append({
-            "name": name, "nodes": r.num_nodes if r else len(region.nodes), "macs": region.macs({"batch": batch}),
+            "name": name, "nodes": r.num_nodes if r else len(region.nodes), "macs": region.macs({BATCH: batch}),
             "inputs": [f"{v.name}: {v.type}" for v in region.inputs],
             "outputs": [f"{v.name}: {v.type}" for v in region.outputs],
             "plans": [_plan_doc(p) for p in plans.get(name, [])]})

@@ -110,6 +110,23 @@ def _requested_precision(args, device) -> str:
     return _precision(args.fp16, args.bf16, not args.no_tf32, device)
 
 
+def _runtime_options(args):
+    """The options the model options on the command line ask for (each checked by RuntimeOptions/BuilderConfig)."""
+    from ..runtime import RuntimeOptions
+    return RuntimeOptions().replace(
+        fp16=args.fp16, bf16=args.bf16, tf32=not args.no_tf32, strict_types=args.strict_types,
+        optimization_level=args.optimization_level, timing_cache=args.timing_cache, max_streams=args.max_streams,
+        max_workspace_size=args.workspace, cache_dir=args.cache_dir)
+
+
+def _load_module(path: str, args, device):
+    """A saved module; the machine's resources (cache directory, workspace, timing cache of a rebuild) from the
+    command line, as `tensorforge.load` takes them."""
+    import tensorforge as forge
+    return forge.load(path, device=device, cache_dir=args.cache_dir, max_workspace_size=args.workspace,
+                      timing_cache=args.timing_cache)
+
+
 def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
     """Convert, partition (explicit batch unless --implicit-batch), build every plan for `batch`.
     Returns (module, seconds per stage). A progress bar on stderr follows the stages and regions."""
@@ -129,8 +146,7 @@ def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
         graph, config = forge.partition_for_tensorforge(
             graph, min_block_size=args.min_block_size, use_implicit_batch=args.implicit_batch,
             max_workspace_size=args.workspace)
-        module = forge.build(graph, config, device=device, fp16=args.fp16, bf16=args.bf16, tf32=not args.no_tf32,
-                             cache_dir=args.cache_dir, max_workspace_size=args.workspace)
+        module = forge.build(graph, config, device=device, options=_runtime_options(args))
         stages["partition_s"] = time.perf_counter() - start
         bar.update()
         regions = list(module.regions)
@@ -150,8 +166,8 @@ def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
 # -- inputs and outputs ------------------------------------------------------------------------------
 
 def _sizes(value, batch: int, seq_len: int) -> tuple[int, ...]:
-    from ..ir import Sym
-    return tuple(d.scale * (batch if d.symbol == "batch" else seq_len) if isinstance(d, Sym) else d
+    from ..ir.types import BATCH, Sym
+    return tuple(d.scale * (batch if d.symbol == BATCH else seq_len) if isinstance(d, Sym) else d
                  for d in value.type.shape)
 
 

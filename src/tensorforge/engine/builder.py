@@ -17,6 +17,7 @@ import contextlib
 import torch
 
 from ..ir import Graph, VerificationError
+from ..ir.types import BATCH
 from .compile_ahead import compile_ahead
 from .config import BuilderConfig
 from .errors import BuildError
@@ -28,8 +29,6 @@ from .precision import tf32_mode
 from .streams import plan_streams, single_stream
 from .tactics import BindContext, candidates
 from .timing import TimingCache, needs_timing, select_tactic
-
-BATCH = "batch"
 
 
 class Builder:
@@ -68,11 +67,11 @@ class Builder:
                     counters=ctx.counters, built_for=fingerprint(device), schedule=schedule)
 
     @staticmethod
-    def _check_device(device) -> torch.device:
+    def _check_device(requested: torch.device | str) -> torch.device:
         try:
-            device = torch.device(device)
+            device = torch.device(requested)
         except (RuntimeError, TypeError) as exc:
-            raise BuildError(f"unknown device {device!r}: {exc}") from exc
+            raise BuildError(f"unknown device {requested!r}: {exc}") from exc
         if device.type not in ("cpu", "cuda"):
             raise BuildError(f"the engine builds for cpu or cuda, not {device.type}")
         if device.type == "cuda" and not torch.cuda.is_available():

@@ -1,13 +1,16 @@
 """BuilderConfig: the options of one build, with TensorRT's names and meanings.
 
-A small frozen dataclass (hashable, so the runtime can key caches on it). Environment variables never
-reach it directly: the runtime overrides fields in one place before building.
+A small frozen dataclass (hashable, so the runtime can key caches on it), validated here and nowhere else. The
+runtime's options hold one (`runtime.options.RuntimeOptions.builder_config`), so every entry point passes each
+builder option through; environment variables never reach it directly: the runtime overrides fields in one place
+(`RuntimeOptions.with_env`) before building.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -46,20 +49,22 @@ class BuilderConfig:
     timing_cache: str | None = None
     max_streams: int = 4
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("fp16", "bf16", "tf32", "strict_types"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"BuilderConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        if not isinstance(self.max_workspace_size, int) or self.max_workspace_size < 0:
+        if _not_int(self.max_workspace_size) or self.max_workspace_size < 0:
             raise ValueError(f"BuilderConfig.max_workspace_size must be a non-negative int (bytes), "
                              f"got {self.max_workspace_size!r}")
-        if not isinstance(self.optimization_level, int) or not 0 <= self.optimization_level <= 5:
+        if _not_int(self.optimization_level) or not 0 <= self.optimization_level <= 5:
             raise ValueError(f"BuilderConfig.optimization_level must be an int from 0 to 5, "
                              f"got {self.optimization_level!r}")
-        if isinstance(self.max_streams, bool) or not isinstance(self.max_streams, int) or self.max_streams < 1:
+        if _not_int(self.max_streams) or self.max_streams < 1:
             raise ValueError(f"BuilderConfig.max_streams must be a positive int, got {self.max_streams!r}")
-        if self.timing_cache is not None and not isinstance(self.timing_cache, str):
-            object.__setattr__(self, "timing_cache", str(self.timing_cache))  # accept os.PathLike
+        if self.timing_cache is not None:
+            if not isinstance(self.timing_cache, (str, os.PathLike)):
+                raise ValueError(f"BuilderConfig.timing_cache must be a path or None, got {self.timing_cache!r}")
+            object.__setattr__(self, "timing_cache", os.fspath(self.timing_cache))
 
     def to_json(self) -> dict[str, Any]:
         """The options as a JSON-able dict (stored in plans; the runtime hashes it for its cache)."""
@@ -68,13 +73,17 @@ class BuilderConfig:
     @classmethod
     def from_json(cls, doc: Mapping[str, Any] | str) -> "BuilderConfig":
         """From `to_json()`'s dict (or its JSON text); unknown keys are an error, missing ones take defaults."""
-        if isinstance(doc, str):
-            doc = json.loads(doc)
+        values: Mapping[str, Any] = json.loads(doc) if isinstance(doc, str) else doc
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(doc) - known)
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"BuilderConfig has no option(s) {unknown}; it has {sorted(known)}")
-        return cls(**doc)
+        return cls(**values)
 
-    def replace(self, **changes) -> "BuilderConfig":
+    def replace(self, **changes: Any) -> BuilderConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _not_int(value: object) -> bool:
+    """True for anything but an int (True is no workspace size or level)."""
+    return isinstance(value, bool) or not isinstance(value, int)

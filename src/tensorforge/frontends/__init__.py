@@ -1,5 +1,6 @@
 """Frontends turn a model into an `ir.Graph`."""
 
+from . import onnx_opaque  # noqa: F401  (registers the `onnx.` opaque op namespace with the IR)
 from .torch import from_torch
 
 

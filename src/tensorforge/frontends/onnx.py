@@ -35,7 +35,8 @@ import torch
 from ..ir import Graph, Sym, TensorType
 from ..ir.types import dtype_name
 from ..ir.ops.opaque import encode_output_type
-from ..ir.ops.opaque_onnx import IR_DTYPES, encode_node, onnx_node_session, opaque_onnx_name, run_onnx_node
+from .onnx_dtypes import IR_DTYPES
+from .onnx_opaque import encode_node, onnx_node_session, opaque_onnx_name, run_onnx_node
 from .onnx_ops import registry as reg
 from .onnx_ops.context import PROBES, SYMBOL, OnnxContext, Operand, solve_element
 from .onnx_validate import OnnxImportError, topological_order, validate_model

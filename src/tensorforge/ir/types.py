@@ -1,7 +1,7 @@
 """Tensor types of the IR: a dtype name and a shape whose dimensions are ints or symbols.
 
 Dtypes are named by strings ("float32", "int64", ...) so graphs serialize to plain JSON.
-A symbolic dimension is a `Sym`: a named size (usually "batch") times an integer scale, which is
+A symbolic dimension is a `Sym`: a named size (usually `BATCH`, "batch") times an integer scale, which is
 enough for the shapes real models produce from a dynamic batch (batch, 12*batch for the heads of
 attention, 128*batch once tokens are flattened).
 """
@@ -9,7 +9,7 @@ attention, 128*batch once tokens are flattened).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Mapping, Union
 
 import torch
 
@@ -29,7 +29,12 @@ DTYPES: dict[str, torch.dtype] = {
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 _SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16", "int64": "i64",
           "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8", "bool": "bool", "complex64": "c64"}
+# The IR's shared vocabulary: test a dtype name or a symbol against these, never against a literal set of its own.
 FLOAT_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16"})
+HALF_DTYPES = frozenset({"float16", "bfloat16"})  # the 16-bit floats reduced precision (fp16 / bf16) runs in
+# the floats GPU kernels (cuDNN, cuBLAS, Triton) take; float64 layers run through their reference implementation
+GPU_FLOAT_DTYPES = frozenset({"float32"}) | HALF_DTYPES
+BATCH = "batch"  # the symbol of the batch dimension: the one symbol a plan binds (to its max_batch) and runs over
 
 
 def dtype_name(dtype: torch.dtype | str) -> str:
@@ -55,7 +60,7 @@ class Sym:
     symbol: str
     scale: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.symbol.isidentifier():
             raise ValueError(f"symbol name must be an identifier, got {self.symbol!r}")
         if self.scale < 1:
@@ -64,7 +69,7 @@ class Sym:
     def __str__(self) -> str:
         return self.symbol if self.scale == 1 else f"{self.scale}*{self.symbol}"
 
-    def bind(self, env: dict[str, int]) -> int:
+    def bind(self, env: Mapping[str, int]) -> int:
         try:
             return self.scale * env[self.symbol]
         except KeyError:
@@ -74,11 +79,11 @@ class Sym:
 Dim = Union[int, Sym]
 
 
-def bind_dim(dim: Dim, env: dict[str, int]) -> int:
+def bind_dim(dim: Dim, env: Mapping[str, int]) -> int:
     return dim.bind(env) if isinstance(dim, Sym) else dim
 
 
-def bind_value(value, env: dict[str, int]):
+def bind_value(value: Any, env: Mapping[str, int]) -> Any:
     """Replace every Sym inside an attribute value (nested tuples too) by its bound size."""
     if isinstance(value, Sym):
         return value.bind(env)
@@ -89,7 +94,7 @@ def bind_value(value, env: dict[str, int]):
     return value
 
 
-def contains_sym(value) -> bool:
+def contains_sym(value: Any) -> bool:
     if isinstance(value, Sym):
         return True
     if isinstance(value, tuple):
@@ -104,7 +109,7 @@ class TensorType:
     dtype: str
     shape: tuple[Dim, ...]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
         shape = tuple(self.shape)
         for d in shape:
@@ -124,16 +129,16 @@ class TensorType:
     def symbols(self) -> set[str]:
         return {d.symbol for d in self.shape if isinstance(d, Sym)}
 
-    def concrete_shape(self, env: dict[str, int] | None = None) -> tuple[int, ...]:
+    def concrete_shape(self, env: Mapping[str, int] | None = None) -> tuple[int, ...]:
         return tuple(bind_dim(d, env or {}) for d in self.shape)
 
-    def numel(self, env: dict[str, int] | None = None) -> int:
+    def numel(self, env: Mapping[str, int] | None = None) -> int:
         n = 1
         for d in self.concrete_shape(env):
             n *= d
         return n
 
-    def nbytes(self, env: dict[str, int] | None = None) -> int:
+    def nbytes(self, env: Mapping[str, int] | None = None) -> int:
         return self.numel(env) * torch.empty((), dtype=torch_dtype(self.dtype)).element_size()
 
     @property

@@ -13,6 +13,12 @@ regions' weights — the model's weights as converted — in host memory only. A
 only to build a plan (another batch size, a cache miss, a saved plan that cannot run here), and a plan
 runs on its own copy, so on the device they would only double the weight memory; for a model converted
 while on the GPU they are the model's own tensors, which would stay alive after the model is deleted.
+
+For the same reason a saved module holds each weight once: `save(path)` writes a region's weights only where the
+region has no plan yet; `save(path, rebuildable=True)` keeps them for every region, so the plans can be rebuilt
+where the saved ones cannot run (another GPU, another library version) or for a batch above theirs. A module
+loaded without a region's weights stands a meta tensor (shape and dtype, no data) in for each, and runs that region
+only on its saved plans: a plan it would have to build instead is an error that says how to keep the weights.
 """
 
 from __future__ import annotations
@@ -36,13 +42,14 @@ from ..engine.cuda_graphs import GraphRunner, capture_lock
 from ..engine.fingerprint import fingerprint as device_fingerprint
 from ..ir.digest import seal, unseal
 from ..ir.execute import bind_symbols
-from ..ir.serialize import unshared_tensors
+from ..ir.serialize import decode_type, encode_type, unshared_tensors
+from ..ir.types import BATCH, TensorType
 from .cache import PlanCache, plan_key, region_digest
 from .context import CallerState, ModuleContext
 from .options import RuntimeOptions
 
 MODULE_FORMAT = "tensorforge.module"
-MODULE_FORMAT_VERSION = 2  # 2: one sha256 over the description and every tensor
+MODULE_FORMAT_VERSION = 3  # 3: options hold strict_types; a region's weights may be left out for its plans
 _META_KEY = "tensorforge.module"
 _PLAN_PREFIX = "__plans__/"
 
@@ -82,16 +89,15 @@ class Module(torch.nn.Module):
         self._callers = threading.local()  # .state: the calling thread's CallerState (runtime/context.py)
         self._callees = [n.attrs["callee"] for n in graph.nodes if n.op == "subgraph"]
         self._constants = {name: v.data.to(self.device) for name, v in graph.constants.items()}
+        self._weightless: frozenset[str] = frozenset()  # regions loaded without their weights: they run saved plans
         _region_weights_to_host(graph)
 
     # -- building --------------------------------------------------------------------------------
 
     @property
     def builder_config(self) -> BuilderConfig:
-        return BuilderConfig(fp16=self.options.fp16, bf16=self.options.bf16, tf32=self.options.tf32,
-                             max_workspace_size=self.options.max_workspace_size,
-                             optimization_level=self.options.optimization_level,
-                             max_streams=self.options.max_streams)
+        """How this module builds its plans (`options.builder_config`)."""
+        return self.options.builder_config
 
     @property
     def regions(self) -> dict[str, ir.Graph]:
@@ -128,13 +134,23 @@ class Module(torch.nn.Module):
     def _built_plan(self, name: str, batch: int) -> Plan | None:
         built = self._plans[name]  # one read: a dict nobody changes (see _setup)
         if self.options.multi_engine == 1:
-            return built.get(batch)
+            if batch in built or name not in self._weightless:
+                return built.get(batch)
+            # without the weights to build this batch's own plan, the smallest saved plan that covers it runs it
+            return built[min(b for b in built if b >= batch)] if any(b >= batch for b in built) else None
         largest = max(built, default=0)
         return built[largest] if largest >= batch else None
 
     def _build_plan(self, name: str, region: ir.Graph, target: int) -> Plan:
         """Build (or fetch from the cache) the plan of `name` for max_batch `target` and publish it; under
         _build_lock."""
+        if name in self._weightless:
+            saved = ", ".join(str(b) for b in sorted(self._plans[name])) or "none"
+            raise ValueError(
+                f"region {name!r} needs a plan for batch {target}, but this module was saved without the region's "
+                f"weights (its saved plans are for max_batch {saved}), so none can be built here; save the model with "
+                f"module.save(path, rebuildable=True) (tensorforge build --rebuildable) to keep them, or build its "
+                f"plans for the largest batch first (module.build_all({target}))")
         if name not in self._region_hashes:
             self._region_hashes[name] = region_digest(region)
         config = self.builder_config
@@ -187,10 +203,14 @@ class Module(torch.nn.Module):
             if tensor.device != self.device:
                 raise ValueError(f"input {value.name!r} is on {tensor.device}, but this module runs on "
                                  f"{self.device}; move it with .to({str(self.device)!r})")
-        batch = env.get("batch")
+        batch = env.get(BATCH)
         if batch is not None and self.options.max_batch_size is not None and batch > self.options.max_batch_size:
             raise ValueError(f"batch size {batch} is above this module's max_batch_size {self.options.max_batch_size} "
                              f"(convert(max_batch_size=...)); convert again with a larger max_batch_size")
+        if batch == 0 and self._weightless:
+            raise ValueError(f"a batch of 0 runs through the regions' reference ops, which need the weights this "
+                             f"module was saved without (regions {', '.join(sorted(self._weightless))}); save the "
+                             f"model with module.save(path, rebuildable=True) to keep them")
         if batch == 0:  # as eager: empty outputs, computed by the graph's reference ops (no plan has a zero batch)
             outs = ir.execute(graph, *inputs)
             return outs[0] if len(outs) == 1 else outs
@@ -201,7 +221,7 @@ class Module(torch.nn.Module):
             # a capture, plans and this caller's contexts are made on the caller's stream: a build never runs while
             # the capture lock is held, and an arena allocated there is freed in order with the caller's work on it
             if state.runner is None or not state.runner.knows(inputs):
-                batch = env.get("batch", 1)
+                batch = env.get(BATCH, 1)
                 for name in self._callees:
                     state.context_for(self._plan_for(name, batch))
             if state.runner is None:
@@ -217,7 +237,7 @@ class Module(torch.nn.Module):
 
     def _run(self, inputs, env: dict[str, int], cuda_graph: bool, state: CallerState) -> tuple[torch.Tensor, ...]:
         graph = self.graph
-        batch = env.get("batch", 1)
+        batch = env.get(BATCH, 1)
         values: dict[int, torch.Tensor] = {id(v): t for v, t in zip(graph.inputs, inputs)}
         for name, v in graph.constants.items():
             values[id(v)] = self._constants[name]
@@ -247,13 +267,24 @@ class Module(torch.nn.Module):
             return "empty"
         return (f"device={self.device}, regions={len(self.regions)}, "
                 f"fallback_nodes={sum(1 for n in self.graph.nodes if n.op != 'subgraph')}, "
-                f"fp16={self.options.fp16}, multi_engine={self.options.multi_engine}")
+                f"fp16={self.builder_config.fp16}, multi_engine={self.options.multi_engine}")
 
     # -- saving and loading -----------------------------------------------------------------------
 
-    def _serialize(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    def _serialize(self, rebuildable: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         graph = self._require_graph()
+        if rebuildable and self._weightless:
+            raise ValueError(f"this module was loaded without the weights of regions "
+                             f"{', '.join(sorted(self._weightless))}, so it cannot be saved rebuildable; save it "
+                             f"rebuildable where it was compiled")
         doc, tensors = ir.graph_to_json(graph)
+        # each weight once: a region's own weights stay out of the file where its plans hold theirs (see the module
+        # docstring); the file records their types, so the region still describes what its plans compute
+        omitted = {}
+        for name in graph.subgraphs:
+            if name in self._weightless or (not rebuildable and self._plans[name]):
+                for key in [k for k in tensors if k.startswith(f"{name}/")]:
+                    omitted[key] = encode_type(TensorType.of(tensors.pop(key)))
         plans = []
         for name, by_batch in self._plans.items():
             for max_batch, plan in by_batch.items():
@@ -262,46 +293,65 @@ class Module(torch.nn.Module):
                 plans.append({"region": name, "max_batch": max_batch, "tensor": key})
         config = self.partition_config.to_json() if self.partition_config is not None else None
         meta = {"format": MODULE_FORMAT, "version": MODULE_FORMAT_VERSION, "graph": doc,
-                "partition_config": config, "options": self.options.saved(), "plans": plans}
+                "partition_config": config, "options": self.options.saved(), "plans": plans,
+                "omitted_weights": omitted}
         tensors = unshared_tensors(tensors)
         seal(meta, tensors)
         return tensors, {_META_KEY: json.dumps(meta)}
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write everything (graph, fallback ops, regions, built plans) to one `.tforge` file. No pickle."""
-        tensors, metadata = self._serialize()
+    def save(self, path: str | os.PathLike, *, rebuildable: bool = False) -> None:
+        """Write the module (graph, fallback ops and their weights, regions, built plans) to one `.tforge` file, each
+        weight once: a region's weights only where it has no plan yet. `rebuildable=True` keeps every region's
+        weights too (about twice the size), so plans can be rebuilt where the saved ones cannot run (another GPU or
+        library version) or for a larger batch. No pickle."""
+        tensors, metadata = self._serialize(rebuildable)
         save_file(tensors, os.fspath(path), metadata=metadata)
 
-    def to_bytes(self) -> bytes:
-        tensors, metadata = self._serialize()
+    def to_bytes(self, *, rebuildable: bool = False) -> bytes:
+        """What `save` writes, as bytes (the state_dict holds them)."""
+        tensors, metadata = self._serialize(rebuildable)
         return save_safetensors_bytes(tensors, metadata=metadata)
 
     def _restore(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str], device, where: str, *,
-                 cache_dir: str | None = None, max_workspace_size: int | None = None) -> None:
+                 cache_dir: str | None = None, max_workspace_size: int | None = None,
+                 timing_cache: str | None = None) -> None:
         """Fill this module from a saved one. Everything is checked before it is used: the digest over the whole
         description and every tensor first, then each field as data; any problem is a ModuleFormatError that names
-        it. The machine's resources (cache directory, workspace) come from the arguments and the environment."""
+        it. The machine's resources (cache directory, workspace, timing cache) come from the arguments and the
+        environment."""
         meta = _module_description(metadata, tensors, where)
         try:
-            graph = ir.graph_from_json(meta["graph"], {k: v for k, v in tensors.items()
-                                                       if not k.startswith(_PLAN_PREFIX)})
+            weights = {k: v for k, v in tensors.items() if not k.startswith(_PLAN_PREFIX)}
+            stand_ins = _omitted_weights(meta["omitted_weights"], meta["graph"], weights, where)
+            graph = ir.graph_from_json(meta["graph"], {**weights, **stand_ins})
             graph.verify()
             config = None
             if meta.get("partition_config") is not None:
                 from ..partition import PartitionConfig
                 config = PartitionConfig.from_json(meta["partition_config"])
             options = RuntimeOptions.from_saved(meta["options"], cache_dir=cache_dir,
-                                                max_workspace_size=max_workspace_size)
+                                                max_workspace_size=max_workspace_size, timing_cache=timing_cache)
             entries = [_plan_entry(entry, graph, tensors, where) for entry in meta["plans"]]
+            weightless = frozenset(key.split("/", 1)[0] for key in stand_ins)
+            unplanned = sorted(weightless - {region for region, _, _ in entries})
+            if unplanned:
+                raise ModuleFormatError(f"{where}: region(s) {', '.join(unplanned)} have neither weights nor a plan")
         except ModuleFormatError:
             raise
         except Exception as exc:  # noqa: BLE001 - RecursionError (deep JSON) included: a sound file never gets here
             raise ModuleFormatError(f"{where}: not a sound tensorforge module ({type(exc).__name__}: {exc})") from exc
         self._setup(graph, config, device, options)
+        self._weightless = weightless
         for region, max_batch, blob in entries:
             try:
                 plan = Plan.from_bytes(blob.numpy().tobytes(), device=self.device)
             except PlanCompatibilityError as exc:  # its bytes passed the module's digest: the region is sound
+                if region in weightless:
+                    raise PlanCompatibilityError(
+                        f"{where}: the saved plan for region {region!r} cannot run here ({exc}), and the file holds "
+                        f"no weights to rebuild it from: module.save(path) keeps only the plans. Save the model with "
+                        f"module.save(path, rebuildable=True) (tensorforge build --rebuildable) where it was "
+                        f"compiled, or compile it again on this machine") from exc
                 warnings.warn(f"{where}: the saved plan for region {region!r} cannot run here ({exc}); "
                               f"it will be rebuilt from the saved region", RuntimeWarning)
                 continue
@@ -343,11 +393,12 @@ def _run_fallback(node: ir.Node, args: list, env: dict[str, int], device: torch.
 
 def _region_weights_to_host(graph: ir.Graph) -> None:
     """Move every region's constants to host memory, in place (see the module docstring for why). A tensor
-    several regions share (tied weights) gets one host copy, so they still share it."""
+    several regions share (tied weights) gets one host copy, so they still share it. The stand-ins of weights a
+    file left out stay meta tensors."""
     copies: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (the original, kept alive; its copy)
     for region in graph.subgraphs.values():
         for value in region.constants.values():
-            if value.data.device.type != "cpu":
+            if value.data.device.type not in ("cpu", "meta"):
                 if id(value.data) not in copies:
                     copies[id(value.data)] = (value.data, value.data.cpu())
                 value.data = copies[id(value.data)][1]
@@ -365,12 +416,32 @@ def _module_description(metadata: dict[str, str], tensors: dict[str, torch.Tenso
         raise ModuleFormatError(f"{where}: the module description is not a JSON object")
     if meta.get("format") != MODULE_FORMAT or meta.get("version") != MODULE_FORMAT_VERSION:
         raise ModuleFormatError(f"{where}: module format {meta.get('format')!r} v{meta.get('version')!r} is not "
-                                f"readable by this tensorforge (it reads {MODULE_FORMAT} v{MODULE_FORMAT_VERSION}; "
-                                f"files from before v2 carry no digest: compile and save the model again)")
+                                f"readable by this tensorforge (it reads {MODULE_FORMAT} v{MODULE_FORMAT_VERSION}): "
+                                f"compile and save the model again with this version")
     if not unseal(meta, tensors):
         raise ModuleFormatError(f"{where}: the module's contents do not match its sha256 digest (the file was changed "
                                 f"or damaged after it was saved); nothing in it was used")
     return meta
+
+
+def _omitted_weights(omitted: object, graph_doc: object, weights: dict[str, torch.Tensor],
+                     where: str) -> dict[str, torch.Tensor]:
+    """Meta tensors (shape and dtype, no data) standing in for the region weights a file left out, each entry
+    checked: a constant key of a region the graph has ("<region>/<constant>"), not one the file holds, and a
+    static type."""
+    if not isinstance(omitted, dict):
+        raise ModuleFormatError(f"{where}: omitted_weights must be a JSON object, got {type(omitted).__name__}")
+    regions = graph_doc.get("subgraphs") if isinstance(graph_doc, dict) else None
+    stand_ins = {}
+    for key, spec in omitted.items():
+        region = key.split("/", 1)[0]
+        if "/" not in key or not isinstance(regions, dict) or region not in regions or key in weights:
+            raise ModuleFormatError(f"{where}: omitted_weights: {key!r} is not a left-out weight of a region")
+        t = decode_type(spec)
+        if not t.is_static:
+            raise ModuleFormatError(f"{where}: omitted_weights: {key!r} has the symbolic type {t}")
+        stand_ins[key] = torch.empty(t.concrete_shape(), dtype=t.torch_dtype, device="meta")
+    return stand_ins
 
 
 def _plan_entry(entry, graph: ir.Graph, tensors: dict[str, torch.Tensor], where: str) -> tuple[str, int, torch.Tensor]:
@@ -419,9 +490,10 @@ class EngineModule(Module):
 
 
 def load(path: str | os.PathLike, device=None, module_class: type[Module] = Module, *, cache_dir: str | None = None,
-         max_workspace_size: int | None = None) -> Module:
+         max_workspace_size: int | None = None, timing_cache: str | None = None) -> Module:
     """Load a `.tforge` file written by `Module.save` into a working module on `device`. The file decides what the
-    model is; the caller (and TENSORFORGE_* variables) decide where plans are cached and the workspace of a rebuild."""
+    model is; the caller (and TENSORFORGE_* variables) decide where plans are cached, the workspace of a rebuild and
+    the timing cache it reads."""
     path = os.fspath(path)
     try:
         with safe_open(path, framework="pt") as f:
@@ -432,5 +504,6 @@ def load(path: str | os.PathLike, device=None, module_class: type[Module] = Modu
     except Exception as exc:
         raise ModuleFormatError(f"{path}: not a readable tensorforge module ({exc})") from exc
     module = module_class()
-    module._restore(tensors, metadata, device, path, cache_dir=cache_dir, max_workspace_size=max_workspace_size)
+    module._restore(tensors, metadata, device, path, cache_dir=cache_dir, max_workspace_size=max_workspace_size,
+                    timing_cache=timing_cache)
     return module

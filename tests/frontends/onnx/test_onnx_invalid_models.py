@@ -24,7 +24,7 @@ from tensorforge import ir
 from tensorforge.frontends import from_onnx
 from tensorforge.frontends.onnx import OnnxImportError
 from tensorforge.frontends.onnx_validate import SWITCH_ATTRIBUTES
-from tensorforge.ir.ops.opaque_onnx import onnxruntime_session
+from tensorforge.frontends.onnx_opaque import onnxruntime_session
 
 node = helper.make_node
 

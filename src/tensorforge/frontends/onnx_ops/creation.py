@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...ir.ops.opaque_onnx import IR_DTYPES
 from ...ir.types import dtype_name
+from ..onnx_dtypes import IR_DTYPES
 from .context import product
 from .registry import Unsupported, onnx_converter
 

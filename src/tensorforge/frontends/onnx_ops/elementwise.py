@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ...ir.ops.opaque_onnx import IR_DTYPES
+from ..onnx_dtypes import IR_DTYPES
 from .context import same_dtype
 from .registry import Unsupported, onnx_converter
 

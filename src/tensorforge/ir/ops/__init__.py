@@ -2,4 +2,3 @@
 
 from . import attention, creation, elementwise, indexing, linalg, nn, reduce, shape  # noqa: F401
 from . import opaque, subgraph  # noqa: F401
-from . import opaque_onnx  # noqa: F401

@@ -1,5 +1,10 @@
 """Opaque ONNX ops: an ONNX node the IR has no mapping for, kept whole and run through onnxruntime.
 
+The ONNX frontend owns them: importing this module registers the `onnx.` namespace of opaque op names with the IR
+(`ir.registry.register_opaque_namespace`), so the IR itself imports neither onnx nor onnxruntime. `tensorforge`
+imports it with its frontends (onnx and onnxruntime are imported only when such a node is read or run), so a saved
+graph holding such nodes loads wherever `tensorforge` is imported.
+
 A node named `onnx.Hardmax` (default domain) or `onnx.com.microsoft.Gelu` (another domain) runs its
 ONNX node alone: a one-node model is built from the recorded node, its opset imports and the types of
 the tensors it receives, and run by an onnxruntime `InferenceSession` on CPU (tensors move to the CPU
@@ -28,14 +33,10 @@ import threading
 import numpy as np
 import torch
 
-from ..registry import OpDef, UnknownOpError, register_opaque_namespace
-from ..types import dtype_name
-from .opaque import decode_output_type
-
-# IR dtype name -> ONNX TensorProto element type (the IR dtypes ONNX has)
-ONNX_ELEMENT_TYPES = {"float32": 1, "uint8": 2, "int8": 3, "int16": 5, "int32": 6, "int64": 7, "bool": 9,
-                      "float16": 10, "float64": 11, "complex64": 14, "bfloat16": 16}
-IR_DTYPES = {v: k for k, v in ONNX_ELEMENT_TYPES.items()}
+from ..ir.ops.opaque import decode_output_type
+from ..ir.registry import OpDef, UnknownOpError, register_opaque_namespace
+from ..ir.types import dtype_name
+from .onnx_dtypes import ONNX_ELEMENT_TYPES
 
 
 def encode_node(node) -> str:
