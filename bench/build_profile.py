@@ -25,9 +25,8 @@ os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="triton-cold-"
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import FORGE_PRECISIONS, on_cuda  # noqa: E402
-
 import tensorforge as forge  # noqa: E402
+from benchmark import FORGE_PRECISIONS, on_cuda  # noqa: E402
 
 # (label, file suffix, function name): the build's parts, by inclusive time
 PARTS = [

@@ -32,10 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "src"))
-from common import environment, summarize  # noqa: E402
-
 import tensorforge as forge  # noqa: E402
 import zoo_catalog  # noqa: E402
+from common import environment, summarize  # noqa: E402
 from tensorforge.cli import measure_latencies  # noqa: E402
 
 # name -> what it is; none of them is in bench/benchmark.py's set

@@ -89,6 +89,7 @@ def _fallback_summary(report) -> dict:
 def _compare(actual, expected) -> dict:
     """Error statistics over every output (compare's `_error_stats` per floating output, exact for the rest)."""
     import torch
+
     from tensorforge.cli.compare import _error_stats
     if len(actual) != len(expected):
         return {"mismatch": f"{len(actual)} outputs, the reference has {len(expected)}"}
@@ -118,7 +119,9 @@ def _fp64_errors(model, inputs, actual, expected) -> tuple[float, float] | None:
     does not run in float64. With random weights some deep models amplify rounding: FP32 eager itself is then
     as far from the exact answer as the tolerance, and only the FP64 reference can tell a wrong answer."""
     import copy
+
     import torch
+
     from tensorforge.cli.sources import _flatten
     try:
         model64 = copy.deepcopy(model).double()
@@ -156,6 +159,7 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
     as `forge.compile(model, inputs, precision="fp32", device="cpu")` does (explicit batch, min_block_size=1),
     and compare. Never raises: every failure is a row with its stage and first line."""
     import torch
+
     import tensorforge as forge
     import zoo_catalog
     from tensorforge.cli.common import TOLERANCES
@@ -267,8 +271,9 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
 def _worker(name: str, out_path: str, max_params: int) -> int:
     import torch
     torch.set_num_threads(1)  # the sweep machine has 2 shared cores
-    import zoo_catalog
     import logging
+
+    import zoo_catalog
     logging.getLogger("tensorforge").setLevel(logging.ERROR)
     spec = zoo_catalog.all_specs()[name]
     row = check_model(spec, max_params=max_params)
@@ -282,6 +287,7 @@ def _preload() -> None:
     a forked child must not inherit a started thread pool."""
     import importlib
     import logging
+
     import torch
     torch.set_num_threads(1)  # the sweep machine has 2 shared cores
     import tensorforge  # noqa: F401

@@ -444,6 +444,7 @@ def onnx_specs() -> list[ModelSpec]:
 def reference_outputs(spec, model, inputs) -> list:
     """The source framework's outputs, flattened: onnxruntime (CPU) for an ONNX entry, else eager FP32."""
     import torch
+
     from tensorforge.cli.sources import _flatten
     if spec.is_onnx:
         import numpy as np

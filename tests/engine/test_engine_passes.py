@@ -7,10 +7,17 @@ import pytest
 import torch
 
 from engine_helpers import BATCH, FUSED_TOL, batch_norm_params, check_pass, graph_with_input, ops
-from tensorforge.engine.ops import FUSABLE_ACTIVATIONS
-from tensorforge.engine.passes import (PASSES, PassContext, constant_folding, dead_code, fold_batch_norm,
-                                       fuse_bias_activation, run_passes)
 from tensorforge import ir
+from tensorforge.engine.ops import FUSABLE_ACTIVATIONS
+from tensorforge.engine.passes import (
+    PASSES,
+    PassContext,
+    constant_folding,
+    dead_code,
+    fold_batch_norm,
+    fuse_bias_activation,
+    run_passes,
+)
 from tensorforge.ir import Graph, ShapeInferenceError, TensorType
 
 

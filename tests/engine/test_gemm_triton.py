@@ -4,7 +4,6 @@ triton is imported) and, on a GPU, on CUDA; what the template refuses, with the 
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

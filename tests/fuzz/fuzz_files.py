@@ -14,9 +14,15 @@ import math
 import struct
 from typing import Callable
 
-from fuzz_mutators import (MODULE_MUTATIONS, PLAN_MUTATIONS, ST_DTYPES, Context, ContainerError, m_hostile,
-                           weighted_choice)
-
+from fuzz_mutators import (
+    MODULE_MUTATIONS,
+    PLAN_MUTATIONS,
+    ST_DTYPES,
+    ContainerError,
+    Context,
+    m_hostile,
+    weighted_choice,
+)
 
 # ---------------------------------------------------------------------------------------------
 # the safetensors container, parsed without validation

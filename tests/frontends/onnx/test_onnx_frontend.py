@@ -11,9 +11,9 @@ import onnx
 import pytest
 import torch
 from onnx import helper
+from onnx_helpers import FLOAT, INT64, assert_matches_onnxruntime, make_model, onnxruntime_outputs
 
 import tensorforge
-from onnx_helpers import FLOAT, INT64, assert_matches_onnxruntime, make_model, onnxruntime_outputs
 from tensorforge import ir
 from tensorforge.frontends import from_onnx
 from tensorforge.frontends.onnx import OnnxImportError, check_onnx_model

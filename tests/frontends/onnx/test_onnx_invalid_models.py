@@ -18,8 +18,8 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-
 from onnx_helpers import FLOAT, assert_matches_onnxruntime, make_model
+
 from tensorforge import ir
 from tensorforge.frontends import from_onnx
 from tensorforge.frontends.onnx import OnnxImportError

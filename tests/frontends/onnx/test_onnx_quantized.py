@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 from onnx import TensorProto, helper
-
 from onnx_helpers import FLOAT, assert_matches_onnxruntime, make_model
+
 from tensorforge.frontends import from_onnx
 
 node = helper.make_node
