@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tensorforge as forge  # noqa: E402
-from common import cuda_latencies, environment, summarize, timed  # noqa: E402
+import tensorforge as forge
+from common import cuda_latencies, environment, summarize, timed
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
 FORGE_PRECISIONS = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32-strict", "tf32": "tf32"}  # forge.compile's names

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tensorforge as forge  # noqa: E402
-from benchmark import on_cuda  # noqa: E402
+import tensorforge as forge
+from benchmark import on_cuda
 
 ITERS = 20
 

@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     docs = [json.loads(Path(p).read_text()) for p in args.runs]
     rows = _merged([r for d in docs for r in d["results"]])
     env = docs[0]["environment"]
-    lines = [f"# tensorforge benchmark results", "",
+    lines = ["# tensorforge benchmark results", "",
              f"Measured {docs[0]['date']} on {env.get('gpu')} (sm{''.join(map(str, env.get('capability', [])))}), "
              f"Python {env['python']}, torch {env['torch']}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
              f"Triton {env.get('triton')}. Medians of CUDA-event timings after warm-up; eager, "

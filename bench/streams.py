@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tensorforge as forge  # noqa: E402
-from benchmark import make_model  # noqa: E402
-from common import cuda_latencies, environment, summarize  # noqa: E402
+import tensorforge as forge
+from benchmark import make_model
+from common import cuda_latencies, environment, summarize
 
 
 def measure(name: str, batch: int) -> dict:

@@ -290,9 +290,10 @@ def _preload() -> None:
 
     import torch
     torch.set_num_threads(1)  # the sweep machine has 2 shared cores
-    import tensorforge  # noqa: F401
-    import tensorforge.cli.compare  # noqa: F401
-    import tensorforge.cli.sources  # noqa: F401
+    # imported for the import alone: each forked worker inherits them loaded
+    import tensorforge
+    import tensorforge.cli.compare
+    import tensorforge.cli.sources
     import tensorforge.engine.precision  # noqa: F401
     import zoo_catalog
     logging.getLogger("tensorforge").setLevel(logging.ERROR)

@@ -9,8 +9,9 @@ PyTorch eager (modules, functionals, operators) or numpy, never by the op's own 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import pytest
 import torch

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from fuzz_mutators import (
     MODULE_MUTATIONS,

@@ -403,7 +403,7 @@ def test_registration_checks_the_signature_against_every_since_version():
     with pytest.raises(ValueError, match=r"Hardmax-13: input 0 \('input'\) has no parameter"):
         onnx_converter("Hardmax", since=13)(lambda ctx, *, X, axis: X)
     with pytest.raises(ValueError, match=r"Hardmax-11: no parameter for the attribute\(s\) \['axis'\]"):
-        onnx_converter("Hardmax", since=(11, 13))(lambda ctx, *, input: input)  # noqa: A002
+        onnx_converter("Hardmax", since=(11, 13))(lambda ctx, *, input: input)
     with pytest.raises(ValueError, match=r"Hardmax-13: the schema gives no \['keepdims'\]; give them defaults"):
         onnx_converter("Hardmax", since=13)(lambda ctx, *, input, axis, keepdims: input)
     assert mapped_versions("Hardmax") == []  # nothing half-registered
