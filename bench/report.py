@@ -69,7 +69,8 @@ def chart(rows, path: Path) -> None:
     labels = [f"{r['model']}\n{r['precision']} b{r['batch']}" for r in ok]
     fig, ax = plt.subplots(figsize=(max(8, len(ok) * 0.8), 4.5))
     xs = range(len(ok))
-    ax.bar([x - 0.2 for x in xs], [r["speedup_vs_compile"] for r in ok], width=0.4, label="vs torch.compile (reduce-overhead)")
+    ax.bar([x - 0.2 for x in xs], [r["speedup_vs_compile"] for r in ok], width=0.4,
+           label="vs torch.compile (reduce-overhead)")
     ax.bar([x + 0.2 for x in xs], [r["speedup_vs_eager"] for r in ok], width=0.4, label="vs PyTorch eager")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.axhline(1.25, color="gray", linewidth=0.8, linestyle="--", label="target 1.25×")

@@ -2,7 +2,7 @@
 CPU (FP32), against PyTorch eager or onnxruntime, one row per model in docs/coverage.json, and the table
 docs/coverage.md generated from it.
 
-    .venv/bin/python scripts/coverage.py                    # sweep every model not yet in the JSON, then write the table
+    .venv/bin/python scripts/coverage.py                    # every model not yet in the JSON, then the table
     .venv/bin/python scripts/coverage.py --all              # sweep every model again
     .venv/bin/python scripts/coverage.py --only hf-llama,swin_t   # sweep these again (the other rows stay)
     .venv/bin/python scripts/coverage.py --family hf-decoder     # one family again
@@ -12,7 +12,8 @@ docs/coverage.md generated from it.
 
 Each model runs in its own process under a time limit (a child forked from the sweep's process, which has
 imported torch, torchvision, transformers and onnxruntime once; `--worker NAME` in a fresh interpreter where
-fork is missing): a crash or a hang is a row, not the end of the sweep. The JSON is rewritten after every model, so a sweep stopped part-way keeps its rows.
+fork is missing): a crash or a hang is a row, not the end of the sweep. The JSON is rewritten after every model,
+so a sweep stopped part-way keeps its rows.
 
 What a row holds: whether the model imported (torch.export + tensorforge's frontend, or the ONNX importer)
 and if not why; engine regions; the share of nodes and of multiply-accumulates offloaded and the fallback
@@ -128,7 +129,7 @@ def _fp64_errors(model, inputs, actual, expected) -> tuple[float, float] | None:
         inputs64 = [t.double() if t.is_floating_point() else t for t in inputs]
         with torch.no_grad():
             exact = [t.detach() for t in _flatten(model64(*inputs64))]
-    except Exception:
+    except Exception:  # noqa: BLE001 - a model that does not run in float64 has no FP64 reference
         return None
     eager = _compare(expected, exact)
     ours = _compare(actual, exact)
@@ -217,7 +218,7 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
             errors = _fp64_errors(model, inputs, actual, expected)
             if errors is not None:
                 row["eager_fp32_err_vs_fp64"], row["max_rel_err_vs_fp64"] = errors
-    except Exception as exc:  # a row, whatever happened
+    except Exception as exc:  # noqa: BLE001 - a row, whatever happened
         row.update(stage=stage, error=_first_line(exc), where=_where(exc))
         exported = "torch.export could not capture" in str(exc)
         # the ONNX importer's refusals are limits, except its own bugs (their messages ask to report them) and a
@@ -435,7 +436,8 @@ def _short(text: str, width: int = REASON_WIDTH) -> str:
 
 def _fallback_text(row: dict) -> str:
     """Fallback reasons, grouped: `op ×n: reason`, most nodes first."""
-    items = [(n, op, reason) for op, by_reason in (row.get("fallback") or {}).items() for reason, n in by_reason.items()]
+    items = [(n, op, reason) for op, by_reason in (row.get("fallback") or {}).items()
+             for reason, n in by_reason.items()]
     items.sort(key=lambda x: (-x[0], x[1], x[2]))
     return "; ".join(f"`{op}` ×{n}: {_short(reason, 70)}" for n, op, reason in items)
 

@@ -601,8 +601,8 @@ def render(results: list[Result], source: str, older: list[Result] | None = None
         "",
         "## Per op",
         "",
-        "| op | mapped versions | restrictions | pass | engine | fail | opaque | refused | expanded pass / fail / opaque "
-        "| notes |",
+        "| op | mapped versions | restrictions | pass | engine | fail | opaque | refused "
+        "| expanded pass / fail / opaque | notes |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for op in sorted(rows, key=str.lower):
