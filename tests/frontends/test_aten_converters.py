@@ -211,7 +211,7 @@ LINALG = [
 ]
 
 
-def unary(name, fn, ops, inputs=randn(3, 4), **options):
+def unary(name, fn, ops, inputs=randn(3, 4), **options):  # noqa: B008 - an Input is a frozen spec
     return fun(name, fn, inputs, ops, **options)
 
 

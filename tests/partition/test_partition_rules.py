@@ -208,7 +208,7 @@ def test_registering_a_rule_twice_is_an_error():
 
 @pytest.mark.parametrize("since", [(0, 1), (0, -1, 0), "0.1.0"])
 def test_bad_since_is_an_error(since):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="since must be"):
         register_supported_op("test_partition.never", since=since)
     assert get_rule("test_partition.never") is None
 

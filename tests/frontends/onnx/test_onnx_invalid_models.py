@@ -193,7 +193,8 @@ def _one(value):
 _RELU_NEG = [_named("Relu", ["i"], ["m"], "a"), _named("Neg", ["m"], ["o"], "a")]  # a function body, names clash
 # (id, model, pattern of the refusal; None: onnxruntime runs it, and so does the import)
 NODE_NAMES = [
-    ("two-nodes-of-the-graph", lambda: _names_model([_named("Relu", ["x"], ["r"], "a"), _named("Neg", ["r"], ["y"], "a")]),
+    ("two-nodes-of-the-graph",
+     lambda: _names_model([_named("Relu", ["x"], ["r"], "a"), _named("Neg", ["r"], ["y"], "a")]),
      r"node names must be unique in a graph \(onnxruntime refuses the model\): 'a' names several nodes"),
     ("two-nodes-of-one-branch", lambda: _names_model([_if([_named("Relu", ["x"], ["t"], "a"),
                                                           _named("Neg", ["t"], ["t2"], "a")],
