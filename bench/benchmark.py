@@ -32,9 +32,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cuda_latencies, environment, summarize, timed  # noqa: E402
-
-import tensorforge as forge  # noqa: E402
+import tensorforge as forge
+from common import cuda_latencies, environment, summarize, timed
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
 FORGE_PRECISIONS = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32-strict", "tf32": "tf32"}  # forge.compile's names
@@ -187,14 +186,11 @@ def bench_one(name: str, precision: str, batch: int, methods: list[str], iters: 
             try:
                 result["forge"]["serving"] = serving = serve(saved, model, inputs, expected, batch)
                 result["forge"]["plan_load_s"] = serving["load_s"]
-            except Exception as exc:  # the other measurements of this configuration still count
+            except Exception as exc:  # noqa: BLE001 - the other measurements of this configuration still count
                 result["forge"]["serving"] = {"error": f"{type(exc).__name__}: {exc}"}
     for other in ("eager", "compile"):
         if other in result and "forge" in result:
             result[f"speedup_vs_{other}"] = result[other]["median_ms"] / result["forge"]["median_ms"]
-    del model
-    gc.collect()
-    torch.cuda.empty_cache()
     return result
 
 
@@ -216,7 +212,6 @@ def serve(saved: str, model, inputs, expected, batch: int, iters: int = 20) -> d
     latencies = cuda_latencies(lambda: loaded(*inputs), warmup=2, iters=iters)
     steady_peak = peak()
     resident = torch.cuda.memory_allocated()
-    del loaded
     return {"load_s": load_s, "first_call_s": first_call_s, "median_ms": summarize(latencies, batch)["median_ms"],
             "max_abs_err": max_abs_err, "baseline_bytes": baseline, "first_call_peak_bytes": first_call_peak,
             "steady_peak_bytes": steady_peak, "peak_bytes": max(first_call_peak, steady_peak),
@@ -298,11 +293,11 @@ def main(argv=None) -> int:
                 cached = args.cached_builds == "all" or (name, precision) not in cached_timed
                 row = bench_one(name, precision, batch, methods, args.iters, cache_dir, cached_build=cached)
                 cached_timed.add((name, precision))
-            except Exception as exc:  # one failure must not lose the rest of the run
+            except Exception as exc:  # noqa: BLE001 - one failure must not lose the rest of the run
                 row = {"model": name, "precision": precision, "batch": batch,
                        "error": f"{type(exc).__name__}: {exc}"}
-                gc.collect()
-                torch.cuda.empty_cache()
+            gc.collect()  # this configuration's model and plans, gone with bench_one's frame, leave the GPU
+            torch.cuda.empty_cache()
             row["wall_s"] = time.perf_counter() - start
             longest = max(longest, row["wall_s"])
         rows.append(row)

@@ -22,12 +22,11 @@ from pathlib import Path
 
 os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="triton-cold-"))  # cold: nothing compiled yet
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import FORGE_PRECISIONS, on_cuda  # noqa: E402
-
-import tensorforge as forge  # noqa: E402
+import tensorforge as forge
+from benchmark import FORGE_PRECISIONS, on_cuda
 
 # (label, file suffix, function name): the build's parts, by inclusive time
 PARTS = [

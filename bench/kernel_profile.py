@@ -10,6 +10,7 @@ plan does that the compiler does not (extra copies, unfused chains, slow library
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections import defaultdict
@@ -18,9 +19,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import on_cuda  # noqa: E402
-
-import tensorforge as forge  # noqa: E402
+import tensorforge as forge
+from benchmark import on_cuda
 
 ITERS = 20
 
@@ -45,6 +45,13 @@ def kernel_table(fn, top: int) -> tuple[list[tuple[str, float, float]], float, f
     return rows[:top], sum(r[1] for r in rows), sum(r[2] for r in rows)
 
 
+def kernel_section(label: str, fn, top: int) -> list[str]:
+    """`fn`'s kernels by time, as report lines under a heading with the totals per call."""
+    rows, total, launches = kernel_table(fn, top)
+    return [f"### {label}: {total:.1f} us of kernels, {launches:.0f} launches per call",
+            *(f"  {us:9.1f} us  {n:6.1f}x  {kname}" for kname, us, n in rows)]
+
+
 def profile_one(name: str, batch: int, precision: str, top: int) -> str:
     model, inputs = on_cuda(name, precision, batch)
     lines = [f"## {name} {precision} batch {batch}"]
@@ -54,10 +61,8 @@ def profile_one(name: str, batch: int, precision: str, top: int) -> str:
             for p in ps:
                 lines.append(p.describe())
         compiled = torch.compile(model, mode="reduce-overhead")
-        for label, fn in (("tensorforge", lambda: module(*inputs)), ("torch.compile", lambda: compiled(*inputs))):
-            rows, total, launches = kernel_table(fn, top)
-            lines.append(f"### {label}: {total:.1f} us of kernels, {launches:.0f} launches per call")
-            lines += [f"  {us:9.1f} us  {n:6.1f}x  {kname}" for kname, us, n in rows]
+        lines += kernel_section("tensorforge", functools.partial(module, *inputs), top)
+        lines += kernel_section("torch.compile", functools.partial(compiled, *inputs), top)
         del compiled
         torch._dynamo.reset()
     return "\n".join(lines)

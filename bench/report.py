@@ -69,7 +69,8 @@ def chart(rows, path: Path) -> None:
     labels = [f"{r['model']}\n{r['precision']} b{r['batch']}" for r in ok]
     fig, ax = plt.subplots(figsize=(max(8, len(ok) * 0.8), 4.5))
     xs = range(len(ok))
-    ax.bar([x - 0.2 for x in xs], [r["speedup_vs_compile"] for r in ok], width=0.4, label="vs torch.compile (reduce-overhead)")
+    ax.bar([x - 0.2 for x in xs], [r["speedup_vs_compile"] for r in ok], width=0.4,
+           label="vs torch.compile (reduce-overhead)")
     ax.bar([x + 0.2 for x in xs], [r["speedup_vs_eager"] for r in ok], width=0.4, label="vs PyTorch eager")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.axhline(1.25, color="gray", linewidth=0.8, linestyle="--", label="target 1.25×")
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
     docs = [json.loads(Path(p).read_text()) for p in args.runs]
     rows = _merged([r for d in docs for r in d["results"]])
     env = docs[0]["environment"]
-    lines = [f"# tensorforge benchmark results", "",
+    lines = ["# tensorforge benchmark results", "",
              f"Measured {docs[0]['date']} on {env.get('gpu')} (sm{''.join(map(str, env.get('capability', [])))}), "
              f"Python {env['python']}, torch {env['torch']}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
              f"Triton {env.get('triton')}. Medians of CUDA-event timings after warm-up; eager, "

@@ -10,6 +10,7 @@ Writes streams.json under --out.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -19,10 +20,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import make_model  # noqa: E402
-from common import cuda_latencies, environment, summarize  # noqa: E402
-
-import tensorforge as forge  # noqa: E402
+import tensorforge as forge
+from benchmark import make_model
+from common import cuda_latencies, environment, summarize
 
 
 def measure(name: str, batch: int) -> dict:
@@ -36,7 +36,8 @@ def measure(name: str, batch: int) -> dict:
             module = forge.compile(model, inputs, precision="fp16", device="cuda", max_streams=streams).build_all(batch)
             plans = [p for ps in module.plans().values() for p in ps]
             outputs[streams] = module(*inputs).float()
-            row[f"streams_{streams}"] = {**summarize(cuda_latencies(lambda: module(*inputs), iters=200), batch),
+            latencies = cuda_latencies(functools.partial(module, *inputs), iters=200)
+            row[f"streams_{streams}"] = {**summarize(latencies, batch),
                                          "plan_streams": max(p.num_streams for p in plans)}
             del module, plans
     row["speedup"] = row["streams_1"]["median_ms"] / row["streams_4"]["median_ms"]

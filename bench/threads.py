@@ -31,9 +31,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment  # noqa: E402
-
-import tensorforge as forge  # noqa: E402
+import tensorforge as forge
+from common import environment
 
 DEFAULTS = {  # device -> (model, image size, batches, iterations per thread)
     "cuda": ("resnet50", 224, "1,32", 50),

@@ -19,6 +19,7 @@ $OUT/zoo_gpu.md (the table) at the end.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -32,10 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "src"))
-from common import environment, summarize  # noqa: E402
-
 import tensorforge as forge  # noqa: E402
 import zoo_catalog  # noqa: E402
+from common import environment, summarize  # noqa: E402
 from tensorforge.cli import measure_latencies  # noqa: E402
 
 # name -> what it is; none of them is in bench/benchmark.py's set
@@ -103,10 +103,14 @@ def bench_one(name: str, batch: int, *, device: torch.device, dry_run: bool, ite
     inputs = tuple(t.to(device, dtype) if t.is_floating_point() else t.to(device) for t in inputs)
     row = {"model": name, "batch": batch, "precision": precision, "device": str(device),
            "params": sum(p.numel() for p in model.parameters())}
-    times = lambda fn: summarize(measure_latencies(fn, device, warmup, iters), batch)  # noqa: E731
+
+    def times(target) -> dict:
+        """`target(*inputs)`'s latency summary."""
+        return summarize(measure_latencies(functools.partial(target, *inputs), device, warmup, iters), batch)
+
     with torch.no_grad():
         expected = _first(model(*inputs)).float()
-        row["eager"] = times(lambda: model(*inputs))
+        row["eager"] = times(model)
 
         torch._dynamo.reset()
         start = time.perf_counter()
@@ -115,7 +119,7 @@ def bench_one(name: str, batch: int, *, device: torch.device, dry_run: bool, ite
         for _ in range(3):
             compiled(*inputs)
         _sync(device)
-        row["compile"] = {**times(lambda: compiled(*inputs)), "build_s": time.perf_counter() - start}
+        row["compile"] = {**times(compiled), "build_s": time.perf_counter() - start}
         del compiled
         torch._dynamo.reset()
 
@@ -124,7 +128,7 @@ def bench_one(name: str, batch: int, *, device: torch.device, dry_run: bool, ite
         build_s = time.perf_counter() - start
         out = _first(module(*inputs)).float()
         report = module.report
-        row["forge"] = {**times(lambda: module(*inputs)), "build_s": build_s,
+        row["forge"] = {**times(module), "build_s": build_s,
                         "rel_err_vs_eager": _rel_err(out, expected), "rel_err_vs_fp32": _rel_err(out, reference32),
                         "regions": len(module.regions), "node_share": report.node_share,
                         "mac_share": report.mac_share,
@@ -193,8 +197,9 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             try:
                 row = bench_one(name, batch, device=device, dry_run=args.dry_run, iters=iters, warmup=warmup)
-            except Exception as exc:  # one failure must not lose the rest of the run
-                row = {"model": name, "batch": batch, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            except Exception as exc:  # noqa: BLE001 - one failure must not lose the rest of the run
+                row = {"model": name, "batch": batch,
+                       "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
                 gc.collect()
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

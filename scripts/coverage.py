@@ -2,7 +2,7 @@
 CPU (FP32), against PyTorch eager or onnxruntime, one row per model in docs/coverage.json, and the table
 docs/coverage.md generated from it.
 
-    .venv/bin/python scripts/coverage.py                    # sweep every model not yet in the JSON, then write the table
+    .venv/bin/python scripts/coverage.py                    # every model not yet in the JSON, then the table
     .venv/bin/python scripts/coverage.py --all              # sweep every model again
     .venv/bin/python scripts/coverage.py --only hf-llama,swin_t   # sweep these again (the other rows stay)
     .venv/bin/python scripts/coverage.py --family hf-decoder     # one family again
@@ -12,7 +12,8 @@ docs/coverage.md generated from it.
 
 Each model runs in its own process under a time limit (a child forked from the sweep's process, which has
 imported torch, torchvision, transformers and onnxruntime once; `--worker NAME` in a fresh interpreter where
-fork is missing): a crash or a hang is a row, not the end of the sweep. The JSON is rewritten after every model, so a sweep stopped part-way keeps its rows.
+fork is missing): a crash or a hang is a row, not the end of the sweep. The JSON is rewritten after every model,
+so a sweep stopped part-way keeps its rows.
 
 What a row holds: whether the model imported (torch.export + tensorforge's frontend, or the ONNX importer)
 and if not why; engine regions; the share of nodes and of multiply-accumulates offloaded and the fallback
@@ -89,6 +90,7 @@ def _fallback_summary(report) -> dict:
 def _compare(actual, expected) -> dict:
     """Error statistics over every output (compare's `_error_stats` per floating output, exact for the rest)."""
     import torch
+
     from tensorforge.cli.compare import _error_stats
     if len(actual) != len(expected):
         return {"mismatch": f"{len(actual)} outputs, the reference has {len(expected)}"}
@@ -118,14 +120,16 @@ def _fp64_errors(model, inputs, actual, expected) -> tuple[float, float] | None:
     does not run in float64. With random weights some deep models amplify rounding: FP32 eager itself is then
     as far from the exact answer as the tolerance, and only the FP64 reference can tell a wrong answer."""
     import copy
+
     import torch
+
     from tensorforge.cli.sources import _flatten
     try:
         model64 = copy.deepcopy(model).double()
         inputs64 = [t.double() if t.is_floating_point() else t for t in inputs]
         with torch.no_grad():
             exact = [t.detach() for t in _flatten(model64(*inputs64))]
-    except Exception:
+    except Exception:  # noqa: BLE001 - a model that does not run in float64 has no FP64 reference
         return None
     eager = _compare(expected, exact)
     ours = _compare(actual, exact)
@@ -156,6 +160,7 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
     as `forge.compile(model, inputs, precision="fp32", device="cpu")` does (explicit batch, min_block_size=1),
     and compare. Never raises: every failure is a row with its stage and first line."""
     import torch
+
     import tensorforge as forge
     import zoo_catalog
     from tensorforge.cli.common import TOLERANCES
@@ -213,7 +218,7 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
             errors = _fp64_errors(model, inputs, actual, expected)
             if errors is not None:
                 row["eager_fp32_err_vs_fp64"], row["max_rel_err_vs_fp64"] = errors
-    except Exception as exc:  # a row, whatever happened
+    except Exception as exc:  # noqa: BLE001 - a row, whatever happened
         row.update(stage=stage, error=_first_line(exc), where=_where(exc))
         exported = "torch.export could not capture" in str(exc)
         # the ONNX importer's refusals are limits, except its own bugs (their messages ask to report them) and a
@@ -267,8 +272,9 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
 def _worker(name: str, out_path: str, max_params: int) -> int:
     import torch
     torch.set_num_threads(1)  # the sweep machine has 2 shared cores
-    import zoo_catalog
     import logging
+
+    import zoo_catalog
     logging.getLogger("tensorforge").setLevel(logging.ERROR)
     spec = zoo_catalog.all_specs()[name]
     row = check_model(spec, max_params=max_params)
@@ -282,11 +288,13 @@ def _preload() -> None:
     a forked child must not inherit a started thread pool."""
     import importlib
     import logging
+
     import torch
     torch.set_num_threads(1)  # the sweep machine has 2 shared cores
-    import tensorforge  # noqa: F401
-    import tensorforge.cli.compare  # noqa: F401
-    import tensorforge.cli.sources  # noqa: F401
+    # imported for the import alone: each forked worker inherits them loaded
+    import tensorforge
+    import tensorforge.cli.compare
+    import tensorforge.cli.sources
     import tensorforge.engine.precision  # noqa: F401
     import zoo_catalog
     logging.getLogger("tensorforge").setLevel(logging.ERROR)
@@ -428,7 +436,8 @@ def _short(text: str, width: int = REASON_WIDTH) -> str:
 
 def _fallback_text(row: dict) -> str:
     """Fallback reasons, grouped: `op ×n: reason`, most nodes first."""
-    items = [(n, op, reason) for op, by_reason in (row.get("fallback") or {}).items() for reason, n in by_reason.items()]
+    items = [(n, op, reason) for op, by_reason in (row.get("fallback") or {}).items()
+             for reason, n in by_reason.items()]
     items.sort(key=lambda x: (-x[0], x[1], x[2]))
     return "; ".join(f"`{op}` ×{n}: {_short(reason, 70)}" for n, op, reason in items)
 

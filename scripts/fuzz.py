@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fuzz"))
 
-import fuzz_runner  # noqa: E402
+import fuzz_runner
 
 
 def _replay(args) -> int:

@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from tensorforge.ir import REQUIRED, registered_ops  # noqa: E402
 from tensorforge.partition import rule_table  # noqa: E402
 
-SECTION = re.compile(r"(<!-- BEGIN GENERATED: (?P<key>[^ ]+) -->\n)(?P<body>.*?)(<!-- END GENERATED: (?P=key) -->)", re.S)
+SECTION = re.compile(r"(<!-- BEGIN GENERATED: (?P<key>[^ ]+) -->\n)(?P<body>.*?)(<!-- END GENERATED: (?P=key) -->)",
+                     re.S)
 
 
 def _cell(text: str) -> str:

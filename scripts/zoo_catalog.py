@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -213,7 +214,8 @@ VIT_LIKE = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2
 HF_MODELS: dict[str, tuple] = {
     # encoders
     "hf-bert": ("hf-encoder", "BertModel", "BertConfig", BERT_LIKE, "text", {}),
-    "hf-roberta": ("hf-encoder", "RobertaModel", "RobertaConfig", {**BERT_LIKE, "max_position_embeddings": 66}, "text", {}),
+    "hf-roberta": ("hf-encoder", "RobertaModel", "RobertaConfig", {**BERT_LIKE, "max_position_embeddings": 66},
+                   "text", {}),
     "hf-xlm-roberta": ("hf-encoder", "XLMRobertaModel", "XLMRobertaConfig",
                        {**BERT_LIKE, "max_position_embeddings": 66}, "text", {}),
     "hf-distilbert": ("hf-encoder", "DistilBertModel", "DistilBertConfig",
@@ -225,7 +227,8 @@ HF_MODELS: dict[str, tuple] = {
     "hf-mpnet": ("hf-encoder", "MPNetModel", "MPNetConfig", {**BERT_LIKE, "max_position_embeddings": 66}, "text", {}),
     # decoders
     "hf-gpt2": ("hf-decoder", "GPT2Model", "GPT2Config",
-                dict(n_embd=64, n_layer=2, n_head=2, n_positions=64, vocab_size=HF_VOCAB), "text", {"use_cache": False}),
+                dict(n_embd=64, n_layer=2, n_head=2, n_positions=64, vocab_size=HF_VOCAB), "text",
+                {"use_cache": False}),
     "hf-gpt-neo": ("hf-decoder", "GPTNeoModel", "GPTNeoConfig",
                    dict(hidden_size=64, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]],
                         window_size=8, max_position_embeddings=64, vocab_size=HF_VOCAB), "text", {"use_cache": False}),
@@ -271,7 +274,8 @@ HF_MODELS: dict[str, tuple] = {
     # vision
     "hf-vit": ("hf-vision", "ViTModel", "ViTConfig", VIT_LIKE, "image32", {}),
     "hf-deit": ("hf-vision", "DeiTModel", "DeiTConfig", VIT_LIKE, "image32", {}),
-    "hf-beit": ("hf-vision", "BeitModel", "BeitConfig", {**VIT_LIKE, "use_relative_position_bias": True}, "image32", {}),
+    "hf-beit": ("hf-vision", "BeitModel", "BeitConfig", {**VIT_LIKE, "use_relative_position_bias": True},
+                "image32", {}),
     "hf-dinov2": ("hf-vision", "Dinov2Model", "Dinov2Config", VIT_LIKE, "image32", {}),
     "hf-clip-vision": ("hf-vision", "CLIPVisionModel", "CLIPVisionConfig", VIT_LIKE, "image32", {}),
     "hf-swin": ("hf-vision", "SwinModel", "SwinConfig",
@@ -433,7 +437,7 @@ def _onnx(name: str):
 
 def onnx_specs() -> list[ModelSpec]:
     specs = []
-    for name, (package, relative, inputs, dynamic) in ONNX_MODELS.items():
+    for name, (package, _relative, inputs, dynamic) in ONNX_MODELS.items():
         shapes = {k: ((-1,) + tuple(s[1:]) if dynamic and s else tuple(s)) for k, (s, _) in inputs.items()}
         desc = ", ".join(f"{k} {'x'.join(map(str, s)) or 'scalar'}" for k, (s, _) in inputs.items()) or "as declared"
         specs.append(ModelSpec(name, "onnx", _onnx(name), desc, dynamic_batch=dynamic, batch=1, package=package,
@@ -444,6 +448,7 @@ def onnx_specs() -> list[ModelSpec]:
 def reference_outputs(spec, model, inputs) -> list:
     """The source framework's outputs, flattened: onnxruntime (CPU) for an ONNX entry, else eager FP32."""
     import torch
+
     from tensorforge.cli.sources import _flatten
     if spec.is_onnx:
         import numpy as np

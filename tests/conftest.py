@@ -8,7 +8,6 @@ import torch
 def _deterministic():
     """Every test starts from the same random state, so a failure reproduces alone and in the suite."""
     torch.manual_seed(0)
-    yield
 
 
 def pytest_collection_modifyitems(config, items):

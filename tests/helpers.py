@@ -9,8 +9,9 @@ PyTorch eager (modules, functionals, operators) or numpy, never by the op's own 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -44,7 +45,8 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
     dtype = expected.dtype if dtype is None else dtype
     assert actual.dtype == dtype, f"dtype {actual.dtype}, expected {dtype}"
     assert expected.dtype == dtype, f"the expected value has dtype {expected.dtype}, the case says {dtype}"
-    assert tuple(actual.shape) == tuple(expected.shape), f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
+    assert tuple(actual.shape) == tuple(expected.shape), \
+        f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
     rtol, atol = tol if tol is not None else TOLERANCES[dtype]
     if rtol == 0 and atol == 0:
         assert torch.equal(actual, expected), f"values differ:\nactual   {actual}\nexpected {expected}"

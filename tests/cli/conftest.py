@@ -8,7 +8,8 @@ import sys
 
 import pytest
 import torch
-from runtime.conftest import WithFallbackOp  # noqa: E402  (tests/ is on sys.path)
+
+from runtime.conftest import WithFallbackOp  # tests/ is on sys.path
 
 ENV_OVERRIDES = ("TENSORFORGE_USE_FP16", "TENSORFORGE_CACHE_DIR", "TENSORFORGE_MAX_WORKSPACE_SIZE",
                  "TENSORFORGE_MULTI_ENGINE")

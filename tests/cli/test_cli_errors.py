@@ -10,6 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+
 from conftest import assert_ok, assert_one_line_error, tforge
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+
 from conftest import TinyNet, assert_ok, assert_one_line_error, tforge
 
 

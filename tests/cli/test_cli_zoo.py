@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 from conftest import assert_ok, tforge
 
 pytest.importorskip("transformers")

@@ -9,7 +9,6 @@ the same cases run in-process on CUDA.
 
 from __future__ import annotations
 
-
 import torch
 
 from engine_helpers import case_results, print_case_results

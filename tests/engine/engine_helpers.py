@@ -82,7 +82,7 @@ def compile_for_sm90(kernel, signature: dict, constexprs: dict, *, attrs=None, *
     import pytest
     triton = pytest.importorskip("triton")
     compiler = pytest.importorskip("triton.compiler")
-    GPUTarget = pytest.importorskip("triton.backends.compiler").GPUTarget
+    GPUTarget = pytest.importorskip("triton.backends.compiler").GPUTarget  # noqa: N806 - a class, its own name
     try:
         source = compiler.ASTSource(kernel, signature, constexprs=constexprs, **({"attrs": attrs} if attrs else {}))
     except TypeError as exc:

@@ -9,7 +9,6 @@ multiples of the tiles, so the masked edges are exercised.
 
 from __future__ import annotations
 
-
 import torch
 
 from engine_helpers import case_results, print_case_results

@@ -13,7 +13,6 @@ preallocated views (the kernel must write there), small blocks (several programs
 
 from __future__ import annotations
 
-
 import torch
 
 from engine_helpers import case_results, print_case_results

@@ -7,7 +7,6 @@ same cases run in-process on CUDA. Pooling picks inputs exactly, so results must
 
 from __future__ import annotations
 
-
 import torch
 
 from engine_helpers import case_results, print_case_results

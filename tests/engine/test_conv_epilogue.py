@@ -6,12 +6,11 @@ built FP16 runs its convs in the engine with a cuDNN tactic and matches eager.""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from engine_helpers import interpreted_cases
 from conv_epilogue_cases import CASES, conv_layer, run_cases
+from engine_helpers import interpreted_cases
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import get_tactic
 

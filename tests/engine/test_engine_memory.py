@@ -10,7 +10,7 @@ import torch
 
 from engine_helpers import BATCH, FUSED_TOL, assert_outputs_close, batch_norm_params, graph_with_input
 from tensorforge import ir
-from tensorforge.engine import ALIGNMENT, BuildError, Builder, BuilderConfig
+from tensorforge.engine import ALIGNMENT, Builder, BuilderConfig, BuildError
 from tensorforge.engine.memory import conflicts, lifetimes, plan_memory, planned_values
 from tensorforge.ir import Graph, TensorType
 

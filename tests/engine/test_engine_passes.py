@@ -7,10 +7,17 @@ import pytest
 import torch
 
 from engine_helpers import BATCH, FUSED_TOL, batch_norm_params, check_pass, graph_with_input, ops
-from tensorforge.engine.ops import FUSABLE_ACTIVATIONS
-from tensorforge.engine.passes import (PASSES, PassContext, constant_folding, dead_code, fold_batch_norm,
-                                       fuse_bias_activation, run_passes)
 from tensorforge import ir
+from tensorforge.engine.ops import FUSABLE_ACTIVATIONS
+from tensorforge.engine.passes import (
+    PASSES,
+    PassContext,
+    constant_folding,
+    dead_code,
+    fold_batch_norm,
+    fuse_bias_activation,
+    run_passes,
+)
 from tensorforge.ir import Graph, ShapeInferenceError, TensorType
 
 
@@ -226,7 +233,8 @@ FUSION = [  # (make, fused layers, expected attributes of the one fused node or 
     pytest.param(lambda: _conv_chain("bias", "add", "nn.gelu", dense=True, residual_shape=(6,)), 1,
                  {"has_residual": True, "activation": "nn.gelu"}, id="dense-bias-add-gelu"),
     pytest.param(lambda: _conv_chain("bias", dense=True), 1, {"has_bias": True}, id="dense-bias"),
-    pytest.param(lambda: _conv_chain(), 1, {"has_bias": False, "activation": None}, id="conv-alone-becomes-engine-conv"),
+    pytest.param(lambda: _conv_chain(), 1, {"has_bias": False, "activation": None},
+                 id="conv-alone-becomes-engine-conv"),
     pytest.param(lambda: _conv_chain("nn.softplus"), 1, {"activation": None}, id="softplus-not-fusable"),
     pytest.param(lambda: _conv_chain("nn.softplus", dense=True), 0, None, id="dense-alone-stays"),
 ]
@@ -279,7 +287,7 @@ def test_all_passes_verify_after_each_and_count_everything():
 # ---------------------------------------------------------------------------------------------
 
 def test_engine_conv_reference_matches_torch_in_both_residual_orders():
-    F = torch.nn.functional
+    F = torch.nn.functional  # noqa: N806 - torch's usual name
     x, w, b, r = torch.randn(2, 4, 5, 5), torch.randn(6, 4, 3, 3), torch.randn(6), torch.randn(2, 6, 5, 5)
     for position, expected in (("pre_activation", F.relu(F.conv2d(x, w, b, padding=1) + r)),
                                ("post_activation", F.relu(F.conv2d(x, w, b, padding=1)) + r)):

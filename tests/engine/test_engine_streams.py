@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from engine_helpers import BATCH, FUSED_TOL, assert_outputs_close, graph_with_input
-from test_engine_memory import random_graph
 from tensorforge import ir
 from tensorforge.engine import Builder, BuilderConfig, Plan
 from tensorforge.engine import builder as builder_module
@@ -23,6 +22,7 @@ from tensorforge.engine.memory import lifetimes, plan_memory
 from tensorforge.engine.plan import _schedule_for_arena
 from tensorforge.engine.streams import plan_streams, schedule_streams, single_stream
 from tensorforge.ir.execute import bind_symbols
+from test_engine_memory import random_graph
 
 ENV = {"batch": 1}
 

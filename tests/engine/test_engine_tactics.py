@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from engine_helpers import graph_with_input
-from tensorforge.engine import BuildError, Builder, BuilderConfig
+from tensorforge.engine import Builder, BuilderConfig, BuildError
 from tensorforge.engine.tactics import candidates, get_tactic, tactic
 from tensorforge.ir import Graph, TensorType
 from tensorforge.ir.ops.opaque import encode_output_type

@@ -18,14 +18,21 @@ import sys
 import pytest
 import torch
 
-from engine_helpers import (BATCH, FUSED_TOL, check_pass, compile_for_sm90, graph_with_input, interpreted_cases, ops,
-                            relative_error)
+from engine_helpers import (
+    BATCH,
+    FUSED_TOL,
+    check_pass,
+    compile_for_sm90,
+    graph_with_input,
+    interpreted_cases,
+    ops,
+    relative_error,
+)
 from layer_norm_kernel_cases import CASES, layer, run_cases
 from tensorforge import ir
 from tensorforge.engine import Builder, BuilderConfig, Plan
 from tensorforge.engine.passes import PASSES, PassContext, fuse_layer_norm, run_passes
-from tensorforge.engine.tactics import candidates, get_tactic
-from tensorforge.engine.tactics import norm_triton
+from tensorforge.engine.tactics import candidates, get_tactic, norm_triton
 from tensorforge.ir import Sym, TensorType
 
 CUDA = torch.cuda.is_available()

@@ -4,7 +4,6 @@ triton is imported) and, on a GPU, on CUDA; what the template refuses, with the 
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
@@ -81,7 +80,8 @@ def test_kernel_compiles_for_sm90_and_pipelines_its_loads(act, residual, even_k)
                   "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP": 8, "EVEN_K": even_k}
     signature = {"a_ptr": "*fp16", "b_ptr": "*fp16", "c_ptr": "*fp16", "bias_ptr": "*fp16", "r_ptr": "*fp16",
                  "M": "i32", "N": "i32", "K": "i32", "stride_am": "i32", "stride_bk": "i32", "stride_cm": "i32",
-                 "stride_rm": "i32", "lo": "fp32", "hi": "fp32", "slope": "fp32", **{k: "constexpr" for k in constexprs}}
+                 "stride_rm": "i32", "lo": "fp32", "hi": "fp32", "slope": "fp32",
+                 **{k: "constexpr" for k in constexprs}}
     aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(signature)
                if name.endswith("_ptr") or name.startswith("stride")}
     compiled = compile_for_sm90(gemm_epilogue, signature, constexprs, attrs=aligned, num_warps=warps,

@@ -14,8 +14,8 @@ from engine_helpers import compile_for_sm90, interpreted_cases
 from pointwise_kernel_cases import CASES, chain, run_cases
 from tensorforge import ir
 from tensorforge.engine import Builder, BuilderConfig
-from tensorforge.engine.tactics import candidates
 from tensorforge.engine.pointwise import FUSED_OPS, POINTWISE_OPS
+from tensorforge.engine.tactics import candidates
 from tensorforge.engine.tactics import pointwise_triton as pt
 from tensorforge.engine.tactics.pointwise_codegen import GENERATED_OPS
 from tensorforge.ir import Graph, Sym, TensorType

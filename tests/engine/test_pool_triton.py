@@ -4,7 +4,6 @@ compiler, and on a GPU on CUDA."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

@@ -401,9 +401,8 @@ def test_tf32_mode_sets_both_switches_and_restores_them():
             assert _tf32_switches() == ("tf32", "tf32")
         assert _tf32_switches() == ("ieee", "ieee")
     assert _tf32_switches() == before
-    with pytest.raises(RuntimeError, match="boom"):
-        with tf32_mode(True):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), tf32_mode(True):
+        raise RuntimeError("boom")
     assert _tf32_switches() == before
     # the legacy flags PyTorch users read still work afterwards (no "mix of legacy and new APIs" error)
     assert isinstance(torch.backends.cuda.matmul.allow_tf32, bool) and isinstance(torch.backends.cudnn.allow_tf32, bool)

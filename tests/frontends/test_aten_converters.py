@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 import torch
@@ -105,7 +105,7 @@ def _forward3(self, x, y, z):
 _FORWARDS = {1: _forward1, 2: _forward2, 3: _forward3}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def with_arity(cls: type, arity: int) -> type:
     """`cls` with forward(x), forward(x, y), ...: torch.export makes dimensions dynamic per named parameter."""
     return type(f"{cls.__name__}{arity}", (cls,), {"forward": _FORWARDS[arity]})
@@ -211,7 +211,7 @@ LINALG = [
 ]
 
 
-def unary(name, fn, ops, inputs=randn(3, 4), **options):
+def unary(name, fn, ops, inputs=randn(3, 4), **options):  # noqa: B008 - an Input is a frozen spec
     return fun(name, fn, inputs, ops, **options)
 
 
@@ -655,7 +655,7 @@ class CaseGraph:
     fired: frozenset[str]       # converters that produced IR in this from_torch call
 
     @staticmethod
-    def whole(module: nn.Module, graph: ir.Graph) -> "CaseGraph":
+    def whole(module: nn.Module, graph: ir.Graph) -> CaseGraph:
         return CaseGraph(module, graph, list(graph.outputs), list(graph.nodes), frozenset())
 
 
@@ -673,7 +673,7 @@ def _sharing_key(case: Case) -> tuple:
     return (case.name,) if case.alone else (case.inputs, case.dynamic, case.core_aten)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def convert_cases(names: tuple[str, ...], dynamic: bool) -> dict[str, CaseGraph] | None:
     """Convert cases that take equal inputs in ONE from_torch call, each case's module a part of a Bundle.
 

@@ -12,11 +12,17 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import Callable
+from collections.abc import Callable
 
-from fuzz_mutators import (MODULE_MUTATIONS, PLAN_MUTATIONS, ST_DTYPES, Context, ContainerError, m_hostile,
-                           weighted_choice)
-
+from fuzz_mutators import (
+    MODULE_MUTATIONS,
+    PLAN_MUTATIONS,
+    ST_DTYPES,
+    ContainerError,
+    Context,
+    m_hostile,
+    weighted_choice,
+)
 
 # ---------------------------------------------------------------------------------------------
 # the safetensors container, parsed without validation

@@ -18,8 +18,8 @@ import copy
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 # ---------------------------------------------------------------------------------------------
 # vocabulary

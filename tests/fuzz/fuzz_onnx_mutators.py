@@ -13,7 +13,7 @@ yields another valid model is fine: tensorforge must then compute what onnxrunti
 from __future__ import annotations
 
 from fuzz_files import mutate_bytes
-from fuzz_mutators import NASTY_INTS, Context, ContainerError, weighted_choice
+from fuzz_mutators import NASTY_INTS, ContainerError, Context, weighted_choice
 
 SIMILAR_OPS = {"Relu": "Sigmoid", "Sigmoid": "Tanh", "Add": "Sub", "Sub": "Mul", "Mul": "Div", "MatMul": "Gemm",
                "Gemm": "MatMul", "Conv": "ConvTranspose", "Softmax": "LogSoftmax", "GlobalAveragePool": "GlobalMaxPool",

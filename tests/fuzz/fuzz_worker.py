@@ -121,8 +121,9 @@ def _synthetic_inputs(types, seed: int, batch: int = 2) -> list[torch.Tensor]:
 
 class Worker:
     def __init__(self, seeds_dir: str, channel: _Channel):
-        import tensorforge
         from safetensors.torch import load_file
+
+        import tensorforge
 
         self.forge = tensorforge
         self.channel = channel

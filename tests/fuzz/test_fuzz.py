@@ -42,8 +42,9 @@ def test_cases_are_reproducible_and_mutated(fuzz_root):
 def test_crafted_edits_pass_the_digest(fuzz_root, tmp_path, name):
     """A crafted case must get past the digest, or the fuzzer would only ever test the digest: a well-formed edit
     (a value renamed everywhere it is used) with the digest recomputed loads, runs, and still computes the same."""
-    import tensorforge as forge
     from safetensors.torch import load_file
+
+    import tensorforge as forge
 
     def rename_in_main_graph(ctx, meta):
         graph = meta["graph"]

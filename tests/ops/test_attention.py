@@ -21,7 +21,7 @@ def attention(causal=False, scale=None):
     def expected(q, k, v, mask=None):
         s = scale if scale is not None else 1 / math.sqrt(q.shape[-1])
         scores = (q @ k.transpose(-1, -2)) * s
-        L, S = q.shape[-2], k.shape[-2]
+        L, S = q.shape[-2], k.shape[-2]  # noqa: N806 - target and source lengths, as torch's SDPA docs write them
         if causal:
             keep = torch.ones(L, S, dtype=torch.bool).tril()
             scores = scores.masked_fill(~keep, float("-inf"))
@@ -50,8 +50,8 @@ CASES = [
     case("sdpa-cross-value-dim4", "nn.scaled_dot_product_attention", _CROSS, attention(), dtype=FP32),
     case("sdpa-additive-mask", "nn.scaled_dot_product_attention", _ADDITIVE, attention(), dtype=FP32),
     case("sdpa-bool-mask", "nn.scaled_dot_product_attention", _BOOL_MASK, attention(), dtype=FP32),
-    case("sdpa-3d-no-heads", "nn.scaled_dot_product_attention", lambda: [randn(2, 4, 8), randn(2, 6, 8), randn(2, 6, 8)],
-         attention(), dtype=FP32),
+    case("sdpa-3d-no-heads", "nn.scaled_dot_product_attention",
+         lambda: [randn(2, 4, 8), randn(2, 6, 8), randn(2, 6, 8)], attention(), dtype=FP32),
     case("sdpa-mask-constant", "nn.scaled_dot_product_attention",
          lambda: [*_QKV(), torch.zeros(5, 5).masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), -1e9)],
          attention(causal=True), dtype=FP32, const=(3,)),

@@ -38,7 +38,8 @@ CASES = [
     case("gather-axis0", "gather", lambda: [randn(3, 4), torch.tensor([[2, 0, 1, 2]])], np_take_along(0),
          {"axis": 0}, dtype=FP32),
     case("gather-axis-negative-int32-indices", "gather",
-         lambda: [torch.arange(24).reshape(2, 3, 4), torch.tensor([[[3], [0], [1]], [[2], [2], [0]]], dtype=torch.int32)],
+         lambda: [torch.arange(24).reshape(2, 3, 4),
+                  torch.tensor([[[3], [0], [1]], [[2], [2], [0]]], dtype=torch.int32)],
          lambda data, idx: torch.from_numpy(np.take_along_axis(data.numpy(), idx.numpy().astype(np.int64), axis=-1)),
          {"axis": -1}),
 ]

@@ -67,7 +67,8 @@ CASES = [
      "nn.layer_norm acts on"),
     ("softmax-last", lambda: one_op_graph("nn.softmax", f32(B, 4)), None),
     # layout
-    ("transpose-swap-batch", lambda: one_op_graph("transpose", f32(B, 4, 6), axes=(1, 0, 2)), "transpose moves " + ACROSS),
+    ("transpose-swap-batch", lambda: one_op_graph("transpose", f32(B, 4, 6), axes=(1, 0, 2)),
+     "transpose moves " + ACROSS),
     ("transpose-reverse", lambda: one_op_graph("transpose", f32(B, 4, 6)), "transpose moves"),
     ("transpose-batch-last", lambda: one_op_graph("transpose", f32(B, 4, 6), axes=(1, 2, -3)), "transpose moves"),
     ("transpose-inner", lambda: one_op_graph("transpose", f32(B, 4, 6), axes=(0, 2, 1)), None),

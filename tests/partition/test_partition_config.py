@@ -14,8 +14,14 @@ from partition_helpers import B, f32, partition_checked, random_inputs
 from tensorforge import ir
 from tensorforge.ir import Graph, TensorType
 from tensorforge.ir.ops.opaque import encode_output_type
-from tensorforge.partition import (ENGINE_VERSION, PartitionConfig, PartitionReport, deserialize_region,
-                                   partition_for_tensorforge, serialize_region)
+from tensorforge.partition import (
+    ENGINE_VERSION,
+    PartitionConfig,
+    PartitionReport,
+    deserialize_region,
+    partition_for_tensorforge,
+    serialize_region,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Config

@@ -9,8 +9,17 @@ from partition_helpers import B, f32, one_op_graph, partition_checked, region_of
 from tensorforge import ir
 from tensorforge.ir import Graph, TensorType
 from tensorforge.ir.ops.opaque import encode_output_type
-from tensorforge.partition import (ENGINE_VERSION, SUPPORTED, SupportContext, get_rule, register_supported_op,
-                                   registered_rules, rule_table, support_reason, support_rule)
+from tensorforge.partition import (
+    ENGINE_VERSION,
+    SUPPORTED,
+    SupportContext,
+    get_rule,
+    register_supported_op,
+    registered_rules,
+    rule_table,
+    support_reason,
+    support_rule,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Test-only IR ops and rules, registered once at import (registries refuse a second registration)
@@ -199,7 +208,7 @@ def test_registering_a_rule_twice_is_an_error():
 
 @pytest.mark.parametrize("since", [(0, 1), (0, -1, 0), "0.1.0"])
 def test_bad_since_is_an_error(since):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="since must be"):
         register_supported_op("test_partition.never", since=since)
     assert get_rule("test_partition.never") is None
 

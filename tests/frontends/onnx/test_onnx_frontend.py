@@ -11,9 +11,9 @@ import onnx
 import pytest
 import torch
 from onnx import helper
+from onnx_helpers import FLOAT, INT64, assert_matches_onnxruntime, make_model, onnxruntime_outputs
 
 import tensorforge
-from onnx_helpers import FLOAT, INT64, assert_matches_onnxruntime, make_model, onnxruntime_outputs
 from tensorforge import ir
 from tensorforge.frontends import from_onnx
 from tensorforge.frontends.onnx import OnnxImportError, check_onnx_model
@@ -159,7 +159,8 @@ CASES = [
     ("split-opset18-uneven", _split_18_uneven, {"split"}, []),
     ("conv-same-upper-asymmetric-pad", _conv_same_upper, {"nn.pad", "nn.conv2d"}, []),
     ("max-pool-asymmetric-pad", _max_pool_asymmetric, {"nn.pad", "nn.max_pool2d"}, []),
-    ("avg-pool-asymmetric-pad-not-counted", _avg_pool_asymmetric_exclude_pad, {"nn.pad", "nn.avg_pool2d", "divide"}, []),
+    ("avg-pool-asymmetric-pad-not-counted", _avg_pool_asymmetric_exclude_pad, {"nn.pad", "nn.avg_pool2d", "divide"},
+     []),
     ("gemm-transposes-alpha-beta", _gemm_all_attributes, {"transpose", "nn.dense", "multiply", "nn.bias_add"}, []),
     ("clip-run-time-bounds", _clip_runtime_bounds, {"maximum", "minimum"}, []),
     ("reduce-axes-input", _reduce_axes_input_keepdims, {"mean"}, []),
@@ -316,7 +317,8 @@ def _if_on_data_model():
     """A run-time condition; shape inference cannot type the output (the else branch reshapes by a computed shape)."""
     then_branch = _branch([node("Flatten", ["x"], ["t"], axis=1)], "t", "then")
     else_branch = _branch([node("Shape", ["x"], ["s"]), node("Gather", ["s", "zero"], ["n"], axis=0),
-                           node("Unsqueeze", ["n", "axes"], ["n1"]), node("Concat", ["n1", "minus_one"], ["shape"], axis=0),
+                           node("Unsqueeze", ["n", "axes"], ["n1"]),
+                           node("Concat", ["n1", "minus_one"], ["shape"], axis=0),
                            node("Reshape", ["x", "shape"], ["e0"]), node("Neg", ["e0"], ["e"])], "e", "else")
     nodes = [node("ReduceMax", ["x"], ["m"], keepdims=0), node("Greater", ["m", "zero_f"], ["cond"]),
              node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch, name="data_if")]
@@ -365,14 +367,14 @@ def test_data_dependent_output_shape_is_probed_through_onnxruntime():
 
 def test_registering_a_key_twice_raises():
     with pytest.raises(ValueError, match="already registered"):
-        onnx_converter("Relu", since=14)(lambda ctx, *, X: X)
+        onnx_converter("Relu", since=14)(lambda ctx, *, X: X)  # noqa: N803 - ONNX's input name
 
 
 def test_registration_checks_the_since_version():
     with pytest.raises(ValueError, match="not a since-version of Relu: opset 15 resolves to Relu-14"):
-        onnx_converter("Relu", since=15)(lambda ctx, *, X: X)
+        onnx_converter("Relu", since=15)(lambda ctx, *, X: X)  # noqa: N803
     with pytest.raises(ValueError, match="custom op names its inputs"):
-        onnx_converter("Triple", since=1, domain="com.tensorforge.test")(lambda ctx, *, X: X)
+        onnx_converter("Triple", since=1, domain="com.tensorforge.test")(lambda ctx, *, X: X)  # noqa: N803
 
 
 def test_an_older_since_version_binds_its_inputs_by_position():
@@ -401,11 +403,11 @@ def test_group_normalization_18_scales_per_group():
 def test_registration_checks_the_signature_against_every_since_version():
     # Hardmax-1/11/13 (no converter is registered for it) take `input` and the attribute `axis`
     with pytest.raises(ValueError, match=r"Hardmax-13: input 0 \('input'\) has no parameter"):
-        onnx_converter("Hardmax", since=13)(lambda ctx, *, X, axis: X)
+        onnx_converter("Hardmax", since=13)(lambda ctx, *, X, axis: X)  # noqa: N803
     with pytest.raises(ValueError, match=r"Hardmax-11: no parameter for the attribute\(s\) \['axis'\]"):
-        onnx_converter("Hardmax", since=(11, 13))(lambda ctx, *, input: input)  # noqa: A002
+        onnx_converter("Hardmax", since=(11, 13))(lambda ctx, *, input: input)  # noqa: A006 - ONNX's input name
     with pytest.raises(ValueError, match=r"Hardmax-13: the schema gives no \['keepdims'\]; give them defaults"):
-        onnx_converter("Hardmax", since=13)(lambda ctx, *, input, axis, keepdims: input)
+        onnx_converter("Hardmax", since=13)(lambda ctx, *, input, axis, keepdims: input)  # noqa: A006
     assert mapped_versions("Hardmax") == []  # nothing half-registered
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import onnxruntime as ort
 import pytest
 import torch
-
 from onnx_helpers import relative_error
+
 from tensorforge import ir
 from tensorforge.frontends import from_onnx
 from tensorforge.ir import Sym
