@@ -42,9 +42,11 @@ BATCHES = (1, 32, 128)
 # (model, precision, batch), grouped by model so each model is made once; googlenet's parallel inception
 # branches are where multi-stream execution shows
 SUITES = {
-    "full": [*(("resnet50", precision, b) for precision in ("fp16", "tf32") for b in BATCHES),
-             *((m, "fp16", b) for m in MODELS[1:] for b in BATCHES),
-             ("googlenet", "fp16", 1)],
+    "full": [
+        *(("resnet50", precision, b) for precision in ("fp16", "tf32") for b in BATCHES),
+        *((m, "fp16", b) for m in MODELS[1:] for b in BATCHES),
+        ("googlenet", "fp16", 1),
+    ],
 }
 TORCHVISION_OPTIONS = {"googlenet": {"aux_logits": False, "init_weights": True}}  # no training-only heads
 
@@ -60,11 +62,15 @@ def _reference_model(name: str):
     torch.manual_seed(0)
     if name == "bert_base":
         import transformers
+
         config = transformers.BertConfig()  # BERT-base: 12 layers, hidden 768, 12 heads
         model = transformers.BertModel(config, add_pooling_layer=True)
-        return model.eval(), lambda b: (torch.randint(0, config.vocab_size, (b, 128)),
-                                        torch.ones(b, 128, dtype=torch.long))
+        return model.eval(), lambda b: (
+            torch.randint(0, config.vocab_size, (b, 128)),
+            torch.ones(b, 128, dtype=torch.long),
+        )
     import torchvision
+
     model = getattr(torchvision.models, name)(**TORCHVISION_OPTIONS.get(name, {}))
     if hasattr(model, "heads"):  # torchvision's ViT starts with a zero head: every output would be 0
         torch.nn.init.normal_(model.heads.head.weight, std=0.02)
@@ -135,13 +141,18 @@ def _counters(plans) -> dict:
     return total
 
 
-def bench_one(name: str, precision: str, batch: int, methods: list[str], iters: int, cache_dir: str,
-              cached_build: bool = True) -> dict:
+def bench_one(
+    name: str, precision: str, batch: int, methods: list[str], iters: int, cache_dir: str, cached_build: bool = True
+) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
     model, inputs = on_cuda(name, precision, batch)
-    result = {"model": name, "precision": precision, "batch": batch,
-              "model_bytes": sum(t.numel() * t.element_size() for t in model.state_dict().values())}
+    result = {
+        "model": name,
+        "precision": precision,
+        "batch": batch,
+        "model_bytes": sum(t.numel() * t.element_size() for t in model.state_dict().values()),
+    }
     with torch.no_grad():
         expected = _first(model(*inputs)).float()
         if "eager" in methods:
@@ -161,8 +172,11 @@ def bench_one(name: str, precision: str, batch: int, methods: list[str], iters: 
         if "forge" in methods:
             forge_precision = FORGE_PRECISIONS[precision]
             fresh_peak()
-            module, build_s = timed(lambda: forge.compile(model, inputs, precision=forge_precision, device="cuda",
-                                                          cache_dir=cache_dir).build_all(batch))
+            module, build_s = timed(
+                lambda: forge.compile(
+                    model, inputs, precision=forge_precision, device="cuda", cache_dir=cache_dir
+                ).build_all(batch)
+            )
             out = _first(module(*inputs)).float()
             result["forge"] = summarize(cuda_latencies(lambda: module(*inputs), iters=iters), batch)
             result["forge"]["peak_mem_bytes"] = peak()  # build included, the PyTorch model resident
@@ -170,17 +184,24 @@ def bench_one(name: str, precision: str, batch: int, methods: list[str], iters: 
             module.save(saved)
             plans = module.plans()
             result["forge"].update(
-                build_s=build_s, max_abs_err=float((out - expected).abs().max()),
+                build_s=build_s,
+                max_abs_err=float((out - expected).abs().max()),
                 rel_err=float((out - expected).abs().max() / expected.abs().max().clamp_min(1e-9)),
-                regions=len(module.regions), fallback_nodes=sum(1 for n in module.graph.nodes if n.op != "subgraph"),
+                regions=len(module.regions),
+                fallback_nodes=sum(1 for n in module.graph.nodes if n.op != "subgraph"),
                 layers=sum(len(p.layers) for ps in plans.values() for p in ps),
-                tactics=_tactic_counts(plans), counters=_counters(plans))
+                tactics=_tactic_counts(plans),
+                counters=_counters(plans),
+            )
             del module, plans, out
             gc.collect()
             torch.cuda.empty_cache()
             if cached_build:  # what a second process pays: convert + partition + plans from the on-disk cache
-                again, cached_s = timed(lambda: forge.compile(model, inputs, precision=forge_precision,
-                                                              device="cuda", cache_dir=cache_dir).build_all(batch))
+                again, cached_s = timed(
+                    lambda: forge.compile(
+                        model, inputs, precision=forge_precision, device="cuda", cache_dir=cache_dir
+                    ).build_all(batch)
+                )
                 del again
                 result["forge"]["cached_build_s"] = cached_s
             try:
@@ -212,10 +233,17 @@ def serve(saved: str, model, inputs, expected, batch: int, iters: int = 20) -> d
     latencies = cuda_latencies(lambda: loaded(*inputs), warmup=2, iters=iters)
     steady_peak = peak()
     resident = torch.cuda.memory_allocated()
-    return {"load_s": load_s, "first_call_s": first_call_s, "median_ms": summarize(latencies, batch)["median_ms"],
-            "max_abs_err": max_abs_err, "baseline_bytes": baseline, "first_call_peak_bytes": first_call_peak,
-            "steady_peak_bytes": steady_peak, "peak_bytes": max(first_call_peak, steady_peak),
-            "resident_bytes": resident}
+    return {
+        "load_s": load_s,
+        "first_call_s": first_call_s,
+        "median_ms": summarize(latencies, batch)["median_ms"],
+        "max_abs_err": max_abs_err,
+        "baseline_bytes": baseline,
+        "first_call_peak_bytes": first_call_peak,
+        "steady_peak_bytes": steady_peak,
+        "peak_bytes": max(first_call_peak, steady_peak),
+        "resident_bytes": resident,
+    }
 
 
 def configurations(args) -> list[tuple[str, str, int]]:
@@ -234,42 +262,60 @@ def _mib(n) -> str:
 
 def summary(rows) -> str:
     """One line per configuration: latencies, the speedup over torch.compile, peaks in MiB and wall time."""
-    head = (f"{'model':<13} {'prec':<5} {'batch':>5} {'eager ms':>9} {'compile ms':>10} {'forge ms':>9} "
-            f"{'vs compile':>10} {'eager peak':>10} {'serving peak':>12} {'forge peak*':>11} {'wall s':>7}")
+    head = (
+        f"{'model':<13} {'prec':<5} {'batch':>5} {'eager ms':>9} {'compile ms':>10} {'forge ms':>9} "
+        f"{'vs compile':>10} {'eager peak':>10} {'serving peak':>12} {'forge peak*':>11} {'wall s':>7}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         label = f"{r['model']:<13} {r['precision']:<5} {r['batch']:>5}"
         if "error" in r or "skipped" in r:
-            lines.append(f"{label}  {r.get('error') or 'skipped: ' + r['skipped']}"[:len(head)])
+            lines.append(f"{label}  {r.get('error') or 'skipped: ' + r['skipped']}"[: len(head)])
             continue
         ms = {m: f"{r[m]['median_ms']:.3f}" if m in r else "-" for m in ("eager", "compile", "forge")}
         f = r.get("forge", {})
         speedup = f"{r['speedup_vs_compile']:.2f}x" if "speedup_vs_compile" in r else "-"
-        lines.append(f"{label} {ms['eager']:>9} {ms['compile']:>10} {ms['forge']:>9} {speedup:>10} "
-                     f"{_mib(r.get('eager', {}).get('peak_mem_bytes')):>10} "
-                     f"{_mib(f.get('serving', {}).get('peak_bytes')):>12} {_mib(f.get('peak_mem_bytes')):>11} "
-                     f"{r['wall_s']:>7.1f}")
-    lines.append("peaks in MiB; serving: a fresh load of the saved .tforge without the PyTorch model on the GPU; "
-                 "forge peak*: build and runs with the PyTorch model resident")
+        lines.append(
+            f"{label} {ms['eager']:>9} {ms['compile']:>10} {ms['forge']:>9} {speedup:>10} "
+            f"{_mib(r.get('eager', {}).get('peak_mem_bytes')):>10} "
+            f"{_mib(f.get('serving', {}).get('peak_bytes')):>12} {_mib(f.get('peak_mem_bytes')):>11} "
+            f"{r['wall_s']:>7.1f}"
+        )
+    lines.append(
+        "peaks in MiB; serving: a fresh load of the saved .tforge without the PyTorch model on the GPU; "
+        "forge peak*: build and runs with the PyTorch model resident"
+    )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=sorted(SUITES), default="full",
-                        help="the configurations to run when none of --models/--precisions/--batches is given "
-                             "(full: " + ", ".join(f"{m} {p} b{b}" for m, p, b in SUITES["full"]) + ")")
+    parser.add_argument(
+        "--suite",
+        choices=sorted(SUITES),
+        default="full",
+        help="the configurations to run when none of --models/--precisions/--batches is given "
+        "(full: " + ", ".join(f"{m} {p} b{b}" for m, p, b in SUITES["full"]) + ")",
+    )
     parser.add_argument("--models", help=f"comma-separated (default {','.join(MODELS)}; also googlenet)")
     parser.add_argument("--batches", help=f"comma-separated (default {','.join(map(str, BATCHES))})")
     parser.add_argument("--precisions", help="comma-separated: fp16, bf16, tf32, fp32 (default fp16)")
     parser.add_argument("--methods", default="eager,compile,forge")
     parser.add_argument("--iters", type=int, default=100)
-    parser.add_argument("--cached-builds", choices=("first", "all"), default="first",
-                        help="time the build from the plan cache at the first batch of each model and precision "
-                             "(default: it is mostly torch.export, the same at every batch) or at all of them")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="start no configuration once less than the longest one so far is left of this many "
-                             "seconds (they are reported as skipped), so a time-limited call ends with its results")
+    parser.add_argument(
+        "--cached-builds",
+        choices=("first", "all"),
+        default="first",
+        help="time the build from the plan cache at the first batch of each model and precision "
+        "(default: it is mostly torch.export, the same at every batch) or at all of them",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="start no configuration once less than the longest one so far is left of this many "
+        "seconds (they are reported as skipped), so a time-limited call ends with its results",
+    )
     parser.add_argument("--out", default=os.environ.get("OUT", "bench/results"))
     parser.add_argument("--tag", default="benchmark")
     args = parser.parse_args(argv)
@@ -294,16 +340,18 @@ def main(argv=None) -> int:
                 row = bench_one(name, precision, batch, methods, args.iters, cache_dir, cached_build=cached)
                 cached_timed.add((name, precision))
             except Exception as exc:  # noqa: BLE001 - one failure must not lose the rest of the run
-                row = {"model": name, "precision": precision, "batch": batch,
-                       "error": f"{type(exc).__name__}: {exc}"}
+                row = {"model": name, "precision": precision, "batch": batch, "error": f"{type(exc).__name__}: {exc}"}
             gc.collect()  # this configuration's model and plans, gone with bench_one's frame, leave the GPU
             torch.cuda.empty_cache()
             row["wall_s"] = time.perf_counter() - start
             longest = max(longest, row["wall_s"])
         rows.append(row)
         print(json.dumps(row), flush=True)
-        print(f"[{i}/{len(configs)}] {name} {precision} batch {batch}: {row['wall_s']:.1f} s "
-              f"(total {time.perf_counter() - started:.0f} s)", flush=True)
+        print(
+            f"[{i}/{len(configs)}] {name} {precision} batch {batch}: {row['wall_s']:.1f} s "
+            f"(total {time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
         # written after every configuration, so a run stopped part-way keeps what it measured
         doc = {"date": time.strftime("%Y-%m-%d"), "environment": environment(), "results": rows}
         out_path.write_text(json.dumps(doc, indent=2))

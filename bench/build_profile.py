@@ -68,8 +68,14 @@ def profile_one(name: str, precision: str, batch: int) -> dict:
     stats = pstats.Stats(profiler)
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(35)
-    return {"model": name, "precision": precision, "batch": batch, "build_and_first_call_s": round(total, 2),
-            "parts_s": _part_times(stats), "profile_top": text.getvalue()}
+    return {
+        "model": name,
+        "precision": precision,
+        "batch": batch,
+        "build_and_first_call_s": round(total, 2),
+        "parts_s": _part_times(stats),
+        "profile_top": text.getvalue(),
+    }
 
 
 def main(argv=None) -> int:
@@ -84,8 +90,10 @@ def main(argv=None) -> int:
         for batch in (int(b) for b in args.batches.split(",")):
             row = profile_one(name, args.precision, batch)
             rows.append(row)
-            print(f"{name} {args.precision} b{batch}: {row['build_and_first_call_s']} s  {json.dumps(row['parts_s'])}",
-                  flush=True)
+            print(
+                f"{name} {args.precision} b{batch}: {row['build_and_first_call_s']} s  {json.dumps(row['parts_s'])}",
+                flush=True,
+            )
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "build_profile.json"), "w") as f:

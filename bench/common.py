@@ -12,6 +12,7 @@ import torch
 def cuda_latencies(fn, *, warmup: int = 10, iters: int = 100) -> list[float]:
     """Milliseconds per call, one CUDA event pair per call, after warm-up (the CLI's `bench` measures so too)."""
     from tensorforge.cli import measure_latencies
+
     return measure_latencies(fn, torch.device("cuda"), warmup, iters)
 
 
@@ -19,8 +20,13 @@ def summarize(latencies: list[float], batch: int) -> dict:
     ordered = sorted(latencies)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
     median = statistics.median(ordered)
-    return {"median_ms": median, "p90_ms": pick(0.9), "p99_ms": pick(0.99), "min_ms": ordered[0],
-            "throughput_per_s": batch * 1000.0 / median}
+    return {
+        "median_ms": median,
+        "p90_ms": pick(0.9),
+        "p99_ms": pick(0.99),
+        "min_ms": ordered[0],
+        "throughput_per_s": batch * 1000.0 / median,
+    }
 
 
 def timed(fn):
@@ -38,10 +44,15 @@ def environment() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__}
     try:
         import triton
+
         info["triton"] = triton.__version__
     except ImportError:
         info["triton"] = None
     if torch.cuda.is_available():
-        info.update(gpu=torch.cuda.get_device_name(), capability=list(torch.cuda.get_device_capability()),
-                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+        info.update(
+            gpu=torch.cuda.get_device_name(),
+            capability=list(torch.cuda.get_device_capability()),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     return info

@@ -42,12 +42,23 @@ def dense_layer(tokens: int, k: int, n: int, activation, residual: bool) -> Grap
     batch = Sym("batch")
     g = Graph("dense")
     x = g.add_input("x", TensorType("float16", (batch, tokens, k)))
-    inputs = [x, g.add_constant((torch.randn(n, k) / k ** 0.5).half(), "w"), g.add_constant(torch.randn(n).half(), "b")]
+    inputs = [x, g.add_constant((torch.randn(n, k) / k**0.5).half(), "w"), g.add_constant(torch.randn(n).half(), "b")]
     if residual:
         inputs.append(g.add_input("r", TensorType("float16", (batch, tokens, n))))
     act, attrs = activation or (None, ())
-    g.set_outputs([g.call("engine.dense", *inputs, has_bias=True, activation=act, activation_attrs=attrs,
-                          has_residual=residual, residual_position="pre_activation")])
+    g.set_outputs(
+        [
+            g.call(
+                "engine.dense",
+                *inputs,
+                has_bias=True,
+                activation=act,
+                activation_attrs=attrs,
+                has_residual=residual,
+                residual_position="pre_activation",
+            )
+        ]
+    )
     return g.verify()
 
 
@@ -75,10 +86,21 @@ def main(argv=None) -> int:
                 except Exception as exc:  # noqa: BLE001 - report and go on
                     print(f"  {name} b{batch} {t.name}: {type(exc).__name__}: {exc}")
             best = min(timings, key=timings.get)
-            rows.append({"layer": name, "batch": batch, "m": batch * tokens, "n": n, "k": k, "timings_ms": timings,
-                         "best": best})
-            cells = "  ".join(f"{t}={ms * 1e3:.1f}us({flop / ms / 1e9:.0f}TF)" for t, ms in
-                              sorted(timings.items(), key=lambda kv: kv[1]))
+            rows.append(
+                {
+                    "layer": name,
+                    "batch": batch,
+                    "m": batch * tokens,
+                    "n": n,
+                    "k": k,
+                    "timings_ms": timings,
+                    "best": best,
+                }
+            )
+            cells = "  ".join(
+                f"{t}={ms * 1e3:.1f}us({flop / ms / 1e9:.0f}TF)"
+                for t, ms in sorted(timings.items(), key=lambda kv: kv[1])
+            )
             print(f"{name:>14} b{batch:<3} M={batch * tokens:<5} N={n:<5} K={k:<5} best {best}: {cells}", flush=True)
     if args.out:
         with open(args.out, "w") as f:

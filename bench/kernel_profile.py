@@ -48,8 +48,10 @@ def kernel_table(fn, top: int) -> tuple[list[tuple[str, float, float]], float, f
 def kernel_section(label: str, fn, top: int) -> list[str]:
     """`fn`'s kernels by time, as report lines under a heading with the totals per call."""
     rows, total, launches = kernel_table(fn, top)
-    return [f"### {label}: {total:.1f} us of kernels, {launches:.0f} launches per call",
-            *(f"  {us:9.1f} us  {n:6.1f}x  {kname}" for kname, us, n in rows)]
+    return [
+        f"### {label}: {total:.1f} us of kernels, {launches:.0f} launches per call",
+        *(f"  {us:9.1f} us  {n:6.1f}x  {kname}" for kname, us, n in rows),
+    ]
 
 
 def profile_one(name: str, batch: int, precision: str, top: int) -> str:

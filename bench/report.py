@@ -1,6 +1,6 @@
 """Merge benchmark and accuracy JSON files into bench/results/RESULTS.md and a speedup chart.
 
-    python bench/report.py bench/results/run-*.json --accuracy bench/results/accuracy*.json
+python bench/report.py bench/results/run-*.json --accuracy bench/results/accuracy*.json
 """
 
 from __future__ import annotations
@@ -37,10 +37,24 @@ def _serving_mib(row):
     return f"{s['first_call_peak_bytes'] / 2**20:.0f} / {s['steady_peak_bytes'] / 2**20:.0f}"
 
 
-COLUMNS = ("model", "precision", "batch", "eager ms", "torch.compile ms", "tensorforge ms", "vs eager", "vs compile",
-           "tensorforge img/s", "build s", "cached build s", "plan load s", "eager peak MiB",
-           "tensorforge serving peak MiB (first call / steady)", "model-resident peak MiB compile / forge",
-           "max rel err")
+COLUMNS = (
+    "model",
+    "precision",
+    "batch",
+    "eager ms",
+    "torch.compile ms",
+    "tensorforge ms",
+    "vs eager",
+    "vs compile",
+    "tensorforge img/s",
+    "build s",
+    "cached build s",
+    "plan load s",
+    "eager peak MiB",
+    "tensorforge serving peak MiB (first call / steady)",
+    "model-resident peak MiB compile / forge",
+    "max rel err",
+)
 
 
 def table(rows) -> str:
@@ -56,12 +70,14 @@ def table(rows) -> str:
             f"{_ms(r, 'forge')} | {r.get('speedup_vs_eager', 0):.2f}× | {r.get('speedup_vs_compile', 0):.2f}× | "
             f"{f.get('throughput_per_s', 0):.0f} | {f.get('build_s', 0):.1f} | {_seconds(f.get('cached_build_s'))} | "
             f"{f.get('plan_load_s', 0):.2f} | {_mib(r, 'eager')} | {_serving_mib(r)} | "
-            f"{_mib(r, 'compile')} / {_mib(r, 'forge')} | {f.get('rel_err', 0):.1e} |")
+            f"{_mib(r, 'compile')} / {_mib(r, 'forge')} | {f.get('rel_err', 0):.1e} |"
+        )
     return "\n".join(out)
 
 
 def chart(rows, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -69,8 +85,12 @@ def chart(rows, path: Path) -> None:
     labels = [f"{r['model']}\n{r['precision']} b{r['batch']}" for r in ok]
     fig, ax = plt.subplots(figsize=(max(8, len(ok) * 0.8), 4.5))
     xs = range(len(ok))
-    ax.bar([x - 0.2 for x in xs], [r["speedup_vs_compile"] for r in ok], width=0.4,
-           label="vs torch.compile (reduce-overhead)")
+    ax.bar(
+        [x - 0.2 for x in xs],
+        [r["speedup_vs_compile"] for r in ok],
+        width=0.4,
+        label="vs torch.compile (reduce-overhead)",
+    )
     ax.bar([x + 0.2 for x in xs], [r["speedup_vs_eager"] for r in ok], width=0.4, label="vs PyTorch eager")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.axhline(1.25, color="gray", linewidth=0.8, linestyle="--", label="target 1.25×")
@@ -99,18 +119,27 @@ def main(argv=None) -> int:
     docs = [json.loads(Path(p).read_text()) for p in args.runs]
     rows = _merged([r for d in docs for r in d["results"]])
     env = docs[0]["environment"]
-    lines = ["# tensorforge benchmark results", "",
-             f"Measured {docs[0]['date']} on {env.get('gpu')} (sm{''.join(map(str, env.get('capability', [])))}), "
-             f"Python {env['python']}, torch {env['torch']}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
-             f"Triton {env.get('triton')}. Medians of CUDA-event timings after warm-up; eager, "
-             f"`torch.compile(mode=\"reduce-overhead\")` and tensorforge in the same process on the same inputs.",
-             "", "Peak GPU memory (`torch.cuda.max_memory_allocated`, the inputs included everywhere): eager's peak "
-             "is its weights and activations. tensorforge's serving peak is what a deployment pays: the saved "
-             ".tforge loaded afresh with the PyTorch model off the GPU, through its first call (CUDA-graph capture) "
-             "and over the steady-state runs after it. The model-resident peaks count the "
-             "PyTorch model's weights on top of each method's own (for tensorforge also its build).",
-             "", f"Rows from {', '.join(Path(p).name for p in args.runs)}.", "", table(rows), "",
-             "![speedups](speedup.png)", ""]
+    lines = [
+        "# tensorforge benchmark results",
+        "",
+        f"Measured {docs[0]['date']} on {env.get('gpu')} (sm{''.join(map(str, env.get('capability', [])))}), "
+        f"Python {env['python']}, torch {env['torch']}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
+        f"Triton {env.get('triton')}. Medians of CUDA-event timings after warm-up; eager, "
+        f'`torch.compile(mode="reduce-overhead")` and tensorforge in the same process on the same inputs.',
+        "",
+        "Peak GPU memory (`torch.cuda.max_memory_allocated`, the inputs included everywhere): eager's peak "
+        "is its weights and activations. tensorforge's serving peak is what a deployment pays: the saved "
+        ".tforge loaded afresh with the PyTorch model off the GPU, through its first call (CUDA-graph capture) "
+        "and over the steady-state runs after it. The model-resident peaks count the "
+        "PyTorch model's weights on top of each method's own (for tensorforge also its build).",
+        "",
+        f"Rows from {', '.join(Path(p).name for p in args.runs)}.",
+        "",
+        table(rows),
+        "",
+        "![speedups](speedup.png)",
+        "",
+    ]
     for p in args.accuracy:
         acc = json.loads(Path(p).read_text())
         lines += [f"## Accuracy ({Path(p).name})", "", "```json", json.dumps(acc, indent=2)[:12000], "```", ""]

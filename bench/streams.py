@@ -37,8 +37,10 @@ def measure(name: str, batch: int) -> dict:
             plans = [p for ps in module.plans().values() for p in ps]
             outputs[streams] = module(*inputs).float()
             latencies = cuda_latencies(functools.partial(module, *inputs), iters=200)
-            row[f"streams_{streams}"] = {**summarize(latencies, batch),
-                                         "plan_streams": max(p.num_streams for p in plans)}
+            row[f"streams_{streams}"] = {
+                **summarize(latencies, batch),
+                "plan_streams": max(p.num_streams for p in plans),
+            }
             del module, plans
     row["speedup"] = row["streams_1"]["median_ms"] / row["streams_4"]["median_ms"]
     row["max_abs_diff"] = float((outputs[1] - outputs[4]).abs().max())
@@ -56,9 +58,12 @@ def main(argv=None) -> int:
         for batch in (int(b) for b in args.batches.split(",")):
             row = measure(name, batch)
             rows.append(row)
-            print(f"{name} b{batch}: 1 stream {row['streams_1']['median_ms']:.3f} ms, "
-                  f"{row['streams_4']['plan_streams']} streams {row['streams_4']['median_ms']:.3f} ms "
-                  f"({row['speedup']:.2f}x), max |diff| {row['max_abs_diff']:.2e}", flush=True)
+            print(
+                f"{name} b{batch}: 1 stream {row['streams_1']['median_ms']:.3f} ms, "
+                f"{row['streams_4']['plan_streams']} streams {row['streams_4']['median_ms']:.3f} ms "
+                f"({row['speedup']:.2f}x), max |diff| {row['max_abs_diff']:.2e}",
+                flush=True,
+            )
     Path(args.out).mkdir(parents=True, exist_ok=True)
     doc = {"date": time.strftime("%Y-%m-%d"), "environment": environment(), "results": rows}
     (Path(args.out) / "streams.json").write_text(json.dumps(doc, indent=2))

@@ -44,9 +44,11 @@ def make(model_name: str, device: str, image_size: int, batch: int):
     """(compiled module, eager model, input) for `batch`, the plan built for it."""
     if device == "cuda" and image_size == 224:
         from benchmark import on_cuda  # realistic batch-norm statistics, seeded inputs, as the other benchmarks
+
         model, (x,) = on_cuda(model_name, "fp16", batch)
     else:
         import torchvision
+
         torch.manual_seed(0)
         dtype = torch.float16 if device == "cuda" else torch.float32
         model = getattr(torchvision.models, model_name)().eval().to(device, dtype)
@@ -110,6 +112,7 @@ def callers(module, mode: str):
         def call(x):
             with lock:
                 return context(x)
+
         return call, False
     return module, mode == "per_thread" and module.device.type == "cuda"
 
@@ -131,8 +134,9 @@ def main(argv=None) -> int:
     batches = [int(b) for b in (args.batches or batches).split(",")]
     iters = args.iters or iters
     thread_counts = [int(t) for t in args.threads.split(",")]
-    modes = (args.modes or ("per_thread,per_thread_one_stream,locked" if args.device == "cuda"
-                            else "per_thread,locked")).split(",")
+    modes = (
+        args.modes or ("per_thread,per_thread_one_stream,locked" if args.device == "cuda" else "per_thread,locked")
+    ).split(",")
     cuda = args.device == "cuda"
     rows = []
     for batch in batches:
@@ -150,21 +154,39 @@ def main(argv=None) -> int:
                     torch.cuda.reset_peak_memory_stats()
                     before = torch.cuda.memory_allocated()
                 elapsed, outputs = run_threads(call, x, threads, iters, own_streams)
-                row = {"batch": batch, "mode": mode, "threads": threads, "iters_per_thread": iters,
-                       "seconds": elapsed, "images_per_s": threads * iters * batch / elapsed,
-                       "max_abs_diff_vs_one_thread": max(float((o.float() - reference).abs().max()) for o in outputs)}
+                row = {
+                    "batch": batch,
+                    "mode": mode,
+                    "threads": threads,
+                    "iters_per_thread": iters,
+                    "seconds": elapsed,
+                    "images_per_s": threads * iters * batch / elapsed,
+                    "max_abs_diff_vs_one_thread": max(float((o.float() - reference).abs().max()) for o in outputs),
+                }
                 if cuda:
                     row["peak_extra_bytes"] = torch.cuda.max_memory_allocated() - before
                 rows.append(row)
-                print(f"{model_name} b{batch} {mode:<22} {threads} threads: {row['images_per_s']:9.1f} img/s "
-                      f"({elapsed:.3f} s)" + (f", peak +{row['peak_extra_bytes'] / 2**20:.0f} MiB" if cuda else "")
-                      + f", max |diff| {row['max_abs_diff_vs_one_thread']:.2e}", flush=True)
+                print(
+                    f"{model_name} b{batch} {mode:<22} {threads} threads: {row['images_per_s']:9.1f} img/s "
+                    f"({elapsed:.3f} s)"
+                    + (f", peak +{row['peak_extra_bytes'] / 2**20:.0f} MiB" if cuda else "")
+                    + f", max |diff| {row['max_abs_diff_vs_one_thread']:.2e}",
+                    flush=True,
+                )
         plan = next(p for ps in module.plans().values() for p in ps)
-        rows.append({"batch": batch, "plan_arena_bytes": plan.peak_activation_bytes,
-                     "max_abs_diff_vs_eager": eager_diff})
+        rows.append(
+            {"batch": batch, "plan_arena_bytes": plan.peak_activation_bytes, "max_abs_diff_vs_eager": eager_diff}
+        )
         del module, call
-    doc = {"date": time.strftime("%Y-%m-%d"), "environment": environment(), "model": model_name,
-           "device": args.device, "image_size": image_size, "torch_threads": torch.get_num_threads(), "results": rows}
+    doc = {
+        "date": time.strftime("%Y-%m-%d"),
+        "environment": environment(),
+        "model": model_name,
+        "device": args.device,
+        "image_size": image_size,
+        "torch_threads": torch.get_num_threads(),
+        "results": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2))
     print(f"wrote {args.out}")

@@ -54,12 +54,28 @@ IMAGE_SIZE, SEQ_LEN = 224, 128
 # the Hugging Face sizes on the GPU (the catalog's small configs are what --dry-run uses)
 HF_GPU_CONFIGS = {
     "hf-gpt2": dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257),
-    "hf-llama": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
-                     num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048),
+    "hf-llama": dict(
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=8,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        vocab_size=32000,
+        max_position_embeddings=2048,
+    ),
     "hf-t5-encoder": dict(d_model=512, d_ff=2048, num_layers=6, num_heads=8, d_kv=64, vocab_size=32128),
-    "hf-whisper-encoder": dict(d_model=384, encoder_layers=4, decoder_layers=4, encoder_attention_heads=6,
-                               decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536,
-                               num_mel_bins=80, max_source_positions=1500, vocab_size=51865),
+    "hf-whisper-encoder": dict(
+        d_model=384,
+        encoder_layers=4,
+        decoder_layers=4,
+        encoder_attention_heads=6,
+        decoder_attention_heads=6,
+        encoder_ffn_dim=1536,
+        decoder_ffn_dim=1536,
+        num_mel_bins=80,
+        max_source_positions=1500,
+        vocab_size=51865,
+    ),
 }
 DRY_IMAGE_SIZE, DRY_SEQ_LEN, DRY_BATCHES = 64, 16, (1, 2)
 
@@ -71,6 +87,7 @@ def make(name: str, batch: int, dry_run: bool):
         overrides = None if dry_run else HF_GPU_CONFIGS[name]
         return zoo_catalog.make_hf(name, batch, config_overrides=overrides, seq_len=DRY_SEQ_LEN if dry_run else SEQ_LEN)
     import torchvision
+
     size = DRY_IMAGE_SIZE if dry_run else IMAGE_SIZE
     model = torchvision.models.get_model(name, weights=None)
     zoo_catalog._unzero_linears(model)
@@ -80,6 +97,7 @@ def make(name: str, batch: int, dry_run: bool):
 
 def _first(out) -> torch.Tensor:
     from tensorforge.cli.sources import _flatten
+
     return out if isinstance(out, torch.Tensor) else _flatten(out)[0]
 
 
@@ -101,8 +119,13 @@ def bench_one(name: str, batch: int, *, device: torch.device, dry_run: bool, ite
         reference32 = _first(model.to(device)(*[t.to(device) for t in inputs])).float()
     model = model.to(device, dtype)
     inputs = tuple(t.to(device, dtype) if t.is_floating_point() else t.to(device) for t in inputs)
-    row = {"model": name, "batch": batch, "precision": precision, "device": str(device),
-           "params": sum(p.numel() for p in model.parameters())}
+    row = {
+        "model": name,
+        "batch": batch,
+        "precision": precision,
+        "device": str(device),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
     def times(target) -> dict:
         """`target(*inputs)`'s latency summary."""
@@ -128,11 +151,16 @@ def bench_one(name: str, batch: int, *, device: torch.device, dry_run: bool, ite
         build_s = time.perf_counter() - start
         out = _first(module(*inputs)).float()
         report = module.report
-        row["forge"] = {**times(module), "build_s": build_s,
-                        "rel_err_vs_eager": _rel_err(out, expected), "rel_err_vs_fp32": _rel_err(out, reference32),
-                        "regions": len(module.regions), "node_share": report.node_share,
-                        "mac_share": report.mac_share,
-                        "fallback_nodes": sum(1 for n in module.graph.nodes if n.op != "subgraph")}
+        row["forge"] = {
+            **times(module),
+            "build_s": build_s,
+            "rel_err_vs_eager": _rel_err(out, expected),
+            "rel_err_vs_fp32": _rel_err(out, reference32),
+            "regions": len(module.regions),
+            "node_share": report.node_share,
+            "mac_share": report.mac_share,
+            "fallback_nodes": sum(1 for n in module.graph.nodes if n.op != "subgraph"),
+        }
         del module
     for other in ("eager", "compile"):
         row[f"speedup_vs_{other}"] = row[other]["median_ms"] / row["forge"]["median_ms"]
@@ -144,18 +172,23 @@ def bench_one(name: str, batch: int, *, device: torch.device, dry_run: bool, ite
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | batch | prec | eager ms | compile ms | forge ms | vs eager | vs compile | regions | MACs off "
-             "| rel err (fp16 eager / fp32) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | batch | prec | eager ms | compile ms | forge ms | vs eager | vs compile | regions | MACs off "
+        "| rel err (fp16 eager / fp32) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         head = f"| {r['model']} | {r['batch']} | {r.get('precision', '')} "
         if "error" in r or "skipped" in r:
             lines.append(head + f"| {r.get('error') or 'skipped: ' + r['skipped']} | | | | | | | |")
             continue
         f = r["forge"]
-        lines.append(head + f"| {r['eager']['median_ms']:.3f} | {r['compile']['median_ms']:.3f} | "
-                            f"{f['median_ms']:.3f} | {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_compile']:.2f}x | "
-                            f"{f['regions']} | {100 * f['mac_share']:.1f}% | "
-                            f"{f['rel_err_vs_eager']:.1e} / {f['rel_err_vs_fp32']:.1e} |")
+        lines.append(
+            head + f"| {r['eager']['median_ms']:.3f} | {r['compile']['median_ms']:.3f} | "
+            f"{f['median_ms']:.3f} | {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_compile']:.2f}x | "
+            f"{f['regions']} | {100 * f['mac_share']:.1f}% | "
+            f"{f['rel_err_vs_eager']:.1e} / {f['rel_err_vs_fp32']:.1e} |"
+        )
     return "\n".join(lines)
 
 
@@ -166,9 +199,13 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, FP32, few iterations: runs on a CPU")
     parser.add_argument("--iters", type=int, default=None, help="timed calls per method (default 100; 3 dry)")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="start no configuration once less than the longest one so far is left of this many "
-                             "seconds (reported as skipped), so a time-limited call ends with its results")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="start no configuration once less than the longest one so far is left of this many "
+        "seconds (reported as skipped), so a time-limited call ends with its results",
+    )
     parser.add_argument("--out", default=os.environ.get("OUT", "bench/results"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -182,8 +219,9 @@ def main(argv=None) -> int:
     unknown = [m for m in models if m not in SAMPLE]
     if unknown:
         parser.error(f"unknown model(s) {unknown}: the sample is {', '.join(SAMPLE)}")
-    batches = [int(b) for b in args.batches.split(",")] if args.batches else list(DRY_BATCHES if args.dry_run
-                                                                                  else BATCHES)
+    batches = (
+        [int(b) for b in args.batches.split(",")] if args.batches else list(DRY_BATCHES if args.dry_run else BATCHES)
+    )
     iters = args.iters or (3 if args.dry_run else 100)
     warmup = 1 if args.dry_run else 10
     out_dir = Path(args.out)
@@ -198,8 +236,11 @@ def main(argv=None) -> int:
             try:
                 row = bench_one(name, batch, device=device, dry_run=args.dry_run, iters=iters, warmup=warmup)
             except Exception as exc:  # noqa: BLE001 - one failure must not lose the rest of the run
-                row = {"model": name, "batch": batch,
-                       "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+                row = {
+                    "model": name,
+                    "batch": batch,
+                    "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                }
                 gc.collect()
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -207,15 +248,25 @@ def main(argv=None) -> int:
             longest = max(longest, row["wall_s"])
         rows.append(row)
         print(json.dumps(row), flush=True)
-        print(f"[{i}/{len(configs)}] {name} batch {batch}: {row['wall_s']:.1f} s "
-              f"(total {time.perf_counter() - started:.0f} s)", flush=True)
-        doc = {"date": time.strftime("%Y-%m-%d"), "environment": environment(), "dry_run": args.dry_run,
-               "sample": {m: SAMPLE[m] for m in models}, "results": rows}
+        print(
+            f"[{i}/{len(configs)}] {name} batch {batch}: {row['wall_s']:.1f} s "
+            f"(total {time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+        doc = {
+            "date": time.strftime("%Y-%m-%d"),
+            "environment": environment(),
+            "dry_run": args.dry_run,
+            "sample": {m: SAMPLE[m] for m in models},
+            "results": rows,
+        }
         (out_dir / "zoo_gpu.json").write_text(json.dumps(doc, indent=2))
     env = environment()
-    md = (f"# Zoo sample on {env.get('gpu', 'the CPU (dry run)')}, {time.strftime('%Y-%m-%d')}\n\n"
-          f"torch {env['torch']}, triton {env.get('triton')}; medians of {iters} calls after {warmup} warm-up; "
-          f"speedups are tensorforge against each method in the same run.\n\n{table(rows)}\n")
+    md = (
+        f"# Zoo sample on {env.get('gpu', 'the CPU (dry run)')}, {time.strftime('%Y-%m-%d')}\n\n"
+        f"torch {env['torch']}, triton {env.get('triton')}; medians of {iters} calls after {warmup} warm-up; "
+        f"speedups are tensorforge against each method in the same run.\n\n{table(rows)}\n"
+    )
     (out_dir / "zoo_gpu.md").write_text(md)
     print(table(rows), flush=True)
     return 0

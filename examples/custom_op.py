@@ -24,7 +24,7 @@ class Net(torch.nn.Module):
 
 
 x = torch.randn(4, 16)
-print([n.op for n in forge.frontends.from_torch(Net().eval(), (x,)).nodes][-1])   # torch.mylib.scaled_tanh.default
+print([n.op for n in forge.frontends.from_torch(Net().eval(), (x,)).nodes][-1])  # torch.mylib.scaled_tanh.default
 
 
 # ... becomes one layer inside the plan once it has a plugin kernel (TensorRT's plugin idea)
@@ -34,6 +34,6 @@ def scaled_tanh_kernel(x, *, scale):
 
 
 module = forge.compile(Net().eval(), (x,), device="cpu")
-assert [n.op for n in module.graph.nodes] == ["subgraph"]                  # nothing left to PyTorch
+assert [n.op for n in module.graph.nodes] == ["subgraph"]  # nothing left to PyTorch
 print([layer.op for layer in module.plans().get("tensorforge_0", [])] or "plans build at first run")
 print(module(x).shape)

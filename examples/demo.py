@@ -59,14 +59,17 @@ def speed(model: torch.nn.Module, module: forge.Module, x: torch.Tensor, dtype: 
     print(f"\n== speed, median of 50 calls at batch {x.shape[0]}")
     print(f"tensorforge                              {ours:8.3f} ms")
     print(f"PyTorch eager                            {eager:8.3f} ms   tensorforge is {eager / ours:.2f}x faster")
-    print(f"torch.compile(mode='reduce-overhead')    {inductor:8.3f} ms   tensorforge is {inductor / ours:.2f}x "
-          f"faster (its compile took {compile_s:.0f} s)")
+    print(
+        f"torch.compile(mode='reduce-overhead')    {inductor:8.3f} ms   tensorforge is {inductor / ours:.2f}x "
+        f"faster (its compile took {compile_s:.0f} s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", nargs="?", default=None, help="a torchvision model (resnet50 on a GPU, resnet18 "
-                        "on the CPU)")
+    parser.add_argument(
+        "model", nargs="?", default=None, help="a torchvision model (resnet50 on a GPU, resnet18 on the CPU)"
+    )
     parser.add_argument("--batch", type=int, default=None, help="batch size (32 on a GPU, 2 on the CPU)")
     args = parser.parse_args(argv)
     on_gpu = torch.cuda.is_available()
@@ -98,14 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     error = ((actual.float() - expected).abs().max() / expected.abs().max()).item()
     tolerance = TOLERANCES[precision]
     ok = error <= tolerance
-    print(f"\n== numerical check against PyTorch eager (float32): max relative error {error:.2e} "
-          f"({'OK' if ok else 'FAILED'}, tolerance {tolerance:g} for {precision})")
+    print(
+        f"\n== numerical check against PyTorch eager (float32): max relative error {error:.2e} "
+        f"({'OK' if ok else 'FAILED'}, tolerance {tolerance:g} for {precision})"
+    )
 
     if on_gpu:
         speed(model, module, x, torch.float16 if precision == "fp16" else torch.float32)
     else:
-        print("\n(speed against eager and torch.compile is measured on a GPU only: here plans run the engine's "
-              "reference tactics)")
+        print(
+            "\n(speed against eager and torch.compile is measured on a GPU only: here plans run the engine's "
+            "reference tactics)"
+        )
     return 0 if ok else 1
 
 

@@ -8,7 +8,7 @@ model = transformers.BertModel(config).eval()
 ids = torch.randint(0, config.vocab_size, (2, 32))
 mask = torch.ones(2, 32, dtype=torch.long)
 
-fast = forge.compile(model, (ids, mask), precision="fp32", device="cpu")   # "fp16"/"bf16" on a GPU
+fast = forge.compile(model, (ids, mask), precision="fp32", device="cpu")  # "fp16"/"bf16" on a GPU
 hidden, pooled = fast(ids, mask)
 with torch.no_grad():
     reference = model(ids, attention_mask=mask)

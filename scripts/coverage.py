@@ -65,6 +65,7 @@ CONTROL_FLOW = ("onnx.If", "onnx.Loop", "onnx.Scan")
 
 # -- one model --------------------------------------------------------------------------------------
 
+
 def _first_line(exc: BaseException) -> str:
     """The exception's type and first line (and the line after it when the first only announces a list)."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [""]
@@ -83,8 +84,9 @@ def _where(exc: BaseException) -> str:
 
 def _fallback_summary(report) -> dict:
     """op -> reason -> number of nodes (the report's fallback list, counted)."""
-    return {op: {reason: len(nodes) for reason, nodes in by_reason.items()}
-            for op, by_reason in report.reasons().items()}
+    return {
+        op: {reason: len(nodes) for reason, nodes in by_reason.items()} for op, by_reason in report.reasons().items()
+    }
 
 
 def _compare(actual, expected) -> dict:
@@ -92,6 +94,7 @@ def _compare(actual, expected) -> dict:
     import torch
 
     from tensorforge.cli.compare import _error_stats
+
     if len(actual) != len(expected):
         return {"mismatch": f"{len(actual)} outputs, the reference has {len(expected)}"}
     worst_rel, worst_abs, exact_mismatch, smallest = 0.0, 0.0, [], math.inf
@@ -124,6 +127,7 @@ def _fp64_errors(model, inputs, actual, expected) -> tuple[float, float] | None:
     import torch
 
     from tensorforge.cli.sources import _flatten
+
     try:
         model64 = copy.deepcopy(model).double()
         inputs64 = [t.double() if t.is_floating_point() else t for t in inputs]
@@ -142,6 +146,7 @@ def _import(spec, model, inputs, row: dict):
     """The ir.Graph of the model, with a symbolic batch where it can be (the torch frontend first tries the
     dynamic batch forge.compile uses, then a static one); raises what the frontend raises."""
     from tensorforge.frontends import from_onnx, from_torch
+
     if spec.is_onnx:
         return from_onnx(model, dynamic_batch=spec.dynamic_batch, input_shapes=spec.onnx_shapes or None)
     if spec.dynamic_batch:
@@ -165,8 +170,14 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
     import zoo_catalog
     from tensorforge.cli.common import TOLERANCES
 
-    row: dict = {"name": spec.name, "family": spec.family, "input": spec.input_desc, "notes": [],
-                 "batch_mode": "dynamic" if spec.dynamic_batch else "static", "times_s": {}}
+    row: dict = {
+        "name": spec.name,
+        "family": spec.family,
+        "input": spec.input_desc,
+        "notes": [],
+        "batch_mode": "dynamic" if spec.dynamic_batch else "static",
+        "times_s": {},
+    }
     stage = "model"
     clock = time.perf_counter()
 
@@ -185,9 +196,13 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
         if not spec.is_onnx:
             row["params"] = sum(p.numel() for p in model.parameters())
             if row["params"] > max_params:
-                return {**row, "status": "limit", "stage": "model",
-                        "error": f"{row['params'] / 1e6:.0f} M parameters: over the sweep's cap of "
-                                 f"{max_params / 1e6:.0f} M on the 2-core machine (--max-params)"}
+                return {
+                    **row,
+                    "status": "limit",
+                    "stage": "model",
+                    "error": f"{row['params'] / 1e6:.0f} M parameters: over the sweep's cap of "
+                    f"{max_params / 1e6:.0f} M on the 2-core machine (--max-params)",
+                }
         lap("model")
         stage = "reference"
         expected = zoo_catalog.reference_outputs(spec, model, inputs)
@@ -200,10 +215,17 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
         graph, config = forge.partition_for_tensorforge(graph, min_block_size=1, use_implicit_batch=False)
         module = forge.build(graph, config, device="cpu")
         report = module.report
-        row.update(regions=len(module.regions), nodes=report.total_nodes, nodes_offloaded=report.offloaded_nodes,
-                   node_share=report.node_share, macs=report.total_macs, macs_offloaded=report.offloaded_macs,
-                   mac_share=report.mac_share, fallback=_fallback_summary(report),
-                   folded=sum(len(f.nodes) for f in report.folded))
+        row.update(
+            regions=len(module.regions),
+            nodes=report.total_nodes,
+            nodes_offloaded=report.offloaded_nodes,
+            node_share=report.node_share,
+            macs=report.total_macs,
+            macs_offloaded=report.offloaded_macs,
+            mac_share=report.mac_share,
+            fallback=_fallback_summary(report),
+            folded=sum(len(f.nodes) for f in report.folded),
+        )
         lap("partition")
         stage = "build"
         module.build_all(row["batch"])
@@ -223,8 +245,12 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
         exported = "torch.export could not capture" in str(exc)
         # the ONNX importer's refusals are limits, except its own bugs (their messages ask to report them) and a
         # validity check that onnxruntime, which just ran the same file for the reference, contradicts
-        onnx_refused = (stage == "import" and type(exc).__name__ == "OnnxImportError"
-                        and "please report it" not in str(exc) and "not valid ONNX" not in str(exc))
+        onnx_refused = (
+            stage == "import"
+            and type(exc).__name__ == "OnnxImportError"
+            and "please report it" not in str(exc)
+            and "not valid ONNX" not in str(exc)
+        )
         if stage in ("model", "reference"):
             row["status"] = "limit"
             row["error"] = f"the model itself fails here ({stage}): {row['error']}"
@@ -238,30 +264,45 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
 
     tolerance = TOLERANCES["fp32"]
     if "near_zero_reference" in row:
-        row["notes"].append(f"an output of the reference is ~0 (max {row['near_zero_reference']:.1e}): "
-                            f"the comparison says little")
+        row["notes"].append(
+            f"an output of the reference is ~0 (max {row['near_zero_reference']:.1e}): the comparison says little"
+        )
     control_flow = sorted(op for op in row["fallback"] if op in CONTROL_FLOW)
     if "mismatch" in row:
         row.update(status="FAIL", stage="compare", error=f"wrong answer: {row['mismatch']}")
-    elif not row["max_rel_err"] <= tolerance and "eager_fp32_err_vs_fp64" in row and (
-            row["max_rel_err_vs_fp64"] <= max(tolerance, FP64_MARGIN * row["eager_fp32_err_vs_fp64"])):
+    elif (
+        not row["max_rel_err"] <= tolerance
+        and "eager_fp32_err_vs_fp64" in row
+        and (row["max_rel_err_vs_fp64"] <= max(tolerance, FP64_MARGIN * row["eager_fp32_err_vs_fp64"]))
+    ):
         row["status"] = "ok"
-        row["notes"].append(f"{row['max_rel_err']:.1e} from eager FP32, but eager FP32 is itself "
-                            f"{row['eager_fp32_err_vs_fp64']:.1e} from FP64 and tensorforge "
-                            f"{row['max_rel_err_vs_fp64']:.1e}: rounding amplified by the random weights")
+        row["notes"].append(
+            f"{row['max_rel_err']:.1e} from eager FP32, but eager FP32 is itself "
+            f"{row['eager_fp32_err_vs_fp64']:.1e} from FP64 and tensorforge "
+            f"{row['max_rel_err_vs_fp64']:.1e}: rounding amplified by the random weights"
+        )
     elif not row["max_rel_err"] <= tolerance:
-        row.update(status="FAIL", stage="compare",
-                   error=f"wrong answer: max rel error {row['max_rel_err']:.3g} > {tolerance:g} (fp32)")
+        row.update(
+            status="FAIL",
+            stage="compare",
+            error=f"wrong answer: max rel error {row['max_rel_err']:.3g} > {tolerance:g} (fp32)",
+        )
     elif row["regions"] == 0:
         row.update(status="limit", stage="partition", error="nothing offloaded: no engine region")
     elif control_flow:
-        row.update(status="limit", stage="partition",
-                   error=f"{', '.join(control_flow)} runs whole in onnxruntime: the work inside it is neither "
-                         f"offloaded nor counted in the MAC share")
+        row.update(
+            status="limit",
+            stage="partition",
+            error=f"{', '.join(control_flow)} runs whole in onnxruntime: the work inside it is neither "
+            f"offloaded nor counted in the MAC share",
+        )
     elif row["macs"] == 0 and row["fallback"]:  # a dynamically quantized model: ConvInteger, MatMulInteger, ...
-        row.update(status="limit", stage="partition",
-                   error="no multiply-accumulate counted: the work is in the nodes left to onnxruntime (the "
-                         "fallback), which the MAC share does not see")
+        row.update(
+            status="limit",
+            stage="partition",
+            error="no multiply-accumulate counted: the work is in the nodes left to onnxruntime (the "
+            "fallback), which the MAC share does not see",
+        )
     else:
         row["status"] = "ok"
     return row
@@ -269,12 +310,15 @@ def check_model(spec, *, max_params: int = MAX_PARAMS, batch: int | None = None)
 
 # -- the sweep ---------------------------------------------------------------------------------------
 
+
 def _worker(name: str, out_path: str, max_params: int) -> int:
     import torch
+
     torch.set_num_threads(1)  # the sweep machine has 2 shared cores
     import logging
 
     import zoo_catalog
+
     logging.getLogger("tensorforge").setLevel(logging.ERROR)
     spec = zoo_catalog.all_specs()[name]
     row = check_model(spec, max_params=max_params)
@@ -290,6 +334,7 @@ def _preload() -> None:
     import logging
 
     import torch
+
     torch.set_num_threads(1)  # the sweep machine has 2 shared cores
     # imported for the import alone: each forked worker inherits them loaded
     import tensorforge
@@ -297,6 +342,7 @@ def _preload() -> None:
     import tensorforge.cli.sources
     import tensorforge.engine.precision  # noqa: F401
     import zoo_catalog
+
     logging.getLogger("tensorforge").setLevel(logging.ERROR)
     for package in ("torchvision", "onnx", "onnxruntime", "transformers"):
         try:
@@ -310,8 +356,15 @@ def _preload() -> None:
 
 
 def _timeout_row(name: str, family: str, input_desc: str, timeout_s: int, wall: float) -> dict:
-    return {"name": name, "family": family, "input": input_desc, "status": "limit", "stage": "timeout",
-            "error": f"did not finish within {timeout_s} s on the 2-core sweep machine", "wall_s": round(wall, 1)}
+    return {
+        "name": name,
+        "family": family,
+        "input": input_desc,
+        "status": "limit",
+        "stage": "timeout",
+        "error": f"did not finish within {timeout_s} s on the 2-core sweep machine",
+        "wall_s": round(wall, 1),
+    }
 
 
 def fork_one(spec, timeout_s: int, max_params: int) -> dict:
@@ -343,8 +396,15 @@ def fork_one(spec, timeout_s: int, max_params: int) -> dict:
             return {**json.loads(text), "wall_s": wall}
         code = os.waitstatus_to_exitcode(status)
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
-        return {"name": spec.name, "family": spec.family, "input": spec.input_desc, "status": "FAIL",
-                "stage": "crash", "error": f"worker died ({how}; its traceback is in the sweep's log)", "wall_s": wall}
+        return {
+            "name": spec.name,
+            "family": spec.family,
+            "input": spec.input_desc,
+            "status": "FAIL",
+            "stage": "crash",
+            "error": f"worker died ({how}; its traceback is in the sweep's log)",
+            "wall_s": wall,
+        }
     finally:
         os.unlink(out_path)
 
@@ -354,8 +414,16 @@ def run_one(name: str, family: str, input_desc: str, timeout_s: int, max_params:
     timeout is a row too."""
     with tempfile.TemporaryDirectory(prefix="coverage-") as tmp:
         out_path = os.path.join(tmp, "row.json")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--worker-out", out_path,
-               "--max-params", str(max_params)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            name,
+            "--worker-out",
+            out_path,
+            "--max-params",
+            str(max_params),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
         start = time.perf_counter()
         try:
@@ -368,12 +436,20 @@ def run_one(name: str, family: str, input_desc: str, timeout_s: int, max_params:
             row["wall_s"] = wall
             return row
         tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or [f"exit {proc.returncode}"]
-        return {"name": name, "family": family, "input": input_desc, "status": "FAIL", "stage": "crash",
-                "error": f"worker died (exit {proc.returncode}): {tail[0][:300]}", "wall_s": wall}
+        return {
+            "name": name,
+            "family": family,
+            "input": input_desc,
+            "status": "FAIL",
+            "stage": "crash",
+            "error": f"worker died (exit {proc.returncode}): {tail[0][:300]}",
+            "wall_s": wall,
+        }
 
 
 def _versions() -> dict:
     import importlib.metadata as md
+
     out = {"python": sys.version.split()[0]}
     for package in ("torch", "torchvision", "transformers", "onnx", "onnxruntime"):
         try:
@@ -382,8 +458,9 @@ def _versions() -> dict:
             out[package] = None
     try:  # colleagues may have uncommitted edits in the tree the sweep ran on: say so
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src"], capture_output=True,
-                               text=True, cwd=ROOT)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "src"], capture_output=True, text=True, cwd=ROOT
+        )
         out["tensorforge"] = head.stdout.strip() + (" + uncommitted changes in src/" if dirty.stdout.strip() else "")
     except OSError:
         pass
@@ -415,6 +492,7 @@ def save_row(doc: dict, row: dict) -> dict:
 
 # -- the table -----------------------------------------------------------------------------------------
 
+
 def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
 
@@ -431,13 +509,14 @@ def _cell(text: str) -> str:
 
 
 def _short(text: str, width: int = REASON_WIDTH) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _fallback_text(row: dict) -> str:
     """Fallback reasons, grouped: `op ×n: reason`, most nodes first."""
-    items = [(n, op, reason) for op, by_reason in (row.get("fallback") or {}).items()
-             for reason, n in by_reason.items()]
+    items = [
+        (n, op, reason) for op, by_reason in (row.get("fallback") or {}).items() for reason, n in by_reason.items()
+    ]
     items.sort(key=lambda x: (-x[0], x[1], x[2]))
     return "; ".join(f"`{op}` ×{n}: {_short(reason, 70)}" for n, op, reason in items)
 
@@ -455,41 +534,56 @@ def _detail(row: dict) -> str:
 
 
 def _well_offloaded(row: dict) -> bool:
-    return (row.get("status") == "ok" and row.get("mac_share", 0) >= GOOD_MAC_SHARE
-            and 0 < row.get("regions", 0) <= GOOD_REGIONS)
+    return (
+        row.get("status") == "ok"
+        and row.get("mac_share", 0) >= GOOD_MAC_SHARE
+        and 0 < row.get("regions", 0) <= GOOD_REGIONS
+    )
 
 
 def render(doc: dict) -> str:
     import zoo_catalog
+
     rows = doc["rows"]
     families = list(zoo_catalog.FAMILIES)
     by_family = collections.defaultdict(list)
     for row in rows.values():
         by_family[row["family"]].append(row)
-    lines = ["# Model coverage", "",
-             "<!-- generated by scripts/coverage.py from docs/coverage.json; do not edit "
-             "(tests/test_docs.py checks it) -->", "",
-             "Every model of `scripts/zoo_catalog.py` — torchvision classification, segmentation and detection, "
-             "Hugging Face `transformers` architectures from small configs, and ONNX files that packages ship — "
-             "through tensorforge on the CPU in FP32 (`partition_for_tensorforge(min_block_size=1, "
-             "use_implicit_batch=False)` then `build`, as `forge.compile` does), random weights, "
-             "compared with PyTorch eager FP32 / onnxruntime on the same inputs.", "",
-             "- **status**: `ok` (imported, ran, max relative error within the FP32 tolerance "
-             "1e-4, something went to the engine); `limit` (a named limit: torch.export cannot capture it, the "
-             "ONNX importer refuses the file, nothing offloadable, no multiply-accumulate counted (the heavy "
-             "nodes left to onnxruntime), over the sweep's size cap, or out of time on "
-             "the 2-core sweep machine); `FAIL` (a crash in tensorforge, or a wrong answer).",
-             "- **regions**: engine regions; **nodes** / **MACs**: the share offloaded, from the partition report "
-             "(`module.report`, the numbers `tensorforge inspect` prints; symbolic dimensions count as 1).",
-             "- **max rel err**: max |tensorforge − reference| / max |reference| over every output "
-             "(`tensorforge compare`'s measure).",
-             f"- **offloaded well**: status ok, at least {GOOD_MAC_SHARE:.0%} of MACs offloaded, "
-             f"at most {GOOD_REGIONS} regions.", "",
-             "Regenerate: `.venv/bin/python scripts/coverage.py [--only NAME,...]`.", ""]
+    lines = [
+        "# Model coverage",
+        "",
+        "<!-- generated by scripts/coverage.py from docs/coverage.json; do not edit (tests/test_docs.py checks it) -->",
+        "",
+        "Every model of `scripts/zoo_catalog.py` — torchvision classification, segmentation and detection, "
+        "Hugging Face `transformers` architectures from small configs, and ONNX files that packages ship — "
+        "through tensorforge on the CPU in FP32 (`partition_for_tensorforge(min_block_size=1, "
+        "use_implicit_batch=False)` then `build`, as `forge.compile` does), random weights, "
+        "compared with PyTorch eager FP32 / onnxruntime on the same inputs.",
+        "",
+        "- **status**: `ok` (imported, ran, max relative error within the FP32 tolerance "
+        "1e-4, something went to the engine); `limit` (a named limit: torch.export cannot capture it, the "
+        "ONNX importer refuses the file, nothing offloadable, no multiply-accumulate counted (the heavy "
+        "nodes left to onnxruntime), over the sweep's size cap, or out of time on "
+        "the 2-core sweep machine); `FAIL` (a crash in tensorforge, or a wrong answer).",
+        "- **regions**: engine regions; **nodes** / **MACs**: the share offloaded, from the partition report "
+        "(`module.report`, the numbers `tensorforge inspect` prints; symbolic dimensions count as 1).",
+        "- **max rel err**: max |tensorforge − reference| / max |reference| over every output "
+        "(`tensorforge compare`'s measure).",
+        f"- **offloaded well**: status ok, at least {GOOD_MAC_SHARE:.0%} of MACs offloaded, "
+        f"at most {GOOD_REGIONS} regions.",
+        "",
+        "Regenerate: `.venv/bin/python scripts/coverage.py [--only NAME,...]`.",
+        "",
+    ]
     versions = doc.get("versions", {})
     if versions:
-        lines += ["Swept with " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if v) +
-                  (f" ({doc['date']})" if doc.get("date") else "") + ".", ""]
+        lines += [
+            "Swept with "
+            + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if v)
+            + (f" ({doc['date']})" if doc.get("date") else "")
+            + ".",
+            "",
+        ]
     lines += ["## Summary", "", "| family | models | ok | limit | FAIL | offloaded well |", "|---|---|---|---|---|---|"]
     totals = collections.Counter()
     for family in families + sorted(set(by_family) - set(families)):
@@ -501,28 +595,39 @@ def render(doc: dict) -> str:
         totals.update(c)
         totals["models"] += len(group)
         totals["well"] += well
-        lines.append(f"| {zoo_catalog.FAMILIES.get(family, family)} | {len(group)} | {c['ok']} | {c['limit']} | "
-                     f"{c['FAIL']} | {well} ({_pct(well / len(group))}) |")
+        lines.append(
+            f"| {zoo_catalog.FAMILIES.get(family, family)} | {len(group)} | {c['ok']} | {c['limit']} | "
+            f"{c['FAIL']} | {well} ({_pct(well / len(group))}) |"
+        )
     n = totals["models"]
     if n:
-        lines.append(f"| **all** | **{n}** | **{totals['ok']}** | **{totals['limit']}** | **{totals['FAIL']}** | "
-                     f"**{totals['well']} ({_pct(totals['well'] / n)})** |")
+        lines.append(
+            f"| **all** | **{n}** | **{totals['ok']}** | **{totals['limit']}** | **{totals['FAIL']}** | "
+            f"**{totals['well']} ({_pct(totals['well'] / n)})** |"
+        )
     for family in families + sorted(set(by_family) - set(families)):
         group = sorted(by_family.get(family, []), key=lambda r: r["name"])
         if not group:
             continue
-        lines += ["", f"## {zoo_catalog.FAMILIES.get(family, family)}", "",
-                  "| model | input | status | regions | nodes | MACs | max rel err | stage, reason, fallback |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {zoo_catalog.FAMILIES.get(family, family)}",
+            "",
+            "| model | input | status | regions | nodes | MACs | max rel err | stage, reason, fallback |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in group:
             regions = r.get("regions", "—")
-            nodes = (f"{_pct(r['node_share'])} of {r['nodes']}" if r.get("nodes") is not None else "—")
-            lines.append(f"| `{r['name']}` | {_cell(r.get('input', ''))} | {r['status']} | {regions} | {nodes} | "
-                         f"{_pct(r.get('mac_share'))} | {_err(r)} | {_detail(r)} |")
+            nodes = f"{_pct(r['node_share'])} of {r['nodes']}" if r.get("nodes") is not None else "—"
+            lines.append(
+                f"| `{r['name']}` | {_cell(r.get('input', ''))} | {r['status']} | {regions} | {nodes} | "
+                f"{_pct(r.get('mac_share'))} | {_err(r)} | {_detail(r)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 # -- command line --------------------------------------------------------------------------------------
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -546,11 +651,14 @@ def main(argv=None) -> int:
             return 1
         fresh = render(load_doc())
         if not MD_PATH.exists() or MD_PATH.read_text() != fresh:
-            print(f"{MD_PATH.relative_to(ROOT)} is stale: run .venv/bin/python scripts/coverage.py --render",
-                  file=sys.stderr)
+            print(
+                f"{MD_PATH.relative_to(ROOT)} is stale: run .venv/bin/python scripts/coverage.py --render",
+                file=sys.stderr,
+            )
             return 1
         return 0
     import zoo_catalog
+
     if args.list:
         for name, spec in zoo_catalog.all_specs().items():
             print(f"{spec.family:<20} {name}")
@@ -575,12 +683,18 @@ def main(argv=None) -> int:
             _preload()
         for i, name in enumerate(names, 1):
             spec = specs[name]
-            row = (fork_one(spec, args.timeout, args.max_params) if forking
-                   else run_one(name, spec.family, spec.input_desc, args.timeout, args.max_params))
+            row = (
+                fork_one(spec, args.timeout, args.max_params)
+                if forking
+                else run_one(name, spec.family, spec.input_desc, args.timeout, args.max_params)
+            )
             doc = save_row(doc, row)
             MD_PATH.write_text(render(doc))
-            print(f"[{i}/{len(names)}] {name}: {row['status']} {row.get('wall_s', 0):.0f}s "
-                  f"{row.get('error', '')[:150]} (total {time.perf_counter() - started:.0f}s)", flush=True)
+            print(
+                f"[{i}/{len(names)}] {name}: {row['status']} {row.get('wall_s', 0):.0f}s "
+                f"{row.get('error', '')[:150]} (total {time.perf_counter() - started:.0f}s)",
+                flush=True,
+            )
         for name in [n for n in doc["rows"] if n not in specs]:
             print(f"note: {name} is in the JSON but no longer in the catalog", file=sys.stderr)
     MD_PATH.write_text(render(load_doc()))

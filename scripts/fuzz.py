@@ -33,8 +33,9 @@ def _replay(args) -> int:
         entries = next(s for s in manifest["tforge"] if s["name"] == seed)["cache"]
         entry = next((e for e in entries if Path(e).stem.encode() in data), entries[0])
     loader = args.loader or {"tforge": "file", "cache": "cache", "onnx": "onnx"}[args.kind]
-    case = fuzz_runner.Case(args.kind, 0, seed, loader, data, entry=entry,
-                            mutations=["replayed " + args.replay], through_module=True)
+    case = fuzz_runner.Case(
+        args.kind, 0, seed, loader, data, entry=entry, mutations=["replayed " + args.replay], through_module=True
+    )
     worker = fuzz_runner.WorkerProcess("replay", root, int(args.memory_gib * (1 << 30)))
     run = fuzz_runner.FuzzRun(fuzz_runner.RunConfig(root=str(root)))
     run._start(worker)
@@ -75,9 +76,17 @@ def main(argv=None) -> int:
     unknown = set(kinds) - set(fuzz_runner.KINDS)
     if unknown:
         parser.error(f"unknown kind(s) {sorted(unknown)}; choose from {fuzz_runner.KINDS}")
-    config = fuzz_runner.RunConfig(kinds=kinds, cases={k: args.cases for k in kinds}, seed=args.seed,
-                                   workers=args.workers, timeout=args.timeout, memory_gib=args.memory_gib,
-                                   findings_dir=args.findings, root=args.root, progress=True)
+    config = fuzz_runner.RunConfig(
+        kinds=kinds,
+        cases={k: args.cases for k in kinds},
+        seed=args.seed,
+        workers=args.workers,
+        timeout=args.timeout,
+        memory_gib=args.memory_gib,
+        findings_dir=args.findings,
+        root=args.root,
+        progress=True,
+    )
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     summary = fuzz_runner.FuzzRun(config).run()
     summary["started"] = started

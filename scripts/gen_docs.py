@@ -20,8 +20,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from tensorforge.ir import REQUIRED, registered_ops  # noqa: E402
 from tensorforge.partition import rule_table  # noqa: E402
 
-SECTION = re.compile(r"(<!-- BEGIN GENERATED: (?P<key>[^ ]+) -->\n)(?P<body>.*?)(<!-- END GENERATED: (?P=key) -->)",
-                     re.S)
+SECTION = re.compile(
+    r"(<!-- BEGIN GENERATED: (?P<key>[^ ]+) -->\n)(?P<body>.*?)(<!-- END GENERATED: (?P=key) -->)", re.S
+)
 
 
 def _cell(text: str) -> str:
@@ -56,8 +57,9 @@ def engine_support_table() -> str:
         if r is None:
             rows.append(f"| `{name}` | — | — | — | not offloaded (runs through PyTorch) |")
             continue
-        rows.append(f"| `{name}` | {r['since']} | {r['dtypes']} | {r['capability'] or '—'} | "
-                    f"{_cell(r['restriction']) or '—'} |")
+        rows.append(
+            f"| `{name}` | {r['since']} | {r['dtypes']} | {r['capability'] or '—'} | {_cell(r['restriction']) or '—'} |"
+        )
     return "\n".join(rows)
 
 

@@ -107,6 +107,7 @@ def to_torch(array) -> torch.Tensor:
 # Collecting cases
 # ---------------------------------------------------------------------------------------------
 
+
 def _base_name(name: str) -> str:
     return re.sub(r"_expanded(_ver\d+)?$", "", name)
 
@@ -193,8 +194,25 @@ def case_source(data_dir: str | None = None) -> str:
 
 # Schema inputs the IR takes as attributes (shapes, axes, bounds): a test that feeds them as graph inputs
 # gets them as initializers instead, as a deployed model has them (TensorRT, too, wants them at build time).
-SHAPE_ARGUMENTS = {"shape", "axes", "pads", "constant_value", "starts", "ends", "steps", "repeats", "split",
-                   "sizes", "scales", "roi", "start", "limit", "delta", "K", "depth"}
+SHAPE_ARGUMENTS = {
+    "shape",
+    "axes",
+    "pads",
+    "constant_value",
+    "starts",
+    "ends",
+    "steps",
+    "repeats",
+    "split",
+    "sizes",
+    "scales",
+    "roi",
+    "start",
+    "limit",
+    "delta",
+    "K",
+    "depth",
+}
 # If's condition too: the IR folds an If whose condition is known at import (a run-time one runs the whole If
 # through onnxruntime, which the frontend tests check)
 SHAPE_ARGUMENTS_BY_OP = {("ConstantOfShape", "input"), ("If", "cond"), ("CumSum", "axis")}
@@ -232,10 +250,12 @@ def freeze_shape_inputs(model: onnx.ModelProto, inputs: list) -> tuple[onnx.Mode
     out.graph.input.extend(keep_inputs)
     return out, keep_values, frozen
 
+
 def _short(text: str, limit: int = 150) -> str:
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    text = "".join(line if i == 0 else (" " if lines[i - 1].endswith(":") else "; ") + line
-                   for i, line in enumerate(lines))
+    text = "".join(
+        line if i == 0 else (" " if lines[i - 1].endswith(":") else "; ") + line for i, line in enumerate(lines)
+    )
     text = re.sub(r"0x[0-9a-f]+", "0x…", text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -301,8 +321,15 @@ def run_case(case: Case, plan: bool = True) -> Result:
     if opaque:  # not a mapping of ours; what onnxruntime made of it is noted, not counted
         reasons = sorted({f"{n.op.removeprefix('onnx.')}: {n.attrs.get('reason', '')}" for n in opaque})
         # no numbers here: random ops (training-mode Dropout) would make the table differ from run to run
-        note = "" if not problem else (" (onnxruntime's result differs from the expected outputs)"
-                                       if "values differ" in problem else f" (onnxruntime: {problem})")
+        note = (
+            ""
+            if not problem
+            else (
+                " (onnxruntime's result differs from the expected outputs)"
+                if "values differ" in problem
+                else f" (onnxruntime: {problem})"
+            )
+        )
         return result("opaque", _short("; ".join(reasons) + note))
     return result("fail", _short(problem)) if problem else result("pass", in_engine=in_engine)
 
@@ -323,6 +350,7 @@ def run_all(cases: list[Case], plan: bool = True, progress: bool = False) -> lis
 # ---------------------------------------------------------------------------------------------
 # Older opsets: every since-version a converter registers, reached by converting the cases down
 # ---------------------------------------------------------------------------------------------
+
 
 def default_opset(model: onnx.ModelProto) -> int:
     return max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [0])
@@ -361,7 +389,7 @@ def at_opset(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, str]:
     mostly for versions that only widened the types), the rest of the way relabelled (up: converted); either way
     the result must pass `onnx.checker.check_model(full_check=True)` at `opset`. Returns (model, how)."""
     own = default_opset(model)
-    for reached in (range(opset, own + 1) if opset <= own else [opset]):  # up (from opset 7): converted only
+    for reached in range(opset, own + 1) if opset <= own else [opset]:  # up (from opset 7): converted only
         try:
             out = onnx.version_converter.convert_version(model, reached) if reached != own else _copy(model)
             break
@@ -407,8 +435,7 @@ def _onnxruntime_outputs(model: onnx.ModelProto, inputs: list) -> list | None:
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 4
     try:
-        session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                               providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         feeds = {v.name: np.asarray(a) for v, a in zip(session.get_inputs(), inputs)}
         return session.run(None, feeds)
     except Exception:  # noqa: BLE001
@@ -437,8 +464,10 @@ def run_case_at(case: Case, opset: int) -> Result:
         return result("fail", _short(f"import raised {type(exc).__name__}: {exc}"))
     opaque = graph.opaque_nodes()
     if opaque:
-        return result("opaque", _short("; ".join(sorted({f"{n.op.removeprefix('onnx.')}: {n.attrs.get('reason', '')}"
-                                                        for n in opaque}))))
+        return result(
+            "opaque",
+            _short("; ".join(sorted({f"{n.op.removeprefix('onnx.')}: {n.attrs.get('reason', '')}" for n in opaque}))),
+        )
     tolerance = CASE_TOLERANCES.get(case.name, (None,))[0]
     try:
         actual = ir.execute(graph, *[to_torch(a) for a in case_inputs])
@@ -451,8 +480,9 @@ def run_case_at(case: Case, opset: int) -> Result:
     return result("fail", _short(problem)) if problem else result("pass")
 
 
-def run_older(cases: list[Case], passing: set[str], per_op_opset: int | None = None,
-              progress: bool = False) -> list[Result]:
+def run_older(
+    cases: list[Case], passing: set[str], per_op_opset: int | None = None, progress: bool = False
+) -> list[Result]:
     """Every non-expanded case of a mapped op that passes at its own opset (`passing`: their names; or that is
     written below MIN_OPSET), at each of its older opsets. With `per_op_opset`, a sample: per (op, opset), the
     first that many cases (by name) that convert (unconvertible ones are recorded but not counted)."""
@@ -460,8 +490,11 @@ def run_older(cases: list[Case], passing: set[str], per_op_opset: int | None = N
     mapped = mapped_ops()
     results, taken = [], collections.Counter()
     for case in cases:
-        if case.expanded or case.op not in mapped or (case.name not in passing
-                                                      and default_opset(case.model) >= MIN_OPSET):
+        if (
+            case.expanded
+            or case.op not in mapped
+            or (case.name not in passing and default_opset(case.model) >= MIN_OPSET)
+        ):
             continue
         for opset in older_opsets(case):
             if per_op_opset is not None and taken[(case.op, opset)] >= per_op_opset:
@@ -479,6 +512,7 @@ def run_older(cases: list[Case], passing: set[str], per_op_opset: int | None = N
 # ---------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------
+
 
 def mapped_ops() -> set[str]:
     return {op for (domain, op, _v) in registered_converters() if domain == ""}
@@ -524,10 +558,14 @@ def _older_section(older: list[Result], newest: list[Result]) -> list[str]:
         at = [r for r in older if r.opset == opset]
         counts = collections.Counter(r.status for r in at)
         lines.append(f"| {opset} | {len(at)} | " + " | ".join(str(counts[st]) for st in statuses) + " |")
-    lines += ["", "Cells: passing / converted cases (unconvertible ones left out); *newest*: the same non-expanded "
-              "cases at their own opsets, from the table above.", "",
-              "| op | newest | " + " | ".join(map(str, opsets)) + " | notes |",
-              "|---|---|" + "---|" * (len(opsets) + 1)]
+    lines += [
+        "",
+        "Cells: passing / converted cases (unconvertible ones left out); *newest*: the same non-expanded "
+        "cases at their own opsets, from the table above.",
+        "",
+        "| op | newest | " + " | ".join(map(str, opsets)) + " | notes |",
+        "|---|---|" + "---|" * (len(opsets) + 1),
+    ]
     for op in sorted(by_op, key=str.lower):
         own = [r for r in newest if r.op == op and not r.expanded]
         cells = [f"{sum(r.status == 'pass' for r in own)}/{len(own)}"]
@@ -535,8 +573,11 @@ def _older_section(older: list[Result], newest: list[Result]) -> list[str]:
             at = [r for r in by_op[op] if r.opset == opset]
             converted = [r for r in at if r.status != "unconvertible"]
             cells.append(f"{sum(r.status == 'pass' for r in converted)}/{len(converted)}" if at else "")
-        notes = [f"{r.status.upper() if r.status == 'fail' else r.status} `{r.name}` @{r.opset}: {r.reason}"
-                 for r in by_op[op] if r.status in ("fail", "opaque", "refused")]
+        notes = [
+            f"{r.status.upper() if r.status == 'fail' else r.status} `{r.name}` @{r.opset}: {r.reason}"
+            for r in by_op[op]
+            if r.status in ("fail", "opaque", "refused")
+        ]
         grouped = collections.defaultdict(list)  # the same note at several opsets: one line
         for r in by_op[op]:
             if r.status == "unconvertible":
@@ -546,8 +587,9 @@ def _older_section(older: list[Result], newest: list[Result]) -> list[str]:
         for note, at in sorted(grouped.items()):
             where = ", ".join(f"{o}" + (f" ×{c}" if c > 1 else "") for o, c in sorted(collections.Counter(at).items()))
             notes.append(f"{note} (@{where})")
-        lines.append(f"| {op} | " + " | ".join(cells) + " | " + "<br>".join(n.replace("|", "\\|") for n in notes)
-                     + " |")
+        lines.append(
+            f"| {op} | " + " | ".join(cells) + " | " + "<br>".join(n.replace("|", "\\|") for n in notes) + " |"
+        )
     return lines
 
 
@@ -570,8 +612,9 @@ def render(results: list[Result], source: str, older: list[Result] | None = None
         "Each case is imported, run by the IR reference (`ir.execute`) and through a built CPU plan "
         "(`partition_for_tensorforge(use_implicit_batch=False)` + `build`), and compared with ONNX's expected "
         "outputs: float32 rtol 1e-4 / atol 1e-5, float16 1e-3 / 1e-3, float64 1e-6 / 1e-7, integers and "
-        "bool exactly; " + "; ".join(f"`{name}` {tol[0]:g} / {tol[1]:g} ({why})"
-                                     for name, (tol, why) in sorted(CASE_TOLERANCES.items())) + ".",
+        "bool exactly; "
+        + "; ".join(f"`{name}` {tol[0]:g} / {tol[1]:g} ({why})" for name, (tol, why) in sorted(CASE_TOLERANCES.items()))
+        + ".",
         "",
         "Graph inputs that only feed shape arguments (Reshape's `shape`, `axes`, `pads`, Slice's bounds, Resize's "
         "`scales`/`sizes`, Range's bounds, ...) are given as initializers with the test's values: the IR takes "
@@ -613,7 +656,8 @@ def render(results: list[Result], source: str, older: list[Result] | None = None
             f"| {op} | {versions} | {restriction} | {row.count('pass', False)} | "
             f"{sum(r.in_engine for r in row.results if not r.expanded)} | {row.count('fail', False)} | "
             f"{row.count('opaque', False)} | {row.count('refused')} | {row.count('pass', True)} / "
-            f"{row.count('fail', True)} / {row.count('opaque', True)} | {_notes(row)} |")
+            f"{row.count('fail', True)} / {row.count('opaque', True)} | {_notes(row)} |"
+        )
     if older:
         lines += [""] + _older_section(older, results)
     return "\n".join(lines) + "\n"
@@ -630,8 +674,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cases = collect_cases(args.data_dir, set(args.ops) if args.ops else None)
     results = run_all(cases, plan=not args.no_plan, progress=True)
-    older = None if args.no_older else run_older(cases, {r.name for r in results if r.status == "pass"},
-                                                 progress=True)
+    older = None if args.no_older else run_older(cases, {r.name for r in results if r.status == "pass"}, progress=True)
     text = render(results, case_source(args.data_dir), older)
     if args.ops:
         print(text)

@@ -44,13 +44,21 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     model = torchvision.models.resnet18().eval().to(device)
-    pool = [torch.randn(b, 3, args.image_size, args.image_size, device=device)
-            for b in range(1, args.max_batch + 1) for _ in range(2)]
+    pool = [
+        torch.randn(b, 3, args.image_size, args.image_size, device=device)
+        for b in range(1, args.max_batch + 1)
+        for _ in range(2)
+    ]
     with torch.no_grad():
         expected = [model(x) for x in pool]
     model = model.to(dtype)
-    module = forge.compile(model, (pool[0].to(dtype),), precision="fp16" if dtype == torch.float16 else "fp32",
-                           device=device, multi_engine=args.multi_engine)
+    module = forge.compile(
+        model,
+        (pool[0].to(dtype),),
+        precision="fp16" if dtype == torch.float16 else "fp32",
+        device=device,
+        multi_engine=args.multi_engine,
+    )
     inputs = [x.to(dtype) for x in pool]
 
     wrong: list[str] = []
@@ -86,13 +94,25 @@ def main(argv=None) -> int:
         thread.join()
     seconds = time.perf_counter() - began
     total = args.threads * args.calls
-    result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "threads": args.threads, "calls_per_thread": args.calls, "calls": total,
-              "batches": f"1..{args.max_batch}", "multi_engine": args.multi_engine, "precision": str(dtype),
-              "wrong": len(wrong), "exceptions": len(errors), "max_relative_error": worst[0],
-              "tolerance": TOLERANCE[device.type], "seconds": round(seconds, 1),
-              "regions": len(module.regions), "plans_built": sum(len(p) for p in module.plans().values()),
-              "first_wrong": wrong[:5], "first_exceptions": errors[:5]}
+    result = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "calls_per_thread": args.calls,
+        "calls": total,
+        "batches": f"1..{args.max_batch}",
+        "multi_engine": args.multi_engine,
+        "precision": str(dtype),
+        "wrong": len(wrong),
+        "exceptions": len(errors),
+        "max_relative_error": worst[0],
+        "tolerance": TOLERANCE[device.type],
+        "seconds": round(seconds, 1),
+        "regions": len(module.regions),
+        "plans_built": sum(len(p) for p in module.plans().values()),
+        "first_wrong": wrong[:5],
+        "first_exceptions": errors[:5],
+    }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("first_")}))

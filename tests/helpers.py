@@ -35,18 +35,32 @@ TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.bool: (0.0, 0.0),
 }
 
-SHORT_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",
-               torch.int64: "i64", torch.int32: "i32", torch.int8: "i8", torch.uint8: "u8", torch.bool: "bool"}
+SHORT_DTYPE = {
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float64: "fp64",
+    torch.int64: "i64",
+    torch.int32: "i32",
+    torch.int8: "i8",
+    torch.uint8: "u8",
+    torch.bool: "bool",
+}
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None,
-                 tol: tuple[float, float] | None = None) -> None:
+def assert_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    dtype: torch.dtype | None = None,
+    tol: tuple[float, float] | None = None,
+) -> None:
     """Same dtype, same shape, values within TOLERANCES[dtype] (exact for integers and bool)."""
     dtype = expected.dtype if dtype is None else dtype
     assert actual.dtype == dtype, f"dtype {actual.dtype}, expected {dtype}"
     assert expected.dtype == dtype, f"the expected value has dtype {expected.dtype}, the case says {dtype}"
-    assert tuple(actual.shape) == tuple(expected.shape), \
+    assert tuple(actual.shape) == tuple(expected.shape), (
         f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
+    )
     rtol, atol = tol if tol is not None else TOLERANCES[dtype]
     if rtol == 0 and atol == 0:
         assert torch.equal(actual, expected), f"values differ:\nactual   {actual}\nexpected {expected}"
@@ -58,14 +72,21 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
 # One-node graphs
 # ---------------------------------------------------------------------------------------------
 
+
 def _batched(dynamic_batch: bool | Iterable[int], index: int) -> bool:
     if isinstance(dynamic_batch, bool):
         return dynamic_batch
     return index in set(dynamic_batch)
 
 
-def build_single_op_graph(op: str, inputs: Sequence[torch.Tensor], attrs: dict[str, Any] | None = None, *,
-                          const_inputs: Iterable[int] = (), dynamic_batch: bool | Iterable[int] = False) -> Graph:
+def build_single_op_graph(
+    op: str,
+    inputs: Sequence[torch.Tensor],
+    attrs: dict[str, Any] | None = None,
+    *,
+    const_inputs: Iterable[int] = (),
+    dynamic_batch: bool | Iterable[int] = False,
+) -> Graph:
     """A verified graph with one node `op`: input i is a constant if i is in `const_inputs`, else a graph input
     (with dimension 0 the symbol `batch` when `dynamic_batch` is True or names i)."""
     const_inputs = set(const_inputs)
@@ -95,13 +116,19 @@ def run_graph(graph: Graph, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tenso
         inferred = TensorType(value.type.dtype, value.type.concrete_shape(env))
         assert TensorType.of(tensor) == inferred, (
             f"output %{value.name}: inferred type {value.type} (= {inferred} with {env}) but execution produced "
-            f"{TensorType.of(tensor)}")
+            f"{TensorType.of(tensor)}"
+        )
     return outputs
 
 
-def run_single_op(op: str, inputs: Sequence[torch.Tensor], attrs: dict[str, Any] | None = None, *,
-                  const_inputs: Iterable[int] = (), dynamic_batch: bool | Iterable[int] = False
-                  ) -> tuple[torch.Tensor, ...]:
+def run_single_op(
+    op: str,
+    inputs: Sequence[torch.Tensor],
+    attrs: dict[str, Any] | None = None,
+    *,
+    const_inputs: Iterable[int] = (),
+    dynamic_batch: bool | Iterable[int] = False,
+) -> tuple[torch.Tensor, ...]:
     """Build, verify and execute a one-node graph; return its outputs (types checked against inference)."""
     const_inputs = set(const_inputs)
     graph = build_single_op_graph(op, inputs, attrs, const_inputs=const_inputs, dynamic_batch=dynamic_batch)
@@ -111,6 +138,7 @@ def run_single_op(op: str, inputs: Sequence[torch.Tensor], attrs: dict[str, Any]
 # ---------------------------------------------------------------------------------------------
 # Case tables
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Case:
@@ -136,12 +164,23 @@ class Case:
         return tensors
 
 
-def case(name: str, op: str, make_inputs, expected, attrs: dict[str, Any] | None = None, *,
-         dtype: torch.dtype | None = None, const: Sequence[int] = (), tol=None, marks=()):
+def case(
+    name: str,
+    op: str,
+    make_inputs,
+    expected,
+    attrs: dict[str, Any] | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    const: Sequence[int] = (),
+    tol=None,
+    marks=(),
+):
     """A pytest param for one case; its id is `name`, with the dtype appended when the case has one."""
     ident = f"{name}-{SHORT_DTYPE[dtype]}" if dtype is not None else name
-    return pytest.param(Case(op, make_inputs, expected, dict(attrs or {}), dtype, tuple(const), tol),
-                        id=ident, marks=marks)
+    return pytest.param(
+        Case(op, make_inputs, expected, dict(attrs or {}), dtype, tuple(const), tol), id=ident, marks=marks
+    )
 
 
 def check_case(c: Case) -> None:

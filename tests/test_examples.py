@@ -14,8 +14,9 @@ EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py") if p.name != 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_runs(name, tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / name)], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -23,12 +24,24 @@ def test_example_runs(name, tmp_path):
 @pytest.mark.parametrize("args", [[], ["mobilenet_v2", "--batch", "3"]], ids=["default", "mobilenet_v2"])
 def test_demo_shows_the_product(tmp_path, args):
     """The README's first command compiles a real model and shows every part of the job (on a GPU also the speed)."""
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py"), *args], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    for section in ("== partition report", "nodes offloaded", "== build: ", "== plan summary", "tactics: ",
-                    "== numerical check against PyTorch eager", "(OK, tolerance"):
+    for section in (
+        "== partition report",
+        "nodes offloaded",
+        "== build: ",
+        "== plan summary",
+        "tactics: ",
+        "== numerical check against PyTorch eager",
+        "(OK, tolerance",
+    ):
         assert section in out, f"the demo does not show {section!r}:\n{out}"
     assert ("== speed" in out) == torch.cuda.is_available()
     if not args:

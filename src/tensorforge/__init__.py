@@ -7,5 +7,19 @@ from .partition import PartitionConfig, PartitionReport, partition_for_tensorfor
 from .runtime import EngineModule, Module
 
 __version__ = "0.1.0"
-__all__ = ["ir", "frontends", "partition_for_tensorforge", "PartitionConfig", "PartitionReport", "build", "load", "convert", "compile",
-           "EngineModule", "Module", "converter", "plugin", "__version__"]
+__all__ = [
+    "ir",
+    "frontends",
+    "partition_for_tensorforge",
+    "PartitionConfig",
+    "PartitionReport",
+    "build",
+    "load",
+    "convert",
+    "compile",
+    "EngineModule",
+    "Module",
+    "converter",
+    "plugin",
+    "__version__",
+]

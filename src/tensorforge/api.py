@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -22,8 +23,16 @@ PRECISIONS = {"fp32": {}, "tf32": {}, "fp32-strict": {"tf32": False}, "fp16": {"
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "verbose": logging.DEBUG}
 
 
-def build(graph: ir.Graph, config: PartitionConfig | None = None, device=None, fp16: bool | None = None, *,
-          options: RuntimeOptions | None = None, module_class: type[Module] = Module, **option_values: Any) -> Module:
+def build(
+    graph: ir.Graph,
+    config: PartitionConfig | None = None,
+    device=None,
+    fp16: bool | None = None,
+    *,
+    options: RuntimeOptions | None = None,
+    module_class: type[Module] = Module,
+    **option_values: Any,
+) -> Module:
     """A runtime module for a partitioned graph (partitioned here with defaults if `config` is None).
 
     Options: a `RuntimeOptions` (`options`), and any option by name, which takes precedence over it — each field of
@@ -45,13 +54,20 @@ def build(graph: ir.Graph, config: PartitionConfig | None = None, device=None, f
     return module_class(graph, config, device=device, options=base.replace(**option_values))
 
 
-def load(path, device=None, *, cache_dir: str | None = None, max_workspace_size: int | None = None,
-         timing_cache: str | None = None) -> Module:
+def load(
+    path,
+    device=None,
+    *,
+    cache_dir: str | None = None,
+    max_workspace_size: int | None = None,
+    timing_cache: str | None = None,
+) -> Module:
     """Load a `.tforge` file (written by `module.save`) into a working module on `device`. Loading runs no code from
     the file; where plans are cached, the workspace of a rebuild and the timing cache it reads come from these
     arguments (and TENSORFORGE_* variables), never from the file."""
-    return _load_module(path, device=device, cache_dir=cache_dir, max_workspace_size=max_workspace_size,
-                        timing_cache=timing_cache)
+    return _load_module(
+        path, device=device, cache_dir=cache_dir, max_workspace_size=max_workspace_size, timing_cache=timing_cache
+    )
 
 
 def _example_device(inputs) -> torch.device | None:
@@ -61,12 +77,24 @@ def _example_device(inputs) -> torch.device | None:
     return None
 
 
-def convert(model: torch.nn.Module, inputs: Sequence[torch.Tensor], fp16_mode: bool = False, int8_mode: bool = False,
-            int8_calib_dataset=None, max_batch_size: int = 1, max_workspace_size: int = 1 << 30,
-            input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
-            log_level: str = "warning", *, device=None, min_block_size: int = 1,
-            torch_executed_ops: Sequence[str] = (), options: RuntimeOptions | None = None,
-            **option_values: Any) -> EngineModule:
+def convert(
+    model: torch.nn.Module,
+    inputs: Sequence[torch.Tensor],
+    fp16_mode: bool = False,
+    int8_mode: bool = False,
+    int8_calib_dataset=None,
+    max_batch_size: int = 1,
+    max_workspace_size: int = 1 << 30,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    log_level: str = "warning",
+    *,
+    device=None,
+    min_block_size: int = 1,
+    torch_executed_ops: Sequence[str] = (),
+    options: RuntimeOptions | None = None,
+    **option_values: Any,
+) -> EngineModule:
     """torch2trt-style: convert `model` given example `inputs`; plans are built now for `max_batch_size`, which
     also bounds the batch the module accepts (torch2trt's contract).
 
@@ -80,25 +108,45 @@ def convert(model: torch.nn.Module, inputs: Sequence[torch.Tensor], fp16_mode: b
         raise ValueError(f"log_level must be one of {sorted(LOG_LEVELS)}, got {log_level!r}")
     logger.setLevel(LOG_LEVELS[log_level])
     if int8_mode or int8_calib_dataset is not None:
-        raise NotImplementedError("INT8 plans (int8_mode / int8_calib_dataset) are not implemented yet; "
-                                  "use fp16_mode=True, or FP32")
+        raise NotImplementedError(
+            "INT8 plans (int8_mode / int8_calib_dataset) are not implemented yet; use fp16_mode=True, or FP32"
+        )
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     inputs = tuple(inputs) if isinstance(inputs, (list, tuple)) else (inputs,)
     device = device if device is not None else _example_device(inputs)
     graph = from_torch(model, inputs, input_names=input_names, output_names=output_names)
-    graph, config = partition_for_tensorforge(graph, min_block_size=min_block_size, use_implicit_batch=False,
-                                              max_workspace_size=max_workspace_size,
-                                              torch_executed_ops=tuple(torch_executed_ops))
+    graph, config = partition_for_tensorforge(
+        graph,
+        min_block_size=min_block_size,
+        use_implicit_batch=False,
+        max_workspace_size=max_workspace_size,
+        torch_executed_ops=tuple(torch_executed_ops),
+    )
     logger.info("%s", config.report)
-    module = build(graph, config, device=device, fp16=True if fp16_mode else None, options=options,
-                   max_workspace_size=max_workspace_size, max_batch_size=max_batch_size, module_class=EngineModule,
-                   **option_values)
+    module = build(
+        graph,
+        config,
+        device=device,
+        fp16=True if fp16_mode else None,
+        options=options,
+        max_workspace_size=max_workspace_size,
+        max_batch_size=max_batch_size,
+        module_class=EngineModule,
+        **option_values,
+    )
     return module.build_all(max_batch_size)
 
 
-def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor], precision: str = "fp32", *,  # noqa: A001
-            device=None, options: RuntimeOptions | None = None, **keywords: Any) -> Module:
+def compile(
+    model: torch.nn.Module,
+    example_inputs: Sequence[torch.Tensor],
+    precision: str = "fp32",
+    *,
+    device=None,
+    options: RuntimeOptions | None = None,
+    **keywords: Any,
+) -> Module:
     """The one call: convert, partition and build `model` for `precision` ("fp32", "tf32", "fp32-strict",
     "fp16", "bf16"). Plans build at first run, for the batch sizes the module meets.
 
@@ -112,8 +160,9 @@ def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor], prec
     option_values = {name: keywords.pop(name) for name in list(keywords) if name in OPTION_NAMES}
     for name, value in PRECISIONS[precision].items():
         if option_values.setdefault(name, value) != value:
-            raise ValueError(f"precision={precision!r} means {name}={value}, but {name}={option_values[name]!r} "
-                             f"was passed too")
+            raise ValueError(
+                f"precision={precision!r} means {name}={value}, but {name}={option_values[name]!r} was passed too"
+            )
     if "max_workspace_size" in option_values:
         keywords["max_workspace_size"] = option_values["max_workspace_size"]
     example_inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
@@ -124,8 +173,13 @@ def compile(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor], prec
     return build(graph, config, device=device, options=options, **option_values)
 
 
-def plugin(torch_op: str, *, attrs: Mapping[str, Any] | None = None,
-           infer: Callable | None = None, macs: Callable | None = None) -> Callable:
+def plugin(
+    torch_op: str,
+    *,
+    attrs: Mapping[str, Any] | None = None,
+    infer: Callable | None = None,
+    macs: Callable | None = None,
+) -> Callable:
     """Decorator: a custom kernel for the torch op `torch_op` ("mylib::myop"), run inside plans as one layer.
 
     The kernel takes the op's tensors positionally and its other arguments as keywords, and returns a

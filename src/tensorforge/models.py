@@ -18,8 +18,8 @@ torchvision and transformers are imported only when an entry of theirs is built 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -76,15 +76,17 @@ class ZooModel:
             return (torch.randn(batch, 3, self.image_size, self.image_size, generator=gen),)
         ids = torch.randint(0, self.vocab_size, (batch, self.seq_len), generator=gen)
         mask = torch.ones(batch, self.seq_len, dtype=torch.long)
-        mask[-1, self.seq_len // 2:] = 0  # a padded sequence, so the attention mask matters
+        mask[-1, self.seq_len // 2 :] = 0  # a padded sequence, so the attention mask matters
         return ids, mask
 
 
 # -- torchvision ----------------------------------------------------------------------------------
 
+
 def _torchvision(arch: str, **kwargs) -> Callable[[int], torch.nn.Module]:
     def make(image_size: int) -> torch.nn.Module:
         import torchvision
+
         if arch.startswith("vit_"):
             kwargs["image_size"] = image_size
         model = getattr(torchvision.models, arch)(weights=None, **kwargs)
@@ -92,6 +94,7 @@ def _torchvision(arch: str, **kwargs) -> Callable[[int], torch.nn.Module]:
             # torchvision zero-initialises the ViT head: random weights would give all-zero logits
             torch.nn.init.normal_(model.heads.head.weight, std=0.02)
         return model
+
     return make
 
 
@@ -124,15 +127,23 @@ _BERT_MAX_POSITIONS = 512
 
 def _bert_config(name: str):
     import transformers
+
     layers, hidden, heads = _BERT_SIZES[name]
-    return transformers.BertConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-                                   intermediate_size=4 * hidden, max_position_embeddings=_BERT_MAX_POSITIONS)
+    return transformers.BertConfig(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=_BERT_MAX_POSITIONS,
+    )
 
 
 def _bert(name: str) -> Callable[[int], torch.nn.Module]:
     def make(seq_len: int) -> torch.nn.Module:
         import transformers
+
         return transformers.BertModel(_bert_config(name), add_pooling_layer=True)
+
     return make
 
 
@@ -140,9 +151,14 @@ ZOO: dict[str, ZooEntry] = {}
 for _name, _description, _extra in _VISION:
     ZOO[_name] = ZooEntry(_name, "torchvision", _description, _torchvision(_name), ("input",), ("logits",), **_extra)
 for _name, (_layers, _hidden, _heads) in _BERT_SIZES.items():
-    ZOO[_name] = ZooEntry(_name, "transformers", f"BertModel from a BertConfig: {_layers} layers, hidden {_hidden}, "
-                          f"{_heads} heads", _bert(_name), ("input_ids", "attention_mask"),
-                          ("last_hidden_state", "pooler_output"))
+    ZOO[_name] = ZooEntry(
+        _name,
+        "transformers",
+        f"BertModel from a BertConfig: {_layers} layers, hidden {_hidden}, {_heads} heads",
+        _bert(_name),
+        ("input_ids", "attention_mask"),
+        ("last_hidden_state", "pooler_output"),
+    )
 
 
 def names() -> list[str]:

@@ -11,15 +11,25 @@ import torch
 
 from runtime.conftest import WithFallbackOp  # tests/ is on sys.path
 
-ENV_OVERRIDES = ("TENSORFORGE_USE_FP16", "TENSORFORGE_CACHE_DIR", "TENSORFORGE_MAX_WORKSPACE_SIZE",
-                 "TENSORFORGE_MULTI_ENGINE")
+ENV_OVERRIDES = (
+    "TENSORFORGE_USE_FP16",
+    "TENSORFORGE_CACHE_DIR",
+    "TENSORFORGE_MAX_WORKSPACE_SIZE",
+    "TENSORFORGE_MULTI_ENGINE",
+)
 
 
 def tforge(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
     """`python -m tensorforge ARGS` with no TENSORFORGE_* overrides; stdout and stderr captured as text."""
     env = {k: v for k, v in os.environ.items() if k not in ENV_OVERRIDES}
-    return subprocess.run([sys.executable, "-m", "tensorforge", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tensorforge", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
@@ -62,6 +72,7 @@ def tiny_net() -> TinyNet:
 def tiny_plan(tmp_path_factory, tiny_net) -> str:
     """A .tforge of TinyNet (input x: f32[batch,3,8,8]) saved in-process: the quick subject of run's tests."""
     import tensorforge as forge
+
     path = tmp_path_factory.mktemp("tiny") / "tiny.tforge"
     forge.compile(tiny_net, (torch.randn(2, 3, 8, 8),), device="cpu").build_all(2).save(path)
     return str(path)
@@ -70,6 +81,7 @@ def tiny_plan(tmp_path_factory, tiny_net) -> str:
 @pytest.fixture(scope="session")
 def fallback_plan(tmp_path_factory) -> str:
     import tensorforge as forge
+
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("fallback") / "fallback.tforge"
     forge.compile(WithFallbackOp().eval(), (torch.randn(2, 16),), device="cpu").build_all(2).save(path)

@@ -26,8 +26,13 @@ def files(tmp_path_factory, tiny_plan):
 
 
 # (id, command with {dir} / {plan} placeholders, exit code, words the error line must contain)
-SUBPROCESS = {"run-missing-plan", "build-missing-onnx", "run-garbage-plan", "run-wrong-input-key",
-              "build-unknown-model"}
+SUBPROCESS = {
+    "run-missing-plan",
+    "build-missing-onnx",
+    "run-garbage-plan",
+    "run-wrong-input-key",
+    "build-unknown-model",
+}
 CASES = [
     ("run-missing-plan", "run {dir}/missing.tforge --input {dir}/x.npy", 1, ["missing.tforge: no such file"]),
     ("run-missing-input", "run {plan} --device cpu --input {dir}/missing.npy", 1, ["missing.npy: no such file"]),
@@ -35,13 +40,25 @@ CASES = [
     ("run-garbage-plan", "run {dir}/garbage.tforge --input {dir}/x.npy", 1, ["not a readable tensorforge module"]),
     ("inspect-garbage-plan", "inspect {dir}/garbage.tforge", 1, ["not a readable tensorforge module"]),
     ("bench-garbage-plan", "bench {dir}/garbage.tforge", 1, ["not a readable tensorforge module"]),
-    ("run-wrong-input-key", "run {plan} --device cpu --input {dir}/wrong_key.npz", 1,
-     ["unknown input 'image'", "missing 'x'", "x (f32[batch,3,8,8])"]),
-    ("run-wrong-input-shape", "run {plan} --device cpu --input {dir}/x_wrong_shape.npy", 1,
-     ["input 'x'", "f32[batch,3,8,8]", "(2, 3, 9, 9)"]),
+    (
+        "run-wrong-input-key",
+        "run {plan} --device cpu --input {dir}/wrong_key.npz",
+        1,
+        ["unknown input 'image'", "missing 'x'", "x (f32[batch,3,8,8])"],
+    ),
+    (
+        "run-wrong-input-shape",
+        "run {plan} --device cpu --input {dir}/x_wrong_shape.npy",
+        1,
+        ["input 'x'", "f32[batch,3,8,8]", "(2, 3, 9, 9)"],
+    ),
     ("run-wrong-input-dtype", "run {plan} --device cpu --input {dir}/x_ints.npy", 1, ["expected float32", "got int64"]),
-    ("build-unknown-model", "build resnet5000 -o {dir}/out.tforge", 1,
-     ["unknown model 'resnet5000'", "resnet50", "bert-tiny"]),
+    (
+        "build-unknown-model",
+        "build resnet5000 -o {dir}/out.tforge",
+        1,
+        ["unknown model 'resnet5000'", "resnet50", "bert-tiny"],
+    ),
     ("build-bad-output-name", "build bert-tiny -o {dir}/out.bin", 1, ["must end in .tforge"]),
     ("build-bad-image-size", "build vit_b_16 --image-size 40 -o {dir}/out.tforge", 1, ["multiple of 16"]),
     ("compare-takes-no-plan", "compare {plan}", 1, ["needs the source model"]),
@@ -56,6 +73,7 @@ CASES = [
 
 def run_in_process(args, capsys) -> subprocess.CompletedProcess:
     from tensorforge.cli import main
+
     try:
         code = main(args)
     except SystemExit as exc:  # argparse's usage errors
@@ -70,8 +88,11 @@ def test_error_is_one_line(files, command, code, needles, capsys):
     assert_one_line_error(run_in_process(args, capsys), *needles, code=code)
 
 
-@pytest.mark.parametrize("command, code, needles", [c[1:] for c in CASES if c[0] in SUBPROCESS],
-                         ids=[c[0] for c in CASES if c[0] in SUBPROCESS])
+@pytest.mark.parametrize(
+    "command, code, needles",
+    [c[1:] for c in CASES if c[0] in SUBPROCESS],
+    ids=[c[0] for c in CASES if c[0] in SUBPROCESS],
+)
 def test_error_is_one_line_from_the_command(files, command, code, needles):
     args = command.format(dir=files["dir"], plan=files["plan"]).split()
     assert_one_line_error(tforge(*args), *needles, code=code)
@@ -93,8 +114,9 @@ def test_verbose_shows_the_traceback(files, capsys):
 
 
 def test_run_npy_on_a_one_input_model(files, tiny_net, tmp_path):
-    result = tforge("run", files["plan"], "--input", files["dir"] / "x.npy", "--output", tmp_path / "y.npy",
-                    "--device", "cpu")
+    result = tforge(
+        "run", files["plan"], "--input", files["dir"] / "x.npy", "--output", tmp_path / "y.npy", "--device", "cpu"
+    )
     assert_ok(result)
     with torch.no_grad():
         expected = tiny_net(torch.from_numpy(np.load(files["dir"] / "x.npy")))

@@ -25,5 +25,5 @@ def test_inspect_text_shows_the_reason_under_its_op(fallback_plan):
     assert_ok(result)
     lines = result.stdout.splitlines()
     at = lines.index("stayed in PyTorch, by op and reason:")
-    assert lines[at + 1:at + 3] == ["  torch.aten.logcumsumexp.default (1):", f"    {REASON}: logcumsumexp"]
+    assert lines[at + 1 : at + 3] == ["  torch.aten.logcumsumexp.default (1):", f"    {REASON}: logcumsumexp"]
     assert "regions (2):" in lines and "1 node(s) run in PyTorch" in result.stdout

@@ -29,8 +29,15 @@ class TokenNet(torch.nn.Module):
 def export(model, example, path, input_name, axes):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model, (example,), str(path), input_names=[input_name], output_names=["out"],
-                          dynamic_axes={input_name: axes, "out": {0: "N"}}, dynamo=False)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=["out"],
+            dynamic_axes={input_name: axes, "out": {0: "N"}},
+            dynamo=False,
+        )
     return str(path)
 
 
@@ -39,9 +46,11 @@ def onnx_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("onnx")
     torch.manual_seed(0)
     tiny, tokens = TinyNet().eval(), TokenNet().eval()
-    return {"dir": d,
-            "tiny": export(tiny, torch.randn(2, 3, 8, 8), d / "tiny.onnx", "image", {0: "N"}),
-            "tokens": export(tokens, torch.randint(0, 50, (2, 6)), d / "tokens.onnx", "ids", {0: "N", 1: "S"})}
+    return {
+        "dir": d,
+        "tiny": export(tiny, torch.randn(2, 3, 8, 8), d / "tiny.onnx", "image", {0: "N"}),
+        "tokens": export(tokens, torch.randint(0, 50, (2, 6)), d / "tokens.onnx", "ids", {0: "N", 1: "S"}),
+    }
 
 
 def onnxruntime_outputs(path, feed):
@@ -78,8 +87,7 @@ def test_compare_fp16_beyond_a_tight_tolerance_fails(onnx_files):
 
 def test_symbolic_sequence_axis_takes_seq_len(onnx_files, tmp_path):
     plan = tmp_path / "tokens.tforge"
-    assert_ok(tforge("build", onnx_files["tokens"], "-o", plan, "--seq-len", 5, "--batch", 2, "--device", "cpu",
-                     "-q"))
+    assert_ok(tforge("build", onnx_files["tokens"], "-o", plan, "--seq-len", 5, "--batch", 2, "--device", "cpu", "-q"))
     inspected = tforge("inspect", plan, "--json", "--device", "cpu")
     assert_ok(inspected)
     assert json.loads(inspected.stdout)["inputs"] == [{"name": "ids", "type": "i64[batch,5]"}]
@@ -92,8 +100,22 @@ def test_symbolic_sequence_axis_takes_seq_len(onnx_files, tmp_path):
 
 
 def test_bench_against_onnxruntime(onnx_files):
-    result = tforge("bench", onnx_files["tiny"], "--batch", 2, "--iters", 5, "--warmup", 1,
-                    "--compare", "onnxruntime", "--json", "--device", "cpu", "-q")
+    result = tforge(
+        "bench",
+        onnx_files["tiny"],
+        "--batch",
+        2,
+        "--iters",
+        5,
+        "--warmup",
+        1,
+        "--compare",
+        "onnxruntime",
+        "--json",
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert_ok(result)
     doc = json.loads(result.stdout)
     assert set(doc["methods"]) == {"tensorforge", "onnxruntime"}
@@ -103,6 +125,8 @@ def test_bench_against_onnxruntime(onnx_files):
 
 def test_onnx_model_refuses_eager_comparison(onnx_files, capsys):
     from tensorforge.cli import main
+
     assert main(["bench", onnx_files["tiny"], "--compare", "eager"]) == 1
-    assert capsys.readouterr().err == ("tensorforge: error: --compare eager: an .onnx file has no PyTorch model; "
-                                       "compare it with onnxruntime\n")
+    assert capsys.readouterr().err == (
+        "tensorforge: error: --compare eager: an .onnx file has no PyTorch model; compare it with onnxruntime\n"
+    )

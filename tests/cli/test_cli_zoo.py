@@ -27,8 +27,20 @@ def bert_plan(tmp_path_factory):
     """`tensorforge build bert-tiny ... --json` once for the module: (path of the .tforge, the JSON summary). Saved
     --rebuildable: `run` then meets a batch above the plan's and builds a larger one from the regions' weights."""
     path = tmp_path_factory.mktemp("bert") / "bert-tiny.tforge"
-    result = tforge("build", "bert-tiny", "--seq-len", SEQ_LEN, "--batch", 2, "--device", "cpu", "-o", path, "--json",
-                    "--rebuildable")
+    result = tforge(
+        "build",
+        "bert-tiny",
+        "--seq-len",
+        SEQ_LEN,
+        "--batch",
+        2,
+        "--device",
+        "cpu",
+        "-o",
+        path,
+        "--json",
+        "--rebuildable",
+    )
     assert_ok(result)
     return str(path), json.loads(result.stdout)
 
@@ -74,6 +86,7 @@ def test_inspect_text(bert_plan):
 
 def test_run_npz_writes_outputs_that_match_eager(bert_plan, tmp_path):
     from tensorforge import models
+
     path, _ = bert_plan
     zoo = models.get("bert-tiny", seq_len=SEQ_LEN)
     ids, mask = zoo.inputs(3)  # batch 3: beyond the plan's 2, so the module builds a larger plan
@@ -120,14 +133,31 @@ def test_compare_zoo_model_with_eager():
 
 
 def test_bench_model_against_eager_vision():
-    result = tforge("bench", "resnet18", "--image-size", 32, "--batch", 2, "--iters", 3, "--warmup", 1,
-                    "--compare", "eager", "--json", "--device", "cpu", "-q")
+    result = tforge(
+        "bench",
+        "resnet18",
+        "--image-size",
+        32,
+        "--batch",
+        2,
+        "--iters",
+        3,
+        "--warmup",
+        1,
+        "--compare",
+        "eager",
+        "--json",
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert_ok(result)
     doc = json.loads(result.stdout)
     assert set(doc["methods"]) == {"tensorforge", "eager"}
     assert doc["methods"]["tensorforge"]["build_s"] > 0
-    assert doc["speedup"]["eager"] == pytest.approx(doc["methods"]["eager"]["p50_ms"]
-                                                    / doc["methods"]["tensorforge"]["p50_ms"])
+    assert doc["speedup"]["eager"] == pytest.approx(
+        doc["methods"]["eager"]["p50_ms"] / doc["methods"]["tensorforge"]["p50_ms"]
+    )
 
 
 def test_models_lists_the_zoo():

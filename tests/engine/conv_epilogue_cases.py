@@ -23,8 +23,9 @@ TOL = {torch.float32: (2e-5, 2e-5), torch.float16: (3e-3, 3e-3)}
 TD = {"float32": torch.float32, "float16": torch.float16}
 
 
-def conv_layer(*, activation: str | None, attrs=(), residual: str | None = None, dtype="float32", groups=1,
-               channels=8, bias=True):
+def conv_layer(
+    *, activation: str | None, attrs=(), residual: str | None = None, dtype="float32", groups=1, channels=8, bias=True
+):
     """A one-layer graph: engine.conv (+ bias, residual, activation fused by the builder's passes)."""
     g = Graph("conv")
     x = g.add_input("x", TensorType(dtype, (BATCH, channels, 9, 7)))
@@ -48,8 +49,9 @@ def conv_layer(*, activation: str | None, attrs=(), residual: str | None = None,
 CASES = {
     "bias_relu6": lambda: conv_layer(activation="clip", attrs=(("a_min", 0.0), ("a_max", 6.0))),
     "bias_only_fp16": lambda: conv_layer(activation=None, dtype="float16"),
-    "depthwise_bias_relu6_fp16": lambda: conv_layer(activation="clip", attrs=(("a_min", 0.0), ("a_max", 6.0)),
-                                                    dtype="float16", groups=8),
+    "depthwise_bias_relu6_fp16": lambda: conv_layer(
+        activation="clip", attrs=(("a_min", 0.0), ("a_max", 6.0)), dtype="float16", groups=8
+    ),
     "residual_pre_relu": lambda: conv_layer(activation="nn.relu", residual="pre_activation"),
     "residual_post_silu": lambda: conv_layer(activation="nn.silu", residual="post_activation"),
     "no_bias_hardswish_fp16": lambda: conv_layer(activation="nn.hardswish", dtype="float16", bias=False),

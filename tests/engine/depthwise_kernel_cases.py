@@ -20,8 +20,20 @@ BATCH = Sym("batch")
 TOL = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float32: 1e-5}  # relative to the output's max
 
 
-def depthwise(*, channels=40, size=(9, 11), kernel=3, stride=1, padding=1, dilation=1, dtype="float16",
-              weight_dtype="float32", bias=True, activation="clip", residual=None):
+def depthwise(
+    *,
+    channels=40,
+    size=(9, 11),
+    kernel=3,
+    stride=1,
+    padding=1,
+    dilation=1,
+    dtype="float16",
+    weight_dtype="float32",
+    bias=True,
+    activation="clip",
+    residual=None,
+):
     g = Graph("depthwise")
     x = g.add_input("x", TensorType(dtype, (BATCH, channels, *size)))
     w_dtype = TensorType(weight_dtype, ()).torch_dtype
@@ -33,9 +45,20 @@ def depthwise(*, channels=40, size=(9, 11), kernel=3, stride=1, padding=1, dilat
     if residual:
         inputs.append(g.add_input("r", TensorType(dtype, (BATCH, channels, *out_size))))
     attrs = {"activation_attrs": (("a_min", 0.0), ("a_max", 6.0))} if activation == "clip" else {}
-    y = g.call("engine.conv", *inputs, ndim=2, strides=(stride, stride), padding=(padding, padding),
-               dilation=(dilation, dilation), groups=channels, has_bias=bias, activation=activation,
-               has_residual=bool(residual), residual_position=residual or "pre_activation", **attrs)
+    y = g.call(
+        "engine.conv",
+        *inputs,
+        ndim=2,
+        strides=(stride, stride),
+        padding=(padding, padding),
+        dilation=(dilation, dilation),
+        groups=channels,
+        has_bias=bias,
+        activation=activation,
+        has_residual=bool(residual),
+        residual_position=residual or "pre_activation",
+        **attrs,
+    )
     g.set_outputs([y])
     return g.verify()
 
@@ -64,8 +87,12 @@ def check(make, device: str) -> None:
     order = [acts[0], *(v.data for v in node.inputs[1:] if v.data is not None), *acts[1:]]
     wide = [t.double() for t in order]
     expected = node.opdef.run(wide, node.attrs, {"batch": 3}, torch.device("cpu"))[0]
-    on_device = [t.to(device).contiguous(memory_format=torch.channels_last) if t.dim() == 4 and t is not order[1]
-                 else t.to(device) for t in order]
+    on_device = [
+        t.to(device).contiguous(memory_format=torch.channels_last)
+        if t.dim() == 4 and t is not order[1]
+        else t.to(device)
+        for t in order
+    ]
     (got,) = kernel(on_device, [None], {"batch": 3})
     assert got.dtype == acts[0].dtype and got.is_contiguous(memory_format=torch.channels_last)
     tol = TOL[got.dtype] * float(expected.abs().max())

@@ -65,10 +65,12 @@ def graph_with_input(shape, dtype="float32", name="g") -> tuple[Graph, ir.Value]
 
 def batch_norm_params(graph: Graph, channels: int, prefix: str = "bn"):
     """Constant gamma, beta, mean, var with a positive variance far from 1 (so folding really changes weights)."""
-    return [graph.add_constant(torch.randn(channels), f"{prefix}.gamma"),
-            graph.add_constant(torch.randn(channels), f"{prefix}.beta"),
-            graph.add_constant(torch.randn(channels), f"{prefix}.mean"),
-            graph.add_constant(torch.rand(channels) + 0.5, f"{prefix}.var")]
+    return [
+        graph.add_constant(torch.randn(channels), f"{prefix}.gamma"),
+        graph.add_constant(torch.randn(channels), f"{prefix}.beta"),
+        graph.add_constant(torch.randn(channels), f"{prefix}.mean"),
+        graph.add_constant(torch.rand(channels) + 0.5, f"{prefix}.var"),
+    ]
 
 
 def ops(graph: Graph) -> list[str]:
@@ -80,6 +82,7 @@ def compile_for_sm90(kernel, signature: dict, constexprs: dict, *, attrs=None, *
     interpreter cannot (types, lowering, pipelining, shared memory). Skips the test when this Triton's
     ASTSource takes other arguments; the GPU tests compile for real there."""
     import pytest
+
     triton = pytest.importorskip("triton")
     compiler = pytest.importorskip("triton.compiler")
     GPUTarget = pytest.importorskip("triton.backends.compiler").GPUTarget  # noqa: N806 - a class, its own name
@@ -106,6 +109,7 @@ def print_case_results(run_cases) -> None:
     """A case script's entry point: run its cases on the device named on the command line (cpu by default) and
     print them as the one JSON line `interpreted_cases` reads."""
     import sys
+
     print("RESULTS " + json.dumps(run_cases(sys.argv[1] if len(sys.argv) > 1 else "cpu")))
 
 
@@ -115,11 +119,13 @@ def interpreted_cases(script: str, timeout: int = 900) -> dict:
     import os
     import subprocess
     import sys
+
     here = os.path.dirname(os.path.abspath(__file__))
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     env["PYTHONPATH"] = os.pathsep.join([here, os.path.join(here, ".."), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, os.path.join(here, script), "cpu"], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, os.path.join(here, script), "cpu"], env=env, capture_output=True, text=True, timeout=timeout
+    )
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULTS ")), None)
     assert line is not None, f"the interpreter run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return json.loads(line[len("RESULTS "):])
+    return json.loads(line[len("RESULTS ") :])

@@ -30,11 +30,16 @@ def layer(op: str, *, activation=None, attrs=(), residual=None, dtype="float16",
     shape = (BATCH, k, 3, 5) if conv else (BATCH, tokens, k)
     x = g.add_input("x", TensorType(dtype, shape))
     w = torch.randn(n, k, 1, 1) if conv else torch.randn(n, k)
-    inputs = [x, g.add_constant((w / k ** 0.5).to(TD[dtype]), "w"), g.add_constant(torch.randn(n).to(TD[dtype]), "b")]
+    inputs = [x, g.add_constant((w / k**0.5).to(TD[dtype]), "w"), g.add_constant(torch.randn(n).to(TD[dtype]), "b")]
     if residual:
         inputs.append(g.add_input("r", TensorType(dtype, (BATCH, n, 3, 5) if conv else (BATCH, tokens, n))))
-    attrs = {"has_bias": True, "activation": activation, "activation_attrs": tuple(attrs),
-             "has_residual": residual is not None, "residual_position": residual or "pre_activation"}
+    attrs = {
+        "has_bias": True,
+        "activation": activation,
+        "activation_attrs": tuple(attrs),
+        "has_residual": residual is not None,
+        "residual_position": residual or "pre_activation",
+    }
     if conv:
         attrs.update(ndim=2, strides=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
     g.set_outputs([g.call(op, *inputs, **attrs)])
@@ -45,8 +50,9 @@ RELU6 = (("a_min", 0.0), ("a_max", 6.0))
 CASES = {
     "dense_bias": lambda: layer("engine.dense"),
     "dense_gelu_erf": lambda: layer("engine.dense", activation="nn.gelu", attrs=(("approximate", "none"),)),
-    "dense_gelu_erf_even_k": lambda: layer("engine.dense", activation="nn.gelu", attrs=(("approximate", "none"),),
-                                           k=128, n=80),
+    "dense_gelu_erf_even_k": lambda: layer(
+        "engine.dense", activation="nn.gelu", attrs=(("approximate", "none"),), k=128, n=80
+    ),
     # 150 rows x 264 columns: several tiles each way, more than the persistent kernel's programs under the interpreter
     "dense_many_tiles_residual": lambda: layer("engine.dense", residual="pre_activation", k=64, n=264, tokens=50),
     "dense_gelu_tanh": lambda: layer("engine.dense", activation="nn.gelu", attrs=(("approximate", "tanh"),)),
@@ -83,8 +89,10 @@ def run_cases(device: str) -> dict:
         graph = make()
         if device == "cpu" and graph.inputs[0].type.dtype == "bfloat16":
             continue  # Triton's interpreter multiplies bfloat16 tiles as raw 16-bit integers: GPU only
-        checks += [(f"{name}[{tile}]", lambda graph=graph, tile=tile: check(graph, tile, device))
-                   for tile in (*TILES, *TMA_TILES)]
+        checks += [
+            (f"{name}[{tile}]", lambda graph=graph, tile=tile: check(graph, tile, device))
+            for tile in (*TILES, *TMA_TILES)
+        ]
     return case_results(checks)
 
 

@@ -41,11 +41,11 @@ class Case:
     residual: bool = True
     emit_sum: bool = False
     out_dtype: str | None = None
-    params: str = "float32"       # gamma and beta
-    layout: str = "contiguous"    # of x and residual: "contiguous", "transposed", "sliced" or "columns"
-    lead: tuple = (3, 5)          # the leading axes (the first is the batch): 15 rows, the interpreter is slow
-    copied: bool = False          # the layout is one the kernel copies first (no two strides address it)
-    offered: bool = True          # outputs handed over as preallocated arena views
+    params: str = "float32"  # gamma and beta
+    layout: str = "contiguous"  # of x and residual: "contiguous", "transposed", "sliced" or "columns"
+    lead: tuple = (3, 5)  # the leading axes (the first is the batch): 15 rows, the interpreter is slow
+    copied: bool = False  # the layout is one the kernel copies first (no two strides address it)
+    offered: bool = True  # outputs handed over as preallocated arena views
     op: str = "engine.layer_norm"  # or "nn.layer_norm": a plain norm (no residual) through the same kernel
 
 
@@ -65,8 +65,9 @@ CASES = {
     "fp32-transposed-sum-100": Case(dtype="float32", hidden=100, emit_sum=True, layout="transposed"),
     "bf16-residual-sum-100": Case(dtype="bfloat16", hidden=100, emit_sum=True),
     "plain-fp16-768": Case(residual=False, op="nn.layer_norm"),
-    "plain-fp32-transposed-100": Case(dtype="float32", hidden=100, residual=False, layout="transposed",
-                                      op="nn.layer_norm", offered=False),
+    "plain-fp32-transposed-100": Case(
+        dtype="float32", hidden=100, residual=False, layout="transposed", op="nn.layer_norm", offered=False
+    ),
 }
 
 
@@ -82,8 +83,16 @@ def layer(case: Case) -> Graph:
     if case.op == "nn.layer_norm":
         out = g.call("nn.layer_norm", x, gamma, beta, axis=-1, epsilon=1e-5)
     else:
-        out = g.call("engine.layer_norm", *inputs, gamma, beta, epsilon=1e-5, has_residual=case.residual,
-                     emit_sum=case.emit_sum, out_dtype=case.out_dtype)
+        out = g.call(
+            "engine.layer_norm",
+            *inputs,
+            gamma,
+            beta,
+            epsilon=1e-5,
+            has_residual=case.residual,
+            emit_sum=case.emit_sum,
+            out_dtype=case.out_dtype,
+        )
     g.set_outputs(list(out) if isinstance(out, tuple) else [out])
     return g.verify()
 
@@ -144,8 +153,12 @@ def run_cases(device: str) -> dict[str, str | None]:
     def seeded(case, tile):
         torch.manual_seed(0)
         return run_case(case, device, tile)
-    return case_results((f"{name}[{tile}]", lambda case=case, tile=tile: seeded(case, tile))
-                        for name, case in CASES.items() for tile in ROW_TILES)
+
+    return case_results(
+        (f"{name}[{tile}]", lambda case=case, tile=tile: seeded(case, tile))
+        for name, case in CASES.items()
+        for tile in ROW_TILES
+    )
 
 
 if __name__ == "__main__":

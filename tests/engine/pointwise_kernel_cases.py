@@ -64,8 +64,11 @@ def broadcast():
     x = g.add_input("x", TensorType("float32", (BATCH, 4, 24)))
     gate = g.add_input("gate", TensorType("float32", (BATCH, 1, 24)))
     y = g.call("nn.bias_add", x, g.add_constant(torch.randn(4), "b"), axis=1)
-    y = g.call("add", g.call("multiply", y, g.add_constant(torch.randn(4, 1), "scale")),
-               g.add_constant(torch.tensor(3.0), "three"))
+    y = g.call(
+        "add",
+        g.call("multiply", y, g.add_constant(torch.randn(4, 1), "scale")),
+        g.add_constant(torch.tensor(3.0), "three"),
+    )
     m = g.call("sigmoid", gate)  # an output smaller than the domain, written once
     return _fused(g, [g.call("multiply", y, m), m]), [torch.randn(2, 4, 24), torch.randn(2, 1, 24)]
 
@@ -75,24 +78,49 @@ def mask_arithmetic():
     scores = g.add_input("scores", TensorType("float32", (BATCH, 2, 8, 8)))
     mask = g.add_input("mask", TensorType("int64", (BATCH, 1, 1, 8)))
     keep = g.call("cast", g.call("greater", mask, g.add_constant(torch.tensor(0), "zero")), dtype="float32")
-    bias = g.call("multiply", g.call("subtract", g.add_constant(torch.tensor(1.0), "one"), keep),
-                  g.add_constant(torch.tensor(torch.finfo(torch.float32).min), "min"))
+    bias = g.call(
+        "multiply",
+        g.call("subtract", g.add_constant(torch.tensor(1.0), "one"), keep),
+        g.add_constant(torch.tensor(torch.finfo(torch.float32).min), "min"),
+    )
     out = g.call("add", g.call("divide", scores, g.add_constant(torch.tensor(8.0), "d")), bias)
     return _fused(g, [out]), [torch.randn(2, 2, 8, 8), torch.randint(0, 2, (2, 1, 1, 8))]
 
 
 def activations(dtype="float32"):
     """Every unary op a program may hold, each an output of one program (positive inputs where needed)."""
-    ops = ["nn.relu", "sigmoid", "tanh", "exp", "abs", "negative", "sin", "cos", "erf", "floor", "ceil", "sign",
-           "nn.silu", "nn.hardswish", "nn.hardsigmoid", "nn.softplus", "nn.mish", "reciprocal"]
+    ops = [
+        "nn.relu",
+        "sigmoid",
+        "tanh",
+        "exp",
+        "abs",
+        "negative",
+        "sin",
+        "cos",
+        "erf",
+        "floor",
+        "ceil",
+        "sign",
+        "nn.silu",
+        "nn.hardswish",
+        "nn.hardsigmoid",
+        "nn.softplus",
+        "nn.mish",
+        "reciprocal",
+    ]
     positive = ["log", "sqrt", "rsqrt"]
     program = [("load", 0), ("load", 1)]
     for op in ops:
         program.append((op, (0,), ()))
     for op in positive:
         program.append((op, (1,), ()))
-    for attrs, op in (((("approximate", "none"),), "nn.gelu"), ((("approximate", "tanh"),), "nn.gelu"),
-                      ((("alpha", 0.1),), "nn.leaky_relu"), ((("alpha", 1.5),), "nn.elu")):
+    for attrs, op in (
+        ((("approximate", "none"),), "nn.gelu"),
+        ((("approximate", "tanh"),), "nn.gelu"),
+        ((("alpha", 0.1),), "nn.leaky_relu"),
+        ((("alpha", 1.5),), "nn.elu"),
+    ):
         program.append((op, (0,), attrs))
     g = Graph("unary")
     x = g.add_input("x", TensorType(dtype, (BATCH, 70)))
@@ -110,13 +138,18 @@ def casts_and_where():
     half = g.call("cast", x, dtype="float16")
     as_int = g.call("cast", g.call("multiply", x, g.add_constant(torch.tensor(10.0), "ten")), dtype="int32")
     clipped = g.call("clip", x, a_min=-1.0, a_max=1.0)
-    picked = g.call("where", g.call("greater", x, g.add_constant(torch.tensor(0.0), "z")), clipped,
-                    g.call("nn.leaky_relu", x, alpha=0.2))
+    picked = g.call(
+        "where",
+        g.call("greater", x, g.add_constant(torch.tensor(0.0), "z")),
+        clipped,
+        g.call("nn.leaky_relu", x, alpha=0.2),
+    )
     floor_only = g.call("clip", g.call("multiply", half, half), a_min=0.5)
     counted = g.call("add", as_int, g.add_constant(torch.tensor(7, dtype=torch.int32), "seven"))
     flags = g.call("logical_and", g.call("cast", as_int, dtype="bool"), g.call("less", x, picked))
-    return _one_layer(g, [picked, floor_only, counted, flags, g.call("cast", half, dtype="float32")]), \
-        [torch.randn(2, 33) * 2]
+    return _one_layer(g, [picked, floor_only, counted, flags, g.call("cast", half, dtype="float32")]), [
+        torch.randn(2, 33) * 2
+    ]
 
 
 def powers_and_extremes():
@@ -142,10 +175,14 @@ def integers():
     a = g.add_input("a", TensorType("int64", (BATCH, 30)))
     b = g.add_input("b", TensorType("int64", (30,)))
     s = g.call("subtract", g.call("multiply", a, b), g.call("abs", a))
-    outs = [g.call("nn.relu", s), g.call("maximum", s, b), g.call("negative", s),
-            g.call("logical_or", g.call("equal", a, b), g.call("logical_not", g.call("greater_equal", s, a))),
-            g.call("logical_xor", g.call("less", a, b), g.add_constant(torch.tensor(True), "yes")),
-            g.call("power", a, g.add_constant(torch.tensor(2), "two"))]
+    outs = [
+        g.call("nn.relu", s),
+        g.call("maximum", s, b),
+        g.call("negative", s),
+        g.call("logical_or", g.call("equal", a, b), g.call("logical_not", g.call("greater_equal", s, a))),
+        g.call("logical_xor", g.call("less", a, b), g.add_constant(torch.tensor(True), "yes")),
+        g.call("power", a, g.add_constant(torch.tensor(2), "two")),
+    ]
     return _one_layer(g, outs), [torch.randint(-9, 9, (2, 30)), torch.randint(-9, 9, (30,))]
 
 
@@ -158,14 +195,21 @@ def scalars():
 
 # id -> (make, how): how is "contiguous", "strided" (inputs as views) or "offered" (outputs preallocated)
 CASES = {
-    "chain-fp32": (chain, "contiguous"), "chain-fp16": (lambda: chain("float16"), "contiguous"),
-    "chain-bf16": (lambda: chain("bfloat16"), "contiguous"), "chain-strided": (chain, "strided"),
-    "chain-offered": (chain, "offered"), "broadcast": (broadcast, "contiguous"),
-    "broadcast-strided": (broadcast, "strided"), "broadcast-offered": (broadcast, "offered"),
-    "mask-arithmetic": (mask_arithmetic, "contiguous"), "activations-fp32": (activations, "contiguous"),
+    "chain-fp32": (chain, "contiguous"),
+    "chain-fp16": (lambda: chain("float16"), "contiguous"),
+    "chain-bf16": (lambda: chain("bfloat16"), "contiguous"),
+    "chain-strided": (chain, "strided"),
+    "chain-offered": (chain, "offered"),
+    "broadcast": (broadcast, "contiguous"),
+    "broadcast-strided": (broadcast, "strided"),
+    "broadcast-offered": (broadcast, "offered"),
+    "mask-arithmetic": (mask_arithmetic, "contiguous"),
+    "activations-fp32": (activations, "contiguous"),
     "activations-fp16": (lambda: activations("float16"), "contiguous"),
-    "casts-where-clip": (casts_and_where, "offered"), "powers-nan": (powers_and_extremes, "contiguous"),
-    "integers": (integers, "strided"), "scalars": (scalars, "contiguous"),
+    "casts-where-clip": (casts_and_where, "offered"),
+    "powers-nan": (powers_and_extremes, "contiguous"),
+    "integers": (integers, "strided"),
+    "scalars": (scalars, "contiguous"),
 }
 
 
@@ -196,8 +240,9 @@ def run_case(case: str, device: str, block: int = 64) -> str | None:
         inputs = [_as_view(t) for t in inputs]
         if not any(not t.is_contiguous() for t in inputs):
             return "the strided case has no strided input"
-    offered = [torch.empty_like(e, memory_format=torch.contiguous_format) if how == "offered" else None
-               for e in expected]
+    offered = [
+        torch.empty_like(e, memory_format=torch.contiguous_format) if how == "offered" else None for e in expected
+    ]
     actual = PointwiseKernel(node_layout(node), block, 4)(inputs, offered, env)
     problems = []
     for j, (a, e, view) in enumerate(zip(actual, expected, offered)):

@@ -17,12 +17,32 @@ from tensorforge.ir import Graph, Sym, TensorType
 BATCH = Sym("batch")
 
 
-def pool(*, pool_size=(3, 3), strides=(2, 2), padding=(0, 0), dilation=(1, 1), ceil_mode=False, channels=80,
-         size=(13, 11), dtype="float16"):
+def pool(
+    *,
+    pool_size=(3, 3),
+    strides=(2, 2),
+    padding=(0, 0),
+    dilation=(1, 1),
+    ceil_mode=False,
+    channels=80,
+    size=(13, 11),
+    dtype="float16",
+):
     g = Graph("pool")
     x = g.add_input("x", TensorType(dtype, (BATCH, channels, *size)))
-    g.set_outputs([g.call("nn.max_pool2d", x, pool_size=pool_size, strides=strides, padding=padding,
-                          dilation=dilation, ceil_mode=ceil_mode)])
+    g.set_outputs(
+        [
+            g.call(
+                "nn.max_pool2d",
+                x,
+                pool_size=pool_size,
+                strides=strides,
+                padding=padding,
+                dilation=dilation,
+                ceil_mode=ceil_mode,
+            )
+        ]
+    )
     return g.verify()
 
 

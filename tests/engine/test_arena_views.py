@@ -23,9 +23,9 @@ def view_then_reuse(dtype: str) -> tuple[Graph, ir.Value]:
     """`viewed = expand_dims(h)` is returned; `w`, as large as `h`, is made after h's last read by a layer, so a
     planner that forgets the view gives w the bytes of h (and of the returned view)."""
     g, x = graph_with_input((8,), dtype)
-    h = g.call("negative", x)                            # an arena activation
-    viewed = g.call("expand_dims", h, axis=1)            # a plan output: the reference returns a view of h
-    w = g.call("multiply", x, x)                         # as large as h, defined after h's last read
+    h = g.call("negative", x)  # an arena activation
+    viewed = g.call("expand_dims", h, axis=1)  # a plan output: the reference returns a view of h
+    w = g.call("multiply", x, x)  # as large as h, defined after h's last read
     g.set_outputs([viewed, g.call("concatenate", w, w, axis=1)])  # not elementwise: w stays in the arena
     return g.verify(), h
 
@@ -68,12 +68,15 @@ def unplanned_view_graph(op: str, **attrs) -> tuple[Graph, ir.Value, ir.Value]:
     return g.verify(), h, v
 
 
-@pytest.mark.parametrize("op, attrs, views", [
-    ("cast", {"dtype": "float32"}, True),   # x.to(its own dtype) is x itself
-    ("reshape", {"newshape": (BATCH, 2, 4)}, True),
-    ("cast", {"dtype": "float16"}, False),  # a real conversion allocates
-    ("nn.relu", {}, False),
-])
+@pytest.mark.parametrize(
+    "op, attrs, views",
+    [
+        ("cast", {"dtype": "float32"}, True),  # x.to(its own dtype) is x itself
+        ("reshape", {"newshape": (BATCH, 2, 4)}, True),
+        ("cast", {"dtype": "float16"}, False),  # a real conversion allocates
+        ("nn.relu", {}, False),
+    ],
+)
 def test_the_cuda_torch_tactic_keeps_what_its_result_views_alive(op, attrs, views):
     """The `torch` tactic (CUDA) keeps its result where PyTorch put it (no arena slot): where the op's reference
     returns a view of an arena activation, that activation lives as long as the view is read. Planned here
@@ -95,11 +98,13 @@ def test_an_op_the_meta_device_cannot_run_may_view_any_input():
     """A plugin kernel that has no meta implementation: nothing is known, so every input is assumed viewed."""
     name = "test_arena_views.no_meta"
     if name not in ir.registered_ops():
+
         @ir.register_op(name, inputs=2, infer=lambda types, attrs: [types[0]])
         def no_meta(a, b):
             if a.device.type == "meta":
                 raise NotImplementedError("no meta kernel")
             return a + b
+
     g, x = graph_with_input((8,))
     node = g.add_node(name, [g.call("sigmoid", x), g.call("tanh", x)], {})
     assert viewed_inputs(node) == [(0, 1)]

@@ -77,6 +77,7 @@ def test_nothing_is_compiled_ahead_on_the_cpu():
 def test_the_timing_finds_every_triton_candidate_compiled_and_the_plan_matches():
     pytest.importorskip("triton")
     from tensorforge.engine.tactics import gemm_triton_kernel
+
     kernel = gemm_triton_kernel.gemm_epilogue
     # Triton binds a JITFunction to its compiler at the first launch on a device (create_binder sets
     # `kernel.compile`, and would overwrite a wrapper set before): launch once, on other shapes, first

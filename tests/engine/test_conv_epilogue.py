@@ -47,11 +47,18 @@ def test_cases_on_cuda():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_mobilenet_block_fp16_on_cuda():
     import tensorforge as forge
+
     torch.manual_seed(0)
     block = torch.nn.Sequential(
-        torch.nn.Conv2d(16, 96, 1, bias=False), torch.nn.BatchNorm2d(96), torch.nn.ReLU6(),
-        torch.nn.Conv2d(96, 96, 3, padding=1, groups=96, bias=False), torch.nn.BatchNorm2d(96), torch.nn.ReLU6(),
-        torch.nn.Conv2d(96, 16, 1, bias=False), torch.nn.BatchNorm2d(16)).eval()
+        torch.nn.Conv2d(16, 96, 1, bias=False),
+        torch.nn.BatchNorm2d(96),
+        torch.nn.ReLU6(),
+        torch.nn.Conv2d(96, 96, 3, padding=1, groups=96, bias=False),
+        torch.nn.BatchNorm2d(96),
+        torch.nn.ReLU6(),
+        torch.nn.Conv2d(96, 16, 1, bias=False),
+        torch.nn.BatchNorm2d(16),
+    ).eval()
     with torch.no_grad():
         for m in block.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

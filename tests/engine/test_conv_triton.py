@@ -29,11 +29,35 @@ def test_depthwise_under_the_interpreter(interpreted, case):
 def test_kernel_compiles_for_sm90(residual):
     from tensorforge.engine.tactics.conv_triton import BLOCK_C, BLOCK_P, NUM_WARPS
     from tensorforge.engine.tactics.conv_triton_kernel import depthwise_conv2d_nhwc
-    constexprs = {"SH": 2, "SW": 2, "PH": 1, "PW": 1, "KH": 3, "KW": 3, "DH": 1, "DW": 1, "HAS_BIAS": True,
-                  "HAS_RESIDUAL": residual, "RESIDUAL_PRE": True, "ACT": 2, "BLOCK_P": BLOCK_P, "BLOCK_C": BLOCK_C}
-    signature = {"x_ptr": "*fp16", "w_ptr": "*fp32", "y_ptr": "*fp16", "bias_ptr": "*fp32", "r_ptr": "*fp16",
-                 **{k: "i32" for k in ("P", "C", "H", "W", "OH", "OW")}, "lo": "fp32", "hi": "fp32", "slope": "fp32",
-                 **{k: "constexpr" for k in constexprs}}
+
+    constexprs = {
+        "SH": 2,
+        "SW": 2,
+        "PH": 1,
+        "PW": 1,
+        "KH": 3,
+        "KW": 3,
+        "DH": 1,
+        "DW": 1,
+        "HAS_BIAS": True,
+        "HAS_RESIDUAL": residual,
+        "RESIDUAL_PRE": True,
+        "ACT": 2,
+        "BLOCK_P": BLOCK_P,
+        "BLOCK_C": BLOCK_C,
+    }
+    signature = {
+        "x_ptr": "*fp16",
+        "w_ptr": "*fp32",
+        "y_ptr": "*fp16",
+        "bias_ptr": "*fp32",
+        "r_ptr": "*fp16",
+        **{k: "i32" for k in ("P", "C", "H", "W", "OH", "OW")},
+        "lo": "fp32",
+        "hi": "fp32",
+        "slope": "fp32",
+        **{k: "constexpr" for k in constexprs},
+    }
     assert compile_for_sm90(depthwise_conv2d_nhwc, signature, constexprs, num_warps=NUM_WARPS).asm["cubin"]
 
 

@@ -19,8 +19,16 @@ from helpers import TOLERANCES, assert_close
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
 
-SMALL = dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=4, num_key_value_heads=2,
-             intermediate_size=256, vocab_size=1000, max_position_embeddings=128, use_cache=False)
+SMALL = dict(
+    num_hidden_layers=2,
+    hidden_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=256,
+    vocab_size=1000,
+    max_position_embeddings=128,
+    use_cache=False,
+)
 MODELS = {
     "llama": ("LlamaConfig", "LlamaModel", {}),
     "mistral": ("MistralConfig", "MistralModel", {}),

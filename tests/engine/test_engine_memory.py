@@ -44,14 +44,31 @@ def random_graph(seed: int, nodes: int = 40) -> Graph:
 def conv_net() -> Graph:
     """A small residual conv net: conv-bn-relu, conv-bn + skip, relu, pool, dense."""
     g, x = graph_with_input((3, 16, 16), name="convnet")
-    h = g.call("nn.relu", g.call("nn.batch_norm", g.call("nn.conv2d", x, g.add_constant(torch.randn(8, 3, 3, 3), "w1"),
-                                                         padding=(1, 1)), *batch_norm_params(g, 8, "bn1")))
-    y = g.call("nn.batch_norm", g.call("nn.conv2d", h, g.add_constant(torch.randn(8, 8, 3, 3) * 0.2, "w2"),
-                                       padding=(1, 1)), *batch_norm_params(g, 8, "bn2"))
+    h = g.call(
+        "nn.relu",
+        g.call(
+            "nn.batch_norm",
+            g.call("nn.conv2d", x, g.add_constant(torch.randn(8, 3, 3, 3), "w1"), padding=(1, 1)),
+            *batch_norm_params(g, 8, "bn1"),
+        ),
+    )
+    y = g.call(
+        "nn.batch_norm",
+        g.call("nn.conv2d", h, g.add_constant(torch.randn(8, 8, 3, 3) * 0.2, "w2"), padding=(1, 1)),
+        *batch_norm_params(g, 8, "bn2"),
+    )
     y = g.call("nn.relu", g.call("add", y, h))
     y = g.call("reshape", g.call("nn.global_avg_pool2d", y), newshape=(BATCH, 8))
-    g.set_outputs([g.call("nn.bias_add", g.call("nn.dense", y, g.add_constant(torch.randn(10, 8), "fc")),
-                          g.add_constant(torch.randn(10), "fc.b"), axis=-1)])
+    g.set_outputs(
+        [
+            g.call(
+                "nn.bias_add",
+                g.call("nn.dense", y, g.add_constant(torch.randn(10, 8), "fc")),
+                g.add_constant(torch.randn(10), "fc.b"),
+                axis=-1,
+            )
+        ]
+    )
     return g.verify()
 
 
@@ -64,7 +81,7 @@ def check_memory_plan(graph: Graph, max_batch: int) -> None:
     assert conflicts(plan, life) == []
     names = sorted(plan.slots)  # and checked here independently of the planner's own helper
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             (sa, sb), (la, lb) = (plan.slots[a], plan.slots[b]), (life[a], life[b])
             live_together = la[0] <= lb[1] and lb[0] <= la[1]
             share_bytes = sa.offset < sb.offset + sizes[b] and sb.offset < sa.offset + sizes[a]
@@ -73,8 +90,9 @@ def check_memory_plan(graph: Graph, max_batch: int) -> None:
         assert slot.offset % ALIGNMENT == 0 and slot.size >= sizes[name] and slot.end <= plan.arena_bytes
     aligned = {n: -(-s // ALIGNMENT) * ALIGNMENT for n, s in sizes.items()}
     assert plan.arena_bytes <= sum(aligned.values())
-    most_live = max((sum(aligned[n] for n, (a, b) in life.items() if a <= i <= b) for i in range(len(graph.nodes))),
-                    default=0)
+    most_live = max(
+        (sum(aligned[n] for n, (a, b) in life.items() if a <= i <= b) for i in range(len(graph.nodes))), default=0
+    )
     assert plan.arena_bytes >= most_live
 
 
@@ -112,14 +130,14 @@ def test_activations_really_live_in_the_arena():
     for batch in (4, 2):  # at batch 2 the leading part of the slot holds the activation
         data = torch.randn(batch, 5)
         plan.run(data, context=context)
-        stored = context.arena[slot.offset:slot.offset + batch * 5 * 4].view(torch.float32).view(batch, 5)
+        stored = context.arena[slot.offset : slot.offset + batch * 5 * 4].view(torch.float32).view(batch, 5)
         assert torch.equal(stored, torch.sigmoid(data))
 
 
 def test_outputs_belong_to_the_caller():
     g, x = graph_with_input((6,))
     viewed = g.call("reshape", g.call("sigmoid", x), newshape=(BATCH, 2, 3))  # a view of an arena activation
-    g.set_outputs([viewed, g.call("arange", stop=4)])                         # and a folded constant
+    g.set_outputs([viewed, g.call("arange", stop=4)])  # and a folded constant
     plan = Builder().build(g, max_batch=2)
     first = torch.randn(2, 6)
     out, const = plan.run(first)

@@ -37,10 +37,20 @@ def test_passes_fold_and_fuse(converted):
     assert graph.op_counts()["nn.batch_norm"] == batch_norms
     ctx = PassContext(max_batch=2)
     optimized = run_passes(graph, ctx, verify_each=True)
-    assert ctx.counters == {"constant_folding": 0, "fold_batch_norm": batch_norms, "fuse_bias_activation": fused,
-                            "fuse_horizontal_dense": 0, "assign_precision": 0, "sink_transposes": 0,
-                            "reorder_dense_rows": 0, "fuse_layer_norm": 0, "hoist_attention_masks": 0,
-                            "fuse_pointwise": 0, "fold_view_chains": 0, "dead_code": 0}
+    assert ctx.counters == {
+        "constant_folding": 0,
+        "fold_batch_norm": batch_norms,
+        "fuse_bias_activation": fused,
+        "fuse_horizontal_dense": 0,
+        "assign_precision": 0,
+        "sink_transposes": 0,
+        "reorder_dense_rows": 0,
+        "fuse_layer_norm": 0,
+        "hoist_attention_masks": 0,
+        "fuse_pointwise": 0,
+        "fold_view_chains": 0,
+        "dead_code": 0,
+    }
     counts = optimized.op_counts()
     assert not gone & set(counts), f"{name}: left {dict(counts)}"
     assert counts["engine.conv"] + counts["engine.dense"] == fused

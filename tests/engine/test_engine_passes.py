@@ -22,10 +22,20 @@ from tensorforge.ir import Graph, ShapeInferenceError, TensorType
 
 
 def test_pass_list_order_and_docstrings():
-    assert [p.__name__ for p in PASSES] == ["constant_folding", "fold_batch_norm", "fuse_bias_activation",
-                                            "fuse_horizontal_dense", "assign_precision", "sink_transposes",
-                                            "reorder_dense_rows", "fuse_layer_norm", "hoist_attention_masks",
-                                            "fuse_pointwise", "fold_view_chains", "dead_code"]
+    assert [p.__name__ for p in PASSES] == [
+        "constant_folding",
+        "fold_batch_norm",
+        "fuse_bias_activation",
+        "fuse_horizontal_dense",
+        "assign_precision",
+        "sink_transposes",
+        "reorder_dense_rows",
+        "fuse_layer_norm",
+        "hoist_attention_masks",
+        "fuse_pointwise",
+        "fold_view_chains",
+        "dead_code",
+    ]
     for p in PASSES:
         assert p.__module__.endswith(p.__name__), "one file per pass, named after it"
         module = __import__(p.__module__, fromlist=["_"])
@@ -35,6 +45,7 @@ def test_pass_list_order_and_docstrings():
 # ---------------------------------------------------------------------------------------------
 # constant_folding
 # ---------------------------------------------------------------------------------------------
+
 
 def _positions():
     """BERT's position-id chain: arange -> expand_dims -> broadcast, added to an input."""
@@ -102,6 +113,7 @@ def test_constant_folding_respects_the_size_limit():
 # dead_code
 # ---------------------------------------------------------------------------------------------
 
+
 def test_dead_code_removes_unused_nodes_and_constants():
     g, x = graph_with_input((4,))
     used = g.call("nn.relu", x)
@@ -124,6 +136,7 @@ def test_dead_code_keeps_every_input():
 # ---------------------------------------------------------------------------------------------
 # fold_batch_norm
 # ---------------------------------------------------------------------------------------------
+
 
 def _conv_bn(ndim=2, bias=False, groups=1, extra_user=False, bn_input_param=False):
     spatial = (6,) * ndim
@@ -186,8 +199,11 @@ def test_fold_batch_norm(make, count):
 # fuse_bias_activation
 # ---------------------------------------------------------------------------------------------
 
-ACTIVATION_ATTRS = {"clip": {"a_min": 0.0, "a_max": 6.0}, "nn.leaky_relu": {"alpha": 0.2},
-                    "nn.gelu": {"approximate": "tanh"}}
+ACTIVATION_ATTRS = {
+    "clip": {"a_min": 0.0, "a_max": 6.0},
+    "nn.leaky_relu": {"alpha": 0.2},
+    "nn.gelu": {"approximate": "tanh"},
+}
 
 
 def _conv_chain(*steps, residual_shape=(8, 6, 6), residual_first=False, dense=False):
@@ -201,8 +217,12 @@ def _conv_chain(*steps, residual_shape=(8, 6, 6), residual_first=False, dense=Fa
         y = g.call("nn.conv2d", x, g.add_constant(torch.randn(8, 4, 3, 3), "w"), padding=(1, 1))
     for step in steps:
         if step == "bias":
-            y = g.call("nn.bias_add", y, g.add_constant(torch.randn(y.type.shape[-1 if dense else 1]), "b"),
-                       axis=-1 if dense else 1)
+            y = g.call(
+                "nn.bias_add",
+                y,
+                g.add_constant(torch.randn(y.type.shape[-1 if dense else 1]), "b"),
+                axis=-1 if dense else 1,
+            )
         elif step == "add":
             r = g.add_input("r", TensorType("float32", (BATCH,) + tuple(residual_shape)))
             inputs.append(torch.randn(2, *residual_shape))
@@ -214,27 +234,52 @@ def _conv_chain(*steps, residual_shape=(8, 6, 6), residual_first=False, dense=Fa
 
 
 FUSION = [  # (make, fused layers, expected attributes of the one fused node or None)
-    *[pytest.param(lambda act=act: _conv_chain("bias", act), 1, {"activation": act, "has_bias": True},
-                   id=f"conv-bias-{act}") for act in sorted(FUSABLE_ACTIVATIONS)],
-    pytest.param(lambda: _conv_chain("bias", "add", "nn.relu"), 1,
-                 {"has_residual": True, "residual_position": "pre_activation", "activation": "nn.relu"},
-                 id="resnet-conv-bias-add-relu"),
-    pytest.param(lambda: _conv_chain("bias", "add", "nn.relu", residual_first=True), 1,
-                 {"has_residual": True, "residual_position": "pre_activation"}, id="residual-first-operand"),
-    pytest.param(lambda: _conv_chain("bias", "add"), 1, {"has_residual": True, "activation": None},
-                 id="mobilenet-conv-bias-add"),
-    pytest.param(lambda: _conv_chain("nn.relu", "add"), 1,
-                 {"has_bias": False, "residual_position": "post_activation", "activation": "nn.relu"},
-                 id="conv-relu-add"),
-    pytest.param(lambda: _conv_chain("bias", "add", residual_shape=(8, 1, 1)), 1,
-                 {"has_bias": True, "has_residual": False}, id="broadcast-add-not-fused"),
-    pytest.param(lambda: _conv_chain("bias", "nn.relu", "sigmoid"), 1, {"activation": "nn.relu"},
-                 id="only-one-activation"),
-    pytest.param(lambda: _conv_chain("bias", "add", "nn.gelu", dense=True, residual_shape=(6,)), 1,
-                 {"has_residual": True, "activation": "nn.gelu"}, id="dense-bias-add-gelu"),
+    *[
+        pytest.param(
+            lambda act=act: _conv_chain("bias", act), 1, {"activation": act, "has_bias": True}, id=f"conv-bias-{act}"
+        )
+        for act in sorted(FUSABLE_ACTIVATIONS)
+    ],
+    pytest.param(
+        lambda: _conv_chain("bias", "add", "nn.relu"),
+        1,
+        {"has_residual": True, "residual_position": "pre_activation", "activation": "nn.relu"},
+        id="resnet-conv-bias-add-relu",
+    ),
+    pytest.param(
+        lambda: _conv_chain("bias", "add", "nn.relu", residual_first=True),
+        1,
+        {"has_residual": True, "residual_position": "pre_activation"},
+        id="residual-first-operand",
+    ),
+    pytest.param(
+        lambda: _conv_chain("bias", "add"), 1, {"has_residual": True, "activation": None}, id="mobilenet-conv-bias-add"
+    ),
+    pytest.param(
+        lambda: _conv_chain("nn.relu", "add"),
+        1,
+        {"has_bias": False, "residual_position": "post_activation", "activation": "nn.relu"},
+        id="conv-relu-add",
+    ),
+    pytest.param(
+        lambda: _conv_chain("bias", "add", residual_shape=(8, 1, 1)),
+        1,
+        {"has_bias": True, "has_residual": False},
+        id="broadcast-add-not-fused",
+    ),
+    pytest.param(
+        lambda: _conv_chain("bias", "nn.relu", "sigmoid"), 1, {"activation": "nn.relu"}, id="only-one-activation"
+    ),
+    pytest.param(
+        lambda: _conv_chain("bias", "add", "nn.gelu", dense=True, residual_shape=(6,)),
+        1,
+        {"has_residual": True, "activation": "nn.gelu"},
+        id="dense-bias-add-gelu",
+    ),
     pytest.param(lambda: _conv_chain("bias", dense=True), 1, {"has_bias": True}, id="dense-bias"),
-    pytest.param(lambda: _conv_chain(), 1, {"has_bias": False, "activation": None},
-                 id="conv-alone-becomes-engine-conv"),
+    pytest.param(
+        lambda: _conv_chain(), 1, {"has_bias": False, "activation": None}, id="conv-alone-becomes-engine-conv"
+    ),
     pytest.param(lambda: _conv_chain("nn.softplus"), 1, {"activation": None}, id="softplus-not-fusable"),
     pytest.param(lambda: _conv_chain("nn.softplus", dense=True), 0, None, id="dense-alone-stays"),
 ]
@@ -253,8 +298,12 @@ def test_fuse_bias_activation(make, count, attrs):
 
 def test_fusion_stops_at_a_value_with_two_users():
     g, x = graph_with_input((4, 6, 6))
-    y = g.call("nn.bias_add", g.call("nn.conv2d", x, g.add_constant(torch.randn(8, 4, 1, 1), "w")),
-               g.add_constant(torch.randn(8), "b"), axis=1)
+    y = g.call(
+        "nn.bias_add",
+        g.call("nn.conv2d", x, g.add_constant(torch.randn(8, 4, 1, 1), "w")),
+        g.add_constant(torch.randn(8), "b"),
+        axis=1,
+    )
     g.set_outputs([g.call("nn.relu", y), g.call("sigmoid", y)])
     out = check_pass(fuse_bias_activation, g, [torch.randn(2, 4, 6, 6)], count=1, tol=FUSED_TOL)
     assert ops(out) == ["engine.conv", "nn.relu", "sigmoid"]
@@ -263,8 +312,12 @@ def test_fusion_stops_at_a_value_with_two_users():
 
 def test_fusion_of_an_intermediate_graph_output_stops_there():
     g, x = graph_with_input((4, 6, 6))
-    y = g.call("nn.bias_add", g.call("nn.conv2d", x, g.add_constant(torch.randn(8, 4, 1, 1), "w")),
-               g.add_constant(torch.randn(8), "b"), axis=1)
+    y = g.call(
+        "nn.bias_add",
+        g.call("nn.conv2d", x, g.add_constant(torch.randn(8, 4, 1, 1), "w")),
+        g.add_constant(torch.randn(8), "b"),
+        axis=1,
+    )
     g.set_outputs([g.call("nn.relu", y), y])
     out = check_pass(fuse_bias_activation, g, [torch.randn(2, 4, 6, 6)], count=1, tol=FUSED_TOL)
     assert ops(out) == ["engine.conv", "nn.relu"]
@@ -274,10 +327,20 @@ def test_all_passes_verify_after_each_and_count_everything():
     graph, inputs = _conv_bn(2, bias=True)
     ctx = PassContext()
     out = run_passes(graph, ctx, verify_each=True)
-    assert ctx.counters == {"constant_folding": 0, "fold_batch_norm": 1, "fuse_bias_activation": 1,
-                            "fuse_horizontal_dense": 0, "assign_precision": 0, "sink_transposes": 0,
-                            "reorder_dense_rows": 0, "fuse_layer_norm": 0, "hoist_attention_masks": 0,
-                            "fuse_pointwise": 0, "fold_view_chains": 0, "dead_code": 0}
+    assert ctx.counters == {
+        "constant_folding": 0,
+        "fold_batch_norm": 1,
+        "fuse_bias_activation": 1,
+        "fuse_horizontal_dense": 0,
+        "assign_precision": 0,
+        "sink_transposes": 0,
+        "reorder_dense_rows": 0,
+        "fuse_layer_norm": 0,
+        "hoist_attention_masks": 0,
+        "fuse_pointwise": 0,
+        "fold_view_chains": 0,
+        "dead_code": 0,
+    }
     assert ops(out) == ["engine.conv"]
     assert set(out.constants) == {v.name for v in out.nodes[0].inputs[1:]}, "batch-norm leftovers are dropped"
 
@@ -286,15 +349,32 @@ def test_all_passes_verify_after_each_and_count_everything():
 # The fused ops themselves
 # ---------------------------------------------------------------------------------------------
 
+
 def test_engine_conv_reference_matches_torch_in_both_residual_orders():
     F = torch.nn.functional  # noqa: N806 - torch's usual name
     x, w, b, r = torch.randn(2, 4, 5, 5), torch.randn(6, 4, 3, 3), torch.randn(6), torch.randn(2, 6, 5, 5)
-    for position, expected in (("pre_activation", F.relu(F.conv2d(x, w, b, padding=1) + r)),
-                               ("post_activation", F.relu(F.conv2d(x, w, b, padding=1)) + r)):
+    for position, expected in (
+        ("pre_activation", F.relu(F.conv2d(x, w, b, padding=1) + r)),
+        ("post_activation", F.relu(F.conv2d(x, w, b, padding=1)) + r),
+    ):
         g = Graph("fused")
         vals = [g.add_input(n, TensorType.of(t)) for n, t in zip("xwbr", (x, w, b, r))]
-        g.set_outputs([g.call("engine.conv", *vals, ndim=2, strides=(1, 1), padding=(1, 1), dilation=(1, 1),
-                              has_bias=True, has_residual=True, activation="nn.relu", residual_position=position)])
+        g.set_outputs(
+            [
+                g.call(
+                    "engine.conv",
+                    *vals,
+                    ndim=2,
+                    strides=(1, 1),
+                    padding=(1, 1),
+                    dilation=(1, 1),
+                    has_bias=True,
+                    has_residual=True,
+                    activation="nn.relu",
+                    residual_position=position,
+                )
+            ]
+        )
         torch.testing.assert_close(ir.execute(g.verify(), x, w, b, r)[0], expected)
 
 

@@ -53,7 +53,7 @@ def edit_plan(data: bytes, edit, *, reseal: bool = True) -> bytes:
     """The plan with its JSON description changed by `edit(doc)` (weights kept as they are). With `reseal` the
     digest is recomputed, as a file written that way would carry: the checks behind the digest are then reached."""
     (n,) = struct.unpack("<Q", data[:8])
-    doc = json.loads(json.loads(data[8:8 + n])["__metadata__"]["tensorforge.plan"])
+    doc = json.loads(json.loads(data[8 : 8 + n])["__metadata__"]["tensorforge.plan"])
     edit(doc)
     tensors = load_tensors(data)
     if reseal:
@@ -70,17 +70,32 @@ def _first_activation_to_silu(doc):
 # The contract
 # ---------------------------------------------------------------------------------------------
 
+
 def test_plan_attributes(region, plan):
     assert plan.max_batch == 4 and plan.device == torch.device("cpu")
     assert plan.input_types == [v.type for v in region.inputs]
     assert plan.output_types == [v.type for v in region.outputs]
-    assert plan.counters == {"constant_folding": 0, "fold_batch_norm": 1, "fuse_bias_activation": 1,
-                             "fuse_horizontal_dense": 0, "assign_precision": 0, "sink_transposes": 0,
-                             "reorder_dense_rows": 0, "fuse_layer_norm": 0, "hoist_attention_masks": 0,
-                             "fuse_pointwise": 0, "fold_view_chains": 0, "dead_code": 0}
+    assert plan.counters == {
+        "constant_folding": 0,
+        "fold_batch_norm": 1,
+        "fuse_bias_activation": 1,
+        "fuse_horizontal_dense": 0,
+        "assign_precision": 0,
+        "sink_transposes": 0,
+        "reorder_dense_rows": 0,
+        "fuse_layer_norm": 0,
+        "hoist_attention_masks": 0,
+        "fuse_pointwise": 0,
+        "fold_view_chains": 0,
+        "dead_code": 0,
+    }
     assert [(layer.op, layer.tactic, layer.precision) for layer in plan.layers] == [
-        ("engine.conv", "reference", "float32"), ("nn.global_avg_pool2d", "reference", "float32"),
-        ("reshape", "reference", "float32"), ("nn.dense", "reference", "float32"), ("multiply", "reference", "float32")]
+        ("engine.conv", "reference", "float32"),
+        ("nn.global_avg_pool2d", "reference", "float32"),
+        ("reshape", "reference", "float32"),
+        ("nn.dense", "reference", "float32"),
+        ("multiply", "reference", "float32"),
+    ]
     assert all(isinstance(layer, LayerInfo) for layer in plan.layers)
     assert plan.layers[0].macs == 4 * 6 * 8 * 8 * 3 * 3 * 3, "MACs at max_batch"
     assert plan.peak_activation_bytes == plan.memory.arena_bytes > 0
@@ -107,14 +122,23 @@ def test_run_any_batch_up_to_max(region, plan):
 
 def test_describe_shows_layers_tactics_arena_and_counters(plan):
     text = plan.describe()
-    for piece in ("engine.conv", "reference", "float32", str(plan.peak_activation_bytes), "fold_batch_norm 1",
-                  "fuse_bias_activation 1", "max_batch 4", str(plan.layers[0].macs)):
+    for piece in (
+        "engine.conv",
+        "reference",
+        "float32",
+        str(plan.peak_activation_bytes),
+        "fold_batch_norm 1",
+        "fuse_bias_activation 1",
+        "max_batch 4",
+        str(plan.layers[0].macs),
+    ):
         assert piece in text, piece
 
 
 # ---------------------------------------------------------------------------------------------
 # Input checks
 # ---------------------------------------------------------------------------------------------
+
 
 def test_batch_above_max_batch_names_the_input_and_limit(plan):
     with pytest.raises(ValueError, match=r"input 'x': batch size 5 \(dimension 0\) is outside the plan's range 1\.\.4"):
@@ -161,6 +185,7 @@ def test_static_region_ignores_max_batch():
 # ---------------------------------------------------------------------------------------------
 # Serialization
 # ---------------------------------------------------------------------------------------------
+
 
 def test_bytes_round_trip_gives_identical_outputs(plan):
     data = plan.to_bytes()
@@ -225,38 +250,74 @@ REFUSED = [  # (make bad bytes from good plan bytes, a piece of the message)
     pytest.param(_truncated, "a truncated one: the header is cut off", id="truncated-header"),
     pytest.param(lambda data: data[:-16], "corrupt plan: its weights cannot be read", id="truncated-weights"),
     pytest.param(_flipped_weight, "corrupt plan: its contents do not match its sha256 digest", id="flipped-weight-bit"),
-    pytest.param(lambda data: edit_plan(data, _first_activation_to_silu, reseal=False),
-                 "corrupt plan: its contents do not match its sha256 digest", id="edited-activation"),
-    pytest.param(lambda data: edit_plan(data, lambda doc: doc["memory"].update(arena_bytes=1 << 40)),
-                 "memory.arena_bytes is 1099511627776, but its activations need at most", id="arena-too-large"),
-    pytest.param(lambda data: edit_plan(data, lambda doc: doc["memory"].update(alignment=0)),
-                 "memory.alignment is 0", id="arena-alignment-zero"),
-    pytest.param(lambda data: edit_plan(data, lambda doc: [slot.__setitem__(0, 0)
-                                                           for slot in doc["memory"]["slots"].values()]),
-                 "the same bytes while both are live", id="arena-slots-overlap"),
+    pytest.param(
+        lambda data: edit_plan(data, _first_activation_to_silu, reseal=False),
+        "corrupt plan: its contents do not match its sha256 digest",
+        id="edited-activation",
+    ),
+    pytest.param(
+        lambda data: edit_plan(data, lambda doc: doc["memory"].update(arena_bytes=1 << 40)),
+        "memory.arena_bytes is 1099511627776, but its activations need at most",
+        id="arena-too-large",
+    ),
+    pytest.param(
+        lambda data: edit_plan(data, lambda doc: doc["memory"].update(alignment=0)),
+        "memory.alignment is 0",
+        id="arena-alignment-zero",
+    ),
+    pytest.param(
+        lambda data: edit_plan(data, lambda doc: [slot.__setitem__(0, 0) for slot in doc["memory"]["slots"].values()]),
+        "the same bytes while both are live",
+        id="arena-slots-overlap",
+    ),
     pytest.param(_garbled_header, "not valid JSON", id="garbled-header"),
-    pytest.param(lambda data: save_tensors({"w": torch.ones(3)}), "a safetensors file, but not a tensorforge plan",
-                 id="foreign-safetensors"),
-    pytest.param(lambda data: save_tensors({"w": torch.ones(3)}, metadata={"tensorforge.plan": "[1, 2"}),
-                 "corrupt plan: its description is not valid JSON", id="broken-description"),
-    pytest.param(_version(PLAN_FORMAT_VERSION + 1),
-                 f"plan format version {PLAN_FORMAT_VERSION + 1}, this tensorforge reads version {PLAN_FORMAT_VERSION}",
-                 id="format-version"),
-    pytest.param(_version(PLAN_FORMAT_VERSION - 1), f"plan format version {PLAN_FORMAT_VERSION - 1}, this tensorforge "
-                 f"reads version {PLAN_FORMAT_VERSION}", id="older-format-version"),
-    pytest.param(lambda data: edit_plan(data, lambda doc: doc["config"].pop("max_streams")),
-                 "corrupt plan: ValueError: the build options lack ['max_streams']", id="config-option-missing"),
+    pytest.param(
+        lambda data: save_tensors({"w": torch.ones(3)}),
+        "a safetensors file, but not a tensorforge plan",
+        id="foreign-safetensors",
+    ),
+    pytest.param(
+        lambda data: save_tensors({"w": torch.ones(3)}, metadata={"tensorforge.plan": "[1, 2"}),
+        "corrupt plan: its description is not valid JSON",
+        id="broken-description",
+    ),
+    pytest.param(
+        _version(PLAN_FORMAT_VERSION + 1),
+        f"plan format version {PLAN_FORMAT_VERSION + 1}, this tensorforge reads version {PLAN_FORMAT_VERSION}",
+        id="format-version",
+    ),
+    pytest.param(
+        _version(PLAN_FORMAT_VERSION - 1),
+        f"plan format version {PLAN_FORMAT_VERSION - 1}, this tensorforge reads version {PLAN_FORMAT_VERSION}",
+        id="older-format-version",
+    ),
+    pytest.param(
+        lambda data: edit_plan(data, lambda doc: doc["config"].pop("max_streams")),
+        "corrupt plan: ValueError: the build options lack ['max_streams']",
+        id="config-option-missing",
+    ),
     pytest.param(_fingerprint(**H100), "built for device cuda NVIDIA H100 (sm90), this is cpu", id="built-for-cuda"),
-    pytest.param(_fingerprint(torch=f"{OTHER_MINOR}.0+cu128"), f"built with torch {OTHER_MINOR}, this is {TORCH_MINOR}",
-                 id="other-torch"),
-    pytest.param(_fingerprint(plan_format=7),
-                 f"plan format version 7, this tensorforge reads version {PLAN_FORMAT_VERSION}",
-                 id="fingerprint-format"),
+    pytest.param(
+        _fingerprint(torch=f"{OTHER_MINOR}.0+cu128"),
+        f"built with torch {OTHER_MINOR}, this is {TORCH_MINOR}",
+        id="other-torch",
+    ),
+    pytest.param(
+        _fingerprint(plan_format=7),
+        f"plan format version 7, this tensorforge reads version {PLAN_FORMAT_VERSION}",
+        id="fingerprint-format",
+    ),
     pytest.param(_unknown_tactic, "uses tactic 'warp_speed', which this tensorforge lacks", id="unknown-tactic"),
-    pytest.param(lambda data: edit_plan(data, lambda doc: doc["memory"]["slots"].clear()),
-                 "the arena plan has no valid slot", id="memory-plan-missing"),
-    pytest.param(lambda data: edit_plan(data, lambda doc: doc["graph"]["nodes"][0].update(op="nn.conv9d")),
-                 "corrupt plan: .*unknown IR op 'nn.conv9d'", id="unknown-op"),
+    pytest.param(
+        lambda data: edit_plan(data, lambda doc: doc["memory"]["slots"].clear()),
+        "the arena plan has no valid slot",
+        id="memory-plan-missing",
+    ),
+    pytest.param(
+        lambda data: edit_plan(data, lambda doc: doc["graph"]["nodes"][0].update(op="nn.conv9d")),
+        "corrupt plan: .*unknown IR op 'nn.conv9d'",
+        id="unknown-op",
+    ),
 ]
 
 
@@ -291,6 +352,7 @@ def test_loading_for_cuda_without_a_gpu_is_refused(plan):
 # ---------------------------------------------------------------------------------------------
 # GPU: the same plan with reference tactics runs on CUDA (GPU tactics come with issue 4)
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -31,6 +31,7 @@ ENV = {"batch": 1}
 # Graphs (every convolution here does at least MIN_STREAM_MACS at batch 1, unless it is meant to be tiny)
 # ---------------------------------------------------------------------------------------------
 
+
 def conv(g, x, channels: int, kernel: int):
     """conv (no bias) + relu: two nodes, the relu continues the conv's chain."""
     cin = x.type.shape[1]
@@ -84,6 +85,7 @@ def positions(graph) -> dict:
 # Independent checks: the order a schedule guarantees, and what the arena needs from it
 # ---------------------------------------------------------------------------------------------
 
+
 def happens_before(schedule) -> list[int]:
     """Per node position, the bit set of positions that finish before it starts: its stream's earlier nodes and
     what it waits for, transitively (side streams fork from stream 0 at entry, before every node)."""
@@ -133,10 +135,16 @@ def unordered_sharing(graph, memory, schedule, aliases=None) -> list[tuple[str, 
     found = []
     names = sorted(memory.slots)
     for k, a in enumerate(names):
-        for b in names[k + 1:]:
+        for b in names[k + 1 :]:
             sa, sb = memory.slots[a], memory.slots[b]
-            if sa.size and sb.size and sa.offset < sb.end and sb.offset < sa.end \
-                    and not ordered(a, b) and not ordered(b, a):
+            if (
+                sa.size
+                and sb.size
+                and sa.offset < sb.end
+                and sb.offset < sa.end
+                and not ordered(a, b)
+                and not ordered(b, a)
+            ):
                 found.append((a, b))
     return found
 
@@ -148,7 +156,7 @@ def run_in_order(plan: Plan, inputs, order) -> tuple[torch.Tensor, ...]:
     env = bind_symbols(plan.graph, inputs)
     views = context.views(env)
     values = [None] * program.num_values
-    values[:program.num_inputs] = inputs
+    values[: program.num_inputs] = inputs
     for i, tensor in program.constants:
         values[i] = tensor
     for position in order:
@@ -172,13 +180,19 @@ def stream_interleaving(schedule, rng: random.Random) -> list[int]:
 def streams_on_cpu(monkeypatch):
     """CPU builds get the schedule a CUDA build would (min_stream_macs 0: every fork counts), so the arena is
     planned for it; the CPU still runs the layers in node order."""
-    monkeypatch.setattr(builder_module, "plan_streams", lambda graph, device_type, max_streams, max_batch:
-                        schedule_streams(graph, max_streams=max_streams, env={"batch": max_batch}, min_stream_macs=0))
+    monkeypatch.setattr(
+        builder_module,
+        "plan_streams",
+        lambda graph, device_type, max_streams, max_batch: schedule_streams(
+            graph, max_streams=max_streams, env={"batch": max_batch}, min_stream_macs=0
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Schedules
 # ---------------------------------------------------------------------------------------------
+
 
 def test_diamond_runs_its_second_branch_on_a_side_stream():
     graph = diamond()  # positions: stem conv 0, relu 1 | left 2, 3 | right 4, 5 | concatenate 6
@@ -287,6 +301,7 @@ def test_schedule_is_a_pure_function_of_the_graph():
 # The arena: values on concurrent branches never share bytes
 # ---------------------------------------------------------------------------------------------
 
+
 def check_arena(graph, schedule, max_batch=1, expect_rule_matters=True):
     memory = plan_memory(graph, {"batch": max_batch}, schedule=schedule)
     assert unordered_sharing(graph, memory, schedule) == []
@@ -352,6 +367,7 @@ def test_googlenet_arena_is_safe_for_its_streams():
 # Plans scheduled for several streams, run on the CPU
 # ---------------------------------------------------------------------------------------------
 
+
 def test_streamed_plan_gives_the_same_results_in_every_order_its_streams_allow(streams_on_cpu):
     graph = inception_net()
     plan = Builder().build(graph, max_batch=2)
@@ -405,8 +421,9 @@ def test_an_arena_planned_for_one_stream_keeps_a_loaded_plan_on_one_stream():
     graph = inception_net()
     schedule = schedule_streams(graph, max_streams=4, env=ENV)
     node_order = plan_memory(graph, ENV)
-    assert _schedule_for_arena(graph, node_order, {n.name: "reference" for n in graph.nodes}, schedule) \
-        == single_stream(graph)
+    assert _schedule_for_arena(
+        graph, node_order, {n.name: "reference" for n in graph.nodes}, schedule
+    ) == single_stream(graph)
     streamed = plan_memory(graph, ENV, schedule=schedule)
     assert _schedule_for_arena(graph, streamed, {n.name: "reference" for n in graph.nodes}, schedule) == schedule
 
@@ -448,6 +465,7 @@ def test_program_records_reads_that_cross_streams_outside_the_arena(streams_on_c
 # ---------------------------------------------------------------------------------------------
 # The option
 # ---------------------------------------------------------------------------------------------
+
 
 def test_max_streams_option_round_trips_and_is_checked():
     config = BuilderConfig(max_streams=2)

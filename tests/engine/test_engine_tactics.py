@@ -29,6 +29,7 @@ CALLS: collections.Counter = collections.Counter()
 def _only(prefixes):
     def supports(node, config):
         return None if node.name.startswith(prefixes) else f"test tactic, only for nodes named {prefixes}"
+
     return staticmethod(supports)
 
 
@@ -42,6 +43,7 @@ class SlowSoftplus:
             CALLS["slow"] += 1
             time.sleep(0.004)
             return (F.softplus(inputs[0]),)
+
         return run
 
 
@@ -57,6 +59,7 @@ class InPlaceSoftplus:
             torch.exp(inputs[0], out=out)
             torch.log1p(out, out=out)
             return (out,)
+
         return run
 
 
@@ -68,6 +71,7 @@ class FailingSoftplus:
     def bind(node, ctx):
         def run(inputs, outputs, env):
             raise RuntimeError("this kernel always fails")
+
         return run
 
 
@@ -98,6 +102,7 @@ class AliasReshape:
         def run(inputs, outputs, env):
             CALLS["alias"] += 1
             return (inputs[0].reshape(node.outputs[0].type.concrete_shape(env)),)
+
         return run
 
 
@@ -165,8 +170,11 @@ def test_kernel_writing_into_the_arena_is_not_copied():
 
 def test_kernel_with_a_wrong_result_is_caught_naming_the_layer():
     plan = Builder(BuilderConfig(optimization_level=0)).build(softplus_graph("tt_broken"), max_batch=2)
-    with pytest.raises(RuntimeError, match=r"layer 'tt_broken' \(nn.softplus, tactic tt_wrong_shape\) produced "
-                                           r"torch.float32 \(1, 16\), the plan expects torch.float32 \(2, 16\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"layer 'tt_broken' \(nn.softplus, tactic tt_wrong_shape\) produced "
+        r"torch.float32 \(1, 16\), the plan expects torch.float32 \(2, 16\)",
+    ):
         plan.run(torch.randn(2, 16))
 
 
@@ -182,8 +190,11 @@ def test_layers_without_a_tactic_are_all_reported():
         Builder().build(g.verify())
     message = str(info.value)
     assert message.startswith("2 layer(s) have no tactic")
-    assert "layer 'first' (subgraph) on cpu: reference: a subgraph call inside an engine region is not supported" \
-        in message and "layer 'second'" in message
+    assert (
+        "layer 'first' (subgraph) on cpu: reference: a subgraph call inside an engine region is not supported"
+        in message
+        and "layer 'second'" in message
+    )
 
 
 def test_registry_refuses_duplicates_unknown_devices_and_classes_without_bind():
@@ -201,10 +212,18 @@ def test_registry_refuses_duplicates_unknown_devices_and_classes_without_bind():
 # BuilderConfig
 # ---------------------------------------------------------------------------------------------
 
+
 def test_config_defaults_json_and_validation():
     config = BuilderConfig()
-    assert (config.fp16, config.bf16, config.tf32, config.strict_types, config.max_workspace_size,
-            config.optimization_level, config.timing_cache) == (False, False, True, False, 1 << 30, 3, None)
+    assert (
+        config.fp16,
+        config.bf16,
+        config.tf32,
+        config.strict_types,
+        config.max_workspace_size,
+        config.optimization_level,
+        config.timing_cache,
+    ) == (False, False, True, False, 1 << 30, 3, None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.fp16 = True
     custom = BuilderConfig(fp16=True, optimization_level=0, timing_cache="/tmp/t.json")

@@ -41,7 +41,7 @@ FP16 = dict(fp16=True)
 STRICT_FP16 = dict(fp16=True, strict_types=True)
 # the fused layer normalizes the float32 sum where the unfused graph normalized the sum rounded to 16 bits
 FP16_TOL = {torch.float32: (5e-3, 5e-3)}
-BEFORE = PASSES[:PASSES.index(fuse_layer_norm)]
+BEFORE = PASSES[: PASSES.index(fuse_layer_norm)]
 
 
 def assigned(graph, **config):
@@ -99,7 +99,7 @@ def dense_residual_norm(*, sum_read_elsewhere=False):
 
 
 def _reads_no_float32_cast(node) -> None:
-    for v in node.inputs[:1 + int(node.attrs["has_residual"])]:
+    for v in node.inputs[: 1 + int(node.attrs["has_residual"])]:
         assert v.type.dtype == "float16", v
         assert v.producer is None or v.producer.op != "cast" or v.producer.attrs["dtype"] != "float32", v
 
@@ -107,6 +107,7 @@ def _reads_no_float32_cast(node) -> None:
 # ---------------------------------------------------------------------------------------------
 # The pass
 # ---------------------------------------------------------------------------------------------
+
 
 def test_fp16_post_norm_becomes_one_layer_in_16_bits():
     graph, inputs = post_norm()
@@ -234,8 +235,14 @@ def test_what_is_left_alone():
     is computed after its sum (the fused layer could not sit where the sum was made)."""
     g, a, b, inputs = _two_inputs()
     lone = g.call("nn.layer_norm", a, *_params(g, "lone"), epsilon=1e-5)
-    middle = g.call("nn.layer_norm", g.call("add", a, b), g.add_constant(torch.rand(6, H), "g2"),
-                    g.add_constant(torch.randn(6, H), "b2"), axis=1, epsilon=1e-5)
+    middle = g.call(
+        "nn.layer_norm",
+        g.call("add", a, b),
+        g.add_constant(torch.rand(6, H), "g2"),
+        g.add_constant(torch.randn(6, H), "b2"),
+        axis=1,
+        epsilon=1e-5,
+    )
     s = g.call("add", b, a)
     gamma = g.add_input("gamma", TensorType("float32", (H,)))
     late = g.call("nn.layer_norm", s, g.call("nn.relu", gamma), g.add_constant(torch.randn(H), "b3"), epsilon=1e-5)
@@ -247,6 +254,7 @@ def test_what_is_left_alone():
 # ---------------------------------------------------------------------------------------------
 # Whole blocks through the builder, against PyTorch eager
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("norm_first", [True, False], ids=["pre-LN", "post-LN"])
@@ -292,6 +300,7 @@ def test_plans_with_fused_norms_save_and_load():
 # The op
 # ---------------------------------------------------------------------------------------------
 
+
 def _call(*types, **attrs):
     g = ir.Graph()
     values = [g.add_input(f"v{i}", t) for i, t in enumerate(types)]
@@ -302,14 +311,17 @@ X16 = TensorType("float16", (BATCH, 4, 8))
 P = TensorType("float32", (8,))
 
 
-@pytest.mark.parametrize("types, attrs, problem", [
-    ((X16, P, P), {"emit_sum": True}, "needs has_residual"),
-    ((X16, TensorType("float32", (BATCH, 4, 8)), P, P), {"has_residual": True}, "must be alike"),
-    ((X16, P, TensorType("float32", (4,))), {}, "beta"),
-    ((TensorType("int32", (BATCH, 8)), TensorType("float32", (8,)), P), {}, "x is int32"),
-    ((X16, P, P), {"out_dtype": "float64"}, "out_dtype"),
-    ((X16, P, P), {"has_residual": True}, "needs 4 inputs"),
-])
+@pytest.mark.parametrize(
+    "types, attrs, problem",
+    [
+        ((X16, P, P), {"emit_sum": True}, "needs has_residual"),
+        ((X16, TensorType("float32", (BATCH, 4, 8)), P, P), {"has_residual": True}, "must be alike"),
+        ((X16, P, TensorType("float32", (4,))), {}, "beta"),
+        ((TensorType("int32", (BATCH, 8)), TensorType("float32", (8,)), P), {}, "x is int32"),
+        ((X16, P, P), {"out_dtype": "float64"}, "out_dtype"),
+        ((X16, P, P), {"has_residual": True}, "needs 4 inputs"),
+    ],
+)
 def test_the_op_refuses_what_it_does_not_compute(types, attrs, problem):
     with pytest.raises(Exception, match=problem):
         _call(*types, **attrs)
@@ -324,6 +336,7 @@ def test_the_op_types_its_outputs():
 # The Triton tactic
 # ---------------------------------------------------------------------------------------------
 
+
 def test_the_tactic_is_offered_on_cuda_only():
     (node,) = layer(CASES["fp16-residual-sum-768"]).nodes
     assert [t.name for t in candidates(node, "cuda", BuilderConfig())[0]][0] == "triton"
@@ -333,8 +346,10 @@ def test_the_tactic_is_offered_on_cuda_only():
 
 def test_refusals_say_why(monkeypatch):
     tactic = get_tactic("engine.layer_norm", "triton")
-    wide = _call(TensorType("float16", (BATCH, norm_triton.MAX_HIDDEN * 2)), *[TensorType("float32", (
-        norm_triton.MAX_HIDDEN * 2,))] * 2).producer
+    wide = _call(
+        TensorType("float16", (BATCH, norm_triton.MAX_HIDDEN * 2)),
+        *[TensorType("float32", (norm_triton.MAX_HIDDEN * 2,))] * 2,
+    ).producer
     assert "do not fit in registers" in tactic.supports(wide, BuilderConfig())
     symbolic = _call(TensorType("float16", (4, Sym("batch"))), *[TensorType("float32", (Sym("batch"),))] * 2).producer
     assert "symbolic" in tactic.supports(symbolic, BuilderConfig())
@@ -343,8 +358,9 @@ def test_refusals_say_why(monkeypatch):
     assert "4 do not fit one program" in rows4.supports(wide_rows, BuilderConfig())
     assert tactic.supports(wide_rows, BuilderConfig()) is None
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else
-                        real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real_find_spec(name, *a)
+    )
     (node,) = layer(CASES["fp16-plain-768"]).nodes
     assert tactic.supports(node, BuilderConfig()) == "Triton is not installed"
 
@@ -380,9 +396,15 @@ def test_kernel_under_the_interpreter(interpreted, case):
 _POINTERS = {"float32": "*fp32", "float16": "*fp16", "bfloat16": "*bf16"}
 
 
-@pytest.mark.parametrize("x, y, params, residual, emit_sum", [
-    ("float16", "float16", "float32", True, True), ("float16", "float32", "float32", True, False),
-    ("float32", "float32", "float32", False, False), ("bfloat16", "bfloat16", "bfloat16", True, True)])
+@pytest.mark.parametrize(
+    "x, y, params, residual, emit_sum",
+    [
+        ("float16", "float16", "float32", True, True),
+        ("float16", "float32", "float32", True, False),
+        ("float32", "float32", "float32", False, False),
+        ("bfloat16", "bfloat16", "bfloat16", True, True),
+    ],
+)
 def test_kernel_compiles_for_sm90(x, y, params, residual, emit_sum):
     """The interpreter runs Python semantics; the real compiler checks types and lowering too."""
     pytest.importorskip("triton")
@@ -390,8 +412,7 @@ def test_kernel_compiles_for_sm90(x, y, params, residual, emit_sum):
     pointers = {"X": x, "R": x, "W": params, "B": params, "Y": y, "S": x}
     signature = {p: "i64" if p.endswith(("_outer", "_inner")) else "i32" for p in kernel.arg_names}
     signature.update({p: _POINTERS[t] for p, t in pointers.items()})
-    signature.update(eps="fp32", HAS_RESIDUAL="constexpr", EMIT_SUM="constexpr", BLOCK="constexpr",
-                     ROWS="constexpr")
+    signature.update(eps="fp32", HAS_RESIDUAL="constexpr", EMIT_SUM="constexpr", BLOCK="constexpr", ROWS="constexpr")
     constexprs = {"HAS_RESIDUAL": residual, "EMIT_SUM": emit_sum, "BLOCK": 1024, "ROWS": 4}
     assert compile_for_sm90(kernel, signature, constexprs).asm["cubin"]
 
@@ -399,6 +420,7 @@ def test_kernel_compiles_for_sm90(x, y, params, residual, emit_sum):
 # ---------------------------------------------------------------------------------------------
 # On a GPU
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
@@ -414,8 +436,14 @@ def test_bert_fp16_on_cuda_runs_its_norms_in_the_triton_kernel():
 
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.BertConfig(hidden_size=768, num_hidden_layers=2, num_attention_heads=12,
-                                     intermediate_size=3072, vocab_size=1000, max_position_embeddings=128)
+    config = transformers.BertConfig(
+        hidden_size=768,
+        num_hidden_layers=2,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        vocab_size=1000,
+        max_position_embeddings=128,
+    )
     model = transformers.BertModel(config).eval()
     ids = torch.randint(0, 1000, (8, 128))
     partitioned, _ = forge.partition_for_tensorforge(forge.frontends.from_torch(model, (ids,)))

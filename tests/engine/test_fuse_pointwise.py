@@ -87,8 +87,11 @@ def _mask_arithmetic():
     g, x = graph_with_input((2, 4, 4))
     mask = g.add_input("mask", TensorType("int64", (BATCH, 1, 1, 4)))
     keep = g.call("cast", g.call("greater", mask, g.add_constant(torch.tensor(0), "zero")), dtype="float32")
-    bias = g.call("multiply", g.call("subtract", g.add_constant(torch.tensor(1.0), "one"), keep),
-                  g.add_constant(torch.tensor(torch.finfo(torch.float32).min), "min"))
+    bias = g.call(
+        "multiply",
+        g.call("subtract", g.add_constant(torch.tensor(1.0), "one"), keep),
+        g.add_constant(torch.tensor(torch.finfo(torch.float32).min), "min"),
+    )
     scores = g.call("divide", x, g.add_constant(torch.tensor(8.0), "scale"))
     g.set_outputs([g.call("nn.softmax", g.call("add", scores, bias))])
     return g, [torch.randn(3, 2, 4, 4), torch.randint(0, 2, (3, 1, 1, 4))], 1
@@ -129,8 +132,16 @@ def test_chain_program_and_outputs():
     out = check_pass(fuse_pointwise, graph, inputs, count=1)
     (node,) = out.nodes
     program = node.attrs["program"]
-    assert [i[0] for i in program] == ["load", "load", "nn.bias_add", "nn.gelu", "const", "multiply", "nn.relu",
-                                      "sigmoid"]
+    assert [i[0] for i in program] == [
+        "load",
+        "load",
+        "nn.bias_add",
+        "nn.gelu",
+        "const",
+        "multiply",
+        "nn.relu",
+        "sigmoid",
+    ]
     assert program[4] == ("const", 0.5, "float32", ()), "a 1-element constant becomes a literal"
     assert [v.name for v in node.outputs] == ["out", "side"] and node.attrs["outputs"] == (6, 7)
     assert [v.name for v in node.inputs] == ["x", "b"]
@@ -169,8 +180,12 @@ def test_float64_and_engine_layers_are_left_alone():
     g.set_outputs([g.call("nn.relu", g.call("exp", x))])
     check_pass(fuse_pointwise, g, [torch.randn(2, 6, dtype=torch.float64)], count=0)
     g, x = graph_with_input((6,))
-    h = g.call("nn.bias_add", g.call("nn.dense", x, g.add_constant(torch.randn(5, 6), "w")),
-               g.add_constant(torch.randn(5), "b"), axis=-1)
+    h = g.call(
+        "nn.bias_add",
+        g.call("nn.dense", x, g.add_constant(torch.randn(5, 6), "w")),
+        g.add_constant(torch.randn(5), "b"),
+        axis=-1,
+    )
     g.set_outputs([g.call("multiply", g.call("nn.relu", h), g.add_input("s", TensorType("float32", (BATCH, 5))))])
     ctx = PassContext()
     out = run_passes(g, ctx, verify_each=True)
@@ -183,10 +198,11 @@ def test_malformed_programs_fail_verification_with_the_reason():
     g.set_outputs([g.call("engine.pointwise", x, program=(("load", 0), ("nn.relu", (0,), ())), outputs=(1,))])
     g.verify()
     for program, outputs, message in (
-            ((("load", 1), ("nn.relu", (0,), ())), (1,), "a load names one of the 1 inputs"),
-            ((("load", 0), ("nn.softmax", (0,), ())), (1,), "not a load, a const, or one of the pointwise ops"),
-            ((("load", 0), ("nn.relu", (1,), ())), (1,), "arguments must be earlier SSA values"),
-            ((("load", 0), ("nn.relu", (0,), ())), (2,), "must name SSA values of the program")):
+        ((("load", 1), ("nn.relu", (0,), ())), (1,), "a load names one of the 1 inputs"),
+        ((("load", 0), ("nn.softmax", (0,), ())), (1,), "not a load, a const, or one of the pointwise ops"),
+        ((("load", 0), ("nn.relu", (1,), ())), (1,), "arguments must be earlier SSA values"),
+        ((("load", 0), ("nn.relu", (0,), ())), (2,), "must name SSA values of the program"),
+    ):
         g.nodes[0].attrs = {"program": program, "outputs": outputs}
         with pytest.raises(VerificationError, match=message):
             g.verify()
@@ -245,8 +261,9 @@ def test_small_bert_builds_with_fused_groups_and_matches_eager():
     from tensorforge.frontends import from_torch
 
     torch.manual_seed(0)
-    config = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=128, vocab_size=500)
+    config = transformers.BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=500
+    )
     model = transformers.BertModel(config).eval()
     ids = torch.randint(0, 500, (2, 16))
     mask = torch.ones(2, 16, dtype=torch.int64)

@@ -11,7 +11,7 @@ from engine_helpers import compile_for_sm90, interpreted_cases
 from gemm_triton_cases import CASES, layer, run_cases
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.epilogue import FUSABLE_ACTIVATIONS
-from tensorforge.engine.tactics import get_tactic, gemm_triton
+from tensorforge.engine.tactics import gemm_triton, get_tactic
 from tensorforge.engine.tactics.gemm_triton import TILES, TMA_RESIDUAL_STAGES, TMA_TILES, WIDE_TILES
 from tensorforge.ir import TensorType
 
@@ -43,7 +43,8 @@ def test_an_activation_outside_the_template_is_refused(monkeypatch):
     codes = {act: code for act, code in gemm_triton.ACTIVATION_CODES.items() if act != "nn.leaky_relu"}
     monkeypatch.setattr(gemm_triton, "ACTIVATION_CODES", codes)
     assert "nn.leaky_relu is not in the template" in get_tactic("engine.dense", TILE).supports(
-        node, BuilderConfig(fp16=True))
+        node, BuilderConfig(fp16=True)
+    )
 
 
 def test_every_fusable_activation_is_in_the_template():
@@ -75,17 +76,43 @@ def test_kernel_compiles_for_sm90_and_pipelines_its_loads(act, residual, even_k)
     memory by cp.async, NUM_STAGES deep, into Hopper's wgmma: a masked-row load once kept the whole template
     from being pipelined, and it lost to cuBLAS on every large GEMM."""
     from tensorforge.engine.tactics.gemm_triton_kernel import gemm_epilogue
+
     block_m, block_n, block_k, warps, stages = TILES[TILE]
-    constexprs = {"HAS_BIAS": True, "HAS_RESIDUAL": residual, "RESIDUAL_PRE": True, "ACT": act, "BLOCK_M": block_m,
-                  "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP": 8, "EVEN_K": even_k}
-    signature = {"a_ptr": "*fp16", "b_ptr": "*fp16", "c_ptr": "*fp16", "bias_ptr": "*fp16", "r_ptr": "*fp16",
-                 "M": "i32", "N": "i32", "K": "i32", "stride_am": "i32", "stride_bk": "i32", "stride_cm": "i32",
-                 "stride_rm": "i32", "lo": "fp32", "hi": "fp32", "slope": "fp32",
-                 **{k: "constexpr" for k in constexprs}}
-    aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(signature)
-               if name.endswith("_ptr") or name.startswith("stride")}
-    compiled = compile_for_sm90(gemm_epilogue, signature, constexprs, attrs=aligned, num_warps=warps,
-                                num_stages=stages)
+    constexprs = {
+        "HAS_BIAS": True,
+        "HAS_RESIDUAL": residual,
+        "RESIDUAL_PRE": True,
+        "ACT": act,
+        "BLOCK_M": block_m,
+        "BLOCK_N": block_n,
+        "BLOCK_K": block_k,
+        "GROUP": 8,
+        "EVEN_K": even_k,
+    }
+    signature = {
+        "a_ptr": "*fp16",
+        "b_ptr": "*fp16",
+        "c_ptr": "*fp16",
+        "bias_ptr": "*fp16",
+        "r_ptr": "*fp16",
+        "M": "i32",
+        "N": "i32",
+        "K": "i32",
+        "stride_am": "i32",
+        "stride_bk": "i32",
+        "stride_cm": "i32",
+        "stride_rm": "i32",
+        "lo": "fp32",
+        "hi": "fp32",
+        "slope": "fp32",
+        **{k: "constexpr" for k in constexprs},
+    }
+    aligned = {
+        (i,): [["tt.divisibility", 16]]
+        for i, name in enumerate(signature)
+        if name.endswith("_ptr") or name.startswith("stride")
+    }
+    compiled = compile_for_sm90(gemm_epilogue, signature, constexprs, attrs=aligned, num_warps=warps, num_stages=stages)
     ptx = compiled.asm["ptx"]
     assert "wgmma.mma_async" in ptx and "cp.async" in ptx
     stage_bytes = (block_m + block_n) * block_k * 2
@@ -98,14 +125,34 @@ def test_persistent_tma_kernel_compiles_for_sm90(tile, residual):
     """The persistent kernel loads and stores through TMA (cp.async.bulk.tensor) into wgmma, within Hopper's
     shared memory (227 KiB per block), for every registered tile."""
     from tensorforge.engine.tactics.gemm_triton_kernel import gemm_epilogue_tma
+
     block_m, block_n, block_k, warps, stages = TMA_TILES[tile]
     stages = TMA_RESIDUAL_STAGES.get(tile, stages) if residual else stages
-    constexprs = {"HAS_BIAS": True, "HAS_RESIDUAL": residual, "RESIDUAL_PRE": True, "ACT": 3, "BLOCK_M": block_m,
-                  "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP": 8}
+    constexprs = {
+        "HAS_BIAS": True,
+        "HAS_RESIDUAL": residual,
+        "RESIDUAL_PRE": True,
+        "ACT": 3,
+        "BLOCK_M": block_m,
+        "BLOCK_N": block_n,
+        "BLOCK_K": block_k,
+        "GROUP": 8,
+    }
     descriptors = {"a_desc": (block_m, block_k), "b_desc": (block_k, block_n), "c_desc": (block_m, block_n)}
-    signature = {**{name: f"tensordesc<fp16[{rows}, {cols}]>" for name, (rows, cols) in descriptors.items()},
-                 "bias_ptr": "*fp16", "r_ptr": "*fp16", "M": "i32", "N": "i32", "K": "i32", "stride_rm": "i32",
-                 "lo": "fp32", "hi": "fp32", "slope": "fp32", "programs": "i32", **{k: "constexpr" for k in constexprs}}
+    signature = {
+        **{name: f"tensordesc<fp16[{rows}, {cols}]>" for name, (rows, cols) in descriptors.items()},
+        "bias_ptr": "*fp16",
+        "r_ptr": "*fp16",
+        "M": "i32",
+        "N": "i32",
+        "K": "i32",
+        "stride_rm": "i32",
+        "lo": "fp32",
+        "hi": "fp32",
+        "slope": "fp32",
+        "programs": "i32",
+        **{k: "constexpr" for k in constexprs},
+    }
     try:
         compiled = compile_for_sm90(gemm_epilogue_tma, signature, constexprs, num_warps=warps, num_stages=stages)
     except KeyError as exc:  # another Triton's signature syntax; the GPU tests compile for real

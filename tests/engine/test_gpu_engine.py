@@ -25,8 +25,19 @@ def _fused_conv_graph(dtype: str, activation, residual: bool, position="pre_acti
     inputs = [x, w, b]
     if residual:
         inputs.append(g.add_input("r", TensorType(dtype, (Sym("batch"), 32, 14, 14))))
-    y = g.call("engine.conv", *inputs, ndim=2, strides=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1,
-               has_bias=True, activation=activation, has_residual=residual, residual_position=position)
+    y = g.call(
+        "engine.conv",
+        *inputs,
+        ndim=2,
+        strides=(1, 1),
+        padding=(1, 1),
+        dilation=(1, 1),
+        groups=1,
+        has_bias=True,
+        activation=activation,
+        has_residual=residual,
+        residual_position=position,
+    )
     g.set_outputs([y])
     return g.verify()
 
@@ -40,17 +51,25 @@ def test_conv_tactics_match_the_reference(tactic_name, dtype, residual):
     t = get_tactic("engine.conv", tactic_name)
     assert t.supports(node, BuilderConfig()) is None
     kernel = t.bind(node, BindContext(torch.device("cuda"), BuilderConfig(), 4))
-    inputs = [torch.randn(v.type.concrete_shape({"batch": 3}), dtype=v.type.torch_dtype, device="cuda")
-              for v in graph.inputs]
-    (actual,) = kernel([inputs[0], node.inputs[1].data.cuda(), node.inputs[2].data.cuda(), *inputs[1:]],
-                       [None], {"batch": 3})
+    inputs = [
+        torch.randn(v.type.concrete_shape({"batch": 3}), dtype=v.type.torch_dtype, device="cuda") for v in graph.inputs
+    ]
+    (actual,) = kernel(
+        [inputs[0], node.inputs[1].data.cuda(), node.inputs[2].data.cuda(), *inputs[1:]], [None], {"batch": 3}
+    )
     (expected,) = ir.execute(graph, *inputs)
     torch.testing.assert_close(actual, expected, rtol=TOL[actual.dtype][0], atol=TOL[actual.dtype][1])
 
 
-@pytest.mark.parametrize("tactic_name, activation, approximate", [
-    ("cublas_addmm", "nn.gelu", "none"), ("cublas_addmm", None, "none"),
-    ("cublaslt_epilogue", "nn.relu", "none"), ("cublaslt_epilogue", "nn.gelu", "tanh")])
+@pytest.mark.parametrize(
+    "tactic_name, activation, approximate",
+    [
+        ("cublas_addmm", "nn.gelu", "none"),
+        ("cublas_addmm", None, "none"),
+        ("cublaslt_epilogue", "nn.relu", "none"),
+        ("cublaslt_epilogue", "nn.gelu", "tanh"),
+    ],
+)
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_dense_tactics_match_the_reference(tactic_name, activation, approximate, dtype):
     g = ir.Graph()

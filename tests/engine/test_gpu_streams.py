@@ -62,8 +62,9 @@ def test_googlenet_plan_on_streams_matches_one_stream_bit_for_bit(googlenet):
     # optimization level 0 takes the same first-choice tactic for every layer in both builds, so the two plans run
     # the same kernels on the same data: any difference between them is a race between streams
     streamed = Builder(BuilderConfig(fp16=True, optimization_level=0)).build(region, max_batch=4, device="cuda")
-    single = Builder(BuilderConfig(fp16=True, optimization_level=0, max_streams=1)).build(region, max_batch=4,
-                                                                                         device="cuda")
+    single = Builder(BuilderConfig(fp16=True, optimization_level=0, max_streams=1)).build(
+        region, max_batch=4, device="cuda"
+    )
     assert streamed.num_streams == 4 and single.num_streams == 1 and streamed.tactics == single.tactics
     loaded = Plan.from_bytes(streamed.to_bytes(), device="cuda")
     assert loaded.schedule == streamed.schedule, "a loaded plan recomputes the same schedule"

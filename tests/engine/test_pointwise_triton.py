@@ -35,8 +35,17 @@ def test_kernel_under_the_interpreter(interpreted, case):
     assert interpreted[case] is None, interpreted[case]
 
 
-_POINTERS = {"float32": "*fp32", "float16": "*fp16", "bfloat16": "*bf16", "int64": "*i64", "int32": "*i32",
-             "int16": "*i16", "int8": "*i8", "uint8": "*u8", "bool": "*i1"}
+_POINTERS = {
+    "float32": "*fp32",
+    "float16": "*fp16",
+    "bfloat16": "*bf16",
+    "int64": "*i64",
+    "int32": "*i32",
+    "int16": "*i16",
+    "int8": "*i8",
+    "uint8": "*u8",
+    "bool": "*i1",
+}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -65,17 +74,41 @@ def _node(program, outputs, types):
 
 F32 = TensorType("float32", (Sym("batch"), 4))
 REFUSED = [
-    pytest.param((("load", 0), ("nn.relu", (0,), ()), ("tanh", (1,), ())), (2,), [TensorType("float64", (4,))],
-                 "dtype float64", id="float64"),
-    pytest.param((("load", 0), ("load", 1), ("sigmoid", (1,), ()), ("nn.bias_add", (0, 2), (("axis", 1),))), (3,),
-                 [F32, TensorType("float32", (4,))], "the bias of nn.bias_add is computed inside", id="computed-bias"),
-    pytest.param((("load", 0), ("load", 1), ("nn.bias_add", (0, 1), (("axis", 1),)), ("add", (2, 1), ())), (3,),
-                 [TensorType("float32", (Sym("batch"), 4, 4)), TensorType("float32", (4,))],
-                 "read both as a bias and as an ordinary operand", id="bias-twice"),
-    pytest.param((("load", 0), ("load", 1), ("power", (0, 1), ())), (2,),
-                 [TensorType("int64", (4,)), TensorType("int64", (4,))], "power on integers", id="int-power"),
-    pytest.param((("load", 0), ("load", 1), ("add", (0, 1), ())), (2,),
-                 [TensorType("bool", (4,)), TensorType("bool", (4,))], "add with a bool result", id="bool-add"),
+    pytest.param(
+        (("load", 0), ("nn.relu", (0,), ()), ("tanh", (1,), ())),
+        (2,),
+        [TensorType("float64", (4,))],
+        "dtype float64",
+        id="float64",
+    ),
+    pytest.param(
+        (("load", 0), ("load", 1), ("sigmoid", (1,), ()), ("nn.bias_add", (0, 2), (("axis", 1),))),
+        (3,),
+        [F32, TensorType("float32", (4,))],
+        "the bias of nn.bias_add is computed inside",
+        id="computed-bias",
+    ),
+    pytest.param(
+        (("load", 0), ("load", 1), ("nn.bias_add", (0, 1), (("axis", 1),)), ("add", (2, 1), ())),
+        (3,),
+        [TensorType("float32", (Sym("batch"), 4, 4)), TensorType("float32", (4,))],
+        "read both as a bias and as an ordinary operand",
+        id="bias-twice",
+    ),
+    pytest.param(
+        (("load", 0), ("load", 1), ("power", (0, 1), ())),
+        (2,),
+        [TensorType("int64", (4,)), TensorType("int64", (4,))],
+        "power on integers",
+        id="int-power",
+    ),
+    pytest.param(
+        (("load", 0), ("load", 1), ("add", (0, 1), ())),
+        (2,),
+        [TensorType("bool", (4,)), TensorType("bool", (4,))],
+        "add with a bool result",
+        id="bool-add",
+    ),
 ]
 
 
@@ -116,6 +149,7 @@ def test_tactics_on_cuda_and_cpu():
 
 # -- on a GPU ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_kernel_cases_on_cuda():
@@ -131,8 +165,9 @@ def test_plans_on_cuda_choose_triton_and_match(level):
     x = g.add_input("x", TensorType("float32", (Sym("batch"), 128, 768)))
     b = g.add_constant(torch.randn(768), "b")
     y = g.call("nn.gelu", g.call("nn.bias_add", x, b, axis=-1))
-    g.set_outputs([g.call("nn.relu", g.call("multiply", y, g.add_constant(torch.tensor(0.5), "h"))),
-                   g.call("sigmoid", y)])
+    g.set_outputs(
+        [g.call("nn.relu", g.call("multiply", y, g.add_constant(torch.tensor(0.5), "h"))), g.call("sigmoid", y)]
+    )
     plan = Builder(BuilderConfig(optimization_level=level)).build(g.verify(), max_batch=4, device="cuda")
     (layer,) = [layer for layer in plan.layers if layer.op == "engine.pointwise"]
     if level == 0:

@@ -27,10 +27,25 @@ def test_kernel_compiles_for_sm90():
     pytest.importorskip("triton")
     from tensorforge.engine.tactics.pool_triton import BLOCK_C, BLOCK_P
     from tensorforge.engine.tactics.pool_triton_kernel import max_pool2d_nhwc
-    constexprs = {"SH": 1, "SW": 1, "PH": 1, "PW": 1, "KH": 3, "KW": 3, "DH": 1, "DW": 1, "BLOCK_P": BLOCK_P,
-                  "BLOCK_C": BLOCK_C}
-    signature = {"x_ptr": "*fp16", "y_ptr": "*fp16", **{k: "i32" for k in ("P", "C", "H", "W", "OH", "OW")},
-                 **{k: "constexpr" for k in constexprs}}
+
+    constexprs = {
+        "SH": 1,
+        "SW": 1,
+        "PH": 1,
+        "PW": 1,
+        "KH": 3,
+        "KW": 3,
+        "DH": 1,
+        "DW": 1,
+        "BLOCK_P": BLOCK_P,
+        "BLOCK_C": BLOCK_C,
+    }
+    signature = {
+        "x_ptr": "*fp16",
+        "y_ptr": "*fp16",
+        **{k: "i32" for k in ("P", "C", "H", "W", "OH", "OW")},
+        **{k: "constexpr" for k in constexprs},
+    }
     assert compile_for_sm90(max_pool2d_nhwc, signature, constexprs).asm["cubin"]
 
 

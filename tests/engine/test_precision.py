@@ -78,8 +78,13 @@ def assert_no_cast_ping_pong(out, source) -> None:
 
 
 def counters(layers_reduced, casts, weights, clamped=0, float32_weights=0) -> dict[str, int]:
-    return {"assign_precision": layers_reduced, "assign_precision.casts": casts, "assign_precision.weights": weights,
-            "assign_precision.weights_clamped": clamped, "assign_precision.float32_weights": float32_weights}
+    return {
+        "assign_precision": layers_reduced,
+        "assign_precision.casts": casts,
+        "assign_precision.weights": weights,
+        "assign_precision.weights_clamped": clamped,
+        "assign_precision.float32_weights": float32_weights,
+    }
 
 
 def expand(expected, dtype):
@@ -90,10 +95,15 @@ def expand(expected, dtype):
 # The case table: hand-built graphs -> (layers, counters) for the default and the strict mode
 # ---------------------------------------------------------------------------------------------
 
+
 def _dense_gelu_dense_softmax():
     g, x = graph_with_input((8,))
-    h = g.call("nn.bias_add", g.call("nn.dense", x, g.add_constant(torch.randn(16, 8) * 0.3, "w1")),
-               g.add_constant(torch.randn(16), "b1"), axis=-1)
+    h = g.call(
+        "nn.bias_add",
+        g.call("nn.dense", x, g.add_constant(torch.randn(16, 8) * 0.3, "w1")),
+        g.add_constant(torch.randn(16), "b1"),
+        axis=-1,
+    )
     y = g.call("nn.dense", g.call("nn.gelu", h), g.add_constant(torch.randn(4, 16) * 0.3, "w2"))
     g.set_outputs([g.call("nn.softmax", y)])
     return g, [torch.randn(3, 8)]
@@ -113,8 +123,9 @@ def _embedding():
     ids = g.add_input("ids", TensorType("int64", (BATCH, 6)))
     emb = g.call("take", g.add_constant(torch.randn(20, 8), "emb"), ids, axis=0)
     emb = g.call("add", emb, g.add_constant(torch.randn(6, 8), "pos"))
-    norm = g.call("nn.layer_norm", emb, g.add_constant(torch.rand(8) + 0.5, "gamma"),
-                  g.add_constant(torch.randn(8), "beta"))
+    norm = g.call(
+        "nn.layer_norm", emb, g.add_constant(torch.rand(8) + 0.5, "gamma"), g.add_constant(torch.randn(8), "beta")
+    )
     out = g.call("nn.dense", norm, g.add_constant(torch.randn(5, 8) * 0.3, "w"))
     mask = g.call("greater", ids, g.add_constant(torch.tensor(0), "zero"))
     g.set_outputs([out, mask])
@@ -161,43 +172,133 @@ CASES = {
     # name: (make, default (layers, counters), strict (layers, counters))
     "dense-gelu-dense-softmax": (
         _dense_gelu_dense_softmax,
-        ([("cast", R), ("nn.dense", R), ("nn.bias_add", R), ("nn.gelu", R), ("nn.dense", R), ("cast", F32),
-          ("nn.softmax", F32)], counters(4, 2, 3)),
-        ([("cast", R), ("nn.dense", R), ("nn.bias_add", R), ("nn.gelu", R), ("nn.dense", R), ("nn.softmax", R),
-          ("cast", F32)], counters(5, 2, 3))),
+        (
+            [
+                ("cast", R),
+                ("nn.dense", R),
+                ("nn.bias_add", R),
+                ("nn.gelu", R),
+                ("nn.dense", R),
+                ("cast", F32),
+                ("nn.softmax", F32),
+            ],
+            counters(4, 2, 3),
+        ),
+        (
+            [
+                ("cast", R),
+                ("nn.dense", R),
+                ("nn.bias_add", R),
+                ("nn.gelu", R),
+                ("nn.dense", R),
+                ("nn.softmax", R),
+                ("cast", F32),
+            ],
+            counters(5, 2, 3),
+        ),
+    ),
     "conv-relu-add": (
         _conv_relu_add,
         ([("cast", R), ("nn.conv2d", R), ("nn.relu", R), ("add", R), ("cast", F32)], counters(3, 2, 1)),
-        ([("cast", R), ("nn.conv2d", R), ("nn.relu", R), ("add", R), ("cast", F32)], counters(3, 2, 1))),
+        ([("cast", R), ("nn.conv2d", R), ("nn.relu", R), ("add", R), ("cast", F32)], counters(3, 2, 1)),
+    ),
     "int64-take-embedding": (
         _embedding,
-        ([("take", R), ("add", R), ("cast", F32), ("nn.layer_norm", F32), ("cast", R), ("nn.dense", R),
-          ("greater", "bool"), ("cast", F32)], counters(3, 3, 3)),
-        ([("take", R), ("add", R), ("nn.layer_norm", R), ("nn.dense", R), ("greater", "bool"), ("cast", F32)],
-         counters(4, 1, 5))),
+        (
+            [
+                ("take", R),
+                ("add", R),
+                ("cast", F32),
+                ("nn.layer_norm", F32),
+                ("cast", R),
+                ("nn.dense", R),
+                ("greater", "bool"),
+                ("cast", F32),
+            ],
+            counters(3, 3, 3),
+        ),
+        (
+            [("take", R), ("add", R), ("nn.layer_norm", R), ("nn.dense", R), ("greater", "bool"), ("cast", F32)],
+            counters(4, 1, 5),
+        ),
+    ),
     "rms-norm": (
         _rms_norm,
-        ([("cast", R), ("nn.dense", R), ("cast", F32), ("power", F32), ("mean", F32), ("add", F32), ("rsqrt", F32),
-          ("cast", R), ("multiply", R), ("multiply", R), ("cast", F32)], counters(3, 4, 2)),
-        ([("cast", R), ("nn.dense", R), ("power", R), ("mean", R), ("add", R), ("rsqrt", R), ("multiply", R),
-          ("multiply", R), ("cast", F32)], counters(7, 2, 4))),
+        (
+            [
+                ("cast", R),
+                ("nn.dense", R),
+                ("cast", F32),
+                ("power", F32),
+                ("mean", F32),
+                ("add", F32),
+                ("rsqrt", F32),
+                ("cast", R),
+                ("multiply", R),
+                ("multiply", R),
+                ("cast", F32),
+            ],
+            counters(3, 4, 2),
+        ),
+        (
+            [
+                ("cast", R),
+                ("nn.dense", R),
+                ("power", R),
+                ("mean", R),
+                ("add", R),
+                ("rsqrt", R),
+                ("multiply", R),
+                ("multiply", R),
+                ("cast", F32),
+            ],
+            counters(7, 2, 4),
+        ),
+    ),
     "one-cast-many-readers": (
         _one_cast_many_readers,
-        ([("nn.layer_norm", F32), ("cast", R), ("nn.dense", R), ("nn.dense", R), ("add", R), ("add", R),
-          ("cast", F32)], counters(4, 2, 2)),
-        ([("cast", R), ("nn.layer_norm", R), ("nn.dense", R), ("nn.dense", R), ("add", R), ("add", R),
-          ("cast", F32)], counters(5, 2, 4))),
+        (
+            [
+                ("nn.layer_norm", F32),
+                ("cast", R),
+                ("nn.dense", R),
+                ("nn.dense", R),
+                ("add", R),
+                ("add", R),
+                ("cast", F32),
+            ],
+            counters(4, 2, 2),
+        ),
+        (
+            [
+                ("cast", R),
+                ("nn.layer_norm", R),
+                ("nn.dense", R),
+                ("nn.dense", R),
+                ("add", R),
+                ("add", R),
+                ("cast", F32),
+            ],
+            counters(5, 2, 4),
+        ),
+    ),
     "output-read-inside": (
         _output_read_inside,
         ([("cast", R), ("nn.dense", R), ("cast", F32), ("nn.softmax", F32)], counters(1, 2, 1)),
-        ([("cast", R), ("nn.dense", R), ("nn.softmax", R), ("cast", F32), ("cast", F32)], counters(2, 3, 1))),
+        ([("cast", R), ("nn.dense", R), ("nn.softmax", R), ("cast", F32), ("cast", F32)], counters(2, 3, 1)),
+    ),
     "shared-weight": (
         _shared_weight,
         ([("cast", R), ("add", R), ("cast", F32), ("nn.layer_norm", F32)], counters(1, 2, 1)),
-        ([("cast", R), ("add", R), ("nn.layer_norm", R), ("cast", F32)], counters(2, 2, 2))),
+        ([("cast", R), ("add", R), ("nn.layer_norm", R), ("cast", F32)], counters(2, 2, 2)),
+    ),
 }
-PARAMS = [pytest.param(name, dtype, strict, id=f"{name}-{SHORT[dtype]}{'-strict' if strict else ''}")
-          for name in CASES for dtype in REL_TOL for strict in (False, True)]
+PARAMS = [
+    pytest.param(name, dtype, strict, id=f"{name}-{SHORT[dtype]}{'-strict' if strict else ''}")
+    for name in CASES
+    for dtype in REL_TOL
+    for strict in (False, True)
+]
 
 
 @pytest.mark.parametrize("name, dtype, strict", PARAMS)
@@ -214,12 +315,16 @@ def test_case_table(name, dtype, strict):
 def test_weights_are_stored_reduced_once_under_their_names(dtype):
     out, _ = assign(*_dense_gelu_dense_softmax(), dtype)
     assert {k: str(v.data.dtype).removeprefix("torch.") for k, v in out.constants.items()} == {
-        "w1": dtype, "b1": dtype, "w2": dtype}
+        "w1": dtype,
+        "b1": dtype,
+        "w2": dtype,
+    }
     out, _ = assign(*_embedding(), dtype)
     kinds = {k: str(v.data.dtype).removeprefix("torch.") for k, v in out.constants.items()}
     assert kinds == {"emb": dtype, "pos": dtype, "w": dtype, "gamma": F32, "beta": F32, "zero": "int64"}
-    assert out.inputs[0].type.dtype == "int64" and not any(n.inputs[0] is out.inputs[0] for n in out.nodes
-                                                          if n.op == "cast")
+    assert out.inputs[0].type.dtype == "int64" and not any(
+        n.inputs[0] is out.inputs[0] for n in out.nodes if n.op == "cast"
+    )
     out, _ = assign(*_shared_weight(), dtype)
     assert out.constants["c"].data.dtype == torch.float32
     reduced_copy = next(v for k, v in out.constants.items() if k.startswith("c.") and k != "c")
@@ -243,8 +348,20 @@ def test_sensitive_op_table_is_data_about_real_ops():
     for op, why in SENSITIVE_OPS.items():
         assert op in registered, f"{op} is not an IR op"
         assert len(why) > 20, f"{op}: say why it stays float32"
-    assert {"nn.softmax", "nn.log_softmax", "nn.layer_norm", "nn.group_norm", "nn.batch_norm", "mean", "sum",
-            "variance", "prod", "exp", "log", "power"} <= set(SENSITIVE_OPS)
+    assert {
+        "nn.softmax",
+        "nn.log_softmax",
+        "nn.layer_norm",
+        "nn.group_norm",
+        "nn.batch_norm",
+        "mean",
+        "sum",
+        "variance",
+        "prod",
+        "exp",
+        "log",
+        "power",
+    } <= set(SENSITIVE_OPS)
 
 
 def _sensitive(op):
@@ -253,9 +370,11 @@ def _sensitive(op):
     h = g.call("sigmoid", g.call("nn.dense", x, g.add_constant(torch.randn(6, 5) * 0.3, "w")))  # (batch, 4, 6)
     channel = [g.add_constant(torch.rand(4) + 0.5, f"p{i}") for i in range(4)]
     calls = {
-        "nn.softmax": lambda: g.call(op, h), "nn.log_softmax": lambda: g.call(op, h),
-        "nn.layer_norm": lambda: g.call(op, h, g.add_constant(torch.rand(6) + 0.5, "gamma"),
-                                        g.add_constant(torch.randn(6), "beta")),
+        "nn.softmax": lambda: g.call(op, h),
+        "nn.log_softmax": lambda: g.call(op, h),
+        "nn.layer_norm": lambda: g.call(
+            op, h, g.add_constant(torch.rand(6) + 0.5, "gamma"), g.add_constant(torch.randn(6), "beta")
+        ),
         "nn.group_norm": lambda: g.call(op, h, channel[0], channel[1], num_groups=2),
         "nn.batch_norm": lambda: g.call(op, h, *channel, axis=1),
         "power": lambda: g.call(op, h, g.add_constant(torch.tensor(3.0), "three")),
@@ -275,8 +394,10 @@ def test_every_sensitive_op_stays_float32_unless_strict(op, dtype):
     assert dict(layers(out))[op] == F32
     # the reduced sigmoid is cast up before the op, or read as it is where type promotion already computes the op
     # in float32 (batch_norm's float32 statistics promote it)
-    assert [o for o, _ in layers(out)] in (["cast", "nn.dense", "sigmoid", "cast", op],
-                                           ["cast", "nn.dense", "sigmoid", op])
+    assert [o for o, _ in layers(out)] in (
+        ["cast", "nn.dense", "sigmoid", "cast", op],
+        ["cast", "nn.dense", "sigmoid", op],
+    )
     out, _ = assign(graph, inputs, dtype, strict=True)
     assert dict(layers(out))[op] == dtype
     assert [o for o, _ in layers(out)] == ["cast", "nn.dense", "sigmoid", op, "cast"]
@@ -286,6 +407,7 @@ def test_every_sensitive_op_stays_float32_unless_strict(op, dtype):
 # Graphs that are already reduced, float32 builds, and which type is chosen
 # ---------------------------------------------------------------------------------------------
 
+
 def _half_graph(island: bool):
     """A `.half()` model: float16 throughout; with `island`, a softmax the model itself runs in float32."""
     g, x = graph_with_input((8,), dtype="float16")
@@ -293,8 +415,15 @@ def _half_graph(island: bool):
     if island:
         y = g.call("cast", g.call("nn.softmax", g.call("cast", y, dtype=F32)), dtype="float16")
     else:
-        y = g.call("nn.softmax", g.call("nn.layer_norm", y, g.add_constant(torch.ones(4, dtype=torch.float16), "gamma"),
-                                        g.add_constant(torch.zeros(4, dtype=torch.float16), "beta")))
+        y = g.call(
+            "nn.softmax",
+            g.call(
+                "nn.layer_norm",
+                y,
+                g.add_constant(torch.ones(4, dtype=torch.float16), "gamma"),
+                g.add_constant(torch.zeros(4, dtype=torch.float16), "beta"),
+            ),
+        )
     g.set_outputs([y])
     return g, [torch.randn(3, 8, dtype=torch.float16)]
 
@@ -309,8 +438,12 @@ def test_a_float16_graph_changes_only_where_strict_mode_demands(island):
         assert ctx.counters == counters(0, 0, 0)
     out, got = assign(graph, inputs, "float16", strict=True, check_numerics=False)
     if island:  # the model's own float32 softmax is forced down: both of its casts now make float16
-        assert layers(out) == [("nn.dense", "float16"), ("cast", "float16"), ("nn.softmax", "float16"),
-                               ("cast", "float16")]
+        assert layers(out) == [
+            ("nn.dense", "float16"),
+            ("cast", "float16"),
+            ("nn.softmax", "float16"),
+            ("cast", "float16"),
+        ]
         assert got == counters(3, 0, 0)
     else:
         assert snapshot(out) == snapshot(graph) and got == counters(0, 0, 0)
@@ -335,8 +468,9 @@ def test_which_reduced_type():
 def test_pass_position():
     names = [p.__name__ for p in PASSES]
     here = names.index("assign_precision")
-    assert names.index("fold_batch_norm") < here and names.index("fuse_bias_activation") < here, \
+    assert names.index("fold_batch_norm") < here and names.index("fuse_bias_activation") < here, (
         "precision is assigned to the fused layers, after batch norms are folded into float32 weights"
+    )
     for later in ("fuse_pointwise", "dead_code"):
         if later in names:
             assert here < names.index(later), f"{later} must see the casts this pass inserts"
@@ -345,6 +479,7 @@ def test_pass_position():
 # ---------------------------------------------------------------------------------------------
 # Plans
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", list(REL_TOL), ids=SHORT.get)
 def test_plan_reports_layer_precision_and_stores_reduced_weights(dtype):
@@ -389,6 +524,7 @@ def test_strict_types_builds_and_forces_the_sensitive_layers_down():
 # TF32
 # ---------------------------------------------------------------------------------------------
 
+
 def _tf32_switches():
     return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
 
@@ -425,6 +561,7 @@ def test_tf32_off_gives_ieee_float32_matmuls():
 # Whole models: converted, partitioned, built reduced on CPU, against PyTorch eager in float32
 # ---------------------------------------------------------------------------------------------
 
+
 def _resnet18():
     torchvision = pytest.importorskip("torchvision")
     return torchvision.models.resnet18().eval(), (torch.randn(2, 3, 64, 64),)
@@ -432,22 +569,36 @@ def _resnet18():
 
 def _bert():
     transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=128, vocab_size=100, max_position_embeddings=32)
+    config = transformers.BertConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        vocab_size=100,
+        max_position_embeddings=32,
+    )
     return transformers.BertModel(config).eval(), (torch.randint(0, 100, (2, 16)),)
 
 
 MODELS = {"resnet18": _resnet18, "bert": _bert}
 # the compute-heavy layers each model has after fusion (all reduced), and layers that keep float32 or integers
-MODEL_HEAVY = {"resnet18": {"engine.conv", "engine.dense"},
-               "bert": {"engine.dense", "nn.scaled_dot_product_attention"}}
-MODEL_KEPT = {"resnet18": {"cast": {R, F32}, "nn.max_pool2d": {R}, "nn.global_avg_pool2d": {R}},
-              "bert": {"nn.layer_norm": {F32}, "take": {R}, "broadcast_to": {"int64", "bool"}}}
+MODEL_HEAVY = {"resnet18": {"engine.conv", "engine.dense"}, "bert": {"engine.dense", "nn.scaled_dot_product_attention"}}
+MODEL_KEPT = {
+    "resnet18": {"cast": {R, F32}, "nn.max_pool2d": {R}, "nn.global_avg_pool2d": {R}},
+    "bert": {"nn.layer_norm": {F32}, "take": {R}, "broadcast_to": {"int64", "bool"}},
+}
 # casts the pass inserts: resnet18 only at the region's input and output; bert around its 5 layer norms (4 in,
 # 4 out: the last one is a region output) and around the pooler (its input is cut from the last layer norm)
 MODEL_CASTS = {"resnet18": 2, "bert": 11}
-HEAVY = {"engine.conv", "engine.dense", "nn.conv2d", "nn.dense", "matmul", "nn.batch_matmul",
-         "nn.scaled_dot_product_attention"}
+HEAVY = {
+    "engine.conv",
+    "engine.dense",
+    "nn.conv2d",
+    "nn.dense",
+    "matmul",
+    "nn.batch_matmul",
+    "nn.scaled_dot_product_attention",
+}
 
 
 @pytest.mark.slow
@@ -464,7 +615,7 @@ def test_whole_model_in_reduced_precision(name, dtype):
     config = BuilderConfig(**CONFIG[dtype])
 
     # the graph as assign_precision leaves it (later passes may fuse the casts and norms into other layers)
-    upto = PASSES[:PASSES.index(assign_precision) + 1]
+    upto = PASSES[: PASSES.index(assign_precision) + 1]
     assigned = run_passes(region, PassContext(config=config, max_batch=2), upto, verify_each=True)
     assert_no_cast_ping_pong(assigned, region)
     by_op: dict[str, set[str]] = {}
@@ -486,8 +637,9 @@ def test_whole_model_in_reduced_precision(name, dtype):
 
     with torch.no_grad():
         expected = model(*example)
-    expected = [expected] if isinstance(expected, torch.Tensor) else [expected.last_hidden_state,
-                                                                        expected.pooler_output]
+    expected = (
+        [expected] if isinstance(expected, torch.Tensor) else [expected.last_hidden_state, expected.pooler_output]
+    )
     actual = plan.run(*example)
     assert len(actual) == len(expected)
     for a, e in zip(actual, expected):
@@ -499,6 +651,7 @@ def test_whole_model_in_reduced_precision(name, dtype):
 # Depthwise convolutions keep float32 weights (rule 3's exception)
 # ---------------------------------------------------------------------------------------------
 
+
 def _inverted_residual():
     """MobileNetV2's block: 1x1 expand -> BN -> ReLU6 -> 3x3 depthwise -> BN -> ReLU6 -> 1x1 project -> BN, + x."""
 
@@ -507,9 +660,15 @@ def _inverted_residual():
             super().__init__()
             nn = torch.nn
             self.body = nn.Sequential(
-                nn.Conv2d(c, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
-                nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
-                nn.Conv2d(hidden, c, 1, bias=False), nn.BatchNorm2d(c))
+                nn.Conv2d(c, hidden, 1, bias=False),
+                nn.BatchNorm2d(hidden),
+                nn.ReLU6(),
+                nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
+                nn.BatchNorm2d(hidden),
+                nn.ReLU6(),
+                nn.Conv2d(hidden, c, 1, bias=False),
+                nn.BatchNorm2d(c),
+            )
 
         def forward(self, x):
             return x + self.body(x)
@@ -534,7 +693,7 @@ def test_depthwise_convolutions_keep_float32_weights_outside_strict_mode(strict)
     partitioned, _ = forge.partition_for_tensorforge(forge.frontends.from_torch(model, example))
     (region,) = partitioned.subgraphs.values()
     config = BuilderConfig(fp16=True, strict_types=strict)
-    upto = PASSES[:PASSES.index(assign_precision) + 1]
+    upto = PASSES[: PASSES.index(assign_precision) + 1]
     ctx = PassContext(config=config, max_batch=2)
     assigned = run_passes(region, ctx, upto, verify_each=True)
     convs = [n for n in assigned.nodes if n.op == "engine.conv"]

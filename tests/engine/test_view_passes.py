@@ -125,14 +125,16 @@ def test_dense_rows_that_must_keep_their_order(case):
     if case == "residual":
         _attention_projection(g, residual=g.add_input("r", TensorType("float32", (Sym("batch", 5), 6))))
     else:
-        _attention_projection(g, back=(1, 2, 0) if case == "last-axis-moves" else (1, 0, 2),
-                              readers=2 if case == "two-readers" else 1)
+        _attention_projection(
+            g, back=(1, 2, 0) if case == "last-axis-moves" else (1, 0, 2), readers=2 if case == "two-readers" else 1
+        )
     inputs = [torch.randn(2, 3, 5, 4)] + ([torch.randn(10, 6)] if case == "residual" else [])
     check_pass(reorder_dense_rows, g, inputs, count=0)
 
 
 def test_multihead_attention_plan_matches_eager():
     import tensorforge as forge
+
     torch.manual_seed(0)
 
     class Block(torch.nn.Module):
@@ -175,6 +177,7 @@ def test_chains_from_attention_outputs_stay():
     g = ir.Graph("attn")
     q = g.add_input("q", TensorType("float32", (BATCH, 2, 5, 4)))
     o = g.call("nn.scaled_dot_product_attention", q, q, q)
-    g.set_outputs([g.call("nn.relu", g.call("reshape", g.call("transpose", o, axes=(0, 2, 1, 3)),
-                                            newshape=(BATCH, 5, 8)))])
+    g.set_outputs(
+        [g.call("nn.relu", g.call("reshape", g.call("transpose", o, axes=(0, 2, 1, 3)), newshape=(BATCH, 5, 8)))]
+    )
     check_pass(fold_view_chains, g, [torch.randn(2, 2, 5, 4)], count=0)

@@ -40,12 +40,13 @@ def const(*shape: int) -> torch.Tensor:
 
 # -- inputs: each maps a batch size to one input tensor; equal specs build equal inputs ------------------------
 
+
 @dataclass(frozen=True)
 class Input:
-    kind: str                   # randn, positive, ints or bools
-    shape: tuple[int, ...]      # after the batch dimension
+    kind: str  # randn, positive, ints or bools
+    shape: tuple[int, ...]  # after the batch dimension
     dtype: torch.dtype = torch.float32
-    low: int = 0                # ints: the range [low, high)
+    low: int = 0  # ints: the range [low, high)
     high: int = 0
 
     def __call__(self, batch: int) -> torch.Tensor:
@@ -75,16 +76,17 @@ def bools(*shape: int) -> Input:
 
 # -- cases --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Case:
     name: str
     make_module: Callable[[], nn.Module]
     inputs: tuple[Callable[[int], torch.Tensor], ...]
-    ops: tuple[str, ...]            # IR ops the conversion must produce
-    opaque: tuple[str, ...] = ()    # opaque nodes the conversion must produce (none unless listed)
-    dynamic: bool = True            # convert with dynamic_batch and run at two batch sizes
-    core_aten: bool = False         # pass a core-ATen ExportedProgram (ep.run_decompositions()), as users may
-    alone: bool = False             # never share a conversion with other cases (cases with marks)
+    ops: tuple[str, ...]  # IR ops the conversion must produce
+    opaque: tuple[str, ...] = ()  # opaque nodes the conversion must produce (none unless listed)
+    dynamic: bool = True  # convert with dynamic_batch and run at two batch sizes
+    core_aten: bool = False  # pass a core-ATen ExportedProgram (ep.run_decompositions()), as users may
+    alone: bool = False  # never share a conversion with other cases (cases with marks)
 
     def make_inputs(self, batch: int) -> tuple[torch.Tensor, ...]:
         return tuple(make(batch) for make in self.inputs)
@@ -167,28 +169,43 @@ def with_random_state(module: nn.Module) -> nn.Module:
 
 CONV = [
     mod("conv1d-bias", lambda: nn.Conv1d(3, 4, 3), randn(3, 10), ("nn.conv1d", "nn.bias_add")),
-    mod("conv1d-nobias-stride2-pad1", lambda: nn.Conv1d(3, 4, 3, stride=2, padding=1, bias=False), randn(3, 10),
-        "nn.conv1d"),
+    mod(
+        "conv1d-nobias-stride2-pad1",
+        lambda: nn.Conv1d(3, 4, 3, stride=2, padding=1, bias=False),
+        randn(3, 10),
+        "nn.conv1d",
+    ),
     mod("conv1d-groups-dilation", lambda: nn.Conv1d(3, 6, 3, groups=3, dilation=2), randn(3, 10), "nn.conv1d"),
     mod("conv2d-bias", lambda: nn.Conv2d(3, 4, 3, padding=1), randn(3, 6, 6), ("nn.conv2d", "nn.bias_add")),
     mod("conv2d-nobias-stride2", lambda: nn.Conv2d(3, 4, 3, stride=2, bias=False), randn(3, 6, 6), "nn.conv2d"),
     mod("conv2d-groups", lambda: nn.Conv2d(4, 6, 3, groups=2), randn(4, 6, 6), "nn.conv2d"),
     mod("conv2d-depthwise", lambda: nn.Conv2d(4, 4, 3, padding=1, groups=4), randn(4, 6, 6), "nn.conv2d"),
     mod("conv2d-dilation2", lambda: nn.Conv2d(3, 4, 3, padding=2, dilation=2), randn(3, 6, 6), "nn.conv2d"),
-    mod("conv2d-same-even-kernel", lambda: nn.Conv2d(3, 2, 4, padding="same"), randn(3, 6, 6),
-        ("nn.pad", "nn.conv2d")),
+    mod("conv2d-same-even-kernel", lambda: nn.Conv2d(3, 2, 4, padding="same"), randn(3, 6, 6), ("nn.pad", "nn.conv2d")),
     mod("conv2d-fp16", lambda: nn.Conv2d(3, 4, 3).half(), randn(3, 6, 6, dtype=FP16), "nn.conv2d"),
     mod("conv3d-bias", lambda: nn.Conv3d(2, 3, 3, padding=1), randn(2, 4, 4, 4), ("nn.conv3d", "nn.bias_add")),
-    mod("conv3d-nobias-groups", lambda: nn.Conv3d(2, 4, (1, 3, 3), groups=2, bias=False), randn(2, 4, 4, 4),
-        "nn.conv3d"),
-    mod("conv_transpose1d-stride2", lambda: nn.ConvTranspose1d(3, 2, 3, stride=2), randn(3, 5),
-        "nn.conv1d_transpose"),
-    mod("conv_transpose2d-output_padding", lambda: nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1),
-        randn(4, 5, 5), ("nn.conv2d_transpose", "nn.bias_add")),
-    mod("conv_transpose2d-groups-dilation", lambda: nn.ConvTranspose2d(4, 4, 3, groups=2, dilation=2, bias=False),
-        randn(4, 5, 5), "nn.conv2d_transpose"),
-    mod("conv_transpose3d-stride2", lambda: nn.ConvTranspose3d(2, 2, 2, stride=2), randn(2, 4, 4, 4),
-        "nn.conv3d_transpose"),
+    mod(
+        "conv3d-nobias-groups", lambda: nn.Conv3d(2, 4, (1, 3, 3), groups=2, bias=False), randn(2, 4, 4, 4), "nn.conv3d"
+    ),
+    mod("conv_transpose1d-stride2", lambda: nn.ConvTranspose1d(3, 2, 3, stride=2), randn(3, 5), "nn.conv1d_transpose"),
+    mod(
+        "conv_transpose2d-output_padding",
+        lambda: nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1),
+        randn(4, 5, 5),
+        ("nn.conv2d_transpose", "nn.bias_add"),
+    ),
+    mod(
+        "conv_transpose2d-groups-dilation",
+        lambda: nn.ConvTranspose2d(4, 4, 3, groups=2, dilation=2, bias=False),
+        randn(4, 5, 5),
+        "nn.conv2d_transpose",
+    ),
+    mod(
+        "conv_transpose3d-stride2",
+        lambda: nn.ConvTranspose3d(2, 2, 2, stride=2),
+        randn(2, 4, 4, 4),
+        "nn.conv3d_transpose",
+    ),
 ]
 
 LINALG = [
@@ -202,12 +219,27 @@ LINALG = [
     fun("matmul-vector", lambda x, w: x @ w, randn(5), "matmul", buffers={"w": const(5)}),
     fun("mm", lambda x, w: torch.mm(x, w), randn(5), "matmul", buffers={"w": const(5, 3)}),
     fun("bmm", torch.bmm, (randn(4, 5), randn(5, 3)), "nn.batch_matmul"),
-    fun("addmm", torch.addmm, (lambda b: torch.randn(3), randn(5), lambda b: torch.randn(5, 3)), ("matmul", "add"),
-        dynamic=False),
-    fun("addmm-alpha-beta", lambda x, bias, w: torch.addmm(bias, x, w, beta=0.5, alpha=2.0), randn(5),
-        ("matmul", "multiply", "add"), buffers={"bias": const(3), "w": const(5, 3)}),
-    fun("addmm-beta0-ignores-nan", lambda x, bias, w: torch.addmm(bias, x, w, beta=0), randn(5), "matmul",
-        buffers={"bias": torch.full((3,), float("nan")), "w": const(5, 3)}),
+    fun(
+        "addmm",
+        torch.addmm,
+        (lambda b: torch.randn(3), randn(5), lambda b: torch.randn(5, 3)),
+        ("matmul", "add"),
+        dynamic=False,
+    ),
+    fun(
+        "addmm-alpha-beta",
+        lambda x, bias, w: torch.addmm(bias, x, w, beta=0.5, alpha=2.0),
+        randn(5),
+        ("matmul", "multiply", "add"),
+        buffers={"bias": const(3), "w": const(5, 3)},
+    ),
+    fun(
+        "addmm-beta0-ignores-nan",
+        lambda x, bias, w: torch.addmm(bias, x, w, beta=0),
+        randn(5),
+        "matmul",
+        buffers={"bias": torch.full((3,), float("nan")), "w": const(5, 3)},
+    ),
 ]
 
 
@@ -282,13 +314,17 @@ BINARY = [
     fun("div-floor", lambda x, y: torch.div(x, y, rounding_mode="floor"), (randn(4), positive(4)), "floor_divide"),
     fun("div-trunc", lambda x, y: torch.div(x, y, rounding_mode="trunc"), (randn(4), positive(4)), "trunc_divide"),
     fun("div-floor-scalar", lambda x: torch.div(x, 0.3, rounding_mode="floor"), randn(4), "floor_divide"),
-    fun("div-Scalar_mode-overload", lambda x: torch.ops.aten.div.Scalar_mode(x, 0.3, rounding_mode="trunc"), randn(4),
-        "trunc_divide"),
+    fun(
+        "div-Scalar_mode-overload",
+        lambda x: torch.ops.aten.div.Scalar_mode(x, 0.3, rounding_mode="trunc"),
+        randn(4),
+        "trunc_divide",
+    ),
     fun("floordiv-int", lambda x: x // 3, ints(20, 4, low=-20), "floor_divide"),
-    fun("pow-scalar-exponent", lambda x: x ** 2, randn(4), "power"),
-    fun("pow-float-exponent", lambda x: x ** 0.5, positive(3, 4), "power"),
-    fun("pow-scalar-base", lambda x: 2 ** x, randn(4), "power"),
-    fun("pow-tensor", lambda exponent, base: base ** exponent, (randn(4), positive(4)), "power"),
+    fun("pow-scalar-exponent", lambda x: x**2, randn(4), "power"),
+    fun("pow-float-exponent", lambda x: x**0.5, positive(3, 4), "power"),
+    fun("pow-scalar-base", lambda x: 2**x, randn(4), "power"),
+    fun("pow-tensor", lambda exponent, base: base**exponent, (randn(4), positive(4)), "power"),
     fun("maximum", torch.maximum, (randn(4), randn(4)), "maximum"),
     fun("minimum", torch.minimum, (randn(4), randn(4)), "minimum"),
     fun("remainder-tensor", torch.remainder, (randn(4), positive(4)), "floor_mod"),
@@ -310,8 +346,7 @@ BINARY = [
     fun("bitwise-or-bool", lambda x, y: x | y, (bools(4), bools(4)), "logical_or"),
     fun("bitwise-not-bool", lambda x: ~(x > 0), randn(4), "logical_not"),
     # integer bit logic has no IR op: the converter declines and the node stays in PyTorch
-    fun("bitwise-and-int", lambda x, y: x & y, (ints(3, 4), ints(3, 4)), (),
-        opaque="torch.aten.bitwise_and.Tensor"),
+    fun("bitwise-and-int", lambda x, y: x & y, (ints(3, 4), ints(3, 4)), (), opaque="torch.aten.bitwise_and.Tensor"),
     fun("where", lambda x, y: torch.where(x > 0, x, y), (randn(4), randn(4)), ("greater", "where")),
     fun("where-scalar", lambda x: torch.where(x > 0, x, 0.0), randn(4), ("full", "where")),
     fun("masked_fill-scalar", lambda x, m: x.masked_fill(m, -1e4), (randn(4), bools(4)), "where"),
@@ -330,6 +365,7 @@ CASTS = [
     fun("dropout-eval", lambda x: F.dropout(x, 0.5, training=False) * 2, randn(4), "multiply"),
     mod("dropout-module-eval", lambda: nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)), randn(4), "nn.dense"),
 ]
+
 
 def _slice_assign(x):
     """In-place slice assignment: functionalization turns it into copy and slice_scatter."""
@@ -359,8 +395,13 @@ SHAPES = [
     fun("squeeze-dims", lambda x: x.unsqueeze(-1).squeeze((1, -1)), randn(1, 4), "squeeze"),
     fun("squeeze-dim-not-1", lambda x: x.squeeze(1) * 2, randn(3, 4), "multiply"),
     fun("cat", lambda x, y: torch.cat([x, y], 1), (randn(4), randn(4)), "concatenate"),
-    fun("cat-negative-dim", lambda x, c: torch.cat([x, x * 2, c.expand(x.shape[0], 2)], -1), randn(4),
-        "concatenate", buffers={"c": const(1, 2)}),
+    fun(
+        "cat-negative-dim",
+        lambda x, c: torch.cat([x, x * 2, c.expand(x.shape[0], 2)], -1),
+        randn(4),
+        "concatenate",
+        buffers={"c": const(1, 2)},
+    ),
     fun("stack", lambda x, y: torch.stack([x, y], 1), (randn(4), randn(4)), "stack"),
     fun("stack-last", lambda x, y: torch.stack([x, y], -1), (randn(4), randn(4)), "stack"),
     fun("split-size", lambda x: x.split(2, dim=1), randn(5), "split"),
@@ -377,42 +418,85 @@ SHAPES = [
     fun("select-batch", lambda x: x[-1] * 2, randn(3, 4), ("strided_slice", "squeeze")),
     fun("select-negative-2", lambda x: x[:, :, -2], randn(3, 4), ("strided_slice", "squeeze")),
     fun("expand", lambda x: x.expand(-1, 3, -1), randn(1, 4), "broadcast_to"),
-    fun("expand-to-batch", lambda x, c: c.expand(x.shape[0], -1, 4) + x, randn(3, 4), "broadcast_to",
-        buffers={"c": const(1, 3, 1)}),
+    fun(
+        "expand-to-batch",
+        lambda x, c: c.expand(x.shape[0], -1, 4) + x,
+        randn(3, 4),
+        "broadcast_to",
+        buffers={"c": const(1, 3, 1)},
+    ),
     fun("expand-new-dim", lambda x: x.expand(2, -1, 3, -1), randn(1, 4), "broadcast_to"),
     fun("repeat", lambda x: x.repeat(1, 2, 3), randn(3, 4), "tile"),
     fun("repeat-more-dims", lambda x: x.repeat(2, 1, 1), randn(4), "tile"),
     fun("flip", lambda x: x.flip(1), randn(3, 4), "reverse"),
     fun("flip-two-dims", lambda x: x.flip((1, -1)), randn(3, 4), "reverse"),
     # the mean of a channels-last view is restored to its layout by an identity as_strided
-    fun("as_strided-identity", lambda x: F.adaptive_avg_pool3d(x.permute(0, 4, 1, 2, 3), 1) * 2, randn(2, 3, 3, 4),
-        ("mean", "multiply")),
-    fun("as_strided-view", lambda x: torch.as_strided(x * 3, (x.shape[0], 2, 2), (6, 2, 1)), randn(2, 3),
-        "multiply", opaque="torch.aten.as_strided.default"),
+    fun(
+        "as_strided-identity",
+        lambda x: F.adaptive_avg_pool3d(x.permute(0, 4, 1, 2, 3), 1) * 2,
+        randn(2, 3, 3, 4),
+        ("mean", "multiply"),
+    ),
+    fun(
+        "as_strided-view",
+        lambda x: torch.as_strided(x * 3, (x.shape[0], 2, 2), (6, 2, 1)),
+        randn(2, 3),
+        "multiply",
+        opaque="torch.aten.as_strided.default",
+    ),
     fun("roll-two-dims", lambda x: torch.roll(x, (1, -2), (1, -1)), randn(3, 4), "roll"),
     fun("roll-flattened", lambda x: torch.roll(x, 5), randn(3, 4), "roll"),
     fun("slice-assign", _slice_assign, randn(4, 3), "slice_scatter"),
     fun("copy-cast", lambda x: torch.zeros_like(x, dtype=FP16).copy_(x), randn(4), "cast"),
-    fun("copy-broadcast", lambda x, c: torch.zeros_like(x).copy_(c) + x, randn(3, 4), "broadcast_to",
-        buffers={"c": const(4)}),
+    fun(
+        "copy-broadcast",
+        lambda x, c: torch.zeros_like(x).copy_(c) + x,
+        randn(3, 4),
+        "broadcast_to",
+        buffers={"c": const(4)},
+    ),
 ]
 
 GATHER = [
     mod("embedding", lambda: nn.Embedding(10, 4), ints(10, 5), "take"),
     mod("embedding-padding_idx", lambda: nn.Embedding(10, 4, padding_idx=0), ints(10, 5), "take"),
-    fun("index_select", lambda x, idx: torch.index_select(x, 1, idx), randn(5), "take",
-        buffers={"idx": torch.tensor([4, 0, 0, 2])}),
+    fun(
+        "index_select",
+        lambda x, idx: torch.index_select(x, 1, idx),
+        randn(5),
+        "take",
+        buffers={"idx": torch.tensor([4, 0, 0, 2])},
+    ),
     fun("index-one-tensor", lambda x, idx: x[idx], randn(4), "take", buffers={"idx": torch.tensor([1, 0, 1])}),
-    fun("index-one-tensor-dim1", lambda x, idx: x[:, idx], randn(5), "take",
-        buffers={"idx": torch.tensor([4, -1, 0])}),
-    fun("index-2d-tensor-dim1", lambda x, idx: x[:, idx], randn(5), "take",
-        buffers={"idx": torch.tensor([[0, 1], [3, 4]])}),
-    fun("index-two-tensors", lambda x, i, j: x[i, j], randn(5), "adv_index",
-        buffers={"i": torch.tensor([0, 1, 1]), "j": torch.tensor([4, 0, -2])}),
-    fun("index-two-tensors-inner", lambda x, i, j: x[:, i, j], randn(3, 4), "adv_index",
-        buffers={"i": torch.tensor([2, 0]), "j": torch.tensor([[1], [3]])}),
-    fun("index-tensor-input", lambda x, idx: x[:, idx], (lambda b: torch.randn(2, 6), lambda b: torch.tensor([5, 2])),
-        "take", dynamic=False),
+    fun("index-one-tensor-dim1", lambda x, idx: x[:, idx], randn(5), "take", buffers={"idx": torch.tensor([4, -1, 0])}),
+    fun(
+        "index-2d-tensor-dim1",
+        lambda x, idx: x[:, idx],
+        randn(5),
+        "take",
+        buffers={"idx": torch.tensor([[0, 1], [3, 4]])},
+    ),
+    fun(
+        "index-two-tensors",
+        lambda x, i, j: x[i, j],
+        randn(5),
+        "adv_index",
+        buffers={"i": torch.tensor([0, 1, 1]), "j": torch.tensor([4, 0, -2])},
+    ),
+    fun(
+        "index-two-tensors-inner",
+        lambda x, i, j: x[:, i, j],
+        randn(3, 4),
+        "adv_index",
+        buffers={"i": torch.tensor([2, 0]), "j": torch.tensor([[1], [3]])},
+    ),
+    fun(
+        "index-tensor-input",
+        lambda x, idx: x[:, idx],
+        (lambda b: torch.randn(2, 6), lambda b: torch.tensor([5, 2])),
+        "take",
+        dynamic=False,
+    ),
     fun("gather", lambda x, idx: torch.gather(x, 1, idx), (randn(4), ints(2, 4)), "gather"),
     fun("gather-dim0", lambda x, idx: torch.gather(x, 0, idx), (randn(4), ints(2, 4)), "gather"),
 ]
@@ -433,29 +517,65 @@ PADS = [
 POOLS = [
     mod("maxpool2d", lambda: nn.MaxPool2d(2), randn(3, 8, 8), "nn.max_pool2d"),
     mod("maxpool2d-ceil", lambda: nn.MaxPool2d(3, stride=2, ceil_mode=True), randn(3, 8, 8), "nn.max_pool2d"),
-    mod("maxpool2d-pad-dilation", lambda: nn.MaxPool2d(3, stride=1, padding=1, dilation=2), randn(3, 8, 8),
-        "nn.max_pool2d"),
-    mod("maxpool2d-core-aten", lambda: nn.MaxPool2d(3, stride=2, padding=1), randn(3, 8, 8), "nn.max_pool2d",
-        core_aten=True),
+    mod(
+        "maxpool2d-pad-dilation",
+        lambda: nn.MaxPool2d(3, stride=1, padding=1, dilation=2),
+        randn(3, 8, 8),
+        "nn.max_pool2d",
+    ),
+    mod(
+        "maxpool2d-core-aten",
+        lambda: nn.MaxPool2d(3, stride=2, padding=1),
+        randn(3, 8, 8),
+        "nn.max_pool2d",
+        core_aten=True,
+    ),
     mod("maxpool3d-ceil", lambda: nn.MaxPool3d(3, stride=2, ceil_mode=True), randn(2, 4, 4, 4), "nn.max_pool3d"),
     mod("maxpool3d-core-aten", lambda: nn.MaxPool3d(2), randn(2, 4, 4, 4), "nn.max_pool3d", core_aten=True),
     # the indices output has no IR equivalent: the whole op stays in PyTorch
-    fun("maxpool2d-indices", lambda x: F.max_pool2d(x, 2, return_indices=True), randn(3, 8, 8), (),
-        opaque="torch.aten.max_pool2d_with_indices.default"),
-    mod("avgpool1d-count_include_pad-false", lambda: nn.AvgPool1d(3, stride=2, padding=1, count_include_pad=False),
-        randn(3, 10), "nn.avg_pool1d"),
-    mod("avgpool2d-count_include_pad-false", lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
-        randn(3, 8, 8), "nn.avg_pool2d"),
+    fun(
+        "maxpool2d-indices",
+        lambda x: F.max_pool2d(x, 2, return_indices=True),
+        randn(3, 8, 8),
+        (),
+        opaque="torch.aten.max_pool2d_with_indices.default",
+    ),
+    mod(
+        "avgpool1d-count_include_pad-false",
+        lambda: nn.AvgPool1d(3, stride=2, padding=1, count_include_pad=False),
+        randn(3, 10),
+        "nn.avg_pool1d",
+    ),
+    mod(
+        "avgpool2d-count_include_pad-false",
+        lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+        randn(3, 8, 8),
+        "nn.avg_pool2d",
+    ),
     mod("avgpool2d-ceil", lambda: nn.AvgPool2d(3, stride=2, ceil_mode=True), randn(3, 8, 8), "nn.avg_pool2d"),
-    mod("avgpool3d-count_include_pad-false", lambda: nn.AvgPool3d(2, padding=1, count_include_pad=False),
-        randn(2, 4, 4, 4), "nn.avg_pool3d"),
-    mod("avgpool2d-divisor_override", lambda: nn.AvgPool2d(2, divisor_override=3), randn(3, 8, 8), (),
-        opaque="torch.aten.avg_pool2d.default"),
+    mod(
+        "avgpool3d-count_include_pad-false",
+        lambda: nn.AvgPool3d(2, padding=1, count_include_pad=False),
+        randn(2, 4, 4, 4),
+        "nn.avg_pool3d",
+    ),
+    mod(
+        "avgpool2d-divisor_override",
+        lambda: nn.AvgPool2d(2, divisor_override=3),
+        randn(3, 8, 8),
+        (),
+        opaque="torch.aten.avg_pool2d.default",
+    ),
     mod("adaptive-avgpool-1x1", lambda: nn.AdaptiveAvgPool2d(1), randn(3, 8, 8), "nn.global_avg_pool2d"),
     mod("adaptive-avgpool-7x7", lambda: nn.AdaptiveAvgPool2d(7), randn(3, 14, 14), "nn.adaptive_avg_pool2d"),
     mod("adaptive-avgpool-7x7-uneven", lambda: nn.AdaptiveAvgPool2d(7), randn(3, 8, 8), "nn.adaptive_avg_pool2d"),
-    mod("adaptive-avgpool-7x7-core-aten", lambda: nn.AdaptiveAvgPool2d(7), randn(3, 8, 8),
-        "nn.adaptive_avg_pool2d", core_aten=True),
+    mod(
+        "adaptive-avgpool-7x7-core-aten",
+        lambda: nn.AdaptiveAvgPool2d(7),
+        randn(3, 8, 8),
+        "nn.adaptive_avg_pool2d",
+        core_aten=True,
+    ),
     mod("adaptive-avgpool1d", lambda: nn.AdaptiveAvgPool1d(3), randn(3, 8), "nn.adaptive_avg_pool2d"),
     mod("adaptive-maxpool-1x1", lambda: nn.AdaptiveMaxPool2d(1), randn(3, 8, 8), "nn.global_max_pool2d"),
     mod("adaptive-maxpool-7x7", lambda: nn.AdaptiveMaxPool2d(7), randn(3, 8, 8), "nn.adaptive_max_pool2d"),
@@ -478,21 +598,46 @@ RESIZE = [
     interpolate("interpolate-bicubic-align", scale_factor=2, mode="bicubic", align_corners=True),
     # torch samples with 1/scale_factor, which a resize to the rounded size cannot express: kept in PyTorch
     interpolate("upsample-nearest-inexact-scale", (), opaque="torch.aten.upsample_nearest2d.vec", scale_factor=1.5),
-    interpolate("interpolate-bilinear-inexact-scale", (), opaque="torch.aten.upsample_bilinear2d.vec",
-                scale_factor=1.5, mode="bilinear"),
+    interpolate(
+        "interpolate-bilinear-inexact-scale",
+        (),
+        opaque="torch.aten.upsample_bilinear2d.vec",
+        scale_factor=1.5,
+        mode="bilinear",
+    ),
     # the .default overloads (explicit output size) are what older exports and hand-written code call
-    fun("upsample_nearest2d-default", lambda x: torch.ops.aten.upsample_nearest2d.default(x, [7, 9]),
-        randn(3, 5, 6), "image.resize2d"),
-    fun("upsample_nearest2d-default-exact-scales",
-        lambda x: torch.ops.aten.upsample_nearest2d.default(x, [10, 3], 2.0, 0.5), randn(3, 5, 6), "image.resize2d"),
-    fun("upsample_nearest2d-default-inexact-scales",
-        lambda x: torch.ops.aten.upsample_nearest2d.default(x, [7, 9], 1.5, 1.5), randn(3, 5, 6), (),
-        opaque="torch.aten.upsample_nearest2d.default"),
-    fun("upsample_nearest_exact2d-default", lambda x: torch.ops.aten._upsample_nearest_exact2d.default(x, [7, 9]),
-        randn(3, 5, 6), "image.resize2d"),
+    fun(
+        "upsample_nearest2d-default",
+        lambda x: torch.ops.aten.upsample_nearest2d.default(x, [7, 9]),
+        randn(3, 5, 6),
+        "image.resize2d",
+    ),
+    fun(
+        "upsample_nearest2d-default-exact-scales",
+        lambda x: torch.ops.aten.upsample_nearest2d.default(x, [10, 3], 2.0, 0.5),
+        randn(3, 5, 6),
+        "image.resize2d",
+    ),
+    fun(
+        "upsample_nearest2d-default-inexact-scales",
+        lambda x: torch.ops.aten.upsample_nearest2d.default(x, [7, 9], 1.5, 1.5),
+        randn(3, 5, 6),
+        (),
+        opaque="torch.aten.upsample_nearest2d.default",
+    ),
+    fun(
+        "upsample_nearest_exact2d-default",
+        lambda x: torch.ops.aten._upsample_nearest_exact2d.default(x, [7, 9]),
+        randn(3, 5, 6),
+        "image.resize2d",
+    ),
     # torch decomposes this overload while tracing (a Python kernel at the Autograd key): the pieces must convert
-    fun("upsample_bilinear2d-default-decomposed",
-        lambda x: torch.ops.aten.upsample_bilinear2d.default(x, [7, 9], True), randn(3, 5, 6), ()),
+    fun(
+        "upsample_bilinear2d-default-decomposed",
+        lambda x: torch.ops.aten.upsample_bilinear2d.default(x, [7, 9], True),
+        randn(3, 5, 6),
+        (),
+    ),
 ]
 
 REDUCTIONS = [
@@ -519,8 +664,12 @@ REDUCTIONS = [
     fun("cumsum-negative-dim", lambda x: torch.cumsum(x, -1), randn(5, 3), "cumsum"),
     fun("cumsum-dtype-float64", lambda x: torch.cumsum(x, 1, dtype=torch.float64), randn(5), "cumsum"),
     # RoBERTa's position ids: an int mask, its running count (widened to int64) cast back, times the mask
-    fun("cumsum-int32-mask-positions", lambda m: (torch.cumsum(m, 1).type_as(m) + 1) * m,
-        ints(2, 6, dtype=torch.int32), ("cumsum", "cast")),
+    fun(
+        "cumsum-int32-mask-positions",
+        lambda m: (torch.cumsum(m, 1).type_as(m) + 1) * m,
+        ints(2, 6, dtype=torch.int32),
+        ("cumsum", "cast"),
+    ),
     fun("cumsum-bool", lambda x: (x > 0).cumsum(-1), randn(6), ("greater", "cumsum")),
     fun("argmax-dim", lambda x: x.argmax(1), randn(5), "argmax"),
     fun("argmax-keepdim", lambda x: x.argmax(-1, keepdim=True), randn(3, 5), "argmax"),
@@ -535,8 +684,13 @@ REDUCTIONS = [
     fun("softmax-core-aten", lambda x: F.softmax(x, -1), randn(3, 8, 8), "nn.softmax", core_aten=True),
     fun("log_softmax", lambda x: F.log_softmax(x, 1), randn(5), "nn.log_softmax"),
     fun("log_softmax-dtype", lambda x: F.log_softmax(x, -1, dtype=torch.float64), randn(5), ("cast", "nn.log_softmax")),
-    fun("log_softmax-core-aten", lambda x: F.log_softmax(x.half(), -1, dtype=torch.float32), randn(3, 8, 8),
-        ("cast", "nn.log_softmax"), core_aten=True),
+    fun(
+        "log_softmax-core-aten",
+        lambda x: F.log_softmax(x.half(), -1, dtype=torch.float32),
+        randn(3, 8, 8),
+        ("cast", "nn.log_softmax"),
+        core_aten=True,
+    ),
 ]
 
 NORMS = [
@@ -544,17 +698,31 @@ NORMS = [
     mod("layer_norm-no-affine", lambda: nn.LayerNorm(8, elementwise_affine=False), randn(3, 8), "nn.layer_norm"),
     mod("layer_norm-two-dims", lambda: with_random_state(nn.LayerNorm((3, 8))), randn(3, 8), "nn.layer_norm"),
     mod("layer_norm-no-bias", lambda: with_random_state(nn.LayerNorm(8, bias=False)), randn(3, 8), "nn.layer_norm"),
-    mod("layer_norm-core-aten", lambda: with_random_state(nn.LayerNorm(8)), randn(3, 8, 8), "nn.layer_norm",
-        core_aten=True),
+    mod(
+        "layer_norm-core-aten",
+        lambda: with_random_state(nn.LayerNorm(8)),
+        randn(3, 8, 8),
+        "nn.layer_norm",
+        core_aten=True,
+    ),
     mod("group_norm", lambda: with_random_state(nn.GroupNorm(2, 4)), randn(4, 6, 6), "nn.group_norm"),
     mod("group_norm-no-affine", lambda: nn.GroupNorm(1, 3, affine=False), randn(3, 4), "nn.group_norm"),
-    mod("group_norm-core-aten", lambda: with_random_state(nn.GroupNorm(1, 3)), randn(3, 8, 8), "nn.group_norm",
-        core_aten=True),
+    mod(
+        "group_norm-core-aten",
+        lambda: with_random_state(nn.GroupNorm(1, 3)),
+        randn(3, 8, 8),
+        "nn.group_norm",
+        core_aten=True,
+    ),
     mod("batch_norm1d", lambda: with_random_state(nn.BatchNorm1d(4)), randn(4), "nn.batch_norm"),
     mod("batch_norm1d-3d-input", lambda: with_random_state(nn.BatchNorm1d(3)), randn(3, 5), "nn.batch_norm"),
     mod("batch_norm2d", lambda: with_random_state(nn.BatchNorm2d(3)), randn(3, 8, 8), "nn.batch_norm"),
-    mod("batch_norm2d-no-affine", lambda: with_random_state(nn.BatchNorm2d(3, affine=False)), randn(3, 8, 8),
-        "nn.batch_norm"),
+    mod(
+        "batch_norm2d-no-affine",
+        lambda: with_random_state(nn.BatchNorm2d(3, affine=False)),
+        randn(3, 8, 8),
+        "nn.batch_norm",
+    ),
     mod("batch_norm3d", lambda: with_random_state(nn.BatchNorm3d(2)), randn(2, 4, 4, 4), "nn.batch_norm"),
 ]
 
@@ -566,8 +734,9 @@ def attention(name, **kwargs):
     def fn(q, k, v, **masks):
         return F.scaled_dot_product_attention(q, k, v, **masks, **options)
 
-    return fun(name, fn, (randn(2, 5, 8), randn(2, 6, 8), randn(2, 6, 8)), "nn.scaled_dot_product_attention",
-               buffers=buffers)
+    return fun(
+        name, fn, (randn(2, 5, 8), randn(2, 6, 8), randn(2, 6, 8)), "nn.scaled_dot_product_attention", buffers=buffers
+    )
 
 
 ATTENTION = [
@@ -595,8 +764,22 @@ CREATION = [
     fun("scalar_tensor", lambda x: x * torch.scalar_tensor(3.0), randn(4), ("full", "multiply")),
 ]
 
-CASES = CONV + LINALG + ACTIVATIONS + BINARY + CASTS + SHAPES + GATHER + PADS + POOLS + RESIZE + REDUCTIONS + \
-    NORMS + ATTENTION + CREATION
+CASES = (
+    CONV
+    + LINALG
+    + ACTIVATIONS
+    + BINARY
+    + CASTS
+    + SHAPES
+    + GATHER
+    + PADS
+    + POOLS
+    + RESIZE
+    + REDUCTIONS
+    + NORMS
+    + ATTENTION
+    + CREATION
+)
 CASE_BY_NAME = {p.values[0].name: p.values[0] for p in CASES}
 
 # cases converted once more with dynamic_batch=False
@@ -619,6 +802,7 @@ UNREACHABLE: dict[str, str] = {
 
 # -- conversion, recording which converters produced IR ---------------------------------------------------------
 
+
 @contextlib.contextmanager
 def recording_converters(fired: set[str]):
     """While active, every registered converter that returns (does not decline) adds its registry key to `fired`."""
@@ -630,6 +814,7 @@ def recording_converters(fired: set[str]):
             result = fn(ctx, **kwargs)
             fired.add(key)
             return result
+
         return convert
 
     converters._CONVERTERS.update({key: recorded(key, fn) for key, fn in originals.items()})
@@ -648,11 +833,11 @@ def _core_aten_program(module: nn.Module, inputs: tuple, dynamic: bool):
 class CaseGraph:
     """Where one case ended up: the graph that holds it, its outputs there, and its own nodes."""
 
-    module: nn.Module           # the case's module (eager reference)
+    module: nn.Module  # the case's module (eager reference)
     graph: ir.Graph
     outputs: list[ir.Value]
-    nodes: list[ir.Node]        # the nodes the case's outputs depend on
-    fired: frozenset[str]       # converters that produced IR in this from_torch call
+    nodes: list[ir.Node]  # the nodes the case's outputs depend on
+    fired: frozenset[str]  # converters that produced IR in this from_torch call
 
     @staticmethod
     def whole(module: nn.Module, graph: ir.Graph) -> CaseGraph:
@@ -704,7 +889,7 @@ def convert_cases(names: tuple[str, ...], dynamic: bool) -> dict[str, CaseGraph]
         return None
     result, start = {}, 0
     for case, part, count in zip(cases, parts, counts):
-        outputs = graph.outputs[start:start + count]
+        outputs = graph.outputs[start : start + count]
         result[case.name] = CaseGraph(part, graph, outputs, _nodes_behind(graph, outputs), frozenset(fired))
         start += count
     return result
@@ -736,6 +921,7 @@ def check_against_eager(conv: CaseGraph, inputs: tuple[torch.Tensor, ...]) -> No
 
 
 # -- tests ------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", CASES)
 def test_converter(case: Case):
@@ -774,6 +960,7 @@ def test_every_aten_converter_has_a_case():
 
 # -- nothing is dropped: ops without a converter become opaque nodes that run through PyTorch --------------------
 
+
 class WithLogcumsumexp(nn.Module):
     def forward(self, x):
         return torch.relu(x).logcumsumexp(dim=1) * 0.5
@@ -806,6 +993,7 @@ class WithCustomOp(nn.Module):
 @pytest.fixture
 def scale2_converter():
     """Registers a converter for tftest::scale2 for one test, then removes it (converters cannot be unregistered)."""
+
     @converters.converter("tftest::scale2")
     def convert_scale2(ctx, *, x):
         return ctx.emit("multiply", x, ctx.const(2.0, dtype=x.type.torch_dtype))

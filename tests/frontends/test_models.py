@@ -31,15 +31,21 @@ def _vit():
 
 
 def _bert():
-    config = transformers.BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                                     intermediate_size=1024, vocab_size=2000, max_position_embeddings=128)
+    config = transformers.BertConfig(
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        vocab_size=2000,
+        max_position_embeddings=128,
+    )
     return transformers.BertModel(config)
 
 
 def _text_inputs(batch: int, length: int = 24, vocab: int = 2000):
     ids = torch.randint(0, vocab, (batch, length))
     mask = torch.ones(batch, length, dtype=torch.long)
-    mask[-1, length // 2:] = 0  # a padded sequence, so the attention mask matters
+    mask[-1, length // 2 :] = 0  # a padded sequence, so the attention mask matters
     return ids, mask
 
 

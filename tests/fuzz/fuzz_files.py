@@ -28,6 +28,7 @@ from fuzz_mutators import (
 # the safetensors container, parsed without validation
 # ---------------------------------------------------------------------------------------------
 
+
 def split_container(data: bytes) -> tuple[dict, bytes]:
     if len(data) < 8:
         raise ContainerError("short")
@@ -35,12 +36,12 @@ def split_container(data: bytes) -> tuple[dict, bytes]:
     if n > len(data) - 8:
         raise ContainerError("header cut")
     try:
-        header = json.loads(data[8:8 + n])
+        header = json.loads(data[8 : 8 + n])
     except (ValueError, RecursionError) as exc:
         raise ContainerError(str(exc)) from None
     if not isinstance(header, dict):
         raise ContainerError("header not an object")
-    return header, data[8 + n:]
+    return header, data[8 + n :]
 
 
 def join_container(header: dict, body: bytes, header_text: str | None = None) -> bytes:
@@ -56,11 +57,12 @@ def tensor_bytes(header: dict, body: bytes, name: str) -> bytes:
 
 def replace_tensor(header: dict, body: bytes, name: str, data: bytes) -> tuple[dict, bytes]:
     """The container with tensor `name` (a uint8 blob) holding `data`; every offset recomputed in order."""
-    entries = sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
-                     key=lambda kv: kv[1]["data_offsets"][0])
+    entries = sorted(
+        ((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0]
+    )
     parts, offset, header = [], 0, dict(header)
     for key, entry in entries:
-        chunk = data if key == name else body[entry["data_offsets"][0]:entry["data_offsets"][1]]
+        chunk = data if key == name else body[entry["data_offsets"][0] : entry["data_offsets"][1]]
         entry = dict(entry, data_offsets=[offset, offset + len(chunk)])
         if key == name:
             entry["shape"] = [len(chunk)]
@@ -74,6 +76,7 @@ def replace_tensor(header: dict, body: bytes, name: str, data: bytes) -> tuple[d
 # container-level and byte-level mutations
 # ---------------------------------------------------------------------------------------------
 
+
 def mutate_header(ctx: Context, header: dict, body: bytes) -> tuple[dict, bytes, str | None]:
     """A tensor entry's dtype, shape, offsets or name, or a tensor's bytes (weights: bit flips, NaN)."""
     names = sorted(k for k in header if k != "__metadata__" and isinstance(header[k], dict))
@@ -81,23 +84,49 @@ def mutate_header(ctx: Context, header: dict, body: bytes) -> tuple[dict, bytes,
         return header, body, None
     name = ctx.rng.choice(names)
     entry = header[name]
-    action = ctx.rng.choice(["dtype", "shape", "offsets", "rename", "drop", "flip", "flip", "nan", "metadata", "swap",
-                             "swap"])
+    action = ctx.rng.choice(
+        ["dtype", "shape", "offsets", "rename", "drop", "flip", "flip", "nan", "metadata", "swap", "swap"]
+    )
     if action == "swap":  # two tensors trade names (weights of one shape and dtype first: a well-formed file)
-        alike = [n for n in names if n != name and isinstance(header[n], dict)
-                 and (header[n].get("shape"), header[n].get("dtype")) == (entry.get("shape"), entry.get("dtype"))]
+        alike = [
+            n
+            for n in names
+            if n != name
+            and isinstance(header[n], dict)
+            and (header[n].get("shape"), header[n].get("dtype")) == (entry.get("shape"), entry.get("dtype"))
+        ]
         other = ctx.rng.choice(alike or [n for n in names if n != name] or [name])
         header[name], header[other] = header[other], header[name]
         return header, body, f"tensors {name!r} and {other!r}: swapped"
     if action == "dtype":
         entry["dtype"] = ctx.rng.choice(ST_DTYPES)
     elif action == "shape":
-        entry["shape"] = ctx.rng.choice([[], [0], [-1], [2**40], [2**62, 2**62], list(reversed(entry.get("shape", []))),
-                                         entry.get("shape", []) + [1], "x"])
+        entry["shape"] = ctx.rng.choice(
+            [
+                [],
+                [0],
+                [-1],
+                [2**40],
+                [2**62, 2**62],
+                list(reversed(entry.get("shape", []))),
+                entry.get("shape", []) + [1],
+                "x",
+            ]
+        )
     elif action == "offsets":
         start, end = entry.get("data_offsets", [0, 0])
-        entry["data_offsets"] = ctx.rng.choice([[0, 0], [start, end + 1], [end, start], [0, end - start],
-                                                [start, len(body) + 64], [0, 2**63], [-1, end], [start]])
+        entry["data_offsets"] = ctx.rng.choice(
+            [
+                [0, 0],
+                [start, end + 1],
+                [end, start],
+                [0, end - start],
+                [start, len(body) + 64],
+                [0, 2**63],
+                [-1, end],
+                [start],
+            ]
+        )
     elif action == "rename":
         header[ctx.rng.choice(["../../x", "", name + "\u0000", "__metadata__x"])] = header.pop(name)
     elif action == "drop":
@@ -116,7 +145,7 @@ def mutate_header(ctx: Context, header: dict, body: bytes) -> tuple[dict, bytes,
                 data[pos] ^= 1 << ctx.rng.randrange(8)
         elif entry.get("dtype") == "F32" and end - start >= 4:
             pos = start + 4 * ctx.rng.randrange((end - start) // 4)
-            data[pos:pos + 4] = struct.pack("<f", ctx.rng.choice([math.nan, math.inf, 1e30]))
+            data[pos : pos + 4] = struct.pack("<f", ctx.rng.choice([math.nan, math.inf, 1e30]))
         else:
             return header, body, None
         body = bytes(data)
@@ -127,8 +156,21 @@ def mutate_bytes(ctx: Context, data: bytes) -> tuple[bytes, str]:
     rng = ctx.rng
     n = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
     header_end = min(8 + n, len(data))
-    action = rng.choice(["flip", "flip", "flip-header", "flip-header", "truncate", "length", "length", "insert",
-                         "set", "append", "delete"])
+    action = rng.choice(
+        [
+            "flip",
+            "flip",
+            "flip-header",
+            "flip-header",
+            "truncate",
+            "length",
+            "length",
+            "insert",
+            "set",
+            "append",
+            "delete",
+        ]
+    )
     buf = bytearray(data)
     if action in ("flip", "flip-header") and buf:
         hi = header_end if action == "flip-header" and header_end > 8 else len(buf)
@@ -136,14 +178,17 @@ def mutate_bytes(ctx: Context, data: bytes) -> tuple[bytes, str]:
             pos = rng.randrange(0, hi)
             buf[pos] ^= 1 << rng.randrange(8)
     elif action == "truncate":
-        buf = buf[:rng.choice([0, 4, 7, 8, 9, header_end - 1, header_end, header_end + 1, rng.randrange(len(buf) + 1)])]
+        buf = buf[
+            : rng.choice([0, 4, 7, 8, 9, header_end - 1, header_end, header_end + 1, rng.randrange(len(buf) + 1)])
+        ]
     elif action == "length":
         value = rng.choice([0, 1, n - 1, n + 1, n + 8, len(data), 2**64 - 1, 2**63, 2**32, 100_000_000])
         buf[:8] = struct.pack("<Q", value % 2**64)
     elif action == "insert":
         pos = rng.randrange(len(buf) + 1)
-        buf[pos:pos] = rng.choice([b"\x00", b"{", b"}", b"\xff" * 8, b"\"", b"[" * 64, bytes(rng.randrange(256)
-                                                                                          for _ in range(16))])
+        buf[pos:pos] = rng.choice(
+            [b"\x00", b"{", b"}", b"\xff" * 8, b'"', b"[" * 64, bytes(rng.randrange(256) for _ in range(16))]
+        )
     elif action == "set" and buf:
         pos = rng.randrange(len(buf))
         buf[pos] = rng.choice([0, 0xFF, ord("{"), ord('"'), ord("\\"), 0x80])
@@ -151,7 +196,7 @@ def mutate_bytes(ctx: Context, data: bytes) -> tuple[bytes, str]:
         buf += rng.choice([b"\x00" * 7, b"junk", bytes(64), b"\xff" * 1024])
     elif action == "delete" and len(buf) > 16:
         pos = rng.randrange(len(buf) - 8)
-        del buf[pos:pos + rng.choice([1, 4, 8, 100])]
+        del buf[pos : pos + rng.choice([1, 4, 8, 100])]
     return bytes(buf), f"bytes: {action}"
 
 
@@ -269,8 +314,16 @@ def apply_mutations(ctx: Context, data: bytes, mutate: Callable[[Context, bytes]
             try:
                 data = mutate(ctx, data)
                 break
-            except (ContainerError, KeyError, TypeError, ValueError, IndexError, AttributeError, struct.error,
-                    RecursionError):  # an earlier mutation left nothing this one applies to
+            except (
+                ContainerError,
+                KeyError,
+                TypeError,
+                ValueError,
+                IndexError,
+                AttributeError,
+                struct.error,
+                RecursionError,
+            ):  # an earlier mutation left nothing this one applies to
                 del ctx.log[mark:]
                 continue
     if data == original:

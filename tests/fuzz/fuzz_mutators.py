@@ -25,16 +25,65 @@ from dataclasses import dataclass, field
 # vocabulary
 # ---------------------------------------------------------------------------------------------
 
-IR_OPS = ["nn.relu", "nn.silu", "nn.gelu", "sigmoid", "tanh", "add", "subtract", "multiply", "nn.conv2d",
-          "nn.dense", "nn.bias_add", "nn.batch_norm", "nn.layer_norm", "nn.softmax", "matmul", "reshape",
-          "transpose", "mean", "take", "cast", "where", "strided_slice", "engine.dense", "engine.conv",
-          "engine.pointwise", "engine.layer_norm", "engine.strided_view", "subgraph", "nn.max_pool2d",
-          "concatenate", "split", "full", "arange", "nn.scaled_dot_product_attention", "copy"]
-SIMILAR_ACTIVATIONS = {"nn.relu": "nn.silu", "nn.silu": "nn.relu", "nn.gelu": "nn.relu", "sigmoid": "tanh",
-                       "add": "subtract", "multiply": "add", "nn.dense": "matmul"}
-OPAQUE_OPS = ["torch.aten.cumsum.default", "torch.aten.cumprod.default", "torch.aten.add.Tensor",
-              "torch.aten.empty.memory_format", "torch.aten.cumsum", "torch.aten.cumsum.default.extra",
-              "torch.mylib.myop.default", "onnx.Hardmax", "onnx.CumSum", "onnx.", "onnx.com.microsoft.Gelu"]
+IR_OPS = [
+    "nn.relu",
+    "nn.silu",
+    "nn.gelu",
+    "sigmoid",
+    "tanh",
+    "add",
+    "subtract",
+    "multiply",
+    "nn.conv2d",
+    "nn.dense",
+    "nn.bias_add",
+    "nn.batch_norm",
+    "nn.layer_norm",
+    "nn.softmax",
+    "matmul",
+    "reshape",
+    "transpose",
+    "mean",
+    "take",
+    "cast",
+    "where",
+    "strided_slice",
+    "engine.dense",
+    "engine.conv",
+    "engine.pointwise",
+    "engine.layer_norm",
+    "engine.strided_view",
+    "subgraph",
+    "nn.max_pool2d",
+    "concatenate",
+    "split",
+    "full",
+    "arange",
+    "nn.scaled_dot_product_attention",
+    "copy",
+]
+SIMILAR_ACTIVATIONS = {
+    "nn.relu": "nn.silu",
+    "nn.silu": "nn.relu",
+    "nn.gelu": "nn.relu",
+    "sigmoid": "tanh",
+    "add": "subtract",
+    "multiply": "add",
+    "nn.dense": "matmul",
+}
+OPAQUE_OPS = [
+    "torch.aten.cumsum.default",
+    "torch.aten.cumprod.default",
+    "torch.aten.add.Tensor",
+    "torch.aten.empty.memory_format",
+    "torch.aten.cumsum",
+    "torch.aten.cumsum.default.extra",
+    "torch.mylib.myop.default",
+    "onnx.Hardmax",
+    "onnx.CumSum",
+    "onnx.",
+    "onnx.com.microsoft.Gelu",
+]
 # names a hostile file would use to reach Python objects; `payload` says which canary a call would hit
 HOSTILE_OPS = [
     ("torch.__class__.__init__.__getattribute__", "any"),
@@ -64,13 +113,60 @@ HOSTILE_OPS = [
     ("", "any"),
     ("nn.relu\u0000", "any"),
 ]
-DTYPES = ["float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool", "complex64",
-          "float8_e4m3fn", "string", "", "torch.float32", "object"]
+DTYPES = [
+    "float32",
+    "float16",
+    "bfloat16",
+    "float64",
+    "int64",
+    "int32",
+    "int8",
+    "uint8",
+    "bool",
+    "complex64",
+    "float8_e4m3fn",
+    "string",
+    "",
+    "torch.float32",
+    "object",
+]
 ST_DTYPES = ["F32", "F16", "BF16", "F64", "I64", "I32", "I8", "U8", "BOOL", "F8_E4M3", "C64", "U64", "X", ""]
-NASTY_STRINGS = ["", "../../x", "..", "/etc/passwd", "__class__", "__init__", "%s%s%n", "a" * 5000, "\u202e\u0000",
-                 "main", "tensorforge_0", "batch", "__plans__/x", "nn.relu", "{\"__sym__\": 1}"]
-NASTY_INTS = [0, -1, 1, 2, 3, 255, 256, 2**31 - 1, 2**31, 2**32, 2**40, 2**53 + 1, 2**63 - 1, 2**63, 2**64, -2**63,
-              10**30]
+NASTY_STRINGS = [
+    "",
+    "../../x",
+    "..",
+    "/etc/passwd",
+    "__class__",
+    "__init__",
+    "%s%s%n",
+    "a" * 5000,
+    "\u202e\u0000",
+    "main",
+    "tensorforge_0",
+    "batch",
+    "__plans__/x",
+    "nn.relu",
+    '{"__sym__": 1}',
+]
+NASTY_INTS = [
+    0,
+    -1,
+    1,
+    2,
+    3,
+    255,
+    256,
+    2**31 - 1,
+    2**31,
+    2**32,
+    2**40,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    2**64,
+    -(2**63),
+    10**30,
+]
 NASTY_FLOATS = [math.nan, math.inf, -math.inf, -0.0, 1e-300, 1e300, 0.5, 2.5]
 DEEP_DEPTHS = [40, 200, 600, 1500, 100000]
 
@@ -79,6 +175,7 @@ DEEP_DEPTHS = [40, 200, 600, 1500, 100000]
 # errors
 # ---------------------------------------------------------------------------------------------
 
+
 class ContainerError(Exception):
     """A mutation that does not apply to these bytes (an earlier one broke what it needs): skip it."""
 
@@ -86,6 +183,7 @@ class ContainerError(Exception):
 # ---------------------------------------------------------------------------------------------
 # the mutation context
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Context:
@@ -138,12 +236,25 @@ def _random_value(ctx: Context, like=None):
     if r < 0.45:
         return rng.choice(NASTY_STRINGS)
     if r < 0.55:
-        return rng.choice([None, True, False, [], {}, [None], {"__sym__": ["batch", 0]}, {"__sym__": ["..", 1]},
-                           {"input": 99}, {"list": [{"input": -1}]}, {"dtype": "object"}])
+        return rng.choice(
+            [
+                None,
+                True,
+                False,
+                [],
+                {},
+                [None],
+                {"__sym__": ["batch", 0]},
+                {"__sym__": ["..", 1]},
+                {"input": 99},
+                {"list": [{"input": -1}]},
+                {"dtype": "object"},
+            ]
+        )
     if r < 0.65:
         return ctx.raw_json(_nested(rng.choice(DEEP_DEPTHS)))
     if r < 0.7:
-        return ctx.raw_json(rng.choice(["1" + "0" * 5000, "1e999", "-1e999", "NaN", "-Infinity", "{\"a\":1,\"a\":2}"]))
+        return ctx.raw_json(rng.choice(["1" + "0" * 5000, "1e999", "-1e999", "NaN", "-Infinity", '{"a":1,"a":2}']))
     if isinstance(like, bool):
         return not like
     if isinstance(like, int):
@@ -200,6 +311,7 @@ def generic_edit(ctx: Context, doc) -> str | None:
 # structure-aware mutations of a graph document (ir.graph_to_json)
 # ---------------------------------------------------------------------------------------------
 
+
 def graph_docs(doc) -> list[dict]:
     """A graph document and every subgraph in it, recursively."""
     if not isinstance(doc, dict):
@@ -249,14 +361,20 @@ def m_node_op(ctx: Context, doc) -> str | None:
 
 def m_activation(ctx: Context, doc) -> str | None:
     """relu -> silu where it hides best: a fused layer's activation attribute, or an activation node."""
-    g, node = _pick_node(ctx, doc, lambda g, n: isinstance(n.get("attrs"), dict) and "activation" in n["attrs"]
-                         or n.get("op") in SIMILAR_ACTIVATIONS)
+    g, node = _pick_node(
+        ctx,
+        doc,
+        lambda g, n: (
+            isinstance(n.get("attrs"), dict) and "activation" in n["attrs"] or n.get("op") in SIMILAR_ACTIVATIONS
+        ),
+    )
     if node is None:
         return None
     if isinstance(node.get("attrs"), dict) and "activation" in node["attrs"]:
         old = node["attrs"]["activation"]
-        node["attrs"]["activation"] = ctx.rng.choice(["nn.silu", "nn.gelu", "sigmoid", None, "nn.relu", "os.system",
-                                                      "torch.aten.cumsum.default"])
+        node["attrs"]["activation"] = ctx.rng.choice(
+            ["nn.silu", "nn.gelu", "sigmoid", None, "nn.relu", "os.system", "torch.aten.cumsum.default"]
+        )
         return f"node {node.get('name')!r} activation {old!r} -> {node['attrs']['activation']!r}"
     old = node["op"]
     node["op"] = SIMILAR_ACTIVATIONS[old]
@@ -272,9 +390,14 @@ def m_hostile_op(ctx: Context, doc) -> str | None:
     attrs = node.get("attrs") if isinstance(node.get("attrs"), dict) else {}
     out_types = attrs.get("output_types")
     if out_types is None:
-        out_types = [[o["type"]["dtype"], [[d["__sym__"][0], d["__sym__"][1]] if isinstance(d, dict) else d
-                                          for d in o["type"]["shape"]]]
-                     for o in node.get("outputs", []) if isinstance(o, dict) and isinstance(o.get("type"), dict)]
+        out_types = [
+            [
+                o["type"]["dtype"],
+                [[d["__sym__"][0], d["__sym__"][1]] if isinstance(d, dict) else d for d in o["type"]["shape"]],
+            ]
+            for o in node.get("outputs", [])
+            if isinstance(o, dict) and isinstance(o.get("type"), dict)
+        ]
     node["op"] = name
     node["attrs"] = {"args": ctx.payload(kind), "kwargs": {}, "output_types": out_types}
     return f"node {node.get('name')!r} op -> hostile {name!r} with a {kind} payload"
@@ -292,8 +415,12 @@ def m_node_inputs(ctx: Context, doc) -> str | None:
     elif action == "undefined":
         inputs.append("no_such_value") if not inputs else inputs.__setitem__(ctx.rng.randrange(len(inputs)), "../../x")
     elif action == "later":  # a value defined after this node (or the node's own output): a cycle
-        later = [o.get("name") for n in _nodes(g)[_nodes(g).index(node):] for o in n.get("outputs", [])
-                 if isinstance(o, dict)]
+        later = [
+            o.get("name")
+            for n in _nodes(g)[_nodes(g).index(node) :]
+            for o in n.get("outputs", [])
+            if isinstance(o, dict)
+        ]
         if not later or not inputs:
             return None
         inputs[ctx.rng.randrange(len(inputs))] = ctx.rng.choice(later)
@@ -321,8 +448,12 @@ def _retype_type(ctx: Context, t: dict) -> str:
     elif action == "rank":
         shape.append(1) if rng.random() < 0.5 or not shape else shape.pop()
     elif action == "sym" and shape:
-        shape[rng.randrange(len(shape))] = {"__sym__": [rng.choice(["batch", "seq", "..", "", "__class__", 7]),
-                                                        rng.choice([1, 0, -1, 2, 2**40, 1.5, "1"])]}
+        shape[rng.randrange(len(shape))] = {
+            "__sym__": [
+                rng.choice(["batch", "seq", "..", "", "__class__", 7]),
+                rng.choice([1, 0, -1, 2, 2**40, 1.5, "1"]),
+            ]
+        }
     else:
         t["shape"] = _random_value(ctx, shape)
     return action
@@ -401,8 +532,20 @@ def m_graph_io(ctx: Context, doc) -> str | None:
     g = ctx.rng.choice(graph_docs(doc)) if graph_docs(doc) else None
     if g is None:
         return None
-    action = ctx.rng.choice(["input-type", "input-dup", "input-drop", "output-undefined", "output-dup", "output-empty",
-                             "constant-missing", "constant-drop", "constant-dup", "rename-output-path"])
+    action = ctx.rng.choice(
+        [
+            "input-type",
+            "input-dup",
+            "input-drop",
+            "output-undefined",
+            "output-dup",
+            "output-empty",
+            "constant-missing",
+            "constant-drop",
+            "constant-dup",
+            "rename-output-path",
+        ]
+    )
     inputs = g.get("inputs") if isinstance(g.get("inputs"), list) else []
     outputs = g.get("outputs") if isinstance(g.get("outputs"), list) else []
     constants = g.get("constants") if isinstance(g.get("constants"), list) else []
@@ -433,8 +576,9 @@ def m_graph_io(ctx: Context, doc) -> str | None:
 
 def m_rename_value(ctx: Context, doc) -> str | None:
     """Rename a node's output to a path-like name everywhere it is used: the graph stays well formed."""
-    g, node = _pick_node(ctx, doc, lambda g, n: isinstance(n.get("outputs"), list) and n["outputs"]
-                         and isinstance(n["outputs"][0], dict))
+    g, node = _pick_node(
+        ctx, doc, lambda g, n: isinstance(n.get("outputs"), list) and n["outputs"] and isinstance(n["outputs"][0], dict)
+    )
     if node is None:
         return None
     old = node["outputs"][0].get("name")
@@ -465,13 +609,17 @@ def m_subgraphs(ctx: Context, doc) -> str | None:
         if not _nodes(region):
             return None
         node = _nodes(region)[0]
-        node["op"], node["attrs"] = "subgraph", {"callee": name, "target": "tensorforge",
-                                                 "output_types": node.get("attrs", {}).get("output_types", [])}
+        node["op"], node["attrs"] = (
+            "subgraph",
+            {"callee": name, "target": "tensorforge", "output_types": node.get("attrs", {}).get("output_types", [])},
+        )
         region.setdefault("subgraphs", {})[name] = copy.deepcopy(region)
     elif action == "deep":  # subgraphs nested `depth` levels deep
         depth = ctx.rng.choice([50, 300, 1200])
-        empty = '{"format": "tensorforge.ir", "version": 1, "name": "d", "inputs": [], "constants": [], "nodes": [], ' \
-                '"outputs": [], "subgraphs": '
+        empty = (
+            '{"format": "tensorforge.ir", "version": 1, "name": "d", "inputs": [], "constants": [], "nodes": [], '
+            '"outputs": [], "subgraphs": '
+        )
         subs["deep"] = ctx.raw_json((empty + '{"d": ') * depth + empty + "{}}" + "}}" * depth)
     else:
         name = ctx.rng.choice(names)
@@ -489,9 +637,18 @@ def m_format_fields(ctx: Context, doc) -> str | None:
 
 
 GRAPH_MUTATIONS: list[tuple[float, Callable]] = [
-    (3, m_node_op), (3, m_activation), (2, m_hostile_op), (3, m_node_inputs), (3, m_node_outputs),
-    (4, m_node_attrs), (2, m_nodes_list), (3, m_graph_io), (1, m_rename_value), (2, m_subgraphs),
-    (1, m_format_fields), (3, generic_edit),
+    (3, m_node_op),
+    (3, m_activation),
+    (2, m_hostile_op),
+    (3, m_node_inputs),
+    (3, m_node_outputs),
+    (4, m_node_attrs),
+    (2, m_nodes_list),
+    (3, m_graph_io),
+    (1, m_rename_value),
+    (2, m_subgraphs),
+    (1, m_format_fields),
+    (3, generic_edit),
 ]
 
 
@@ -499,12 +656,25 @@ GRAPH_MUTATIONS: list[tuple[float, Callable]] = [
 # module and plan documents
 # ---------------------------------------------------------------------------------------------
 
+
 def m_options(ctx: Context, meta) -> str | None:
     options = meta.get("options")
     if not isinstance(options, dict):
         return None
-    key = ctx.rng.choice(["cache_dir", "cache_dir", "cache_dir", "max_workspace_size", "multi_engine",
-                          "max_streams", "fp16", "optimization_level", "cuda_graph", "__class__"])
+    key = ctx.rng.choice(
+        [
+            "cache_dir",
+            "cache_dir",
+            "cache_dir",
+            "max_workspace_size",
+            "multi_engine",
+            "max_streams",
+            "fp16",
+            "optimization_level",
+            "cuda_graph",
+            "__class__",
+        ]
+    )
     if key == "cache_dir":
         options[key] = ctx.rng.choice([f"{ctx.canaries['dir']}/cache-from-file", "../../x", "~/x", "/proc/self/x"])
         if ctx.rng.random() < 0.5:
@@ -602,7 +772,11 @@ def m_hostile(ctx: Context, meta) -> str | None:
 
 
 MODULE_MUTATIONS: list[tuple[float, Callable]] = [
-    (14, m_module_graph), (3, m_options), (2, m_partition_config), (3, m_plans_list), (1, m_module_fields),
+    (14, m_module_graph),
+    (3, m_options),
+    (2, m_partition_config),
+    (3, m_plans_list),
+    (1, m_module_fields),
     (1, generic_edit),
 ]
 
@@ -641,24 +815,45 @@ def m_plan_tactics(ctx: Context, meta) -> str | None:
     if not isinstance(tactics, dict) or not tactics:
         return None
     layer = ctx.rng.choice(sorted(tactics))
-    tactics[layer] = ctx.rng.choice(["reference", "eager", "cudnn", "triton", "gemm_triton", "conv_triton",
-                                     "cublaslt", "__init__", "../../x", "", None, 1, "os.system"])
+    tactics[layer] = ctx.rng.choice(
+        [
+            "reference",
+            "eager",
+            "cudnn",
+            "triton",
+            "gemm_triton",
+            "conv_triton",
+            "cublaslt",
+            "__init__",
+            "../../x",
+            "",
+            None,
+            1,
+            "os.system",
+        ]
+    )
     if ctx.rng.random() < 0.2:
         del tactics[layer]
     return f"plan tactic of {layer!r} -> {tactics.get(layer)!r}"
 
 
 def m_plan_fields(ctx: Context, meta) -> str | None:
-    key = ctx.rng.choice(["max_batch", "max_batch", "config", "fingerprint", "counters", "sha256", "cache_key",
-                          "version", "format"])
+    key = ctx.rng.choice(
+        ["max_batch", "max_batch", "config", "fingerprint", "counters", "sha256", "cache_key", "version", "format"]
+    )
     value = meta.get(key)
     if key == "max_batch":
         meta[key] = ctx.rng.choice([0, -1, 1, 3, 2**40, 2**63, "2", 2.5, None, math.nan, math.inf])
     elif key in ("config", "fingerprint", "counters") and isinstance(value, dict) and value and ctx.rng.random() < 0.8:
         sub = ctx.rng.choice(sorted(value))
         if key == "fingerprint" and ctx.rng.random() < 0.5:
-            value[sub] = {"device_type": "cuda", "torch": "1.0.0", "plan_format": 2, "capability": [9, 0],
-                          "device_name": "NVIDIA H100"}.get(sub, _random_value(ctx, value[sub]))
+            value[sub] = {
+                "device_type": "cuda",
+                "torch": "1.0.0",
+                "plan_format": 2,
+                "capability": [9, 0],
+                "device_name": "NVIDIA H100",
+            }.get(sub, _random_value(ctx, value[sub]))
         elif key == "config" and sub in ("max_streams", "max_workspace_size") and ctx.rng.random() < 0.5:
             value[sub] = ctx.rng.choice([0, -1, 2**40, 1])
         else:
@@ -677,7 +872,11 @@ def m_plan_graph(ctx: Context, meta) -> str | None:
 
 
 PLAN_MUTATIONS: list[tuple[float, Callable]] = [
-    (8, m_plan_graph), (4, m_plan_memory), (3, m_plan_tactics), (4, m_plan_fields), (1, generic_edit),
+    (8, m_plan_graph),
+    (4, m_plan_memory),
+    (3, m_plan_tactics),
+    (4, m_plan_fields),
+    (1, generic_edit),
 ]
 
 

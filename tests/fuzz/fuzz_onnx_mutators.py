@@ -15,18 +15,79 @@ from __future__ import annotations
 from fuzz_files import mutate_bytes
 from fuzz_mutators import NASTY_INTS, ContainerError, Context, weighted_choice
 
-SIMILAR_OPS = {"Relu": "Sigmoid", "Sigmoid": "Tanh", "Add": "Sub", "Sub": "Mul", "Mul": "Div", "MatMul": "Gemm",
-               "Gemm": "MatMul", "Conv": "ConvTranspose", "Softmax": "LogSoftmax", "GlobalAveragePool": "GlobalMaxPool",
-               "Flatten": "Identity", "Transpose": "Identity", "Hardmax": "Softmax", "CumSum": "ReduceSum",
-               "BatchNormalization": "InstanceNormalization", "LayerNormalization": "GroupNormalization",
-               "Reshape": "Expand"}
-OTHER_OPS = ["Relu", "Identity", "Add", "MatMul", "Conv", "Cast", "Shape", "Gather", "Concat", "Split", "Slice",
-             "Reshape", "Where", "Loop", "If", "Scan", "NonZero", "Resize", "TopK", "Einsum", "Unique", "Range",
-             "ConstantOfShape", "Tile", "Pad", "Col2Im", "DFT", "StringNormalizer", "RandomNormal", "Constant"]
-HOSTILE_OP_TYPES = ["", "../../x", "__import__", "os.system", "__class__", "Relu\x00", "torch.aten.cumsum.default",
-                    "nn.relu", "subgraph", "a" * 1000]
-DOMAINS = ["com.microsoft", "ai.onnx.ml", "ai.onnx", "evil.domain", "..", "../../x", "torch",
-           "ai.onnx.preview.training"]
+SIMILAR_OPS = {
+    "Relu": "Sigmoid",
+    "Sigmoid": "Tanh",
+    "Add": "Sub",
+    "Sub": "Mul",
+    "Mul": "Div",
+    "MatMul": "Gemm",
+    "Gemm": "MatMul",
+    "Conv": "ConvTranspose",
+    "Softmax": "LogSoftmax",
+    "GlobalAveragePool": "GlobalMaxPool",
+    "Flatten": "Identity",
+    "Transpose": "Identity",
+    "Hardmax": "Softmax",
+    "CumSum": "ReduceSum",
+    "BatchNormalization": "InstanceNormalization",
+    "LayerNormalization": "GroupNormalization",
+    "Reshape": "Expand",
+}
+OTHER_OPS = [
+    "Relu",
+    "Identity",
+    "Add",
+    "MatMul",
+    "Conv",
+    "Cast",
+    "Shape",
+    "Gather",
+    "Concat",
+    "Split",
+    "Slice",
+    "Reshape",
+    "Where",
+    "Loop",
+    "If",
+    "Scan",
+    "NonZero",
+    "Resize",
+    "TopK",
+    "Einsum",
+    "Unique",
+    "Range",
+    "ConstantOfShape",
+    "Tile",
+    "Pad",
+    "Col2Im",
+    "DFT",
+    "StringNormalizer",
+    "RandomNormal",
+    "Constant",
+]
+HOSTILE_OP_TYPES = [
+    "",
+    "../../x",
+    "__import__",
+    "os.system",
+    "__class__",
+    "Relu\x00",
+    "torch.aten.cumsum.default",
+    "nn.relu",
+    "subgraph",
+    "a" * 1000,
+]
+DOMAINS = [
+    "com.microsoft",
+    "ai.onnx.ml",
+    "ai.onnx",
+    "evil.domain",
+    "..",
+    "../../x",
+    "torch",
+    "ai.onnx.preview.training",
+]
 OPSETS = [0, 1, 6, 10, 11, 13, 16, 18, 21, 22, 23, 99, 2**31 - 1, -1]
 ELEM_TYPES = [0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 14, 16, 17, 19, 21, 22, 99]  # 8: string, 17+: float8/int4
 
@@ -89,22 +150,45 @@ def m_attribute(ctx: Context, model) -> str | None:
         return None
     node = ctx.rng.choice(nodes)
     if not node.attribute or ctx.rng.random() < 0.15:
-        name = ctx.rng.choice(["axis", "kernel_shape", "pads", "strides", "perm", "epsilon", "group", "transA",
-                               "unknown_attr", "dilations", "auto_pad"])
+        name = ctx.rng.choice(
+            [
+                "axis",
+                "kernel_shape",
+                "pads",
+                "strides",
+                "perm",
+                "epsilon",
+                "group",
+                "transA",
+                "unknown_attr",
+                "dilations",
+                "auto_pad",
+            ]
+        )
         node.attribute.append(helper.make_attribute(name, ctx.rng.choice([-1, 0, 7, [0, 0], [-5], 1e30, "SAME_UPPER"])))
         return f"node {node.name!r}: attribute {name!r} added"
     attr = ctx.rng.choice(list(node.attribute))
     action = ctx.rng.choice(["type", "value", "value", "value", "delete", "duplicate"])
     if action == "type":
-        attr.type = ctx.rng.choice([AttributeProto.INT, AttributeProto.FLOAT, AttributeProto.STRING,
-                                    AttributeProto.INTS, AttributeProto.FLOATS, AttributeProto.TENSOR,
-                                    AttributeProto.GRAPH, AttributeProto.UNDEFINED, 99])
+        attr.type = ctx.rng.choice(
+            [
+                AttributeProto.INT,
+                AttributeProto.FLOAT,
+                AttributeProto.STRING,
+                AttributeProto.INTS,
+                AttributeProto.FLOATS,
+                AttributeProto.TENSOR,
+                AttributeProto.GRAPH,
+                AttributeProto.UNDEFINED,
+                99,
+            ]
+        )
     elif action == "delete":
         node.attribute.remove(attr)
     elif action == "duplicate":
         node.attribute.append(attr)
     elif attr.type == AttributeProto.INT:
-        attr.i = ctx.rng.choice(NASTY_INTS[:12] + [-2, -5, 100, -2**63])
+        attr.i = ctx.rng.choice(NASTY_INTS[:12] + [-2, -5, 100, -(2**63)])
     elif attr.type == AttributeProto.INTS:
         values = list(attr.ints)
         choice = ctx.rng.choice(["one", "len", "empty", "dup"])
@@ -168,8 +252,9 @@ def m_initializer(ctx: Context, model) -> str | None:
     if not inits:
         return None
     t = ctx.rng.choice(inits)
-    action = ctx.rng.choice(["dims", "dims", "dtype", "truncate", "extend", "both", "external", "external", "segment",
-                             "nan"])
+    action = ctx.rng.choice(
+        ["dims", "dims", "dtype", "truncate", "extend", "both", "external", "external", "segment", "nan"]
+    )
     if action == "dims" and len(t.dims):
         t.dims[ctx.rng.randrange(len(t.dims))] = ctx.rng.choice([0, 1, 2, -1, 2**40, 2**62])
     elif action == "dims":
@@ -177,7 +262,7 @@ def m_initializer(ctx: Context, model) -> str | None:
     elif action == "dtype":
         t.data_type = ctx.rng.choice(ELEM_TYPES)
     elif action == "truncate" and t.raw_data:
-        t.raw_data = t.raw_data[:ctx.rng.randrange(len(t.raw_data))]
+        t.raw_data = t.raw_data[: ctx.rng.randrange(len(t.raw_data))]
     elif action == "extend":
         t.raw_data = t.raw_data + b"\x00" * ctx.rng.choice([1, 4, 4096])
     elif action == "both":
@@ -185,10 +270,22 @@ def m_initializer(ctx: Context, model) -> str | None:
     elif action == "external":  # data outside the model's folder, or an absurd span
         t.data_location = TensorProto.EXTERNAL
         del t.external_data[:]
-        location = ctx.rng.choice(["../../../../etc/hostname", "/etc/hostname", "/proc/self/environ", "missing.bin",
-                                   "..", "", ctx.canaries["dir"] + "/../seeds/manifest.json"])
-        for key, value in (("location", location), ("offset", ctx.rng.choice(["0", "-1", str(2**62)])),
-                           ("length", ctx.rng.choice(["4", str(2**40), "-4", "x"]))):
+        location = ctx.rng.choice(
+            [
+                "../../../../etc/hostname",
+                "/etc/hostname",
+                "/proc/self/environ",
+                "missing.bin",
+                "..",
+                "",
+                ctx.canaries["dir"] + "/../seeds/manifest.json",
+            ]
+        )
+        for key, value in (
+            ("location", location),
+            ("offset", ctx.rng.choice(["0", "-1", str(2**62)])),
+            ("length", ctx.rng.choice(["4", str(2**40), "-4", "x"])),
+        ):
             entry = t.external_data.add()
             entry.key, entry.value = key, value
         t.ClearField("raw_data")
@@ -208,8 +305,20 @@ def m_names(ctx: Context, model) -> str | None:
     names = _all_names(model)
     if not nodes or not names:
         return None
-    action = ctx.rng.choice(["dup-output", "dangling", "empty-input", "input-is-init", "dup-init", "dup-input",
-                             "self-loop", "output-missing", "output-dup", "drop-input"])
+    action = ctx.rng.choice(
+        [
+            "dup-output",
+            "dangling",
+            "empty-input",
+            "input-is-init",
+            "dup-init",
+            "dup-input",
+            "self-loop",
+            "output-missing",
+            "output-dup",
+            "drop-input",
+        ]
+    )
     node = ctx.rng.choice(nodes)
     if action == "dup-output" and node.output:
         node.output[0] = ctx.rng.choice(names)
@@ -269,9 +378,14 @@ def m_functions(ctx: Context, model) -> str | None:
     node = ctx.rng.choice(nodes)
     action = ctx.rng.choice(["recursive", "shadow", "if-nested"])
     if action == "recursive":
-        fn = helper.make_function("local", "Loopy", ["x"], ["y"], [helper.make_node("Loopy", ["x"], ["y"],
-                                                                                    domain="local")],
-                                  [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+        fn = helper.make_function(
+            "local",
+            "Loopy",
+            ["x"],
+            ["y"],
+            [helper.make_node("Loopy", ["x"], ["y"], domain="local")],
+            [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+        )
         model.functions.append(fn)
         model.opset_import.append(helper.make_opsetid("local", 1))
         node.op_type, node.domain = "Loopy", "local"
@@ -279,21 +393,31 @@ def m_functions(ctx: Context, model) -> str | None:
         del node.output[1:]
         del node.attribute[:]
     elif action == "shadow":
-        fn = helper.make_function("", node.op_type, list(node.input), list(node.output),
-                                  [helper.make_node("Identity", [node.input[0]], [node.output[0]])] if node.input
-                                  and node.output else [], [helper.make_opsetid("", 17)])
+        fn = helper.make_function(
+            "",
+            node.op_type,
+            list(node.input),
+            list(node.output),
+            [helper.make_node("Identity", [node.input[0]], [node.output[0]])] if node.input and node.output else [],
+            [helper.make_opsetid("", 17)],
+        )
         model.functions.append(fn)
     else:
         depth = ctx.rng.choice([3, 30, 60])  # protobuf itself parses at most ~100 levels
-        leaf = helper.make_graph([helper.make_node("Identity", [node.input[0] if node.input else "x"], ["b"])],
-                                 "branch", [], [helper.make_tensor_value_info("b", 1, None)])
+        leaf = helper.make_graph(
+            [helper.make_node("Identity", [node.input[0] if node.input else "x"], ["b"])],
+            "branch",
+            [],
+            [helper.make_tensor_value_info("b", 1, None)],
+        )
         inner = leaf
         for _ in range(depth):  # the then-branch nests; the else-branch stays a leaf (no exponential size)
             cond_node = helper.make_node("If", ["cond_true"], ["b"], then_branch=inner, else_branch=leaf)
             inner = helper.make_graph([cond_node], "branch", [], [helper.make_tensor_value_info("b", 1, None)])
         model.graph.initializer.append(helper.make_tensor("cond_true", 9, [], [True]))
-        if_node = helper.make_node("If", ["cond_true"], [node.output[0] if node.output else "y"],
-                                   then_branch=inner, else_branch=leaf)
+        if_node = helper.make_node(
+            "If", ["cond_true"], [node.output[0] if node.output else "y"], then_branch=inner, else_branch=leaf
+        )
         idx = list(model.graph.node).index(node)
         model.graph.node.remove(node)
         model.graph.node.insert(idx, if_node)
@@ -301,8 +425,16 @@ def m_functions(ctx: Context, model) -> str | None:
     return f"functions: {action}"
 
 
-ONNX_MUTATIONS = [(2, m_opset), (3, m_op_type), (5, m_attribute), (3, m_value_types), (3, m_initializer),
-                  (3, m_names), (2, m_node_order), (1, m_functions)]
+ONNX_MUTATIONS = [
+    (2, m_opset),
+    (3, m_op_type),
+    (5, m_attribute),
+    (3, m_value_types),
+    (3, m_initializer),
+    (3, m_names),
+    (2, m_node_order),
+    (1, m_functions),
+]
 
 
 def mutate_onnx(ctx: Context, data: bytes) -> bytes:

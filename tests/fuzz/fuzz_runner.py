@@ -58,17 +58,38 @@ HERE = Path(__file__).resolve().parent
 KINDS = ("tforge", "cache", "onnx")
 DOCUMENTED_ERRORS = {"ModuleFormatError", "GraphFormatError", "PlanCompatibilityError", "OnnxImportError"}
 RUN_STAGES = {"run", "plan-run", "build"}
-FINDINGS = ("code-execution", "file-escape", "silent-wrong-answer", "wrong-answer", "undocumented-error",
-            "crash-exception", "worker-died", "hang")
+FINDINGS = (
+    "code-execution",
+    "file-escape",
+    "silent-wrong-answer",
+    "wrong-answer",
+    "undocumented-error",
+    "crash-exception",
+    "worker-died",
+    "hang",
+)
 FINE = ("ok", "ok-warned", "accepted-crafted", "ran-unchecked", "rejected", "rejected-at-run", "oracle-failure")
 # importing any of these during a case means a payload reached Python's machinery
-FORBIDDEN_MODULES = {"fuzz_canary_payload", "antigravity", "this", "webbrowser", "pty", "code", "pdb", "telnetlib",
-                     "ftplib", "smtplib", "http.server", "xmlrpc.client"}
+FORBIDDEN_MODULES = {
+    "fuzz_canary_payload",
+    "antigravity",
+    "this",
+    "webbrowser",
+    "pty",
+    "code",
+    "pdb",
+    "telnetlib",
+    "ftplib",
+    "smtplib",
+    "http.server",
+    "xmlrpc.client",
+}
 
 
 # ---------------------------------------------------------------------------------------------
 # cases
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Case:
@@ -120,17 +141,34 @@ def warm_up_cases(seeds_dir: Path, manifest: dict) -> list[Case]:
         cases.append(Case("tforge", -1, seed["name"], "file", data))
         cases.append(Case("tforge", -1, seed["name"], "state_dict", data))
         for entry in seed["cache"]:
-            cases.append(Case("cache", -1, seed["name"], "cache", (seeds_dir / seed["cache_dir"] / entry).read_bytes(),
-                              entry=entry, through_module=True))
+            cases.append(
+                Case(
+                    "cache",
+                    -1,
+                    seed["name"],
+                    "cache",
+                    (seeds_dir / seed["cache_dir"] / entry).read_bytes(),
+                    entry=entry,
+                    through_module=True,
+                )
+            )
     for seed in manifest["onnx"]:
         cases.append(Case("onnx", -1, seed["name"], "onnx", (seeds_dir / seed["file"]).read_bytes()))
     return cases
 
 
 # planted failure -> the class the harness must give it (the worker's _run_selftest plants them)
-SELFTESTS = {"segfault": "worker-died", "hang": "hang", "exception": "crash-exception", "escape": "file-escape",
-             "import": "code-execution", "library": "code-execution", "system": "code-execution",
-             "wrong": "silent-wrong-answer", "nothing": "ok"}
+SELFTESTS = {
+    "segfault": "worker-died",
+    "hang": "hang",
+    "exception": "crash-exception",
+    "escape": "file-escape",
+    "import": "code-execution",
+    "library": "code-execution",
+    "system": "code-execution",
+    "wrong": "silent-wrong-answer",
+    "nothing": "ok",
+}
 
 
 def selftest_case(action: str) -> Case:
@@ -157,8 +195,9 @@ def write_case(case: Case, case_dir: Path, seeds_dir: Path, manifest: dict) -> d
         cache_dir = case_dir / "cache"
         shutil.copytree(seeds_dir / seed["cache_dir"], cache_dir)
         path = cache_dir / case.entry
-        request.update(cache_dir=str(cache_dir), noplans=str(seeds_dir / seed["noplans"]),
-                       through_module=case.through_module)
+        request.update(
+            cache_dir=str(cache_dir), noplans=str(seeds_dir / seed["noplans"]), through_module=case.through_module
+        )
     path.write_bytes(case.data)
     request["path"] = str(path)
     return request
@@ -167,6 +206,7 @@ def write_case(case: Case, case_dir: Path, seeds_dir: Path, manifest: dict) -> d
 # ---------------------------------------------------------------------------------------------
 # workers
 # ---------------------------------------------------------------------------------------------
+
 
 def _limits(memory_bytes: int):
     def apply():
@@ -179,6 +219,7 @@ def _limits(memory_bytes: int):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
+
     return apply
 
 
@@ -203,13 +244,29 @@ class WorkerProcess:
         read_fd, write_fd = os.pipe()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TENSORFORGE_", "FUZZ_", "PYTHON"))}
         canaries = json.loads((self.root / "seeds" / "manifest.json").read_text())["canaries"]
-        env.update(HOME=str(self.home), TMPDIR=str(self.home / "tmp"), FUZZ_SEEDS=str(self.root / "seeds"),
-                   FUZZ_CHANNEL_FD=str(write_fd), PYTHONPATH=os.pathsep.join([str(HERE), canaries["pythonpath"]]),
-                   PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+        env.update(
+            HOME=str(self.home),
+            TMPDIR=str(self.home / "tmp"),
+            FUZZ_SEEDS=str(self.root / "seeds"),
+            FUZZ_CHANNEL_FD=str(write_fd),
+            PYTHONPATH=os.pathsep.join([str(HERE), canaries["pythonpath"]]),
+            PYTHONDONTWRITEBYTECODE="1",
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            CUDA_VISIBLE_DEVICES="",
+        )
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "fuzz_worker.py")], stdin=subprocess.PIPE,
-                                     stdout=log, stderr=log, cwd=self.home, env=env, pass_fds=(write_fd,),
-                                     preexec_fn=_limits(self.memory_bytes), start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "fuzz_worker.py")],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            cwd=self.home,
+            env=env,
+            pass_fds=(write_fd,),
+            preexec_fn=_limits(self.memory_bytes),
+            start_new_session=True,
+        )
         log.close()
         os.close(write_fd)
         self.fd, self.buffer = read_fd, b""
@@ -278,6 +335,7 @@ class WorkerProcess:
 # the file system watch
 # ---------------------------------------------------------------------------------------------
 
+
 def _listing(path: Path) -> set[str]:
     out = set()
     for dirpath, dirnames, filenames in os.walk(path):
@@ -320,10 +378,14 @@ class Watch:
 # classification
 # ---------------------------------------------------------------------------------------------
 
+
 def classify(case: Case, outcome: dict) -> str:
     if outcome.get("escapes"):
-        return "code-execution" if any(re.search(r"canary/(module-imported|library-loaded|system|exec)", e)
-                                       for e in outcome["escapes"]) else "file-escape"
+        return (
+            "code-execution"
+            if any(re.search(r"canary/(module-imported|library-loaded|system|exec)", e) for e in outcome["escapes"])
+            else "file-escape"
+        )
     if set(outcome.get("result", {}).get("new_modules", [])) & FORBIDDEN_MODULES:
         return "code-execution"
     if "died" in outcome or "hang" in outcome:
@@ -336,11 +398,17 @@ def classify(case: Case, outcome: dict) -> str:
     if r["status"] == "error":
         if r["type"] in DOCUMENTED_ERRORS:
             return "rejected"
-        if r["stage"] in RUN_STAGES and r["raised_in_tensorforge"] and ("ValueError" in r["mro"]
-                                                                        or r["type"] in ("BuildError", "LayerError")):
+        if (
+            r["stage"] in RUN_STAGES
+            and r["raised_in_tensorforge"]
+            and ("ValueError" in r["mro"] or r["type"] in ("BuildError", "LayerError"))
+        ):
             return "rejected-at-run"
-        if case.loader == "state_dict" and r["type"] == "RuntimeError" and \
-                r["message"].startswith("Error(s) in loading state_dict"):
+        if (
+            case.loader == "state_dict"
+            and r["type"] == "RuntimeError"
+            and r["message"].startswith("Error(s) in loading state_dict")
+        ):
             return "rejected"  # the bytes are not safetensors: torch's documented load_state_dict error
         if r["module"].startswith("tensorforge"):
             return "undocumented-error"
@@ -380,6 +448,7 @@ def signature(case: Case, cls: str, outcome: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # a run
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class RunConfig:
@@ -423,8 +492,9 @@ class FuzzRun:
     def _warm_requests(self, worker: WorkerProcess) -> list[dict]:
         requests = []
         for i, case in enumerate(warm_up_cases(self.seeds_dir, self.manifest)):
-            requests.append(write_case(case, worker.root / "cases" / f"{worker.name}-warm" / str(i), self.seeds_dir,
-                                       self.manifest))
+            requests.append(
+                write_case(case, worker.root / "cases" / f"{worker.name}-warm" / str(i), self.seeds_dir, self.manifest)
+            )
         return requests
 
     def _start(self, worker: WorkerProcess) -> None:
@@ -494,9 +564,17 @@ class FuzzRun:
 
     def _record(self, case: Case, cls: str, sig: str, outcome: dict, elapsed: float, total: int) -> None:
         r = outcome.get("result", {})
-        record = {"kind": case.kind, "index": case.index, "seed": case.seed, "loader": case.loader, "class": cls,
-                  "signature": sig, "crafted": case.crafted, "mutations": [m[:200] for m in case.mutations],
-                  "seconds": round(elapsed, 3)}
+        record = {
+            "kind": case.kind,
+            "index": case.index,
+            "seed": case.seed,
+            "loader": case.loader,
+            "class": cls,
+            "signature": sig,
+            "crafted": case.crafted,
+            "mutations": [m[:200] for m in case.mutations],
+            "seconds": round(elapsed, 3),
+        }
         with self.lock:
             self.records.append(record)
             self.counts.setdefault(case.kind, {}).setdefault(cls, 0)
@@ -512,8 +590,13 @@ class FuzzRun:
                     examples.remove(worst)
                     keep = True
             if keep:
-                example = dict(record, bytes=len(case.data), result={k: v for k, v in r.items() if k != "new_modules"},
-                               log_tail=outcome.get("log_tail"), escapes=outcome.get("escapes"))
+                example = dict(
+                    record,
+                    bytes=len(case.data),
+                    result={k: v for k, v in r.items() if k != "new_modules"},
+                    log_tail=outcome.get("log_tail"),
+                    escapes=outcome.get("escapes"),
+                )
                 if self.config.findings_dir and cls in FINDINGS:
                     example["file"] = self._save(case, cls)
                 examples.append(example)
@@ -557,12 +640,17 @@ class FuzzRun:
             count = counts[sig]
             if examples[0]["class"] not in FINDINGS:  # fine outcomes: one example each, its result in brief
                 examples[1:] = []
-                examples[0]["result"] = {k: examples[0]["result"].get(k) for k in ("type", "stage", "message",
-                                                                                    "detail", "warnings")}
-            by_signature.append({"class": examples[0]["class"], "signature": sig, "count": count,
-                                 "examples": examples})
-        by_signature.sort(key=lambda s: (s["class"] not in FINDINGS, FINDINGS.index(s["class"])
-                                         if s["class"] in FINDINGS else 0, -s["count"]))
+                examples[0]["result"] = {
+                    k: examples[0]["result"].get(k) for k in ("type", "stage", "message", "detail", "warnings")
+                }
+            by_signature.append({"class": examples[0]["class"], "signature": sig, "count": count, "examples": examples})
+        by_signature.sort(
+            key=lambda s: (
+                s["class"] not in FINDINGS,
+                FINDINGS.index(s["class"]) if s["class"] in FINDINGS else 0,
+                -s["count"],
+            )
+        )
         totals: dict[str, int] = {}
         for per in self.counts.values():
             for c, n in per.items():
@@ -570,13 +658,25 @@ class FuzzRun:
         timing = {}
         for kind in self.counts:
             spent = sorted(r["seconds"] for r in self.records if r["kind"] == kind)
-            timing[kind] = {"mean": round(sum(spent) / len(spent), 3), "p50": spent[len(spent) // 2],
-                            "p99": spent[int(len(spent) * 0.99)], "max": spent[-1]}
-        return {"config": {k: v for k, v in asdict(self.config).items() if k not in ("root", "progress")},
-                "environment": _environment(), "seconds": round(seconds, 1), "cases": len(self.records),
-                "findings": sum(totals.get(c, 0) for c in FINDINGS), "worker_restarts": self.restarts,
-                "totals": totals, "counts": self.counts, "seconds_per_case": timing, "new_modules": self.new_modules,
-                "by_signature": by_signature}
+            timing[kind] = {
+                "mean": round(sum(spent) / len(spent), 3),
+                "p50": spent[len(spent) // 2],
+                "p99": spent[int(len(spent) * 0.99)],
+                "max": spent[-1],
+            }
+        return {
+            "config": {k: v for k, v in asdict(self.config).items() if k not in ("root", "progress")},
+            "environment": _environment(),
+            "seconds": round(seconds, 1),
+            "cases": len(self.records),
+            "findings": sum(totals.get(c, 0) for c in FINDINGS),
+            "worker_restarts": self.restarts,
+            "totals": totals,
+            "counts": self.counts,
+            "seconds_per_case": timing,
+            "new_modules": self.new_modules,
+            "by_signature": by_signature,
+        }
 
 
 def _environment() -> dict:
@@ -590,27 +690,42 @@ def _environment() -> dict:
         except OSError:
             return ""
 
-    return {"commit": git("rev-parse", "HEAD"), "dirty_files": len(git("status", "--porcelain").splitlines()),
-            "python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty_files": len(git("status", "--porcelain").splitlines()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # reports
 # ---------------------------------------------------------------------------------------------
 
+
 def format_report(summary: dict) -> str:
-    lines = [f"{summary['cases']} cases in {summary['seconds']} s: {summary['findings']} findings, "
-             f"{summary['worker_restarts']} worker restarts", "",
-             "| kind | " + " | ".join(FINDINGS + FINE) + " |", "|---" * (len(FINDINGS + FINE) + 1) + "|"]
+    lines = [
+        f"{summary['cases']} cases in {summary['seconds']} s: {summary['findings']} findings, "
+        f"{summary['worker_restarts']} worker restarts",
+        "",
+        "| kind | " + " | ".join(FINDINGS + FINE) + " |",
+        "|---" * (len(FINDINGS + FINE) + 1) + "|",
+    ]
     for kind, per in sorted(summary["counts"].items()):
         lines.append(f"| {kind} | " + " | ".join(str(per.get(c, 0)) for c in FINDINGS + FINE) + " |")
     findings = [s for s in summary["by_signature"] if s["class"] in FINDINGS]
     if findings:
-        lines += ["", "| class | count | signature (exception at origin, or what the mutation did) | example |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            "| class | count | signature (exception at origin, or what the mutation did) | example |",
+            "|---|---|---|---|",
+        ]
         for s in findings:
             e = s["examples"][0]
             where = e.get("file") or f"{e['kind']} #{e['index']} ({e['seed']}, {e['loader']})"
-            lines.append(f"| {s['class']} | {s['count']} | {s['signature'].replace('|', '/')} | "
-                         f"{where}: {'; '.join(e['mutations'])[:200].replace('|', '/')} |")
+            lines.append(
+                f"| {s['class']} | {s['count']} | {s['signature'].replace('|', '/')} | "
+                f"{where}: {'; '.join(e['mutations'])[:200].replace('|', '/')} |"
+            )
     return "\n".join(lines)

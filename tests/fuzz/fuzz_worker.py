@@ -54,10 +54,17 @@ class _LogCapture(logging.Handler):
 def _error(exc: BaseException, stage: str) -> dict:
     tb = traceback.extract_tb(exc.__traceback__)
     origin = _origin(tb)
-    return {"status": "error", "stage": stage, "type": type(exc).__name__, "module": type(exc).__module__,
-            "mro": [c.__name__ for c in type(exc).__mro__], "message": (str(exc).splitlines() or [""])[0][:300],
-            "origin": origin, "raised_in_tensorforge": origin.startswith("tensorforge/"),
-            "traceback": [f"{_short(f.filename)}:{f.lineno} {f.name}" for f in tb[-10:]]}
+    return {
+        "status": "error",
+        "stage": stage,
+        "type": type(exc).__name__,
+        "module": type(exc).__module__,
+        "mro": [c.__name__ for c in type(exc).__mro__],
+        "message": (str(exc).splitlines() or [""])[0][:300],
+        "origin": origin,
+        "raised_in_tensorforge": origin.startswith("tensorforge/"),
+        "traceback": [f"{_short(f.filename)}:{f.lineno} {f.name}" for f in tb[-10:]],
+    }
 
 
 def _short(filename: str) -> str:
@@ -134,8 +141,10 @@ class Worker:
             tensors = load_file(str(self.seeds_dir / seed["io"]))
             n_in = sum(1 for k in tensors if k.startswith("input_"))
             n_out = sum(1 for k in tensors if k.startswith("output_"))
-            self.io[seed["name"]] = ([tensors[f"input_{i}"] for i in range(n_in)],
-                                     [tensors[f"output_{i}"] for i in range(n_out)])
+            self.io[seed["name"]] = (
+                [tensors[f"input_{i}"] for i in range(n_in)],
+                [tensors[f"output_{i}"] for i in range(n_out)],
+            )
         self.log_capture = _LogCapture()
         logging.getLogger("tensorforge").addHandler(self.log_capture)
         self.baseline_warnings: dict[str, set[str]] = {}
@@ -159,8 +168,11 @@ class Worker:
                 if isinstance(exc, RuntimeError) and self.inner_errors:  # load_state_dict hides the real error
                     exc = self.inner_errors[-1]
                 result = _error(exc, self.stage)
-        said = [str(w.message).splitlines()[0][:200] if str(w.message) else w.category.__name__ for w in caught
-                if "tensorforge" in Path(w.filename).parts]
+        said = [
+            str(w.message).splitlines()[0][:200] if str(w.message) else w.category.__name__
+            for w in caught
+            if "tensorforge" in Path(w.filename).parts
+        ]
         said += self.log_capture.records
         seen = self.baseline_warnings.get(request["seed"], set())
         result["warnings"] = sorted({w for w in said if w not in seen})
@@ -262,8 +274,10 @@ class Worker:
             names = [i.name for i in session.get_inputs()]
             if names != [v.name for v in graph.inputs]:
                 return {"status": "ran", "oracle": False, "detail": "onnxruntime sees other inputs"}
-            expected = [torch.from_numpy(np.asarray(r)) for r in session.run(None, {
-                n: t.numpy() for n, t in zip(names, inputs)})]
+            expected = [
+                torch.from_numpy(np.asarray(r))
+                for r in session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})
+            ]
         except Exception as exc:  # noqa: BLE001 - onnxruntime refusing the model means there is no oracle
             return {"status": "ran", "oracle": False, "detail": f"onnxruntime: {type(exc).__name__}"}
         equal, detail = _compare(outputs, expected)

@@ -46,18 +46,37 @@ def _macs(op, inputs, attrs=None, env=None, **kw):
 
 # (id, op, inputs, attrs, multiply-accumulates computed by hand)
 MACS = [
-    ("conv2d-stride2", "nn.conv2d", [torch.zeros(1, 3, 8, 8), torch.zeros(4, 3, 3, 3)],
-     {"strides": (2, 2), "padding": (1, 1)}, 4 * 4 * 4 * (3 * 3 * 3)),
-    ("conv2d-depthwise", "nn.conv2d", [torch.zeros(1, 4, 6, 6), torch.zeros(4, 1, 3, 3)], {"groups": 4},
-     4 * 4 * 4 * 9),
-    ("conv2d_transpose-stride2", "nn.conv2d_transpose", [torch.zeros(1, 4, 5, 5), torch.zeros(4, 2, 3, 3)],
-     {"strides": (2, 2)}, 4 * 5 * 5 * (2 * 3 * 3)),
+    (
+        "conv2d-stride2",
+        "nn.conv2d",
+        [torch.zeros(1, 3, 8, 8), torch.zeros(4, 3, 3, 3)],
+        {"strides": (2, 2), "padding": (1, 1)},
+        4 * 4 * 4 * (3 * 3 * 3),
+    ),
+    ("conv2d-depthwise", "nn.conv2d", [torch.zeros(1, 4, 6, 6), torch.zeros(4, 1, 3, 3)], {"groups": 4}, 4 * 4 * 4 * 9),
+    (
+        "conv2d_transpose-stride2",
+        "nn.conv2d_transpose",
+        [torch.zeros(1, 4, 5, 5), torch.zeros(4, 2, 3, 3)],
+        {"strides": (2, 2)},
+        4 * 5 * 5 * (2 * 3 * 3),
+    ),
     ("dense", "nn.dense", [torch.zeros(2, 7, 8), torch.zeros(5, 8)], None, 2 * 7 * 5 * 8),
     ("matmul", "matmul", [torch.zeros(3, 4, 6), torch.zeros(6, 2)], None, 3 * 4 * 2 * 6),
-    ("batch_matmul-transpose_a", "nn.batch_matmul", [torch.zeros(2, 6, 3), torch.zeros(2, 6, 4)],
-     {"transpose_a": True, "transpose_b": False}, 2 * 3 * 4 * 6),
-    ("sdpa", "nn.scaled_dot_product_attention", [torch.zeros(2, 3, 5, 8), torch.zeros(2, 3, 7, 8),
-                                                 torch.zeros(2, 3, 7, 4)], None, 2 * 3 * 5 * 7 * (8 + 4)),
+    (
+        "batch_matmul-transpose_a",
+        "nn.batch_matmul",
+        [torch.zeros(2, 6, 3), torch.zeros(2, 6, 4)],
+        {"transpose_a": True, "transpose_b": False},
+        2 * 3 * 4 * 6,
+    ),
+    (
+        "sdpa",
+        "nn.scaled_dot_product_attention",
+        [torch.zeros(2, 3, 5, 8), torch.zeros(2, 3, 7, 8), torch.zeros(2, 3, 7, 4)],
+        None,
+        2 * 3 * 5 * 7 * (8 + 4),
+    ),
     ("add-no-macs", "add", [torch.zeros(4, 4), torch.zeros(4, 4)], None, 0),
     ("max_pool2d-no-macs", "nn.max_pool2d", [torch.zeros(1, 2, 4, 4)], {"pool_size": (2, 2)}, 0),
 ]

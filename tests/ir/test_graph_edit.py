@@ -55,10 +55,13 @@ def assert_index_current(graph: Graph) -> None:
         assert graph.users_of(v) == list(expected), v
         assert graph.use_count(v) == sum(expected.values()) + returned.get(v, 0), v
         assert graph.is_output(v) == (v in returned), v
-        only = next(iter(expected)) if len(expected) == 1 and sum(expected.values()) == 1 and v not in returned else None
+        only = (
+            next(iter(expected)) if len(expected) == 1 and sum(expected.values()) == 1 and v not in returned else None
+        )
         assert graph.sole_user(v) is only, v
     assert {v: users for v, users in graph.users().items() if users} == {
-        v: [n for n in r for _ in range(r[n])] for v, r in readers.items()}
+        v: [n for n in r for _ in range(r[n])] for v, r in readers.items()
+    }
     assert graph.index_problems() == []
     graph.verify()
 
@@ -67,24 +70,51 @@ def assert_index_current(graph: Graph) -> None:
 
 CLASHES = [
     ("input-vs-input", lambda g, v: g.add_input("x", T), "already has a value named 'x': input %x"),
-    ("constant-vs-constant", lambda g, v: g.add_constant(torch.zeros(1), "w", exact=True),
-     "already has a value named 'w': constant @w"),
-    ("constant-vs-node-output", lambda g, v: g.add_constant(torch.zeros(1), "a", exact=True),
-     "already has a value named 'a': the output %a of node 'a' (nn.relu)"),
-    ("node-name", lambda g, v: g.add_node("nn.relu", [v["x"]], name="b", output_names=["fresh"], exact=True),
-     "already has a node named 'b' (exp)"),
-    ("node-output-name", lambda g, v: g.add_node("nn.relu", [v["x"]], name="new", output_names=["x"], exact=True),
-     "already has a value named 'x': input %x"),
-    ("default-output-name", lambda g, v: g.add_node("nn.relu", [v["x"]], name="nope", output_names=None, exact=True)
-     and g.add_node("nn.relu", [v["x"]], name="nope2", output_names=["nope"], exact=True),
-     "already has a value named 'nope': the output %nope of node 'nope' (nn.relu)"),
-    ("create-node", lambda g, v: g.create_node("a", "nn.relu", [v["x"]], {}, [("a2", T)]),
-     "already has a node named 'a' (nn.relu)"),
-    ("output-names-repeat", lambda g, v: g.add_node("split", [v["x"]], {"indices_or_sections": 3, "axis": 1},
-                                                    name="s", output_names=["p", "q", "p"], exact=True),
-     "value name 'p' is given twice"),
-    ("rename-value", lambda g, v: g.rename_value(v["a"], "b"),
-     "already has a value named 'b': the output %b of node 'b' (exp)"),
+    (
+        "constant-vs-constant",
+        lambda g, v: g.add_constant(torch.zeros(1), "w", exact=True),
+        "already has a value named 'w': constant @w",
+    ),
+    (
+        "constant-vs-node-output",
+        lambda g, v: g.add_constant(torch.zeros(1), "a", exact=True),
+        "already has a value named 'a': the output %a of node 'a' (nn.relu)",
+    ),
+    (
+        "node-name",
+        lambda g, v: g.add_node("nn.relu", [v["x"]], name="b", output_names=["fresh"], exact=True),
+        "already has a node named 'b' (exp)",
+    ),
+    (
+        "node-output-name",
+        lambda g, v: g.add_node("nn.relu", [v["x"]], name="new", output_names=["x"], exact=True),
+        "already has a value named 'x': input %x",
+    ),
+    (
+        "default-output-name",
+        lambda g, v: (
+            g.add_node("nn.relu", [v["x"]], name="nope", output_names=None, exact=True)
+            and g.add_node("nn.relu", [v["x"]], name="nope2", output_names=["nope"], exact=True)
+        ),
+        "already has a value named 'nope': the output %nope of node 'nope' (nn.relu)",
+    ),
+    (
+        "create-node",
+        lambda g, v: g.create_node("a", "nn.relu", [v["x"]], {}, [("a2", T)]),
+        "already has a node named 'a' (nn.relu)",
+    ),
+    (
+        "output-names-repeat",
+        lambda g, v: g.add_node(
+            "split", [v["x"]], {"indices_or_sections": 3, "axis": 1}, name="s", output_names=["p", "q", "p"], exact=True
+        ),
+        "value name 'p' is given twice",
+    ),
+    (
+        "rename-value",
+        lambda g, v: g.rename_value(v["a"], "b"),
+        "already has a value named 'b': the output %b of node 'b' (exp)",
+    ),
     ("rename-node", lambda g, v: g.rename_node(v["a"].producer, "c"), "already has a node named 'c' (add)"),
 ]
 
@@ -125,8 +155,9 @@ def test_add_node_names_and_inference():
     g, v = chain()
     parts = g.add_node("split", [v["x"]], {"indices_or_sections": 3, "axis": 1}, name="s")
     assert [p.name for p in parts.outputs] == ["s.0", "s.1", "s.2"] and parts.outputs[0].type.shape == (2, 1)
-    named = g.add_node("split", [v["x"]], {"indices_or_sections": 3, "axis": 1}, name="t",
-                       output_names=["p", "q", "r"], exact=True)
+    named = g.add_node(
+        "split", [v["x"]], {"indices_or_sections": 3, "axis": 1}, name="t", output_names=["p", "q", "r"], exact=True
+    )
     assert named.name == "t" and [p.name for p in named.outputs] == ["p", "q", "r"]
     with pytest.raises(ValueError, match="has 3 outputs, 2 names were given"):
         g.add_node("split", [v["x"]], {"indices_or_sections": 3, "axis": 1}, output_names=["m", "n"])
@@ -174,6 +205,7 @@ def test_structure_is_read_only_from_outside():
 
 # -- placing, rewiring, erasing ------------------------------------------------------------------
 
+
 def test_insert_before_and_after_keeps_a_topological_order():
     g, v = chain()
     a, b, c = (v[k].producer for k in "abc")
@@ -181,8 +213,11 @@ def test_insert_before_and_after_keeps_a_topological_order():
     mid = g.add_node("nn.relu", [v["a"]], name="mid", after=a)
     last = g.add_node("nn.relu", [v["c"]], name="last")
     assert [n.name for n in g.nodes] == ["first", "a", "mid", "b", "c", "last"]
-    with pytest.raises(ValueError, match=r"node 'late' \(exp\) cannot go there: it would read %b before node 'b' "
-                                         r"\(exp\) makes it"):
+    with pytest.raises(
+        ValueError,
+        match=r"node 'late' \(exp\) cannot go there: it would read %b before node 'b' "
+        r"\(exp\) makes it",
+    ):
         g.add_node("exp", [v["b"]], name="late", before=b)
     with pytest.raises(ValueError, match="before one node or after one, not both"):
         g.add_node("exp", [v["x"]], before=b, after=a)
@@ -228,8 +263,11 @@ def test_replace_all_uses_moves_node_inputs_and_graph_outputs():
 def test_erase_refuses_while_outputs_are_used_and_frees_the_names():
     g, v = chain()
     a, b, c = (v[k].producer for k in "abc")
-    with pytest.raises(ValueError, match=r"cannot erase node 'a' \(nn\.relu\): its output %a is still read by node "
-                                         r"'b' \(exp\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot erase node 'a' \(nn\.relu\): its output %a is still read by node "
+        r"'b' \(exp\)",
+    ):
         g.erase_node(a)
     with pytest.raises(ValueError, match=r"cannot erase node 'c' \(add\): its output %c is a graph output"):
         g.erase_node(c)
@@ -300,8 +338,11 @@ def test_the_index_stays_current_through_random_edit_sequences(seed):
     g, v = chain()
 
     def values_before(node):
-        return [x for x in (*g.inputs, *g.constants.values(), *(o for n in g.nodes for o in n.outputs))
-                if g.defined_before(x, node)]
+        return [
+            x
+            for x in (*g.inputs, *g.constants.values(), *(o for n in g.nodes for o in n.outputs))
+            if g.defined_before(x, node)
+        ]
 
     for step in range(60):
         nodes = list(g.nodes)
@@ -326,7 +367,9 @@ def test_the_index_stays_current_through_random_edit_sequences(seed):
             candidates = [x for x in (*g.inputs, *g.constants.values()) if x.type == old.type]
             if later:
                 candidates += [o for o in values_before(later[0]) if o.type == old.type and o is not old]
-            g.replace_all_uses(old, rng.choice(candidates), skip=rng.sample(later, k=min(len(later), rng.randint(0, 1))))
+            g.replace_all_uses(
+                old, rng.choice(candidates), skip=rng.sample(later, k=min(len(later), rng.randint(0, 1)))
+            )
         elif kind == "erase":
             dead = [n for n in nodes if all(g.use_count(o) == 0 for o in n.outputs)]
             if dead:
@@ -354,6 +397,7 @@ def test_the_index_stays_current_through_random_edit_sequences(seed):
 
 
 # -- rename_output -------------------------------------------------------------------------------
+
 
 def test_rename_output_cases():
     g, v = chain()
@@ -388,9 +432,11 @@ class ReturnsItsInput(torch.nn.Module):
         return x, torch.sigmoid(x), x
 
 
-@pytest.mark.parametrize("model, names", [(ReturnsTwice(), ["first", "second"]),
-                                          (ReturnsItsInput(), ["same", "sig", "again"])],
-                         ids=["value-returned-twice", "input-returned"])
+@pytest.mark.parametrize(
+    "model, names",
+    [(ReturnsTwice(), ["first", "second"]), (ReturnsItsInput(), ["same", "sig", "again"])],
+    ids=["value-returned-twice", "input-returned"],
+)
 def test_torch_output_names_for_a_tensor_returned_twice(model, names):
     x = torch.randn(3, 5)
     graph = from_torch(model, (x,), output_names=names)
@@ -414,15 +460,22 @@ def test_torch_output_name_held_by_an_intermediate_value():
 
 def _onnx_model(outputs: list[str]) -> onnx.ModelProto:
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu"), helper.make_node("Neg", ["y"], ["z"], name="neg")]
-    graph = helper.make_graph(nodes, "twice", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["n", 4]) for o in outputs])
+    graph = helper.make_graph(
+        nodes,
+        "twice",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["n", 4]) for o in outputs],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     return model
 
 
-@pytest.mark.parametrize("outputs", [["y", "y"], ["z", "y", "z"], ["x", "y"], ["y", "x", "x"]],
-                         ids=["listed-twice", "listed-twice-apart", "input-as-output", "input-twice"])
+@pytest.mark.parametrize(
+    "outputs",
+    [["y", "y"], ["z", "y", "z"], ["x", "y"], ["y", "x", "x"]],
+    ids=["listed-twice", "listed-twice-apart", "input-as-output", "input-twice"],
+)
 def test_onnx_outputs_listed_twice_or_graph_inputs(outputs):
     model = _onnx_model(outputs)
     graph = from_onnx(model)

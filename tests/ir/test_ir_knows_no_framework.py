@@ -27,9 +27,10 @@ def _imported_modules(path: pathlib.Path) -> set[str]:
 
 
 def test_no_ir_file_imports_onnx_or_onnxruntime():
-    offenders = {str(path.relative_to(IR_DIR)): sorted(m for m in _imported_modules(path)
-                                                      if m.split(".")[0] in FRAMEWORKS)
-                 for path in sorted(IR_DIR.rglob("*.py"))}
+    offenders = {
+        str(path.relative_to(IR_DIR)): sorted(m for m in _imported_modules(path) if m.split(".")[0] in FRAMEWORKS)
+        for path in sorted(IR_DIR.rglob("*.py"))
+    }
     assert not {k: v for k, v in offenders.items() if v}, "the IR imports a framework"
 
 

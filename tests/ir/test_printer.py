@@ -16,10 +16,16 @@ def net(with_opaque=True) -> Graph:
     halves = graph.call("split", act, indices_or_sections=2, axis=1, name="halves")
     out = graph.call("add", halves[0], halves[1], name="sum")
     if with_opaque:
-        out = graph.add_node("torch.aten.cumsum.default", [out],
-                             {"args": ({"input": 0}, 1), "kwargs": {},
-                              "output_types": (encode_output_type(TensorType("float32", (BATCH, 2, 4, 4))),)},
-                             name="cumsum").output
+        out = graph.add_node(
+            "torch.aten.cumsum.default",
+            [out],
+            {
+                "args": ({"input": 0}, 1),
+                "kwargs": {},
+                "output_types": (encode_output_type(TensorType("float32", (BATCH, 2, 4, 4))),),
+            },
+            name="cumsum",
+        ).output
     graph.set_outputs([out, act])
     return graph.verify()
 
@@ -27,11 +33,14 @@ def net(with_opaque=True) -> Graph:
 def test_listing_shows_every_node_with_its_types():
     lines = str(net()).splitlines()
     assert lines[0] == "graph net(%x: f32[batch,3,8,8]) {"
-    assert lines[1] == ("  %conv = nn.conv2d(%x, @conv.weight, strides=(2, 2), padding=(1, 1), dilation=(1, 1), "
-                        "groups=1)  # f32[batch,4,4,4]")
+    assert lines[1] == (
+        "  %conv = nn.conv2d(%x, @conv.weight, strides=(2, 2), padding=(1, 1), dilation=(1, 1), "
+        "groups=1)  # f32[batch,4,4,4]"
+    )
     assert lines[2] == "  %act = nn.relu(%conv)  # f32[batch,4,4,4]"
-    assert lines[3] == ("  %halves.0, %halves.1 = split(%act, indices_or_sections=2, axis=1)  "
-                        "# f32[batch,2,4,4], f32[batch,2,4,4]")
+    assert lines[3] == (
+        "  %halves.0, %halves.1 = split(%act, indices_or_sections=2, axis=1)  # f32[batch,2,4,4], f32[batch,2,4,4]"
+    )
     assert lines[4] == "  %sum = add(%halves.0, %halves.1)  # f32[batch,2,4,4]"
     assert lines[5].startswith("  %cumsum = torch.aten.cumsum.default(%sum, args=({input: 0}, 1), kwargs={}, ")
     assert lines[5].endswith("# f32[batch,2,4,4]")
@@ -75,4 +84,4 @@ def test_summary_orders_ops_by_count():
     graph.set_outputs([y])
     lines = graph.summary().splitlines()
     start = lines.index("op counts:")
-    assert [line.split() for line in lines[start + 1:start + 3]] == [["nn.relu", "2"], ["exp", "1"]]
+    assert [line.split() for line in lines[start + 1 : start + 3]] == [["nn.relu", "2"], ["exp", "1"]]

@@ -39,13 +39,20 @@ def rich_graph() -> Graph:
     tail = graph.call("strided_slice", parts[2], begin=(-1,), end=(None,), strides=(-1,), axes=(1,))
     emb = graph.call("take", table, ids)
     emb_t = graph.call("take", table_t, ids, axis=1)
-    gated = graph.call("where", mask, graph.call("cast", half, dtype=torch.float32), graph.call("cast", bf16,
-                                                                                                 dtype="float32"))
+    gated = graph.call(
+        "where", mask, graph.call("cast", half, dtype=torch.float32), graph.call("cast", bf16, dtype="float32")
+    )
     scaled = graph.call("multiply", graph.call("add", emb, gated), scalar)
     summed = graph.add_node(
-        "torch.aten.cumsum.default", [scaled],
-        {"args": ({"input": 0}, 1), "kwargs": {"dtype": {"dtype": "float32"}},
-         "output_types": (encode_output_type(TensorType("float32", (BATCH, 5, 4))),)}, name="cumsum").output
+        "torch.aten.cumsum.default",
+        [scaled],
+        {
+            "args": ({"input": 0}, 1),
+            "kwargs": {"dtype": {"dtype": "float32"}},
+            "output_types": (encode_output_type(TensorType("float32", (BATCH, 5, 4))),),
+        },
+        name="cumsum",
+    ).output
     graph.set_outputs([parts[0], tail, summed, emb_t, conv])
     return graph.verify()
 
@@ -134,6 +141,7 @@ def test_loaded_graph_can_be_extended(tmp_path):
 
 # -- no pickle --------------------------------------------------------------------------------
 
+
 def test_file_is_safetensors_with_json_metadata(tmp_path):
     path = tmp_path / "g.tforge"
     ir.save(rich_graph(), path)
@@ -141,7 +149,7 @@ def test_file_is_safetensors_with_json_metadata(tmp_path):
     assert not raw.startswith(b"\x80"), "starts with a pickle protocol marker"
     assert not raw.startswith(b"PK"), "is a zip archive (torch.save format)"
     header_len = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + header_len])  # safetensors: u64 header length, then a JSON header
+    header = json.loads(raw[8 : 8 + header_len])  # safetensors: u64 header length, then a JSON header
     doc = json.loads(header["__metadata__"]["tensorforge.graph"])
     assert doc["format"] == "tensorforge.ir" and doc["name"] == "rich"
     with safe_open(str(path), framework="pt") as f:
@@ -161,6 +169,7 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
 
 
 # -- files that are not tensorforge graphs ------------------------------------------------------
+
 
 def test_plain_safetensors_file_is_rejected(tmp_path):
     path = tmp_path / "weights.safetensors"
@@ -195,7 +204,7 @@ def test_truncated_file_is_rejected(tmp_path, keep):
     path = tmp_path / "g.tforge"
     ir.save(rich_graph(), path)
     raw = path.read_bytes()
-    path.write_bytes(raw[:int(len(raw) * keep)])
+    path.write_bytes(raw[: int(len(raw) * keep)])
     with pytest.raises(GraphFormatError, match=str(path)):
         ir.load(path)
 
@@ -287,4 +296,3 @@ def test_malformed_document_is_a_graph_format_error(edit, message):
     edit(doc)
     with pytest.raises(GraphFormatError, match=re.escape(message)):
         graph_from_json(doc, tensors)
-

@@ -27,9 +27,12 @@ def parent() -> Graph:
     graph.add_constant(torch.randn(4), name="w")
     graph.subgraphs["region0"] = region()
     neg = graph.call("negative", x)
-    call = graph.add_node("subgraph", [neg], {"callee": "region0",
-                                              "output_types": (encode_output_type(TensorType("float32", (BATCH, 4))),)},
-                          name="call0")
+    call = graph.add_node(
+        "subgraph",
+        [neg],
+        {"callee": "region0", "output_types": (encode_output_type(TensorType("float32", (BATCH, 4))),)},
+        name="call0",
+    )
     graph.set_outputs([graph.call("add", graph.call("exp", call.output), graph.constants["w"])])
     return graph.verify()
 
@@ -91,10 +94,16 @@ def broken_callee(g):
 
 BROKEN = [
     (missing_callee, r"node 'call0' \(subgraph\): calls subgraph 'region0', which the graph does not hold"),
-    (argument_type_mismatch, r"node 'call0' \(subgraph\): argument types differ from the inputs of subgraph "
-                             r"'region0'"),
-    (output_type_mismatch, r"node 'call0' \(subgraph\): output types differ from the outputs of subgraph "
-                           r"'region0'"),
+    (
+        argument_type_mismatch,
+        r"node 'call0' \(subgraph\): argument types differ from the inputs of subgraph "
+        r"'region0'",
+    ),
+    (
+        output_type_mismatch,
+        r"node 'call0' \(subgraph\): output types differ from the outputs of subgraph "
+        r"'region0'",
+    ),
     (broken_callee, r"graph 'region0': graph output %ghost is not defined"),
 ]
 

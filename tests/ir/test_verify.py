@@ -39,15 +39,15 @@ def op_not_a_string(g):
 
 def subgraph_calls_itself(g):
     """A graph that holds itself as a subgraph and calls it: verifying the callee would never end."""
-    node = g.add_node("subgraph", [g.inputs[0]], {"callee": "g", "output_types": (("float32", (8,)),)},
-                      name="again")
+    node = g.add_node("subgraph", [g.inputs[0]], {"callee": "g", "output_types": (("float32", (8,)),)}, name="again")
     g.subgraphs["g"] = g
     g.set_outputs(node.outputs)
 
 
 def subgraph_callee_not_a_name(g):
-    node = g.add_node("subgraph", [_node(g, "flat").output], {"callee": "g", "output_types": (("float32", (8,)),)},
-                      name="call")
+    node = g.add_node(
+        "subgraph", [_node(g, "flat").output], {"callee": "g", "output_types": (("float32", (8,)),)}, name="call"
+    )
     node.attrs["callee"] = {"not": "a name"}
     g.set_outputs(node.outputs)
 
@@ -200,8 +200,11 @@ def test_breaking_only_an_unused_value_name_is_still_caught():
     graph = valid_graph()
     extra = graph.add_node("nn.relu", [graph.inputs[0]], name="unused")
     extra.output._name = "fc"
-    with pytest.raises(VerificationError, match=r"node 'unused' \(nn\.relu\): value name %fc is already used by "
-                                                r"node 'fc'"):
+    with pytest.raises(
+        VerificationError,
+        match=r"node 'unused' \(nn\.relu\): value name %fc is already used by "
+        r"node 'fc'",
+    ):
         graph.verify()
 
 

@@ -8,8 +8,16 @@ import torch
 
 from tensorforge.ir import registered_ops
 
-TABLES = ["test_elementwise", "test_nn", "test_linalg", "test_attention", "test_reduce", "test_shape",
-          "test_indexing", "test_creation"]
+TABLES = [
+    "test_elementwise",
+    "test_nn",
+    "test_linalg",
+    "test_attention",
+    "test_reduce",
+    "test_shape",
+    "test_indexing",
+    "test_creation",
+]
 
 # ops that cannot be a one-node table row, and the test file that covers them instead
 TESTED_ELSEWHERE = {"subgraph": "tests/ir/test_subgraph.py"}
@@ -17,8 +25,16 @@ TESTED_ELSEWHERE = {"subgraph": "tests/ir/test_subgraph.py"}
 # ops that take no float data at all
 NO_FLOAT_CASE = {"logical_not", "logical_and", "logical_or", "logical_xor"}
 
-MAIN_OPS = ["nn.conv2d", "nn.dense", "matmul", "nn.softmax", "nn.layer_norm", "nn.gelu", "add",
-            "nn.scaled_dot_product_attention"]
+MAIN_OPS = [
+    "nn.conv2d",
+    "nn.dense",
+    "matmul",
+    "nn.softmax",
+    "nn.layer_norm",
+    "nn.gelu",
+    "add",
+    "nn.scaled_dot_product_attention",
+]
 
 
 def _ir_ops() -> set[str]:

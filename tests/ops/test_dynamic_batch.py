@@ -37,31 +37,110 @@ def _attention(q, k, v, mask=None):
 
 # (id, op, inputs at batch b, attrs, batched input indices, constant input indices, eager, output shape with Sym)
 CASES = [
-    ("conv2d-stride2-pad1", "nn.conv2d", lambda b: [randn(b, 3, 8, 8), randn(4, 3, 3, 3)],
-     {"strides": (2, 2), "padding": (1, 1)}, (0,), (1,), _conv, (BATCH, 4, 4, 4)),
-    ("reshape-batch-minus1", "reshape", lambda b: [randn(b, 3, 4)], {"newshape": (BATCH, -1)}, (0,), (),
-     lambda x: x.reshape(x.shape[0], -1), (BATCH, 12)),
-    ("reshape-split-heads-2xbatch", "reshape", lambda b: [randn(b, 6, 4)], {"newshape": (Sym("batch", 2), 3, 4)},
-     (0,), (), lambda x: x.reshape(x.shape[0] * 2, 3, 4), (Sym("batch", 2), 3, 4)),
+    (
+        "conv2d-stride2-pad1",
+        "nn.conv2d",
+        lambda b: [randn(b, 3, 8, 8), randn(4, 3, 3, 3)],
+        {"strides": (2, 2), "padding": (1, 1)},
+        (0,),
+        (1,),
+        _conv,
+        (BATCH, 4, 4, 4),
+    ),
+    (
+        "reshape-batch-minus1",
+        "reshape",
+        lambda b: [randn(b, 3, 4)],
+        {"newshape": (BATCH, -1)},
+        (0,),
+        (),
+        lambda x: x.reshape(x.shape[0], -1),
+        (BATCH, 12),
+    ),
+    (
+        "reshape-split-heads-2xbatch",
+        "reshape",
+        lambda b: [randn(b, 6, 4)],
+        {"newshape": (Sym("batch", 2), 3, 4)},
+        (0,),
+        (),
+        lambda x: x.reshape(x.shape[0] * 2, 3, 4),
+        (Sym("batch", 2), 3, 4),
+    ),
     ("dense", "nn.dense", lambda b: [randn(b, 8), randn(5, 8)], {}, (0,), (1,), _linear, (BATCH, 5)),
-    ("sdpa", "nn.scaled_dot_product_attention", lambda b: [randn(b, 2, 5, 8), randn(b, 2, 6, 8), randn(b, 2, 6, 8)],
-     {}, (0, 1, 2), (), _attention, (BATCH, 2, 5, 8)),
-    ("sdpa-shared-mask", "nn.scaled_dot_product_attention",
-     lambda b: [randn(b, 2, 5, 8), randn(b, 2, 5, 8), randn(b, 2, 5, 8), randn(1, 1, 5, 5)],
-     {}, (0, 1, 2), (3,), _attention, (BATCH, 2, 5, 8)),
+    (
+        "sdpa",
+        "nn.scaled_dot_product_attention",
+        lambda b: [randn(b, 2, 5, 8), randn(b, 2, 6, 8), randn(b, 2, 6, 8)],
+        {},
+        (0, 1, 2),
+        (),
+        _attention,
+        (BATCH, 2, 5, 8),
+    ),
+    (
+        "sdpa-shared-mask",
+        "nn.scaled_dot_product_attention",
+        lambda b: [randn(b, 2, 5, 8), randn(b, 2, 5, 8), randn(b, 2, 5, 8), randn(1, 1, 5, 5)],
+        {},
+        (0, 1, 2),
+        (3,),
+        _attention,
+        (BATCH, 2, 5, 8),
+    ),
     ("softmax", "nn.softmax", lambda b: [randn(b, 7)], {}, (0,), (), nn.Softmax(-1), (BATCH, 7)),
-    ("max_pool2d", "nn.max_pool2d", lambda b: [randn(b, 2, 6, 6)], {"pool_size": (2, 2), "strides": (2, 2)}, (0,), (),
-     nn.MaxPool2d(2), (BATCH, 2, 3, 3)),
+    (
+        "max_pool2d",
+        "nn.max_pool2d",
+        lambda b: [randn(b, 2, 6, 6)],
+        {"pool_size": (2, 2), "strides": (2, 2)},
+        (0,),
+        (),
+        nn.MaxPool2d(2),
+        (BATCH, 2, 3, 3),
+    ),
     ("batch_flatten", "nn.batch_flatten", lambda b: [randn(b, 2, 3, 2)], {}, (0,), (), nn.Flatten(), (BATCH, 12)),
-    ("take-batched-indices", "take", lambda b: [randn(10, 4), torch.randint(0, 10, (b, 3))], {}, (1,), (0,),
-     lambda table, idx: F.embedding(idx, table), (BATCH, 3, 4)),
-    ("concatenate-on-batch", "concatenate", lambda b: [randn(b, 3), randn(b, 3)], {"axis": 0}, (0, 1), (),
-     lambda a, c: torch.cat([a, c]), (Sym("batch", 2), 3)),
-    ("transpose-batch-last", "transpose", lambda b: [randn(b, 3, 4)], {"axes": (1, 2, 0)}, (0,), (),
-     lambda x: x.permute(1, 2, 0), (3, 4, BATCH)),
+    (
+        "take-batched-indices",
+        "take",
+        lambda b: [randn(10, 4), torch.randint(0, 10, (b, 3))],
+        {},
+        (1,),
+        (0,),
+        lambda table, idx: F.embedding(idx, table),
+        (BATCH, 3, 4),
+    ),
+    (
+        "concatenate-on-batch",
+        "concatenate",
+        lambda b: [randn(b, 3), randn(b, 3)],
+        {"axis": 0},
+        (0, 1),
+        (),
+        lambda a, c: torch.cat([a, c]),
+        (Sym("batch", 2), 3),
+    ),
+    (
+        "transpose-batch-last",
+        "transpose",
+        lambda b: [randn(b, 3, 4)],
+        {"axes": (1, 2, 0)},
+        (0,),
+        (),
+        lambda x: x.permute(1, 2, 0),
+        (3, 4, BATCH),
+    ),
     ("sum-over-batch", "sum", lambda b: [randn(b, 3)], {"axis": (0,)}, (0,), (), lambda x: x.sum(0), (3,)),
-    ("full_like", "full_like", lambda b: [randn(b, 3)], {"fill_value": 2.0}, (0,), (),
-     lambda x: torch.full_like(x, 2.0), (BATCH, 3)),
+    (
+        "full_like",
+        "full_like",
+        lambda b: [randn(b, 3)],
+        {"fill_value": 2.0},
+        (0,),
+        (),
+        lambda x: torch.full_like(x, 2.0),
+        (BATCH, 3),
+    ),
 ]
 
 
@@ -84,8 +163,9 @@ def test_arange_to_the_batch_size():
     graph = Graph("positions")
     x = graph.add_input("x", TensorType("float32", (BATCH, 3)))
     positions = graph.call("arange", stop=BATCH)
-    graph.set_outputs([graph.call("add", x, graph.call("expand_dims", graph.call("cast", positions, dtype="float32"),
-                                                       axis=1))])
+    graph.set_outputs(
+        [graph.call("add", x, graph.call("expand_dims", graph.call("cast", positions, dtype="float32"), axis=1))]
+    )
     graph.verify()
     assert positions.type == TensorType("int64", (BATCH,))
     for batch in BATCH_SIZES:
@@ -116,6 +196,7 @@ def test_strided_slice_past_a_small_batch_is_refused():
 def test_squeeze_with_axes_and_slices_within_any_batch_are_typed():
     graph = build_single_op_graph("squeeze", [randn(2, 1, 3)], {"axis": (1,)}, dynamic_batch=True)
     run_graph(graph, [randn(1, 1, 3)])
-    graph = build_single_op_graph("strided_slice", [randn(4, 3)], {"begin": (0,), "end": (2,), "axes": (1,)},
-                                  dynamic_batch=True)
+    graph = build_single_op_graph(
+        "strided_slice", [randn(4, 3)], {"begin": (0,), "end": (2,), "axes": (1,)}, dynamic_batch=True
+    )
     run_graph(graph, [randn(1, 3)])

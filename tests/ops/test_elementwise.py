@@ -44,11 +44,19 @@ UNARY = [
     ("ceil", "ceil", lambda: [randn(3, 5) * 3], _np(np.ceil)),
     ("floor", "floor", lambda: [randn(3, 5) * 3], _np(np.floor)),
     # halves round to even, as in numpy
-    ("round", "round-half-even", lambda: [torch.tensor([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.4, -0.6])],
-     lambda x: torch.tensor([-2.0, -2.0, -0.0, 0.0, 2.0, 2.0, 0.0, -1.0])),
+    (
+        "round",
+        "round-half-even",
+        lambda: [torch.tensor([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.4, -0.6])],
+        lambda x: torch.tensor([-2.0, -2.0, -0.0, 0.0, 2.0, 2.0, 0.0, -1.0]),
+    ),
     ("sign", "sign", lambda: [torch.tensor([-3.0, 0.0, 2.5, -0.1])], _np(np.sign)),
-    ("reciprocal", "reciprocal", lambda: [uniform(0.5, 3, 3, 5) * torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0])],
-     _np(lambda x: 1 / x)),
+    (
+        "reciprocal",
+        "reciprocal",
+        lambda: [uniform(0.5, 3, 3, 5) * torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0])],
+        _np(lambda x: 1 / x),
+    ),
     ("erf", "erf", lambda: [randn(3, 5)], lambda x: x.clone().apply_(math.erf)),
     ("logical_not", "logical_not", lambda: [torch.tensor([True, False, True])], lambda x: ~x),
     ("nn.silu", "silu", lambda: [randn(3, 5)], lambda x: x * torch.sigmoid(x)),
@@ -58,8 +66,9 @@ UNARY = [
     ("nn.softplus", "softplus", lambda: [randn(3, 5) * 3], lambda x: torch.log1p(torch.exp(x))),
 ]
 
-CASES = [case(name, op, make, expected, dtype=None if op == "logical_not" else FP32)
-         for op, name, make, expected in UNARY]
+CASES = [
+    case(name, op, make, expected, dtype=None if op == "logical_not" else FP32) for op, name, make, expected in UNARY
+]
 
 # binary ops, each with a broadcast in one of its operands
 _SIGNS = torch.tensor([1.0, -1.0, 1.0, -1.0])
@@ -102,11 +111,16 @@ CASES += [
     case("floor_divide-int64-negative", "floor_divide", _INTS, _pairs(lambda x, y: x // y)),
     case("trunc_divide-int64-negative", "trunc_divide", _INTS, _pairs(lambda x, y: int(math.trunc(x / y)))),
     case("floor_mod-int64-negative", "floor_mod", _INTS, _pairs(lambda x, y: x % y)),
-    case("power-int64", "power", lambda: [torch.tensor([2, 3, -2]), torch.tensor([3, 2, 3])],
-         _pairs(lambda x, y: x ** y)),
+    case(
+        "power-int64", "power", lambda: [torch.tensor([2, 3, -2]), torch.tensor([3, 2, 3])], _pairs(lambda x, y: x**y)
+    ),
     # type promotion follows PyTorch: int + float -> float
-    case("add-promote-int-float", "add", lambda: [torch.tensor([1, 2, 3]), torch.tensor([0.5, 0.25, 0.125])],
-         lambda a, b: torch.tensor([1.5, 2.25, 3.125])),
+    case(
+        "add-promote-int-float",
+        "add",
+        lambda: [torch.tensor([1, 2, 3]), torch.tensor([0.5, 0.25, 0.125])],
+        lambda a, b: torch.tensor([1.5, 2.25, 3.125]),
+    ),
 ]
 
 # the main ones in reduced precision
@@ -114,25 +128,47 @@ for dt in (FP16, BF16):
     CASES += [
         case("add-broadcast", "add", _A, lambda a, b: a + b, dtype=dt),
         case("gelu", "nn.gelu", lambda: [randn(4, 6) * 2], nn.GELU(), dtype=dt),
-        case("gelu-tanh", "nn.gelu", lambda: [randn(4, 6) * 2], nn.GELU(approximate="tanh"),
-             {"approximate": "tanh"}, dtype=dt),
+        case(
+            "gelu-tanh",
+            "nn.gelu",
+            lambda: [randn(4, 6) * 2],
+            nn.GELU(approximate="tanh"),
+            {"approximate": "tanh"},
+            dtype=dt,
+        ),
         case("relu", "nn.relu", lambda: [randn(3, 5)], nn.ReLU(), dtype=dt),
         case("silu", "nn.silu", lambda: [randn(3, 5)], nn.SiLU(), dtype=dt),
     ]
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 CASES += [
-    case("gelu", "nn.gelu", lambda: [randn(4, 6) * 2], lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
-         dtype=FP32),
-    case("gelu-tanh", "nn.gelu", lambda: [randn(4, 6) * 2],
-         lambda x: 0.5 * x * (1 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))), {"approximate": "tanh"},
-         dtype=FP32),
-    case("leaky_relu-default", "nn.leaky_relu", lambda: [randn(3, 5)], lambda x: torch.where(x > 0, x, 0.01 * x),
-         dtype=FP32),
-    case("leaky_relu-alpha0.2", "nn.leaky_relu", lambda: [randn(3, 5)], nn.LeakyReLU(0.2), {"alpha": 0.2},
-         dtype=FP32),
-    case("elu-alpha0.5", "nn.elu", lambda: [randn(3, 5)], lambda x: torch.where(x > 0, x, 0.5 * (torch.exp(x) - 1)),
-         {"alpha": 0.5}, dtype=FP32),
+    case(
+        "gelu", "nn.gelu", lambda: [randn(4, 6) * 2], lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))), dtype=FP32
+    ),
+    case(
+        "gelu-tanh",
+        "nn.gelu",
+        lambda: [randn(4, 6) * 2],
+        lambda x: 0.5 * x * (1 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3))),
+        {"approximate": "tanh"},
+        dtype=FP32,
+    ),
+    case(
+        "leaky_relu-default",
+        "nn.leaky_relu",
+        lambda: [randn(3, 5)],
+        lambda x: torch.where(x > 0, x, 0.01 * x),
+        dtype=FP32,
+    ),
+    case("leaky_relu-alpha0.2", "nn.leaky_relu", lambda: [randn(3, 5)], nn.LeakyReLU(0.2), {"alpha": 0.2}, dtype=FP32),
+    case(
+        "elu-alpha0.5",
+        "nn.elu",
+        lambda: [randn(3, 5)],
+        lambda x: torch.where(x > 0, x, 0.5 * (torch.exp(x) - 1)),
+        {"alpha": 0.5},
+        dtype=FP32,
+    ),
     case("elu-default", "nn.elu", lambda: [randn(3, 5)], nn.ELU(), dtype=FP32),
 ]
 
@@ -144,48 +180,113 @@ def _prelu(x, alpha):
 
 
 CASES += [
-    case("prelu-per-channel", "nn.prelu", lambda: [randn(2, 3, 4, 4), torch.tensor([0.1, 0.5, -0.3])], _prelu,
-         dtype=FP32, const=(1,)),
+    case(
+        "prelu-per-channel",
+        "nn.prelu",
+        lambda: [randn(2, 3, 4, 4), torch.tensor([0.1, 0.5, -0.3])],
+        _prelu,
+        dtype=FP32,
+        const=(1,),
+    ),
     case("prelu-shared", "nn.prelu", lambda: [randn(2, 3, 4), torch.tensor([0.25])], _prelu, dtype=FP32, const=(1,)),
-    case("clip-both", "clip", lambda: [randn(3, 5) * 3], _np(lambda x: np.clip(x, -1.0, 2.0)),
-         {"a_min": -1.0, "a_max": 2.0}, dtype=FP32),
-    case("clip-min-only", "clip", lambda: [randn(3, 5) * 3], lambda x: torch.where(x < 0.5, 0.5, x),
-         {"a_min": 0.5}, dtype=FP32),
-    case("clip-max-only", "clip", lambda: [randn(3, 5) * 3], lambda x: torch.where(x > 0.5, 0.5, x),
-         {"a_max": 0.5}, dtype=FP32),
-    case("clip-relu6-int", "clip", lambda: [torch.tensor([-3, 0, 4, 9])], lambda x: torch.tensor([0, 0, 4, 6]),
-         {"a_min": 0, "a_max": 6}),
+    case(
+        "clip-both",
+        "clip",
+        lambda: [randn(3, 5) * 3],
+        _np(lambda x: np.clip(x, -1.0, 2.0)),
+        {"a_min": -1.0, "a_max": 2.0},
+        dtype=FP32,
+    ),
+    case(
+        "clip-min-only",
+        "clip",
+        lambda: [randn(3, 5) * 3],
+        lambda x: torch.where(x < 0.5, 0.5, x),
+        {"a_min": 0.5},
+        dtype=FP32,
+    ),
+    case(
+        "clip-max-only",
+        "clip",
+        lambda: [randn(3, 5) * 3],
+        lambda x: torch.where(x > 0.5, 0.5, x),
+        {"a_max": 0.5},
+        dtype=FP32,
+    ),
+    case(
+        "clip-relu6-int",
+        "clip",
+        lambda: [torch.tensor([-3, 0, 4, 9])],
+        lambda x: torch.tensor([0, 0, 4, 6]),
+        {"a_min": 0, "a_max": 6},
+    ),
 ]
 
 # cast: the dtype attribute takes IR names and torch dtypes alike
 CASES += [
-    case("cast-fp32-to-int32-truncates", "cast", lambda: [torch.tensor([-2.7, -0.5, 0.5, 3.9])],
-         lambda x: torch.tensor([-2, 0, 0, 3], dtype=torch.int32), {"dtype": "int32"}),
+    case(
+        "cast-fp32-to-int32-truncates",
+        "cast",
+        lambda: [torch.tensor([-2.7, -0.5, 0.5, 3.9])],
+        lambda x: torch.tensor([-2, 0, 0, 3], dtype=torch.int32),
+        {"dtype": "int32"},
+    ),
     case("cast-fp32-to-fp16", "cast", lambda: [randn(3, 4)], lambda x: x.half(), {"dtype": "float16"}),
-    case("cast-fp32-to-bf16-torch-dtype", "cast", lambda: [randn(3, 4)], lambda x: x.bfloat16(),
-         {"dtype": torch.bfloat16}),
-    case("cast-int64-to-fp32", "cast", lambda: [torch.tensor([1, -2, 3])], lambda x: torch.tensor([1.0, -2.0, 3.0]),
-         {"dtype": "float32"}),
-    case("cast-fp32-to-bool", "cast", lambda: [torch.tensor([0.0, -1.0, 0.5])],
-         lambda x: torch.tensor([False, True, True]), {"dtype": "bool"}),
+    case(
+        "cast-fp32-to-bf16-torch-dtype",
+        "cast",
+        lambda: [randn(3, 4)],
+        lambda x: x.bfloat16(),
+        {"dtype": torch.bfloat16},
+    ),
+    case(
+        "cast-int64-to-fp32",
+        "cast",
+        lambda: [torch.tensor([1, -2, 3])],
+        lambda x: torch.tensor([1.0, -2.0, 3.0]),
+        {"dtype": "float32"},
+    ),
+    case(
+        "cast-fp32-to-bool",
+        "cast",
+        lambda: [torch.tensor([0.0, -1.0, 0.5])],
+        lambda x: torch.tensor([False, True, True]),
+        {"dtype": "bool"},
+    ),
 ]
 
 # where: condition, x and y broadcast against each other
 CASES += [
-    case("where-broadcast", "where", lambda: [randn(3, 1) > 0, randn(1, 4), randn(4)],
-         lambda c, x, y: torch.from_numpy(np.where(c.numpy(), x.numpy(), y.numpy())), dtype=FP32),
-    case("where-scalar-like-y", "where", lambda: [torch.tensor([True, False, True]), randn(2, 3), torch.zeros(())],
-         lambda c, x, y: torch.from_numpy(np.where(c.numpy(), x.numpy(), 0.0).astype(np.float32)), dtype=FP32),
+    case(
+        "where-broadcast",
+        "where",
+        lambda: [randn(3, 1) > 0, randn(1, 4), randn(4)],
+        lambda c, x, y: torch.from_numpy(np.where(c.numpy(), x.numpy(), y.numpy())),
+        dtype=FP32,
+    ),
+    case(
+        "where-scalar-like-y",
+        "where",
+        lambda: [torch.tensor([True, False, True]), randn(2, 3), torch.zeros(())],
+        lambda c, x, y: torch.from_numpy(np.where(c.numpy(), x.numpy(), 0.0).astype(np.float32)),
+        dtype=FP32,
+    ),
 ]
 
 
 # ops added for Swin (roll's index arithmetic), each also run through an engine plan below
 ENGINE_CASES = [
-    case("trunc_mod-scalar-divisor", "trunc_mod", lambda: [randn(3, 4) * 5, torch.tensor(-0.7)], _np(np.fmod),
-         dtype=FP32),
+    case(
+        "trunc_mod-scalar-divisor", "trunc_mod", lambda: [randn(3, 4) * 5, torch.tensor(-0.7)], _np(np.fmod), dtype=FP32
+    ),
     case("trunc_mod-int64-negative", "trunc_mod", _INTS, _pairs(lambda x, y: int(math.fmod(x, y)))),
-    case("trunc_mod-fp16", "trunc_mod", lambda: [randn(3, 4) * 5, uniform(0.5, 2, 4) * _SIGNS],
-         lambda a, b: (a.float() - torch.trunc(a.float() / b.float()) * b.float()).half(), dtype=FP16),
+    case(
+        "trunc_mod-fp16",
+        "trunc_mod",
+        lambda: [randn(3, 4) * 5, uniform(0.5, 2, 4) * _SIGNS],
+        lambda a, b: (a.float() - torch.trunc(a.float() / b.float()) * b.float()).half(),
+        dtype=FP16,
+    ),
 ]
 CASES += ENGINE_CASES
 

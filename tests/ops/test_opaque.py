@@ -38,21 +38,62 @@ def _types(out):
 
 # (id, operator, input maker, args, kwargs, eager computation)
 CASES = [
-    ("cumsum-dim1", "torch.aten.cumsum.default", lambda: [randn(2, 5)], ({"input": 0}, 1), {},
-     lambda x: torch.cumsum(x, 1)),
-    ("cumsum-dtype-kwarg", "torch.aten.cumsum.default", lambda: [torch.arange(6).reshape(2, 3)], ({"input": 0}, 0),
-     {"dtype": {"dtype": "float64"}}, lambda x: torch.cumsum(x, 0, dtype=torch.float64)),
-    ("roll-list-args", "torch.aten.roll.default", lambda: [randn(3, 4)], ({"input": 0}, {"list": [1, -1]},
-                                                                          {"list": [0, 1]}),
-     {}, lambda x: torch.roll(x, shifts=(1, -1), dims=(0, 1))),
-    ("topk-two-outputs", "torch.aten.topk.default", lambda: [randn(3, 6)], ({"input": 0}, 2), {},
-     lambda x: tuple(torch.topk(x, 2))),
-    ("cumprod-two-ops-one-graph", "torch.aten.cumprod.default", lambda: [1 + 0.1 * randn(4)], ({"input": 0}, 0), {},
-     lambda x: torch.cumprod(x, 0)),
-    ("zeros-no-inputs", "torch.aten.zeros.default", lambda: [], ({"list": [2, 3]},),
-     {"dtype": {"dtype": "float32"}, "device": {"device": None}}, lambda: torch.zeros(2, 3)),
-    ("contiguous-memory-format", "torch.aten.clone.default", lambda: [randn(1, 3, 2, 2)], ({"input": 0},),
-     {"memory_format": {"memory_format": "contiguous_format"}}, lambda x: x.clone()),
+    (
+        "cumsum-dim1",
+        "torch.aten.cumsum.default",
+        lambda: [randn(2, 5)],
+        ({"input": 0}, 1),
+        {},
+        lambda x: torch.cumsum(x, 1),
+    ),
+    (
+        "cumsum-dtype-kwarg",
+        "torch.aten.cumsum.default",
+        lambda: [torch.arange(6).reshape(2, 3)],
+        ({"input": 0}, 0),
+        {"dtype": {"dtype": "float64"}},
+        lambda x: torch.cumsum(x, 0, dtype=torch.float64),
+    ),
+    (
+        "roll-list-args",
+        "torch.aten.roll.default",
+        lambda: [randn(3, 4)],
+        ({"input": 0}, {"list": [1, -1]}, {"list": [0, 1]}),
+        {},
+        lambda x: torch.roll(x, shifts=(1, -1), dims=(0, 1)),
+    ),
+    (
+        "topk-two-outputs",
+        "torch.aten.topk.default",
+        lambda: [randn(3, 6)],
+        ({"input": 0}, 2),
+        {},
+        lambda x: tuple(torch.topk(x, 2)),
+    ),
+    (
+        "cumprod-two-ops-one-graph",
+        "torch.aten.cumprod.default",
+        lambda: [1 + 0.1 * randn(4)],
+        ({"input": 0}, 0),
+        {},
+        lambda x: torch.cumprod(x, 0),
+    ),
+    (
+        "zeros-no-inputs",
+        "torch.aten.zeros.default",
+        lambda: [],
+        ({"list": [2, 3]},),
+        {"dtype": {"dtype": "float32"}, "device": {"device": None}},
+        lambda: torch.zeros(2, 3),
+    ),
+    (
+        "contiguous-memory-format",
+        "torch.aten.clone.default",
+        lambda: [randn(1, 3, 2, 2)],
+        ({"input": 0},),
+        {"memory_format": {"memory_format": "contiguous_format"}},
+        lambda x: x.clone(),
+    ),
 ]
 
 
@@ -71,17 +112,26 @@ def test_opaque(name, op, make, args, kwargs, eager):
 
 def _cumsum_graph(dynamic_batch=False):
     x = randn(2, 5)
-    return opaque_graph("torch.aten.cumsum.default", [x], ({"input": 0}, 1), {},
-                        [TensorType("float32", (BATCH if dynamic_batch else 2, 5))], dynamic_batch=dynamic_batch)
+    return opaque_graph(
+        "torch.aten.cumsum.default",
+        [x],
+        ({"input": 0}, 1),
+        {},
+        [TensorType("float32", (BATCH if dynamic_batch else 2, 5))],
+        dynamic_batch=dynamic_batch,
+    )
 
 
 def test_opaque_node_is_listed_and_summarized():
     graph = Graph("mixed")
     x = graph.add_input("x", TensorType("float32", (2, 5)))
     y = graph.call("nn.relu", x)
-    node = graph.add_node("torch.aten.cumsum.default", [y],
-                          {"args": ({"input": 0}, 1), "kwargs": {},
-                           "output_types": (encode_output_type(TensorType("float32", (2, 5))),)}, name="cumsum")
+    node = graph.add_node(
+        "torch.aten.cumsum.default",
+        [y],
+        {"args": ({"input": 0}, 1), "kwargs": {}, "output_types": (encode_output_type(TensorType("float32", (2, 5))),)},
+        name="cumsum",
+    )
     graph.set_outputs([graph.call("exp", node.output)])
     graph.verify()
     assert graph.opaque_nodes() == [node]
@@ -118,10 +168,16 @@ def test_opaque_creation_follows_the_graph_device():
     """An opaque op without inputs must create its result where the graph runs (meta stands in for a GPU)."""
     graph = Graph("device")
     x = graph.add_input("x", TensorType("float32", (2, 3)))
-    zeros = graph.add_node("torch.aten.zeros.default", [],
-                           {"args": ({"list": [2, 3]},), "kwargs": {"dtype": {"dtype": "float32"},
-                                                                    "device": {"device": None}},
-                            "output_types": (encode_output_type(TensorType("float32", (2, 3))),)}, name="zeros")
+    zeros = graph.add_node(
+        "torch.aten.zeros.default",
+        [],
+        {
+            "args": ({"list": [2, 3]},),
+            "kwargs": {"dtype": {"dtype": "float32"}, "device": {"device": None}},
+            "output_types": (encode_output_type(TensorType("float32", (2, 3))),),
+        },
+        name="zeros",
+    )
     graph.set_outputs([graph.call("add", x, zeros.output)])
     graph.verify()
     (out,) = ir.execute(graph, torch.empty(2, 3, device="meta"))
@@ -129,8 +185,11 @@ def test_opaque_creation_follows_the_graph_device():
 
 
 def _opaque_node(graph, op, inputs):
-    return graph.add_node(op, inputs, {"args": ({"input": 0},), "kwargs": {},
-                                       "output_types": (encode_output_type(TensorType("float32", (2,))),)})
+    return graph.add_node(
+        op,
+        inputs,
+        {"args": ({"input": 0},), "kwargs": {}, "output_types": (encode_output_type(TensorType("float32", (2,))),)},
+    )
 
 
 def test_unknown_torch_operator_fails_with_its_name():
@@ -192,10 +251,18 @@ def test_onnx_node_must_be_the_op_its_name_says():
 
     graph = Graph("swapped")
     x = graph.add_input("x", TensorType("float32", (2,)))
-    node = graph.add_node("onnx.Relu", [x], {
-        "node": encode_node(onnx.helper.make_node("Neg", ["a"], ["b"])), "opset_imports": (("", 17),),
-        "ir_version": 8, "input_names": ("a",), "output_names": ("b",),
-        "output_types": (encode_output_type(TensorType("float32", (2,))),)})
+    node = graph.add_node(
+        "onnx.Relu",
+        [x],
+        {
+            "node": encode_node(onnx.helper.make_node("Neg", ["a"], ["b"])),
+            "opset_imports": (("", 17),),
+            "ir_version": 8,
+            "input_names": ("a",),
+            "output_names": ("b",),
+            "output_types": (encode_output_type(TensorType("float32", (2,))),),
+        },
+    )
     graph.set_outputs(node.outputs)
     with pytest.raises(ValueError, match="inconsistent"):
         ir.execute(graph, torch.ones(2))

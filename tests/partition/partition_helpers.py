@@ -39,8 +39,14 @@ def random_inputs(graph: Graph, batch: int = BATCH_SIZE, high: int = 3) -> list[
 
 
 def _snapshot(graph: Graph):
-    return (str(graph), [id(n) for n in graph.nodes], [id(v) for n in graph.nodes for v in n.outputs],
-            [id(v) for v in graph.inputs], [id(v) for v in graph.outputs], dict(graph.constants))
+    return (
+        str(graph),
+        [id(n) for n in graph.nodes],
+        [id(v) for n in graph.nodes for v in n.outputs],
+        [id(v) for v in graph.inputs],
+        [id(v) for v in graph.outputs],
+        dict(graph.constants),
+    )
 
 
 def region_of(graph: Graph, node_name: str) -> str | None:
@@ -50,8 +56,9 @@ def region_of(graph: Graph, node_name: str) -> str | None:
     return found[0] if found else None
 
 
-def partition_checked(graph: Graph, inputs: list[torch.Tensor] | None = None,
-                      **options) -> tuple[Graph, PartitionConfig]:
+def partition_checked(
+    graph: Graph, inputs: list[torch.Tensor] | None = None, **options
+) -> tuple[Graph, PartitionConfig]:
     graph.verify()
     before = _snapshot(graph)
     new, config = partition_for_tensorforge(graph, **options)
@@ -67,8 +74,9 @@ def partition_checked(graph: Graph, inputs: list[torch.Tensor] | None = None,
         region = region_of(new, node.name)
         reason = report.reason_for(node.name)
         if node.name in folded:
-            assert region is None and node.name not in top_level and reason is None, \
+            assert region is None and node.name not in top_level and reason is None, (
                 f"node {node.name} was folded but is still in the graph"
+            )
         elif region is None:
             assert node.name in top_level, f"node {node.name} was lost"
             assert reason, f"node {node.name} stayed out without a reason"
@@ -91,8 +99,7 @@ def partition_checked(graph: Graph, inputs: list[torch.Tensor] | None = None,
     return new, config
 
 
-def one_op_graph(op: str, *input_types: TensorType, consts: dict[int, torch.Tensor] | None = None,
-                 **attrs) -> Graph:
+def one_op_graph(op: str, *input_types: TensorType, consts: dict[int, torch.Tensor] | None = None, **attrs) -> Graph:
     """A graph with one node named "target": its inputs are graph inputs, or constants where `consts` says."""
     graph = Graph()
     consts = consts or {}

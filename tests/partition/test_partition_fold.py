@@ -14,8 +14,12 @@ from tensorforge.partition import PartitionConfig, fold, partition_for_tensorfor
 
 def _opaque(graph: Graph, op: str, inputs, args, output_type: TensorType, name: str):
     """An opaque torch node (what the frontend makes of an ATen op without a converter)."""
-    node = graph.add_node(op, list(inputs), {"args": tuple(args), "kwargs": {},
-                                             "output_types": (encode_output_type(output_type),)}, name=name)
+    node = graph.add_node(
+        op,
+        list(inputs),
+        {"args": tuple(args), "kwargs": {}, "output_types": (encode_output_type(output_type),)},
+        name=name,
+    )
     return node.outputs[0]
 
 
@@ -80,14 +84,22 @@ def test_a_huge_full_is_neither_folded_nor_computed(monkeypatch):
     assert region_of(new, "n") == region_of(new, "out") == "tensorforge_0"  # computed in the engine at run time
 
 
-@pytest.mark.parametrize("shape,limit,reason", [
-    ((1 << 19,), fold.DEFAULT_LIMIT_BYTES,  # 2 MiB from nothing
-     ("its result (2.0 MiB) is larger than the constants it is computed from (0 B): cheaper to compute at run time "
-      "than to store")),
-    ((8,), 16, "its result (32 B) exceeds the folding limit (16 B)"),
-    ((0,), 0, None),  # an empty result is never too large
-    ((1 << 18,), fold.DEFAULT_LIMIT_BYTES, None),  # 1 MiB folds whatever it comes from
-])
+@pytest.mark.parametrize(
+    "shape,limit,reason",
+    [
+        (
+            (1 << 19,),
+            fold.DEFAULT_LIMIT_BYTES,  # 2 MiB from nothing
+            (
+                "its result (2.0 MiB) is larger than the constants it is computed from (0 B): cheaper to compute at run time "
+                "than to store"
+            ),
+        ),
+        ((8,), 16, "its result (32 B) exceeds the folding limit (16 B)"),
+        ((0,), 0, None),  # an empty result is never too large
+        ((1 << 18,), fold.DEFAULT_LIMIT_BYTES, None),  # 1 MiB folds whatever it comes from
+    ],
+)
 def test_size_bound(shape, limit, reason):
     new, config = partition_checked(_full_then_sum(shape), use_implicit_batch=False, fold_limit_bytes=limit)
     report = config.report

@@ -41,8 +41,14 @@ def test_resnet50_is_one_region():
 def test_resnet50_for_an_old_engine_and_explicit_batch_is_still_one_region():
     torch.manual_seed(0)
     graph = _convert(torchvision.models.resnet50(), (torch.randn(2, 3, 224, 224),))
-    new, config = partition_checked(graph, inputs=[torch.randn(1, 3, 224, 224)], version=(0, 1, 0),
-                                    use_implicit_batch=False, min_block_size=5, remove_no_mac_subgraphs=True)
+    new, config = partition_checked(
+        graph,
+        inputs=[torch.randn(1, 3, 224, 224)],
+        version=(0, 1, 0),
+        use_implicit_batch=False,
+        min_block_size=5,
+        remove_no_mac_subgraphs=True,
+    )
     assert [n.op for n in new.nodes] == ["subgraph"] and config.report.fallbacks == ()
 
 
@@ -78,11 +84,30 @@ class _IdsAndMask(torch.nn.Module):
 
 
 _SMALL_TEXT = {  # hidden 64, 2 layers, 2 heads
-    "RobertaModel": ("RobertaConfig", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                           intermediate_size=128, vocab_size=100, max_position_embeddings=66)),
-    "OPTModel": ("OPTConfig", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, ffn_dim=128,
-                                   word_embed_proj_dim=64, vocab_size=100, max_position_embeddings=64,
-                                   use_cache=False)),
+    "RobertaModel": (
+        "RobertaConfig",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            vocab_size=100,
+            max_position_embeddings=66,
+        ),
+    ),
+    "OPTModel": (
+        "OPTConfig",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            ffn_dim=128,
+            word_embed_proj_dim=64,
+            vocab_size=100,
+            max_position_embeddings=64,
+            use_cache=False,
+        ),
+    ),
 }
 
 

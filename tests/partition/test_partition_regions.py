@@ -154,8 +154,9 @@ def test_min_block_size(min_block_size, sizes):
     for name, size in (("r1", 1), ("s2", 2), ("d3", 3)):
         if size < min_block_size:
             s = "s" if size != 1 else ""
-            assert config.report.reason_for(name) == (f"its region has {size} node{s}, fewer than "
-                                                      f"min_block_size={min_block_size}")
+            assert config.report.reason_for(name) == (
+                f"its region has {size} node{s}, fewer than min_block_size={min_block_size}"
+            )
 
 
 def test_remove_no_mac_subgraphs():
@@ -249,6 +250,7 @@ def test_region_names_never_clash_with_node_names():
 # Random graphs: regions are convex (the result verifies) and maximal (no two touching regions could merge)
 # ---------------------------------------------------------------------------------------------
 
+
 def _random_graph(rng: random.Random, size: int) -> Graph:
     g = Graph()
     values = [g.add_input("x", f32(B, 4)), g.add_input("y", f32(B, 4))]
@@ -288,8 +290,11 @@ def _reachable(succ: dict[str, set[str]], start: set[str]) -> set[str]:
 def test_random_graphs_convex_and_maximal(seed):
     rng = random.Random(seed)
     graph = _random_graph(rng, rng.randint(5, 40))
-    forced = tuple(rng.sample(["nn.relu", "sigmoid", "tanh", "negative", "add", "multiply", "subtract", "maximum"],
-                              rng.randint(1, 4)))
+    forced = tuple(
+        rng.sample(
+            ["nn.relu", "sigmoid", "tanh", "negative", "add", "multiply", "subtract", "maximum"], rng.randint(1, 4)
+        )
+    )
     new, config = partition_checked(graph, torch_executed_ops=forced)
     # maximal: for every edge P -> Q between two regions, another path P -> ... -> Q exists (merging is cyclic)
     succ = _condensed_edges(new)
@@ -307,6 +312,7 @@ def test_random_graphs_convex_and_maximal(seed):
 
 def test_large_graph_partitions_quickly():
     import time
+
     rng = random.Random(1)
     graph = _random_graph(rng, 3000)
     start = time.perf_counter()

@@ -57,6 +57,7 @@ register_supported_op("test_partition.bad", check=lambda node, ctx: False)
 # The case table: (id, graph, options, expected reason fragment or None for "offloaded")
 # ---------------------------------------------------------------------------------------------
 
+
 def _conv(dtype="float32", weight_from_input=False, weight_from_consts=False):
     g = Graph()
     x = g.add_input("x", TensorType(dtype, (B, 3, 8, 8)))
@@ -89,8 +90,12 @@ def _batch_norm(params_from_input: bool):
 def _opaque_cumsum():
     g = Graph()
     x = g.add_input("x", f32(B, 6))
-    y = g.add_node("torch.aten.cumsum.default", [x], {"args": ({"input": 0}, 1), "kwargs": {},
-                                                      "output_types": (encode_output_type(x.type),)}, name="target")
+    y = g.add_node(
+        "torch.aten.cumsum.default",
+        [x],
+        {"args": ({"input": 0}, 1), "kwargs": {}, "output_types": (encode_output_type(x.type),)},
+        name="target",
+    )
     g.set_outputs(y.outputs)
     return g
 
@@ -106,9 +111,11 @@ def _gather():
 # the ops the engine takes from version 0.2.0, each in a small graph
 V0_2_OPS = {
     "nn.scaled_dot_product_attention": lambda: one_op_graph(
-        "nn.scaled_dot_product_attention", f32(B, 2, 5, 4), f32(B, 2, 5, 4), f32(B, 2, 5, 4)),
-    "nn.group_norm": lambda: one_op_graph("nn.group_norm", f32(B, 4, 3, 3), consts={1: torch.rand(4), 2: torch.rand(4)},
-                                          num_groups=2),
+        "nn.scaled_dot_product_attention", f32(B, 2, 5, 4), f32(B, 2, 5, 4), f32(B, 2, 5, 4)
+    ),
+    "nn.group_norm": lambda: one_op_graph(
+        "nn.group_norm", f32(B, 4, 3, 3), consts={1: torch.rand(4), 2: torch.rand(4)}, num_groups=2
+    ),
     "image.resize2d": lambda: one_op_graph("image.resize2d", f32(B, 3, 4, 4), size=(8, 8), method="linear"),
     "gather": lambda: _gather(),
     "where": lambda: one_op_graph("where", TensorType("bool", (B, 5)), f32(B, 5), f32(B, 5)),
@@ -126,50 +133,106 @@ CASES = [
     ("conv2d-fp16", lambda: _conv("float16"), {}, None),
     ("conv2d-bf16-no-device", lambda: _conv("bfloat16"), {}, None),
     ("conv2d-bf16-sm80", lambda: _conv("bfloat16"), {"device_capability": (8, 0)}, None),
-    ("conv2d-bf16-sm75", lambda: _conv("bfloat16"), {"device_capability": (7, 5)},
-     "dtype bfloat16 needs compute capability 8.0; the device has 7.5"),
-    ("conv2d-fp64", lambda: _conv("float64"), {},
-     "dtype float64 is not supported (the engine's nn.conv2d takes bfloat16, float16, float32)"),
-    ("conv2d-weight-from-input", lambda: _conv(weight_from_input=True), {"use_implicit_batch": False},
-     "the weight is computed from the graph inputs; the engine needs it constant"),
+    (
+        "conv2d-bf16-sm75",
+        lambda: _conv("bfloat16"),
+        {"device_capability": (7, 5)},
+        "dtype bfloat16 needs compute capability 8.0; the device has 7.5",
+    ),
+    (
+        "conv2d-fp64",
+        lambda: _conv("float64"),
+        {},
+        "dtype float64 is not supported (the engine's nn.conv2d takes bfloat16, float16, float32)",
+    ),
+    (
+        "conv2d-weight-from-input",
+        lambda: _conv(weight_from_input=True),
+        {"use_implicit_batch": False},
+        "the weight is computed from the graph inputs; the engine needs it constant",
+    ),
     ("conv2d-weight-from-constants", lambda: _conv(weight_from_consts=True), {}, None),
-    ("dense-weight-from-input", _dense_weight_input, {"use_implicit_batch": False},
-     "the weight is computed from the graph inputs"),
+    (
+        "dense-weight-from-input",
+        _dense_weight_input,
+        {"use_implicit_batch": False},
+        "the weight is computed from the graph inputs",
+    ),
     ("batch_norm-constant-params", lambda: _batch_norm(False), {}, None),
-    ("batch_norm-params-from-input", lambda: _batch_norm(True), {"use_implicit_batch": False},
-     "a batch-norm parameter (gamma, beta, mean or variance) is computed from the graph inputs"),
+    (
+        "batch_norm-params-from-input",
+        lambda: _batch_norm(True),
+        {"use_implicit_batch": False},
+        "a batch-norm parameter (gamma, beta, mean or variance) is computed from the graph inputs",
+    ),
     ("add-int32", lambda: one_op_graph("add", TensorType("int32", (B, 4)), TensorType("int32", (B, 4))), {}, None),
     ("add-int64", lambda: one_op_graph("add", TensorType("int64", (B, 4)), TensorType("int64", (B, 4))), {}, None),
-    ("add-fp64", lambda: one_op_graph("add", TensorType("float64", (B, 4)), TensorType("float64", (B, 4))), {},
-     "dtype float64 is not supported"),
+    (
+        "add-fp64",
+        lambda: one_op_graph("add", TensorType("float64", (B, 4)), TensorType("float64", (B, 4))),
+        {},
+        "dtype float64 is not supported",
+    ),
     ("exp-int64", lambda: one_op_graph("exp", TensorType("int64", (B, 4))), {}, "dtype int64 is not supported"),
     ("less-bool-output", lambda: one_op_graph("less", f32(B, 4), f32(B, 4)), {}, None),
     ("cast-to-fp64", lambda: one_op_graph("cast", f32(B, 4), dtype="float64"), {}, "dtype float64 is not supported"),
     ("cast-to-int8", lambda: one_op_graph("cast", f32(B, 4), dtype="int8"), {}, "dtype int8 is not supported"),
-    ("relu-forced-out", lambda: one_op_graph("nn.relu", f32(B, 4)), {"torch_executed_ops": ("nn.relu",)},
-     "forced out by torch_executed_ops"),
+    (
+        "relu-forced-out",
+        lambda: one_op_graph("nn.relu", f32(B, 4)),
+        {"torch_executed_ops": ("nn.relu",)},
+        "forced out by torch_executed_ops",
+    ),
     ("opaque-cumsum", _opaque_cumsum, {}, "no IR op: torch.aten.cumsum.default runs through PyTorch"),
-    ("opaque-cumsum-explicit-batch", _opaque_cumsum, {"use_implicit_batch": False},
-     "no IR op: torch.aten.cumsum.default runs through PyTorch"),
-    ("no-rule", lambda: one_op_graph("test_partition.double", f32(B, 4)), {},
-     "the engine has no support rule for test_partition.double"),
+    (
+        "opaque-cumsum-explicit-batch",
+        _opaque_cumsum,
+        {"use_implicit_batch": False},
+        "no IR op: torch.aten.cumsum.default runs through PyTorch",
+    ),
+    (
+        "no-rule",
+        lambda: one_op_graph("test_partition.double", f32(B, 4)),
+        {},
+        "the engine has no support rule for test_partition.double",
+    ),
     ("plugin-rule-no-device", lambda: one_op_graph("test_partition.triple", f32(B, 4)), {}, None),
     ("plugin-rule-sm90", lambda: one_op_graph("test_partition.triple", f32(B, 4)), {"device_capability": (9, 0)}, None),
-    ("plugin-rule-sm80", lambda: one_op_graph("test_partition.triple", f32(B, 4)), {"device_capability": (8, 0)},
-     "test_partition.triple needs compute capability 9.0, the device has 8.0"),
-    ("plugin-rule-old-engine", lambda: one_op_graph("test_partition.triple", f32(B, 4)), {"version": (0, 1, 0)},
-     "test_partition.triple needs engine version 0.2.0 or newer (targeting 0.1.0)"),
-    ("plugin-rule-check", lambda: one_op_graph("test_partition.triple", f32(B, 4), ok=False), {},
-     "ok=False is not supported"),
-    ("plugin-rule-dtype", lambda: one_op_graph("test_partition.triple", TensorType("float16", (B, 4))), {},
-     "dtype float16 is not supported"),
+    (
+        "plugin-rule-sm80",
+        lambda: one_op_graph("test_partition.triple", f32(B, 4)),
+        {"device_capability": (8, 0)},
+        "test_partition.triple needs compute capability 9.0, the device has 8.0",
+    ),
+    (
+        "plugin-rule-old-engine",
+        lambda: one_op_graph("test_partition.triple", f32(B, 4)),
+        {"version": (0, 1, 0)},
+        "test_partition.triple needs engine version 0.2.0 or newer (targeting 0.1.0)",
+    ),
+    (
+        "plugin-rule-check",
+        lambda: one_op_graph("test_partition.triple", f32(B, 4), ok=False),
+        {},
+        "ok=False is not supported",
+    ),
+    (
+        "plugin-rule-dtype",
+        lambda: one_op_graph("test_partition.triple", TensorType("float16", (B, 4))),
+        {},
+        "dtype float16 is not supported",
+    ),
 ]
 CASES += [(f"{op}-v0.3", build, {}, None) for op, build in V0_3_OPS.items()]
-CASES += [(f"{op}-v0.2", build, {"version": (0, 2, 0)},
-           f"{op} needs engine version 0.3.0 or newer (targeting 0.2.0)") for op, build in V0_3_OPS.items()]
+CASES += [
+    (f"{op}-v0.2", build, {"version": (0, 2, 0)}, f"{op} needs engine version 0.3.0 or newer (targeting 0.2.0)")
+    for op, build in V0_3_OPS.items()
+]
 CASES += [(f"{op}-v0.2", build, {}, None) for op, build in V0_2_OPS.items()]
-CASES += [(f"{op}-v0.1", build, {"version": (0, 1, 0)},
-           f"{op} needs engine version 0.2.0 or newer (targeting 0.1.0)") for op, build in V0_2_OPS.items()]
+CASES += [
+    (f"{op}-v0.1", build, {"version": (0, 1, 0)}, f"{op} needs engine version 0.2.0 or newer (targeting 0.1.0)")
+    for op, build in V0_2_OPS.items()
+]
 
 
 @pytest.mark.parametrize("build,options,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -189,8 +252,10 @@ def test_support_reason_directly():
     node = graph.nodes[0]
     assert support_reason(node, SupportContext(graph=graph)) is None
     assert support_reason(node, SupportContext(graph=graph, device_capability=(7, 0))).startswith("dtype bfloat16")
-    assert support_reason(node, SupportContext(graph=graph, torch_executed_ops=frozenset({"nn.conv2d"}))) \
+    assert (
+        support_reason(node, SupportContext(graph=graph, torch_executed_ops=frozenset({"nn.conv2d"})))
         == "forced out by torch_executed_ops"
+    )
 
 
 def test_rule_answering_false_is_an_error():
@@ -227,8 +292,11 @@ def test_every_ir_op_has_a_rule_and_every_rule_an_ir_op():
     # "engine." ops are the engine's own fused ops: its passes make them inside plans, no frontend does; ops that
     # tests register (here and in other test modules of the same run) are not tensorforge's
     registered = ir.registered_ops()
-    ir_ops = {name for name, opdef in registered.items()
-              if opdef.compute.__module__.startswith("tensorforge.") and not name.startswith("engine.")}
+    ir_ops = {
+        name
+        for name, opdef in registered.items()
+        if opdef.compute.__module__.startswith("tensorforge.") and not name.startswith("engine.")
+    }
     rules = {name for name in registered_rules() if not name.startswith("test_partition.")}
     assert rules <= set(registered), f"rules for ops the IR does not have: {sorted(rules - set(registered))}"
     # `subgraph` is what partitioning produces; it is never offloaded again

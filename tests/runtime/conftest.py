@@ -45,6 +45,10 @@ def fallback_net():
 
 @pytest.fixture(autouse=True)
 def _no_env_overrides(monkeypatch):
-    for name in ("TENSORFORGE_USE_FP16", "TENSORFORGE_CACHE_DIR", "TENSORFORGE_MAX_WORKSPACE_SIZE",
-                 "TENSORFORGE_MULTI_ENGINE"):
+    for name in (
+        "TENSORFORGE_USE_FP16",
+        "TENSORFORGE_CACHE_DIR",
+        "TENSORFORGE_MAX_WORKSPACE_SIZE",
+        "TENSORFORGE_MULTI_ENGINE",
+    ):
         monkeypatch.delenv(name, raising=False)

@@ -15,8 +15,9 @@ def rel_err(a, b) -> float:
 def test_tvm_style_partition_build_save_load(small_net, tmp_path):
     x = torch.randn(2, 3, 16, 16)
     graph = forge.frontends.from_torch(small_net, (x,))
-    graph, config = forge.partition_for_tensorforge(graph, min_block_size=1, remove_no_mac_subgraphs=False,
-                                                    use_implicit_batch=True, max_workspace_size=1 << 30)
+    graph, config = forge.partition_for_tensorforge(
+        graph, min_block_size=1, remove_no_mac_subgraphs=False, use_implicit_batch=True, max_workspace_size=1 << 30
+    )
     module = forge.build(graph, config, device="cpu")
     y = module(x)
     module.save(tmp_path / "model.tforge")
@@ -27,8 +28,9 @@ def test_tvm_style_partition_build_save_load(small_net, tmp_path):
 
 def test_convert_returns_a_working_engine_module(small_net):
     x = torch.randn(1, 3, 16, 16)
-    trt_model = forge.convert(small_net, [x], fp16_mode=False, max_batch_size=4, device="cpu",
-                              input_names=["image"], output_names=["logits"])
+    trt_model = forge.convert(
+        small_net, [x], fp16_mode=False, max_batch_size=4, device="cpu", input_names=["image"], output_names=["logits"]
+    )
     assert isinstance(trt_model, forge.EngineModule) and isinstance(trt_model, torch.nn.Module)
     assert [p.max_batch for p in trt_model.plans()["tensorforge_0"]] == [4]  # built ahead for max_batch_size
     assert [v.name for v in trt_model.graph.inputs] == ["image"]
@@ -62,6 +64,7 @@ def test_compile_passes_partition_options(fallback_net):
 
 
 # -- extension points ---------------------------------------------------------------------------------
+
 
 @torch.library.custom_op("tftest_api::scale_shift", mutates_args=())
 def scale_shift(x: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -71,8 +71,12 @@ def test_corrupt_cache_file_is_rebuilt_with_a_warning(small_net, tmp_path):
 
 
 def _run(cache_dir, tests_dir):
-    return subprocess.Popen([sys.executable, "-c", SCRIPT.format(tests=str(tests_dir), cache=str(cache_dir))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT.format(tests=str(tests_dir), cache=str(cache_dir))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_cache_is_shared_across_processes(tmp_path, request):

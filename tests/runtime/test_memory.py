@@ -96,8 +96,9 @@ def test_a_loaded_module_runs_on_its_saved_plans_and_saves_its_region_weights_ag
     assert all(len(plans) == 1 for plans in module.plans().values())
     assert devices(region_weights(module)) == {"cpu"}
     rebuildable = forge.EngineModule()
-    rebuildable.load_state_dict({"tforge": torch.frombuffer(bytearray(module.to_bytes(rebuildable=True)),
-                                                            dtype=torch.uint8)})  # written from the host copies
+    rebuildable.load_state_dict(
+        {"tforge": torch.frombuffer(bytearray(module.to_bytes(rebuildable=True)), dtype=torch.uint8)}
+    )  # written from the host copies
     assert devices(region_weights(rebuildable)) == {"cpu"}
     again = forge.EngineModule()
     again.load_state_dict(module.state_dict())  # each weight once: the plans hold the regions' weights

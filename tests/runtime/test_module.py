@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tensorforge as forge
-from tensorforge.engine import BuildError, BuilderConfig
+from tensorforge.engine import BuilderConfig, BuildError
 from tensorforge.runtime import RuntimeOptions
 
 REL_TOL = 1e-4
@@ -83,8 +83,9 @@ def test_environment_variables_override_options(monkeypatch, tmp_path):
     monkeypatch.setenv("TENSORFORGE_MAX_WORKSPACE_SIZE", "4096")
     monkeypatch.setenv("TENSORFORGE_MULTI_ENGINE", "1")
     options = RuntimeOptions().with_env()
-    assert options == RuntimeOptions(BuilderConfig(fp16=True, max_workspace_size=4096), cache_dir=str(tmp_path),
-                                     multi_engine=1)
+    assert options == RuntimeOptions(
+        BuilderConfig(fp16=True, max_workspace_size=4096), cache_dir=str(tmp_path), multi_engine=1
+    )
     monkeypatch.setenv("TENSORFORGE_MULTI_ENGINE", "2")
     with pytest.raises(ValueError, match="multi_engine"):
         RuntimeOptions().with_env()
@@ -106,13 +107,16 @@ def test_environment_cache_dir_reaches_the_module(monkeypatch, tmp_path, small_n
     assert len(list(tmp_path.glob("*.plan"))) == 1
 
 
-@pytest.mark.parametrize("bad, message", [
-    (lambda: (torch.randn(2, 3, 16, 16), torch.randn(1)), "takes 1 inputs"),
-    (lambda: (torch.randn(2, 3, 15, 16),), "dimension 2 must be 16"),
-    (lambda: (torch.randn(2, 3, 16),), "rank 4"),
-    (lambda: (torch.randn(2, 3, 16, 16, dtype=torch.float64),), "expected dtype float32"),
-    (lambda: ([[1.0]],), "must be a torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda: (torch.randn(2, 3, 16, 16), torch.randn(1)), "takes 1 inputs"),
+        (lambda: (torch.randn(2, 3, 15, 16),), "dimension 2 must be 16"),
+        (lambda: (torch.randn(2, 3, 16),), "rank 4"),
+        (lambda: (torch.randn(2, 3, 16, 16, dtype=torch.float64),), "expected dtype float32"),
+        (lambda: ([[1.0]],), "must be a torch.Tensor"),
+    ],
+)
 def test_wrong_inputs_are_clear_errors(small_net, bad, message):
     module = compiled(small_net, torch.randn(2, 3, 16, 16))
     with pytest.raises((ValueError, TypeError), match=message):

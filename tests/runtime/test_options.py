@@ -17,12 +17,27 @@ from tensorforge.runtime import RuntimeOptions
 from tensorforge.runtime.options import MACHINE_FIELDS, OPTION_NAMES, SAVED_FIELDS
 
 # every builder option -> a value other than its default (the first test keeps this table complete)
-CHANGED = {"fp16": True, "bf16": True, "tf32": False, "strict_types": True, "max_workspace_size": 1 << 20,
-           "optimization_level": 0, "timing_cache": "TIMING", "max_streams": 2}
+CHANGED = {
+    "fp16": True,
+    "bf16": True,
+    "tf32": False,
+    "strict_types": True,
+    "max_workspace_size": 1 << 20,
+    "optimization_level": 0,
+    "timing_cache": "TIMING",
+    "max_streams": 2,
+}
 # the same through the command line
-CLI_FLAGS = {"fp16": ["--fp16"], "bf16": ["--bf16"], "tf32": ["--no-tf32"], "strict_types": ["--strict-types"],
-             "max_workspace_size": ["--workspace", "1M"], "optimization_level": ["--optimization-level", "0"],
-             "timing_cache": ["--timing-cache", "TIMING"], "max_streams": ["--max-streams", "2"]}
+CLI_FLAGS = {
+    "fp16": ["--fp16"],
+    "bf16": ["--bf16"],
+    "tf32": ["--no-tf32"],
+    "strict_types": ["--strict-types"],
+    "max_workspace_size": ["--workspace", "1M"],
+    "optimization_level": ["--optimization-level", "0"],
+    "timing_cache": ["--timing-cache", "TIMING"],
+    "max_streams": ["--max-streams", "2"],
+}
 
 
 def changed(name: str, tmp_path) -> object:
@@ -38,9 +53,9 @@ def test_the_tables_name_every_builder_option():
     fields = {f.name for f in dataclasses.fields(BuilderConfig)}
     assert set(CHANGED) == set(CLI_FLAGS) == fields
     assert all(getattr(BuilderConfig(), name) != value for name, value in CHANGED.items())
-    assert OPTION_NAMES == fields | {"cache_dir", "multi_engine", "cuda_graph", "max_batch_size"}
+    assert fields | {"cache_dir", "multi_engine", "cuda_graph", "max_batch_size"} == OPTION_NAMES
     assert set(SAVED_FIELDS) == OPTION_NAMES - MACHINE_FIELDS
-    assert MACHINE_FIELDS == {"cache_dir", "max_workspace_size", "timing_cache"}
+    assert {"cache_dir", "max_workspace_size", "timing_cache"} == MACHINE_FIELDS
 
 
 @pytest.mark.parametrize("name", sorted(CHANGED))
@@ -50,14 +65,22 @@ def test_every_builder_option_reaches_every_entry_point(name, tmp_path):
     graph, config = forge.partition_for_tensorforge(forge.frontends.from_torch(model, (x,)))
     modules = {
         "build": forge.build(graph, config, device="cpu", **{name: value}),
-        "build(options=)": forge.build(graph, config, device="cpu",
-                                       options=RuntimeOptions(BuilderConfig(**{name: value}))),
+        "build(options=)": forge.build(
+            graph, config, device="cpu", options=RuntimeOptions(BuilderConfig(**{name: value}))
+        ),
         "compile": forge.compile(model, (x,), device="cpu", **{name: value}),
     }
     torch2trt_name = "fp16_mode" if name == "fp16" else name  # convert's own name for it
     modules["convert"] = forge.convert(model, [x], device="cpu", **{torch2trt_name: value})
-    args = build_parser().parse_args(["build", "resnet18", "-o", "x.tforge", *[
-        str(tmp_path / "timing.json") if flag == "TIMING" else flag for flag in CLI_FLAGS[name]]])
+    args = build_parser().parse_args(
+        [
+            "build",
+            "resnet18",
+            "-o",
+            "x.tforge",
+            *[str(tmp_path / "timing.json") if flag == "TIMING" else flag for flag in CLI_FLAGS[name]],
+        ]
+    )
     modules["cli"] = forge.build(graph, config, device="cpu", options=_runtime_options(args))
     for entry, module in modules.items():
         assert getattr(module.builder_config, name) == value, entry
@@ -80,52 +103,88 @@ def test_the_plan_cache_key_changes_with_every_builder_option(name, tmp_path):
 
 def test_saved_options_round_trip_and_the_machine_decides_its_resources(tmp_path):
     model, x = linear(), torch.randn(2, 8)
-    saved = {"bf16": True, "tf32": False, "strict_types": True, "optimization_level": 1, "max_streams": 3,
-             "multi_engine": 1, "cuda_graph": False, "max_batch_size": 16}
+    saved = {
+        "bf16": True,
+        "tf32": False,
+        "strict_types": True,
+        "optimization_level": 1,
+        "max_streams": 3,
+        "multi_engine": 1,
+        "cuda_graph": False,
+        "max_batch_size": 16,
+    }
     assert set(saved) | {"fp16"} == set(SAVED_FIELDS)
-    module = forge.compile(model, (x,), device="cpu", fp16=True, cache_dir=str(tmp_path / "a"),
-                           max_workspace_size=1 << 20, timing_cache=str(tmp_path / "t.json"), **saved)
+    module = forge.compile(
+        model,
+        (x,),
+        device="cpu",
+        fp16=True,
+        cache_dir=str(tmp_path / "a"),
+        max_workspace_size=1 << 20,
+        timing_cache=str(tmp_path / "t.json"),
+        **saved,
+    )
     module.save(tmp_path / "m.tforge")
     loaded = forge.load(tmp_path / "m.tforge", device="cpu")
     assert loaded.options.saved() == module.options.saved() == {"fp16": True, **saved}
-    assert (loaded.options.cache_dir, loaded.builder_config.max_workspace_size,
-            loaded.builder_config.timing_cache) == (None, 1 << 30, None)
-    mine = forge.load(tmp_path / "m.tforge", device="cpu", cache_dir=str(tmp_path / "b"), max_workspace_size=1 << 21,
-                      timing_cache=str(tmp_path / "mine.json"))
+    assert (loaded.options.cache_dir, loaded.builder_config.max_workspace_size, loaded.builder_config.timing_cache) == (
+        None,
+        1 << 30,
+        None,
+    )
+    mine = forge.load(
+        tmp_path / "m.tforge",
+        device="cpu",
+        cache_dir=str(tmp_path / "b"),
+        max_workspace_size=1 << 21,
+        timing_cache=str(tmp_path / "mine.json"),
+    )
     assert (mine.options.cache_dir, mine.builder_config.max_workspace_size, mine.builder_config.timing_cache) == (
-        str(tmp_path / "b"), 1 << 21, str(tmp_path / "mine.json"))
+        str(tmp_path / "b"),
+        1 << 21,
+        str(tmp_path / "mine.json"),
+    )
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"strict_types": 1}, "options.strict_types must be bool, got 1"),
-    ({"optimization_level": 3.0}, "options.optimization_level must be int"),
-    ({"max_batch_size": "8"}, "options.max_batch_size must be int or null"),
-    ({"optimization_level": 9}, "optimization_level must be an int from 0 to 5"),
-    ({"multi_engine": 2}, "multi_engine must be 0"),
-    ([1, 2], "options must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"strict_types": 1}, "options.strict_types must be bool, got 1"),
+        ({"optimization_level": 3.0}, "options.optimization_level must be int"),
+        ({"max_batch_size": "8"}, "options.max_batch_size must be int or null"),
+        ({"optimization_level": 9}, "optimization_level must be an int from 0 to 5"),
+        ({"multi_engine": 2}, "multi_engine must be 0"),
+        ([1, 2], "options must be a JSON object"),
+    ],
+)
 def test_saved_options_are_checked_as_data(data, message):
     with pytest.raises(ValueError, match=message):
         RuntimeOptions.from_saved(data)
 
 
 def test_a_file_never_sets_the_machine_resources():
-    options = RuntimeOptions.from_saved({"cache_dir": "/x", "max_workspace_size": 1, "timing_cache": "/y",
-                                         "fp16": True})
+    options = RuntimeOptions.from_saved(
+        {"cache_dir": "/x", "max_workspace_size": 1, "timing_cache": "/y", "fp16": True}
+    )
     assert options == RuntimeOptions(BuilderConfig(fp16=True))
 
 
 def test_options_by_name():
     options = RuntimeOptions().replace(fp16=True, optimization_level=1, cache_dir="plans", multi_engine=1)
-    assert options == RuntimeOptions(BuilderConfig(fp16=True, optimization_level=1), cache_dir="plans",
-                                     multi_engine=1)
+    assert options == RuntimeOptions(BuilderConfig(fp16=True, optimization_level=1), cache_dir="plans", multi_engine=1)
     assert options.replace(builder_config=BuilderConfig(), bf16=True).builder_config == BuilderConfig(bf16=True)
     with pytest.raises(TypeError, match="unknown option.s. fp61; the options are bf16, cache_dir"):
         RuntimeOptions().replace(fp61=True)
     with pytest.raises(TypeError, match="fp61"):
         forge.compile(linear(), (torch.randn(2, 8),), device="cpu", fp61=True)
-    for bad in ({"multi_engine": True}, {"max_batch_size": 0}, {"cuda_graph": 1}, {"max_streams": True},
-                {"max_workspace_size": True}, {"timing_cache": 5}):
+    for bad in (
+        {"multi_engine": True},
+        {"max_batch_size": 0},
+        {"cuda_graph": 1},
+        {"max_streams": True},
+        {"max_workspace_size": True},
+        {"timing_cache": 5},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             RuntimeOptions().replace(**bad)
 
@@ -133,8 +192,11 @@ def test_options_by_name():
 def test_compile_precision_and_options_together():
     model, x = linear(), torch.randn(2, 8)
     module = forge.compile(model, (x,), precision="fp16", optimization_level=0, strict_types=True, device="cpu")
-    assert (module.builder_config.fp16, module.builder_config.optimization_level,
-            module.builder_config.strict_types) == (True, 0, True)
+    assert (
+        module.builder_config.fp16,
+        module.builder_config.optimization_level,
+        module.builder_config.strict_types,
+    ) == (True, 0, True)
     assert forge.compile(model, (x,), precision="fp32-strict", tf32=False, device="cpu").builder_config.tf32 is False
     with pytest.raises(ValueError, match="precision='fp16' means fp16=True, but fp16=False was passed too"):
         forge.compile(model, (x,), precision="fp16", fp16=False, device="cpu")

@@ -31,9 +31,9 @@ def test_save_and_load_in_a_fresh_process(fallback_net, tmp_path):
         torch.save(fallback_net(x), tmp_path / "expected.pt")
     out = _fresh_process(f"""
         import torch, tensorforge as forge
-        m = forge.load({str(tmp_path / 'm.tforge')!r}, device="cpu")
-        x = torch.load({str(tmp_path / 'x.pt')!r})
-        expected = torch.load({str(tmp_path / 'expected.pt')!r})
+        m = forge.load({str(tmp_path / "m.tforge")!r}, device="cpu")
+        x = torch.load({str(tmp_path / "x.pt")!r})
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
         print("plans", sum(len(p) for p in m.plans().values()))
         print("close", torch.allclose(m(x), expected, rtol=1e-4, atol=1e-5))
     """)
@@ -52,9 +52,9 @@ def test_state_dict_round_trip_in_a_fresh_process(small_net, tmp_path):
     out = _fresh_process(f"""
         import torch, tensorforge as forge
         m = forge.EngineModule()
-        m.load_state_dict(torch.load({str(tmp_path / 'm.pth')!r}))   # weights_only: no pickled code
-        x = torch.load({str(tmp_path / 'x.pt')!r})
-        print("close", torch.allclose(m(x), torch.load({str(tmp_path / 'expected.pt')!r}), rtol=1e-4, atol=1e-5))
+        m.load_state_dict(torch.load({str(tmp_path / "m.pth")!r}))   # weights_only: no pickled code
+        x = torch.load({str(tmp_path / "x.pt")!r})
+        print("close", torch.allclose(m(x), torch.load({str(tmp_path / "expected.pt")!r}), rtol=1e-4, atol=1e-5))
         print("plans", [p.max_batch for p in m.plans()["tensorforge_0"]])
     """)
     assert "close True" in out and "plans [2]" in out
@@ -73,6 +73,7 @@ def test_a_newer_module_format_is_refused(small_net, tmp_path):
     module = forge.compile(small_net, (torch.randn(2, 3, 16, 16),), device="cpu")
     module.save(tmp_path / "m.tforge")
     from safetensors import safe_open
+
     with safe_open(str(tmp_path / "m.tforge"), framework="pt") as f:
         meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     doc = json.loads(meta["tensorforge.module"])
@@ -90,6 +91,7 @@ def test_load_state_dict_without_the_key_reports_it():
 def on_another_machine(monkeypatch):
     """From here on, every saved plan was built for another torch version than this process has."""
     import tensorforge.engine.plan as plan_module
+
     real = plan_module.fingerprint
     monkeypatch.setattr(plan_module, "fingerprint", lambda device: {**real(device), "torch": "1.0.0"})
 
@@ -109,14 +111,20 @@ def test_a_saved_plan_for_another_machine_is_rebuilt_with_a_warning(small_net, t
 
 # -- each weight once, and the explicit choice to keep the regions' weights -----------------------------------
 
+
 class Wide(torch.nn.Module):
     """Weights that dwarf everything else a file holds (3 MiB in three dense layers), with no folding or casting to
     change their size inside the plan: file sizes then count weights."""
 
     def __init__(self):
         super().__init__()
-        self.layers = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512),
-                                          torch.nn.ReLU(), torch.nn.Linear(512, 512))
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(512, 512),
+            torch.nn.ReLU(),
+            torch.nn.Linear(512, 512),
+            torch.nn.ReLU(),
+            torch.nn.Linear(512, 512),
+        )
 
     def forward(self, x):
         return self.layers(x)
@@ -152,8 +160,9 @@ def test_a_saved_module_holds_each_weight_once(wide, tmp_path):
     loaded.save(tmp_path / "again.tforge")  # a module loaded without region weights saves as it was loaded
     assert (tmp_path / "again.tforge").stat().st_size == once
     assert torch.equal(forge.load(tmp_path / "again.tforge", device="cpu")(x), loaded(x))
-    with pytest.raises(ValueError, match="loaded without the weights of regions tensorforge_0.*cannot be saved "
-                                         "rebuildable"):
+    with pytest.raises(
+        ValueError, match="loaded without the weights of regions tensorforge_0.*cannot be saved rebuildable"
+    ):
         loaded.save(tmp_path / "never.tforge", rebuildable=True)
 
 
@@ -178,10 +187,12 @@ def test_a_plan_that_cannot_run_here_and_no_region_weights_is_a_clear_error(wide
     _, module, _, _ = wide
     module.save(tmp_path / "m.tforge")
     on_another_machine(monkeypatch)
-    with pytest.raises(forge.engine.PlanCompatibilityError,
-                       match=r"region 'tensorforge_0' cannot run here \(.*built with torch.*\), and the file holds no "
-                             r"weights to rebuild it from.*module.save\(path, rebuildable=True\) \(tensorforge build "
-                             r"--rebuildable\)"):
+    with pytest.raises(
+        forge.engine.PlanCompatibilityError,
+        match=r"region 'tensorforge_0' cannot run here \(.*built with torch.*\), and the file holds no "
+        r"weights to rebuild it from.*module.save\(path, rebuildable=True\) \(tensorforge build "
+        r"--rebuildable\)",
+    ):
         forge.load(tmp_path / "m.tforge", device="cpu")
 
 
@@ -189,8 +200,11 @@ def test_a_batch_above_the_saved_plans_without_region_weights_is_a_clear_error(w
     _, module, x, _ = wide
     module.save(tmp_path / "m.tforge")
     loaded = forge.load(tmp_path / "m.tforge", device="cpu")
-    with pytest.raises(ValueError, match=r"needs a plan for batch 8, but this module was saved without the region's "
-                                         r"weights \(its saved plans are for max_batch 4\).*rebuildable=True"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs a plan for batch 8, but this module was saved without the region's "
+        r"weights \(its saved plans are for max_batch 4\).*rebuildable=True",
+    ):
         loaded(torch.randn(8, 512))
     with pytest.raises(ValueError, match="a batch of 0 .* rebuildable=True"):
         loaded(torch.randn(0, 512))

@@ -65,8 +65,13 @@ def warm_module(partitioned):
     return cpu_module(partitioned).build_all(max(BATCHES))
 
 
-def hammer(calls: Sequence[Callable], inputs: list, order: Callable[[int, int], int], *,
-           between: Callable[[], None] | None = None) -> list[list]:
+def hammer(
+    calls: Sequence[Callable],
+    inputs: list,
+    order: Callable[[int, int], int],
+    *,
+    between: Callable[[], None] | None = None,
+) -> list[list]:
     """Thread t calls `calls[t]` CALLS times, on inputs[order(t, k)] at its k-th call, all threads starting at the
     same moment (a barrier). With `between`, every thread waits after its first call until all have made theirs,
     and `between` runs once then (to look at what a cold start built). Returns [thread][call] -> (index, output).
@@ -144,9 +149,14 @@ def test_cold_start_from_eight_threads_builds_each_plan_once(partitioned, pool, 
         order = lambda t, k: usable[(t + k) % len(usable)]  # noqa: E731 - thread t starts on batch 1 or 3
         expected_plans = [1, 3]
     after_cold_start = {}
-    results = hammer([module] * THREADS, inputs, order,
-                     between=lambda: after_cold_start.update(builds=module._cache.builds,
-                                                             plans=sorted(p.max_batch for p in only_plan(module))))
+    results = hammer(
+        [module] * THREADS,
+        inputs,
+        order,
+        between=lambda: after_cold_start.update(
+            builds=module._cache.builds, plans=sorted(p.max_batch for p in only_plan(module))
+        ),
+    )
     assert_all_match_eager(results, expected)
     if multi_engine == 0:
         assert after_cold_start == {"builds": 1, "plans": [2]}, "eight racing first calls build one plan"
@@ -185,8 +195,10 @@ def test_a_context_in_use_on_another_thread_refuses_a_second_caller(warm_module,
     inputs, expected = pool
     (plan,) = only_plan(warm_module)
     module_context, plan_context = warm_module.create_context(), plan.create_execution_context()
-    for context, call in ((module_context, lambda: module_context(inputs[0])),
-                          (plan_context, lambda: plan.run(inputs[0], context=plan_context))):
+    for context, call in (
+        (module_context, lambda: module_context(inputs[0])),
+        (plan_context, lambda: plan.run(inputs[0], context=plan_context)),
+    ):
         held, release = threading.Event(), threading.Event()
 
         def hold(context=context, held=held, release=release):
@@ -208,6 +220,7 @@ def test_a_context_in_use_on_another_thread_refuses_a_second_caller(warm_module,
 
 
 # -- on a GPU, CUDA graphs on ------------------------------------------------------------------------------------
+
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("multi_engine", [0, 1])

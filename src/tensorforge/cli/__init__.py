@@ -25,24 +25,41 @@ import os
 import sys
 import traceback
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from .bench import cmd_bench
 from .build import cmd_build
-from .common import (COMPARE_METHODS, DEFAULT_SEQ_LEN, EXIT_ERROR, EXIT_MISMATCH, EXIT_USAGE, PROG, TOLERANCES,
-                     CLIError)
+from .common import COMPARE_METHODS, DEFAULT_SEQ_LEN, EXIT_ERROR, EXIT_MISMATCH, EXIT_USAGE, PROG, TOLERANCES, CLIError
 from .compare import cmd_compare
 from .inspection import cmd_inspect
 from .measure import measure_latencies
 from .run import cmd_run
 from .sources import Source
 
-__all__ = ["main", "build_parser", "measure_latencies", "CLIError", "Source", "PROG", "TOLERANCES",
-           "COMPARE_METHODS", "DEFAULT_SEQ_LEN", "EXIT_ERROR", "EXIT_USAGE", "EXIT_MISMATCH", "cmd_build",
-           "cmd_run", "cmd_bench", "cmd_inspect", "cmd_compare", "cmd_models"]
+__all__ = [
+    "main",
+    "build_parser",
+    "measure_latencies",
+    "CLIError",
+    "Source",
+    "PROG",
+    "TOLERANCES",
+    "COMPARE_METHODS",
+    "DEFAULT_SEQ_LEN",
+    "EXIT_ERROR",
+    "EXIT_USAGE",
+    "EXIT_MISMATCH",
+    "cmd_build",
+    "cmd_run",
+    "cmd_bench",
+    "cmd_inspect",
+    "cmd_compare",
+    "cmd_models",
+]
 
 
 # -- the parser --------------------------------------------------------------------------------------
+
 
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line too (argparse prints the whole usage by default)."""
@@ -85,8 +102,13 @@ def _level(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
-                        help="show tracebacks of errors, warnings of every library and tensorforge's log")
+    common.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks of errors, warnings of every library and tensorforge's log",
+    )
     common.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     def model_options(batch_default: int | None = 1, device_help: str = "cuda if available, else cpu"):
@@ -95,80 +117,143 @@ def build_parser() -> argparse.ArgumentParser:
         precision.add_argument("--fp16", action="store_true", help="let layers run in float16")
         precision.add_argument("--bf16", action="store_true", help="let layers run in bfloat16")
         p.add_argument("--no-tf32", action="store_true", help="full float32 matrix products on the GPU (no TF32)")
-        p.add_argument("--strict-types", action="store_true",
-                       help="with --fp16/--bf16, run every float layer in it, sensitive ones included")
-        p.add_argument("--optimization-level", type=_level, default=3, metavar="0-5",
-                       help="0: first supported tactic per layer; 1-5: time the candidates (4-5: wider search); "
-                            "default 3")
-        p.add_argument("--timing-cache", default=None, metavar="FILE",
-                       help="JSON timing cache that builds read and extend")
-        p.add_argument("--max-streams", type=_positive, default=4, metavar="N",
-                       help="CUDA streams a plan may spread independent branches over (1: one; default 4)")
-        p.add_argument("--batch", type=_positive, default=batch_default,
-                       help=f"batch size the plans are built for (default {batch_default})")
-        p.add_argument("--seq-len", type=_positive, default=None,
-                       help="sequence length of text models (zoo default 128); sizes other symbols of ONNX inputs")
-        p.add_argument("--image-size", type=_positive, default=None,
-                       help="image size of vision zoo models (default 224)")
+        p.add_argument(
+            "--strict-types",
+            action="store_true",
+            help="with --fp16/--bf16, run every float layer in it, sensitive ones included",
+        )
+        p.add_argument(
+            "--optimization-level",
+            type=_level,
+            default=3,
+            metavar="0-5",
+            help="0: first supported tactic per layer; 1-5: time the candidates (4-5: wider search); default 3",
+        )
+        p.add_argument(
+            "--timing-cache", default=None, metavar="FILE", help="JSON timing cache that builds read and extend"
+        )
+        p.add_argument(
+            "--max-streams",
+            type=_positive,
+            default=4,
+            metavar="N",
+            help="CUDA streams a plan may spread independent branches over (1: one; default 4)",
+        )
+        p.add_argument(
+            "--batch",
+            type=_positive,
+            default=batch_default,
+            help=f"batch size the plans are built for (default {batch_default})",
+        )
+        p.add_argument(
+            "--seq-len",
+            type=_positive,
+            default=None,
+            help="sequence length of text models (zoo default 128); sizes other symbols of ONNX inputs",
+        )
+        p.add_argument(
+            "--image-size", type=_positive, default=None, help="image size of vision zoo models (default 224)"
+        )
         p.add_argument("--cache-dir", default=None, help="cache built plans on disk here")
         p.add_argument("--min-block-size", type=_positive, default=1, help="smallest region offloaded (nodes)")
-        p.add_argument("--workspace", type=_bytes_arg, default=1 << 30,
-                       help="most activation memory a plan may use, in bytes (512M, 1G accepted; default 1G)")
-        p.add_argument("--implicit-batch", action="store_true",
-                       help="partition in implicit-batch mode (ops that touch the batch axis stay in PyTorch)")
+        p.add_argument(
+            "--workspace",
+            type=_bytes_arg,
+            default=1 << 30,
+            help="most activation memory a plan may use, in bytes (512M, 1G accepted; default 1G)",
+        )
+        p.add_argument(
+            "--implicit-batch",
+            action="store_true",
+            help="partition in implicit-batch mode (ops that touch the batch axis stay in PyTorch)",
+        )
         p.add_argument("--device", default=None, help=f"cpu or cuda[:N] (default {device_help})")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
         return p
 
-    parser = _Parser(prog=PROG, description="Make trained models fast for inference: build, run, bench, "
-                     "inspect and compare tensorforge modules.", epilog="zoo models: run `tensorforge models`")
+    parser = _Parser(
+        prog=PROG,
+        description="Make trained models fast for inference: build, run, bench, "
+        "inspect and compare tensorforge modules.",
+        epilog="zoo models: run `tensorforge models`",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", default=False, help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("build", parents=[common, model_options()], help="convert, partition and build a model; "
-                       "save one .tforge", description="Convert MODEL, partition it, build every plan for --batch "
-                       "and save one .tforge file.")
+    p = sub.add_parser(
+        "build",
+        parents=[common, model_options()],
+        help="convert, partition and build a model; save one .tforge",
+        description="Convert MODEL, partition it, build every plan for --batch and save one .tforge file.",
+    )
     p.add_argument("model", metavar="MODEL", help="an .onnx file or a zoo name (tensorforge models)")
     p.add_argument("-o", "--output", required=True, help="the .tforge file to write")
-    p.add_argument("--rebuildable", action="store_true",
-                   help="also keep the regions' weights, so the plans can be rebuilt on another GPU or tensorforge "
-                        "version (about twice the file size)")
+    p.add_argument(
+        "--rebuildable",
+        action="store_true",
+        help="also keep the regions' weights, so the plans can be rebuilt on another GPU or tensorforge "
+        "version (about twice the file size)",
+    )
     p.set_defaults(run=cmd_build)
 
-    p = sub.add_parser("run", parents=[common], help="run a .tforge on arrays from .npy/.npz",
-                       description="Load PLAN, feed it inputs, write or summarize its outputs.")
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run a .tforge on arrays from .npy/.npz",
+        description="Load PLAN, feed it inputs, write or summarize its outputs.",
+    )
     p.add_argument("plan", metavar="PLAN", help="a .tforge file")
     p.add_argument("--input", "-i", required=True, help=".npy (one-input models) or .npz (keys = input names)")
     p.add_argument("--output", "-o", default=None, help=".npz (keys = output names) or .npy (one output)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default cuda if available, else cpu)")
     p.set_defaults(run=cmd_run)
 
-    p = sub.add_parser("bench", parents=[common, model_options()], help="latency percentiles, throughput, peak "
-                       "memory", description="Time PLAN or MODEL: p50/p90/p99 latency, throughput and peak "
-                       "memory; with --compare, PyTorch eager / torch.compile / onnxruntime in the same run.")
+    p = sub.add_parser(
+        "bench",
+        parents=[common, model_options()],
+        help="latency percentiles, throughput, peak memory",
+        description="Time PLAN or MODEL: p50/p90/p99 latency, throughput and peak "
+        "memory; with --compare, PyTorch eager / torch.compile / onnxruntime in the same run.",
+    )
     p.add_argument("target", metavar="PLAN|MODEL", help="a .tforge file, an .onnx file or a zoo name")
     p.add_argument("--iters", type=_positive, default=100, help="timed iterations (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="untimed iterations first (default 10)")
-    p.add_argument("--compare", default=None, metavar="METHODS",
-                   help="comma-separated: eager, compile (zoo models), onnxruntime (.onnx files)")
+    p.add_argument(
+        "--compare",
+        default=None,
+        metavar="METHODS",
+        help="comma-separated: eager, compile (zoo models), onnxruntime (.onnx files)",
+    )
     p.set_defaults(run=cmd_bench)
 
-    p = sub.add_parser("inspect", parents=[common, model_options(batch_default=None, device_help="cpu for MODEL")],
-                       help="regions, fallback reasons, layers, tactics, MACs, arena sizes",
-                       description="Show the regions, every reason a node stayed in PyTorch, the layers of each "
-                       "plan with their tactic and precision, MACs/FLOPs and arena sizes. For a MODEL the plans are "
-                       "built first (at --batch, default 1, on --device, default cpu).")
+    p = sub.add_parser(
+        "inspect",
+        parents=[common, model_options(batch_default=None, device_help="cpu for MODEL")],
+        help="regions, fallback reasons, layers, tactics, MACs, arena sizes",
+        description="Show the regions, every reason a node stayed in PyTorch, the layers of each "
+        "plan with their tactic and precision, MACs/FLOPs and arena sizes. For a MODEL the plans are "
+        "built first (at --batch, default 1, on --device, default cpu).",
+    )
     p.add_argument("target", metavar="PLAN|MODEL", help="a .tforge file, an .onnx file or a zoo name")
-    p.add_argument("--layers", type=int, default=None, metavar="N",
-                   help="show the first N layers of each plan (default all; -1 all)")
+    p.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="show the first N layers of each plan (default all; -1 all)",
+    )
     p.set_defaults(run=cmd_inspect)
 
-    p = sub.add_parser("compare", parents=[common, model_options()], help="outputs against the source framework",
-                       description="Build MODEL and compare its outputs with PyTorch eager (zoo models, float32) or "
-                       "onnxruntime (.onnx files). Exit code 3 when an output's max relative error exceeds the "
-                       f"tolerance ({', '.join(f'{k} {v:g}' for k, v in TOLERANCES.items())}).")
+    p = sub.add_parser(
+        "compare",
+        parents=[common, model_options()],
+        help="outputs against the source framework",
+        description="Build MODEL and compare its outputs with PyTorch eager (zoo models, float32) or "
+        "onnxruntime (.onnx files). Exit code 3 when an output's max relative error exceeds the "
+        f"tolerance ({', '.join(f'{k} {v:g}' for k, v in TOLERANCES.items())}).",
+    )
     p.add_argument("model", metavar="MODEL", help="an .onnx file or a zoo name")
     p.add_argument("--rtol", type=float, default=None, help="tolerance on max |a - e| / max |e| (default by precision)")
     p.set_defaults(run=cmd_compare)
@@ -180,10 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_models(args) -> int:
     from .. import models
+
     if args.json:
-        print(json.dumps([{"name": e.name, "family": e.family, "description": e.description,
-                           "inputs": list(e.input_names), "outputs": list(e.output_names)}
-                          for e in models.ZOO.values()], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": e.name,
+                        "family": e.family,
+                        "description": e.description,
+                        "inputs": list(e.input_names),
+                        "outputs": list(e.output_names),
+                    }
+                    for e in models.ZOO.values()
+                ],
+                indent=2,
+            )
+        )
     else:
         print(models.describe())
     return 0
@@ -192,12 +290,14 @@ def cmd_models(args) -> int:
 def _version() -> str:
     try:
         from importlib.metadata import version
+
         return version("tensorforge")
     except Exception:
         return "unknown"
 
 
 # -- main --------------------------------------------------------------------------------------------
+
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__

@@ -22,19 +22,27 @@ def cmd_bench(args) -> int:
         if m not in COMPARE_METHODS:
             raise CLIError(f"--compare {m!r}: choose from {', '.join(COMPARE_METHODS)}")
         if source.kind == "plan":
-            raise CLIError("--compare needs the source model (a zoo name or an .onnx file): a .tforge file holds "
-                           "only the compiled module")
+            raise CLIError(
+                "--compare needs the source model (a zoo name or an .onnx file): a .tforge file holds "
+                "only the compiled module"
+            )
         if m in ("eager", "compile") and source.kind != "zoo":
             raise CLIError(f"--compare {m}: an .onnx file has no PyTorch model; compare it with onnxruntime")
         if m == "onnxruntime" and source.kind != "onnx":
             raise CLIError("--compare onnxruntime: only for .onnx models")
     if args.iters < 1 or args.warmup < 0:
         raise CLIError("--iters must be >= 1 and --warmup >= 0")
-    result: dict[str, Any] = {"target": args.target, "device": str(device), "batch": args.batch,
-                              "precision": None, "iters": args.iters, "warmup": args.warmup,
-                              "timer": "cuda events" if device.type == "cuda" else "perf_counter",
-                              "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "n/a",
-                              "methods": {}}
+    result: dict[str, Any] = {
+        "target": args.target,
+        "device": str(device),
+        "batch": args.batch,
+        "precision": None,
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "timer": "cuda events" if device.type == "cuda" else "perf_counter",
+        "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "n/a",
+        "methods": {},
+    }
     input_names, inputs, result["methods"]["tensorforge"], config = _bench_tensorforge(source, device, args)
     precision = result["precision"] = _precision(config.fp16, config.bf16, config.tf32, device)
     failures = []
@@ -47,10 +55,12 @@ def cmd_bench(args) -> int:
             result["methods"][method] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
             failures.append(method)
     base = result["methods"]["tensorforge"]["p50_ms"]
-    result["speedup"] = {m: r["p50_ms"] / base for m, r in result["methods"].items()
-                         if m != "tensorforge" and "p50_ms" in r}
+    result["speedup"] = {
+        m: r["p50_ms"] / base for m, r in result["methods"].items() if m != "tensorforge" and "p50_ms" in r
+    }
     if device.type != "cuda":
         import resource
+
         result["process_max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if args.json:
         print(json.dumps(result, indent=2))
@@ -80,15 +90,19 @@ def _bench_tensorforge(source: Source, device, args) -> tuple[list[str], tuple, 
 
 def _bench_reference(method: str, source: Source, input_names, inputs, device, precision: str, args) -> dict:
     import torch
+
     if method == "onnxruntime":
         session, feed, _ = _onnxruntime_session(source.name, input_names, inputs, device)
         _fresh_peak(device)
-        row = _summarize(measure_latencies(lambda: session.run(None, feed), device, args.warmup, args.iters), args.batch)
+        row = _summarize(
+            measure_latencies(lambda: session.run(None, feed), device, args.warmup, args.iters), args.batch
+        )
         return {**row, "peak_memory_bytes": None, "provider": session.get_providers()[0]}
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     model = source.zoo.model.to(device=device, dtype=dtype)
     typed = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
     from ..engine.precision import tf32_mode
+
     with torch.no_grad(), tf32_mode(precision == "tf32"):
         if method == "eager":
             _fresh_peak(device)
@@ -111,18 +125,24 @@ def _bench_reference(method: str, source: Source, input_names, inputs, device, p
 
 
 def _print_bench(result: dict) -> None:
-    print(f"bench {result['target']} on {result['device']}: batch {result['batch']}, {result['precision']}, "
-          f"{result['iters']} iterations after {result['warmup']} warm-up ({result['timer']})")
+    print(
+        f"bench {result['target']} on {result['device']}: batch {result['batch']}, {result['precision']}, "
+        f"{result['iters']} iterations after {result['warmup']} warm-up ({result['timer']})"
+    )
     header = f"  {'method':<12} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'items/s':>10} {'peak memory':>12}"
     print(header)
     for name, r in result["methods"].items():
         if "error" in r:
             print(f"  {name:<12} failed: {r['error']}")
             continue
-        print(f"  {name:<12} {r['p50_ms']:>9.3f} {r['p90_ms']:>9.3f} {r['p99_ms']:>9.3f} "
-              f"{r['throughput_per_s']:>10.1f} {_bytes(r['peak_memory_bytes']):>12}")
+        print(
+            f"  {name:<12} {r['p50_ms']:>9.3f} {r['p90_ms']:>9.3f} {r['p99_ms']:>9.3f} "
+            f"{r['throughput_per_s']:>10.1f} {_bytes(r['peak_memory_bytes']):>12}"
+        )
     for name, ratio in result["speedup"].items():
         print(f"  tensorforge vs {name}: {ratio:.2f}x {'faster' if ratio >= 1 else 'slower'} (p50)")
     if result["device"] == "cpu":
-        print(f"  peak memory: n/a on the CPU (process max RSS {_bytes(result.get('process_max_rss_bytes'))}, "
-              f"whole process)")
+        print(
+            f"  peak memory: n/a on the CPU (process max RSS {_bytes(result.get('process_max_rss_bytes'))}, "
+            f"whole process)"
+        )

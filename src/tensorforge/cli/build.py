@@ -27,33 +27,53 @@ def cmd_build(args) -> int:
     plans = [(name, p) for name, ps in module.plans().items() for p in ps]
     fallback = sum(1 for n in module.graph.nodes if n.op != "subgraph")
     summary = {
-        "model": source.name, "output": args.output, "file_bytes": os.path.getsize(args.output),
-        "device": str(device), "precision": _requested_precision(args, device), "batch": args.batch,
-        "implicit_batch": args.implicit_batch, "rebuildable": args.rebuildable, "regions": len(module.regions),
+        "model": source.name,
+        "output": args.output,
+        "file_bytes": os.path.getsize(args.output),
+        "device": str(device),
+        "precision": _requested_precision(args, device),
+        "batch": args.batch,
+        "implicit_batch": args.implicit_batch,
+        "rebuildable": args.rebuildable,
+        "regions": len(module.regions),
         "fallback_nodes": fallback,
-        "offloaded_nodes": report.offloaded_nodes, "total_nodes": report.total_nodes, "mac_share": report.mac_share,
-        "plans": [{"region": name, "max_batch": p.max_batch, "layers": len(p.layers),
-                   "arena_bytes": p.peak_activation_bytes} for name, p in plans],
-        "time_s": total, **stages,
+        "offloaded_nodes": report.offloaded_nodes,
+        "total_nodes": report.total_nodes,
+        "mac_share": report.mac_share,
+        "plans": [
+            {"region": name, "max_batch": p.max_batch, "layers": len(p.layers), "arena_bytes": p.peak_activation_bytes}
+            for name, p in plans
+        ],
+        "time_s": total,
+        **stages,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"built {source.name} -> {args.output} ({_bytes(summary['file_bytes'])}) in {total:.1f} s "
-          f"(convert {stages['convert_s']:.1f} s, partition {stages['partition_s']:.1f} s, "
-          f"plans {stages['build_s']:.1f} s)")
-    print(f"  device {device}, precision {summary['precision']}, batch {args.batch}, "
-          f"{'implicit' if args.implicit_batch else 'explicit'} batch")
-    print(f"  regions: {len(module.regions)} ({report.offloaded_nodes}/{report.total_nodes} nodes, "
-          f"{100 * report.mac_share:.1f}% of MACs offloaded); fallback nodes: {fallback}")
+    print(
+        f"built {source.name} -> {args.output} ({_bytes(summary['file_bytes'])}) in {total:.1f} s "
+        f"(convert {stages['convert_s']:.1f} s, partition {stages['partition_s']:.1f} s, "
+        f"plans {stages['build_s']:.1f} s)"
+    )
+    print(
+        f"  device {device}, precision {summary['precision']}, batch {args.batch}, "
+        f"{'implicit' if args.implicit_batch else 'explicit'} batch"
+    )
+    print(
+        f"  regions: {len(module.regions)} ({report.offloaded_nodes}/{report.total_nodes} nodes, "
+        f"{100 * report.mac_share:.1f}% of MACs offloaded); fallback nodes: {fallback}"
+    )
     for name, p in plans:
-        print(f"  plan {name}: {len(p.layers)} layers, arena {_bytes(p.peak_activation_bytes)}, "
-              f"max batch {p.max_batch}")
+        print(
+            f"  plan {name}: {len(p.layers)} layers, arena {_bytes(p.peak_activation_bytes)}, max batch {p.max_batch}"
+        )
     if args.rebuildable:
         print("  with the regions' weights: the plans can be rebuilt on another GPU or library version")
     else:
-        print("  each weight once, in the plans: they run on this device and library versions, up to their max "
-              "batch (--rebuildable keeps the regions' weights for a rebuild)")
+        print(
+            "  each weight once, in the plans: they run on this device and library versions, up to their max "
+            "batch (--rebuildable keeps the regions' weights for a rebuild)"
+        )
     if fallback:
         print(f"  see why {fallback} node{'s' * (fallback != 1)} stayed in PyTorch: {PROG} inspect {args.output}")
     return 0

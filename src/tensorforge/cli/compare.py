@@ -7,12 +7,12 @@ import math
 import sys
 
 from .common import DEFAULT_SEQ_LEN, EXIT_MISMATCH, PROG, TOLERANCES, CLIError
-from .sources import (Source, _as_tuple, _build_module, _device, _flatten, _requested_precision, _resolve,
-                      _source_inputs)
+from .sources import Source, _as_tuple, _build_module, _device, _flatten, _requested_precision, _resolve, _source_inputs
 
 
 def _error_stats(actual, expected) -> dict:
     import torch
+
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
     if a.shape != e.shape:
         raise CLIError(f"output shapes differ: tensorforge {tuple(a.shape)}, reference {tuple(e.shape)}")
@@ -22,17 +22,23 @@ def _error_stats(actual, expected) -> dict:
     scale = e.abs().max().item()
     cos = torch.nn.functional.cosine_similarity(a.flatten(), e.flatten(), dim=0, eps=1e-30).item()
     max_abs = diff.max().item()
-    return {"max_abs": max_abs, "max_rel": max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf),
-            "mean_abs": diff.mean().item(), "cosine": cos}
+    return {
+        "max_abs": max_abs,
+        "max_rel": max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf),
+        "mean_abs": diff.mean().item(),
+        "cosine": cos,
+    }
 
 
 def _onnxruntime_session(path: str, input_names: list[str], inputs, device):
     import numpy as np
+
     try:
         import onnxruntime as ort
     except ImportError:
-        raise CLIError("the onnxruntime package is needed to run the source ONNX model "
-                       "(pip install 'tensorforge[onnx]')") from None
+        raise CLIError(
+            "the onnxruntime package is needed to run the source ONNX model (pip install 'tensorforge[onnx]')"
+        ) from None
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
@@ -48,6 +54,7 @@ def _onnxruntime_session(path: str, input_names: list[str], inputs, device):
 
 def _reference_outputs(source: Source, graph, inputs, device) -> list:
     import torch
+
     if source.kind == "onnx":
         session, feed, names = _onnxruntime_session(source.name, [v.name for v in graph.inputs], inputs, device)
         outs = dict(zip(names, session.run(None, feed)))
@@ -55,6 +62,7 @@ def _reference_outputs(source: Source, graph, inputs, device) -> list:
         order = ours if sorted(names) == sorted(ours) else names
         return [torch.from_numpy(outs[n]) for n in order]
     from ..engine.precision import tf32_mode
+
     model = source.zoo.model.to(device)
     with torch.no_grad(), tf32_mode(False):  # the reference in full float32
         return _flatten(model(*inputs))
@@ -76,22 +84,35 @@ def cmd_compare(args) -> int:
         stats = _error_stats(a, e)
         rows[value.name] = {**stats, "shape": list(a.shape), "ok": stats["max_rel"] <= tolerance}
     reference = "onnxruntime" if source.kind == "onnx" else "pytorch eager (fp32)"
-    doc = {"model": source.name, "device": str(device), "batch": args.batch, "precision": precision,
-           "reference": reference, "tolerance": tolerance, "outputs": rows, "ok": all(r["ok"] for r in rows.values())}
+    doc = {
+        "model": source.name,
+        "device": str(device),
+        "batch": args.batch,
+        "precision": precision,
+        "reference": reference,
+        "tolerance": tolerance,
+        "outputs": rows,
+        "ok": all(r["ok"] for r in rows.values()),
+    }
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(f"compare {source.name} on {device}, batch {args.batch}, {precision}: tensorforge against {reference}, "
-              f"tolerance max rel {tolerance:g}")
+        print(
+            f"compare {source.name} on {device}, batch {args.batch}, {precision}: tensorforge against {reference}, "
+            f"tolerance max rel {tolerance:g}"
+        )
         width = max([len(n) for n in rows] + [6])
-        print(f"  {'output':<{width}}  {'shape':<18} {'max abs':>10} {'max rel':>10} {'mean abs':>10} "
-              f"{'cosine':>10}")
+        print(f"  {'output':<{width}}  {'shape':<18} {'max abs':>10} {'max rel':>10} {'mean abs':>10} {'cosine':>10}")
         for name, r in rows.items():
-            print(f"  {name:<{width}}  {str(tuple(r['shape'])):<18} {r['max_abs']:>10.3g} {r['max_rel']:>10.3g} "
-                  f"{r['mean_abs']:>10.3g} {r['cosine']:>10.6f}  {'ok' if r['ok'] else 'MISMATCH'}")
+            print(
+                f"  {name:<{width}}  {str(tuple(r['shape'])):<18} {r['max_abs']:>10.3g} {r['max_rel']:>10.3g} "
+                f"{r['mean_abs']:>10.3g} {r['cosine']:>10.6f}  {'ok' if r['ok'] else 'MISMATCH'}"
+            )
     if not doc["ok"]:
         bad = [f"{n} ({r['max_rel']:.3g})" for n, r in rows.items() if not r["ok"]]
-        print(f"{PROG}: error: max rel error beyond the tolerance {tolerance:g} ({precision}): {', '.join(bad)}",
-              file=sys.stderr)
+        print(
+            f"{PROG}: error: max rel error beyond the tolerance {tolerance:g} ({precision}): {', '.join(bad)}",
+            file=sys.stderr,
+        )
         return EXIT_MISMATCH
     return 0

@@ -18,8 +18,9 @@ def _graph_macs(module, batch: int) -> int:
         if node.op == "subgraph":
             total += module.regions[node.attrs["callee"]].macs(env)
         else:
-            total += node.opdef.count_macs([v.type for v in node.inputs], [v.type for v in node.outputs],
-                                           node.attrs, env)
+            total += node.opdef.count_macs(
+                [v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs, env
+            )
     return total
 
 
@@ -27,12 +28,28 @@ def _plan_doc(plan) -> dict:
     macs = sum(layer.macs for layer in plan.layers)
     tactics = collections.Counter(layer.tactic for layer in plan.layers)
     c = plan.config
-    return {"max_batch": plan.max_batch, "device": str(plan.device), "built_on": plan.fingerprint.get("device_name"),
-            "precision": _precision(c.fp16, c.bf16, c.tf32, plan.device), "layers_count": len(plan.layers),
-            "arena_bytes": plan.peak_activation_bytes, "macs": macs, "flops": 2 * macs, "passes": plan.counters,
-            "tactics": dict(tactics),
-            "layers": [{"name": layer.name, "op": layer.op, "tactic": layer.tactic, "precision": layer.precision,
-                        "macs": layer.macs} for layer in plan.layers]}
+    return {
+        "max_batch": plan.max_batch,
+        "device": str(plan.device),
+        "built_on": plan.fingerprint.get("device_name"),
+        "precision": _precision(c.fp16, c.bf16, c.tf32, plan.device),
+        "layers_count": len(plan.layers),
+        "arena_bytes": plan.peak_activation_bytes,
+        "macs": macs,
+        "flops": 2 * macs,
+        "passes": plan.counters,
+        "tactics": dict(tactics),
+        "layers": [
+            {
+                "name": layer.name,
+                "op": layer.op,
+                "tactic": layer.tactic,
+                "precision": layer.precision,
+                "macs": layer.macs,
+            }
+            for layer in plan.layers
+        ],
+    }
 
 
 def cmd_inspect(args) -> int:
@@ -51,23 +68,32 @@ def cmd_inspect(args) -> int:
     batch = args.batch or max(built, default=1)
     macs = _graph_macs(module, batch)
     doc = {
-        "target": args.target, "device": str(device), "batch": batch,
+        "target": args.target,
+        "device": str(device),
+        "batch": batch,
         "inputs": [{"name": v.name, "type": str(v.type)} for v in module.graph.inputs],
         "outputs": [{"name": v.name, "type": str(v.type)} for v in module.graph.outputs],
-        "macs": macs, "flops": 2 * macs,
+        "macs": macs,
+        "flops": 2 * macs,
         "nodes": {"total": report.total_nodes, "offloaded": report.offloaded_nodes} if report else None,
         "mac_share": report.mac_share if report else None,
-        "regions": [], "fallback": report.reasons() if report else {},
+        "regions": [],
+        "fallback": report.reasons() if report else {},
         "fallback_nodes": sum(1 for n in module.graph.nodes if n.op != "subgraph"),
     }
     summaries = {r.name: r for r in report.regions} if report else {}
     for name, region in module.regions.items():
         r = summaries.get(name)
-        doc["regions"].append({
-            "name": name, "nodes": r.num_nodes if r else len(region.nodes), "macs": region.macs({BATCH: batch}),
-            "inputs": [f"{v.name}: {v.type}" for v in region.inputs],
-            "outputs": [f"{v.name}: {v.type}" for v in region.outputs],
-            "plans": [_plan_doc(p) for p in plans.get(name, [])]})
+        doc["regions"].append(
+            {
+                "name": name,
+                "nodes": r.num_nodes if r else len(region.nodes),
+                "macs": region.macs({BATCH: batch}),
+                "inputs": [f"{v.name}: {v.type}" for v in region.inputs],
+                "outputs": [f"{v.name}: {v.type}" for v in region.outputs],
+                "plans": [_plan_doc(p) for p in plans.get(name, [])],
+            }
+        )
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -88,8 +114,10 @@ def _print_inspect(doc: dict, show_layers: int | None) -> None:
     print("  inputs:  " + ", ".join(f"{i['name']}: {i['type']}" for i in doc["inputs"]))
     print("  outputs: " + ", ".join(f"{o['name']}: {o['type']}" for o in doc["outputs"]))
     if doc["nodes"]:
-        print(f"  offloaded: {doc['nodes']['offloaded']}/{doc['nodes']['total']} nodes, "
-              f"{100 * doc['mac_share']:.1f}% of MACs; {doc['fallback_nodes']} node(s) run in PyTorch")
+        print(
+            f"  offloaded: {doc['nodes']['offloaded']}/{doc['nodes']['total']} nodes, "
+            f"{100 * doc['mac_share']:.1f}% of MACs; {doc['fallback_nodes']} node(s) run in PyTorch"
+        )
     print(f"regions ({len(doc['regions'])}):")
     for r in doc["regions"]:
         print(f"  {r['name']}: {r['nodes']} nodes, {_gmacs(r['macs'])}")
@@ -98,9 +126,11 @@ def _print_inspect(doc: dict, show_layers: int | None) -> None:
         if not r["plans"]:
             print("    no plan (built at first run)")
         for p in r["plans"]:
-            print(f"    plan: max batch {p['max_batch']}, {p['precision']}, {p['layers_count']} layers, "
-                  f"{_gmacs(p['macs'])}, arena {_bytes(p['arena_bytes'])} ({p['arena_bytes']} B), "
-                  f"built on {p['built_on']}")
+            print(
+                f"    plan: max batch {p['max_batch']}, {p['precision']}, {p['layers_count']} layers, "
+                f"{_gmacs(p['macs'])}, arena {_bytes(p['arena_bytes'])} ({p['arena_bytes']} B), "
+                f"built on {p['built_on']}"
+            )
             print("      tactics: " + ", ".join(f"{t} {n}" for t, n in sorted(p["tactics"].items())))
             print("      passes:  " + ", ".join(f"{k} {v}" for k, v in p["passes"].items()))
             layers = p["layers"] if show_layers is None else p["layers"][:show_layers]
@@ -109,8 +139,10 @@ def _print_inspect(doc: dict, show_layers: int | None) -> None:
             w_tac = max([len(x["tactic"]) for x in layers] + [6])
             print(f"      {'layer':<{w_name}}  {'op':<{w_op}}  {'tactic':<{w_tac}}  {'precision':<9}  MACs")
             for x in layers:
-                print(f"      {x['name']:<{w_name}}  {x['op']:<{w_op}}  {x['tactic']:<{w_tac}}  "
-                      f"{x['precision']:<9}  {x['macs']}")
+                print(
+                    f"      {x['name']:<{w_name}}  {x['op']:<{w_op}}  {x['tactic']:<{w_tac}}  "
+                    f"{x['precision']:<9}  {x['macs']}"
+                )
             if len(layers) < len(p["layers"]):
                 print(f"      ... {len(p['layers']) - len(layers)} more layers (--layers N shows N, --layers -1 all)")
     if not doc["fallback"]:

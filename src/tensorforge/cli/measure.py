@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def measure_latencies(fn: Callable, device, warmup: int, iters: int) -> list[float]:
     """Milliseconds per call after `warmup` calls: CUDA events on a GPU, perf_counter on the CPU."""
     import torch
+
     for _ in range(warmup):
         fn()
     if device.type == "cuda":
@@ -35,13 +36,21 @@ def _summarize(latencies: list[float], batch: int) -> dict:
     ordered = sorted(latencies)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731  (nearest rank)
     p50 = statistics.median(ordered)
-    return {"p50_ms": p50, "p90_ms": pick(0.9), "p99_ms": pick(0.99), "mean_ms": statistics.fmean(ordered),
-            "min_ms": ordered[0], "throughput_per_s": batch * 1e3 / p50 if p50 > 0 else math.inf}
+    return {
+        "p50_ms": p50,
+        "p90_ms": pick(0.9),
+        "p99_ms": pick(0.99),
+        "mean_ms": statistics.fmean(ordered),
+        "min_ms": ordered[0],
+        "throughput_per_s": batch * 1e3 / p50 if p50 > 0 else math.inf,
+    }
 
 
 def _fresh_peak(device) -> None:
     import gc
+
     import torch
+
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -51,6 +60,7 @@ def _fresh_peak(device) -> None:
 
 def _peak(device) -> int | None:
     import torch
+
     if device.type != "cuda":
         return None  # no allocator statistics for the CPU: reported as n/a
     torch.cuda.synchronize(device)

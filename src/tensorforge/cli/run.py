@@ -25,7 +25,9 @@ def archive_names(names: list[str]) -> list[str]:
 def cmd_run(args) -> int:
     import numpy as np
     import torch
+
     import tensorforge as forge
+
     device = _device(args.device)
     _resolve(args.plan, plan=True, model=False)
     if args.output and not args.output.endswith((".npz", ".npy")):
@@ -33,8 +35,9 @@ def cmd_run(args) -> int:
     module = forge.load(args.plan, device=device)
     names = archive_names([v.name for v in module.graph.outputs])
     if args.output and args.output.endswith(".npy") and len(names) != 1:
-        raise CLIError(f"--output {args.output}: this model has {len(names)} outputs ({', '.join(names)}): "
-                       f"write an .npz")
+        raise CLIError(
+            f"--output {args.output}: this model has {len(names)} outputs ({', '.join(names)}): write an .npz"
+        )
     inputs = _read_inputs(args.input, module.graph, device)
     start = time.perf_counter()
     outputs = _as_tuple(module(*inputs))
@@ -42,16 +45,27 @@ def cmd_run(args) -> int:
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     # numpy has no bfloat16: such outputs are written as float32
-    arrays = {name: (t.float() if t.dtype == torch.bfloat16 else t).detach().cpu().numpy()
-              for name, t in zip(names, outputs)}
+    arrays = {
+        name: (t.float() if t.dtype == torch.bfloat16 else t).detach().cpu().numpy() for name, t in zip(names, outputs)
+    }
     if args.output and args.output.endswith(".npy"):
         np.save(args.output, arrays[names[0]])
     elif args.output:
         np.savez(args.output, **arrays)
     stats = {name: _stats(t) for name, t in zip(names, outputs)}
     if args.json:
-        print(json.dumps({"plan": args.plan, "device": str(device), "time_ms": elapsed * 1e3,
-                          "output_file": args.output, "outputs": stats}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "plan": args.plan,
+                    "device": str(device),
+                    "time_ms": elapsed * 1e3,
+                    "output_file": args.output,
+                    "outputs": stats,
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"ran {args.plan} on {device} in {elapsed * 1e3:.1f} ms (first call)")
     for name, s in stats.items():

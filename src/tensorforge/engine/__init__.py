@@ -10,9 +10,10 @@ timing cache), `memory.py` (the activation arena), `context.py` (execution), `pl
 file format), `fingerprint.py` (what a plan was built for), `builder.py` (the build steps in order).
 """
 
-from . import ops  # noqa: F401  (registers engine.conv / engine.dense)
-from . import norm  # noqa: F401  (registers engine.layer_norm; its tactics are in tactics/norm_triton.py)
-from .tactics import pointwise_triton  # noqa: F401  (engine.pointwise: its op, torch and Triton tactics)
+from . import (
+    norm,  # noqa: F401  (registers engine.layer_norm; its tactics are in tactics/norm_triton.py)
+    ops,  # noqa: F401  (registers engine.conv / engine.dense)
+)
 from .builder import Builder
 from .config import BuilderConfig
 from .context import ExecutionContext
@@ -20,7 +21,22 @@ from .errors import BuildError, LayerError, PlanCompatibilityError
 from .memory import ALIGNMENT, MemoryPlan
 from .passes import PASSES
 from .plan import LayerInfo, Plan
-from .tactics import tactic
+from .tactics import (
+    pointwise_triton,  # noqa: F401  (engine.pointwise: its op, torch and Triton tactics)
+    tactic,
+)
 
-__all__ = ["Builder", "BuilderConfig", "Plan", "LayerInfo", "BuildError", "LayerError", "PlanCompatibilityError",
-           "ExecutionContext", "MemoryPlan", "ALIGNMENT", "PASSES", "tactic"]
+__all__ = [
+    "Builder",
+    "BuilderConfig",
+    "Plan",
+    "LayerInfo",
+    "BuildError",
+    "LayerError",
+    "PlanCompatibilityError",
+    "ExecutionContext",
+    "MemoryPlan",
+    "ALIGNMENT",
+    "PASSES",
+    "tactic",
+]

@@ -46,8 +46,9 @@ class Builder:
             graph = run_passes(region, ctx)
             graph.verify()
         except VerificationError as exc:
-            raise BuildError(f"internal error: the optimized graph of region {region.name!r} does not verify "
-                             f"({exc})") from exc
+            raise BuildError(
+                f"internal error: the optimized graph of region {region.name!r} does not verify ({exc})"
+            ) from exc
 
         with tf32_mode(config.tf32) if device.type == "cuda" else contextlib.nullcontext():
             tactics = self._choose_tactics(graph, device, max_batch)  # timed as they will run
@@ -62,9 +63,19 @@ class Builder:
             raise BuildError(
                 f"region {region.name!r} needs an activation arena of {memory.arena_bytes} bytes "
                 f"({memory.arena_bytes / 2**20:.1f} MiB) at max_batch={max_batch}, but max_workspace_size allows "
-                f"{config.max_workspace_size} bytes; raise max_workspace_size or lower max_batch")
-        return Plan(graph, tactics, memory, config=config, max_batch=max_batch, device=device,
-                    counters=ctx.counters, built_for=fingerprint(device), schedule=schedule)
+                f"{config.max_workspace_size} bytes; raise max_workspace_size or lower max_batch"
+            )
+        return Plan(
+            graph,
+            tactics,
+            memory,
+            config=config,
+            max_batch=max_batch,
+            device=device,
+            counters=ctx.counters,
+            built_for=fingerprint(device),
+            schedule=schedule,
+        )
 
     @staticmethod
     def _check_device(requested: torch.device | str) -> torch.device:
@@ -90,8 +101,10 @@ class Builder:
             raise BuildError(f"region {region.name!r} is not a valid graph: {exc}") from exc
         others = sorted({f"%{v.name} has symbol {s!r}" for v in region.inputs for s in v.type.symbols if s != BATCH})
         if others:
-            raise BuildError(f"region {region.name!r}: the engine binds only the symbol {BATCH!r} (to max_batch), "
-                             f"but {', '.join(others)}")
+            raise BuildError(
+                f"region {region.name!r}: the engine binds only the symbol {BATCH!r} (to max_batch), "
+                f"but {', '.join(others)}"
+            )
 
     def _choose_tactics(self, graph: Graph, device: torch.device, max_batch: int) -> dict[str, str]:
         config = self.config
@@ -100,8 +113,12 @@ class Builder:
         device_name = fingerprint(device)["device_name"]
         chosen, problems = {}, []
         pool = [(node, *candidates(node, device.type, config)) for node in graph.nodes]
-        compile_ahead([(node, supported) for node, supported, _ in pool if needs_timing(supported, config)],
-                      bind_ctx, cache, device_name)
+        compile_ahead(
+            [(node, supported) for node, supported, _ in pool if needs_timing(supported, config)],
+            bind_ctx,
+            cache,
+            device_name,
+        )
         for node, supported, refused in pool:
             selection = select_tactic(node, supported, bind_ctx, cache, device_name)
             if selection is None:
@@ -113,4 +130,3 @@ class Builder:
         if problems:
             raise BuildError(f"{len(problems)} layer(s) have no tactic that can run them:\n  " + "\n  ".join(problems))
         return chosen
-

@@ -22,8 +22,8 @@ import contextlib
 import math
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Sequence
 
 import torch
 
@@ -75,8 +75,9 @@ def compile_threads() -> int:
         except ValueError:
             threads = 0
         if threads < 1:
-            raise ValueError(f"TENSORFORGE_COMPILE_THREADS must be a positive integer (1 turns compiling ahead off), "
-                             f"got {asked!r}")
+            raise ValueError(
+                f"TENSORFORGE_COMPILE_THREADS must be a positive integer (1 turns compiling ahead off), got {asked!r}"
+            )
         return threads
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -85,8 +86,13 @@ def compile_threads() -> int:
     return max(1, min(MAX_THREADS, cpus))
 
 
-def compile_ahead(work: Iterable[tuple[object, Sequence[Tactic]]], ctx: BindContext, cache: TimingCache | None,
-                  device_name: str, threads: int | None = None) -> int:
+def compile_ahead(
+    work: Iterable[tuple[object, Sequence[Tactic]]],
+    ctx: BindContext,
+    cache: TimingCache | None,
+    device_name: str,
+    threads: int | None = None,
+) -> int:
     """Make the first call of each `compiles` tactic in `work` ((node, its supported candidates) pairs) whose
     timing `cache` does not hold yet, in parallel; returns how many distinct calls were made. CUDA only."""
     if ctx.device.type != "cuda":
@@ -96,6 +102,7 @@ def compile_ahead(work: Iterable[tuple[object, Sequence[Tactic]]], ctx: BindCont
     if len(pending) < 2 or threads < 2:
         return 0  # nothing to overlap: the timing compiles them as it goes
     from triton.runtime import driver
+
     with torch.cuda.device(ctx.device):
         driver.active.get_current_device()  # Triton sets its driver up lazily: once, here, not racing in workers
 
@@ -116,8 +123,9 @@ def compile_ahead(work: Iterable[tuple[object, Sequence[Tactic]]], ctx: BindCont
     return len(pending)
 
 
-def first_calls(work: Iterable[tuple[object, Sequence[Tactic]]], ctx: BindContext, cache: TimingCache | None,
-                device_name: str) -> list[tuple[object, Tactic]]:
+def first_calls(
+    work: Iterable[tuple[object, Sequence[Tactic]]], ctx: BindContext, cache: TimingCache | None, device_name: str
+) -> list[tuple[object, Tactic]]:
     """The (node, tactic) first calls to make: `compiles` tactics whose timing is not cached, one per timing key."""
     pending: dict[str, tuple[object, Tactic]] = {}
     for node, supported in work:

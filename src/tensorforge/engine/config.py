@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,13 @@ class BuilderConfig:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"BuilderConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if _not_int(self.max_workspace_size) or self.max_workspace_size < 0:
-            raise ValueError(f"BuilderConfig.max_workspace_size must be a non-negative int (bytes), "
-                             f"got {self.max_workspace_size!r}")
+            raise ValueError(
+                f"BuilderConfig.max_workspace_size must be a non-negative int (bytes), got {self.max_workspace_size!r}"
+            )
         if _not_int(self.optimization_level) or not 0 <= self.optimization_level <= 5:
-            raise ValueError(f"BuilderConfig.optimization_level must be an int from 0 to 5, "
-                             f"got {self.optimization_level!r}")
+            raise ValueError(
+                f"BuilderConfig.optimization_level must be an int from 0 to 5, got {self.optimization_level!r}"
+            )
         if _not_int(self.max_streams) or self.max_streams < 1:
             raise ValueError(f"BuilderConfig.max_streams must be a positive int, got {self.max_streams!r}")
         if self.timing_cache is not None:
@@ -71,7 +74,7 @@ class BuilderConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any] | str) -> "BuilderConfig":
+    def from_json(cls, doc: Mapping[str, Any] | str) -> BuilderConfig:
         """From `to_json()`'s dict (or its JSON text); unknown keys are an error, missing ones take defaults."""
         values: Mapping[str, Any] = json.loads(doc) if isinstance(doc, str) else doc
         known = {f.name for f in dataclasses.fields(cls)}

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -52,7 +53,7 @@ class Step:
     name: str
     op: str
     tactic: str
-    kernel: "Kernel"
+    kernel: Kernel
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
 
@@ -69,8 +70,15 @@ class ArenaValue:
 class Program:
     """The flat, bound form of a plan's graph (see the module docstring)."""
 
-    def __init__(self, graph: "Graph", kernels: Mapping[str, "Kernel"], tactics: Mapping[str, str],
-                 memory: "MemoryPlan", device: torch.device, schedule: "StreamSchedule"):
+    def __init__(
+        self,
+        graph: Graph,
+        kernels: Mapping[str, Kernel],
+        tactics: Mapping[str, str],
+        memory: MemoryPlan,
+        device: torch.device,
+        schedule: StreamSchedule,
+    ):
         index: dict[int, int] = {}
 
         def slot_of(value) -> int:
@@ -81,15 +89,25 @@ class Program:
         for v in graph.inputs:
             slot_of(v)
         self.constants = [(slot_of(v), v.data) for v in graph.constants.values()]
-        self.steps = [Step(n.name, n.op, tactics[n.name], kernels[n.name], tuple(slot_of(v) for v in n.inputs),
-                           tuple(slot_of(v) for v in n.outputs)) for n in graph.nodes]
+        self.steps = [
+            Step(
+                n.name,
+                n.op,
+                tactics[n.name],
+                kernels[n.name],
+                tuple(slot_of(v) for v in n.inputs),
+                tuple(slot_of(v) for v in n.outputs),
+            )
+            for n in graph.nodes
+        ]
         self.outputs = tuple(slot_of(v) for v in graph.outputs)
         # an output that is one of the plan's constants, or may be a view of one (broadcast_to(@table, (batch, n))),
         # is cloned for the caller: the plan's weights serve every later run (memory.py knows what views what)
         _, aliases = arena_exemptions(graph, tactics)
         constant_names = {v.name for v in graph.constants.values()}
-        self.constant_outputs = frozenset(slot_of(v) for v in graph.outputs
-                                          if v.data is not None or viewed(aliases, v.name) & constant_names)
+        self.constant_outputs = frozenset(
+            slot_of(v) for v in graph.outputs if v.data is not None or viewed(aliases, v.name) & constant_names
+        )
         # after each step, drop the values it read for the last time: tensors outside the arena (cuDNN
         # outputs, views) go back to the allocator as soon as they are dead, not at the end of the run
         last_read: dict[int, int] = {}
@@ -97,10 +115,16 @@ class Program:
             for i in step.inputs:
                 last_read[i] = position
         keep = set(self.outputs) | {i for i, _ in self.constants} | set(range(self.num_inputs))
-        self.release = [tuple(i for i in set(step.inputs) if last_read[i] == position and i not in keep)
-                        for position, step in enumerate(self.steps)]
-        self.arena_values = [ArenaValue(slot_of(v), v.name, memory.slots[v.name].offset, v.type.torch_dtype, v.type)
-                             for n in graph.nodes for v in n.outputs if v.name in memory.slots]
+        self.release = [
+            tuple(i for i in set(step.inputs) if last_read[i] == position and i not in keep)
+            for position, step in enumerate(self.steps)
+        ]
+        self.arena_values = [
+            ArenaValue(slot_of(v), v.name, memory.slots[v.name].offset, v.type.torch_dtype, v.type)
+            for n in graph.nodes
+            for v in n.outputs
+            if v.name in memory.slots
+        ]
         self.num_values = len(index)
         self.arena_bytes = memory.arena_bytes
         self.device = device
@@ -112,9 +136,15 @@ class Program:
         producer_stream = {j: stream for step, stream in zip(self.steps, self.streams) for j in step.outputs}
         in_arena = {a.index for a in self.arena_values}
         self.cross_stream_reads = [
-            tuple(sorted(i for i in set(step.inputs)
-                         if i in producer_stream and producer_stream[i] != stream and i not in in_arena))
-            for step, stream in zip(self.steps, self.streams)]
+            tuple(
+                sorted(
+                    i
+                    for i in set(step.inputs)
+                    if i in producer_stream and producer_stream[i] != stream and i not in in_arena
+                )
+            )
+            for step, stream in zip(self.steps, self.streams)
+        ]
         self.side_stream_outputs = tuple(sorted({i for i in self.outputs if producer_stream.get(i, 0) != 0}))
 
 
@@ -143,18 +173,21 @@ class ExecutionContext:
             for a in self.program.arena_values:
                 shape = a.type.concrete_shape(env)
                 nbytes = a.type.nbytes(env)
-                views[a.index] = self.arena[a.offset:a.offset + nbytes].view(a.dtype).view(shape)
+                views[a.index] = self.arena[a.offset : a.offset + nbytes].view(a.dtype).view(shape)
             self._views[key] = views
         return views
 
     def _claim(self) -> None:
         if not self._in_use.acquire(blocking=False):
-            raise RuntimeError("this execution context is running on another thread; a context serves one caller at "
-                               "a time: give each thread its own (plan.create_execution_context(), or plan.run "
-                               "without a context)")
+            raise RuntimeError(
+                "this execution context is running on another thread; a context serves one caller at "
+                "a time: give each thread its own (plan.create_execution_context(), or plan.run "
+                "without a context)"
+            )
 
-    def replay(self, inputs: Sequence[torch.Tensor], env_of: Callable[[Sequence[torch.Tensor]], Mapping[str, int]]
-               ) -> tuple[torch.Tensor, ...]:
+    def replay(
+        self, inputs: Sequence[torch.Tensor], env_of: Callable[[Sequence[torch.Tensor]], Mapping[str, int]]
+    ) -> tuple[torch.Tensor, ...]:
         """`execute` as one CUDA graph per input signature, captured on this context's arena the first time;
         `env_of(inputs)` binds the symbols (the plan's `bind_symbols`)."""
         self._claim()
@@ -178,7 +211,7 @@ class ExecutionContext:
         program = self.program
         views = self.views(env)
         values: list = [None] * program.num_values
-        values[:program.num_inputs] = inputs
+        values[: program.num_inputs] = inputs
         for i, tensor in program.constants:
             values[i] = tensor
         if self._side_streams:
@@ -226,21 +259,26 @@ class ExecutionContext:
             results = step.kernel([values[i] for i in step.inputs], offered, env)
         except torch.OutOfMemoryError:
             raise
-        except Exception as exc:  # noqa: BLE001 - named once here, with the layer, instead of deep in a kernel
-            raise LayerError(f"layer {step.name!r} ({step.op}, tactic {step.tactic}) failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise LayerError(
+                f"layer {step.name!r} ({step.op}, tactic {step.tactic}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
         if len(results) != len(step.outputs):
-            raise RuntimeError(f"layer {step.name!r} ({step.op}, tactic {step.tactic}) returned {len(results)} "
-                               f"outputs, the plan expects {len(step.outputs)}")
+            raise RuntimeError(
+                f"layer {step.name!r} ({step.op}, tactic {step.tactic}) returned {len(results)} "
+                f"outputs, the plan expects {len(step.outputs)}"
+            )
         for j, result, view in zip(step.outputs, results, offered):
             if view is None:
                 values[j] = result
                 continue
             if result is not view:
                 if result.shape != view.shape or result.dtype != view.dtype:
-                    raise RuntimeError(f"layer {step.name!r} ({step.op}, tactic {step.tactic}) produced "
-                                       f"{result.dtype} {tuple(result.shape)}, the plan expects {view.dtype} "
-                                       f"{tuple(view.shape)}")
+                    raise RuntimeError(
+                        f"layer {step.name!r} ({step.op}, tactic {step.tactic}) produced "
+                        f"{result.dtype} {tuple(result.shape)}, the plan expects {view.dtype} "
+                        f"{tuple(view.shape)}"
+                    )
                 view.copy_(result)
             values[j] = view
 
@@ -248,7 +286,11 @@ class ExecutionContext:
         """A result the caller may keep: never a view into the arena, never the plan's own constant."""
         if index in self.program.constant_outputs:
             return tensor.clone()
-        if (tensor.device == self.arena.device and tensor.numel() and self.arena.numel()
-                and tensor.untyped_storage().data_ptr() == self.arena.untyped_storage().data_ptr()):
+        if (
+            tensor.device == self.arena.device
+            and tensor.numel()
+            and self.arena.numel()
+            and tensor.untyped_storage().data_ptr() == self.arena.untyped_storage().data_ptr()
+        ):
             return tensor.clone()
         return tensor

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -42,7 +42,7 @@ logger = logging.getLogger("tensorforge")
 WARMUP_RUNS = 2
 
 
-_CAPTURE_STREAMS: dict[int, "torch.cuda.Stream"] = {}
+_CAPTURE_STREAMS: dict[int, torch.cuda.Stream] = {}
 _CAPTURE_LOCK = threading.RLock()  # reentrant: a capture that builds a plan may time (and capture) its tactics
 
 

@@ -25,17 +25,25 @@ def device_fingerprint(device: torch.device) -> dict:
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, minor = torch.cuda.get_device_capability(index)
-        return {"device_type": "cuda", "device_name": torch.cuda.get_device_name(index),
-                "capability": [major, minor], "cuda": torch.version.cuda,
-                "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
+        return {
+            "device_type": "cuda",
+            "device_name": torch.cuda.get_device_name(index),
+            "capability": [major, minor],
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        }
     return {"device_type": device.type, "device_name": device.type, "capability": None, "cuda": None, "cudnn": None}
 
 
 def fingerprint(device: torch.device) -> dict:
     from .. import __version__
 
-    return {"plan_format": PLAN_FORMAT_VERSION, "tensorforge": __version__, "torch": torch.__version__,
-            **device_fingerprint(device)}
+    return {
+        "plan_format": PLAN_FORMAT_VERSION,
+        "tensorforge": __version__,
+        "torch": torch.__version__,
+        **device_fingerprint(device),
+    }
 
 
 def describe_device(fp: dict) -> str:
@@ -50,8 +58,9 @@ def differences(built: dict, here: dict) -> list[str]:
     """Each difference that makes a plan built with fingerprint `built` unusable with `here`, as a sentence."""
     found = []
     if built.get("plan_format") != here["plan_format"]:
-        found.append(f"plan format version {built.get('plan_format')}, this tensorforge reads version "
-                     f"{here['plan_format']}")
+        found.append(
+            f"plan format version {built.get('plan_format')}, this tensorforge reads version {here['plan_format']}"
+        )
     device_keys = ("device_type", "device_name", "capability")
     if any(_norm(built.get(k)) != _norm(here[k]) for k in device_keys):
         found.append(f"built for device {describe_device(built)}, this is {describe_device(here)}")

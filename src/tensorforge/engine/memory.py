@@ -36,8 +36,9 @@ the intervals above stay sound.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import AbstractSet, Any, Mapping, Sequence, Union
+from typing import AbstractSet, Any
 
 import torch
 
@@ -48,7 +49,7 @@ from .tactics.registry import chosen_tactic
 ALIGNMENT = 256
 
 # view -> the value it may view, or several (an op whose reference the meta device cannot run may view any input)
-Aliases = Mapping[str, Union[str, Sequence[str]]]
+Aliases = Mapping[str, str | Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,19 @@ class MemoryPlan:
     slots: Mapping[str, Slot]  # value name -> slot
 
     def to_json(self) -> dict[str, Any]:
-        return {"arena_bytes": self.arena_bytes, "alignment": self.alignment,
-                "slots": {name: [s.offset, s.size] for name, s in self.slots.items()}}
+        return {
+            "arena_bytes": self.arena_bytes,
+            "alignment": self.alignment,
+            "slots": {name: [s.offset, s.size] for name, s in self.slots.items()},
+        }
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> "MemoryPlan":
-        return cls(int(doc["arena_bytes"]), int(doc["alignment"]),
-                   {name: Slot(int(o), int(s)) for name, (o, s) in doc["slots"].items()})
+    def from_json(cls, doc: Mapping[str, Any]) -> MemoryPlan:
+        return cls(
+            int(doc["arena_bytes"]),
+            int(doc["alignment"]),
+            {name: Slot(int(o), int(s)) for name, (o, s) in doc["slots"].items()},
+        )
 
 
 def align(n: int, alignment: int = ALIGNMENT) -> int:
@@ -100,8 +107,12 @@ def viewed(aliases: Aliases, name: str) -> set[str]:
     return found
 
 
-def lifetimes(graph: Graph, unplanned: AbstractSet[str] = frozenset(), aliases: Aliases | None = None,
-              schedule: StreamSchedule | None = None) -> dict[str, tuple[int, int]]:
+def lifetimes(
+    graph: Graph,
+    unplanned: AbstractSet[str] = frozenset(),
+    aliases: Aliases | None = None,
+    schedule: StreamSchedule | None = None,
+) -> dict[str, tuple[int, int]]:
     """(first, last) node position of every planned value: where it is defined and where it (or a view of
     it, through `aliases`) is last read, widened to the whole section wherever `schedule` has a side stream
     touch it inside a multi-stream section. A value a plan output views is read at `len(graph.nodes)`, the
@@ -134,9 +145,15 @@ def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
-def plan_memory(graph: Graph, env: Mapping[str, int], alignment: int = ALIGNMENT, *,
-                unplanned: AbstractSet[str] = frozenset(), aliases: Aliases | None = None,
-                schedule: StreamSchedule | None = None) -> MemoryPlan:
+def plan_memory(
+    graph: Graph,
+    env: Mapping[str, int],
+    alignment: int = ALIGNMENT,
+    *,
+    unplanned: AbstractSet[str] = frozenset(),
+    aliases: Aliases | None = None,
+    schedule: StreamSchedule | None = None,
+) -> MemoryPlan:
     """Offsets for every planned value of `graph`, with symbols bound by `env` (the max_batch sizes), safe for
     the streams of `schedule` (None: one stream in node order)."""
     life = lifetimes(graph, unplanned, aliases, schedule)
@@ -146,8 +163,9 @@ def plan_memory(graph: Graph, env: Mapping[str, int], alignment: int = ALIGNMENT
     placed: list[tuple[str, Slot]] = []
     for name in order:
         size = sizes[name]
-        busy = sorted((s for other, s in placed if s.size and _overlap(life[name], life[other])),
-                      key=lambda s: s.offset)
+        busy = sorted(
+            (s for other, s in placed if s.size and _overlap(life[name], life[other])), key=lambda s: s.offset
+        )
         best, best_gap, cursor = None, None, 0
         for s in busy:
             gap = s.offset - cursor
@@ -166,7 +184,7 @@ def conflicts(plan: MemoryPlan, life: Mapping[str, tuple[int, int]]) -> list[tup
     found = []
     for i, a in enumerate(names):
         sa = plan.slots[a]
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             sb = plan.slots[b]
             if sb.offset >= sa.end:
                 break
@@ -211,13 +229,16 @@ def viewed_inputs(node: Node) -> list[tuple[int, ...]]:
     env = {s: 2 for v in node.inputs for s in v.type.symbols}
     env.setdefault("batch", 2)  # attributes may name the batch even where no input has it (arange)
     try:
-        tensors = [torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device="meta")
-                   for v in node.inputs]
+        tensors = [
+            torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device="meta") for v in node.inputs
+        ]
         with torch.no_grad():
             results = node.opdef.run(tensors, node.attrs, env, "meta")
     except Exception:  # noqa: BLE001 - not runnable on meta: assume the worst, never a wrong plan
         return anything
     if len(results) != len(node.outputs):
         return anything
-    return [tuple(i for i, t in enumerate(tensors) if isinstance(r, torch.Tensor) and (r is t or r._base is t))
-            for r in results]
+    return [
+        tuple(i for i, t in enumerate(tensors) if isinstance(r, torch.Tensor) and (r is t or r._base is t))
+        for r in results
+    ]

@@ -38,21 +38,29 @@ def _check(data, residual, gamma, beta, emit_sum, out_dtype) -> None:
     if residual is None and emit_sum:
         raise ValueError("engine.layer_norm: emit_sum returns x + residual, so it needs has_residual=True")
     if residual is not None and (residual.shape != data.shape or residual.dtype != data.dtype):
-        raise ValueError(f"engine.layer_norm: the residual is {residual.dtype} {tuple(residual.shape)}, "
-                         f"x is {data.dtype} {tuple(data.shape)}: they must be alike")
+        raise ValueError(
+            f"engine.layer_norm: the residual is {residual.dtype} {tuple(residual.shape)}, "
+            f"x is {data.dtype} {tuple(data.shape)}: they must be alike"
+        )
     for name, param in (("gamma", gamma), ("beta", beta)):
         if tuple(param.shape) != tuple(data.shape[-1:]) or dtype_name(param.dtype) not in IO_DTYPES:
-            raise ValueError(f"engine.layer_norm: {name} is {param.dtype} {tuple(param.shape)}, it must be a "
-                             f"float vector over x's last axis ({data.shape[-1]})")
+            raise ValueError(
+                f"engine.layer_norm: {name} is {param.dtype} {tuple(param.shape)}, it must be a "
+                f"float vector over x's last axis ({data.shape[-1]})"
+            )
 
 
-@register_op("engine.layer_norm", inputs=(3, 4),
-             attrs={"epsilon": REQUIRED, "has_residual": False, "emit_sum": False, "out_dtype": None})
+@register_op(
+    "engine.layer_norm",
+    inputs=(3, 4),
+    attrs={"epsilon": REQUIRED, "has_residual": False, "emit_sum": False, "out_dtype": None},
+)
 def layer_norm(data, *rest, epsilon, has_residual, emit_sum, out_dtype):
     """engine.layer_norm: (x [+ residual]) layer-normalized over the last axis in float32, rounded once."""
     if len(rest) != 2 + int(has_residual):
-        raise ValueError(f"engine.layer_norm: has_residual={has_residual} needs {3 + int(has_residual)} inputs, "
-                         f"got {1 + len(rest)}")
+        raise ValueError(
+            f"engine.layer_norm: has_residual={has_residual} needs {3 + int(has_residual)} inputs, got {1 + len(rest)}"
+        )
     residual = rest[0] if has_residual else None
     gamma, beta = rest[-2:]
     _check(data, residual, gamma, beta, emit_sum, out_dtype)

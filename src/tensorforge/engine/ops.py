@@ -32,8 +32,9 @@ _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 Tensor = torch.Tensor
 
 
-def _epilogue(op: str, attrs: Mapping[str, Any], inputs: Sequence[Tensor]) -> tuple[Epilogue, Tensor | None,
-                                                                                     Tensor | None]:
+def _epilogue(
+    op: str, attrs: Mapping[str, Any], inputs: Sequence[Tensor]
+) -> tuple[Epilogue, Tensor | None, Tensor | None]:
     """(the epilogue, bias, residual) of a fused layer's reference call; a ValueError names the op."""
     try:
         epilogue = Epilogue.from_attrs(attrs)
@@ -58,19 +59,39 @@ def _dense_macs(inputs, outputs, attrs) -> int:
     return math.prod(outputs[0].shape) * int(inputs[0].shape[-1])
 
 
-@register_op("engine.conv", inputs=(2, 4), macs=_conv_macs,
-             attrs={"ndim": REQUIRED, "strides": REQUIRED, "padding": REQUIRED, "dilation": REQUIRED, "groups": 1,
-                    **EPILOGUE_ATTRS})
-def conv(data: Tensor, weight: Tensor, *extra: Tensor, ndim: int, strides: tuple[int, ...], padding: tuple[int, ...],
-         dilation: tuple[int, ...], groups: int, **epilogue_attrs: Any) -> Tensor:
+@register_op(
+    "engine.conv",
+    inputs=(2, 4),
+    macs=_conv_macs,
+    attrs={
+        "ndim": REQUIRED,
+        "strides": REQUIRED,
+        "padding": REQUIRED,
+        "dilation": REQUIRED,
+        "groups": 1,
+        **EPILOGUE_ATTRS,
+    },
+)
+def conv(
+    data: Tensor,
+    weight: Tensor,
+    *extra: Tensor,
+    ndim: int,
+    strides: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    **epilogue_attrs: Any,
+) -> Tensor:
     """engine.conv: fused convolution (1-3 d) + bias, then residual add and activation in the source's order."""
     if ndim not in _CONVOLUTIONS:
         raise ValueError(f"engine.conv: ndim must be 1, 2 or 3, got {ndim!r}")
     epilogue, bias, residual = _epilogue("engine.conv", epilogue_attrs, (data, weight, *extra))
     if weight.dtype != data.dtype:  # float32 weights on float16 data (assign_precision keeps depthwise ones so):
         wide = torch.promote_types(weight.dtype, data.dtype)  # computed wide, rounded to the data's type once
-        y = _CONVOLUTIONS[ndim](data.to(wide), weight, None if bias is None else bias.to(wide), strides, padding,
-                                dilation, groups)
+        y = _CONVOLUTIONS[ndim](
+            data.to(wide), weight, None if bias is None else bias.to(wide), strides, padding, dilation, groups
+        )
         residual = None if residual is None else residual.to(wide)
         return _tail("engine.conv", epilogue, y, residual).to(data.dtype)
     y = _CONVOLUTIONS[ndim](data, weight, bias, strides, padding, dilation, groups)
@@ -98,8 +119,9 @@ def _affine(pair, batch: int) -> int:
     return constant + per_batch * batch
 
 
-@register_op("engine.strided_view", attrs={"shape": REQUIRED, "strides": REQUIRED, "offset": (0, 0),
-                                           "batch_from": None})
+@register_op(
+    "engine.strided_view", attrs={"shape": REQUIRED, "strides": REQUIRED, "offset": (0, 0), "batch_from": None}
+)
 def strided_view(data, *, shape, strides, offset, batch_from):
     """engine.strided_view: `data` (read as the contiguous tensor it is in the IR) re-described through sizes,
     strides and a storage offset, as `Tensor.as_strided` does — what a chain of reshapes, transposes and slices
@@ -108,5 +130,8 @@ def strided_view(data, *, shape, strides, offset, batch_from):
     None when nothing depends on it."""
     batch = data.shape[batch_from[0]] // batch_from[1] if batch_from is not None else 0
     base = data.contiguous()  # a view it already is keeps its own storage offset, which as_strided must add
-    return base.as_strided([_affine(p, batch) for p in shape], [_affine(p, batch) for p in strides],
-                           base.storage_offset() + _affine(offset, batch))
+    return base.as_strided(
+        [_affine(p, batch) for p in shape],
+        [_affine(p, batch) for p in strides],
+        base.storage_offset() + _affine(offset, batch),
+    )

@@ -32,8 +32,9 @@ import os
 import struct
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors.torch import load as load_tensors
@@ -41,8 +42,8 @@ from safetensors.torch import save as save_tensors
 
 from ..ir import Graph, TensorType, graph_from_json, graph_to_json
 from ..ir.digest import seal, unseal
-from ..ir.serialize import unshared_tensors
 from ..ir.execute import bind_symbols
+from ..ir.serialize import unshared_tensors
 from .config import BuilderConfig
 from .context import ExecutionContext, Program
 from .cuda_graphs import GraphRunner
@@ -71,9 +72,19 @@ class LayerInfo:
 class Plan:
     """Made by `Builder.build` or `Plan.from_bytes`; run with `plan.run(*inputs)`."""
 
-    def __init__(self, graph: Graph, tactics: Mapping[str, str], memory: MemoryPlan, *, config: BuilderConfig,
-                 max_batch: int, device: torch.device | str, counters: Mapping[str, int], built_for: dict,
-                 schedule: StreamSchedule):
+    def __init__(
+        self,
+        graph: Graph,
+        tactics: Mapping[str, str],
+        memory: MemoryPlan,
+        *,
+        config: BuilderConfig,
+        max_batch: int,
+        device: torch.device | str,
+        counters: Mapping[str, int],
+        built_for: dict,
+        schedule: StreamSchedule,
+    ):
         self.device = _normalize_device(device)
         self.config = config
         self.max_batch = max_batch
@@ -99,15 +110,21 @@ class Plan:
         for node, stream in zip(graph.nodes, schedule.streams):
             tactic = chosen_tactic(node.op, self.tactics[node.name])
             kernels[node.name] = tactic.bind(node, ctx)
-            macs = node.opdef.count_macs([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs,
-                                         env)
+            macs = node.opdef.count_macs([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs, env)
             self.layers.append(LayerInfo(node.name, node.op, tactic.name, node.outputs[0].type.dtype, macs, stream))
         self._program = Program(graph, kernels, self.tactics, memory, self.device, schedule)
         # the only state a run changes is its context's; `run` without one uses the calling thread's own, made at
         # that thread's first run and freed when the thread ends (or the plan goes): one arena per such thread
         self._per_thread = threading.local()
-        self._batch_input = next(((v.name, axis) for v in graph.inputs for axis, d in enumerate(v.type.shape)
-                                  if getattr(d, "symbol", None) == "batch"), None)
+        self._batch_input = next(
+            (
+                (v.name, axis)
+                for v in graph.inputs
+                for axis, d in enumerate(v.type.shape)
+                if getattr(d, "symbol", None) == "batch"
+            ),
+            None,
+        )
 
     # -- running --------------------------------------------------------------------------------
 
@@ -137,8 +154,9 @@ class Plan:
         context = getattr(self._per_thread, "context", None)
         return context.graph_runner if context is not None else None
 
-    def run(self, *inputs: torch.Tensor, context: ExecutionContext | None = None,
-            cuda_graph: bool | None = None) -> tuple[torch.Tensor, ...]:
+    def run(
+        self, *inputs: torch.Tensor, context: ExecutionContext | None = None, cuda_graph: bool | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """Run on `inputs` (on `plan.device`, any batch from 1 to max_batch); returns the outputs as a tuple.
 
         Safe to call from any number of threads at once: without a `context`, each thread runs in its own (made at
@@ -157,10 +175,15 @@ class Plan:
         batch = env.get("batch")
         if batch is not None and not 1 <= batch <= self.max_batch:
             name, axis = self._batch_input
-            hint = (f"build with max_batch >= {batch}" if batch > self.max_batch else
-                    "a plan runs batches of 1 or more (a module runs an empty batch through its reference ops)")
-            raise ValueError(f"input {name!r}: batch size {batch} (dimension {axis}) is outside the plan's range "
-                             f"1..{self.max_batch}; {hint}")
+            hint = (
+                f"build with max_batch >= {batch}"
+                if batch > self.max_batch
+                else "a plan runs batches of 1 or more (a module runs an empty batch through its reference ops)"
+            )
+            raise ValueError(
+                f"input {name!r}: batch size {batch} (dimension {axis}) is outside the plan's range "
+                f"1..{self.max_batch}; {hint}"
+            )
         with tf32_mode(self.config.tf32) if self.device.type == "cuda" else contextlib.nullcontext():
             return self._run(inputs, env, context, cuda_graph)
 
@@ -185,8 +208,12 @@ class Plan:
             f"{len(self.layers)} layers, {total / 1e9:.3f} GMACs at batch {self.max_batch}",
             f"activation arena: {self.peak_activation_bytes} bytes ({self.peak_activation_bytes / 2**20:.2f} MiB), "
             f"{len(self.memory.slots)} activations",
-            f"streams: {self.num_streams}" + (f" ({len(self.schedule.sections)} concurrent sections, "
-                                              f"{len(self.schedule.signals)} events)" if self.num_streams > 1 else ""),
+            f"streams: {self.num_streams}"
+            + (
+                f" ({len(self.schedule.sections)} concurrent sections, {len(self.schedule.signals)} events)"
+                if self.num_streams > 1
+                else ""
+            ),
             "passes: " + ", ".join(f"{name} {n}" for name, n in self.counters.items()),
             "inputs:  " + ", ".join(f"{v.name}: {v.type}" for v in self.graph.inputs),
             "outputs: " + ", ".join(f"{v.name}: {v.type}" for v in self.graph.outputs),
@@ -195,16 +222,23 @@ class Plan:
         w_op = max([len(layer.op) for layer in self.layers] + [2])
         w_tac = max([len(layer.tactic) for layer in self.layers] + [6])
         streams = self.num_streams > 1  # the stream column only where there is more than one
-        lines.append(f"  {'layer':<{w_name}}  {'op':<{w_op}}  {'tactic':<{w_tac}}  {'precision':<9}  "
-                     + ("stream  " if streams else "") + "MACs")
+        lines.append(
+            f"  {'layer':<{w_name}}  {'op':<{w_op}}  {'tactic':<{w_tac}}  {'precision':<9}  "
+            + ("stream  " if streams else "")
+            + "MACs"
+        )
         for layer in self.layers:
-            lines.append(f"  {layer.name:<{w_name}}  {layer.op:<{w_op}}  {layer.tactic:<{w_tac}}  "
-                         f"{layer.precision:<9}  " + (f"{layer.stream:<6}  " if streams else "") + f"{layer.macs}")
+            lines.append(
+                f"  {layer.name:<{w_name}}  {layer.op:<{w_op}}  {layer.tactic:<{w_tac}}  "
+                f"{layer.precision:<9}  " + (f"{layer.stream:<6}  " if streams else "") + f"{layer.macs}"
+            )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (f"Plan({self.graph.name!r}, {len(self.layers)} layers, device={self.device}, max_batch={self.max_batch}, "
-                f"arena={self.peak_activation_bytes} B)")
+        return (
+            f"Plan({self.graph.name!r}, {len(self.layers)} layers, device={self.device}, max_batch={self.max_batch}, "
+            f"arena={self.peak_activation_bytes} B)"
+        )
 
     # -- serialization --------------------------------------------------------------------------
 
@@ -213,14 +247,23 @@ class Plan:
         check that an entry is the one its key names."""
         doc, tensors = graph_to_json(self.graph)
         payload = unshared_tensors(tensors)
-        meta = {"format": PLAN_FORMAT, "version": PLAN_FORMAT_VERSION, "fingerprint": self.fingerprint,
-                "config": self.config.to_json(), "max_batch": self.max_batch, "graph": doc, "tactics": self.tactics,
-                "memory": self.memory.to_json(), "counters": self.counters, "cache_key": cache_key}
+        meta = {
+            "format": PLAN_FORMAT,
+            "version": PLAN_FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "config": self.config.to_json(),
+            "max_batch": self.max_batch,
+            "graph": doc,
+            "tactics": self.tactics,
+            "memory": self.memory.to_json(),
+            "counters": self.counters,
+            "cache_key": cache_key,
+        }
         seal(meta, payload)
         return save_tensors(payload, metadata={META_KEY: json.dumps(meta)})
 
     @classmethod
-    def from_bytes(cls, data: bytes, device: torch.device | str = "cpu", cache_key: str | None = None) -> "Plan":
+    def from_bytes(cls, data: bytes, device: torch.device | str = "cpu", cache_key: str | None = None) -> Plan:
         """The plan in `data`, on `device`; PlanCompatibilityError when it is not a plan, is corrupt, has another
         format version, was built for another device or library (the message lists each difference), or — given
         `cache_key` — was stored under another key than the one it was built for."""
@@ -229,26 +272,33 @@ class Plan:
         if meta.get("format") != PLAN_FORMAT:
             raise PlanCompatibilityError(f"not a tensorforge plan (format {meta.get('format')!r})")
         if meta.get("version") != PLAN_FORMAT_VERSION:
-            raise PlanCompatibilityError(f"plan format version {meta.get('version')}, this tensorforge reads version "
-                                         f"{PLAN_FORMAT_VERSION}; rebuild the plan")
+            raise PlanCompatibilityError(
+                f"plan format version {meta.get('version')}, this tensorforge reads version "
+                f"{PLAN_FORMAT_VERSION}; rebuild the plan"
+            )
         try:
             tensors = load_tensors(bytes(data))
-        except Exception as exc:  # noqa: BLE001 - safetensors reports corruption in several exception types
+        except Exception as exc:
             raise PlanCompatibilityError(f"corrupt plan: its weights cannot be read ({exc})") from exc
         if not unseal(meta, tensors):  # before any field is trusted
-            raise PlanCompatibilityError("corrupt plan: its contents do not match its sha256 digest (the file was "
-                                         "changed or damaged after it was written)")
+            raise PlanCompatibilityError(
+                "corrupt plan: its contents do not match its sha256 digest (the file was "
+                "changed or damaged after it was written)"
+            )
         if cache_key is not None and meta.get("cache_key") != cache_key:
-            raise PlanCompatibilityError(f"plan stored under cache key {cache_key}, but it was built for key "
-                                         f"{meta.get('cache_key')} (a cache entry copied or renamed)")
+            raise PlanCompatibilityError(
+                f"plan stored under cache key {cache_key}, but it was built for key "
+                f"{meta.get('cache_key')} (a cache entry copied or renamed)"
+            )
         try:
             here = fingerprint(device)
         except (RuntimeError, AssertionError) as exc:
             raise PlanCompatibilityError(f"cannot load a plan on {device}: {exc}") from exc
         problems = differences(meta.get("fingerprint") if isinstance(meta.get("fingerprint"), dict) else {}, here)
         if problems:
-            raise PlanCompatibilityError("the plan does not fit this machine: " + "; ".join(problems)
-                                         + ". Rebuild it here.")
+            raise PlanCompatibilityError(
+                "the plan does not fit this machine: " + "; ".join(problems) + ". Rebuild it here."
+            )
         try:
             graph = graph_from_json(meta["graph"], tensors)
             graph.verify()
@@ -257,20 +307,31 @@ class Plan:
             max_batch = int(meta["max_batch"])
             tactics = dict(meta["tactics"])
             counters = {str(k): int(v) for k, v in meta["counters"].items()}
-        except Exception as exc:  # noqa: BLE001 - any failure here means the bytes are not a sound plan
+        except Exception as exc:
             raise PlanCompatibilityError(f"corrupt plan: {type(exc).__name__}: {exc}") from exc
         try:
             _check_layers(graph, tactics, device)
             _check_memory(graph, memory, max_batch, tactics)
-            schedule = _schedule_for_arena(graph, memory, tactics, plan_streams(graph, device.type,
-                                                                                config.max_streams, max_batch))
-            return cls(graph, tactics, memory, config=config, max_batch=max_batch, device=device, counters=counters,
-                       built_for=meta["fingerprint"], schedule=schedule)
+            schedule = _schedule_for_arena(
+                graph, memory, tactics, plan_streams(graph, device.type, config.max_streams, max_batch)
+            )
+            return cls(
+                graph,
+                tactics,
+                memory,
+                config=config,
+                max_batch=max_batch,
+                device=device,
+                counters=counters,
+                built_for=meta["fingerprint"],
+                schedule=schedule,
+            )
         except PlanCompatibilityError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a plan whose layers cannot be bound is not one this build made
-            raise PlanCompatibilityError(f"the plan's layers cannot be set up here ({type(exc).__name__}: {exc})") \
-                from exc
+        except Exception as exc:
+            raise PlanCompatibilityError(
+                f"the plan's layers cannot be set up here ({type(exc).__name__}: {exc})"
+            ) from exc
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the plan to `path` atomically (a reader never sees a half-written file)."""
@@ -287,7 +348,7 @@ class Plan:
             raise
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "Plan":
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> Plan:
         with open(os.fspath(path), "rb") as f:
             return cls.from_bytes(f.read(), device=device)
 
@@ -313,7 +374,7 @@ def _read_metadata(data) -> dict[str, Any]:
         raise PlanCompatibilityError(f"a plan is bytes, got {type(data).__name__}")
     n = _header_length(data)
     try:
-        header = json.loads(bytes(data[8:8 + n]))
+        header = json.loads(bytes(data[8 : 8 + n]))
     except (ValueError, RecursionError) as exc:  # a decode error, or an integer too long to convert
         raise PlanCompatibilityError(f"not a tensorforge plan: the header is not valid JSON ({exc})") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
@@ -350,8 +411,9 @@ def _check_layers(graph: Graph, tactics: Mapping[str, str], device: torch.device
         raise PlanCompatibilityError("the plan cannot run here: " + "; ".join(missing))
 
 
-def _schedule_for_arena(graph: Graph, memory: MemoryPlan, tactics: Mapping[str, str],
-                        schedule: StreamSchedule) -> StreamSchedule:
+def _schedule_for_arena(
+    graph: Graph, memory: MemoryPlan, tactics: Mapping[str, str], schedule: StreamSchedule
+) -> StreamSchedule:
     """`schedule` when the arena plan keeps its concurrent layers apart, else one stream: where the streams' arena
     would not fit max_workspace_size the builder planned it for node order, and running it on several streams would
     be a race. An arena plan that lets two live values share bytes even in node order is refused: a file made
@@ -360,8 +422,10 @@ def _schedule_for_arena(graph: Graph, memory: MemoryPlan, tactics: Mapping[str, 
     overlapping = conflicts(memory, lifetimes(graph, unplanned, aliases))
     if overlapping:
         a, b = overlapping[0]
-        raise PlanCompatibilityError(f"the arena plan gives %{a} and %{b} the same bytes while both are live "
-                                     f"({len(overlapping)} such pair(s)); rebuild the plan")
+        raise PlanCompatibilityError(
+            f"the arena plan gives %{a} and %{b} the same bytes while both are live "
+            f"({len(overlapping)} such pair(s)); rebuild the plan"
+        )
     if schedule.num_streams == 1 or not conflicts(memory, lifetimes(graph, unplanned, aliases, schedule)):
         return schedule
     return single_stream(graph)
@@ -373,21 +437,30 @@ def _check_memory(graph: Graph, memory: MemoryPlan, max_batch: int, tactics: Map
     if memory.arena_bytes < 0 or any(slot.offset < 0 or slot.size < 0 for slot in memory.slots.values()):
         raise PlanCompatibilityError("corrupt plan: the arena plan has a negative size or offset")
     if not 0 < memory.alignment <= 4096 or memory.alignment & (memory.alignment - 1):
-        raise PlanCompatibilityError(f"corrupt plan: memory.alignment is {memory.alignment}, not a power of two "
-                                     f"up to 4096")
+        raise PlanCompatibilityError(
+            f"corrupt plan: memory.alignment is {memory.alignment}, not a power of two up to 4096"
+        )
     env = {"batch": max_batch}
     unplanned, _ = arena_exemptions(graph, tactics)
     planned = planned_values(graph, unplanned)
     for v in planned:
         slot = memory.slots.get(v.name)
-        if slot is None or slot.size < align(v.type.nbytes(env), memory.alignment) or slot.end > memory.arena_bytes \
-                or slot.offset % memory.alignment:
+        if (
+            slot is None
+            or slot.size < align(v.type.nbytes(env), memory.alignment)
+            or slot.end > memory.arena_bytes
+            or slot.offset % memory.alignment
+        ):
             raise PlanCompatibilityError(f"corrupt plan: the arena plan has no valid slot for %{v.name}")
     extra = sorted(set(memory.slots) - {v.name for v in planned})
     if extra:
-        raise PlanCompatibilityError(f"corrupt plan: the arena plan has a slot for %{extra[0]}, which is not an activation")
+        raise PlanCompatibilityError(
+            f"corrupt plan: the arena plan has a slot for %{extra[0]}, which is not an activation"
+        )
     # the arena is allocated at load: no larger than every activation side by side (no reuse at all) implies
     bound = sum(align(v.type.nbytes(env), memory.alignment) for v in planned)
     if memory.arena_bytes > bound:
-        raise PlanCompatibilityError(f"corrupt plan: memory.arena_bytes is {memory.arena_bytes}, but its activations "
-                                     f"need at most {bound} bytes at max_batch {max_batch}")
+        raise PlanCompatibilityError(
+            f"corrupt plan: memory.arena_bytes is {memory.arena_bytes}, but its activations "
+            f"need at most {bound} bytes at max_batch {max_batch}"
+        )

@@ -22,7 +22,7 @@ inference works unchanged. Kernels for GPUs are generated from the same program
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -32,14 +32,55 @@ from .tactics.registry import tactic
 
 # the ops a program may hold: elementwise, one output, broadcasting like PyTorch (nn.bias_add along its axis);
 # every one has a Triton generator (a test checks)
-POINTWISE_OPS = frozenset({
-    "nn.relu", "sigmoid", "tanh", "exp", "log", "sqrt", "rsqrt", "abs", "negative", "sin", "cos", "erf",
-    "reciprocal", "floor", "ceil", "sign", "nn.silu", "nn.hardswish", "nn.hardsigmoid", "nn.gelu", "nn.leaky_relu",
-    "nn.elu", "nn.softplus", "nn.mish",
-    "add", "subtract", "multiply", "divide", "power", "maximum", "minimum",
-    "equal", "not_equal", "less", "less_equal", "greater", "greater_equal",
-    "logical_and", "logical_or", "logical_xor", "logical_not", "where", "clip", "cast", "nn.bias_add",
-})
+POINTWISE_OPS = frozenset(
+    {
+        "nn.relu",
+        "sigmoid",
+        "tanh",
+        "exp",
+        "log",
+        "sqrt",
+        "rsqrt",
+        "abs",
+        "negative",
+        "sin",
+        "cos",
+        "erf",
+        "reciprocal",
+        "floor",
+        "ceil",
+        "sign",
+        "nn.silu",
+        "nn.hardswish",
+        "nn.hardsigmoid",
+        "nn.gelu",
+        "nn.leaky_relu",
+        "nn.elu",
+        "nn.softplus",
+        "nn.mish",
+        "add",
+        "subtract",
+        "multiply",
+        "divide",
+        "power",
+        "maximum",
+        "minimum",
+        "equal",
+        "not_equal",
+        "less",
+        "less_equal",
+        "greater",
+        "greater_equal",
+        "logical_and",
+        "logical_or",
+        "logical_xor",
+        "logical_not",
+        "where",
+        "clip",
+        "cast",
+        "nn.bias_add",
+    }
+)
 # what fuse_pointwise puts into programs: the ops real models chain (activations, residual and mask arithmetic,
 # casts); the rest join when a model needs them (tests elsewhere use softplus as an op no pass touches)
 FUSED_OPS = POINTWISE_OPS - {"floor", "ceil", "sign", "nn.elu", "nn.softplus", "nn.mish"}
@@ -60,13 +101,16 @@ def check_program(program, outputs, num_inputs: int) -> None:
                 raise ValueError(f"{where}: a load names one of the {num_inputs} inputs")
         elif ins[0] == "const":
             if len(ins) != 4 or not isinstance(ins[3], tuple) or ins[2] not in POINTWISE_DTYPES:
-                raise ValueError(f"{where}: a const is (\"const\", value, dtype, shape)")
+                raise ValueError(f'{where}: a const is ("const", value, dtype, shape)')
         elif len(ins) != 3 or ins[0] not in POINTWISE_OPS:
             raise ValueError(f"{where}: not a load, a const, or one of the pointwise ops {sorted(POINTWISE_OPS)}")
         elif not all(isinstance(a, int) and 0 <= a < k for a in ins[1]):
             raise ValueError(f"{where}: arguments must be earlier SSA values")
-    if not isinstance(outputs, tuple) or not outputs or not all(
-            isinstance(i, int) and 0 <= i < len(program) for i in outputs):
+    if (
+        not isinstance(outputs, tuple)
+        or not outputs
+        or not all(isinstance(i, int) and 0 <= i < len(program) for i in outputs)
+    ):
         raise ValueError(f"engine.pointwise: outputs {outputs!r} must name SSA values of the program")
 
 
@@ -116,12 +160,31 @@ def broadcast_dims(shapes) -> tuple | None:
 
 # torch functions that compute exactly what the IR op's reference computes and accept out=
 OUT_FUNCTIONS = {
-    "add": torch.add, "subtract": torch.sub, "multiply": torch.mul, "divide": torch.div, "power": torch.pow,
-    "maximum": torch.maximum, "minimum": torch.minimum, "equal": torch.eq, "not_equal": torch.ne,
-    "less": torch.lt, "less_equal": torch.le, "greater": torch.gt, "greater_equal": torch.ge,
-    "sigmoid": torch.sigmoid, "tanh": torch.tanh, "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt,
-    "rsqrt": torch.rsqrt, "abs": torch.abs, "negative": torch.neg, "sin": torch.sin, "cos": torch.cos,
-    "erf": torch.erf, "where": torch.where,
+    "add": torch.add,
+    "subtract": torch.sub,
+    "multiply": torch.mul,
+    "divide": torch.div,
+    "power": torch.pow,
+    "maximum": torch.maximum,
+    "minimum": torch.minimum,
+    "equal": torch.eq,
+    "not_equal": torch.ne,
+    "less": torch.lt,
+    "less_equal": torch.le,
+    "greater": torch.gt,
+    "greater_equal": torch.ge,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "exp": torch.exp,
+    "log": torch.log,
+    "sqrt": torch.sqrt,
+    "rsqrt": torch.rsqrt,
+    "abs": torch.abs,
+    "negative": torch.neg,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "erf": torch.erf,
+    "where": torch.where,
 }
 
 

@@ -29,8 +29,8 @@ accesses runs in node order: on stream 0 within a section, and across sections t
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from ..ir import Graph
 
@@ -70,21 +70,24 @@ def plan_streams(graph: Graph, device_type: str, max_streams: int, max_batch: in
     return schedule_streams(graph, max_streams=max_streams, env={"batch": max_batch})
 
 
-def schedule_streams(graph: Graph, *, max_streams: int, env: Mapping[str, int] | None = None,
-                     min_stream_macs: int = MIN_STREAM_MACS) -> StreamSchedule:
+def schedule_streams(
+    graph: Graph, *, max_streams: int, env: Mapping[str, int] | None = None, min_stream_macs: int = MIN_STREAM_MACS
+) -> StreamSchedule:
     """The stream of every node of `graph` and the waits between streams (see the module docstring); MACs are
     counted with `env` binding the symbols. A pure function of the graph: a loaded plan recomputes it."""
     if max_streams < 2:
         return single_stream(graph)
     producers = _producers(graph)
-    macs = [node.opdef.count_macs([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs, env or {})
-            for node in graph.nodes]
+    macs = [
+        node.opdef.count_macs([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs, env or {})
+        for node in graph.nodes
+    ]
     streams = [0] * len(graph.nodes)
     sections = []
     for first, last in _sections(producers):
         assigned = _assign_section(range(first, last + 1), producers, macs, max_streams, min_stream_macs)
         if assigned is not None:
-            streams[first:last + 1] = assigned
+            streams[first : last + 1] = assigned
             sections.append((first, last))
     if not sections:
         return single_stream(graph)
@@ -120,8 +123,9 @@ def _sections(producers: Sequence[tuple[int, ...]]) -> list[tuple[int, int]]:
     return runs
 
 
-def _assign_section(positions: range, producers: Sequence[tuple[int, ...]], macs: Sequence[int], max_streams: int,
-                    min_stream_macs: int) -> list[int] | None:
+def _assign_section(
+    positions: range, producers: Sequence[tuple[int, ...]], macs: Sequence[int], max_streams: int, min_stream_macs: int
+) -> list[int] | None:
     """The stream of each node of one section, numbered from 0 by first use, or None when fewer than two streams
     would carry `min_stream_macs` (the section then stays on stream 0)."""
     stream_of: dict[int, int] = {}

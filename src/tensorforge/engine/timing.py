@@ -21,8 +21,8 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -62,8 +62,9 @@ class TimingCache:
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".timing-", suffix=".json")
         with os.fdopen(fd, "w") as f:
-            json.dump({"format": CACHE_FORMAT, "version": CACHE_VERSION, "entries": self.entries}, f, indent=0,
-                      sort_keys=True)
+            json.dump(
+                {"format": CACHE_FORMAT, "version": CACHE_VERSION, "entries": self.entries}, f, indent=0, sort_keys=True
+            )
         os.replace(tmp, self.path)
         self.dirty = False
 
@@ -90,10 +91,13 @@ def example_call(kernel: Kernel, node, ctx: BindContext, memory_format=None):
     env = ctx.env
     inputs = [_example(v, env, ctx.device) for v in node.inputs]
     if memory_format is not None:
-        inputs = [t.contiguous(memory_format=memory_format) if v.data is None and t.dim() == 4 else t
-                  for v, t in zip(node.inputs, inputs)]
-    outputs = [torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device=ctx.device)
-               for v in node.outputs]
+        inputs = [
+            t.contiguous(memory_format=memory_format) if v.data is None and t.dim() == 4 else t
+            for v, t in zip(node.inputs, inputs)
+        ]
+    outputs = [
+        torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device=ctx.device) for v in node.outputs
+    ]
     return lambda: kernel(inputs, outputs, env)
 
 
@@ -171,8 +175,9 @@ def needs_timing(supported: Sequence[Tactic], config) -> bool:
     return config.optimization_level > 0 and len(supported) > 1 and not view
 
 
-def select_tactic(node, supported: Sequence[Tactic], ctx: BindContext, cache: TimingCache | None,
-                  device_name: str) -> Selection | None:
+def select_tactic(
+    node, supported: Sequence[Tactic], ctx: BindContext, cache: TimingCache | None, device_name: str
+) -> Selection | None:
     """The tactic `node` runs with, or None when no candidate is left (see the module docstring)."""
     if not supported:
         return None

@@ -10,8 +10,10 @@ def from_onnx(*args, **kwargs):
     try:
         from .onnx import from_onnx as impl
     except ImportError as exc:
-        raise ImportError(f"from_onnx needs the onnx and onnxruntime packages ({exc}); "
-                          f"install them with: pip install 'tensorforge[onnx]'") from exc
+        raise ImportError(
+            f"from_onnx needs the onnx and onnxruntime packages ({exc}); "
+            f"install them with: pip install 'tensorforge[onnx]'"
+        ) from exc
     return impl(*args, **kwargs)
 
 

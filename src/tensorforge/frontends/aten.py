@@ -29,10 +29,28 @@ def _static(dim) -> int:
 # -- unary elementwise and activations ----------------------------------------------------------
 
 _UNARY = {
-    "relu": "nn.relu", "sigmoid": "sigmoid", "tanh": "tanh", "exp": "exp", "log": "log", "sqrt": "sqrt",
-    "rsqrt": "rsqrt", "abs": "abs", "neg": "negative", "sin": "sin", "cos": "cos", "tan": "tan", "atan": "atan",
-    "ceil": "ceil", "floor": "floor", "sign": "sign", "reciprocal": "reciprocal", "erf": "erf",
-    "logical_not": "logical_not", "silu": "nn.silu", "mish": "nn.mish", "hardswish": "nn.hardswish",
+    "relu": "nn.relu",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "exp": "exp",
+    "log": "log",
+    "sqrt": "sqrt",
+    "rsqrt": "rsqrt",
+    "abs": "abs",
+    "neg": "negative",
+    "sin": "sin",
+    "cos": "cos",
+    "tan": "tan",
+    "atan": "atan",
+    "ceil": "ceil",
+    "floor": "floor",
+    "sign": "sign",
+    "reciprocal": "reciprocal",
+    "erf": "erf",
+    "logical_not": "logical_not",
+    "silu": "nn.silu",
+    "mish": "nn.mish",
+    "hardswish": "nn.hardswish",
     "hardsigmoid": "nn.hardsigmoid",
 }
 
@@ -96,26 +114,38 @@ def hardtanh(ctx, *, self, min_val, max_val):
 
 
 @converter("aten::clamp.default")
-def clamp(ctx, *, self, min, max):  # noqa: A002 (schema names)
+def clamp(ctx, *, self, min, max):
     return ctx.emit("clip", self, a_min=min, a_max=max)
 
 
 @converter("aten::clamp_min.default")
-def clamp_min(ctx, *, self, min):  # noqa: A002
+def clamp_min(ctx, *, self, min):
     return ctx.emit("clip", self, a_min=min)
 
 
 @converter("aten::clamp_max.default")
-def clamp_max(ctx, *, self, max):  # noqa: A002
+def clamp_max(ctx, *, self, max):
     return ctx.emit("clip", self, a_max=max)
 
 
 # -- binary elementwise -------------------------------------------------------------------------
 
 _BINARY = {
-    "mul": "multiply", "div": "divide", "maximum": "maximum", "minimum": "minimum", "pow": "power",
-    "eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
-    "logical_and": "logical_and", "logical_or": "logical_or", "logical_xor": "logical_xor", "remainder": "floor_mod",
+    "mul": "multiply",
+    "div": "divide",
+    "maximum": "maximum",
+    "minimum": "minimum",
+    "pow": "power",
+    "eq": "equal",
+    "ne": "not_equal",
+    "lt": "less",
+    "le": "less_equal",
+    "gt": "greater",
+    "ge": "greater_equal",
+    "logical_and": "logical_and",
+    "logical_or": "logical_or",
+    "logical_xor": "logical_xor",
+    "remainder": "floor_mod",
     "fmod": "trunc_mod",
 }
 
@@ -190,6 +220,7 @@ def masked_fill(ctx, *, self, mask, value):
 
 # -- dtype and identity ---------------------------------------------------------------------------
 
+
 @converter("aten::_to_copy.default")
 def to_copy(ctx, *, self, dtype=None, **_):
     if dtype is None or dtype_name(dtype) == self.type.dtype:
@@ -205,18 +236,24 @@ def copy(ctx, *, self, src, non_blocking=False):
     return out if out.type.shape == self.type.shape else ctx.emit("broadcast_to", out, shape=self.type.shape)
 
 
-converter("aten::clone.default", "aten::alias.default", "aten::detach.default", "aten::lift_fresh_copy.default",
-          "aten::contiguous.default")(_identity)
+converter(
+    "aten::clone.default",
+    "aten::alias.default",
+    "aten::detach.default",
+    "aten::lift_fresh_copy.default",
+    "aten::contiguous.default",
+)(_identity)
 
 
 @converter("aten::dropout.default")
-def dropout(ctx, *, input, p, train):  # noqa: A002
+def dropout(ctx, *, input, p, train):
     if train and p > 0:
         raise Unsupported("dropout in training mode")
     return input
 
 
 # -- shape and layout -----------------------------------------------------------------------------
+
 
 @converter("aten::view.default", "aten::_unsafe_view.default", "aten::reshape.default")
 def view(ctx, *, self, size=None, shape=None):
@@ -259,13 +296,13 @@ def squeeze(ctx, *, self, dim=None):
 def flatten(ctx, *, self, start_dim, end_dim):
     shape = self.type.shape
     start, end = start_dim % max(len(shape), 1), end_dim % max(len(shape), 1)
-    if shape[start:end + 1] and all(isinstance(d, int) for d in shape[start:end + 1]):
+    if shape[start : end + 1] and all(isinstance(d, int) for d in shape[start : end + 1]):
         merged = 1
-        for d in shape[start:end + 1]:
+        for d in shape[start : end + 1]:
             merged *= d
     else:
         merged = -1
-    return ctx.emit("reshape", self, newshape=tuple(shape[:start]) + (merged,) + tuple(shape[end + 1:]))
+    return ctx.emit("reshape", self, newshape=tuple(shape[:start]) + (merged,) + tuple(shape[end + 1 :]))
 
 
 @converter("aten::cat.default")
@@ -365,8 +402,13 @@ def as_strided(ctx, *, self, size, stride, storage_offset=None):
     decomposition leaves when it restores a layout, e.g. adaptive_avg_pool3d's mean over size-1 axes)."""
     source = ctx.fx_node.args[0].meta.get("val")
     shape = self.type.shape
-    if tuple(size) != shape or storage_offset not in (None, 0) or not isinstance(source, torch.Tensor) \
-            or not all(isinstance(d, int) for d in shape[1:]) or source.storage_offset() != 0:
+    if (
+        tuple(size) != shape
+        or storage_offset not in (None, 0)
+        or not isinstance(source, torch.Tensor)
+        or not all(isinstance(d, int) for d in shape[1:])
+        or source.storage_offset() != 0
+    ):
         raise Unsupported("as_strided other than an identity view")
     contiguous = [1] * len(shape)
     for axis in range(len(shape) - 2, -1, -1):
@@ -393,6 +435,7 @@ def flip(ctx, *, self, dims):
 
 
 # -- gathering ------------------------------------------------------------------------------------
+
 
 @converter("aten::embedding.default")
 def embedding(ctx, *, weight, indices, **_):
@@ -421,6 +464,7 @@ def gather(ctx, *, self, dim, index, sparse_grad=False):
 
 
 # -- padding --------------------------------------------------------------------------------------
+
 
 def _pad_width(rank: int, pad) -> tuple:
     """torch's flat (last-dim-first) pad list -> one (before, after) pair per dimension."""
@@ -451,22 +495,38 @@ _declare_pad("replication_pad", "edge")
 
 # -- convolution and matrix products ---------------------------------------------------------------
 
+
 @converter("aten::convolution.default")
-def convolution(ctx, *, input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):  # noqa: A002
+def convolution(ctx, *, input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
     ndim = weight.type.rank - 2
     if ndim not in (1, 2, 3):
         raise Unsupported(f"{ndim}-d convolution")
     if transposed:
-        out = ctx.emit(f"nn.conv{ndim}d_transpose", input, weight, strides=tuple(stride), padding=tuple(padding),
-                       output_padding=tuple(output_padding), dilation=tuple(dilation), groups=groups)
+        out = ctx.emit(
+            f"nn.conv{ndim}d_transpose",
+            input,
+            weight,
+            strides=tuple(stride),
+            padding=tuple(padding),
+            output_padding=tuple(output_padding),
+            dilation=tuple(dilation),
+            groups=groups,
+        )
     else:
-        out = ctx.emit(f"nn.conv{ndim}d", input, weight, strides=tuple(stride), padding=tuple(padding),
-                       dilation=tuple(dilation), groups=groups)
+        out = ctx.emit(
+            f"nn.conv{ndim}d",
+            input,
+            weight,
+            strides=tuple(stride),
+            padding=tuple(padding),
+            dilation=tuple(dilation),
+            groups=groups,
+        )
     return out if bias is None else ctx.emit("nn.bias_add", out, bias, axis=1)
 
 
 @converter("aten::linear.default")
-def linear(ctx, *, input, weight, bias):  # noqa: A002
+def linear(ctx, *, input, weight, bias):
     out = ctx.emit("nn.dense", input, weight)
     return out if bias is None else ctx.emit("nn.bias_add", out, bias, axis=-1)
 
@@ -502,12 +562,13 @@ def scaled_dot_product_attention(ctx, *, query, key, value, attn_mask, dropout_p
 
 # -- normalization ----------------------------------------------------------------------------------
 
+
 def _ones_if_none(ctx, tensor, shape, dtype, fill=1.0):
     return tensor if tensor is not None else ctx.const(torch.full(shape, fill, dtype=torch.float32).to(dtype))
 
 
 @converter("aten::layer_norm.default")
-def layer_norm(ctx, *, input, normalized_shape, weight, bias, eps, cudnn_enable=True):  # noqa: A002
+def layer_norm(ctx, *, input, normalized_shape, weight, bias, eps, cudnn_enable=True):
     shape = tuple(normalized_shape)
     dtype = input.type.torch_dtype
     weight = _ones_if_none(ctx, weight, shape, dtype)
@@ -516,15 +577,18 @@ def layer_norm(ctx, *, input, normalized_shape, weight, bias, eps, cudnn_enable=
 
 
 @converter("aten::native_layer_norm.default")
-def native_layer_norm(ctx, *, input, normalized_shape, weight, bias, eps):  # noqa: A002
+def native_layer_norm(ctx, *, input, normalized_shape, weight, bias, eps):
     if any(u.args[1] != 0 for u in ctx.users()):
         raise Unsupported("uses the mean/rstd outputs")
-    return (layer_norm(ctx, input=input, normalized_shape=normalized_shape, weight=weight, bias=bias, eps=eps),
-            None, None)
+    return (
+        layer_norm(ctx, input=input, normalized_shape=normalized_shape, weight=weight, bias=bias, eps=eps),
+        None,
+        None,
+    )
 
 
 @converter("aten::group_norm.default")
-def group_norm(ctx, *, input, num_groups, weight, bias, eps, cudnn_enabled=True):  # noqa: A002
+def group_norm(ctx, *, input, num_groups, weight, bias, eps, cudnn_enabled=True):
     channels = (input.type.shape[1],)
     dtype = input.type.torch_dtype
     weight = _ones_if_none(ctx, weight, channels, dtype)
@@ -533,13 +597,13 @@ def group_norm(ctx, *, input, num_groups, weight, bias, eps, cudnn_enabled=True)
 
 
 @converter("aten::native_group_norm.default")
-def native_group_norm(ctx, *, input, weight, bias, N, C, HxW, group, eps):  # noqa: A002, N803
+def native_group_norm(ctx, *, input, weight, bias, N, C, HxW, group, eps):  # noqa: N803
     if any(u.args[1] != 0 for u in ctx.users()):
         raise Unsupported("uses the mean/rstd outputs")
     return (group_norm(ctx, input=input, num_groups=group, weight=weight, bias=bias, eps=eps), None, None)
 
 
-def _batch_norm(ctx, input, weight, bias, running_mean, running_var, eps):  # noqa: A002
+def _batch_norm(ctx, input, weight, bias, running_mean, running_var, eps):
     if running_mean is None or running_var is None:
         raise Unsupported("batch norm without running statistics")
     channels = (input.type.shape[1],)
@@ -550,14 +614,14 @@ def _batch_norm(ctx, input, weight, bias, running_mean, running_var, eps):  # no
 
 
 @converter("aten::_native_batch_norm_legit_no_training.default")
-def batch_norm_no_training(ctx, *, input, weight, bias, running_mean, running_var, momentum, eps):  # noqa: A002
+def batch_norm_no_training(ctx, *, input, weight, bias, running_mean, running_var, momentum, eps):
     if any(u.args[1] != 0 for u in ctx.users()):
         raise Unsupported("uses the saved mean/invstd outputs")
     return (_batch_norm(ctx, input, weight, bias, running_mean, running_var, eps), None, None)
 
 
 @converter("aten::batch_norm.default")
-def batch_norm(ctx, *, input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled):  # noqa: A002
+def batch_norm(ctx, *, input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled):
     if training:
         raise Unsupported("batch norm in training mode")
     return _batch_norm(ctx, input, weight, bias, running_mean, running_var, eps)
@@ -581,6 +645,7 @@ def log_softmax(ctx, *, self, dim, half_to_float=False, dtype=None):
 
 # -- pooling and resizing ---------------------------------------------------------------------------
 
+
 def _pool_args(kernel_size, stride, padding, ndim):
     k = tuple(kernel_size) * (ndim if len(kernel_size) == 1 else 1)
     s = tuple(stride) * (ndim if len(stride) == 1 else 1) if stride else k
@@ -595,8 +660,9 @@ def _declare_max_pool(ndim: int) -> None:
             raise Unsupported("uses the pooling indices")
         k, s, p = _pool_args(kernel_size, stride, padding, ndim)
         d = tuple(dilation) * (ndim if len(dilation) == 1 else 1)
-        out = ctx.emit(f"nn.max_pool{ndim}d", self, pool_size=k, strides=s, padding=p, dilation=d,
-                       ceil_mode=bool(ceil_mode))
+        out = ctx.emit(
+            f"nn.max_pool{ndim}d", self, pool_size=k, strides=s, padding=p, dilation=d, ceil_mode=bool(ceil_mode)
+        )
         return (out, None) if with_indices else out
 
     convert.__name__ = f"convert_max_pool{ndim}d"
@@ -608,8 +674,15 @@ def _declare_avg_pool(ndim: int) -> None:
         if divisor_override:
             raise Unsupported("avg_pool with divisor_override")
         k, s, p = _pool_args(kernel_size, stride, padding, ndim)
-        return ctx.emit(f"nn.avg_pool{ndim}d", self, pool_size=k, strides=s, padding=p, ceil_mode=bool(ceil_mode),
-                        count_include_pad=bool(count_include_pad))
+        return ctx.emit(
+            f"nn.avg_pool{ndim}d",
+            self,
+            pool_size=k,
+            strides=s,
+            padding=p,
+            ceil_mode=bool(ceil_mode),
+            count_include_pad=bool(count_include_pad),
+        )
 
     convert.__name__ = f"convert_avg_pool{ndim}d"
     converter(f"aten::avg_pool{ndim}d.default")(convert)
@@ -651,26 +724,27 @@ def _resize(ctx, data, method, align_corners=False, scale_factors=None, scales_h
 
 
 @converter("aten::upsample_nearest2d.vec", "aten::upsample_nearest2d.default")
-def upsample_nearest2d(ctx, *, input=None, self=None, output_size=None, **scales):  # noqa: A002
+def upsample_nearest2d(ctx, *, input=None, self=None, output_size=None, **scales):
     return _resize(ctx, input if input is not None else self, "nearest", **scales)
 
 
 @converter("aten::_upsample_nearest_exact2d.vec", "aten::_upsample_nearest_exact2d.default")
-def upsample_nearest_exact2d(ctx, *, input=None, self=None, output_size=None, **scales):  # noqa: A002
+def upsample_nearest_exact2d(ctx, *, input=None, self=None, output_size=None, **scales):
     return _resize(ctx, input if input is not None else self, "nearest_exact", **scales)
 
 
 @converter("aten::upsample_bilinear2d.vec", "aten::upsample_bilinear2d.default")
-def upsample_bilinear2d(ctx, *, align_corners, input=None, self=None, output_size=None, **scales):  # noqa: A002
+def upsample_bilinear2d(ctx, *, align_corners, input=None, self=None, output_size=None, **scales):
     return _resize(ctx, input if input is not None else self, "linear", align_corners, **scales)
 
 
 @converter("aten::upsample_bicubic2d.vec", "aten::upsample_bicubic2d.default")
-def upsample_bicubic2d(ctx, *, align_corners, input=None, self=None, output_size=None, **scales):  # noqa: A002
+def upsample_bicubic2d(ctx, *, align_corners, input=None, self=None, output_size=None, **scales):
     return _resize(ctx, input if input is not None else self, "cubic", align_corners, **scales)
 
 
 # -- reductions -------------------------------------------------------------------------------------
+
 
 def _reduce_axes(x, dim):
     if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
@@ -709,8 +783,9 @@ def var(ctx, *, self, dim=None, correction=None, keepdim=False):
 @converter("aten::cumsum.default")
 def cumsum(ctx, *, self, dim, dtype=None):
     """Position ids from an attention mask (RoBERTa, OPT, BLOOM); `dtype` is what the sums accumulate in."""
-    return ctx.emit("cumsum", self, axis=dim % max(self.type.rank, 1),
-                    dtype=None if dtype is None else dtype_name(dtype))
+    return ctx.emit(
+        "cumsum", self, axis=dim % max(self.type.rank, 1), dtype=None if dtype is None else dtype_name(dtype)
+    )
 
 
 @converter("aten::argmax.default", "aten::argmin.default")
@@ -729,6 +804,7 @@ def max_dim(ctx, *, self, dim, keepdim=False):
 
 
 # -- creation ---------------------------------------------------------------------------------------
+
 
 def _default_dtype(value, dtype):
     if dtype is not None:

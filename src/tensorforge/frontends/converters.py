@@ -15,7 +15,7 @@ opaque node, so nothing is lost.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 ConverterFn = Callable[..., object]
 
@@ -36,8 +36,10 @@ def converter(*names: str) -> Callable[[ConverterFn], ConverterFn]:
             if "::" not in name:
                 raise ValueError(f"converter names look like 'namespace::op[.overload]', got {name!r}")
             if name in _CONVERTERS:
-                raise ValueError(f"a converter for {name!r} is already registered "
-                                 f"({_CONVERTERS[name].__module__}.{_CONVERTERS[name].__name__})")
+                raise ValueError(
+                    f"a converter for {name!r} is already registered "
+                    f"({_CONVERTERS[name].__module__}.{_CONVERTERS[name].__name__})"
+                )
             _CONVERTERS[name] = fn
         return fn
 

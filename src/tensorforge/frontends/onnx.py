@@ -24,8 +24,8 @@ import collections
 import contextlib
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import onnx
 import onnx.inliner
@@ -33,8 +33,8 @@ import onnx.version_converter
 import torch
 
 from ..ir import Graph, Sym, TensorType
-from ..ir.types import dtype_name
 from ..ir.ops.opaque import encode_output_type
+from ..ir.types import dtype_name
 from .onnx_dtypes import IR_DTYPES
 from .onnx_opaque import encode_node, onnx_node_session, opaque_onnx_name, run_onnx_node
 from .onnx_ops import registry as reg
@@ -57,10 +57,11 @@ def _stage(where: str):
         yield
     except OnnxImportError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise OnnxImportError(f"{where}: {type(exc).__name__}: {detail}" if detail else
-                              f"{where}: {type(exc).__name__}") from exc
+        raise OnnxImportError(
+            f"{where}: {type(exc).__name__}: {detail}" if detail else f"{where}: {type(exc).__name__}"
+        ) from exc
 
 
 def _elem_name(elem: int) -> str:
@@ -100,6 +101,7 @@ def format_unsupported(items: Sequence[UnsupportedNode]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Loading and preparing the model
 # ---------------------------------------------------------------------------------------------
+
 
 def load_model(path_or_model, base_dir: str | None = None) -> onnx.ModelProto:
     """A ModelProto with its external data loaded (from the model's folder, or `base_dir`)."""
@@ -142,10 +144,12 @@ def _upgraded(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         upgraded = onnx.version_converter.convert_version(model, MIN_OPSET)
         validate_model(upgraded)
-    except Exception as exc:  # noqa: BLE001 - the converter raises RuntimeError/ValidationError, with its reason
-        raise OnnxImportError(f"the model uses ONNX opset {opset}; tensorforge imports opset {MIN_OPSET} and newer, "
-                              f"and onnx.version_converter could not convert it ({type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from exc
+    except Exception as exc:
+        raise OnnxImportError(
+            f"the model uses ONNX opset {opset}; tensorforge imports opset {MIN_OPSET} and newer, "
+            f"and onnx.version_converter could not convert it ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+        ) from exc
     logger.info("converted the model from ONNX opset %d to %d (onnx.version_converter)", opset, MIN_OPSET)
     return upgraded
 
@@ -153,8 +157,10 @@ def _upgraded(model: onnx.ModelProto) -> onnx.ModelProto:
 def _dims(type_proto) -> tuple | None:
     if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
         return None
-    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None)
-                 for d in type_proto.tensor_type.shape.dim)
+    return tuple(
+        d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None)
+        for d in type_proto.tensor_type.shape.dim
+    )
 
 
 def _set_dims(type_proto, dims: Sequence) -> None:
@@ -174,8 +180,9 @@ def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence
     inputs = [v for v in model.graph.input if v.name not in initializers]
     unknown = sorted(set(input_shapes) - {v.name for v in inputs})
     if unknown:
-        raise OnnxImportError(f"input_shapes names {unknown}, which are not graph inputs "
-                              f"({', '.join(v.name for v in inputs)})")
+        raise OnnxImportError(
+            f"input_shapes names {unknown}, which are not graph inputs ({', '.join(v.name for v in inputs)})"
+        )
     batch_names = {dims[0] for v in inputs if (dims := _dims(v.type)) and isinstance(dims[0], str)}
     types, problems = {}, []
     for v in inputs:
@@ -208,14 +215,18 @@ def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence
             continue
         types[v.name] = TensorType(IR_DTYPES[elem], out)
     if problems:
-        hint = ("\nFix sizes with input_shapes={name: (sizes...)} (-1 at axis 0 keeps the batch dynamic)"
-                if any("symbolic" in p or "no shape" in p for p in problems) else "")
+        hint = (
+            "\nFix sizes with input_shapes={name: (sizes...)} (-1 at axis 0 keeps the batch dynamic)"
+            if any("symbolic" in p or "no shape" in p for p in problems)
+            else ""
+        )
         raise OnnxImportError("cannot type the model's inputs:\n  " + "\n  ".join(problems) + hint)
     return types
 
 
-def prepare_model(model: onnx.ModelProto, dynamic_batch: bool = True,
-                  input_shapes: Mapping[str, Sequence[int]] | None = None):
+def prepare_model(
+    model: onnx.ModelProto, dynamic_batch: bool = True, input_shapes: Mapping[str, Sequence[int]] | None = None
+):
     """Typed inputs, the validity check (`onnx_validate`), the opset check, inlined functions, shape inference:
     (model, input IR types)."""
     model_copy = onnx.ModelProto()
@@ -244,8 +255,9 @@ def prepare_model(model: onnx.ModelProto, dynamic_batch: bool = True,
     try:
         model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # > 2 GiB protos, or an op inference cannot handle: the IR infers types anyway
-        logger.warning("ONNX shape inference failed (%s); importing with the IR's own type inference",
-                       str(exc).splitlines()[0])
+        logger.warning(
+            "ONNX shape inference failed (%s); importing with the IR's own type inference", str(exc).splitlines()[0]
+        )
     for v in list(model.graph.output) + list(model.graph.value_info):
         if v.name in declared and v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape"):
             v.type.tensor_type.shape.CopyFrom(declared[v.name])
@@ -343,6 +355,7 @@ def _graph_captures(graph) -> set[str]:
 # The whole-model check
 # ---------------------------------------------------------------------------------------------
 
+
 def _used_outputs(model) -> dict[str, bool]:
     """Every value some node (in any graph) reads, or some graph returns."""
     used = {}
@@ -365,8 +378,9 @@ def _static_operand(name: str, value_types: dict, constants: dict[str, torch.Ten
 
 def _initializer(t, where: str = "") -> Operand:
     if t.data_type not in IR_DTYPES:
-        raise OnnxImportError(f"initializer {t.name!r}{where} has ONNX element type {_elem_name(t.data_type)}, "
-                              f"which the IR cannot hold")
+        raise OnnxImportError(
+            f"initializer {t.name!r}{where} has ONNX element type {_elem_name(t.data_type)}, which the IR cannot hold"
+        )
     with _stage(f"initializer {t.name!r}{where} cannot be read"):
         return Operand.known(t.name, [reg.tensor_from_proto(t)])
 
@@ -384,8 +398,9 @@ def _without_inferred_types(node):
     return out
 
 
-def _check_node(node, index: int, opsets: dict[str, int], value_types: dict, constants: dict,
-                used: dict[str, bool]) -> UnsupportedNode | None:
+def _check_node(
+    node, index: int, opsets: dict[str, int], value_types: dict, constants: dict, used: dict[str, bool]
+) -> UnsupportedNode | None:
     domain = reg.canonical_domain(node.domain)
     opset = opsets.get(domain)
     name = _node_name(node, index)
@@ -402,11 +417,11 @@ def _check_node(node, index: int, opsets: dict[str, int], value_types: dict, con
     for value in list(node.input) + list(node.output):
         entry = value_types.get(value) if value else None
         if entry is not None and entry[0] not in IR_DTYPES and entry[0] != 0:
-            return unsupported(f"{value!r} has ONNX element type "
-                               f"{_elem_name(entry[0])}, which the IR cannot hold")
+            return unsupported(f"{value!r} has ONNX element type {_elem_name(entry[0])}, which the IR cannot hold")
     try:
-        kwargs = reg.call_kwargs(schema, node, [_static_operand(x, value_types, constants) if x else None
-                                                for x in node.input], converter)
+        kwargs = reg.call_kwargs(
+            schema, node, [_static_operand(x, value_types, constants) if x else None for x in node.input], converter
+        )
     except reg.Unsupported as exc:
         return unsupported(str(exc))
     if converter.check is None:
@@ -441,9 +456,13 @@ def _check_prepared(model) -> dict[int, UnsupportedNode]:
     return {i: f for i, f in found.items() if f is not None}
 
 
-def check_onnx_model(path_or_model, *, dynamic_batch: bool = True,
-                     input_shapes: Mapping[str, Sequence[int]] | None = None,
-                     base_dir: str | None = None) -> list[UnsupportedNode]:
+def check_onnx_model(
+    path_or_model,
+    *,
+    dynamic_batch: bool = True,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    base_dir: str | None = None,
+) -> list[UnsupportedNode]:
     """Every node `from_onnx` would leave to onnxruntime, with the reason, found before importing anything."""
     model, _ = prepare_model(load_model(path_or_model, base_dir), dynamic_batch, input_shapes)
     return list(_check_prepared(model).values())
@@ -453,8 +472,16 @@ def check_onnx_model(path_or_model, *, dynamic_batch: bool = True,
 # Import
 # ---------------------------------------------------------------------------------------------
 
-def from_onnx(path_or_model, dynamic_batch: bool = True, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
-              strict: bool = False, base_dir: str | None = None, name: str | None = None) -> Graph:
+
+def from_onnx(
+    path_or_model,
+    dynamic_batch: bool = True,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    strict: bool = False,
+    base_dir: str | None = None,
+    name: str | None = None,
+) -> Graph:
     """Import an ONNX model (a path, bytes or a `ModelProto`; opset >= 11) as an `ir.Graph`.
 
     dynamic_batch: a symbolic leading input dimension becomes `Sym("batch")` (other symbolic dimensions
@@ -471,8 +498,11 @@ def from_onnx(path_or_model, dynamic_batch: bool = True, *, input_shapes: Mappin
     importer = _Importer(model, input_types, {i: u.reason for i, u in found.items()}, name)
     graph = importer.run()
     if importer.declined:  # reasons only conversion could find (a shape computed from data, ...)
-        logger.warning("converters declined %d more node(s) during import:\n%s", len(importer.declined),
-                       format_unsupported(importer.declined))
+        logger.warning(
+            "converters declined %d more node(s) during import:\n%s",
+            len(importer.declined),
+            format_unsupported(importer.declined),
+        )
     return graph
 
 
@@ -490,7 +520,7 @@ class _Importer:
         self.declined: list[UnsupportedNode] = []
         self.ctx.subgraph_importer = self._import_subgraph
 
-    def _scratch(self, captured: set[str]) -> "_Importer":
+    def _scratch(self, captured: set[str]) -> _Importer:
         """An importer of the same model into a throwaway graph, whose inputs are the run-time values in `captured`
         (known ones keep their values): where a subgraph is imported only to learn its output types."""
         child = _Importer(self.model, {}, {}, "scratch")
@@ -520,8 +550,9 @@ class _Importer:
             with _stage(f"node {name!r} ({nodes[i].op_type}) of subgraph {graph.name!r}"):
                 found = _check_node(nodes[i], i, self.opsets, self.value_types, constants, self.used)
                 if found is not None:
-                    self.declined.append(UnsupportedNode(found.op_type, found.domain, found.version, name,
-                                                         found.reason))
+                    self.declined.append(
+                        UnsupportedNode(found.op_type, found.domain, found.version, name, found.reason)
+                    )
                 self._import_node(nodes[i], name, found.reason if found else None)
         missing = [o.name for o in graph.output if o.name not in self.env]
         if missing:
@@ -602,11 +633,15 @@ class _Importer:
         if problem:
             theirs = f"{IR_DTYPES.get(elem, elem)}{list(dims) if dims is not None else '[?]'}"
             if converted:
-                raise OnnxImportError(f"node {name!r} ({node.op_type}): converted output {out_name!r} is {ours}, "
-                                      f"ONNX shape inference says {theirs} — a converter bug; please report it")
-            raise OnnxImportError(f"node {name!r} ({node.op_type}) runs through onnxruntime: its output {out_name!r} "
-                                  f"is {ours} there, ONNX shape inference says {theirs} — the two disagree on this "
-                                  f"node; please report it")
+                raise OnnxImportError(
+                    f"node {name!r} ({node.op_type}): converted output {out_name!r} is {ours}, "
+                    f"ONNX shape inference says {theirs} — a converter bug; please report it"
+                )
+            raise OnnxImportError(
+                f"node {name!r} ({node.op_type}) runs through onnxruntime: its output {out_name!r} "
+                f"is {ours} there, ONNX shape inference says {theirs} — the two disagree on this "
+                f"node; please report it"
+            )
 
     # -- opaque nodes ---------------------------------------------------------------------------
 
@@ -618,15 +653,20 @@ class _Importer:
             raise OnnxImportError(f"node {name!r} ({node.op_type}) refers to {missing}, which nothing produces")
         inputs = [self.env[x] for x in input_names]
         output_names = [o for o in node.output if o]
-        encoded = {"node": encode_node(_without_inferred_types(node)),
-                   "opset_imports": tuple((o.domain, o.version) for o in self.model.opset_import),
-                   "ir_version": int(self.model.ir_version), "input_names": tuple(input_names),
-                   "output_names": tuple(output_names)}
+        encoded = {
+            "node": encode_node(_without_inferred_types(node)),
+            "opset_imports": tuple((o.domain, o.version) for o in self.model.opset_import),
+            "ir_version": int(self.model.ir_version),
+            "input_names": tuple(input_names),
+            "output_names": tuple(output_names),
+        }
         entries = [self.value_types.get(o) for o in output_names]
         for out_name, entry in zip(output_names, entries):
             if entry is not None and entry[0] and entry[0] not in IR_DTYPES:
-                raise OnnxImportError(f"node {name!r} ({node.op_type}: {reason}) outputs {out_name!r} of ONNX type "
-                                      f"{_elem_name(entry[0])}, which the IR cannot hold")
+                raise OnnxImportError(
+                    f"node {name!r} ({node.op_type}: {reason}) outputs {out_name!r} of ONNX type "
+                    f"{_elem_name(entry[0])}, which the IR cannot hold"
+                )
         dtypes = [IR_DTYPES.get(e[0]) if e else None for e in entries]  # None: onnxruntime will say
         if all(x.is_known for x in inputs):
             folded = self._fold_through_onnxruntime(inputs, encoded, dtypes)
@@ -639,12 +679,16 @@ class _Importer:
             self._refuse_runtime_trip_count(name, node)
             types = self._probe_types(name, node, inputs, encoded, dtypes, reason)
         with _stage(f"node {name!r} ({node.op_type}) runs through onnxruntime, which cannot load it"):
-            onnx_node_session(**encoded, input_specs=[(x.type.dtype, x.type.rank) for x in inputs],
-                              output_dtypes=[t.dtype for t in types])
+            onnx_node_session(
+                **encoded,
+                input_specs=[(x.type.dtype, x.type.rank) for x in inputs],
+                output_dtypes=[t.dtype for t in types],
+            )
         values = [self.ctx.materialize(x) for x in inputs]
         attrs = dict(encoded, output_types=tuple(encode_output_type(t) for t in types), reason=reason)
-        ir_node = self.graph.add_node(opaque_onnx_name(node.op_type, node.domain), values, attrs, name=name,
-                                      output_types=types)
+        ir_node = self.graph.add_node(
+            opaque_onnx_name(node.op_type, node.domain), values, attrs, name=name, output_types=types
+        )
         return self._spread(node, output_names, [Operand(v.name, v.type, value=v) for v in ir_node.outputs])
 
     def _branch_types(self, node, name: str) -> list[TensorType]:
@@ -662,21 +706,34 @@ class _Importer:
                     failed[attr.name] = str(exc)
                     continue
                 if len(types) != len(node.output):
-                    raise OnnxImportError(f"node {name!r} (If): its {attr.name} returns {len(types)} values, the "
-                                          f"node has {len(node.output)} outputs")
+                    raise OnnxImportError(
+                        f"node {name!r} (If): its {attr.name} returns {len(types)} values, the "
+                        f"node has {len(node.output)} outputs"
+                    )
                 found[attr.name] = types
         if not found:
-            raise OnnxImportError(f"node {name!r} (If): its condition is computed at run time and neither branch can "
-                                  f"be typed at these input sizes: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+            raise OnnxImportError(
+                f"node {name!r} (If): its condition is computed at run time and neither branch can "
+                f"be typed at these input sizes: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
+            )
         if len(found) == 2 and found["then_branch"] != found["else_branch"]:
-            diff = "; ".join(f"output {i}: then {a}, else {b}" for i, (a, b) in
-                             enumerate(zip(found["then_branch"], found["else_branch"])) if a != b)
-            raise OnnxImportError(f"node {name!r} (If): its branches give different output types ({diff}); the IR "
-                                  f"needs one type per output")
+            diff = "; ".join(
+                f"output {i}: then {a}, else {b}"
+                for i, (a, b) in enumerate(zip(found["then_branch"], found["else_branch"]))
+                if a != b
+            )
+            raise OnnxImportError(
+                f"node {name!r} (If): its branches give different output types ({diff}); the IR "
+                f"needs one type per output"
+            )
         for branch, reason in failed.items():
-            logger.warning("node %r (If): its %s cannot run at these input sizes, so onnxruntime will fail if the "
-                           "condition selects it; the outputs are typed from the other branch. (%s)", name, branch,
-                           reason)
+            logger.warning(
+                "node %r (If): its %s cannot run at these input sizes, so onnxruntime will fail if the "
+                "condition selects it; the outputs are typed from the other branch. (%s)",
+                name,
+                branch,
+                reason,
+            )
         return [t for t, o in zip(next(iter(found.values())), node.output) if o]
 
     @staticmethod
@@ -690,8 +747,10 @@ class _Importer:
     def _fold_through_onnxruntime(self, inputs, encoded, dtypes) -> list[Operand] | None:
         count = max(len(x.probes) for x in inputs) if inputs else 1
         try:
-            runs = [self._run([x.probes[i] if len(x.probes) > 1 else x.probes[0] for x in inputs], encoded, dtypes)
-                    for i in range(count)]
+            runs = [
+                self._run([x.probes[i] if len(x.probes) > 1 else x.probes[0] for x in inputs], encoded, dtypes)
+                for i in range(count)
+            ]
         except Exception as exc:  # noqa: BLE001  (left to run time, where the error reaches the user)
             logger.debug("onnxruntime could not fold %s: %s", encoded["output_names"], exc)
             return None
@@ -711,8 +770,10 @@ class _Importer:
             return  # not a Loop, or one with no scan outputs: its outputs are shaped like its loop-carried values
         control = [x for x in node.input[:2] if x]
         if not all(self.env[x].is_known for x in control):
-            raise OnnxImportError(f"node {name!r} (Loop): its scan outputs are as long as the loop runs, and its trip "
-                                  f"count or condition is computed at run time: the IR cannot express that size")
+            raise OnnxImportError(
+                f"node {name!r} (Loop): its scan outputs are as long as the loop runs, and its trip "
+                f"count or condition is computed at run time: the IR cannot express that size"
+            )
 
     def _probe_types(self, name, node, inputs, encoded, dtypes, reason) -> list[TensorType]:
         """Output types shape inference left open: run the node at the probe batch sizes and solve each size.
@@ -738,13 +799,17 @@ class _Importer:
                 probed_dtypes = [dtype_name(t.dtype) for t in outs]
                 drawn = (self._run([sample(x, i, True) for x in inputs], encoded, dtypes) for _ in range(DATA_SAMPLES))
                 if i == 0 and any([tuple(t.shape) for t in other] != shapes[0] for other in drawn):
-                    raise OnnxImportError(f"node {name!r} ({node.op_type}): its output sizes depend on the data, "
-                                          f"which the IR cannot express")
+                    raise OnnxImportError(
+                        f"node {name!r} ({node.op_type}): its output sizes depend on the data, "
+                        f"which the IR cannot express"
+                    )
         except OnnxImportError:
             raise
-        except Exception as exc:  # noqa: BLE001
-            raise OnnxImportError(f"node {name!r} ({node.op_type}) has no mapping ({reason}) and onnxruntime cannot "
-                                  f"run it to find its output types: {str(exc).splitlines()[0]}") from exc
+        except Exception as exc:
+            raise OnnxImportError(
+                f"node {name!r} ({node.op_type}) has no mapping ({reason}) and onnxruntime cannot "
+                f"run it to find its output types: {str(exc).splitlines()[0]}"
+            ) from exc
         types = []
         for j, (dtype, *probed) in enumerate(zip(dtypes, *shapes)):
             dtype = dtype or probed_dtypes[j]
@@ -754,8 +819,10 @@ class _Importer:
             for sizes in zip(*probed):
                 solved = solve_element(list(sizes))
                 if solved is None:
-                    raise OnnxImportError(f"node {name!r} ({node.op_type}): its output sizes depend on the data or "
-                                          f"on the batch in a way the IR cannot express ({probed})")
+                    raise OnnxImportError(
+                        f"node {name!r} ({node.op_type}): its output sizes depend on the data or "
+                        f"on the batch in a way the IR cannot express ({probed})"
+                    )
                 dims.append(solved)
             types.append(TensorType(dtype, tuple(dims)))
         return types

@@ -56,11 +56,17 @@ def one_node_model(node, opset_imports, ir_version: int, input_names, input_spec
     import onnx
     from onnx import helper
 
-    inputs = [helper.make_tensor_value_info(name, ONNX_ELEMENT_TYPES[dtype], [f"{name}_d{i}" for i in range(rank)])
-              for name, (dtype, rank) in zip(input_names, input_specs)]
+    inputs = [
+        helper.make_tensor_value_info(name, ONNX_ELEMENT_TYPES[dtype], [f"{name}_d{i}" for i in range(rank)])
+        for name, (dtype, rank) in zip(input_names, input_specs)
+    ]
     # an output of unknown dtype (a custom op shape inference knows nothing about) is left for onnxruntime to type
-    outputs = [helper.make_tensor_value_info(name, ONNX_ELEMENT_TYPES[dtype], None) if dtype else
-               onnx.ValueInfoProto(name=name) for name, dtype in zip(output_names, output_dtypes)]
+    outputs = [
+        helper.make_tensor_value_info(name, ONNX_ELEMENT_TYPES[dtype], None)
+        if dtype
+        else onnx.ValueInfoProto(name=name)
+        for name, dtype in zip(output_names, output_dtypes)
+    ]
     graph = helper.make_graph([node], "tensorforge_opaque_node", inputs, outputs)
     opsets = [helper.make_opsetid(domain, version) for domain, version in opset_imports]
     # the oldest IR version these opsets allow: onnxruntime may not read the newest one yet
@@ -107,19 +113,35 @@ def onnxruntime_session(model, providers=("CPUExecutionProvider",), severity: in
 
 
 @functools.lru_cache(maxsize=512)
-def _session(node_text: str, opset_imports: tuple, ir_version: int, input_names: tuple, input_specs: tuple,
-             output_names: tuple, output_dtypes: tuple):
-    model = one_node_model(decode_node(node_text), opset_imports, ir_version, input_names, input_specs,
-                           output_names, output_dtypes)
+def _session(
+    node_text: str,
+    opset_imports: tuple,
+    ir_version: int,
+    input_names: tuple,
+    input_specs: tuple,
+    output_names: tuple,
+    output_dtypes: tuple,
+):
+    model = one_node_model(
+        decode_node(node_text), opset_imports, ir_version, input_names, input_specs, output_names, output_dtypes
+    )
     return onnxruntime_session(model.SerializeToString())
 
 
-def onnx_node_session(node: str, *, opset_imports, ir_version: int, input_names, input_specs, output_names,
-                      output_dtypes):
+def onnx_node_session(
+    node: str, *, opset_imports, ir_version: int, input_names, input_specs, output_names, output_dtypes
+):
     """The cached session that runs an encoded node on inputs of `input_specs` ((dtype, rank) each): an importer
     creates it to learn, before the node is kept, that onnxruntime accepts it."""
-    return _session(node, tuple(tuple(x) for x in opset_imports), int(ir_version), tuple(input_names),
-                    tuple(tuple(x) for x in input_specs), tuple(output_names), tuple(output_dtypes))
+    return _session(
+        node,
+        tuple(tuple(x) for x in opset_imports),
+        int(ir_version),
+        tuple(input_names),
+        tuple(tuple(x) for x in input_specs),
+        tuple(output_names),
+        tuple(output_dtypes),
+    )
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -128,12 +150,20 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().contiguous().numpy()
 
 
-def run_onnx_node(tensors, *, node: str, opset_imports, ir_version: int, input_names, output_names,
-                  output_dtypes, device=None) -> tuple[torch.Tensor, ...]:
+def run_onnx_node(
+    tensors, *, node: str, opset_imports, ir_version: int, input_names, output_names, output_dtypes, device=None
+) -> tuple[torch.Tensor, ...]:
     """Run one encoded ONNX node through onnxruntime; results come back on `device` (default: the inputs')."""
     specs = tuple((dtype_name(t.dtype), t.dim()) for t in tensors)
-    session = _session(node, tuple(tuple(x) for x in opset_imports), int(ir_version), tuple(input_names), specs,
-                       tuple(output_names), tuple(output_dtypes))
+    session = _session(
+        node,
+        tuple(tuple(x) for x in opset_imports),
+        int(ir_version),
+        tuple(input_names),
+        specs,
+        tuple(output_names),
+        tuple(output_dtypes),
+    )
     feeds = {name: _to_numpy(t) for name, t in zip(input_names, tensors)}
     results = session.run(list(output_names), feeds)
     target = tensors[0].device if tensors else (device if device is not None else torch.device("cpu"))
@@ -174,16 +204,26 @@ def _split_onnx_name(name: str) -> tuple[str, str]:
 def _resolve_onnx(name: str) -> OpDef:
     domain, op_type = _split_onnx_name(name)
 
-    def compute(*tensors, node, opset_imports, ir_version, input_names, output_names, output_types, reason="",
-                device=None):
+    def compute(
+        *tensors, node, opset_imports, ir_version, input_names, output_names, output_types, reason="", device=None
+    ):
         proto = decode_node(node)
         if proto.op_type != op_type or (proto.domain or "") not in ((domain,) if domain else ("", "ai.onnx")):
-            raise ValueError(f"opaque node {name}: its recorded ONNX node is a {proto.domain or 'ai.onnx'}."
-                             f"{proto.op_type} (the graph is inconsistent)")
+            raise ValueError(
+                f"opaque node {name}: its recorded ONNX node is a {proto.domain or 'ai.onnx'}."
+                f"{proto.op_type} (the graph is inconsistent)"
+            )
         dtypes = [decode_output_type(spec).dtype for spec in output_types]
-        outs = run_onnx_node(tensors, node=node, opset_imports=opset_imports, ir_version=ir_version,
-                             input_names=input_names, output_names=output_names, output_dtypes=dtypes,
-                             device=device)
+        outs = run_onnx_node(
+            tensors,
+            node=node,
+            opset_imports=opset_imports,
+            ir_version=ir_version,
+            input_names=input_names,
+            output_names=output_names,
+            output_dtypes=dtypes,
+            device=device,
+        )
         return outs if len(outs) != 1 else outs[0]
 
     compute.__doc__ = f"{name}: run through onnxruntime"

@@ -24,7 +24,8 @@ from __future__ import annotations
 import collections
 import heapq
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import onnx
 import onnx.checker
@@ -41,13 +42,19 @@ class OnnxImportError(ValueError):
 
 # checker findings (patterns) that do not make a model invalid for onnxruntime, and why
 TOLERATED: tuple[tuple[str, str], ...] = (
-    (r"Field 'shape' of 'type' is required but missing",
-     "the IR spec allows a graph input or output of unknown rank (onnx/onnx#2932); onnxruntime runs such models"),
-    (r"is deprecated in domain_version",
-     "onnxruntime still runs deprecated ops (GroupNormalization-18), and a converter maps them"),
-    (r"^Inference error\(s\): \(op_type:\w+[^)]*\): \[ShapeInferenceError\] Inference error\(s\): ",
-     "an error inside the function body onnx itself defines for a standard op (MeanVarianceNormalization-13's "
-     "Constant fails onnx's own inference): onnxruntime runs the op with its kernel, not that body"),
+    (
+        r"Field 'shape' of 'type' is required but missing",
+        "the IR spec allows a graph input or output of unknown rank (onnx/onnx#2932); onnxruntime runs such models",
+    ),
+    (
+        r"is deprecated in domain_version",
+        "onnxruntime still runs deprecated ops (GroupNormalization-18), and a converter maps them",
+    ),
+    (
+        r"^Inference error\(s\): \(op_type:\w+[^)]*\): \[ShapeInferenceError\] Inference error\(s\): ",
+        "an error inside the function body onnx itself defines for a standard op (MeanVarianceNormalization-13's "
+        "Constant fails onnx's own inference): onnxruntime runs the op with its kernel, not that body",
+    ),
 )
 
 
@@ -68,6 +75,7 @@ def _node_label(node, index: int) -> str:
 
 # -- rules the checker does not enforce and onnxruntime does ------------------------------------
 
+
 def _opset_rules(model: onnx.ModelProto) -> list[str]:
     problems = []
     known = onnx.defs.C.schema_version_map()  # domain -> (first, last) opset onnx knows
@@ -76,14 +84,17 @@ def _opset_rules(model: onnx.ModelProto) -> list[str]:
         domain = "" if entry.domain in ("", "ai.onnx") else entry.domain
         label = domain or "ai.onnx"
         if domain in seen and seen[domain] != entry.version:
-            problems.append(f"opset_import: domain {label!r} is imported twice (versions {seen[domain]} and "
-                            f"{entry.version})")
+            problems.append(
+                f"opset_import: domain {label!r} is imported twice (versions {seen[domain]} and {entry.version})"
+            )
         seen[domain] = entry.version
         if entry.version < 1:
             problems.append(f"opset_import: domain {label!r} has version {entry.version}; versions start at 1")
         elif domain in known and entry.version > known[domain][1]:
-            problems.append(f"opset_import: domain {label!r} version {entry.version} is newer than onnx "
-                            f"{onnx.__version__} knows (up to {known[domain][1]})")
+            problems.append(
+                f"opset_import: domain {label!r} version {entry.version} is newer than onnx "
+                f"{onnx.__version__} knows (up to {known[domain][1]})"
+            )
     return problems
 
 
@@ -91,24 +102,31 @@ def _version_rules(model: onnx.ModelProto) -> list[str]:
     """Versions the checker itself cannot take (it reads them as C integers): out of range, they are the problem."""
     problems = []
     if not 1 <= model.ir_version <= onnx.IR_VERSION:
-        problems.append(f"ir_version {model.ir_version} is not one onnx {onnx.__version__} knows (1 to "
-                        f"{onnx.IR_VERSION})")
+        problems.append(
+            f"ir_version {model.ir_version} is not one onnx {onnx.__version__} knows (1 to {onnx.IR_VERSION})"
+        )
     imports = [("opset_import", entry) for entry in model.opset_import]
-    imports += [(f"function '{f.domain}.{f.name}' opset_import", entry) for f in model.functions
-                for entry in f.opset_import]
-    problems += [f"{where}: domain {entry.domain or 'ai.onnx'!r} has version {entry.version}, beyond any opset"
-                 for where, entry in imports if not 0 <= entry.version < 1 << 31]
+    imports += [
+        (f"function '{f.domain}.{f.name}' opset_import", entry) for f in model.functions for entry in f.opset_import
+    ]
+    problems += [
+        f"{where}: domain {entry.domain or 'ai.onnx'!r} has version {entry.version}, beyond any opset"
+        for where, entry in imports
+        if not 0 <= entry.version < 1 << 31
+    ]
     return problems
 
 
 def _function_rules(model: onnx.ModelProto) -> list[str]:
     """A model-local function named like a standard op of a domain onnx defines: onnxruntime runs the standard op,
     an importer that inlined the function would compute something else (the fuzzing suite found 59 such answers)."""
-    return [f"function '{f.domain or 'ai.onnx'}.{f.name}' has the name of a standard ONNX operator in that domain "
-            f"(onnxruntime runs the operator, not the function); rename the function or give it its own domain"
-            for f in model.functions
-            if f.domain in ("", "ai.onnx", "ai.onnx.ml") and onnx.defs.has(f.name, "" if f.domain == "ai.onnx"
-                                                                              else f.domain)]
+    return [
+        f"function '{f.domain or 'ai.onnx'}.{f.name}' has the name of a standard ONNX operator in that domain "
+        f"(onnxruntime runs the operator, not the function); rename the function or give it its own domain"
+        for f in model.functions
+        if f.domain in ("", "ai.onnx", "ai.onnx.ml")
+        and onnx.defs.has(f.name, "" if f.domain == "ai.onnx" else f.domain)
+    ]
 
 
 def _is_constant(node) -> bool:
@@ -127,8 +145,10 @@ def _duplicate_names(nodes, where: str) -> list[str]:
     if not twice:
         return []
     listed = ", ".join(repr(n) for n in twice[:5]) + (f" and {len(twice) - 5} more" if len(twice) > 5 else "")
-    return [f"{where}node names must be unique in a graph (onnxruntime refuses the model): {listed} "
-            f"name{'s' if len(twice) == 1 else ''} several nodes"]
+    return [
+        f"{where}node names must be unique in a graph (onnxruntime refuses the model): {listed} "
+        f"name{'s' if len(twice) == 1 else ''} several nodes"
+    ]
 
 
 def _node_name_rules(model: onnx.ModelProto) -> list[str]:
@@ -175,18 +195,45 @@ def _initializer_rules(model: onnx.ModelProto) -> list[str]:
 
 
 # integer attributes of standard ops that the spec documents as a switch, 0 or 1 (keepdims, transB, ceil_mode, ...)
-SWITCH_ATTRIBUTES = frozenset({
-    "align_corners", "allowzero", "ceil_mode", "center_point_box", "count_include_pad", "detect_negative",
-    "detect_positive", "exclude_outside", "exclusive", "fmod", "input_forget", "interleaved", "is_causal",
-    "keepdims", "largest", "layout", "linear_before_reset", "new_axis", "noop_with_empty_axes", "reverse",
-    "saturate", "select_last_index", "sorted", "storage_order", "training_mode", "transA", "transB", "upper",
-})
+SWITCH_ATTRIBUTES = frozenset(
+    {
+        "align_corners",
+        "allowzero",
+        "ceil_mode",
+        "center_point_box",
+        "count_include_pad",
+        "detect_negative",
+        "detect_positive",
+        "exclude_outside",
+        "exclusive",
+        "fmod",
+        "input_forget",
+        "interleaved",
+        "is_causal",
+        "keepdims",
+        "largest",
+        "layout",
+        "linear_before_reset",
+        "new_axis",
+        "noop_with_empty_axes",
+        "reverse",
+        "saturate",
+        "select_last_index",
+        "sorted",
+        "storage_order",
+        "training_mode",
+        "transA",
+        "transB",
+        "upper",
+    }
+)
 
 
 def _attribute_value_rules(model: onnx.ModelProto) -> list[str]:
     """A switch attribute (SWITCH_ATTRIBUTES) holds 0 or 1. onnxruntime runs other values, but each tool reads them
     its own way (keepdims=255 keeps no dimension in onnx's shape inference and onnxruntime, transB=7 transposes in
     both): the model means nothing definite, and is refused naming the attribute."""
+
     def default_opset(opset_import) -> int | None:
         return next((o.version for o in opset_import if o.domain in ("", "ai.onnx")), None)
 
@@ -204,10 +251,17 @@ def _attribute_value_rules(model: onnx.ModelProto) -> list[str]:
             except (onnx.defs.SchemaError, TypeError):
                 continue  # an unknown op, or an op type that is not text (invalid UTF-8): the checker names it
             for attr in node.attribute:
-                if (attr.name in SWITCH_ATTRIBUTES and attr.type == onnx.AttributeProto.INT and attr.i not in (0, 1)
-                        and attr.name in declared and declared[attr.name].type == onnx.defs.OpSchema.AttrType.INT):
-                    problems.append(f"{where}{_node_label(node, i)}: attribute {attr.name}={attr.i} is outside its "
-                                    f"documented values (0 or 1)")
+                if (
+                    attr.name in SWITCH_ATTRIBUTES
+                    and attr.type == onnx.AttributeProto.INT
+                    and attr.i not in (0, 1)
+                    and attr.name in declared
+                    and declared[attr.name].type == onnx.defs.OpSchema.AttrType.INT
+                ):
+                    problems.append(
+                        f"{where}{_node_label(node, i)}: attribute {attr.name}={attr.i} is outside its "
+                        f"documented values (0 or 1)"
+                    )
 
     visit(model.graph.node, "", default_opset(model.opset_import))
     for function in model.functions:
@@ -225,6 +279,7 @@ FURTHER_RULES: tuple[Callable[[onnx.ModelProto], list[str]], ...] = (
 
 
 # -- the checker, part by part ------------------------------------------------------------------
+
 
 def _context(model: onnx.ModelProto):
     ctx = onnx.checker.C.CheckerContext()
@@ -316,8 +371,11 @@ def _as_imported(model: onnx.ModelProto) -> onnx.ModelProto:
         inferred = onnx.shape_inference.infer_shapes(copy, check_type=False, strict_mode=False)
     except Exception:  # noqa: BLE001  (the full check below reports why)
         inferred = copy
-    shapes = {o.name: o.type.tensor_type.shape for o in inferred.graph.output
-              if o.type.HasField("tensor_type") and o.type.tensor_type.HasField("shape")}
+    shapes = {
+        o.name: o.type.tensor_type.shape
+        for o in inferred.graph.output
+        if o.type.HasField("tensor_type") and o.type.tensor_type.HasField("shape")
+    }
     keep = []
     for out in copy.graph.output:
         if not out.type.HasField("tensor_type"):
@@ -351,7 +409,10 @@ def validate_model(model: onnx.ModelProto) -> None:
     """Raise OnnxImportError naming every problem of an invalid model."""
     problems = model_problems(model)
     if problems:
-        listed = problems[:MAX_LISTED] + ([f"and {len(problems) - MAX_LISTED} more"]
-                                          if len(problems) > MAX_LISTED else [])
-        raise OnnxImportError(f"the model is not valid ONNX ({len(problems)} problem(s), found by onnx.checker and "
-                              f"the rules it leaves out):\n  " + "\n  ".join(listed))
+        listed = problems[:MAX_LISTED] + (
+            [f"and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else []
+        )
+        raise OnnxImportError(
+            f"the model is not valid ONNX ({len(problems)} problem(s), found by onnx.checker and "
+            f"the rules it leaves out):\n  " + "\n  ".join(listed)
+        )

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import inspect
 import operator
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.fx
@@ -33,8 +34,14 @@ class ConversionError(RuntimeError):
 
 
 # FX nodes that only check shapes at run time; they produce nothing the graph needs.
-_CHECK_OPS = {"aten::_assert_tensor_metadata", "aten::_assert_scalar", "aten::sym_constrain_range_for_size",
-              "aten::sym_constrain_range", "aten::_assert_async", "aten::_functional_assert_async"}
+_CHECK_OPS = {
+    "aten::_assert_tensor_metadata",
+    "aten::_assert_scalar",
+    "aten::sym_constrain_range_for_size",
+    "aten::sym_constrain_range",
+    "aten::_assert_async",
+    "aten::_functional_assert_async",
+}
 
 
 def qualified_name(target) -> str:
@@ -89,7 +96,9 @@ class TorchContext:
         """A constant from a tensor or a Python scalar (0-d, typed like PyTorch types Python scalars)."""
         if not isinstance(value, torch.Tensor):
             if dtype is None:
-                dtype = torch.bool if isinstance(value, bool) else torch.int64 if isinstance(value, int) else torch.float32
+                dtype = (
+                    torch.bool if isinstance(value, bool) else torch.int64 if isinstance(value, int) else torch.float32
+                )
             value = torch.tensor(value, dtype=dtype)
         elif dtype is not None:
             value = value.to(dtype)
@@ -134,8 +143,9 @@ def _dim(d, symbols: dict):
     coeff, rest = expr.as_coeff_Mul()
     if getattr(rest, "is_Symbol", False) and rest in symbols and coeff == int(coeff) and int(coeff) >= 1:
         return Sym(symbols[rest], int(coeff))
-    raise ConversionError(f"symbolic size {expr} is not a multiple of one input's batch size; "
-                          f"convert with dynamic_batch=False")
+    raise ConversionError(
+        f"symbolic size {expr} is not a multiple of one input's batch size; convert with dynamic_batch=False"
+    )
 
 
 def _tensor_type(val: torch.Tensor, symbols: dict) -> TensorType:
@@ -147,24 +157,36 @@ def _export(model, args: tuple, kwargs: dict, dynamic_batch: bool):
     if dynamic_batch:
         # export specializes a size of 1: trace with batch 2 so the batch dimension stays symbolic
         def grow(t):
-            return t.expand(2, *t.shape[1:]).clone() if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == 1 else t
+            return (
+                t.expand(2, *t.shape[1:]).clone() if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == 1 else t
+            )
 
         args = tuple(grow(a) for a in args)
         kwargs = {k: grow(v) for k, v in kwargs.items()}
         bound = inspect.signature(model.forward).bind(*args, **kwargs).arguments
-        dynamic_shapes = {name: {0: torch.export.Dim.AUTO} if isinstance(v, torch.Tensor) and v.dim() else None
-                          for name, v in bound.items()}
+        dynamic_shapes = {
+            name: {0: torch.export.Dim.AUTO} if isinstance(v, torch.Tensor) and v.dim() else None
+            for name, v in bound.items()
+        }
     try:
         return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as exc:
         hint = " (try dynamic_batch=False)" if dynamic_batch else ""
-        raise ConversionError(f"torch.export could not capture {type(model).__name__}: "
-                              f"{str(exc).strip().splitlines()[0]}{hint}") from exc
+        raise ConversionError(
+            f"torch.export could not capture {type(model).__name__}: {str(exc).strip().splitlines()[0]}{hint}"
+        ) from exc
 
 
-def from_torch(model, example_inputs=(), dynamic_batch: bool = True, *, example_kwargs: dict | None = None,
-               input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
-               name: str = "main") -> Graph:
+def from_torch(
+    model,
+    example_inputs=(),
+    dynamic_batch: bool = True,
+    *,
+    example_kwargs: dict | None = None,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    name: str = "main",
+) -> Graph:
     """Convert a PyTorch model (an `nn.Module` in eval mode, or an `ExportedProgram`) to an `ir.Graph`.
 
     example_inputs: a tensor or a tuple of tensors (positional arguments of forward); example_kwargs: keyword
@@ -201,8 +223,9 @@ def _convert_program(ep, input_names, output_names, name: str) -> Graph:
             if spec.kind.name == "USER_INPUT":
                 val = node.meta["val"]
                 if not isinstance(val, torch.Tensor):
-                    raise ConversionError(f"input {node.name!r} is a {type(val).__name__}; only tensor inputs "
-                                          f"are supported")
+                    raise ConversionError(
+                        f"input {node.name!r} is a {type(val).__name__}; only tensor inputs are supported"
+                    )
                 env[node] = graph.add_input(rename[node.name], _tensor_type(val, symbols))
             else:
                 tensor = ep.state_dict[spec.target] if spec.target in ep.state_dict else ep.constants[spec.target]
@@ -278,8 +301,10 @@ def _check_types(node: torch.fx.Node, result, symbols: dict) -> None:
         if isinstance(value, Value) and isinstance(val, torch.Tensor):
             expected = _tensor_type(val, symbols)
             if value.type != expected:
-                raise ConversionError(f"{node.name} ({node.target}): converted to {value.type}, but PyTorch "
-                                      f"computes {expected} — a converter bug; please report it")
+                raise ConversionError(
+                    f"{node.name} ({node.target}): converted to {value.type}, but PyTorch "
+                    f"computes {expected} — a converter bug; please report it"
+                )
 
 
 def _encode_opaque_arg(arg, env_inputs: list[Value]):
@@ -312,8 +337,11 @@ def _opaque(ctx: TorchContext, node: torch.fx.Node, env: dict, symbols: dict):
     if not all(isinstance(v, torch.Tensor) for v in vals):
         raise ConversionError(f"{node.name}: {target} returns {type(val).__name__}, which an opaque node cannot carry")
     types = [_tensor_type(v, symbols) for v in vals]
-    out = ctx.graph.add_node(opaque_name(target), inputs,
-                             {"args": tuple(args), "kwargs": kwargs,
-                              "output_types": tuple(encode_output_type(t) for t in types)},
-                             name=node.name, output_types=types)
+    out = ctx.graph.add_node(
+        opaque_name(target),
+        inputs,
+        {"args": tuple(args), "kwargs": kwargs, "output_types": tuple(encode_output_type(t) for t in types)},
+        name=node.name,
+        output_types=types,
+    )
     return tuple(out.outputs) if isinstance(val, (tuple, list)) else out.outputs[0]

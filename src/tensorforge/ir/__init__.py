@@ -9,7 +9,24 @@ from .types import Sym, TensorType
 from .verify import VerificationError, verify
 
 __all__ = [
-    "Graph", "Node", "Value", "TensorType", "Sym", "OpDef", "REQUIRED", "register_op", "get_op", "registered_ops",
-    "execute", "verify", "save", "load", "graph_to_json", "graph_from_json", "VerificationError",
-    "ShapeInferenceError", "UnknownOpError", "GraphFormatError",
+    "Graph",
+    "Node",
+    "Value",
+    "TensorType",
+    "Sym",
+    "OpDef",
+    "REQUIRED",
+    "register_op",
+    "get_op",
+    "registered_ops",
+    "execute",
+    "verify",
+    "save",
+    "load",
+    "graph_to_json",
+    "graph_from_json",
+    "VerificationError",
+    "ShapeInferenceError",
+    "UnknownOpError",
+    "GraphFormatError",
 ]

@@ -12,38 +12,46 @@ if TYPE_CHECKING:
     from .graph import Graph
 
 
-def bind_symbols(graph: "Graph", inputs) -> dict[str, int]:
+def bind_symbols(graph: Graph, inputs) -> dict[str, int]:
     """Check the inputs against the graph's input types and return the size of every symbol."""
     if len(inputs) != len(graph.inputs):
-        raise ValueError(f"graph {graph.name!r} takes {len(graph.inputs)} inputs "
-                         f"({', '.join(v.name for v in graph.inputs)}), got {len(inputs)}")
+        raise ValueError(
+            f"graph {graph.name!r} takes {len(graph.inputs)} inputs "
+            f"({', '.join(v.name for v in graph.inputs)}), got {len(inputs)}"
+        )
     env: dict[str, int] = {}
     for value, tensor in zip(graph.inputs, inputs):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"input {value.name!r} must be a torch.Tensor, got {type(tensor).__name__}")
         expected = value.type
         if str(tensor.dtype).removeprefix("torch.") != expected.dtype:
-            raise TypeError(f"input {value.name!r}: expected dtype {expected.dtype}, got "
-                            f"{str(tensor.dtype).removeprefix('torch.')}")
+            raise TypeError(
+                f"input {value.name!r}: expected dtype {expected.dtype}, got {str(tensor.dtype).removeprefix('torch.')}"
+            )
         if tensor.dim() != expected.rank:
-            raise ValueError(f"input {value.name!r}: expected shape {expected} (rank {expected.rank}), got "
-                             f"{tuple(tensor.shape)}")
+            raise ValueError(
+                f"input {value.name!r}: expected shape {expected} (rank {expected.rank}), got {tuple(tensor.shape)}"
+            )
         for axis, (dim, size) in enumerate(zip(expected.shape, tensor.shape)):
             if isinstance(dim, Sym):
                 if size % dim.scale:
                     raise ValueError(f"input {value.name!r}: dimension {axis} must be a multiple of {dim.scale}")
                 bound = env.setdefault(dim.symbol, size // dim.scale)
                 if bound * dim.scale != size:
-                    raise ValueError(f"input {value.name!r}: dimension {axis} is {size}, but {dim.symbol} is "
-                                     f"already {bound} from an earlier input")
+                    raise ValueError(
+                        f"input {value.name!r}: dimension {axis} is {size}, but {dim.symbol} is "
+                        f"already {bound} from an earlier input"
+                    )
             elif dim != size:
-                raise ValueError(f"input {value.name!r}: expected shape {expected}, got {tuple(tensor.shape)} "
-                                 f"(dimension {axis} must be {dim})")
+                raise ValueError(
+                    f"input {value.name!r}: expected shape {expected}, got {tuple(tensor.shape)} "
+                    f"(dimension {axis} must be {dim})"
+                )
     return env
 
 
 @torch.no_grad()
-def execute(graph: "Graph", *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def execute(graph: Graph, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Run `graph` on `inputs` (all on one device) and return its outputs as a tuple."""
     env = bind_symbols(graph, inputs)
     device = inputs[0].device if inputs else torch.device("cpu")
@@ -63,8 +71,9 @@ def execute(graph: "Graph", *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         else:
             outs = node.opdef.run(args, node.attrs, env, device)
         if len(outs) != len(node.outputs):
-            raise RuntimeError(f"node {node.name!r} ({node.op}) produced {len(outs)} outputs, expected "
-                               f"{len(node.outputs)}")
+            raise RuntimeError(
+                f"node {node.name!r} ({node.op}) produced {len(outs)} outputs, expected {len(node.outputs)}"
+            )
         for v, t in zip(node.outputs, outs):
             values[id(v)] = t
         for v in node.inputs:

@@ -22,7 +22,8 @@ import bisect
 import collections
 import itertools
 import types
-from typing import Any, Collection, Iterable, Mapping, Sequence, TypeVar
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 
@@ -40,8 +41,7 @@ class Value:
 
     __slots__ = ("_name", "type", "producer", "data")
 
-    def __init__(self, name: str, type: TensorType, producer: "Node | None" = None,
-                 data: torch.Tensor | None = None):
+    def __init__(self, name: str, type: TensorType, producer: Node | None = None, data: torch.Tensor | None = None):
         self._name = name
         self.type = type
         self.producer = producer
@@ -93,7 +93,7 @@ class Node:
         return self._outputs
 
     @property
-    def graph(self) -> "Graph | None":
+    def graph(self) -> Graph | None:
         """The graph that holds this node (None once erased)."""
         return self._graph
 
@@ -119,7 +119,7 @@ class Node:
             raise ValueError(f"node {self._name!r} ({self.op}) has {len(self._outputs)} outputs")
         return self._outputs[0]
 
-    def _owner(self) -> "Graph":
+    def _owner(self) -> Graph:
         if self._graph is None:
             raise ValueError(f"node {self._name!r} ({self.op}) is in no graph (erased, or never added)")
         return self._graph
@@ -136,7 +136,7 @@ class Graph:
     def __init__(self, name: str = "main"):
         self.name = name
         # graphs called by `subgraph` nodes (engine regions after partitioning), by name
-        self.subgraphs: dict[str, "Graph"] = {}
+        self.subgraphs: dict[str, Graph] = {}
         self._inputs: list[Value] = []
         self._outputs: tuple[Value, ...] = ()
         self._nodes: list[Node] = []  # sorted by Node._order
@@ -224,8 +224,7 @@ class Graph:
             if not isinstance(name, str):
                 raise TypeError(f"graph {self.name!r}: a value name must be a string, got {name!r}")
             if name in self._values:
-                raise ValueError(f"graph {self.name!r} already has a value named {name!r}: "
-                                 f"{self._value_holder(name)}")
+                raise ValueError(f"graph {self.name!r} already has a value named {name!r}: {self._value_holder(name)}")
             if name in names[:i]:
                 raise ValueError(f"graph {self.name!r}: value name {name!r} is given twice")
 
@@ -308,10 +307,19 @@ class Graph:
         self._values[name] = value
         return value
 
-    def add_node(self, op: str, inputs: Sequence[Value], attrs: Mapping[str, Any] | None = None,
-                 name: str | None = None, output_types: Sequence[TensorType] | None = None, *,
-                 output_names: Sequence[str] | None = None, exact: bool = False,
-                 before: Node | None = None, after: Node | None = None) -> Node:
+    def add_node(
+        self,
+        op: str,
+        inputs: Sequence[Value],
+        attrs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        output_types: Sequence[TensorType] | None = None,
+        *,
+        output_names: Sequence[str] | None = None,
+        exact: bool = False,
+        before: Node | None = None,
+        after: Node | None = None,
+    ) -> Node:
         """Add a node of registered op `op`: attributes normalized, output types inferred unless given.
 
         Names: the node is named `name` (default: after the op) and its outputs `output_names` (default: the
@@ -334,12 +342,21 @@ class Graph:
             for base in output_names:
                 fresh.append(self.fresh_name(base, avoid=fresh))
             output_names = fresh
-        return self.create_node(node_name, op, inputs, attrs, list(zip(output_names, types)),
-                                before=before, after=after)
+        return self.create_node(
+            node_name, op, inputs, attrs, list(zip(output_names, types)), before=before, after=after
+        )
 
-    def create_node(self, name: str, op: str, inputs: Sequence[Value], attrs: dict[str, Any],
-                    outputs: Sequence[tuple[str, TensorType]], *, before: Node | None = None,
-                    after: Node | None = None) -> Node:
+    def create_node(
+        self,
+        name: str,
+        op: str,
+        inputs: Sequence[Value],
+        attrs: dict[str, Any],
+        outputs: Sequence[tuple[str, TensorType]],
+        *,
+        before: Node | None = None,
+        after: Node | None = None,
+    ) -> Node:
         """Add a node exactly as described: names taken exactly (ValueError naming any clash), attributes and
         output types as given, not checked against the op registry (the verifier does that) — for copying a
         graph and reading a saved one. Position as in `add_node`."""
@@ -422,8 +439,10 @@ class Graph:
         for i, node in enumerate(nodes):
             for v in node._inputs:
                 if v.producer is not None and position[v.producer] >= i:
-                    raise ValueError(f"graph {self.name!r}: in the new order node {node._name!r} ({node.op}) reads "
-                                     f"%{v._name} before node {v.producer._name!r} ({v.producer.op}) makes it")
+                    raise ValueError(
+                        f"graph {self.name!r}: in the new order node {node._name!r} ({node.op}) reads "
+                        f"%{v._name} before node {v.producer._name!r} ({v.producer.op}) makes it"
+                    )
         self._nodes[:] = nodes
         self._renumber()
 
@@ -443,12 +462,16 @@ class Graph:
         for node in group:
             for v in node._outputs:
                 if v in self._returned:
-                    raise ValueError(f"graph {self.name!r}: cannot erase node {node._name!r} ({node.op}): its output "
-                                     f"%{v._name} is a graph output")
+                    raise ValueError(
+                        f"graph {self.name!r}: cannot erase node {node._name!r} ({node.op}): its output "
+                        f"%{v._name} is a graph output"
+                    )
                 for reader in self._readers.get(v, ()):
                     if reader not in members:
-                        raise ValueError(f"graph {self.name!r}: cannot erase node {node._name!r} ({node.op}): its "
-                                         f"output %{v._name} is still read by node {reader._name!r} ({reader.op})")
+                        raise ValueError(
+                            f"graph {self.name!r}: cannot erase node {node._name!r} ({node.op}): its "
+                            f"output %{v._name} is still read by node {reader._name!r} ({reader.op})"
+                        )
         for node in group:
             for v in node._inputs:
                 self._drop_use(v, node)
@@ -470,8 +493,10 @@ class Graph:
         if value in self._returned:
             raise ValueError(f"graph {self.name!r}: cannot erase constant @{value._name}: it is a graph output")
         for reader in self._readers.get(value, ()):
-            raise ValueError(f"graph {self.name!r}: cannot erase constant @{value._name}: node {reader._name!r} "
-                             f"({reader.op}) reads it")
+            raise ValueError(
+                f"graph {self.name!r}: cannot erase constant @{value._name}: node {reader._name!r} "
+                f"({reader.op}) reads it"
+            )
         del self._constants[value._name]
         del self._values[value._name]
 
@@ -501,7 +526,7 @@ class Graph:
         readers = self._readers.get(value)
         if not readers or len(readers) != 1 or value in self._returned:
             return None
-        (node, count), = readers.items()
+        ((node, count),) = readers.items()
         return node if count == 1 else None
 
     def users(self) -> dict[Value, list[Node]]:
@@ -552,8 +577,10 @@ class Graph:
 
     def macs(self, env: Mapping[str, int] | None = None) -> int:
         """Multiply-accumulates of one run; symbols not in `env` count as 1 (batch 1)."""
-        return sum(n.opdef.count_macs([v.type for v in n.inputs], [v.type for v in n.outputs], n.attrs, env or {})
-                   for n in self._nodes)
+        return sum(
+            n.opdef.count_macs([v.type for v in n.inputs], [v.type for v in n.outputs], n.attrs, env or {})
+            for n in self._nodes
+        )
 
     def parameter_bytes(self) -> int:
         tensors = [v.data for v in self._constants.values() if v.data is not None]
@@ -561,15 +588,18 @@ class Graph:
 
     def summary(self) -> str:
         from .printer import summary
+
         return summary(self)
 
-    def verify(self) -> "Graph":
+    def verify(self) -> Graph:
         from .verify import verify
+
         verify(self)
         return self
 
     def __str__(self) -> str:
         from .printer import print_graph
+
         return print_graph(self)
 
     # -- internals -------------------------------------------------------------------------------
@@ -586,11 +616,15 @@ class Graph:
         """Each of `values` must be this graph's and defined before position `order` (where `node` is or goes)."""
         for v in values:
             if not self.owns(v):
-                raise ValueError(f"graph {self.name!r}: node {node._name!r} ({node.op}) cannot read %{v._name}: "
-                                 f"not a value of this graph")
+                raise ValueError(
+                    f"graph {self.name!r}: node {node._name!r} ({node.op}) cannot read %{v._name}: "
+                    f"not a value of this graph"
+                )
             if v.producer is not None and v.producer._order >= order:
-                raise ValueError(f"graph {self.name!r}: node {node._name!r} ({node.op}) {outcome}: it would read "
-                                 f"%{v._name} before node {v.producer._name!r} ({v.producer.op}) makes it")
+                raise ValueError(
+                    f"graph {self.name!r}: node {node._name!r} ({node.op}) {outcome}: it would read "
+                    f"%{v._name} before node {v.producer._name!r} ({v.producer.op}) makes it"
+                )
 
     def _index(self, node: Node) -> int:
         i = bisect.bisect_left(self._nodes, node._order, key=_order_of)

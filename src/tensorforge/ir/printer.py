@@ -20,7 +20,7 @@ def _attr(value) -> str:
     return repr(value)
 
 
-def print_graph(graph: "Graph") -> str:
+def print_graph(graph: Graph) -> str:
     ref = lambda v: ("@" if v.kind == "const" else "%") + v.name  # noqa: E731
     params = ", ".join(f"%{v.name}: {v.type}" for v in graph.inputs)
     lines = [f"graph {graph.name}({params}) {{"]
@@ -36,7 +36,7 @@ def print_graph(graph: "Graph") -> str:
     return "\n".join(lines)
 
 
-def summary(graph: "Graph") -> str:
+def summary(graph: Graph) -> str:
     counts = graph.op_counts()
     opaque = [n for n in graph.nodes if n.opdef.opaque]
     width = max((len(op) for op in counts), default=10)

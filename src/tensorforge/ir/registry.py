@@ -18,8 +18,9 @@ output type cannot come from their reference (opaque ops) supply `infer`.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -95,15 +96,25 @@ class OpDef:
             return list(self.infer(inputs, attrs))
         return infer_by_meta(self, inputs, attrs)
 
-    def count_macs(self, inputs: Sequence[TensorType], outputs: Sequence[TensorType], attrs: Mapping[str, Any],
-                   env: Mapping[str, int]) -> int:
+    def count_macs(
+        self,
+        inputs: Sequence[TensorType],
+        outputs: Sequence[TensorType],
+        attrs: Mapping[str, Any],
+        env: Mapping[str, int],
+    ) -> int:
         """MACs with every symbol bound by `env` (missing symbols count as 1)."""
         env = _default_env([*inputs, *outputs], env)
         bind = lambda ts: [TensorType(t.dtype, t.concrete_shape(env)) for t in ts]  # noqa: E731
         return int(self.macs(bind(inputs), bind(outputs), {k: bind_value(v, env) for k, v in attrs.items()}))
 
-    def run(self, tensors: Sequence[torch.Tensor], attrs: Mapping[str, Any], env: Mapping[str, int],
-            device: torch.device | str | None = None) -> tuple:
+    def run(
+        self,
+        tensors: Sequence[torch.Tensor],
+        attrs: Mapping[str, Any],
+        env: Mapping[str, int],
+        device: torch.device | str | None = None,
+    ) -> tuple:
         """Run the reference; ops with no inputs (arange, full) create their result on `device`, and so do
         opaque ops, which may have no inputs (`{"device": None}` in their arguments means this device)."""
         kwargs = {k: bind_value(v, env) for k, v in attrs.items()}
@@ -142,8 +153,14 @@ _OPS: dict[str, OpDef] = {}
 _OPAQUE_NAMESPACES: dict[str, Callable[[str], OpDef]] = {}
 
 
-def register_op(name: str, *, attrs: Mapping[str, Any] | None = None, inputs: int | tuple[int, int | None] = 1,
-                infer: InferFn | None = None, macs: MacsFn | None = None) -> Callable:
+def register_op(
+    name: str,
+    *,
+    attrs: Mapping[str, Any] | None = None,
+    inputs: int | tuple[int, int | None] = 1,
+    infer: InferFn | None = None,
+    macs: MacsFn | None = None,
+) -> Callable:
     """Decorator: declare the IR op `name` with the decorated function as its reference implementation."""
     arity = (inputs, inputs) if isinstance(inputs, int) else tuple(inputs)
 
@@ -151,8 +168,15 @@ def register_op(name: str, *, attrs: Mapping[str, Any] | None = None, inputs: in
         if name in _OPS:
             raise ValueError(f"IR op {name!r} is already registered (by {_OPS[name].compute.__module__})")
         family = fn.__module__.rsplit(".", 1)[-1]
-        _OPS[name] = OpDef(name=name, compute=fn, attrs=dict(attrs or {}), num_inputs=arity, infer=infer,
-                           macs=macs or _no_macs, family=family)
+        _OPS[name] = OpDef(
+            name=name,
+            compute=fn,
+            attrs=dict(attrs or {}),
+            num_inputs=arity,
+            infer=infer,
+            macs=macs or _no_macs,
+            family=family,
+        )
         return fn
 
     return decorate
@@ -254,7 +278,8 @@ def _check_at_one(opdef: OpDef, inputs, attrs, symbols: list[str], types: list[T
             raise ShapeInferenceError(
                 f"{opdef.name}: output {i} is {t} for large {'/'.join(symbols)}, but {list(out.shape)} at {at_one}: "
                 f"its size depends on the symbol in a way the IR cannot express (give explicit axes or bounds "
-                f"that hold for every size)")
+                f"that hold for every size)"
+            )
 
 
 def _solve_dim(op: str, da: int, db: int, env_a: dict[str, int], env_b: dict[str, int]) -> Sym:
@@ -262,5 +287,7 @@ def _solve_dim(op: str, da: int, db: int, env_a: dict[str, int], env_b: dict[str
         pb = env_b[sym]
         if da % pa == 0 and db % pb == 0 and da // pa == db // pb:
             return Sym(sym, da // pa)
-    raise ShapeInferenceError(f"{op}: an output dimension depends on a symbol in a way the IR cannot express "
-                              f"(it is neither constant nor a multiple of one symbol)")
+    raise ShapeInferenceError(
+        f"{op}: an output dimension depends on a symbol in a way the IR cannot express "
+        f"(it is neither constant nor a multiple of one symbol)"
+    )

@@ -92,9 +92,13 @@ def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, torch.Tensor]
         "inputs": [{"name": v.name, "type": encode_type(v.type)} for v in graph.inputs],
         "constants": sorted(graph.constants),
         "nodes": [
-            {"name": n.name, "op": n.op, "inputs": [v.name for v in n.inputs],
-             "outputs": [{"name": v.name, "type": encode_type(v.type)} for v in n.outputs],
-             "attrs": {k: _encode_attr(v) for k, v in n.attrs.items()}}
+            {
+                "name": n.name,
+                "op": n.op,
+                "inputs": [v.name for v in n.inputs],
+                "outputs": [{"name": v.name, "type": encode_type(v.type)} for v in n.outputs],
+                "attrs": {k: _encode_attr(v) for k, v in n.attrs.items()},
+            }
             for n in graph.nodes
         ],
         "outputs": [v.name for v in graph.outputs],
@@ -124,8 +128,10 @@ def _graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor], dept
     if doc.get("format") != FORMAT:
         raise GraphFormatError(f"not a tensorforge graph (format {_excerpt(doc.get('format'))})")
     if doc.get("version") != FORMAT_VERSION:
-        raise GraphFormatError(f"graph format version {_excerpt(doc.get('version'))} is not supported by this "
-                               f"tensorforge (it reads version {FORMAT_VERSION})")
+        raise GraphFormatError(
+            f"graph format version {_excerpt(doc.get('version'))} is not supported by this "
+            f"tensorforge (it reads version {FORMAT_VERSION})"
+        )
     graph = Graph(_expect(doc.get("name"), str, "the graph's name"))
     subgraphs = _expect(doc.get("subgraphs", {}), dict, f"graph {graph.name!r}: subgraphs")
     if subgraphs and depth >= MAX_SUBGRAPH_DEPTH:
@@ -133,7 +139,8 @@ def _graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor], dept
     for name, sub_doc in subgraphs.items():
         prefix = f"{name}/"
         graph.subgraphs[name] = _graph_from_json(
-            sub_doc, {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}, depth + 1)
+            sub_doc, {k[len(prefix) :]: t for k, t in tensors.items() if k.startswith(prefix)}, depth + 1
+        )
     values: dict[str, Value] = {}
     for item in _expect(doc.get("inputs"), list, f"graph {graph.name!r}: inputs"):
         name = _expect(_expect(item, dict, "a graph input").get("name"), str, "a graph input's name")

@@ -8,8 +8,9 @@ attention, 128*batch once tokens are flattened).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 import torch
 
@@ -27,8 +28,19 @@ DTYPES: dict[str, torch.dtype] = {
     "complex64": torch.complex64,
 }
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-_SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16", "int64": "i64",
-          "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8", "bool": "bool", "complex64": "c64"}
+_SHORT = {
+    "float64": "f64",
+    "float32": "f32",
+    "float16": "f16",
+    "bfloat16": "bf16",
+    "int64": "i64",
+    "int32": "i32",
+    "int16": "i16",
+    "int8": "i8",
+    "uint8": "u8",
+    "bool": "bool",
+    "complex64": "c64",
+}
 # The IR's shared vocabulary: test a dtype name or a symbol against these, never against a literal set of its own.
 FLOAT_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16"})
 HALF_DTYPES = frozenset({"float16", "bfloat16"})  # the 16-bit floats reduced precision (fp16 / bf16) runs in
@@ -146,7 +158,7 @@ class TensorType:
         return torch_dtype(self.dtype)
 
     @staticmethod
-    def of(tensor: torch.Tensor) -> "TensorType":
+    def of(tensor: torch.Tensor) -> TensorType:
         return TensorType(dtype_name(tensor.dtype), tuple(int(s) for s in tensor.shape))
 
     def __str__(self) -> str:

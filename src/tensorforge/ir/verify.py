@@ -17,11 +17,11 @@ class VerificationError(ValueError):
     pass
 
 
-def verify(graph: "Graph") -> None:
+def verify(graph: Graph) -> None:
     _verify(graph, ())
 
 
-def _verify(graph: "Graph", callers: tuple[int, ...]) -> None:
+def _verify(graph: Graph, callers: tuple[int, ...]) -> None:
     """`callers`: the graphs whose subgraph nodes led here (a graph that calls itself would never finish)."""
     fail = lambda msg: (_ for _ in ()).throw(VerificationError(f"graph {graph.name!r}: {msg}"))  # noqa: E731
     if id(graph) in callers:
@@ -47,8 +47,9 @@ def _verify(graph: "Graph", callers: tuple[int, ...]) -> None:
         if key != v.name:
             fail(f"constant @{v.name} is stored under the key {key!r}")
         if tuple(v.data.shape) != v.type.shape or str(v.data.dtype).removeprefix("torch.") != v.type.dtype:
-            fail(f"constant @{v.name}: its data ({v.data.dtype}, {tuple(v.data.shape)}) does not match "
-                 f"its type {v.type}")
+            fail(
+                f"constant @{v.name}: its data ({v.data.dtype}, {tuple(v.data.shape)}) does not match its type {v.type}"
+            )
         define(v, f"constant @{v.name}")
 
     node_names: set[str] = set()
@@ -87,8 +88,10 @@ def _verify(graph: "Graph", callers: tuple[int, ...]) -> None:
             fail(f"{where}: shape inference failed: {exc}")
         actual = [v.type for v in node.outputs]
         if expected != actual:
-            fail(f"{where}: output types {', '.join(map(str, actual))} differ from the inferred "
-                 f"{', '.join(map(str, expected))}")
+            fail(
+                f"{where}: output types {', '.join(map(str, actual))} differ from the inferred "
+                f"{', '.join(map(str, expected))}"
+            )
 
         if node.op == "subgraph":
             _verify_call(graph, node, fail, (*callers, id(graph)))
@@ -102,7 +105,7 @@ def _verify(graph: "Graph", callers: tuple[int, ...]) -> None:
         fail(problem)
 
 
-def _verify_call(graph: "Graph", node, fail, callers: tuple[int, ...]) -> None:
+def _verify_call(graph: Graph, node, fail, callers: tuple[int, ...]) -> None:
     """A subgraph node must name a subgraph whose signature matches the call, and the callee must verify."""
     where = f"node {node.name!r} (subgraph)"
     name = node.attrs["callee"]

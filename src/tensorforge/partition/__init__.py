@@ -12,13 +12,40 @@ from .config import PartitionConfig
 from .fold import FoldResult, fold_constants
 from .partitioner import partition_for_tensorforge
 from .report import Fallback, Folded, OpCount, PartitionReport, RegionSummary
-from .rules import (ENGINE_VERSION, SUPPORTED, SupportContext, SupportRule, get_rule, register_supported_op,
-                    registered_rules, rule_table, support_reason, support_rule)
+from .rules import (
+    ENGINE_VERSION,
+    SUPPORTED,
+    SupportContext,
+    SupportRule,
+    get_rule,
+    register_supported_op,
+    registered_rules,
+    rule_table,
+    support_reason,
+    support_rule,
+)
 from .serialize import deserialize_region, serialize_region
 
 __all__ = [
-    "partition_for_tensorforge", "PartitionConfig", "PartitionReport", "OpCount", "RegionSummary", "Fallback",
-    "Folded", "fold_constants", "FoldResult",
-    "ENGINE_VERSION", "SUPPORTED", "SupportContext", "SupportRule", "support_rule", "register_supported_op",
-    "get_rule", "registered_rules", "rule_table", "support_reason", "serialize_region", "deserialize_region",
+    "partition_for_tensorforge",
+    "PartitionConfig",
+    "PartitionReport",
+    "OpCount",
+    "RegionSummary",
+    "Fallback",
+    "Folded",
+    "fold_constants",
+    "FoldResult",
+    "ENGINE_VERSION",
+    "SUPPORTED",
+    "SupportContext",
+    "SupportRule",
+    "support_rule",
+    "register_supported_op",
+    "get_rule",
+    "registered_rules",
+    "rule_table",
+    "support_reason",
+    "serialize_region",
+    "deserialize_region",
 ]

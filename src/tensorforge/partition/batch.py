@@ -16,7 +16,8 @@ Static values (constants and what is computed from them alone) have no batch dim
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..ir.types import Sym
 
@@ -38,7 +39,7 @@ def _normalize(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
-def _generic_axes(node: "Node") -> Optional[str]:
+def _generic_axes(node: Node) -> str | None:
     """`axis` names axes of input 0 (None: all of them); axis 0 is the batch."""
     if "axis" not in node.attrs:
         return None
@@ -48,8 +49,11 @@ def _generic_axes(node: "Node") -> Optional[str]:
     if axis is None:
         if node.op == "squeeze":  # squeezes every size-1 axis: the batch too when it is 1 (or may be)
             first = data.shape[0]
-            return _across_batch("squeezes every size-1 axis, which may include") \
-                if isinstance(first, Sym) or first == 1 else None
+            return (
+                _across_batch("squeezes every size-1 axis, which may include")
+                if isinstance(first, Sym) or first == 1
+                else None
+            )
         return _across_batch(f"{node.op} over all axes (axis=None) includes")
     axes = axis if isinstance(axis, tuple) else (axis,)
     if any(_normalize(a, rank) == 0 for a in axes):
@@ -57,19 +61,19 @@ def _generic_axes(node: "Node") -> Optional[str]:
     return None
 
 
-def _transpose(node: "Node") -> Optional[str]:
+def _transpose(node: Node) -> str | None:
     axes = node.attrs["axes"]
     rank = node.inputs[0].type.rank
     first = (rank - 1) if axes is None else _normalize(axes[0], rank)
     return None if first == 0 else _across_batch("transpose moves")
 
 
-def _layout_transform(node: "Node") -> Optional[str]:
+def _layout_transform(node: Node) -> str | None:
     src, dst = node.attrs["src_layout"], node.attrs["dst_layout"]
     return None if src[0] == dst[0] else _across_batch("layout_transform moves")
 
 
-def _strided_slice(node: "Node") -> Optional[str]:
+def _strided_slice(node: Node) -> str | None:
     begin, strides = node.attrs["begin"], node.attrs["strides"]
     axes = node.attrs["axes"] if node.attrs["axes"] is not None else tuple(range(len(begin)))
     rank = node.inputs[0].type.rank
@@ -80,7 +84,7 @@ def _strided_slice(node: "Node") -> Optional[str]:
     return None  # an end short of the batch size shows up as a changed leading dimension
 
 
-def _tile(node: "Node") -> Optional[str]:
+def _tile(node: Node) -> str | None:
     reps = node.attrs["reps"]
     rank = node.inputs[0].type.rank
     if len(reps) > rank or (len(reps) == rank and reps[0] != 1):
@@ -88,14 +92,14 @@ def _tile(node: "Node") -> Optional[str]:
     return None
 
 
-def _rank_kept(node: "Node") -> Optional[str]:
+def _rank_kept(node: Node) -> str | None:
     """broadcast_to may prepend axes; the batch would no longer lead."""
     if node.outputs[0].type.rank != node.inputs[0].type.rank:
         return _across_batch(f"{node.op} adds axes in front of")
     return None
 
 
-def _contraction(node: "Node", ctx: "SupportContext") -> Optional[str]:
+def _contraction(node: Node, ctx: SupportContext) -> str | None:
     """A rank-1 operand, or the right operand of a 2-d product, is contracted along its axis 0."""
     for i, v in enumerate(node.inputs):
         if ctx.is_static(v):
@@ -105,13 +109,13 @@ def _contraction(node: "Node", ctx: "SupportContext") -> Optional[str]:
     return None
 
 
-def _indexed_axes(node: "Node") -> Optional[str]:
+def _indexed_axes(node: Node) -> str | None:
     """adv_index picks entries along each axis of `axes`."""
     rank = node.inputs[0].type.rank
     return _across_batch("indexes along") if any(_normalize(a, rank) == 0 for a in node.attrs["axes"]) else None
 
 
-_SPECIAL: dict[str, Callable[..., Optional[str]]] = {
+_SPECIAL: dict[str, Callable[..., str | None]] = {
     "adv_index": _indexed_axes,
     "transpose": _transpose,
     "layout_transform": _layout_transform,
@@ -122,7 +126,7 @@ _SPECIAL: dict[str, Callable[..., Optional[str]]] = {
 _CONTRACTIONS = frozenset({"matmul", "nn.dense", "nn.batch_matmul"})
 
 
-def batch_reason(node: "Node", ctx: "SupportContext") -> Optional[str]:
+def batch_reason(node: Node, ctx: SupportContext) -> str | None:
     """None when `node` computes every sample alike without moving the batch axis, else why not."""
     activations = [v for v in node.inputs if ctx.is_activation(v)]
     if not activations:

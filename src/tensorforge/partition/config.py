@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Optional
 
 from ..ir.registry import UnknownOpError, get_op
 from .fold import DEFAULT_LIMIT_BYTES
@@ -40,17 +39,19 @@ class PartitionConfig:
     remove_no_mac_subgraphs: bool = False
     max_workspace_size: int = 1 << 30
     torch_executed_ops: tuple[str, ...] = ()
-    device_capability: Optional[tuple[int, int]] = None
+    device_capability: tuple[int, int] | None = None
     fold_constants: bool = True
     fold_limit_bytes: int = DEFAULT_LIMIT_BYTES
-    report: Optional[PartitionReport] = None
+    report: PartitionReport | None = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (normalizing a frozen instance)
         version = _int_tuple(self.version, "version", 3)
         if version > ENGINE_VERSION:
-            raise ValueError(f"version {format_version(version)} is newer than the engine this tensorforge "
-                             f"builds ({format_version(ENGINE_VERSION)})")
+            raise ValueError(
+                f"version {format_version(version)} is newer than the engine this tensorforge "
+                f"builds ({format_version(ENGINE_VERSION)})"
+            )
         set_("version", version)
         for flag in ("use_implicit_batch", "remove_no_mac_subgraphs", "fold_constants"):
             if not isinstance(getattr(self, flag), bool):
@@ -85,12 +86,14 @@ class PartitionConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, doc: dict) -> "PartitionConfig":
+    def from_dict(cls, doc: dict) -> PartitionConfig:
         if doc.get("format") != FORMAT:
             raise ValueError(f"not a tensorforge partition config (format {doc.get('format')!r})")
         if doc.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"partition config format version {doc.get('format_version')} is not supported "
-                             f"(this tensorforge reads version {FORMAT_VERSION})")
+            raise ValueError(
+                f"partition config format version {doc.get('format_version')} is not supported "
+                f"(this tensorforge reads version {FORMAT_VERSION})"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in doc.items() if k in names}
         if kwargs.get("report") is not None:
@@ -98,5 +101,5 @@ class PartitionConfig:
         return cls(**kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> "PartitionConfig":
+    def from_json(cls, text: str) -> PartitionConfig:
         return cls.from_dict(json.loads(text))

@@ -27,7 +27,6 @@ The input graph is never modified: when anything folds, the result is a new grap
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -58,7 +57,7 @@ def _size(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
-def _op_reason(node: Node) -> Optional[str]:
+def _op_reason(node: Node) -> str | None:
     """None when the op may be evaluated at partition time, else why not."""
     if node.op == "subgraph":
         return "a subgraph call is not folded"
@@ -77,7 +76,7 @@ def _op_reason(node: Node) -> Optional[str]:
     return None
 
 
-def _size_reason(node: Node, limit_bytes: int) -> Optional[str]:
+def _size_reason(node: Node, limit_bytes: int) -> str | None:
     """None when the result is small enough to store as a weight, else why not (decided from the types, so an
     oversized result is never computed)."""
     result = sum(v.type.nbytes() for v in node.outputs)
@@ -85,12 +84,14 @@ def _size_reason(node: Node, limit_bytes: int) -> Optional[str]:
         return f"its result ({_size(result)}) exceeds the folding limit ({_size(limit_bytes)})"
     source = sum(v.type.nbytes() for v in node.inputs)
     if result > max(FREE_BYTES, source):
-        return (f"its result ({_size(result)}) is larger than the constants it is computed from "
-                f"({_size(source)}): cheaper to compute at run time than to store")
+        return (
+            f"its result ({_size(result)}) is larger than the constants it is computed from "
+            f"({_size(source)}): cheaper to compute at run time than to store"
+        )
     return None
 
 
-def _evaluate(node: Node, tensors: list[torch.Tensor]) -> tuple[Optional[list[torch.Tensor]], Optional[str]]:
+def _evaluate(node: Node, tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor] | None, str | None]:
     try:
         with torch.no_grad():
             results = node.opdef.run(tensors, node.attrs, {}, torch.device("cpu"))
@@ -147,8 +148,13 @@ def _rebuild(graph: Graph, folded: set[int], known: dict[int, torch.Tensor]) -> 
             for v in node.outputs:
                 constant(v)
             continue
-        copy = new.create_node(node.name, node.op, [vmap[id(v)] for v in node.inputs], dict(node.attrs),
-                               [(v.name, v.type) for v in node.outputs])
+        copy = new.create_node(
+            node.name,
+            node.op,
+            [vmap[id(v)] for v in node.inputs],
+            dict(node.attrs),
+            [(v.name, v.type) for v in node.outputs],
+        )
         for old, value in zip(node.outputs, copy.outputs):
             vmap[id(old)] = value
     new.set_outputs([vmap[id(v)] for v in graph.outputs])

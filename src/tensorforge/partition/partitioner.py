@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections import Counter
-from typing import Iterable, Optional, Sequence, Union
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -31,18 +31,24 @@ REGION_PREFIX = "tensorforge"
 TARGET = "tensorforge"
 
 
-def _resolve_capability(device_capability) -> Optional[tuple[int, int]]:
+def _resolve_capability(device_capability) -> tuple[int, int] | None:
     if device_capability == "auto":
         return tuple(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
     return device_capability
 
 
-def partition_for_tensorforge(graph: Graph, version: Optional[Sequence[int]] = None, use_implicit_batch: bool = True,
-                              min_block_size: int = 1, remove_no_mac_subgraphs: bool = False,
-                              max_workspace_size: int = 1 << 30, torch_executed_ops: Iterable[str] = (),
-                              device_capability: Union[Sequence[int], str, None] = None,
-                              fold_constants: bool = True, fold_limit_bytes: int = fold.DEFAULT_LIMIT_BYTES
-                              ) -> tuple[Graph, PartitionConfig]:
+def partition_for_tensorforge(
+    graph: Graph,
+    version: Sequence[int] | None = None,
+    use_implicit_batch: bool = True,
+    min_block_size: int = 1,
+    remove_no_mac_subgraphs: bool = False,
+    max_workspace_size: int = 1 << 30,
+    torch_executed_ops: Iterable[str] = (),
+    device_capability: Sequence[int] | str | None = None,
+    fold_constants: bool = True,
+    fold_limit_bytes: int = fold.DEFAULT_LIMIT_BYTES,
+) -> tuple[Graph, PartitionConfig]:
     """Offload every node the engine supports; return the partitioned graph and the config (with its report).
 
     - `version`: engine version to target, (major, minor, patch); default the newest (`ENGINE_VERSION`).
@@ -65,23 +71,36 @@ def partition_for_tensorforge(graph: Graph, version: Optional[Sequence[int]] = N
     """
     options = PartitionConfig(
         version=version if version is not None else ENGINE_VERSION,
-        use_implicit_batch=use_implicit_batch, min_block_size=min_block_size,
-        remove_no_mac_subgraphs=remove_no_mac_subgraphs, max_workspace_size=max_workspace_size,
-        torch_executed_ops=torch_executed_ops, device_capability=_resolve_capability(device_capability),
-        fold_constants=fold_constants, fold_limit_bytes=fold_limit_bytes)
+        use_implicit_batch=use_implicit_batch,
+        min_block_size=min_block_size,
+        remove_no_mac_subgraphs=remove_no_mac_subgraphs,
+        max_workspace_size=max_workspace_size,
+        torch_executed_ops=torch_executed_ops,
+        device_capability=_resolve_capability(device_capability),
+        fold_constants=fold_constants,
+        fold_limit_bytes=fold_limit_bytes,
+    )
     if graph.subgraphs or any(n.op == "subgraph" for n in graph.nodes):
         raise ValueError(f"graph {graph.name!r} is already partitioned (it has subgraph nodes)")
-    folding = (fold.fold_constants(graph, options.fold_limit_bytes) if options.fold_constants
-               else fold.FoldResult(graph, (), ()))
+    folding = (
+        fold.fold_constants(graph, options.fold_limit_bytes)
+        if options.fold_constants
+        else fold.FoldResult(graph, (), ())
+    )
     graph = folding.graph
 
-    ctx = SupportContext(graph=graph, version=options.version, use_implicit_batch=options.use_implicit_batch,
-                         device_capability=options.device_capability,
-                         torch_executed_ops=frozenset(options.torch_executed_ops))
-    reasons: list[Optional[str]] = [support_reason(node, ctx) for node in graph.nodes]
+    ctx = SupportContext(
+        graph=graph,
+        version=options.version,
+        use_implicit_batch=options.use_implicit_batch,
+        device_capability=options.device_capability,
+        torch_executed_ops=frozenset(options.torch_executed_ops),
+    )
+    reasons: list[str | None] = [support_reason(node, ctx) for node in graph.nodes]
     regions = form_regions(graph, [r is None for r in reasons])
-    regions, pruned = prune_regions(graph, regions, min_block_size=options.min_block_size,
-                                    remove_no_mac_subgraphs=options.remove_no_mac_subgraphs)
+    regions, pruned = prune_regions(
+        graph, regions, min_block_size=options.min_block_size, remove_no_mac_subgraphs=options.remove_no_mac_subgraphs
+    )
     for p in pruned:
         for i in p.nodes:
             reasons[i] = p.reason
@@ -94,6 +113,7 @@ def partition_for_tensorforge(graph: Graph, version: Optional[Sequence[int]] = N
 # ---------------------------------------------------------------------------------------------
 # Rebuilding the graph
 # ---------------------------------------------------------------------------------------------
+
 
 def _order_clusters(graph: Graph, cluster_of: list[int]) -> list[int]:
     """Clusters (regions and single PyTorch nodes) in a topological order close to the original one."""
@@ -126,8 +146,13 @@ def _order_clusters(graph: Graph, cluster_of: list[int]) -> list[int]:
 
 
 def _copy_node(graph: Graph, node: Node, vmap: dict[int, Value]) -> Node:
-    copy = graph.create_node(node.name, node.op, [vmap[id(v)] for v in node.inputs], dict(node.attrs),
-                             [(v.name, v.type) for v in node.outputs])
+    copy = graph.create_node(
+        node.name,
+        node.op,
+        [vmap[id(v)] for v in node.inputs],
+        dict(node.attrs),
+        [(v.name, v.type) for v in node.outputs],
+    )
     for old, new in zip(node.outputs, copy.outputs):
         vmap[id(old)] = new
     return copy
@@ -175,8 +200,12 @@ def _rebuild(graph: Graph, regions: list[list[int]]) -> tuple[Graph, dict[int, s
 
     # values needed outside their region: by another cluster or as graph outputs
     position = {node: i for i, node in enumerate(graph.nodes)}
-    used_outside = {id(v) for i, node in enumerate(graph.nodes) for v in node.outputs
-                    if graph.is_output(v) or any(cluster_of[position[u]] != cluster_of[i] for u in graph.users_of(v))}
+    used_outside = {
+        id(v)
+        for i, node in enumerate(graph.nodes)
+        for v in node.outputs
+        if graph.is_output(v) or any(cluster_of[position[u]] != cluster_of[i] for u in graph.users_of(v))
+    }
 
     new = Graph(graph.name)
     original_names = {n.name for n in graph.nodes}  # region nodes get names no original node has
@@ -199,10 +228,15 @@ def _rebuild(graph: Graph, regions: list[list[int]]) -> tuple[Graph, dict[int, s
         sub, feeds, results = _region_graph(name, [graph.nodes[i] for i in members[c]], used_outside)
         new.subgraphs[name] = sub
         attrs = get_op("subgraph").normalize_attrs(
-            {"callee": name, "target": TARGET, "output_types": tuple(encode_output_type(v.type) for v in results)})
-        call = new.create_node(new.fresh_node_name(name, avoid=original_names), "subgraph",
-                               [vmap[id(v)] for v in feeds], attrs,
-                               [(v.name, v.type) for v in results])  # named as in the original graph
+            {"callee": name, "target": TARGET, "output_types": tuple(encode_output_type(v.type) for v in results)}
+        )
+        call = new.create_node(
+            new.fresh_node_name(name, avoid=original_names),
+            "subgraph",
+            [vmap[id(v)] for v in feeds],
+            attrs,
+            [(v.name, v.type) for v in results],
+        )  # named as in the original graph
         for old, value in zip(results, call.outputs):
             vmap[id(old)] = value
     new.set_outputs([vmap[id(v)] for v in graph.outputs])
@@ -213,8 +247,15 @@ def _rebuild(graph: Graph, regions: list[list[int]]) -> tuple[Graph, dict[int, s
 # The report
 # ---------------------------------------------------------------------------------------------
 
-def _report(graph: Graph, new_graph: Graph, regions: list[list[int]], names: dict[int, str],
-            reasons: list[Optional[str]], folding: fold.FoldResult) -> PartitionReport:
+
+def _report(
+    graph: Graph,
+    new_graph: Graph,
+    regions: list[list[int]],
+    names: dict[int, str],
+    reasons: list[str | None],
+    folding: fold.FoldResult,
+) -> PartitionReport:
     """`graph` is the graph the regions were formed on (after folding); folded nodes are counted apart."""
     offloaded = {i for region in regions for i in region}
     totals = Counter(n.op for n in graph.nodes)
@@ -224,10 +265,15 @@ def _report(graph: Graph, new_graph: Graph, regions: list[list[int]], names: dic
     summaries = []
     for root, name in names.items():
         region, sub = by_root[root], new_graph.subgraphs[name]
-        summaries.append(RegionSummary(
-            name=sub.name, num_nodes=len(region), macs=region_macs(graph, region),
-            inputs=tuple((v.name, str(v.type)) for v in sub.inputs),
-            outputs=tuple((v.name, str(v.type)) for v in sub.outputs)))
+        summaries.append(
+            RegionSummary(
+                name=sub.name,
+                num_nodes=len(region),
+                macs=region_macs(graph, region),
+                inputs=tuple((v.name, str(v.type)) for v in sub.inputs),
+                outputs=tuple((v.name, str(v.type)) for v in sub.outputs),
+            )
+        )
     grouped: dict[tuple[str, str], list[str]] = {}
     for i, node in enumerate(graph.nodes):
         if i not in offloaded:

@@ -23,8 +23,9 @@ whole region can never create a cycle among the others (any path through its nod
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from ..ir.types import Sym
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from ..ir.graph import Graph, Value
 
 
-def node_edges(graph: "Graph") -> tuple[list[set[int]], list[set[int]]]:
+def node_edges(graph: Graph) -> tuple[list[set[int]], list[set[int]]]:
     """Successor and predecessor sets of every node, by index in `graph.nodes` (from the graph's def-use index)."""
     position = {node: i for i, node in enumerate(graph.nodes)}
     succ: list[set[int]] = [{position[u] for v in node.outputs for u in graph.users_of(v)} for node in graph.nodes]
@@ -128,7 +129,7 @@ class _Condensed:
         order = sorted(before_b, key=by_pos) + [keep]
         for c, slot in zip(order, slots):
             self.pos[c] = slot
-        for c, slot in zip(sorted(after_a, key=by_pos), slots[len(order) + 1:]):
+        for c, slot in zip(sorted(after_a, key=by_pos), slots[len(order) + 1 :]):
             self.pos[c] = slot
         del self.pos[gone]
         for c in self.succ.pop(gone):
@@ -146,7 +147,7 @@ class _Condensed:
         return True
 
 
-def form_regions(graph: "Graph", supported: Sequence[bool]) -> list[list[int]]:
+def form_regions(graph: Graph, supported: Sequence[bool]) -> list[list[int]]:
     """Maximal cycle-free groups of supported nodes, each a sorted list of node indices."""
     n = len(graph.nodes)
     succ, pred = node_edges(graph)
@@ -189,20 +190,19 @@ class Pruned:
     reason: str
 
 
-def region_macs(graph: "Graph", region: Iterable[int]) -> int:
+def region_macs(graph: Graph, region: Iterable[int]) -> int:
     total = 0
     for i in region:
         node = graph.nodes[i]
-        total += node.opdef.count_macs([v.type for v in node.inputs], [v.type for v in node.outputs],
-                                       node.attrs, {})
+        total += node.opdef.count_macs([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs, {})
     return total
 
 
-def region_inputs(graph: "Graph", region: Iterable[int]) -> list["Value"]:
+def region_inputs(graph: Graph, region: Iterable[int]) -> list[Value]:
     """Values a region reads from outside (graph inputs, other nodes' outputs; not constants), in first use."""
     nodes = [graph.nodes[i] for i in region]
     inside = {id(v) for n in nodes for v in n.outputs}
-    found: dict[int, "Value"] = {}
+    found: dict[int, Value] = {}
     for n in nodes:
         for v in n.inputs:
             if v.data is None and id(v) not in inside:
@@ -221,8 +221,9 @@ def symbols_in(value) -> set[str]:
     return set()
 
 
-def prune_regions(graph: "Graph", regions: list[list[int]], *, min_block_size: int,
-                  remove_no_mac_subgraphs: bool) -> tuple[list[list[int]], list[Pruned]]:
+def prune_regions(
+    graph: Graph, regions: list[list[int]], *, min_block_size: int, remove_no_mac_subgraphs: bool
+) -> tuple[list[list[int]], list[Pruned]]:
     """Split regions into the kept and the ones handed back to PyTorch (with the reason for each).
 
     Besides the two options, a region must read something from outside (a region of constants only is
@@ -239,15 +240,19 @@ def prune_regions(graph: "Graph", regions: list[list[int]], *, min_block_size: i
             node = graph.nodes[i]
             used |= symbols_in(tuple(node.attrs.values())) | set().union(*(v.type.symbols for v in node.outputs))
         if size < min_block_size:
-            pruned.append(Pruned(tuple(region), f"its region has {size} node{'s' * (size != 1)}, fewer than "
-                                                f"min_block_size={min_block_size}"))
+            pruned.append(
+                Pruned(
+                    tuple(region),
+                    f"its region has {size} node{'s' * (size != 1)}, fewer than min_block_size={min_block_size}",
+                )
+            )
         elif remove_no_mac_subgraphs and region_macs(graph, region) == 0:
-            pruned.append(Pruned(tuple(region), "its region has no multiply-accumulate "
-                                                "(remove_no_mac_subgraphs)"))
+            pruned.append(Pruned(tuple(region), "its region has no multiply-accumulate (remove_no_mac_subgraphs)"))
         elif used - bound:
             missing = ", ".join(sorted(used - bound))
-            pruned.append(Pruned(tuple(region), f"its region uses the size {missing}, which none of its inputs "
-                                                f"carries"))
+            pruned.append(
+                Pruned(tuple(region), f"its region uses the size {missing}, which none of its inputs carries")
+            )
         elif not inputs:
             pruned.append(Pruned(tuple(region), "its region has no inputs (it computes from constants only)"))
         else:

@@ -11,7 +11,6 @@ fold.py), by op, and the constant-only nodes left unfolded, with why (a result t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class PartitionReport:
             out.setdefault(f.op, {})[f.reason] = list(f.nodes)
         return out
 
-    def reason_for(self, node_name: str) -> Optional[str]:
+    def reason_for(self, node_name: str) -> str | None:
         """Why the node stayed in PyTorch, or None if it went to the engine."""
         for f in self.fallbacks:
             if node_name in f.nodes:
@@ -110,7 +109,7 @@ class PartitionReport:
         """op -> the names of the nodes of that op folded into constants."""
         return {f.op: list(f.nodes) for f in self.folded}
 
-    def fold_reason(self, node_name: str) -> Optional[str]:
+    def fold_reason(self, node_name: str) -> str | None:
         """Why a node computed from constants only was not folded, or None (folded, or not constant-only)."""
         for f in self.not_folded:
             if node_name in f.nodes:
@@ -124,8 +123,10 @@ class PartitionReport:
             f"({100 * self.mac_share:.1f}% of MACs)",
         ]
         if self.folded:
-            lines.append(f"folded into constants first ({self.folded_nodes} nodes): "
-                         + ", ".join(f"{f.op} {len(f.nodes)}" for f in self.folded))
+            lines.append(
+                f"folded into constants first ({self.folded_nodes} nodes): "
+                + ", ".join(f"{f.op} {len(f.nodes)}" for f in self.folded)
+            )
         for f in self.not_folded:
             lines.append(f"  not folded, {f.op} ({len(f.nodes)}): {f.reason}: {', '.join(f.nodes)}")
         lines.append(f"regions ({len(self.regions)}):")
@@ -153,25 +154,43 @@ class PartitionReport:
             "nodes": {"total": self.total_nodes, "offloaded": self.offloaded_nodes},
             "macs": {"total": self.total_macs, "offloaded": self.offloaded_macs},
             "ops": {c.op: {"total": c.total, "offloaded": c.offloaded} for c in self.op_counts},
-            "regions": [{"name": r.name, "nodes": r.num_nodes, "macs": r.macs,
-                         "inputs": [list(x) for x in r.inputs], "outputs": [list(x) for x in r.outputs]}
-                        for r in self.regions],
+            "regions": [
+                {
+                    "name": r.name,
+                    "nodes": r.num_nodes,
+                    "macs": r.macs,
+                    "inputs": [list(x) for x in r.inputs],
+                    "outputs": [list(x) for x in r.outputs],
+                }
+                for r in self.regions
+            ],
             "fallback": self.reasons(),
             "folded": self.folded_ops(),
             "not_folded": [{"op": f.op, "reason": f.reason, "nodes": list(f.nodes)} for f in self.not_folded],
         }
 
     @classmethod
-    def from_dict(cls, doc: dict) -> "PartitionReport":
+    def from_dict(cls, doc: dict) -> PartitionReport:
         return cls(
             graph=doc["graph"],
             op_counts=tuple(OpCount(op, c["total"], c["offloaded"]) for op, c in doc["ops"].items()),
             total_macs=doc["macs"]["total"],
             offloaded_macs=doc["macs"]["offloaded"],
-            regions=tuple(RegionSummary(r["name"], r["nodes"], r["macs"], tuple(tuple(x) for x in r["inputs"]),
-                                        tuple(tuple(x) for x in r["outputs"])) for r in doc["regions"]),
-            fallbacks=tuple(Fallback(op, reason, tuple(nodes)) for op, by_reason in doc["fallback"].items()
-                            for reason, nodes in by_reason.items()),
+            regions=tuple(
+                RegionSummary(
+                    r["name"],
+                    r["nodes"],
+                    r["macs"],
+                    tuple(tuple(x) for x in r["inputs"]),
+                    tuple(tuple(x) for x in r["outputs"]),
+                )
+                for r in doc["regions"]
+            ),
+            fallbacks=tuple(
+                Fallback(op, reason, tuple(nodes))
+                for op, by_reason in doc["fallback"].items()
+                for reason, nodes in by_reason.items()
+            ),
             folded=tuple(Folded(op, tuple(nodes)) for op, nodes in doc.get("folded", {}).items()),
             not_folded=tuple(Fallback(f["op"], f["reason"], tuple(f["nodes"])) for f in doc.get("not_folded", [])),
         )

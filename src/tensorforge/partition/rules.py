@@ -23,8 +23,9 @@ applied (partitioning stays the same on every machine). Pass `torch.cuda.get_dev
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
+from typing import TYPE_CHECKING
 
 from .batch import batch_reason
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 Version = tuple[int, int, int]
 Capability = tuple[int, int]
-CheckFn = Callable[["Node", "SupportContext"], Optional[str]]
+CheckFn = Callable[["Node", "SupportContext"], str | None]
 
 # The engine this tensorforge builds. `version=` in partition_for_tensorforge targets an older one.
 ENGINE_VERSION: Version = (0, 3, 0)
@@ -63,10 +64,10 @@ class SupportContext:
     static). Every other value is an *activation*.
     """
 
-    graph: Optional["Graph"] = None
+    graph: Graph | None = None
     version: Version = ENGINE_VERSION
     use_implicit_batch: bool = True
-    device_capability: Optional[Capability] = None
+    device_capability: Capability | None = None
     torch_executed_ops: frozenset[str] = frozenset()
 
     @functools.cached_property
@@ -80,12 +81,12 @@ class SupportContext:
                 static |= {id(v) for v in node.outputs}
         return frozenset(static)
 
-    def is_static(self, value: "Value") -> bool:
+    def is_static(self, value: Value) -> bool:
         if value.data is not None:
             return True
         return id(value) in self._static
 
-    def is_activation(self, value: "Value") -> bool:
+    def is_activation(self, value: Value) -> bool:
         return not self.is_static(value)
 
 
@@ -93,9 +94,9 @@ class SupportContext:
 class SupportRule:
     op: str
     since: Version = BASE
-    capability: Optional[Capability] = None
+    capability: Capability | None = None
     dtypes: frozenset[str] = ANY
-    check: Optional[CheckFn] = field(default=None, compare=False)
+    check: CheckFn | None = field(default=None, compare=False)
 
     @property
     def restriction(self) -> str:
@@ -114,16 +115,24 @@ def _version(v, what: str) -> tuple[int, ...]:
     return v
 
 
-def register_supported_op(op: str, *, since: Version = BASE, capability: Optional[Capability] = None,
-                          dtypes: Iterable[str] = ANY, check: Optional[CheckFn] = None) -> SupportRule:
+def register_supported_op(
+    op: str,
+    *,
+    since: Version = BASE,
+    capability: Capability | None = None,
+    dtypes: Iterable[str] = ANY,
+    check: CheckFn | None = None,
+) -> SupportRule:
     """Declare that the engine takes `op` (from engine version `since`, on devices of at least `capability`).
 
     `check(node, ctx)` adds op-specific restrictions: it returns None or a reason string. This is the public
     way to make a new op (a plugin, an op added to the IR) eligible for offloading.
     """
     if op in _RULES:
-        raise ValueError(f"a support rule for {op!r} is already registered "
-                         f"({_RULES[op].check.__module__ if _RULES[op].check else 'in the SUPPORTED table'})")
+        raise ValueError(
+            f"a support rule for {op!r} is already registered "
+            f"({_RULES[op].check.__module__ if _RULES[op].check else 'in the SUPPORTED table'})"
+        )
     since = _version(since, f"{op}: since")
     if len(since) != 3:
         raise ValueError(f"{op}: since must be (major, minor, patch), got {since!r}")
@@ -134,8 +143,9 @@ def register_supported_op(op: str, *, since: Version = BASE, capability: Optiona
     return rule
 
 
-def support_rule(op: str, *, since: Version = BASE, capability: Optional[Capability] = None,
-                 dtypes: Iterable[str] = ANY) -> Callable[[CheckFn], CheckFn]:
+def support_rule(
+    op: str, *, since: Version = BASE, capability: Capability | None = None, dtypes: Iterable[str] = ANY
+) -> Callable[[CheckFn], CheckFn]:
     """Decorator: register `check(node, ctx) -> str | None` as the support rule of `op`."""
 
     def decorate(check: CheckFn) -> CheckFn:
@@ -145,7 +155,7 @@ def support_rule(op: str, *, since: Version = BASE, capability: Optional[Capabil
     return decorate
 
 
-def get_rule(op: str) -> Optional[SupportRule]:
+def get_rule(op: str) -> SupportRule | None:
     return _RULES.get(op)
 
 
@@ -153,7 +163,7 @@ def registered_rules() -> dict[str, SupportRule]:
     return dict(sorted(_RULES.items()))
 
 
-def support_reason(node: "Node", ctx: SupportContext) -> Optional[str]:
+def support_reason(node: Node, ctx: SupportContext) -> str | None:
     """None when the engine takes `node`, else the reason it runs through PyTorch."""
     if node.op in ctx.torch_executed_ops:
         return "forced out by torch_executed_ops"
@@ -164,20 +174,29 @@ def support_reason(node: "Node", ctx: SupportContext) -> Optional[str]:
     if rule is None:
         return f"the engine has no support rule for {node.op}"
     if rule.since > tuple(ctx.version):
-        return (f"{node.op} needs engine version {format_version(rule.since)} or newer "
-                f"(targeting {format_version(ctx.version)})")
-    if rule.capability is not None and ctx.device_capability is not None \
-            and tuple(ctx.device_capability) < rule.capability:
-        return (f"{node.op} needs compute capability {format_version(rule.capability)}, "
-                f"the device has {format_version(ctx.device_capability)}")
+        return (
+            f"{node.op} needs engine version {format_version(rule.since)} or newer "
+            f"(targeting {format_version(ctx.version)})"
+        )
+    if (
+        rule.capability is not None
+        and ctx.device_capability is not None
+        and tuple(ctx.device_capability) < rule.capability
+    ):
+        return (
+            f"{node.op} needs compute capability {format_version(rule.capability)}, "
+            f"the device has {format_version(ctx.device_capability)}"
+        )
     for value in list(node.inputs) + list(node.outputs):
         dtype = value.type.dtype
         if dtype not in rule.dtypes:
             return f"dtype {dtype} is not supported (the engine's {node.op} takes {', '.join(sorted(rule.dtypes))})"
         need = DTYPE_CAPABILITY.get(dtype)
         if need and ctx.device_capability is not None and tuple(ctx.device_capability) < need:
-            return (f"dtype {dtype} needs compute capability {format_version(need)}; "
-                    f"the device has {format_version(ctx.device_capability)}")
+            return (
+                f"dtype {dtype} needs compute capability {format_version(need)}; "
+                f"the device has {format_version(ctx.device_capability)}"
+            )
     reason = batch_reason(node, ctx) if ctx.use_implicit_batch else None
     if reason is None and rule.check is not None:
         reason = rule.check(node, ctx)
@@ -313,14 +332,15 @@ for _op, _dtypes, _since in SUPPORTED:
 # Ops with restrictions: one check each, its docstring's first line is the restriction.
 # ---------------------------------------------------------------------------------------------
 
-def _static_inputs(node: "Node", ctx: SupportContext, indices: Iterable[int], what: str) -> Optional[str]:
+
+def _static_inputs(node: Node, ctx: SupportContext, indices: Iterable[int], what: str) -> str | None:
     for i in indices:
         if i < len(node.inputs) and not ctx.is_static(node.inputs[i]):
             return f"{what} is computed from the graph inputs; the engine needs it constant"
     return None
 
 
-def _weight_is_static(node: "Node", ctx: SupportContext) -> Optional[str]:
+def _weight_is_static(node: Node, ctx: SupportContext) -> str | None:
     """The weight (input 1) must be a constant or computed from constants only."""
     return _static_inputs(node, ctx, (1,), "the weight")
 
@@ -332,14 +352,20 @@ support_rule("nn.dense", dtypes=FLOAT)(_weight_is_static)
 
 
 @support_rule("nn.batch_norm", dtypes=FLOAT)
-def _batch_norm(node: "Node", ctx: SupportContext) -> Optional[str]:
+def _batch_norm(node: Node, ctx: SupportContext) -> str | None:
     """gamma, beta, mean and variance must be constants (they fold into a scale and shift)."""
     return _static_inputs(node, ctx, (1, 2, 3, 4), "a batch-norm parameter (gamma, beta, mean or variance)")
 
 
 def rule_table() -> list[dict]:
     """Every rule as a row (op, since, capability, dtypes, restriction): the documented op table."""
-    return [{"op": r.op, "since": format_version(r.since),
-             "capability": format_version(r.capability) if r.capability else "",
-             "dtypes": ", ".join(sorted(r.dtypes)), "restriction": r.restriction}
-            for r in registered_rules().values()]
+    return [
+        {
+            "op": r.op,
+            "since": format_version(r.since),
+            "capability": format_version(r.capability) if r.capability else "",
+            "dtypes": ", ".join(sorted(r.dtypes)),
+            "restriction": r.restriction,
+        }
+        for r in registered_rules().values()
+    ]

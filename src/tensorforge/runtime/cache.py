@@ -21,8 +21,9 @@ import tempfile
 import threading
 import warnings
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .. import ir
 from ..ir.digest import content_digest
@@ -39,8 +40,16 @@ def region_digest(region: ir.Graph) -> str:
 
 
 def plan_key(region_hash: str, build_options: dict, max_batch: int, fingerprint: dict) -> str:
-    payload = json.dumps({"cache": CACHE_FORMAT, "region": region_hash, "options": build_options,
-                          "max_batch": max_batch, "fingerprint": fingerprint}, sort_keys=True)
+    payload = json.dumps(
+        {
+            "cache": CACHE_FORMAT,
+            "region": region_hash,
+            "options": build_options,
+            "max_batch": max_batch,
+            "fingerprint": fingerprint,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:40]
 
 
@@ -58,8 +67,11 @@ class PlanCache:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:  # the cache only ever saves time: run without it rather than not at all
-                warnings.warn(f"plan cache directory {self.directory} cannot be used ({exc}); plans will be built "
-                              f"and kept in memory only", RuntimeWarning)
+                warnings.warn(
+                    f"plan cache directory {self.directory} cannot be used ({exc}); plans will be built "
+                    f"and kept in memory only",
+                    RuntimeWarning,
+                )
                 self.directory = None
 
     def _path(self, key: str) -> Path:
@@ -93,8 +105,10 @@ class PlanCache:
                 try:
                     self._write(key, plan.to_bytes(cache_key=key))
                 except OSError as exc:  # a full disk or an unwritable entry must never stop inference
-                    warnings.warn(f"could not write plan cache entry {self._path(key)} ({exc}); the plan is used "
-                                  f"from memory", RuntimeWarning)
+                    warnings.warn(
+                        f"could not write plan cache entry {self._path(key)} ({exc}); the plan is used from memory",
+                        RuntimeWarning,
+                    )
         self._memory[key] = plan
         return plan
 

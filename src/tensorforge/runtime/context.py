@@ -18,7 +18,8 @@ next call the caller sees the module's new generation and drops what belongs to 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Collection
+from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -36,16 +37,16 @@ class CallerState:
 
     def __init__(self, generation: int):
         self.generation = generation  # the module's plan generation this state's graphs were captured in
-        self.contexts: dict[int, tuple["Plan", "ExecutionContext"]] = {}  # id(plan) -> (the plan, kept alive; its context)
-        self.runner: "GraphRunner | None" = None
+        self.contexts: dict[int, tuple[Plan, ExecutionContext]] = {}  # id(plan) -> (the plan, kept alive; its context)
+        self.runner: GraphRunner | None = None
 
-    def context_for(self, plan: "Plan") -> "ExecutionContext":
+    def context_for(self, plan: Plan) -> ExecutionContext:
         entry = self.contexts.get(id(plan))
         if entry is None:
             entry = self.contexts[id(plan)] = (plan, plan.create_execution_context())
         return entry[1]
 
-    def renew(self, generation: int, current: Collection["Plan"], device: torch.device) -> None:
+    def renew(self, generation: int, current: Collection[Plan], device: torch.device) -> None:
         """Drop the graphs and the contexts of plans the module no longer has (it replaced them)."""
         if device.type == "cuda":
             # the last replays on this caller's stream may still read the arenas and graphs about to be freed
@@ -60,22 +61,24 @@ class ModuleContext:
     """A caller's own execution state for a module: `context(*inputs)` runs the module as `module(*inputs)` does,
     in arenas (and CUDA graphs) of its own. One caller at a time: for several threads, one context each."""
 
-    def __init__(self, module: "Module"):
+    def __init__(self, module: Module):
         self.module = module
         self._state = CallerState(module._generation)
         self._in_use = threading.Lock()
 
     def __call__(self, *inputs: torch.Tensor):
         if not self._in_use.acquire(blocking=False):
-            raise RuntimeError("this ModuleContext is running on another thread; a context serves one caller at a "
-                               "time: make one per thread with module.create_context(), or call the module itself")
+            raise RuntimeError(
+                "this ModuleContext is running on another thread; a context serves one caller at a "
+                "time: make one per thread with module.create_context(), or call the module itself"
+            )
         try:
             return self.module._forward(inputs, self._state)
         finally:
             self._in_use.release()
 
     @property
-    def graph_runner(self) -> "GraphRunner | None":
+    def graph_runner(self) -> GraphRunner | None:
         """This context's whole-module CUDA-graph runner (None before its first graphed call)."""
         return self._state.runner
 

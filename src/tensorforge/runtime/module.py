@@ -65,8 +65,9 @@ def default_device() -> torch.device:
 class Module(torch.nn.Module):
     """A compiled model: `module(*inputs)` runs it; `save(path)` writes one `.tforge` file."""
 
-    def __init__(self, graph: ir.Graph | None = None, partition_config=None, device=None,
-                 options: RuntimeOptions | None = None):
+    def __init__(
+        self, graph: ir.Graph | None = None, partition_config=None, device=None, options: RuntimeOptions | None = None
+    ):
         super().__init__()
         self.graph: ir.Graph | None = None
         if graph is not None:
@@ -107,7 +108,7 @@ class Module(torch.nn.Module):
         """The plans built so far, per region (several in multi-engine mode 1)."""
         return {name: list(by_batch.values()) for name, by_batch in self._plans.items()}
 
-    def build_all(self, batch_size: int = 1) -> "Module":
+    def build_all(self, batch_size: int = 1) -> Module:
         """Build (or fetch from the cache) every region's plan for `batch_size` now, not at first run."""
         for name in self.regions:
             self._plan_for(name, batch_size)
@@ -150,7 +151,8 @@ class Module(torch.nn.Module):
                 f"region {name!r} needs a plan for batch {target}, but this module was saved without the region's "
                 f"weights (its saved plans are for max_batch {saved}), so none can be built here; save the model with "
                 f"module.save(path, rebuildable=True) (tensorforge build --rebuildable) to keep them, or build its "
-                f"plans for the largest batch first (module.build_all({target}))")
+                f"plans for the largest batch first (module.build_all({target}))"
+            )
         if name not in self._region_hashes:
             self._region_hashes[name] = region_digest(region)
         config = self.builder_config
@@ -158,7 +160,8 @@ class Module(torch.nn.Module):
         plan = self._cache.get_or_build(
             key,
             build=lambda: Builder(config).build(region, max_batch=target, device=self.device),
-            load=lambda data, key: _cached_plan(region, data, key, self.device))
+            load=lambda data, key: _cached_plan(region, data, key, self.device),
+        )
         if self.options.multi_engine == 0:
             replaced = bool(self._plans[name])
             self._plans[name] = {target: plan}  # the larger plan replaces the smaller one
@@ -201,16 +204,22 @@ class Module(torch.nn.Module):
         env = bind_symbols(graph, inputs)  # every input checked before anything runs
         for value, tensor in zip(graph.inputs, inputs):
             if tensor.device != self.device:
-                raise ValueError(f"input {value.name!r} is on {tensor.device}, but this module runs on "
-                                 f"{self.device}; move it with .to({str(self.device)!r})")
+                raise ValueError(
+                    f"input {value.name!r} is on {tensor.device}, but this module runs on "
+                    f"{self.device}; move it with .to({str(self.device)!r})"
+                )
         batch = env.get(BATCH)
         if batch is not None and self.options.max_batch_size is not None and batch > self.options.max_batch_size:
-            raise ValueError(f"batch size {batch} is above this module's max_batch_size {self.options.max_batch_size} "
-                             f"(convert(max_batch_size=...)); convert again with a larger max_batch_size")
+            raise ValueError(
+                f"batch size {batch} is above this module's max_batch_size {self.options.max_batch_size} "
+                f"(convert(max_batch_size=...)); convert again with a larger max_batch_size"
+            )
         if batch == 0 and self._weightless:
-            raise ValueError(f"a batch of 0 runs through the regions' reference ops, which need the weights this "
-                             f"module was saved without (regions {', '.join(sorted(self._weightless))}); save the "
-                             f"model with module.save(path, rebuildable=True) to keep them")
+            raise ValueError(
+                f"a batch of 0 runs through the regions' reference ops, which need the weights this "
+                f"module was saved without (regions {', '.join(sorted(self._weightless))}); save the "
+                f"model with module.save(path, rebuildable=True) to keep them"
+            )
         if batch == 0:  # as eager: empty outputs, computed by the graph's reference ops (no plan has a zero batch)
             outs = ir.execute(graph, *inputs)
             return outs[0] if len(outs) == 1 else outs
@@ -228,7 +237,8 @@ class Module(torch.nn.Module):
                 module, caller = weakref.ref(self), weakref.ref(state)  # the state holds the runner: no cycle
                 state.runner = GraphRunner(
                     lambda *xs: module()._run(xs, bind_symbols(graph, xs), cuda_graph=False, state=caller()),
-                    name="module")
+                    name="module",
+                )
             outs = state.runner(*inputs)
         else:
             # on CUDA without the module graph, each plan replays as its own graph in this caller's context
@@ -265,18 +275,22 @@ class Module(torch.nn.Module):
     def extra_repr(self) -> str:
         if self.graph is None:
             return "empty"
-        return (f"device={self.device}, regions={len(self.regions)}, "
-                f"fallback_nodes={sum(1 for n in self.graph.nodes if n.op != 'subgraph')}, "
-                f"fp16={self.builder_config.fp16}, multi_engine={self.options.multi_engine}")
+        return (
+            f"device={self.device}, regions={len(self.regions)}, "
+            f"fallback_nodes={sum(1 for n in self.graph.nodes if n.op != 'subgraph')}, "
+            f"fp16={self.builder_config.fp16}, multi_engine={self.options.multi_engine}"
+        )
 
     # -- saving and loading -----------------------------------------------------------------------
 
     def _serialize(self, rebuildable: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         graph = self._require_graph()
         if rebuildable and self._weightless:
-            raise ValueError(f"this module was loaded without the weights of regions "
-                             f"{', '.join(sorted(self._weightless))}, so it cannot be saved rebuildable; save it "
-                             f"rebuildable where it was compiled")
+            raise ValueError(
+                f"this module was loaded without the weights of regions "
+                f"{', '.join(sorted(self._weightless))}, so it cannot be saved rebuildable; save it "
+                f"rebuildable where it was compiled"
+            )
         doc, tensors = ir.graph_to_json(graph)
         # each weight once: a region's own weights stay out of the file where its plans hold theirs (see the module
         # docstring); the file records their types, so the region still describes what its plans compute
@@ -292,9 +306,15 @@ class Module(torch.nn.Module):
                 tensors[key] = torch.frombuffer(bytearray(plan.to_bytes()), dtype=torch.uint8)
                 plans.append({"region": name, "max_batch": max_batch, "tensor": key})
         config = self.partition_config.to_json() if self.partition_config is not None else None
-        meta = {"format": MODULE_FORMAT, "version": MODULE_FORMAT_VERSION, "graph": doc,
-                "partition_config": config, "options": self.options.saved(), "plans": plans,
-                "omitted_weights": omitted}
+        meta = {
+            "format": MODULE_FORMAT,
+            "version": MODULE_FORMAT_VERSION,
+            "graph": doc,
+            "partition_config": config,
+            "options": self.options.saved(),
+            "plans": plans,
+            "omitted_weights": omitted,
+        }
         tensors = unshared_tensors(tensors)
         seal(meta, tensors)
         return tensors, {_META_KEY: json.dumps(meta)}
@@ -312,9 +332,17 @@ class Module(torch.nn.Module):
         tensors, metadata = self._serialize(rebuildable)
         return save_safetensors_bytes(tensors, metadata=metadata)
 
-    def _restore(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str], device, where: str, *,
-                 cache_dir: str | None = None, max_workspace_size: int | None = None,
-                 timing_cache: str | None = None) -> None:
+    def _restore(
+        self,
+        tensors: dict[str, torch.Tensor],
+        metadata: dict[str, str],
+        device,
+        where: str,
+        *,
+        cache_dir: str | None = None,
+        max_workspace_size: int | None = None,
+        timing_cache: str | None = None,
+    ) -> None:
         """Fill this module from a saved one. Everything is checked before it is used: the digest over the whole
         description and every tensor first, then each field as data; any problem is a ModuleFormatError that names
         it. The machine's resources (cache directory, workspace, timing cache) come from the arguments and the
@@ -328,9 +356,11 @@ class Module(torch.nn.Module):
             config = None
             if meta.get("partition_config") is not None:
                 from ..partition import PartitionConfig
+
                 config = PartitionConfig.from_json(meta["partition_config"])
-            options = RuntimeOptions.from_saved(meta["options"], cache_dir=cache_dir,
-                                                max_workspace_size=max_workspace_size, timing_cache=timing_cache)
+            options = RuntimeOptions.from_saved(
+                meta["options"], cache_dir=cache_dir, max_workspace_size=max_workspace_size, timing_cache=timing_cache
+            )
             entries = [_plan_entry(entry, graph, tensors, where) for entry in meta["plans"]]
             weightless = frozenset(key.split("/", 1)[0] for key in stand_ins)
             unplanned = sorted(weightless - {region for region, _, _ in entries})
@@ -338,7 +368,7 @@ class Module(torch.nn.Module):
                 raise ModuleFormatError(f"{where}: region(s) {', '.join(unplanned)} have neither weights nor a plan")
         except ModuleFormatError:
             raise
-        except Exception as exc:  # noqa: BLE001 - RecursionError (deep JSON) included: a sound file never gets here
+        except Exception as exc:
             raise ModuleFormatError(f"{where}: not a sound tensorforge module ({type(exc).__name__}: {exc})") from exc
         self._setup(graph, config, device, options)
         self._weightless = weightless
@@ -351,13 +381,19 @@ class Module(torch.nn.Module):
                         f"{where}: the saved plan for region {region!r} cannot run here ({exc}), and the file holds "
                         f"no weights to rebuild it from: module.save(path) keeps only the plans. Save the model with "
                         f"module.save(path, rebuildable=True) (tensorforge build --rebuildable) where it was "
-                        f"compiled, or compile it again on this machine") from exc
-                warnings.warn(f"{where}: the saved plan for region {region!r} cannot run here ({exc}); "
-                              f"it will be rebuilt from the saved region", RuntimeWarning)
+                        f"compiled, or compile it again on this machine"
+                    ) from exc
+                warnings.warn(
+                    f"{where}: the saved plan for region {region!r} cannot run here ({exc}); "
+                    f"it will be rebuilt from the saved region",
+                    RuntimeWarning,
+                )
                 continue
             if plan.max_batch != max_batch or _boundary(plan.graph) != _boundary(graph.subgraphs[region]):
-                raise ModuleFormatError(f"{where}: the saved plan for region {region!r} (max_batch {plan.max_batch}, "
-                                        f"{_boundary(plan.graph)}) is not a plan of that region")
+                raise ModuleFormatError(
+                    f"{where}: the saved plan for region {region!r} (max_batch {plan.max_batch}, "
+                    f"{_boundary(plan.graph)}) is not a plan of that region"
+                )
             self._plans[region][max_batch] = plan
 
     # torch2trt-style state_dict: the whole module as one uint8 tensor (safetensors bytes inside)
@@ -365,8 +401,9 @@ class Module(torch.nn.Module):
         if self.graph is not None:
             destination[prefix + "tforge"] = torch.frombuffer(bytearray(self.to_bytes()), dtype=torch.uint8)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         key = prefix + "tforge"
         if key not in state_dict:
             missing_keys.append(key)
@@ -387,7 +424,7 @@ def _run_fallback(node: ir.Node, args: list, env: dict[str, int], device: torch.
         return node.opdef.run(args, node.attrs, env, device)
     except torch.OutOfMemoryError:
         raise
-    except Exception as exc:  # noqa: BLE001 - one documented error, naming the node
+    except Exception as exc:
         raise LayerError(f"fallback node {node.name!r} ({node.op}) failed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -415,17 +452,22 @@ def _module_description(metadata: dict[str, str], tensors: dict[str, torch.Tenso
     if not isinstance(meta, dict):
         raise ModuleFormatError(f"{where}: the module description is not a JSON object")
     if meta.get("format") != MODULE_FORMAT or meta.get("version") != MODULE_FORMAT_VERSION:
-        raise ModuleFormatError(f"{where}: module format {meta.get('format')!r} v{meta.get('version')!r} is not "
-                                f"readable by this tensorforge (it reads {MODULE_FORMAT} v{MODULE_FORMAT_VERSION}): "
-                                f"compile and save the model again with this version")
+        raise ModuleFormatError(
+            f"{where}: module format {meta.get('format')!r} v{meta.get('version')!r} is not "
+            f"readable by this tensorforge (it reads {MODULE_FORMAT} v{MODULE_FORMAT_VERSION}): "
+            f"compile and save the model again with this version"
+        )
     if not unseal(meta, tensors):
-        raise ModuleFormatError(f"{where}: the module's contents do not match its sha256 digest (the file was changed "
-                                f"or damaged after it was saved); nothing in it was used")
+        raise ModuleFormatError(
+            f"{where}: the module's contents do not match its sha256 digest (the file was changed "
+            f"or damaged after it was saved); nothing in it was used"
+        )
     return meta
 
 
-def _omitted_weights(omitted: object, graph_doc: object, weights: dict[str, torch.Tensor],
-                     where: str) -> dict[str, torch.Tensor]:
+def _omitted_weights(
+    omitted: object, graph_doc: object, weights: dict[str, torch.Tensor], where: str
+) -> dict[str, torch.Tensor]:
     """Meta tensors (shape and dtype, no data) standing in for the region weights a file left out, each entry
     checked: a constant key of a region the graph has ("<region>/<constant>"), not one the file holds, and a
     static type."""
@@ -449,11 +491,13 @@ def _plan_entry(entry, graph: ir.Graph, tensors: dict[str, torch.Tensor], where:
     region, max_batch, key = entry["region"], entry["max_batch"], entry["tensor"]
     if region not in graph.subgraphs:
         raise ModuleFormatError(f"{where}: plans: a saved plan names region {region!r}, which the graph does not have")
-    if type(max_batch) is not int or max_batch < 1:  # noqa: E721 - JSON true is no batch size
+    if type(max_batch) is not int or max_batch < 1:
         raise ModuleFormatError(f"{where}: plans: region {region!r} has a plan for max_batch {max_batch!r}")
     blob = tensors.get(key) if isinstance(key, str) and key.startswith(_PLAN_PREFIX) else None
     if blob is None or blob.dtype != torch.uint8 or blob.dim() != 1:
-        raise ModuleFormatError(f"{where}: plans: the plan of region {region!r} names tensor {key!r}, which is not a plan blob")
+        raise ModuleFormatError(
+            f"{where}: plans: the plan of region {region!r} names tensor {key!r}, which is not a plan blob"
+        )
     return region, max_batch, blob
 
 
@@ -462,8 +506,9 @@ def _cached_plan(region: ir.Graph, data: bytes, key: str, device: torch.device) 
     `key` and takes and gives what `region` does."""
     plan = Plan.from_bytes(data, device=device, cache_key=key)
     if _boundary(plan.graph) != _boundary(region):
-        raise PlanCompatibilityError(f"the cached plan takes and gives {_boundary(plan.graph)}, its region "
-                                     f"{_boundary(region)}")
+        raise PlanCompatibilityError(
+            f"the cached plan takes and gives {_boundary(plan.graph)}, its region {_boundary(region)}"
+        )
     return plan
 
 
@@ -478,7 +523,7 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
         raise ModuleFormatError("truncated tensorforge module data")
     n = int.from_bytes(data[:8], "little")
     try:
-        header = json.loads(data[8:8 + n])
+        header = json.loads(data[8 : 8 + n])
     except (ValueError, RecursionError) as exc:
         raise ModuleFormatError(f"corrupt tensorforge module data ({type(exc).__name__}: {exc})") from None
     return header.get("__metadata__", {}) if isinstance(header, dict) else {}
@@ -489,8 +534,15 @@ class EngineModule(Module):
     `load_state_dict` fills it; its state_dict is the whole compiled model (tensors only, no code)."""
 
 
-def load(path: str | os.PathLike, device=None, module_class: type[Module] = Module, *, cache_dir: str | None = None,
-         max_workspace_size: int | None = None, timing_cache: str | None = None) -> Module:
+def load(
+    path: str | os.PathLike,
+    device=None,
+    module_class: type[Module] = Module,
+    *,
+    cache_dir: str | None = None,
+    max_workspace_size: int | None = None,
+    timing_cache: str | None = None,
+) -> Module:
     """Load a `.tforge` file written by `Module.save` into a working module on `device`. The file decides what the
     model is; the caller (and TENSORFORGE_* variables) decide where plans are cached, the workspace of a rebuild and
     the timing cache it reads."""
@@ -504,6 +556,13 @@ def load(path: str | os.PathLike, device=None, module_class: type[Module] = Modu
     except Exception as exc:
         raise ModuleFormatError(f"{path}: not a readable tensorforge module ({exc})") from exc
     module = module_class()
-    module._restore(tensors, metadata, device, path, cache_dir=cache_dir, max_workspace_size=max_workspace_size,
-                    timing_cache=timing_cache)
+    module._restore(
+        tensors,
+        metadata,
+        device,
+        path,
+        cache_dir=cache_dir,
+        max_workspace_size=max_workspace_size,
+        timing_cache=timing_cache,
+    )
     return module

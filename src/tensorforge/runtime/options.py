@@ -25,8 +25,9 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..engine.config import BuilderConfig
 
@@ -57,13 +58,14 @@ class RuntimeOptions:
             if not isinstance(self.cache_dir, (str, os.PathLike)):
                 raise ValueError(f"cache_dir must be a path or None, got {self.cache_dir!r}")
             object.__setattr__(self, "cache_dir", os.fspath(self.cache_dir))
-        if type(self.multi_engine) is not int or self.multi_engine not in (0, 1):  # noqa: E721 - True is no mode
-            raise ValueError(f"multi_engine must be 0 (one plan for the largest batch) or 1 (one plan per batch), "
-                             f"got {self.multi_engine!r}")
+        if type(self.multi_engine) is not int or self.multi_engine not in (0, 1):
+            raise ValueError(
+                f"multi_engine must be 0 (one plan for the largest batch) or 1 (one plan per batch), "
+                f"got {self.multi_engine!r}"
+            )
         if not isinstance(self.cuda_graph, bool):
             raise ValueError(f"cuda_graph must be a bool, got {self.cuda_graph!r}")
-        if self.max_batch_size is not None and (type(self.max_batch_size) is not int  # noqa: E721 - nor is True
-                                                or self.max_batch_size < 1):
+        if self.max_batch_size is not None and (type(self.max_batch_size) is not int or self.max_batch_size < 1):
             raise ValueError(f"max_batch_size must be None or a positive int, got {self.max_batch_size!r}")
 
     def replace(self, **changes: Any) -> RuntimeOptions:
@@ -72,8 +74,9 @@ class RuntimeOptions:
         an unknown keyword argument is."""
         unknown = sorted(set(changes) - OPTION_NAMES - {"builder_config"})
         if unknown:
-            raise TypeError(f"unknown option(s) {', '.join(unknown)}; the options are "
-                            f"{', '.join(sorted(OPTION_NAMES))}")
+            raise TypeError(
+                f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(sorted(OPTION_NAMES))}"
+            )
         config = changes.pop("builder_config", self.builder_config)
         build = {name: changes.pop(name) for name in list(changes) if name in BUILDER_FIELDS}
         return dataclasses.replace(self, builder_config=config.replace(**build) if build else config, **changes)
@@ -87,8 +90,9 @@ class RuntimeOptions:
         if env.get("TENSORFORGE_CACHE_DIR"):
             changes["cache_dir"] = os.path.expanduser(env["TENSORFORGE_CACHE_DIR"])  # as a shell would have
         if env.get("TENSORFORGE_MAX_WORKSPACE_SIZE"):
-            changes["max_workspace_size"] = _integer("TENSORFORGE_MAX_WORKSPACE_SIZE",
-                                                     env["TENSORFORGE_MAX_WORKSPACE_SIZE"])
+            changes["max_workspace_size"] = _integer(
+                "TENSORFORGE_MAX_WORKSPACE_SIZE", env["TENSORFORGE_MAX_WORKSPACE_SIZE"]
+            )
         if env.get("TENSORFORGE_MULTI_ENGINE"):
             changes["multi_engine"] = _integer("TENSORFORGE_MULTI_ENGINE", env["TENSORFORGE_MULTI_ENGINE"])
         return self.replace(**changes)
@@ -102,8 +106,14 @@ class RuntimeOptions:
         return {name: self.option(name) for name in SAVED_FIELDS}
 
     @classmethod
-    def from_saved(cls, data: Mapping[str, Any], *, cache_dir: str | None = None, max_workspace_size: int | None = None,
-                   timing_cache: str | None = None) -> RuntimeOptions:
+    def from_saved(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        cache_dir: str | None = None,
+        max_workspace_size: int | None = None,
+        timing_cache: str | None = None,
+    ) -> RuntimeOptions:
         """Options for a module read from a file: `SAVED_FIELDS` from `data`, each checked against its type (a
         ValueError names the field), and the machine's resources (`MACHINE_FIELDS`) from the caller — never from the
         file, which may hold them (they are ignored)."""
@@ -114,9 +124,10 @@ class RuntimeOptions:
             if name not in data:
                 continue
             value = data[name]
-            if type(value) is not wanted and not (optional and value is None):  # noqa: E721 - a bool is no int here
-                raise ValueError(f"options.{name} must be {wanted.__name__}{' or null' if optional else ''}, "
-                                 f"got {value!r}")
+            if type(value) is not wanted and not (optional and value is None):
+                raise ValueError(
+                    f"options.{name} must be {wanted.__name__}{' or null' if optional else ''}, got {value!r}"
+                )
             values[name] = value
         resources: dict[str, Any] = {"cache_dir": cache_dir, "timing_cache": timing_cache}
         if max_workspace_size is not None:

@@ -22,14 +22,17 @@ TOLERANCES = {torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 1e-3), torch.fl
 def make_model(nodes, inputs, outputs, initializers=(), opset: int = 17, extra_opsets=(), functions=()):
     """A checked ModelProto: inputs/outputs are (name, element type, shape) with None for an unknown shape."""
     graph = helper.make_graph(
-        nodes, "test",
+        nodes,
+        "test",
         [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
         [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
-        [numpy_helper.from_array(np.asarray(a), name) for name, a in initializers])
+        [numpy_helper.from_array(np.asarray(a), name) for name, a in initializers],
+    )
     opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in extra_opsets]
     # IR version 8 is what onnxruntime reads for any opset these tests use
-    return helper.make_model(graph, opset_imports=opsets, ir_version=8 if opset <= 17 else 10,
-                             functions=list(functions))
+    return helper.make_model(
+        graph, opset_imports=opsets, ir_version=8 if opset <= 17 else 10, functions=list(functions)
+    )
 
 
 def onnxruntime_outputs(model: onnx.ModelProto, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -35,8 +35,11 @@ EXPECTED_NOT_PASSING: dict[str, tuple[str, str]] = {
     # numeric types the IR has no dtype for
     r"_(uint16|uint32|uint64)(_expanded)?$": ("refused", r"UINT(16|32|64), which the IR cannot hold"),
     r"test_equal_string": ("refused", r"STRING, which the IR cannot hold"),
-    r"test_cast(like)?_.*(FLOAT8|FLOAT4E2M1|INT4|INT2|e8m0)": ("refused", r"(FLOAT8\w*|FLOAT4E2M1|U?INT[24]), "
-                                                                          r"which the IR cannot hold"),
+    r"test_cast(like)?_.*(FLOAT8|FLOAT4E2M1|INT4|INT2|e8m0)": (
+        "refused",
+        r"(FLOAT8\w*|FLOAT4E2M1|U?INT[24]), "
+        r"which the IR cannot hold",
+    ),
     # not tensors
     r"test_(identity_(opt|sequence)|if_(opt|seq))$": ("refused", r"sequences, optionals or maps"),
     # Range's function body is a Loop, which ONNX's generator writes at opset 25 (beyond onnxruntime)
@@ -53,8 +56,10 @@ EXPECTED_NOT_PASSING: dict[str, tuple[str, str]] = {
 # (op, since-version) with a converter that no conformance case reaches, and why; each has a frontend test instead
 NOT_REACHED: dict[tuple[str, int], str] = {
     ("GroupNormalization", 18): "onnx.checker refuses GroupNormalization-18 (deprecated), so no case converts to it",
-    **{("If", v): "ONNX's one tensor If case is written at opset 11; later versions only widen the types"
-       for v in (13, 16, 19, 21, 23, 24, 25)},
+    **{
+        ("If", v): "ONNX's one tensor If case is written at opset 11; later versions only widen the types"
+        for v in (13, 16, 19, 21, 23, 24, 25)
+    },
 }
 
 
@@ -115,8 +120,11 @@ def test_every_claimed_op_has_a_passing_case(results, older_sample):
 
 
 def _older_problems(older) -> list[str]:
-    return [f"{r.name} @{r.opset} ({r.op}): {r.status}: {r.reason}" for r in older
-            if r.status not in ("pass", "unconvertible")]
+    return [
+        f"{r.name} @{r.opset} ({r.op}): {r.status}: {r.reason}"
+        for r in older
+        if r.status not in ("pass", "unconvertible")
+    ]
 
 
 def test_older_opsets_pass_sampled(older_sample):
@@ -138,8 +146,11 @@ def test_every_registered_since_version_is_checked(cases, results, older_sample)
     for r in results:
         if r.status == "pass":  # an expanded case checks every op of its function body
             model = by_name[r.name].model
-            reached |= {(n.op_type, conformance._since(n.op_type, conformance.default_opset(model)))
-                        for n in model.graph.node if n.domain in ("", "ai.onnx")}
+            reached |= {
+                (n.op_type, conformance._since(n.op_type, conformance.default_opset(model)))
+                for n in model.graph.node
+                if n.domain in ("", "ai.onnx")
+            }
     reached |= {(r.op, conformance._since(r.op, r.opset)) for r in older_sample if r.status == "pass"}
     registered = {(op, v) for (domain, op, v) in registered_converters() if domain == ""}
     missing = sorted(registered - reached - set(NOT_REACHED))
@@ -159,7 +170,9 @@ def test_committed_table_is_fresh(results, older_all):
     doc = conformance.DOC.read_text()
     header = f"onnxruntime {onnxruntime.__version__}"
     if f"onnx {onnx.__version__}" not in doc or header not in doc:
-        pytest.skip(f"the table was generated with other onnx/onnxruntime versions than onnx {onnx.__version__}, "
-                    f"{header}; regenerate it there with scripts/onnx_conformance.py")
+        pytest.skip(
+            f"the table was generated with other onnx/onnxruntime versions than onnx {onnx.__version__}, "
+            f"{header}; regenerate it there with scripts/onnx_conformance.py"
+        )
     fresh = conformance.render(results, conformance.case_source(), older_all)
     assert doc == fresh, "docs/onnx_conformance.md is stale: run python scripts/onnx_conformance.py"

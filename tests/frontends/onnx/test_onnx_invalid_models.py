@@ -23,8 +23,8 @@ from onnx_helpers import FLOAT, assert_matches_onnxruntime, make_model
 from tensorforge import ir
 from tensorforge.frontends import from_onnx
 from tensorforge.frontends.onnx import OnnxImportError
-from tensorforge.frontends.onnx_validate import SWITCH_ATTRIBUTES
 from tensorforge.frontends.onnx_opaque import onnxruntime_session
+from tensorforge.frontends.onnx_validate import SWITCH_ATTRIBUTES
 
 node = helper.make_node
 
@@ -32,12 +32,19 @@ node = helper.make_node
 def _convnet() -> onnx.ModelProto:
     """Conv -> Relu -> global pool -> Flatten -> Gemm, named nodes, every output typed (a valid model)."""
     rng = np.random.RandomState(0)
-    nodes = [node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
-             node("Relu", ["c"], ["r"], name="relu"), node("GlobalAveragePool", ["r"], ["p"], name="pool"),
-             node("Flatten", ["p"], ["f"], axis=1, name="flatten"),
-             node("Gemm", ["f", "fc_w", "fc_b"], ["y"], transB=1, name="fc")]
-    init = [("w", rng.randn(4, 3, 3, 3).astype(np.float32) * 0.3), ("b", rng.randn(4).astype(np.float32)),
-            ("fc_w", rng.randn(5, 4).astype(np.float32)), ("fc_b", rng.randn(5).astype(np.float32))]
+    nodes = [
+        node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
+        node("Relu", ["c"], ["r"], name="relu"),
+        node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+        node("Flatten", ["p"], ["f"], axis=1, name="flatten"),
+        node("Gemm", ["f", "fc_w", "fc_b"], ["y"], transB=1, name="fc"),
+    ]
+    init = [
+        ("w", rng.randn(4, 3, 3, 3).astype(np.float32) * 0.3),
+        ("b", rng.randn(4).astype(np.float32)),
+        ("fc_w", rng.randn(5, 4).astype(np.float32)),
+        ("fc_b", rng.randn(5).astype(np.float32)),
+    ]
     return make_model(nodes, [("x", FLOAT, ["N", 3, 6, 6])], [("y", FLOAT, ["N", 5])], init)
 
 
@@ -71,8 +78,14 @@ def _truncate(model):
 
 
 def _recursive_function(model):
-    loop = helper.make_function("local", "Loopy", ["X"], ["Y"], [node("Loopy", ["X"], ["Y"], domain="local")],
-                                [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    loop = helper.make_function(
+        "local",
+        "Loopy",
+        ["X"],
+        ["Y"],
+        [node("Loopy", ["X"], ["Y"], domain="local")],
+        [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+    )
     model.functions.append(loop)
     model.opset_import.append(helper.make_opsetid("local", 1))
     _by_name(model, "relu").op_type, _by_name(model, "relu").domain = "Loopy", "local"
@@ -80,26 +93,54 @@ def _recursive_function(model):
 
 # (id, edit, pattern the message must match): each model onnxruntime refuses too
 INVALID = [
-    ("float-kernel-shape", _float_kernel_shape, r"node 'conv' \(Conv\): Mismatched attribute type in "
-                                                r"'conv : kernel_shape'\. Expected: 'INTS', actual: 'FLOATS'"),
-    ("opset-99", lambda m: setattr(m.opset_import[0], "version", 99),
-     r"opset_import: domain 'ai.onnx' version 99 is newer than onnx [\d.]+ knows \(up to \d+\)"),
-    ("negative-initializer-dim", lambda m: m.graph.initializer[1].dims.__setitem__(0, -4),
-     r"initializer 'b': .*[Nn]egative"),
-    ("duplicate-node-names", lambda m: setattr(_by_name(m, "pool"), "name", "relu"),
-     r"node names must be unique in a graph \(onnxruntime refuses the model\): 'relu'"),
+    (
+        "float-kernel-shape",
+        _float_kernel_shape,
+        r"node 'conv' \(Conv\): Mismatched attribute type in "
+        r"'conv : kernel_shape'\. Expected: 'INTS', actual: 'FLOATS'",
+    ),
+    (
+        "opset-99",
+        lambda m: setattr(m.opset_import[0], "version", 99),
+        r"opset_import: domain 'ai.onnx' version 99 is newer than onnx [\d.]+ knows \(up to \d+\)",
+    ),
+    (
+        "negative-initializer-dim",
+        lambda m: m.graph.initializer[1].dims.__setitem__(0, -4),
+        r"initializer 'b': .*[Nn]egative",
+    ),
+    (
+        "duplicate-node-names",
+        lambda m: setattr(_by_name(m, "pool"), "name", "relu"),
+        r"node names must be unique in a graph \(onnxruntime refuses the model\): 'relu'",
+    ),
     ("truncated-initializer", _truncate, r"initializer 'b': its data does not decode to dims \[4\]"),
-    ("required-input-missing", lambda m: _by_name(m, "conv").input.__setitem__(1, ""),
-     r"input 1 is marked single but has an empty string"),
-    ("unknown-default-domain-op", lambda m: setattr(_by_name(m, "relu"), "op_type", "Relu6"),
-     r"node 'relu' \(Relu6\): No Op registered for Relu6"),
-    ("dangling-input", lambda m: _by_name(m, "pool").input.__setitem__(0, "nothing"),
-     r"input 'nothing' of node.*is not output of any previous nodes"),
+    (
+        "required-input-missing",
+        lambda m: _by_name(m, "conv").input.__setitem__(1, ""),
+        r"input 1 is marked single but has an empty string",
+    ),
+    (
+        "unknown-default-domain-op",
+        lambda m: setattr(_by_name(m, "relu"), "op_type", "Relu6"),
+        r"node 'relu' \(Relu6\): No Op registered for Relu6",
+    ),
+    (
+        "dangling-input",
+        lambda m: _by_name(m, "pool").input.__setitem__(0, "nothing"),
+        r"input 'nothing' of node.*is not output of any previous nodes",
+    ),
     ("recursive-function", _recursive_function, r"Cycle detected in model-local function references"),
-    ("ir-version-beyond-any", lambda m: setattr(m, "ir_version", 1 << 62),
-     r"ir_version 4611686018427387904 is not one onnx [\d.]+ knows"),
-    ("type-mismatch", lambda m: m.graph.initializer[3].CopyFrom(numpy_helper.from_array(np.ones(5, np.int64), "fc_b")),
-     r"\(op_type:Gemm, node name: fc\): C has inconsistent type tensor\(int64\)"),
+    (
+        "ir-version-beyond-any",
+        lambda m: setattr(m, "ir_version", 1 << 62),
+        r"ir_version 4611686018427387904 is not one onnx [\d.]+ knows",
+    ),
+    (
+        "type-mismatch",
+        lambda m: m.graph.initializer[3].CopyFrom(numpy_helper.from_array(np.ones(5, np.int64), "fc_b")),
+        r"\(op_type:Gemm, node name: fc\): C has inconsistent type tensor\(int64\)",
+    ),
 ]
 
 
@@ -114,17 +155,23 @@ def test_invalid_model_is_refused_naming_the_problem(edit, pattern):
 def test_a_local_function_named_like_a_standard_op_is_refused():
     """onnxruntime runs the standard Add, not the model's function `Add` (whose body is Identity): an importer that
     inlined the function would answer differently (the fuzzing suite's long run found 59 such answers)."""
+
     def shadow(model):
-        model.functions.append(helper.make_function("", "Add", ["A", "B"], ["C"], [node("Identity", ["A"], ["C"])],
-                                                    [helper.make_opsetid("", 17)]))
+        model.functions.append(
+            helper.make_function(
+                "", "Add", ["A", "B"], ["C"], [node("Identity", ["A"], ["C"])], [helper.make_opsetid("", 17)]
+            )
+        )
+
     model = _edit(shadow)
     with pytest.raises(OnnxImportError, match=r"function 'ai.onnx.Add' has the name of a standard ONNX operator"):
         from_onnx(model)
 
 
 def test_an_input_the_ir_cannot_hold_is_named():
-    model = make_model([node("Identity", ["x"], ["y"])], [("x", TensorProto.UINT16, [2])],
-                       [("y", TensorProto.UINT16, [2])])
+    model = make_model(
+        [node("Identity", ["x"], ["y"])], [("x", TensorProto.UINT16, [2])], [("y", TensorProto.UINT16, [2])]
+    )
     with pytest.raises(OnnxImportError, match=r"input 'x' is UINT16, which the IR cannot hold"):
         from_onnx(model)
 
@@ -132,8 +179,12 @@ def test_an_input_the_ir_cannot_hold_is_named():
 def test_an_error_inside_a_standard_ops_function_body_is_onnxs_own():
     # onnx's inference of MeanVarianceNormalization-13's function body fails (its Constant), so onnx.checker
     # refuses every such model; onnxruntime runs the op with its own kernel, and so does the import
-    model = make_model([node("MeanVarianceNormalization", ["x"], ["y"])], [("x", FLOAT, [2, 3, 4, 4])],
-                       [("y", FLOAT, [2, 3, 4, 4])], opset=13)
+    model = make_model(
+        [node("MeanVarianceNormalization", ["x"], ["y"])],
+        [("x", FLOAT, [2, 3, 4, 4])],
+        [("y", FLOAT, [2, 3, 4, 4])],
+        opset=13,
+    )
     with pytest.raises(Exception, match="One and only one of the attributes"):
         onnx.checker.check_model(model, full_check=True)
     graph = from_onnx(model)
@@ -163,6 +214,7 @@ def test_every_problem_is_reported_at_once():
 
 # -- node names: what onnxruntime refuses, found by trying it (onnxruntime 1.32) --------------------------
 
+
 def _named(op, inputs, outputs, name, **attrs):
     return node(op, inputs, outputs, name=name, **attrs)
 
@@ -177,8 +229,10 @@ def _names_model(nodes, functions=()):
 def _if(then_nodes, else_nodes, name="if"):
     def branch(nodes, label):
         return helper.make_graph(nodes, label, [], [helper.make_tensor_value_info(nodes[-1].output[0], FLOAT, [2, 3])])
-    return _named("If", ["cond"], ["y"], name, then_branch=branch(then_nodes, "then"),
-                  else_branch=branch(else_nodes, "else"))
+
+    return _named(
+        "If", ["cond"], ["y"], name, then_branch=branch(then_nodes, "then"), else_branch=branch(else_nodes, "else")
+    )
 
 
 def _function(name, nodes, calls=()):
@@ -193,40 +247,86 @@ def _one(value):
 _RELU_NEG = [_named("Relu", ["i"], ["m"], "a"), _named("Neg", ["m"], ["o"], "a")]  # a function body, names clash
 # (id, model, pattern of the refusal; None: onnxruntime runs it, and so does the import)
 NODE_NAMES = [
-    ("two-nodes-of-the-graph",
-     lambda: _names_model([_named("Relu", ["x"], ["r"], "a"), _named("Neg", ["r"], ["y"], "a")]),
-     r"node names must be unique in a graph \(onnxruntime refuses the model\): 'a' names several nodes"),
-    ("two-nodes-of-one-branch", lambda: _names_model([_if([_named("Relu", ["x"], ["t"], "a"),
-                                                          _named("Neg", ["t"], ["t2"], "a")],
-                                                         [_named("Neg", ["x"], ["e"], "b")])]),
-     r"subgraph 'then_branch' of node 'if': node names must be unique in a graph .*'a' names several nodes"),
-    ("two-nodes-of-a-called-function", lambda: _names_model(
-        [_named("F", ["x"], ["y"], "call", domain="local")], [_function("F", _RELU_NEG)]),
-     r"function 'local.F': node names must be unique in a graph .*'a' names several nodes"),
-    ("two-nodes-of-a-function-a-function-calls", lambda: _names_model(
-        [_named("F", ["x"], ["y"], "call", domain="local")],
-        [_function("F", [_named("G", ["i"], ["o"], "g", domain="local")], calls=True), _function("G", _RELU_NEG)]),
-     r"function 'local.G': node names must be unique"),
+    (
+        "two-nodes-of-the-graph",
+        lambda: _names_model([_named("Relu", ["x"], ["r"], "a"), _named("Neg", ["r"], ["y"], "a")]),
+        r"node names must be unique in a graph \(onnxruntime refuses the model\): 'a' names several nodes",
+    ),
+    (
+        "two-nodes-of-one-branch",
+        lambda: _names_model(
+            [
+                _if(
+                    [_named("Relu", ["x"], ["t"], "a"), _named("Neg", ["t"], ["t2"], "a")],
+                    [_named("Neg", ["x"], ["e"], "b")],
+                )
+            ]
+        ),
+        r"subgraph 'then_branch' of node 'if': node names must be unique in a graph .*'a' names several nodes",
+    ),
+    (
+        "two-nodes-of-a-called-function",
+        lambda: _names_model([_named("F", ["x"], ["y"], "call", domain="local")], [_function("F", _RELU_NEG)]),
+        r"function 'local.F': node names must be unique in a graph .*'a' names several nodes",
+    ),
+    (
+        "two-nodes-of-a-function-a-function-calls",
+        lambda: _names_model(
+            [_named("F", ["x"], ["y"], "call", domain="local")],
+            [_function("F", [_named("G", ["i"], ["o"], "g", domain="local")], calls=True), _function("G", _RELU_NEG)],
+        ),
+        r"function 'local.G': node names must be unique",
+    ),
     # onnxruntime makes Constant nodes initializers before it compares names (silero-vad's OpenVINO export
     # names 15 of them 'F0::anon')
-    ("constants-named-alike", lambda: _names_model(
-        [_named("Constant", [], ["c1"], "k", value=_one(2.0)), _named("Constant", [], ["c2"], "k", value_float=3.0),
-         _named("Mul", ["x", "c1"], ["m"], "k"), _named("Add", ["m", "c2"], ["y"], "add")]), None),
-    ("constants-named-alike-in-a-function", lambda: _names_model(
-        [_named("F", ["x"], ["y"], "call", domain="local")],
-        [_function("F", [_named("Constant", [], ["c"], "a", value_float=2.0), _named("Mul", ["i", "c"], ["o"], "a")])]),
-     None),
+    (
+        "constants-named-alike",
+        lambda: _names_model(
+            [
+                _named("Constant", [], ["c1"], "k", value=_one(2.0)),
+                _named("Constant", [], ["c2"], "k", value_float=3.0),
+                _named("Mul", ["x", "c1"], ["m"], "k"),
+                _named("Add", ["m", "c2"], ["y"], "add"),
+            ]
+        ),
+        None,
+    ),
+    (
+        "constants-named-alike-in-a-function",
+        lambda: _names_model(
+            [_named("F", ["x"], ["y"], "call", domain="local")],
+            [
+                _function(
+                    "F", [_named("Constant", [], ["c"], "a", value_float=2.0), _named("Mul", ["i", "c"], ["o"], "a")]
+                )
+            ],
+        ),
+        None,
+    ),
     ("unnamed-nodes", lambda: _names_model([node("Relu", ["x"], ["r"]), node("Neg", ["r"], ["y"])]), None),
-    ("one-name-in-two-branches", lambda: _names_model([_if([_named("Relu", ["x"], ["t"], "a")],
-                                                           [_named("Neg", ["x"], ["e"], "a")])]), None),
-    ("a-branch-node-named-like-the-if", lambda: _names_model([_if([_named("Relu", ["x"], ["t"], "a")],
-                                                                  [_named("Neg", ["x"], ["e"], "b")], name="a")]),
-     None),
-    ("a-function-called-twice", lambda: _names_model(
-        [_named("F", ["x"], ["r"], "c1", domain="local"), _named("F", ["r"], ["y"], "c2", domain="local")],
-        [_function("F", [_named("Relu", ["i"], ["o"], "a")])]), None),
-    ("a-function-nothing-calls", lambda: _names_model([_named("Relu", ["x"], ["y"], "r")],
-                                                      [_function("F", _RELU_NEG)]), None),
+    (
+        "one-name-in-two-branches",
+        lambda: _names_model([_if([_named("Relu", ["x"], ["t"], "a")], [_named("Neg", ["x"], ["e"], "a")])]),
+        None,
+    ),
+    (
+        "a-branch-node-named-like-the-if",
+        lambda: _names_model([_if([_named("Relu", ["x"], ["t"], "a")], [_named("Neg", ["x"], ["e"], "b")], name="a")]),
+        None,
+    ),
+    (
+        "a-function-called-twice",
+        lambda: _names_model(
+            [_named("F", ["x"], ["r"], "c1", domain="local"), _named("F", ["r"], ["y"], "c2", domain="local")],
+            [_function("F", [_named("Relu", ["i"], ["o"], "a")])],
+        ),
+        None,
+    ),
+    (
+        "a-function-nothing-calls",
+        lambda: _names_model([_named("Relu", ["x"], ["y"], "r")], [_function("F", _RELU_NEG)]),
+        None,
+    ),
 ]
 
 
@@ -248,17 +348,29 @@ def test_node_names_clash_where_onnxruntime_says_they_do(make, pattern):
 # switch attributes (0 or 1) given another value: onnxruntime runs them, but tools read them each their own way
 def _switch_model(op, **attrs):
     extra = {"ReduceSum": [("axes", np.array([1], np.int64))], "Gemm": [("w", np.ones((4, 3), np.float32))]}[op]
-    return make_model([node(op, ["x", extra[0][0]], ["y"], name="n", **attrs)], [("x", FLOAT, [2, 3])],
-                      [("y", FLOAT, None)], extra)
+    return make_model(
+        [node(op, ["x", extra[0][0]], ["y"], name="n", **attrs)], [("x", FLOAT, [2, 3])], [("y", FLOAT, None)], extra
+    )
 
 
 OUT_OF_RANGE = [
     ("reduce-keepdims-255", lambda: _switch_model("ReduceSum", keepdims=255), "keepdims=255"),
     ("gemm-transB-7", lambda: _switch_model("Gemm", transB=7), "transB=7"),
-    ("keepdims-minus-1-in-a-branch", lambda: _names_model([_if(
-        [_named("ReduceMax", ["x"], ["t"], "max", axes=[0, 1], keepdims=-1), _named("Add", ["x", "t"], ["t2"], "add")],
-        [_named("Neg", ["x"], ["e"], "neg")])]), "subgraph 'then_branch' of node 'if': node 'max' \\(ReduceMax\\): "
-                                                "attribute keepdims=-1"),
+    (
+        "keepdims-minus-1-in-a-branch",
+        lambda: _names_model(
+            [
+                _if(
+                    [
+                        _named("ReduceMax", ["x"], ["t"], "max", axes=[0, 1], keepdims=-1),
+                        _named("Add", ["x", "t"], ["t2"], "add"),
+                    ],
+                    [_named("Neg", ["x"], ["e"], "neg")],
+                )
+            ]
+        ),
+        "subgraph 'then_branch' of node 'if': node 'max' \\(ReduceMax\\): attribute keepdims=-1",
+    ),
 ]
 
 
@@ -271,8 +383,13 @@ def test_a_switch_attribute_out_of_its_range_is_named(make, what):
 
 
 def test_switch_attributes_are_integer_attributes_onnx_declares():
-    declared = {name for schema in onnx.defs.get_all_schemas_with_history() if schema.domain == ""
-                for name, attr in schema.attributes.items() if attr.type == onnx.defs.OpSchema.AttrType.INT}
+    declared = {
+        name
+        for schema in onnx.defs.get_all_schemas_with_history()
+        if schema.domain == ""
+        for name, attr in schema.attributes.items()
+        if attr.type == onnx.defs.OpSchema.AttrType.INT
+    }
     assert declared >= SWITCH_ATTRIBUTES, sorted(SWITCH_ATTRIBUTES - declared)
 
 
@@ -297,8 +414,12 @@ def _ai_onnx_domain(model):
     _by_name(model, "relu").domain = "ai.onnx"
 
 
-TOLERATED = [("output-of-unknown-rank", _no_output_shape), ("nodes-out-of-order", _unsorted),
-             ("stale-declared-shapes", _stale_declared_shapes), ("ai.onnx-domain-name", _ai_onnx_domain)]
+TOLERATED = [
+    ("output-of-unknown-rank", _no_output_shape),
+    ("nodes-out-of-order", _unsorted),
+    ("stale-declared-shapes", _stale_declared_shapes),
+    ("ai.onnx-domain-name", _ai_onnx_domain),
+]
 
 
 @pytest.mark.parametrize("edit", [c[1] for c in TOLERATED], ids=[c[0] for c in TOLERATED])
@@ -315,16 +436,24 @@ def test_what_only_the_checker_refuses_imports(edit):
 
 def test_a_node_onnxruntime_cannot_load_is_refused_at_import():
     # LayerNormalization with an axis past the rank: onnx.checker accepts it, onnxruntime does not
-    model = make_model([node("LayerNormalization", ["x", "s"], ["y"], axis=2**31, name="ln")],
-                       [("x", FLOAT, [2, 4])], [("y", FLOAT, [2, 4])], [("s", np.ones(4, np.float32))])
+    model = make_model(
+        [node("LayerNormalization", ["x", "s"], ["y"], axis=2**31, name="ln")],
+        [("x", FLOAT, [2, 4])],
+        [("y", FLOAT, [2, 4])],
+        [("s", np.ones(4, np.float32))],
+    )
     onnx.checker.check_model(model, full_check=True)
     assert not _loads_in_onnxruntime(model)
-    with pytest.raises(OnnxImportError, match=r"node 'ln' \(LayerNormalization\) runs through onnxruntime, which "
-                                              r"cannot load it"):
+    with pytest.raises(
+        OnnxImportError,
+        match=r"node 'ln' \(LayerNormalization\) runs through onnxruntime, which "
+        r"cannot load it",
+    ):
         from_onnx(model)
 
 
 # -- onnxruntime and stdout -----------------------------------------------------------------------
+
 
 def test_onnxruntime_sessions_print_nothing_on_stdout(capfd, monkeypatch):
     # onnxruntime prints an "EP Error" banner (Python print) when a session falls back to another provider, and
@@ -343,6 +472,7 @@ def test_onnxruntime_sessions_print_nothing_on_stdout(capfd, monkeypatch):
 
 # -- mutations --------------------------------------------------------------------------------------
 
+
 def _mutate(rng: random.Random, model: onnx.ModelProto) -> str:
     """One random edit of the kind real files get wrong; returns what it did."""
     nodes, inits = list(model.graph.node), list(model.graph.initializer)
@@ -352,9 +482,15 @@ def _mutate(rng: random.Random, model: onnx.ModelProto) -> str:
         attrs = [a for n in nodes for a in n.attribute if a.type == onnx.AttributeProto.INTS]
         attr = rng.choice(attrs)
         values = list(attr.ints)
-        attr.CopyFrom(rng.choice([helper.make_attribute(attr.name, [float(v) for v in values]),
-                                  helper.make_attribute(attr.name, [-v for v in values]),
-                                  helper.make_attribute(attr.name, values[:-1])]))
+        attr.CopyFrom(
+            rng.choice(
+                [
+                    helper.make_attribute(attr.name, [float(v) for v in values]),
+                    helper.make_attribute(attr.name, [-v for v in values]),
+                    helper.make_attribute(attr.name, values[:-1]),
+                ]
+            )
+        )
         return f"attribute {attr.name}"
     if choice == 1:
         model.opset_import[0].version = rng.choice([0, 5, 10, 13, 21, 99, 2**31 - 1])

@@ -34,8 +34,14 @@ class _Bert(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        config = transformers.BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                                         intermediate_size=1024, vocab_size=2000, max_position_embeddings=128)
+        config = transformers.BertConfig(
+            hidden_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=1024,
+            vocab_size=2000,
+            max_position_embeddings=128,
+        )
         self.bert = transformers.BertModel(config)
 
     def forward(self, input_ids, attention_mask):
@@ -46,7 +52,7 @@ class _Bert(torch.nn.Module):
 def _text_inputs(batch: int, length: int = 24, vocab: int = 2000):
     ids = torch.randint(0, vocab, (batch, length))
     mask = torch.ones(batch, length, dtype=torch.long)
-    mask[-1, length // 2:] = 0  # a padded sequence, so the attention mask matters
+    mask[-1, length // 2 :] = 0  # a padded sequence, so the attention mask matters
     return ids, mask
 
 
@@ -70,8 +76,15 @@ def test_exported_model_matches_onnxruntime(name, tmp_path):
     model = make_model().eval()
     path = tmp_path / f"{name}.onnx"
     # not under no_grad: there nn.MultiheadAttention takes a fused fast path the exporter cannot write
-    torch.onnx.export(model, make_inputs(2), str(path), dynamo=False, opset_version=17, input_names=input_names,
-                      dynamic_axes={n: {0: "batch"} for n in input_names})
+    torch.onnx.export(
+        model,
+        make_inputs(2),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=input_names,
+        dynamic_axes={n: {0: "batch"} for n in input_names},
+    )
     graph = from_onnx(path, strict=True)  # strict: any unmapped node would raise, listing them all
     assert graph.opaque_nodes() == []
     assert all(v.type.shape[0] == Sym("batch") for v in graph.inputs), "dynamic batch expected"

@@ -102,8 +102,11 @@ def test_silero_vad_matches_onnxruntime(samples, rate, untyped, caplog):
     rng = np.random.RandomState(0)
     state = np.zeros((2, 1, 128), np.float32)
     for _ in range(3):  # a stream of chunks, the state carried from one to the next as silero's users do
-        feeds = {"input": (rng.randn(1, samples) * 0.3).astype(np.float32), "state": state,
-                 "sr": np.array(rate, np.int64)}
+        feeds = {
+            "input": (rng.randn(1, samples) * 0.3).astype(np.float32),
+            "state": state,
+            "sr": np.array(rate, np.int64),
+        }
         errors = _max_abs_errors(graph, path, feeds)
         assert max(errors) <= MAX_ABS_ERROR, f"silero-vad at {rate} Hz: max abs errors {errors}"
         state = _onnxruntime(path, feeds)[1]
@@ -117,8 +120,11 @@ def test_silero_vad_16k_op15_folds_its_shape_tests():
     assert [n.op for n in graph.opaque_nodes()] == ["onnx.LSTM"]
     assert {"nn.conv1d", "nn.relu", "sigmoid"} <= {n.op for n in graph.nodes}
     rng = np.random.RandomState(0)
-    feeds = {"input": (rng.randn(1, 512) * 0.3).astype(np.float32),
-             "state": (rng.randn(2, 1, 128) * 0.1).astype(np.float32), "sr": np.array(16000, np.int64)}
+    feeds = {
+        "input": (rng.randn(1, 512) * 0.3).astype(np.float32),
+        "state": (rng.randn(2, 1, 128) * 0.1).astype(np.float32),
+        "sr": np.array(16000, np.int64),
+    }
     errors = _max_abs_errors(graph, path, feeds)
     assert max(errors) <= MAX_ABS_ERROR, f"max abs errors {errors}"
 
@@ -150,8 +156,11 @@ def test_ddddocr_dynamically_quantized_model_matches_onnxruntime():
     graph = from_onnx(path, dynamic_batch=False, input_shapes={"input1": (1, 1, 64, 96)})
     opaque = graph.opaque_nodes()
     assert collections.Counter(n.op for n in opaque) == {
-        "onnx.DynamicQuantizeLinear": 22, "onnx.ConvInteger": 21, "onnx.MatMulInteger": 1,
-        "onnx.com.microsoft.DynamicQuantizeLSTM": 1}
+        "onnx.DynamicQuantizeLinear": 22,
+        "onnx.ConvInteger": 21,
+        "onnx.MatMulInteger": 1,
+        "onnx.com.microsoft.DynamicQuantizeLSTM": 1,
+    }
     assert all(v.type.shape == () for n in opaque if n.op == "onnx.DynamicQuantizeLinear" for v in n.outputs[1:])
     image = np.random.RandomState(0).rand(1, 1, 64, 96).astype(np.float32)
     (expected,) = _onnxruntime(path, {"input1": image})

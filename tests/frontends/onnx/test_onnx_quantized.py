@@ -27,19 +27,30 @@ def _quantize(x: str) -> list:
 
 def _sized_at_run_time(x: str, out: str) -> list:
     """`out` is `x` flattened to (1, -1) through a shape computed from data: shape inference leaves its sizes open."""
-    return [node("Shape", [x], [f"{x}_shape"]), node("Gather", [f"{x}_shape", "zero"], [f"{x}_n"], axis=0),
-            node("Unsqueeze", [f"{x}_n", "zeros"], [f"{x}_n1"]), node("Concat", [f"{x}_n1", "minus_one"],
-                                                                       [f"{x}_flat_shape"], axis=0),
-            node("Reshape", [x, f"{x}_flat_shape"], [out])]
+    return [
+        node("Shape", [x], [f"{x}_shape"]),
+        node("Gather", [f"{x}_shape", "zero"], [f"{x}_n"], axis=0),
+        node("Unsqueeze", [f"{x}_n", "zeros"], [f"{x}_n1"]),
+        node("Concat", [f"{x}_n1", "minus_one"], [f"{x}_flat_shape"], axis=0),
+        node("Reshape", [x, f"{x}_flat_shape"], [out]),
+    ]
 
 
 def _quantize_outputs(sized_at_run_time: bool):
     """DynamicQuantizeLinear's three outputs, each a graph output."""
     nodes = (_sized_at_run_time("x", "v") if sized_at_run_time else [node("Identity", ["x"], ["v"])]) + _quantize("v")
-    init = [("zero", np.array(0, np.int64)), ("zeros", np.array([0], np.int64)),
-            ("minus_one", np.array([-1], np.int64))]
-    return make_model(nodes, [("x", FLOAT, [2, 3, 4])],
-                      [("v_q", UINT8, None), ("v_scale", FLOAT, None), ("v_zero", UINT8, None)], init, opset=13)
+    init = [
+        ("zero", np.array(0, np.int64)),
+        ("zeros", np.array([0], np.int64)),
+        ("minus_one", np.array([-1], np.int64)),
+    ]
+    return make_model(
+        nodes,
+        [("x", FLOAT, [2, 3, 4])],
+        [("v_q", UINT8, None), ("v_scale", FLOAT, None), ("v_zero", UINT8, None)],
+        init,
+        opset=13,
+    )
 
 
 def _conv_matmul_integer():
@@ -49,19 +60,39 @@ def _conv_matmul_integer():
     next quantization step."""
     rng = np.random.RandomState(0)
     w, m = rng.randint(0, 256, (4, 1, 3, 3)).astype(np.uint8), rng.randint(0, 256, (4 * 6 * 8, 5)).astype(np.uint8)
-    init = [("w", w), ("w_zero", np.uint8(130)), ("w_scale", np.float32(0.01)), ("b", rng.randn(4).astype(np.float32)),
-            ("m", m), ("m_zero", np.uint8(125)), ("m_scale", np.float32(0.002)),
-            ("bias_shape", np.array([1, 4, 1, 1])), ("zero", np.array(0, np.int64)), ("zeros", np.array([0], np.int64)),
-            ("minus_one", np.array([-1], np.int64))]
-    nodes = (_quantize("x")
-             + [node("ConvInteger", ["x_q", "w", "x_zero", "w_zero"], ["c32"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-                node("Cast", ["c32"], ["c_float"], to=FLOAT), node("Mul", ["x_scale", "w_scale"], ["c_scale"]),
-                node("Mul", ["c_float", "c_scale"], ["c_scaled"]), node("Reshape", ["b", "bias_shape"], ["b4"]),
-                node("Add", ["c_scaled", "b4"], ["c"]), node("Relu", ["c"], ["s"])]
-             + _sized_at_run_time("s", "r") + _quantize("r")
-             + [node("MatMulInteger", ["r_q", "m", "r_zero", "m_zero"], ["y32"]),
-                node("Cast", ["y32"], ["y_float"], to=FLOAT),
-                node("Mul", ["r_scale", "m_scale"], ["y_scale"]), node("Mul", ["y_float", "y_scale"], ["y"])])
+    init = [
+        ("w", w),
+        ("w_zero", np.uint8(130)),
+        ("w_scale", np.float32(0.01)),
+        ("b", rng.randn(4).astype(np.float32)),
+        ("m", m),
+        ("m_zero", np.uint8(125)),
+        ("m_scale", np.float32(0.002)),
+        ("bias_shape", np.array([1, 4, 1, 1])),
+        ("zero", np.array(0, np.int64)),
+        ("zeros", np.array([0], np.int64)),
+        ("minus_one", np.array([-1], np.int64)),
+    ]
+    nodes = (
+        _quantize("x")
+        + [
+            node("ConvInteger", ["x_q", "w", "x_zero", "w_zero"], ["c32"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            node("Cast", ["c32"], ["c_float"], to=FLOAT),
+            node("Mul", ["x_scale", "w_scale"], ["c_scale"]),
+            node("Mul", ["c_float", "c_scale"], ["c_scaled"]),
+            node("Reshape", ["b", "bias_shape"], ["b4"]),
+            node("Add", ["c_scaled", "b4"], ["c"]),
+            node("Relu", ["c"], ["s"]),
+        ]
+        + _sized_at_run_time("s", "r")
+        + _quantize("r")
+        + [
+            node("MatMulInteger", ["r_q", "m", "r_zero", "m_zero"], ["y32"]),
+            node("Cast", ["y32"], ["y_float"], to=FLOAT),
+            node("Mul", ["r_scale", "m_scale"], ["y_scale"]),
+            node("Mul", ["y_float", "y_scale"], ["y"]),
+        ]
+    )
     return make_model(nodes, [("x", FLOAT, [1, 1, 6, 8])], [("y", FLOAT, None)], init, opset=13)
 
 
@@ -72,12 +103,24 @@ def _seeded(*shape, uniform=False):
 
 # (id, model, inputs, opaque ops of the import)
 CASES = [
-    ("dynamic-quantize-typed", lambda: _quantize_outputs(False), lambda: [_seeded(2, 3, 4)],
-     ["onnx.DynamicQuantizeLinear"]),
-    ("dynamic-quantize-sized-at-run-time", lambda: _quantize_outputs(True), lambda: [_seeded(2, 3, 4)],
-     ["onnx.DynamicQuantizeLinear"]),
-    ("conv-matmul-integer", _conv_matmul_integer, lambda: [_seeded(1, 1, 6, 8, uniform=True)],
-     ["onnx.DynamicQuantizeLinear", "onnx.ConvInteger", "onnx.DynamicQuantizeLinear", "onnx.MatMulInteger"]),
+    (
+        "dynamic-quantize-typed",
+        lambda: _quantize_outputs(False),
+        lambda: [_seeded(2, 3, 4)],
+        ["onnx.DynamicQuantizeLinear"],
+    ),
+    (
+        "dynamic-quantize-sized-at-run-time",
+        lambda: _quantize_outputs(True),
+        lambda: [_seeded(2, 3, 4)],
+        ["onnx.DynamicQuantizeLinear"],
+    ),
+    (
+        "conv-matmul-integer",
+        _conv_matmul_integer,
+        lambda: [_seeded(1, 1, 6, 8, uniform=True)],
+        ["onnx.DynamicQuantizeLinear", "onnx.ConvInteger", "onnx.DynamicQuantizeLinear", "onnx.MatMulInteger"],
+    ),
 ]
 
 

@@ -7,8 +7,8 @@ Adding a pass: write `passes/<name>.py` with a docstring saying why it exists, p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ...ir import Graph
 from ..config import BuilderConfig
@@ -42,18 +42,18 @@ class PassContext:
 Pass = Callable[[Graph, PassContext], Graph]
 
 PASSES: list[Pass] = [
-    constant_folding,      # constant subexpressions (arange/broadcast chains) become weights
-    fold_batch_norm,       # inference batch norm disappears into the conv/dense before it
+    constant_folding,  # constant subexpressions (arange/broadcast chains) become weights
+    fold_batch_norm,  # inference batch norm disappears into the conv/dense before it
     fuse_bias_activation,  # conv/dense + bias + residual + activation become one layer
     fuse_horizontal_dense,  # dense layers reading the same input (Q, K, V) become one wide GEMM + split
-    assign_precision,      # fp16/bf16: safe layers and their weights in the reduced type, casts at boundaries
-    sink_transposes,       # a transpose read by a cast or a GEMM moves below it (no copy into row order)
-    reorder_dense_rows,    # a GEMM takes its rows in the order its reader wants (MHA's out-projection: no copy)
-    fuse_layer_norm,       # layer norm + the casts around it + the residual add before it become one kernel
+    assign_precision,  # fp16/bf16: safe layers and their weights in the reduced type, casts at boundaries
+    sink_transposes,  # a transpose read by a cast or a GEMM moves below it (no copy into row order)
+    reorder_dense_rows,  # a GEMM takes its rows in the order its reader wants (MHA's out-projection: no copy)
+    fuse_layer_norm,  # layer norm + the casts around it + the residual add before it become one kernel
     hoist_attention_masks,  # a boolean attention mask becomes an additive one, made once for every layer
-    fuse_pointwise,        # elementwise chains (and the casts precision left) become one generated kernel each
-    fold_view_chains,      # reshape/transpose/slice chains become one strided view where strides can say it
-    dead_code,             # drop what the rewrites left unused
+    fuse_pointwise,  # elementwise chains (and the casts precision left) become one generated kernel each
+    fold_view_chains,  # reshape/transpose/slice chains become one strided view where strides can say it
+    dead_code,  # drop what the rewrites left unused
 ]
 
 
@@ -68,5 +68,14 @@ def run_passes(graph: Graph, ctx: PassContext, passes: list[Pass] | None = None,
     return graph
 
 
-__all__ = ["PASSES", "PassContext", "run_passes", "constant_folding", "dead_code", "fold_batch_norm",
-           "fuse_bias_activation", "fuse_horizontal_dense", "fuse_layer_norm"]
+__all__ = [
+    "PASSES",
+    "PassContext",
+    "run_passes",
+    "constant_folding",
+    "dead_code",
+    "fold_batch_norm",
+    "fuse_bias_activation",
+    "fuse_horizontal_dense",
+    "fuse_layer_norm",
+]

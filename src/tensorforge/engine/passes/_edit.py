@@ -9,7 +9,7 @@ nodes out.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from ...ir import Graph, Node, Value, graph_from_json, graph_to_json
 

@@ -51,8 +51,8 @@ values outside the reduced range) and `.float32_weights` (reduced layers that ke
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 
@@ -159,8 +159,9 @@ class _Planner:
         """The node in the reduced type, or None when its op does not carry the type through (per the registry)."""
         want = [self.reduced if self._is_float(v) else v.type.dtype for v in node.inputs]
         if not self.strict and is_depthwise(node):  # rule 3's exception: float32 weight and bias
-            want = [v.type.dtype if i > 0 and v.data is not None else d
-                    for i, (v, d) in enumerate(zip(node.inputs, want))]
+            want = [
+                v.type.dtype if i > 0 and v.data is not None else d for i, (v, d) in enumerate(zip(node.inputs, want))
+            ]
         attrs = dict(node.attrs)
         if self.strict and attrs.get("dtype") in self.convertible:
             attrs["dtype"] = self.reduced  # strict: cast/arange/full make the requested type too
@@ -220,8 +221,9 @@ class _Rewriter:
         for v in self.graph.outputs:
             if v.data is not None:
                 wants[id(v)].add(v.type.dtype)
-        return {id(v) for v in self.graph.constants.values()
-                if len(wants[id(v)]) == 1 and v.type.dtype not in wants[id(v)]}
+        return {
+            id(v) for v in self.graph.constants.values() if len(wants[id(v)]) == 1 and v.type.dtype not in wants[id(v)]
+        }
 
     def rewrite(self) -> None:
         source_dtypes = {id(v): v.type.dtype for n in self.graph.nodes for v in n.outputs}

@@ -41,12 +41,13 @@ def constant_folding(graph: Graph, ctx) -> Graph:
                 results = node.opdef.run([v.data for v in node.inputs], node.attrs, {}, device)
         except Exception:  # noqa: BLE001 - the node then runs at plan time and reports its own error there
             continue
-        if len(results) != len(node.outputs) or any(
-                TensorType.of(t) != v.type for t, v in zip(results, node.outputs)):
+        if len(results) != len(node.outputs) or any(TensorType.of(t) != v.type for t, v in zip(results, node.outputs)):
             continue
         # fresh contiguous tensors: results may be views of (or broadcasts over) other weights
-        consts = [graph.add_constant(t.clone(memory_format=torch.contiguous_format), v.name)
-                  for t, v in zip(results, node.outputs)]
+        consts = [
+            graph.add_constant(t.clone(memory_format=torch.contiguous_format), v.name)
+            for t, v in zip(results, node.outputs)
+        ]
         for value, const in zip(node.outputs, consts):
             graph.replace_all_uses(value, const)
         erase_and_rename(graph, [node], [(c, v.name) for c, v in zip(consts, node.outputs)])

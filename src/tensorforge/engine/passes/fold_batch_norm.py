@@ -78,14 +78,23 @@ def fold_batch_norm(graph: Graph, ctx) -> Graph:
         new_weight, new_bias = _folded(anchor, bias_add, bn)
         weight = graph.add_constant(new_weight, f"{anchor.inputs[1].name}.folded")
         bias = graph.add_constant(new_bias, f"{anchor.inputs[1].name}.folded_bias")
-        new_anchor = graph.add_node(anchor.op, [anchor.inputs[0], weight], anchor.attrs, name=anchor.name,
-                                    before=anchor)
-        new_bias_add = graph.add_node("nn.bias_add", [new_anchor.output, bias], {"axis": _channel_axis(anchor)},
-                                      name=bn.name, before=bn)
+        new_anchor = graph.add_node(
+            anchor.op, [anchor.inputs[0], weight], anchor.attrs, name=anchor.name, before=anchor
+        )
+        new_bias_add = graph.add_node(
+            "nn.bias_add", [new_anchor.output, bias], {"axis": _channel_axis(anchor)}, name=bn.name, before=bn
+        )
         graph.replace_all_uses(bn.output, new_bias_add.output)  # the batch norm's users now read the bias_add
-        erase_and_rename(graph, [n for n in (anchor, bias_add, bn) if n is not None],
-                         [(new_anchor, anchor.name), (new_anchor.output, anchor.output.name),
-                          (new_bias_add, bn.name), (new_bias_add.output, bn.output.name)])
+        erase_and_rename(
+            graph,
+            [n for n in (anchor, bias_add, bn) if n is not None],
+            [
+                (new_anchor, anchor.name),
+                (new_anchor.output, anchor.output.name),
+                (new_bias_add, bn.name),
+                (new_bias_add.output, bn.output.name),
+            ],
+        )
         folded += 1
     ctx.count(NAME, folded)
     return graph

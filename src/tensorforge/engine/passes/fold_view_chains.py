@@ -34,7 +34,9 @@ FOLDABLE = frozenset(VIEW_OPS) - {"layout_transform"}  # ops that only re-descri
 # producers whose result may sit in memory in another order than the IR's row-major one (cuDNN answers
 # channels-last, attention kernels answer [batch, seq, heads, dim]): the folded view would need a copy of
 # the source first, while PyTorch's own view ops often find a view of what is there
-PERMUTED_PRODUCERS = frozenset({"engine.conv", "nn.conv1d", "nn.conv2d", "nn.conv3d", "nn.scaled_dot_product_attention"})
+PERMUTED_PRODUCERS = frozenset(
+    {"engine.conv", "nn.conv1d", "nn.conv2d", "nn.conv3d", "nn.scaled_dot_product_attention"}
+)
 PROBE_BATCHES = (2, 3, 1, 5, 7)  # the first two fit the affine strides, every one checks them
 
 
@@ -86,8 +88,9 @@ def _strided_at(source, steps, batch: int):
 def _fit(samples):
     """Affine (constant, per-batch) pairs for the strides and offset of `samples` [(batch, sizes, strides, offset)]
     (one sample: nothing depends on the batch)."""
-    (b1, _, s1, o1), (b2, _, s2, o2) = samples[:2] if len(samples) > 1 else (samples[0], (samples[0][0] + 1,
-                                                                                            *samples[0][1:]))
+    (b1, _, s1, o1), (b2, _, s2, o2) = (
+        samples[:2] if len(samples) > 1 else (samples[0], (samples[0][0] + 1, *samples[0][1:]))
+    )
     strides = []
     for x1, x2 in zip(s1, s2):
         if x1 is None or x2 is None:
@@ -138,8 +141,12 @@ def fold(source, steps):
     shape = tuple((0, d.scale) if isinstance(d, Sym) else (int(d), 0) for d in out.shape)
     if any(isinstance(d, Sym) and d.symbol != "batch" for d in out.shape):
         return None
-    return {"shape": shape, "strides": tuple(tuple(s) for s in strides), "offset": tuple(offset),
-            "batch_from": batch_from}
+    return {
+        "shape": shape,
+        "strides": tuple(tuple(s) for s in strides),
+        "offset": tuple(offset),
+        "batch_from": batch_from,
+    }
 
 
 def fold_view_chains(graph: Graph, ctx) -> Graph:
@@ -158,7 +165,8 @@ def fold_view_chains(graph: Graph, ctx) -> Graph:
                 continue
             attrs = fold(*chain)
             if attrs is None or strided_view.infer_types([chain[0].type], strided_view.normalize_attrs(attrs)) != [
-                    end.type]:
+                end.type
+            ]:
                 continue
             view = graph.add_node("engine.strided_view", [chain[0]], attrs, name=f"{end.name}.view", after=node)
             graph.replace_all_uses(end, view.output, skip=[u for u in users if u.op in FOLDABLE])

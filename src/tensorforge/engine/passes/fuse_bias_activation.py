@@ -40,8 +40,13 @@ def _match(graph: Graph, anchor):
     """The fused node's (inputs, attrs, absorbed nodes) for the chain starting at `anchor`, or None."""
     value = anchor.output
     absorbed = [anchor]
-    epilogue = {"has_bias": False, "activation": None, "activation_attrs": (), "has_residual": False,
-                "residual_position": "pre_activation"}
+    epilogue = {
+        "has_bias": False,
+        "activation": None,
+        "activation_attrs": (),
+        "has_residual": False,
+        "residual_position": "pre_activation",
+    }
     bias = residual = None
     channel_axis = 1 if anchor.op in CONVOLUTIONS else value.type.rank - 1
 
@@ -49,9 +54,14 @@ def _match(graph: Graph, anchor):
         return graph.sole_user(value)  # None: several users, or a graph output
 
     user = next_user()
-    if (user is not None and user.op == "nn.bias_add" and user.inputs[0] is value
-            and user.attrs["axis"] % value.type.rank == channel_axis and user.output.type == value.type
-            and user.inputs[1].type.shape == (value.type.shape[channel_axis],)):
+    if (
+        user is not None
+        and user.op == "nn.bias_add"
+        and user.inputs[0] is value
+        and user.attrs["axis"] % value.type.rank == channel_axis
+        and user.output.type == value.type
+        and user.inputs[1].type.shape == (value.type.shape[channel_axis],)
+    ):
         bias, value = user.inputs[1], user.output
         absorbed.append(user)
         epilogue["has_bias"] = True
@@ -61,8 +71,13 @@ def _match(graph: Graph, anchor):
         absorbed.append(user)
         epilogue["has_residual"] = True
         user = next_user()
-    if (user is not None and user.op in FUSABLE_ACTIVATIONS and user.inputs[0] is value and len(user.outputs) == 1
-            and user.output.type == value.type):
+    if (
+        user is not None
+        and user.op in FUSABLE_ACTIVATIONS
+        and user.inputs[0] is value
+        and len(user.outputs) == 1
+        and user.output.type == value.type
+    ):
         epilogue["activation"], epilogue["activation_attrs"] = user.op, tuple(user.attrs.items())
         value = user.output
         absorbed.append(user)

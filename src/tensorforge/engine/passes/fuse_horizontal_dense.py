@@ -25,8 +25,14 @@ def _key(node):
         return None
     if a["has_bias"] and node.inputs[2].data is None:
         return None
-    return (id(node.inputs[0]), node.inputs[1].type.dtype, node.inputs[1].type.shape[1:], a["has_bias"],
-            a["activation"], a["activation_attrs"])
+    return (
+        id(node.inputs[0]),
+        node.inputs[1].type.dtype,
+        node.inputs[1].type.shape[1:],
+        a["has_bias"],
+        a["activation"],
+        a["activation_attrs"],
+    )
 
 
 def fuse_horizontal_dense(graph: Graph, ctx) -> Graph:
@@ -48,10 +54,15 @@ def fuse_horizontal_dense(graph: Graph, ctx) -> Graph:
             inputs.append(graph.add_constant(torch.cat([n.inputs[2].data for n in members]), f"{first.name}.hbias"))
         # the wide GEMM goes where the first member was: its only input is defined by then
         wide = graph.add_node("engine.dense", inputs, first.attrs, name=f"{first.name}.wide", before=first)
-        points = tuple(sum(widths[:i + 1]) for i in range(len(widths) - 1))
-        split = graph.add_node("split", [wide.output], {"indices_or_sections": points, "axis": -1},
-                               name=f"{first.name}.split", output_names=[f"{n.output.name}.part" for n in members],
-                               before=first)
+        points = tuple(sum(widths[: i + 1]) for i in range(len(widths) - 1))
+        split = graph.add_node(
+            "split",
+            [wide.output],
+            {"indices_or_sections": points, "axis": -1},
+            name=f"{first.name}.split",
+            output_names=[f"{n.output.name}.part" for n in members],
+            before=first,
+        )
         for member, part in zip(members, split.outputs):
             graph.replace_all_uses(member.output, part)
         graph.erase_nodes(members)

@@ -44,25 +44,33 @@ HALF_TYPES = ("float16", "bfloat16")
 @dataclass
 class _Match:
     norm: Node
-    x: Value               # what the fused layer normalizes (or the first addend): the norm's input, uncast
-    cast_in: Node | None   # cast(x -> float32) read only by the norm: removed
+    x: Value  # what the fused layer normalizes (or the first addend): the norm's input, uncast
+    cast_in: Node | None  # cast(x -> float32) read only by the norm: removed
     cast_out: Node | None  # the cast of y to 16 bits: removed, its output is the fused layer's y
     producer: Node | None  # the add or residual dense whose sum the layer computes itself
     addends: tuple[Value, Value] | None
-    emit_sum: bool         # the sum is read beyond the nodes the fusion removes: the layer returns it
+    emit_sum: bool  # the sum is read beyond the nodes the fusion removes: the layer returns it
 
 
 def _widening_cast(value: Value) -> Node | None:
     node = value.producer
-    if (node is not None and node.op == "cast" and value.type.dtype == "float32"
-            and node.inputs[0].type.dtype in HALF_TYPES):
+    if (
+        node is not None
+        and node.op == "cast"
+        and value.type.dtype == "float32"
+        and node.inputs[0].type.dtype in HALF_TYPES
+    ):
         return node
     return None
 
 
 def _narrowing_cast(node: Node | None) -> Node | None:
-    if (node is not None and node.op == "cast" and node.inputs[0].type.dtype == "float32"
-            and node.output.type.dtype in HALF_TYPES):
+    if (
+        node is not None
+        and node.op == "cast"
+        and node.inputs[0].type.dtype == "float32"
+        and node.output.type.dtype in HALF_TYPES
+    ):
         return node
     return None
 
@@ -122,15 +130,24 @@ def _rewrite(graph: Graph, m: _Match) -> bool:
     inputs = [m.x]
     if m.producer is not None and m.producer.op == "engine.dense":
         dense = m.producer
-        gemm = graph.add_node("engine.dense", dense.inputs[:-1], {**dense.attrs, "has_residual": False,
-                                                                 "residual_position": "pre_activation"},
-                              name=dense.name, output_names=[f"{m.x.name}.gemm"], before=position)
+        gemm = graph.add_node(
+            "engine.dense",
+            dense.inputs[:-1],
+            {**dense.attrs, "has_residual": False, "residual_position": "pre_activation"},
+            name=dense.name,
+            output_names=[f"{m.x.name}.gemm"],
+            before=position,
+        )
         renames.append((gemm, dense.name))
         inputs = [gemm.output, m.addends[1]]
     elif m.producer is not None:
         inputs = list(m.addends)
-    attrs = {"epsilon": norm.attrs["epsilon"], "has_residual": m.producer is not None, "emit_sum": m.emit_sum,
-             "out_dtype": None if y.type.dtype == m.x.type.dtype else y.type.dtype}
+    attrs = {
+        "epsilon": norm.attrs["epsilon"],
+        "has_residual": m.producer is not None,
+        "emit_sum": m.emit_sum,
+        "out_dtype": None if y.type.dtype == m.x.type.dtype else y.type.dtype,
+    }
     fused = graph.add_node("engine.layer_norm", [*inputs, gamma, beta], attrs, name=norm.name, before=position)
     graph.replace_all_uses(y, fused.outputs[0])
     renames += [(fused, norm.name), (fused.outputs[0], y.name)]

@@ -22,7 +22,7 @@ The fused node keeps the names of the values it produces; the counter counts fus
 from __future__ import annotations
 
 import heapq
-from typing import Sequence
+from collections.abc import Sequence
 
 from ...ir import Graph, Node, Value
 from ..pointwise import FUSED_OPS, POINTWISE_DTYPES, broadcast_dims
@@ -57,8 +57,11 @@ class _Groups:
     def outputs(self, group: set[int]) -> list[Value]:
         """Values made in `group` that something outside it reads (or that the graph returns), in node order."""
         made = [self.nodes[i].output for i in sorted(group)]
-        return [v for v in made if self.graph.is_output(v)
-                or any(self.index[u] not in group for u in self.graph.users_of(v))]
+        return [
+            v
+            for v in made
+            if self.graph.is_output(v) or any(self.index[u] not in group for u in self.graph.users_of(v))
+        ]
 
     def _closes_cycle(self, group: set[int]) -> bool:
         """Whether some path leaves `group` and comes back; a path that enters another group may leave it from
@@ -83,8 +86,7 @@ class _Groups:
         group = set(self.members[ra]) | set(self.members[rb])
         if broadcast_dims([v.type.shape for v in self.outputs(group)]) is None:
             return False  # no one domain for all outputs
-        if any(self.nodes[i].op == "nn.bias_add" and self.producer(self.nodes[i].inputs[1]) in group
-               for i in group):
+        if any(self.nodes[i].op == "nn.bias_add" and self.producer(self.nodes[i].inputs[1]) in group for i in group):
             return False
         if self._closes_cycle(group):
             return False
@@ -96,8 +98,12 @@ class _Groups:
 
 
 def _fusable(node, live: set[int]) -> bool:
-    return (node.op in FUSED_OPS and len(node.outputs) == 1 and id(node.output) in live
-            and all(v.type.dtype in POINTWISE_DTYPES for v in (*node.inputs, node.output)))
+    return (
+        node.op in FUSED_OPS
+        and len(node.outputs) == 1
+        and id(node.output) in live
+        and all(v.type.dtype in POINTWISE_DTYPES for v in (*node.inputs, node.output))
+    )
 
 
 def group_program(nodes: Sequence[Node], outputs: Sequence[Value]) -> tuple[list[Value], dict] | None:
@@ -132,11 +138,14 @@ def _add_layer(graph: Graph, nodes: list[Node], outputs: list[Value]) -> Node | 
     if found is None:
         return None
     inputs, attrs = found
-    layer = graph.add_node("engine.pointwise", inputs, attrs, name=nodes[-1].name,
-                           output_names=[v.name for v in outputs])
+    layer = graph.add_node(
+        "engine.pointwise", inputs, attrs, name=nodes[-1].name, output_names=[v.name for v in outputs]
+    )
     if [v.type for v in layer.outputs] != [v.type for v in outputs]:
-        raise RuntimeError(f"{NAME}: the program of {nodes[-1].name!r} infers {[str(v.type) for v in layer.outputs]}, "
-                           f"the nodes it replaces made {[str(v.type) for v in outputs]}")
+        raise RuntimeError(
+            f"{NAME}: the program of {nodes[-1].name!r} infers {[str(v.type) for v in layer.outputs]}, "
+            f"the nodes it replaces made {[str(v.type) for v in outputs]}"
+        )
     return layer
 
 

@@ -35,8 +35,9 @@ def hoist_attention_masks(graph: Graph, ctx) -> Graph:
         if key not in additive:
             keep = graph.add_constant(torch.zeros((), dtype=torch_dtype(dtype)), f"{mask.name}.keep")
             drop = graph.add_constant(torch.full((), -math.inf, dtype=torch_dtype(dtype)), f"{mask.name}.drop")
-            additive[key] = graph.add_node("where", [mask, keep, drop], name=f"{mask.name}.additive",
-                                           before=node).output
+            additive[key] = graph.add_node(
+                "where", [mask, keep, drop], name=f"{mask.name}.additive", before=node
+            ).output
         node.replace_input_at(3, additive[key])
         rewritten += 1
     ctx.count(NAME, rewritten)

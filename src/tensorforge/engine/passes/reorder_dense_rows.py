@@ -85,18 +85,45 @@ def reorder_dense_rows(graph: Graph, ctx) -> Graph:
         if found is None:
             continue
         transpose, flatten, unflatten, back, new_axes = found
-        permuted = graph.add_node("transpose", transpose.inputs, {"axes": new_axes}, name=transpose.name,
-                                  output_names=[f"{transpose.outputs[0].name}.rows"], before=dense)
-        rows = graph.add_node("reshape", permuted.outputs, flatten.attrs, name=flatten.name,
-                              output_names=[f"{flatten.outputs[0].name}.rows"], before=dense)
-        layer = graph.add_node("engine.dense", [rows.outputs[0], *dense.inputs[1:]], dense.attrs, name=dense.name,
-                               output_names=[f"{dense.outputs[0].name}.rows"], before=dense)
-        result = graph.add_node("reshape", layer.outputs, {"newshape": tuple(back.outputs[0].type.shape)},
-                                name=back.name, before=dense)
+        permuted = graph.add_node(
+            "transpose",
+            transpose.inputs,
+            {"axes": new_axes},
+            name=transpose.name,
+            output_names=[f"{transpose.outputs[0].name}.rows"],
+            before=dense,
+        )
+        rows = graph.add_node(
+            "reshape",
+            permuted.outputs,
+            flatten.attrs,
+            name=flatten.name,
+            output_names=[f"{flatten.outputs[0].name}.rows"],
+            before=dense,
+        )
+        layer = graph.add_node(
+            "engine.dense",
+            [rows.outputs[0], *dense.inputs[1:]],
+            dense.attrs,
+            name=dense.name,
+            output_names=[f"{dense.outputs[0].name}.rows"],
+            before=dense,
+        )
+        result = graph.add_node(
+            "reshape", layer.outputs, {"newshape": tuple(back.outputs[0].type.shape)}, name=back.name, before=dense
+        )
         graph.replace_all_uses(back.outputs[0], result.outputs[0])
-        erase_and_rename(graph, [transpose, flatten, dense, unflatten, back],
-                         [(permuted, transpose.name), (rows, flatten.name), (layer, dense.name), (result, back.name),
-                          (result.outputs[0], back.outputs[0].name)])
+        erase_and_rename(
+            graph,
+            [transpose, flatten, dense, unflatten, back],
+            [
+                (permuted, transpose.name),
+                (rows, flatten.name),
+                (layer, dense.name),
+                (result, back.name),
+                (result.outputs[0], back.outputs[0].name),
+            ],
+        )
         reordered += 1
     ctx.count(NAME, reordered)
     return graph

@@ -28,8 +28,9 @@ def _movable(graph: Graph, node) -> bool:
     axes = t.attrs["axes"]
     if node.op == "cast":
         return True
-    return (node.op == "engine.dense" and not node.attrs["has_residual"] and axes is not None
-            and axes[-1] == len(axes) - 1)
+    return (
+        node.op == "engine.dense" and not node.attrs["has_residual"] and axes is not None and axes[-1] == len(axes) - 1
+    )
 
 
 def sink_transposes(graph: Graph, ctx) -> Graph:
@@ -43,12 +44,19 @@ def sink_transposes(graph: Graph, ctx) -> Graph:
             continue
         transpose = node.inputs[0].producer
         out = node.outputs[0]
-        inner = graph.add_node(node.op, [transpose.inputs[0], *node.inputs[1:]], node.attrs, name=node.name,
-                               output_names=[f"{out.name}.untransposed"], before=node)
+        inner = graph.add_node(
+            node.op,
+            [transpose.inputs[0], *node.inputs[1:]],
+            node.attrs,
+            name=node.name,
+            output_names=[f"{out.name}.untransposed"],
+            before=node,
+        )
         outer = graph.add_node("transpose", inner.outputs, transpose.attrs, name=transpose.name, before=node)
         graph.replace_all_uses(out, outer.outputs[0])
-        erase_and_rename(graph, [transpose, node],
-                         [(inner, node.name), (outer, transpose.name), (outer.outputs[0], out.name)])
+        erase_and_rename(
+            graph, [transpose, node], [(inner, node.name), (outer, transpose.name), (outer.outputs[0], out.name)]
+        )
         moved += 1
     ctx.count(NAME, moved)
     return graph

@@ -40,8 +40,10 @@ def _supports_conv2d(node, config) -> str | None:
     if node.inputs[0].type.dtype not in ("float16", "bfloat16", "float32"):
         return f"dtype {node.inputs[0].type.dtype}"
     if any(v.type.dtype != node.inputs[0].type.dtype for v in node.inputs[1:] if v.data is not None):
-        return ("float32 weights beside reduced-precision data (a depthwise layer kept accurate by "
-                "assign_precision): cuDNN computes in the data's type only")
+        return (
+            "float32 weights beside reduced-precision data (a depthwise layer kept accurate by "
+            "assign_precision): cuDNN computes in the data's type only"
+        )
     return None
 
 
@@ -90,8 +92,15 @@ class _Conv2d:
 
 # every cuDNN tactic returns the output cuDNN allocated (writes_arena=False) and lays out its own weights at bind
 # time (packs_weights=True: the plan keeps no device copy of them)
-@tactic("engine.conv", name="cudnn_nhwc", devices=("cuda",), priority=20, writes_arena=False, packs_weights=True,
-        input_memory_format=CHANNELS_LAST)
+@tactic(
+    "engine.conv",
+    name="cudnn_nhwc",
+    devices=("cuda",),
+    priority=20,
+    writes_arena=False,
+    packs_weights=True,
+    input_memory_format=CHANNELS_LAST,
+)
 class Conv2dNHWC(_Conv2d):
     layout = CHANNELS_LAST
 
@@ -147,8 +156,16 @@ def epilogue_layout(node):
     return layout(tuple(program), (last,), tuple(in_types), (nhwc,))
 
 
-@tactic("engine.conv", name="cudnn_nhwc_triton", devices=("cuda",), priority=22, writes_arena=False,
-        packs_weights=True, input_memory_format=CHANNELS_LAST, requires_triton=True)
+@tactic(
+    "engine.conv",
+    name="cudnn_nhwc_triton",
+    devices=("cuda",),
+    priority=22,
+    writes_arena=False,
+    packs_weights=True,
+    input_memory_format=CHANNELS_LAST,
+    requires_triton=True,
+)
 class Conv2dTritonEpilogue:
     """cuDNN convolution without bias (channels-last), then one generated kernel for the whole epilogue. Its
     epilogue kernel compiles at its first call, but it is not `compiles`: cuDNN's benchmark-mode search must not
@@ -199,8 +216,15 @@ class Conv2dTritonEpilogue:
         return run
 
 
-@tactic("engine.conv", name="cudnn_fused_nhwc", devices=("cuda",), priority=25, writes_arena=False,
-        packs_weights=True, input_memory_format=CHANNELS_LAST)
+@tactic(
+    "engine.conv",
+    name="cudnn_fused_nhwc",
+    devices=("cuda",),
+    priority=25,
+    writes_arena=False,
+    packs_weights=True,
+    input_memory_format=CHANNELS_LAST,
+)
 class Conv2dFusedReLU:
     """One cuDNN call for conv + bias + (residual) + relu."""
 
@@ -238,7 +262,6 @@ class Conv2dFusedReLU:
                 if residual_index is None:
                     return (torch.cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups),)
                 z = inputs[residual_index].contiguous(memory_format=CHANNELS_LAST)
-                return (torch.cudnn_convolution_add_relu(x, weight, z, 1.0, bias, stride, padding, dilation,
-                                                         groups),)
+                return (torch.cudnn_convolution_add_relu(x, weight, z, 1.0, bias, stride, padding, dilation, groups),)
 
         return run

@@ -38,8 +38,17 @@ def depthwise_reason(node) -> str | None:
 
 
 # writes_arena=False: a channels-last output; arena views are row-major NCHW
-@tactic("engine.conv", name="triton_depthwise_nhwc", devices=("cuda",), priority=30, writes_arena=False,
-        packs_weights=True, compiles=True, requires_triton=True, input_memory_format=torch.channels_last)
+@tactic(
+    "engine.conv",
+    name="triton_depthwise_nhwc",
+    devices=("cuda",),
+    priority=30,
+    writes_arena=False,
+    packs_weights=True,
+    compiles=True,
+    requires_triton=True,
+    input_memory_format=torch.channels_last,
+)
 class DepthwiseConv2dNHWC:
     @staticmethod
     def supports(node, config):
@@ -58,6 +67,7 @@ class DepthwiseConv2dNHWC:
     @staticmethod
     def bind(node, ctx):
         from .conv_triton_kernel import depthwise_conv2d_nhwc
+
         a = node.attrs
         weight = node.inputs[1].data.to(ctx.device)
         channels, _, kh, kw = weight.shape
@@ -68,20 +78,50 @@ class DepthwiseConv2dNHWC:
         residual_index = layer.residual_index
         (sh, sw), (ph, pw), (dh, dw) = a["strides"], a["padding"], a["dilation"]
         epilogue, (lo, hi, slope) = epilogue_flags(layer)
-        flags = dict(epilogue, SH=sh, SW=sw, PH=ph, PW=pw, KH=kh, KW=kw, DH=dh, DW=dw, BLOCK_P=BLOCK_P,
-                     BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
+        flags = dict(
+            epilogue,
+            SH=sh,
+            SW=sw,
+            PH=ph,
+            PW=pw,
+            KH=kh,
+            KW=kw,
+            DH=dh,
+            DW=dw,
+            BLOCK_P=BLOCK_P,
+            BLOCK_C=BLOCK_C,
+            num_warps=NUM_WARPS,
+        )
         _, _, oh, ow = node.outputs[0].type.shape
 
         def run(inputs, outputs, env):
             x = inputs[0].contiguous(memory_format=torch.channels_last)
             n, c, h, w = x.shape
             y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-            residual = (inputs[residual_index].contiguous(memory_format=torch.channels_last)
-                        if residual_index is not None else y)
+            residual = (
+                inputs[residual_index].contiguous(memory_format=torch.channels_last)
+                if residual_index is not None
+                else y
+            )
             pixels = n * oh * ow
             grid = (-(-pixels // BLOCK_P), -(-c // BLOCK_C))
-            depthwise_conv2d_nhwc[grid](x, taps, y, bias if bias is not None else taps, residual, pixels, c, h, w,
-                                        oh, ow, lo, hi, slope, **flags)
+            depthwise_conv2d_nhwc[grid](
+                x,
+                taps,
+                y,
+                bias if bias is not None else taps,
+                residual,
+                pixels,
+                c,
+                h,
+                w,
+                oh,
+                ow,
+                lo,
+                hi,
+                slope,
+                **flags,
+            )
             return (y,)
 
         return run

@@ -9,11 +9,36 @@ from .pool_triton_kernel import _window_tap
 
 
 @triton.jit
-def depthwise_conv2d_nhwc(x_ptr, w_ptr, y_ptr, bias_ptr, r_ptr, P, C, H, W, OH, OW, lo, hi, slope,
-                          SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
-                          KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-                          HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RESIDUAL_PRE: tl.constexpr,
-                          ACT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def depthwise_conv2d_nhwc(
+    x_ptr,
+    w_ptr,
+    y_ptr,
+    bias_ptr,
+    r_ptr,
+    P,
+    C,
+    H,
+    W,
+    OH,
+    OW,
+    lo,
+    hi,
+    slope,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
+    PH: tl.constexpr,
+    PW: tl.constexpr,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    DH: tl.constexpr,
+    DW: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    RESIDUAL_PRE: tl.constexpr,
+    ACT: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """y[n, oh, ow, c] = epilogue(sum over the window of x[n, ih, iw, c] * w[kh, kw, c] + bias[c]), all
     channels-last, P = N * OH * OW. The weights arrive as [KH * KW, C] in their own type (float32 where the
     build kept them so); products and sums are float32, the epilogue too (the GEMM's: residual, activation),

@@ -22,8 +22,17 @@ import torch
 from ..epilogue import Epilogue
 from .registry import tactic
 
-ACTIVATION_CODES = {None: 0, "nn.relu": 1, "clip": 2, "nn.gelu": 3, "nn.silu": 5, "nn.hardswish": 6, "sigmoid": 7,
-                    "tanh": 8, "nn.leaky_relu": 9}  # nn.gelu with approximate="tanh" is code 4
+ACTIVATION_CODES = {
+    None: 0,
+    "nn.relu": 1,
+    "clip": 2,
+    "nn.gelu": 3,
+    "nn.silu": 5,
+    "nn.hardswish": 6,
+    "sigmoid": 7,
+    "tanh": 8,
+    "nn.leaky_relu": 9,
+}  # nn.gelu with approximate="tanh" is code 4
 TILES = {  # name -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
     "triton_gemm_128x256x64": (128, 256, 64, 8, 3),
     "triton_gemm_256x128x64": (256, 128, 64, 8, 3),
@@ -44,9 +53,11 @@ TMA_RESIDUAL_STAGES = {"triton_tma_128x256x64": 2}
 WIDE_TILES = ("triton_gemm_128x256x64", "triton_gemm_256x128x64", *TMA_TILES)
 GROUP_M = 8  # programs that share a column of B run together, so B's tiles stay in L2
 
+
 def _kernels():
     """The @triton.jit kernels (gemm_triton_kernel.py), imported on first use."""
     from . import gemm_triton_kernel
+
     return gemm_triton_kernel
 
 
@@ -60,8 +71,12 @@ def fusable_activation(epilogue: Epilogue) -> tuple[int, float, float, float] | 
         code = 4
     lo = attrs.get("a_min")
     hi = attrs.get("a_max")
-    return (code, -math.inf if lo is None else float(lo), math.inf if hi is None else float(hi),
-            float(attrs.get("alpha", 0.01)))
+    return (
+        code,
+        -math.inf if lo is None else float(lo),
+        math.inf if hi is None else float(hi),
+        float(attrs.get("alpha", 0.01)),
+    )
 
 
 def epilogue_flags(epilogue: Epilogue) -> tuple[dict, tuple[float, float, float]]:
@@ -72,8 +87,12 @@ def epilogue_flags(epilogue: Epilogue) -> tuple[dict, tuple[float, float, float]
     if isinstance(fused, str):
         raise ValueError(fused)
     code, lo, hi, slope = fused
-    flags = dict(HAS_BIAS=epilogue.has_bias, HAS_RESIDUAL=epilogue.has_residual,
-                 RESIDUAL_PRE=epilogue.residual_before_activation, ACT=code)
+    flags = dict(
+        HAS_BIAS=epilogue.has_bias,
+        HAS_RESIDUAL=epilogue.has_residual,
+        RESIDUAL_PRE=epilogue.residual_before_activation,
+        ACT=code,
+    )
     return flags, (lo, hi, slope)
 
 
@@ -88,15 +107,24 @@ class _GemmLaunch:
         if epilogue["HAS_RESIDUAL"] and residual_stages is not None:
             self.num_stages = residual_stages
         # the launch's compile-time flags: fixed by the layer, so worked out once, not on every call
-        self.flags = dict(epilogue, BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k,
-                          GROUP=GROUP_M, num_warps=self.num_warps, num_stages=self.num_stages)
+        self.flags = dict(
+            epilogue,
+            BLOCK_M=self.block_m,
+            BLOCK_N=self.block_n,
+            BLOCK_K=self.block_k,
+            GROUP=GROUP_M,
+            num_warps=self.num_warps,
+            num_stages=self.num_stages,
+        )
         if tma:
             device = weight_kn.device
             from triton.tools.tensor_descriptor import TensorDescriptor
+
             self.descriptor = TensorDescriptor.from_tensor
             self.b_desc = self.descriptor(weight_kn, [self.block_k, self.block_n])
-            self.programs = (torch.cuda.get_device_properties(device).multi_processor_count
-                             if device.type == "cuda" else 4)
+            self.programs = (
+                torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+            )
 
     def __call__(self, a: torch.Tensor, c: torch.Tensor, residual: torch.Tensor | None) -> None:
         m, k = a.shape
@@ -107,17 +135,34 @@ class _GemmLaunch:
         residual = residual if residual is not None else c
         if not self.tma:
             grid = (_cdiv(m, self.block_m) * _cdiv(n, self.block_n),)
-            _kernels().gemm_epilogue[grid](a, self.weight, c, bias, residual, m, n, k, a.stride(0),
-                                           self.weight.stride(0), c.stride(0), r_stride, lo, hi, slope,
-                                           EVEN_K=k % self.block_k == 0, **self.flags)
+            _kernels().gemm_epilogue[grid](
+                a,
+                self.weight,
+                c,
+                bias,
+                residual,
+                m,
+                n,
+                k,
+                a.stride(0),
+                self.weight.stride(0),
+                c.stride(0),
+                r_stride,
+                lo,
+                hi,
+                slope,
+                EVEN_K=k % self.block_k == 0,
+                **self.flags,
+            )
             return
         a = a if _tma_ready(a) else a.clone()  # a fresh copy is contiguous and aligned
         out = c if _tma_ready(c) else torch.empty((m, n), dtype=c.dtype, device=c.device)
         a_desc = self.descriptor(a, [self.block_m, self.block_k])
         c_desc = self.descriptor(out, [self.block_m, self.block_n])
         programs = min(self.programs, _cdiv(m, self.block_m) * _cdiv(n, self.block_n))
-        _kernels().gemm_epilogue_tma[(programs,)](a_desc, self.b_desc, c_desc, bias, residual, m, n, k, r_stride,
-                                                  lo, hi, slope, programs, **self.flags)
+        _kernels().gemm_epilogue_tma[(programs,)](
+            a_desc, self.b_desc, c_desc, bias, residual, m, n, k, r_stride, lo, hi, slope, programs, **self.flags
+        )
         if out is not c:
             c.copy_(out)
 
@@ -238,12 +283,31 @@ def _register() -> None:
         level = 4 if name in WIDE_TILES else 0
         hopper = (9, 0) if tma else None  # the TMA kernel needs Hopper's tensor-memory accelerator
         # both: a Triton kernel (compiled ahead, in parallel: compile_ahead.py), weights packed at bind time
-        tactic("engine.dense", name=name, devices=("cuda",), priority=5 + priority, min_level=level,
-               packs_weights=True, compiles=True, requires_triton=True, min_capability=hopper)(dense)
+        tactic(
+            "engine.dense",
+            name=name,
+            devices=("cuda",),
+            priority=5 + priority,
+            min_level=level,
+            packs_weights=True,
+            compiles=True,
+            requires_triton=True,
+            min_capability=hopper,
+        )(dense)
         # the conv's output is channels-last; arena views are row-major NCHW
-        tactic("engine.conv", name=name, devices=("cuda",), priority=5 + priority, min_level=level,
-               packs_weights=True, compiles=True, requires_triton=True, min_capability=hopper,
-               writes_arena=False, input_memory_format=torch.channels_last)(conv)
+        tactic(
+            "engine.conv",
+            name=name,
+            devices=("cuda",),
+            priority=5 + priority,
+            min_level=level,
+            packs_weights=True,
+            compiles=True,
+            requires_triton=True,
+            min_capability=hopper,
+            writes_arena=False,
+            input_memory_format=torch.channels_last,
+        )(conv)
 
 
 _register()

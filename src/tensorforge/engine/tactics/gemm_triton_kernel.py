@@ -31,8 +31,23 @@ def _tile_of(pid, grid_m, grid_n, GROUP: tl.constexpr):
 
 
 @triton.jit
-def _epilogue(acc, rm, rn, M, N, bias_ptr, r_ptr, stride_rm, lo, hi, slope, HAS_BIAS: tl.constexpr,
-              HAS_RESIDUAL: tl.constexpr, RESIDUAL_PRE: tl.constexpr, ACT: tl.constexpr):
+def _epilogue(
+    acc,
+    rm,
+    rn,
+    M,
+    N,
+    bias_ptr,
+    r_ptr,
+    stride_rm,
+    lo,
+    hi,
+    slope,
+    HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    RESIDUAL_PRE: tl.constexpr,
+    ACT: tl.constexpr,
+):
     """The layer's tail on the float32 accumulator tile at rows `rm`, columns `rn`."""
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
@@ -66,10 +81,32 @@ def _epilogue(acc, rm, rn, M, N, bias_ptr, r_ptr, stride_rm, lo, hi, slope, HAS_
 
 
 @triton.jit
-def gemm_epilogue(a_ptr, b_ptr, c_ptr, bias_ptr, r_ptr, M, N, K, stride_am, stride_bk, stride_cm, stride_rm,
-                  lo, hi, slope, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-                  RESIDUAL_PRE: tl.constexpr, ACT: tl.constexpr, BLOCK_M: tl.constexpr,
-                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr, EVEN_K: tl.constexpr):
+def gemm_epilogue(
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    bias_ptr,
+    r_ptr,
+    M,
+    N,
+    K,
+    stride_am,
+    stride_bk,
+    stride_cm,
+    stride_rm,
+    lo,
+    hi,
+    slope,
+    HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    RESIDUAL_PRE: tl.constexpr,
+    ACT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP: tl.constexpr,
+    EVEN_K: tl.constexpr,
+):
     pid_m, pid_n = _tile_of(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -93,17 +130,37 @@ def gemm_epilogue(a_ptr, b_ptr, c_ptr, bias_ptr, r_ptr, M, N, K, stride_am, stri
         acc = tl.dot(a, b, acc)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K * stride_bk
-    acc = _epilogue(acc, rm, rn, M, N, bias_ptr, r_ptr, stride_rm, lo, hi, slope, HAS_BIAS, HAS_RESIDUAL,
-                    RESIDUAL_PRE, ACT)
+    acc = _epilogue(
+        acc, rm, rn, M, N, bias_ptr, r_ptr, stride_rm, lo, hi, slope, HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT
+    )
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :], acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def gemm_epilogue_tma(a_desc, b_desc, c_desc, bias_ptr, r_ptr, M, N, K, stride_rm, lo, hi, slope, programs,
-                      HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RESIDUAL_PRE: tl.constexpr,
-                      ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                      GROUP: tl.constexpr):
+def gemm_epilogue_tma(
+    a_desc,
+    b_desc,
+    c_desc,
+    bias_ptr,
+    r_ptr,
+    M,
+    N,
+    K,
+    stride_rm,
+    lo,
+    hi,
+    slope,
+    programs,
+    HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    RESIDUAL_PRE: tl.constexpr,
+    ACT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP: tl.constexpr,
+):
     """A [M, K] x B [K, N] -> C [M, N] through TMA descriptors (out-of-bounds loads read zeros, stores clip)."""
     grid_m = tl.cdiv(M, BLOCK_M)
     grid_n = tl.cdiv(N, BLOCK_N)
@@ -117,6 +174,7 @@ def gemm_epilogue_tma(a_desc, b_desc, c_desc, bias_ptr, r_ptr, M, N, K, stride_r
             acc = tl.dot(a, b, acc)
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        acc = _epilogue(acc, rm, rn, M, N, bias_ptr, r_ptr, stride_rm, lo, hi, slope, HAS_BIAS, HAS_RESIDUAL,
-                        RESIDUAL_PRE, ACT)
+        acc = _epilogue(
+            acc, rm, rn, M, N, bias_ptr, r_ptr, stride_rm, lo, hi, slope, HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT
+        )
         c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(c_desc.dtype))

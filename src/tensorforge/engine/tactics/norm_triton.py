@@ -39,9 +39,30 @@ def row_kernel():
     import triton.language as tl
 
     @triton.jit
-    def layer_norm_rows(X, R, W, B, Y, S, rows, inner, x_outer, x_inner, r_outer, r_inner, y_outer, y_inner,
-                        s_outer, s_inner, hidden, eps, HAS_RESIDUAL: tl.constexpr, EMIT_SUM: tl.constexpr,
-                        BLOCK: tl.constexpr, ROWS: tl.constexpr):
+    def layer_norm_rows(
+        X,
+        R,
+        W,
+        B,
+        Y,
+        S,
+        rows,
+        inner,
+        x_outer,
+        x_inner,
+        r_outer,
+        r_inner,
+        y_outer,
+        y_inner,
+        s_outer,
+        s_inner,
+        hidden,
+        eps,
+        HAS_RESIDUAL: tl.constexpr,
+        EMIT_SUM: tl.constexpr,
+        BLOCK: tl.constexpr,
+        ROWS: tl.constexpr,
+    ):
         row = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]  # [ROWS, 1]
         outer, within = row // inner, row % inner
         cols = tl.arange(0, BLOCK)[None, :]
@@ -102,11 +123,13 @@ class LayerNormKernel:
         x = inputs[0]
         gamma, beta = (t.contiguous() for t in inputs[-2:])
         # a view that moves the normalized axis is copied (what any layer_norm kernel would have to do)
-        reads = [t if t.shape[-1] == 1 or t.stride(-1) == 1 else t.contiguous()
-                 for t in inputs[:1 + int(self.has_residual)]]
-        outs = [view if view is not None and view.is_contiguous()
-                else torch.empty(x.shape, dtype=dtype, device=x.device)
-                for view, dtype in zip(offered, self.out_dtypes)]
+        reads = [
+            t if t.shape[-1] == 1 or t.stride(-1) == 1 else t.contiguous() for t in inputs[: 1 + int(self.has_residual)]
+        ]
+        outs = [
+            view if view is not None and view.is_contiguous() else torch.empty(x.shape, dtype=dtype, device=x.device)
+            for view, dtype in zip(offered, self.out_dtypes)
+        ]
         if x.numel() == 0:
             return outs
         layout = row_strides(x.shape, reads + outs)
@@ -118,9 +141,26 @@ class LayerNormKernel:
         total, total_strides = (outs[1], strides[-1]) if self.emit_sum else (outs[0], (0, 0))
         rows = x.numel() // self.hidden
         self.kernel[(-(-rows // self.rows),)](
-            reads[0], residual, gamma, beta, outs[0], total, rows, inner, *strides[0], *residual_strides,
-            *strides[len(reads)], *total_strides, self.hidden, self.eps, HAS_RESIDUAL=self.has_residual,
-            EMIT_SUM=self.emit_sum, BLOCK=self.block, ROWS=self.rows, num_warps=self.num_warps)
+            reads[0],
+            residual,
+            gamma,
+            beta,
+            outs[0],
+            total,
+            rows,
+            inner,
+            *strides[0],
+            *residual_strides,
+            *strides[len(reads)],
+            *total_strides,
+            self.hidden,
+            self.eps,
+            HAS_RESIDUAL=self.has_residual,
+            EMIT_SUM=self.emit_sum,
+            BLOCK=self.block,
+            ROWS=self.rows,
+            num_warps=self.num_warps,
+        )
         return outs
 
 
@@ -146,15 +186,21 @@ def _register() -> None:
     computes, only dtypes and flags vary."""
     for op, check in (("engine.layer_norm", None), ("nn.layer_norm", _plain_norm)):
         for name, rows in ROW_TILES.items():
+
             def supports(node, config, check=check, rows=rows) -> str | None:
                 reason = (check(node) if check is not None else None) or _supports_rows(node)
                 if reason is None and rows > 1 and _block(node) * rows > MAX_TILE:
                     return f"rows of {node.inputs[0].type.shape[-1]} elements: {rows} do not fit one program"
                 return reason
 
-            impl = type(f"TritonLayerNorm_{op.replace('.', '_')}_{name}", (), {
-                "supports": staticmethod(supports),
-                "bind": staticmethod(lambda node, ctx, rows=rows: LayerNormKernel(node, rows))})
+            impl = type(
+                f"TritonLayerNorm_{op.replace('.', '_')}_{name}",
+                (),
+                {
+                    "supports": staticmethod(supports),
+                    "bind": staticmethod(lambda node, ctx, rows=rows: LayerNormKernel(node, rows)),
+                },
+            )
             tactic(op, name=name, devices=("cuda",), priority=11 - rows, compiles=True, requires_triton=True)(impl)
 
 

@@ -31,8 +31,17 @@ from ...ir.types import dtype_name, torch_dtype
 from ..pointwise import broadcast_dims, interpret
 
 FLOATS = ("float32", "float16", "bfloat16")
-TL = {"float32": "tl.float32", "float16": "tl.float16", "bfloat16": "tl.bfloat16", "int64": "tl.int64",
-      "int32": "tl.int32", "int16": "tl.int16", "int8": "tl.int8", "uint8": "tl.uint8", "bool": "tl.int1"}
+TL = {
+    "float32": "tl.float32",
+    "float16": "tl.float16",
+    "bfloat16": "tl.bfloat16",
+    "int64": "tl.int64",
+    "int32": "tl.int32",
+    "int16": "tl.int16",
+    "int8": "tl.int8",
+    "uint8": "tl.uint8",
+    "bool": "tl.int1",
+}
 
 
 class Unsupported(Exception):
@@ -122,26 +131,62 @@ def convert(o: Operand, dtype: str) -> str:
 
 # float ops of one argument: the expression over x (already float32)
 UNARY_FLOAT = {
-    "nn.relu": "tl.where({x} < 0, 0.0, {x})", "sigmoid": "tl.sigmoid({x})", "tanh": "_tanh({x})",
-    "exp": "tl.exp({x})", "log": "tl.log({x})", "sqrt": "tl.sqrt_rn({x})", "rsqrt": "tl.math.rsqrt({x})",
-    "abs": "tl.abs({x})", "negative": "(-{x})", "sin": "tl.sin({x})", "cos": "tl.cos({x})", "erf": "tl.math.erf({x})",
-    "reciprocal": "(1.0 / {x})", "floor": "tl.floor({x})", "ceil": "tl.ceil({x})",
+    "nn.relu": "tl.where({x} < 0, 0.0, {x})",
+    "sigmoid": "tl.sigmoid({x})",
+    "tanh": "_tanh({x})",
+    "exp": "tl.exp({x})",
+    "log": "tl.log({x})",
+    "sqrt": "tl.sqrt_rn({x})",
+    "rsqrt": "tl.math.rsqrt({x})",
+    "abs": "tl.abs({x})",
+    "negative": "(-{x})",
+    "sin": "tl.sin({x})",
+    "cos": "tl.cos({x})",
+    "erf": "tl.math.erf({x})",
+    "reciprocal": "(1.0 / {x})",
+    "floor": "tl.floor({x})",
+    "ceil": "tl.ceil({x})",
     "sign": "tl.where({x} > 0, 1.0, tl.where({x} < 0, -1.0, 0.0))",
-    "nn.silu": "({x} / (1.0 + tl.exp(-{x})))", "nn.hardswish": "({x} * _clamp({x} + 3.0, 0.0, 6.0) / 6.0)",
+    "nn.silu": "({x} / (1.0 + tl.exp(-{x})))",
+    "nn.hardswish": "({x} * _clamp({x} + 3.0, 0.0, 6.0) / 6.0)",
     "nn.hardsigmoid": "(_clamp({x} + 3.0, 0.0, 6.0) / 6.0)",
     "nn.softplus": "tl.where({x} > 20.0, {x}, _log1p(tl.exp({x})))",
     "nn.mish": "({x} * _tanh(tl.where({x} > 20.0, {x}, _log1p(tl.exp({x})))))",
-    "nn.leaky_relu": "tl.where({x} > 0, {x}, {x} * {alpha})", "nn.elu": "tl.where({x} > 0, {x}, {alpha} * _expm1({x}))",
+    "nn.leaky_relu": "tl.where({x} > 0, {x}, {x} * {alpha})",
+    "nn.elu": "tl.where({x} > 0, {x}, {alpha} * _expm1({x}))",
 }
-GELU = {"none": "(0.5 * {x} * (1.0 + tl.math.erf({x} * 0.7071067811865476)))",
-        "tanh": "(0.5 * {x} * (1.0 + _tanh(0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x}))))"}
-UNARY_INT = {"nn.relu": "tl.where({x} < 0, 0, {x})", "abs": "tl.where({x} < 0, -{x}, {x})", "negative": "(-{x})",
-             "sign": "tl.where({x} > 0, 1, tl.where({x} < 0, -1, 0))", "floor": "{x}", "ceil": "{x}"}
+GELU = {
+    "none": "(0.5 * {x} * (1.0 + tl.math.erf({x} * 0.7071067811865476)))",
+    "tanh": "(0.5 * {x} * (1.0 + _tanh(0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x}))))",
+}
+UNARY_INT = {
+    "nn.relu": "tl.where({x} < 0, 0, {x})",
+    "abs": "tl.where({x} < 0, -{x}, {x})",
+    "negative": "(-{x})",
+    "sign": "tl.where({x} > 0, 1, tl.where({x} < 0, -1, 0))",
+    "floor": "{x}",
+    "ceil": "{x}",
+}
 ARITHMETIC = {"add": "({a} + {b})", "subtract": "({a} - {b})", "multiply": "({a} * {b})", "nn.bias_add": "({a} + {b})"}
 COMPARISONS = {"equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=", "greater": ">", "greater_equal": ">="}
 LOGICAL = {"logical_and": "&", "logical_or": "|", "logical_xor": "^"}
-GENERATED_OPS = frozenset({*UNARY_FLOAT, "nn.gelu", *ARITHMETIC, "divide", "maximum", "minimum", "power",
-                           *COMPARISONS, *LOGICAL, "logical_not", "where", "clip", "cast"})
+GENERATED_OPS = frozenset(
+    {
+        *UNARY_FLOAT,
+        "nn.gelu",
+        *ARITHMETIC,
+        "divide",
+        "maximum",
+        "minimum",
+        "power",
+        *COMPARISONS,
+        *LOGICAL,
+        "logical_not",
+        "where",
+        "clip",
+        "cast",
+    }
+)
 
 
 def _power(a: Operand, b: Operand, out: str) -> str:
@@ -194,8 +239,11 @@ def emit(op: str, args: list[Operand], attrs: dict, out: str, metas: list[torch.
         bound = lambda v: _number(v, out)  # noqa: E731  (torch.clamp compares in float32 for 16-bit floats)
         if lo is not None and hi is not None:
             return f"_clamp({x}, {bound(lo)}, {bound(hi)})"
-        return f"tl.where({x} < {bound(lo)}, {bound(lo)}, {x})" if lo is not None else \
-            f"tl.where({x} > {bound(hi)}, {bound(hi)}, {x})"
+        return (
+            f"tl.where({x} < {bound(lo)}, {bound(lo)}, {x})"
+            if lo is not None
+            else f"tl.where({x} > {bound(hi)}, {bound(hi)}, {x})"
+        )
     if op in ARITHMETIC or op in ("divide", "maximum", "minimum"):
         a, b = (convert(x, out) for x in args)
         if op in ARITHMETIC:
@@ -222,16 +270,17 @@ def emit(op: str, args: list[Operand], attrs: dict, out: str, metas: list[torch.
 
 # -- from a node to kernel source ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Layout:
     """What the kernels and their launcher need to know about one program on its input and output types."""
 
     source: str
-    domain: tuple              # the outputs' broadcast shape (ints and Syms)
-    pads: tuple                # per node input: trailing 1s added to its shape (a bias: rank - 1 - axis)
+    domain: tuple  # the outputs' broadcast shape (ints and Syms)
+    pads: tuple  # per node input: trailing 1s added to its shape (a bias: rank - 1 - axis)
     out_shapes: tuple
     out_dtypes: tuple
-    variants: dict             # kernel name -> (groups of kept axes, per-operand full flags per group, kinds)
+    variants: dict  # kernel name -> (groups of kept axes, per-operand full flags per group, kinds)
 
 
 def _aligned(shape: tuple, pad: int, rank: int) -> tuple:
@@ -241,22 +290,39 @@ def _aligned(shape: tuple, pad: int, rank: int) -> tuple:
 
 def _kinds(flags: list[list[bool]], contiguous: list[bool]) -> list[str]:
     """Per operand: "linear" (its index is the flat index), "scalar" (one element) or "strided"."""
-    return ["scalar" if not any(f) else "linear" if all(f) and contig else "strided"
-            for f, contig in zip(flags, contiguous)]
+    return [
+        "scalar" if not any(f) else "linear" if all(f) and contig else "strided" for f, contig in zip(flags, contiguous)
+    ]
 
 
-def _kernel(name: str, groups: list, flags: list[list[bool]], kinds: list[str], body: list[str],
-            num_inputs: int, outputs: tuple, out_dtypes: tuple) -> list[str]:
+def _kernel(
+    name: str,
+    groups: list,
+    flags: list[list[bool]],
+    kinds: list[str],
+    body: list[str],
+    num_inputs: int,
+    outputs: tuple,
+    out_dtypes: tuple,
+) -> list[str]:
     ins = [f"in{i}" for i in range(num_inputs)]
     outs = [f"out{j}" for j in range(len(outputs))]
     names = ins + outs
     sizes = [f"s{g}" for g in range(1, len(groups))]
-    strides = [f"st_{nm}_{g}" for nm, f, k in zip(names, flags, kinds) if k == "strided" for g in range(len(groups))
-               if f[g]]
-    lines = ["", "", "@triton.jit",
-             f"def {name}({', '.join(names + ['n'] + sizes + strides)}, BLOCK: tl.constexpr, INDEX_64: tl.constexpr):",
-             "    if INDEX_64:", "        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)",
-             "    else:", "        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)", "    mask = offs < n"]
+    strides = [
+        f"st_{nm}_{g}" for nm, f, k in zip(names, flags, kinds) if k == "strided" for g in range(len(groups)) if f[g]
+    ]
+    lines = [
+        "",
+        "",
+        "@triton.jit",
+        f"def {name}({', '.join(names + ['n'] + sizes + strides)}, BLOCK: tl.constexpr, INDEX_64: tl.constexpr):",
+        "    if INDEX_64:",
+        "        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)",
+        "    else:",
+        "        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)",
+        "    mask = offs < n",
+    ]
     if "strided" in kinds:  # unravel the flat index, innermost dimension last
         lines.append("    rest = offs")
         for g in range(len(groups) - 1, 0, -1):
@@ -295,8 +361,9 @@ def _kernel(name: str, groups: list, flags: list[list[bool]], kinds: list[str], 
 def layout(program: tuple, outputs: tuple, in_types: tuple, out_types: tuple) -> Layout:
     """Analyse the program on these types and generate its kernels; raises Unsupported."""
     env = {s: 2 for t in in_types for s in t.symbols}
-    metas = interpret(program, [torch.empty(t.concrete_shape(env), dtype=t.torch_dtype, device="meta")
-                                for t in in_types])
+    metas = interpret(
+        program, [torch.empty(t.concrete_shape(env), dtype=t.torch_dtype, device="meta") for t in in_types]
+    )
     domain = broadcast_dims([t.shape for t in out_types])
     if domain is None:
         raise Unsupported("the outputs do not broadcast to one shape")
@@ -355,10 +422,20 @@ def layout(program: tuple, outputs: tuple, in_types: tuple, out_types: tuple) ->
         kinds = _kinds(flags, [contiguous_inputs] * n_in + [True] * len(out_types))
         source += _kernel(name, axes_groups, flags, kinds, body, n_in, outputs, out_dtypes)
         variants[name] = (axes_groups, flags, kinds)
-    return Layout("\n".join(source) + "\n", domain, tuple(pads.get(i, 0) for i in range(n_in)),
-                  tuple(t.shape for t in out_types), out_dtypes, variants)
+    return Layout(
+        "\n".join(source) + "\n",
+        domain,
+        tuple(pads.get(i, 0) for i in range(n_in)),
+        tuple(t.shape for t in out_types),
+        out_dtypes,
+        variants,
+    )
 
 
 def node_layout(node) -> Layout:
-    return layout(node.attrs["program"], node.attrs["outputs"], tuple(v.type for v in node.inputs),
-                  tuple(v.type for v in node.outputs))
+    return layout(
+        node.attrs["program"],
+        node.attrs["outputs"],
+        tuple(v.type for v in node.inputs),
+        tuple(v.type for v in node.outputs),
+    )

@@ -90,12 +90,16 @@ class PointwiseKernel:
         if launch is None:
             launch = self._launches[key] = self._launch(name, env, layouts)
         shapes, grid, scalars, index_64 = launch
-        outs = [view if view is not None and view.is_contiguous() and view.shape == shape
-                else torch.empty(shape, dtype=dtype, device=inputs[0].device)
-                for view, shape, dtype in zip(offered, shapes, self._dtypes)]
+        outs = [
+            view
+            if view is not None and view.is_contiguous() and view.shape == shape
+            else torch.empty(shape, dtype=dtype, device=inputs[0].device)
+            for view, shape, dtype in zip(offered, shapes, self._dtypes)
+        ]
         if grid[0]:
-            self.kernels[name][grid](*inputs, *outs, *scalars, BLOCK=self.block, INDEX_64=index_64,
-                                     num_warps=self.num_warps)
+            self.kernels[name][grid](
+                *inputs, *outs, *scalars, BLOCK=self.block, INDEX_64=index_64, num_warps=self.num_warps
+            )
         return outs
 
     def _launch(self, name: str, env, layouts) -> tuple:
@@ -149,8 +153,7 @@ class TritonPointwise(_TritonPointwise):
     """1024 elements per program, 4 warps: 8 per thread, enough to hide latency on small and large tensors."""
 
 
-@tactic("engine.pointwise", name="triton_block4096", devices=("cuda",), priority=9, compiles=True,
-        requires_triton=True)
+@tactic("engine.pointwise", name="triton_block4096", devices=("cuda",), priority=9, compiles=True, requires_triton=True)
 class TritonPointwiseBlock4096(_TritonPointwise):
     """4096 elements per program, 8 warps: fewer, longer programs for large tensors (timing decides)."""
 

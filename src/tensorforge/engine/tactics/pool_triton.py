@@ -18,8 +18,16 @@ BLOCK_P, BLOCK_C = 32, 64
 
 
 # writes_arena=False: a channels-last output; arena views are row-major NCHW
-@tactic("nn.max_pool2d", name="triton_nhwc", devices=("cuda",), priority=10, writes_arena=False, compiles=True,
-        requires_triton=True, input_memory_format=torch.channels_last)
+@tactic(
+    "nn.max_pool2d",
+    name="triton_nhwc",
+    devices=("cuda",),
+    priority=10,
+    writes_arena=False,
+    compiles=True,
+    requires_triton=True,
+    input_memory_format=torch.channels_last,
+)
 class MaxPool2dNHWC:
     @staticmethod
     def supports(node, config):
@@ -32,6 +40,7 @@ class MaxPool2dNHWC:
     @staticmethod
     def bind(node, ctx):
         from .pool_triton_kernel import max_pool2d_nhwc
+
         a = node.attrs
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["pool_size"], a["strides"], a["padding"], a["dilation"]
         _, _, oh, ow = node.outputs[0].type.shape
@@ -42,8 +51,26 @@ class MaxPool2dNHWC:
             y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
             pixels = n * oh * ow
             grid = (-(-pixels // BLOCK_P), -(-c // BLOCK_C))
-            max_pool2d_nhwc[grid](x, y, pixels, c, h, w, oh, ow, SH=sh, SW=sw, PH=ph, PW=pw, KH=kh, KW=kw, DH=dh,
-                                  DW=dw, BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C)
+            max_pool2d_nhwc[grid](
+                x,
+                y,
+                pixels,
+                c,
+                h,
+                w,
+                oh,
+                ow,
+                SH=sh,
+                SW=sw,
+                PH=ph,
+                PW=pw,
+                KH=kh,
+                KW=kw,
+                DH=dh,
+                DW=dw,
+                BLOCK_P=BLOCK_P,
+                BLOCK_C=BLOCK_C,
+            )
             return (y,)
 
         return run

@@ -7,8 +7,23 @@ import triton.language as tl
 
 
 @triton.jit
-def _window_tap(n, oh, ow, c, kh, kw, H, W, C, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr,
-                PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr):
+def _window_tap(
+    n,
+    oh,
+    ow,
+    c,
+    kh,
+    kw,
+    H,
+    W,
+    C,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
+    PH: tl.constexpr,
+    PW: tl.constexpr,
+    DH: tl.constexpr,
+    DW: tl.constexpr,
+):
     """(offsets, inside) of window tap (kh, kw) for output pixels (n, oh, ow) and channels c of a channels-last
     [N, H, W, C] input: where the tap reads, and which pixels' taps fall inside it (the rest is padding)."""
     ih = oh * SH - PH + kh * DH
@@ -18,9 +33,26 @@ def _window_tap(n, oh, ow, c, kh, kw, H, W, C, SH: tl.constexpr, SW: tl.constexp
 
 
 @triton.jit
-def max_pool2d_nhwc(x_ptr, y_ptr, P, C, H, W, OH, OW, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr,
-                    PW: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-                    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def max_pool2d_nhwc(
+    x_ptr,
+    y_ptr,
+    P,
+    C,
+    H,
+    W,
+    OH,
+    OW,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
+    PH: tl.constexpr,
+    PW: tl.constexpr,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    DH: tl.constexpr,
+    DW: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """y[n, oh, ow, c] = max over the window of x[n, ih, iw, c]; both channels-last. P = N * OH * OW."""
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)

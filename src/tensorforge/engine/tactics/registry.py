@@ -107,13 +107,14 @@ class Tactic:
         """None when this tactic can run `node` under `config` on a device of compute `capability` (None: unknown,
         or not a GPU), else why not: the registry's checks (level, requirements), then the class's own."""
         if config.optimization_level < self.min_level:
-            return (f"searched from optimization level {self.min_level} "
-                    f"(this build: {config.optimization_level})")
+            return f"searched from optimization level {self.min_level} (this build: {config.optimization_level})"
         if self.requires_triton and importlib.util.find_spec("triton") is None:
             return "Triton is not installed"
         if self.min_capability is not None and capability is not None and tuple(capability) < self.min_capability:
-            return (f"needs compute capability {_version(self.min_capability)} or newer; the device has "
-                    f"{_version(capability)}")
+            return (
+                f"needs compute capability {_version(self.min_capability)} or newer; the device has "
+                f"{_version(capability)}"
+            )
         check: SupportsFn | None = getattr(self.impl, "supports", None)  # without it the tactic takes every node
         return None if check is None else check(node, config)
 
@@ -131,16 +132,33 @@ METHODS = ("bind", "supports")
 _TACTICS: dict[tuple[str, str], Tactic] = {}
 
 
-def tactic(op: str, *, name: str, devices: Sequence[str] = DEVICE_TYPES, priority: int = 0, min_level: int = 0,
-           writes_arena: bool = True, aliases_input: bool = False, runs_reference: bool = False,
-           packs_weights: bool = False, compiles: bool = False,
-           input_memory_format: torch.memory_format | None = None, requires_triton: bool = False,
-           min_capability: Capability | None = None) -> Callable[[type[T]], type[T]]:
+def tactic(
+    op: str,
+    *,
+    name: str,
+    devices: Sequence[str] = DEVICE_TYPES,
+    priority: int = 0,
+    min_level: int = 0,
+    writes_arena: bool = True,
+    aliases_input: bool = False,
+    runs_reference: bool = False,
+    packs_weights: bool = False,
+    compiles: bool = False,
+    input_memory_format: torch.memory_format | None = None,
+    requires_triton: bool = False,
+    min_capability: Capability | None = None,
+) -> Callable[[type[T]], type[T]]:
     """Class decorator: register the decorated class as tactic `name` for IR op `op` (or "*": every op), with the
     capabilities and requirements the module docstring describes."""
     devices = tuple(devices)
-    flags = {"writes_arena": writes_arena, "aliases_input": aliases_input, "runs_reference": runs_reference,
-             "packs_weights": packs_weights, "compiles": compiles, "requires_triton": requires_triton}
+    flags = {
+        "writes_arena": writes_arena,
+        "aliases_input": aliases_input,
+        "runs_reference": runs_reference,
+        "packs_weights": packs_weights,
+        "compiles": compiles,
+        "requires_triton": requires_triton,
+    }
     problem = _declaration_problem(devices, flags, input_memory_format, min_capability)
     if problem:
         raise ValueError(f"tactic {name!r} for {op}: {problem}")
@@ -152,18 +170,30 @@ def tactic(op: str, *, name: str, devices: Sequence[str] = DEVICE_TYPES, priorit
         key = (op, name)
         if key in _TACTICS:
             raise ValueError(f"tactic {name!r} for {op} is already registered (by {_TACTICS[key].impl.__module__})")
-        _TACTICS[key] = Tactic(op=op, name=name, devices=devices, priority=priority, min_level=min_level,
-                               impl=cast("type[TacticImpl]", cls),  # its bind was checked just now
-                               writes_arena=writes_arena, aliases_input=aliases_input, runs_reference=runs_reference,
-                               packs_weights=packs_weights, compiles=compiles, input_memory_format=input_memory_format,
-                               requires_triton=requires_triton, min_capability=min_capability)
+        _TACTICS[key] = Tactic(
+            op=op,
+            name=name,
+            devices=devices,
+            priority=priority,
+            min_level=min_level,
+            impl=cast("type[TacticImpl]", cls),  # its bind was checked just now
+            writes_arena=writes_arena,
+            aliases_input=aliases_input,
+            runs_reference=runs_reference,
+            packs_weights=packs_weights,
+            compiles=compiles,
+            input_memory_format=input_memory_format,
+            requires_triton=requires_triton,
+            min_capability=min_capability,
+        )
         return cls
 
     return decorate
 
 
-def _declaration_problem(devices: tuple[str, ...], flags: Mapping[str, object], memory_format: object,
-                         capability: object) -> str | None:
+def _declaration_problem(
+    devices: tuple[str, ...], flags: Mapping[str, object], memory_format: object, capability: object
+) -> str | None:
     """Why what a tactic declares does not make sense (alone or together), or None."""
     unknown = sorted(set(devices) - set(DEVICE_TYPES))
     if unknown:
@@ -178,8 +208,11 @@ def _declaration_problem(devices: tuple[str, ...], flags: Mapping[str, object], 
     if memory_format is not None and not isinstance(memory_format, torch.memory_format):
         return f"input_memory_format must be a torch.memory_format or None, got {memory_format!r}"
     if capability is not None:
-        if not (isinstance(capability, tuple) and len(capability) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) for v in capability)):
+        if not (
+            isinstance(capability, tuple)
+            and len(capability) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in capability)
+        ):
             return f"min_capability must be (major, minor), got {capability!r}"
         if devices != ("cuda",):
             return f"min_capability is a CUDA compute capability, but it runs on {list(devices)}"
@@ -193,8 +226,12 @@ def _class_problem(cls: type) -> str | None:
     supports = getattr(cls, "supports", None)
     if supports is not None and not callable(supports):
         return f"has a supports attribute that is not a method ({supports!r})"
-    own = {attr: value for klass in reversed(cls.__mro__[:-1]) for attr, value in vars(klass).items()
-           if not attr.startswith("__")}
+    own = {
+        attr: value
+        for klass in reversed(cls.__mro__[:-1])
+        for attr, value in vars(klass).items()
+        if not attr.startswith("__")
+    }
     for attr in own:
         if attr in DECLARED:
             return f"has a class attribute {attr!r}; declare it at registration instead: @tactic(..., {attr}=...)"
@@ -238,8 +275,9 @@ def device_capability(device: torch.device | str) -> Capability | None:
     return (major, minor)
 
 
-def candidates(node: Node, device: torch.device | str,
-               config: BuilderConfig) -> tuple[list[Tactic], list[tuple[Tactic, str]]]:
+def candidates(
+    node: Node, device: torch.device | str, config: BuilderConfig
+) -> tuple[list[Tactic], list[tuple[Tactic, str]]]:
     """(supported candidates best first, [(tactic, why not)] for the refused ones) for `node` on `device` (a
     device, or a device type such as "cuda": then the current device of that type)."""
     device = torch.device(device)
@@ -261,8 +299,9 @@ def reference_kernel(node: Node, ctx: BindContext) -> Kernel:
     """A kernel that runs the node's op through its registered reference implementation (`OpDef.run`)."""
     opdef, attrs, device = node.opdef, node.attrs, ctx.device
 
-    def run(inputs: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor | None],
-            env: Mapping[str, int]) -> Sequence[torch.Tensor]:
+    def run(
+        inputs: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor | None], env: Mapping[str, int]
+    ) -> Sequence[torch.Tensor]:
         return opdef.run(inputs, attrs, env, device)
 
     return run

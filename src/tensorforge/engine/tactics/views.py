@@ -9,8 +9,18 @@ from __future__ import annotations
 
 from .registry import reference_kernel, tactic
 
-VIEW_OPS = ("reshape", "transpose", "squeeze", "expand_dims", "strided_slice", "broadcast_to", "split",
-            "nn.batch_flatten", "layout_transform", "engine.strided_view")
+VIEW_OPS = (
+    "reshape",
+    "transpose",
+    "squeeze",
+    "expand_dims",
+    "strided_slice",
+    "broadcast_to",
+    "split",
+    "nn.batch_flatten",
+    "layout_transform",
+    "engine.strided_view",
+)
 
 
 def _declare(op: str) -> None:

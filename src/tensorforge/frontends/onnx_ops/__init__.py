@@ -5,9 +5,25 @@
 """
 
 from . import control, creation, elementwise, indexing, linalg, nn, reduce, resize, shape  # noqa: F401
-from .context import Operand, OnnxContext
-from .registry import (OnnxConverter, Unsupported, lookup, mapped_versions, onnx_converter, onnx_op_table,
-                       registered_converters)
+from .context import OnnxContext, Operand
+from .registry import (
+    OnnxConverter,
+    Unsupported,
+    lookup,
+    mapped_versions,
+    onnx_converter,
+    onnx_op_table,
+    registered_converters,
+)
 
-__all__ = ["onnx_converter", "Unsupported", "Operand", "OnnxContext", "OnnxConverter", "lookup",
-           "mapped_versions", "registered_converters", "onnx_op_table"]
+__all__ = [
+    "onnx_converter",
+    "Unsupported",
+    "Operand",
+    "OnnxContext",
+    "OnnxConverter",
+    "lookup",
+    "mapped_versions",
+    "registered_converters",
+    "onnx_op_table",
+]

@@ -15,7 +15,8 @@ when its result's size depends on the batch or the result is much larger than it
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -40,15 +41,20 @@ class Operand:
 
     __slots__ = ("name", "type", "probes", "value")
 
-    def __init__(self, name: str, type: TensorType | None, probes: tuple[torch.Tensor, ...] | None = None,
-                 value: Value | None = None):
+    def __init__(
+        self,
+        name: str,
+        type: TensorType | None,
+        probes: tuple[torch.Tensor, ...] | None = None,
+        value: Value | None = None,
+    ):
         self.name = name
         self.type = type
         self.probes = probes
         self.value = value
 
     @staticmethod
-    def known(name: str, probes: Sequence[torch.Tensor]) -> "Operand":
+    def known(name: str, probes: Sequence[torch.Tensor]) -> Operand:
         probes = tuple(probes)
         first = probes[0]
         if all(_same(p, first) for p in probes[1:]):
@@ -152,7 +158,9 @@ class OnnxContext:
                 flat = value
                 while isinstance(flat, (list, tuple)) and flat:
                     flat = flat[0]
-                dtype = torch.bool if isinstance(flat, bool) else torch.int64 if isinstance(flat, int) else torch.float32
+                dtype = (
+                    torch.bool if isinstance(flat, bool) else torch.int64 if isinstance(flat, int) else torch.float32
+                )
             value = torch.tensor(value, dtype=dtype)
         elif dtype is not None:
             value = value.to(dtype)
@@ -165,8 +173,10 @@ class OnnxContext:
         """A known 1-d tensor of sizes (ints and Syms), e.g. the result of `Shape`."""
         has_sym = any(isinstance(d, Sym) for d in dims)
         count = len(PROBES) if has_sym else 1
-        probes = [torch.tensor([d.bind({SYMBOL: PROBES[i]}) if isinstance(d, Sym) else d for d in dims], dtype=dtype)
-                  for i in range(count)]
+        probes = [
+            torch.tensor([d.bind({SYMBOL: PROBES[i]}) if isinstance(d, Sym) else d for d in dims], dtype=dtype)
+            for i in range(count)
+        ]
         return self.known(probes)
 
     def elements(self, x: Operand, what: str) -> list:
@@ -178,8 +188,9 @@ class OnnxContext:
         for j in range(len(flat[0])):
             v = solve_element([f[j] for f in flat])
             if v is None:
-                raise Unsupported(f"{what} depends on the batch size in a way the IR cannot express "
-                                  f"(not a multiple of it)")
+                raise Unsupported(
+                    f"{what} depends on the batch size in a way the IR cannot express (not a multiple of it)"
+                )
             out.append(v)
         return out
 

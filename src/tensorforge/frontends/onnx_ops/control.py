@@ -13,8 +13,11 @@ from __future__ import annotations
 from .registry import Unsupported, onnx_converter
 
 
-@onnx_converter("If", since=(11, 13, 16, 19, 21, 23, 24, 25),
-                note="a condition known at import (constants, shapes); else one onnxruntime node")
+@onnx_converter(
+    "If",
+    since=(11, 13, 16, 19, 21, 23, 24, 25),
+    note="a condition known at import (constants, shapes); else one onnxruntime node",
+)
 def if_(ctx, *, cond, then_branch, else_branch):
     if not cond.is_known:
         raise Unsupported("its condition is computed at run time: it runs through onnxruntime as one node")

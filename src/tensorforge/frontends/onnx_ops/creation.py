@@ -27,8 +27,18 @@ def _constant_check(*, value_string=None, value_strings=None, sparse_value=None,
 
 
 @onnx_converter("Constant", since=(11, 12, 13, 19) + _TYPES_ONLY, check=_constant_check)
-def constant(ctx, *, value=None, sparse_value=None, value_float=None, value_floats=None, value_int=None,
-             value_ints=None, value_string=None, value_strings=None):
+def constant(
+    ctx,
+    *,
+    value=None,
+    sparse_value=None,
+    value_float=None,
+    value_floats=None,
+    value_int=None,
+    value_ints=None,
+    value_string=None,
+    value_strings=None,
+):
     reason = _constant_check(value_string=value_string, value_strings=value_strings, sparse_value=sparse_value)
     if reason:
         raise Unsupported(reason)
@@ -50,7 +60,7 @@ def constant(ctx, *, value=None, sparse_value=None, value_float=None, value_floa
 
 
 @onnx_converter("ConstantOfShape", since=(9, 20) + _TYPES_ONLY, note="the shape known at import")
-def constant_of_shape(ctx, *, input, value=None):  # noqa: A002
+def constant_of_shape(ctx, *, input, value=None):
     shape = ctx.ints(input, "the shape")
     fill = value.reshape(()) if value is not None else torch.tensor(0.0)
     return ctx.emit("full", shape=shape, fill_value=fill.item(), dtype=dtype_name(fill.dtype))
@@ -74,7 +84,7 @@ def size(ctx, *, data):
 
 
 @onnx_converter("EyeLike", since=(9, 22))
-def eye_like(ctx, *, input, dtype=None, k=0):  # noqa: A002
+def eye_like(ctx, *, input, dtype=None, k=0):
     rows, cols = input.shape
     if not isinstance(rows, int) or not isinstance(cols, int):
         raise Unsupported("EyeLike of a batch-sized tensor")

@@ -65,7 +65,7 @@ def _declare_unary(op_type: str, versions: tuple[int, ...], ir_op: str) -> None:
 
 
 def _declare_binary(op_type: str, versions: tuple[int, ...], ir_op: str) -> None:
-    def convert(ctx, *, A, B):  # noqa: N803 (ONNX input names)
+    def convert(ctx, *, A, B):
         return ctx.emit(ir_op, A, B)
 
     convert.__name__ = f"convert_{op_type.lower()}"
@@ -83,23 +83,28 @@ def _linear_output(x) -> bool:
 
 
 @onnx_converter("Add", since=(7, 13, 14))
-def add(ctx, *, A, B):  # noqa: N803
+def add(ctx, *, A, B):
     # exporters write a linear layer as MatMul + Add (bias first or second): the engine fuses dense + bias_add
     for x, bias in ((A, B), (B, A)):
-        if _linear_output(x) and bias.const is not None and bias.rank == 1 and bias.shape[0] == x.shape[-1] \
-                and bias.dtype == x.dtype:
+        if (
+            _linear_output(x)
+            and bias.const is not None
+            and bias.rank == 1
+            and bias.shape[0] == x.shape[-1]
+            and bias.dtype == x.dtype
+        ):
             return ctx.emit("nn.bias_add", x, bias, axis=-1)
     return ctx.emit("add", A, B)
 
 
 @onnx_converter("Div", since=(7, 13, 14))
-def div(ctx, *, A, B):  # noqa: N803
+def div(ctx, *, A, B):
     # integer Div truncates toward zero (C semantics); PyTorch's true division would give floats
     return ctx.emit("trunc_divide" if A.dtype in _INT else "divide", A, B)
 
 
 @onnx_converter("Mod", since=(10, 13, 28))
-def mod(ctx, *, A, B, fmod):  # noqa: N803
+def mod(ctx, *, A, B, fmod):
     if not fmod:
         return ctx.emit("floor_mod", A, B)  # the result takes the divisor's sign, like Python's %
     # fmod: the result takes the dividend's sign: a - b * trunc(a / b)
@@ -108,7 +113,7 @@ def mod(ctx, *, A, B, fmod):  # noqa: N803
 
 
 @onnx_converter("Pow", since=(7, 12, 13, 15))
-def pow_(ctx, *, X, Y):  # noqa: N803
+def pow_(ctx, *, X, Y):
     return same_dtype(ctx, ctx.emit("power", X, Y), X)
 
 
@@ -135,56 +140,60 @@ def mean(ctx, *, data_0):
 
 # -- activations with attributes ------------------------------------------------------------------
 
+
 @onnx_converter("LeakyRelu", since=(6, 16))
-def leaky_relu(ctx, *, X, alpha):  # noqa: N803
+def leaky_relu(ctx, *, X, alpha):
     return ctx.emit("nn.leaky_relu", X, alpha=float(alpha))
 
 
 @onnx_converter("Elu", since=(6, 22))
-def elu(ctx, *, X, alpha):  # noqa: N803
+def elu(ctx, *, X, alpha):
     return ctx.emit("nn.elu", X, alpha=float(alpha))
 
 
 @onnx_converter("Selu", since=(6, 22))
-def selu(ctx, *, X, alpha, gamma):  # noqa: N803
+def selu(ctx, *, X, alpha, gamma):
     return ctx.emit("multiply", ctx.emit("nn.elu", X, alpha=float(alpha)), ctx.const(float(gamma), dtype=X.dtype))
 
 
 @onnx_converter("HardSigmoid", since=(6, 22))
-def hard_sigmoid(ctx, *, X, alpha, beta):  # noqa: N803
+def hard_sigmoid(ctx, *, X, alpha, beta):
     if abs(alpha - 1 / 6) < 1e-7 and beta == 0.5:
         return ctx.emit("nn.hardsigmoid", X)  # PyTorch's hardsigmoid is exactly this case
-    scaled = ctx.emit("add", ctx.emit("multiply", X, ctx.const(float(alpha), dtype=X.dtype)),
-                      ctx.const(float(beta), dtype=X.dtype))
+    scaled = ctx.emit(
+        "add", ctx.emit("multiply", X, ctx.const(float(alpha), dtype=X.dtype)), ctx.const(float(beta), dtype=X.dtype)
+    )
     return ctx.emit("clip", scaled, a_min=0.0, a_max=1.0)
 
 
 @onnx_converter("Gelu", since=20)
-def gelu(ctx, *, X, approximate):  # noqa: N803
+def gelu(ctx, *, X, approximate):
     return ctx.emit("nn.gelu", X, approximate=approximate)
 
 
 @onnx_converter("Softsign", since=(1, 22))
-def softsign(ctx, *, input):  # noqa: A002
+def softsign(ctx, *, input):
     one = ctx.const(1.0, dtype=input.dtype)
     return ctx.emit("divide", input, ctx.emit("add", one, ctx.emit("abs", input)))
 
 
 @onnx_converter("ThresholdedRelu", since=(10, 22))
-def thresholded_relu(ctx, *, X, alpha):  # noqa: N803
+def thresholded_relu(ctx, *, X, alpha):
     keep = ctx.emit("greater", X, ctx.const(float(alpha), dtype=X.dtype))
     return ctx.emit("where", keep, X, ctx.const(0.0, dtype=X.dtype))
 
 
 @onnx_converter("PRelu", since=(9, 16))
-def prelu(ctx, *, X, slope):  # noqa: N803
+def prelu(ctx, *, X, slope):
     slope_const = slope.const
     if slope_const is not None and X.rank >= 2 and isinstance(X.shape[1], int):
         channels = X.shape[1]
         # nn.prelu takes one slope per channel (axis 1): a constant shaped (C,1,..,1), (C,) on 2-d data, or 1
         per_channel = slope_const.numel() in (1, channels) and (
-            slope_const.numel() == 1 or tuple(slope_const.shape) in ((channels,) + (1,) * (X.rank - 2),)
-            or (X.rank == 2 and tuple(slope_const.shape) == (channels,)))
+            slope_const.numel() == 1
+            or tuple(slope_const.shape) in ((channels,) + (1,) * (X.rank - 2),)
+            or (X.rank == 2 and tuple(slope_const.shape) == (channels,))
+        )
         if per_channel:
             return ctx.emit("nn.prelu", X, ctx.const(slope_const.reshape(-1)))
     negative = ctx.emit("less", X, ctx.const(0.0, dtype=X.dtype))
@@ -193,8 +202,9 @@ def prelu(ctx, *, X, slope):  # noqa: N803
 
 # -- clip, cast, where, identity -----------------------------------------------------------------
 
+
 @onnx_converter("Clip", since=(11, 12, 13))
-def clip(ctx, *, input, min, max):  # noqa: A002
+def clip(ctx, *, input, min, max):
     bounds = [(key, op, b) for key, op, b in (("a_min", "maximum", min), ("a_max", "minimum", max)) if b is not None]
     if all(b.const is not None for _, _, b in bounds):
         return ctx.emit("clip", input, **{key: b.const.item() for key, _, b in bounds}) if bounds else input
@@ -210,7 +220,7 @@ def _cast_check(*, to, **_):
 
 
 @onnx_converter("Cast", since=(9, 13, 19, 21, 23, 24, 25, 28), check=_cast_check)
-def cast(ctx, *, input, to, saturate=1, round_mode="up"):  # noqa: A002
+def cast(ctx, *, input, to, saturate=1, round_mode="up"):
     if to not in IR_DTYPES:
         raise Unsupported(_cast_check(to=to))
     if IR_DTYPES[to] == input.dtype:
@@ -219,19 +229,19 @@ def cast(ctx, *, input, to, saturate=1, round_mode="up"):  # noqa: A002
 
 
 @onnx_converter("CastLike", since=(15, 19, 21, 23, 24, 25))
-def cast_like(ctx, *, input, target_type, saturate=1, round_mode="up"):  # noqa: A002
+def cast_like(ctx, *, input, target_type, saturate=1, round_mode="up"):
     if target_type.dtype == input.dtype:
         return input
     return ctx.emit("cast", input, dtype=target_type.dtype)
 
 
 @onnx_converter("Where", since=(9, 16))
-def where(ctx, *, condition, X, Y):  # noqa: N803
+def where(ctx, *, condition, X, Y):
     return ctx.emit("where", condition, X, Y)
 
 
 @onnx_converter("Identity", since=(1, 13, 14, 16, 19, 21, 23, 24, 25))
-def identity(ctx, *, input):  # noqa: A002
+def identity(ctx, *, input):
     return input
 
 
@@ -257,12 +267,12 @@ def dropout(ctx, *, data, ratio=None, training_mode=None, seed=None):
 
 
 @onnx_converter("IsNaN", since=(9, 13, 20))
-def is_nan(ctx, *, X):  # noqa: N803
+def is_nan(ctx, *, X):
     return ctx.emit("not_equal", X, X)
 
 
 @onnx_converter("IsInf", since=(10, 20))
-def is_inf(ctx, *, X, detect_negative, detect_positive):  # noqa: N803
+def is_inf(ctx, *, X, detect_negative, detect_positive):
     inf = torch.tensor(float("inf"))
     parts = []
     if detect_positive:

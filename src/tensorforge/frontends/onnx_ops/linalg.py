@@ -31,7 +31,7 @@ def _add_bias(ctx, out, bias):
 
 
 @onnx_converter("Gemm", since=(11, 13))
-def gemm(ctx, *, A, B, C=None, alpha, beta, transA, transB):  # noqa: N803
+def gemm(ctx, *, A, B, C=None, alpha, beta, transA, transB):
     a = ctx.emit("transpose", A, axes=(1, 0)) if transA else A
     out = _product(ctx, a, B, bool(transB))
     if alpha != 1:
@@ -43,5 +43,5 @@ def gemm(ctx, *, A, B, C=None, alpha, beta, transA, transB):  # noqa: N803
 
 
 @onnx_converter("MatMul", since=(9, 13))
-def matmul(ctx, *, A, B):  # noqa: N803
+def matmul(ctx, *, A, B):
     return _product(ctx, A, B, b_transposed=False)

@@ -56,7 +56,8 @@ def _defaults(values, n: int, fill: int = 1) -> tuple[int, ...]:
 
 # -- convolutions --------------------------------------------------------------------------------
 
-def _conv_check(*, auto_pad, W=None, **_):  # noqa: N803
+
+def _conv_check(*, auto_pad, W=None, **_):
     """1-d, 2-d and 3-d convolutions."""
     if auto_pad not in _AUTO_PADS:
         return f"auto_pad {auto_pad!r}"
@@ -66,7 +67,7 @@ def _conv_check(*, auto_pad, W=None, **_):  # noqa: N803
 
 
 @onnx_converter("Conv", since=(11, 22), check=_conv_check)
-def conv(ctx, *, X, W, B=None, auto_pad, dilations, group, kernel_shape, pads, strides):  # noqa: N803
+def conv(ctx, *, X, W, B=None, auto_pad, dilations, group, kernel_shape, pads, strides):
     nd = W.rank - 2
     if nd not in (1, 2, 3):
         raise Unsupported(f"{nd}-d convolution")
@@ -81,8 +82,9 @@ def conv(ctx, *, X, W, B=None, auto_pad, dilations, group, kernel_shape, pads, s
 
 
 @onnx_converter("ConvTranspose", since=(11, 22), check=_conv_check)
-def conv_transpose(ctx, *, X, W, B=None, auto_pad, dilations, group, kernel_shape, output_padding,  # noqa: N803
-                   output_shape, pads, strides):
+def conv_transpose(
+    ctx, *, X, W, B=None, auto_pad, dilations, group, kernel_shape, output_padding, output_shape, pads, strides
+):
     nd = W.rank - 2
     if nd not in (1, 2, 3):
         raise Unsupported(f"{nd}-d transposed convolution")
@@ -107,20 +109,39 @@ def conv_transpose(ctx, *, X, W, B=None, auto_pad, dilations, group, kernel_shap
         pairs = [(p[i], p[i + nd]) for i in range(nd)]
     if wanted is None:
         wanted = tuple(f + op - b - e for f, op, (b, e) in zip(full, extra, pairs))
-    direct = all(b == e and b >= 0 and out == f + op - 2 * b and op < max(s, d)
-                 for (b, e), f, op, out, s, d in zip(pairs, full, extra, wanted, strides, dilations))
+    direct = all(
+        b == e and b >= 0 and out == f + op - 2 * b and op < max(s, d)
+        for (b, e), f, op, out, s, d in zip(pairs, full, extra, wanted, strides, dilations)
+    )
     if direct:
-        out = ctx.emit(f"nn.conv{nd}d_transpose", X, W, strides=strides, padding=tuple(b for b, _ in pairs),
-                       output_padding=extra, dilation=dilations, groups=group)
+        out = ctx.emit(
+            f"nn.conv{nd}d_transpose",
+            X,
+            W,
+            strides=strides,
+            padding=tuple(b for b, _ in pairs),
+            output_padding=extra,
+            dilation=dilations,
+            groups=group,
+        )
     else:
         # the whole result, then keep [begin, begin + wanted) of it, zero-extended past its end
-        out = ctx.emit(f"nn.conv{nd}d_transpose", X, W, strides=strides, padding=(0,) * nd,
-                       output_padding=(0,) * nd, dilation=dilations, groups=group)
+        out = ctx.emit(
+            f"nn.conv{nd}d_transpose",
+            X,
+            W,
+            strides=strides,
+            padding=(0,) * nd,
+            output_padding=(0,) * nd,
+            dilation=dilations,
+            groups=group,
+        )
         out = _explicit_pad(ctx, out, [(-b, b + w - f) for (b, _), w, f in zip(pairs, wanted, full)])
     return out if B is None else ctx.emit("nn.bias_add", out, B, axis=1)
 
 
 # -- pooling ---------------------------------------------------------------------------------------
+
 
 def _max_pool_check(*, auto_pad, storage_order=0, used_outputs=(True,), **_):
     """No Indices output; auto_pad NOTSET, VALID or SAME_*."""
@@ -138,7 +159,7 @@ def _fits_layer(pairs, kernel, dilations=None) -> bool:
 
 
 @onnx_converter("MaxPool", since=(11, 12, 22), check=_max_pool_check)
-def max_pool(ctx, *, X, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides):  # noqa: N803
+def max_pool(ctx, *, X, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides):
     if len(ctx.outputs_used) > 1 and ctx.outputs_used[1]:
         raise Unsupported("the Indices output")
     nd = len(kernel_shape)
@@ -149,8 +170,15 @@ def max_pool(ctx, *, X, auto_pad, ceil_mode, dilations, kernel_shape, pads, stor
     x, padding = X, tuple(b for b, _ in pairs)
     if not _fits_layer(pairs, kernel, dilations):
         x, padding = _explicit_pad(ctx, X, pairs, value=float("-inf")), (0,) * nd
-    return ctx.emit(f"nn.max_pool{nd}d", x, pool_size=kernel, strides=strides, padding=padding, dilation=dilations,
-                    ceil_mode=bool(ceil_mode))
+    return ctx.emit(
+        f"nn.max_pool{nd}d",
+        x,
+        pool_size=kernel,
+        strides=strides,
+        padding=padding,
+        dilation=dilations,
+        ceil_mode=bool(ceil_mode),
+    )
 
 
 def _avg_pool_check(*, auto_pad, dilations=None, **_):
@@ -163,8 +191,7 @@ def _avg_pool_check(*, auto_pad, dilations=None, **_):
 
 
 @onnx_converter("AveragePool", since=(11, 19, 22), check=_avg_pool_check)
-def average_pool(ctx, *, X, auto_pad, ceil_mode, count_include_pad, kernel_shape, pads, strides,  # noqa: N803
-                 dilations=None):
+def average_pool(ctx, *, X, auto_pad, ceil_mode, count_include_pad, kernel_shape, pads, strides, dilations=None):
     reason = _avg_pool_check(auto_pad=auto_pad, dilations=dilations)
     if reason:
         raise Unsupported(reason)
@@ -177,22 +204,42 @@ def average_pool(ctx, *, X, auto_pad, ceil_mode, count_include_pad, kernel_shape
     include = bool(count_include_pad) and auto_pad == "NOTSET"
     op = f"nn.avg_pool{nd}d"
     if _fits_layer(pairs, kernel):
-        return ctx.emit(op, X, pool_size=kernel, strides=strides, padding=tuple(b for b, _ in pairs),
-                        ceil_mode=bool(ceil_mode), count_include_pad=include)
-    padded = ctx.emit(op, _explicit_pad(ctx, X, pairs), pool_size=kernel, strides=strides, padding=(0,) * nd,
-                      ceil_mode=bool(ceil_mode), count_include_pad=True)
+        return ctx.emit(
+            op,
+            X,
+            pool_size=kernel,
+            strides=strides,
+            padding=tuple(b for b, _ in pairs),
+            ceil_mode=bool(ceil_mode),
+            count_include_pad=include,
+        )
+    padded = ctx.emit(
+        op,
+        _explicit_pad(ctx, X, pairs),
+        pool_size=kernel,
+        strides=strides,
+        padding=(0,) * nd,
+        ceil_mode=bool(ceil_mode),
+        count_include_pad=True,
+    )
     if include:
         return padded
     # divide by the share of each window that is real input: the same pooling over a padded mask of ones
-    ones = ctx.const(torch.ones((1, 1) + _static_spatial(X, "average pooling with asymmetric padding")),
-                     dtype=X.dtype)
-    share = ctx.emit(op, _explicit_pad(ctx, ones, pairs), pool_size=kernel, strides=strides, padding=(0,) * nd,
-                     ceil_mode=bool(ceil_mode), count_include_pad=True)
+    ones = ctx.const(torch.ones((1, 1) + _static_spatial(X, "average pooling with asymmetric padding")), dtype=X.dtype)
+    share = ctx.emit(
+        op,
+        _explicit_pad(ctx, ones, pairs),
+        pool_size=kernel,
+        strides=strides,
+        padding=(0,) * nd,
+        ceil_mode=bool(ceil_mode),
+        count_include_pad=True,
+    )
     return ctx.emit("divide", padded, share)
 
 
 def _global_pool(ir_2d: str, ir_reduce: str):
-    def convert(ctx, *, X):  # noqa: N803
+    def convert(ctx, *, X):
         if X.rank == 4:
             return ctx.emit(ir_2d, X)
         return ctx.emit(ir_reduce, X, axis=tuple(range(2, X.rank)), keepdims=True)
@@ -206,6 +253,7 @@ onnx_converter("GlobalMaxPool", since=(1, 22))(_global_pool("nn.global_max_pool2
 
 # -- normalization -------------------------------------------------------------------------------
 
+
 def _only_first_output(*, used_outputs=(True,), training_mode=0, **_):
     """Inference only: the normalized output alone (no running or saved statistics)."""
     if training_mode:
@@ -216,7 +264,7 @@ def _only_first_output(*, used_outputs=(True,), training_mode=0, **_):
 
 
 @onnx_converter("BatchNormalization", since=(9, 14, 15), check=_only_first_output)
-def batch_norm(ctx, *, X, scale, B, input_mean, input_var, epsilon, momentum=None, training_mode=0):  # noqa: N803
+def batch_norm(ctx, *, X, scale, B, input_mean, input_var, epsilon, momentum=None, training_mode=0):
     reason = _only_first_output(used_outputs=tuple(ctx.outputs_used), training_mode=training_mode)
     if reason:
         raise Unsupported(reason)
@@ -230,13 +278,13 @@ def _channels(x) -> int:
 
 
 @onnx_converter("InstanceNormalization", since=(6, 22), note="a static channel count")
-def instance_norm(ctx, *, input, scale, B, epsilon):  # noqa: A002, N803
+def instance_norm(ctx, *, input, scale, B, epsilon):
     # instance norm is group norm with one channel per group
     return ctx.emit("nn.group_norm", input, scale, B, num_groups=_channels(input), epsilon=float(epsilon))
 
 
 @onnx_converter("LayerNormalization", since=17, note="static normalized axes")
-def layer_norm(ctx, *, X, Scale, B=None, axis, epsilon, stash_type):  # noqa: N803
+def layer_norm(ctx, *, X, Scale, B=None, axis, epsilon, stash_type):
     axis = normalize_axis(axis, X.rank)
     normalized = tuple(X.shape[axis:])
     if any(isinstance(d, Sym) for d in normalized):
@@ -259,7 +307,7 @@ def layer_norm(ctx, *, X, Scale, B=None, axis, epsilon, stash_type):  # noqa: N8
 
 
 @onnx_converter("GroupNormalization", since=(18, 21), note="a static channel count")
-def group_norm(ctx, *, X, scale, bias, epsilon, num_groups, stash_type=1):  # noqa: N803
+def group_norm(ctx, *, X, scale, bias, epsilon, num_groups, stash_type=1):
     channels = _channels(X)
     if ctx.since < 21 and channels != num_groups:
         # GroupNormalization-18 has one scale and bias per group: repeat them for the channels of each group
@@ -270,8 +318,9 @@ def group_norm(ctx, *, X, scale, bias, epsilon, num_groups, stash_type=1):  # no
 
 # -- softmax ---------------------------------------------------------------------------------------
 
+
 def _declare_softmax(op_type: str, ir_op: str) -> None:
-    def convert_11(ctx, *, input, axis):  # noqa: A002
+    def convert_11(ctx, *, input, axis):
         # before opset 13 the input is flattened to 2-d at `axis` and normalized over the whole second part
         axis = normalize_axis(axis, input.rank)
         if axis == input.rank - 1:
@@ -282,7 +331,7 @@ def _declare_softmax(op_type: str, ir_op: str) -> None:
         flat = ctx.emit("reshape", input, newshape=(-1, inner))
         return ctx.emit("reshape", ctx.emit(ir_op, flat, axis=1), newshape=tuple(input.shape))
 
-    def convert_13(ctx, *, input, axis):  # noqa: A002
+    def convert_13(ctx, *, input, axis):
         return ctx.emit(ir_op, input, axis=normalize_axis(axis, input.rank))
 
     convert_11.__name__ = f"convert_{op_type.lower()}_11"

@@ -58,8 +58,14 @@ def _empty(ctx, op_type: str, data, reduced, keepdims: bool):
     else:
         info = torch.iinfo(data.type.torch_dtype)
         low, high = info.min, info.max
-    fill = {"ReduceMax": low, "ReduceMin": high, "ReduceProd": 1, "ReduceMean": float("nan"),
-            "ReduceLogSum": float("-inf"), "ReduceLogSumExp": float("-inf")}.get(op_type, 0)
+    fill = {
+        "ReduceMax": low,
+        "ReduceMin": high,
+        "ReduceProd": 1,
+        "ReduceMean": float("nan"),
+        "ReduceLogSum": float("-inf"),
+        "ReduceLogSumExp": float("-inf"),
+    }.get(op_type, 0)
     shape = tuple(1 if a in reduced else d for a, d in enumerate(data.shape) if keepdims or a not in reduced)
     return ctx.emit("full", shape=shape, fill_value=fill, dtype=data.dtype)
 

@@ -29,15 +29,16 @@ node's outputs anything reads), and returns None or a reason.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import onnx
 import onnx.defs
 from onnx import helper, numpy_helper
 
 ConverterFn = Callable[..., Any]
-CheckFn = Callable[..., Optional[str]]
+CheckFn = Callable[..., str | None]
 
 
 class Unsupported(Exception):
@@ -54,8 +55,8 @@ class OnnxConverter:
     op_type: str
     since: int
     fn: ConverterFn
-    check: Optional[CheckFn]
-    input_names: Optional[tuple[str, ...]] = None  # only for ops onnx has no schema for (custom domains)
+    check: CheckFn | None
+    input_names: tuple[str, ...] | None = None  # only for ops onnx has no schema for (custom domains)
     note: str = ""  # limits only conversion can see (values known at import, static sizes)
     params: tuple[str, ...] = ()  # the converter's parameter name for each schema input, by position
 
@@ -71,8 +72,15 @@ class OnnxConverter:
 _CONVERTERS: dict[tuple[str, str, int], OnnxConverter] = {}
 
 
-def onnx_converter(op_type: str, *, since: int | tuple[int, ...], domain: str = "", check: Optional[CheckFn] = None,
-                   inputs: Optional[tuple[str, ...]] = None, note: str = "") -> Callable[[ConverterFn], ConverterFn]:
+def onnx_converter(
+    op_type: str,
+    *,
+    since: int | tuple[int, ...],
+    domain: str = "",
+    check: CheckFn | None = None,
+    inputs: tuple[str, ...] | None = None,
+    note: str = "",
+) -> Callable[[ConverterFn], ConverterFn]:
     """Decorator: register a converter for `op_type` at each since-version in `since`.
 
     `check` is the static validator (see the module docstring); `note` states, for the op table, the
@@ -92,25 +100,37 @@ def onnx_converter(op_type: str, *, since: int | tuple[int, ...], domain: str = 
                 try:
                     schema = onnx.defs.get_schema(op_type, version, domain)
                 except onnx.defs.SchemaError as exc:
-                    raise ValueError(f"onnx has no schema {op_type}-{version} in domain {domain or 'ai.onnx'!r}; "
-                                     f"a custom op names its inputs with inputs=(...)") from exc
+                    raise ValueError(
+                        f"onnx has no schema {op_type}-{version} in domain {domain or 'ai.onnx'!r}; "
+                        f"a custom op names its inputs with inputs=(...)"
+                    ) from exc
                 if schema.since_version != version:
-                    raise ValueError(f"{op_type}-{version} is not a since-version of {op_type}: opset {version} "
-                                     f"resolves to {op_type}-{schema.since_version}")
+                    raise ValueError(
+                        f"{op_type}-{version} is not a since-version of {op_type}: opset {version} "
+                        f"resolves to {op_type}-{schema.since_version}"
+                    )
                 schemas[version] = schema
             elif schema_for(op_type, domain, version) is not None:
                 raise ValueError(f"{op_type} has an onnx schema: its inputs are bound by name, drop inputs=")
         for version in versions:
             if (domain, op_type, version) in _CONVERTERS:
                 old = _CONVERTERS[(domain, op_type, version)].fn
-                raise ValueError(f"a converter for {op_type}-{version} is already registered "
-                                 f"({old.__module__}.{old.__name__})")
+                raise ValueError(
+                    f"a converter for {op_type}-{version} is already registered ({old.__module__}.{old.__name__})"
+                )
         newest = [p.name for p in schemas[max(schemas)].inputs] if schemas else []
         params = {v: _input_params(fn, schema, newest) for v, schema in schemas.items()}  # all checked first
         for version in versions:
             _CONVERTERS[(domain, op_type, version)] = OnnxConverter(
-                domain, op_type, version, fn, check, tuple(inputs) if inputs is not None else None, note,
-                params.get(version, ()))
+                domain,
+                op_type,
+                version,
+                fn,
+                check,
+                tuple(inputs) if inputs is not None else None,
+                note,
+                params.get(version, ()),
+            )
         return fn
 
     return decorate
@@ -121,8 +141,11 @@ def _input_params(fn: ConverterFn, schema, newest: list[str]) -> tuple[str, ...]
     it differently) the newest registered version's name at that position. Raises ValueError when some version
     of the op would call `fn` with a keyword it lacks, or without one it requires."""
     signature = inspect.signature(fn)
-    keywords = {n: p for n, p in signature.parameters.items()
-                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "ctx"}
+    keywords = {
+        n: p
+        for n, p in signature.parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "ctx"
+    }
     if any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
         return tuple(p.name for p in schema.inputs)  # takes anything: the schema's own names
     where = f"converter {fn.__module__}.{fn.__name__} for {schema.name}-{schema.since_version}"
@@ -133,8 +156,10 @@ def _input_params(fn: ConverterFn, schema, newest: list[str]) -> tuple[str, ...]
         elif i < len(newest) and newest[i] in keywords:
             params.append(newest[i])
         else:
-            raise ValueError(f"{where}: input {i} ({formal.name!r}) has no parameter; name one {formal.name!r}"
-                             + (f" or {newest[i]!r}" if i < len(newest) else ""))
+            raise ValueError(
+                f"{where}: input {i} ({formal.name!r}) has no parameter; name one {formal.name!r}"
+                + (f" or {newest[i]!r}" if i < len(newest) else "")
+            )
     absent = sorted(set(schema.attributes) - set(keywords))
     if absent:
         raise ValueError(f"{where}: no parameter for the attribute(s) {absent}")
@@ -164,7 +189,7 @@ def resolve(op_type: str, domain: str, opset: int):
     return opset, None, None
 
 
-def lookup(op_type: str, domain: str, since: int) -> Optional[OnnxConverter]:
+def lookup(op_type: str, domain: str, since: int) -> OnnxConverter | None:
     return _CONVERTERS.get((canonical_domain(domain), op_type, since))
 
 
@@ -185,14 +210,21 @@ def onnx_op_table() -> list[dict]:
     rows: dict[tuple[str, str], list[OnnxConverter]] = {}
     for (domain, op, _version), conv in sorted(_CONVERTERS.items()):
         rows.setdefault((domain, op), []).append(conv)
-    return [{"op": op, "domain": domain or "ai.onnx", "versions": ", ".join(str(c.since) for c in convs),
-             "restriction": convs[-1].restriction}
-            for (domain, op), convs in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1].lower()))]
+    return [
+        {
+            "op": op,
+            "domain": domain or "ai.onnx",
+            "versions": ", ".join(str(c.since) for c in convs),
+            "restriction": convs[-1].restriction,
+        }
+        for (domain, op), convs in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1].lower()))
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # Binding a node's inputs and attributes to a converter's keyword arguments
 # ---------------------------------------------------------------------------------------------
+
 
 def tensor_from_proto(proto: onnx.TensorProto):
     """An ONNX tensor (initializer, attribute) as a torch tensor; bfloat16 included, which numpy lacks."""
@@ -249,7 +281,7 @@ def bind_inputs(schema, values: list, params: tuple[str, ...] = ()) -> dict[str,
     return out
 
 
-def call_kwargs(schema, node: onnx.NodeProto, values: list, converter: Optional[OnnxConverter] = None) -> dict[str, Any]:
+def call_kwargs(schema, node: onnx.NodeProto, values: list, converter: OnnxConverter | None = None) -> dict[str, Any]:
     """Keyword arguments of a converter (or check) for `node`, whose input operands are `values`."""
     if schema is None:  # a custom op: inputs by the names the converter declared, attributes as given
         names = converter.input_names if converter is not None else ()

@@ -43,10 +43,12 @@ def _nearest_coeffs(ratio: float, mode: str) -> list[float]:
 
 def _cubic_coeffs(ratio: float, a: float) -> list[float]:
     r = ratio
-    return [((a * (r + 1) - 5 * a) * (r + 1) + 8 * a) * (r + 1) - 4 * a,
-            ((a + 2) * r - (a + 3)) * r * r + 1,
-            ((a + 2) * (1 - r) - (a + 3)) * (1 - r) * (1 - r) + 1,
-            ((a * ((1 - r) + 1) - 5 * a) * ((1 - r) + 1) + 8 * a) * ((1 - r) + 1) - 4 * a]
+    return [
+        ((a * (r + 1) - 5 * a) * (r + 1) + 8 * a) * (r + 1) - 4 * a,
+        ((a + 2) * r - (a + 3)) * r * r + 1,
+        ((a + 2) * (1 - r) - (a + 3)) * (1 - r) * (1 - r) + 1,
+        ((a * ((1 - r) + 1) - 5 * a) * ((1 - r) + 1) + 8 * a) * ((1 - r) + 1) - 4 * a,
+    ]
 
 
 def _cubic_coeffs_antialias(ratio: float, scale: float, a: float) -> list[float]:
@@ -55,9 +57,9 @@ def _cubic_coeffs_antialias(ratio: float, scale: float, a: float) -> list[float]
     def kernel(x: float) -> float:
         x = abs(x)
         if x <= 1:
-            return (a + 2) * x ** 3 - (a + 3) * x ** 2 + 1
+            return (a + 2) * x**3 - (a + 3) * x**2 + 1
         if x < 2:
-            return a * x ** 3 - 5 * a * x ** 2 + 8 * a * x - 4 * a
+            return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
         return 0.0
 
     start = int(np.floor(-2 / scale) + 1)
@@ -103,8 +105,19 @@ def _source_coords(mode: str, out_len: int, in_len: int, scale: float, roi) -> t
     raise Unsupported(f"coordinate_transformation_mode {mode!r}")
 
 
-def axis_weights(in_len: int, out_len: int, scale: float, *, mode: str, coordinate_mode: str, nearest_mode: str,
-                 cubic_a: float, exclude_outside: bool, antialias: bool, roi=None):
+def axis_weights(
+    in_len: int,
+    out_len: int,
+    scale: float,
+    *,
+    mode: str,
+    coordinate_mode: str,
+    nearest_mode: str,
+    cubic_a: float,
+    exclude_outside: bool,
+    antialias: bool,
+    roi=None,
+):
     """(out_len, in_len) weight matrix of one axis, and the mask of extrapolated outputs (or None)."""
     x, outside = _source_coords(coordinate_mode, out_len, in_len, scale, roi)
     base = np.floor(x)
@@ -114,8 +127,9 @@ def axis_weights(in_len: int, out_len: int, scale: float, *, mode: str, coordina
     elif mode == "linear":
         coeffs = np.array([_linear_coeffs_antialias(r, scale) if antialias else [1 - r, r] for r in ratios])
     else:
-        coeffs = np.array([_cubic_coeffs_antialias(r, scale, cubic_a) if antialias else _cubic_coeffs(r, cubic_a)
-                           for r in ratios])
+        coeffs = np.array(
+            [_cubic_coeffs_antialias(r, scale, cubic_a) if antialias else _cubic_coeffs(r, cubic_a) for r in ratios]
+        )
     n = coeffs.shape[1]
     # the n input positions nearest to x (ties to the smaller), in edge-padded coordinates
     pad = int(math.ceil(n / 2))
@@ -142,17 +156,25 @@ def _torch_weights(in_len: int, out_len: int, method: str, align_corners: bool) 
     """The weights PyTorch's interpolation (given the output size) uses along one axis."""
     eye = torch.eye(in_len, dtype=torch.float64)
     if method == "cubic":
-        out = F.interpolate(eye.reshape(1, in_len, in_len, 1), size=(out_len, 1), mode="bicubic",
-                            align_corners=align_corners).reshape(in_len, out_len)
+        out = F.interpolate(
+            eye.reshape(1, in_len, in_len, 1), size=(out_len, 1), mode="bicubic", align_corners=align_corners
+        ).reshape(in_len, out_len)
     else:
         mode = {"nearest": "nearest", "nearest_exact": "nearest-exact", "linear": "linear"}[method]
-        out = F.interpolate(eye.reshape(1, in_len, in_len), size=out_len, mode=mode,
-                            align_corners=align_corners if method == "linear" else None).reshape(in_len, out_len)
+        out = F.interpolate(
+            eye.reshape(1, in_len, in_len),
+            size=out_len,
+            mode=mode,
+            align_corners=align_corners if method == "linear" else None,
+        ).reshape(in_len, out_len)
     return out.T.numpy()
 
 
-_TORCH_METHODS = {"nearest": [("nearest", False), ("nearest_exact", False)],
-                  "linear": [("linear", False), ("linear", True)], "cubic": [("cubic", False), ("cubic", True)]}
+_TORCH_METHODS = {
+    "nearest": [("nearest", False), ("nearest_exact", False)],
+    "linear": [("linear", False), ("linear", True)],
+    "cubic": [("cubic", False), ("cubic", True)],
+}
 
 
 def _as_torch_resize(mode: str, plans: dict[int, tuple], rank: int):
@@ -160,8 +182,9 @@ def _as_torch_resize(mode: str, plans: dict[int, tuple], rank: int):
     if rank != 4 or set(plans) - {2, 3} or any(p[1] is not None for p in plans.values()):
         return None
     for method, align in _TORCH_METHODS[mode]:
-        if all(np.allclose(_torch_weights(w.shape[1], w.shape[0], method, align), w, atol=1e-9)
-               for w, _ in plans.values()):
+        if all(
+            np.allclose(_torch_weights(w.shape[1], w.shape[0], method, align), w, atol=1e-9) for w, _ in plans.values()
+        ):
             return method, align
     return None
 
@@ -216,11 +239,29 @@ def _output_plan(ctx, X, scales, sizes, axes, policy):
     return out, factor
 
 
-@onnx_converter("Resize", since=(11, 13, 18, 19), check=_resize_check,
-                note="roi, scales and sizes known at import; antialias only for linear and cubic")
-def resize(ctx, *, X, roi=None, scales=None, sizes=None, mode, coordinate_transformation_mode, cubic_coeff_a,  # noqa: N803
-           exclude_outside, extrapolation_value, nearest_mode, antialias=0, axes=None,
-           keep_aspect_ratio_policy="stretch"):
+@onnx_converter(
+    "Resize",
+    since=(11, 13, 18, 19),
+    check=_resize_check,
+    note="roi, scales and sizes known at import; antialias only for linear and cubic",
+)
+def resize(
+    ctx,
+    *,
+    X,
+    roi=None,
+    scales=None,
+    sizes=None,
+    mode,
+    coordinate_transformation_mode,
+    cubic_coeff_a,
+    exclude_outside,
+    extrapolation_value,
+    nearest_mode,
+    antialias=0,
+    axes=None,
+    keep_aspect_ratio_policy="stretch",
+):
     reason = _resize_check(mode=mode, keep_aspect_ratio_policy=keep_aspect_ratio_policy)
     if reason:
         raise Unsupported(reason)
@@ -240,10 +281,18 @@ def resize(ctx, *, X, roi=None, scales=None, sizes=None, mode, coordinate_transf
         if out[a] == X.shape[a] and math.isclose(factor[a], 1.0) and trivial_roi:
             continue
         pair = None if roi_values is None else (roi_values[a], roi_values[a + rank])
-        plans[a] = axis_weights(X.shape[a], out[a], factor[a], mode=mode,
-                                coordinate_mode=coordinate_transformation_mode, nearest_mode=nearest_mode,
-                                cubic_a=cubic_coeff_a, exclude_outside=bool(exclude_outside),
-                                antialias=bool(antialias), roi=pair)
+        plans[a] = axis_weights(
+            X.shape[a],
+            out[a],
+            factor[a],
+            mode=mode,
+            coordinate_mode=coordinate_transformation_mode,
+            nearest_mode=nearest_mode,
+            cubic_a=cubic_coeff_a,
+            exclude_outside=bool(exclude_outside),
+            antialias=bool(antialias),
+            roi=pair,
+        )
     if not plans:
         return X
     fast = _as_torch_resize(mode, plans, rank) if X.dtype in ("float32", "float16", "bfloat16", "float64") else None

@@ -44,7 +44,7 @@ def reshape(ctx, *, data, shape, allowzero=0):
 
 
 @onnx_converter("Flatten", since=(11, 13) + _TYPES_ONLY)
-def flatten(ctx, *, input, axis):  # noqa: A002
+def flatten(ctx, *, input, axis):
     rank = input.rank
     if not -rank <= axis <= rank:
         raise Unsupported(f"axis {axis} out of range for rank {rank}")
@@ -114,12 +114,12 @@ def _split(ctx, data, axis: int, sizes, num_outputs):
 
 
 @onnx_converter("Split", since=11, note="not along the batch axis")
-def split_11(ctx, *, input, axis, split):  # noqa: A002
+def split_11(ctx, *, input, axis, split):
     return _split(ctx, input, axis, split, None)
 
 
 @onnx_converter("Split", since=(13, 18), note="split sizes known at import; not along the batch axis")
-def split_13(ctx, *, input, split=None, axis, num_outputs=None):  # noqa: A002
+def split_13(ctx, *, input, split=None, axis, num_outputs=None):
     sizes = ctx.ints(split, "split sizes") if split is not None else None
     return _split(ctx, input, axis, sizes, num_outputs)
 
@@ -133,10 +133,14 @@ def slice_(ctx, *, data, starts, ends, axes=None, steps=None):
     axes = tuple(normalize_axis(a, data.rank) for a in axes)
     if any(isinstance(s, Sym) for s in steps):
         raise Unsupported("batch-dependent slice steps")
+
     def whole(axis, begin, end, step):
         size = data.shape[axis]
-        return step == 1 and begin == 0 and (end == size or (isinstance(end, int) and isinstance(size, int)
-                                                             and end >= size))
+        return (
+            step == 1
+            and begin == 0
+            and (end == size or (isinstance(end, int) and isinstance(size, int) and end >= size))
+        )
 
     if all(whole(*args) for args in zip(axes, starts, ends, steps)):
         return data  # exporters slice [0:INT64_MAX] to say "everything"
@@ -160,7 +164,7 @@ def _broadcast_shape(a: tuple, b: tuple) -> tuple:
 
 
 @onnx_converter("Expand", since=(8, 13), note="the target shape known at import")
-def expand(ctx, *, input, shape):  # noqa: A002
+def expand(ctx, *, input, shape):
     target = _broadcast_shape(input.shape, ctx.ints(shape, "the target shape"))
     if target == tuple(input.shape):
         return input
@@ -168,7 +172,7 @@ def expand(ctx, *, input, shape):  # noqa: A002
 
 
 @onnx_converter("Tile", since=(6, 13), note="repeats known at import")
-def tile(ctx, *, input, repeats):  # noqa: A002
+def tile(ctx, *, input, repeats):
     reps = ctx.ints(repeats, "tile repeats")
     if any(isinstance(r, Sym) for r in reps):
         raise Unsupported("batch-dependent tile repeats")
@@ -187,7 +191,9 @@ def _pad_check(*, mode, constant_value=None, **_):
     return None
 
 
-@onnx_converter("Pad", since=(11, 13, 18, 19) + _TYPES_ONLY, check=_pad_check, note="pads, axes and constant_value known at import")
+@onnx_converter(
+    "Pad", since=(11, 13, 18, 19) + _TYPES_ONLY, check=_pad_check, note="pads, axes and constant_value known at import"
+)
 def pad(ctx, *, data, pads, constant_value=None, axes=None, mode):
     reason = _pad_check(mode=mode)
     if reason:
@@ -217,7 +223,7 @@ def _space_dims(x, what: str):
 
 
 @onnx_converter("DepthToSpace", since=(11, 13, 28), note="4-d data with static C, H, W")
-def depth_to_space(ctx, *, input, blocksize, mode):  # noqa: A002
+def depth_to_space(ctx, *, input, blocksize, mode):
     n, c, h, w = _space_dims(input, "DepthToSpace")
     b = blocksize
     if mode == "DCR":
@@ -230,7 +236,7 @@ def depth_to_space(ctx, *, input, blocksize, mode):  # noqa: A002
 
 
 @onnx_converter("SpaceToDepth", since=(1, 13, 28), note="4-d data with static C, H, W")
-def space_to_depth(ctx, *, input, blocksize, mode="DCR"):  # noqa: A002
+def space_to_depth(ctx, *, input, blocksize, mode="DCR"):
     n, c, h, w = _space_dims(input, "SpaceToDepth")
     b = blocksize
     x = ctx.emit("reshape", input, newshape=(n, c, h // b, b, w // b, b))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 import torch.nn.functional as F
 
 from ..registry import register_op
@@ -17,8 +16,9 @@ def _attention_macs(inputs, outputs, attrs) -> int:
     return batch * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
-@register_op("nn.scaled_dot_product_attention", inputs=(3, 4), attrs={"is_causal": False, "scale": None},
-             macs=_attention_macs)
+@register_op(
+    "nn.scaled_dot_product_attention", inputs=(3, 4), attrs={"is_causal": False, "scale": None}, macs=_attention_macs
+)
 def scaled_dot_product_attention(query, key, value, mask=None, *, is_causal, scale):
     """nn.scaled_dot_product_attention: softmax(Q K^T * scale + mask) V; an optional 4th input is the mask."""
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=is_causal, scale=scale)

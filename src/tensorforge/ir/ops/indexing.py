@@ -15,7 +15,7 @@ def take(data, indices, axis):
     flat = indices.reshape(-1).long()
     flat = torch.where(flat < 0, flat + size, flat)
     picked = torch.index_select(data, axis, flat)
-    return picked.reshape(tuple(data.shape[:axis]) + tuple(indices.shape) + tuple(data.shape[axis + 1:]))
+    return picked.reshape(tuple(data.shape[:axis]) + tuple(indices.shape) + tuple(data.shape[axis + 1 :]))
 
 
 @register_op("gather", inputs=2, attrs={"axis": REQUIRED})

@@ -44,11 +44,18 @@ def _declare_conv(ndim: int) -> None:
         fn.__name__ = name.replace(".", "_")
         fn.__doc__ = f"{name}: {ndim}-d {'transposed ' if 'transpose' in name else ''}convolution (no bias)"
         fn.__module__ = __name__
-    register_op(f"nn.conv{ndim}d", inputs=2, macs=_conv_macs,
-                attrs={"strides": ones, "padding": zeros, "dilation": ones, "groups": 1})(convolution)
-    register_op(f"nn.conv{ndim}d_transpose", inputs=2, macs=_conv_transpose_macs,
-                attrs={"strides": ones, "padding": zeros, "output_padding": zeros, "dilation": ones,
-                       "groups": 1})(convolution_transpose)
+    register_op(
+        f"nn.conv{ndim}d",
+        inputs=2,
+        macs=_conv_macs,
+        attrs={"strides": ones, "padding": zeros, "dilation": ones, "groups": 1},
+    )(convolution)
+    register_op(
+        f"nn.conv{ndim}d_transpose",
+        inputs=2,
+        macs=_conv_transpose_macs,
+        attrs={"strides": ones, "padding": zeros, "output_padding": zeros, "dilation": ones, "groups": 1},
+    )(convolution_transpose)
 
 
 for _n in (1, 2, 3):
@@ -111,10 +118,14 @@ def _declare_pools(ndim: int) -> None:
         fn.__name__ = name.replace(".", "_")
         fn.__doc__ = f"{name}: {ndim}-d sliding-window {what}"
         fn.__module__ = __name__
-    register_op(f"nn.max_pool{ndim}d", attrs={"pool_size": REQUIRED, "strides": ones, "padding": zeros,
-                                              "dilation": ones, "ceil_mode": False})(max_pool)
-    register_op(f"nn.avg_pool{ndim}d", attrs={"pool_size": REQUIRED, "strides": ones, "padding": zeros,
-                                              "ceil_mode": False, "count_include_pad": True})(avg_pool)
+    register_op(
+        f"nn.max_pool{ndim}d",
+        attrs={"pool_size": REQUIRED, "strides": ones, "padding": zeros, "dilation": ones, "ceil_mode": False},
+    )(max_pool)
+    register_op(
+        f"nn.avg_pool{ndim}d",
+        attrs={"pool_size": REQUIRED, "strides": ones, "padding": zeros, "ceil_mode": False, "count_include_pad": True},
+    )(avg_pool)
 
 
 for _n in (1, 2, 3):

@@ -36,8 +36,20 @@ _NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Registered operators a graph must never name, whatever a file says: collectives and process groups, TorchScript
 # and profiler built-ins, debugging hooks. Together with the schema checks below they keep opaque nodes to pure
 # computations on tensors.
-_REFUSED_NAMESPACES = frozenset({"prim", "profiler", "c10d", "_c10d_functional", "_c10d_functional_autograd",
-                                 "symm_mem", "debugprims", "debug_mode_ops", "static_runtime", "_test"})
+_REFUSED_NAMESPACES = frozenset(
+    {
+        "prim",
+        "profiler",
+        "c10d",
+        "_c10d_functional",
+        "_c10d_functional_autograd",
+        "symm_mem",
+        "debugprims",
+        "debug_mode_ops",
+        "static_runtime",
+        "_test",
+    }
+)
 
 
 def _unsafe(namespace: str, schema) -> str | None:
@@ -62,21 +74,31 @@ def torch_operator(name: str) -> torch._ops.OpOverload:
     dispatcher lists for `namespace::op`) before anything is looked up, and the lookup must give an
     `OpOverload`. Nothing is imported, evaluated or reached by walking attributes of arbitrary objects."""
     parts = name.split(".")
-    if len(parts) != 4 or parts[0] != "torch" or not all(
-            _NAME_PART.match(p) and not p.startswith("__") for p in parts[1:]):
-        raise UnknownOpError(f"opaque torch op names look like torch.<namespace>.<op>.<overload> (identifiers, no "
-                             f"dunders), got {name!r}")
+    if (
+        len(parts) != 4
+        or parts[0] != "torch"
+        or not all(_NAME_PART.match(p) and not p.startswith("__") for p in parts[1:])
+    ):
+        raise UnknownOpError(
+            f"opaque torch op names look like torch.<namespace>.<op>.<overload> (identifiers, no dunders), got {name!r}"
+        )
     _, namespace, op, overload = parts
-    schemas = {schema.overload_name or "default": schema
-               for schema in torch._C._jit_get_schemas_for_operator(f"{namespace}::{op}")}
+    schemas = {
+        schema.overload_name or "default": schema
+        for schema in torch._C._jit_get_schemas_for_operator(f"{namespace}::{op}")
+    }
     if overload not in schemas:
         known = f" (it has {', '.join(sorted(schemas))})" if schemas else ""
-        raise UnknownOpError(f"torch has no operator {namespace}::{op}.{overload}{known}, needed by an opaque node; "
-                             f"import the library that registers it before loading this graph")
+        raise UnknownOpError(
+            f"torch has no operator {namespace}::{op}.{overload}{known}, needed by an opaque node; "
+            f"import the library that registers it before loading this graph"
+        )
     problem = _unsafe(namespace, schemas[overload])
     if problem:
-        raise UnknownOpError(f"opaque node names {namespace}::{op}.{overload}, which {problem}: a graph may only name "
-                             f"pure tensor operators")
+        raise UnknownOpError(
+            f"opaque node names {namespace}::{op}.{overload}, which {problem}: a graph may only name "
+            f"pure tensor operators"
+        )
     resolved = getattr(getattr(getattr(torch.ops, namespace), op), overload)
     if not isinstance(resolved, torch._ops.OpOverload):  # the registry said yes: anything else is a torch bug
         raise UnknownOpError(f"{name!r} does not resolve to a torch operator overload")
@@ -113,8 +135,10 @@ def _resolve_torch(name: str) -> OpDef:
 
     def compute(*tensors, args=(), kwargs=None, output_types=(), device=None):
         dev = tensors[0].device if tensors else device
-        out = op(*_materialize(tuple(args), tensors, dev),
-                 **{k: _materialize(v, tensors, dev) for k, v in (kwargs or {}).items()})
+        out = op(
+            *_materialize(tuple(args), tensors, dev),
+            **{k: _materialize(v, tensors, dev) for k, v in (kwargs or {}).items()},
+        )
         return tuple(out) if isinstance(out, (tuple, list)) else out
 
     compute.__doc__ = f"{name}: run through PyTorch"
@@ -125,8 +149,15 @@ def _resolve_torch(name: str) -> OpDef:
             raise ValueError(f"{name}: its arguments refer to input(s) {sorted(used)}, but it has {len(inputs)}")
         return [decode_output_type(spec) for spec in attrs["output_types"]]
 
-    return OpDef(name=name, compute=compute, num_inputs=(0, None), infer=infer, family="opaque", opaque=True,
-                 check_attrs=functools.partial(_check_torch_attrs, op._schema))
+    return OpDef(
+        name=name,
+        compute=compute,
+        num_inputs=(0, None),
+        infer=infer,
+        family="opaque",
+        opaque=True,
+        check_attrs=functools.partial(_check_torch_attrs, op._schema),
+    )
 
 
 _TORCH_ATTRS = {"args", "kwargs", "output_types"}

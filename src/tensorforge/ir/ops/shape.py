@@ -27,8 +27,9 @@ def transpose(data, axes):
 def layout_transform(data, src_layout, dst_layout):
     """layout_transform: permute between layouts named by letters, e.g. NCHW -> NHWC."""
     if sorted(src_layout) != sorted(dst_layout) or len(src_layout) != data.dim():
-        raise ValueError(f"layout_transform: {src_layout} -> {dst_layout} is not a permutation of a "
-                         f"{data.dim()}-d layout")
+        raise ValueError(
+            f"layout_transform: {src_layout} -> {dst_layout} is not a permutation of a {data.dim()}-d layout"
+        )
     return data.permute(tuple(src_layout.index(c) for c in dst_layout))
 
 

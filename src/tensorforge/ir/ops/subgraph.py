@@ -15,8 +15,12 @@ def _infer(inputs, attrs):
     return [decode_output_type(spec) for spec in attrs["output_types"]]
 
 
-@register_op("subgraph", inputs=(0, None), attrs={"callee": REQUIRED, "target": "tensorforge", "output_types": REQUIRED},
-             infer=_infer)
+@register_op(
+    "subgraph",
+    inputs=(0, None),
+    attrs={"callee": REQUIRED, "target": "tensorforge", "output_types": REQUIRED},
+    infer=_infer,
+)
 def subgraph(*inputs, callee, target, output_types):
     """subgraph: call the graph `callee` of the enclosing graph (executed by ir.execute or the runtime)."""
     raise RuntimeError(f"subgraph {callee!r} is executed by its enclosing graph, not on its own")
