@@ -110,6 +110,18 @@ def _merged(rows):
     return [r for r in rows if ("skipped" not in r and "error" not in r) or key(r) not in measured]
 
 
+# results measured by other scripts, each with its own README (what was measured, on what)
+OTHER_RESULTS = [
+    "## Other GPU results",
+    "",
+    "- [Zoo sample](zoo/README.md): eight architectures outside the tuned set (ConvNeXt, EfficientNet, RegNet, Swin, "
+    "GPT-2, Llama, T5 and Whisper encoders), FP16, against eager and torch.compile (`bench/zoo_gpu.py`).",
+    "- [Threads](threads/README.md): one module from 1-8 threads, contexts per thread against one behind a lock, and "
+    "the 8-thread soak on the GPU and the CPU (`bench/threads.py`, `scripts/thread_soak.py`).",
+    "",
+]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("runs", nargs="+")
@@ -143,6 +155,7 @@ def main(argv=None) -> int:
     for p in args.accuracy:
         acc = json.loads(Path(p).read_text())
         lines += [f"## Accuracy ({Path(p).name})", "", "```json", json.dumps(acc, indent=2)[:12000], "```", ""]
+    lines += OTHER_RESULTS
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "RESULTS.md").write_text("\n".join(lines))
