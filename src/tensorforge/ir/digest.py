@@ -20,8 +20,9 @@ import torch
 
 def content_digest(doc: Any, tensors: Mapping[str, torch.Tensor] | None = None) -> str:
     h = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=True).encode())
-    for name in sorted(tensors or {}):
-        t = tensors[name].detach().cpu().contiguous()
+    named = tensors or {}
+    for name in sorted(named):
+        t = named[name].detach().cpu().contiguous()
         h.update(f"\0{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -31,14 +32,14 @@ def content_digest(doc: Any, tensors: Mapping[str, torch.Tensor] | None = None) 
 DIGEST_KEY = "sha256"  # where a document stores the digest of itself (without this key) and its tensors
 
 
-def seal(doc: dict, tensors: Mapping[str, torch.Tensor]) -> dict:
+def seal(doc: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """`doc` with the digest of itself and `tensors` under DIGEST_KEY (in place; returned for convenience)."""
     doc.pop(DIGEST_KEY, None)
     doc[DIGEST_KEY] = content_digest(doc, tensors)
     return doc
 
 
-def unseal(doc: dict, tensors: Mapping[str, torch.Tensor]) -> bool:
+def unseal(doc: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> bool:
     """Remove the stored digest from `doc` and say whether it is the digest of what `doc` and `tensors` hold now."""
-    stored = doc.pop(DIGEST_KEY, None)
+    stored: object = doc.pop(DIGEST_KEY, None)
     return stored == content_digest(doc, tensors)

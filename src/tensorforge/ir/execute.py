@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,8 +13,9 @@ if TYPE_CHECKING:
     from .graph import Graph
 
 
-def bind_symbols(graph: Graph, inputs) -> dict[str, int]:
-    """Check the inputs against the graph's input types and return the size of every symbol."""
+def bind_symbols(graph: Graph, inputs: Sequence[torch.Tensor]) -> dict[str, int]:
+    """Check the inputs against the graph's input types and return the size of every symbol (the inputs come
+    from users, so their being tensors is checked too)."""
     if len(inputs) != len(graph.inputs):
         raise ValueError(
             f"graph {graph.name!r} takes {len(graph.inputs)} inputs "
@@ -57,7 +59,7 @@ def execute(graph: Graph, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     device = inputs[0].device if inputs else torch.device("cpu")
     values: dict[int, torch.Tensor] = {id(v): t for v, t in zip(graph.inputs, inputs)}
     for v in graph.constants.values():
-        values[id(v)] = v.data.to(device)
+        values[id(v)] = v.tensor.to(device)
     # free each intermediate after its last use, so peak memory stays close to what eager needs
     last_use: dict[int, int] = {}
     for i, node in enumerate(graph.nodes):

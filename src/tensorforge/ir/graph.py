@@ -41,15 +41,24 @@ class Value:
 
     __slots__ = ("_name", "type", "producer", "data")
 
-    def __init__(self, name: str, type: TensorType, producer: Node | None = None, data: torch.Tensor | None = None):
+    def __init__(
+        self, name: str, tensor_type: TensorType, producer: Node | None = None, data: torch.Tensor | None = None
+    ) -> None:
         self._name = name
-        self.type = type
+        self.type = tensor_type
         self.producer = producer
         self.data = data  # set for constants only
 
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The data of a constant (ValueError for a graph input or a node's output, which hold none)."""
+        if self.data is None:
+            raise ValueError(f"%{self._name} is not a constant: it holds no data")
+        return self.data
 
     @property
     def kind(self) -> str:
@@ -287,10 +296,10 @@ class Graph:
 
     # -- creating values and nodes ---------------------------------------------------------------
 
-    def add_input(self, name: str, type: TensorType) -> Value:
+    def add_input(self, name: str, tensor_type: TensorType) -> Value:
         """A graph input named exactly `name` (ValueError naming the value that holds it already)."""
         self._check_value_names([name])
-        value = Value(name, type)
+        value = Value(name, tensor_type)
         self._inputs.append(value)
         self._values[name] = value
         return value

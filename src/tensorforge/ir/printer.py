@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 from .types import Sym
 
 if TYPE_CHECKING:
-    from .graph import Graph
+    from .graph import Graph, Value
 
 
-def _attr(value) -> str:
+def _attr(value: object) -> str:
     if isinstance(value, Sym):
         return str(value)
     if isinstance(value, tuple):
@@ -20,16 +20,19 @@ def _attr(value) -> str:
     return repr(value)
 
 
+def _ref(v: Value) -> str:
+    return ("@" if v.kind == "const" else "%") + v.name
+
+
 def print_graph(graph: Graph) -> str:
-    ref = lambda v: ("@" if v.kind == "const" else "%") + v.name  # noqa: E731
     params = ", ".join(f"%{v.name}: {v.type}" for v in graph.inputs)
     lines = [f"graph {graph.name}({params}) {{"]
     for node in graph.nodes:
-        outs = ", ".join(ref(v) for v in node.outputs)
-        args = [ref(v) for v in node.inputs] + [f"{k}={_attr(v)}" for k, v in node.attrs.items()]
+        outs = ", ".join(_ref(v) for v in node.outputs)
+        args = [_ref(v) for v in node.inputs] + [f"{k}={_attr(v)}" for k, v in node.attrs.items()]
         types = ", ".join(str(v.type) for v in node.outputs)
         lines.append(f"  {outs} = {node.op}({', '.join(args)})  # {types}")
-    lines.append(f"  return {', '.join(ref(v) for v in graph.outputs)}")
+    lines.append(f"  return {', '.join(_ref(v) for v in graph.outputs)}")
     lines.append("}")
     for sub in graph.subgraphs.values():
         lines += ["", print_graph(sub)]

@@ -20,28 +20,37 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, TypeVar
 
 import torch
 
-from .types import Sym, TensorType, bind_value, dtype_name
+from .types import AttrValue, Dim, Sym, TensorType, bind_value, dtype_name
 
-REQUIRED = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
+
+class _Required:
+    """The default of an attribute that has none: a node must give it."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Final = _Required()
 
 InferFn = Callable[[Sequence[TensorType], Mapping[str, Any]], list[TensorType]]
 MacsFn = Callable[[Sequence[TensorType], Sequence[TensorType], Mapping[str, Any]], int]
+_Reference = TypeVar("_Reference", bound=Callable[..., Any])
 
 
 class UnknownOpError(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; we want a sentence
-        return self.args[0]
+        return str(self.args[0])
 
 
 class ShapeInferenceError(ValueError):
     pass
 
 
-def _no_macs(inputs, outputs, attrs) -> int:
+def _no_macs(inputs: Sequence[TensorType], outputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> int:
     return 0
 
 
@@ -78,7 +87,7 @@ class OpDef:
         unknown = sorted(set(attrs) - set(self.attrs))
         if unknown:
             raise ValueError(f"{self.name}: unknown attribute(s) {unknown}; it takes {sorted(self.attrs)}")
-        out = {}
+        out: dict[str, Any] = {}
         for key, default in self.attrs.items():
             if key in attrs:
                 out[key] = canonical_attr(attrs[key])
@@ -105,7 +114,10 @@ class OpDef:
     ) -> int:
         """MACs with every symbol bound by `env` (missing symbols count as 1)."""
         env = _default_env([*inputs, *outputs], env)
-        bind = lambda ts: [TensorType(t.dtype, t.concrete_shape(env)) for t in ts]  # noqa: E731
+
+        def bind(types: Sequence[TensorType]) -> list[TensorType]:
+            return [TensorType(t.dtype, t.concrete_shape(env)) for t in types]
+
         return int(self.macs(bind(inputs), bind(outputs), {k: bind_value(v, env) for k, v in attrs.items()}))
 
     def run(
@@ -114,7 +126,7 @@ class OpDef:
         attrs: Mapping[str, Any],
         env: Mapping[str, int],
         device: torch.device | str | None = None,
-    ) -> tuple:
+    ) -> tuple[torch.Tensor, ...]:
         """Run the reference; ops with no inputs (arange, full) create their result on `device`, and so do
         opaque ops, which may have no inputs (`{"device": None}` in their arguments means this device)."""
         kwargs = {k: bind_value(v, env) for k, v in attrs.items()}
@@ -130,7 +142,7 @@ def _default_env(types: Sequence[TensorType], env: Mapping[str, int]) -> dict[st
     return full
 
 
-def canonical_attr(value):
+def canonical_attr(value: object) -> AttrValue:
     """Attribute values are JSON-able scalars, strings, Syms, dtype names and (nested) tuples."""
     if isinstance(value, (list, tuple, torch.Size)):
         return tuple(canonical_attr(v) for v in value)
@@ -160,11 +172,16 @@ def register_op(
     inputs: int | tuple[int, int | None] = 1,
     infer: InferFn | None = None,
     macs: MacsFn | None = None,
-) -> Callable:
+) -> Callable[[_Reference], _Reference]:
     """Decorator: declare the IR op `name` with the decorated function as its reference implementation."""
-    arity = (inputs, inputs) if isinstance(inputs, int) else tuple(inputs)
+    arity: tuple[int, int | None]
+    if isinstance(inputs, int):
+        arity = (inputs, inputs)
+    else:
+        low, high = inputs
+        arity = (low, high)
 
-    def decorate(fn: Callable) -> Callable:
+    def decorate(fn: _Reference) -> _Reference:
         if name in _OPS:
             raise ValueError(f"IR op {name!r} is already registered (by {_OPS[name].compute.__module__})")
         family = fn.__module__.rsplit(".", 1)[-1]
@@ -217,11 +234,11 @@ _PROBE_B = (37, 41, 43, 47, 53)
 
 
 def _symbols_of(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[str]:
-    found = set()
+    found: set[str] = set()
     for t in inputs:
         found |= t.symbols
 
-    def walk(v):
+    def walk(v: object) -> None:
         if isinstance(v, Sym):
             found.add(v.symbol)
         elif isinstance(v, tuple):
@@ -233,7 +250,9 @@ def _symbols_of(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[
     return sorted(found)
 
 
-def _meta_run(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str, Any], env: dict[str, int]):
+def _meta_run(
+    opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str, Any], env: dict[str, int]
+) -> tuple[torch.Tensor, ...]:
     tensors = [torch.empty(t.concrete_shape(env), dtype=t.torch_dtype, device="meta") for t in inputs]
     return opdef.run(tensors, attrs, env, device="meta")
 
@@ -252,7 +271,7 @@ def infer_by_meta(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str
         raise ShapeInferenceError(f"{opdef.name}({shown}; {dict(attrs)}): {exc}") from exc
     types = []
     for a, b in zip(outs_a, outs_b):
-        dims = []
+        dims: list[Dim] = []
         for da, db in zip(a.shape, b.shape):
             dims.append(da if da == db else _solve_dim(opdef.name, int(da), int(db), env_a, env_b))
         types.append(TensorType(dtype_name(a.dtype), tuple(int(d) if not isinstance(d, Sym) else d for d in dims)))
@@ -261,7 +280,9 @@ def infer_by_meta(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str
     return types
 
 
-def _check_at_one(opdef: OpDef, inputs, attrs, symbols: list[str], types: list[TensorType]) -> None:
+def _check_at_one(
+    opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str, Any], symbols: list[str], types: list[TensorType]
+) -> None:
     """The probes are large primes, so an output that depends on a symbol only for small values (squeeze
     without axes drops a batch of 1; a slice ending at 8 clamps to a batch below 8) would be typed as if the
     symbol were always large, and a plan would be wrong at batch 1. One more run with every symbol at 1 must

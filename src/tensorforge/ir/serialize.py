@@ -9,25 +9,27 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .graph import Graph, Node, Value
-from .types import Sym, TensorType
+from .types import AttrValue, Sym, TensorType
 
 FORMAT = "tensorforge.ir"
 FORMAT_VERSION = 1
 _META_KEY = "tensorforge.graph"
+_Json = TypeVar("_Json")
 
 
 class GraphFormatError(ValueError):
     pass
 
 
-def _encode_attr(value):
+def _encode_attr(value: AttrValue) -> Any:
+    """An attribute value as JSON (tuples become lists, a Sym an object {"__sym__": [symbol, scale]})."""
     if isinstance(value, Sym):
         return {"__sym__": [value.symbol, value.scale]}
     if isinstance(value, tuple):
@@ -43,7 +45,8 @@ MAX_ATTR_DEPTH = 32
 MAX_SUBGRAPH_DEPTH = 8
 
 
-def _decode_attr(value, depth: int = 0):
+def _decode_attr(value: Any, depth: int = 0) -> Any:
+    """The attribute value a JSON value encodes (whether it suits its op, the op's normalization checks)."""
     if depth > MAX_ATTR_DEPTH:
         raise GraphFormatError(f"an attribute value is nested more than {MAX_ATTR_DEPTH} levels deep")
     if isinstance(value, list):
@@ -55,37 +58,36 @@ def _decode_attr(value, depth: int = 0):
     return value
 
 
-def encode_type(t: TensorType) -> dict:
+def encode_type(t: TensorType) -> dict[str, Any]:
     return {"dtype": t.dtype, "shape": [_encode_attr(d) for d in t.shape]}
 
 
-def decode_type(d: dict) -> TensorType:
+def decode_type(d: Any) -> TensorType:
     if not isinstance(d, dict) or not isinstance(d.get("shape"), list):
         raise GraphFormatError(f"a tensor type is {{'dtype': ..., 'shape': [...]}}, got {_excerpt(d)}")
     return TensorType(d["dtype"], tuple(_decode_attr(x) for x in d["shape"]))
 
 
-def _excerpt(value) -> str:
+def _excerpt(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _expect(value, kind: type, what: str):
+def _expect(value: object, kind: type[_Json], what: str) -> _Json:
     """`value` when it has the JSON type `kind`, else GraphFormatError naming `what` (bool is no int here)."""
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise GraphFormatError(f"{what} must be a {'JSON ' + kind.__name__}, got {_excerpt(value)}")
     return value
 
 
-def _names(value, what: str) -> list[str]:
-    for item in _expect(value, list, what):
-        _expect(item, str, f"each of {what}")
-    return value
+def _names(value: object, what: str) -> list[str]:
+    return [_expect(item, str, f"each of {what}") for item in _expect(value, list, what)]
 
 
 def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The graph as a JSON-able dict plus the constant tensors it refers to by name."""
-    doc = {
+    subgraph_docs: dict[str, Any] = {}
+    doc: dict[str, Any] = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "name": graph.name,
@@ -102,12 +104,12 @@ def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, torch.Tensor]
             for n in graph.nodes
         ],
         "outputs": [v.name for v in graph.outputs],
-        "subgraphs": {},
+        "subgraphs": subgraph_docs,
     }
-    tensors = {name: v.data for name, v in graph.constants.items()}
+    tensors = {name: v.tensor for name, v in graph.constants.items()}
     for name, sub in graph.subgraphs.items():
         # a subgraph's constants are stored under "<subgraph>/<constant>" so names never collide
-        doc["subgraphs"][name], sub_tensors = graph_to_json(sub)
+        subgraph_docs[name], sub_tensors = graph_to_json(sub)
         tensors.update({f"{name}/{key}": t for key, t in sub_tensors.items()})
     return doc, tensors
 
@@ -159,18 +161,19 @@ def _graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor], dept
     return graph
 
 
-def _node_from_json(item, values: dict[str, Value], graph: Graph) -> Node:
+def _node_from_json(item: object, values: dict[str, Value], graph: Graph) -> Node:
     """The node an item of a document's node list describes, added to `graph` as it is (the verifier checks it)."""
-    name = _expect(_expect(item, dict, "a node").get("name"), str, "a node's name")
+    node_doc = _expect(item, dict, "a node")
+    name = _expect(node_doc.get("name"), str, "a node's name")
     where = f"node {name!r}"
-    op = _expect(item.get("op"), str, f"{where}: op")
+    op = _expect(node_doc.get("op"), str, f"{where}: op")
     try:
-        inputs = [values[v] for v in _names(item.get("inputs"), f"{where}: inputs")]
+        inputs = [values[v] for v in _names(node_doc.get("inputs"), f"{where}: inputs")]
     except KeyError as exc:
         raise GraphFormatError(f"{where} uses undefined value {exc.args[0]!r}") from None
-    attrs = _expect(item.get("attrs"), dict, f"{where}: attrs")
+    attrs = _expect(node_doc.get("attrs"), dict, f"{where}: attrs")
     outputs = []
-    for out in _expect(item.get("outputs"), list, f"{where}: outputs"):
+    for out in _expect(node_doc.get("outputs"), list, f"{where}: outputs"):
         out_name = _expect(_expect(out, dict, f"{where}: an output").get("name"), str, f"{where}: an output's name")
         outputs.append((out_name, decode_type(out.get("type"))))
     return graph.create_node(name, op, inputs, {k: _decode_attr(v) for k, v in attrs.items()}, outputs)
@@ -191,12 +194,12 @@ def unshared_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-def save(graph: Graph, path: str | os.PathLike) -> None:
+def save(graph: Graph, path: str | os.PathLike[str]) -> None:
     doc, tensors = graph_to_json(graph)
     save_file(unshared_tensors(tensors), os.fspath(path), metadata={_META_KEY: json.dumps(doc)})
 
 
-def load(path: str | os.PathLike) -> Graph:
+def load(path: str | os.PathLike[str]) -> Graph:
     path = os.fspath(path)
     try:
         with safe_open(path, framework="pt") as f:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import torch
 
@@ -88,7 +88,10 @@ class Sym:
             raise ValueError(f"symbolic dimension {self} is not bound; bound: {env}") from None
 
 
-Dim = Union[int, Sym]
+Dim: TypeAlias = int | Sym
+# What a node attribute holds once canonical (`registry.canonical_attr`): JSON-able scalars and strings, symbolic
+# sizes, dtype names, and tuples and string-keyed dicts of these.
+AttrValue: TypeAlias = None | bool | int | float | str | Sym | tuple["AttrValue", ...] | dict[str, "AttrValue"]
 
 
 def bind_dim(dim: Dim, env: Mapping[str, int]) -> int:
@@ -106,7 +109,7 @@ def bind_value(value: Any, env: Mapping[str, int]) -> Any:
     return value
 
 
-def contains_sym(value: Any) -> bool:
+def contains_sym(value: object) -> bool:
     if isinstance(value, Sym):
         return True
     if isinstance(value, tuple):

@@ -5,12 +5,13 @@ Run it after every pass in tests; a graph that passes can be printed, saved, exe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
 from .registry import UnknownOpError, get_op
 
 if TYPE_CHECKING:
-    from .graph import Graph
+    from .graph import Graph, Node, Value
 
 
 class VerificationError(ValueError):
@@ -23,13 +24,16 @@ def verify(graph: Graph) -> None:
 
 def _verify(graph: Graph, callers: tuple[int, ...]) -> None:
     """`callers`: the graphs whose subgraph nodes led here (a graph that calls itself would never finish)."""
-    fail = lambda msg: (_ for _ in ()).throw(VerificationError(f"graph {graph.name!r}: {msg}"))  # noqa: E731
+
+    def fail(msg: str) -> NoReturn:
+        raise VerificationError(f"graph {graph.name!r}: {msg}")
+
     if id(graph) in callers:
         fail("calls itself through its subgraphs")
     defined: set[int] = set()
     names: dict[str, str] = {}
 
-    def define(value, where: str):
+    def define(value: Value, where: str) -> None:
         if id(value) in defined:
             fail(f"{where}: value %{value.name} is defined twice")
         if value.name in names:
@@ -84,7 +88,7 @@ def _verify(graph: Graph, callers: tuple[int, ...]) -> None:
             define(v, where)
         try:
             expected = opdef.infer_types([v.type for v in node.inputs], node.attrs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - an op's inference is its own code: any failure is this node's
             fail(f"{where}: shape inference failed: {exc}")
         actual = [v.type for v in node.outputs]
         if expected != actual:
@@ -105,7 +109,7 @@ def _verify(graph: Graph, callers: tuple[int, ...]) -> None:
         fail(problem)
 
 
-def _verify_call(graph: Graph, node, fail, callers: tuple[int, ...]) -> None:
+def _verify_call(graph: Graph, node: Node, fail: Callable[[str], NoReturn], callers: tuple[int, ...]) -> None:
     """A subgraph node must name a subgraph whose signature matches the call, and the callee must verify."""
     where = f"node {node.name!r} (subgraph)"
     name = node.attrs["callee"]

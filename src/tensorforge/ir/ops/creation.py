@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from ..registry import REQUIRED, register_op
 from ..types import torch_dtype
 
 
 @register_op("arange", inputs=0, attrs={"start": 0, "stop": REQUIRED, "step": 1, "dtype": "int64"})
-def arange(start, stop, step, dtype, *, device=None):
+def arange(start: float, stop: float, step: float, dtype: str, *, device: torch.device | str | None = None) -> Tensor:
     """arange: start, start + step, ... up to (not including) stop."""
     return torch.arange(start, stop, step, dtype=torch_dtype(dtype), device=device)
 
 
 @register_op("full", inputs=0, attrs={"shape": REQUIRED, "fill_value": 0.0, "dtype": "float32"})
-def full(shape, fill_value, dtype, *, device=None):
+def full(shape: tuple[int, ...], fill_value: float, dtype: str, *, device: torch.device | str | None = None) -> Tensor:
     """full: a tensor of `shape` filled with one value."""
     return torch.full(tuple(shape), fill_value, dtype=torch_dtype(dtype), device=device)
 
 
 @register_op("full_like", attrs={"fill_value": 0.0, "dtype": None})
-def full_like(data, fill_value, dtype):
+def full_like(data: Tensor, fill_value: float, dtype: str | None) -> Tensor:
     """full_like: a tensor shaped like `data` filled with one value (dtype of data unless given)."""
     return torch.full_like(data, fill_value, dtype=torch_dtype(dtype) if dtype else None)

@@ -6,14 +6,17 @@ so a graph computes exactly what the framework it came from computed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from ..registry import REQUIRED, register_op
 from ..types import torch_dtype
 
 # (IR name, reference) — each a one-input op with no attributes
-UNARY = [
+UNARY: list[tuple[str, Callable[..., Tensor]]] = [
     ("nn.relu", torch.relu),
     ("sigmoid", torch.sigmoid),
     ("tanh", torch.tanh),
@@ -42,7 +45,7 @@ UNARY = [
 ]
 
 # (IR name, reference) — each a two-input op with broadcasting
-BINARY = [
+BINARY: list[tuple[str, Callable[..., Tensor]]] = [
     ("add", torch.add),
     ("subtract", torch.sub),
     ("multiply", torch.mul),
@@ -66,8 +69,8 @@ BINARY = [
 ]
 
 
-def _declare(name: str, fn, arity: int) -> None:
-    def reference(*xs):
+def _declare(name: str, fn: Callable[..., Tensor], arity: int) -> None:
+    def reference(*xs: Tensor) -> Tensor:
         return fn(*xs)
 
     reference.__name__ = name.replace(".", "_")
@@ -83,42 +86,42 @@ for _name, _fn in BINARY:
 
 
 @register_op("nn.gelu", attrs={"approximate": "none"})
-def gelu(x, approximate):
+def gelu(x: Tensor, approximate: str) -> Tensor:
     """nn.gelu: Gaussian error linear unit, exact ("none") or the tanh approximation."""
     return F.gelu(x, approximate=approximate)
 
 
 @register_op("nn.leaky_relu", attrs={"alpha": 0.01})
-def leaky_relu(x, alpha):
+def leaky_relu(x: Tensor, alpha: float) -> Tensor:
     """nn.leaky_relu: x if x > 0 else alpha * x."""
     return F.leaky_relu(x, alpha)
 
 
 @register_op("nn.elu", attrs={"alpha": 1.0})
-def elu(x, alpha):
+def elu(x: Tensor, alpha: float) -> Tensor:
     """nn.elu: x if x > 0 else alpha * (exp(x) - 1)."""
     return F.elu(x, alpha)
 
 
 @register_op("nn.prelu", inputs=2)
-def prelu(x, alpha):
+def prelu(x: Tensor, alpha: Tensor) -> Tensor:
     """nn.prelu: leaky relu with a learned slope per channel (axis 1)."""
     return F.prelu(x, alpha)
 
 
 @register_op("clip", attrs={"a_min": None, "a_max": None})
-def clip(x, a_min, a_max):
+def clip(x: Tensor, a_min: float | None, a_max: float | None) -> Tensor:
     """clip: clamp into [a_min, a_max] (either bound may be None)."""
     return torch.clamp(x, a_min, a_max)
 
 
 @register_op("cast", attrs={"dtype": REQUIRED})
-def cast(x, dtype):
+def cast(x: Tensor, dtype: str) -> Tensor:
     """cast: convert to another dtype."""
     return x.to(torch_dtype(dtype))
 
 
 @register_op("where", inputs=3)
-def where(condition, x, y):
+def where(condition: Tensor, x: Tensor, y: Tensor) -> Tensor:
     """where: x where condition holds, else y (broadcasting)."""
     return torch.where(condition, x, y)

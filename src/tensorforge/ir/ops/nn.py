@@ -8,36 +8,55 @@ asymmetric pad is an explicit `nn.pad` before the layer.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from ..registry import REQUIRED, register_op
+from ..types import TensorType
 
 
-def _prod(xs) -> int:
+def _prod(xs: Iterable[int]) -> int:
     return math.prod(int(x) for x in xs)
 
 
-def _conv_macs(inputs, outputs, attrs) -> int:
-    weight = inputs[1].shape  # O, I/groups, k...
-    return _prod(outputs[0].shape) * _prod(weight[1:])
+def _conv_macs(inputs: Sequence[TensorType], outputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> int:
+    weight = inputs[1].concrete_shape()  # O, I/groups, k... (count_macs has bound every symbol)
+    return _prod(outputs[0].concrete_shape()) * _prod(weight[1:])
 
 
-def _conv_transpose_macs(inputs, outputs, attrs) -> int:
-    weight = inputs[1].shape  # I, O/groups, k...
-    return _prod(inputs[0].shape) * _prod(weight[1:])
+def _conv_transpose_macs(inputs: Sequence[TensorType], outputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> int:
+    weight = inputs[1].concrete_shape()  # I, O/groups, k... (count_macs has bound every symbol)
+    return _prod(inputs[0].concrete_shape()) * _prod(weight[1:])
 
 
 def _declare_conv(ndim: int) -> None:
-    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[ndim]
-    conv_t = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[ndim]
+    conv: Callable[..., Tensor] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[ndim]
+    conv_t: Callable[..., Tensor] = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[ndim]
     ones, zeros = (1,) * ndim, (0,) * ndim
 
-    def convolution(data, weight, strides, padding, dilation, groups):
+    def convolution(
+        data: Tensor,
+        weight: Tensor,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Tensor:
         return conv(data, weight, None, strides, padding, dilation, groups)
 
-    def convolution_transpose(data, weight, strides, padding, output_padding, dilation, groups):
+    def convolution_transpose(
+        data: Tensor,
+        weight: Tensor,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        output_padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Tensor:
         return conv_t(data, weight, None, strides, padding, output_padding, groups, dilation)
 
     for fn, name in ((convolution, f"nn.conv{ndim}d"), (convolution_transpose, f"nn.conv{ndim}d_transpose")):
@@ -63,14 +82,16 @@ for _n in (1, 2, 3):
 
 
 @register_op("nn.bias_add", inputs=2, attrs={"axis": 1})
-def bias_add(data, bias, axis):
+def bias_add(data: Tensor, bias: Tensor, axis: int) -> Tensor:
     """nn.bias_add: add a 1-d bias along `axis`."""
     axis = axis % data.dim()
     return data + bias.reshape((-1,) + (1,) * (data.dim() - axis - 1))
 
 
 @register_op("nn.batch_norm", inputs=5, attrs={"axis": 1, "epsilon": 1e-5})
-def batch_norm(data, gamma, beta, moving_mean, moving_var, axis, epsilon):
+def batch_norm(
+    data: Tensor, gamma: Tensor, beta: Tensor, moving_mean: Tensor, moving_var: Tensor, axis: int, epsilon: float
+) -> Tensor:
     """nn.batch_norm: inference-mode batch normalization with running statistics."""
     axis = axis % data.dim()
     shape = (-1,) + (1,) * (data.dim() - axis - 1)
@@ -79,39 +100,53 @@ def batch_norm(data, gamma, beta, moving_mean, moving_var, axis, epsilon):
 
 
 @register_op("nn.layer_norm", inputs=3, attrs={"axis": -1, "epsilon": 1e-5})
-def layer_norm(data, gamma, beta, axis, epsilon):
+def layer_norm(data: Tensor, gamma: Tensor, beta: Tensor, axis: int, epsilon: float) -> Tensor:
     """nn.layer_norm: normalize over the dimensions from `axis` to the last (gamma/beta have their shape)."""
     axis = axis % data.dim()
     return F.layer_norm(data, data.shape[axis:], gamma, beta, epsilon)
 
 
 @register_op("nn.group_norm", inputs=3, attrs={"num_groups": REQUIRED, "epsilon": 1e-5})
-def group_norm(data, gamma, beta, num_groups, epsilon):
+def group_norm(data: Tensor, gamma: Tensor, beta: Tensor, num_groups: int, epsilon: float) -> Tensor:
     """nn.group_norm: normalize over groups of channels (axis 1)."""
     return F.group_norm(data, num_groups, gamma, beta, epsilon)
 
 
 @register_op("nn.softmax", attrs={"axis": -1})
-def softmax(data, axis):
+def softmax(data: Tensor, axis: int) -> Tensor:
     """nn.softmax: exp(x) / sum(exp(x)) along `axis`."""
     return torch.softmax(data, axis)
 
 
 @register_op("nn.log_softmax", attrs={"axis": -1})
-def log_softmax(data, axis):
+def log_softmax(data: Tensor, axis: int) -> Tensor:
     """nn.log_softmax: log of softmax along `axis`."""
     return torch.log_softmax(data, axis)
 
 
 def _declare_pools(ndim: int) -> None:
-    max_pool_fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[ndim]
-    avg_pool_fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[ndim]
+    max_pool_fn: Callable[..., Tensor] = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[ndim]
+    avg_pool_fn: Callable[..., Tensor] = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[ndim]
     ones, zeros = (1,) * ndim, (0,) * ndim
 
-    def max_pool(data, pool_size, strides, padding, dilation, ceil_mode):
+    def max_pool(
+        data: Tensor,
+        pool_size: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        ceil_mode: bool,
+    ) -> Tensor:
         return max_pool_fn(data, pool_size, strides, padding, dilation, ceil_mode=ceil_mode)
 
-    def avg_pool(data, pool_size, strides, padding, ceil_mode, count_include_pad):
+    def avg_pool(
+        data: Tensor,
+        pool_size: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Tensor:
         return avg_pool_fn(data, pool_size, strides, padding, ceil_mode, count_include_pad)
 
     for fn, name, what in ((max_pool, f"nn.max_pool{ndim}d", "maximum"), (avg_pool, f"nn.avg_pool{ndim}d", "average")):
@@ -133,31 +168,31 @@ for _n in (1, 2, 3):
 
 
 @register_op("nn.global_max_pool2d")
-def global_max_pool2d(data):
+def global_max_pool2d(data: Tensor) -> Tensor:
     """nn.global_max_pool2d: maximum over H and W, keeping them as size 1."""
     return torch.amax(data, dim=(-2, -1), keepdim=True)
 
 
 @register_op("nn.global_avg_pool2d")
-def global_avg_pool2d(data):
+def global_avg_pool2d(data: Tensor) -> Tensor:
     """nn.global_avg_pool2d: mean over H and W, keeping them as size 1."""
     return torch.mean(data, dim=(-2, -1), keepdim=True)
 
 
 @register_op("nn.adaptive_max_pool2d", attrs={"output_size": REQUIRED})
-def adaptive_max_pool2d(data, output_size):
+def adaptive_max_pool2d(data: Tensor, output_size: tuple[int, int]) -> Tensor:
     """nn.adaptive_max_pool2d: max pooling to a fixed output size."""
     return F.adaptive_max_pool2d(data, output_size)
 
 
 @register_op("nn.adaptive_avg_pool2d", attrs={"output_size": REQUIRED})
-def adaptive_avg_pool2d(data, output_size):
+def adaptive_avg_pool2d(data: Tensor, output_size: tuple[int, int]) -> Tensor:
     """nn.adaptive_avg_pool2d: average pooling to a fixed output size."""
     return F.adaptive_avg_pool2d(data, output_size)
 
 
 @register_op("nn.batch_flatten")
-def batch_flatten(data):
+def batch_flatten(data: Tensor) -> Tensor:
     """nn.batch_flatten: keep the batch dimension, flatten the rest."""
     return data.reshape(data.shape[0], -1)
 
@@ -166,7 +201,7 @@ _PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect",
 
 
 @register_op("nn.pad", attrs={"pad_width": REQUIRED, "pad_value": 0.0, "pad_mode": "constant"})
-def pad(data, pad_width, pad_value, pad_mode):
+def pad(data: Tensor, pad_width: Sequence[Sequence[int]], pad_value: float, pad_mode: str) -> Tensor:
     """nn.pad: pad each dimension by (before, after); modes constant, edge, reflect, circular."""
     if pad_mode not in _PAD_MODES:
         raise ValueError(f"nn.pad: pad_mode must be one of {sorted(_PAD_MODES)}, got {pad_mode!r}")
@@ -187,7 +222,7 @@ _RESIZE_MODES = {"nearest": "nearest", "nearest_exact": "nearest-exact", "linear
 
 
 @register_op("image.resize2d", attrs={"size": REQUIRED, "method": "nearest", "align_corners": False})
-def resize2d(data, size, method, align_corners):
+def resize2d(data: Tensor, size: Sequence[int], method: str, align_corners: bool) -> Tensor:
     """image.resize2d: resize H and W of NCHW data to `size` (nearest, nearest_exact, linear, cubic)."""
     if method not in _RESIZE_MODES:
         raise ValueError(f"image.resize2d: method must be one of {sorted(_RESIZE_MODES)}, got {method!r}")

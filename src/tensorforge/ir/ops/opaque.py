@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 
 import torch
+from torch import Tensor
 
 from ..registry import OpDef, UnknownOpError, register_opaque_namespace
 from ..types import Sym, TensorType, torch_dtype
 
+# An output type as an attribute holds it: (dtype name, shape), a symbolic dimension as (symbol, scale).
+OutputTypeSpec: TypeAlias = tuple[str, tuple[int | tuple[str, int], ...]]
 
-def decode_output_type(spec) -> TensorType:
+
+def decode_output_type(spec: OutputTypeSpec) -> TensorType:
     dtype, shape = spec
     return TensorType(dtype, tuple(Sym(*d) if isinstance(d, tuple) else d for d in shape))
 
 
-def encode_output_type(t: TensorType) -> tuple:
+def encode_output_type(t: TensorType) -> OutputTypeSpec:
     return (t.dtype, tuple((d.symbol, d.scale) if isinstance(d, Sym) else d for d in t.shape))
 
 
@@ -52,7 +58,7 @@ _REFUSED_NAMESPACES = frozenset(
 )
 
 
-def _unsafe(namespace: str, schema) -> str | None:
+def _unsafe(namespace: str, schema: torch.FunctionSchema) -> str | None:
     """Why a registered operator may not run from a graph (None: it may): it must compute tensors from tensors,
     without side effects — no in-place or out= writes, no file names (aten::save, aten::from_file), something
     returned."""
@@ -109,7 +115,8 @@ _LAYOUTS = {"strided", "sparse_coo", "sparse_csr"}
 _MEMORY_FORMATS = {"contiguous_format", "channels_last", "channels_last_3d", "preserve_format"}
 
 
-def _materialize(arg, tensors, device):
+def _materialize(arg: object, tensors: Sequence[Tensor], device: torch.device | str | None) -> Any:
+    """An encoded operator argument as the value the operator takes."""
     if isinstance(arg, dict):
         if "input" in arg:
             return tensors[arg["input"]]
@@ -133,7 +140,13 @@ def _materialize(arg, tensors, device):
 def _resolve_torch(name: str) -> OpDef:
     op = torch_operator(name)  # checked now, when a graph naming it is read, not at its first run
 
-    def compute(*tensors, args=(), kwargs=None, output_types=(), device=None):
+    def compute(
+        *tensors: Tensor,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        output_types: Sequence[OutputTypeSpec] = (),
+        device: torch.device | str | None = None,
+    ) -> Tensor | tuple[Tensor, ...]:
         dev = tensors[0].device if tensors else device
         out = op(
             *_materialize(tuple(args), tensors, dev),
@@ -143,7 +156,7 @@ def _resolve_torch(name: str) -> OpDef:
 
     compute.__doc__ = f"{name}: run through PyTorch"
 
-    def infer(inputs, attrs):
+    def infer(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
         used = _input_references((attrs.get("args", ()), attrs.get("kwargs", {})))
         if any(not 0 <= i < len(inputs) for i in used):
             raise ValueError(f"{name}: its arguments refer to input(s) {sorted(used)}, but it has {len(inputs)}")
@@ -163,7 +176,7 @@ def _resolve_torch(name: str) -> OpDef:
 _TORCH_ATTRS = {"args", "kwargs", "output_types"}
 
 
-def _check_torch_attrs(schema, attrs) -> str | None:
+def _check_torch_attrs(schema: torch.FunctionSchema, attrs: Mapping[str, Any]) -> str | None:
     """Why an opaque torch node's attributes are malformed (None: they are not), checked when a graph is read:
     the layout above, and a call the operator's schema can take (no more positional arguments than it has, only
     keyword arguments it names)."""
@@ -192,7 +205,7 @@ def _check_torch_attrs(schema, attrs) -> str | None:
     return None
 
 
-def _input_references(arg) -> set[int]:
+def _input_references(arg: object) -> set[int]:
     """The node inputs an encoded argument refers to ({"input": i}, at any depth)."""
     if isinstance(arg, dict):
         if "input" in arg:

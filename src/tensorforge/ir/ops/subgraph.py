@@ -7,11 +7,17 @@ The reference execution (`ir.execute`) runs the callee graph; the runtime runs i
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from torch import Tensor
+
 from ..registry import REQUIRED, register_op
-from .opaque import decode_output_type
+from ..types import TensorType
+from .opaque import OutputTypeSpec, decode_output_type
 
 
-def _infer(inputs, attrs):
+def _infer(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
     return [decode_output_type(spec) for spec in attrs["output_types"]]
 
 
@@ -21,6 +27,6 @@ def _infer(inputs, attrs):
     attrs={"callee": REQUIRED, "target": "tensorforge", "output_types": REQUIRED},
     infer=_infer,
 )
-def subgraph(*inputs, callee, target, output_types):
+def subgraph(*inputs: Tensor, callee: str, target: str, output_types: Sequence[OutputTypeSpec]) -> NoReturn:
     """subgraph: call the graph `callee` of the enclosing graph (executed by ir.execute or the runtime)."""
     raise RuntimeError(f"subgraph {callee!r} is executed by its enclosing graph, not on its own")
