@@ -29,7 +29,7 @@ import torch
 
 from ..ir import REQUIRED, Node, get_op, register_op
 from ..ir.types import GPU_FLOAT_DTYPES, Dim, torch_dtype
-from .tactics.registry import BindContext, Kernel, tactic
+from .tactics.registry import BindContext, Env, Inputs, Kernel, OutputViews, tactic
 
 # One instruction of a program, as the module docstring lays them out: ("load", i), ("const", value, dtype,
 # shape) or (op, args, attrs). Attribute data, told apart by their first item; `check_program` validates them.
@@ -208,9 +208,7 @@ class TorchPointwise:
         program, outputs = node.attrs["program"], node.attrs["outputs"]
         types = [v.type for v in node.outputs]
 
-        def run(
-            inputs: Sequence[torch.Tensor], offered: Sequence[torch.Tensor | None], env: Mapping[str, int]
-        ) -> tuple[torch.Tensor, ...]:
+        def run(inputs: Inputs, offered: OutputViews, env: Env) -> tuple[torch.Tensor, ...]:
             out: dict[int, torch.Tensor] = {}
             for ssa, view, t in zip(outputs, offered, types):
                 # out= only where the view is exactly what the op produces (a second output of one SSA value, or
