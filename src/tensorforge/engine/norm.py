@@ -20,19 +20,22 @@ tactics (`tactics/norm_triton.py`) are checked against it.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from ..ir import REQUIRED, register_op
-from ..ir.types import dtype_name, torch_dtype
+from ..ir.types import GPU_FLOAT_DTYPES, dtype_name, torch_dtype
 
-IO_DTYPES = ("float32", "float16", "bfloat16")
+Tensor = torch.Tensor
 
 
-def _check(data, residual, gamma, beta, emit_sum, out_dtype) -> None:
-    if dtype_name(data.dtype) not in IO_DTYPES:
-        raise ValueError(f"engine.layer_norm: x is {dtype_name(data.dtype)}; it reads {list(IO_DTYPES)}")
-    if out_dtype is not None and out_dtype not in IO_DTYPES:
-        raise ValueError(f"engine.layer_norm: out_dtype {out_dtype!r} is not one of {list(IO_DTYPES)}")
+def _check(
+    data: Tensor, residual: Tensor | None, gamma: Tensor, beta: Tensor, emit_sum: bool, out_dtype: str | None
+) -> None:
+    if dtype_name(data.dtype) not in GPU_FLOAT_DTYPES:
+        raise ValueError(f"engine.layer_norm: x is {dtype_name(data.dtype)}; it reads {sorted(GPU_FLOAT_DTYPES)}")
+    if out_dtype is not None and out_dtype not in GPU_FLOAT_DTYPES:
+        raise ValueError(f"engine.layer_norm: out_dtype {out_dtype!r} is not one of {sorted(GPU_FLOAT_DTYPES)}")
     if data.dim() == 0:
         raise ValueError("engine.layer_norm: x needs an axis to normalize over")
     if residual is None and emit_sum:
@@ -43,7 +46,7 @@ def _check(data, residual, gamma, beta, emit_sum, out_dtype) -> None:
             f"x is {data.dtype} {tuple(data.shape)}: they must be alike"
         )
     for name, param in (("gamma", gamma), ("beta", beta)):
-        if tuple(param.shape) != tuple(data.shape[-1:]) or dtype_name(param.dtype) not in IO_DTYPES:
+        if tuple(param.shape) != tuple(data.shape[-1:]) or dtype_name(param.dtype) not in GPU_FLOAT_DTYPES:
             raise ValueError(
                 f"engine.layer_norm: {name} is {param.dtype} {tuple(param.shape)}, it must be a "
                 f"float vector over x's last axis ({data.shape[-1]})"
@@ -55,7 +58,9 @@ def _check(data, residual, gamma, beta, emit_sum, out_dtype) -> None:
     inputs=(3, 4),
     attrs={"epsilon": REQUIRED, "has_residual": False, "emit_sum": False, "out_dtype": None},
 )
-def layer_norm(data, *rest, epsilon, has_residual, emit_sum, out_dtype):
+def layer_norm(
+    data: Tensor, *rest: Tensor, epsilon: float, has_residual: bool, emit_sum: bool, out_dtype: str | None
+) -> Tensor | tuple[Tensor, Tensor]:
     """engine.layer_norm: (x [+ residual]) layer-normalized over the last axis in float32, rounded once."""
     if len(rest) != 2 + int(has_residual):
         raise ValueError(

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..ir import REQUIRED, register_op
+from ..ir import REQUIRED, Node, TensorType, register_op
 from .epilogue import EPILOGUE_ATTRS, Epilogue
 from .epilogue import FUSABLE_ACTIVATIONS as FUSABLE_ACTIVATIONS  # fuse_bias_activation reads it from here
 
@@ -51,12 +51,12 @@ def _tail(op: str, epilogue: Epilogue, y: Tensor, residual: Tensor | None) -> Te
         raise ValueError(f"{op}: {exc}") from None
 
 
-def _conv_macs(inputs, outputs, attrs) -> int:
-    return math.prod(outputs[0].shape) * math.prod(inputs[1].shape[1:])
+def _conv_macs(inputs: Sequence[TensorType], outputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> int:
+    return outputs[0].numel() * math.prod(inputs[1].concrete_shape()[1:])
 
 
-def _dense_macs(inputs, outputs, attrs) -> int:
-    return math.prod(outputs[0].shape) * int(inputs[0].shape[-1])
+def _dense_macs(inputs: Sequence[TensorType], outputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> int:
+    return outputs[0].numel() * inputs[0].concrete_shape()[-1]
 
 
 @register_op(
@@ -106,15 +106,19 @@ def dense(data: Tensor, weight: Tensor, *extra: Tensor, **epilogue_attrs: Any) -
     return _tail("engine.dense", epilogue, y, residual)
 
 
-def is_depthwise(node) -> bool:
+def is_depthwise(node: Node) -> bool:
     """Whether `node` is an engine.conv with one filter per channel (groups = input = output channels)."""
     if node.op != "engine.conv" or node.attrs["groups"] == 1:
         return False
+    groups: int = node.attrs["groups"]
     weight_shape = node.inputs[1].type.shape
-    return node.attrs["groups"] == node.inputs[0].type.shape[1] == weight_shape[0] and weight_shape[1] == 1
+    return groups == node.inputs[0].type.shape[1] == weight_shape[0] and weight_shape[1] == 1
 
 
-def _affine(pair, batch: int) -> int:
+AffineInBatch = tuple[int, int]  # (constant, per-batch): constant + per_batch * batch
+
+
+def _affine(pair: AffineInBatch, batch: int) -> int:
     constant, per_batch = pair
     return constant + per_batch * batch
 
@@ -122,7 +126,14 @@ def _affine(pair, batch: int) -> int:
 @register_op(
     "engine.strided_view", attrs={"shape": REQUIRED, "strides": REQUIRED, "offset": (0, 0), "batch_from": None}
 )
-def strided_view(data, *, shape, strides, offset, batch_from):
+def strided_view(
+    data: Tensor,
+    *,
+    shape: Sequence[AffineInBatch],
+    strides: Sequence[AffineInBatch],
+    offset: AffineInBatch,
+    batch_from: tuple[int, int] | None,
+) -> Tensor:
     """engine.strided_view: `data` (read as the contiguous tensor it is in the IR) re-described through sizes,
     strides and a storage offset, as `Tensor.as_strided` does — what a chain of reshapes, transposes and slices
     amounts to (`fold_view_chains`). Each size, stride and the offset is an affine function of the batch,

@@ -22,13 +22,19 @@ inference works unchanged. Kernels for GPUs are generated from the same program
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
-from ..ir import REQUIRED, get_op, register_op
-from ..ir.types import torch_dtype
-from .tactics.registry import tactic
+from ..ir import REQUIRED, Node, get_op, register_op
+from ..ir.types import GPU_FLOAT_DTYPES, Dim, torch_dtype
+from .tactics.registry import BindContext, Env, Inputs, Kernel, OutputViews, tactic
+
+# One instruction of a program, as the module docstring lays them out: ("load", i), ("const", value, dtype,
+# shape) or (op, args, attrs). Attribute data, told apart by their first item; `check_program` validates them.
+Instruction = tuple[Any, ...]
+Program = tuple[Instruction, ...]
 
 # the ops a program may hold: elementwise, one output, broadcasting like PyTorch (nn.bias_add along its axis);
 # every one has a Triton generator (a test checks)
@@ -85,10 +91,10 @@ POINTWISE_OPS = frozenset(
 # casts); the rest join when a model needs them (tests elsewhere use softplus as an op no pass touches)
 FUSED_OPS = POINTWISE_OPS - {"floor", "ceil", "sign", "nn.elu", "nn.softplus", "nn.mish"}
 # float64 and complex stay out: generated kernels compute in float32 (they would lose precision)
-POINTWISE_DTYPES = frozenset({"float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"})
+POINTWISE_DTYPES = GPU_FLOAT_DTYPES | {"int64", "int32", "int16", "int8", "uint8", "bool"}
 
 
-def check_program(program, outputs, num_inputs: int) -> None:
+def check_program(program: object, outputs: object, num_inputs: int) -> None:
     """Raise ValueError naming the first malformed instruction (the verifier reports it through inference)."""
     if not isinstance(program, tuple) or not program:
         raise ValueError("engine.pointwise: program must be a non-empty tuple of instructions")
@@ -114,7 +120,9 @@ def check_program(program, outputs, num_inputs: int) -> None:
         raise ValueError(f"engine.pointwise: outputs {outputs!r} must name SSA values of the program")
 
 
-def interpret(program, inputs: Sequence[torch.Tensor], out: dict | None = None) -> list[torch.Tensor]:
+def interpret(
+    program: Program, inputs: Sequence[torch.Tensor], out: Mapping[int, torch.Tensor] | None = None
+) -> list[torch.Tensor]:
     """Every SSA value of `program` on `inputs`. With `out` (SSA index -> tensor), the torch tactic's
     `OUT_FUNCTIONS` write those values straight into the given tensors."""
     device = inputs[0].device
@@ -137,17 +145,17 @@ def interpret(program, inputs: Sequence[torch.Tensor], out: dict | None = None) 
 
 
 @register_op("engine.pointwise", inputs=(1, None), attrs={"program": REQUIRED, "outputs": REQUIRED})
-def pointwise(*inputs, program, outputs):
+def pointwise(*inputs: torch.Tensor, program: Program, outputs: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
     """engine.pointwise: a fused group of elementwise ops, interpreted with each op's own reference."""
     check_program(program, outputs, len(inputs))
     values = interpret(program, inputs)
     return tuple(values[i] for i in outputs)
 
 
-def broadcast_dims(shapes) -> tuple | None:
+def broadcast_dims(shapes: Sequence[Sequence[Dim]]) -> tuple[Dim, ...] | None:
     """The shape every one of `shapes` broadcasts to (ints and Syms, right-aligned), or None if there is none."""
     rank = max((len(s) for s in shapes), default=0)
-    result = []
+    result: list[Dim] = []
     for axis in range(rank):
         sizes = {s[len(s) - rank + axis] for s in shapes if len(s) - rank + axis >= 0} - {1}
         if len(sizes) > 1:
@@ -159,7 +167,7 @@ def broadcast_dims(shapes) -> tuple | None:
 # -- the torch tactic ----------------------------------------------------------------------------------
 
 # torch functions that compute exactly what the IR op's reference computes and accept out=
-OUT_FUNCTIONS = {
+OUT_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "add": torch.add,
     "subtract": torch.sub,
     "multiply": torch.mul,
@@ -196,12 +204,12 @@ class TorchPointwise:
     same interpreter but leaves results in PyTorch's allocator.)"""
 
     @staticmethod
-    def bind(node, ctx):
+    def bind(node: Node, ctx: BindContext) -> Kernel:
         program, outputs = node.attrs["program"], node.attrs["outputs"]
         types = [v.type for v in node.outputs]
 
-        def run(inputs, offered, env):
-            out = {}
+        def run(inputs: Inputs, offered: OutputViews, env: Env) -> tuple[torch.Tensor, ...]:
+            out: dict[int, torch.Tensor] = {}
             for ssa, view, t in zip(outputs, offered, types):
                 # out= only where the view is exactly what the op produces (a second output of one SSA value, or
                 # a view of another shape, goes through the copy in the execution context instead)

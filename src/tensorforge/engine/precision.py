@@ -32,7 +32,7 @@ def _switches() -> list[tuple[object, str, str, str]]:
 
 _lock = threading.Lock()
 _holders = 0  # threads inside tf32_mode now
-_saved: list = []  # the switches as they were before the first of them entered
+_saved: list[object] = []  # the switches as they were before the first of them entered
 _nesting = threading.local()  # this thread's settings, outermost first
 
 

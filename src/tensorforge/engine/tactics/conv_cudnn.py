@@ -18,26 +18,34 @@ than the arena (`writes_arena=False`).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from ...ir import TensorType
+from ...ir.types import GPU_FLOAT_DTYPES
 from ..epilogue import Epilogue
-from .pointwise_codegen import Unsupported, layout
+from ..pointwise import Instruction
+from .pointwise_codegen import Layout, Unsupported, layout
 from .pointwise_triton import PointwiseKernel
-from .registry import tactic
+from .registry import BindContext, Env, Inputs, Kernel, OutputViews, constant_on, tactic
+
+if TYPE_CHECKING:
+    from ...ir import Node
+    from ..config import BuilderConfig
 
 CHANNELS_LAST = torch.channels_last
 
 
-def _supports_conv2d(node, config) -> str | None:
+def _supports_conv2d(node: Node, config: BuilderConfig) -> str | None:
     a = node.attrs
     if a.get("ndim") != 2:
         return "cuDNN tactics here cover 2-d convolutions"
     if node.inputs[1].data is None:
         return "the weight must be a constant"
-    if node.inputs[0].type.dtype not in ("float16", "bfloat16", "float32"):
+    if node.inputs[0].type.dtype not in GPU_FLOAT_DTYPES:
         return f"dtype {node.inputs[0].type.dtype}"
     if any(v.type.dtype != node.inputs[0].type.dtype for v in node.inputs[1:] if v.data is not None):
         return (
@@ -48,7 +56,7 @@ def _supports_conv2d(node, config) -> str | None:
 
 
 @contextlib.contextmanager
-def _cudnn_flags(config):
+def _cudnn_flags(config: BuilderConfig) -> Iterator[None]:
     """cuDNN picks its fastest algorithm for each shape once (benchmark mode), in the warm-up before a
     CUDA graph is captured. (TF32 follows the build's `tf32` option through `tf32_mode`, set by the plan.)"""
     previous = torch.backends.cudnn.benchmark
@@ -63,14 +71,14 @@ class _Conv2d:
     layout = CHANNELS_LAST  # the memory format it convolves in (its input, weights and output)
 
     @classmethod
-    def supports(cls, node, config):
+    def supports(cls, node: Node, config: BuilderConfig) -> str | None:
         return _supports_conv2d(node, config)
 
     @classmethod
-    def bind(cls, node, ctx):
+    def bind(cls, node: Node, ctx: BindContext) -> Kernel:
         a = node.attrs
         fmt = cls.layout
-        weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=fmt)
+        weight = constant_on(node.inputs[1], ctx.device).contiguous(memory_format=fmt)
         epilogue = Epilogue.of(node)
         bias_value, _ = epilogue.split(node.inputs)
         bias = bias_value.data.to(ctx.device) if bias_value is not None and bias_value.data is not None else None
@@ -80,7 +88,7 @@ class _Conv2d:
         stride, padding, dilation, groups = a["strides"], a["padding"], a["dilation"], a["groups"]
         config = ctx.config
 
-        def run(inputs, outputs, env):
+        def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].contiguous(memory_format=fmt)
             b = bias if bias_index is None else inputs[bias_index]
             with _cudnn_flags(config):
@@ -113,13 +121,13 @@ class Conv2dNCHW(_Conv2d):
     layout = torch.contiguous_format
 
     @classmethod
-    def supports(cls, node, config):
+    def supports(cls, node: Node, config: BuilderConfig) -> str | None:
         if node.inputs[0].producer is not None:
             return "inside the plan activations are channels-last; NCHW only for the region's input layer"
         return super().supports(node, config)
 
 
-def epilogue_layout(node):
+def epilogue_layout(node: Node) -> Layout | None:
     """The generated kernel computing a conv layer's epilogue over its channels-last output, seen as
     [N, H, W, C] (contiguous, so the bias is a plain broadcast along the last axis); None when there is
     nothing to do after the convolution. Raises Unsupported when the generator cannot express it.
@@ -130,15 +138,16 @@ def epilogue_layout(node):
     out = node.outputs[0].type
     n, c, h, w = out.shape
     nhwc = TensorType(out.dtype, (n, h, w, c))
-    program, in_types = [("load", 0)], [nhwc]
+    program: list[Instruction] = [("load", 0)]
+    in_types = [nhwc]
     last = 0
 
-    def apply(op, *args, attrs=()):
+    def apply(op: str, *args: int, attrs: tuple[tuple[str, Any], ...] = ()) -> None:
         nonlocal last
         program.append((op, (last, *args), tuple(attrs)))
         last = len(program) - 1
 
-    def load(t):
+    def load(t: TensorType) -> int:
         program.append(("load", len(in_types)))
         in_types.append(t)
         return len(program) - 1
@@ -172,7 +181,7 @@ class Conv2dTritonEpilogue:
     run beside other work (compile_ahead.py)."""
 
     @staticmethod
-    def supports(node, config):
+    def supports(node: Node, config: BuilderConfig) -> str | None:
         reason = _supports_conv2d(node, config)
         if reason:
             return reason
@@ -184,9 +193,9 @@ class Conv2dTritonEpilogue:
         return None
 
     @staticmethod
-    def bind(node, ctx):
+    def bind(node: Node, ctx: BindContext) -> Kernel:
         a = node.attrs
-        weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=CHANNELS_LAST)
+        weight = constant_on(node.inputs[1], ctx.device).contiguous(memory_format=CHANNELS_LAST)
         layer = Epilogue.of(node)
         # the epilogue kernel's inputs after the conv output: bias (a constant, or the input index of one computed in
         # the plan), residual (its input index)
@@ -196,14 +205,17 @@ class Conv2dTritonEpilogue:
             extra.append(data.to(ctx.device) if data is not None else layer.bias_index)
         if layer.residual_index is not None:
             extra.append(layer.residual_index)
-        epilogue = PointwiseKernel(epilogue_layout(node), block=1024, num_warps=4)
+        kernel_layout = epilogue_layout(node)
+        if kernel_layout is None:  # `supports` refuses such layers
+            raise ValueError("no epilogue to fuse (the plain convolution is cudnn_nhwc)")
+        epilogue = PointwiseKernel(kernel_layout, block=1024, num_warps=4)
         stride, padding, dilation, groups = a["strides"], a["padding"], a["dilation"], a["groups"]
         config = ctx.config
 
-        def nhwc(t):  # the physical order of a channels-last tensor, as a contiguous view
+        def nhwc(t: torch.Tensor) -> torch.Tensor:  # the physical order of a channels-last tensor, as a contiguous view
             return t.contiguous(memory_format=CHANNELS_LAST).permute(0, 2, 3, 1) if t.dim() == 4 else t
 
-        def run(inputs, outputs, env):
+        def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].contiguous(memory_format=CHANNELS_LAST)
             with _cudnn_flags(config):
                 # cuDNN may answer a tiny channels-last problem in NCHW: then this is the one copy
@@ -229,7 +241,7 @@ class Conv2dFusedReLU:
     """One cuDNN call for conv + bias + (residual) + relu."""
 
     @staticmethod
-    def supports(node, config):
+    def supports(node: Node, config: BuilderConfig) -> str | None:
         reason = _supports_conv2d(node, config)
         if reason:
             return reason
@@ -246,17 +258,17 @@ class Conv2dFusedReLU:
         return None
 
     @staticmethod
-    def bind(node, ctx):
+    def bind(node: Node, ctx: BindContext) -> Kernel:
         a = node.attrs
-        weight = node.inputs[1].data.to(ctx.device).contiguous(memory_format=CHANNELS_LAST)
+        weight = constant_on(node.inputs[1], ctx.device).contiguous(memory_format=CHANNELS_LAST)
         epilogue = Epilogue.of(node)
         bias_value, _ = epilogue.split(node.inputs)
-        bias = bias_value.data.to(ctx.device) if bias_value is not None else None
+        bias = constant_on(bias_value, ctx.device) if bias_value is not None else None
         residual_index = epilogue.residual_index
         stride, padding, dilation, groups = list(a["strides"]), list(a["padding"]), list(a["dilation"]), a["groups"]
         config = ctx.config
 
-        def run(inputs, outputs, env):
+        def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].contiguous(memory_format=CHANNELS_LAST)
             with _cudnn_flags(config):
                 if residual_index is None:

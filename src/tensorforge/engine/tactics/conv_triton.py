@@ -17,18 +17,25 @@ the `.half()` benchmark the timing chose this kernel for 17, 13 and 8 of the 17 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
+from ...ir.types import GPU_FLOAT_DTYPES
 from ..epilogue import Epilogue
 from ..ops import is_depthwise
 from .gemm_triton import epilogue_flags, fusable_activation
-from .registry import tactic
+from .registry import BindContext, Env, Inputs, Kernel, OutputViews, constant_on, static_sizes, tactic
+
+if TYPE_CHECKING:
+    from ...ir import Node
+    from ..config import BuilderConfig
 
 BLOCK_P, BLOCK_C = 64, 32  # output pixels x channels per program: 2048 outputs, 16 per thread with 4 warps
 NUM_WARPS = 4
 
 
-def depthwise_reason(node) -> str | None:
+def depthwise_reason(node: Node) -> str | None:
     """None when `node` is a 2-d depthwise engine.conv with one filter per channel, else why not."""
     if node.attrs.get("ndim") != 2:
         return "the kernel covers 2-d convolutions"
@@ -51,11 +58,11 @@ def depthwise_reason(node) -> str | None:
 )
 class DepthwiseConv2dNHWC:
     @staticmethod
-    def supports(node, config):
+    def supports(node: Node, config: BuilderConfig) -> str | None:
         reason = depthwise_reason(node)
         if reason:
             return reason
-        if node.inputs[0].type.dtype not in ("float16", "bfloat16", "float32"):
+        if node.inputs[0].type.dtype not in GPU_FLOAT_DTYPES:
             return f"dtype {node.inputs[0].type.dtype}"
         epilogue = Epilogue.of(node)
         bias, _ = epilogue.split(node.inputs)
@@ -65,16 +72,16 @@ class DepthwiseConv2dNHWC:
         return act if isinstance(act, str) else None
 
     @staticmethod
-    def bind(node, ctx):
+    def bind(node: Node, ctx: BindContext) -> Kernel:
         from .conv_triton_kernel import depthwise_conv2d_nhwc
 
         a = node.attrs
-        weight = node.inputs[1].data.to(ctx.device)
+        weight = constant_on(node.inputs[1], ctx.device)
         channels, _, kh, kw = weight.shape
         taps = weight.reshape(channels, kh * kw).t().contiguous()  # [KH * KW, C]: a tap's channels are contiguous
         layer = Epilogue.of(node)
         bias_value, _ = layer.split(node.inputs)
-        bias = bias_value.data.to(ctx.device) if bias_value is not None else None
+        bias = constant_on(bias_value, ctx.device) if bias_value is not None else None
         residual_index = layer.residual_index
         (sh, sw), (ph, pw), (dh, dw) = a["strides"], a["padding"], a["dilation"]
         epilogue, (lo, hi, slope) = epilogue_flags(layer)
@@ -92,9 +99,9 @@ class DepthwiseConv2dNHWC:
             BLOCK_C=BLOCK_C,
             num_warps=NUM_WARPS,
         )
-        _, _, oh, ow = node.outputs[0].type.shape
+        oh, ow = static_sizes(node.outputs[0].type.shape[2:])
 
-        def run(inputs, outputs, env):
+        def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].contiguous(memory_format=torch.channels_last)
             n, c, h, w = x.shape
             y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)

@@ -9,15 +9,21 @@ resort on CUDA; specialised tactics (cuDNN, cuBLASLt, Triton) are preferred wher
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .reference import NOT_IN_PLANS
 from .registry import ANY_OP, reference_kernel, tactic
+
+if TYPE_CHECKING:
+    from ...ir import Node
+    from ..config import BuilderConfig
 
 
 # its result may be a view of an input, whose memory must outlive it (memory.py)
 @tactic(ANY_OP, name="torch", devices=("cuda",), priority=-50, writes_arena=False, runs_reference=True)
 class Torch:
     @staticmethod
-    def supports(node, config) -> str | None:
+    def supports(node: Node, config: BuilderConfig) -> str | None:
         return NOT_IN_PLANS.get(node.op)
 
     bind = staticmethod(reference_kernel)

@@ -11,16 +11,23 @@ Weights are pre-transposed once at bind time (K x N, row-major), so every call i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
+from ...ir.types import GPU_FLOAT_DTYPES
 from ..epilogue import Epilogue
-from .registry import tactic
+from .registry import BindContext, Env, Inputs, Kernel, OutputViews, constant_on, tactic
+
+if TYPE_CHECKING:
+    from ...ir import Node
+    from ..config import BuilderConfig
 
 
-def _supports_dense(node, config) -> str | None:
+def _supports_dense(node: Node, config: BuilderConfig) -> str | None:
     if node.inputs[1].data is None:
         return "the weight must be a constant"
-    if node.inputs[0].type.dtype not in ("float16", "bfloat16", "float32"):
+    if node.inputs[0].type.dtype not in GPU_FLOAT_DTYPES:
         return f"dtype {node.inputs[0].type.dtype}"
     bias, _ = Epilogue.of(node).split(node.inputs)
     if bias is not None and bias.data is None:
@@ -28,13 +35,15 @@ def _supports_dense(node, config) -> str | None:
     return None
 
 
-def _bound_weights(node, ctx):
-    weight_t = node.inputs[1].data.to(ctx.device).t().contiguous()  # (K, N)
+def _bound_weights(node: Node, ctx: BindContext) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(the weight as (K, N), the bias or None) on the bind device."""
+    weight_t = constant_on(node.inputs[1], ctx.device).t().contiguous()  # (K, N)
     bias, _ = Epilogue.of(node).split(node.inputs)
-    return weight_t, bias.data.to(ctx.device) if bias is not None else None
+    return weight_t, constant_on(bias, ctx.device) if bias is not None else None
 
 
-def _flat_out(outputs, rows: int, cols: int, like: torch.Tensor):
+def _flat_out(outputs: OutputViews, rows: int, cols: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the layer's output, the same memory as [rows, cols]): the offered view where it is contiguous, else new."""
     out = outputs[0]
     if out is not None and out.is_contiguous():
         return out, out.view(rows, cols)
@@ -45,7 +54,7 @@ def _flat_out(outputs, rows: int, cols: int, like: torch.Tensor):
 @tactic("engine.dense", name="cublaslt_epilogue", devices=("cuda",), priority=20, packs_weights=True)
 class DenseLtEpilogue:
     @staticmethod
-    def supports(node, config):
+    def supports(node: Node, config: BuilderConfig) -> str | None:
         reason = _supports_dense(node, config)
         if reason:
             return reason
@@ -61,12 +70,14 @@ class DenseLtEpilogue:
         return None
 
     @staticmethod
-    def bind(node, ctx):
+    def bind(node: Node, ctx: BindContext) -> Kernel:
         weight_t, bias = _bound_weights(node, ctx)
+        if bias is None:  # `supports` refuses such layers
+            raise ValueError("the cuBLASLt epilogue path needs a bias")
         use_gelu = Epilogue.of(node).activation == "nn.gelu"
         k, n = weight_t.shape
 
-        def run(inputs, outputs, env):
+        def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0]
             rows = x.numel() // k
             full, flat = _flat_out(outputs, rows, n, x)
@@ -79,18 +90,18 @@ class DenseLtEpilogue:
 @tactic("engine.dense", name="cublas_addmm", devices=("cuda",), priority=15, packs_weights=True)
 class DenseAddmm:
     @staticmethod
-    def supports(node, config):
+    def supports(node: Node, config: BuilderConfig) -> str | None:
         return _supports_dense(node, config)
 
     @staticmethod
-    def bind(node, ctx):
+    def bind(node: Node, ctx: BindContext) -> Kernel:
         weight_t, bias = _bound_weights(node, ctx)
         k, n = weight_t.shape
         epilogue = Epilogue.of(node)
         residual_index = epilogue.residual_index
         tail = epilogue.in_place()  # the residual add and the activation, in the layer's order, on the GEMM's output
 
-        def run(inputs, outputs, env):
+        def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0]
             rows = x.numel() // k
             full, flat = _flat_out(outputs, rows, n, x)

@@ -16,11 +16,22 @@ libraries' TF32/IEEE choice) and accumulate in float32. Weights are transposed t
 from __future__ import annotations
 
 import math
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 
+from ...ir.types import HALF_DTYPES
 from ..epilogue import Epilogue
-from .registry import tactic
+from .registry import BindContext, Env, Inputs, Kernel, OutputViews, constant_on, tactic
+
+if TYPE_CHECKING:
+    from ...ir import Node
+    from ..config import BuilderConfig
+
+Tile = tuple[int, int, int, int, int]  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
+# a Triton launch's compile-time arguments by name: tl.constexpr flags and sizes, num_warps, num_stages
+LaunchFlags = dict[str, int]
 
 ACTIVATION_CODES = {
     None: 0,
@@ -33,14 +44,16 @@ ACTIVATION_CODES = {
     "tanh": 8,
     "nn.leaky_relu": 9,
 }  # nn.gelu with approximate="tanh" is code 4
-TILES = {  # name -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
+TILES: dict[str, Tile] = {  # name -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
     "triton_gemm_128x256x64": (128, 256, 64, 8, 3),
     "triton_gemm_256x128x64": (256, 128, 64, 8, 3),
     "triton_gemm_128x128x64": (128, 128, 64, 8, 3),
     "triton_gemm_128x64x64": (128, 64, 64, 4, 4),
     "triton_gemm_64x64x64": (64, 64, 64, 4, 4),
 }
-TMA_TILES = {  # persistent TMA kernel (sm90+): A, B and C rows must be 16-byte aligned (K, N multiples of 8)
+TMA_TILES: dict[
+    str, Tile
+] = {  # persistent TMA kernel (sm90+): A, B and C rows must be 16-byte aligned (K, N multiples of 8)
     "triton_tma_128x256x64": (128, 256, 64, 8, 3),
     "triton_tma_128x128x64": (128, 128, 64, 8, 4),
 }
@@ -54,7 +67,7 @@ WIDE_TILES = ("triton_gemm_128x256x64", "triton_gemm_256x128x64", *TMA_TILES)
 GROUP_M = 8  # programs that share a column of B run together, so B's tiles stay in L2
 
 
-def _kernels():
+def _kernels() -> ModuleType:
     """The @triton.jit kernels (gemm_triton_kernel.py), imported on first use."""
     from . import gemm_triton_kernel
 
@@ -79,7 +92,7 @@ def fusable_activation(epilogue: Epilogue) -> tuple[int, float, float, float] | 
     )
 
 
-def epilogue_flags(epilogue: Epilogue) -> tuple[dict, tuple[float, float, float]]:
+def epilogue_flags(epilogue: Epilogue) -> tuple[LaunchFlags, tuple[float, float, float]]:
     """A fused engine.dense/engine.conv's epilogue as the Triton kernels take it (`gemm_triton_kernel._epilogue`):
     the compile-time flags HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT, and the run-time (clip low, clip high,
     leaky slope). The layer must be supported (its activation fusable)."""
@@ -87,7 +100,7 @@ def epilogue_flags(epilogue: Epilogue) -> tuple[dict, tuple[float, float, float]
     if isinstance(fused, str):
         raise ValueError(fused)
     code, lo, hi, slope = fused
-    flags = dict(
+    flags: LaunchFlags = dict(
         HAS_BIAS=epilogue.has_bias,
         HAS_RESIDUAL=epilogue.has_residual,
         RESIDUAL_PRE=epilogue.residual_before_activation,
@@ -99,7 +112,15 @@ def epilogue_flags(epilogue: Epilogue) -> tuple[dict, tuple[float, float, float]
 class _GemmLaunch:
     """The kernel launch shared by the dense and 1x1-conv tactics: `run(a, c, residual)` on 2-d row-major views."""
 
-    def __init__(self, node, weight_kn: torch.Tensor, bias, tile, tma: bool, residual_stages: int | None = None):
+    def __init__(
+        self,
+        node: Node,
+        weight_kn: torch.Tensor,
+        bias: torch.Tensor | None,
+        tile: Tile,
+        tma: bool,
+        residual_stages: int | None = None,
+    ):
         epilogue, self.scalars = epilogue_flags(Epilogue.of(node))
         self.weight, self.bias = weight_kn, bias
         self.block_m, self.block_n, self.block_k, self.num_warps, self.num_stages = tile
@@ -177,8 +198,8 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _supports_common(node, tma: bool) -> str | None:
-    if node.inputs[0].type.dtype not in ("float16", "bfloat16"):
+def _supports_common(node: Node, tma: bool) -> str | None:
+    if node.inputs[0].type.dtype not in HALF_DTYPES:
         return "the Triton GEMM template takes float16/bfloat16 layers (float32 keeps the libraries' TF32 choice)"
     if node.inputs[1].data is None:
         return "the weight must be a constant"
@@ -186,16 +207,16 @@ def _supports_common(node, tma: bool) -> str | None:
     bias, _ = epilogue.split(node.inputs)
     if bias is not None and bias.data is None:
         return "the bias must be a constant"
-    if tma and any(d % 8 for d in node.inputs[1].type.shape[:2]):
+    if tma and any(d % 8 for d in node.inputs[1].type.concrete_shape()[:2]):  # a constant: static
         return "the TMA GEMM needs 16-byte rows: input and output channels must be multiples of 8"
     act = fusable_activation(epilogue)
     return act if isinstance(act, str) else None
 
 
-def _bias(node, ctx) -> torch.Tensor | None:
+def _bias(node: Node, ctx: BindContext) -> torch.Tensor | None:
     """The layer's constant bias on the bind device (`supports` refuses a bias computed in the plan), or None."""
     bias, _ = Epilogue.of(node).split(node.inputs)
-    return bias.data.to(ctx.device) if bias is not None else None
+    return constant_on(bias, ctx.device) if bias is not None else None
 
 
 def _rows(t: torch.Tensor, k: int) -> torch.Tensor:
@@ -205,23 +226,23 @@ def _rows(t: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class _DenseTemplate:
-    tile: tuple = ()
+    tile: Tile
     tma = False
     residual_stages: int | None = None
 
     @classmethod
-    def supports(cls, node, config):
+    def supports(cls, node: Node, config: BuilderConfig) -> str | None:
         return _supports_common(node, cls.tma)
 
     @classmethod
-    def bind(cls, node, ctx):
-        weight_kn = node.inputs[1].data.to(ctx.device).t().contiguous()
+    def bind(cls, node: Node, ctx: BindContext) -> Kernel:
+        weight_kn = constant_on(node.inputs[1], ctx.device).t().contiguous()
         bias = _bias(node, ctx)
         gemm = _GemmLaunch(node, weight_kn, bias, cls.tile, cls.tma, cls.residual_stages)
         k, n = weight_kn.shape
         residual_index = Epilogue.of(node).residual_index
 
-        def run(inputs, outputs, env):
+        def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0]
             out = outputs[0]
             if out is None or not out.is_contiguous():
@@ -236,12 +257,12 @@ class _DenseTemplate:
 class _Conv1x1Template:
     """A 1x1, stride-1, unpadded, ungrouped convolution over channels-last activations, as the GEMM."""
 
-    tile: tuple = ()
+    tile: Tile
     tma = False
     residual_stages: int | None = None
 
     @classmethod
-    def supports(cls, node, config):
+    def supports(cls, node: Node, config: BuilderConfig) -> str | None:
         a = node.attrs
         if a.get("ndim") != 2 or tuple(node.inputs[1].type.shape[2:]) != (1, 1):
             return "the template covers 1x1 2-d convolutions"
@@ -250,18 +271,18 @@ class _Conv1x1Template:
         return _supports_common(node, cls.tma)
 
     @classmethod
-    def bind(cls, node, ctx):
-        weight = node.inputs[1].data.to(ctx.device)
+    def bind(cls, node: Node, ctx: BindContext) -> Kernel:
+        weight = constant_on(node.inputs[1], ctx.device)
         c_out, c_in = weight.shape[:2]
         weight_kn = weight.reshape(c_out, c_in).t().contiguous()
         bias = _bias(node, ctx)
         gemm = _GemmLaunch(node, weight_kn, bias, cls.tile, cls.tma, cls.residual_stages)
         residual_index = Epilogue.of(node).residual_index
 
-        def nhwc_rows(t, channels):
+        def nhwc_rows(t: torch.Tensor, channels: int) -> torch.Tensor:
             return t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, channels)
 
-        def run(inputs, outputs, env):
+        def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0]
             n, _, h, w = x.shape
             y = torch.empty((n, c_out, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)

@@ -74,9 +74,8 @@ def _epilogue(
         acc = _tanh(acc)
     elif ACT == 9:
         acc = tl.where(acc > 0, acc, acc * slope)
-    if HAS_RESIDUAL:
-        if not RESIDUAL_PRE:
-            acc += r
+    if HAS_RESIDUAL and not RESIDUAL_PRE:
+        acc += r
     return acc
 
 

@@ -21,86 +21,49 @@ fit in registers).
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from ...ir.types import Sym
+from ...ir.types import GPU_FLOAT_DTYPES, Sym
 from .. import norm  # noqa: F401  (registers engine.layer_norm)
-from .registry import tactic
+from .registry import BindContext, Env, Inputs, Kernel, OutputViews, static_sizes, tactic
+
+if TYPE_CHECKING:
+    from triton import JITFunction
+
+    from ...ir import Node
+    from ..config import BuilderConfig
 
 MAX_HIDDEN = 8192
 
 
-@functools.cache
-def row_kernel():
-    """The @triton.jit kernel, defined on first use (importing triton is the cost tensorforge defers)."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def layer_norm_rows(
-        X,
-        R,
-        W,
-        B,
-        Y,
-        S,
-        rows,
-        inner,
-        x_outer,
-        x_inner,
-        r_outer,
-        r_inner,
-        y_outer,
-        y_inner,
-        s_outer,
-        s_inner,
-        hidden,
-        eps,
-        HAS_RESIDUAL: tl.constexpr,
-        EMIT_SUM: tl.constexpr,
-        BLOCK: tl.constexpr,
-        ROWS: tl.constexpr,
-    ):
-        row = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]  # [ROWS, 1]
-        outer, within = row // inner, row % inner
-        cols = tl.arange(0, BLOCK)[None, :]
-        mask = (cols < hidden) & (row < rows)
-        x = tl.load(X + outer * x_outer + within * x_inner + cols, mask=mask, other=0.0).to(tl.float32)
-        if HAS_RESIDUAL:
-            x += tl.load(R + outer * r_outer + within * r_inner + cols, mask=mask, other=0.0).to(tl.float32)
-            if EMIT_SUM:
-                tl.store(S + outer * s_outer + within * s_inner + cols, x.to(S.dtype.element_ty), mask=mask)
-        mean = tl.sum(x, axis=1)[:, None] / hidden
-        centered = tl.where(mask, x - mean, 0.0)
-        rstd = 1.0 / tl.sqrt_rn(tl.sum(centered * centered, axis=1)[:, None] / hidden + eps)
-        gamma = tl.load(W + cols, mask=cols < hidden, other=0.0).to(tl.float32)
-        beta = tl.load(B + cols, mask=cols < hidden, other=0.0).to(tl.float32)
-        y = centered * rstd * gamma + beta
-        tl.store(Y + outer * y_outer + within * y_inner + cols, y.to(Y.dtype.element_ty), mask=mask)
+def row_kernel() -> JITFunction:
+    """The @triton.jit kernel (norm_triton_kernel.py), imported on first use (importing triton is the cost
+    tensorforge defers)."""
+    from .norm_triton_kernel import layer_norm_rows
 
     return layer_norm_rows
 
 
-def row_strides(shape, tensors) -> tuple[int, list[tuple[int, int]]] | None:
+def row_strides(shape: Sequence[int], tensors: Sequence[torch.Tensor]) -> tuple[int, list[tuple[int, int]]] | None:
     """(inner, [(outer_stride, inner_stride) per tensor]) addressing row r of every tensor (all of `shape`,
     last axis contiguous) at (r // inner) * outer_stride + (r % inner) * inner_stride; None when some tensor's
     leading axes do not fold into two strides."""
-    groups: list[list] = []  # [size, strides of its innermost axis] per run of axes that fold into one
+    groups: list[tuple[int, list[int]]] = []  # (size, strides of its innermost axis) per run of axes that fold
     for axis, size in enumerate(shape[:-1]):
         if size == 1:
             continue
         strides = [t.stride(axis) for t in tensors]
         if groups and all(before == stride * size for before, stride in zip(groups[-1][1], strides)):
-            groups[-1][0] *= size
-            groups[-1][1] = strides
+            groups[-1] = (groups[-1][0] * size, strides)
         else:
-            groups.append([size, strides])
+            groups.append((size, strides))
     if len(groups) > 2:
         return None
     while len(groups) < 2:
-        groups.insert(0, [1, [0] * len(tensors)])
+        groups.insert(0, (1, [0] * len(tensors)))
     (_, outer), (inner, within) = groups
     return inner, list(zip(outer, within))
 
@@ -108,18 +71,19 @@ def row_strides(shape, tensors) -> tuple[int, list[tuple[int, int]]] | None:
 class LayerNormKernel:
     """The bound kernel: the launch constants are fixed by the node; strides are read per call."""
 
-    def __init__(self, node, rows_per_program: int = 1):
+    def __init__(self, node: Node, rows_per_program: int = 1):
         attrs = node.attrs
-        self.has_residual, self.emit_sum = attrs.get("has_residual", False), attrs.get("emit_sum", False)
-        self.eps = attrs["epsilon"]
-        self.hidden = node.inputs[0].type.shape[-1]
+        self.has_residual: bool = attrs.get("has_residual", False)
+        self.emit_sum: bool = attrs.get("emit_sum", False)
+        self.eps: float = attrs["epsilon"]
+        self.hidden = _hidden(node)
         self.block = _block(node)
         self.rows = rows_per_program
         self.num_warps = min(max(self.block * rows_per_program // 256, 1), 8)
         self.out_dtypes = [v.type.torch_dtype for v in node.outputs]
         self.kernel = row_kernel()
 
-    def __call__(self, inputs, offered, env):
+    def __call__(self, inputs: Inputs, offered: OutputViews, env: Env) -> list[torch.Tensor]:
         x = inputs[0]
         gamma, beta = (t.contiguous() for t in inputs[-2:])
         # a view that moves the normalized axis is copied (what any layer_norm kernel would have to do)
@@ -136,6 +100,7 @@ class LayerNormKernel:
         if layout is None:  # leading axes no two strides can address: copy the views (outputs are contiguous)
             reads = [t.contiguous() for t in reads]
             layout = row_strides(x.shape, reads + outs)
+            assert layout is not None, "contiguous tensors' leading axes fold into one"
         inner, strides = layout
         residual, residual_strides = (reads[1], strides[1]) if self.has_residual else (reads[0], (0, 0))
         total, total_strides = (outs[1], strides[-1]) if self.emit_sum else (outs[0], (0, 0))
@@ -164,7 +129,7 @@ class LayerNormKernel:
         return outs
 
 
-def _plain_norm(node) -> str | None:
+def _plain_norm(node: Node) -> str | None:
     """What nn.layer_norm must be for the kernel: over the last axis, with 1-d gamma and beta, floating point."""
     data, gamma, beta = node.inputs
     rank = data.type.rank
@@ -172,7 +137,7 @@ def _plain_norm(node) -> str | None:
         return "the kernel normalizes the last axis"
     if any(p.type.shape != data.type.shape[-1:] for p in (gamma, beta)):
         return "gamma and beta must be 1-d over the normalized axis"
-    if data.type.dtype not in ("float16", "bfloat16", "float32"):
+    if data.type.dtype not in GPU_FLOAT_DTYPES:
         return f"{data.type.dtype} layer norms are not in the kernel"
     return None
 
@@ -184,31 +149,46 @@ MAX_TILE = 4096  # elements one program holds, over its rows
 def _register() -> None:
     """One tactic per (op, rows per program). The kernel is hand-written, not generated: the op fixes what it
     computes, only dtypes and flags vary."""
-    for op, check in (("engine.layer_norm", None), ("nn.layer_norm", _plain_norm)):
+    checks: tuple[tuple[str, Callable[[Node], str | None] | None], ...] = (
+        ("engine.layer_norm", None),
+        ("nn.layer_norm", _plain_norm),
+    )
+    for op, check in checks:
         for name, rows in ROW_TILES.items():
 
-            def supports(node, config, check=check, rows=rows) -> str | None:
+            def supports(
+                node: Node,
+                config: BuilderConfig,
+                check: Callable[[Node], str | None] | None = check,
+                rows: int = rows,
+            ) -> str | None:
                 reason = (check(node) if check is not None else None) or _supports_rows(node)
                 if reason is None and rows > 1 and _block(node) * rows > MAX_TILE:
                     return f"rows of {node.inputs[0].type.shape[-1]} elements: {rows} do not fit one program"
                 return reason
 
+            def bind(node: Node, ctx: BindContext, rows: int = rows) -> Kernel:
+                return LayerNormKernel(node, rows)
+
             impl = type(
                 f"TritonLayerNorm_{op.replace('.', '_')}_{name}",
                 (),
-                {
-                    "supports": staticmethod(supports),
-                    "bind": staticmethod(lambda node, ctx, rows=rows: LayerNormKernel(node, rows)),
-                },
+                {"supports": staticmethod(supports), "bind": staticmethod(bind)},
             )
             tactic(op, name=name, devices=("cuda",), priority=11 - rows, compiles=True, requires_triton=True)(impl)
 
 
-def _block(node) -> int:
-    return 1 << (node.inputs[0].type.shape[-1] - 1).bit_length()
+def _hidden(node: Node) -> int:
+    """The size of the normalized axis (`supports` refuses a symbolic one)."""
+    (hidden,) = static_sizes(node.inputs[0].type.shape[-1:])
+    return hidden
 
 
-def _supports_rows(node) -> str | None:
+def _block(node: Node) -> int:
+    return 1 << (_hidden(node) - 1).bit_length()
+
+
+def _supports_rows(node: Node) -> str | None:
     hidden = node.inputs[0].type.shape[-1]
     if isinstance(hidden, Sym):
         return "the normalized axis has a symbolic size"

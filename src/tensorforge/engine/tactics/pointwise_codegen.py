@@ -23,14 +23,19 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ...ir.types import dtype_name, torch_dtype
-from ..pointwise import broadcast_dims, interpret
+from ...ir.types import GPU_FLOAT_DTYPES, Dim, TensorType, dtype_name, torch_dtype
+from ..pointwise import Program, broadcast_dims, interpret
 
-FLOATS = ("float32", "float16", "bfloat16")
+if TYPE_CHECKING:
+    from ...ir import Node
+
+Scalar = bool | int | float  # a literal of a program ("const" instructions inline 1-element constants)
 TL = {
     "float32": "tl.float32",
     "float16": "tl.float16",
@@ -99,17 +104,17 @@ class Operand:
 
     expr: str
     dtype: str
-    literal: object = None  # the value, for ("const", ...) instructions
+    literal: Scalar | None = None  # the value, for ("const", ...) instructions
 
     @property
     def is_literal(self) -> bool:
         return self.literal is not None
 
 
-def _number(value, dtype: str) -> str:
+def _number(value: Scalar, dtype: str) -> str:
     if dtype == "bool":
         return repr(bool(value))
-    if dtype in FLOATS:
+    if dtype in GPU_FLOAT_DTYPES:
         value = float(value)
         return "_NAN" if math.isnan(value) else ("_INF" if value > 0 else "-_INF") if math.isinf(value) else repr(value)
     return str(int(value))
@@ -121,9 +126,9 @@ def convert(o: Operand, dtype: str) -> str:
         return _number(torch.tensor(o.literal, dtype=torch_dtype(o.dtype)).to(torch_dtype(dtype)).item(), dtype)
     if dtype == "bool":
         return o.expr if o.dtype == "bool" else f"({o.expr} != 0)"
-    if dtype not in FLOATS:
+    if dtype not in GPU_FLOAT_DTYPES:
         return o.expr if o.dtype == dtype else f"{o.expr}.to({TL[dtype]})"
-    expr = o.expr if o.dtype in FLOATS else f"{o.expr}.to(tl.float32)"
+    expr = o.expr if o.dtype in GPU_FLOAT_DTYPES else f"{o.expr}.to(tl.float32)"
     if dtype != "float32" and o.dtype != dtype:  # e.g. fp32 -> fp16: PyTorch rounds here, so do we
         expr = f"{expr}.to({TL[dtype]}).to(tl.float32)"
     return expr
@@ -191,8 +196,8 @@ GENERATED_OPS = frozenset(
 
 def _power(a: Operand, b: Operand, out: str) -> str:
     x = convert(a, out)
-    if not b.is_literal:
-        if out not in FLOATS:
+    if b.literal is None:  # not a literal
+        if out not in GPU_FLOAT_DTYPES:
             raise Unsupported("power on integers needs a literal exponent")
         return f"_pow({x}, {convert(b, out)})"
     exponent = float(b.literal)
@@ -202,7 +207,7 @@ def _power(a: Operand, b: Operand, out: str) -> str:
     if integral and 0 <= exponent <= 4:  # exact products, as torch.pow computes small integer powers
         one = _number(1, out)
         return "(" + " * ".join([x] * int(exponent)) + ")" if exponent else f"tl.where({x} != {x}, {one}, {one})"
-    if out not in FLOATS:
+    if out not in GPU_FLOAT_DTYPES:
         raise Unsupported("power on integers needs a literal exponent from 0 to 4")
     special = {0.5: "tl.sqrt_rn({x})", -0.5: "tl.math.rsqrt({x})", -1.0: "(1.0 / {x})", -2.0: "(1.0 / ({x} * {x}))"}
     if exponent in special:
@@ -213,7 +218,7 @@ def _power(a: Operand, b: Operand, out: str) -> str:
     return f"tl.where({x} < 0, -{magnitude}, {magnitude})" if int(exponent) % 2 else magnitude
 
 
-def emit(op: str, args: list[Operand], attrs: dict, out: str, metas: list[torch.Tensor]) -> str:
+def emit(op: str, args: list[Operand], attrs: Mapping[str, Any], out: str, metas: list[torch.Tensor]) -> str:
     """The expression computing `op` on `args` with result dtype `out` (in out's carrier); `metas` are the
     arguments as meta tensors (PyTorch's promotion of comparisons depends on their ranks)."""
     if all(a.is_literal for a in args):
@@ -236,7 +241,10 @@ def emit(op: str, args: list[Operand], attrs: dict, out: str, metas: list[torch.
     if op == "clip":
         lo, hi = attrs["a_min"], attrs["a_max"]
         x = convert(args[0], out)
-        bound = lambda v: _number(v, out)  # noqa: E731  (torch.clamp compares in float32 for 16-bit floats)
+
+        def bound(value: float) -> str:  # torch.clamp compares in float32 for 16-bit floats
+            return _number(value, out)
+
         if lo is not None and hi is not None:
             return f"_clamp({x}, {bound(lo)}, {bound(hi)})"
         return (
@@ -250,11 +258,11 @@ def emit(op: str, args: list[Operand], attrs: dict, out: str, metas: list[torch.
             return ARITHMETIC[op].format(a=a, b=b)
         if op == "divide":
             return f"({a} / {b})"
-        if out not in FLOATS:
+        if out not in GPU_FLOAT_DTYPES:
             return f"tl.{op}({a}, {b})"
         cmp = ">" if op == "maximum" else "<"
         return f"tl.where(({a} {cmp} {b}) | ({a} != {a}), {a}, {b})"  # NaN wins, as in torch.maximum
-    if out not in FLOATS:
+    if out not in GPU_FLOAT_DTYPES:
         if op not in UNARY_INT:
             raise Unsupported(f"{op} with an integer result")
         return UNARY_INT[op].format(x=convert(args[0], out))
@@ -271,19 +279,24 @@ def emit(op: str, args: list[Operand], attrs: dict, out: str, metas: list[torch.
 # -- from a node to kernel source ---------------------------------------------------------------------
 
 
+# how one kernel reads its operands: (groups of kept domain axes, per operand whether it is full along each group
+# (else broadcast), per operand its kind: "linear", "scalar" or "strided")
+Variant = tuple[list[list[int]], list[list[bool]], list[str]]
+
+
 @dataclass(frozen=True)
 class Layout:
     """What the kernels and their launcher need to know about one program on its input and output types."""
 
     source: str
-    domain: tuple  # the outputs' broadcast shape (ints and Syms)
-    pads: tuple  # per node input: trailing 1s added to its shape (a bias: rank - 1 - axis)
-    out_shapes: tuple
-    out_dtypes: tuple
-    variants: dict  # kernel name -> (groups of kept axes, per-operand full flags per group, kinds)
+    domain: tuple[Dim, ...]  # the outputs' broadcast shape (ints and Syms)
+    pads: tuple[int, ...]  # per node input: trailing 1s added to its shape (a bias: rank - 1 - axis)
+    out_shapes: tuple[tuple[Dim, ...], ...]
+    out_dtypes: tuple[str, ...]
+    variants: dict[str, Variant]  # kernel name ("fast", "strided") -> how that kernel reads its operands
 
 
-def _aligned(shape: tuple, pad: int, rank: int) -> tuple:
+def _aligned(shape: Sequence[Dim], pad: int, rank: int) -> tuple[Dim, ...]:
     shape = tuple(shape) + (1,) * pad
     return (1,) * (rank - len(shape)) + shape
 
@@ -297,13 +310,13 @@ def _kinds(flags: list[list[bool]], contiguous: list[bool]) -> list[str]:
 
 def _kernel(
     name: str,
-    groups: list,
+    groups: list[list[int]],
     flags: list[list[bool]],
     kinds: list[str],
     body: list[str],
     num_inputs: int,
-    outputs: tuple,
-    out_dtypes: tuple,
+    outputs: tuple[int, ...],
+    out_dtypes: tuple[str, ...],
 ) -> list[str]:
     ins = [f"in{i}" for i in range(num_inputs)]
     outs = [f"out{j}" for j in range(len(outputs))]
@@ -339,10 +352,12 @@ def _kernel(
 
     for line in body:
         if line.startswith("LOAD "):  # "LOAD <ssa> <input> <dtype>"
-            _, k, i, dtype = line.split()
-            i = int(i)
+            _, k, index, dtype = line.split()
+            i = int(index)
             load = f"tl.load({address(i)})" if kinds[i] == "scalar" else f"tl.load({address(i)}, mask=mask, other=0)"
-            lines.append(f"    v{k} = {load}" + (".to(tl.float32)" if dtype in FLOATS and dtype != "float32" else ""))
+            lines.append(
+                f"    v{k} = {load}" + (".to(tl.float32)" if dtype in GPU_FLOAT_DTYPES and dtype != "float32" else "")
+            )
         else:
             lines.append("    " + line)
     for j, (ssa, dtype) in enumerate(zip(outputs, out_dtypes)):
@@ -358,7 +373,9 @@ def _kernel(
 
 
 @functools.lru_cache(maxsize=1024)
-def layout(program: tuple, outputs: tuple, in_types: tuple, out_types: tuple) -> Layout:
+def layout(
+    program: Program, outputs: tuple[int, ...], in_types: tuple[TensorType, ...], out_types: tuple[TensorType, ...]
+) -> Layout:
     """Analyse the program on these types and generate its kernels; raises Unsupported."""
     env = {s: 2 for t in in_types for s in t.symbols}
     metas = interpret(
@@ -415,7 +432,8 @@ def layout(program: tuple, outputs: tuple, in_types: tuple, out_types: tuple) ->
         else:
             groups.append([a])
     out_dtypes = tuple(t.dtype for t in out_types)
-    source, variants = [HEADER], {}
+    source = [HEADER]
+    variants: dict[str, Variant] = {}
     n_in = len(in_types)
     for name, axes_groups, contiguous_inputs in (("fast", groups, True), ("strided", [[a] for a in kept], False)):
         flags = [[s[g[0]] != 1 for g in axes_groups] for s in operands_aligned]  # full (True) or broadcast
@@ -432,7 +450,7 @@ def layout(program: tuple, outputs: tuple, in_types: tuple, out_types: tuple) ->
     )
 
 
-def node_layout(node) -> Layout:
+def node_layout(node: Node) -> Layout:
     return layout(
         node.attrs["program"],
         node.attrs["outputs"],

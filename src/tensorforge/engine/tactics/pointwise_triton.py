@@ -19,16 +19,23 @@ import math
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 
-from ...ir.types import Sym, torch_dtype
+from ...ir.types import Dim, bind_dim, torch_dtype
 from .pointwise_codegen import Layout, Unsupported, node_layout
-from .registry import tactic
+from .registry import BindContext, Env, Inputs, Kernel, OutputViews, tactic
+
+if TYPE_CHECKING:
+    from ...ir import Node
+    from ..config import BuilderConfig
 
 # -- loading the generated module and launching it ----------------------------------------------------
 
-_MODULES: dict[str, object] = {}
+_MODULES: dict[str, ModuleType] = {}
 _LOADING = threading.Lock()  # the builder compiles ahead from several threads: one module object per source
 
 
@@ -44,14 +51,14 @@ def kernel_dir() -> str:
     return directory
 
 
-def load_module(source: str):
+def load_module(source: str) -> ModuleType:
     """The module of `source`, written to `kernel_dir()` under its hash (if not there already) and imported."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:32]
     with _LOADING:
         return _MODULES.get(digest) or _load(source, digest)
 
 
-def _load(source: str, digest: str):
+def _load(source: str, digest: str) -> ModuleType:
     directory = kernel_dir()
     path = os.path.join(directory, f"pointwise_{digest}.py")
     try:
@@ -65,10 +72,18 @@ def _load(source: str, digest: str):
             f.write(source)
         os.replace(tmp, path)
     spec = importlib.util.spec_from_file_location(f"tensorforge_generated_pointwise_{digest}", path)
+    if spec is None or spec.loader is None:  # not for a path ending in .py
+        raise ImportError(f"no loader for the generated module {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     _MODULES[digest] = module
     return module
+
+
+# per input of a strided launch: (its rank, its strides)
+InputLayouts = tuple[tuple[int, tuple[int, ...]], ...]
+# (output shapes, grid, the kernel's integer arguments, whether indices need 64 bits)
+Launch = tuple[list[torch.Size], tuple[int], tuple[int, ...], bool]
 
 
 class PointwiseKernel:
@@ -79,10 +94,11 @@ class PointwiseKernel:
         self.layout, self.block, self.num_warps = lay, block, num_warps
         module = load_module(lay.source)
         self.kernels = {"fast": module.fast, "strided": module.strided}
-        self._launches: dict[tuple, tuple] = {}
+        # by (kernel name, the symbols' values, the input layouts of a strided launch)
+        self._launches: dict[tuple[str, tuple[tuple[str, int], ...], InputLayouts | None], Launch] = {}
         self._dtypes = [torch_dtype(d) for d in lay.out_dtypes]
 
-    def __call__(self, inputs, offered, env):
+    def __call__(self, inputs: Inputs, offered: OutputViews, env: Env) -> list[torch.Tensor]:
         name = "fast" if all(t.is_contiguous() for t in inputs) else "strided"
         layouts = tuple((t.dim(), t.stride()) for t in inputs) if name == "strided" else None
         key = (name, tuple(sorted(env.items())), layouts)
@@ -102,16 +118,20 @@ class PointwiseKernel:
             )
         return outs
 
-    def _launch(self, name: str, env, layouts) -> tuple:
+    def _launch(self, name: str, env: Env, layouts: InputLayouts | None) -> Launch:
         """(output shapes, grid, the kernel's integer arguments, whether indices need 64 bits)."""
         lay = self.layout
-        bind = lambda shape: torch.Size(d.bind(env) if isinstance(d, Sym) else d for d in shape)  # noqa: E731
+
+        def bind(shape: Sequence[Dim]) -> torch.Size:
+            return torch.Size(bind_dim(d, env) for d in shape)
+
         domain = bind(lay.domain)
         shapes = [bind(shape) for shape in lay.out_shapes]
         n = math.prod(domain)
         groups, flags, kinds = lay.variants[name]
         sizes = [math.prod(domain[a] for a in g) for g in groups]
-        strides, reach = [], n
+        strides: list[int] = []
+        reach = n
         for j, kind in enumerate(kinds):
             if kind != "strided":
                 continue
@@ -136,7 +156,7 @@ class _TritonPointwise:
     BLOCK, NUM_WARPS = 1024, 4
 
     @staticmethod
-    def supports(node, config) -> str | None:
+    def supports(node: Node, config: BuilderConfig) -> str | None:
         try:
             node_layout(node)
         except Unsupported as exc:
@@ -144,7 +164,7 @@ class _TritonPointwise:
         return None
 
     @classmethod
-    def bind(cls, node, ctx):
+    def bind(cls, node: Node, ctx: BindContext) -> Kernel:
         return PointwiseKernel(node_layout(node), cls.BLOCK, cls.NUM_WARPS)
 
 

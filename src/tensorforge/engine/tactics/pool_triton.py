@@ -10,9 +10,16 @@ and window positions outside the input are skipped.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from .registry import tactic
+from ...ir.types import GPU_FLOAT_DTYPES
+from .registry import BindContext, Env, Inputs, Kernel, OutputViews, static_sizes, tactic
+
+if TYPE_CHECKING:
+    from ...ir import Node
+    from ..config import BuilderConfig
 
 BLOCK_P, BLOCK_C = 32, 64
 
@@ -30,22 +37,22 @@ BLOCK_P, BLOCK_C = 32, 64
 )
 class MaxPool2dNHWC:
     @staticmethod
-    def supports(node, config):
-        if node.inputs[0].type.dtype not in ("float16", "bfloat16", "float32"):
+    def supports(node: Node, config: BuilderConfig) -> str | None:
+        if node.inputs[0].type.dtype not in GPU_FLOAT_DTYPES:
             return f"dtype {node.inputs[0].type.dtype}"
         if node.inputs[0].type.rank != 4:
             return "the kernel pools [N, C, H, W] tensors"
         return None
 
     @staticmethod
-    def bind(node, ctx):
+    def bind(node: Node, ctx: BindContext) -> Kernel:
         from .pool_triton_kernel import max_pool2d_nhwc
 
         a = node.attrs
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["pool_size"], a["strides"], a["padding"], a["dilation"]
-        _, _, oh, ow = node.outputs[0].type.shape
+        oh, ow = static_sizes(node.outputs[0].type.shape[2:])
 
-        def run(inputs, outputs, env):
+        def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].contiguous(memory_format=torch.channels_last)
             n, c, h, w = x.shape
             y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)

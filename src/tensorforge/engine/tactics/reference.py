@@ -7,7 +7,13 @@ its twin is the `torch` tactic (tactics/eager.py), which keeps the result where 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .registry import ANY_OP, reference_kernel, tactic
+
+if TYPE_CHECKING:
+    from ...ir import Node
+    from ..config import BuilderConfig
 
 # ops that only make sense outside a plan
 NOT_IN_PLANS = {"subgraph": "a subgraph call inside an engine region is not supported (regions are flat)"}
@@ -17,7 +23,7 @@ NOT_IN_PLANS = {"subgraph": "a subgraph call inside an engine region is not supp
 @tactic(ANY_OP, name="reference", devices=("cpu",), priority=-100, runs_reference=True)
 class Reference:
     @staticmethod
-    def supports(node, config) -> str | None:
+    def supports(node: Node, config: BuilderConfig) -> str | None:
         return NOT_IN_PLANS.get(node.op)
 
     bind = staticmethod(reference_kernel)

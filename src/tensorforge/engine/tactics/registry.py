@@ -49,14 +49,21 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 import torch
 
+from ...ir.types import BATCH, Dim
+
 if TYPE_CHECKING:
-    from ...ir import Node
+    from ...ir import Node, Value
     from ..config import BuilderConfig
 
 ANY_OP = "*"
 DEVICE_TYPES = ("cpu", "cuda")
 
-Kernel = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor | None], Mapping[str, int]], Sequence[torch.Tensor]]
+# a kernel's arguments (the module docstring): the layer's inputs, the arena views its outputs go to (None: none
+# offered), the symbols' values
+Inputs = Sequence[torch.Tensor]
+OutputViews = Sequence[torch.Tensor | None]
+Env = Mapping[str, int]
+Kernel = Callable[[Inputs, OutputViews, Env], Sequence[torch.Tensor]]
 Capability = tuple[int, int]
 
 
@@ -70,7 +77,7 @@ class BindContext:
 
     @property
     def env(self) -> dict[str, int]:
-        return {"batch": self.max_batch}
+        return {BATCH: self.max_batch}
 
 
 class TacticImpl(Protocol):
@@ -299,9 +306,24 @@ def reference_kernel(node: Node, ctx: BindContext) -> Kernel:
     """A kernel that runs the node's op through its registered reference implementation (`OpDef.run`)."""
     opdef, attrs, device = node.opdef, node.attrs, ctx.device
 
-    def run(
-        inputs: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor | None], env: Mapping[str, int]
-    ) -> Sequence[torch.Tensor]:
+    def run(inputs: Inputs, outputs: OutputViews, env: Env) -> Sequence[torch.Tensor]:
         return opdef.run(inputs, attrs, env, device)
 
     return run
+
+
+def static_sizes(dims: Sequence[Dim]) -> tuple[int, ...]:
+    """`dims` as ints: sizes a kernel fixes at bind time (a convolution's or pool's spatial sizes), which the
+    batch, the only symbol a plan binds, never is."""
+    sizes = tuple(d for d in dims if isinstance(d, int))
+    if len(sizes) != len(dims):
+        raise ValueError(f"sizes {tuple(str(d) for d in dims)} are symbolic; the kernel fixes them at bind time")
+    return sizes
+
+
+def constant_on(value: Value, device: torch.device) -> torch.Tensor:
+    """The tensor of `value`, a constant input, on `device`: the weights a tactic packs at bind time (its
+    `supports` refused layers whose weights are computed in the plan)."""
+    if value.data is None:
+        raise ValueError(f"%{value.name} is not a constant: its tensor is known only when the plan runs")
+    return value.data.to(device)
