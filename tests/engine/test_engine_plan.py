@@ -3,6 +3,7 @@ loading must refuse bytes that are not a plan for this machine — with a messag
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 
@@ -212,6 +213,39 @@ def test_config_travels_with_the_plan(region):
     config = BuilderConfig(tf32=False, optimization_level=0, max_workspace_size=1 << 20)
     plan = Builder(config).build(region, max_batch=2)
     assert Plan.from_bytes(plan.to_bytes()).config == config
+
+
+def _stored_config(data: bytes) -> dict:
+    found = {}
+    edit_plan(data, lambda doc: found.update(doc["config"]))
+    return found
+
+
+def test_a_plan_never_stores_the_timing_cache_path(region, tmp_path):
+    """The timing cache is a file of the machine that builds: a plan (copied elsewhere) neither holds its path nor
+    needs it to load, and the cache key it was stored under is checked as before."""
+    path = str(tmp_path / "machine-local-timings.json")
+    config = BuilderConfig(optimization_level=1, timing_cache=path)
+    data = Builder(config).build(region, max_batch=2).to_bytes(cache_key="key-1")
+    assert path.encode() not in data and "timing_cache" not in _stored_config(data)
+    loaded = Plan.from_bytes(data, cache_key="key-1")
+    assert loaded.config == config.replace(timing_cache=None)
+    assert loaded.to_bytes(cache_key="key-1") == data
+    with pytest.raises(PlanCompatibilityError, match="stored under cache key key-2"):
+        Plan.from_bytes(data, cache_key="key-2")
+
+
+def test_a_timing_cache_path_in_an_older_plan_is_dropped(plan):
+    data = edit_plan(plan.to_bytes(), lambda doc: doc["config"].update(timing_cache="/elsewhere/timings.json"))
+    assert Plan.from_bytes(data).config == plan.config and plan.config.timing_cache is None
+
+
+def test_the_runtime_keys_its_plan_cache_on_every_option():
+    """`to_json` (what runtime/cache.py's `plan_key` hashes) keeps every option, the timing cache's path included:
+    leaving it out of plans changes no cache key."""
+    config = BuilderConfig(timing_cache="/some/timings.json")
+    assert config.to_json() == {f.name: getattr(config, f.name) for f in dataclasses.fields(BuilderConfig)}
+    assert config.to_plan_json() == {k: v for k, v in config.to_json().items() if k != "timing_cache"}
 
 
 def _truncated(data):

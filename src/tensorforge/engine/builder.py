@@ -32,7 +32,7 @@ from .timing import TimingCache, needs_timing, select_tactic
 
 
 class Builder:
-    def __init__(self, config: BuilderConfig | None = None):
+    def __init__(self, config: BuilderConfig | None = None) -> None:
         self.config = config or BuilderConfig()
 
     def build(self, region: Graph, max_batch: int = 1, device: torch.device | str = "cpu") -> Plan:
@@ -112,7 +112,8 @@ class Builder:
         bind_ctx = BindContext(device, config, max_batch)
         device_name = fingerprint(device)["device_name"]
         chosen, problems = {}, []
-        pool = [(node, *candidates(node, device.type, config)) for node in graph.nodes]
+        # the build device's own: tactics that need a compute capability are judged by this GPU's
+        pool = [(node, *candidates(node, device, config)) for node in graph.nodes]
         compile_ahead(
             [(node, supported) for node, supported, _ in pool if needs_timing(supported, config)],
             bind_ctx,

@@ -22,13 +22,17 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import torch
 
 from .tactics.registry import BindContext, Tactic
 from .timing import TimingCache, example_call, timing_key
+
+if TYPE_CHECKING:
+    from ..ir import Node
 
 MAX_THREADS = 8  # enough to hide most of a cold build's compiles; more mostly contend for the GIL
 # Example tensors the workers may hold at once. Each first call runs on the layer's real shapes at max_batch
@@ -41,12 +45,12 @@ EXAMPLE_BYTES_IN_FLIGHT = 512 << 20
 class ByteBudget:
     """At most `limit` bytes held at once by the threads that `hold` them; a request above the limit alone."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int) -> None:
         self.limit, self.used = limit, 0
         self._changed = threading.Condition()
 
     @contextlib.contextmanager
-    def hold(self, nbytes: int):
+    def hold(self, nbytes: int) -> Iterator[None]:
         with self._changed:
             self._changed.wait_for(lambda: self.used == 0 or self.used + nbytes <= self.limit)
             self.used += nbytes
@@ -58,7 +62,7 @@ class ByteBudget:
                 self._changed.notify_all()
 
 
-def example_bytes(node, env: dict[str, int]) -> int:
+def example_bytes(node: Node, env: Mapping[str, int]) -> int:
     """Bytes of the tensors a first call of `node` allocates: its inputs (constants are copied to the device
     too) and its outputs, at the shapes `env` binds."""
     values = (*node.inputs, *node.outputs)
@@ -87,7 +91,7 @@ def compile_threads() -> int:
 
 
 def compile_ahead(
-    work: Iterable[tuple[object, Sequence[Tactic]]],
+    work: Iterable[tuple[Node, Sequence[Tactic]]],
     ctx: BindContext,
     cache: TimingCache | None,
     device_name: str,
@@ -108,7 +112,7 @@ def compile_ahead(
 
     budget = ByteBudget(EXAMPLE_BYTES_IN_FLIGHT)
 
-    def first_call(item) -> None:
+    def first_call(item: tuple[Node, Tactic]) -> None:
         node, t = item
         with torch.cuda.device(ctx.device), budget.hold(example_bytes(node, ctx.env)):
             try:
@@ -124,10 +128,10 @@ def compile_ahead(
 
 
 def first_calls(
-    work: Iterable[tuple[object, Sequence[Tactic]]], ctx: BindContext, cache: TimingCache | None, device_name: str
-) -> list[tuple[object, Tactic]]:
+    work: Iterable[tuple[Node, Sequence[Tactic]]], ctx: BindContext, cache: TimingCache | None, device_name: str
+) -> list[tuple[Node, Tactic]]:
     """The (node, tactic) first calls to make: `compiles` tactics whose timing is not cached, one per timing key."""
-    pending: dict[str, tuple[object, Tactic]] = {}
+    pending: dict[str, tuple[Node, Tactic]] = {}
     for node, supported in work:
         for t in supported:
             if not t.compiles:

@@ -15,6 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# Options that name a file of the machine that builds rather than say how a plan is built: a plan, which may be
+# copied to another machine, never stores them (`to_plan_json`), and loads without them.
+MACHINE_LOCAL_OPTIONS = frozenset({"timing_cache"})
+
 
 @dataclass(frozen=True)
 class BuilderConfig:
@@ -70,8 +74,12 @@ class BuilderConfig:
             object.__setattr__(self, "timing_cache", os.fspath(self.timing_cache))
 
     def to_json(self) -> dict[str, Any]:
-        """The options as a JSON-able dict (stored in plans; the runtime hashes it for its cache)."""
+        """Every option as a JSON-able dict (the runtime hashes it for its plan cache keys)."""
         return dataclasses.asdict(self)
+
+    def to_plan_json(self) -> dict[str, Any]:
+        """The options a plan stores: `to_json()` without the machine-local ones (`MACHINE_LOCAL_OPTIONS`)."""
+        return {name: value for name, value in self.to_json().items() if name not in MACHINE_LOCAL_OPTIONS}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any] | str) -> BuilderConfig:

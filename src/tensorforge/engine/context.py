@@ -42,7 +42,8 @@ from .errors import LayerError
 from .memory import arena_exemptions, viewed
 
 if TYPE_CHECKING:
-    from ..ir import Graph
+    from ..ir import Graph, Value
+    from ..ir.types import TensorType
     from .memory import MemoryPlan
     from .streams import StreamSchedule
     from .tactics.registry import Kernel
@@ -64,7 +65,19 @@ class ArenaValue:
     name: str
     offset: int
     dtype: torch.dtype
-    type: object  # TensorType (symbolic shape)
+    type: TensorType  # the symbolic shape: sized per run
+
+
+# per value index: its tensor in a run (None before it is computed and after its last read), or its arena view
+Values = list[torch.Tensor | None]
+
+
+def _computed(values: Values, index: int) -> torch.Tensor:
+    """The tensor of value `index`, which the program's order guarantees is computed and not yet released."""
+    tensor = values[index]
+    if tensor is None:
+        raise RuntimeError(f"value {index} is read before it is computed or after it was released")
+    return tensor
 
 
 class Program:
@@ -78,10 +91,10 @@ class Program:
         memory: MemoryPlan,
         device: torch.device,
         schedule: StreamSchedule,
-    ):
+    ) -> None:
         index: dict[int, int] = {}
 
-        def slot_of(value) -> int:
+        def slot_of(value: Value) -> int:
             index.setdefault(id(value), len(index))
             return index[id(value)]
 
@@ -152,19 +165,25 @@ class ExecutionContext:
     """One arena, the program that runs in it, (on CUDA, for a multi-stream program) its side streams, and the CUDA
     graphs captured on it. One caller at a time (see the module docstring)."""
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program) -> None:
         self.program = program
         self.arena = torch.empty(program.arena_bytes, dtype=torch.uint8, device=program.device)
-        self._views: dict[tuple, list] = {}
+        self._views: dict[tuple[tuple[str, int], ...], Values] = {}  # by the symbols' sizes
         self._in_use = threading.RLock()  # reentrant: a capture (`replay`) runs `execute` on the same thread
         self.graph_runner: GraphRunner | None = None  # made by the first `replay`
         self._side_streams: list[torch.cuda.Stream] = []
         self._events: dict[int, torch.cuda.Event] = {}  # position of a layer -> its event, for the waits
-        if program.device.type == "cuda" and program.num_streams > 1:
-            self._side_streams = [torch.cuda.Stream(device=program.device) for _ in range(program.num_streams - 1)]
-            self._events = {position: torch.cuda.Event() for position in program.signals}
+        if program.device.type == "cuda" and program.num_streams > 1:  # (torch leaves their __new__ unannotated)
+            self._side_streams = [
+                torch.cuda.Stream(device=program.device)  # type: ignore[no-untyped-call]
+                for _ in range(program.num_streams - 1)
+            ]
+            self._events = {
+                position: torch.cuda.Event()  # type: ignore[no-untyped-call]
+                for position in program.signals
+            }
 
-    def views(self, env: Mapping[str, int]) -> list:
+    def views(self, env: Mapping[str, int]) -> Values:
         """Per value index: its typed arena view at these symbol sizes (None where it is not in the arena)."""
         key = tuple(sorted(env.items()))
         views = self._views.get(key)
@@ -194,23 +213,30 @@ class ExecutionContext:
         try:
             if self.graph_runner is None:
                 this = weakref.ref(self)  # the runner lives in the context: no reference cycle through its function
-                self.graph_runner = GraphRunner(lambda *xs: this().execute(xs, env_of(xs)), name="plan")
+
+                def run(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                    context = this()
+                    if context is None:  # only the context calls its runner
+                        raise RuntimeError("the execution context of this CUDA graph runner is gone")
+                    return context.execute(xs, env_of(xs))
+
+                self.graph_runner = GraphRunner(run, name="plan")
             return self.graph_runner(*inputs)
         finally:
             self._in_use.release()
 
     @torch.no_grad()
-    def execute(self, inputs, env: Mapping[str, int]) -> tuple[torch.Tensor, ...]:
+    def execute(self, inputs: Sequence[torch.Tensor], env: Mapping[str, int]) -> tuple[torch.Tensor, ...]:
         self._claim()
         try:
             return self._execute(inputs, env)
         finally:
             self._in_use.release()
 
-    def _execute(self, inputs, env: Mapping[str, int]) -> tuple[torch.Tensor, ...]:
+    def _execute(self, inputs: Sequence[torch.Tensor], env: Mapping[str, int]) -> tuple[torch.Tensor, ...]:
         program = self.program
         views = self.views(env)
-        values: list = [None] * program.num_values
+        values: Values = [None] * program.num_values
         values[: program.num_inputs] = inputs
         for i, tensor in program.constants:
             values[i] = tensor
@@ -221,9 +247,9 @@ class ExecutionContext:
                 self._run_step(step, values, views, env)
                 for i in dead:
                     values[i] = None
-        return tuple(self._owned(values[i], i) for i in program.outputs)
+        return tuple(self._owned(_computed(values, i), i) for i in program.outputs)
 
-    def _run_on_streams(self, values: list, views: list, env: Mapping[str, int]) -> None:
+    def _run_on_streams(self, values: Values, views: Values, env: Mapping[str, int]) -> None:
         """Every layer on its stream (see the module docstring): fork from the caller's stream, wait for the
         producers on other streams, join back. The join is in `finally` so that a failing layer never leaves a
         side stream forked from a CUDA-graph capture."""
@@ -239,7 +265,7 @@ class ExecutionContext:
                     for producer in program.waits[position]:
                         stream.wait_event(self._events[producer])
                     for i in program.cross_stream_reads[position]:
-                        values[i].record_stream(stream)
+                        _computed(values, i).record_stream(stream)
                     self._run_step(step, values, views, env)
                     if position in self._events:
                         self._events[position].record(stream)
@@ -249,14 +275,15 @@ class ExecutionContext:
             for side in self._side_streams:
                 caller.wait_stream(side)
         for i in program.side_stream_outputs:  # the caller uses (and frees) its results on its own stream
-            values[i].record_stream(caller)
+            _computed(values, i).record_stream(caller)
 
     @staticmethod
-    def _run_step(step: Step, values: list, views: list, env: Mapping[str, int]) -> None:
+    def _run_step(step: Step, values: Values, views: Values, env: Mapping[str, int]) -> None:
         """Run one layer on the current stream: its results land in `values` (in their arena views when planned)."""
         offered = [views[j] for j in step.outputs]
+        inputs = [_computed(values, i) for i in step.inputs]
         try:
-            results = step.kernel([values[i] for i in step.inputs], offered, env)
+            results = step.kernel(inputs, offered, env)
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:

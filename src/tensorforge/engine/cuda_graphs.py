@@ -41,6 +41,11 @@ logger = logging.getLogger("tensorforge")
 
 WARMUP_RUNS = 2
 
+# what a CUDA graph is captured for: the shape, dtype and device of every input
+Signature = tuple[tuple[tuple[int, ...], torch.dtype, torch.device], ...]
+# one capture: the graph, the input buffers it reads, the outputs it writes
+Captured = tuple[torch.cuda.CUDAGraph, list[torch.Tensor], tuple[torch.Tensor, ...]]
+
 
 _CAPTURE_STREAMS: dict[int, torch.cuda.Stream] = {}
 _CAPTURE_LOCK = threading.RLock()  # reentrant: a capture that builds a plan may time (and capture) its tactics
@@ -53,6 +58,7 @@ def capture_lock() -> threading.RLock:
 
 def capture_stream(device: torch.device | int | None = None) -> torch.cuda.Stream:
     """The one side stream of `device` that tensorforge warms up and captures CUDA graphs on (see above)."""
+    index: int | None
     if isinstance(device, int):
         index = device
     else:
@@ -63,30 +69,30 @@ def capture_stream(device: torch.device | int | None = None) -> torch.cuda.Strea
     if stream is None:
         with _CAPTURE_LOCK:  # two threads asking first must get the same stream
             stream = _CAPTURE_STREAMS.get(index)
-            if stream is None:
-                stream = _CAPTURE_STREAMS[index] = torch.cuda.Stream(device=index)
+            if stream is None:  # (torch leaves Stream.__new__ unannotated)
+                stream = _CAPTURE_STREAMS[index] = torch.cuda.Stream(device=index)  # type: ignore[no-untyped-call]
     return stream
 
 
-def _signature(inputs: Sequence[torch.Tensor]) -> tuple:
+def _signature(inputs: Sequence[torch.Tensor]) -> Signature:
     return tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
 
 
 class GraphRunner:
     """`fn` replayed as one CUDA graph per input signature. One caller at a time (see the module docstring)."""
 
-    def __init__(self, fn: Callable[..., Sequence[torch.Tensor]], name: str = "plan"):
+    def __init__(self, fn: Callable[..., Sequence[torch.Tensor]], name: str = "plan") -> None:
         self.fn = fn
         self.name = name
-        self.pool = None
-        self._graphs: dict[tuple, tuple] = {}
-        self._failed: dict[tuple, str] = {}
+        self.pool: torch.cuda._POOL_HANDLE | None = None  # one memory pool for every graph of this runner
+        self._graphs: dict[Signature, Captured] = {}
+        self._failed: dict[Signature, str] = {}
 
     @property
     def captured(self) -> int:
         return len(self._graphs)
 
-    def failures(self) -> dict[tuple, str]:
+    def failures(self) -> dict[Signature, str]:
         return dict(self._failed)
 
     def knows(self, inputs: Sequence[torch.Tensor]) -> bool:
@@ -109,11 +115,11 @@ class GraphRunner:
         graph.replay()
         return tuple(o.clone() for o in static_outputs)
 
-    def _capture(self, key, inputs):
+    def _capture(self, key: Signature, inputs: Sequence[torch.Tensor]) -> Captured | None:
         with _CAPTURE_LOCK:
             return self._capture_locked(key, inputs)
 
-    def _capture_locked(self, key, inputs):
+    def _capture_locked(self, key: Signature, inputs: Sequence[torch.Tensor]) -> Captured | None:
         static_inputs = [t.clone() for t in inputs]
         side = capture_stream(inputs[0].device if inputs else None)
         side.wait_stream(torch.cuda.current_stream())

@@ -10,18 +10,23 @@ between CPU machines.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 # Bumped whenever what a plan holds or the rules its arena was planned by change: a plan of another version is
 # refused with a sentence (rebuild it), never converted.
 PLAN_FORMAT_VERSION = 3
 
+# what a plan was built with (JSON-able): plan format, versions, and the device (`device_fingerprint`)
+Fingerprint = dict[str, Any]
+
 
 def _torch_minor(version: str) -> str:
     return ".".join(version.split("+")[0].split(".")[:2])
 
 
-def device_fingerprint(device: torch.device) -> dict:
+def device_fingerprint(device: torch.device) -> Fingerprint:
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, minor = torch.cuda.get_device_capability(index)
@@ -30,12 +35,18 @@ def device_fingerprint(device: torch.device) -> dict:
             "device_name": torch.cuda.get_device_name(index),
             "capability": [major, minor],
             "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "cudnn": _cudnn_version(),
         }
     return {"device_type": device.type, "device_name": device.type, "capability": None, "cuda": None, "cudnn": None}
 
 
-def fingerprint(device: torch.device) -> dict:
+def _cudnn_version() -> int | None:
+    cudnn = torch.backends.cudnn
+    available: bool = cudnn.is_available()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+    return cudnn.version() if available else None  # type: ignore[no-untyped-call]  # (as above)
+
+
+def fingerprint(device: torch.device) -> Fingerprint:
     from .. import __version__
 
     return {
@@ -46,7 +57,7 @@ def fingerprint(device: torch.device) -> dict:
     }
 
 
-def describe_device(fp: dict) -> str:
+def describe_device(fp: Fingerprint) -> str:
     """'cpu' or 'cuda NVIDIA H100 80GB HBM3 (sm90)'."""
     if fp.get("device_type") != "cuda":
         return str(fp.get("device_type"))
@@ -54,7 +65,7 @@ def describe_device(fp: dict) -> str:
     return f"cuda {fp.get('device_name')}" + (f" (sm{cap[0]}{cap[1]})" if cap else "")
 
 
-def differences(built: dict, here: dict) -> list[str]:
+def differences(built: Fingerprint, here: Fingerprint) -> list[str]:
     """Each difference that makes a plan built with fingerprint `built` unusable with `here`, as a sentence."""
     found = []
     if built.get("plan_format") != here["plan_format"]:
@@ -69,5 +80,6 @@ def differences(built: dict, here: dict) -> list[str]:
     return found
 
 
-def _norm(value):
+def _norm(value: object) -> object:
+    """Lists and tuples as lists (JSON brings a capability back as a list)."""
     return list(value) if isinstance(value, (list, tuple)) else value

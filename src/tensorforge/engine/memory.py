@@ -36,13 +36,14 @@ the intervals above stay sound.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import AbstractSet, Any
+from typing import Any
 
 import torch
 
-from ..ir import Graph, Node
+from ..ir import Graph, Node, Value
+from ..ir.types import BATCH
 from .streams import StreamSchedule
 from .tactics.registry import chosen_tactic
 
@@ -88,7 +89,7 @@ def align(n: int, alignment: int = ALIGNMENT) -> int:
     return -(-n // alignment) * alignment
 
 
-def planned_values(graph: Graph, unplanned: AbstractSet[str] = frozenset()) -> list:
+def planned_values(graph: Graph, unplanned: Set[str] = frozenset()) -> list[Value]:
     """The values that live in the arena: node outputs that are not graph outputs (nor `unplanned`),
     in definition order."""
     outputs = {id(v) for v in graph.outputs}
@@ -97,7 +98,8 @@ def planned_values(graph: Graph, unplanned: AbstractSet[str] = frozenset()) -> l
 
 def viewed(aliases: Aliases, name: str) -> set[str]:
     """Every value `name` may look at through `aliases`, view of a view included (not `name` itself)."""
-    found, todo = set(), [name]
+    found: set[str] = set()
+    todo = [name]
     while todo:
         targets = aliases.get(todo.pop(), ())
         for target in (targets,) if isinstance(targets, str) else targets:
@@ -109,7 +111,7 @@ def viewed(aliases: Aliases, name: str) -> set[str]:
 
 def lifetimes(
     graph: Graph,
-    unplanned: AbstractSet[str] = frozenset(),
+    unplanned: Set[str] = frozenset(),
     aliases: Aliases | None = None,
     schedule: StreamSchedule | None = None,
 ) -> dict[str, tuple[int, int]]:
@@ -122,7 +124,7 @@ def lifetimes(
     section_of = schedule.section_index() if schedule is not None else {}
 
     for i, node in enumerate(graph.nodes):
-        touched = set()
+        touched: set[str] = set()
         for v in node.inputs:
             for name in {v.name, *viewed(aliases, v.name)}:
                 if name in span:
@@ -131,14 +133,14 @@ def lifetimes(
         for v in node.outputs:
             span[v.name] = [i, i]
             touched.add(v.name)
-        if i in section_of and schedule.streams[i] != 0:
+        if schedule is not None and i in section_of and schedule.streams[i] != 0:
             first, last = schedule.sections[section_of[i]]
             for name in touched:
                 span[name] = [min(span[name][0], first), max(span[name][1], last)]
     for v in graph.outputs:
         for name in viewed(aliases, v.name) & span.keys():
             span[name][1] = len(graph.nodes)
-    return {v.name: tuple(span[v.name]) for v in planned_values(graph, unplanned)}
+    return {v.name: (span[v.name][0], span[v.name][1]) for v in planned_values(graph, unplanned)}
 
 
 def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -150,7 +152,7 @@ def plan_memory(
     env: Mapping[str, int],
     alignment: int = ALIGNMENT,
     *,
-    unplanned: AbstractSet[str] = frozenset(),
+    unplanned: Set[str] = frozenset(),
     aliases: Aliases | None = None,
     schedule: StreamSchedule | None = None,
 ) -> MemoryPlan:
@@ -197,7 +199,8 @@ def arena_exemptions(graph: Graph, tactics: Mapping[str, str]) -> tuple[set[str]
     """Values that take no arena slot (their tactic allocates them or returns a view) and, for every result
     kept as its kernel returned it (those, and the plan outputs), the values it may be a view of (so they stay
     alive while it is used; see the module docstring)."""
-    unplanned, aliases = set(), {}
+    unplanned: set[str] = set()
+    aliases: dict[str, tuple[str, ...]] = {}
     returned = {id(v) for v in graph.outputs}
     for node in graph.nodes:
         t = chosen_tactic(node.op, tactics[node.name])
@@ -207,6 +210,7 @@ def arena_exemptions(graph: Graph, tactics: Mapping[str, str]) -> tuple[set[str]
         kept = [j for j, v in enumerate(node.outputs) if not in_arena or id(v) in returned]
         if not kept or not node.inputs:
             continue
+        positions: list[tuple[int, ...]]  # per output: the inputs it may view
         if t.aliases_input:
             positions = [(0,)] * len(node.outputs)
         elif t.runs_reference:
@@ -227,7 +231,7 @@ def viewed_inputs(node: Node) -> list[tuple[int, ...]]:
     (a plugin's kernel, a data-dependent op) may view any of its inputs."""
     anything = [tuple(range(len(node.inputs)))] * len(node.outputs)
     env = {s: 2 for v in node.inputs for s in v.type.symbols}
-    env.setdefault("batch", 2)  # attributes may name the batch even where no input has it (arange)
+    env.setdefault(BATCH, 2)  # attributes may name the batch even where no input has it (arange)
     try:
         tensors = [
             torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device="meta") for v in node.inputs

@@ -5,7 +5,7 @@ never executes code from the file and refuses plans built for another device or 
 Layout of the metadata key "tensorforge.plan" (JSON):
   format, version        "tensorforge.plan", PLAN_FORMAT_VERSION
   fingerprint            device type/name/capability, torch, CUDA, cuDNN, tensorforge (see fingerprint.py)
-  config, max_batch      the BuilderConfig (to_json) and the batch the arena is sized for
+  config, max_batch      the BuilderConfig (to_plan_json: no machine-local paths) and the batch the arena is sized for
   graph                  the optimized graph (ir.graph_to_json); its constants are the safetensors tensors
   tactics                layer name -> tactic name
   memory                 the arena plan (memory.MemoryPlan.to_json)
@@ -32,7 +32,7 @@ import os
 import struct
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,20 +40,21 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from ..ir import Graph, TensorType, graph_from_json, graph_to_json
+from ..ir import Graph, Sym, TensorType, graph_from_json, graph_to_json
 from ..ir.digest import seal, unseal
 from ..ir.execute import bind_symbols
 from ..ir.serialize import unshared_tensors
-from .config import BuilderConfig
+from ..ir.types import BATCH
+from .config import MACHINE_LOCAL_OPTIONS, BuilderConfig
 from .context import ExecutionContext, Program
 from .cuda_graphs import GraphRunner
 from .errors import PlanCompatibilityError
-from .fingerprint import PLAN_FORMAT_VERSION, differences, fingerprint
+from .fingerprint import PLAN_FORMAT_VERSION, Fingerprint, differences, fingerprint
 from .memory import MemoryPlan, align, arena_exemptions, conflicts, lifetimes, planned_values
 from .precision import tf32_mode
 from .streams import StreamSchedule, plan_streams, single_stream
 from .tactics import BindContext, get_tactic
-from .tactics.registry import chosen_tactic
+from .tactics.registry import Kernel, chosen_tactic
 
 PLAN_FORMAT = "tensorforge.plan"
 META_KEY = "tensorforge.plan"
@@ -82,9 +83,9 @@ class Plan:
         max_batch: int,
         device: torch.device | str,
         counters: Mapping[str, int],
-        built_for: dict,
+        built_for: Fingerprint,
         schedule: StreamSchedule,
-    ):
+    ) -> None:
         self.device = _normalize_device(device)
         self.config = config
         self.max_batch = max_batch
@@ -99,13 +100,14 @@ class Plan:
             if not chosen_tactic(node.op, self.tactics[node.name]).packs_weights:
                 on_device.update(id(v) for v in node.inputs if v.data is not None)
         for value in graph.constants.values():
-            value.data = value.data.to(self.device) if id(value) in on_device else value.data.cpu()
+            if value.data is not None:  # every constant has its tensor
+                value.data = value.data.to(self.device) if id(value) in on_device else value.data.cpu()
         self.graph = graph
         self.input_types: list[TensorType] = [v.type for v in graph.inputs]
         self.output_types: list[TensorType] = [v.type for v in graph.outputs]
-        env = {"batch": max_batch}
+        env = {BATCH: max_batch}
         ctx = BindContext(self.device, config, max_batch)
-        kernels = {}
+        kernels: dict[str, Kernel] = {}
         self.layers: list[LayerInfo] = []
         for node, stream in zip(graph.nodes, schedule.streams):
             tactic = chosen_tactic(node.op, self.tactics[node.name])
@@ -116,12 +118,12 @@ class Plan:
         # the only state a run changes is its context's; `run` without one uses the calling thread's own, made at
         # that thread's first run and freed when the thread ends (or the plan goes): one arena per such thread
         self._per_thread = threading.local()
-        self._batch_input = next(
+        self._batch_input: tuple[str, int] | None = next(  # (input name, axis) where a run's batch size is read
             (
                 (v.name, axis)
                 for v in graph.inputs
                 for axis, d in enumerate(v.type.shape)
-                if getattr(d, "symbol", None) == "batch"
+                if isinstance(d, Sym) and d.symbol == BATCH
             ),
             None,
         )
@@ -172,8 +174,9 @@ class Plan:
         for value, tensor in zip(self.graph.inputs, inputs):
             if tensor.device != self.device:
                 raise ValueError(f"input {value.name!r} is on {tensor.device}, the plan runs on {self.device}")
-        batch = env.get("batch")
+        batch = env.get(BATCH)
         if batch is not None and not 1 <= batch <= self.max_batch:
+            assert self._batch_input is not None, "the batch is bound from an input with the batch axis"
             name, axis = self._batch_input
             hint = (
                 f"build with max_batch >= {batch}"
@@ -187,7 +190,13 @@ class Plan:
         with tf32_mode(self.config.tf32) if self.device.type == "cuda" else contextlib.nullcontext():
             return self._run(inputs, env, context, cuda_graph)
 
-    def _run(self, inputs, env, context, cuda_graph):
+    def _run(
+        self,
+        inputs: Sequence[torch.Tensor],
+        env: Mapping[str, int],
+        context: ExecutionContext | None,
+        cuda_graph: bool | None,
+    ) -> tuple[torch.Tensor, ...]:
         graphed = self.device.type == "cuda" and (cuda_graph is True or (cuda_graph is None and context is None))
         if context is None:
             context = self._thread_context()
@@ -251,7 +260,7 @@ class Plan:
             "format": PLAN_FORMAT,
             "version": PLAN_FORMAT_VERSION,
             "fingerprint": self.fingerprint,
-            "config": self.config.to_json(),
+            "config": self.config.to_plan_json(),
             "max_batch": self.max_batch,
             "graph": doc,
             "tactics": self.tactics,
@@ -294,7 +303,8 @@ class Plan:
             here = fingerprint(device)
         except (RuntimeError, AssertionError) as exc:
             raise PlanCompatibilityError(f"cannot load a plan on {device}: {exc}") from exc
-        problems = differences(meta.get("fingerprint") if isinstance(meta.get("fingerprint"), dict) else {}, here)
+        built_for = meta.get("fingerprint")
+        problems = differences(built_for if isinstance(built_for, dict) else {}, here)
         if problems:
             raise PlanCompatibilityError(
                 "the plan does not fit this machine: " + "; ".join(problems) + ". Rebuild it here."
@@ -333,7 +343,7 @@ class Plan:
                 f"the plan's layers cannot be set up here ({type(exc).__name__}: {exc})"
             ) from exc
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the plan to `path` atomically (a reader never sees a half-written file)."""
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))
@@ -348,7 +358,7 @@ class Plan:
             raise
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> Plan:
+    def load(cls, path: str | os.PathLike[str], device: torch.device | str = "cpu") -> Plan:
         with open(os.fspath(path), "rb") as f:
             return cls.from_bytes(f.read(), device=device)
 
@@ -360,16 +370,17 @@ def _normalize_device(device: torch.device | str) -> torch.device:
     return device
 
 
-def _header_length(data) -> int:
+def _header_length(data: bytes | bytearray | memoryview) -> int:
     if len(data) < 8:
         raise PlanCompatibilityError(f"not a tensorforge plan: {len(data)} bytes is too short to be one")
+    n: int
     (n,) = struct.unpack("<Q", bytes(data[:8]))
     if n > len(data) - 8:
         raise PlanCompatibilityError("not a tensorforge plan, or a truncated one: the header is cut off")
     return n
 
 
-def _read_metadata(data) -> dict[str, Any]:
+def _read_metadata(data: object) -> dict[str, Any]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise PlanCompatibilityError(f"a plan is bytes, got {type(data).__name__}")
     n = _header_length(data)
@@ -390,12 +401,15 @@ def _read_metadata(data) -> dict[str, Any]:
 
 
 def _builder_config(doc: Any) -> BuilderConfig:
-    """The build options a plan stores: every option, as `BuilderConfig.to_json` wrote them (one missing is not a
-    default to fill in: this version of the format always writes them all)."""
-    missing = sorted({f.name for f in dataclasses.fields(BuilderConfig)} - set(doc))
+    """The build options a plan stores: every option but the machine-local ones, as `BuilderConfig.to_plan_json`
+    wrote them (one missing is not a default to fill in: this version of the format always writes them all). A
+    machine-local option a plan holds anyway (written before plans left them out) names a file of the machine that
+    built it: it is dropped."""
+    stored = {f.name for f in dataclasses.fields(BuilderConfig)} - MACHINE_LOCAL_OPTIONS
+    missing = sorted(stored - set(doc))
     if missing:
         raise ValueError(f"the build options lack {missing}")
-    return BuilderConfig.from_json(doc)
+    return BuilderConfig.from_json({name: value for name, value in doc.items() if name not in MACHINE_LOCAL_OPTIONS})
 
 
 def _check_layers(graph: Graph, tactics: Mapping[str, str], device: torch.device) -> None:
@@ -440,7 +454,7 @@ def _check_memory(graph: Graph, memory: MemoryPlan, max_batch: int, tactics: Map
         raise PlanCompatibilityError(
             f"corrupt plan: memory.alignment is {memory.alignment}, not a power of two up to 4096"
         )
-    env = {"batch": max_batch}
+    env = {BATCH: max_batch}
     unplanned, _ = arena_exemptions(graph, tactics)
     planned = planned_values(graph, unplanned)
     for v in planned:

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..ir import Graph
+from ..ir.types import BATCH
 
 MIN_STREAM_MACS = 1 << 20  # at max_batch: below this a branch is cheaper to run in line than to synchronize
 
@@ -67,7 +68,7 @@ def plan_streams(graph: Graph, device_type: str, max_streams: int, max_batch: in
     """The schedule a plan runs with: several streams on CUDA only (a CPU plan runs its layers one by one)."""
     if device_type != "cuda":
         return single_stream(graph)
-    return schedule_streams(graph, max_streams=max_streams, env={"batch": max_batch})
+    return schedule_streams(graph, max_streams=max_streams, env={BATCH: max_batch})
 
 
 def schedule_streams(

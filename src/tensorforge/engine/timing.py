@@ -21,14 +21,19 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..ir.types import TensorType, bind_value
+from ..ir.types import FLOAT_DTYPES, TensorType, bind_value
 from .cuda_graphs import capture_lock, capture_stream
 from .tactics.registry import BindContext, Kernel, Tactic
+
+if TYPE_CHECKING:
+    from ..ir import Node, Value
+    from .config import BuilderConfig
 
 CACHE_FORMAT = "tensorforge.timing_cache"
 CACHE_VERSION = 1
@@ -38,7 +43,7 @@ RUNS_PER_LEVEL = {1: 3, 2: 5, 3: 10, 4: 20, 5: 50}
 class TimingCache:
     """Measured milliseconds per (device, layer signature, tactic); optionally backed by a JSON file."""
 
-    def __init__(self, path: str | None = None):
+    def __init__(self, path: str | None = None) -> None:
         self.path = path
         self.entries: dict[str, float] = {}
         self.dirty = False
@@ -69,23 +74,25 @@ class TimingCache:
         self.dirty = False
 
 
-def timing_key(node, tactic: Tactic, device_name: str, env: dict[str, int]) -> str:
+def timing_key(node: Node, tactic: Tactic, device_name: str, env: Mapping[str, int]) -> str:
     types = [TensorType(v.type.dtype, v.type.concrete_shape(env)) for v in node.inputs]
     attrs = {k: bind_value(v, env) for k, v in node.attrs.items()}
     return json.dumps([device_name, node.op, [str(t) for t in types], attrs, tactic.name], sort_keys=True, default=str)
 
 
-def _example(value, env, device) -> torch.Tensor:
+def _example(value: Value, env: Mapping[str, int], device: torch.device) -> torch.Tensor:
     if value.data is not None:
         return value.data.to(device)
     t = value.type
     shape = t.concrete_shape(env)
-    if t.dtype in ("float32", "float16", "bfloat16", "float64"):
+    if t.dtype in FLOAT_DTYPES:
         return torch.randn(shape, dtype=t.torch_dtype, device=device)
     return torch.zeros(shape, dtype=t.torch_dtype, device=device)  # zeros are valid indices and masks
 
 
-def example_call(kernel: Kernel, node, ctx: BindContext, memory_format=None):
+def example_call(
+    kernel: Kernel, node: Node, ctx: BindContext, memory_format: torch.memory_format | None = None
+) -> Callable[[], Sequence[torch.Tensor]]:
     """A no-argument call of `kernel` on `node`'s shapes at max_batch: the real constants, random activations
     (laid out in `memory_format` where 4-d, as the tactic receives them in a plan), fresh outputs."""
     env = ctx.env
@@ -95,7 +102,7 @@ def example_call(kernel: Kernel, node, ctx: BindContext, memory_format=None):
             t.contiguous(memory_format=memory_format) if v.data is None and t.dim() == 4 else t
             for v, t in zip(node.inputs, inputs)
         ]
-    outputs = [
+    outputs: list[torch.Tensor | None] = [
         torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device=ctx.device) for v in node.outputs
     ]
     return lambda: kernel(inputs, outputs, env)
@@ -105,7 +112,9 @@ CALLS_PER_GRAPH = 5  # kernel calls captured in one timing graph: one replay's l
 
 
 @torch.no_grad()
-def measure(kernel: Kernel, node, ctx: BindContext, runs: int, memory_format=None) -> float:
+def measure(
+    kernel: Kernel, node: Node, ctx: BindContext, runs: int, memory_format: torch.memory_format | None = None
+) -> float:
     """Median milliseconds of `kernel` on `node`'s shapes at max_batch (one warm-up run first).
 
     `memory_format` lays out 4-d activation inputs the way the tactic receives them in a plan (a
@@ -119,9 +128,10 @@ def measure(kernel: Kernel, node, ctx: BindContext, runs: int, memory_format=Non
     if ctx.device.type == "cuda":
         graph = _captured(call, ctx.device)
         replay, per_replay = (graph.replay, CALLS_PER_GRAPH) if graph is not None else (call, 1)
-        times = []
-        for _ in range(runs):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times: list[float] = []
+        for _ in range(runs):  # (torch leaves Event.__new__ unannotated)
+            start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
             start.record()
             replay()
             end.record()
@@ -130,13 +140,13 @@ def measure(kernel: Kernel, node, ctx: BindContext, runs: int, memory_format=Non
         return statistics.median(times)
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        began = time.perf_counter()
         call()
-        times.append((time.perf_counter() - start) * 1e3)
+        times.append((time.perf_counter() - began) * 1e3)
     return statistics.median(times)
 
 
-def _captured(call, device: torch.device):
+def _captured(call: Callable[[], object], device: torch.device) -> torch.cuda.CUDAGraph | None:
     """A CUDA graph of CALLS_PER_GRAPH calls (after a warm-up on a side stream, as capture requires), or None.
 
     Under `capture_lock`, in thread-local capture mode, like every capture on the shared stream (cuda_graphs.py):
@@ -169,14 +179,14 @@ class Selection:
     refused: dict[str, str] = field(default_factory=dict)
 
 
-def needs_timing(supported: Sequence[Tactic], config) -> bool:
+def needs_timing(supported: Sequence[Tactic], config: BuilderConfig) -> bool:
     """Whether a layer with these supported candidates is timed (see the module docstring)."""
     view = bool(supported) and supported[0].aliases_input
     return config.optimization_level > 0 and len(supported) > 1 and not view
 
 
 def select_tactic(
-    node, supported: Sequence[Tactic], ctx: BindContext, cache: TimingCache | None, device_name: str
+    node: Node, supported: Sequence[Tactic], ctx: BindContext, cache: TimingCache | None, device_name: str
 ) -> Selection | None:
     """The tactic `node` runs with, or None when no candidate is left (see the module docstring)."""
     if not supported:
@@ -199,6 +209,6 @@ def select_tactic(
         selection.timings_ms[t.name] = ms
     if not selection.timings_ms:
         return None
-    best = min(selection.timings_ms, key=selection.timings_ms.get)
+    best = min(selection.timings_ms, key=selection.timings_ms.__getitem__)
     selection.tactic = next(t for t in supported if t.name == best)
     return selection

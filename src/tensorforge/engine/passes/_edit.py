@@ -5,11 +5,14 @@ shared, since no pass writes into a tensor) and edits only the copy, through the
 go in with `add_node(before=..., after=...)`, readers move with `replace_all_uses`, the def-use index
 (`users_of`, `sole_user`, `use_count`, `is_output`) says who reads what, and `erase_nodes` takes the replaced
 nodes out.
+`constant_data` reads the tensor of an input the pass already knows to be a constant.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
+import torch
 
 from ...ir import Graph, Node, Value, graph_from_json, graph_to_json
 
@@ -30,3 +33,10 @@ def erase_and_rename(graph: Graph, gone: Iterable[Node], names: Sequence[tuple[N
             graph.rename_node(item, name)
         else:
             graph.rename_value(item, name)
+
+
+def constant_data(value: Value) -> torch.Tensor:
+    """The tensor of `value`, a constant the caller has checked is one; ValueError for an activation."""
+    if value.data is None:
+        raise ValueError(f"{value.name} is an activation, not a constant")
+    return value.data

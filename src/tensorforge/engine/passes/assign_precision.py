@@ -51,20 +51,24 @@ values outside the reduced range) and `.float32_weights` (reduced layers that ke
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ...ir import Graph, Node, Value
-from ...ir.types import TensorType, torch_dtype
+from ...ir.types import HALF_DTYPES, TensorType, torch_dtype
 from ..config import BuilderConfig
+from ..epilogue import Epilogue
 from ..ops import is_depthwise
-from ._edit import copy_graph
+from ._edit import constant_data, copy_graph
+
+if TYPE_CHECKING:
+    from . import PassContext
 
 NAME = "assign_precision"
 FLOAT32 = "float32"
-HALF_TYPES = ("float16", "bfloat16")
 _SHORT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 
 # Ops that stay in float32 unless strict_types: op -> why (reported by `inspect`, asserted by the tests).
@@ -107,16 +111,16 @@ class _Layer:
 
     reduced: bool
     input_dtypes: list[str]
-    attrs: dict
+    attrs: dict[str, Any]
     output_types: list[TensorType]
 
 
 class _Planner:
     """Phase 1: decide every node's precision in topological order, tracking each value's dtype afterwards."""
 
-    def __init__(self, graph: Graph, reduced: str, strict: bool):
+    def __init__(self, graph: Graph, reduced: str, strict: bool) -> None:
         self.graph, self.reduced, self.strict = graph, reduced, strict
-        self.convertible = {FLOAT32} | ({t for t in HALF_TYPES if t != reduced} if strict else set())
+        self.convertible = {FLOAT32} | ({t for t in HALF_DTYPES if t != reduced} if strict else set())
         self.dtype_of: dict[int, str] = {id(v): v.type.dtype for v in (*graph.inputs, *graph.constants.values())}
         self.kept_float32: set[int] = set()  # ids of values made by layers kept in float32 by choice
         self.layers: dict[int, _Layer] = {}
@@ -132,7 +136,7 @@ class _Planner:
     def _is_float(self, value: Value) -> bool:
         return value.type.dtype in self.convertible
 
-    def _decide(self, node) -> _Layer:
+    def _decide(self, node: Node) -> _Layer:
         tentative = self._try_reduce(node) if self._may_reduce(node) else None
         if tentative is not None:
             return tentative
@@ -140,7 +144,7 @@ class _Planner:
             self.kept_float32.update(id(v) for v in node.outputs if self._is_float(v))
         return self._keep(node)
 
-    def _may_reduce(self, node) -> bool:
+    def _may_reduce(self, node: Node) -> bool:
         if node.opdef.opaque or node.op == "subgraph":
             return False
         if self.strict:
@@ -149,19 +153,19 @@ class _Planner:
             return False
         return any(self._is_float(v) for v in node.outputs)
 
-    def _follows_float32(self, node) -> bool:
+    def _follows_float32(self, node: Node) -> bool:
         if node.opdef.family not in FOLLOWER_FAMILIES and node.op not in FOLLOWER_OPS:
             return False
         activations = [v for v in node.inputs if v.data is None and self._is_float(v)]
         return bool(activations) and all(id(v) in self.kept_float32 for v in activations)
 
-    def _try_reduce(self, node) -> _Layer | None:
+    def _try_reduce(self, node: Node) -> _Layer | None:
         """The node in the reduced type, or None when its op does not carry the type through (per the registry)."""
         want = [self.reduced if self._is_float(v) else v.type.dtype for v in node.inputs]
         if not self.strict and is_depthwise(node):  # rule 3's exception: float32 weight and bias
-            want = [
-                v.type.dtype if i > 0 and v.data is not None else d for i, (v, d) in enumerate(zip(node.inputs, want))
-            ]
+            for i in (1, Epilogue.of(node).bias_index):
+                if i is not None and node.inputs[i].data is not None:
+                    want[i] = node.inputs[i].type.dtype
         attrs = dict(node.attrs)
         if self.strict and attrs.get("dtype") in self.convertible:
             attrs["dtype"] = self.reduced  # strict: cast/arange/full make the requested type too
@@ -170,7 +174,7 @@ class _Planner:
             return None
         return _Layer(True, want, attrs, expected)
 
-    def _keep(self, node) -> _Layer:
+    def _keep(self, node: Node) -> _Layer:
         """The node in its source types; it reads values as they come when that cannot change its output types."""
         source = [v.type for v in node.outputs]
         as_they_come = [self.dtype_of[id(v)] if v.data is None else v.type.dtype for v in node.inputs]
@@ -179,7 +183,7 @@ class _Planner:
         return _Layer(False, [v.type.dtype for v in node.inputs], dict(node.attrs), source)
 
     @staticmethod
-    def _infer(node, dtypes, attrs) -> list[TensorType] | None:
+    def _infer(node: Node, dtypes: Sequence[str], attrs: Mapping[str, Any]) -> list[TensorType] | None:
         types = [TensorType(d, v.type.shape) for d, v in zip(dtypes, node.inputs)]
         if types == [v.type for v in node.inputs] and attrs == node.attrs:
             return [v.type for v in node.outputs]
@@ -204,7 +208,7 @@ def _to_reduced(tensor: torch.Tensor, dtype: str) -> tuple[torch.Tensor, bool]:
 class _Rewriter:
     """Phase 2: give each node its inputs in the decided dtypes, converting constants and inserting casts."""
 
-    def __init__(self, graph: Graph, layers: dict[int, _Layer], ctx):
+    def __init__(self, graph: Graph, layers: dict[int, _Layer], ctx: PassContext) -> None:
         self.graph, self.layers, self.ctx = graph, layers, ctx
         self.casts: dict[tuple[int, str], Value] = {}
         self.converted: dict[tuple[int, str], Value] = {}
@@ -255,9 +259,10 @@ class _Rewriter:
         return self.casts[key]
 
     def _constant(self, value: Value, dtype: str) -> Value:
+        """The constant `value` in `dtype` (converted once)."""
         key = (id(value), dtype)
         if key not in self.converted:
-            tensor, clamped = _to_reduced(value.data, dtype)
+            tensor, clamped = _to_reduced(constant_data(value), dtype)
             self.ctx.count(f"{NAME}.weights")
             self.ctx.count(f"{NAME}.weights_clamped", int(clamped))
             if id(value) in self.in_place:
@@ -283,7 +288,7 @@ class _Rewriter:
         return self.exits[id(value)]
 
 
-def assign_precision(graph: Graph, ctx) -> Graph:
+def assign_precision(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
     ctx.counters.setdefault(NAME, 0)
     reduced = reduced_dtype(ctx.config)

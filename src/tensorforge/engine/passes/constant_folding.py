@@ -10,35 +10,41 @@ a broadcast never turns into a huge weight.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from ...ir import Graph, TensorType
+from ...ir import Graph, Node, TensorType
 from ...ir.types import contains_sym
-from ._edit import copy_graph, erase_and_rename
+from ._edit import constant_data, copy_graph, erase_and_rename
+
+if TYPE_CHECKING:
+    from . import PassContext
 
 NAME = "constant_folding"
 
 
-def _foldable(node, is_const, limit: int) -> bool:
+def _foldable(node: Node, limit: int) -> bool:
     if node.opdef.opaque or node.op == "subgraph":
         return False
-    if not all(is_const(v) for v in node.inputs):
+    if not all(v.data is not None for v in node.inputs):
         return False
     if any(contains_sym(v) for v in node.attrs.values()):
         return False
     return all(v.type.is_static and v.type.nbytes() <= limit for v in node.outputs)
 
 
-def constant_folding(graph: Graph, ctx) -> Graph:
+def constant_folding(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
     folded = 0
     for node in graph.nodes:
-        if not _foldable(node, lambda v: v.data is not None, ctx.fold_limit_bytes):
+        if not _foldable(node, ctx.fold_limit_bytes):
             continue
-        device = node.inputs[0].data.device if node.inputs else torch.device("cpu")
+        inputs = [constant_data(v) for v in node.inputs]
+        device = inputs[0].device if inputs else torch.device("cpu")
         try:
             with torch.no_grad():
-                results = node.opdef.run([v.data for v in node.inputs], node.attrs, {}, device)
+                results = node.opdef.run(inputs, node.attrs, {}, device)
         except Exception:  # noqa: BLE001 - the node then runs at plan time and reports its own error there
             continue
         if len(results) != len(node.outputs) or any(TensorType.of(t) != v.type for t, v in zip(results, node.outputs)):

@@ -8,15 +8,20 @@ counted: they are the normal residue of folding). Graph inputs always stay: they
 
 from __future__ import annotations
 
-from ...ir import Graph
+from typing import TYPE_CHECKING
+
+from ...ir import Graph, Node
 from ._edit import copy_graph
+
+if TYPE_CHECKING:
+    from . import PassContext
 
 NAME = "dead_code"
 
 
-def dead_code(graph: Graph, ctx) -> Graph:
+def dead_code(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
-    dead: set = set()
+    dead: set[Node] = set()
     for node in reversed(graph.nodes):  # readers come later: each is decided before the nodes it reads
         if not any(graph.is_output(v) or any(u not in dead for u in graph.users_of(v)) for v in node.outputs):
             dead.add(node)

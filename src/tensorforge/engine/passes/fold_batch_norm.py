@@ -13,23 +13,28 @@ parameters are computed in float64 and stored in the weight's dtype.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from ...ir import Graph
-from ._edit import copy_graph, erase_and_rename
+from ...ir import Graph, Node
+from ._edit import constant_data, copy_graph, erase_and_rename
+
+if TYPE_CHECKING:
+    from . import PassContext
 
 NAME = "fold_batch_norm"
 CONVOLUTIONS = ("nn.conv1d", "nn.conv2d", "nn.conv3d")
 ANCHORS = CONVOLUTIONS + ("nn.dense",)
 
 
-def _channel_axis(anchor) -> int:
+def _channel_axis(anchor: Node) -> int:
     """The output axis that holds the anchor's output channels."""
     rank = anchor.output.type.rank
     return 1 if anchor.op in CONVOLUTIONS else rank - 1
 
 
-def _match(graph: Graph, bn):
+def _match(graph: Graph, bn: Node) -> tuple[Node, Node | None] | None:
     """(anchor, bias_add or None) when `bn` can be folded into the layer before it, else None."""
     if not all(v.data is not None for v in bn.inputs[1:]):
         return None
@@ -56,18 +61,19 @@ def _match(graph: Graph, bn):
     return anchor, bias_add
 
 
-def _folded(anchor, bias_add, bn) -> tuple[torch.Tensor, torch.Tensor]:
-    weight = anchor.inputs[1].data
-    gamma, beta, mean, var = (v.data.double() for v in bn.inputs[1:])
+def _folded(anchor: Node, bias_add: Node | None, bn: Node) -> tuple[torch.Tensor, torch.Tensor]:
+    weight = constant_data(anchor.inputs[1])
+    old_bias = constant_data(bias_add.inputs[1]) if bias_add is not None else None
+    gamma, beta, mean, var = (constant_data(v).double() for v in bn.inputs[1:])
     scale = gamma * torch.rsqrt(var + bn.attrs["epsilon"])
-    bias = bias_add.inputs[1].data.double() if bias_add is not None else torch.zeros_like(mean)
+    bias = old_bias.double() if old_bias is not None else torch.zeros_like(mean)
     new_weight = weight.double() * scale.reshape((-1,) + (1,) * (weight.dim() - 1))
     new_bias = (bias - mean) * scale + beta
-    bias_dtype = bias_add.inputs[1].data.dtype if bias_add is not None else weight.dtype
+    bias_dtype = old_bias.dtype if old_bias is not None else weight.dtype
     return new_weight.to(weight.dtype), new_bias.to(bias_dtype)
 
 
-def fold_batch_norm(graph: Graph, ctx) -> Graph:
+def fold_batch_norm(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
     folded = 0
     for bn in [n for n in graph.nodes if n.op == "nn.batch_norm"]:

@@ -22,12 +22,17 @@ memory order, stay as they are.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, NamedTuple
+
 import torch
 
-from ...ir import Graph, get_op
-from ...ir.types import Sym
+from ...ir import Graph, Node, Value, get_op
+from ...ir.types import BATCH, Sym
 from ..tactics.views import VIEW_OPS
-from ._edit import copy_graph
+from ._edit import constant_data, copy_graph
+
+if TYPE_CHECKING:
+    from . import PassContext
 
 NAME = "fold_view_chains"
 FOLDABLE = frozenset(VIEW_OPS) - {"layout_transform"}  # ops that only re-describe memory (a split: slices)
@@ -39,11 +44,23 @@ PERMUTED_PRODUCERS = frozenset(
 )
 PROBE_BATCHES = (2, 3, 1, 5, 7)  # the first two fit the affine strides, every one checks them
 
+Step = tuple[Node, int]  # a view node and which of its outputs the chain follows
+Affine = tuple[int, int]  # (constant, per-batch): a size that is constant + per-batch * batch
 
-def _chain(value):
+
+class _Sample(NamedTuple):
+    """The chain's result at one batch size, as a view of the contiguous source."""
+
+    batch: int
+    sizes: tuple[int, ...]
+    strides: list[int | None]  # None: a size-1 axis, where any stride fits
+    offset: int
+
+
+def _chain(value: Value) -> tuple[Value, list[Step]] | None:
     """(source value, [(view node, which of its outputs)] from the source to `value`), or None when the chain
     reads a second activation or starts at a value whose memory may not be in row-major order at run time."""
-    steps = []
+    steps: list[Step] = []
     while value.producer is not None and value.producer.op in FOLDABLE:
         node = value.producer
         if any(v.data is None for v in node.inputs[1:]):
@@ -55,26 +72,28 @@ def _chain(value):
     return value, steps[::-1]
 
 
-def _batch_axis(value):
+def _batch_axis(value: Value) -> tuple[int, int] | None:
     """(axis, scale) of the source's batch dimension, or None."""
     for axis, d in enumerate(value.type.shape):
-        if isinstance(d, Sym) and d.symbol == "batch":
+        if isinstance(d, Sym) and d.symbol == BATCH:
             return axis, d.scale
     return None
 
 
-def _strided_at(source, steps, batch: int):
-    """(sizes, strides, offset) of the chain's result as a view of the contiguous source, or None."""
-    env = {"batch": batch}
+def _strided_at(source: Value, steps: list[Step], batch: int) -> tuple[_Sample, torch.Tensor] | None:
+    """The chain's result at `batch` as a view of the contiguous source, and the source indices it holds; None
+    when it is empty."""
+    env = {BATCH: batch}
     shape = source.type.concrete_shape(env)
     t = torch.arange(torch.Size(shape).numel(), dtype=torch.int64).view(shape)
     for node, which in steps:
-        t = node.opdef.run([t, *(v.data for v in node.inputs[1:])], node.attrs, env, torch.device("cpu"))[which]
+        constants = [constant_data(v) for v in node.inputs[1:]]  # `_chain` checked they are
+        t = node.opdef.run([t, *constants], node.attrs, env, torch.device("cpu"))[which]
     if t.numel() == 0:
         return None
     flat = t.reshape(-1)
     offset = int(flat[0])
-    strides = []
+    strides: list[int | None] = []
     for axis, size in enumerate(t.shape):
         if size == 1:
             strides.append(None)  # any stride fits a size-1 axis
@@ -82,16 +101,16 @@ def _strided_at(source, steps, batch: int):
         step = [0] * t.dim()
         step[axis] = 1
         strides.append(int(t[tuple(step)]) - offset)
-    return tuple(t.shape), strides, offset, t
+    return _Sample(batch, tuple(t.shape), strides, offset), t
 
 
-def _fit(samples):
-    """Affine (constant, per-batch) pairs for the strides and offset of `samples` [(batch, sizes, strides, offset)]
-    (one sample: nothing depends on the batch)."""
-    (b1, _, s1, o1), (b2, _, s2, o2) = (
-        samples[:2] if len(samples) > 1 else (samples[0], (samples[0][0] + 1, *samples[0][1:]))
-    )
-    strides = []
+def _fit(samples: list[_Sample]) -> tuple[list[Affine], Affine]:
+    """Affine (constant, per-batch) pairs for the strides and offset of `samples` (one sample: nothing depends on
+    the batch)."""
+    first = samples[0]
+    second = samples[1] if len(samples) > 1 else first._replace(batch=first.batch + 1)
+    (b1, _, s1, o1), (b2, _, s2, o2) = first, second
+    strides: list[Affine] = []
     for x1, x2 in zip(s1, s2):
         if x1 is None or x2 is None:
             known = x1 if x2 is None else x2
@@ -103,28 +122,29 @@ def _fit(samples):
     return strides, (o1 - per * b1, per)
 
 
-def _affine(pair, batch):
+def _affine(pair: Affine, batch: int) -> int:
     return pair[0] + pair[1] * batch
 
 
-def fold(source, steps):
+def fold(source: Value, steps: list[Step]) -> dict[str, Any] | None:
     """The attributes of one engine.strided_view equal to the chain, or None when no strides express it."""
     batch_from = _batch_axis(source)
     batches = PROBE_BATCHES if batch_from is not None else (1,)
-    samples, results = [], []
+    samples: list[_Sample] = []
+    results: list[tuple[int, torch.Tensor]] = []
     try:
         for b in batches:
             got = _strided_at(source, steps, b)
             if got is None:
                 return None
-            shape, strides, offset, t = got
-            samples.append((b, shape, strides, offset))
+            sample, t = got
+            samples.append(sample)
             results.append((b, t))
     except (RuntimeError, ValueError):
         return None
     strides, offset = _fit(samples)
     for b, t in results:
-        env = {"batch": b}
+        env = {BATCH: b}
         numel = torch.Size(source.type.concrete_shape(env)).numel()
         sizes = tuple(t.shape)
         bound = [_affine(s, b) for s in strides]
@@ -139,7 +159,7 @@ def fold(source, steps):
     node, which = steps[-1]
     out = node.outputs[which].type
     shape = tuple((0, d.scale) if isinstance(d, Sym) else (int(d), 0) for d in out.shape)
-    if any(isinstance(d, Sym) and d.symbol != "batch" for d in out.shape):
+    if any(isinstance(d, Sym) and d.symbol != BATCH for d in out.shape):
         return None
     return {
         "shape": shape,
@@ -149,7 +169,7 @@ def fold(source, steps):
     }
 
 
-def fold_view_chains(graph: Graph, ctx) -> Graph:
+def fold_view_chains(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
     strided_view = get_op("engine.strided_view")
     folded = 0

@@ -11,33 +11,45 @@ when they have one), the same epilogue (bias or not, activation and its attribut
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from ...ir import Graph
-from ._edit import copy_graph
+from ...ir import Graph, Node
+from ..epilogue import Epilogue
+from ._edit import constant_data, copy_graph
+
+if TYPE_CHECKING:
+    from ...ir.types import Dim
+    from . import PassContext
 
 NAME = "fuse_horizontal_dense"
 
+# what dense layers must share to be one wide GEMM: their data input (by identity), the weight's dtype and the
+# shape of a weight row, and the epilogue
+GroupKey = tuple[int, str, tuple["Dim", ...], Epilogue]
 
-def _key(node):
-    a = node.attrs
-    if node.op != "engine.dense" or a["has_residual"] or node.inputs[1].data is None:
+
+def _key(node: Node) -> GroupKey | None:
+    if node.op != "engine.dense":
         return None
-    if a["has_bias"] and node.inputs[2].data is None:
+    epilogue = Epilogue.of(node)
+    weight = node.inputs[1]
+    if epilogue.has_residual or weight.data is None:
         return None
-    return (
-        id(node.inputs[0]),
-        node.inputs[1].type.dtype,
-        node.inputs[1].type.shape[1:],
-        a["has_bias"],
-        a["activation"],
-        a["activation_attrs"],
-    )
+    if epilogue.bias_index is not None and node.inputs[epilogue.bias_index].data is None:
+        return None
+    return id(node.inputs[0]), weight.type.dtype, weight.type.shape[1:], epilogue
 
 
-def fuse_horizontal_dense(graph: Graph, ctx) -> Graph:
+def _stacked(members: list[Node], index: int) -> torch.Tensor:
+    """The members' constant inputs at `index` (weights or biases; `_key` checked they are constants), stacked."""
+    return torch.cat([constant_data(n.inputs[index]) for n in members])
+
+
+def fuse_horizontal_dense(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
-    groups: dict[tuple, list] = {}
+    groups: dict[GroupKey, list[Node]] = {}
     for node in graph.nodes:
         key = _key(node)
         if key is not None:
@@ -47,11 +59,11 @@ def fuse_horizontal_dense(graph: Graph, ctx) -> Graph:
         if len(members) < 2:
             continue
         first = members[0]
-        widths = [int(n.inputs[1].type.shape[0]) for n in members]
-        weight = graph.add_constant(torch.cat([n.inputs[1].data for n in members]), f"{first.name}.hweight")
-        inputs = [first.inputs[0], weight]
-        if first.attrs["has_bias"]:
-            inputs.append(graph.add_constant(torch.cat([n.inputs[2].data for n in members]), f"{first.name}.hbias"))
+        bias_index = Epilogue.of(first).bias_index  # the members' epilogues are one (the group's key)
+        widths = [n.inputs[1].type.concrete_shape()[0] for n in members]  # constant weights: static shapes
+        inputs = [first.inputs[0], graph.add_constant(_stacked(members, 1), f"{first.name}.hweight")]
+        if bias_index is not None:
+            inputs.append(graph.add_constant(_stacked(members, bias_index), f"{first.name}.hbias"))
         # the wide GEMM goes where the first member was: its only input is defined by then
         wide = graph.add_node("engine.dense", inputs, first.attrs, name=f"{first.name}.wide", before=first)
         points = tuple(sum(widths[: i + 1]) for i in range(len(widths) - 1))

@@ -32,13 +32,22 @@ float32 sum (then rounds y once), so it is at least as accurate. The counter cou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from ...ir import Graph, Node, Value
+from ...ir.types import GPU_FLOAT_DTYPES, HALF_DTYPES
+from ..epilogue import Epilogue
 from ._edit import copy_graph, erase_and_rename
 
+if TYPE_CHECKING:
+    from . import PassContext
+
 NAME = "fuse_layer_norm"
-FLOATS = ("float32", "float16", "bfloat16")
-HALF_TYPES = ("float16", "bfloat16")
+
+
+class _Sum(NamedTuple):
+    producer: Node  # the add or residual dense whose sum the layer computes itself
+    addends: tuple[Value, Value]
 
 
 @dataclass
@@ -47,8 +56,7 @@ class _Match:
     x: Value  # what the fused layer normalizes (or the first addend): the norm's input, uncast
     cast_in: Node | None  # cast(x -> float32) read only by the norm: removed
     cast_out: Node | None  # the cast of y to 16 bits: removed, its output is the fused layer's y
-    producer: Node | None  # the add or residual dense whose sum the layer computes itself
-    addends: tuple[Value, Value] | None
+    sum: _Sum | None
     emit_sum: bool  # the sum is read beyond the nodes the fusion removes: the layer returns it
 
 
@@ -58,7 +66,7 @@ def _widening_cast(value: Value) -> Node | None:
         node is not None
         and node.op == "cast"
         and value.type.dtype == "float32"
-        and node.inputs[0].type.dtype in HALF_TYPES
+        and node.inputs[0].type.dtype in HALF_DTYPES
     ):
         return node
     return None
@@ -69,22 +77,25 @@ def _narrowing_cast(node: Node | None) -> Node | None:
         node is not None
         and node.op == "cast"
         and node.inputs[0].type.dtype == "float32"
-        and node.output.type.dtype in HALF_TYPES
+        and node.output.type.dtype in HALF_DTYPES
     ):
         return node
     return None
 
 
-def _sum_of(x: Value) -> tuple[Node, tuple[Value, Value]] | None:
+def _sum_of(x: Value) -> _Sum | None:
     """(the node, its two addends) when `x` is a sum the fused layer can compute: an add without broadcasting
     or a dense layer whose epilogue is only the residual add."""
     node = x.producer
     if node is None:
         return None
     if node.op == "add" and len(node.inputs) == 2 and all(v.type == x.type for v in node.inputs):
-        return node, (node.inputs[0], node.inputs[1])
-    if node.op == "engine.dense" and node.attrs["has_residual"] and node.attrs["activation"] is None:
-        return node, (x, node.inputs[-1])  # x stands for the GEMM's result until the dense is split
+        return _Sum(node, (node.inputs[0], node.inputs[1]))
+    if node.op == "engine.dense":
+        epilogue = Epilogue.of(node)
+        if epilogue.residual_index is not None and epilogue.activation is None:
+            # x stands for the GEMM's result until the dense is split
+            return _Sum(node, (x, node.inputs[epilogue.residual_index]))
     return None
 
 
@@ -96,9 +107,9 @@ def _read_beyond(graph: Graph, value: Value, leaving: Node | None) -> bool:
 def _match(graph: Graph, norm: Node) -> _Match | None:
     data, gamma, beta = norm.inputs
     rank = data.type.rank
-    if rank == 0 or norm.attrs["axis"] % rank != rank - 1 or data.type.dtype not in FLOATS:
+    if rank == 0 or norm.attrs["axis"] % rank != rank - 1 or data.type.dtype not in GPU_FLOAT_DTYPES:
         return None
-    if any(p.type.shape != data.type.shape[-1:] or p.type.dtype not in FLOATS for p in (gamma, beta)):
+    if any(p.type.shape != data.type.shape[-1:] or p.type.dtype not in GPU_FLOAT_DTYPES for p in (gamma, beta)):
         return None
     widening = _widening_cast(data)
     x = widening.inputs[0] if widening is not None else data
@@ -108,43 +119,44 @@ def _match(graph: Graph, norm: Node) -> _Match | None:
     leaving = norm if widening is None else cast_in
     read_elsewhere = _read_beyond(graph, x, leaving)
     found = _sum_of(x)
-    producer, addends = found if found is not None else (None, None)
-    if producer is not None and producer.op == "engine.dense" and read_elsewhere:
-        producer = addends = None
-    if widening is None and cast_out is None and producer is None:
+    if found is not None and found.producer.op == "engine.dense" and read_elsewhere:
+        found = None
+    if widening is None and cast_out is None and found is None:
         return None  # nothing to absorb: the norm alone is what nn.layer_norm's tactics already run
-    return _Match(norm, x, cast_in, cast_out, producer, addends, producer is not None and read_elsewhere)
+    return _Match(norm, x, cast_in, cast_out, found, found is not None and read_elsewhere)
 
 
 def _rewrite(graph: Graph, m: _Match) -> bool:
     """Replace the matched nodes with the fused layer (and a residual-free dense); False if the order forbids it."""
     norm = m.norm
     gamma, beta = norm.inputs[1:]
-    gone = [n for n in (norm, m.cast_in, m.cast_out, m.producer) if n is not None]
+    producer = m.sum.producer if m.sum is not None else None
+    gone = [n for n in (norm, m.cast_in, m.cast_out, producer) if n is not None]
     y = m.cast_out.output if m.cast_out is not None else norm.output
     # the fused layer sits where the sum was made, so every reader of the sum still comes after it
-    position = m.producer if m.producer is not None else norm
+    position = producer if producer is not None else norm
     if not all(graph.defined_before(p, position) for p in (gamma, beta)):
         return False
     renames: list[tuple[Node | Value, str]] = []
     inputs = [m.x]
-    if m.producer is not None and m.producer.op == "engine.dense":
-        dense = m.producer
+    if m.sum is not None and m.sum.producer.op == "engine.dense":
+        dense = m.sum.producer
+        epilogue = Epilogue.of(dense)
         gemm = graph.add_node(
             "engine.dense",
-            dense.inputs[:-1],
-            {**dense.attrs, "has_residual": False, "residual_position": "pre_activation"},
+            [v for i, v in enumerate(dense.inputs) if i != epilogue.residual_index],
+            {**dense.attrs, **epilogue.without_residual().to_attrs()},
             name=dense.name,
             output_names=[f"{m.x.name}.gemm"],
             before=position,
         )
         renames.append((gemm, dense.name))
-        inputs = [gemm.output, m.addends[1]]
-    elif m.producer is not None:
-        inputs = list(m.addends)
+        inputs = [gemm.output, m.sum.addends[1]]
+    elif m.sum is not None:
+        inputs = list(m.sum.addends)
     attrs = {
         "epsilon": norm.attrs["epsilon"],
-        "has_residual": m.producer is not None,
+        "has_residual": m.sum is not None,
         "emit_sum": m.emit_sum,
         "out_dtype": None if y.type.dtype == m.x.type.dtype else y.type.dtype,
     }
@@ -158,7 +170,7 @@ def _rewrite(graph: Graph, m: _Match) -> bool:
     return True
 
 
-def fuse_layer_norm(graph: Graph, ctx) -> Graph:
+def fuse_layer_norm(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
     fused = 0
     for norm in [n for n in graph.nodes if n.op == "nn.layer_norm"]:

@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ...ir import Graph, Node, Value
 from ..pointwise import FUSED_OPS, POINTWISE_DTYPES, broadcast_dims
 from ._edit import copy_graph, erase_and_rename
+
+if TYPE_CHECKING:
+    from . import PassContext
 
 NAME = "fuse_pointwise"
 
@@ -97,7 +101,7 @@ class _Groups:
         return True
 
 
-def _fusable(node, live: set[int]) -> bool:
+def _fusable(node: Node, live: set[int]) -> bool:
     return (
         node.op in FUSED_OPS
         and len(node.outputs) == 1
@@ -106,14 +110,14 @@ def _fusable(node, live: set[int]) -> bool:
     )
 
 
-def group_program(nodes: Sequence[Node], outputs: Sequence[Value]) -> tuple[list[Value], dict] | None:
+def group_program(nodes: Sequence[Node], outputs: Sequence[Value]) -> tuple[list[Value], dict[str, Any]] | None:
     """(inputs, attributes) of the engine.pointwise node computing `nodes` (in order) and returning `outputs`, or
     None when the group reads no tensor (only literals: constant folding's business)."""
     ssa: dict[int, int] = {}
-    program: list[tuple] = []
+    program: list[tuple[Any, ...]] = []  # one instruction per SSA slot
     inputs: list[Value] = []
 
-    def operand(v) -> int:
+    def operand(v: Value) -> int:
         if id(v) not in ssa:
             if v.data is not None and v.data.numel() == 1:
                 program.append(("const", v.data.item(), v.type.dtype, v.type.shape))
@@ -184,7 +188,7 @@ def _reorder(nodes: Sequence[Node], cluster: list[int], layers: dict[int, Node])
     return order
 
 
-def fuse_pointwise(graph: Graph, ctx) -> Graph:
+def fuse_pointwise(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
     nodes = graph.nodes
     live = {id(v) for n in nodes for v in n.outputs if graph.use_count(v)}
@@ -214,9 +218,9 @@ def fuse_pointwise(graph: Graph, ctx) -> Graph:
         return graph
     cluster = [groups.find(i) if groups.find(i) in fused else i for i in range(len(nodes))]
     graph.set_order(_reorder(nodes, cluster, {root: layer for root, (layer, _, _) in fused.items()}))
-    for layer, members, outputs in fused.values():
+    for layer, replaced, outputs in fused.values():
         for old, new in zip(outputs, layer.outputs):
-            graph.replace_all_uses(old, new, skip=members)
-        erase_and_rename(graph, members, [(layer, members[-1].name), *zip(layer.outputs, (v.name for v in outputs))])
+            graph.replace_all_uses(old, new, skip=replaced)
+        erase_and_rename(graph, replaced, [(layer, replaced[-1].name), *zip(layer.outputs, (v.name for v in outputs))])
     ctx.count(NAME, len(fused))
     return graph

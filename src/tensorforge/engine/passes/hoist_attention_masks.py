@@ -12,6 +12,7 @@ kernel that builds the mask.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,11 +20,14 @@ from ...ir import Graph, Value
 from ...ir.types import torch_dtype
 from ._edit import copy_graph
 
+if TYPE_CHECKING:
+    from . import PassContext
+
 NAME = "hoist_attention_masks"
 ATTENTION = "nn.scaled_dot_product_attention"
 
 
-def hoist_attention_masks(graph: Graph, ctx) -> Graph:
+def hoist_attention_masks(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
     additive: dict[tuple[int, str], Value] = {}
     rewritten = 0

@@ -26,13 +26,29 @@ counts reordered layers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
 from ...ir import Graph, Node
+from ..epilogue import Epilogue
 from ._edit import copy_graph, erase_and_rename
+
+if TYPE_CHECKING:
+    from ...ir.types import Dim
+    from . import PassContext
 
 NAME = "reorder_dense_rows"
 
 
-def _leading_axes(shape, k) -> int | None:
+class _Found(NamedTuple):
+    transpose: Node
+    flatten: Node
+    unflatten: Node
+    back: Node
+    new_axes: tuple[int, ...]
+
+
+def _leading_axes(shape: Sequence[Dim], k: int) -> int | None:
     """How many leading axes of `shape` the rows flatten: the trailing axes must multiply to `k` (concrete)."""
     product = 1
     for m in range(len(shape), 0, -1):
@@ -45,9 +61,9 @@ def _leading_axes(shape, k) -> int | None:
     return None
 
 
-def _match(graph: Graph, dense: Node):
+def _match(graph: Graph, dense: Node) -> _Found | None:
     """(transpose, flatten, unflatten, back-transpose, new axes) when `dense` can take its rows reordered."""
-    if dense.attrs["has_residual"]:
+    if Epilogue.of(dense).has_residual:
         return None
     flatten = dense.inputs[0].producer
     if flatten is None or flatten.op != "reshape" or graph.sole_user(flatten.outputs[0]) is not dense:
@@ -74,10 +90,10 @@ def _match(graph: Graph, dense: Node):
     if len(order) != m + 1 or order[-1] != m or sorted(order) != list(range(m + 1)):
         return None
     new_axes = tuple(axes[order[i]] for i in range(m)) + tuple(axes[m:])
-    return transpose, flatten, unflatten, back, new_axes
+    return _Found(transpose, flatten, unflatten, back, new_axes)
 
 
-def reorder_dense_rows(graph: Graph, ctx) -> Graph:
+def reorder_dense_rows(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
     reordered = 0
     for dense in [n for n in graph.nodes if n.op == "engine.dense"]:

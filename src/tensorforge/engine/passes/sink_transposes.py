@@ -15,34 +15,42 @@ residual would have to move too).
 
 from __future__ import annotations
 
-from ...ir import Graph
+from typing import TYPE_CHECKING
+
+from ...ir import Graph, Node
+from ..epilogue import Epilogue
 from ._edit import copy_graph, erase_and_rename
+
+if TYPE_CHECKING:
+    from . import PassContext
 
 NAME = "sink_transposes"
 
 
-def _movable(graph: Graph, node) -> bool:
-    t = node.inputs[0].producer
-    if graph.use_count(t.outputs[0]) != 1:
+def _movable(graph: Graph, node: Node, transpose: Node) -> bool:
+    """Whether `transpose`, which makes `node`'s first input, can move below `node`."""
+    if graph.use_count(transpose.outputs[0]) != 1:
         return False
-    axes = t.attrs["axes"]
+    axes = transpose.attrs["axes"]
     if node.op == "cast":
         return True
     return (
-        node.op == "engine.dense" and not node.attrs["has_residual"] and axes is not None and axes[-1] == len(axes) - 1
+        node.op == "engine.dense"
+        and not Epilogue.of(node).has_residual
+        and axes is not None
+        and axes[-1] == len(axes) - 1
     )
 
 
-def sink_transposes(graph: Graph, ctx) -> Graph:
+def sink_transposes(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
     moved = 0
     for node in graph.nodes:
-        producer = node.inputs[0].producer if node.inputs else None
-        if node.op not in ("cast", "engine.dense") or producer is None or producer.op != "transpose":
+        transpose = node.inputs[0].producer if node.inputs else None
+        if node.op not in ("cast", "engine.dense") or transpose is None or transpose.op != "transpose":
             continue
-        if not _movable(graph, node):
+        if not _movable(graph, node, transpose):
             continue
-        transpose = node.inputs[0].producer
         out = node.outputs[0]
         inner = graph.add_node(
             node.op,
