@@ -8,7 +8,7 @@ import torch
 
 from engine_helpers import BATCH, FUSED_TOL, batch_norm_params, check_pass, graph_with_input, ops
 from tensorforge import ir
-from tensorforge.engine.ops import FUSABLE_ACTIVATIONS
+from tensorforge.engine.epilogue import FUSABLE_ACTIVATIONS
 from tensorforge.engine.passes import (
     PASSES,
     PassContext,

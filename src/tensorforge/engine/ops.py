@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from ..ir import REQUIRED, Node, TensorType, register_op
 from .epilogue import EPILOGUE_ATTRS, Epilogue
-from .epilogue import FUSABLE_ACTIVATIONS as FUSABLE_ACTIVATIONS  # fuse_bias_activation reads it from here
 
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
