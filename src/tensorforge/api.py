@@ -70,6 +70,11 @@ def load(
     )
 
 
+def _example_tuple(inputs: Any) -> tuple[Any, ...]:
+    """The example inputs as a tuple: given as a list or tuple, or one alone."""
+    return tuple(inputs) if isinstance(inputs, (list, tuple)) else (inputs,)
+
+
 def _example_device(inputs) -> torch.device | None:
     for t in inputs:
         if isinstance(t, torch.Tensor):
@@ -113,7 +118,7 @@ def convert(
         )
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-    inputs = tuple(inputs) if isinstance(inputs, (list, tuple)) else (inputs,)
+    inputs = _example_tuple(inputs)
     device = device if device is not None else _example_device(inputs)
     graph = from_torch(model, inputs, input_names=input_names, output_names=output_names)
     graph, config = partition_for_tensorforge(
@@ -135,10 +140,11 @@ def convert(
         module_class=EngineModule,
         **option_values,
     )
+    assert isinstance(module, EngineModule)  # build makes the module_class it is given
     return module.build_all(max_batch_size)
 
 
-def compile(
+def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforge.compile never shadows the builtin)
     model: torch.nn.Module,
     example_inputs: Sequence[torch.Tensor],
     precision: str = "fp32",
@@ -165,7 +171,7 @@ def compile(
             )
     if "max_workspace_size" in option_values:
         keywords["max_workspace_size"] = option_values["max_workspace_size"]
-    example_inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+    example_inputs = _example_tuple(example_inputs)
     device = device if device is not None else _example_device(example_inputs)
     graph = from_torch(model, example_inputs)
     keywords.setdefault("use_implicit_batch", False)  # the engine binds the batch at run time

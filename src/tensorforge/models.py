@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -73,7 +74,9 @@ class ZooModel:
             raise ValueError(f"batch must be >= 1, got {batch}")
         gen = torch.Generator().manual_seed(self.seed + 1)
         if self.entry.family == "torchvision":
+            assert self.image_size is not None  # load sizes every vision model
             return (torch.randn(batch, 3, self.image_size, self.image_size, generator=gen),)
+        assert self.seq_len is not None and self.vocab_size is not None  # and every text model
         ids = torch.randint(0, self.vocab_size, (batch, self.seq_len), generator=gen)
         mask = torch.ones(batch, self.seq_len, dtype=torch.long)
         mask[-1, self.seq_len // 2 :] = 0  # a padded sequence, so the attention mask matters
@@ -182,7 +185,8 @@ def get(name: str, *, image_size: int | None = None, seq_len: int | None = None,
         if not 1 <= length <= _BERT_MAX_POSITIONS:
             raise ValueError(f"{name}: sequence length must be in 1..{_BERT_MAX_POSITIONS}, got {length}")
         model = entry.make(length).eval()
-        return ZooModel(entry, model, seq_len=length, vocab_size=model.config.vocab_size, seed=seed)
+        config: Any = model.config  # a transformers configuration, which torch's Module types know nothing of
+        return ZooModel(entry, model, seq_len=length, vocab_size=config.vocab_size, seed=seed)
 
 
 def describe() -> str:

@@ -21,6 +21,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tensorforge.engine.fingerprint import PLAN_FORMAT_VERSION
+
 # ---------------------------------------------------------------------------------------------
 # vocabulary
 # ---------------------------------------------------------------------------------------------
@@ -672,6 +674,9 @@ def m_options(ctx: Context, meta) -> str | None:
             "fp16",
             "optimization_level",
             "cuda_graph",
+            "strict_types",
+            "timing_cache",
+            "timing_cache",
             "__class__",
         ]
     )
@@ -679,6 +684,10 @@ def m_options(ctx: Context, meta) -> str | None:
         options[key] = ctx.rng.choice([f"{ctx.canaries['dir']}/cache-from-file", "../../x", "~/x", "/proc/self/x"])
         if ctx.rng.random() < 0.5:
             meta["plans"] = []  # nothing built: the first run builds and writes to the cache directory
+    elif key == "timing_cache":  # a machine resource: the file may name one, and loading must ignore it
+        options[key] = ctx.rng.choice([f"{ctx.canaries['dir']}/timing-from-file", "../../x", "/proc/self/mem"])
+        if ctx.rng.random() < 0.5:
+            meta["plans"] = []  # nothing built: the first run builds, reading and writing the timing cache
     else:
         options[key] = _random_value(ctx, options.get(key))
     return f"options.{key} = {options[key]!r}"
@@ -737,9 +746,49 @@ def m_plans_list(ctx: Context, meta) -> str | None:
 
 
 def m_module_fields(ctx: Context, meta) -> str | None:
-    key = ctx.rng.choice(["format", "version", "graph", "options", "plans", "partition_config", "extra"])
+    key = ctx.rng.choice(
+        ["format", "version", "graph", "options", "plans", "partition_config", "omitted_weights", "extra"]
+    )
     meta[key] = _random_value(ctx, meta.get(key))
     return f"module field {key!r} retyped"
+
+
+def m_omitted_weights(ctx: Context, meta) -> str | None:
+    """The types recorded for region weights a file leaves out (its plans hold them): keys that name no region, a
+    weight the file does hold, or a path; types that are symbolic, huge, negative or not types at all."""
+    omitted = meta.get("omitted_weights")
+    if not isinstance(omitted, dict):
+        return None
+    action = ctx.rng.choice(["key", "key", "type", "type", "drop", "add-held"])
+    if action == "add-held":  # a weight the file holds, declared left out as well
+        weights = [n for n in ctx.tensor_names if "/" in n and not n.startswith("__plans__/")]
+        if not weights:
+            return None
+        name = ctx.rng.choice(weights)
+        omitted[name] = {"dtype": "float32", "shape": [1]}
+        return f"omitted_weights: {name!r} added, which the file holds"
+    if not omitted:
+        return None
+    key = ctx.rng.choice(sorted(omitted))
+    if action == "key":
+        new_key = ctx.rng.choice(["../../x", "main/x", "no_such_region/w", key.split("/", 1)[0], "", "/" + key])
+        omitted[new_key] = omitted.pop(key)
+        return f"omitted_weights: {key!r} renamed {new_key!r}"
+    if action == "type":
+        omitted[key] = ctx.rng.choice(
+            [
+                {"dtype": "float32", "shape": [{"__sym__": ["batch", 1]}, 4]},
+                {"dtype": "float32", "shape": [2**40, 2**40]},
+                {"dtype": "float32", "shape": [-1]},
+                {"dtype": "object", "shape": [1]},
+                {"shape": [1]},
+                {"dtype": "float32"},
+                _random_value(ctx, omitted[key]),
+            ]
+        )
+        return f"omitted_weights: {key!r} typed {omitted[key]!r}"
+    del omitted[key]  # the region then has neither these weights nor their types
+    return f"omitted_weights: {key!r} dropped"
 
 
 def m_module_graph(ctx: Context, meta) -> str | None:
@@ -777,6 +826,7 @@ MODULE_MUTATIONS: list[tuple[float, Callable]] = [
     (2, m_partition_config),
     (3, m_plans_list),
     (1, m_module_fields),
+    (2, m_omitted_weights),
     (1, generic_edit),
 ]
 
@@ -850,7 +900,7 @@ def m_plan_fields(ctx: Context, meta) -> str | None:
             value[sub] = {
                 "device_type": "cuda",
                 "torch": "1.0.0",
-                "plan_format": 2,
+                "plan_format": PLAN_FORMAT_VERSION - 1,  # the format before this one: refused, never read
                 "capability": [9, 0],
                 "device_name": "NVIDIA H100",
             }.get(sub, _random_value(ctx, value[sub]))

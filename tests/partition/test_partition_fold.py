@@ -91,8 +91,8 @@ def test_a_huge_full_is_neither_folded_nor_computed(monkeypatch):
             (1 << 19,),
             fold.DEFAULT_LIMIT_BYTES,  # 2 MiB from nothing
             (
-                "its result (2.0 MiB) is larger than the constants it is computed from (0 B): cheaper to compute at run time "
-                "than to store"
+                "its result (2.0 MiB) is larger than the constants it is computed from (0 B): "
+                "cheaper to compute at run time than to store"
             ),
         ),
         ((8,), 16, "its result (32 B) exceeds the folding limit (16 B)"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -68,6 +69,21 @@ def test_corrupt_cache_file_is_rebuilt_with_a_warning(small_net, tmp_path):
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(module(x), small_net(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_warning_points_at_the_users_call(small_net, tmp_path):
+    """However deep in tensorforge, and in torch's nn.Module machinery, a warning is raised, it names the user's line
+    that led to it: here a forward call that finds a damaged cache entry."""
+    compiled(small_net, tmp_path).build_all(2)
+    (path,) = tmp_path.glob("*.plan")
+    path.write_bytes(b"not a plan")
+    module = compiled(small_net, tmp_path)
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        module(torch.randn(2, 3, 16, 16))
+    (warning,) = [w for w in caught if "ignoring cached plan" in str(w.message)]
+    assert (warning.filename, warning.lineno) == (__file__, line)
 
 
 def _run(cache_dir, tests_dir):

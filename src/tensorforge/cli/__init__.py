@@ -74,7 +74,9 @@ def _bytes_arg(text: str) -> int:
     try:
         value = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of bytes (e.g. 1073741824, 512M, 1G), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a number of bytes (e.g. 1073741824, 512M, 1G), got {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
     return value
@@ -101,7 +103,8 @@ def _level(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    # parents are only sources of arguments; they are _Parsers because the subcommands' parsers are
+    common = _Parser(add_help=False)
     common.add_argument(
         "--verbose",
         "-v",
@@ -112,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     def model_options(batch_default: int | None = 1, device_help: str = "cuda if available, else cpu"):
-        p = argparse.ArgumentParser(add_help=False)
+        p = _Parser(add_help=False)
         precision = p.add_mutually_exclusive_group()
         precision.add_argument("--fp16", action="store_true", help="let layers run in float16")
         precision.add_argument("--bf16", action="store_true", help="let layers run in bfloat16")
@@ -288,11 +291,11 @@ def cmd_models(args) -> int:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("tensorforge")
-    except Exception:
+    except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
 
 
@@ -340,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # stdout closed early (`tensorforge inspect m.tforge --json | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (the command line reports any error as one line and an exit code)
         if args.verbose:
             traceback.print_exc()
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)

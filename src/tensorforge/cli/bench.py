@@ -49,7 +49,7 @@ def cmd_bench(args) -> int:
     for method in methods:
         try:
             result["methods"][method] = _bench_reference(method, source, input_names, inputs, device, precision, args)
-        except Exception as exc:  # one failing reference must not lose the others
+        except Exception as exc:  # noqa: BLE001  (one failing reference must not lose the others)
             if args.verbose:
                 traceback.print_exc()
             result["methods"][method] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}

@@ -33,6 +33,7 @@ def cmd_run(args) -> int:
     if args.output and not args.output.endswith((".npz", ".npy")):
         raise CLIError(f"--output {args.output}: the file name must end in .npz (or .npy for one output)")
     module = forge.load(args.plan, device=device)
+    assert module.graph is not None  # load fills the module it returns
     names = archive_names([v.name for v in module.graph.outputs])
     if args.output and args.output.endswith(".npy") and len(names) != 1:
         raise CLIError(

@@ -78,7 +78,7 @@ def _onnx_input_shapes(path: str, seq_len: int | None) -> dict[str, tuple[int, .
 
     try:
         model = onnx.load(path, load_external_data=False)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (whatever onnx raises, the file is at fault: one line says so)
         raise CLIError(f"{path}: not a readable ONNX model ({exc})") from None
     initializers = {t.name for t in model.graph.initializer}
     shapes = {}
@@ -149,7 +149,7 @@ def _load_module(path: str, args, device):
 def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
     """Convert, partition (explicit batch unless --implicit-batch), build every plan for `batch`.
     Returns (module, seconds per stage). A progress bar on stderr follows the stages and regions."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
 
     import tensorforge as forge
 
@@ -243,7 +243,7 @@ def _read_inputs(path: str, graph, device) -> tuple:
     names = [v.name for v in graph.inputs]
     try:
         loaded = np.load(path, allow_pickle=False)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (whatever numpy raises, the file is at fault: one line says so)
         raise CLIError(f"{path}: not a readable .npy/.npz file ({exc})") from None
     if isinstance(loaded, np.ndarray):
         if len(names) != 1:

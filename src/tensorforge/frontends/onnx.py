@@ -26,6 +26,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import onnx
 import onnx.inliner
@@ -199,17 +200,17 @@ def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence
             problems.append(f"input {v.name!r} has no shape; give one with input_shapes")
             continue
         else:
-            out = []
+            sizes: list[int | Sym] = []
             for axis, d in enumerate(dims):
                 if isinstance(d, int):
-                    out.append(d)
+                    sizes.append(d)
                 elif dynamic_batch and (axis == 0 or d in batch_names):
-                    out.append(Sym(SYMBOL))
+                    sizes.append(Sym(SYMBOL))
                 else:
                     what = repr(d) if d else "unknown"
                     hint = "" if dynamic_batch or axis else " (dynamic_batch=False)"
                     problems.append(f"input {v.name!r} axis {axis} is symbolic ({what}){hint}")
-            out = tuple(out)
+            out = tuple(sizes)
         if any(isinstance(d, int) and d < 0 for d in out):
             problems.append(f"input {v.name!r}: negative size in {out}")
             continue
@@ -249,12 +250,12 @@ def prepare_model(
     for v in list(model.graph.output) + list(model.graph.value_info):
         if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
             dims = _dims(v.type)
-            if not any(isinstance(d, str) or d is None for d in dims):
+            if dims is not None and not any(isinstance(d, str) or d is None for d in dims):
                 declared[v.name] = v.type.tensor_type.shape
             v.type.tensor_type.ClearField("shape")
     try:
         model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
-    except Exception as exc:  # > 2 GiB protos, or an op inference cannot handle: the IR infers types anyway
+    except Exception as exc:  # noqa: BLE001  (> 2 GiB protos, an op inference cannot handle: the IR infers types anyway)
         logger.warning(
             "ONNX shape inference failed (%s); importing with the IR's own type inference", str(exc).splitlines()[0]
         )
@@ -304,7 +305,7 @@ def _ir_type(entry) -> TensorType | None:
     elem, dims = entry
     if elem not in IR_DTYPES or dims is None:
         return None
-    shape = []
+    shape: list[int | Sym] = []
     for d in dims:
         if isinstance(d, int):
             shape.append(d)
@@ -358,7 +359,7 @@ def _graph_captures(graph) -> set[str]:
 
 def _used_outputs(model) -> dict[str, bool]:
     """Every value some node (in any graph) reads, or some graph returns."""
-    used = {}
+    used: dict[str, bool] = {}
     for graph in _all_graphs(model.graph):
         used.update((o.name, True) for o in graph.output)
         for n in graph.node:
@@ -506,6 +507,16 @@ def from_onnx(
     return graph
 
 
+class _EncodedNode(TypedDict):
+    """An ONNX node as an opaque IR node records it: what onnxruntime needs to run it alone."""
+
+    node: str
+    opset_imports: tuple[tuple[str, int], ...]
+    ir_version: int
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+
 class _Importer:
     def __init__(self, model, input_types: dict[str, TensorType], reasons: dict[int, str], name: str | None):
         self.model = model
@@ -532,7 +543,7 @@ class _Importer:
             if outer.is_known:  # a copy: materializing it in the scratch graph must not touch the real operand
                 child.env[name] = Operand(outer.name, outer.type, probes=outer.probes)
             else:
-                value = child.graph.add_input(name, outer.type)
+                value = child.graph.add_input(name, outer.known_type)
                 child.env[name] = Operand(name, outer.type, value=value)
         return child
 
@@ -601,6 +612,7 @@ class _Importer:
                 self.declined.append(UnsupportedNode(node.op_type, domain, since, name, reason))
         converted = results is not None
         if results is None:
+            assert reason is not None  # conversion was not tried, or the converter declined with a reason
             results = self._opaque(node, name, operands, reason)
         for out_name, operand in zip(node.output, results):
             if out_name and operand is not None:
@@ -653,13 +665,13 @@ class _Importer:
             raise OnnxImportError(f"node {name!r} ({node.op_type}) refers to {missing}, which nothing produces")
         inputs = [self.env[x] for x in input_names]
         output_names = [o for o in node.output if o]
-        encoded = {
-            "node": encode_node(_without_inferred_types(node)),
-            "opset_imports": tuple((o.domain, o.version) for o in self.model.opset_import),
-            "ir_version": int(self.model.ir_version),
-            "input_names": tuple(input_names),
-            "output_names": tuple(output_names),
-        }
+        encoded = _EncodedNode(
+            node=encode_node(_without_inferred_types(node)),
+            opset_imports=tuple((o.domain, o.version) for o in self.model.opset_import),
+            ir_version=int(self.model.ir_version),
+            input_names=tuple(input_names),
+            output_names=tuple(output_names),
+        )
         entries = [self.value_types.get(o) for o in output_names]
         for out_name, entry in zip(output_names, entries):
             if entry is not None and entry[0] and entry[0] not in IR_DTYPES:
@@ -672,16 +684,18 @@ class _Importer:
             folded = self._fold_through_onnxruntime(inputs, encoded, dtypes)
             if folded is not None:
                 return self._spread(node, output_names, folded)
-        types = [_ir_type(e) for e in entries]
-        if any(t is None for t in types) and node.op_type == "If" and not reg.canonical_domain(node.domain):
+        declared = [t for t in map(_ir_type, entries) if t is not None]
+        if len(declared) == len(entries):
+            types = declared
+        elif node.op_type == "If" and not reg.canonical_domain(node.domain):
             types = self._branch_types(node, name)
-        elif any(t is None for t in types):
+        else:
             self._refuse_runtime_trip_count(name, node)
             types = self._probe_types(name, node, inputs, encoded, dtypes, reason)
         with _stage(f"node {name!r} ({node.op_type}) runs through onnxruntime, which cannot load it"):
             onnx_node_session(
                 **encoded,
-                input_specs=[(x.type.dtype, x.type.rank) for x in inputs],
+                input_specs=[(x.dtype, x.rank) for x in inputs],
                 output_dtypes=[t.dtype for t in types],
             )
         values = [self.ctx.materialize(x) for x in inputs]
@@ -701,7 +715,7 @@ class _Importer:
             if attr.name in ("then_branch", "else_branch"):
                 scratch = self._scratch(_graph_captures(attr.g))
                 try:
-                    types = [o.type for o in scratch._import_subgraph(attr.g)]
+                    types = [o.known_type for o in scratch._import_subgraph(attr.g)]
                 except (OnnxImportError, reg.Unsupported) as exc:
                     failed[attr.name] = str(exc)
                     continue

@@ -13,8 +13,9 @@ cannot, draws the line elsewhere:
 - onnxruntime refuses what it lets through (FURTHER_RULES): an opset newer than onnx knows, a domain imported
   twice, two nodes of one graph (or of a called function's body) with the same name, Constant nodes aside,
   initializer data that does not fill its dims, an ir_version or opset beyond any there is, a model-local function
-  named like a standard op (onnxruntime runs the op, not the function). One it runs is refused too: a 0/1 switch attribute given another
-  value (keepdims=255), which onnx's shape inference, onnxruntime and the converters need not read alike.
+  named like a standard op (onnxruntime runs the op, not the function). One it runs is refused too: a 0/1 switch
+  attribute given another value (keepdims=255), which onnx's shape inference, onnxruntime and the converters need
+  not read alike.
 
 `validate_model` raises `OnnxImportError` listing every problem, each naming its node, initializer or field.
 """
@@ -312,7 +313,11 @@ def _part_problems(model: onnx.ModelProto) -> list[str]:
     return problems
 
 
-def topological_order(nodes, reads: Callable[[Any], set[str]] = lambda n: {x for x in n.input if x}) -> list[int]:
+def _inputs_read(node) -> set[str]:
+    return {x for x in node.input if x}
+
+
+def topological_order(nodes, reads: Callable[[Any], set[str]] = _inputs_read) -> list[int]:
     """Indices of `nodes` with every producer before its users (ties in file order); nodes on a cycle are left out.
     `reads(node)` names what a node reads (its inputs; the importer adds what its subgraphs capture)."""
     produced_by = {name: i for i, n in enumerate(nodes) for name in n.output if name}

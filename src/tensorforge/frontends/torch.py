@@ -24,7 +24,7 @@ import torch.fx
 
 from ..ir import Graph, TensorType, Value
 from ..ir.ops.opaque import encode_output_type
-from ..ir.types import Sym, dtype_name
+from ..ir.types import BATCH, Sym, dtype_name
 from . import aten  # noqa: F401  (registers the ATen converters)
 from .converters import Unsupported, lookup
 
@@ -116,9 +116,9 @@ class TorchContext:
         return list(self.fx_node.users) if self.fx_node is not None else []
 
 
-def _symbol_names(ep) -> dict:
-    """Map export's sympy symbols to IR symbol names: the batch of the first input is 'batch'."""
-    names = {}
+def _symbol_names(ep) -> dict[Any, str]:
+    """Map export's sympy symbols to IR symbol names: the batch of the first input is BATCH."""
+    names: dict[Any, str] = {}
     user_inputs = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
     for name in user_inputs:
@@ -130,7 +130,7 @@ def _symbol_names(ep) -> dict:
                 expr = d.node.expr
                 if getattr(expr, "is_Symbol", False) and expr not in names:
                     # dynamic_batch declares every input's leading dimension to be the one batch size
-                    names[expr] = "batch" if axis == 0 else f"dim{axis}_{len(names)}"
+                    names[expr] = BATCH if axis == 0 else f"dim{axis}_{len(names)}"
     return names
 
 
@@ -263,6 +263,8 @@ def _convert_node(ctx: TorchContext, node: torch.fx.Node, env: dict, symbols: di
     val = node.meta.get("val")
     if target is operator.getitem:
         source, index = node.args
+        if not isinstance(source, torch.fx.Node) or not isinstance(index, int):
+            raise ConversionError(f"{node.name}: getitem of {source!r} at {index!r} is not a node output")
         produced = env[source]
         if not isinstance(produced, (tuple, list)) or produced[index] is None:
             raise ConversionError(f"{node.name}: output {index} of {source.name} was not converted")
@@ -334,9 +336,10 @@ def _opaque(ctx: TorchContext, node: torch.fx.Node, env: dict, symbols: dict):
     kwargs = {k: _encode_opaque_arg(_map_arg(v, env, symbols), inputs) for k, v in node.kwargs.items()}
     val = node.meta.get("val")
     vals = list(val) if isinstance(val, (tuple, list)) else [val]
-    if not all(isinstance(v, torch.Tensor) for v in vals):
+    tensors = [v for v in vals if isinstance(v, torch.Tensor)]
+    if len(tensors) != len(vals):
         raise ConversionError(f"{node.name}: {target} returns {type(val).__name__}, which an opaque node cannot carry")
-    types = [_tensor_type(v, symbols) for v in vals]
+    types = [_tensor_type(v, symbols) for v in tensors]
     out = ctx.graph.add_node(
         opaque_name(target),
         inputs,

@@ -108,7 +108,7 @@ def _evaluate(node: Node, tensors: list[torch.Tensor]) -> tuple[list[torch.Tenso
 
 def fold_constants(graph: Graph, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> FoldResult:
     """Fold every node computed from constants alone (see the module docstring for what stays)."""
-    known: dict[int, torch.Tensor] = {id(v): v.data for v in graph.constants.values()}
+    known: dict[int, torch.Tensor] = {id(v): v.data for v in graph.constants.values() if v.data is not None}
     folded: list[Node] = []
     not_folded: list[tuple[Node, str]] = []
     for node in graph.nodes:
@@ -123,6 +123,7 @@ def fold_constants(graph: Graph, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> Fold
         if reason is not None:
             not_folded.append((node, reason))
             continue
+        assert results is not None  # _evaluate gives the results or the reason it has none
         for value, tensor in zip(node.outputs, results):
             known[id(value)] = tensor
         folded.append(node)

@@ -15,6 +15,7 @@ import dataclasses
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import torch
 
@@ -33,7 +34,7 @@ TARGET = "tensorforge"
 
 def _resolve_capability(device_capability) -> tuple[int, int] | None:
     if device_capability == "auto":
-        return tuple(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
+        return torch.cuda.get_device_capability() if torch.cuda.is_available() else None
     return device_capability
 
 
@@ -69,13 +70,14 @@ def partition_for_tensorforge(
     `result.subgraphs`; everything else stays as ordinary nodes. The input graph is not modified. Constants
     move to the graphs that use them (a region's into its subgraph); constants nothing uses are dropped.
     """
+    # PartitionConfig checks and normalizes what the caller gives (a list, one op name as a str, ...)
     options = PartitionConfig(
-        version=version if version is not None else ENGINE_VERSION,
+        version=cast(Any, version) if version is not None else ENGINE_VERSION,
         use_implicit_batch=use_implicit_batch,
         min_block_size=min_block_size,
         remove_no_mac_subgraphs=remove_no_mac_subgraphs,
         max_workspace_size=max_workspace_size,
-        torch_executed_ops=torch_executed_ops,
+        torch_executed_ops=cast(Any, torch_executed_ops),
         device_capability=_resolve_capability(device_capability),
         fold_constants=fold_constants,
         fold_limit_bytes=fold_limit_bytes,
@@ -126,7 +128,7 @@ def _order_clusters(graph: Graph, cluster_of: list[int]) -> list[int]:
         first.setdefault(c, i)
         succ.setdefault(c, set())
         for v in node.inputs:
-            p = position.get(v.producer)
+            p = position.get(v.producer) if v.producer is not None else None
             if p is not None and cluster_of[p] != c and c not in succ[cluster_of[p]]:
                 succ[cluster_of[p]].add(c)
                 indegree[c] += 1
@@ -159,6 +161,7 @@ def _copy_node(graph: Graph, node: Node, vmap: dict[int, Value]) -> Node:
 
 
 def _copy_constant(graph: Graph, value: Value) -> Value:
+    assert value.data is not None, f"{value.name} is not a constant"
     return graph.add_constant(value.data, value.name, exact=True)
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..ir.types import GPU_FLOAT_DTYPES
 from .batch import batch_reason
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ BASE: Version = (0, 1, 0)
 V0_2: Version = (0, 2, 0)
 V0_3: Version = (0, 3, 0)
 
-FLOAT = frozenset({"float32", "float16", "bfloat16"})
+FLOAT = GPU_FLOAT_DTYPES
 NUMBER = FLOAT | {"int32", "int64"}
 ANY = NUMBER | {"bool"}
 
@@ -93,8 +94,8 @@ class SupportContext:
 @dataclass(frozen=True)
 class SupportRule:
     op: str
-    since: Version = BASE
-    capability: Capability | None = None
+    since: tuple[int, ...] = BASE  # (major, minor, patch), checked at registration
+    capability: tuple[int, ...] | None = None
     dtypes: frozenset[str] = ANY
     check: CheckFn | None = field(default=None, compare=False)
 
@@ -133,12 +134,11 @@ def register_supported_op(
             f"a support rule for {op!r} is already registered "
             f"({_RULES[op].check.__module__ if _RULES[op].check else 'in the SUPPORTED table'})"
         )
-    since = _version(since, f"{op}: since")
-    if len(since) != 3:
-        raise ValueError(f"{op}: since must be (major, minor, patch), got {since!r}")
-    if capability is not None:
-        capability = _version(capability, f"{op}: capability")
-    rule = SupportRule(op=op, since=since, capability=capability, dtypes=frozenset(dtypes), check=check)
+    checked_since = _version(since, f"{op}: since")
+    if len(checked_since) != 3:
+        raise ValueError(f"{op}: since must be (major, minor, patch), got {checked_since!r}")
+    checked_capability = None if capability is None else _version(capability, f"{op}: capability")
+    rule = SupportRule(op=op, since=checked_since, capability=checked_capability, dtypes=frozenset(dtypes), check=check)
     _RULES[op] = rule
     return rule
 

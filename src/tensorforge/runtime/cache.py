@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from .. import ir
 from ..ir.digest import content_digest
+from .user_frame import user_stacklevel
 
 if TYPE_CHECKING:
     from ..engine import Plan
@@ -56,7 +57,7 @@ def plan_key(region_hash: str, build_options: dict, max_batch: int, fingerprint:
 class PlanCache:
     def __init__(self, directory: str | os.PathLike | None = None):
         self.directory = Path(directory) if directory else None
-        self._memory: weakref.WeakValueDictionary[str, object] = weakref.WeakValueDictionary()
+        self._memory: weakref.WeakValueDictionary[str, Plan] = weakref.WeakValueDictionary()
         # one lookup or build at a time: two threads missing the same key must not both build it, and a
         # WeakValueDictionary is not safe to change from two threads. Builds of different keys wait for each other
         # too; a module builds one plan at a time anyway (runtime/module.py)
@@ -71,10 +72,12 @@ class PlanCache:
                     f"plan cache directory {self.directory} cannot be used ({exc}); plans will be built "
                     f"and kept in memory only",
                     RuntimeWarning,
+                    stacklevel=user_stacklevel(),
                 )
                 self.directory = None
 
     def _path(self, key: str) -> Path:
+        assert self.directory is not None, "the cache keeps plans in memory only"
         return self.directory / f"{key}.plan"
 
     def get_or_build(self, key: str, build: Callable[[], Plan], load: Callable[[bytes, str], Plan]) -> Plan:
@@ -95,8 +98,12 @@ class PlanCache:
             try:
                 plan = load(self._path(key).read_bytes(), key)
                 self.hits += 1
-            except Exception as exc:  # a damaged or foreign file must never stop inference: rebuild
-                warnings.warn(f"ignoring cached plan {self._path(key)}: {exc}; rebuilding", RuntimeWarning)
+            except Exception as exc:  # noqa: BLE001  (a damaged or foreign file must never stop inference: rebuild)
+                warnings.warn(
+                    f"ignoring cached plan {self._path(key)}: {exc}; rebuilding",
+                    RuntimeWarning,
+                    stacklevel=user_stacklevel(),
+                )
                 plan = None
         if plan is None:
             plan = build()
@@ -108,6 +115,7 @@ class PlanCache:
                     warnings.warn(
                         f"could not write plan cache entry {self._path(key)} ({exc}); the plan is used from memory",
                         RuntimeWarning,
+                        stacklevel=user_stacklevel(),
                     )
         self._memory[key] = plan
         return plan

@@ -29,6 +29,7 @@ import os
 import threading
 import warnings
 import weakref
+from typing import Self
 
 import torch
 from safetensors import safe_open
@@ -47,6 +48,7 @@ from ..ir.types import BATCH, TensorType
 from .cache import PlanCache, plan_key, region_digest
 from .context import CallerState, ModuleContext
 from .options import RuntimeOptions
+from .user_frame import user_stacklevel
 
 MODULE_FORMAT = "tensorforge.module"
 MODULE_FORMAT_VERSION = 3  # 3: options hold strict_types; a region's weights may be left out for its plans
@@ -89,7 +91,7 @@ class Module(torch.nn.Module):
         self._generation = 0  # bumped when a plan is replaced (mode 0): callers then drop graphs captured on the old
         self._callers = threading.local()  # .state: the calling thread's CallerState (runtime/context.py)
         self._callees = [n.attrs["callee"] for n in graph.nodes if n.op == "subgraph"]
-        self._constants = {name: v.data.to(self.device) for name, v in graph.constants.items()}
+        self._constants = {name: v.data.to(self.device) for name, v in graph.constants.items() if v.data is not None}
         self._weightless: frozenset[str] = frozenset()  # regions loaded without their weights: they run saved plans
         _region_weights_to_host(graph)
 
@@ -108,7 +110,7 @@ class Module(torch.nn.Module):
         """The plans built so far, per region (several in multi-engine mode 1)."""
         return {name: list(by_batch.values()) for name, by_batch in self._plans.items()}
 
-    def build_all(self, batch_size: int = 1) -> Module:
+    def build_all(self, batch_size: int = 1) -> Self:
         """Build (or fetch from the cache) every region's plan for `batch_size` now, not at first run."""
         for name in self.regions:
             self._plan_for(name, batch_size)
@@ -235,10 +237,13 @@ class Module(torch.nn.Module):
                     state.context_for(self._plan_for(name, batch))
             if state.runner is None:
                 module, caller = weakref.ref(self), weakref.ref(state)  # the state holds the runner: no cycle
-                state.runner = GraphRunner(
-                    lambda *xs: module()._run(xs, bind_symbols(graph, xs), cuda_graph=False, state=caller()),
-                    name="module",
-                )
+
+                def run_module(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                    owner, owner_state = module(), caller()
+                    assert owner is not None and owner_state is not None  # both outlive the runner they hold
+                    return owner._run(xs, bind_symbols(graph, xs), cuda_graph=False, state=owner_state)
+
+                state.runner = GraphRunner(run_module, name="module")
             outs = state.runner(*inputs)
         else:
             # on CUDA without the module graph, each plan replays as its own graph in this caller's context
@@ -246,7 +251,7 @@ class Module(torch.nn.Module):
         return outs[0] if len(outs) == 1 else outs
 
     def _run(self, inputs, env: dict[str, int], cuda_graph: bool, state: CallerState) -> tuple[torch.Tensor, ...]:
-        graph = self.graph
+        graph = self._require_graph()
         batch = env.get(BATCH, 1)
         values: dict[int, torch.Tensor] = {id(v): t for v, t in zip(graph.inputs, inputs)}
         for name, v in graph.constants.items():
@@ -387,6 +392,7 @@ class Module(torch.nn.Module):
                     f"{where}: the saved plan for region {region!r} cannot run here ({exc}); "
                     f"it will be rebuilt from the saved region",
                     RuntimeWarning,
+                    stacklevel=user_stacklevel(),
                 )
                 continue
             if plan.max_batch != max_batch or _boundary(plan.graph) != _boundary(graph.subgraphs[region]):
@@ -414,7 +420,7 @@ class Module(torch.nn.Module):
             metadata = _safetensors_metadata(data)
             device = getattr(self, "device", None) if self.graph is not None else None
             self._restore(tensors, metadata, device, "state_dict")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (torch's load_state_dict reports every error message together)
             error_msgs.append(f"{key}: {exc}")
 
 
@@ -435,10 +441,11 @@ def _region_weights_to_host(graph: ir.Graph) -> None:
     copies: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (the original, kept alive; its copy)
     for region in graph.subgraphs.values():
         for value in region.constants.values():
-            if value.data.device.type not in ("cpu", "meta"):
-                if id(value.data) not in copies:
-                    copies[id(value.data)] = (value.data, value.data.cpu())
-                value.data = copies[id(value.data)][1]
+            data = value.data
+            if data is not None and data.device.type not in ("cpu", "meta"):
+                if id(data) not in copies:
+                    copies[id(data)] = (data, data.cpu())
+                value.data = copies[id(data)][1]
 
 
 def _module_description(metadata: dict[str, str], tensors: dict[str, torch.Tensor], where: str) -> dict:

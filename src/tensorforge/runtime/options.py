@@ -12,7 +12,7 @@ As in the TVM TensorRT integration, a few settings can be changed at deployment 
 | `TENSORFORGE_USE_FP16=1` | `fp16` | let the builder run layers in FP16 |
 | `TENSORFORGE_CACHE_DIR=dir` | `cache_dir` | where built plans are cached on disk |
 | `TENSORFORGE_MAX_WORKSPACE_SIZE=bytes` | `max_workspace_size` | the most activation memory a plan may use |
-| `TENSORFORGE_MULTI_ENGINE=0\\|1` | `multi_engine` | 0: one plan per region sized for the largest batch seen; 1: one plan per batch size |
+| `TENSORFORGE_MULTI_ENGINE=0\\|1` | `multi_engine` | 0: one plan per region (for the largest batch); 1: one per batch |
 
 One more variable is read by the engine itself, because it changes how long a build takes but never what it
 builds (so it is no option, and no part of a plan's cache key): `TENSORFORGE_COMPILE_THREADS=N`, the threads

@@ -22,10 +22,10 @@ import torch
 
 from ...ir import Graph, Sym, TensorType, Value
 from ...ir.registry import get_op
-from ...ir.types import contains_sym
+from ...ir.types import BATCH, contains_sym
 from .registry import Unsupported
 
-SYMBOL = "batch"
+SYMBOL = BATCH
 # batch sizes shape computations are evaluated at; primes, so k * batch is never confused with a constant
 PROBES = (17, 37, 23)
 # results of folded ops larger than this, and larger than twice their inputs, stay run-time nodes
@@ -66,21 +66,34 @@ class Operand:
         return self.probes is not None
 
     @property
+    def known_probes(self) -> tuple[torch.Tensor, ...]:
+        """The probes of a known operand; asking a run-time operand for them is a bug."""
+        assert self.probes is not None, f"operand {self.name} is computed at run time"
+        return self.probes
+
+    @property
+    def known_type(self) -> TensorType:
+        """The type; only the static check's operands can lack one, and they never reach a converter."""
+        if self.type is None:  # the same error as reading an attribute of None, with the operand's name
+            raise AttributeError(f"operand {self.name} has no known type")
+        return self.type
+
+    @property
     def const(self) -> torch.Tensor | None:
         """The value when it is a constant (the same at every batch size), else None."""
         return self.probes[0] if self.probes is not None and len(self.probes) == 1 else None
 
     @property
     def rank(self) -> int:
-        return self.type.rank
+        return self.known_type.rank
 
     @property
     def shape(self) -> tuple:
-        return self.type.shape
+        return self.known_type.shape
 
     @property
     def dtype(self) -> str:
-        return self.type.dtype
+        return self.known_type.dtype
 
     def __repr__(self) -> str:
         kind = "const" if self.const is not None else "known" if self.is_known else "value"
@@ -105,7 +118,7 @@ def solve_element(values: Sequence[int | float | bool]):
         return None
     if values[0] % PROBES[0]:
         return None
-    scale = values[0] // PROBES[0]
+    scale = int(values[0]) // PROBES[0]  # an int: checked above
     if scale >= 1 and all(v == scale * p for v, p in zip(values, PROBES)):
         return Sym(SYMBOL, scale)
     return None
@@ -181,7 +194,7 @@ class OnnxContext:
 
     def elements(self, x: Operand, what: str) -> list:
         """Every element of a known tensor, solved across the probes (numbers and Syms)."""
-        if x is None or not x.is_known:
+        if x is None or x.probes is None:
             raise Unsupported(f"{what} is computed at run time; it must be known when the model is imported")
         flat = [p.reshape(-1).tolist() for p in x.probes]
         out = []
@@ -222,10 +235,10 @@ class OnnxContext:
         return outs[0] if len(outs) == 1 else outs
 
     def _fold(self, opdef, inputs: Sequence[Operand], attrs: dict) -> tuple[Operand, ...] | None:
-        count = max((len(x.probes) for x in inputs), default=1)
+        count = max((len(x.known_probes) for x in inputs), default=1)
         if contains_sym(tuple(attrs.values())):
             count = len(PROBES)
-        in_bytes = sum(p.numel() * p.element_size() for x in inputs for p in x.probes[:1])
+        in_bytes = sum(p.numel() * p.element_size() for x in inputs for p in x.known_probes[:1])
         try:  # the result's size first (meta execution): a large result is never computed here
             types = opdef.infer_types([x.type for x in inputs], attrs)
         except Exception as exc:  # the op rejects these inputs: let the node run through onnxruntime
@@ -236,7 +249,7 @@ class OnnxContext:
         runs = []
         for i in range(count):
             env = {SYMBOL: PROBES[i]} if count > 1 else {}
-            args = [x.probes[i] if len(x.probes) > 1 else x.probes[0] for x in inputs]
+            args = [x.known_probes[i] if len(x.known_probes) > 1 else x.known_probes[0] for x in inputs]
             try:
                 runs.append(opdef.run(args, attrs, env, device="cpu"))
             except Exception as exc:  # the op rejects these constants: let the node run through onnxruntime
@@ -267,7 +280,7 @@ class OnnxContext:
         """A batch-dependent integer tensor at run time: each `k * batch` is the sum of a `full` of ones of
         that length; rare (a shape tensor used as data), so clarity beats speed here."""
         dims = self.elements(x, f"the value of {x.name}")
-        dtype = x.type.dtype
+        dtype = x.dtype
         if dtype not in ("int64", "int32"):
             raise Unsupported(f"{x.name}: a batch-dependent {dtype} tensor cannot be expressed in the IR")
         parts = []
@@ -277,9 +290,9 @@ class OnnxContext:
                 total = self.graph.call("sum", ones, axis=(0,), keepdims=True)
                 parts.append(self.graph.call("cast", total, dtype=dtype))
             else:
-                parts.append(self.graph.add_constant(torch.tensor([d], dtype=x.type.torch_dtype), "dim"))
+                parts.append(self.graph.add_constant(torch.tensor([d], dtype=x.known_type.torch_dtype), "dim"))
         flat = parts[0] if len(parts) == 1 else self.graph.call("concatenate", *parts, axis=0)
-        return self.graph.call("reshape", flat, newshape=tuple(x.type.shape))
+        return self.graph.call("reshape", flat, newshape=tuple(x.shape))
 
 
 def same_dtype(ctx: OnnxContext, x: Operand, like: Operand) -> Operand:

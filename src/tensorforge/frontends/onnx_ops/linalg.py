@@ -7,14 +7,13 @@ PyTorch frontend's `aten.linear`), and a 1-d constant bias added to it becomes `
 
 from __future__ import annotations
 
+from ...ir.types import FLOAT_DTYPES
 from .registry import onnx_converter
-
-_FLOAT = ("float32", "float16", "bfloat16", "float64")
 
 
 def _product(ctx, a, b, b_transposed: bool):
     """a @ b (b_transposed: a @ b.T) as nn.dense where b is a constant float matrix."""
-    if b.rank == 2 and a.dtype in _FLOAT:
+    if b.rank == 2 and a.dtype in FLOAT_DTYPES:
         if b_transposed:
             return ctx.emit("nn.dense", a, b)
         if b.is_known:

@@ -51,6 +51,8 @@ def _noop(ctx, op_type: str, data):
 def _empty(ctx, op_type: str, data, reduced, keepdims: bool):
     """A reduction over zero elements is its identity (-inf for max, 0 for sum, ...); PyTorch raises for some."""
     floating = data.dtype.startswith(("float", "bfloat"))
+    low: float  # or an int, or a bool: the identity in the data's own kind
+    high: float
     if data.dtype == "bool":
         low, high = False, True
     elif floating:

@@ -284,7 +284,7 @@ def bind_inputs(schema, values: list, params: tuple[str, ...] = ()) -> dict[str,
 def call_kwargs(schema, node: onnx.NodeProto, values: list, converter: OnnxConverter | None = None) -> dict[str, Any]:
     """Keyword arguments of a converter (or check) for `node`, whose input operands are `values`."""
     if schema is None:  # a custom op: inputs by the names the converter declared, attributes as given
-        names = converter.input_names if converter is not None else ()
+        names = (converter.input_names if converter is not None else None) or ()
         if len(values) > len(names):
             raise Unsupported(f"{len(values)} inputs, the converter names {len(names)}: {names}")
         kwargs = dict(zip(names, values))

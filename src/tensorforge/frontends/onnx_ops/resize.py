@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ...ir import Sym
+from ...ir.types import FLOAT_DTYPES
 from .context import Operand, normalize_axis
 from .registry import Unsupported, onnx_converter
 
@@ -295,7 +296,7 @@ def resize(
         )
     if not plans:
         return X
-    fast = _as_torch_resize(mode, plans, rank) if X.dtype in ("float32", "float16", "bfloat16", "float64") else None
+    fast = _as_torch_resize(mode, plans, rank) if X.dtype in FLOAT_DTYPES else None
     if fast is not None:
         return ctx.emit("image.resize2d", X, size=(out[2], out[3]), method=fast[0], align_corners=fast[1])
     y = X
@@ -310,7 +311,7 @@ def resize(
 def _resize_axis(ctx, x, axis: int, weights: np.ndarray, mode: str):
     if mode == "nearest":  # one weight of 1 per row: pick that input element
         return ctx.emit("take", x, ctx.const(torch.from_numpy(weights.argmax(axis=1))), axis=axis)
-    if x.dtype not in ("float32", "float16", "bfloat16", "float64"):
+    if x.dtype not in FLOAT_DTYPES:
         raise Unsupported(f"{mode} resize of {x.dtype} data")
     matrix = ctx.const(torch.from_numpy(weights), dtype=x.dtype)
     last = x.rank - 1
