@@ -149,7 +149,7 @@ def _load_module(path: str, args, device):
 def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
     """Convert, partition (explicit batch unless --implicit-batch), build every plan for `batch`.
     Returns (module, seconds per stage). A progress bar on stderr follows the stages and regions."""
-    from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
+    from tqdm import tqdm
 
     import tensorforge as forge
 
