@@ -254,6 +254,23 @@ ACTIVATIONS = [
     unary("clamp", lambda x: x.clamp(-0.5, 0.5), "clip"),
     unary("clamp_min", lambda x: torch.clamp_min(x, 0.1), "clip"),
     unary("clamp_max", lambda x: torch.clamp_max(x, 0.1), "clip"),
+    fun(
+        "clamp-tensor-bounds",
+        lambda x, lo, hi: x.clamp(lo, hi),
+        randn(3, 4),
+        ("maximum", "minimum"),
+        buffers={"lo": -0.5 * const(4).abs(), "hi": 0.5 * const(3, 1).abs()},
+    ),
+    # Hugging Face T5's FP16 overflow guard: bounds computed from the tensor itself, 0-d
+    unary(
+        "clamp-computed-bound", lambda x: x.clamp(-0.5 * x.abs().amax(), 0.5 * x.abs().amax()), ("maximum", "minimum")
+    ),
+    fun("clamp_min-tensor", lambda x, lo: torch.clamp_min(x, lo), randn(3, 4), "maximum", buffers={"lo": const(4)}),
+    fun("clamp_max-tensor", lambda x, hi: torch.clamp_max(x, hi), randn(3, 4), "minimum", buffers={"hi": const(4)}),
+    # infinities and NaNs made inside the graph: 1 / round(x) is +-inf where x rounds to 0, log(x) NaN below 0
+    unary("isinf", lambda x: torch.isinf(1 / x.round()), ("abs", "equal")),
+    unary("isnan", lambda x: torch.isnan(torch.log(x)), "not_equal"),
+    unary("isfinite", lambda x: torch.isfinite(torch.log(x) / x.round()), ("abs", "less")),
     unary("leaky_relu", lambda x: F.leaky_relu(x, 0.2), "nn.leaky_relu"),
     unary("elu", F.elu, "nn.elu"),
     unary("elu-alpha", lambda x: F.elu(x, alpha=0.5), "nn.elu"),
@@ -660,6 +677,12 @@ REDUCTIONS = [
     fun("var-correction0-keepdim", lambda x: x.var((1, 2), correction=0, keepdim=True), randn(3, 4), "variance"),
     fun("std", lambda x: x.std(-1), randn(5), ("variance", "sqrt")),
     fun("var-correction2", lambda x: x.var(1, correction=2), randn(5), (), opaque="torch.aten.var.correction"),
+    fun("any-bool-dim", lambda x: (x > 0.5).any(1), randn(3, 4), ("cast", "max")),
+    fun("any-float-dims-keepdim", lambda x: x.round().any((1, 2), keepdim=True), randn(3, 4), ("not_equal", "max")),
+    fun("any-all-elements", lambda x: torch.isinf(1 / x.round()).any(), randn(3, 4), "max"),
+    fun("all-bool-dim", lambda x: (x > -1.5).all(-1), randn(3, 4), ("cast", "min")),
+    fun("all-bool-dims", lambda x: (x > -1.5).all((1, 2)), randn(3, 4), ("cast", "min")),
+    fun("all-int-all-elements", lambda x: x.all(), ints(3, 4, dtype=torch.int32), ("not_equal", "min")),
     fun("cumsum-dim1", lambda x: x.cumsum(1), randn(5, 3), "cumsum"),
     fun("cumsum-negative-dim", lambda x: torch.cumsum(x, -1), randn(5, 3), "cumsum"),
     fun("cumsum-dtype-float64", lambda x: torch.cumsum(x, 1, dtype=torch.float64), randn(5), "cumsum"),

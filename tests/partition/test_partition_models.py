@@ -129,3 +129,28 @@ def test_position_ids_from_the_mask_leave_nothing_to_pytorch(name):
     for batch in (2, 1):
         with torch.no_grad():
             assert_close(module(ids[:batch], mask[:batch]), model(ids[:batch], mask[:batch]))
+
+
+def test_t5_fp16_overflow_guard_stays_in_the_engine():
+    """Hugging Face's T5 guards FP16 hidden states against overflow (`torch.isinf(h).any()`, a bound from
+    `torch.where`, `torch.clamp` with tensor bounds), in FP16 only. Without converters for isinf, any and clamp with
+    tensor bounds those nodes ran in PyTorch and cut a 6-layer t5-small encoder into 25 regions on the GPU (the zoo
+    sample, bench/results/zoo). Now the FP16 import is one region for an sm90 engine, and it computes what eager
+    FP16 computes."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.T5Config(d_model=64, d_ff=128, num_layers=2, num_heads=2, d_kv=32, vocab_size=100)
+    torch.manual_seed(0)
+    model = _IdsAndMask(transformers.T5EncoderModel(config)).eval().half()
+    ids = torch.randint(3, 100, (2, 16))
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 8:] = 0
+    graph = _convert(model, (ids, mask))
+    guard = {"abs", "equal", "max", "maximum", "minimum"}  # isinf, any, clamp as the engine's ops
+    assert guard <= set(graph.op_counts()) and not graph.opaque_nodes(), graph.op_counts()
+    new, config = forge.partition_for_tensorforge(graph, device_capability=(9, 0), use_implicit_batch=False)
+    assert [n.op for n in new.nodes] == ["subgraph"], str(config.report)
+    with torch.no_grad():
+        expected = model(ids, mask)
+    (actual,) = forge.ir.execute(graph, ids, mask)
+    assert actual.dtype == torch.float16
+    assert_close(actual, expected)

@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from ..ir.types import Sym, dtype_name
+from ..ir.types import FLOAT_DTYPES, Sym, dtype_name
 from .converters import Unsupported, converter
 
 _END = sys.maxsize  # "to the end" in slices
@@ -126,6 +126,46 @@ def clamp_min(ctx, *, self, min):
 @converter("aten::clamp_max.default")
 def clamp_max(ctx, *, self, max):
     return ctx.emit("clip", self, a_max=max)
+
+
+@converter("aten::clamp.Tensor", "aten::clamp_min.Tensor", "aten::clamp_max.Tensor")
+def clamp_tensor(ctx, *, self, min=None, max=None):
+    """Bounds that are tensors (Hugging Face's T5 clamps FP16 hidden states to a bound it computes): a maximum,
+    then a minimum, which is clamp's definition (a lower bound above the upper gives the upper) and its type
+    promotion (PyTorch's, as every IR binary op)."""
+    out = self
+    if min is not None:
+        out = ctx.emit("maximum", out, ctx.value(min))
+    if max is not None:
+        out = ctx.emit("minimum", out, ctx.value(max))
+    return out
+
+
+# -- float classification: infinities and NaNs, from comparisons the engine already runs ----------
+
+
+def _float_operand(x, what: str):
+    if x.type.dtype not in FLOAT_DTYPES:
+        raise Unsupported(f"{what} of a {x.type.dtype} tensor")
+    return x
+
+
+@converter("aten::isinf.default")
+def isinf(ctx, *, self):
+    x = _float_operand(self, "isinf")
+    return ctx.emit("equal", ctx.graph.call("abs", x), ctx.value(float("inf")))
+
+
+@converter("aten::isnan.default")
+def isnan(ctx, *, self):
+    x = _float_operand(self, "isnan")
+    return ctx.emit("not_equal", x, x)  # NaN is the one value unequal to itself
+
+
+@converter("aten::isfinite.default")
+def isfinite(ctx, *, self):
+    x = _float_operand(self, "isfinite")
+    return ctx.emit("less", ctx.graph.call("abs", x), ctx.value(float("inf")))  # NaN < inf is false too
 
 
 # -- binary elementwise -------------------------------------------------------------------------
@@ -770,6 +810,24 @@ _declare_reduction(("aten::mean.dim", "aten::mean.default"), "mean")
 _declare_reduction(("aten::prod.dim_int", "aten::prod.default"), "prod")
 _declare_reduction(("aten::amax.default", "aten::max.default"), "max")  # max.default: x.max(), all elements
 _declare_reduction(("aten::amin.default", "aten::min.default"), "min")
+
+
+def _declare_truth_reduction(name: str, reduce_op: str) -> None:
+    """any / all: whether some / every element is nonzero, as the max / min of the elements as int32 (the engine
+    reduces numbers, not booleans)."""
+
+    def convert(ctx, *, self, dim=None, keepdim=False):
+        truth = self if self.type.dtype == "bool" else ctx.graph.call("not_equal", self, ctx.value(0))
+        count = ctx.graph.call("cast", truth, dtype="int32")
+        reduced = ctx.graph.call(reduce_op, count, axis=_reduce_axes(self, dim), keepdims=bool(keepdim))
+        return ctx.emit("cast", reduced, dtype="bool")
+
+    convert.__name__ = f"convert_{name}"
+    converter(f"aten::{name}.default", f"aten::{name}.dim", f"aten::{name}.dims")(convert)
+
+
+_declare_truth_reduction("any", "max")
+_declare_truth_reduction("all", "min")
 
 
 @converter("aten::var.correction")
