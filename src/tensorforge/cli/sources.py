@@ -197,10 +197,12 @@ def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
 
 
 def _sizes(value, batch: int, seq_len: int) -> tuple[int, ...]:
-    from ..ir.types import BATCH, Sym
+    from ..ir.symbolic import SymExpr
+    from ..ir.types import BATCH
 
     return tuple(
-        d.scale * (batch if d.symbol == BATCH else seq_len) if isinstance(d, Sym) else d for d in value.type.shape
+        d.bind({s: batch if s == BATCH else seq_len for s in d.free_symbols}) if isinstance(d, SymExpr) else d
+        for d in value.type.shape
     )
 
 

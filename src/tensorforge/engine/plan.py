@@ -40,11 +40,11 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from ..ir import Graph, Sym, TensorType, graph_from_json, graph_to_json
+from ..ir import Graph, TensorType, graph_from_json, graph_to_json
 from ..ir.digest import seal, unseal
 from ..ir.execute import bind_symbols
 from ..ir.serialize import unshared_tensors
-from ..ir.types import BATCH
+from ..ir.types import BATCH, is_monomial, monomial
 from .config import MACHINE_LOCAL_OPTIONS, BuilderConfig
 from .context import ExecutionContext, Program
 from .cuda_graphs import GraphRunner
@@ -123,7 +123,7 @@ class Plan:
                 (v.name, axis)
                 for v in graph.inputs
                 for axis, d in enumerate(v.type.shape)
-                if isinstance(d, Sym) and d.symbol == BATCH
+                if is_monomial(d) and monomial(d, "a plan input")[0] == BATCH
             ),
             None,
         )

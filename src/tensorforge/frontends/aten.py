@@ -10,7 +10,8 @@ import sys
 
 import torch
 
-from ..ir.types import FLOAT_DTYPES, Sym, dtype_name
+from ..ir.symbolic import SymExpr
+from ..ir.types import FLOAT_DTYPES, dtype_name
 from .converters import Unsupported, converter
 
 _END = sys.maxsize  # "to the end" in slices
@@ -902,6 +903,6 @@ def scalar_tensor(ctx, *, s, dtype=None, **_):
 @converter("aten::arange.default", "aten::arange.start", "aten::arange.start_step")
 def arange(ctx, *, end, start=0, step=1, dtype=None, **_):
     if dtype is None:
-        integral = all(isinstance(v, (int, Sym)) for v in (start, end, step))
+        integral = all(isinstance(v, (int, SymExpr)) for v in (start, end, step))
         dtype = torch.int64 if integral else torch.get_default_dtype()
     return ctx.emit("arange", start=start, stop=end, step=step, dtype=dtype_name(dtype))

@@ -33,9 +33,9 @@ import onnx.inliner
 import onnx.version_converter
 import torch
 
-from ..ir import Graph, Sym, TensorType
+from ..ir import Graph, Sym, SymExpr, TensorType
 from ..ir.ops.opaque import encode_output_type
-from ..ir.types import dtype_name
+from ..ir.types import dtype_name, monomial
 from .onnx_dtypes import IR_DTYPES
 from .onnx_opaque import encode_node, onnx_node_session, opaque_onnx_name, run_onnx_node
 from .onnx_ops import registry as reg
@@ -169,8 +169,9 @@ def _set_dims(type_proto, dims: Sequence) -> None:
     shape.ClearField("dim")
     for d in dims:
         dim = shape.dim.add()
-        if isinstance(d, Sym):
-            dim.dim_param = SYMBOL if d.scale == 1 else f"{d.scale}*{SYMBOL}"
+        if isinstance(d, SymExpr):
+            _, scale = monomial(d, "an ONNX shape annotation")
+            dim.dim_param = SYMBOL if scale == 1 else f"{scale}*{SYMBOL}"
         else:
             dim.dim_value = int(d)
 
@@ -200,7 +201,7 @@ def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence
             problems.append(f"input {v.name!r} has no shape; give one with input_shapes")
             continue
         else:
-            sizes: list[int | Sym] = []
+            sizes: list[int | SymExpr] = []
             for axis, d in enumerate(dims):
                 if isinstance(d, int):
                     sizes.append(d)
@@ -305,7 +306,7 @@ def _ir_type(entry) -> TensorType | None:
     elem, dims = entry
     if elem not in IR_DTYPES or dims is None:
         return None
-    shape: list[int | Sym] = []
+    shape: list[int | SymExpr] = []
     for d in dims:
         if isinstance(d, int):
             shape.append(d)

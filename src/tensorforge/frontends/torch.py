@@ -24,6 +24,7 @@ import torch.fx
 
 from ..ir import Graph, TensorType, Value
 from ..ir.ops.opaque import encode_output_type
+from ..ir.symbolic import SymExpr
 from ..ir.types import BATCH, Sym, dtype_name
 from . import aten  # noqa: F401  (registers the ATen converters)
 from .converters import Unsupported, lookup
@@ -323,7 +324,7 @@ def _encode_opaque_arg(arg, env_inputs: list[Value]):
         return {"layout": str(arg).removeprefix("torch.")}
     if isinstance(arg, torch.memory_format):
         return {"memory_format": str(arg).removeprefix("torch.")}
-    if arg is None or isinstance(arg, (bool, int, float, str, Sym)):
+    if arg is None or isinstance(arg, (bool, int, float, str, SymExpr)):
         return arg
     raise ConversionError(f"cannot record argument {arg!r} ({type(arg).__name__}) of an opaque node")
 

@@ -5,6 +5,7 @@ from .execute import execute
 from .graph import Graph, Node, Value
 from .registry import REQUIRED, OpDef, ShapeInferenceError, UnknownOpError, get_op, register_op, registered_ops
 from .serialize import GraphFormatError, graph_from_json, graph_to_json, load, save
+from .symbolic import SymExpr
 from .types import Sym, TensorType
 from .verify import VerificationError, verify
 
@@ -14,6 +15,7 @@ __all__ = [
     "Value",
     "TensorType",
     "Sym",
+    "SymExpr",
     "OpDef",
     "REQUIRED",
     "register_op",

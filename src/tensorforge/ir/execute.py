@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .types import Sym
+from .symbolic import SymExpr
+from .types import is_monomial, monomial
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -22,6 +23,7 @@ def bind_symbols(graph: Graph, inputs: Sequence[torch.Tensor]) -> dict[str, int]
             f"({', '.join(v.name for v in graph.inputs)}), got {len(inputs)}"
         )
     env: dict[str, int] = {}
+    later: list[tuple[str, int, SymExpr, int]] = []  # (input, axis, expression, size) checked once all are bound
     for value, tensor in zip(graph.inputs, inputs):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"input {value.name!r} must be a torch.Tensor, got {type(tensor).__name__}")
@@ -35,20 +37,35 @@ def bind_symbols(graph: Graph, inputs: Sequence[torch.Tensor]) -> dict[str, int]
                 f"input {value.name!r}: expected shape {expected} (rank {expected.rank}), got {tuple(tensor.shape)}"
             )
         for axis, (dim, size) in enumerate(zip(expected.shape, tensor.shape)):
-            if isinstance(dim, Sym):
-                if size % dim.scale:
-                    raise ValueError(f"input {value.name!r}: dimension {axis} must be a multiple of {dim.scale}")
-                bound = env.setdefault(dim.symbol, size // dim.scale)
-                if bound * dim.scale != size:
+            if is_monomial(dim):  # k*symbol binds the symbol by exact division
+                symbol, scale = monomial(dim, f"input {value.name!r}")
+                if size % scale:
+                    raise ValueError(f"input {value.name!r}: dimension {axis} must be a multiple of {scale}")
+                bound = env.setdefault(symbol, size // scale)
+                if bound * scale != size:
                     raise ValueError(
-                        f"input {value.name!r}: dimension {axis} is {size}, but {dim.symbol} is "
+                        f"input {value.name!r}: dimension {axis} is {size}, but {symbol} is "
                         f"already {bound} from an earlier input"
                     )
+            elif isinstance(dim, SymExpr):
+                later.append((value.name, axis, dim, int(size)))
             elif dim != size:
                 raise ValueError(
                     f"input {value.name!r}: expected shape {expected}, got {tuple(tensor.shape)} "
                     f"(dimension {axis} must be {dim})"
                 )
+    # Any other expression (seq - 1, batch*seq) binds nothing: it must agree with what the bare symbols bound.
+    for name, axis, dim, size in later:
+        unbound = sorted(dim.free_symbols - env.keys())
+        if unbound:
+            raise ValueError(
+                f"input {name!r}: dimension {axis} is {dim}, but no input dimension binds {', '.join(unbound)} "
+                f"directly (a size that is a multiple of one symbol)"
+            )
+        want = dim.bind(env)
+        if want != size:
+            binding = ", ".join(f"{s} = {env[s]}" for s in sorted(dim.free_symbols))
+            raise ValueError(f"input {name!r}: dimension {axis} is {size}, but {dim} is {want} (with {binding})")
     return env
 
 

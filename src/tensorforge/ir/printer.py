@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .types import Sym
+from .symbolic import SymExpr
 
 if TYPE_CHECKING:
     from .graph import Graph, Value
 
 
 def _attr(value: object) -> str:
-    if isinstance(value, Sym):
+    if isinstance(value, SymExpr):
         return str(value)
     if isinstance(value, tuple):
         return "(" + ", ".join(_attr(v) for v in value) + ("," if len(value) == 1 else "") + ")"

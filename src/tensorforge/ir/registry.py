@@ -24,7 +24,8 @@ from typing import Any, Final, TypeVar
 
 import torch
 
-from .types import AttrValue, Dim, Sym, TensorType, bind_value, dtype_name
+from .symbolic import SymExpr
+from .types import AttrValue, Dim, Sym, TensorType, as_dim, bind_value, dtype_name
 
 
 class _Required:
@@ -143,14 +144,16 @@ def _default_env(types: Sequence[TensorType], env: Mapping[str, int]) -> dict[st
 
 
 def canonical_attr(value: object) -> AttrValue:
-    """Attribute values are JSON-able scalars, strings, Syms, dtype names and (nested) tuples."""
+    """Attribute values are JSON-able scalars, strings, symbolic sizes, dtype names and (nested) tuples."""
     if isinstance(value, (list, tuple, torch.Size)):
         return tuple(canonical_attr(v) for v in value)
     if isinstance(value, torch.dtype):
         return dtype_name(value)
     if isinstance(value, dict):
         return {k: canonical_attr(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str, Sym)):
+    if isinstance(value, SymExpr):
+        return as_dim(value)  # a constant size is its int, as in shapes
+    if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"attribute value {value!r} of type {type(value).__name__} is not allowed in the IR")
 
@@ -239,8 +242,8 @@ def _symbols_of(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[
         found |= t.symbols
 
     def walk(v: object) -> None:
-        if isinstance(v, Sym):
-            found.add(v.symbol)
+        if isinstance(v, SymExpr):
+            found.update(v.free_symbols)
         elif isinstance(v, tuple):
             for x in v:
                 walk(x)
@@ -274,7 +277,7 @@ def infer_by_meta(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str
         dims: list[Dim] = []
         for da, db in zip(a.shape, b.shape):
             dims.append(da if da == db else _solve_dim(opdef.name, int(da), int(db), env_a, env_b))
-        types.append(TensorType(dtype_name(a.dtype), tuple(int(d) if not isinstance(d, Sym) else d for d in dims)))
+        types.append(TensorType(dtype_name(a.dtype), tuple(int(d) if not isinstance(d, SymExpr) else d for d in dims)))
     if symbols:
         _check_at_one(opdef, inputs, attrs, symbols, types)
     return types
@@ -303,7 +306,7 @@ def _check_at_one(
             )
 
 
-def _solve_dim(op: str, da: int, db: int, env_a: dict[str, int], env_b: dict[str, int]) -> Sym:
+def _solve_dim(op: str, da: int, db: int, env_a: dict[str, int], env_b: dict[str, int]) -> SymExpr:
     for sym, pa in env_a.items():
         pb = env_b[sym]
         if da % pa == 0 and db % pb == 0 and da // pa == db // pb:

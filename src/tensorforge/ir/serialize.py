@@ -16,7 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .graph import Graph, Node, Value
-from .types import AttrValue, Sym, TensorType
+from .symbolic import SymbolicFormatError, SymExpr
+from .types import AttrValue, Sym, TensorType, as_dim, monomial
 
 FORMAT = "tensorforge.ir"
 FORMAT_VERSION = 1
@@ -29,9 +30,15 @@ class GraphFormatError(ValueError):
 
 
 def _encode_attr(value: AttrValue) -> Any:
-    """An attribute value as JSON (tuples become lists, a Sym an object {"__sym__": [symbol, scale]})."""
-    if isinstance(value, Sym):
-        return {"__sym__": [value.symbol, value.scale]}
+    """An attribute value as JSON: tuples become lists, a symbolic size `scale*symbol` the object
+    {"__sym__": [symbol, scale]} (the form files had before any other expression existed, so they keep their
+    bytes and digests), any other symbolic size {"__size__": <SymExpr.to_json()>}."""
+    if isinstance(value, SymExpr):
+        if value.is_constant:
+            return value.constant
+        if value.to_dim() is not None:
+            return {"__sym__": list(monomial(value, "serialize"))}
+        return {"__size__": value.to_json()}
     if isinstance(value, tuple):
         return [_encode_attr(v) for v in value]
     if isinstance(value, dict):
@@ -54,6 +61,11 @@ def _decode_attr(value: Any, depth: int = 0) -> Any:
     if isinstance(value, dict):
         if set(value) == {"__sym__"}:
             return Sym(*value["__sym__"])
+        if set(value) == {"__size__"}:
+            try:
+                return as_dim(SymExpr.from_json(value["__size__"]))
+            except (SymbolicFormatError, TypeError, ValueError) as exc:
+                raise GraphFormatError(f"a symbolic size {_excerpt(value)} is malformed: {exc}") from None
         return {k: _decode_attr(v, depth + 1) for k, v in value.items()}
     return value
 

@@ -1,6 +1,6 @@
 """Symbolic sizes: integer expressions over named dimensions, in one canonical form.
 
-`Sym(symbol, scale)` (types.py) covers what a dynamic *batch* produces (batch, 12*batch). Any dynamic
+`Sym(symbol, scale)` (types.py) builds what a dynamic *batch* produces (batch, 12*batch). Any dynamic
 dimension (issue 14, docs/dynamic_shapes.md) needs more: a reshape folds `batch*seq`, a slice drops one
 position (`seq - 1`), a strided conv or pool halves a side (`(h + 1) // 2`), attention scores are
 `batch*heads*seq*seq`. `SymExpr` is that: ints and named symbols under +, -, * and floor-division / modulo
@@ -30,8 +30,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
-
-from .types import Sym
 
 # A document nested deeper, or with more nodes, than any shape arithmetic needs is not one to_json wrote;
 # refusing it keeps a hostile file from exhausting the stack or the time of a load.
@@ -84,6 +82,9 @@ class FloorDiv:
     def __hash__(self) -> int:
         return self._hash
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle and copy rebuild through __init__ (__setattr__ refuses)
+        return (FloorDiv, (self.numerator, self.divisor))
+
     def __repr__(self) -> str:
         return f"FloorDiv({self.numerator!r}, {self.divisor})"
 
@@ -112,7 +113,7 @@ Operand: TypeAlias = "SymExpr | int"
 class SymExpr:
     """An immutable, hashable integer expression over named symbols, kept in canonical form.
 
-    Build one from `SymExpr.symbol("seq")`, `SymExpr.const(3)`, `SymExpr.from_dim(Sym("batch", 12))`, and
+    Build one from `SymExpr.symbol("seq")`, `SymExpr.const(3)`, `Sym("batch", 12)` (types.py), and
     combine with ints and other expressions by `+ - *` and by `// %` with a positive int."""
 
     __slots__ = ("terms", "_hash")
@@ -139,12 +140,10 @@ class SymExpr:
         return _from_dict({((_check_name(name), 1),): 1})
 
     @staticmethod
-    def from_dim(dim: int | Sym | SymExpr) -> SymExpr:
-        """The expression of an IR dimension as types.py writes it today: an int, or `Sym(s, k)` = `k*s`."""
+    def from_dim(dim: int | SymExpr) -> SymExpr:
+        """The expression of an IR dimension (types.Dim): itself, or the constant of an int."""
         if isinstance(dim, SymExpr):
             return dim
-        if isinstance(dim, Sym):
-            return dim.scale * SymExpr.symbol(dim.symbol)
         return SymExpr.const(_check_int(dim, "a dimension"))
 
     @staticmethod
@@ -170,14 +169,14 @@ class SymExpr:
                 found.update((atom,) if isinstance(atom, str) else atom.numerator.free_symbols)
         return frozenset(found)
 
-    def to_dim(self) -> int | Sym | None:
-        """The int or `Sym` this equals, if either can say it (a constant, or k*symbol with k >= 1); else None."""
+    def to_dim(self) -> int | SymExpr | None:
+        """The form `Sym` could say, if it can: the int of a constant, itself when k*symbol with k >= 1; else None."""
         if self.is_constant:
             return self.constant
         if len(self.terms) == 1:
             (mono, coeff) = self.terms[0]
             if coeff >= 1 and len(mono) == 1 and mono[0][1] == 1 and isinstance(mono[0][0], str):
-                return Sym(mono[0][0], coeff)
+                return self
         return None
 
     def sort_key(self) -> tuple[Any, ...]:
@@ -194,7 +193,9 @@ class SymExpr:
                     try:
                         value = env[atom]
                     except KeyError:
-                        raise ValueError(f"symbolic size {self} needs {atom!r}; bound: {dict(env)}") from None
+                        raise ValueError(
+                            f"symbolic size {self} is not bound: needs {atom!r}; bound: {dict(env)}"
+                        ) from None
                     _check_int(value, f"the size bound to {atom!r}")
                 else:
                     value = atom.numerator.bind(env) // atom.divisor
@@ -292,6 +293,9 @@ class SymExpr:
 
     def __bool__(self) -> bool:
         raise TypeError(f"the truth of symbolic size {self} depends on its symbols; compare sizes with bind()")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle and copy rebuild through __init__ (__setattr__ refuses)
+        return (SymExpr, (self.terms,))
 
     def __repr__(self) -> str:
         return f"SymExpr({str(self)!r})"

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..ir.types import Sym
+from ..ir.symbolic import SymExpr
 
 if TYPE_CHECKING:
     from ..ir.graph import Node
@@ -51,7 +51,7 @@ def _generic_axes(node: Node) -> str | None:
             first = data.shape[0]
             return (
                 _across_batch("squeezes every size-1 axis, which may include")
-                if isinstance(first, Sym) or first == 1
+                if isinstance(first, SymExpr) or first == 1
                 else None
             )
         return _across_batch(f"{node.op} over all axes (axis=None) includes")

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..ir.types import Sym
+from ..ir.symbolic import SymExpr
 
 if TYPE_CHECKING:
     from ..ir.graph import Graph, Value
@@ -212,8 +212,8 @@ def region_inputs(graph: Graph, region: Iterable[int]) -> list[Value]:
 
 def symbols_in(value) -> set[str]:
     """The symbols an attribute value names (opaque nodes nest them in tuples and dicts)."""
-    if isinstance(value, Sym):
-        return {value.symbol}
+    if isinstance(value, SymExpr):
+        return set(value.free_symbols)
     if isinstance(value, (tuple, list)):
         return set().union(*map(symbols_in, value)) if value else set()
     if isinstance(value, dict):

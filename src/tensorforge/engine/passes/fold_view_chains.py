@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 
 from ...ir import Graph, Node, Value, get_op
-from ...ir.types import BATCH, Sym
+from ...ir.symbolic import SymExpr
+from ...ir.types import BATCH, is_monomial, monomial
 from ..tactics.views import VIEW_OPS
 from ._edit import constant_data, copy_graph
 
@@ -75,8 +76,10 @@ def _chain(value: Value) -> tuple[Value, list[Step]] | None:
 def _batch_axis(value: Value) -> tuple[int, int] | None:
     """(axis, scale) of the source's batch dimension, or None."""
     for axis, d in enumerate(value.type.shape):
-        if isinstance(d, Sym) and d.symbol == BATCH:
-            return axis, d.scale
+        if isinstance(d, SymExpr) and is_monomial(d):
+            symbol, scale = monomial(d, "fold_view_chains")
+            if symbol == BATCH:
+                return axis, scale
     return None
 
 
@@ -158,9 +161,13 @@ def fold(source: Value, steps: list[Step]) -> dict[str, Any] | None:
             return None
     node, which = steps[-1]
     out = node.outputs[which].type
-    shape = tuple((0, d.scale) if isinstance(d, Sym) else (int(d), 0) for d in out.shape)
-    if any(isinstance(d, Sym) and d.symbol != BATCH for d in out.shape):
+    # sizes as (constant, multiple of batch); any other symbolic size is not folded (yet: issue 14, step 5)
+    if any(
+        isinstance(d, SymExpr) and not (is_monomial(d) and monomial(d, "fold_view_chains")[0] == BATCH)
+        for d in out.shape
+    ):
         return None
+    shape = tuple((0, monomial(d, "fold_view_chains")[1]) if isinstance(d, SymExpr) else (int(d), 0) for d in out.shape)
     return {
         "shape": shape,
         "strides": tuple(tuple(s) for s in strides),

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ...ir.types import GPU_FLOAT_DTYPES, Sym
+from ...ir.symbolic import SymExpr
+from ...ir.types import GPU_FLOAT_DTYPES
 from .. import norm  # noqa: F401  (registers engine.layer_norm)
 from .registry import BindContext, Env, Inputs, Kernel, OutputViews, static_sizes, tactic
 
@@ -190,7 +191,7 @@ def _block(node: Node) -> int:
 
 def _supports_rows(node: Node) -> str | None:
     hidden = node.inputs[0].type.shape[-1]
-    if isinstance(hidden, Sym):
+    if isinstance(hidden, SymExpr):
         return "the normalized axis has a symbolic size"
     if hidden > MAX_HIDDEN:
         return f"rows of {hidden} elements do not fit in registers (at most {MAX_HIDDEN})"

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ...ir import Graph, Sym, TensorType, Value
+from ...ir import Graph, Sym, SymExpr, TensorType, Value
 from ...ir.registry import get_op
 from ...ir.types import BATCH, contains_sym
 from .registry import Unsupported
@@ -184,10 +184,10 @@ class OnnxContext:
 
     def from_dims(self, dims: Sequence, dtype: torch.dtype = torch.int64) -> Operand:
         """A known 1-d tensor of sizes (ints and Syms), e.g. the result of `Shape`."""
-        has_sym = any(isinstance(d, Sym) for d in dims)
+        has_sym = any(isinstance(d, SymExpr) for d in dims)
         count = len(PROBES) if has_sym else 1
         probes = [
-            torch.tensor([d.bind({SYMBOL: PROBES[i]}) if isinstance(d, Sym) else d for d in dims], dtype=dtype)
+            torch.tensor([d.bind({SYMBOL: PROBES[i]}) if isinstance(d, SymExpr) else d for d in dims], dtype=dtype)
             for i in range(count)
         ]
         return self.known(probes)
@@ -285,7 +285,7 @@ class OnnxContext:
             raise Unsupported(f"{x.name}: a batch-dependent {dtype} tensor cannot be expressed in the IR")
         parts = []
         for d in dims:
-            if isinstance(d, Sym):
+            if isinstance(d, SymExpr):
                 ones = self.graph.call("full", shape=(d,), fill_value=1, dtype=dtype)
                 total = self.graph.call("sum", ones, axis=(0,), keepdims=True)
                 parts.append(self.graph.call("cast", total, dtype=dtype))
@@ -307,10 +307,10 @@ def normalize_axis(axis: int, rank: int) -> int:
 
 
 def product(dims: Sequence) -> Any:
-    """Product of sizes; at most one may be a Sym (the result is then a Sym)."""
+    """Product of sizes; at most one may be symbolic (the result is then symbolic)."""
     total, sym = 1, None
     for d in dims:
-        if isinstance(d, Sym):
+        if isinstance(d, SymExpr):
             if sym is not None:
                 raise Unsupported("a product of two batch-dependent sizes")
             sym = d
@@ -320,4 +320,4 @@ def product(dims: Sequence) -> Any:
         return total
     if total == 0:
         return 0
-    return Sym(sym.symbol, sym.scale * total)
+    return sym * total

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ...ir import Sym
+from ...ir import SymExpr
 from .context import normalize_axis, product
 from .registry import Unsupported, onnx_converter
 
@@ -21,7 +21,7 @@ _AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
 
 def _static_spatial(x, what: str) -> tuple[int, ...]:
     dims = x.shape[2:]
-    if any(isinstance(d, Sym) for d in dims):
+    if any(isinstance(d, SymExpr) for d in dims):
         raise Unsupported(f"{what} needs static spatial sizes, got {x.type}")
     return tuple(dims)
 
@@ -287,7 +287,7 @@ def instance_norm(ctx, *, input, scale, B, epsilon):
 def layer_norm(ctx, *, X, Scale, B=None, axis, epsilon, stash_type):
     axis = normalize_axis(axis, X.rank)
     normalized = tuple(X.shape[axis:])
-    if any(isinstance(d, Sym) for d in normalized):
+    if any(isinstance(d, SymExpr) for d in normalized):
         raise Unsupported("normalizing over the batch axis")
     # the IR wants gamma and beta shaped like the normalized dimensions; ONNX lets them broadcast
     gamma = Scale if tuple(Scale.shape) == normalized else ctx.emit("broadcast_to", Scale, shape=normalized)
@@ -326,7 +326,7 @@ def _declare_softmax(op_type: str, ir_op: str) -> None:
         if axis == input.rank - 1:
             return ctx.emit(ir_op, input, axis=axis)
         inner = product(input.shape[axis:])
-        if isinstance(inner, Sym):
+        if isinstance(inner, SymExpr):
             raise Unsupported("normalizing over the batch axis")
         flat = ctx.emit("reshape", input, newshape=(-1, inner))
         return ctx.emit("reshape", ctx.emit(ir_op, flat, axis=1), newshape=tuple(input.shape))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...ir import Sym
+from ...ir import SymExpr
 from ...ir.types import FLOAT_DTYPES
 from .context import Operand, normalize_axis
 from .registry import Unsupported, onnx_converter
@@ -218,7 +218,7 @@ def _output_plan(ctx, X, scales, sizes, axes, policy):
     out, factor = list(dims), [1.0] * rank
     if size_list is not None:
         for a, s in zip(axes, size_list):
-            if isinstance(dims[a], Sym) or isinstance(s, Sym):
+            if isinstance(dims[a], SymExpr) or isinstance(s, SymExpr):
                 if s != dims[a]:
                     raise Unsupported("resizing the batch axis")
                 continue
@@ -232,7 +232,7 @@ def _output_plan(ctx, X, scales, sizes, axes, policy):
         for a, s in zip(axes, scale_list):
             if s == 1.0:
                 continue
-            if isinstance(dims[a], Sym):
+            if isinstance(dims[a], SymExpr):
                 raise Unsupported("resizing the batch axis")
             out[a], factor[a] = int(s * dims[a]), s
     else:

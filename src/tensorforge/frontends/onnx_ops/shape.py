@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 
-from ...ir import Sym
+from ...ir import SymExpr
 from .context import Operand, normalize_axis, product
 from .registry import Unsupported, onnx_converter
 
@@ -94,7 +94,7 @@ def _split(ctx, data, axis: int, sizes, num_outputs):
     dim = data.shape[axis]
     count = num_outputs or len(ctx.outputs_used)
     if sizes is None:
-        if isinstance(dim, Sym):
+        if isinstance(dim, SymExpr):
             raise Unsupported("splitting the batch axis")
         if num_outputs:  # opset 18: chunks of ceil(dim / n), the last one smaller
             chunk = -(-dim // count)
@@ -104,7 +104,7 @@ def _split(ctx, data, axis: int, sizes, num_outputs):
                 raise Unsupported(f"size {dim} does not split into {count} equal parts")
             sizes = [dim // count] * count
     sizes = list(sizes)
-    if any(isinstance(s, Sym) for s in sizes) or any(s < 0 for s in sizes):
+    if any(isinstance(s, SymExpr) for s in sizes) or any(s < 0 for s in sizes):
         raise Unsupported(f"split sizes {sizes} must be non-negative integers")
     if len(sizes) == 1:
         return (data,)
@@ -131,7 +131,7 @@ def slice_(ctx, *, data, starts, ends, axes=None, steps=None):
     axes = ctx.ints(axes, "slice axes") if axes is not None else tuple(range(len(starts)))
     steps = ctx.ints(steps, "slice steps") if steps is not None else (1,) * len(starts)
     axes = tuple(normalize_axis(a, data.rank) for a in axes)
-    if any(isinstance(s, Sym) for s in steps):
+    if any(isinstance(s, SymExpr) for s in steps):
         raise Unsupported("batch-dependent slice steps")
 
     def whole(axis, begin, end, step):
@@ -174,7 +174,7 @@ def expand(ctx, *, input, shape):
 @onnx_converter("Tile", since=(6, 13), note="repeats known at import")
 def tile(ctx, *, input, repeats):
     reps = ctx.ints(repeats, "tile repeats")
-    if any(isinstance(r, Sym) for r in reps):
+    if any(isinstance(r, SymExpr) for r in reps):
         raise Unsupported("batch-dependent tile repeats")
     if all(r == 1 for r in reps):
         return input
@@ -201,7 +201,7 @@ def pad(ctx, *, data, pads, constant_value=None, axes=None, mode):
     pads = ctx.ints(pads, "pads")
     axes = ctx.ints(axes, "pad axes") if axes is not None else tuple(range(data.rank))
     axes = [normalize_axis(a, data.rank) for a in axes]
-    if len(pads) != 2 * len(axes) or any(isinstance(p, Sym) for p in pads):
+    if len(pads) != 2 * len(axes) or any(isinstance(p, SymExpr) for p in pads):
         raise Unsupported(f"pads {pads} for axes {axes}")
     width = [(0, 0)] * data.rank
     for i, axis in enumerate(axes):

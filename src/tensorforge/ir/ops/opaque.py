@@ -19,10 +19,12 @@ import torch
 from torch import Tensor
 
 from ..registry import OpDef, UnknownOpError, register_opaque_namespace
-from ..types import Sym, TensorType, torch_dtype
+from ..symbolic import SymExpr
+from ..types import Sym, TensorType, monomial, torch_dtype
 
-# An output type as an attribute holds it: (dtype name, shape), a symbolic dimension as (symbol, scale).
-OutputTypeSpec: TypeAlias = tuple[str, tuple[int | tuple[str, int], ...]]
+# An output type as an attribute holds it: (dtype name, shape), a symbolic dimension `scale*symbol` as
+# (symbol, scale) (the form graphs had before any other expression existed), any other as the SymExpr itself.
+OutputTypeSpec: TypeAlias = tuple[str, tuple[int | tuple[str, int] | SymExpr, ...]]
 
 
 def decode_output_type(spec: OutputTypeSpec) -> TensorType:
@@ -31,7 +33,13 @@ def decode_output_type(spec: OutputTypeSpec) -> TensorType:
 
 
 def encode_output_type(t: TensorType) -> OutputTypeSpec:
-    return (t.dtype, tuple((d.symbol, d.scale) if isinstance(d, Sym) else d for d in t.shape))
+    return (
+        t.dtype,
+        tuple(
+            monomial(d, "an opaque output type") if isinstance(d, SymExpr) and d.to_dim() is not None else d
+            for d in t.shape
+        ),
+    )
 
 
 # One part of an operator name: an identifier that is not a dunder (torch.ops' own attributes are dunders or
