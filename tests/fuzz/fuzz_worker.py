@@ -116,7 +116,7 @@ def _synthetic_inputs(types, seed: int, batch: int = 2) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     out = []
     for t in types:
-        shape = [d.scale * batch if hasattr(d, "symbol") else d for d in t.shape]
+        shape = [d if isinstance(d, int) else d.bind(dict.fromkeys(d.free_symbols, batch)) for d in t.shape]
         if math.prod(shape) > MAX_INPUT_ELEMENTS:
             raise InputsTooLarge(f"an input of shape {shape}")
         if t.torch_dtype.is_floating_point:
