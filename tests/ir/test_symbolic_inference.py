@@ -182,3 +182,14 @@ def test_what_the_ir_cannot_express_is_still_refused():
         graph.call("strided_slice", x, begin=(0,), end=(-2,), axes=(1,))  # seq - 2 is -1, not 0, at seq 1
     with pytest.raises(ShapeInferenceError):
         graph.call("squeeze", x)  # which axes go depends on the sizes
+
+
+def test_shape_arithmetic_that_disagrees_with_the_reference_is_an_error_not_a_wrong_type():
+    import dataclasses
+
+    relu = ir.get_op("nn.relu")
+    wrong = dataclasses.replace(relu, infer_shape=lambda inputs, attrs: [(B, S + 1)])
+    with pytest.raises(ShapeInferenceError, match="shape arithmetic gives"):
+        wrong.infer_types([TensorType("float32", (B, S))], {})
+    declined = dataclasses.replace(relu, infer_shape=lambda inputs, attrs: None)  # None: the probe fit types it
+    assert declined.infer_types([TensorType("float32", (B, S - 1))], {})[0].shape == (B, S - 1)
