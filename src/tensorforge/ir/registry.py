@@ -9,10 +9,14 @@ An op declaration carries
 
 Shape inference by meta execution: instead of writing shape arithmetic twice (once in the reference,
 once in an inference function), the reference runs on `meta` tensors. Symbolic dimensions are probed
-with two sets of prime sizes and each output dimension is solved as either a constant or
-`scale * symbol`; a third run with every symbol at 1 must agree, so an output that depends on a symbol only
-for small sizes (squeeze without axes, a slice past a small batch) is refused, not typed wrong. Ops whose
-output type cannot come from their reference (opaque ops) supply `infer`.
+with two sets of prime sizes and each output dimension is solved as a constant, as an expression an input
+dimension or a size attribute already carries (same values at two probes and a third: `seq - 1`, `batch*seq`
+pass through elementwise ops, transposes and broadcasts unchanged), or as `scale * symbol`. An op whose sizes
+are arithmetic on its inputs (reshape, slices, concatenation, convolution and pooling) declares `infer_shape`,
+symbolic shape arithmetic that is checked against the probes. A further run with every symbol at 1 must
+agree, so an output that depends on a symbol only for small sizes (squeeze without axes, a slice past a
+small batch) is refused, not typed wrong. Ops whose output type cannot come from their reference
+(opaque ops) supply `infer`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any, Final, TypeVar
 import torch
 
 from .symbolic import SymExpr
-from .types import AttrValue, Dim, Sym, TensorType, as_dim, bind_value, dtype_name
+from .types import AttrValue, Dim, Sym, TensorType, as_dim, bind_dim, bind_value, dtype_name, is_monomial
 
 
 class _Required:
@@ -38,6 +42,9 @@ class _Required:
 REQUIRED: Final = _Required()
 
 InferFn = Callable[[Sequence[TensorType], Mapping[str, Any]], list[TensorType]]
+# Symbolic shape arithmetic of an op (issue 14): each output's shape from the input types and attributes, or
+# None where the op's arithmetic does not cover these inputs (the probe fit then types it, or refuses).
+InferShapeFn = Callable[[Sequence[TensorType], Mapping[str, Any]], "list[tuple[Dim, ...]] | None"]
 MacsFn = Callable[[Sequence[TensorType], Sequence[TensorType], Mapping[str, Any]], int]
 _Reference = TypeVar("_Reference", bound=Callable[..., Any])
 
@@ -66,6 +73,7 @@ class OpDef:
     family: str = ""
     opaque: bool = False
     check_attrs: Callable[[Mapping[str, Any]], str | None] | None = None  # opaque ops: their attributes' layout
+    infer_shape: InferShapeFn | None = None  # symbolic shape arithmetic, checked against the meta probes
 
     @property
     def doc(self) -> str:
@@ -175,6 +183,7 @@ def register_op(
     inputs: int | tuple[int, int | None] = 1,
     infer: InferFn | None = None,
     macs: MacsFn | None = None,
+    infer_shape: InferShapeFn | None = None,
 ) -> Callable[[_Reference], _Reference]:
     """Decorator: declare the IR op `name` with the decorated function as its reference implementation."""
     arity: tuple[int, int | None]
@@ -196,6 +205,7 @@ def register_op(
             infer=infer,
             macs=macs or _no_macs,
             family=family,
+            infer_shape=infer_shape,
         )
         return fn
 
@@ -234,6 +244,7 @@ def registered_ops() -> dict[str, OpDef]:
 
 _PROBE_A = (17, 19, 23, 29, 31)
 _PROBE_B = (37, 41, 43, 47, 53)
+_PROBE_C = (59, 61, 67, 71, 73)  # a third point, asked only to confirm an expression that is not k*symbol
 
 
 def _symbols_of(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[str]:
@@ -261,6 +272,10 @@ def _meta_run(
 
 
 def infer_by_meta(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
+    """Types by running the reference on meta tensors at probe sizes. Each output dimension that differs
+    between the probes is, in this order: the op's own `infer_shape` arithmetic where it has one (checked
+    against the probes); an input dimension's or a size attribute's expression with the same value at
+    three probe bindings (so `seq - 1` or `batch*seq` passes through unchanged); `k*symbol`."""
     symbols = _symbols_of(inputs, attrs)
     if len(symbols) > len(_PROBE_A):
         raise ShapeInferenceError(f"{opdef.name}: at most {len(_PROBE_A)} distinct symbols are supported")
@@ -272,15 +287,107 @@ def infer_by_meta(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str
     except Exception as exc:  # the reference rejected these inputs: say which op and what it got
         shown = ", ".join(str(t) for t in inputs)
         raise ShapeInferenceError(f"{opdef.name}({shown}; {dict(attrs)}): {exc}") from exc
-    types = []
-    for a, b in zip(outs_a, outs_b):
-        dims: list[Dim] = []
-        for da, db in zip(a.shape, b.shape):
-            dims.append(da if da == db else _solve_dim(opdef.name, int(da), int(db), env_a, env_b))
-        types.append(TensorType(dtype_name(a.dtype), tuple(int(d) if not isinstance(d, SymExpr) else d for d in dims)))
+    shapes = _hook_shapes(opdef, inputs, attrs, outs_a, outs_b, env_a, env_b) if symbols else None
+    if shapes is None:
+        fit = _ProbeFit(opdef, inputs, attrs, env_a, env_b)
+        shapes = [
+            tuple(
+                int(da) if da == db else fit.solve(i, axis, int(da), int(db))
+                for axis, (da, db) in enumerate(zip(a.shape, b.shape))
+            )
+            for i, (a, b) in enumerate(zip(outs_a, outs_b))
+        ]
+    types = [TensorType(dtype_name(a.dtype), shape) for a, shape in zip(outs_a, shapes)]
     if symbols:
         _check_at_one(opdef, inputs, attrs, symbols, types)
     return types
+
+
+def _hook_shapes(
+    opdef: OpDef,
+    inputs: Sequence[TensorType],
+    attrs: Mapping[str, Any],
+    outs_a: Sequence[torch.Tensor],
+    outs_b: Sequence[torch.Tensor],
+    env_a: dict[str, int],
+    env_b: dict[str, int],
+) -> list[tuple[Dim, ...]] | None:
+    """The op's symbolic arithmetic, if it has some for these inputs; it must agree with the reference at
+    both probes (a disagreement is a bug in the arithmetic, and is said so rather than typed wrong)."""
+    if opdef.infer_shape is None:
+        return None
+    shapes = opdef.infer_shape(inputs, attrs)
+    if shapes is None:
+        return None
+    shapes = [tuple(as_dim(d) for d in shape) for shape in shapes]
+    for env, outs in ((env_a, outs_a), (env_b, outs_b)):
+        got = [tuple(bind_dim(d, env) for d in shape) for shape in shapes]
+        want = [tuple(int(x) for x in out.shape) for out in outs]
+        if got != want:
+            raise ShapeInferenceError(
+                f"{opdef.name}: its shape arithmetic gives {[list(s) for s in shapes]}, which is {got} at {env}, "
+                f"but the reference gives {want}"
+            )
+    return shapes
+
+
+class _ProbeFit:
+    """Solves one output dimension from its sizes at the two probes: first an expression the inputs already
+    carry (input dimensions, symbolic sizes in attributes) that has the same value at those and a third
+    probe, then `k*symbol`."""
+
+    def __init__(
+        self,
+        opdef: OpDef,
+        inputs: Sequence[TensorType],
+        attrs: Mapping[str, Any],
+        env_a: dict[str, int],
+        env_b: dict[str, int],
+    ) -> None:
+        self.opdef, self.inputs, self.attrs = opdef, inputs, attrs
+        self.env_a, self.env_b = env_a, env_b
+        self.env_c = dict(zip(env_a, _PROBE_C))
+        self._outs_c: list[tuple[int, ...]] | None = None
+        seen: dict[SymExpr, None] = {}  # ordered set: inputs first, in order, then attributes
+        for t in inputs:
+            for d in t.shape:
+                if isinstance(d, SymExpr):
+                    seen[d] = None
+        for v in attrs.values():
+            for e in _sym_values(v):
+                seen[e] = None
+        self.candidates = list(seen)
+
+    def solve(self, output: int, axis: int, da: int, db: int) -> SymExpr:
+        for expr in self.candidates:
+            # a k*symbol is fixed by two points; any other expression must also agree at a third
+            if (
+                expr.bind(self.env_a) == da
+                and expr.bind(self.env_b) == db
+                and (is_monomial(expr) or expr.bind(self.env_c) == self._size_at_c(output, axis))
+            ):
+                return expr
+        return _solve_dim(self.opdef.name, da, db, self.env_a, self.env_b)
+
+    def _size_at_c(self, output: int, axis: int) -> int | None:
+        if self._outs_c is None:
+            try:
+                outs = _meta_run(self.opdef, self.inputs, self.attrs, self.env_c)
+            except Exception:  # noqa: BLE001 - no third point: no expression other than k*symbol is confirmed
+                self._outs_c = []
+            else:
+                self._outs_c = [tuple(int(x) for x in out.shape) for out in outs]
+        if output >= len(self._outs_c):
+            return None
+        return self._outs_c[output][axis]
+
+
+def _sym_values(value: object) -> list[SymExpr]:
+    if isinstance(value, SymExpr):
+        return [value]
+    if isinstance(value, tuple):
+        return [e for v in value for e in _sym_values(v)]
+    return []
 
 
 def _check_at_one(

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import REQUIRED, register_op
-from ..types import TensorType
+from ..symbolic import SymExpr
+from ..types import Dim, TensorType, as_dim
 
 
 def _prod(xs: Iterable[int]) -> int:
@@ -31,6 +32,38 @@ def _conv_macs(inputs: Sequence[TensorType], outputs: Sequence[TensorType], attr
 def _conv_transpose_macs(inputs: Sequence[TensorType], outputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> int:
     weight = inputs[1].concrete_shape()  # I, O/groups, k... (count_macs has bound every symbol)
     return _prod(inputs[0].concrete_shape()) * _prod(weight[1:])
+
+
+def _window_out(size: Dim, kernel: int, stride: int, pad: int, dilation: int) -> Dim:
+    """Output length of a sliding window (floor mode): (size + 2p - d*(k-1) - 1) // s + 1."""
+    return as_dim((SymExpr.from_dim(size) + (2 * pad - dilation * (kernel - 1) - 1)) // stride + 1)
+
+
+def _windowed_shape(
+    data: TensorType, channels: Dim, kernel: Sequence[Dim], attrs: Mapping[str, Any]
+) -> list[tuple[Dim, ...]] | None:
+    ndim = len(kernel)
+    dilation = attrs.get("dilation", (1,) * ndim)
+    ints = [k for k in kernel if isinstance(k, int)]
+    if data.rank != ndim + 2 or len(ints) != ndim:
+        return None
+    spatial = tuple(
+        _window_out(size, k, s, p, d)
+        for size, k, s, p, d in zip(data.shape[2:], ints, attrs["strides"], attrs["padding"], dilation)
+    )
+    return [(data.shape[0], channels, *spatial)]
+
+
+def _conv_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    data, weight = inputs
+    return _windowed_shape(data, weight.shape[0], weight.shape[2:], attrs)
+
+
+def _pool_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    if attrs["ceil_mode"]:
+        return None  # ceil mode drops a last window that starts in the padding: not one expression; the probes decide
+    data = inputs[0]
+    return _windowed_shape(data, data.shape[1], attrs["pool_size"], attrs)
 
 
 def _declare_conv(ndim: int) -> None:
@@ -68,6 +101,7 @@ def _declare_conv(ndim: int) -> None:
         inputs=2,
         macs=_conv_macs,
         attrs={"strides": ones, "padding": zeros, "dilation": ones, "groups": 1},
+        infer_shape=_conv_shape,
     )(convolution)
     register_op(
         f"nn.conv{ndim}d_transpose",
@@ -156,10 +190,12 @@ def _declare_pools(ndim: int) -> None:
     register_op(
         f"nn.max_pool{ndim}d",
         attrs={"pool_size": REQUIRED, "strides": ones, "padding": zeros, "dilation": ones, "ceil_mode": False},
+        infer_shape=_pool_shape,
     )(max_pool)
     register_op(
         f"nn.avg_pool{ndim}d",
         attrs={"pool_size": REQUIRED, "strides": ones, "padding": zeros, "ceil_mode": False, "count_include_pad": True},
+        infer_shape=_pool_shape,
     )(avg_pool)
 
 

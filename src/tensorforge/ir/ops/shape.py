@@ -6,21 +6,151 @@ with a dynamic batch can say "reshape to (batch, 768)".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..registry import REQUIRED, register_op
+from ..symbolic import SymExpr
+from ..types import Dim, TensorType, as_dim
+
+# An end at or past this is "to the end" whatever the size (frontends write 2**63 - 1 for an open slice).
+_OPEN_END = 2**31
+
+# -- symbolic shape arithmetic (issue 14): each returns None where it does not cover the inputs -------------
 
 
-@register_op("reshape", attrs={"newshape": REQUIRED})
+def _prod(dims: Sequence[Dim]) -> SymExpr:
+    total = SymExpr.const(1)
+    for d in dims:
+        total = total * SymExpr.from_dim(d)
+    return total
+
+
+def _exact_quotient(numerator: Sequence[Dim], denominator: Sequence[Dim]) -> Dim | None:
+    """prod(numerator) / prod(denominator) when that is exact: equal factors cancel, then what is left of the
+    denominator must be one term c*m (m a product of atoms) that divides every term of the numerator."""
+    top = [SymExpr.from_dim(d) for d in numerator]
+    rest: list[SymExpr] = []
+    for d in (SymExpr.from_dim(d) for d in denominator):
+        if d in top:
+            top.remove(d)
+        else:
+            rest.append(d)
+    num, den = _prod(top), _prod(rest)
+    if len(den.terms) != 1:
+        return None
+    ((den_mono, den_coeff),) = den.terms
+    if den_coeff <= 0:
+        return None
+    den_powers = dict(den_mono)
+    quotient = SymExpr.const(0)
+    for mono, coeff in num.terms:
+        powers = dict(mono)
+        if coeff % den_coeff or any(powers.get(a, 0) < p for a, p in den_powers.items()):
+            return None
+        term = SymExpr.const(coeff // den_coeff)
+        for atom, power in mono:
+            left = power - den_powers.get(atom, 0)
+            factor = SymExpr.symbol(atom) if isinstance(atom, str) else atom.numerator // atom.divisor
+            for _ in range(left):
+                term = term * factor
+        quotient = quotient + term
+    return as_dim(quotient)
+
+
+def _reshape_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    newshape = attrs["newshape"]
+    known = [d for d in newshape if not (isinstance(d, int) and d == -1)]
+    if len(known) == len(newshape):
+        return [tuple(newshape)]
+    if len(newshape) - len(known) != 1:
+        return None
+    missing = _exact_quotient(inputs[0].shape, known)
+    if missing is None:
+        return None
+    return [tuple(missing if isinstance(d, int) and d == -1 else d for d in newshape)]
+
+
+def _slice_size(size: Dim, begin: Dim, end: Dim | None, stride: int) -> Dim | None:
+    if isinstance(size, int) and not isinstance(begin, SymExpr) and not isinstance(end, SymExpr):
+        return len(range(*slice(begin, end, stride).indices(size)))
+    if stride <= 0:
+        return None
+
+    def position(index: Dim | None, default: Dim) -> SymExpr:
+        if index is None or (isinstance(index, int) and index >= _OPEN_END):
+            return SymExpr.from_dim(default)
+        if isinstance(index, int) and index < 0:
+            return SymExpr.from_dim(size) + index
+        return SymExpr.from_dim(index)
+
+    # inside the dimension (what the probes confirm, and the run at size 1 checks for small sizes)
+    span = position(end, size) - position(begin, 0)
+    return as_dim((span + (stride - 1)) // stride)
+
+
+def _strided_slice_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    shape = list(inputs[0].shape)
+    begin, end = attrs["begin"], attrs["end"]
+    axes = tuple(range(len(begin))) if attrs["axes"] is None else attrs["axes"]
+    strides = (1,) * len(begin) if attrs["strides"] is None else attrs["strides"]
+    for a, b, e, s in zip(axes, begin, end, strides):
+        a %= len(shape)
+        size = _slice_size(shape[a], b, e, s)
+        if size is None:
+            return None
+        shape[a] = size
+    return [tuple(shape)]
+
+
+def _concatenate_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    rank = inputs[0].rank
+    if any(t.rank != rank for t in inputs) or rank == 0:
+        return None
+    axis = attrs["axis"] % rank
+    shape = list(inputs[0].shape)
+    for a in range(rank):
+        if a != axis and any(t.shape[a] != shape[a] for t in inputs):
+            return None  # sizes that differ in form (or at all): the probes decide
+    shape[axis] = as_dim(sum((SymExpr.from_dim(t.shape[axis]) for t in inputs), SymExpr.const(0)))
+    return [tuple(shape)]
+
+
+def _transpose_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    shape = inputs[0].shape
+    axes = attrs["axes"] if attrs["axes"] is not None else tuple(reversed(range(len(shape))))
+    if sorted(a % max(len(shape), 1) for a in axes) != list(range(len(shape))):
+        return None
+    return [tuple(shape[a % len(shape)] for a in axes)]
+
+
+def _expand_dims_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    shape = list(inputs[0].shape)
+    axis = attrs["axis"]
+    axis = axis if axis >= 0 else axis + len(shape) + 1
+    if not 0 <= axis <= len(shape):
+        return None
+    return [tuple(shape[:axis] + [1] * attrs["num_newaxis"] + shape[axis:])]
+
+
+def _squeeze_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    shape = inputs[0].shape
+    if attrs["axis"] is None or not shape:
+        return None  # which axes go depends on the sizes: the probes (and the run at 1) decide
+    drop = {a % len(shape) for a in attrs["axis"]}
+    return [tuple(d for i, d in enumerate(shape) if i not in drop)]
+
+
+@register_op("reshape", attrs={"newshape": REQUIRED}, infer_shape=_reshape_shape)
 def reshape(data: Tensor, newshape: Sequence[int]) -> Tensor:
     """reshape: to `newshape`; one entry may be -1 (inferred)."""
     return data.reshape(tuple(newshape))
 
 
-@register_op("transpose", attrs={"axes": None})
+@register_op("transpose", attrs={"axes": None}, infer_shape=_transpose_shape)
 def transpose(data: Tensor, axes: Sequence[int] | None) -> Tensor:
     """transpose: permute the axes (None reverses them)."""
     return data.permute(tuple(axes) if axes is not None else tuple(reversed(range(data.dim()))))
@@ -36,7 +166,7 @@ def layout_transform(data: Tensor, src_layout: str, dst_layout: str) -> Tensor:
     return data.permute(tuple(src_layout.index(c) for c in dst_layout))
 
 
-@register_op("expand_dims", attrs={"axis": REQUIRED, "num_newaxis": 1})
+@register_op("expand_dims", attrs={"axis": REQUIRED, "num_newaxis": 1}, infer_shape=_expand_dims_shape)
 def expand_dims(data: Tensor, axis: int, num_newaxis: int) -> Tensor:
     """expand_dims: insert `num_newaxis` size-1 axes at `axis`."""
     axis = axis if axis >= 0 else axis + data.dim() + 1
@@ -45,7 +175,7 @@ def expand_dims(data: Tensor, axis: int, num_newaxis: int) -> Tensor:
     return data
 
 
-@register_op("squeeze", attrs={"axis": None})
+@register_op("squeeze", attrs={"axis": None}, infer_shape=_squeeze_shape)
 def squeeze(data: Tensor, axis: Sequence[int] | None) -> Tensor:
     """squeeze: drop the given size-1 axes (None drops all of them)."""
     if axis is None:
@@ -57,7 +187,7 @@ def squeeze(data: Tensor, axis: Sequence[int] | None) -> Tensor:
     return data
 
 
-@register_op("concatenate", inputs=(1, None), attrs={"axis": 0})
+@register_op("concatenate", inputs=(1, None), attrs={"axis": 0}, infer_shape=_concatenate_shape)
 def concatenate(*data: Tensor, axis: int) -> Tensor:
     """concatenate: join the inputs along `axis`."""
     return torch.cat(data, dim=axis)
@@ -77,7 +207,11 @@ def split(data: Tensor, indices_or_sections: int | Sequence[int], axis: int) -> 
     return tuple(torch.tensor_split(data, list(indices_or_sections), dim=axis))
 
 
-@register_op("strided_slice", attrs={"begin": REQUIRED, "end": REQUIRED, "strides": None, "axes": None})
+@register_op(
+    "strided_slice",
+    attrs={"begin": REQUIRED, "end": REQUIRED, "strides": None, "axes": None},
+    infer_shape=_strided_slice_shape,
+)
 def strided_slice(
     data: Tensor, begin: Sequence[int], end: Sequence[int], strides: Sequence[int] | None, axes: Sequence[int] | None
 ) -> Tensor:
