@@ -15,6 +15,7 @@ libraries' TF32/IEEE choice) and accumulate in float32. Weights are transposed t
 
 from __future__ import annotations
 
+import functools
 import math
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -304,8 +305,8 @@ def _register() -> None:
         level = 4 if name in WIDE_TILES else 0
         hopper = (9, 0) if tma else None  # the TMA kernel needs Hopper's tensor-memory accelerator
         # both: a Triton kernel (compiled ahead, in parallel: compile_ahead.py), weights packed at bind time
-        tactic(
-            "engine.dense",
+        declared = functools.partial(
+            tactic,
             name=name,
             devices=("cuda",),
             priority=5 + priority,
@@ -314,21 +315,10 @@ def _register() -> None:
             compiles=True,
             requires_triton=True,
             min_capability=hopper,
-        )(dense)
+        )
+        declared("engine.dense")(dense)
         # the conv's output is channels-last; arena views are row-major NCHW
-        tactic(
-            "engine.conv",
-            name=name,
-            devices=("cuda",),
-            priority=5 + priority,
-            min_level=level,
-            packs_weights=True,
-            compiles=True,
-            requires_triton=True,
-            min_capability=hopper,
-            writes_arena=False,
-            input_memory_format=torch.channels_last,
-        )(conv)
+        declared("engine.conv", writes_arena=False, input_memory_format=torch.channels_last)(conv)
 
 
 _register()
