@@ -3,6 +3,7 @@
 from . import ops  # noqa: F401  (registers the op set)
 from .execute import execute
 from .graph import Graph, Node, Value
+from .profile import Profile, ProfileError
 from .registry import REQUIRED, OpDef, ShapeInferenceError, UnknownOpError, get_op, register_op, registered_ops
 from .serialize import GraphFormatError, graph_from_json, graph_to_json, load, save
 from .symbolic import SymExpr
@@ -14,6 +15,8 @@ __all__ = [
     "Node",
     "Value",
     "TensorType",
+    "Profile",
+    "ProfileError",
     "Sym",
     "SymExpr",
     "OpDef",

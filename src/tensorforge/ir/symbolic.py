@@ -203,6 +203,32 @@ class SymExpr:
             total += product
         return total
 
+    def bounds(self, ranges: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
+        """The least and greatest value over every size in `ranges` (symbol -> (lo, hi)), by interval arithmetic.
+
+        Exact for sums of non-negative terms (every shape a graph computes at the ends of its range); otherwise
+        a sound enclosure (the true range lies inside). Arena slots are sized at the upper end."""
+        lo_total = hi_total = 0
+        for mono, coeff in self.terms:
+            lo, hi = coeff, coeff
+            for atom, power in mono:
+                if isinstance(atom, str):
+                    try:
+                        a_lo, a_hi = ranges[atom]
+                    except KeyError:
+                        raise ValueError(
+                            f"symbolic size {self} has no range for {atom!r}; ranges: {dict(ranges)}"
+                        ) from None
+                else:
+                    n_lo, n_hi = atom.numerator.bounds(ranges)
+                    a_lo, a_hi = n_lo // atom.divisor, n_hi // atom.divisor
+                for _ in range(power):
+                    corners = (lo * a_lo, lo * a_hi, hi * a_lo, hi * a_hi)
+                    lo, hi = min(corners), max(corners)
+            lo_total += lo
+            hi_total += hi
+        return lo_total, hi_total
+
     def subs(self, mapping: Mapping[str, Operand]) -> SymExpr:
         """This expression with symbols replaced by expressions or ints (others kept), renormalized."""
         total = SymExpr.const(0)
