@@ -285,6 +285,8 @@ def infer_by_meta(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str
         outs_a = _meta_run(opdef, inputs, attrs, env_a)
         outs_b = _meta_run(opdef, inputs, attrs, env_b) if symbols else outs_a
     except Exception as exc:  # the reference rejected these inputs: say which op and what it got
+        if symbols and opdef.infer_shape is not None:
+            _symbolic_shapes(opdef, inputs, attrs)  # its arithmetic may know why, in the symbols' terms: it raises
         shown = ", ".join(str(t) for t in inputs)
         raise ShapeInferenceError(f"{opdef.name}({shown}; {dict(attrs)}): {exc}") from exc
     shapes = _hook_shapes(opdef, inputs, attrs, outs_a, outs_b, env_a, env_b) if symbols else None
@@ -314,12 +316,9 @@ def _hook_shapes(
 ) -> list[tuple[Dim, ...]] | None:
     """The op's symbolic arithmetic, if it has some for these inputs; it must agree with the reference at
     both probes (a disagreement is a bug in the arithmetic, and is said so rather than typed wrong)."""
-    if opdef.infer_shape is None:
-        return None
-    shapes = opdef.infer_shape(inputs, attrs)
+    shapes = _symbolic_shapes(opdef, inputs, attrs)
     if shapes is None:
         return None
-    shapes = [tuple(as_dim(d) for d in shape) for shape in shapes]
     for env, outs in ((env_a, outs_a), (env_b, outs_b)):
         got = [tuple(bind_dim(d, env) for d in shape) for shape in shapes]
         want = [tuple(int(x) for x in out.shape) for out in outs]
@@ -329,6 +328,23 @@ def _hook_shapes(
                 f"but the reference gives {want}"
             )
     return shapes
+
+
+def _symbolic_shapes(
+    opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str, Any]
+) -> list[tuple[Dim, ...]] | None:
+    """The op's `infer_shape`, if it has one and it covers these inputs. Its ShapeInferenceError (a refusal that
+    it gives in the symbols' own terms, e.g. "seq broadcast against 7") is raised naming the op and its inputs."""
+    if opdef.infer_shape is None:
+        return None
+    try:
+        shapes = opdef.infer_shape(inputs, attrs)
+    except ShapeInferenceError as exc:
+        shown = ", ".join(str(t) for t in inputs)
+        raise ShapeInferenceError(f"{opdef.name}({shown}): {exc}") from None
+    if shapes is None:
+        return None
+    return [tuple(as_dim(d) for d in shape) for shape in shapes]
 
 
 class _ProbeFit:

@@ -144,6 +144,35 @@ def _squeeze_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> li
     return [tuple(d for i, d in enumerate(shape) if i not in drop)]
 
 
+def _split_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    """n equal sections of a length L (torch.tensor_split): the first L % n are one longer, so section i is
+    (L + n - 1 - i) // n. Split points cut pieces as slices do, each from one point to the next."""
+    shape = list(inputs[0].shape)
+    if not shape:
+        return None
+    axis = attrs["axis"] % len(shape)
+    size, points = shape[axis], attrs["indices_or_sections"]
+    if isinstance(points, int):
+        if points <= 0:
+            return None
+        length = SymExpr.from_dim(size)
+        pieces: list[Dim | None] = [as_dim((length + (points - 1 - i)) // points) for i in range(points)]
+    else:
+        ends: list[Dim | None] = [*points, None]
+        pieces = [_slice_size(size, begin, end, 1) for begin, end in zip([0, *points], ends)]
+    known = [p for p in pieces if p is not None]
+    return [tuple(shape[:axis] + [p] + shape[axis + 1 :]) for p in known] if len(known) == len(pieces) else None
+
+
+def _tile_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    """Each size times its repeat count; the shorter of shape and reps is padded with leading 1s."""
+    shape, reps = inputs[0].shape, tuple(attrs["reps"])
+    rank = max(len(shape), len(reps))
+    shape = (1,) * (rank - len(shape)) + shape
+    reps = (1,) * (rank - len(reps)) + reps
+    return [tuple(as_dim(SymExpr.from_dim(d) * r) for d, r in zip(shape, reps))]
+
+
 @register_op("reshape", attrs={"newshape": REQUIRED}, infer_shape=_reshape_shape)
 def reshape(data: Tensor, newshape: Sequence[int]) -> Tensor:
     """reshape: to `newshape`; one entry may be -1 (inferred)."""
@@ -199,7 +228,7 @@ def stack(*data: Tensor, axis: int) -> Tensor:
     return torch.stack(data, dim=axis)
 
 
-@register_op("split", attrs={"indices_or_sections": REQUIRED, "axis": 0})
+@register_op("split", attrs={"indices_or_sections": REQUIRED, "axis": 0}, infer_shape=_split_shape)
 def split(data: Tensor, indices_or_sections: int | Sequence[int], axis: int) -> tuple[Tensor, ...]:
     """split: into equal sections (an int) or at the given indices (a tuple); one output per piece."""
     if isinstance(indices_or_sections, int):
@@ -249,7 +278,7 @@ def broadcast_to(data: Tensor, shape: Sequence[int]) -> Tensor:
     return data.expand(tuple(shape))
 
 
-@register_op("tile", attrs={"reps": REQUIRED})
+@register_op("tile", attrs={"reps": REQUIRED}, infer_shape=_tile_shape)
 def tile(data: Tensor, reps: Sequence[int]) -> Tensor:
     """tile: repeat the whole tensor `reps[i]` times along each axis."""
     return data.repeat(tuple(reps)) if len(reps) >= data.dim() else torch.tile(data, tuple(reps))
