@@ -18,16 +18,16 @@ from ..symbolic import SymExpr
 from ..types import Dim, TensorType, torch_dtype
 
 
-def _broadcast_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+def broadcast_dims(shapes: Sequence[Sequence[Dim]]) -> tuple[Dim, ...] | None:
     """Broadcasting on size expressions, axes aligned from the right: sizes that are the same expression, or 1,
     which stretches. A symbolic size against a different one (a constant > 1 or another expression) is equal only
-    at some sizes, so the graph is refused, naming both. Sizes that are all constants are the reference's to judge."""
-    rank = max(t.rank for t in inputs)
+    at some sizes, so it is refused, naming both. Sizes that are all constants are the reference's to judge (None)."""
+    rank = max((len(s) for s in shapes), default=0)
     shape: list[Dim] = []
     for axis in range(-rank, 0):
         sizes: list[Dim] = []
-        for t in inputs:
-            size = t.shape[axis] if t.rank >= -axis else 1
+        for dims in shapes:
+            size = dims[axis] if len(dims) >= -axis else 1
             if not (isinstance(size, int) and size == 1) and size not in sizes:
                 sizes.append(size)
         if len(sizes) > 1:
@@ -39,7 +39,12 @@ def _broadcast_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> 
                 f"when they are the same expression or one is 1: make them equal, or slice or reshape one to 1"
             )
         shape.append(sizes[0] if sizes else 1)
-    return [tuple(shape)]
+    return tuple(shape)
+
+
+def _broadcast_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    shape = broadcast_dims([t.shape for t in inputs])
+    return None if shape is None else [shape]
 
 
 # (IR name, reference) — each a one-input op with no attributes

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..registry import REQUIRED, register_op
+from ..registry import REQUIRED, ShapeInferenceError, register_op
 from ..symbolic import SymExpr
 from ..types import Dim, TensorType, as_dim
 
@@ -173,6 +173,26 @@ def _tile_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[
     return [tuple(as_dim(SymExpr.from_dim(d) * r) for d, r in zip(shape, reps))]
 
 
+def _broadcast_to_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    """The target, where -1 keeps the input's size; each input size must be that size or 1 (a leading new axis
+    takes any size). A symbolic size against a different target size holds only where they are equal: refused."""
+    shape, target = inputs[0].shape, attrs["shape"]
+    if len(target) < len(shape):
+        return None
+    lead = len(target) - len(shape)
+    out = [shape[i - lead] if isinstance(t, int) and t == -1 and i >= lead else t for i, t in enumerate(target)]
+    for axis, (size, want) in enumerate(zip(shape, out[lead:])):
+        if (isinstance(size, int) and size == 1) or size == want:
+            continue
+        if not isinstance(size, SymExpr) and not isinstance(want, SymExpr):
+            return None  # constants: the reference's message stands
+        raise ShapeInferenceError(
+            f"{size} broadcast to {want} holds only at {size} = {want} (axis {axis + lead}); an axis broadcasts "
+            f"from size 1 or keeps its size (-1): make the target that size"
+        )
+    return [tuple(out)]
+
+
 @register_op("reshape", attrs={"newshape": REQUIRED}, infer_shape=_reshape_shape)
 def reshape(data: Tensor, newshape: Sequence[int]) -> Tensor:
     """reshape: to `newshape`; one entry may be -1 (inferred)."""
@@ -272,7 +292,7 @@ def slice_scatter(data: Tensor, src: Tensor, axis: int, begin: int, end: int, st
     return torch.slice_scatter(data, src, axis, begin, end, stride)
 
 
-@register_op("broadcast_to", attrs={"shape": REQUIRED})
+@register_op("broadcast_to", attrs={"shape": REQUIRED}, infer_shape=_broadcast_to_shape)
 def broadcast_to(data: Tensor, shape: Sequence[int]) -> Tensor:
     """broadcast_to: expand size-1 axes to `shape` (-1 keeps a size)."""
     return data.expand(tuple(shape))
