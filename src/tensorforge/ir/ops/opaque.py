@@ -39,12 +39,21 @@ def _decode_dim(dim: object) -> Dim:
         return Sym(*dim)
     if isinstance(dim, (str, dict)):
         try:
-            return as_dim(SymExpr.from_json(dim))
+            return as_dim(SymExpr.from_json(_json_lists(dim)))
         except SymbolicFormatError as exc:
             raise ValueError(f"a dimension {dim!r} is not a size expression: {exc}") from None
     if isinstance(dim, (int, SymExpr)) and not isinstance(dim, bool):
         return dim
     raise ValueError(f"a dimension is an int, (symbol, scale) or a size expression, got {dim!r}")
+
+
+def _json_lists(value: object) -> object:
+    """JSON's lists back from the tuples attributes hold them as (`canonical_attr`)."""
+    if isinstance(value, (tuple, list)):
+        return [_json_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_lists(v) for k, v in value.items()}
+    return value
 
 
 def encode_output_type(t: TensorType) -> OutputTypeSpec:
