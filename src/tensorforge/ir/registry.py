@@ -13,10 +13,11 @@ with two sets of prime sizes and each output dimension is solved as a constant, 
 dimension or a size attribute already carries (same values at two probes and a third: `seq - 1`, `batch*seq`
 pass through elementwise ops, transposes and broadcasts unchanged), or as `scale * symbol`. An op whose sizes
 are arithmetic on its inputs (reshape, slices, concatenation, convolution and pooling) declares `infer_shape`,
-symbolic shape arithmetic that is checked against the probes. A further run with every symbol at 1 must
-agree, so an output that depends on a symbol only for small sizes (squeeze without axes, a slice past a
-small batch) is refused, not typed wrong. Ops whose output type cannot come from their reference
-(opaque ops) supply `infer`.
+symbolic shape arithmetic that is checked against the probes; where the reference refuses the probe sizes, the
+arithmetic is asked why, so a refusal names the symbols ("seq broadcast against 7") rather than probe sizes.
+A further run with every symbol at 1 must agree, so an output that depends on a symbol only for small sizes
+(squeeze without axes, a slice past a small batch) is refused, not typed wrong. Ops whose output type cannot
+come from their reference (opaque ops) supply `infer`.
 """
 
 from __future__ import annotations
