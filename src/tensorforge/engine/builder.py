@@ -21,14 +21,13 @@ import torch
 
 from ..ir import Graph, VerificationError
 from ..ir.profile import Profile
-from ..ir.types import BATCH
 from .compile_ahead import compile_ahead
 from .config import BuilderConfig
 from .errors import BuildError
 from .fingerprint import fingerprint
 from .memory import arena_exemptions, plan_memory
 from .passes import PassContext, run_passes
-from .plan import Plan, _normalize_device
+from .plan import Plan, _normalize_device, legacy_max_batch
 from .precision import tf32_mode
 from .streams import plan_streams, single_stream
 from .tactics import BindContext, candidates
@@ -74,9 +73,10 @@ class Builder:
             schedule = single_stream(graph)
             memory = plan_memory(graph, profile, unplanned=unplanned, aliases=aliases)
         if memory.arena_bytes > config.max_workspace_size:
+            legacy = legacy_max_batch(profile)
             at, lower = (
-                (f"max_batch={profile.max_env[BATCH]}", "lower max_batch")
-                if profile.is_batch_only
+                (f"max_batch={legacy}", "lower max_batch")
+                if legacy is not None
                 else (f"the profile's largest sizes ({profile.describe()})", "lower the profile's max sizes")
             )
             raise BuildError(

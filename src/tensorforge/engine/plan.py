@@ -211,7 +211,7 @@ class Plan:
 
     def _outside_message(self, outside: Mapping[str, int]) -> str:
         """Why a run's sizes `outside` (symbol -> size, each outside its range) are refused, and what to do."""
-        legacy = _legacy_max_batch(self.profile)
+        legacy = legacy_max_batch(self.profile)
         if legacy is not None:  # the batch-only plan's own words: which input, which dimension
             batch = outside[BATCH]
             name, axis = self._bound_at[BATCH]
@@ -238,7 +238,7 @@ class Plan:
 
     def describe(self) -> str:
         total = sum(layer.macs for layer in self.layers)
-        legacy = _legacy_max_batch(self.profile)
+        legacy = legacy_max_batch(self.profile)
         sizes, at = (
             (f"max_batch {legacy}", f"batch {legacy}")
             if legacy is not None
@@ -282,7 +282,7 @@ class Plan:
         )
 
     def _sizes_repr(self) -> str:
-        legacy = _legacy_max_batch(self.profile)
+        legacy = legacy_max_batch(self.profile)
         return f"max_batch={legacy}" if legacy is not None else f"profile={self.profile.to_json()}"
 
     # -- serialization --------------------------------------------------------------------------
@@ -482,7 +482,7 @@ def _schedule_for_arena(
     return single_stream(graph)
 
 
-def _legacy_max_batch(profile: Profile) -> int | None:
+def legacy_max_batch(profile: Profile) -> int | None:
     """n when `profile` is the legacy dynamic batch `Profile.batch(n)`, else None."""
     n = profile.max_env.get(BATCH)
     return n if n is not None and profile == Profile.batch(n) else None
@@ -491,7 +491,7 @@ def _legacy_max_batch(profile: Profile) -> int | None:
 def _sizes_json(profile: Profile) -> dict[str, Any]:
     """The plan JSON's entry for its profile: `max_batch` for `Profile.batch(n)` (what every plan held before
     profiles: such plans are written as they were), `profile` for any other."""
-    legacy = _legacy_max_batch(profile)
+    legacy = legacy_max_batch(profile)
     return {"max_batch": legacy} if legacy is not None else {"profile": profile.to_json()}
 
 
@@ -538,7 +538,7 @@ def _check_memory(graph: Graph, memory: MemoryPlan, profile: Profile, tactics: M
     # the arena is allocated at load: no larger than every activation side by side (no reuse at all) implies
     bound = sum(need.values())
     if memory.arena_bytes > bound:
-        legacy = _legacy_max_batch(profile)
+        legacy = legacy_max_batch(profile)
         at = f"max_batch {legacy}" if legacy is not None else f"the profile's largest sizes ({profile.describe()})"
         raise PlanCompatibilityError(
             f"corrupt plan: memory.arena_bytes is {memory.arena_bytes}, but its activations "
