@@ -2,6 +2,8 @@
 
     plan = Builder(BuilderConfig()).build(region, max_batch=8, device="cpu")
     outputs = plan.run(x)                      # any batch 1..8
+    plan = Builder().build(region, profile=ir.Profile({"batch": (1, 8, 8), "seq": (16, 128, 512)}))
+    outputs = plan.run(x)                      # any batch 1..8 and seq 16..512, tuned at (8, 128)
     data = plan.to_bytes(); plan = Plan.from_bytes(data, device="cpu")
 
 Files: `config.py` (options), `passes/` (one file per graph pass, ordered in `passes.PASSES`), `ops.py` (the
