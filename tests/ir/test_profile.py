@@ -14,6 +14,8 @@ def test_batch_profile_is_the_legacy_form():
     assert p.ranges == {"batch": (1, 8, 8)} and p.is_batch_only
     assert p.opt_env == p.max_env == {"batch": 8} and p.min_env == {"batch": 1}
     assert not Profile({"seq": (1, 4, 8)}).is_batch_only
+    assert not Profile({"batch": (1, 4, 8)}).is_batch_only  # tuned at 4: not the legacy plan for max_batch 8
+    assert not Profile({"batch": (2, 8, 8)}).is_batch_only
 
 
 @pytest.mark.parametrize(

@@ -484,8 +484,7 @@ def _schedule_for_arena(
 
 def legacy_max_batch(profile: Profile) -> int | None:
     """n when `profile` is the legacy dynamic batch `Profile.batch(n)`, else None."""
-    n = profile.max_env.get(BATCH)
-    return n if n is not None and profile == Profile.batch(n) else None
+    return profile.max_env[BATCH] if profile.is_batch_only else None
 
 
 def _sizes_json(profile: Profile) -> dict[str, Any]:

@@ -154,7 +154,10 @@ class Profile:
     @property
     def is_batch_only(self) -> bool:
         """Whether this is `Profile.batch(n)` for some n: the only form plans had before issue 14."""
-        return len(self._ranges) == 1 and self._ranges[0][0] == BATCH and self._ranges[0][1][0] == 1
+        if len(self._ranges) != 1:
+            return False
+        symbol, (lo, opt, hi) = self._ranges[0]
+        return symbol == BATCH and lo == 1 and opt == hi
 
     def bounds(self, dim: int | SymExpr) -> tuple[int, int]:
         """The least and greatest size `dim` takes inside this profile."""
