@@ -38,6 +38,7 @@ from ..engine.config import BuilderConfig
 from ..engine.cuda_graphs import DEFAULT_MAX_GRAPHS
 from ..ir.profile import MAX_SIZE, Profile, ProfileError
 from ..ir.types import Dim
+from .padding import check_multiples
 
 Shape: TypeAlias = tuple[int, ...]
 
@@ -362,14 +363,7 @@ def _profile_specs(profiles: object) -> tuple[ProfileSpec, ...]:
 
 
 def _pad_multiples(value: object) -> Mapping[str, int]:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"pad_to_multiple must be a dict of symbol -> multiple, e.g. {{'seq': 32}}; got {value!r}")
-    for symbol, multiple in value.items():
-        if not isinstance(symbol, str) or not symbol.isidentifier():
-            raise ValueError(f"pad_to_multiple: {symbol!r} is not a symbol name (an identifier such as 'seq')")
-        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-            raise ValueError(f"pad_to_multiple[{symbol!r}] must be a positive int, got {multiple!r}")
-    return types.MappingProxyType(dict(sorted(value.items())))
+    return types.MappingProxyType(dict(check_multiples(value)))
 
 
 def resolve_profiles(options: RuntimeOptions, graph_inputs: Mapping[str, Sequence[Dim]]) -> list[Profile]:
