@@ -1,6 +1,8 @@
 """The `tensorforge` command line (also `python -m tensorforge`), in the manner of trtexec.
 
     tensorforge build MODEL -o out.tforge [--fp16|--bf16] [--batch N] ...   convert, partition, build, save
+        (--shapes x:1x3x224x224, or --min-shapes/--opt-shapes/--max-shapes, instead of --batch: trtexec's
+        optimization profile; also for bench, inspect and compare)
     tensorforge run PLAN --input x.npy|inputs.npz [--output y.npz]        run a saved module on arrays
     tensorforge bench PLAN|MODEL [--batch N] [--compare eager,compile]   latency, throughput, peak memory
     tensorforge inspect PLAN|MODEL [--json]                               regions, fallbacks, layers, tactics
@@ -34,7 +36,7 @@ from .compare import cmd_compare
 from .inspection import cmd_inspect
 from .measure import measure_latencies
 from .run import cmd_run
-from .sources import Source
+from .sources import RANGE_FLAGS, Source, _shapes_arg, shape_profile
 
 __all__ = [
     "main",
@@ -102,6 +104,14 @@ def _level(text: str) -> int:
     return value
 
 
+class _Given(argparse.Action):
+    """Stores the value and records `<dest>_given`: a default alone cannot tell `--batch 1` from no --batch."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # parents are only sources of arguments; they are _Parsers because the subcommands' parsers are
     common = _Parser(add_help=False)
@@ -146,8 +156,27 @@ def build_parser() -> argparse.ArgumentParser:
             "--batch",
             type=_positive,
             default=batch_default,
-            help=f"batch size the plans are built for (default {batch_default})",
+            action=_Given,
+            help=f"batch size the plans are built for: a batch-only profile (default {batch_default})",
         )
+        p.set_defaults(batch_given=False)
+        p.add_argument(
+            "--shapes",
+            type=_shapes_arg,
+            default=None,
+            metavar="NAME:SIZES,...",
+            help="one fixed shape per input, as trtexec spells it: input_ids:1x128,attention_mask:1x128 "
+            "(instead of --batch)",
+        )
+        for flag, which in zip(RANGE_FLAGS, ("smallest", "tuning (opt)", "largest")):
+            p.add_argument(
+                flag,
+                type=_shapes_arg,
+                default=None,
+                metavar="NAME:SIZES,...",
+                help=f"the {which} shape of each dynamic input (trtexec's spelling, e.g. x:1x3x224x224); "
+                f"{', '.join(RANGE_FLAGS)} go together and make one optimization profile",
+            )
         p.add_argument(
             "--seq-len",
             type=_positive,
@@ -321,6 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.verbose = getattr(args, "verbose", False)
+    if hasattr(args, "shapes"):  # flags that only make sense together (or apart) are usage errors too
+        try:
+            shape_profile(args)
+        except CLIError as exc:
+            parser.error(str(exc))
     if getattr(args, "layers", None) == -1:
         args.layers = None
 

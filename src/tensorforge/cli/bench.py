@@ -8,10 +8,22 @@ import time
 import traceback
 from typing import Any
 
-from .common import COMPARE_METHODS, DEFAULT_SEQ_LEN, CLIError
+from .common import COMPARE_METHODS, CLIError
 from .compare import _onnxruntime_session
 from .measure import _bytes, _fresh_peak, _peak, _summarize, measure_latencies
-from .sources import Source, _build_module, _device, _load_module, _precision, _resolve, _source_inputs
+from .sources import (
+    Source,
+    _build_batch,
+    _build_module,
+    _device,
+    _example_env,
+    _load_module,
+    _precision,
+    _resolve,
+    _run_batch,
+    _shapes_summary,
+    _source_inputs,
+)
 
 
 def cmd_bench(args) -> int:
@@ -36,6 +48,7 @@ def cmd_bench(args) -> int:
         "target": args.target,
         "device": str(device),
         "batch": args.batch,
+        "shapes": _shapes_summary(args),
         "precision": None,
         "iters": args.iters,
         "warmup": args.warmup,
@@ -43,12 +56,15 @@ def cmd_bench(args) -> int:
         "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "n/a",
         "methods": {},
     }
-    input_names, inputs, result["methods"]["tensorforge"], config = _bench_tensorforge(source, device, args)
+    input_names, inputs, result["methods"]["tensorforge"], config, batch = _bench_tensorforge(source, device, args)
+    result["batch"] = batch
     precision = result["precision"] = _precision(config.fp16, config.bf16, config.tf32, device)
     failures = []
     for method in methods:
         try:
-            result["methods"][method] = _bench_reference(method, source, input_names, inputs, device, precision, args)
+            result["methods"][method] = _bench_reference(
+                method, source, input_names, inputs, device, precision, batch, args
+            )
         except Exception as exc:  # noqa: BLE001  (one failing reference must not lose the others)
             if args.verbose:
                 traceback.print_exc()
@@ -72,31 +88,34 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _bench_tensorforge(source: Source, device, args) -> tuple[list[str], tuple, dict, Any]:
-    """(input names, inputs, timings, builder config) of the tensorforge module. Nothing of the module
-    outlives the call, so the next method's peak memory does not hold its plans or weights."""
+def _bench_tensorforge(source: Source, device, args) -> tuple[list[str], tuple, dict, Any, int]:
+    """(input names, inputs, timings, builder config, batch per call) of the tensorforge module. Nothing of the
+    module outlives the call, so the next method's peak memory does not hold its plans or weights."""
     start = time.perf_counter()
     if source.kind == "plan":
-        module = _load_module(source.name, args, device).build_all(args.batch)
+        module = _load_module(source.name, args, device)
+        module.build_all(_build_batch(module.graph, source, args))
     else:
         module, _ = _build_module(source, args, device, args.batch, quiet=args.quiet)
     setup_s = time.perf_counter() - start
-    inputs = _source_inputs(source, module.graph, args.batch, args.seq_len or DEFAULT_SEQ_LEN, device)
+    env = _example_env(module.graph, source, args)
+    inputs = _source_inputs(source, module.graph, env, device)
+    batch = _run_batch(env, args)
     _fresh_peak(device)
-    row = _summarize(measure_latencies(lambda: module(*inputs), device, args.warmup, args.iters), args.batch)
+    row = _summarize(measure_latencies(lambda: module(*inputs), device, args.warmup, args.iters), batch)
     row.update({"peak_memory_bytes": _peak(device), ("load_s" if source.kind == "plan" else "build_s"): setup_s})
-    return [v.name for v in module.graph.inputs], inputs, row, module.builder_config
+    return [v.name for v in module.graph.inputs], inputs, row, module.builder_config, batch
 
 
-def _bench_reference(method: str, source: Source, input_names, inputs, device, precision: str, args) -> dict:
+def _bench_reference(
+    method: str, source: Source, input_names, inputs, device, precision: str, batch: int, args
+) -> dict:
     import torch
 
     if method == "onnxruntime":
         session, feed, _ = _onnxruntime_session(source.name, input_names, inputs, device)
         _fresh_peak(device)
-        row = _summarize(
-            measure_latencies(lambda: session.run(None, feed), device, args.warmup, args.iters), args.batch
-        )
+        row = _summarize(measure_latencies(lambda: session.run(None, feed), device, args.warmup, args.iters), batch)
         return {**row, "peak_memory_bytes": None, "provider": session.get_providers()[0]}
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     model = source.zoo.model.to(device=device, dtype=dtype)
@@ -106,7 +125,7 @@ def _bench_reference(method: str, source: Source, input_names, inputs, device, p
     with torch.no_grad(), tf32_mode(precision == "tf32"):
         if method == "eager":
             _fresh_peak(device)
-            row = _summarize(measure_latencies(lambda: model(*typed), device, args.warmup, args.iters), args.batch)
+            row = _summarize(measure_latencies(lambda: model(*typed), device, args.warmup, args.iters), batch)
             return {**row, "peak_memory_bytes": _peak(device)}
         torch._dynamo.reset()
         _fresh_peak(device)
@@ -118,7 +137,7 @@ def _bench_reference(method: str, source: Source, input_names, inputs, device, p
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         compile_s = time.perf_counter() - start
-        row = _summarize(measure_latencies(lambda: compiled(*typed), device, args.warmup, args.iters), args.batch)
+        row = _summarize(measure_latencies(lambda: compiled(*typed), device, args.warmup, args.iters), batch)
         row.update(peak_memory_bytes=_peak(device), compile_s=compile_s, mode=mode)
         torch._dynamo.reset()
         return row

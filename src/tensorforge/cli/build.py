@@ -8,7 +8,15 @@ import time
 
 from .common import PROG, CLIError
 from .measure import _bytes
-from .sources import _build_module, _device, _requested_precision, _resolve
+from .sources import (
+    _build_module,
+    _describe_profile,
+    _device,
+    _requested_precision,
+    _resolve,
+    _shapes_summary,
+    shape_profile,
+)
 
 
 def cmd_build(args) -> int:
@@ -32,7 +40,8 @@ def cmd_build(args) -> int:
         "file_bytes": os.path.getsize(args.output),
         "device": str(device),
         "precision": _requested_precision(args, device),
-        "batch": args.batch,
+        "batch": None if shape_profile(args) else args.batch,
+        "shapes": _shapes_summary(args),
         "implicit_batch": args.implicit_batch,
         "rebuildable": args.rebuildable,
         "regions": len(module.regions),
@@ -55,8 +64,10 @@ def cmd_build(args) -> int:
         f"(convert {stages['convert_s']:.1f} s, partition {stages['partition_s']:.1f} s, "
         f"plans {stages['build_s']:.1f} s)"
     )
+    spec = shape_profile(args)
+    sizes = f"batch {args.batch}" if spec is None else f"shapes {_describe_profile(spec)}"
     print(
-        f"  device {device}, precision {summary['precision']}, batch {args.batch}, "
+        f"  device {device}, precision {summary['precision']}, {sizes}, "
         f"{'implicit' if args.implicit_batch else 'explicit'} batch"
     )
     print(

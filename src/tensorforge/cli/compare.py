@@ -6,8 +6,20 @@ import json
 import math
 import sys
 
-from .common import DEFAULT_SEQ_LEN, EXIT_MISMATCH, PROG, TOLERANCES, CLIError
-from .sources import Source, _as_tuple, _build_module, _device, _flatten, _requested_precision, _resolve, _source_inputs
+from .common import EXIT_MISMATCH, PROG, TOLERANCES, CLIError
+from .sources import (
+    Source,
+    _as_tuple,
+    _build_module,
+    _device,
+    _example_env,
+    _flatten,
+    _requested_precision,
+    _resolve,
+    _run_batch,
+    _shapes_summary,
+    _source_inputs,
+)
 
 
 def _error_stats(actual, expected) -> dict:
@@ -74,7 +86,9 @@ def cmd_compare(args) -> int:
     precision = _requested_precision(args, device)
     tolerance = args.rtol if args.rtol is not None else TOLERANCES[precision]
     module, _ = _build_module(source, args, device, args.batch, quiet=args.quiet)
-    inputs = _source_inputs(source, module.graph, args.batch, args.seq_len or DEFAULT_SEQ_LEN, device)
+    env = _example_env(module.graph, source, args)
+    inputs = _source_inputs(source, module.graph, env, device)
+    batch = _run_batch(env, args)
     actual = _as_tuple(module(*inputs))
     expected = _reference_outputs(source, module.graph, inputs, device)
     if len(actual) != len(expected):
@@ -87,7 +101,8 @@ def cmd_compare(args) -> int:
     doc = {
         "model": source.name,
         "device": str(device),
-        "batch": args.batch,
+        "batch": batch,
+        "shapes": _shapes_summary(args),
         "precision": precision,
         "reference": reference,
         "tolerance": tolerance,
@@ -98,7 +113,7 @@ def cmd_compare(args) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(
-            f"compare {source.name} on {device}, batch {args.batch}, {precision}: tensorforge against {reference}, "
+            f"compare {source.name} on {device}, batch {batch}, {precision}: tensorforge against {reference}, "
             f"tolerance max rel {tolerance:g}"
         )
         width = max([len(n) for n in rows] + [6])

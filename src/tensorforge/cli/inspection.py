@@ -7,12 +7,20 @@ import json
 
 from ..ir.types import BATCH
 from .measure import _bytes
-from .sources import _build_module, _device, _load_module, _precision, _resolve
+from .sources import (
+    _build_batch,
+    _build_module,
+    _device,
+    _example_env,
+    _load_module,
+    _precision,
+    _resolve,
+    shape_profile,
+)
 
 
-def _graph_macs(module, batch: int) -> int:
-    """Multiply-accumulates of one run at `batch`: engine regions plus the nodes left to PyTorch."""
-    env = {BATCH: batch}
+def _graph_macs(module, env: dict[str, int]) -> int:
+    """Multiply-accumulates of one run at the symbol sizes `env`: engine regions plus the nodes left to PyTorch."""
     total = 0
     for node in module.graph.nodes:
         if node.op == "subgraph":
@@ -57,8 +65,8 @@ def cmd_inspect(args) -> int:
     if source.kind == "plan":
         device = _device(args.device)
         module = _load_module(source.name, args, device)
-        if args.batch is not None:
-            module.build_all(args.batch)
+        if args.batch is not None or shape_profile(args) is not None:
+            module.build_all(_build_batch(module.graph, source, args))
     else:
         device = _device(args.device or "cpu")
         module, _ = _build_module(source, args, device, args.batch or 1, quiet=args.quiet)
@@ -66,7 +74,9 @@ def cmd_inspect(args) -> int:
     plans = module.plans()
     built = [p.max_batch for ps in plans.values() for p in ps]
     batch = args.batch or max(built, default=1)
-    macs = _graph_macs(module, batch)
+    env = _example_env(module.graph, source, args, batch) if shape_profile(args) else {BATCH: batch}
+    batch = env.get(BATCH, batch)
+    macs = _graph_macs(module, env)
     doc = {
         "target": args.target,
         "device": str(device),
@@ -88,7 +98,7 @@ def cmd_inspect(args) -> int:
             {
                 "name": name,
                 "nodes": r.num_nodes if r else len(region.nodes),
-                "macs": region.macs({BATCH: batch}),
+                "macs": region.macs(env),
                 "inputs": [f"{v.name}: {v.type}" for v in region.inputs],
                 "outputs": [f"{v.name}: {v.type}" for v in region.outputs],
                 "plans": [_plan_doc(p) for p in plans.get(name, [])],

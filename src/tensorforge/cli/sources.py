@@ -1,5 +1,5 @@
-"""Where a model comes from (a zoo name, an .onnx file, a saved .tforge) and the arrays fed to it and read
-from it."""
+"""Where a model comes from (a zoo name, an .onnx file, a saved .tforge), the shapes it is built for (--batch, or
+trtexec's --shapes / --min-shapes --opt-shapes --max-shapes) and the arrays fed to it and read from it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from .common import DEFAULT_SEQ_LEN, PROG, CLIError
+
+Shape: TypeAlias = tuple[int, ...]
+# TensorRT's per-input profile: input name -> (min shape, opt shape, max shape)
+InputProfile: TypeAlias = dict[str, tuple[Shape, Shape, Shape]]
 
 # -- where a model comes from ----------------------------------------------------------------------
 
@@ -54,7 +58,10 @@ def _sniff(path: str) -> str:
     return "plan" if len(head) == 9 and head[8:9] == b"{" else "onnx"
 
 
-def _to_graph(source: Source, seq_len: int | None):
+def _to_graph(source: Source, seq_len: int | None, spec: InputProfile | None = None):
+    """The source model as a graph. An ONNX model's symbolic sizes: without shape flags, --seq-len sizes every one
+    but the leading (batch) dimension; with --shapes the named inputs are pinned to their shape; with
+    --min/--opt/--max-shapes nothing is pinned (the profile gives the symbols their ranges)."""
     from ..frontends import from_torch
 
     if source.kind == "zoo":
@@ -69,7 +76,12 @@ def _to_graph(source: Source, seq_len: int | None):
             f"{source.name}: ONNX models need tensorforge's ONNX frontend and the onnx package "
             f"(pip install 'tensorforge[onnx]'): {exc}"
         ) from exc
-    return from_onnx(source.name, input_shapes=_onnx_input_shapes(source.name, seq_len))
+    if spec is None:
+        pins = _onnx_input_shapes(source.name, seq_len)
+    else:
+        pins = {name: opt for name, (lo, opt, hi) in spec.items() if lo == opt == hi}
+        pins = pins if len(pins) == len(spec) else {}  # a range: leave every size to the profile
+    return from_onnx(source.name, input_shapes=pins)
 
 
 def _onnx_input_shapes(path: str, seq_len: int | None) -> dict[str, tuple[int, ...]]:
@@ -123,7 +135,9 @@ def _runtime_options(args):
     """The options the model options on the command line ask for (each checked by RuntimeOptions/BuilderConfig)."""
     from ..runtime import RuntimeOptions
 
+    spec = shape_profile(args)
     return RuntimeOptions().replace(
+        profiles=None if spec is None else [spec],
         fp16=args.fp16,
         bf16=args.bf16,
         tf32=not args.no_tf32,
@@ -147,8 +161,9 @@ def _load_module(path: str, args, device):
 
 
 def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
-    """Convert, partition (explicit batch unless --implicit-batch), build every plan for `batch`.
-    Returns (module, seconds per stage). A progress bar on stderr follows the stages and regions."""
+    """Convert, partition (explicit batch unless --implicit-batch), build every plan for `batch` (with shape flags:
+    for the profile's largest batch). Returns (module, seconds per stage). A progress bar on stderr follows the
+    stages and regions."""
     from tqdm import tqdm
 
     import tensorforge as forge
@@ -165,7 +180,8 @@ def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
     )
     try:
         start = time.perf_counter()
-        graph = _to_graph(source, args.seq_len)
+        graph = _to_graph(source, args.seq_len, shape_profile(args))
+        batch = _build_batch(graph, source, args, batch)  # the shape flags are checked before anything is built
         stages["convert_s"] = time.perf_counter() - start
         bar.update()
         bar.set_description_str(f"{PROG}: partitioning")
@@ -184,7 +200,8 @@ def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
         start = time.perf_counter()
         for i, name in enumerate(regions, 1):
             bar.set_description_str(f"{PROG}: building plan {i}/{len(regions)} ({name})")
-            # one region at a time (build_all does the same) so the bar can follow the build
+            # one region at a time (build_all does the same) so the bar can follow the build. (When the runtime
+            # picks plans by profile, this builds for the profile instead of a batch.)
             module._plan_for(name, batch)
             bar.update()
         stages["build_s"] = time.perf_counter() - start
@@ -193,22 +210,158 @@ def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
     return module, stages
 
 
+# -- shapes (trtexec's flags) -------------------------------------------------------------------------
+
+RANGE_FLAGS = ("--min-shapes", "--opt-shapes", "--max-shapes")
+SHAPE_EXAMPLE = "input_ids:1x128,attention_mask:1x128"
+
+
+def parse_shapes(text: str) -> dict[str, Shape]:
+    """`name:1x3x224x224,other:1x128` (trtexec's spelling) -> {name: (1, 3, 224, 224), other: (1, 128)}. A name
+    may hold ':' itself (`input:0:1x3`): the sizes follow the last one. A ValueError names the bad token, its
+    input and what is expected."""
+    shapes: dict[str, Shape] = {}
+    if not text.strip():
+        raise ValueError(f"expected NAME:SIZES for each input, comma-separated, e.g. {SHAPE_EXAMPLE}; got nothing")
+    for token in text.split(","):
+        token = token.strip()
+        name, colon, sizes = token.rpartition(":")
+        if not colon or not name:
+            raise ValueError(
+                f"token {token!r}: expected NAME:SIZES, an input name and its sizes joined by 'x' (e.g. x:1x3x224x224)"
+            )
+        dims = []
+        for size in sizes.split("x"):
+            if not (size.strip().isascii() and size.strip().isdigit()):
+                raise ValueError(
+                    f"token {token!r}: input {name!r} has {size.strip()!r} where a size (a non-negative integer) "
+                    f"is expected; write the sizes joined by 'x', e.g. {name}:1x3x224x224"
+                )
+            dims.append(int(size))
+        if name in shapes:
+            raise ValueError(f"token {token!r}: input {name!r} is given twice")
+        shapes[name] = tuple(dims)
+    return shapes
+
+
+def _shapes_arg(text: str) -> dict[str, Shape]:
+    """argparse type of the shape flags: a bad token is a usage error naming it."""
+    import argparse
+
+    try:
+        return parse_shapes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def shape_profile(args) -> InputProfile | None:
+    """The profile the shape flags ask for, in TensorRT's per-input spelling `{name: (min, opt, max)}`; None
+    without shape flags (--batch then decides, as before). --shapes is one fixed shape (min = opt = max);
+    --min-shapes, --opt-shapes and --max-shapes come together and name the same inputs. Neither goes with
+    --batch: a shape's leading size is the batch."""
+    from ..ir.profile import ProfileError
+    from ..runtime.options import InputShapes
+
+    fixed = getattr(args, "shapes", None)
+    ranged: dict[str, dict[str, Shape] | None] = {
+        flag: getattr(args, flag[2:].replace("-", "_"), None) for flag in RANGE_FLAGS
+    }
+    given = [flag for flag, value in ranged.items() if value is not None]
+    if fixed is None and not given:
+        return None
+    if fixed is not None and given:
+        raise CLIError(
+            f"--shapes gives one fixed shape and {'/'.join(given)} a range: use --shapes alone, or all of "
+            f"{', '.join(RANGE_FLAGS)}"
+        )
+    used = "--shapes" if fixed is not None else "/".join(RANGE_FLAGS)
+    if getattr(args, "batch_given", False):
+        raise CLIError(
+            f"--batch and {used} both size the batch: drop --batch (the leading size of each shape is its batch), "
+            f"or drop {used} for a batch-only profile"
+        )
+    if fixed is not None:
+        spec: InputProfile = {name: (shape, shape, shape) for name, shape in fixed.items()}
+    else:
+        missing = [flag for flag in RANGE_FLAGS if ranged[flag] is None]
+        if missing:
+            raise CLIError(
+                f"{', '.join(given)} without {', '.join(missing)}: give all three of {', '.join(RANGE_FLAGS)} "
+                f"(or --shapes for one fixed shape)"
+            )
+        lo, opt, hi = (ranged[flag] or {} for flag in RANGE_FLAGS)  # all three given
+        for flag, shapes in zip(RANGE_FLAGS, (lo, opt, hi)):
+            for name in opt:
+                if name not in shapes:
+                    raise CLIError(f"input {name!r} has no shape in {flag}: name every input in all three flags")
+            for name in shapes:
+                if name not in opt:
+                    raise CLIError(f"input {name!r} of {flag} has no shape in --opt-shapes: name it in all three")
+        spec = {name: (lo[name], opt[name], hi[name]) for name in opt}
+    try:
+        InputShapes.of(spec)  # ranks agree and min <= opt <= max on every axis
+    except ProfileError as exc:
+        raise CLIError(f"{used}: {exc}") from None
+    return spec
+
+
+def _describe_profile(spec: InputProfile) -> str:
+    """`x 1x3x224x224`, or `ids 1x8..32x512 (opt 8x128)` for a range, per input."""
+    from ..runtime.options import InputShapes
+
+    if all(lo == hi for lo, _, hi in spec.values()):
+        return ", ".join(f"{name} {'x'.join(map(str, opt))}" for name, (_, opt, _) in spec.items())
+    return InputShapes.of(spec).describe()
+
+
+def _profile_of(graph, source: Source, spec: InputProfile):
+    """The ranges per symbol the shape flags give this graph's inputs; a CLIError says what disagrees."""
+    from ..ir.profile import ProfileError
+    from ..runtime import RuntimeOptions
+    from ..runtime.options import InputShapes, resolve_profiles
+
+    try:
+        options = RuntimeOptions(profiles=(InputShapes.of(spec),))
+        (profile,) = resolve_profiles(options, {v.name: v.type.shape for v in graph.inputs})
+    except ProfileError as exc:
+        hint = " (a zoo model's other sizes follow --image-size and --seq-len)" if source.kind == "zoo" else ""
+        raise CLIError(
+            f"the shape flags do not fit {source.name}: {exc}{hint}; its inputs: {_describe_inputs(graph)}"
+        ) from None
+    return profile
+
+
 # -- inputs and outputs ------------------------------------------------------------------------------
 
 
-def _sizes(value, batch: int, seq_len: int) -> tuple[int, ...]:
+def _input_symbols(graph) -> set[str]:
     from ..ir.symbolic import SymExpr
+
+    return {s for v in graph.inputs for d in v.type.shape if isinstance(d, SymExpr) for s in d.free_symbols}
+
+
+def _example_env(graph, source: Source, args, batch: int | None = None) -> dict[str, int]:
+    """The size of every symbol of the graph's inputs, for example inputs: the profile's opt with shape flags;
+    else `batch` (default --batch) for the batch symbol and --seq-len (default 128) for any other."""
     from ..ir.types import BATCH
 
-    return tuple(
-        d.bind({s: batch if s == BATCH else seq_len for s in d.free_symbols}) if isinstance(d, SymExpr) else d
-        for d in value.type.shape
-    )
+    spec = shape_profile(args)
+    if spec is not None:
+        return _profile_of(graph, source, spec).opt_env
+    batch = batch if batch is not None else args.batch or 1
+    seq_len = args.seq_len or DEFAULT_SEQ_LEN
+    return {s: batch if s == BATCH else seq_len for s in _input_symbols(graph)}
 
 
-def _synthetic_inputs(graph, batch: int, seq_len: int, device, seed: int = 0) -> tuple:
-    """Inputs for a graph from its input types: floats from a normal distribution, integers and booleans 1
-    (a valid token id and an all-ones attention mask). The batch symbol is `batch`; any other symbol `seq_len`."""
+def _sizes(value, env: dict[str, int]) -> tuple[int, ...]:
+    from ..ir.symbolic import SymExpr
+
+    return tuple(d.bind(env) if isinstance(d, SymExpr) else d for d in value.type.shape)
+
+
+def _synthetic_inputs(graph, env: dict[str, int], device, seed: int = 0) -> tuple:
+    """Inputs for a graph from its input types, every symbol sized by `env`: floats from a normal distribution,
+    integers and booleans 1 (a valid token id and an all-ones attention mask)."""
     import torch
 
     from ..ir.types import torch_dtype
@@ -217,16 +370,50 @@ def _synthetic_inputs(graph, batch: int, seq_len: int, device, seed: int = 0) ->
     out = []
     for v in graph.inputs:
         dtype = torch_dtype(v.type.dtype)
-        shape = _sizes(v, batch, seq_len)
+        shape = _sizes(v, env)
         t = torch.randn(shape, generator=gen).to(dtype) if dtype.is_floating_point else torch.ones(shape, dtype=dtype)
         out.append(t.to(device))
     return tuple(out)
 
 
-def _source_inputs(source: Source, graph, batch: int, seq_len: int, device) -> tuple:
+def _build_batch(graph, source: Source, args, batch: int | None = None) -> int:
+    """The batch plans are built for: the shape flags' largest, else `batch` (default --batch, else 1)."""
+    from ..ir.types import BATCH
+
+    spec = shape_profile(args)
+    if spec is not None:
+        return _profile_of(graph, source, spec).max_env.get(BATCH, 1)
+    return batch if batch is not None else args.batch or 1
+
+
+def _run_batch(env: dict[str, int], args) -> int:
+    """The batch of one call at `env` (items per call, for throughput): its batch symbol; for a graph without one,
+    the leading opt size of the first shape given by the flags, else --batch."""
+    from ..ir.types import BATCH
+
+    if BATCH in env:
+        return env[BATCH]
+    spec = shape_profile(args)
+    if spec is not None:
+        _, opt, _ = next(iter(spec.values()))
+        return opt[0] if opt else 1
+    return args.batch or 1
+
+
+def _shapes_summary(args) -> dict[str, list[list[int]]] | None:
+    """The shape flags' profile as JSON for a command's report (None without them)."""
+    spec = shape_profile(args)
+    return None if spec is None else {name: [list(shape) for shape in three] for name, three in spec.items()}
+
+
+def _source_inputs(source: Source, graph, env: dict[str, int], device) -> tuple:
+    """Example inputs at the sizes of `env` (`_example_env`): a zoo model's own (its other sizes were checked
+    against the profile), else synthetic ones."""
+    from ..ir.types import BATCH
+
     if source.kind == "zoo":
-        return tuple(t.to(device) for t in source.zoo.inputs(batch))
-    return _synthetic_inputs(graph, batch, seq_len, device)
+        return tuple(t.to(device) for t in source.zoo.inputs(env.get(BATCH, 1)))
+    return _synthetic_inputs(graph, env, device)
 
 
 def _describe_inputs(graph) -> str:
