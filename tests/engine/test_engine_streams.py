@@ -183,8 +183,8 @@ def streams_on_cpu(monkeypatch):
     monkeypatch.setattr(
         builder_module,
         "plan_streams",
-        lambda graph, device_type, max_streams, max_batch: schedule_streams(
-            graph, max_streams=max_streams, env={"batch": max_batch}, min_stream_macs=0
+        lambda graph, device_type, max_streams, profile: schedule_streams(
+            graph, max_streams=max_streams, env=profile.opt_env, min_stream_macs=0
         ),
     )
 

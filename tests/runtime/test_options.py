@@ -53,7 +53,9 @@ def test_the_tables_name_every_builder_option():
     fields = {f.name for f in dataclasses.fields(BuilderConfig)}
     assert set(CHANGED) == set(CLI_FLAGS) == fields
     assert all(getattr(BuilderConfig(), name) != value for name, value in CHANGED.items())
-    assert fields | {"cache_dir", "multi_engine", "cuda_graph", "max_batch_size"} == OPTION_NAMES
+    runtime = {"cache_dir", "multi_engine", "cuda_graph", "max_batch_size"}
+    dynamic_shapes = {"profiles", "cuda_graph_cache_size", "build_on_miss", "pad_to_multiple"}
+    assert fields | runtime | dynamic_shapes == OPTION_NAMES
     assert set(SAVED_FIELDS) == OPTION_NAMES - MACHINE_FIELDS
     assert {"cache_dir", "max_workspace_size", "timing_cache"} == MACHINE_FIELDS
 
@@ -112,6 +114,10 @@ def test_saved_options_round_trip_and_the_machine_decides_its_resources(tmp_path
         "multi_engine": 1,
         "cuda_graph": False,
         "max_batch_size": 16,
+        "profiles": [{"batch": [1, 4, 8]}, {"x": [[1, 8], [8, 8], [16, 8]]}],
+        "cuda_graph_cache_size": 3,
+        "build_on_miss": False,
+        "pad_to_multiple": {"batch": 2},
     }
     assert set(saved) | {"fp16"} == set(SAVED_FIELDS)
     module = forge.compile(
@@ -155,6 +161,13 @@ def test_saved_options_round_trip_and_the_machine_decides_its_resources(tmp_path
         ({"optimization_level": 9}, "optimization_level must be an int from 0 to 5"),
         ({"multi_engine": 2}, "multi_engine must be 0"),
         ([1, 2], "options must be a JSON object"),
+        ({"cuda_graph_cache_size": 0}, "cuda_graph_cache_size must be a positive int"),
+        ({"build_on_miss": "yes"}, "options.build_on_miss must be bool"),
+        ({"profiles": {"seq": [1, 2, 3]}}, "profiles must be a list of profiles"),
+        ({"profiles": [{"seq": [4, 2, 3]}]}, r"profiles\[0\]: the range of 'seq' must satisfy min <= opt <= max"),
+        ({"profiles": [{"x": [[1], [2], [3, 4]]}]}, "must have one rank"),
+        ({"pad_to_multiple": {"seq": 0}}, r"pad_to_multiple\['seq'\] must be a positive int"),
+        ({"pad_to_multiple": [32]}, "pad_to_multiple must be a dict"),
     ],
 )
 def test_saved_options_are_checked_as_data(data, message):
@@ -173,7 +186,7 @@ def test_options_by_name():
     options = RuntimeOptions().replace(fp16=True, optimization_level=1, cache_dir="plans", multi_engine=1)
     assert options == RuntimeOptions(BuilderConfig(fp16=True, optimization_level=1), cache_dir="plans", multi_engine=1)
     assert options.replace(builder_config=BuilderConfig(), bf16=True).builder_config == BuilderConfig(bf16=True)
-    with pytest.raises(TypeError, match="unknown option.s. fp61; the options are bf16, cache_dir"):
+    with pytest.raises(TypeError, match="unknown option.s. fp61; the options are bf16, build_on_miss, cache_dir"):
         RuntimeOptions().replace(fp61=True)
     with pytest.raises(TypeError, match="fp61"):
         forge.compile(linear(), (torch.randn(2, 8),), device="cpu", fp61=True)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..ir import Node
 
 MAX_THREADS = 8  # enough to hide most of a cold build's compiles; more mostly contend for the GIL
-# Example tensors the workers may hold at once. Each first call runs on the layer's real shapes at max_batch
+# Example tensors the workers may hold at once. Each first call runs on the layer's real shapes at the profile's opt
 # (Triton specializes on their sizes' divisibility, so smaller stand-ins could compile another kernel); eight
 # large layers at once took a ResNet-50 batch-128 build 0.8 GiB above its serial peak. A call larger than this
 # runs alone; below it, small layers (where most compiles are) still run eight at a time.

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..ir.profile import Profile
+
 # Options that name a file of the machine that builds rather than say how a plan is built: a plan, which may be
 # copied to another machine, never stores them (`to_plan_json`), and loads without them.
 MACHINE_LOCAL_OPTIONS = frozenset({"timing_cache"})
@@ -98,3 +100,13 @@ class BuilderConfig:
 def _not_int(value: object) -> bool:
     """True for anything but an int (True is no workspace size or level)."""
     return isinstance(value, bool) or not isinstance(value, int)
+
+
+def as_profile(sizes: Profile | int) -> Profile:
+    """The profile a plan is built for: a `Profile` as given, or an int n, the legacy dynamic batch
+    `Profile.batch(n)` (any batch 1..n, tuned at n): what `Builder.build(max_batch=n)` means."""
+    if isinstance(sizes, Profile):
+        return sizes
+    if _not_int(sizes) or sizes < 1:
+        raise ValueError(f"a plan is built for a Profile or a max batch (a positive int), got {sizes!r}")
+    return Profile.batch(sizes)

@@ -4,7 +4,7 @@
 (bound kernel, input indices, output indices), and every planned activation knows its arena slot.
 `ExecutionContext` owns one arena — a single uint8 tensor of `peak_activation_bytes` on the plan's
 device — and runs the program: each planned activation is a typed view of its slot (`arena[offset:...]
-.view(dtype).view(shape)`, the leading part of the slot at batches below max_batch). A kernel that writes
+.view(dtype).view(shape)`, the leading part of the slot at sizes below the profile's largest). A kernel that writes
 into the view it is offered costs nothing more; one that returns a new tensor (the reference tactic
 always does) has its result copied into the view with `copy_`. Plan outputs are not in the arena: they
 are the kernels' own results, handed to the caller (cloned if a kernel returned a view into the arena).
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from .memory import MemoryPlan
     from .streams import StreamSchedule
     from .tactics.registry import Kernel
+
+VIEW_CACHE_SIZE = 16  # sets of arena views an execution context keeps, one per set of sizes it ran at lately
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,8 @@ class ExecutionContext:
     def __init__(self, program: Program) -> None:
         self.program = program
         self.arena = torch.empty(program.arena_bytes, dtype=torch.uint8, device=program.device)
-        self._views: dict[tuple[tuple[str, int], ...], Values] = {}  # by the symbols' sizes
+        # by the symbols' sizes; the most recently used only, so that a stream of varying shapes keeps no more
+        self._views: OrderedDict[tuple[tuple[str, int], ...], Values] = OrderedDict()
         self._in_use = threading.RLock()  # reentrant: a capture (`replay`) runs `execute` on the same thread
         self.graph_runner: GraphRunner | None = None  # made by the first `replay`
         self._side_streams: list[torch.cuda.Stream] = []
@@ -187,13 +191,17 @@ class ExecutionContext:
         """Per value index: its typed arena view at these symbol sizes (None where it is not in the arena)."""
         key = tuple(sorted(env.items()))
         views = self._views.get(key)
-        if views is None:
-            views = [None] * self.program.num_values
-            for a in self.program.arena_values:
-                shape = a.type.concrete_shape(env)
-                nbytes = a.type.nbytes(env)
-                views[a.index] = self.arena[a.offset : a.offset + nbytes].view(a.dtype).view(shape)
-            self._views[key] = views
+        if views is not None:
+            self._views.move_to_end(key)
+            return views
+        views = [None] * self.program.num_values
+        for a in self.program.arena_values:
+            shape = a.type.concrete_shape(env)
+            nbytes = a.type.nbytes(env)
+            views[a.index] = self.arena[a.offset : a.offset + nbytes].view(a.dtype).view(shape)
+        self._views[key] = views
+        if len(self._views) > VIEW_CACHE_SIZE:
+            self._views.popitem(last=False)
         return views
 
     def _claim(self) -> None:

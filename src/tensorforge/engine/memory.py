@@ -6,8 +6,10 @@ and handed to the caller, who owns them — a later run never overwrites a resul
 
 Lifetimes are intervals of node positions in execution order: from the node that defines a value to the
 last node that reads it (inclusive at both ends, so a layer's output never shares memory with its own
-inputs and a kernel may write its output while still reading them). Sizes are taken at max_batch and
-rounded up to `ALIGNMENT` bytes; a run at a smaller batch uses the leading part of each slot.
+inputs and a kernel may write its output while still reading them). Sizes are taken at the largest a plan's
+profile allows (`slot_bytes`: each dimension at its upper bound over the profile's ranges, which for a size like
+`seq - batch`, not monotone in every symbol, is a sound bound rather than the size at max) and rounded up to
+`ALIGNMENT` bytes; a run at smaller sizes uses the leading part of each slot.
 
 Placement is greedy by size with best fit (as in TFLite's arena planner): the largest activations are
 placed first, each at the smallest gap between already placed activations whose lifetimes overlap its own,
@@ -36,14 +38,16 @@ the intervals above stay sound.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..ir import Graph, Node, Value
-from ..ir.types import BATCH
+from ..ir import Graph, Node, TensorType, Value
+from ..ir.profile import Profile
+from ..ir.symbolic import SymExpr
 from .streams import StreamSchedule
 from .tactics.registry import chosen_tactic
 
@@ -56,7 +60,7 @@ Aliases = Mapping[str, str | Sequence[str]]
 @dataclass(frozen=True)
 class Slot:
     offset: int
-    size: int  # bytes at max_batch, rounded up to the alignment
+    size: int  # bytes at the profile's largest sizes, rounded up to the alignment
 
     @property
     def end(self) -> int:
@@ -87,6 +91,14 @@ class MemoryPlan:
 
 def align(n: int, alignment: int = ALIGNMENT) -> int:
     return -(-n // alignment) * alignment
+
+
+def slot_bytes(t: TensorType, sizes: Profile | Mapping[str, int]) -> int:
+    """Bytes a value of type `t` takes at most: every dimension at its upper bound over the profile (a mapping:
+    at exactly those sizes)."""
+    if not isinstance(sizes, Profile):
+        return t.nbytes(dict(sizes))
+    return math.prod(max(sizes.bounds(d)[1], 0) for d in t.shape) * t.torch_dtype.itemsize
 
 
 def planned_values(graph: Graph, unplanned: Set[str] = frozenset()) -> list[Value]:
@@ -149,22 +161,23 @@ def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 def plan_memory(
     graph: Graph,
-    env: Mapping[str, int],
+    sizes: Profile | Mapping[str, int],
     alignment: int = ALIGNMENT,
     *,
     unplanned: Set[str] = frozenset(),
     aliases: Aliases | None = None,
     schedule: StreamSchedule | None = None,
 ) -> MemoryPlan:
-    """Offsets for every planned value of `graph`, with symbols bound by `env` (the max_batch sizes), safe for
-    the streams of `schedule` (None: one stream in node order)."""
+    """Offsets for every planned value of `graph`, each sized for every run of the profile `sizes` (`slot_bytes`;
+    a mapping binds the symbols to exactly those sizes), safe for the streams of `schedule` (None: one stream in
+    node order)."""
     life = lifetimes(graph, unplanned, aliases, schedule)
     planned = planned_values(graph, unplanned)
-    sizes = {v.name: align(v.type.nbytes(dict(env)), alignment) for v in planned}
-    order = sorted(sizes, key=lambda name: (-sizes[name], life[name][0], name))
+    nbytes = {v.name: align(slot_bytes(v.type, sizes), alignment) for v in planned}
+    order = sorted(nbytes, key=lambda name: (-nbytes[name], life[name][0], name))
     placed: list[tuple[str, Slot]] = []
     for name in order:
-        size = sizes[name]
+        size = nbytes[name]
         busy = sorted(
             (s for other, s in placed if s.size and _overlap(life[name], life[other])), key=lambda s: s.offset
         )
@@ -230,8 +243,8 @@ def viewed_inputs(node: Node) -> list[tuple[int, ...]]:
     or `contiguous()` is most likely to view, so it errs towards a view. An op the meta device cannot run
     (a plugin's kernel, a data-dependent op) may view any of its inputs."""
     anything = [tuple(range(len(node.inputs)))] * len(node.outputs)
-    env = {s: 2 for v in node.inputs for s in v.type.symbols}
-    env.setdefault(BATCH, 2)  # attributes may name the batch even where no input has it (arange)
+    # every symbol the node names, its attributes' too (an arange may name one no input has)
+    env = {s: 2 for s in _symbols_of(node)}
     try:
         tensors = [
             torch.empty(v.type.concrete_shape(env), dtype=v.type.torch_dtype, device="meta") for v in node.inputs
@@ -246,3 +259,16 @@ def viewed_inputs(node: Node) -> list[tuple[int, ...]]:
         tuple(i for i, t in enumerate(tensors) if isinstance(r, torch.Tensor) and (r is t or r._base is t))
         for r in results
     ]
+
+
+def _symbols_of(node: Node) -> set[str]:
+    """The symbols `node`'s inputs, outputs and attributes name."""
+    found = {s for v in (*node.inputs, *node.outputs) for s in v.type.symbols}
+    todo: list[Any] = list(node.attrs.values())
+    while todo:
+        value = todo.pop()
+        if isinstance(value, SymExpr):
+            found |= value.free_symbols
+        elif isinstance(value, (tuple, list)):
+            todo.extend(value)
+    return found

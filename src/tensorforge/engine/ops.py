@@ -22,7 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..ir import REQUIRED, Node, TensorType, register_op
+from ..ir import REQUIRED, Node, TensorType, get_op, register_op
+from ..ir.types import Dim
 from .epilogue import EPILOGUE_ATTRS, Epilogue
 
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -54,6 +55,14 @@ def _conv_macs(inputs: Sequence[TensorType], outputs: Sequence[TensorType], attr
     return outputs[0].numel() * math.prod(inputs[1].concrete_shape()[1:])
 
 
+def _conv_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    """The output size arithmetic of the unfused convolution (a strided side is `(h + 2p - k) // s + 1`, which the
+    probe fit alone cannot express): the data and weight decide it, the epilogue's inputs only match it."""
+    ndim = attrs.get("ndim")
+    arithmetic = get_op(f"nn.conv{ndim}d").infer_shape if ndim in _CONVOLUTIONS else None
+    return arithmetic(inputs[:2], attrs) if arithmetic is not None else None
+
+
 def _dense_macs(inputs: Sequence[TensorType], outputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> int:
     return outputs[0].numel() * inputs[0].concrete_shape()[-1]
 
@@ -62,6 +71,7 @@ def _dense_macs(inputs: Sequence[TensorType], outputs: Sequence[TensorType], att
     "engine.conv",
     inputs=(2, 4),
     macs=_conv_macs,
+    infer_shape=_conv_shape,
     attrs={
         "ndim": REQUIRED,
         "strides": REQUIRED,

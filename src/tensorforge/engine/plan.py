@@ -5,7 +5,10 @@ never executes code from the file and refuses plans built for another device or 
 Layout of the metadata key "tensorforge.plan" (JSON):
   format, version        "tensorforge.plan", PLAN_FORMAT_VERSION
   fingerprint            device type/name/capability, torch, CUDA, cuDNN, tensorforge (see fingerprint.py)
-  config, max_batch      the BuilderConfig (to_plan_json: no machine-local paths) and the batch the arena is sized for
+  config                 the BuilderConfig (to_plan_json: no machine-local paths)
+  max_batch | profile    the sizes the plan runs (plan.profile): `max_batch` n for the legacy dynamic batch
+                         `Profile.batch(n)` (so such a plan's JSON is what it was before profiles), else `profile`,
+                         the profile's JSON (ir/profile.py: {"symbol": [min, opt, max]})
   graph                  the optimized graph (ir.graph_to_json); its constants are the safetensors tensors
   tactics                layer name -> tactic name
   memory                 the arena plan (memory.MemoryPlan.to_json)
@@ -15,8 +18,8 @@ Layout of the metadata key "tensorforge.plan" (JSON):
                          caught at load, before any field is used, not later as wrong numbers
 
 The stream schedule is not stored: it is a pure function of the graph, the device type, `config.max_streams` and
-max_batch (streams.py), recomputed when a plan loads. A plan whose arena is not safe for that schedule (the builder
-fell back to one stream to fit max_workspace_size) runs on one stream.
+the profile's opt (streams.py), recomputed when a plan loads. A plan whose arena is not safe for that schedule (the
+builder fell back to one stream to fit max_workspace_size) runs on one stream.
 
 A plan of another format version is refused, never read: a change of what a plan holds or means bumps
 PLAN_FORMAT_VERSION (fingerprint.py) instead of teaching the loader older layouts.
@@ -43,6 +46,7 @@ from safetensors.torch import save as save_tensors
 from ..ir import Graph, TensorType, graph_from_json, graph_to_json
 from ..ir.digest import seal, unseal
 from ..ir.execute import bind_symbols
+from ..ir.profile import Profile
 from ..ir.serialize import unshared_tensors
 from ..ir.types import BATCH, is_monomial, monomial
 from .config import MACHINE_LOCAL_OPTIONS, BuilderConfig
@@ -50,7 +54,7 @@ from .context import ExecutionContext, Program
 from .cuda_graphs import GraphRunner
 from .errors import PlanCompatibilityError
 from .fingerprint import PLAN_FORMAT_VERSION, Fingerprint, differences, fingerprint
-from .memory import MemoryPlan, align, arena_exemptions, conflicts, lifetimes, planned_values
+from .memory import MemoryPlan, align, arena_exemptions, conflicts, lifetimes, planned_values, slot_bytes
 from .precision import tf32_mode
 from .streams import StreamSchedule, plan_streams, single_stream
 from .tactics import BindContext, get_tactic
@@ -66,7 +70,7 @@ class LayerInfo:
     op: str
     tactic: str
     precision: str
-    macs: int  # at max_batch
+    macs: int  # at the profile's opt
     stream: int = 0  # 0: the caller's stream; 1..: the execution context's side streams (streams.py)
 
 
@@ -80,7 +84,7 @@ class Plan:
         memory: MemoryPlan,
         *,
         config: BuilderConfig,
-        max_batch: int,
+        profile: Profile,
         device: torch.device | str,
         counters: Mapping[str, int],
         built_for: Fingerprint,
@@ -88,7 +92,8 @@ class Plan:
     ) -> None:
         self.device = _normalize_device(device)
         self.config = config
-        self.max_batch = max_batch
+        self.profile = profile
+        self._ranges = profile.ranges
         self.memory = memory
         self.schedule = schedule
         self.fingerprint = dict(built_for)
@@ -105,8 +110,8 @@ class Plan:
         self.graph = graph
         self.input_types: list[TensorType] = [v.type for v in graph.inputs]
         self.output_types: list[TensorType] = [v.type for v in graph.outputs]
-        env = {BATCH: max_batch}
-        ctx = BindContext(self.device, config, max_batch)
+        env = profile.opt_env
+        ctx = BindContext(self.device, config, profile)
         kernels: dict[str, Kernel] = {}
         self.layers: list[LayerInfo] = []
         for node, stream in zip(graph.nodes, schedule.streams):
@@ -118,15 +123,17 @@ class Plan:
         # the only state a run changes is its context's; `run` without one uses the calling thread's own, made at
         # that thread's first run and freed when the thread ends (or the plan goes): one arena per such thread
         self._per_thread = threading.local()
-        self._batch_input: tuple[str, int] | None = next(  # (input name, axis) where a run's batch size is read
-            (
-                (v.name, axis)
-                for v in graph.inputs
-                for axis, d in enumerate(v.type.shape)
-                if is_monomial(d) and monomial(d, "a plan input")[0] == BATCH
-            ),
-            None,
-        )
+        self._bound_at: dict[str, tuple[str, int]] = {}  # symbol -> (input name, axis) where a run's size is read
+        for v in graph.inputs:
+            for axis, d in enumerate(v.type.shape):
+                if is_monomial(d):
+                    self._bound_at.setdefault(monomial(d, "a plan input")[0], (v.name, axis))
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch the plan runs: the max of the profile's `batch` symbol, or 1 when the profile has
+        none (a plan without the batch symbol runs the graph's own sizes, which is one batch however shaped)."""
+        return self.profile.max_env.get(BATCH, 1)
 
     # -- running --------------------------------------------------------------------------------
 
@@ -159,13 +166,13 @@ class Plan:
     def run(
         self, *inputs: torch.Tensor, context: ExecutionContext | None = None, cuda_graph: bool | None = None
     ) -> tuple[torch.Tensor, ...]:
-        """Run on `inputs` (on `plan.device`, any batch from 1 to max_batch); returns the outputs as a tuple.
+        """Run on `inputs` (on `plan.device`, any sizes inside `plan.profile`); returns the outputs as a tuple.
 
         Safe to call from any number of threads at once: without a `context`, each thread runs in its own (made at
         its first call; one arena of `peak_activation_bytes` per thread that ran the plan). A `context` given
         serves one caller at a time.
 
-        On CUDA the whole plan replays as one CUDA graph per batch size (`cuda_graph=False` runs it layer by
+        On CUDA the whole plan replays as one CUDA graph per input shape (`cuda_graph=False` runs it layer by
         layer, e.g. when a caller is itself capturing a graph; an explicit `context` is graphed only with
         `cuda_graph=True`). The graphs belong to the context. Either way independent branches run on the plan's
         streams (`num_streams`, streams.py) and are joined back to the caller's current stream before this
@@ -174,19 +181,13 @@ class Plan:
         for value, tensor in zip(self.graph.inputs, inputs):
             if tensor.device != self.device:
                 raise ValueError(f"input {value.name!r} is on {tensor.device}, the plan runs on {self.device}")
-        batch = env.get(BATCH)
-        if batch is not None and not 1 <= batch <= self.max_batch:
-            assert self._batch_input is not None, "the batch is bound from an input with the batch axis"
-            name, axis = self._batch_input
-            hint = (
-                f"build with max_batch >= {batch}"
-                if batch > self.max_batch
-                else "a plan runs batches of 1 or more (a module runs an empty batch through its reference ops)"
-            )
-            raise ValueError(
-                f"input {name!r}: batch size {batch} (dimension {axis}) is outside the plan's range "
-                f"1..{self.max_batch}; {hint}"
-            )
+        outside = {
+            s: size
+            for s, size in env.items()
+            if s in self._ranges and not self._ranges[s][0] <= size <= self._ranges[s][2]
+        }
+        if outside:
+            raise ValueError(self._outside_message(outside))
         with tf32_mode(self.config.tf32) if self.device.type == "cuda" else contextlib.nullcontext():
             return self._run(inputs, env, context, cuda_graph)
 
@@ -208,13 +209,44 @@ class Plan:
 
     __call__ = run
 
+    def _outside_message(self, outside: Mapping[str, int]) -> str:
+        """Why a run's sizes `outside` (symbol -> size, each outside its range) are refused, and what to do."""
+        legacy = _legacy_max_batch(self.profile)
+        if legacy is not None:  # the batch-only plan's own words: which input, which dimension
+            batch = outside[BATCH]
+            name, axis = self._bound_at[BATCH]
+            hint = (
+                f"build with max_batch >= {batch}"
+                if batch > legacy
+                else "a plan runs batches of 1 or more (a module runs an empty batch through its reference ops)"
+            )
+            return (
+                f"input {name!r}: batch size {batch} (dimension {axis}) is outside the plan's range 1..{legacy}; {hint}"
+            )
+        sizes = ", ".join(f"{s} = {size}" for s, size in sorted(outside.items()))
+        read = "; ".join(
+            f"{s} from input {self._bound_at[s][0]!r} dimension {self._bound_at[s][1]}"
+            for s in sorted(outside)
+            if s in self._bound_at
+        )
+        return (
+            f"input sizes {sizes} are outside the plan's profile {self.profile.describe()} ({read}); build a plan "
+            f"whose profile covers them (Profile.covering)"
+        )
+
     # -- reports --------------------------------------------------------------------------------
 
     def describe(self) -> str:
         total = sum(layer.macs for layer in self.layers)
+        legacy = _legacy_max_batch(self.profile)
+        sizes, at = (
+            (f"max_batch {legacy}", f"batch {legacy}")
+            if legacy is not None
+            else (f"profile {self.profile.describe()}", "opt")
+        )
         lines = [
-            f"plan for {self.device} (built on {self.fingerprint.get('device_name')}), max_batch {self.max_batch}: "
-            f"{len(self.layers)} layers, {total / 1e9:.3f} GMACs at batch {self.max_batch}",
+            f"plan for {self.device} (built on {self.fingerprint.get('device_name')}), {sizes}: "
+            f"{len(self.layers)} layers, {total / 1e9:.3f} GMACs at {at}",
             f"activation arena: {self.peak_activation_bytes} bytes ({self.peak_activation_bytes / 2**20:.2f} MiB), "
             f"{len(self.memory.slots)} activations",
             f"streams: {self.num_streams}"
@@ -245,9 +277,13 @@ class Plan:
 
     def __repr__(self) -> str:
         return (
-            f"Plan({self.graph.name!r}, {len(self.layers)} layers, device={self.device}, max_batch={self.max_batch}, "
+            f"Plan({self.graph.name!r}, {len(self.layers)} layers, device={self.device}, {self._sizes_repr()}, "
             f"arena={self.peak_activation_bytes} B)"
         )
+
+    def _sizes_repr(self) -> str:
+        legacy = _legacy_max_batch(self.profile)
+        return f"max_batch={legacy}" if legacy is not None else f"profile={self.profile.to_json()}"
 
     # -- serialization --------------------------------------------------------------------------
 
@@ -261,7 +297,7 @@ class Plan:
             "version": PLAN_FORMAT_VERSION,
             "fingerprint": self.fingerprint,
             "config": self.config.to_plan_json(),
-            "max_batch": self.max_batch,
+            **_sizes_json(self.profile),
             "graph": doc,
             "tactics": self.tactics,
             "memory": self.memory.to_json(),
@@ -314,23 +350,24 @@ class Plan:
             graph.verify()
             memory = MemoryPlan.from_json(meta["memory"])
             config = _builder_config(meta["config"])
-            max_batch = int(meta["max_batch"])
+            profile = _profile_from_json(meta)
             tactics = dict(meta["tactics"])
             counters = {str(k): int(v) for k, v in meta["counters"].items()}
         except Exception as exc:
             raise PlanCompatibilityError(f"corrupt plan: {type(exc).__name__}: {exc}") from exc
         try:
             _check_layers(graph, tactics, device)
-            _check_memory(graph, memory, max_batch, tactics)
+            _check_profile(graph, profile)
+            _check_memory(graph, memory, profile, tactics)
             schedule = _schedule_for_arena(
-                graph, memory, tactics, plan_streams(graph, device.type, config.max_streams, max_batch)
+                graph, memory, tactics, plan_streams(graph, device.type, config.max_streams, profile)
             )
             return cls(
                 graph,
                 tactics,
                 memory,
                 config=config,
-                max_batch=max_batch,
+                profile=profile,
                 device=device,
                 counters=counters,
                 built_for=meta["fingerprint"],
@@ -445,26 +482,53 @@ def _schedule_for_arena(
     return single_stream(graph)
 
 
-def _check_memory(graph: Graph, memory: MemoryPlan, max_batch: int, tactics: Mapping[str, str]) -> None:
-    if max_batch < 1:
-        raise PlanCompatibilityError(f"corrupt plan: max_batch is {max_batch}")
+def _legacy_max_batch(profile: Profile) -> int | None:
+    """n when `profile` is the legacy dynamic batch `Profile.batch(n)`, else None."""
+    n = profile.max_env.get(BATCH)
+    return n if n is not None and profile == Profile.batch(n) else None
+
+
+def _sizes_json(profile: Profile) -> dict[str, Any]:
+    """The plan JSON's entry for its profile: `max_batch` for `Profile.batch(n)` (what every plan held before
+    profiles: such plans are written as they were), `profile` for any other."""
+    legacy = _legacy_max_batch(profile)
+    return {"max_batch": legacy} if legacy is not None else {"profile": profile.to_json()}
+
+
+def _profile_from_json(meta: Mapping[str, Any]) -> Profile:
+    """The profile a plan's JSON holds (`_sizes_json`), validated: a ProfileError or ValueError names what is wrong."""
+    if ("max_batch" in meta) == ("profile" in meta):
+        raise ValueError("a plan holds exactly one of max_batch and profile")
+    if "profile" in meta:
+        return Profile.from_json(meta["profile"])
+    max_batch = meta["max_batch"]
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"max_batch is {max_batch!r}, not a positive int")
+    return Profile.batch(max_batch)
+
+
+def _check_profile(graph: Graph, profile: Profile) -> None:
+    """Every symbol of the graph's inputs has a range (a plan's arena and checks rely on it)."""
+    missing = sorted({s for v in graph.inputs for s in v.type.symbols} - profile.symbols)
+    if missing:
+        raise PlanCompatibilityError(
+            f"corrupt plan: its profile ({profile.describe()}) gives no range to symbol(s) {missing} of its inputs"
+        )
+
+
+def _check_memory(graph: Graph, memory: MemoryPlan, profile: Profile, tactics: Mapping[str, str]) -> None:
     if memory.arena_bytes < 0 or any(slot.offset < 0 or slot.size < 0 for slot in memory.slots.values()):
         raise PlanCompatibilityError("corrupt plan: the arena plan has a negative size or offset")
     if not 0 < memory.alignment <= 4096 or memory.alignment & (memory.alignment - 1):
         raise PlanCompatibilityError(
             f"corrupt plan: memory.alignment is {memory.alignment}, not a power of two up to 4096"
         )
-    env = {BATCH: max_batch}
     unplanned, _ = arena_exemptions(graph, tactics)
     planned = planned_values(graph, unplanned)
+    need = {v.name: align(slot_bytes(v.type, profile), memory.alignment) for v in planned}
     for v in planned:
         slot = memory.slots.get(v.name)
-        if (
-            slot is None
-            or slot.size < align(v.type.nbytes(env), memory.alignment)
-            or slot.end > memory.arena_bytes
-            or slot.offset % memory.alignment
-        ):
+        if slot is None or slot.size < need[v.name] or slot.end > memory.arena_bytes or slot.offset % memory.alignment:
             raise PlanCompatibilityError(f"corrupt plan: the arena plan has no valid slot for %{v.name}")
     extra = sorted(set(memory.slots) - {v.name for v in planned})
     if extra:
@@ -472,9 +536,11 @@ def _check_memory(graph: Graph, memory: MemoryPlan, max_batch: int, tactics: Map
             f"corrupt plan: the arena plan has a slot for %{extra[0]}, which is not an activation"
         )
     # the arena is allocated at load: no larger than every activation side by side (no reuse at all) implies
-    bound = sum(align(v.type.nbytes(env), memory.alignment) for v in planned)
+    bound = sum(need.values())
     if memory.arena_bytes > bound:
+        legacy = _legacy_max_batch(profile)
+        at = f"max_batch {legacy}" if legacy is not None else f"the profile's largest sizes ({profile.describe()})"
         raise PlanCompatibilityError(
             f"corrupt plan: memory.arena_bytes is {memory.arena_bytes}, but its activations "
-            f"need at most {bound} bytes at max_batch {max_batch}"
+            f"need at most {bound} bytes at {at}"
         )

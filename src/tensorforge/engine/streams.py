@@ -33,9 +33,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..ir import Graph
-from ..ir.types import BATCH
+from ..ir.profile import Profile
+from .config import as_profile
 
-MIN_STREAM_MACS = 1 << 20  # at max_batch: below this a branch is cheaper to run in line than to synchronize
+MIN_STREAM_MACS = 1 << 20  # at the profile's opt: below this a branch is cheaper to run in line than to synchronize
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,12 @@ def single_stream(graph: Graph) -> StreamSchedule:
     return StreamSchedule((0,) * n, ((),) * n, ())
 
 
-def plan_streams(graph: Graph, device_type: str, max_streams: int, max_batch: int) -> StreamSchedule:
-    """The schedule a plan runs with: several streams on CUDA only (a CPU plan runs its layers one by one)."""
+def plan_streams(graph: Graph, device_type: str, max_streams: int, profile: Profile | int) -> StreamSchedule:
+    """The schedule a plan runs with: several streams on CUDA only (a CPU plan runs its layers one by one). Work is
+    weighed at the profile's opt (an int n: `Profile.batch(n)`), the sizes the plan is tuned for."""
     if device_type != "cuda":
         return single_stream(graph)
-    return schedule_streams(graph, max_streams=max_streams, env={BATCH: max_batch})
+    return schedule_streams(graph, max_streams=max_streams, env=as_profile(profile).opt_env)
 
 
 def schedule_streams(

@@ -4,7 +4,7 @@
 - a view op whose alias tactic applies (views.py): the alias, untimed. A view launches nothing, so timing it
   against a tactic that writes the arena measures noise, and losing that coin toss cost a plan a full copy of
   the tensor (the arena write, which the measurement does not see) — BERT paid 24 such copies per call.
-- otherwise each candidate is bound and timed on the layer's real shapes at max_batch (constants are the
+- otherwise each candidate is bound and timed on the layer's real shapes at the profile's opt (constants are the
   real weights, activations random), median of a few runs after a warm-up; the fastest wins. A candidate
   that fails while being timed is dropped with its error as the reason.
 
@@ -93,7 +93,7 @@ def _example(value: Value, env: Mapping[str, int], device: torch.device) -> torc
 def example_call(
     kernel: Kernel, node: Node, ctx: BindContext, memory_format: torch.memory_format | None = None
 ) -> Callable[[], Sequence[torch.Tensor]]:
-    """A no-argument call of `kernel` on `node`'s shapes at max_batch: the real constants, random activations
+    """A no-argument call of `kernel` on `node`'s shapes at the profile's opt: the real constants, random activations
     (laid out in `memory_format` where 4-d, as the tactic receives them in a plan), fresh outputs."""
     env = ctx.env
     inputs = [_example(v, env, ctx.device) for v in node.inputs]
@@ -115,7 +115,7 @@ CALLS_PER_GRAPH = 5  # kernel calls captured in one timing graph: one replay's l
 def measure(
     kernel: Kernel, node: Node, ctx: BindContext, runs: int, memory_format: torch.memory_format | None = None
 ) -> float:
-    """Median milliseconds of `kernel` on `node`'s shapes at max_batch (one warm-up run first).
+    """Median milliseconds of `kernel` on `node`'s shapes at the profile's opt (one warm-up run first).
 
     `memory_format` lays out 4-d activation inputs the way the tactic receives them in a plan (a
     channels-last convolution follows channels-last layers), so layout conversions it would not pay in

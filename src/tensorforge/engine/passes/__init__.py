@@ -8,10 +8,11 @@ Adding a pass: write `passes/<name>.py` with a docstring saying why it exists, p
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 from ...ir import Graph
-from ..config import BuilderConfig
+from ...ir.profile import Profile
+from ..config import BuilderConfig, as_profile
 from .assign_precision import assign_precision
 from .constant_folding import constant_folding
 from .dead_code import dead_code
@@ -28,12 +29,19 @@ from .sink_transposes import sink_transposes
 
 @dataclass
 class PassContext:
-    """What passes may read (options, the batch the plan is sized for) and the counters they bump."""
+    """What passes may read (options, the profile the plan is built for) and the counters they bump.
+
+    `max_batch=n` (not a field) is shorthand for `profile=Profile.batch(n)`, as in `Builder.build`."""
 
     config: BuilderConfig = field(default_factory=BuilderConfig)
-    max_batch: int = 1
+    profile: Profile = field(default_factory=lambda: Profile.batch(1))
     fold_limit_bytes: int = 64 << 20  # constant folding never makes a constant larger than this
     counters: dict[str, int] = field(default_factory=dict)
+    max_batch: InitVar[int | None] = None
+
+    def __post_init__(self, max_batch: int | None) -> None:
+        if max_batch is not None:
+            self.profile = as_profile(max_batch)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n

@@ -15,6 +15,10 @@ batch (sizes are), fitted on two batch sizes and checked on all of them. A chain
 strides cannot express, and graph outputs are left alone. A `split` is a view too (its parts are slices), so
 the Q/K/V parts of a horizontally fused projection fold straight onto the wide GEMM's output.
 
+Only the batch may vary: `engine.strided_view` holds each size, stride and offset as (constant, per-batch), so a
+chain whose sizes or attributes name another symbol of a profile (`seq`, `h`) is left as its view ops, correct at
+every size though not fused (strides polynomial in several symbols would need SymExpr attributes).
+
 The folded view reads its source as row-major memory (a source laid out otherwise is copied first, still
 correct), so chains starting at a convolution or attention output, which kernels often leave in another
 memory order, stay as they are.
@@ -129,8 +133,28 @@ def _affine(pair: Affine, batch: int) -> int:
     return pair[0] + pair[1] * batch
 
 
+def _names_other_symbols(source: Value, steps: list[Step]) -> bool:
+    """Whether the chain's sizes or attributes name a symbol other than the batch (a profile's `seq`, `h`)."""
+    types = [source.type, *(v.type for node, _ in steps for v in node.outputs)]
+    symbols = {s for t in types for s in t.symbols}
+    symbols |= {s for node, _ in steps for a in node.attrs.values() for s in _attr_symbols(a)}
+    return bool(symbols - {BATCH})
+
+
+def _attr_symbols(value: object) -> set[str]:
+    if isinstance(value, SymExpr):
+        return set(value.free_symbols)
+    if isinstance(value, (tuple, list)):
+        return {s for v in value for s in _attr_symbols(v)}
+    return set()
+
+
 def fold(source: Value, steps: list[Step]) -> dict[str, Any] | None:
     """The attributes of one engine.strided_view equal to the chain, or None when no strides express it."""
+    if _names_other_symbols(source, steps):
+        # engine.strided_view's sizes, strides and offset are affine in the batch alone: under any other symbol
+        # the chain stays as its view ops (each a view where PyTorch finds one, else a copy), correct at every size
+        return None
     batch_from = _batch_axis(source)
     batches = PROBE_BATCHES if batch_from is not None else (1,)
     samples: list[_Sample] = []
@@ -161,7 +185,7 @@ def fold(source: Value, steps: list[Step]) -> dict[str, Any] | None:
             return None
     node, which = steps[-1]
     out = node.outputs[which].type
-    # sizes as (constant, multiple of batch); any other symbolic size is not folded (yet: issue 14, step 5)
+    # sizes as (constant, multiple of batch); `_names_other_symbols` kept every other symbol out
     if any(
         isinstance(d, SymExpr) and not (is_monomial(d) and monomial(d, "fold_view_chains")[0] == BATCH)
         for d in out.shape

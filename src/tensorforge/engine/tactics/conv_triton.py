@@ -25,7 +25,7 @@ from ...ir.types import GPU_FLOAT_DTYPES
 from ..epilogue import Epilogue
 from ..ops import is_depthwise
 from .gemm_triton import epilogue_flags, fusable_activation
-from .registry import BindContext, Env, Inputs, Kernel, OutputViews, constant_on, static_sizes, tactic
+from .registry import BindContext, Env, Inputs, Kernel, OutputViews, constant_on, sizes_at, tactic
 
 if TYPE_CHECKING:
     from ...ir import Node
@@ -99,11 +99,12 @@ class DepthwiseConv2dNHWC:
             BLOCK_C=BLOCK_C,
             num_warps=NUM_WARPS,
         )
-        oh, ow = static_sizes(node.outputs[0].type.shape[2:])
+        out_side = sizes_at(node.outputs[0].type.shape[2:])  # per run: h and w may be symbols of the profile
 
         def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].contiguous(memory_format=torch.channels_last)
             n, c, h, w = x.shape
+            oh, ow = out_side(env)
             y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
             residual = (
                 inputs[residual_index].contiguous(memory_format=torch.channels_last)

@@ -80,6 +80,7 @@ def _load(source: str, digest: str) -> ModuleType:
     return module
 
 
+MAX_LAUNCHES = 64  # launches a bound kernel remembers (one per set of sizes and input layouts it ran at)
 # per input of a strided launch: (its rank, its strides)
 InputLayouts = tuple[tuple[int, tuple[int, ...]], ...]
 # (output shapes, grid, the kernel's integer arguments, whether indices need 64 bits)
@@ -88,7 +89,7 @@ Launch = tuple[list[torch.Size], tuple[int], tuple[int, ...], bool]
 
 class PointwiseKernel:
     """The bound kernel: picks the fast or the strided kernel per call; sizes, strides and the grid are worked out
-    once per batch size and input layout (the host side of a launch matters until the plan replays as a graph)."""
+    once per set of sizes and input layout (the host side of a launch matters until the plan replays as a graph)."""
 
     def __init__(self, lay: Layout, block: int, num_warps: int):
         self.layout, self.block, self.num_warps = lay, block, num_warps
@@ -104,6 +105,8 @@ class PointwiseKernel:
         key = (name, tuple(sorted(env.items())), layouts)
         launch = self._launches.get(key)
         if launch is None:
+            if len(self._launches) >= MAX_LAUNCHES:  # a plan run at many sizes: forget the oldest, not grow forever
+                del self._launches[next(iter(self._launches))]
             launch = self._launches[key] = self._launch(name, env, layouts)
         shapes, grid, scalars, index_64 = launch
         outs = [

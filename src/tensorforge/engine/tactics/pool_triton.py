@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...ir.types import GPU_FLOAT_DTYPES
-from .registry import BindContext, Env, Inputs, Kernel, OutputViews, static_sizes, tactic
+from .registry import BindContext, Env, Inputs, Kernel, OutputViews, sizes_at, tactic
 
 if TYPE_CHECKING:
     from ...ir import Node
@@ -50,11 +50,12 @@ class MaxPool2dNHWC:
 
         a = node.attrs
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["pool_size"], a["strides"], a["padding"], a["dilation"]
-        oh, ow = static_sizes(node.outputs[0].type.shape[2:])
+        out_side = sizes_at(node.outputs[0].type.shape[2:])  # per run: h and w may be symbols of the profile
 
         def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].contiguous(memory_format=torch.channels_last)
             n, c, h, w = x.shape
+            oh, ow = out_side(env)
             y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
             pixels = n * oh * ow
             grid = (-(-pixels // BLOCK_P), -(-c // BLOCK_C))

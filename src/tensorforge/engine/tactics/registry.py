@@ -49,7 +49,9 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 import torch
 
-from ...ir.types import BATCH, Dim
+from ...ir.profile import Profile
+from ...ir.types import Dim, bind_dim
+from ..config import as_profile
 
 if TYPE_CHECKING:
     from ...ir import Node, Value
@@ -67,17 +69,29 @@ Kernel = Callable[[Inputs, OutputViews, Env], Sequence[torch.Tensor]]
 Capability = tuple[int, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class BindContext:
-    """What `bind` may use: the device the plan runs on, the build options, and the batch it is sized for."""
+    """What `bind` may use: the device the plan runs on, the build options, and the profile it is built for
+    (an int n: `Profile.batch(n)`, as `Builder.build(max_batch=n)`).
+
+    A bound kernel runs every size of the profile: it reads the sizes of a run from its inputs or from the `env` it
+    is called with, never from `env` here, which is only where the builder times the candidates. A size a kernel
+    must fix at bind time (a Triton block covering a normalized axis) has to be constant in the graph; the tactic's
+    `supports` refuses a symbolic one."""
 
     device: torch.device
     config: BuilderConfig
-    max_batch: int
+    profile: Profile
+
+    def __init__(self, device: torch.device, config: BuilderConfig, profile: Profile | int) -> None:
+        object.__setattr__(self, "device", device)
+        object.__setattr__(self, "config", config)
+        object.__setattr__(self, "profile", as_profile(profile))
 
     @property
     def env(self) -> dict[str, int]:
-        return {BATCH: self.max_batch}
+        """The sizes candidates are timed at: the profile's opt."""
+        return self.profile.opt_env
 
 
 class TacticImpl(Protocol):
@@ -313,12 +327,21 @@ def reference_kernel(node: Node, ctx: BindContext) -> Kernel:
 
 
 def static_sizes(dims: Sequence[Dim]) -> tuple[int, ...]:
-    """`dims` as ints: sizes a kernel fixes at bind time (a convolution's or pool's spatial sizes), which the
-    batch, the only symbol a plan binds, never is."""
+    """`dims` as ints: sizes a kernel fixes at bind time (a Triton block over a normalized axis). The tactic's
+    `supports` must refuse a node where such a size is symbolic: a plan runs every size of its profile."""
     sizes = tuple(d for d in dims if isinstance(d, int))
     if len(sizes) != len(dims):
         raise ValueError(f"sizes {tuple(str(d) for d in dims)} are symbolic; the kernel fixes them at bind time")
     return sizes
+
+
+def sizes_at(dims: Sequence[Dim]) -> Callable[[Env], tuple[int, ...]]:
+    """`dims` at the sizes of a run (`env`): what a kernel launches over (a convolution's or pool's output
+    side), bound per call where it is symbolic, so that one plan runs every size of its profile."""
+    fixed = tuple(d for d in dims if isinstance(d, int))
+    if len(fixed) == len(dims):
+        return lambda env: fixed
+    return lambda env: tuple(bind_dim(d, env) for d in dims)
 
 
 def constant_on(value: Value, device: torch.device) -> torch.Tensor:
