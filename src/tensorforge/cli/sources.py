@@ -185,7 +185,7 @@ def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
         for i, name in enumerate(regions, 1):
             bar.set_description_str(f"{PROG}: building plan {i}/{len(regions)} ({name})")
             # one region at a time (build_all does the same) so the bar can follow the build
-            module._plan_for(name, batch)
+            module.build_region(name, batch)
             bar.update()
         stages["build_s"] = time.perf_counter() - start
     finally:

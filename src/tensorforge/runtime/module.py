@@ -125,13 +125,17 @@ class Module(torch.nn.Module):
         """Build (or fetch from the cache) every region's plans now, not at first run: one per declared profile
         (`profiles=`) where there are any, else for batches up to `batch_size`. A region with sizes other than the
         batch and no declared profile builds at its first run, when its sizes are known."""
-        for name, symbols in self._symbols.items():
-            if self._declared[name]:
-                for profile in self._declared[name]:
-                    self._plan_for_profile(name, profile)
-            elif symbols <= {BATCH}:
-                self._plan_for(name, {BATCH: batch_size})
+        for name in self.regions:
+            self.build_region(name, batch_size)
         return self
+
+    def build_region(self, name: str, batch_size: int = 1) -> None:
+        """`build_all` for one region (a progress bar can follow a build region by region)."""
+        if self._declared[name]:
+            for profile in self._declared[name]:
+                self._plan_for_profile(name, profile)
+        elif self._symbols[name] <= {BATCH}:
+            self._plan_for(name, {BATCH: batch_size})
 
     def _plan_for(self, name: str, env: dict[str, int]) -> Plan:
         """The plan region `name` runs the sizes `env` on (the module's symbols bound by a call's inputs), built
@@ -229,7 +233,8 @@ class Module(torch.nn.Module):
             key,
             build=lambda: Builder(config).build(region, device=self.device, profile=profile),
             load=lambda data, key: _cached_plan(region, data, key, self.device),
-            family=(family, profile),
+            # batch-only plans are found by their key, as always; only other profiles need the index's containment
+            family=None if profile.is_batch_only else (family, profile),
         )
         if self.options.multi_engine == 0 and profile not in self._declared[name]:
             # the wider plan replaces those it covers (a larger batch, a longer sequence)
