@@ -219,10 +219,10 @@ class Module(torch.nn.Module):
         """Build (or fetch from the cache) the plan of `name` for `profile` and publish it; under _build_lock."""
         region = self.regions[name]
         if name in self._weightless:
-            saved = describe_all(list(self._plans[name]))
             raise ValueError(
-                f"region {name!r} needs a plan for {profile.describe()}, but this module was saved without the "
-                f"region's weights (its saved plans are for {saved}), so none can be built here; save the model "
+                f"region {name!r} needs a plan for {_sizes_phrase([profile], 'batch')}, but this module was saved without the "
+                f"region's weights (its saved plans are for {_sizes_phrase(list(self._plans[name]))}), so none can be "
+                f"built here; save the model "
                 f"with module.save(path, rebuildable=True) (tensorforge build --rebuildable) to keep them, or build "
                 f"its plans for the largest sizes first (module.build_all, or profiles=[...])"
             )
@@ -494,6 +494,14 @@ class Module(torch.nn.Module):
             self._restore(tensors, metadata, device, "state_dict")
         except Exception as exc:  # noqa: BLE001  (torch's load_state_dict reports every error message together)
             error_msgs.append(f"{key}: {exc}")
+
+
+def _sizes_phrase(profiles: list[ir.Profile], word: str = "max_batch") -> str:
+    """`max_batch 2, 6` (or `batch 8`) for batch-only profiles, what a plan was for before any other size could vary;
+    else each profile's ranges."""
+    if profiles and all(p.is_batch_only for p in profiles):
+        return f"{word} " + ", ".join(str(p.max_env[BATCH]) for p in profiles)
+    return describe_all(profiles)
 
 
 def _run_fallback(node: ir.Node, args: list, env: dict[str, int], device: torch.device) -> tuple:
