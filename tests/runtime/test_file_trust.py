@@ -170,7 +170,17 @@ def test_the_file_does_not_decide_where_plans_are_cached(saved, tmp_path, monkey
         (lambda doc, t: doc["plans"].append("x"), "TypeError"),
         (lambda doc, t: doc.update(version=1), "v1 is not readable"),
     ],
-    ids=["option-type", "option-bool-as-int", "plan-region", "plan-profile", "plan-profile-type", "plan-v3-batch", "plan-tensor", "plan-entry", "version-1"],
+    ids=[
+        "option-type",
+        "option-bool-as-int",
+        "plan-region",
+        "plan-profile",
+        "plan-profile-type",
+        "plan-v3-batch",
+        "plan-tensor",
+        "plan-entry",
+        "version-1",
+    ],
 )
 def test_every_malformed_field_is_a_module_format_error(saved, tmp_path, edit, message):
     path, _, _ = saved

@@ -219,10 +219,10 @@ class Module(torch.nn.Module):
         """Build (or fetch from the cache) the plan of `name` for `profile` and publish it; under _build_lock."""
         region = self.regions[name]
         if name in self._weightless:
+            needed, saved = _sizes_phrase([profile], "batch"), _sizes_phrase(list(self._plans[name]))
             raise ValueError(
-                f"region {name!r} needs a plan for {_sizes_phrase([profile], 'batch')}, but this module was saved without the "
-                f"region's weights (its saved plans are for {_sizes_phrase(list(self._plans[name]))}), so none can be "
-                f"built here; save the model "
+                f"region {name!r} needs a plan for {needed}, but this module was saved without the region's weights "
+                f"(its saved plans are for {saved}), so none can be built here; save the model "
                 f"with module.save(path, rebuildable=True) (tensorforge build --rebuildable) to keep them, or build "
                 f"its plans for the largest sizes first (module.build_all, or profiles=[...])"
             )
@@ -584,7 +584,9 @@ def _plan_entry(
         try:
             profile = ir.Profile.from_json(entry["profile"])
         except ir.ProfileError as exc:
-            raise ModuleFormatError(f"{where}: plans: region {region!r} has a plan with a malformed profile: {exc}")
+            raise ModuleFormatError(
+                f"{where}: plans: region {region!r} has a plan with a malformed profile: {exc}"
+            ) from None
     else:  # version 3: batch-only plans
         max_batch = entry["max_batch"]
         if type(max_batch) is not int or max_batch < 1:
