@@ -163,12 +163,24 @@ def test_the_file_does_not_decide_where_plans_are_cached(saved, tmp_path, monkey
         (lambda doc, t: doc["options"].update(fp16="yes"), "options.fp16 must be bool"),
         (lambda doc, t: doc["options"].update(max_streams=True), "options.max_streams must be int"),
         (lambda doc, t: doc["plans"][0].update(region="nowhere"), "names region 'nowhere'"),
-        (lambda doc, t: doc["plans"][0].update(max_batch=0), "a plan for max_batch 0"),
+        (lambda doc, t: doc["plans"][0].update(profile={"batch": [4, 1, 2]}), "malformed profile.*min <= opt <= max"),
+        (lambda doc, t: doc["plans"][0].update(profile=[1, 2]), "malformed profile.*JSON object"),
+        (lambda doc, t: doc["plans"][0].pop("profile") and doc["plans"][0].update(max_batch=0), "max_batch 0"),
         (lambda doc, t: doc["plans"][0].update(tensor="../../etc/passwd"), "not a plan blob"),
         (lambda doc, t: doc["plans"].append("x"), "TypeError"),
         (lambda doc, t: doc.update(version=1), "v1 is not readable"),
     ],
-    ids=["option-type", "option-bool-as-int", "plan-region", "plan-batch", "plan-tensor", "plan-entry", "version-1"],
+    ids=[
+        "option-type",
+        "option-bool-as-int",
+        "plan-region",
+        "plan-profile",
+        "plan-profile-type",
+        "plan-v3-batch",
+        "plan-tensor",
+        "plan-entry",
+        "version-1",
+    ],
 )
 def test_every_malformed_field_is_a_module_format_error(saved, tmp_path, edit, message):
     path, _, _ = saved

@@ -114,7 +114,7 @@ def test_saved_options_round_trip_and_the_machine_decides_its_resources(tmp_path
         "multi_engine": 1,
         "cuda_graph": False,
         "max_batch_size": 16,
-        "profiles": [{"batch": [1, 4, 8]}, {"x": [[1, 8], [8, 8], [16, 8]]}],
+        "profiles": [{"batch": [1, 4, 8]}, {"input": [[1, 8], [8, 8], [16, 8]]}],
         "cuda_graph_cache_size": 3,
         "build_on_miss": False,
         "pad_to_multiple": {"batch": 2},

@@ -200,9 +200,9 @@ def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
         start = time.perf_counter()
         for i, name in enumerate(regions, 1):
             bar.set_description_str(f"{PROG}: building plan {i}/{len(regions)} ({name})")
-            # one region at a time (build_all does the same) so the bar can follow the build. (When the runtime
-            # picks plans by profile, this builds for the profile instead of a batch.)
-            module._plan_for(name, batch)
+            # one region at a time (build_all does the same) so the bar can follow the build; with shape flags it
+            # builds the declared profile
+            module.build_region(name, batch)
             bar.update()
         stages["build_s"] = time.perf_counter() - start
     finally:

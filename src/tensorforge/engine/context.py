@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .cuda_graphs import GraphRunner
+from .cuda_graphs import DEFAULT_MAX_GRAPHS, GraphRunner
 from .errors import LayerError
 from .memory import arena_exemptions, viewed
 
@@ -168,8 +168,9 @@ class ExecutionContext:
     """One arena, the program that runs in it, (on CUDA, for a multi-stream program) its side streams, and the CUDA
     graphs captured on it. One caller at a time (see the module docstring)."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, max_graphs: int = DEFAULT_MAX_GRAPHS) -> None:
         self.program = program
+        self.max_graphs = max_graphs
         self.arena = torch.empty(program.arena_bytes, dtype=torch.uint8, device=program.device)
         # by the symbols' sizes; the most recently used only, so that a stream of varying shapes keeps no more
         self._views: OrderedDict[tuple[tuple[str, int], ...], Values] = OrderedDict()
@@ -228,7 +229,7 @@ class ExecutionContext:
                         raise RuntimeError("the execution context of this CUDA graph runner is gone")
                     return context.execute(xs, env_of(xs))
 
-                self.graph_runner = GraphRunner(run, name="plan")
+                self.graph_runner = GraphRunner(run, name="plan", max_graphs=self.max_graphs)
             return self.graph_runner(*inputs)
         finally:
             self._in_use.release()

@@ -51,7 +51,7 @@ from ..ir.serialize import unshared_tensors
 from ..ir.types import BATCH, is_monomial, monomial
 from .config import MACHINE_LOCAL_OPTIONS, BuilderConfig
 from .context import ExecutionContext, Program
-from .cuda_graphs import GraphRunner
+from .cuda_graphs import DEFAULT_MAX_GRAPHS, GraphRunner
 from .errors import PlanCompatibilityError
 from .fingerprint import PLAN_FORMAT_VERSION, Fingerprint, differences, fingerprint
 from .memory import MemoryPlan, align, arena_exemptions, conflicts, lifetimes, planned_values, slot_bytes
@@ -146,10 +146,11 @@ class Plan:
         """How many CUDA streams a run uses (1: every layer on the caller's stream)."""
         return self.schedule.num_streams
 
-    def create_execution_context(self) -> ExecutionContext:
-        """A context of its own (arena of `peak_activation_bytes`, side streams, CUDA graphs) for a caller that
-        manages it: one per thread or stream that runs this plan concurrently."""
-        return ExecutionContext(self._program)
+    def create_execution_context(self, max_graphs: int = DEFAULT_MAX_GRAPHS) -> ExecutionContext:
+        """A context of its own (arena of `peak_activation_bytes`, side streams, CUDA graphs: at most `max_graphs`
+        shapes captured, least recently used dropped) for a caller that manages it: one per thread or stream that
+        runs this plan concurrently."""
+        return ExecutionContext(self._program, max_graphs)
 
     def _thread_context(self) -> ExecutionContext:
         context = getattr(self._per_thread, "context", None)

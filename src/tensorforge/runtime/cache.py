@@ -23,7 +23,7 @@ import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import ir
 from ..ir.digest import content_digest
@@ -40,15 +40,24 @@ def region_digest(region: ir.Graph) -> str:
     return content_digest(*ir.graph_to_json(region))
 
 
-def plan_key(region_hash: str, build_options: dict, max_batch: int, fingerprint: dict) -> str:
+def plan_key(region_hash: str, build_options: dict, profile: ir.Profile, fingerprint: dict) -> str:
+    """The cache key of a region's plan for `profile`. A batch-only profile keys as plans always have (by max_batch),
+    so caches filled before other symbols could be dynamic keep their hits."""
+    sizes: dict[str, Any] = (
+        {"max_batch": profile.max_env["batch"]} if profile.is_batch_only else {"profile": profile.to_json()}
+    )
     payload = json.dumps(
-        {
-            "cache": CACHE_FORMAT,
-            "region": region_hash,
-            "options": build_options,
-            "max_batch": max_batch,
-            "fingerprint": fingerprint,
-        },
+        {"cache": CACHE_FORMAT, "region": region_hash, "options": build_options, **sizes, "fingerprint": fingerprint},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:40]
+
+
+def plan_family(region_hash: str, build_options: dict, fingerprint: dict) -> str:
+    """What the plans of one region, built one way for one device, share whatever their profile: the name of the
+    cache's index of their profiles, so a later process finds the plan whose profile holds its sizes."""
+    payload = json.dumps(
+        {"cache": CACHE_FORMAT, "region": region_hash, "options": build_options, "fingerprint": fingerprint},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:40]
@@ -80,10 +89,64 @@ class PlanCache:
         assert self.directory is not None, "the cache keeps plans in memory only"
         return self.directory / f"{key}.plan"
 
-    def get_or_build(self, key: str, build: Callable[[], Plan], load: Callable[[bytes, str], Plan]) -> Plan:
-        """`_get_or_build` under the cache's lock (see __init__): safe from any number of threads."""
+    def get_or_build(
+        self,
+        key: str,
+        build: Callable[[], Plan],
+        load: Callable[[bytes, str], Plan],
+        family: tuple[str, ir.Profile] | None = None,
+    ) -> Plan:
+        """`_get_or_build` under the cache's lock (see __init__): safe from any number of threads. With `family`
+        (`plan_family(...)`, the plan's profile) the profile joins that family's index on disk (`find_profile`)."""
         with self._lock:
-            return self._get_or_build(key, build, load)
+            plan = self._get_or_build(key, build, load)
+            if family is not None and self.directory is not None:
+                self._index_profile(*family)
+            return plan
+
+    def _index_path(self, family: str) -> Path:
+        assert self.directory is not None, "the cache keeps plans in memory only"
+        return self.directory / f"{family}.profiles.json"
+
+    def profiles(self, family: str) -> list[ir.Profile]:
+        """The profiles plans of `family` were cached for. The index is data: an entry that is not a sound profile
+        is skipped, and an unreadable index reads as empty (it only ever saves a build)."""
+        if self.directory is None:
+            return []
+        try:
+            entries = json.loads(self._index_path(family).read_text())
+        except (OSError, ValueError, RecursionError):
+            return []
+        found = []
+        for entry in entries if isinstance(entries, list) else []:
+            try:
+                found.append(ir.Profile.from_json(entry))
+            except ir.ProfileError:
+                continue
+        return found
+
+    def find_profile(self, family: str, sizes: dict[str, int]) -> ir.Profile | None:
+        """A cached profile of `family` that holds `sizes` (the tightest, if several), or None."""
+        from .profiles import fits, tightest
+
+        return tightest(p for p in self.profiles(family) if fits(p, sizes))
+
+    def _index_profile(self, family: str, profile: ir.Profile) -> None:
+        """Add `profile` to the family's index: read, extend, write to a temporary file and rename, as plans are.
+        Two processes adding at once may lose one entry; that costs a later build, never a wrong plan (the plan
+        file itself is keyed by its profile)."""
+        known = self.profiles(family)
+        if profile in known:
+            return
+        data = json.dumps([p.to_json() for p in (*known, profile)], sort_keys=True).encode()
+        try:
+            self._write_file(self._index_path(family), data)
+        except OSError as exc:
+            warnings.warn(
+                f"could not write the plan cache index {self._index_path(family)} ({exc})",
+                RuntimeWarning,
+                stacklevel=user_stacklevel(),
+            )
 
     def _get_or_build(self, key: str, build: Callable[[], Plan], load: Callable[[bytes, str], Plan]) -> Plan:
         """The plan under `key`: from memory (while in use), else from disk, else built (and stored in both).
@@ -121,13 +184,16 @@ class PlanCache:
         return plan
 
     def _write(self, key: str, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)
+        self._write_file(self._path(key), data)
+
+    def _write_file(self, path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.directory)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self._path(key))
+            os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)

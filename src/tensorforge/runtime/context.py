@@ -33,17 +33,18 @@ if TYPE_CHECKING:
 class CallerState:
     """The mutable state one caller runs a module with (see the module docstring)."""
 
-    __slots__ = ("generation", "contexts", "runner", "__weakref__")
+    __slots__ = ("generation", "contexts", "runner", "max_graphs", "__weakref__")
 
-    def __init__(self, generation: int):
+    def __init__(self, generation: int, max_graphs: int):
         self.generation = generation  # the module's plan generation this state's graphs were captured in
+        self.max_graphs = max_graphs  # graphs each of its runners keeps (RuntimeOptions.cuda_graph_cache_size)
         self.contexts: dict[int, tuple[Plan, ExecutionContext]] = {}  # id(plan) -> (the plan, kept alive; its context)
         self.runner: GraphRunner | None = None
 
     def context_for(self, plan: Plan) -> ExecutionContext:
         entry = self.contexts.get(id(plan))
         if entry is None:
-            entry = self.contexts[id(plan)] = (plan, plan.create_execution_context())
+            entry = self.contexts[id(plan)] = (plan, plan.create_execution_context(self.max_graphs))
         return entry[1]
 
     def renew(self, generation: int, current: Collection[Plan], device: torch.device) -> None:
@@ -63,7 +64,7 @@ class ModuleContext:
 
     def __init__(self, module: Module):
         self.module = module
-        self._state = CallerState(module._generation)
+        self._state = CallerState(module._generation, module.options.cuda_graph_cache_size)
         self._in_use = threading.Lock()
 
     def __call__(self, *inputs: torch.Tensor):

@@ -4,8 +4,10 @@ Engine regions (`subgraph` nodes) run through plans, built at first use unless b
 (`build_all`), kept in memory and, with a cache directory, on disk. Everything else runs through
 PyTorch (each op's reference implementation, opaque ops through the operator they name).
 
-Dynamic batch follows the TVM integration: multi-engine mode 0 keeps one plan per region sized for
-the largest batch seen so far (smaller batches run on it); mode 1 keeps one plan per batch size.
+Dynamic sizes: each plan runs every size inside its optimization profile (`ir.Profile`: min / opt / max per
+symbol). A region keeps its plans by profile; which one runs a call, and which profile a miss builds, is
+runtime/profiles.py's rule. For a dynamic batch alone it is the TVM integration's: multi-engine mode 0 keeps one
+plan per region sized for the largest batch seen so far (smaller batches run on it); mode 1 one plan per batch size.
 
 Where the weights live: the fallback nodes' weights on the module's device (PyTorch runs them there); each
 plan's own weights (batch norm folded, packed, in the build precision) on the device, held by the plan; the
@@ -45,13 +47,15 @@ from ..ir.digest import seal, unseal
 from ..ir.execute import bind_symbols
 from ..ir.serialize import decode_type, encode_type, unshared_tensors
 from ..ir.types import BATCH, TensorType
-from .cache import PlanCache, plan_key, region_digest
+from .cache import PlanCache, plan_family, plan_key, region_digest
 from .context import CallerState, ModuleContext
-from .options import RuntimeOptions
+from .options import RuntimeOptions, resolve_profiles
+from .profiles import covers, describe_all, fits, new_profile, region_env, region_symbols, restricted, tightest
 from .user_frame import user_stacklevel
 
 MODULE_FORMAT = "tensorforge.module"
-MODULE_FORMAT_VERSION = 3  # 3: options hold strict_types; a region's weights may be left out for its plans
+MODULE_FORMAT_VERSION = 4  # 4: a plan entry names its profile; 3: options hold strict_types, weights left out
+READABLE_VERSIONS = (3, 4)  # a version-3 file's plans are batch-only: each entry names its max_batch
 _META_KEY = "tensorforge.module"
 _PLAN_PREFIX = "__plans__/"
 
@@ -84,9 +88,16 @@ class Module(torch.nn.Module):
         self.options = options.with_env()
         self._cache = PlanCache(self.options.cache_dir)
         self._region_hashes: dict[str, str] = {}
-        # region -> {max_batch: plan}. Each inner dict is replaced, never changed in place (under _build_lock), so a
+        # region -> {profile: plan}. Each inner dict is replaced, never changed in place (under _build_lock), so a
         # call may read it without the lock and see either the old plans or the new ones, whole
-        self._plans: dict[str, dict[int, Plan]] = {name: {} for name in graph.subgraphs}
+        self._plans: dict[str, dict[ir.Profile, Plan]] = {name: {} for name in graph.subgraphs}
+        self._symbols = {name: region_symbols(region) for name, region in graph.subgraphs.items()}
+        declared = resolve_profiles(self.options, {v.name: v.type.shape for v in graph.inputs})
+        # per region, the declared profiles that apply to it (those giving a range to each of its symbols)
+        self._declared: dict[str, tuple[ir.Profile, ...]] = {
+            name: tuple(dict.fromkeys(p for p in (restricted(d, syms) for d in declared) if p is not None))
+            for name, syms in self._symbols.items()
+        }
         self._build_lock = threading.Lock()
         self._generation = 0  # bumped when a plan is replaced (mode 0): callers then drop graphs captured on the old
         self._callers = threading.local()  # .state: the calling thread's CallerState (runtime/context.py)
@@ -108,72 +119,135 @@ class Module(torch.nn.Module):
 
     def plans(self) -> dict[str, list[Plan]]:
         """The plans built so far, per region (several in multi-engine mode 1)."""
-        return {name: list(by_batch.values()) for name, by_batch in self._plans.items()}
+        return {name: list(by_profile.values()) for name, by_profile in self._plans.items()}
 
     def build_all(self, batch_size: int = 1) -> Self:
-        """Build (or fetch from the cache) every region's plan for `batch_size` now, not at first run."""
+        """Build (or fetch from the cache) every region's plans now, not at first run: one per declared profile
+        (`profiles=`) where there are any, else for batches up to `batch_size`. A region with sizes other than the
+        batch and no declared profile builds at its first run, when its sizes are known."""
         for name in self.regions:
-            self._plan_for(name, batch_size)
+            self.build_region(name, batch_size)
         return self
 
-    def _plan_for(self, name: str, batch: int) -> Plan:
-        """The plan region `name` runs `batch` on, built (once, whichever threads ask at the same time) if there
-        is none yet. A plan that exists is found without taking a lock."""
-        region = self.regions[name]
-        if not any(v.type.symbols for v in (*region.inputs, *region.outputs)):
-            batch = 1  # a static region has one plan whatever the batch
-        plan = self._built_plan(name, batch)
+    def build_region(self, name: str, batch_size: int = 1) -> None:
+        """`build_all` for one region (a progress bar can follow a build region by region)."""
+        if self._declared[name]:
+            for profile in self._declared[name]:
+                self._plan_for_profile(name, profile)
+        elif self._symbols[name] <= {BATCH}:
+            self._plan_for(name, {BATCH: batch_size})
+
+    def _plan_for(self, name: str, env: dict[str, int]) -> Plan:
+        """The plan region `name` runs the sizes `env` on (the module's symbols bound by a call's inputs), built
+        (once, whichever threads ask at the same time) if there is none yet. A plan that exists is found without
+        taking a lock."""
+        sizes = region_env(env, self._symbols[name])
+        plan = self._built_plan(name, sizes)
         if plan is None:
-            # on CUDA no other thread captures a graph while a build runs: a build synchronizes the device, empties
-            # caches and captures its own timing graphs, which a capture in progress would not survive. (A capture
-            # never waits for this module's build lock: its plans are built before it starts, see _forward.)
-            capturing = capture_lock() if self.device.type == "cuda" else contextlib.nullcontext()
-            with self._build_lock, capturing:
-                plan = self._built_plan(name, batch)  # another thread may have built it while this one waited
+            with self._building():
+                plan = self._built_plan(name, sizes)  # another thread may have built it while this one waited
                 if plan is None:
-                    plan = self._build_plan(name, region, batch)
+                    plan = self._build_plan(name, self._profile_to_build(name, sizes))
         return plan
 
-    def _built_plan(self, name: str, batch: int) -> Plan | None:
-        built = self._plans[name]  # one read: a dict nobody changes (see _setup)
-        if self.options.multi_engine == 1:
-            if batch in built or name not in self._weightless:
-                return built.get(batch)
-            # without the weights to build this batch's own plan, the smallest saved plan that covers it runs it
-            return built[min(b for b in built if b >= batch)] if any(b >= batch for b in built) else None
-        largest = max(built, default=0)
-        return built[largest] if largest >= batch else None
+    def _plan_for_profile(self, name: str, profile: ir.Profile) -> Plan:
+        plan = self._plans[name].get(profile)
+        if plan is None:
+            with self._building():
+                plan = self._plans[name].get(profile) or self._build_plan(name, profile)
+        return plan
 
-    def _build_plan(self, name: str, region: ir.Graph, target: int) -> Plan:
-        """Build (or fetch from the cache) the plan of `name` for max_batch `target` and publish it; under
-        _build_lock."""
-        if name in self._weightless:
-            saved = ", ".join(str(b) for b in sorted(self._plans[name])) or "none"
-            raise ValueError(
-                f"region {name!r} needs a plan for batch {target}, but this module was saved without the region's "
-                f"weights (its saved plans are for max_batch {saved}), so none can be built here; save the model with "
-                f"module.save(path, rebuildable=True) (tensorforge build --rebuildable) to keep them, or build its "
-                f"plans for the largest batch first (module.build_all({target}))"
+    def _building(self) -> contextlib.AbstractContextManager:
+        """The build lock, and on CUDA the capture lock: no other thread captures a graph while a build runs (a
+        build synchronizes the device, empties caches and captures its own timing graphs, which a capture in
+        progress would not survive). A capture never waits for this module's build lock: its plans are built before
+        it starts, see _forward."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self._build_lock)
+        if self.device.type == "cuda":
+            stack.enter_context(capture_lock())
+        return stack
+
+    def _built_plan(self, name: str, sizes: dict[str, int]) -> Plan | None:
+        built = self._plans[name]  # one read: a dict nobody changes (see _setup)
+        fitting = [p for p in built if fits(p, sizes)]
+        if self.options.multi_engine == 1 and name not in self._weightless:
+            want = self._declared_for(name, sizes) or new_profile(sizes, (), 1, {})
+            return built.get(want)
+        # mode 1 without the weights to build this size's own plan: the tightest saved plan that covers it runs it
+        best = tightest(fitting)
+        return built[best] if best is not None else None
+
+    def _declared_for(self, name: str, sizes: dict[str, int]) -> ir.Profile | None:
+        return next((p for p in self._declared[name] if fits(p, sizes)), None)
+
+    def _profile_to_build(self, name: str, sizes: dict[str, int]) -> ir.Profile:
+        """The profile a miss of `sizes` builds (runtime/profiles.py's rule); under _build_lock."""
+        declared = self._declared_for(name, sizes)
+        if declared is not None:
+            return declared
+        known = [*self._declared[name], *self._plans[name]]
+        cached = self._cache.find_profile(self._plan_family(name), sizes) if self._cache.directory else None
+        if cached is not None and (self.options.multi_engine == 0 or cached == new_profile(sizes, (), 1, {})):
+            return cached
+        ranges = getattr(self._require_graph(), "symbol_ranges", {})
+        profile = new_profile(sizes, list(self._plans[name]), self.options.multi_engine, ranges)
+        batch_only = self._symbols[name] <= {BATCH} and not self._declared[name]
+        if known and not batch_only:
+            outside = ", ".join(f"{s} = {v}" for s, v in sizes.items())
+            if not self.options.build_on_miss:
+                raise ValueError(
+                    f"region {name!r}: the input sizes {outside} are outside every profile it has "
+                    f"({describe_all(known)}); declare a profile that covers them (profiles=[...], "
+                    f"--min/opt/max-shapes) or let a miss build one (build_on_miss=True)"
+                )
+            warnings.warn(
+                f"region {name!r}: the input sizes {outside} are outside every profile it has "
+                f"({describe_all(known)}); building a plan for {profile.describe()} (build_on_miss=False makes "
+                f"this an error; declare profiles=[...] to build ahead)",
+                RuntimeWarning,
+                stacklevel=user_stacklevel(),
             )
+        return profile
+
+    def _plan_family(self, name: str) -> str:
         if name not in self._region_hashes:
-            self._region_hashes[name] = region_digest(region)
+            self._region_hashes[name] = region_digest(self.regions[name])
+        return plan_family(self._region_hashes[name], self.builder_config.to_json(), device_fingerprint(self.device))
+
+    def _build_plan(self, name: str, profile: ir.Profile) -> Plan:
+        """Build (or fetch from the cache) the plan of `name` for `profile` and publish it; under _build_lock."""
+        region = self.regions[name]
+        if name in self._weightless:
+            needed, saved = _sizes_phrase([profile], "batch"), _sizes_phrase(list(self._plans[name]))
+            raise ValueError(
+                f"region {name!r} needs a plan for {needed}, but this module was saved without the region's weights "
+                f"(its saved plans are for {saved}), so none can be built here; save the model "
+                f"with module.save(path, rebuildable=True) (tensorforge build --rebuildable) to keep them, or build "
+                f"its plans for the largest sizes first (module.build_all, or profiles=[...])"
+            )
         config = self.builder_config
-        key = plan_key(self._region_hashes[name], config.to_json(), target, device_fingerprint(self.device))
+        family = self._plan_family(name)
+        key = plan_key(self._region_hashes[name], config.to_json(), profile, device_fingerprint(self.device))
         plan = self._cache.get_or_build(
             key,
-            build=lambda: Builder(config).build(region, max_batch=target, device=self.device),
+            build=lambda: Builder(config).build(region, device=self.device, profile=profile),
             load=lambda data, key: _cached_plan(region, data, key, self.device),
+            # batch-only plans are found by their key, as always; only other profiles need the index's containment
+            family=None if profile.is_batch_only else (family, profile),
         )
-        if self.options.multi_engine == 0:
-            replaced = bool(self._plans[name])
-            self._plans[name] = {target: plan}  # the larger plan replaces the smaller one
+        if self.options.multi_engine == 0 and profile not in self._declared[name]:
+            # the wider plan replaces those it covers (a larger batch, a longer sequence)
+            kept = {p: q for p, q in self._plans[name].items() if p in self._declared[name] or not covers(profile, p)}
+            replaced = len(kept) < len(self._plans[name])
+            self._plans[name] = {**kept, profile: plan}
             if replaced:
                 # callers drop their graphs and contexts of the old plan at their next call (runtime/context.py);
                 # one that is running it now keeps it until then. Bumped after the new plan is published, so a
                 # caller that sees the new generation sees the new plan too
                 self._generation += 1
         else:
-            self._plans[name] = {**self._plans[name], target: plan}
+            self._plans[name] = {**self._plans[name], profile: plan}
         return plan
 
     # -- running ---------------------------------------------------------------------------------
@@ -184,7 +258,7 @@ class Module(torch.nn.Module):
         self._require_graph()
         state = getattr(self._callers, "state", None)
         if state is None:
-            state = self._callers.state = CallerState(self._generation)
+            state = self._callers.state = CallerState(self._generation, self.options.cuda_graph_cache_size)
         return self._forward(inputs, state)
 
     def create_context(self) -> ModuleContext:
@@ -232,9 +306,8 @@ class Module(torch.nn.Module):
             # a capture, plans and this caller's contexts are made on the caller's stream: a build never runs while
             # the capture lock is held, and an arena allocated there is freed in order with the caller's work on it
             if state.runner is None or not state.runner.knows(inputs):
-                batch = env.get(BATCH, 1)
                 for name in self._callees:
-                    state.context_for(self._plan_for(name, batch))
+                    state.context_for(self._plan_for(name, env))
             if state.runner is None:
                 module, caller = weakref.ref(self), weakref.ref(state)  # the state holds the runner: no cycle
 
@@ -243,7 +316,7 @@ class Module(torch.nn.Module):
                     assert owner is not None and owner_state is not None  # both outlive the runner they hold
                     return owner._run(xs, bind_symbols(graph, xs), cuda_graph=False, state=owner_state)
 
-                state.runner = GraphRunner(run_module, name="module")
+                state.runner = GraphRunner(run_module, name="module", max_graphs=self.options.cuda_graph_cache_size)
             outs = state.runner(*inputs)
         else:
             # on CUDA without the module graph, each plan replays as its own graph in this caller's context
@@ -252,14 +325,13 @@ class Module(torch.nn.Module):
 
     def _run(self, inputs, env: dict[str, int], cuda_graph: bool, state: CallerState) -> tuple[torch.Tensor, ...]:
         graph = self._require_graph()
-        batch = env.get(BATCH, 1)
         values: dict[int, torch.Tensor] = {id(v): t for v, t in zip(graph.inputs, inputs)}
         for name, v in graph.constants.items():
             values[id(v)] = self._constants[name]
         for node in graph.nodes:
             args = [values[id(v)] for v in node.inputs]
             if node.op == "subgraph":
-                plan = self._plan_for(node.attrs["callee"], batch)
+                plan = self._plan_for(node.attrs["callee"], env)
                 outs = plan.run(*args, context=state.context_for(plan), cuda_graph=cuda_graph)
             else:
                 outs = _run_fallback(node, args, env, self.device)
@@ -305,11 +377,11 @@ class Module(torch.nn.Module):
                 for key in [k for k in tensors if k.startswith(f"{name}/")]:
                     omitted[key] = encode_type(TensorType.of(tensors.pop(key)))
         plans = []
-        for name, by_batch in self._plans.items():
-            for max_batch, plan in by_batch.items():
-                key = f"{_PLAN_PREFIX}{name}/{max_batch}"
+        for name, by_profile in self._plans.items():
+            for index, (profile, plan) in enumerate(by_profile.items()):
+                key = f"{_PLAN_PREFIX}{name}/{index}"
                 tensors[key] = torch.frombuffer(bytearray(plan.to_bytes()), dtype=torch.uint8)
-                plans.append({"region": name, "max_batch": max_batch, "tensor": key})
+                plans.append({"region": name, "profile": profile.to_json(), "tensor": key})
         config = self.partition_config.to_json() if self.partition_config is not None else None
         meta = {
             "format": MODULE_FORMAT,
@@ -377,7 +449,7 @@ class Module(torch.nn.Module):
             raise ModuleFormatError(f"{where}: not a sound tensorforge module ({type(exc).__name__}: {exc})") from exc
         self._setup(graph, config, device, options)
         self._weightless = weightless
-        for region, max_batch, blob in entries:
+        for region, profile, blob in entries:
             try:
                 plan = Plan.from_bytes(blob.numpy().tobytes(), device=self.device)
             except PlanCompatibilityError as exc:  # its bytes passed the module's digest: the region is sound
@@ -395,12 +467,12 @@ class Module(torch.nn.Module):
                     stacklevel=user_stacklevel(),
                 )
                 continue
-            if plan.max_batch != max_batch or _boundary(plan.graph) != _boundary(graph.subgraphs[region]):
+            if plan.profile != profile or _boundary(plan.graph) != _boundary(graph.subgraphs[region]):
                 raise ModuleFormatError(
-                    f"{where}: the saved plan for region {region!r} (max_batch {plan.max_batch}, "
-                    f"{_boundary(plan.graph)}) is not a plan of that region"
+                    f"{where}: the saved plan for region {region!r} ({plan.profile.describe()}, "
+                    f"{_boundary(plan.graph)}) is not a plan of that region for {profile.describe()}"
                 )
-            self._plans[region][max_batch] = plan
+            self._plans[region] = {**self._plans[region], profile: plan}
 
     # torch2trt-style state_dict: the whole module as one uint8 tensor (safetensors bytes inside)
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -422,6 +494,14 @@ class Module(torch.nn.Module):
             self._restore(tensors, metadata, device, "state_dict")
         except Exception as exc:  # noqa: BLE001  (torch's load_state_dict reports every error message together)
             error_msgs.append(f"{key}: {exc}")
+
+
+def _sizes_phrase(profiles: list[ir.Profile], word: str = "max_batch") -> str:
+    """`max_batch 2, 6` (or `batch 8`) for batch-only profiles, what a plan was for before any other size could vary;
+    else each profile's ranges."""
+    if profiles and all(p.is_batch_only for p in profiles):
+        return f"{word} " + ", ".join(str(p.max_env[BATCH]) for p in profiles)
+    return describe_all(profiles)
 
 
 def _run_fallback(node: ir.Node, args: list, env: dict[str, int], device: torch.device) -> tuple:
@@ -458,7 +538,7 @@ def _module_description(metadata: dict[str, str], tensors: dict[str, torch.Tenso
         raise ModuleFormatError(f"{where}: the module description is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(meta, dict):
         raise ModuleFormatError(f"{where}: the module description is not a JSON object")
-    if meta.get("format") != MODULE_FORMAT or meta.get("version") != MODULE_FORMAT_VERSION:
+    if meta.get("format") != MODULE_FORMAT or meta.get("version") not in READABLE_VERSIONS:
         raise ModuleFormatError(
             f"{where}: module format {meta.get('format')!r} v{meta.get('version')!r} is not "
             f"readable by this tensorforge (it reads {MODULE_FORMAT} v{MODULE_FORMAT_VERSION}): "
@@ -493,19 +573,31 @@ def _omitted_weights(
     return stand_ins
 
 
-def _plan_entry(entry, graph: ir.Graph, tensors: dict[str, torch.Tensor], where: str) -> tuple[str, int, torch.Tensor]:
-    """(region, max_batch, plan bytes) of one saved plan, each field checked."""
-    region, max_batch, key = entry["region"], entry["max_batch"], entry["tensor"]
+def _plan_entry(
+    entry, graph: ir.Graph, tensors: dict[str, torch.Tensor], where: str
+) -> tuple[str, ir.Profile, torch.Tensor]:
+    """(region, profile, plan bytes) of one saved plan, each field checked."""
+    region, key = entry["region"], entry["tensor"]
     if region not in graph.subgraphs:
         raise ModuleFormatError(f"{where}: plans: a saved plan names region {region!r}, which the graph does not have")
-    if type(max_batch) is not int or max_batch < 1:
-        raise ModuleFormatError(f"{where}: plans: region {region!r} has a plan for max_batch {max_batch!r}")
+    if "profile" in entry:
+        try:
+            profile = ir.Profile.from_json(entry["profile"])
+        except ir.ProfileError as exc:
+            raise ModuleFormatError(
+                f"{where}: plans: region {region!r} has a plan with a malformed profile: {exc}"
+            ) from None
+    else:  # version 3: batch-only plans
+        max_batch = entry["max_batch"]
+        if type(max_batch) is not int or max_batch < 1:
+            raise ModuleFormatError(f"{where}: plans: region {region!r} has a plan for max_batch {max_batch!r}")
+        profile = ir.Profile.batch(max_batch)
     blob = tensors.get(key) if isinstance(key, str) and key.startswith(_PLAN_PREFIX) else None
     if blob is None or blob.dtype != torch.uint8 or blob.dim() != 1:
         raise ModuleFormatError(
             f"{where}: plans: the plan of region {region!r} names tensor {key!r}, which is not a plan blob"
         )
-    return region, max_batch, blob
+    return region, profile, blob
 
 
 def _cached_plan(region: ir.Graph, data: bytes, key: str, device: torch.device) -> Plan:
