@@ -178,3 +178,23 @@ def test_a_weightless_module_runs_its_saved_profiles_and_names_them_when_it_cann
 def test_malformed_profiles_are_refused_when_the_module_is_made(profiles, message):
     with pytest.raises(ValueError, match=message):
         module_of(profiles=profiles)
+
+
+def test_padding_buckets_run_the_module_at_bucket_sizes_and_slice_back():
+    from test_padding import inputs, masked_attention  # the masked-attention graph and its inputs (same folder)
+
+    graph, config = forge.partition_for_tensorforge(masked_attention(), use_implicit_batch=False)
+    module = forge.build(
+        graph, config, device="cpu", pad_to_multiple={"seq": 8}, pad_values={"x": 0.0, "attention_mask": False}
+    )
+    assert all(n.op == "subgraph" for n in module.graph.nodes)
+    for n in (3, 5, 8):  # one bucket (8): one plan, built once
+        x, mask = inputs(n, lengths=(None, max(1, n - 2)))
+        (expected,) = ir.execute(masked_attention(), x, mask)
+        out = module(x, mask)
+        assert out.shape == expected.shape == (2, 1, n, 8)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    (plan,) = only_plans(module)
+    assert plan.profile.ranges["seq"][1] == 8 and module._cache.builds == 1
+    with pytest.raises(ValueError, match="no pad value"):
+        forge.build(graph, config, device="cpu", pad_to_multiple={"seq": 8}, pad_values={"x": 0.0})

@@ -54,7 +54,7 @@ def test_the_tables_name_every_builder_option():
     assert set(CHANGED) == set(CLI_FLAGS) == fields
     assert all(getattr(BuilderConfig(), name) != value for name, value in CHANGED.items())
     runtime = {"cache_dir", "multi_engine", "cuda_graph", "max_batch_size"}
-    dynamic_shapes = {"profiles", "cuda_graph_cache_size", "build_on_miss", "pad_to_multiple"}
+    dynamic_shapes = {"profiles", "cuda_graph_cache_size", "build_on_miss", "pad_to_multiple", "pad_values"}
     assert fields | runtime | dynamic_shapes == OPTION_NAMES
     assert set(SAVED_FIELDS) == OPTION_NAMES - MACHINE_FIELDS
     assert {"cache_dir", "max_workspace_size", "timing_cache"} == MACHINE_FIELDS
@@ -118,6 +118,7 @@ def test_saved_options_round_trip_and_the_machine_decides_its_resources(tmp_path
         "cuda_graph_cache_size": 3,
         "build_on_miss": False,
         "pad_to_multiple": {"batch": 2},
+        "pad_values": {"input": 0.0},
     }
     assert set(saved) | {"fp16"} == set(SAVED_FIELDS)
     module = forge.compile(
@@ -168,6 +169,8 @@ def test_saved_options_round_trip_and_the_machine_decides_its_resources(tmp_path
         ({"profiles": [{"x": [[1], [2], [3, 4]]}]}, "must have one rank"),
         ({"pad_to_multiple": {"seq": 0}}, r"pad_to_multiple\['seq'\] must be a positive int"),
         ({"pad_to_multiple": [32]}, "pad_to_multiple must be a dict"),
+        ({"pad_values": [0]}, "pad_values must map input names to numbers"),
+        ({"pad_values": {"attention_mask": "zero"}}, "'attention_mask' must get a number or a bool"),
     ],
 )
 def test_saved_options_are_checked_as_data(data, message):

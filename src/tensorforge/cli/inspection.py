@@ -38,6 +38,9 @@ def _plan_doc(plan) -> dict:
     c = plan.config
     return {
         "max_batch": plan.max_batch,
+        # the sizes it runs (min / opt / max per symbol) and, for the text, how to say them
+        "profile": plan.profile.to_json(),
+        "sizes": f"max batch {plan.max_batch}" if plan.profile.is_batch_only else f"profile {plan.profile.describe()}",
         "device": str(plan.device),
         "built_on": plan.fingerprint.get("device_name"),
         "precision": _precision(c.fp16, c.bf16, c.tf32, plan.device),
@@ -137,7 +140,7 @@ def _print_inspect(doc: dict, show_layers: int | None) -> None:
             print("    no plan (built at first run)")
         for p in r["plans"]:
             print(
-                f"    plan: max batch {p['max_batch']}, {p['precision']}, {p['layers_count']} layers, "
+                f"    plan: {p['sizes']}, {p['precision']}, {p['layers_count']} layers, "
                 f"{_gmacs(p['macs'])}, arena {_bytes(p['arena_bytes'])} ({p['arena_bytes']} B), "
                 f"built on {p['built_on']}"
             )

@@ -50,6 +50,7 @@ from ..ir.types import BATCH, TensorType
 from .cache import PlanCache, plan_family, plan_key, region_digest
 from .context import CallerState, ModuleContext
 from .options import RuntimeOptions, resolve_profiles
+from .padding import plan_padding
 from .profiles import covers, describe_all, fits, new_profile, region_env, region_symbols, restricted, tightest
 from .user_frame import user_stacklevel
 
@@ -104,6 +105,11 @@ class Module(torch.nn.Module):
         self._callees = [n.attrs["callee"] for n in graph.nodes if n.op == "subgraph"]
         self._constants = {name: v.data.to(self.device) for name, v in graph.constants.items() if v.data is not None}
         self._weightless: frozenset[str] = frozenset()  # regions loaded without their weights: they run saved plans
+        self._padding = (
+            plan_padding(graph, self.options.pad_to_multiple, self.options.pad_values or {})
+            if self.options.pad_to_multiple
+            else None
+        )
         _region_weights_to_host(graph)
 
     # -- building --------------------------------------------------------------------------------
@@ -276,6 +282,15 @@ class Module(torch.nn.Module):
 
     @torch.no_grad()
     def _forward(self, inputs, state: CallerState):
+        """One call, padded to the buckets of `pad_to_multiple` where asked (runtime/padding.py)."""
+        if self._padding is not None:
+            bind_symbols(self._require_graph(), inputs)  # wrong inputs are named at the sizes the caller gave
+            outs = self._padding.run(lambda *xs: self._call(xs, state), inputs)
+        else:
+            outs = self._call(inputs, state)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _call(self, inputs, state: CallerState) -> tuple[torch.Tensor, ...]:
         graph = self._require_graph()
         env = bind_symbols(graph, inputs)  # every input checked before anything runs
         for value, tensor in zip(graph.inputs, inputs):
@@ -297,12 +312,11 @@ class Module(torch.nn.Module):
                 f"model with module.save(path, rebuildable=True) to keep them"
             )
         if batch == 0:  # as eager: empty outputs, computed by the graph's reference ops (no plan has a zero batch)
-            outs = ir.execute(graph, *inputs)
-            return outs[0] if len(outs) == 1 else outs
+            return tuple(ir.execute(graph, *inputs))
         if state.generation != self._generation:
             state.renew(self._generation, [p for ps in self.plans().values() for p in ps], self.device)
         if self.device.type == "cuda" and self.options.cuda_graph:
-            # the whole module — plans and the PyTorch ops between them — as one CUDA graph per batch size. Before
+            # the whole module — plans and the PyTorch ops between them — as one CUDA graph per input shape. Before
             # a capture, plans and this caller's contexts are made on the caller's stream: a build never runs while
             # the capture lock is held, and an arena allocated there is freed in order with the caller's work on it
             if state.runner is None or not state.runner.knows(inputs):
@@ -321,7 +335,7 @@ class Module(torch.nn.Module):
         else:
             # on CUDA without the module graph, each plan replays as its own graph in this caller's context
             outs = self._run(inputs, env, cuda_graph=self.device.type == "cuda", state=state)
-        return outs[0] if len(outs) == 1 else outs
+        return tuple(outs)
 
     def _run(self, inputs, env: dict[str, int], cuda_graph: bool, state: CallerState) -> tuple[torch.Tensor, ...]:
         graph = self._require_graph()

@@ -38,7 +38,7 @@ from ..engine.config import BuilderConfig
 from ..engine.cuda_graphs import DEFAULT_MAX_GRAPHS
 from ..ir.profile import MAX_SIZE, Profile, ProfileError
 from ..ir.types import Dim
-from .padding import check_multiples
+from .padding import PadValue, check_multiples
 
 Shape: TypeAlias = tuple[int, ...]
 
@@ -124,6 +124,8 @@ class RuntimeOptions:
     - `pad_to_multiple`: symbol -> multiple (`{"seq": 32}`): inputs are padded along that symbol to the next
       multiple and outputs sliced back, so fewer shapes need plans and graphs. Off by default; results equal
       unpadded ones only where padded positions are masked (runtime/padding.py says when it is allowed).
+    - `pad_values`: input name -> the value its padded positions get (`{"attention_mask": 0, "input_ids": 0}`);
+      every input padded by `pad_to_multiple` needs one.
     """
 
     builder_config: BuilderConfig = field(default_factory=BuilderConfig)
@@ -136,6 +138,7 @@ class RuntimeOptions:
     build_on_miss: bool = True
     # read-only; left out of the hash (a mapping has none), compared by value
     pad_to_multiple: Mapping[str, int] | None = field(default=None, hash=False)
+    pad_values: Mapping[str, PadValue] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.builder_config, BuilderConfig):
@@ -164,6 +167,8 @@ class RuntimeOptions:
             raise ValueError(f"build_on_miss must be a bool, got {self.build_on_miss!r}")
         if self.pad_to_multiple is not None:
             object.__setattr__(self, "pad_to_multiple", _pad_multiples(self.pad_to_multiple))
+        if self.pad_values is not None:
+            object.__setattr__(self, "pad_values", _pad_values(self.pad_values))
 
     def replace(self, **changes: Any) -> RuntimeOptions:
         """These options with `changes`, each naming a field of RuntimeOptions or of its BuilderConfig (or
@@ -206,6 +211,8 @@ class RuntimeOptions:
             saved["profiles"] = [spec.to_json() for spec in self.profiles]
         if self.pad_to_multiple is not None:
             saved["pad_to_multiple"] = dict(self.pad_to_multiple)
+        if self.pad_values is not None:
+            saved["pad_values"] = dict(self.pad_values)
         return saved
 
     @classmethod
@@ -252,7 +259,7 @@ SAVED_FIELDS = tuple(sorted(OPTION_NAMES - MACHINE_FIELDS))
 
 
 # saved options that are JSON structures, not scalars: `saved` writes them, the options' own checks read them back
-_STRUCTURED_FIELDS = frozenset({"profiles", "pad_to_multiple"})
+_STRUCTURED_FIELDS = frozenset({"profiles", "pad_to_multiple", "pad_values"})
 
 
 def _json_kind(name: str, hint: Any) -> tuple[type, bool]:
@@ -364,6 +371,15 @@ def _profile_specs(profiles: object) -> tuple[ProfileSpec, ...]:
 
 def _pad_multiples(value: object) -> Mapping[str, int]:
     return types.MappingProxyType(dict(check_multiples(value)))
+
+
+def _pad_values(value: object) -> Mapping[str, PadValue]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"pad_values must map input names to numbers, e.g. {{'attention_mask': 0}}, got {value!r}")
+    for name, pad in value.items():
+        if not isinstance(name, str) or not isinstance(pad, (bool, int, float)):
+            raise ValueError(f"pad_values: input {name!r} must get a number or a bool, got {pad!r}")
+    return types.MappingProxyType(dict(value))
 
 
 def resolve_profiles(options: RuntimeOptions, graph_inputs: Mapping[str, Sequence[Dim]]) -> list[Profile]:
