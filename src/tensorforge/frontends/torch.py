@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import sympy  # type: ignore[import-untyped]  # torch's own dependency, no stubs
 import torch
 import torch.fx
 
@@ -203,7 +204,7 @@ def _translate(expr, symbols: _Symbols, whole) -> SymExpr:
     if getattr(expr, "is_Symbol", False):
         return SymExpr.symbol(symbols.name(expr, str(expr)))
     kind = type(expr).__name__
-    args = getattr(expr, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(expr, "args", ()))
     if getattr(expr, "is_Add", False) or getattr(expr, "is_Mul", False):
         parts = [_translate(a, symbols, whole) for a in args]
         total = parts[0]
@@ -221,8 +222,10 @@ def _translate(expr, symbols: _Symbols, whole) -> SymExpr:
         num, den = args[0].args
         if getattr(den, "is_Integer", False) and int(den) >= 1:  # ceil(a / d) == (a + d - 1) // d
             return (_translate(num, symbols, whole) + (int(den) - 1)) // int(den)
+    shown = {sym: sympy.Symbol(name) for sym, name in symbols.names.items()}  # as the user named them
     raise ConversionError(
-        f"symbolic size {whole} uses {expr} ({kind}), which the IR's size arithmetic cannot express (it has +, -, *, "
+        f"symbolic size {whole.xreplace(shown)} uses {expr.xreplace(shown)} ({kind}), which the IR's size "
+        f"arithmetic cannot express (it has +, -, *, "
         f"integer powers, and // and % by a positive int); declare that dimension static or give it its own Dim"
     )
 
