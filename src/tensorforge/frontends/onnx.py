@@ -1,7 +1,8 @@
 """ONNX frontend: an `.onnx` file (or `ModelProto`) -> `ir.Graph`, for opset 11 and newer.
 
 1. The model is loaded with its external data, graph inputs get their IR types (a symbolic leading
-   dimension is the batch, `Sym("batch")`, with `dynamic_batch`; `input_shapes` fixes the others), the model
+   dimension is the symbol `batch` with `dynamic_batch`, every other one a symbol named after its dim_param with
+   `dynamic_shapes`; `input_shapes` fixes any), the model
    is validated as it will be imported (`onnx_validate.py`: onnx.checker and onnxruntime's further rules,
    every problem in one `OnnxImportError`), local functions are inlined and ONNX shape inference fills in
    the types of the values the model does not annotate (declared shapes are hints, as in onnxruntime).

@@ -1,7 +1,9 @@
 """PyTorch frontend: `nn.Module` or `ExportedProgram` -> `ir.Graph`, through `torch.export`.
 
-1. The model is exported (`torch.export.export`, non-strict) with the batch dimension of every input
-   dynamic unless `dynamic_batch=False`.
+1. The model is exported (`torch.export.export`, non-strict) with the `dynamic_shapes` the caller declares
+   (`torch.export.Dim`s: each becomes an IR symbol of its name), else with the batch dimension of every input
+   dynamic unless `dynamic_batch=False`. Sizes export computes from those symbols become `SymExpr`s, and the
+   ranges it settles on become `Graph.symbol_ranges`.
 2. It is decomposed to core ATen, except for the ops we have a converter for: those stay whole
    (`aten.linear`, `aten.scaled_dot_product_attention`, `aten.layer_norm`, ...), so the IR sees the
    layer rather than its pieces.
