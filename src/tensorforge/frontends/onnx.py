@@ -250,8 +250,7 @@ def _input_types(
         else:
             sizes: list[int | SymExpr] = []
             for axis, d in enumerate(dims):
-                unnamed = d is None or (dynamic_shapes and d == 0)  # dim_value 0: an exporter's "unknown"
-                if isinstance(d, int) and not unnamed:
+                if isinstance(d, int):  # a dim_value, 0 included: ONNX has empty tensors (a reduction over none)
                     sizes.append(d)
                     continue
                 sym = symbol(v.name, axis, d if isinstance(d, str) else None)
@@ -285,7 +284,7 @@ def prepare_model(
     model: onnx.ModelProto,
     dynamic_batch: bool = True,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
-    dynamic_shapes: bool = False,
+    dynamic_shapes: bool = True,
 ):
     """Typed inputs, the validity check (`onnx_validate`), the opset check, inlined functions, shape inference:
     (model, input IR types)."""
@@ -531,7 +530,7 @@ def check_onnx_model(
     dynamic_batch: bool = True,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     base_dir: str | None = None,
-    dynamic_shapes: bool = False,
+    dynamic_shapes: bool = True,
 ) -> list[UnsupportedNode]:
     """Every node `from_onnx` would leave to onnxruntime, with the reason, found before importing anything."""
     model, types = prepare_model(load_model(path_or_model, base_dir), dynamic_batch, input_shapes, dynamic_shapes)
@@ -551,18 +550,18 @@ def from_onnx(
     strict: bool = False,
     base_dir: str | None = None,
     name: str | None = None,
-    dynamic_shapes: bool = False,
+    dynamic_shapes: bool = True,
 ) -> Graph:
     """Import an ONNX model (a path, bytes or a `ModelProto`; opset >= 11) as an `ir.Graph`.
 
-    dynamic_batch: a symbolic leading input dimension becomes the symbol `batch`. dynamic_shapes: every other
-    symbolic input dimension stays a symbol too, named after its dim_param (sanitised to an identifier; an unnamed
-    one, or a dim_value of 0, is `{input}_d{axis}`); without it they need sizes from `input_shapes`, which pins
-    any dimension (-1 keeps one symbolic). Shape computations on those sizes (Shape -> Gather -> Concat ->
-    Reshape, Slice, ConstantOfShape, Range, Expand) are evaluated as size expressions at import.
-    Nodes without a mapping become opaque `onnx.<OpType>` nodes run by
-    onnxruntime; they are all logged at once as a warning, or raised as `OnnxImportError` with
-    `strict=True`. `check_onnx_model` gives the same list without importing.
+    dynamic_batch: a symbolic leading input dimension becomes the symbol `batch`. dynamic_shapes (default): every
+    other symbolic input dimension stays a symbol too, named after its dim_param (sanitised to an identifier; an
+    unnamed one is `{input}_d{axis}`); with dynamic_shapes=False they need sizes from
+    `input_shapes`. `input_shapes` pins any dimension either way (-1 keeps one symbolic). Shape computations on
+    those sizes (Shape -> Gather -> Concat -> Reshape, Slice, ConstantOfShape, Range, Expand) are evaluated as size
+    expressions at import. Nodes without a mapping become opaque `onnx.<OpType>` nodes run by onnxruntime; they are
+    all logged at once as a warning, or raised as `OnnxImportError` with `strict=True`. `check_onnx_model` gives the
+    same list without importing.
     """
     model, input_types = prepare_model(load_model(path_or_model, base_dir), dynamic_batch, input_shapes, dynamic_shapes)
     found = _check_prepared(model, input_symbols(input_types))

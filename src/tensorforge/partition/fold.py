@@ -135,6 +135,7 @@ def fold_constants(graph: Graph, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> Fold
 def _rebuild(graph: Graph, folded: set[int], known: dict[int, torch.Tensor]) -> Graph:
     """A copy of `graph` (same names) without the folded nodes, whose outputs are constants in it now."""
     new = Graph(graph.name)
+    new.symbol_ranges = dict(graph.symbol_ranges)
     vmap: dict[int, Value] = {}
 
     def constant(value: Value) -> None:

@@ -211,6 +211,7 @@ def _rebuild(graph: Graph, regions: list[list[int]]) -> tuple[Graph, dict[int, s
     }
 
     new = Graph(graph.name)
+    new.symbol_ranges = dict(graph.symbol_ranges)  # the model's declared size ranges bound the profiles built later
     original_names = {n.name for n in graph.nodes}  # region nodes get names no original node has
     vmap: dict[int, Value] = {}
     for v in graph.inputs:

@@ -196,7 +196,7 @@ class Module(torch.nn.Module):
         cached = self._cache.find_profile(self._plan_family(name), sizes) if self._cache.directory else None
         if cached is not None and (self.options.multi_engine == 0 or cached == new_profile(sizes, (), 1, {})):
             return cached
-        ranges = getattr(self._require_graph(), "symbol_ranges", {})
+        ranges = self._require_graph().symbol_ranges
         profile = new_profile(sizes, list(self._plans[name]), self.options.multi_engine, ranges)
         batch_only = self._symbols[name] <= {BATCH} and not self._declared[name]
         if known and not batch_only:

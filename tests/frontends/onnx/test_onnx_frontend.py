@@ -18,7 +18,7 @@ from tensorforge import ir
 from tensorforge.frontends import from_onnx
 from tensorforge.frontends.onnx import OnnxImportError, check_onnx_model
 from tensorforge.frontends.onnx_ops import Unsupported, mapped_versions, onnx_converter
-from tensorforge.ir import Sym
+from tensorforge.ir import Sym, SymExpr
 
 BATCH = Sym("batch")
 node = helper.make_node
@@ -634,10 +634,11 @@ def test_an_old_opset_the_converter_cannot_take_is_refused_naming_why():
         from_onnx(model)
 
 
-def test_symbolic_non_batch_axis_needs_a_size():
+def test_symbolic_non_batch_axis_is_kept_or_needs_a_size_without_dynamic_shapes():
     model = make_model([node("Relu", ["x"], ["y"])], [("x", FLOAT, ["N", "seq"])], [("y", FLOAT, None)])
+    assert from_onnx(model).inputs[0].type.shape == (BATCH, SymExpr.symbol("seq"))  # named as in the file
     with pytest.raises(OnnxImportError, match=r"(?s)input 'x' axis 1 is symbolic \('seq'\).*input_shapes"):
-        from_onnx(model)
+        from_onnx(model, dynamic_shapes=False)
     graph = from_onnx(model, input_shapes={"x": (-1, 7)})
     assert graph.inputs[0].type.shape == (BATCH, 7)
     graph = from_onnx(model, dynamic_batch=False, input_shapes={"x": (2, 7)})
@@ -647,7 +648,11 @@ def test_symbolic_non_batch_axis_needs_a_size():
 def test_symbolic_batch_without_dynamic_batch_needs_a_size():
     model = make_model([node("Relu", ["x"], ["y"])], [("x", FLOAT, ["N", 4])], [("y", FLOAT, None)])
     with pytest.raises(OnnxImportError, match=r"axis 0 is symbolic \('N'\) \(dynamic_batch=False\)"):
-        from_onnx(model, dynamic_batch=False)
+        from_onnx(model, dynamic_batch=False, dynamic_shapes=False)
+    assert from_onnx(model, dynamic_batch=False).inputs[0].type.shape == (
+        SymExpr.symbol("N"),
+        4,
+    )  # named as in the file
     assert from_onnx(model).inputs[0].type.shape == (BATCH, 4)
 
 
