@@ -198,3 +198,58 @@ def test_padding_buckets_run_the_module_at_bucket_sizes_and_slice_back():
     assert plan.profile.ranges["seq"][1] == 8 and module._cache.builds == 1
     with pytest.raises(ValueError, match="no pad value"):
         forge.build(graph, config, device="cpu", pad_to_multiple={"seq": 8}, pad_values={"x": 0.0})
+
+
+class TinyEncoder(torch.nn.Module):
+    """Embedding, one self-attention block with a head split, layer norms and an MLP: what a BERT layer does."""
+
+    def __init__(self, vocab: int = 50, hidden: int = 32, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.embed = torch.nn.Embedding(vocab, hidden)
+        self.qkv = torch.nn.Linear(hidden, 3 * hidden)
+        self.out = torch.nn.Linear(hidden, hidden)
+        self.norm1, self.norm2 = torch.nn.LayerNorm(hidden), torch.nn.LayerNorm(hidden)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(hidden, 64), torch.nn.GELU(), torch.nn.Linear(64, hidden))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(input_ids)
+        b, s, h = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        attn = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        x = self.norm1(x + self.out(attn.transpose(1, 2).reshape(b, s, h)))
+        return self.norm2(x + self.mlp(x))
+
+
+def test_compile_with_a_torch_export_dim_and_a_profile_runs_every_length_in_one_plan():
+    model = TinyEncoder().eval()
+    seq = torch.export.Dim("seq", min=2, max=64)
+    ids = torch.randint(0, 50, (2, 8))
+    module = forge.compile(
+        model, (ids,), dynamic_shapes={"input_ids": {1: seq}}, profiles=[{"seq": (2, 16, 64)}], device="cpu"
+    )
+    assert module.graph.inputs[0].type.shape == (2, SymExpr.symbol("seq"))
+    assert module.graph.symbol_ranges == {"seq": (2, 64)}
+    assert all(n.op == "subgraph" for n in module.graph.nodes), "the whole encoder should run in the engine"
+    for length in (2, 9, 16, 64):
+        x = torch.randint(0, 50, (2, length))
+        with torch.no_grad():
+            expected = model(x)
+        assert rel_err(module(x), expected) <= REL_TOL, length
+    (plan,) = only_plans(module)
+    assert plan.profile == Profile({"seq": (2, 16, 64)}) and module._cache.builds == 1
+
+
+def test_compile_with_a_dim_and_no_profile_widens_within_the_dims_range():
+    model = TinyEncoder().eval()
+    ids = torch.randint(0, 50, (1, 8))
+    module = forge.compile(
+        model, (ids,), dynamic_shapes={"input_ids": {1: torch.export.Dim("seq", min=4, max=40)}}, device="cpu"
+    )
+    for length in (5, 7):  # the first builds seq 4..8 (the Dim's min, up to a power of two), the second fits
+        x = torch.randint(0, 50, (1, length))
+        with torch.no_grad():
+            assert rel_err(module(x), model(x)) <= REL_TOL
+    assert [p.profile for p in only_plans(module)] == [Profile({"seq": (4, 5, 8)})]
+    with pytest.warns(RuntimeWarning, match="seq 4..40"):  # 33 rounds up to 64, capped at the Dim's max
+        module(torch.randint(0, 50, (1, 33)))
