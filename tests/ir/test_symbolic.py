@@ -295,3 +295,20 @@ def _nested(depth: int) -> Any:
 def test_from_json_refuses_malformed(data: Any, message: str) -> None:
     with pytest.raises(SymbolicFormatError, match=message):
         SymExpr.from_json(data)
+
+
+def test_a_floor_division_over_a_floor_division_plus_a_polynomial_is_one_division():
+    h, w = SymExpr.symbol("h"), SymExpr.symbol("w")
+    twice = ((h + 1) // 2 + 1) // 2  # two stride-2 windows, as a conv net's shape inference derives them
+    assert twice == (h + 3) // 4  # as torch.export writes it
+    assert ((h // 3 + w + 2) // 5) == (h + 3 * w + 6) // 15
+    for expr, fn in [
+        (twice, lambda h, w: ((h + 1) // 2 + 1) // 2),
+        ((h // 3 + w + 2) // 5, lambda h, w: (h // 3 + w + 2) // 5),
+        (((h - 7) // 2 - w) // 3, lambda h, w: ((h - 7) // 2 - w) // 3),
+        ((h // 2 + w // 2) // 2, lambda h, w: (h // 2 + w // 2) // 2),  # two divisions: kept nested
+        ((2 * (h // 3) + 1) // 2, lambda h, w: (2 * (h // 3) + 1) // 2),
+    ]:
+        for hv in range(-9, 30):
+            for wv in range(-4, 7):
+                assert expr.bind({"h": hv, "w": wv}) == fn(hv, wv), (expr, hv, wv)

@@ -193,3 +193,14 @@ def test_shape_arithmetic_that_disagrees_with_the_reference_is_an_error_not_a_wr
         wrong.infer_types([TensorType("float32", (B, S))], {})
     declined = dataclasses.replace(relu, infer_shape=lambda inputs, attrs: None)  # None: the probe fit types it
     assert declined.infer_types([TensorType("float32", (B, S - 1))], {})[0].shape == (B, S - 1)
+
+
+def test_expressions_the_close_probes_cannot_tell_apart_keep_their_own_axis():
+    """(h + 15) // 16 and (w + 15) // 16 take the same values at all three close probes (h, w = 17/19, 37/41, 59/61
+    give 2, 3, 4 on both axes): an op typed by the probe fit must still give each axis its own symbol."""
+    g = Graph("strided")
+    x = g.add_input("x", TensorType("float32", (1, 2, H, W)))
+    y = g.call("strided_slice", x, begin=(0, 0), end=(2**63 - 1, 2**63 - 1), strides=(16, 16), axes=(2, 3))
+    assert y.type.shape == (1, 2, (H + 15) // 16, (W + 15) // 16)
+    z = g.call("nn.relu", g.call("nn.batch_norm", y, *(g.add_constant(torch.rand(2) + 0.5) for _ in range(4))))
+    assert z.type.shape == (1, 2, (H + 15) // 16, (W + 15) // 16)

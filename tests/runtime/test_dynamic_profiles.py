@@ -253,3 +253,26 @@ def test_compile_with_a_dim_and_no_profile_widens_within_the_dims_range():
     assert [p.profile for p in only_plans(module)] == [Profile({"seq": (4, 5, 8)})]
     with pytest.warns(RuntimeWarning, match="seq 4..40"):  # 33 rounds up to 64, capped at the Dim's max
         module(torch.randint(0, 50, (1, 33)))
+
+
+@pytest.mark.slow
+def test_mobilenet_over_any_image_size_runs_in_one_plan():
+    """A real conv net over h x w: chains of stride-2 windows ((h + 3) // 4 ... (h + 31) // 32), depthwise
+    convolutions, the adaptive pool; odd and non-square sizes, one plan."""
+    import torchvision
+
+    model = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    h, w = torch.export.Dim("h", min=64, max=160), torch.export.Dim("w", min=64, max=160)
+    module = forge.compile(
+        model,
+        (torch.randn(1, 3, 96, 96),),
+        dynamic_shapes={"x": {2: h, 3: w}},
+        profiles=[{"h": (64, 96, 160), "w": (64, 96, 160)}],
+        device="cpu",
+    )
+    assert all(n.op == "subgraph" for n in module.graph.nodes)
+    for size in [(96, 96), (64, 160), (131, 77), (160, 160)]:
+        image = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            assert rel_err(module(image), model(image)) <= REL_TOL, size
+    assert module._cache.builds == 1

@@ -246,6 +246,7 @@ def registered_ops() -> dict[str, OpDef]:
 _PROBE_A = (17, 19, 23, 29, 31)
 _PROBE_B = (37, 41, 43, 47, 53)
 _PROBE_C = (59, 61, 67, 71, 73)  # a third point, asked only to confirm an expression that is not k*symbol
+_PROBE_FAR = (101, 307, 701, 1201, 1901)  # symbols far apart: tells apart expressions the close probes cannot
 
 
 def _symbols_of(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[str]:
@@ -364,7 +365,8 @@ class _ProbeFit:
         self.opdef, self.inputs, self.attrs = opdef, inputs, attrs
         self.env_a, self.env_b = env_a, env_b
         self.env_c = dict(zip(env_a, _PROBE_C))
-        self._outs_c: list[tuple[int, ...]] | None = None
+        self.env_far = dict(zip(env_a, _PROBE_FAR))
+        self._outs: dict[tuple[tuple[str, int], ...], list[tuple[int, ...]]] = {}  # output sizes at a probe
         seen: dict[SymExpr, None] = {}  # ordered set: inputs first, in order, then attributes
         for t in inputs:
             for d in t.shape:
@@ -376,27 +378,34 @@ class _ProbeFit:
         self.candidates = list(seen)
 
     def solve(self, output: int, axis: int, da: int, db: int) -> SymExpr:
-        for expr in self.candidates:
-            # a k*symbol is fixed by two points; any other expression must also agree at a third
-            if (
-                expr.bind(self.env_a) == da
-                and expr.bind(self.env_b) == db
-                and (is_monomial(expr) or expr.bind(self.env_c) == self._size_at_c(output, axis))
-            ):
-                return expr
+        # a k*symbol is fixed by two points; any other expression must also agree at a third
+        matches = [
+            expr
+            for expr in self.candidates
+            if expr.bind(self.env_a) == da
+            and expr.bind(self.env_b) == db
+            and (is_monomial(expr) or expr.bind(self.env_c) == self._size_at(self.env_c, output, axis))
+        ]
+        if len(matches) > 1:
+            # the probes are close together, so (h + 15) // 16 and (w + 15) // 16 agree at all three: a point where
+            # the symbols lie far apart tells them apart
+            far = [e for e in matches if e.bind(self.env_far) == self._size_at(self.env_far, output, axis)]
+            matches = far or matches
+        if matches:
+            return matches[0]
         return _solve_dim(self.opdef.name, da, db, self.env_a, self.env_b)
 
-    def _size_at_c(self, output: int, axis: int) -> int | None:
-        if self._outs_c is None:
+    def _size_at(self, env: dict[str, int], output: int, axis: int) -> int | None:
+        key = tuple(sorted(env.items()))
+        if key not in self._outs:
             try:
-                outs = _meta_run(self.opdef, self.inputs, self.attrs, self.env_c)
-            except Exception:  # noqa: BLE001 - no third point: no expression other than k*symbol is confirmed
-                self._outs_c = []
+                outs = _meta_run(self.opdef, self.inputs, self.attrs, env)
+            except Exception:  # noqa: BLE001 - no such point: no expression other than k*symbol is confirmed by it
+                self._outs[key] = []
             else:
-                self._outs_c = [tuple(int(x) for x in out.shape) for out in outs]
-        if output >= len(self._outs_c):
-            return None
-        return self._outs_c[output][axis]
+                self._outs[key] = [tuple(int(x) for x in out.shape) for out in outs]
+        sizes = self._outs[key]
+        return sizes[output][axis] if output < len(sizes) else None
 
 
 def _sym_values(value: object) -> list[SymExpr]:

@@ -13,7 +13,7 @@ floor-division `(e // d)` whose numerator is itself canonical and *reduced*:
 - `(d*a + b) // d` becomes `a + b // d` (exact for every integer value of the symbols), so every coefficient
   of a numerator lies in 0..d-1;
 - a common factor of the numerator's coefficients and the divisor cancels: `(2*h + 2) // 4` is `(h + 1) // 2`;
-- `(e // a) // b` is `e // (a*b)`;
+- `(e // a + t) // b` is `(e + a*t) // (a*b)` (t free of floor-divisions; `(e // a) // b` is `e // (a*b)`);
 - `e % d` is `e - d*(e // d)`, so `x % 8 + 8*(x // 8)` simplifies to `x`.
 
 Polynomial identities are therefore decided exactly. Identities that need a case split (`(x + 1)//2 + x//2`
@@ -297,10 +297,17 @@ class SymExpr:
         if g > 1:
             r = _from_dict({mono: c // g for mono, c in r.terms})
             divisor //= g
-        if len(r.terms) == 1 and r.terms[0][1] == 1 and len(r.terms[0][0]) == 1:
-            (atom, power) = r.terms[0][0][0]
-            if power == 1 and isinstance(atom, FloorDiv):  # (e // a) // b == e // (a*b) for positive a, b
-                return q + atom.numerator // (atom.divisor * divisor)
+        # (e // a + t) // b == (e + a*t) // (a*b) for positive a, b and integer t (floor(floor(x) + t) == floor(x + t)):
+        # a stride-2 window over a stride-2 window is one floor-division, (h + 3) // 4, as PyTorch writes it too. Only
+        # for a numerator with one floor-division atom, alone in its term with coefficient 1 (else which one absorbs
+        # the rest would not be unique)
+        divided = [(mono, c) for mono, c in r.terms if any(isinstance(atom, FloorDiv) for atom, _ in mono)]
+        if len(divided) == 1:
+            (mono, c) = divided[0]
+            (atom, power) = mono[0]
+            if c == 1 and len(mono) == 1 and power == 1 and isinstance(atom, FloorDiv):
+                rest = r - _from_dict({mono: 1})
+                return q + (atom.numerator + atom.divisor * rest) // (atom.divisor * divisor)
         return q + _from_dict({((FloorDiv(r, divisor), 1),): 1})
 
     def __mod__(self, divisor: int) -> SymExpr:
