@@ -189,7 +189,7 @@ def test_gpu_twenty_shapes_with_four_graphs_match_eager_and_memory_stays_bounded
         for rows in shapes:
             x = torch.randn(rows, 512, device="cuda")
             (y,) = runner(x)
-            torch.testing.assert_close(y, mlp(x)[0], rtol=1e-3, atol=1e-3)
+            torch.testing.assert_close(y, mlp(x)[0], rtol=1e-2, atol=1e-2)  # TF32 products on either side
             del x, y
             assert runner.captured <= 4
         held.append(_live_memory() - base)
@@ -214,7 +214,9 @@ def test_gpu_plan_over_twenty_batch_sizes_replays_held_shapes_without_recapture(
     for batch in list(range(1, 21)) + [17, 18, 19, 20] * 3:
         xb = torch.randn(batch, 64, device="cuda")
         (y,) = runner(xb)
-        torch.testing.assert_close(y, torch.relu(xb @ w1.T) @ w2.T, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(
+            y, torch.relu(xb @ w1.T) @ w2.T, rtol=1e-2, atol=1e-2
+        )  # TF32 products on either side
         assert runner.captured <= 4
     assert runner.stats.captures == 20, "the last four batch sizes replayed their held graphs"
     assert runner.stats.replays == 32 and not runner.failures()
