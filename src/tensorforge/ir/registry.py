@@ -243,10 +243,17 @@ def registered_ops() -> dict[str, OpDef]:
 # Shape inference by meta execution
 # ---------------------------------------------------------------------------------------------
 
-_PROBE_A = (17, 19, 23, 29, 31)
-_PROBE_B = (37, 41, 43, 47, 53)
-_PROBE_C = (59, 61, 67, 71, 73)  # a third point, asked only to confirm an expression that is not k*symbol
-_PROBE_FAR = (101, 307, 701, 1201, 1901)  # symbols far apart: tells apart expressions the close probes cannot
+# Probe bindings (A, B, and C: a third point, asked only to confirm an expression that is not k*symbol): primes,
+# distinct across symbols and probes. Small ones first, below the size of the tables a model slices by a symbol
+# (BERT's position ids, 512 rows); where the reference refuses them, large ones: a real network divides an image
+# side by 32 and then needs a window of 3, or reflect-pads an audio frame by 64. Meta tensors cost nothing at any
+# size.
+_PROBE_SETS = (
+    ((17, 19, 23, 29, 31), (37, 41, 43, 47, 53), (59, 61, 67, 71, 73)),
+    ((257, 263, 269, 271, 277), (281, 283, 293, 307, 311), (313, 317, 331, 337, 347)),
+)
+_MAX_SYMBOLS = len(_PROBE_SETS[0][0])
+_PROBE_FAR = (1009, 2003, 3001, 4001, 5003)  # symbols far apart: tells apart expressions the close probes cannot
 
 
 def _symbols_of(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[str]:
@@ -279,21 +286,24 @@ def infer_by_meta(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str
     against the probes); an input dimension's or a size attribute's expression with the same value at
     three probe bindings (so `seq - 1` or `batch*seq` passes through unchanged); `k*symbol`."""
     symbols = _symbols_of(inputs, attrs)
-    if len(symbols) > len(_PROBE_A):
-        raise ShapeInferenceError(f"{opdef.name}: at most {len(_PROBE_A)} distinct symbols are supported")
-    env_a = dict(zip(symbols, _PROBE_A))
-    env_b = dict(zip(symbols, _PROBE_B))
-    try:
-        outs_a = _meta_run(opdef, inputs, attrs, env_a)
-        outs_b = _meta_run(opdef, inputs, attrs, env_b) if symbols else outs_a
-    except Exception as exc:  # the reference rejected these inputs: say which op and what it got
+    if len(symbols) > _MAX_SYMBOLS:
+        raise ShapeInferenceError(f"{opdef.name}: at most {_MAX_SYMBOLS} distinct symbols are supported")
+    for probe_a, probe_b, probe_c in _PROBE_SETS if symbols else _PROBE_SETS[:1]:
+        env_a, env_b, env_c = (dict(zip(symbols, probe)) for probe in (probe_a, probe_b, probe_c))
+        try:
+            outs_a = _meta_run(opdef, inputs, attrs, env_a)
+            outs_b = _meta_run(opdef, inputs, attrs, env_b) if symbols else outs_a
+            break
+        except Exception as exc:  # noqa: BLE001 - the reference refused these sizes: larger probes, else say so
+            refusal = exc
+    else:
         if symbols and opdef.infer_shape is not None:
             _symbolic_shapes(opdef, inputs, attrs)  # its arithmetic may know why, in the symbols' terms: it raises
         shown = ", ".join(str(t) for t in inputs)
-        raise ShapeInferenceError(f"{opdef.name}({shown}; {dict(attrs)}): {exc}") from exc
+        raise ShapeInferenceError(f"{opdef.name}({shown}; {dict(attrs)}): {refusal}") from refusal
     shapes = _hook_shapes(opdef, inputs, attrs, outs_a, outs_b, env_a, env_b) if symbols else None
     if shapes is None:
-        fit = _ProbeFit(opdef, inputs, attrs, env_a, env_b)
+        fit = _ProbeFit(opdef, inputs, attrs, env_a, env_b, env_c)
         shapes = [
             tuple(
                 int(da) if da == db else fit.solve(i, axis, int(da), int(db))
@@ -361,10 +371,10 @@ class _ProbeFit:
         attrs: Mapping[str, Any],
         env_a: dict[str, int],
         env_b: dict[str, int],
+        env_c: dict[str, int],
     ) -> None:
         self.opdef, self.inputs, self.attrs = opdef, inputs, attrs
-        self.env_a, self.env_b = env_a, env_b
-        self.env_c = dict(zip(env_a, _PROBE_C))
+        self.env_a, self.env_b, self.env_c = env_a, env_b, env_c
         self.env_far = dict(zip(env_a, _PROBE_FAR))
         self._outs: dict[tuple[tuple[str, int], ...], list[tuple[int, ...]]] = {}  # output sizes at a probe
         seen: dict[SymExpr, None] = {}  # ordered set: inputs first, in order, then attributes
