@@ -156,7 +156,8 @@ def _sliced() -> Graph:
 
     tail = heads(g.call("strided_slice", x, begin=(1,), end=(OPEN,), axes=(1,)), S - 1)  # [b, 2, seq-1, 8]
     last = heads(g.call("strided_slice", x, begin=(-1,), end=(OPEN,), axes=(1,)), 1)  # [b, 2, 1, 8]
-    every = g.call("transpose", g.call("strided_slice", x, begin=(0,), end=(OPEN,), strides=(2,), axes=(1,)), axes=(0, 2, 1))
+    evens = g.call("strided_slice", x, begin=(0,), end=(OPEN,), strides=(2,), axes=(1,))  # [b, (seq+1)//2, 16]
+    every = g.call("transpose", evens, axes=(0, 2, 1))
     second = heads(g.call("strided_slice", y, begin=(S,), end=(OPEN,), axes=(1,)), S)  # y[:, seq:]
     first = heads(g.call("strided_slice", y, begin=(0,), end=(S,), axes=(1,)), S)  # y[:, :seq]
     pooled = g.call("sum", tail, axis=(2,))  # [b, 2, 8]
