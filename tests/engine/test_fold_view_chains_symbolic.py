@@ -7,6 +7,7 @@ from_bytes, and a plan whose view attributes were tampered with is refused at lo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 from collections.abc import Callable, Sequence
@@ -344,3 +345,62 @@ HOSTILE_VIEWS = [
 def test_a_tampered_view_in_a_plan_is_refused(bert_plan, edit, message):
     with pytest.raises(PlanCompatibilityError, match=message):
         Plan.from_bytes(_edit_view(bert_plan.to_bytes(), edit), device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: Hugging Face BertModel exported with a dynamic seq
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="needs transformers")
+def test_hf_bert_over_a_dynamic_seq_reads_q_k_v_through_views():
+    """A tiny BertModel (random weights) from torch.export with Dim("batch") and Dim("seq"): after horizontal
+    fusion Q, K and V of each layer are one GEMM, and each head split folds onto its output, so the plan reads
+    them in place at every seq of the profile."""
+    import transformers
+    from torch.export import Dim
+
+    from tensorforge.frontends import from_torch
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    model = transformers.BertModel(config).eval()
+    dims = {0: Dim("batch", max=16), 1: Dim("seq", max=128)}
+
+    def inputs(batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(batch * 100 + seq)
+        mask = torch.ones(batch, seq, dtype=torch.int64)
+        mask[:, (seq + 1) // 2 :] = 0
+        return torch.randint(0, 100, (batch, seq), generator=gen), mask
+
+    ids, mask = inputs(2, 8)
+    graph = from_torch(
+        model,
+        (),
+        example_kwargs={"input_ids": ids, "attention_mask": mask},
+        dynamic_shapes={"input_ids": dims, "attention_mask": dims},
+    )
+    plan = Builder().build(graph, profile=Profile({"batch": (1, 2, 3), "seq": (4, 16, 40)}))
+
+    def reads_a_gemm(node: ir.Node) -> bool:
+        producer = node.inputs[0].producer
+        return producer is not None and producer.op == "engine.dense"
+
+    heads = [n for n in plan.graph.nodes if n.op == "engine.strided_view" and reads_a_gemm(n)]
+    assert len(heads) == 3 * config.num_hidden_layers, [layer.op for layer in plan.layers]
+    assert all(n.attrs["strides"][0][0] == 96 * S for n in heads), "a head's batch stride is 3*hidden*seq"
+    assert not any(n.op == "transpose" and reads_a_gemm(n) for n in plan.graph.nodes), "no head split copies"
+    for batch, seq in ((1, 4), (3, 17), (2, 40)):
+        ids, mask = inputs(batch, seq)
+        with torch.no_grad():
+            ref = model(input_ids=ids, attention_mask=mask)
+        out = plan.run(ids, mask)
+        assert_outputs_close(out, (ref.last_hidden_state, ref.pooler_output), {torch.float32: (1e-4, 1e-4)})
+        assert_outputs_close(out, ir.execute(graph, ids, mask), FUSED_TOL)
