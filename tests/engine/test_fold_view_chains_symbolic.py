@@ -193,6 +193,20 @@ def test_slices_with_symbolic_ends_fold_with_symbolic_offsets():
     _same_at_every_size(g, out, inputs, _grid(batch=(1, 2, 3), seq=(4, 5, 9, 16)))
 
 
+def test_a_slice_of_whole_rows_of_an_axis_merged_across_a_transposition_folds():
+    """[b, seq, 4, 6] -> [b, 4, seq*6] merges seq with the 6 columns across the transposition (no stride says
+    that axis); dropping its first 6 elements drops one whole seq position, and the split back is a view."""
+    g = Graph("rows")
+    x = g.add_input("x", TensorType("float32", (B, S, 4, 6)))
+    merged = g.call("reshape", g.call("transpose", x, axes=(0, 2, 1, 3)), newshape=(B, 4, 6 * S))
+    cut = g.call("strided_slice", merged, begin=(6,), end=(OPEN,), axes=(2,))  # [b, 4, 6*seq - 6]
+    g.set_outputs([g.call("nn.relu", g.call("reshape", cut, newshape=(B, 4, S - 1, 6)))])
+    out = _folded(g, count=1)
+    (view,) = _views(out)
+    assert view.attrs["strides"] == ((24 * S, 0), (6, 0), (24, 0), (1, 0)) and view.attrs["offset"] == (24, 0)
+    _same_at_every_size(g, out, lambda b, s: [torch.randn(b, s, 4, 6)], _grid(batch=(1, 2, 3), seq=(1, 2, 5, 9)))
+
+
 def test_a_backward_slice_stays():
     g = Graph("backward")
     x = g.add_input("x", TensorType("float32", (B, S, 4)))

@@ -154,17 +154,25 @@ def _slice_start(size: Dim, begin: Dim) -> SymExpr:
     return SymExpr.from_dim(size) + begin if begin < 0 else SymExpr.const(begin)
 
 
-def _window(layout: _Layout, axis: int, start: SymExpr, step: int, size: Dim) -> _Layout | None:
-    """`layout` with axis `axis` cut to `size` elements from `start`, every `step`-th: only an axis with a stride
-    can be cut (all of an axis without one stays as it is)."""
-    subs = layout.axes[axis]
-    stride = _stride(subs)
-    if stride is None:
-        whole = start == SymExpr.const(0) and step == 1 and SymExpr.from_dim(size) == _product(s for s, _ in subs)
-        return layout if whole else None
+def _window(
+    layout: _Layout, axis: int, start: SymExpr, step: int, size: Dim, grouping: dict[str, int]
+) -> _Layout | None:
+    """`layout` with axis `axis` cut to `size` elements from `start`, every `step`-th. An axis with a stride is
+    cut anywhere; one without (several sub-axes) only along its outermost digit: a contiguous window whose start
+    and size are whole multiples of what the inner digits count."""
+    subs = _merged(layout.axes[axis])
     axes = list(layout.axes)
-    axes[axis] = _axis(size, stride * step)
-    return _Layout(tuple(axes), layout.offset + start * stride)
+    if len(subs) <= 1:
+        stride = subs[0][1] if subs else SymExpr.const(0)
+        axes[axis] = _axis(size, stride * step)
+        return _Layout(tuple(axes), layout.offset + start * stride)
+    inner = _product(s for s, _ in subs[1:])
+    first = _quotient(start, inner, grouping)
+    count = _quotient(SymExpr.from_dim(size), inner, grouping)
+    if step != 1 or first is None or count is None:
+        return None
+    axes[axis] = (*_axis(count, subs[0][1]), *subs[1:])
+    return _Layout(tuple(axes), layout.offset + SymExpr.from_dim(first) * subs[0][1])
 
 
 def _sliced(layout: _Layout, node: Node, which: int, grouping: dict[str, int]) -> _Layout | None:
@@ -179,7 +187,8 @@ def _sliced(layout: _Layout, node: Node, which: int, grouping: dict[str, int]) -
         if not isinstance(step, int) or step <= 0:
             return None  # a backward slice gathers (no non-negative strides say it)
         axis %= rank
-        result = _window(result, axis, _slice_start(before[axis], first), step, shape[axis]) if result else None
+        start = _slice_start(before[axis], first)
+        result = _window(result, axis, start, step, shape[axis], grouping) if result else None
     return result
 
 
@@ -187,7 +196,7 @@ def _split_part(layout: _Layout, node: Node, which: int, grouping: dict[str, int
     """Part `which` starts where the parts before it end (the parts tile the axis, in order)."""
     axis = node.attrs["axis"] % len(layout.axes)
     start = sum((SymExpr.from_dim(v.type.shape[axis]) for v in node.outputs[:which]), SymExpr.const(0))
-    return _window(layout, axis, start, 1, node.outputs[which].type.shape[axis])
+    return _window(layout, axis, start, 1, node.outputs[which].type.shape[axis], grouping)
 
 
 def _broadcast(layout: _Layout, node: Node, which: int, grouping: dict[str, int]) -> _Layout | None:
