@@ -140,6 +140,25 @@ def test_a_chain_whose_middle_is_no_view_folds_under_seq():
     _same_at_every_size(g, out, inputs, _grid(batch=(1, 2, 4), seq=(1, 3, 7, 12)))
 
 
+def test_rows_of_batch_times_seq_split_into_heads():
+    """A GEMM over rows [batch*seq, 24] (GPT-2's attention reads its packed projection so): the one row axis
+    splits into batch and seq, a split of one digit into two symbolic ones."""
+    g = Graph("rows")
+    lengths = g.add_input("lengths", TensorType("float32", (B, S)))  # binds batch and seq
+    x = g.add_input("x", TensorType("float32", (B * S, 24)))
+    q = g.call("transpose", g.call("reshape", x, newshape=(B, S, 2, 12)), axes=(0, 2, 1, 3))
+    g.set_outputs([g.call("add", q, g.call("reshape", lengths, newshape=(B, 1, S, 1)))])
+    out = _folded(g, count=1)
+    (view,) = _views(out)
+    assert view.attrs["strides"] == ((24 * S, 0), (12, 0), (24, 0), (1, 0)) and view.attrs["batch_from"] is None
+    assert view.attrs["shape"][0] == (B, 0), "no batch axis to read it from: the run's sizes bind it"
+
+    def inputs(batch: int, seq: int) -> list[torch.Tensor]:
+        return [torch.randn(batch, seq), torch.randn(batch * seq, 24)]
+
+    _same_at_every_size(g, out, inputs, _grid(batch=(1, 2, 3), seq=(1, 4, 7)))
+
+
 # ---------------------------------------------------------------------------------------------
 # Slices with symbolic ends
 # ---------------------------------------------------------------------------------------------

@@ -188,7 +188,7 @@ def _sliced(layout: _Layout, node: Node, which: int, grouping: dict[str, int]) -
             return None  # a backward slice gathers (no non-negative strides say it)
         axis %= rank
         start = _slice_start(before[axis], first)
-        result = _window(result, axis, start, step, shape[axis], grouping) if result else None
+        result = _window(result, axis, start, step, shape[axis], grouping) if result is not None else None
     return result
 
 
@@ -232,7 +232,7 @@ def _reshaped(layout: _Layout, node: Node, which: int, grouping: dict[str, int])
             if digits % (want // have):
                 return None
             outer = _quotient(SymExpr.from_dim(size), _product(s for s, _ in taken), grouping)
-            inner = _quotient(SymExpr.from_dim(sub_size), SymExpr.from_dim(outer), grouping) if outer else None
+            inner = None if outer is None else _quotient(SymExpr.from_dim(sub_size), SymExpr.from_dim(outer), grouping)
             if outer is None or inner is None:
                 return None
             taken.append((outer, sub_stride * SymExpr.from_dim(inner)))
