@@ -11,20 +11,22 @@ view with strides (768*seq, 64, 768, 1) of the projection, whatever `seq` is.
 
 How: for every value made by a view op and read by something that is not a view op, walk back to the
 chain's source (the first value not made by a view op). Starting from the source read as contiguous memory
-(strides the suffix products of its sizes, which are ints or `SymExpr`s), each op maps (sizes, strides,
-offset) to its result's: a transpose permutes them, a slice adds begin*stride to the offset and multiplies
-the stride by its step, a split's part starts after the parts before it, a broadcast gives new axes stride 0,
-and a reshape (squeeze, expand_dims, flatten) splits and merges groups of axes that are contiguous with each
-other. The result is exact in every symbol, so one plan's view is right at every size of its profile; a
-reshape that merges axes which are not contiguous (across a transposition) has no strides and leaves the
-chain as its view ops. The folded view is then checked against the chain run on an index tensor of the
+(strides the suffix products of its sizes, which are ints or `SymExpr`s), each op maps the layout to its
+result's (`_Layout`: each axis a mixed-radix number over (size, stride) digits): a transpose permutes the
+axes, a slice adds begin*stride to the offset and multiplies the stride by its step, a split's part starts
+after the parts before it, a broadcast gives new axes stride 0, and a reshape (squeeze, expand_dims, flatten)
+refills the axes with the same digits in row-major order, splitting a digit where an axis ends inside it. An
+axis merged across a transposition has several digits and no stride; where a later reshape splits it again
+the chain's end is still a view. Every step is exact in the symbols, so one plan's view is right at every size
+of its profile; a chain whose end has an axis without a stride (or that slices such an axis inside a digit)
+stays as its view ops. The folded view is then checked against the chain run on an index tensor of the
 source, at each symbol in turn at several sizes and at all of them distinct (`PROBE_SIZES`). A chain of one
 op, a chain the strides cannot express, and graph outputs are left alone. A `split` is a view too (its parts
 are slices), so the Q/K/V parts of a horizontally fused projection fold straight onto the wide GEMM's output.
 
-`engine.strided_view` holds each size, stride and offset as (constant, per-batch) with the batch read from its
-input, the form batch-only plans have always had (their files keep their bytes); the parts are `SymExpr`s in
-the other symbols where the chain depends on them.
+`engine.strided_view` holds each size, stride and offset as (constant, per-batch), the batch read from its
+input; where the chain depends on other symbols the parts are `SymExpr`s in them, bound by each run's sizes
+(a chain over the batch alone has int parts only).
 
 The folded view reads its source as row-major memory (a source laid out otherwise is copied first, still
 correct), so chains starting at a convolution or attention output, which kernels often leave in another
