@@ -22,8 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..ir import REQUIRED, Node, TensorType, get_op, register_op
-from ..ir.types import Dim
+from ..ir import REQUIRED, Node, ShapeInferenceError, SymExpr, TensorType, get_op, register_op
+from ..ir.types import Dim, as_dim
 from .epilogue import EPILOGUE_ATTRS, Epilogue
 
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -124,34 +124,86 @@ def is_depthwise(node: Node) -> bool:
     return groups == node.inputs[0].type.shape[1] == weight_shape[0] and weight_shape[1] == 1
 
 
-AffineInBatch = tuple[int, int]  # (constant, per-batch): constant + per_batch * batch
+# One size, stride or the offset of an engine.strided_view: (constant, per-batch), meaning constant + per-batch * batch.
+# Each part is an int or a SymExpr over the profile's other symbols (`seq`, `h`), bound at every run by its sizes.
+AffineInBatch = tuple[Dim, Dim]
 
 
-def _affine(pair: AffineInBatch, batch: int) -> int:
+def _affine(pair: tuple[int, int], batch: int) -> int:
     constant, per_batch = pair
     return constant + per_batch * batch
 
 
+def _check_affine(pair: object, what: str) -> tuple[Dim, Dim]:
+    """`pair` as (constant, per-batch); a ShapeInferenceError names what is malformed (a plan file is data)."""
+    if (
+        not isinstance(pair, tuple)
+        or len(pair) != 2
+        or not all(isinstance(p, SymExpr) or (isinstance(p, int) and not isinstance(p, bool)) for p in pair)
+    ):
+        raise ShapeInferenceError(
+            f"engine.strided_view: {what} must be a (constant, per-batch) pair of ints or symbolic sizes, got {pair!r}"
+        )
+    return pair[0], pair[1]
+
+
+def _strided_view_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]]:
+    """The view's sizes in the symbols of its input: each (constant, per-batch) pair with the batch read where the
+    reference reads it (`batch_from`). Checks the attributes' layout, so a malformed plan is refused at load."""
+    data = inputs[0]
+    shape, strides, batch_from = attrs["shape"], attrs["strides"], attrs["batch_from"]
+    if not isinstance(shape, tuple) or not isinstance(strides, tuple) or len(shape) != len(strides):
+        raise ShapeInferenceError(
+            f"engine.strided_view: shape and strides must be tuples of one pair per axis, got {shape!r} and {strides!r}"
+        )
+    for i, pair in enumerate(strides):
+        _check_affine(pair, f"stride {i}")
+    _check_affine(attrs["offset"], "the offset")
+    batch = SymExpr.const(0)
+    if batch_from is not None:
+        if (
+            not isinstance(batch_from, tuple)
+            or len(batch_from) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in batch_from)
+            or not 0 <= batch_from[0] < data.rank
+            or batch_from[1] < 1
+        ):
+            raise ShapeInferenceError(
+                f"engine.strided_view: batch_from must be None or (axis of the input, scale >= 1), got {batch_from!r}"
+            )
+        batch = SymExpr.from_dim(data.shape[batch_from[0]]) // batch_from[1]
+    sizes = (_check_affine(pair, f"size {i}") for i, pair in enumerate(shape))
+    return [tuple(as_dim(SymExpr.from_dim(c) + SymExpr.from_dim(k) * batch) for c, k in sizes)]
+
+
 @register_op(
-    "engine.strided_view", attrs={"shape": REQUIRED, "strides": REQUIRED, "offset": (0, 0), "batch_from": None}
+    "engine.strided_view",
+    attrs={"shape": REQUIRED, "strides": REQUIRED, "offset": (0, 0), "batch_from": None},
+    infer_shape=_strided_view_shape,
 )
 def strided_view(
     data: Tensor,
     *,
-    shape: Sequence[AffineInBatch],
-    strides: Sequence[AffineInBatch],
-    offset: AffineInBatch,
+    shape: Sequence[tuple[int, int]],
+    strides: Sequence[tuple[int, int]],
+    offset: tuple[int, int],
     batch_from: tuple[int, int] | None,
 ) -> Tensor:
     """engine.strided_view: `data` (read as the contiguous tensor it is in the IR) re-described through sizes,
     strides and a storage offset, as `Tensor.as_strided` does — what a chain of reshapes, transposes and slices
-    amounts to (`fold_view_chains`). Each size, stride and the offset is an affine function of the batch,
-    given as (constant, per-batch) pairs; the batch is read from `data` (`batch_from` = (axis, scale)), or
-    None when nothing depends on it."""
+    amounts to (`fold_view_chains`). Each size, stride and the offset is a (constant, per-batch) pair: constant +
+    per-batch * batch, the batch read from `data` (`batch_from` = (axis, scale), or None when nothing depends on
+    it); a part that is a symbolic size (`768*seq`) arrives here bound to the run's sizes. The view must lie
+    inside `data`: attributes that reach outside it (a damaged plan) are an error, not a read of other memory."""
     batch = data.shape[batch_from[0]] // batch_from[1] if batch_from is not None else 0
+    sizes = [_affine(p, batch) for p in shape]
+    steps = [_affine(p, batch) for p in strides]
+    start = _affine(offset, batch)
     base = data.contiguous()  # a view it already is keeps its own storage offset, which as_strided must add
-    return base.as_strided(
-        [_affine(p, batch) for p in shape],
-        [_affine(p, batch) for p in strides],
-        base.storage_offset() + _affine(offset, batch),
-    )
+    last = start + sum((n - 1) * s for n, s in zip(sizes, steps))
+    if min([start, *sizes, *steps]) < 0 or (0 not in sizes and last >= base.numel()):
+        raise ValueError(
+            f"engine.strided_view: sizes {sizes}, strides {steps} and offset {start} do not lie inside its input "
+            f"of {base.numel()} elements ({list(data.shape)}); the plan's view does not fit the sizes it runs"
+        )
+    return base.as_strided(sizes, steps, base.storage_offset() + start)
