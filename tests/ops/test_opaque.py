@@ -266,3 +266,30 @@ def test_onnx_node_must_be_the_op_its_name_says():
     graph.set_outputs(node.outputs)
     with pytest.raises(ValueError, match="inconsistent"):
         ir.execute(graph, torch.ones(2))
+
+
+def test_output_types_read_size_expressions_in_every_spelling():
+    """A dimension of an output type may be an int, (symbol, scale), a SymExpr, or SymExpr's JSON form (a name, or
+    {"+": ...}) as a writer that never built a SymExpr spells it; the node types and runs at several sizes."""
+    from tensorforge.ir.ops.opaque import decode_output_type
+    from tensorforge.ir.serialize import graph_from_json, graph_to_json
+
+    seq = ir.SymExpr.symbol("seq")
+    decoded = decode_output_type(("float32", (("batch", 1), "seq", {"+": ["seq", -1]}, seq - 1, 3)))
+    assert decoded.shape == (Sym("batch"), seq, seq - 1, seq - 1, 3)
+    with pytest.raises(ValueError, match="not a size expression"):
+        decode_output_type(("float32", ({"sqrt": ["seq"]},)))
+
+    graph = Graph("opaque_expr")
+    x = graph.add_input("x", TensorType("float32", (Sym("batch"), seq)))
+    sliced = graph.call("strided_slice", x, begin=(1,), end=(2**63 - 1,), axes=(1,))
+    attrs = {"args": ({"input": 0}, 1), "kwargs": {}, "output_types": (("float32", ("batch", {"+": ["seq", -1]})),)}
+    node = graph.add_node("torch.aten.cumsum.default", [sliced], attrs, name="node")
+    assert node.outputs[0].type.shape == (Sym("batch"), seq - 1)
+    graph.set_outputs(node.outputs)
+    graph = graph_from_json(*graph_to_json(graph.verify()))
+    assert graph.outputs[0].type.shape == (Sym("batch"), seq - 1)
+    for batch, n in ((2, 5), (3, 8), (1, 13)):
+        data = randn(batch, n)
+        (got,) = ir.execute(graph, data)
+        assert_close(got, torch.cumsum(data[:, 1:], 1))

@@ -13,10 +13,11 @@ with two sets of prime sizes and each output dimension is solved as a constant, 
 dimension or a size attribute already carries (same values at two probes and a third: `seq - 1`, `batch*seq`
 pass through elementwise ops, transposes and broadcasts unchanged), or as `scale * symbol`. An op whose sizes
 are arithmetic on its inputs (reshape, slices, concatenation, convolution and pooling) declares `infer_shape`,
-symbolic shape arithmetic that is checked against the probes. A further run with every symbol at 1 must
-agree, so an output that depends on a symbol only for small sizes (squeeze without axes, a slice past a
-small batch) is refused, not typed wrong. Ops whose output type cannot come from their reference
-(opaque ops) supply `infer`.
+symbolic shape arithmetic that is checked against the probes; where the reference refuses the probe sizes, the
+arithmetic is asked why, so a refusal names the symbols ("seq broadcast against 7") rather than probe sizes.
+A further run with every symbol at 1 must agree, so an output that depends on a symbol only for small sizes
+(squeeze without axes, a slice past a small batch) is refused, not typed wrong. Ops whose output type cannot
+come from their reference (opaque ops) supply `infer`.
 """
 
 from __future__ import annotations
@@ -285,6 +286,8 @@ def infer_by_meta(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str
         outs_a = _meta_run(opdef, inputs, attrs, env_a)
         outs_b = _meta_run(opdef, inputs, attrs, env_b) if symbols else outs_a
     except Exception as exc:  # the reference rejected these inputs: say which op and what it got
+        if symbols and opdef.infer_shape is not None:
+            _symbolic_shapes(opdef, inputs, attrs)  # its arithmetic may know why, in the symbols' terms: it raises
         shown = ", ".join(str(t) for t in inputs)
         raise ShapeInferenceError(f"{opdef.name}({shown}; {dict(attrs)}): {exc}") from exc
     shapes = _hook_shapes(opdef, inputs, attrs, outs_a, outs_b, env_a, env_b) if symbols else None
@@ -314,12 +317,9 @@ def _hook_shapes(
 ) -> list[tuple[Dim, ...]] | None:
     """The op's symbolic arithmetic, if it has some for these inputs; it must agree with the reference at
     both probes (a disagreement is a bug in the arithmetic, and is said so rather than typed wrong)."""
-    if opdef.infer_shape is None:
-        return None
-    shapes = opdef.infer_shape(inputs, attrs)
+    shapes = _symbolic_shapes(opdef, inputs, attrs)
     if shapes is None:
         return None
-    shapes = [tuple(as_dim(d) for d in shape) for shape in shapes]
     for env, outs in ((env_a, outs_a), (env_b, outs_b)):
         got = [tuple(bind_dim(d, env) for d in shape) for shape in shapes]
         want = [tuple(int(x) for x in out.shape) for out in outs]
@@ -329,6 +329,23 @@ def _hook_shapes(
                 f"but the reference gives {want}"
             )
     return shapes
+
+
+def _symbolic_shapes(
+    opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str, Any]
+) -> list[tuple[Dim, ...]] | None:
+    """The op's `infer_shape`, if it has one and it covers these inputs. Its ShapeInferenceError (a refusal that
+    it gives in the symbols' own terms, e.g. "seq broadcast against 7") is raised naming the op and its inputs."""
+    if opdef.infer_shape is None:
+        return None
+    try:
+        shapes = opdef.infer_shape(inputs, attrs)
+    except ShapeInferenceError as exc:
+        shown = ", ".join(str(t) for t in inputs)
+        raise ShapeInferenceError(f"{opdef.name}({shown}): {exc}") from None
+    if shapes is None:
+        return None
+    return [tuple(as_dim(d) for d in shape) for shape in shapes]
 
 
 class _ProbeFit:

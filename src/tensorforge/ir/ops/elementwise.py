@@ -6,14 +6,46 @@ so a graph computes exactly what the framework it came from computed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..registry import REQUIRED, register_op
-from ..types import torch_dtype
+from ..registry import REQUIRED, ShapeInferenceError, register_op
+from ..symbolic import SymExpr
+from ..types import Dim, TensorType, torch_dtype
+
+
+def broadcast_dims(shapes: Sequence[Sequence[Dim]]) -> tuple[Dim, ...] | None:
+    """Broadcasting on size expressions, axes aligned from the right: sizes that are the same expression, or 1,
+    which stretches. A symbolic size against a different one (a constant > 1 or another expression) is equal only
+    at some sizes, so it is refused, naming both. Sizes that are all constants are the reference's to judge (None)."""
+    rank = max((len(s) for s in shapes), default=0)
+    shape: list[Dim] = []
+    for axis in range(-rank, 0):
+        sizes: list[Dim] = []
+        for dims in shapes:
+            size = dims[axis] if len(dims) >= -axis else 1
+            if not (isinstance(size, int) and size == 1) and size not in sizes:
+                sizes.append(size)
+        if len(sizes) > 1:
+            if not any(isinstance(d, SymExpr) for d in sizes):
+                return None
+            first, other = sorted(sizes, key=lambda d: not isinstance(d, SymExpr))[:2]  # a symbolic one first
+            raise ShapeInferenceError(
+                f"{first} broadcast against {other} holds only at {first} = {other} (axis {axis}); sizes broadcast "
+                f"when they are the same expression or one is 1: make them equal, or slice or reshape one to 1"
+            )
+        shape.append(sizes[0] if sizes else 1)
+    return tuple(shape)
+
+
+def _broadcast_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    shape = broadcast_dims([t.shape for t in inputs])
+    return None if shape is None else [shape]
+
 
 # (IR name, reference) — each a one-input op with no attributes
 UNARY: list[tuple[str, Callable[..., Tensor]]] = [
@@ -76,7 +108,7 @@ def _declare(name: str, fn: Callable[..., Tensor], arity: int) -> None:
     reference.__name__ = name.replace(".", "_")
     reference.__doc__ = f"{name}: elementwise {getattr(fn, '__name__', name)}"
     reference.__module__ = __name__
-    register_op(name, inputs=arity)(reference)
+    register_op(name, inputs=arity, infer_shape=_broadcast_shape if arity > 1 else None)(reference)
 
 
 for _name, _fn in UNARY:
@@ -121,7 +153,7 @@ def cast(x: Tensor, dtype: str) -> Tensor:
     return x.to(torch_dtype(dtype))
 
 
-@register_op("where", inputs=3)
+@register_op("where", inputs=3, infer_shape=_broadcast_shape)
 def where(condition: Tensor, x: Tensor, y: Tensor) -> Tensor:
     """where: x where condition holds, else y (broadcasting)."""
     return torch.where(condition, x, y)

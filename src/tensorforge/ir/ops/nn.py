@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..registry import REQUIRED, register_op
+from ..registry import REQUIRED, ShapeInferenceError, register_op
 from ..symbolic import SymExpr
 from ..types import Dim, TensorType, as_dim
 
@@ -34,9 +35,17 @@ def _conv_transpose_macs(inputs: Sequence[TensorType], outputs: Sequence[TensorT
     return _prod(inputs[0].concrete_shape()) * _prod(weight[1:])
 
 
-def _window_out(size: Dim, kernel: int, stride: int, pad: int, dilation: int) -> Dim:
-    """Output length of a sliding window (floor mode): (size + 2p - d*(k-1) - 1) // s + 1."""
-    return as_dim((SymExpr.from_dim(size) + (2 * pad - dilation * (kernel - 1) - 1)) // stride + 1)
+def _window_out(size: Dim, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool = False) -> Dim:
+    """Output length of a sliding window.
+
+    Floor mode: (size + 2p - d*(k-1) - 1) // s + 1. Ceil mode rounds the division up, ceil(L / s) + 1 with
+    L = size + 2p - d*(k-1) - 1, but drops a last window that would start in the right padding, so the count is
+    also at most ceil((size + p) / s). Both are (size + c) // s for a constant c, so the smaller is the one with
+    the smaller c, for every size: min(L + 2s - 1 - size, p + s - 1) is that c."""
+    if not ceil_mode:
+        return as_dim((SymExpr.from_dim(size) + (2 * pad - dilation * (kernel - 1) - 1)) // stride + 1)
+    offset = min(2 * pad - dilation * (kernel - 1) + 2 * stride - 2, pad + stride - 1)
+    return as_dim((SymExpr.from_dim(size) + offset) // stride)
 
 
 def _windowed_shape(
@@ -47,8 +56,9 @@ def _windowed_shape(
     ints = [k for k in kernel if isinstance(k, int)]
     if data.rank != ndim + 2 or len(ints) != ndim:
         return None
+    ceil_mode = bool(attrs.get("ceil_mode", False))
     spatial = tuple(
-        _window_out(size, k, s, p, d)
+        _window_out(size, k, s, p, d, ceil_mode)
         for size, k, s, p, d in zip(data.shape[2:], ints, attrs["strides"], attrs["padding"], dilation)
     )
     return [(data.shape[0], channels, *spatial)]
@@ -60,10 +70,24 @@ def _conv_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[
 
 
 def _pool_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
-    if attrs["ceil_mode"]:
-        return None  # ceil mode drops a last window that starts in the padding: not one expression; the probes decide
     data = inputs[0]
     return _windowed_shape(data, data.shape[1], attrs["pool_size"], attrs)
+
+
+def _conv_transpose_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    """(size - 1)*s - 2p + d*(k - 1) + output_padding + 1 per spatial axis; channels = weight's O/groups * groups."""
+    data, weight = inputs
+    kernel = weight.shape[2:]
+    if data.rank != len(kernel) + 2 or not all(isinstance(k, int) for k in kernel):
+        return None
+    spatial = tuple(
+        as_dim((SymExpr.from_dim(size) - 1) * s - 2 * p + d * (int(k) - 1) + op + 1)
+        for size, k, s, p, op, d in zip(
+            data.shape[2:], kernel, attrs["strides"], attrs["padding"], attrs["output_padding"], attrs["dilation"]
+        )
+    )
+    channels = as_dim(SymExpr.from_dim(weight.shape[1]) * attrs["groups"])
+    return [(data.shape[0], channels, *spatial)]
 
 
 def _declare_conv(ndim: int) -> None:
@@ -108,6 +132,7 @@ def _declare_conv(ndim: int) -> None:
         inputs=2,
         macs=_conv_transpose_macs,
         attrs={"strides": ones, "padding": zeros, "output_padding": zeros, "dilation": ones, "groups": 1},
+        infer_shape=_conv_transpose_shape,
     )(convolution_transpose)
 
 
@@ -227,7 +252,17 @@ def adaptive_avg_pool2d(data: Tensor, output_size: tuple[int, int]) -> Tensor:
     return F.adaptive_avg_pool2d(data, output_size)
 
 
-@register_op("nn.batch_flatten")
+def _batch_flatten_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    shape = inputs[0].shape
+    if not shape:
+        return None
+    rest = SymExpr.const(1)
+    for d in shape[1:]:
+        rest = rest * SymExpr.from_dim(d)
+    return [(shape[0], as_dim(rest))]
+
+
+@register_op("nn.batch_flatten", infer_shape=_batch_flatten_shape)
 def batch_flatten(data: Tensor) -> Tensor:
     """nn.batch_flatten: keep the batch dimension, flatten the rest."""
     return data.reshape(data.shape[0], -1)
@@ -236,7 +271,15 @@ def batch_flatten(data: Tensor) -> Tensor:
 _PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect", "circular": "circular"}
 
 
-@register_op("nn.pad", attrs={"pad_width": REQUIRED, "pad_value": 0.0, "pad_mode": "constant"})
+def _pad_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    """size + before + after on each axis (every mode pads by the same amounts)."""
+    shape, widths = inputs[0].shape, attrs["pad_width"]
+    if len(widths) != len(shape) or not all(len(pair) == 2 for pair in widths):
+        return None
+    return [tuple(as_dim(SymExpr.from_dim(d) + before + after) for d, (before, after) in zip(shape, widths))]
+
+
+@register_op("nn.pad", attrs={"pad_width": REQUIRED, "pad_value": 0.0, "pad_mode": "constant"}, infer_shape=_pad_shape)
 def pad(data: Tensor, pad_width: Sequence[Sequence[int]], pad_value: float, pad_mode: str) -> Tensor:
     """nn.pad: pad each dimension by (before, after); modes constant, edge, reflect, circular."""
     if pad_mode not in _PAD_MODES:
@@ -256,8 +299,40 @@ def pad(data: Tensor, pad_width: Sequence[Sequence[int]], pad_value: float, pad_
 
 _RESIZE_MODES = {"nearest": "nearest", "nearest_exact": "nearest-exact", "linear": "bilinear", "cubic": "bicubic"}
 
+# A float scale whose binary value is num/den with den at most this is exact for every size a tensor can have
+# (h*scale has no rounding in a double), so floor(h*scale) is (h*num)//den; 1/1024 steps cover every scale models use.
+_MAX_SCALE_DENOMINATOR = 1024
 
-@register_op("image.resize2d", attrs={"size": REQUIRED, "method": "nearest", "align_corners": False})
+
+def scaled_size(size: Dim, scale: float | Fraction) -> Dim:
+    """The length PyTorch's interpolate gives `size` scaled by `scale`, floor(size*scale), as a size expression:
+    `size*scale` for an integer scale, `(size*num)//den` for a rational one (a `Fraction`, or a float that is
+    exactly one with a small denominator, such as 1.5). A float such as 0.3 or 1/3 is refused: its product with a
+    symbolic size rounds differently at different sizes, so no expression types it; give the output size instead."""
+    ratio = Fraction(scale)
+    if ratio <= 0:
+        raise ShapeInferenceError(f"image.resize2d: a scale must be positive, got {scale!r}")
+    if isinstance(scale, float) and ratio.denominator > _MAX_SCALE_DENOMINATOR:
+        raise ShapeInferenceError(
+            f"image.resize2d: the scale {scale!r} is not a fraction with a small denominator in floating point, so "
+            f"floor({size}*{scale!r}) has no exact size expression; give the output size (an expression such as "
+            f"(h*2)//3) instead of the scale"
+        )
+    return as_dim((SymExpr.from_dim(size) * ratio.numerator) // ratio.denominator)
+
+
+def _resize2d_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    shape, size = inputs[0].shape, attrs["size"]
+    if len(shape) != 4 or len(size) != 2:
+        return None
+    return [(shape[0], shape[1], *size)]
+
+
+@register_op(
+    "image.resize2d",
+    attrs={"size": REQUIRED, "method": "nearest", "align_corners": False},
+    infer_shape=_resize2d_shape,
+)
 def resize2d(data: Tensor, size: Sequence[int], method: str, align_corners: bool) -> Tensor:
     """image.resize2d: resize H and W of NCHW data to `size` (nearest, nearest_exact, linear, cubic)."""
     if method not in _RESIZE_MODES:

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from ..registry import OpDef, UnknownOpError, register_opaque_namespace
-from ..symbolic import SymExpr
-from ..types import Sym, TensorType, monomial, torch_dtype
+from ..symbolic import SymbolicFormatError, SymExpr
+from ..types import Dim, Sym, TensorType, as_dim, monomial, torch_dtype
 
 # An output type as an attribute holds it: (dtype name, shape), a symbolic dimension `scale*symbol` as
 # (symbol, scale) (the form graphs had before any other expression existed), any other as the SymExpr itself.
@@ -28,8 +28,32 @@ OutputTypeSpec: TypeAlias = tuple[str, tuple[int | tuple[str, int] | SymExpr, ..
 
 
 def decode_output_type(spec: OutputTypeSpec) -> TensorType:
+    """The type a spec holds. A dimension may also be in `SymExpr.to_json`'s form (a symbol's name, or
+    {"+": [...]}-style objects), as a writer that never built a SymExpr spells it."""
     dtype, shape = spec
-    return TensorType(dtype, tuple(Sym(*d) if isinstance(d, tuple) else d for d in shape))
+    return TensorType(dtype, tuple(_decode_dim(d) for d in shape))
+
+
+def _decode_dim(dim: object) -> Dim:
+    if isinstance(dim, tuple):
+        return Sym(*dim)
+    if isinstance(dim, (str, dict)):
+        try:
+            return as_dim(SymExpr.from_json(_json_lists(dim)))
+        except SymbolicFormatError as exc:
+            raise ValueError(f"a dimension {dim!r} is not a size expression: {exc}") from None
+    if isinstance(dim, (int, SymExpr)) and not isinstance(dim, bool):
+        return dim
+    raise ValueError(f"a dimension is an int, (symbol, scale) or a size expression, got {dim!r}")
+
+
+def _json_lists(value: object) -> object:
+    """JSON's lists back from the tuples attributes hold them as (`canonical_attr`)."""
+    if isinstance(value, (tuple, list)):
+        return [_json_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_lists(v) for k, v in value.items()}
+    return value
 
 
 def encode_output_type(t: TensorType) -> OutputTypeSpec:

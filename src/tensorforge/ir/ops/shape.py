@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..registry import REQUIRED, register_op
+from ..registry import REQUIRED, ShapeInferenceError, register_op
 from ..symbolic import SymExpr
 from ..types import Dim, TensorType, as_dim
 
@@ -144,6 +144,55 @@ def _squeeze_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> li
     return [tuple(d for i, d in enumerate(shape) if i not in drop)]
 
 
+def _split_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    """n equal sections of a length L (torch.tensor_split): the first L % n are one longer, so section i is
+    (L + n - 1 - i) // n. Split points cut pieces as slices do, each from one point to the next."""
+    shape = list(inputs[0].shape)
+    if not shape:
+        return None
+    axis = attrs["axis"] % len(shape)
+    size, points = shape[axis], attrs["indices_or_sections"]
+    if isinstance(points, int):
+        if points <= 0:
+            return None
+        length = SymExpr.from_dim(size)
+        pieces: list[Dim | None] = [as_dim((length + (points - 1 - i)) // points) for i in range(points)]
+    else:
+        ends: list[Dim | None] = [*points, None]
+        pieces = [_slice_size(size, begin, end, 1) for begin, end in zip([0, *points], ends)]
+    known = [p for p in pieces if p is not None]
+    return [tuple(shape[:axis] + [p] + shape[axis + 1 :]) for p in known] if len(known) == len(pieces) else None
+
+
+def _tile_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    """Each size times its repeat count; the shorter of shape and reps is padded with leading 1s."""
+    shape, reps = inputs[0].shape, tuple(attrs["reps"])
+    rank = max(len(shape), len(reps))
+    shape = (1,) * (rank - len(shape)) + shape
+    reps = (1,) * (rank - len(reps)) + reps
+    return [tuple(as_dim(SymExpr.from_dim(d) * r) for d, r in zip(shape, reps))]
+
+
+def _broadcast_to_shape(inputs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[tuple[Dim, ...]] | None:
+    """The target, where -1 keeps the input's size; each input size must be that size or 1 (a leading new axis
+    takes any size). A symbolic size against a different target size holds only where they are equal: refused."""
+    shape, target = inputs[0].shape, attrs["shape"]
+    if len(target) < len(shape):
+        return None
+    lead = len(target) - len(shape)
+    out = [shape[i - lead] if isinstance(t, int) and t == -1 and i >= lead else t for i, t in enumerate(target)]
+    for axis, (size, want) in enumerate(zip(shape, out[lead:])):
+        if (isinstance(size, int) and size == 1) or size == want:
+            continue
+        if not isinstance(size, SymExpr) and not isinstance(want, SymExpr):
+            return None  # constants: the reference's message stands
+        raise ShapeInferenceError(
+            f"{size} broadcast to {want} holds only at {size} = {want} (axis {axis + lead}); an axis broadcasts "
+            f"from size 1 or keeps its size (-1): make the target that size"
+        )
+    return [tuple(out)]
+
+
 @register_op("reshape", attrs={"newshape": REQUIRED}, infer_shape=_reshape_shape)
 def reshape(data: Tensor, newshape: Sequence[int]) -> Tensor:
     """reshape: to `newshape`; one entry may be -1 (inferred)."""
@@ -199,7 +248,7 @@ def stack(*data: Tensor, axis: int) -> Tensor:
     return torch.stack(data, dim=axis)
 
 
-@register_op("split", attrs={"indices_or_sections": REQUIRED, "axis": 0})
+@register_op("split", attrs={"indices_or_sections": REQUIRED, "axis": 0}, infer_shape=_split_shape)
 def split(data: Tensor, indices_or_sections: int | Sequence[int], axis: int) -> tuple[Tensor, ...]:
     """split: into equal sections (an int) or at the given indices (a tuple); one output per piece."""
     if isinstance(indices_or_sections, int):
@@ -243,13 +292,13 @@ def slice_scatter(data: Tensor, src: Tensor, axis: int, begin: int, end: int, st
     return torch.slice_scatter(data, src, axis, begin, end, stride)
 
 
-@register_op("broadcast_to", attrs={"shape": REQUIRED})
+@register_op("broadcast_to", attrs={"shape": REQUIRED}, infer_shape=_broadcast_to_shape)
 def broadcast_to(data: Tensor, shape: Sequence[int]) -> Tensor:
     """broadcast_to: expand size-1 axes to `shape` (-1 keeps a size)."""
     return data.expand(tuple(shape))
 
 
-@register_op("tile", attrs={"reps": REQUIRED})
+@register_op("tile", attrs={"reps": REQUIRED}, infer_shape=_tile_shape)
 def tile(data: Tensor, reps: Sequence[int]) -> Tensor:
     """tile: repeat the whole tensor `reps[i]` times along each axis."""
     return data.repeat(tuple(reps)) if len(reps) >= data.dim() else torch.tile(data, tuple(reps))
