@@ -94,6 +94,7 @@ def convert(
     output_names: Sequence[str] | None = None,
     log_level: str = "warning",
     *,
+    dynamic_shapes: Any = None,
     device=None,
     min_block_size: int = 1,
     torch_executed_ops: Sequence[str] = (),
@@ -106,8 +107,9 @@ def convert(
     The result is an `EngineModule` (an nn.Module); `torch.save(m.state_dict(), f)` and
     `EngineModule().load_state_dict(torch.load(f))` restore it without pickled code. Partitioning uses
     explicit batch (`use_implicit_batch=False`): plans bind the batch size at run time, so ops that move
-    the batch axis (attention's head reshapes) stay in the engine. Every other option (cache_dir, strict_types,
-    optimization_level, timing_cache, ...: see `build`) passes by name, or in `options`.
+    the batch axis (attention's head reshapes) stay in the engine. `dynamic_shapes` (torch.export's form, with
+    `torch.export.Dim`s) makes any dimension a named symbol (see `frontends.from_torch`). Every other option
+    (cache_dir, strict_types, optimization_level, timing_cache, ...: see `build`) passes by name, or in `options`.
     """
     if log_level not in LOG_LEVELS:
         raise ValueError(f"log_level must be one of {sorted(LOG_LEVELS)}, got {log_level!r}")
@@ -120,7 +122,7 @@ def convert(
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     inputs = _example_tuple(inputs)
     device = device if device is not None else _example_device(inputs)
-    graph = from_torch(model, inputs, input_names=input_names, output_names=output_names)
+    graph = from_torch(model, inputs, dynamic_shapes=dynamic_shapes, input_names=input_names, output_names=output_names)
     graph, config = partition_for_tensorforge(
         graph,
         min_block_size=min_block_size,
@@ -149,6 +151,7 @@ def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforg
     example_inputs: Sequence[torch.Tensor],
     precision: str = "fp32",
     *,
+    dynamic_shapes: Any = None,
     device=None,
     options: RuntimeOptions | None = None,
     **keywords: Any,
@@ -159,7 +162,8 @@ def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforg
     `keywords` are options (any name `build` takes: cache_dir, multi_engine, optimization_level, strict_types, ...)
     and partition options (`partition_for_tensorforge`'s: min_block_size, torch_executed_ops, ...);
     `max_workspace_size` goes to both. `use_implicit_batch` defaults to False here (see `convert`). An option that
-    contradicts `precision` (precision="fp16" with fp16=False) is a ValueError.
+    contradicts `precision` (precision="fp16" with fp16=False) is a ValueError. `dynamic_shapes` (torch.export's
+    form, with `torch.export.Dim`s) makes any dimension a named symbol (see `frontends.from_torch`).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -173,7 +177,7 @@ def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforg
         keywords["max_workspace_size"] = option_values["max_workspace_size"]
     example_inputs = _example_tuple(example_inputs)
     device = device if device is not None else _example_device(example_inputs)
-    graph = from_torch(model, example_inputs)
+    graph = from_torch(model, example_inputs, dynamic_shapes=dynamic_shapes)
     keywords.setdefault("use_implicit_batch", False)  # the engine binds the batch at run time
     graph, config = partition_for_tensorforge(graph, **keywords)
     return build(graph, config, device=device, options=options, **option_values)

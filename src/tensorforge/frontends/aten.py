@@ -754,12 +754,15 @@ def adaptive_max_pool2d(ctx, *, self, output_size):
 
 
 def _resize(ctx, data, method, align_corners=False, scale_factors=None, scales_h=None, scales_w=None):
-    size = tuple(int(d) for d in ctx.fx_node.meta["val"].shape[-2:])
+    size = ctx.output_shape()[-2:]
     scales = scale_factors if scale_factors is not None else (scales_h, scales_w)
     if not align_corners:
         # given a scale factor, torch maps output pixels back with 1/scale, not in/out: only equal when exact
         for scale, in_size, out_size in zip(scales, data.type.shape[-2:], size):
-            if scale is not None and float(scale) * _static(in_size) != out_size:
+            if scale is None:
+                continue
+            exact = float(scale).is_integer() and in_size * int(scale) == out_size
+            if not exact and (not isinstance(in_size, int) or float(scale) * in_size != out_size):
                 raise Unsupported(f"scale factor {scale} maps {in_size} pixels to {out_size} only approximately")
     return ctx.emit("image.resize2d", data, size=size, method=method, align_corners=bool(align_corners))
 

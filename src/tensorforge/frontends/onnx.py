@@ -1,7 +1,8 @@
 """ONNX frontend: an `.onnx` file (or `ModelProto`) -> `ir.Graph`, for opset 11 and newer.
 
 1. The model is loaded with its external data, graph inputs get their IR types (a symbolic leading
-   dimension is the batch, `Sym("batch")`, with `dynamic_batch`; `input_shapes` fixes the others), the model
+   dimension is the symbol `batch` with `dynamic_batch`, every other one a symbol named after its dim_param with
+   `dynamic_shapes`; `input_shapes` fixes any), the model
    is validated as it will be imported (`onnx_validate.py`: onnx.checker and onnxruntime's further rules,
    every problem in one `OnnxImportError`), local functions are inlined and ONNX shape inference fills in
    the types of the values the model does not annotate (declared shapes are hints, as in onnxruntime).
@@ -24,6 +25,7 @@ import collections
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypedDict
@@ -39,7 +41,7 @@ from ..ir.types import dtype_name, monomial
 from .onnx_dtypes import IR_DTYPES
 from .onnx_opaque import encode_node, onnx_node_session, opaque_onnx_name, run_onnx_node
 from .onnx_ops import registry as reg
-from .onnx_ops.context import PROBES, SYMBOL, OnnxContext, Operand, solve_element
+from .onnx_ops.context import PROBE_PRIMES, SYMBOL, OnnxContext, Operand, solve_element
 from .onnx_validate import OnnxImportError, topological_order, validate_model
 
 __all__ = ["OnnxImportError", "UnsupportedNode", "check_onnx_model", "from_onnx", "load_model", "prepare_model"]
@@ -170,13 +172,41 @@ def _set_dims(type_proto, dims: Sequence) -> None:
     for d in dims:
         dim = shape.dim.add()
         if isinstance(d, SymExpr):
-            _, scale = monomial(d, "an ONNX shape annotation")
-            dim.dim_param = SYMBOL if scale == 1 else f"{scale}*{SYMBOL}"
+            symbol, scale = monomial(d, "an ONNX shape annotation")
+            dim.dim_param = symbol if scale == 1 else f"{scale}*{symbol}"
         else:
             dim.dim_value = int(d)
 
 
-def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence[int]]) -> dict[str, TensorType]:
+def _identifier(text: str) -> str:
+    """A dim_param as a symbol name: characters outside [A-Za-z0-9_] become `_`, a leading digit gets a `_`."""
+    name = re.sub(r"\W", "_", text) or "_"
+    return f"_{name}" if name[0].isdigit() else name
+
+
+class _SymbolNames:
+    """IR symbol names for an ONNX model's dynamic input dimensions: a dim_param's own name (sanitised to an
+    identifier), `batch` for the leading one under dynamic_batch, `{input}_d{axis}` for an unnamed one; two different
+    dim_params that sanitise alike are told apart by a suffix (`_2`, ...)."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[tuple, str] = {}
+
+    def name(self, key: tuple, wanted: str) -> SymExpr:
+        if key not in self.by_key:
+            base = _identifier(wanted)
+            taken = set(self.by_key.values())
+            name, k = base, 1
+            while name in taken:
+                k += 1
+                name = f"{base}_{k}"
+            self.by_key[key] = name
+        return SymExpr.symbol(self.by_key[key])
+
+
+def _input_types(
+    model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence[int]], dynamic_shapes: bool = False
+) -> dict[str, TensorType]:
     """IR types of the graph inputs (initializers excluded); every dimension problem reported at once."""
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
@@ -186,6 +216,18 @@ def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence
             f"input_shapes names {unknown}, which are not graph inputs ({', '.join(v.name for v in inputs)})"
         )
     batch_names = {dims[0] for v in inputs if (dims := _dims(v.type)) and isinstance(dims[0], str)}
+    names = _SymbolNames()
+    if dynamic_batch:
+        names.by_key[("batch",)] = SYMBOL
+
+    def symbol(name: str, axis: int, param: str | None) -> SymExpr | None:
+        """The symbol of a dynamic dimension, or None where it needs a size from input_shapes."""
+        if dynamic_batch and (axis == 0 or param in batch_names):
+            return names.name(("batch",), SYMBOL)
+        if not dynamic_shapes:
+            return None
+        return names.name(("param", param), param) if param else names.name(("axis", name, axis), f"{name}_d{axis}")
+
     types, problems = {}, []
     for v in inputs:
         elem = v.type.tensor_type.elem_type if v.type.HasField("tensor_type") else None
@@ -195,18 +237,26 @@ def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence
             continue
         dims = _dims(v.type)
         if v.name in input_shapes:
-            dims = tuple(input_shapes[v.name])
-            out = tuple(Sym(SYMBOL) if (i == 0 and d == -1 and dynamic_batch) else d for i, d in enumerate(dims))
+            declared = dims or ()
+            pinned: list[int | SymExpr] = []
+            for i, d in enumerate(input_shapes[v.name]):
+                param = declared[i] if i < len(declared) and isinstance(declared[i], str) else None
+                sym = symbol(v.name, i, param) if d == -1 and (i == 0 or dynamic_shapes) else None
+                pinned.append(sym if sym is not None else d)
+            out = tuple(pinned)
         elif dims is None:
             problems.append(f"input {v.name!r} has no shape; give one with input_shapes")
             continue
         else:
             sizes: list[int | SymExpr] = []
             for axis, d in enumerate(dims):
-                if isinstance(d, int):
+                unnamed = d is None or (dynamic_shapes and d == 0)  # dim_value 0: an exporter's "unknown"
+                if isinstance(d, int) and not unnamed:
                     sizes.append(d)
-                elif dynamic_batch and (axis == 0 or d in batch_names):
-                    sizes.append(Sym(SYMBOL))
+                    continue
+                sym = symbol(v.name, axis, d if isinstance(d, str) else None)
+                if sym is not None:
+                    sizes.append(sym)
                 else:
                     what = repr(d) if d else "unknown"
                     hint = "" if dynamic_batch or axis else " (dynamic_batch=False)"
@@ -218,7 +268,8 @@ def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence
         types[v.name] = TensorType(IR_DTYPES[elem], out)
     if problems:
         hint = (
-            "\nFix sizes with input_shapes={name: (sizes...)} (-1 at axis 0 keeps the batch dynamic)"
+            "\nFix sizes with input_shapes={name: (sizes...)} (-1 at axis 0 keeps the batch dynamic), or keep "
+            "every symbolic dimension as a symbol with dynamic_shapes=True"
             if any("symbolic" in p or "no shape" in p for p in problems)
             else ""
         )
@@ -226,8 +277,15 @@ def _input_types(model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence
     return types
 
 
+def input_symbols(types: Mapping[str, TensorType]) -> frozenset[str]:
+    return frozenset(s for t in types.values() for s in t.symbols)
+
+
 def prepare_model(
-    model: onnx.ModelProto, dynamic_batch: bool = True, input_shapes: Mapping[str, Sequence[int]] | None = None
+    model: onnx.ModelProto,
+    dynamic_batch: bool = True,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dynamic_shapes: bool = False,
 ):
     """Typed inputs, the validity check (`onnx_validate`), the opset check, inlined functions, shape inference:
     (model, input IR types)."""
@@ -235,7 +293,7 @@ def prepare_model(
     model_copy.CopyFrom(model)
     model = model_copy
     with _stage("typing the model's inputs"):
-        types = _input_types(model, dynamic_batch, dict(input_shapes or {}))
+        types = _input_types(model, dynamic_batch, dict(input_shapes or {}), dynamic_shapes)
     for v in model.graph.input:
         if v.name in types:
             _set_dims(v.type, types[v.name].shape)
@@ -299,8 +357,9 @@ def _value_types(model) -> dict[str, tuple]:
     return out
 
 
-def _ir_type(entry) -> TensorType | None:
-    """A full IR type from an ONNX (element type, dims) entry, or None when anything is unknown."""
+def _ir_type(entry, symbols: frozenset[str]) -> TensorType | None:
+    """A full IR type from an ONNX (element type, dims) entry, or None when anything is unknown (a dim_param that is
+    none of the input symbols, nor `k*symbol`)."""
     if entry is None:
         return None
     elem, dims = entry
@@ -310,10 +369,11 @@ def _ir_type(entry) -> TensorType | None:
     for d in dims:
         if isinstance(d, int):
             shape.append(d)
-        elif d == SYMBOL:
-            shape.append(Sym(SYMBOL))
-        elif isinstance(d, str) and d.endswith(f"*{SYMBOL}") and d.split("*")[0].isdigit():
-            shape.append(Sym(SYMBOL, int(d.split("*")[0])))
+        elif d in symbols:
+            shape.append(Sym(d))
+        elif isinstance(d, str) and d.count("*") == 1 and d.split("*")[0].isdigit() and d.split("*")[1] in symbols:
+            scale, symbol = d.split("*")
+            shape.append(Sym(symbol, int(scale)))
         else:
             return None
     return TensorType(IR_DTYPES[elem], tuple(shape))
@@ -372,10 +432,12 @@ def _node_name(node, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
-def _static_operand(name: str, value_types: dict, constants: dict[str, torch.Tensor]) -> Operand:
+def _static_operand(
+    name: str, value_types: dict, constants: dict[str, torch.Tensor], symbols: frozenset[str]
+) -> Operand:
     if name in constants:
         return Operand.known(name, [constants[name]])
-    return Operand(name, _ir_type(value_types.get(name)))
+    return Operand(name, _ir_type(value_types.get(name), symbols))
 
 
 def _initializer(t, where: str = "") -> Operand:
@@ -401,7 +463,13 @@ def _without_inferred_types(node):
 
 
 def _check_node(
-    node, index: int, opsets: dict[str, int], value_types: dict, constants: dict, used: dict[str, bool]
+    node,
+    index: int,
+    opsets: dict[str, int],
+    value_types: dict,
+    constants: dict,
+    used: dict[str, bool],
+    symbols: frozenset[str],
 ) -> UnsupportedNode | None:
     domain = reg.canonical_domain(node.domain)
     opset = opsets.get(domain)
@@ -421,9 +489,8 @@ def _check_node(
         if entry is not None and entry[0] not in IR_DTYPES and entry[0] != 0:
             return unsupported(f"{value!r} has ONNX element type {_elem_name(entry[0])}, which the IR cannot hold")
     try:
-        kwargs = reg.call_kwargs(
-            schema, node, [_static_operand(x, value_types, constants) if x else None for x in node.input], converter
-        )
+        operands = [_static_operand(x, value_types, constants, symbols) if x else None for x in node.input]
+        kwargs = reg.call_kwargs(schema, node, operands, converter)
     except reg.Unsupported as exc:
         return unsupported(str(exc))
     if converter.check is None:
@@ -447,14 +514,14 @@ def _static_constants(graph) -> dict[str, torch.Tensor]:
     return out
 
 
-def _check_prepared(model) -> dict[int, UnsupportedNode]:
+def _check_prepared(model, symbols: frozenset[str]) -> dict[int, UnsupportedNode]:
     """Unsupported nodes by their index in the model (node names need not be unique)."""
     opsets, value_types = model_opsets(model), _value_types(model)
     constants, used = _static_constants(model.graph), _used_outputs(model)
     found = {}
     for i, n in enumerate(model.graph.node):
         with _stage(f"checking node {_node_name(n, i)!r} ({n.op_type})"):
-            found[i] = _check_node(n, i, opsets, value_types, constants, used)
+            found[i] = _check_node(n, i, opsets, value_types, constants, used, symbols)
     return {i: f for i, f in found.items() if f is not None}
 
 
@@ -464,10 +531,11 @@ def check_onnx_model(
     dynamic_batch: bool = True,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     base_dir: str | None = None,
+    dynamic_shapes: bool = False,
 ) -> list[UnsupportedNode]:
     """Every node `from_onnx` would leave to onnxruntime, with the reason, found before importing anything."""
-    model, _ = prepare_model(load_model(path_or_model, base_dir), dynamic_batch, input_shapes)
-    return list(_check_prepared(model).values())
+    model, types = prepare_model(load_model(path_or_model, base_dir), dynamic_batch, input_shapes, dynamic_shapes)
+    return list(_check_prepared(model, input_symbols(types)).values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,16 +551,21 @@ def from_onnx(
     strict: bool = False,
     base_dir: str | None = None,
     name: str | None = None,
+    dynamic_shapes: bool = False,
 ) -> Graph:
     """Import an ONNX model (a path, bytes or a `ModelProto`; opset >= 11) as an `ir.Graph`.
 
-    dynamic_batch: a symbolic leading input dimension becomes `Sym("batch")` (other symbolic dimensions
-    need sizes from `input_shapes`). Nodes without a mapping become opaque `onnx.<OpType>` nodes run by
+    dynamic_batch: a symbolic leading input dimension becomes the symbol `batch`. dynamic_shapes: every other
+    symbolic input dimension stays a symbol too, named after its dim_param (sanitised to an identifier; an unnamed
+    one, or a dim_value of 0, is `{input}_d{axis}`); without it they need sizes from `input_shapes`, which pins
+    any dimension (-1 keeps one symbolic). Shape computations on those sizes (Shape -> Gather -> Concat ->
+    Reshape, Slice, ConstantOfShape, Range, Expand) are evaluated as size expressions at import.
+    Nodes without a mapping become opaque `onnx.<OpType>` nodes run by
     onnxruntime; they are all logged at once as a warning, or raised as `OnnxImportError` with
     `strict=True`. `check_onnx_model` gives the same list without importing.
     """
-    model, input_types = prepare_model(load_model(path_or_model, base_dir), dynamic_batch, input_shapes)
-    found = _check_prepared(model)
+    model, input_types = prepare_model(load_model(path_or_model, base_dir), dynamic_batch, input_shapes, dynamic_shapes)
+    found = _check_prepared(model, input_symbols(input_types))
     if found:
         if strict:
             raise OnnxImportError(format_unsupported(list(found.values())))
@@ -522,7 +595,7 @@ class _Importer:
     def __init__(self, model, input_types: dict[str, TensorType], reasons: dict[int, str], name: str | None):
         self.model = model
         self.graph = Graph(name or model.graph.name or "main")
-        self.ctx = OnnxContext(self.graph)
+        self.ctx = OnnxContext(self.graph, sorted(input_symbols(input_types)))
         self.input_types = input_types
         self.reasons = reasons
         self.opsets = model_opsets(model)
@@ -537,12 +610,13 @@ class _Importer:
         (known ones keep their values): where a subgraph is imported only to learn its output types."""
         child = _Importer(self.model, {}, {}, "scratch")
         child.opsets, child.value_types, child.used = self.opsets, self.value_types, self.used
+        child.ctx.symbols = self.ctx.symbols  # probes bind the same symbols alike
         for name in sorted(captured):
             outer = self.env.get(name)
             if outer is None:
                 raise OnnxImportError(f"a subgraph refers to {name!r}, which nothing produces")
             if outer.is_known:  # a copy: materializing it in the scratch graph must not touch the real operand
-                child.env[name] = Operand(outer.name, outer.type, probes=outer.probes)
+                child.env[name] = Operand(outer.name, outer.type, probes=outer.probes, sizes=outer.sizes)
             else:
                 value = child.graph.add_input(name, outer.known_type)
                 child.env[name] = Operand(name, outer.type, value=value)
@@ -560,7 +634,9 @@ class _Importer:
         for i in _topological(nodes):
             name = _node_name(nodes[i], i)
             with _stage(f"node {name!r} ({nodes[i].op_type}) of subgraph {graph.name!r}"):
-                found = _check_node(nodes[i], i, self.opsets, self.value_types, constants, self.used)
+                found = _check_node(
+                    nodes[i], i, self.opsets, self.value_types, constants, self.used, frozenset(self.ctx.symbols)
+                )
                 if found is not None:
                     self.declined.append(
                         UnsupportedNode(found.op_type, found.domain, found.version, name, found.reason)
@@ -685,7 +761,8 @@ class _Importer:
             folded = self._fold_through_onnxruntime(inputs, encoded, dtypes)
             if folded is not None:
                 return self._spread(node, output_names, folded)
-        declared = [t for t in map(_ir_type, entries) if t is not None]
+        symbols = frozenset(self.ctx.symbols)
+        declared = [t for t in (_ir_type(e, symbols) for e in entries) if t is not None]
         if len(declared) == len(entries):
             types = declared
         elif node.op_type == "If" and not reg.canonical_domain(node.domain):
@@ -802,13 +879,13 @@ class _Importer:
         def sample(x, i: int, random: bool):
             if x.is_known:
                 return x.probes[min(i, len(x.probes) - 1)]
-            t = torch.zeros(x.type.concrete_shape({SYMBOL: PROBES[i]}), dtype=x.type.torch_dtype)
+            t = torch.zeros(x.type.concrete_shape(self.ctx.probe_env(i)), dtype=x.type.torch_dtype)
             if random and t.is_floating_point():
                 t = (torch.rand(t.shape, generator=draws) + 0.5).to(t.dtype)  # in [0.5, 1.5): no zeros, no signs
             return t
 
         try:
-            for i in range(len(PROBES)):
+            for i in range(len(PROBE_PRIMES)):
                 outs = self._run([sample(x, i, False) for x in inputs], encoded, dtypes)
                 shapes.append([tuple(t.shape) for t in outs])
                 probed_dtypes = [dtype_name(t.dtype) for t in outs]
@@ -829,14 +906,15 @@ class _Importer:
         for j, (dtype, *probed) in enumerate(zip(dtypes, *shapes)):
             dtype = dtype or probed_dtypes[j]
             if len({len(s) for s in probed}) != 1:
-                raise OnnxImportError(f"node {name!r} ({node.op_type}): its output rank depends on the batch")
-            dims = []
-            for sizes in zip(*probed):
-                solved = solve_element(list(sizes))
-                if solved is None:
+                raise OnnxImportError(f"node {name!r} ({node.op_type}): its output rank depends on the input sizes")
+            dims: list[int | SymExpr] = []
+            for axis, sizes in enumerate(zip(*probed)):
+                solved = solve_element(list(sizes), self.ctx.symbols)
+                if not isinstance(solved, int | SymExpr):  # None; a size is never a float
+                    at = "; ".join(f"{v} at {self.ctx.probe_env(i)}" for i, v in enumerate(sizes))
                     raise OnnxImportError(
-                        f"node {name!r} ({node.op_type}): its output sizes depend on the data or "
-                        f"on the batch in a way the IR cannot express ({probed})"
+                        f"node {name!r} ({node.op_type}): its output sizes depend on the data or on the input "
+                        f"sizes in a way the IR cannot express: output {j} axis {axis} is {at} ({probed})"
                     )
                 dims.append(solved)
             types.append(TensorType(dtype, tuple(dims)))

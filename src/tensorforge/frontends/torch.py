@@ -1,7 +1,9 @@
 """PyTorch frontend: `nn.Module` or `ExportedProgram` -> `ir.Graph`, through `torch.export`.
 
-1. The model is exported (`torch.export.export`, non-strict) with the batch dimension of every input
-   dynamic unless `dynamic_batch=False`.
+1. The model is exported (`torch.export.export`, non-strict) with the `dynamic_shapes` the caller declares
+   (`torch.export.Dim`s: each becomes an IR symbol of its name), else with the batch dimension of every input
+   dynamic unless `dynamic_batch=False`. Sizes export computes from those symbols become `SymExpr`s, and the
+   ranges it settles on become `Graph.symbol_ranges`.
 2. It is decomposed to core ATen, except for the ops we have a converter for: those stay whole
    (`aten.linear`, `aten.scaled_dot_product_attention`, `aten.layer_norm`, ...), so the IR sees the
    layer rather than its pieces.
@@ -16,16 +18,18 @@ from __future__ import annotations
 
 import inspect
 import operator
+import re
 from collections.abc import Sequence
 from typing import Any
 
+import sympy  # type: ignore[import-untyped]  # torch's own dependency, no stubs
 import torch
 import torch.fx
 
 from ..ir import Graph, TensorType, Value
 from ..ir.ops.opaque import encode_output_type
 from ..ir.symbolic import SymExpr
-from ..ir.types import BATCH, Sym, dtype_name
+from ..ir.types import BATCH, Dim, dtype_name
 from . import aten  # noqa: F401  (registers the ATen converters)
 from .converters import Unsupported, lookup
 
@@ -84,9 +88,19 @@ def _bind_schema(target, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[st
 class TorchContext:
     """What a converter sees: the graph being built and helpers to add nodes and constants."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, symbols: _Symbols):
         self.graph = graph
+        self.symbols = symbols
         self.fx_node: torch.fx.Node | None = None
+
+    def output_shape(self) -> tuple[Dim, ...]:
+        """The shape torch.export recorded for the node being converted (its first tensor output), in IR sizes."""
+        val = self.fx_node.meta.get("val") if self.fx_node is not None else None
+        if isinstance(val, (tuple, list)):
+            val = val[0]
+        if not isinstance(val, torch.Tensor):
+            raise Unsupported("the node records no output tensor")
+        return tuple(_dim(d, self.symbols) for d in val.shape)
 
     def emit(self, op: str, *inputs: Value, **attrs):
         """Add an IR node (named after the FX node being converted) and return its output(s)."""
@@ -117,45 +131,170 @@ class TorchContext:
         return list(self.fx_node.users) if self.fx_node is not None else []
 
 
-def _symbol_names(ep) -> dict[Any, str]:
-    """Map export's sympy symbols to IR symbol names: the batch of the first input is BATCH."""
-    names: dict[Any, str] = {}
-    user_inputs = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
-    for name in user_inputs:
-        val = placeholders[name].meta.get("val")
-        if not isinstance(val, torch.Tensor):
-            continue
-        for axis, d in enumerate(val.shape):
-            if isinstance(d, torch.SymInt):
-                expr = d.node.expr
-                if getattr(expr, "is_Symbol", False) and expr not in names:
-                    # dynamic_batch declares every input's leading dimension to be the one batch size
-                    names[expr] = BATCH if axis == 0 else f"dim{axis}_{len(names)}"
-    return names
+# -- symbols: export's sympy sizes -> named SymExpr -----------------------------------------------
 
 
-def _dim(d, symbols: dict):
-    if isinstance(d, int):
-        return d
-    expr = d.node.expr if isinstance(d, torch.SymInt) else d
+def _identifier(text: str) -> str:
+    """`text` as a symbol name: characters outside [A-Za-z0-9_] become `_`, a leading digit gets a `_` before it."""
+    name = re.sub(r"\W", "_", text) or "_"
+    return f"_{name}" if name[0].isdigit() else name
+
+
+def _declared_dim_names(model, args: tuple, kwargs: dict, dynamic_shapes) -> list[dict[int, str]]:
+    """For each input tensor in export's order (the leaves of (args, kwargs)): axis -> the name of the `Dim` the
+    user declared there. `Dim.AUTO`/`DYNAMIC` and static axes name nothing (their symbols get `{input}_d{axis}`)."""
+    if dynamic_shapes is None:
+        return []
+    if isinstance(dynamic_shapes, dict):
+        names = list(inspect.signature(model.forward).bind(*args, **kwargs).arguments)
+        positional = names[: len(args)]
+        specs = [dynamic_shapes.get(n) for n in positional] + [dynamic_shapes.get(k) for k in kwargs]
+    else:
+        specs = list(dynamic_shapes) + [None] * (len(args) + len(kwargs) - len(dynamic_shapes))
+    out: list[dict[int, str]] = []
+    for value, spec in zip([*args, *kwargs.values()], specs):
+        _walk_spec(value, spec, out)
+    return out
+
+
+def _walk_spec(value, spec, out: list[dict[int, str]]) -> None:
+    """Pair one (possibly nested) input with its spec, in the order torch.export flattens inputs."""
+    if isinstance(value, torch.Tensor):
+        axes = spec.items() if isinstance(spec, dict) else enumerate(spec) if isinstance(spec, (list, tuple)) else ()
+        out.append({axis: dim.__name__ for axis, dim in axes if isinstance(dim, torch.export.Dim)})
+    elif isinstance(value, (list, tuple)):
+        subs = spec if isinstance(spec, (list, tuple)) else [None] * len(value)
+        for item, sub in zip(value, subs):
+            _walk_spec(item, sub, out)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk_spec(item, spec.get(key) if isinstance(spec, dict) else None, out)
+    else:
+        out.append({})  # a non-tensor leaf still takes its place among export's inputs
+
+
+class _Symbols:
+    """Export's sympy symbols and the IR names they take: a bare symbol at an input's axis is named after the
+    user's `Dim` there, `batch` on the legacy `dynamic_batch` path (axis 0), else `{input}_d{axis}`; a name two
+    symbols want is suffixed `_2`, `_3`, ... Sizes are translated to `SymExpr` (`expr`)."""
+
+    def __init__(self) -> None:
+        self.names: dict[Any, str] = {}
+
+    def name(self, symbol, wanted: str, *, shared: bool = False) -> str:
+        """The IR name of `symbol`, given `wanted` the first time; `shared`: several symbols may take that name
+        (export's independent batch sizes of dynamic_batch's inputs are declared to be one size)."""
+        if symbol not in self.names:
+            base = _identifier(wanted)
+            taken = set(self.names.values())
+            name, k = base, 1
+            while name in taken and not shared:
+                k += 1
+                name = f"{base}_{k}"
+            self.names[symbol] = name
+        return self.names[symbol]
+
+    def expr(self, expr) -> SymExpr | int:
+        """A sympy size as an IR dimension; ConversionError naming the part the IR has no arithmetic for."""
+        result = _translate(expr, self, expr)
+        return result.constant if isinstance(result, SymExpr) and result.is_constant else result
+
+
+def _translate(expr, symbols: _Symbols, whole) -> SymExpr:
     if getattr(expr, "is_Integer", False):
-        return int(expr)
-    coeff, rest = expr.as_coeff_Mul()
-    if getattr(rest, "is_Symbol", False) and rest in symbols and coeff == int(coeff) and int(coeff) >= 1:
-        return Sym(symbols[rest], int(coeff))
+        return SymExpr.const(int(expr))
+    if getattr(expr, "is_Symbol", False):
+        return SymExpr.symbol(symbols.name(expr, str(expr)))
+    kind = type(expr).__name__
+    args: tuple[Any, ...] = tuple(getattr(expr, "args", ()))
+    if getattr(expr, "is_Add", False) or getattr(expr, "is_Mul", False):
+        parts = [_translate(a, symbols, whole) for a in args]
+        total = parts[0]
+        for p in parts[1:]:
+            total = total + p if expr.is_Add else total * p
+        return total
+    if getattr(expr, "is_Pow", False) and getattr(args[1], "is_Integer", False) and int(args[1]) >= 0:
+        base, result = _translate(args[0], symbols, whole), SymExpr.const(1)
+        for _ in range(int(args[1])):
+            result = result * base
+        return result
+    if kind in _DIVISIONS and len(args) == 2 and getattr(args[1], "is_Integer", False) and int(args[1]) >= 1:
+        return _DIVISIONS[kind](_translate(args[0], symbols, whole), int(args[1]))
+    if kind == "CeilToInt" and len(args) == 1 and type(args[0]).__name__ == "IntTrueDiv":
+        num, den = args[0].args
+        if getattr(den, "is_Integer", False) and int(den) >= 1:  # ceil(a / d) == (a + d - 1) // d
+            return (_translate(num, symbols, whole) + (int(den) - 1)) // int(den)
+    shown = {sym: sympy.Symbol(name) for sym, name in symbols.names.items()}  # as the user named them
     raise ConversionError(
-        f"symbolic size {expr} is not a multiple of one input's batch size; convert with dynamic_batch=False"
+        f"symbolic size {whole.xreplace(shown)} uses {expr.xreplace(shown)} ({kind}), which the IR's size "
+        f"arithmetic cannot express (it has +, -, *, "
+        f"integer powers, and // and % by a positive int); declare that dimension static or give it its own Dim"
     )
 
 
-def _tensor_type(val: torch.Tensor, symbols: dict) -> TensorType:
+# sympy functions (torch.utils._sympy.functions, by class name: stable across torch versions) that divide by an int
+_DIVISIONS = {
+    "FloorDiv": lambda e, d: e // d,
+    "CleanDiv": lambda e, d: e // d,  # exact by construction
+    "CeilDiv": lambda e, d: (e + (d - 1)) // d,
+    "Mod": lambda e, d: e % d,  # sizes are non-negative: C and Python remainders agree
+    "PythonMod": lambda e, d: e % d,
+}
+
+
+def _input_symbols(ep, declared: list[dict[int, str]], legacy_batch: bool) -> _Symbols:
+    """Name every symbol that is a whole input dimension (see `_Symbols`), inputs in order."""
+    symbols = _Symbols()
+    user_inputs = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    for index, name in enumerate(user_inputs):
+        val = placeholders[name].meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            continue
+        dims = declared[index] if index < len(declared) else {}
+        for axis, d in enumerate(val.shape):
+            expr = d.node.expr if isinstance(d, torch.SymInt) else None
+            if getattr(expr, "is_Symbol", False):
+                if axis in dims:
+                    symbols.name(expr, dims[axis])
+                elif legacy_batch and axis == 0:
+                    # dynamic_batch declares every input's leading dimension to be the one batch size
+                    symbols.name(expr, BATCH, shared=True)
+                else:
+                    symbols.name(expr, f"{name}_d{axis}")
+    return symbols
+
+
+def _symbol_ranges(ep, symbols: _Symbols) -> dict[str, tuple[int, int | None]]:
+    """Export's range constraints of the named symbols: (min, max), max None where unbounded."""
+    ranges: dict[str, tuple[int, int | None]] = {}
+    for symbol, vr in ep.range_constraints.items():
+        if symbol not in symbols.names:
+            continue
+        lo = _finite_int(vr.lower)
+        hi = _finite_int(vr.upper)
+        ranges[symbols.names[symbol]] = (max(lo or 0, 0), hi)
+    return ranges
+
+
+def _finite_int(bound) -> int | None:
+    """A range bound as an int; None for infinity (torch's `int_oo`, sympy's `oo`)."""
+    return int(bound) if getattr(bound, "is_Integer", False) or type(bound) is int else None
+
+
+def _dim(d, symbols: _Symbols):
+    if isinstance(d, int):
+        return d
+    return symbols.expr(d.node.expr if isinstance(d, torch.SymInt) else d)
+
+
+def _tensor_type(val: torch.Tensor, symbols: _Symbols) -> TensorType:
     return TensorType(dtype_name(val.dtype), tuple(_dim(d, symbols) for d in val.shape))
 
 
-def _export(model, args: tuple, kwargs: dict, dynamic_batch: bool):
-    dynamic_shapes = None
-    if dynamic_batch:
+def _export(model, args: tuple, kwargs: dict, dynamic_batch: bool, dynamic_shapes):
+    declared = dynamic_shapes is not None
+    if not declared and dynamic_batch:
         # export specializes a size of 1: trace with batch 2 so the batch dimension stays symbolic
         def grow(t):
             return (
@@ -172,7 +311,7 @@ def _export(model, args: tuple, kwargs: dict, dynamic_batch: bool):
     try:
         return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as exc:
-        hint = " (try dynamic_batch=False)" if dynamic_batch else ""
+        hint = " (check dynamic_shapes)" if declared else " (try dynamic_batch=False)" if dynamic_batch else ""
         raise ConversionError(
             f"torch.export could not capture {type(model).__name__}: {str(exc).strip().splitlines()[0]}{hint}"
         ) from exc
@@ -183,6 +322,7 @@ def from_torch(
     example_inputs=(),
     dynamic_batch: bool = True,
     *,
+    dynamic_shapes: Any = None,
     example_kwargs: dict | None = None,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
@@ -192,27 +332,40 @@ def from_torch(
 
     example_inputs: a tensor or a tuple of tensors (positional arguments of forward); example_kwargs: keyword
     tensors. With dynamic_batch the leading dimension of every input is the symbol `batch`.
+
+    dynamic_shapes: what `torch.export.export` takes (a dict by argument name or a tuple in argument order, each
+    entry {axis: Dim} or a tuple of Dims/None per axis), e.g. `{"input_ids": {0: Dim("batch"), 1: Dim("seq",
+    max=512)}}`. Given, it alone decides what is dynamic (dynamic_batch adds nothing). Each symbol is named after
+    its Dim (`Dim.AUTO` and other unnamed dynamic axes: `{input}_d{axis}`), and the ranges export settles on
+    become `graph.symbol_ranges`. Sizes the model computes from them (`seq - 1`, `batch*seq`, `(h + 1) // 2`)
+    are expressions over those names; one the IR cannot express (`Max`, `sqrt`) is a ConversionError naming it.
     Outputs are the tensors of the model's output, flattened in order (a tuple, a dict, a ModelOutput).
     """
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    declared: list[dict[int, str]] = []
     if isinstance(model, torch.export.ExportedProgram):
+        if dynamic_shapes is not None:
+            raise ValueError("dynamic_shapes is for exporting an nn.Module; an ExportedProgram has its shapes already")
         ep = model
     else:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"from_torch takes an nn.Module or an ExportedProgram, got {type(model).__name__}")
         if model.training:
             model = model.eval()  # inference: dropout off, batch norm on running statistics
+        args, kwargs = tuple(example_inputs), dict(example_kwargs or {})
         with torch.no_grad():
-            ep = _export(model, tuple(example_inputs), dict(example_kwargs or {}), dynamic_batch)
+            ep = _export(model, args, kwargs, dynamic_batch, dynamic_shapes)
+        declared = _declared_dim_names(model, args, kwargs, dynamic_shapes)
+    legacy_batch = dynamic_shapes is None  # an ExportedProgram's leading symbols, or dynamic_batch's: `batch`
     ep = ep.run_decompositions(_decomposition_table())
-    return _convert_program(ep, input_names, output_names, name)
+    return _convert_program(ep, _input_symbols(ep, declared, legacy_batch), input_names, output_names, name)
 
 
-def _convert_program(ep, input_names, output_names, name: str) -> Graph:
+def _convert_program(ep, symbols: _Symbols, input_names, output_names, name: str) -> Graph:
     graph = Graph(name)
-    ctx = TorchContext(graph)
-    symbols = _symbol_names(ep)
+    graph.symbol_ranges = _symbol_ranges(ep, symbols)
+    ctx = TorchContext(graph, symbols)
     env: dict[torch.fx.Node, Any] = {}
     specs = {s.arg.name: s for s in ep.graph_signature.input_specs}
     user_inputs = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
@@ -249,17 +402,33 @@ def _convert_program(ep, input_names, output_names, name: str) -> Graph:
     return graph.verify()
 
 
-def _map_arg(arg, env, symbols):
+class _SymbolicScalar:
+    """What a node computing a symbolic bool or float (a shape guard's `s0 >= 3`) leaves: the bookkeeping nodes that
+    read it (`_assert_scalar`, `sym_constrain_range`) are dropped; any other reader cannot be converted."""
+
+    def __init__(self, node: torch.fx.Node) -> None:
+        self.node = node
+
+
+def _map_arg(arg, env, symbols: _Symbols):
     if isinstance(arg, torch.fx.Node):
-        if arg in env:
-            return env[arg]
-        raise ConversionError(f"FX node {arg.name} is used before it is converted")
+        if arg not in env:
+            raise ConversionError(f"FX node {arg.name} is used before it is converted")
+        value = env[arg]
+        if isinstance(value, _SymbolicScalar):
+            raise ConversionError(
+                f"FX node {arg.name} computes the symbolic {type(arg.meta.get('val')).__name__} "
+                f"{arg.meta.get('val')}, which only shape guards may read; the IR has no value for it"
+            )
+        return value
+    if isinstance(arg, torch.SymInt):
+        return _dim(arg, symbols)
     if isinstance(arg, (list, tuple)):
         return type(arg)(_map_arg(a, env, symbols) for a in arg)
     return arg
 
 
-def _convert_node(ctx: TorchContext, node: torch.fx.Node, env: dict, symbols: dict) -> None:
+def _convert_node(ctx: TorchContext, node: torch.fx.Node, env: dict, symbols: _Symbols) -> None:
     target = node.target
     val = node.meta.get("val")
     if target is operator.getitem:
@@ -272,7 +441,10 @@ def _convert_node(ctx: TorchContext, node: torch.fx.Node, env: dict, symbols: di
         env[node] = produced[index]
         return
     if isinstance(val, (torch.SymInt, int)) and not isinstance(val, bool):
-        env[node] = _dim(val, symbols)  # size arithmetic (sym_size, mul of sizes): a compile-time Dim
+        env[node] = _dim(val, symbols)  # size arithmetic (sym_size, sym_numel, mul of sizes): a compile-time Dim
+        return
+    if isinstance(val, (torch.SymBool, torch.SymFloat, bool)):
+        env[node] = _SymbolicScalar(node)  # a guard's condition: its readers are dropped below
         return
     if not isinstance(target, torch._ops.OpOverload):
         raise ConversionError(f"{node.name}: cannot convert call to {target!r} (not an ATen-style operator)")
@@ -296,7 +468,7 @@ def _convert_node(ctx: TorchContext, node: torch.fx.Node, env: dict, symbols: di
     _check_types(node, result, symbols)
 
 
-def _check_types(node: torch.fx.Node, result, symbols: dict) -> None:
+def _check_types(node: torch.fx.Node, result, symbols: _Symbols) -> None:
     vals = node.meta.get("val")
     values = result if isinstance(result, (tuple, list)) else (result,)
     vals = vals if isinstance(vals, (tuple, list)) else (vals,)
@@ -329,7 +501,7 @@ def _encode_opaque_arg(arg, env_inputs: list[Value]):
     raise ConversionError(f"cannot record argument {arg!r} ({type(arg).__name__}) of an opaque node")
 
 
-def _opaque(ctx: TorchContext, node: torch.fx.Node, env: dict, symbols: dict):
+def _opaque(ctx: TorchContext, node: torch.fx.Node, env: dict, symbols: _Symbols):
     """Keep the node as `torch.<ns>.<op>.<overload>`: it runs through PyTorch with its recorded arguments."""
     target = node.target
     inputs: list[Value] = []

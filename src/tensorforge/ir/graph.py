@@ -146,6 +146,9 @@ class Graph:
         self.name = name
         # graphs called by `subgraph` nodes (engine regions after partitioning), by name
         self.subgraphs: dict[str, Graph] = {}
+        # the sizes each symbol may take, as the model declares them (torch.export's range constraints):
+        # symbol -> (min, max), max None where unbounded. A default for profiles, not a constraint the graph checks.
+        self.symbol_ranges: dict[str, tuple[int, int | None]] = {}
         self._inputs: list[Value] = []
         self._outputs: tuple[Value, ...] = ()
         self._nodes: list[Node] = []  # sorted by Node._order

@@ -118,6 +118,8 @@ def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, torch.Tensor]
         "outputs": [v.name for v in graph.outputs],
         "subgraphs": subgraph_docs,
     }
+    if graph.symbol_ranges:  # absent when empty: static and batch-only documents (and their digests) stay as they were
+        doc["symbol_ranges"] = {name: [lo, hi] for name, (lo, hi) in sorted(graph.symbol_ranges.items())}
     tensors = {name: v.tensor for name, v in graph.constants.items()}
     for name, sub in graph.subgraphs.items():
         # a subgraph's constants are stored under "<subgraph>/<constant>" so names never collide
@@ -147,6 +149,7 @@ def _graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor], dept
             f"tensorforge (it reads version {FORMAT_VERSION})"
         )
     graph = Graph(_expect(doc.get("name"), str, "the graph's name"))
+    graph.symbol_ranges = _symbol_ranges(doc.get("symbol_ranges", {}), graph.name)
     subgraphs = _expect(doc.get("subgraphs", {}), dict, f"graph {graph.name!r}: subgraphs")
     if subgraphs and depth >= MAX_SUBGRAPH_DEPTH:
         raise GraphFormatError(f"graph {graph.name!r}: subgraphs nest more than {MAX_SUBGRAPH_DEPTH} levels deep")
@@ -171,6 +174,24 @@ def _graph_from_json(doc: dict[str, Any], tensors: dict[str, torch.Tensor], dept
     except KeyError as exc:
         raise GraphFormatError(f"graph output {exc.args[0]!r} is not defined") from None
     return graph
+
+
+def _symbol_ranges(value: object, graph_name: str) -> dict[str, tuple[int, int | None]]:
+    """A document's {symbol: [min, max]} (max null where unbounded): identifiers, ints, 0 <= min <= max."""
+    where = f"graph {graph_name!r}: symbol_ranges"
+    ranges: dict[str, tuple[int, int | None]] = {}
+    for name, bounds in _expect(value, dict, where).items():
+        if not name.isidentifier():
+            raise GraphFormatError(f"{where}: a symbol name must be an identifier, got {_excerpt(name)}")
+        pair = _expect(bounds, list, f"{where}[{name!r}]")
+        if len(pair) != 2:
+            raise GraphFormatError(f"{where}[{name!r}] must be [min, max], got {_excerpt(pair)}")
+        lo = _expect(pair[0], int, f"{where}[{name!r}]: min")
+        hi = None if pair[1] is None else _expect(pair[1], int, f"{where}[{name!r}]: max (or null)")
+        if lo < 0 or (hi is not None and hi < lo):
+            raise GraphFormatError(f"{where}[{name!r}]: needs 0 <= min <= max, got [{lo}, {hi}]")
+        ranges[name] = (lo, hi)
+    return ranges
 
 
 def _node_from_json(item: object, values: dict[str, Value], graph: Graph) -> Node:

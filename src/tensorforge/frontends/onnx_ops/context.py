@@ -3,10 +3,13 @@
 Exported models compute shapes at run time: `Shape -> Gather -> Unsqueeze -> Concat -> Reshape`. The
 IR wants those shapes as attributes, so the importer evaluates them while importing. An operand is
 either a run-time IR value, or *known*: its value is computed during import. A known operand that
-depends on the dynamic batch (anything downstream of `Shape` of a batched tensor) is evaluated at
-several probe batch sizes at once, like the IR's own meta shape inference; an integer it holds that
-equals `k * batch` at every probe becomes `Sym("batch", k)` where a converter needs it as an attribute
-(`ctx.ints`), and a value that is the same at every probe is a plain constant.
+depends on the symbolic input sizes (anything downstream of `Shape` of a tensor with a `batch`, `seq`,
+`H` dimension) is evaluated at several probe bindings of every symbol at once, like the IR's own meta
+shape inference. A known integer vector of sizes also carries its exact elements (`Operand.sizes`: ints and
+`SymExpr`s), computed by the size arithmetic of `SIZE_RULES` (take, concatenate, slices, + - * and floor
+division by an int, integer casts); that is what a converter reads as an attribute (`ctx.ints`). A value
+outside those rules (Max of sizes, a float round trip) is solved from its probes (`solve_element`: a
+constant, `a*symbol + b`, or `k*s1*s2`), else refused naming the node and the values.
 
 `ctx.emit` folds: an IR op whose inputs are all known runs right away through its reference
 implementation (once per probe), so converters never special-case constants. It stays a run-time node
@@ -15,19 +18,28 @@ when its result's size depends on the batch or the result is much larger than it
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from ...ir import Graph, Sym, SymExpr, TensorType, Value
+from ...ir import Graph, SymExpr, TensorType, Value
 from ...ir.registry import get_op
-from ...ir.types import BATCH, contains_sym
+from ...ir.types import BATCH, Dim, as_dim, contains_sym
 from .registry import Unsupported
 
-SYMBOL = BATCH
-# batch sizes shape computations are evaluated at; primes, so k * batch is never confused with a constant
-PROBES = (17, 37, 23)
+SYMBOL = BATCH  # the symbol of a leading dynamic dimension under dynamic_batch
+# Sizes shape computations are evaluated at: probe i binds the j-th symbol (in sorted order) to PROBE_PRIMES[i][j].
+# Primes, distinct across symbols and probes, so k*symbol is never confused with a constant or another symbol; a
+# lone symbol (the batch of a batch-only model) takes 17, 37, 23 as it always has.
+PROBE_PRIMES = (
+    (17, 59, 67, 71, 73, 79, 83, 89),
+    (37, 97, 101, 103, 107, 109, 113, 127),
+    (23, 131, 137, 139, 149, 151, 157, 163),
+)
+PROBES = tuple(primes[0] for primes in PROBE_PRIMES)  # the probes of the first symbol
+MAX_SYMBOLS = len(PROBE_PRIMES[0])
 # results of folded ops larger than this, and larger than twice their inputs, stay run-time nodes
 FOLD_LIMIT_BYTES = 1 << 20
 
@@ -35,11 +47,12 @@ FOLD_LIMIT_BYTES = 1 << 20
 class Operand:
     """One tensor of the ONNX graph during import: a run-time IR `Value`, or known (`probes`).
 
-    `probes` holds one tensor (a constant) or one tensor per entry of PROBES (a batch-dependent value
-    of batch-independent shape). `type` is None only in the static check, for a tensor of unknown type.
+    `probes` holds one tensor (a constant) or one tensor per probe binding (a value that depends on the
+    symbolic sizes, of a shape that does not); `sizes` its elements as expressions where the size rules knew
+    them. `type` is None only in the static check, for a tensor of unknown type.
     """
 
-    __slots__ = ("name", "type", "probes", "value")
+    __slots__ = ("name", "type", "probes", "value", "sizes")
 
     def __init__(
         self,
@@ -47,11 +60,14 @@ class Operand:
         type: TensorType | None,
         probes: tuple[torch.Tensor, ...] | None = None,
         value: Value | None = None,
+        sizes: tuple[Dim, ...] | None = None,
     ):
         self.name = name
         self.type = type
         self.probes = probes
         self.value = value
+        # the exact elements (row-major) of a known integer tensor of sizes that depends on symbols
+        self.sizes = sizes
 
     @staticmethod
     def known(name: str, probes: Sequence[torch.Tensor]) -> Operand:
@@ -109,26 +125,136 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
 
-def solve_element(values: Sequence[int | float | bool]):
-    """The value of one element across the probes: a number, Sym('batch', k), or None (not expressible)."""
+def probe_env(symbols: Sequence[str], i: int) -> dict[str, int]:
+    """The binding of probe `i`: the j-th of `symbols` (sorted) to PROBE_PRIMES[i][j]."""
+    return {s: PROBE_PRIMES[i][j] for j, s in enumerate(sorted(symbols))}
+
+
+def solve_element(values: Sequence[int | float | bool], symbols: Sequence[str] = (SYMBOL,)) -> Dim | float | None:
+    """The value of one element across the probes of `symbols`: a number, an expression `a*s + b` (a >= 1) or
+    `k*s1*s2` over the symbols, or None (not expressible). Two probes fix the expression, the third confirms it."""
     first = values[0]
     if all(v == first for v in values):
         return first
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return None
-    if values[0] % PROBES[0]:
-        return None
-    scale = int(values[0]) // PROBES[0]  # an int: checked above
-    if scale >= 1 and all(v == scale * p for v, p in zip(values, PROBES)):
-        return Sym(SYMBOL, scale)
+    envs = [probe_env(symbols, i) for i in range(len(values))]
+    candidates: list[SymExpr] = []
+    for s in sorted(symbols):
+        (x0, v0), (x1, v1) = (envs[0][s], values[0]), (envs[1][s], values[1])
+        slope, rest = divmod(int(v1) - int(v0), x1 - x0)
+        if not rest and slope >= 1:
+            candidates.append(slope * SymExpr.symbol(s) + (int(v0) - slope * x0))
+    for a, b in itertools.combinations_with_replacement(sorted(symbols), 2):
+        k, rest = divmod(int(values[0]), envs[0][a] * envs[0][b])
+        if not rest and k >= 1:
+            candidates.append(k * SymExpr.symbol(a) * SymExpr.symbol(b))
+    for expr in candidates:
+        if all(expr.bind(env) == v for env, v in zip(envs, values)):
+            return expr
     return None
+
+
+def _integer_elements(x: Operand) -> list[Dim] | None:
+    """The elements of a known integer tensor of at most one axis, as sizes: its `sizes`, or a small constant's."""
+    if x.sizes is not None:
+        return list(x.sizes)
+    const = x.const
+    if const is None or const.dtype not in _INT_TORCH or const.dim() > 1 or const.numel() > 64:
+        return None
+    return [int(v) for v in const.reshape(-1).tolist()]
+
+
+_INT_TORCH = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+_INT_NAMES = ("int64", "int32", "int16", "int8", "uint8")
+
+
+def _positive_int(d: Dim) -> int | None:
+    return d if isinstance(d, int) and d >= 1 else None
+
+
+def _elementwise(op: Callable[[Dim, Dim], Dim | None]) -> Callable[[list[list[Dim]], dict], list[Dim] | None]:
+    def rule(args: list[list[Dim]], attrs: dict) -> list[Dim] | None:
+        a, b = args
+        if len(a) != len(b) and 1 not in (len(a), len(b)):
+            return None
+        n = max(len(a), len(b))
+        out = [op(a[i if len(a) > 1 else 0], b[i if len(b) > 1 else 0]) for i in range(n)]
+        return None if any(d is None for d in out) else [d for d in out if d is not None]
+
+    return rule
+
+
+def _floordiv(a: Dim, b: Dim) -> Dim | None:
+    d = _positive_int(b)
+    if d is None:
+        return None
+    return a // d if isinstance(a, int) else as_dim(a // d)  # sizes are non-negative: trunc == floor
+
+
+def _mod(a: Dim, b: Dim) -> Dim | None:
+    d = _positive_int(b)
+    if d is None:
+        return None
+    return a % d if isinstance(a, int) else as_dim(a % d)
+
+
+def _take(args: list[list[Dim]], attrs: dict) -> list[Dim] | None:
+    data, indices = args
+    picked = [i for i in indices if isinstance(i, int) and -len(data) <= i < len(data)]
+    if attrs.get("axis", 0) != 0 or len(picked) != len(indices):
+        return None
+    return [data[i] for i in picked]
+
+
+def _strided_slice(args: list[list[Dim]], attrs: dict) -> list[Dim] | None:
+    (data,) = args
+    begin, end, strides = attrs["begin"], attrs["end"], attrs.get("strides") or (1,)
+    axes = attrs.get("axes")
+    if len(begin) != 1 or (axes is not None and tuple(axes) != (0,)):
+        return None
+    if not all(isinstance(v, int) for v in (begin[0], end[0], strides[0])):
+        return None
+    return data[slice(begin[0], end[0], strides[0])]
+
+
+def _cast(args: list[list[Dim]], attrs: dict) -> list[Dim] | None:
+    return args[0] if attrs.get("dtype") in _INT_NAMES else None
+
+
+def _unchanged(args: list[list[Dim]], attrs: dict) -> list[Dim] | None:
+    return args[0]
+
+
+# The size arithmetic of shape subgraphs, by IR op: each takes the inputs' elements (flattened) and the attributes,
+# and gives the output's elements, or None where it does not apply (the probe fit then decides).
+SIZE_RULES: dict[str, Callable[[list[list[Dim]], dict], list[Dim] | None]] = {
+    "take": _take,
+    "concatenate": lambda args, attrs: [d for a in args for d in a],
+    "expand_dims": _unchanged,
+    "squeeze": _unchanged,
+    "reshape": _unchanged,
+    "copy": _unchanged,
+    "strided_slice": _strided_slice,
+    "cast": _cast,
+    "add": _elementwise(lambda a, b: as_dim(SymExpr.from_dim(a) + b)),
+    "subtract": _elementwise(lambda a, b: as_dim(SymExpr.from_dim(a) - b)),
+    "multiply": _elementwise(lambda a, b: as_dim(SymExpr.from_dim(a) * b)),
+    "floor_divide": _elementwise(_floordiv),
+    "trunc_divide": _elementwise(_floordiv),
+    "floor_mod": _elementwise(_mod),
+    "trunc_mod": _elementwise(_mod),
+}
 
 
 class OnnxContext:
     """What a converter sees: the graph being built, the ONNX node being converted and helpers."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, symbols: Sequence[str] = ()):
         self.graph = graph
+        if len(symbols) > MAX_SYMBOLS:
+            raise Unsupported(f"at most {MAX_SYMBOLS} symbolic input sizes are supported, got {sorted(symbols)}")
+        self.symbols: tuple[str, ...] = tuple(sorted(symbols))  # every symbol of the graph's inputs
         self.node_name: str | None = None
         self.outputs_used: list[bool] = []
         self.since: int = 0  # since-version of the op being converted
@@ -182,27 +308,41 @@ class OnnxContext:
     def known(self, probes: Sequence[torch.Tensor]) -> Operand:
         return Operand.known(self.node_name or "known", probes)
 
-    def from_dims(self, dims: Sequence, dtype: torch.dtype = torch.int64) -> Operand:
-        """A known 1-d tensor of sizes (ints and Syms), e.g. the result of `Shape`."""
+    def probe_env(self, i: int) -> dict[str, int]:
+        return probe_env(self.symbols, i)
+
+    def from_dims(self, dims: Sequence, dtype: torch.dtype = torch.int64, scalar: bool = False) -> Operand:
+        """A known 1-d tensor of sizes (ints and SymExprs), e.g. the result of `Shape`; 0-d with `scalar`."""
         has_sym = any(isinstance(d, SymExpr) for d in dims)
-        count = len(PROBES) if has_sym else 1
+        count = len(PROBE_PRIMES) if has_sym else 1
+        shape = () if scalar else (len(dims),)
         probes = [
-            torch.tensor([d.bind({SYMBOL: PROBES[i]}) if isinstance(d, SymExpr) else d for d in dims], dtype=dtype)
+            torch.tensor(
+                [d.bind(self.probe_env(i)) if isinstance(d, SymExpr) else d for d in dims], dtype=dtype
+            ).reshape(shape)
             for i in range(count)
         ]
-        return self.known(probes)
+        out = self.known(probes)
+        if has_sym:
+            out.sizes = tuple(dims)
+        return out
 
     def elements(self, x: Operand, what: str) -> list:
-        """Every element of a known tensor, solved across the probes (numbers and Syms)."""
+        """Every element of a known tensor: its exact sizes, else solved across the probes (numbers, SymExprs)."""
         if x is None or x.probes is None:
             raise Unsupported(f"{what} is computed at run time; it must be known when the model is imported")
+        if x.sizes is not None:
+            return list(x.sizes)
         flat = [p.reshape(-1).tolist() for p in x.probes]
         out = []
         for j in range(len(flat[0])):
-            v = solve_element([f[j] for f in flat])
+            values = [f[j] for f in flat]
+            v = solve_element(values, self.symbols)
             if v is None:
+                at = "; ".join(f"{v} at {self.probe_env(i)}" for i, v in enumerate(values))
                 raise Unsupported(
-                    f"{what} depends on the batch size in a way the IR cannot express (not a multiple of it)"
+                    f"{what} (element {j}) depends on {', '.join(self.symbols)} in a way the IR cannot express: "
+                    f"it is {at}, neither constant nor a*symbol + b nor k*s1*s2"
                 )
             out.append(v)
         return out
@@ -237,18 +377,18 @@ class OnnxContext:
     def _fold(self, opdef, inputs: Sequence[Operand], attrs: dict) -> tuple[Operand, ...] | None:
         count = max((len(x.known_probes) for x in inputs), default=1)
         if contains_sym(tuple(attrs.values())):
-            count = len(PROBES)
+            count = len(PROBE_PRIMES)
         in_bytes = sum(p.numel() * p.element_size() for x in inputs for p in x.known_probes[:1])
         try:  # the result's size first (meta execution): a large result is never computed here
             types = opdef.infer_types([x.type for x in inputs], attrs)
         except Exception as exc:  # the op rejects these inputs: let the node run through onnxruntime
             raise Unsupported(f"{opdef.name}: {exc}") from exc
-        out_bytes = sum(t.nbytes({SYMBOL: PROBES[0]}) for t in types)
+        out_bytes = sum(t.nbytes(self.probe_env(0)) for t in types)
         if out_bytes > max(FOLD_LIMIT_BYTES, 2 * in_bytes):
             return None
         runs = []
         for i in range(count):
-            env = {SYMBOL: PROBES[i]} if count > 1 else {}
+            env = self.probe_env(i) if count > 1 else {}
             args = [x.known_probes[i] if len(x.known_probes) > 1 else x.known_probes[0] for x in inputs]
             try:
                 runs.append(opdef.run(args, attrs, env, device="cpu"))
@@ -258,9 +398,28 @@ class OnnxContext:
         for j in range(len(runs[0])):
             probes = [run[j] for run in runs]
             if any(p.shape != probes[0].shape for p in probes):
-                return None  # its size depends on the batch: a run-time tensor
+                return None  # its size depends on the symbols: a run-time tensor
             outs.append(self.known(probes))
+        if len(outs) == 1 and len(outs[0].known_probes) > 1:
+            outs[0].sizes = self._exact_sizes(opdef.name, inputs, attrs, outs[0])
         return tuple(outs)
+
+    def _exact_sizes(self, op: str, inputs: Sequence[Operand], attrs: dict, out: Operand) -> tuple[Dim, ...] | None:
+        """The result's elements by the size rules, where they apply and agree with every probe (a rule that
+        disagrees would be a bug here: the probes, which ran the op itself, then decide)."""
+        rule = SIZE_RULES.get(op)
+        args = [_integer_elements(x) for x in inputs]
+        if rule is None or any(a is None for a in args) or out.dtype not in _INT_NAMES:
+            return None
+        sizes = rule([a for a in args if a is not None], attrs)
+        if sizes is None:
+            return None
+        for i, probe in enumerate(out.known_probes):
+            env = self.probe_env(i)
+            bound = [d.bind(env) if isinstance(d, SymExpr) else d for d in sizes]
+            if bound != probe.reshape(-1).tolist():
+                return None
+        return tuple(sizes)
 
     def materialize(self, x: Operand) -> Value:
         """The IR value of an operand: known operands become constants (or, batch-dependent, small
@@ -277,12 +436,12 @@ class OnnxContext:
         return x.value
 
     def _materialize_symbolic(self, x: Operand) -> Value:
-        """A batch-dependent integer tensor at run time: each `k * batch` is the sum of a `full` of ones of
+        """A symbol-dependent integer tensor at run time: each symbolic size is the sum of a `full` of ones of
         that length; rare (a shape tensor used as data), so clarity beats speed here."""
         dims = self.elements(x, f"the value of {x.name}")
         dtype = x.dtype
         if dtype not in ("int64", "int32"):
-            raise Unsupported(f"{x.name}: a batch-dependent {dtype} tensor cannot be expressed in the IR")
+            raise Unsupported(f"{x.name}: a size-dependent {dtype} tensor cannot be expressed in the IR")
         parts = []
         for d in dims:
             if isinstance(d, SymExpr):
@@ -307,17 +466,8 @@ def normalize_axis(axis: int, rank: int) -> int:
 
 
 def product(dims: Sequence) -> Any:
-    """Product of sizes; at most one may be symbolic (the result is then symbolic)."""
-    total, sym = 1, None
+    """Product of sizes (ints and SymExprs): an int when constant."""
+    total: SymExpr = SymExpr.const(1)
     for d in dims:
-        if isinstance(d, SymExpr):
-            if sym is not None:
-                raise Unsupported("a product of two batch-dependent sizes")
-            sym = d
-        else:
-            total *= int(d)
-    if sym is None:
-        return total
-    if total == 0:
-        return 0
-    return sym * total
+        total = total * (d if isinstance(d, SymExpr) else int(d))
+    return as_dim(total)

@@ -79,8 +79,7 @@ def shape(ctx, *, data, start=0, end=None):
 
 @onnx_converter("Size", since=(1, 13, 19) + _TYPES_ONLY)
 def size(ctx, *, data):
-    count = ctx.from_dims([product(data.shape)])
-    return ctx.known([p.reshape(()) for p in count.probes])
+    return ctx.from_dims([product(data.shape)], scalar=True)
 
 
 @onnx_converter("EyeLike", since=(9, 22))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ...ir import SymExpr
-from ...ir.types import FLOAT_DTYPES
+from ...ir.types import FLOAT_DTYPES, bind_dim
 from .context import Operand, normalize_axis
 from .registry import Unsupported, onnx_converter
 
@@ -220,7 +220,7 @@ def _output_plan(ctx, X, scales, sizes, axes, policy):
         for a, s in zip(axes, size_list):
             if isinstance(dims[a], SymExpr) or isinstance(s, SymExpr):
                 if s != dims[a]:
-                    raise Unsupported("resizing the batch axis")
+                    raise Unsupported(f"resizing symbolic axis {a} ({dims[a]}) to the size {s} (give scales)")
                 continue
             out[a], factor[a] = s, s / dims[a]
         if policy != "stretch":
@@ -233,7 +233,10 @@ def _output_plan(ctx, X, scales, sizes, axes, policy):
             if s == 1.0:
                 continue
             if isinstance(dims[a], SymExpr):
-                raise Unsupported("resizing the batch axis")
+                if not (s >= 1 and float(s).is_integer()):
+                    raise Unsupported(f"resizing symbolic axis {a} ({dims[a]}) by the scale {s}, not a whole number")
+                out[a], factor[a] = dims[a] * int(s), s
+                continue
             out[a], factor[a] = int(s * dims[a]), s
     else:
         raise Unsupported("Resize needs scales or sizes")
@@ -271,6 +274,16 @@ def resize(
     out, factor = _output_plan(ctx, X, scales, sizes, axes, keep_aspect_ratio_policy)
     roi_values = _optional_floats(roi) if coordinate_transformation_mode == "tf_crop_and_resize" else None
     rank = X.rank
+    weights = dict(
+        mode=mode,
+        coordinate_mode=coordinate_transformation_mode,
+        nearest_mode=nearest_mode,
+        cubic_a=cubic_coeff_a,
+        exclude_outside=bool(exclude_outside),
+        antialias=bool(antialias),
+    )
+    if any(isinstance(d, SymExpr) for d in (*out, *X.shape)):
+        return _symbolic_resize(ctx, X, out, factor, roi_values, weights)
     if roi_values is not None and axes:
         full = [0.0] * rank + [1.0] * rank
         for i, a in enumerate(normalize_axis(a, rank) for a in axes):
@@ -282,18 +295,7 @@ def resize(
         if out[a] == X.shape[a] and math.isclose(factor[a], 1.0) and trivial_roi:
             continue
         pair = None if roi_values is None else (roi_values[a], roi_values[a + rank])
-        plans[a] = axis_weights(
-            X.shape[a],
-            out[a],
-            factor[a],
-            mode=mode,
-            coordinate_mode=coordinate_transformation_mode,
-            nearest_mode=nearest_mode,
-            cubic_a=cubic_coeff_a,
-            exclude_outside=bool(exclude_outside),
-            antialias=bool(antialias),
-            roi=pair,
-        )
+        plans[a] = axis_weights(X.shape[a], out[a], factor[a], roi=pair, **weights)
     if not plans:
         return X
     fast = _as_torch_resize(mode, plans, rank) if X.dtype in FLOAT_DTYPES else None
@@ -306,6 +308,32 @@ def resize(
             mask = torch.from_numpy(outside).reshape((-1,) + (1,) * (rank - a - 1))
             y = ctx.emit("where", ctx.const(mask), ctx.const(float(extrapolation_value), dtype=y.dtype), y)
     return y
+
+
+def _symbolic_resize(ctx, X, out: list, factor: list[float], roi_values, weights: dict):
+    """A resize over symbolic sizes (integer scales): only as `image.resize2d`, whose size is the expression, and only
+    where PyTorch's interpolation computes ONNX's weights at every size (checked at two probe bindings: the weights
+    of an integer scale repeat with the input, so two sizes that agree decide it)."""
+    moved = [a for a in range(X.rank) if out[a] != X.shape[a]]
+    if X.rank != 4 or set(moved) - {2, 3} or roi_values is not None or X.dtype not in FLOAT_DTYPES:
+        raise Unsupported(
+            f"resizing {X.shape} to {tuple(out)}: symbolic sizes resize only as 4-d float data along H and W "
+            f"without a roi"
+        )
+    found = set()
+    for i in range(2):
+        env = ctx.probe_env(i)
+        sizes_in = [bind_dim(d, env) for d in X.shape]
+        sizes_out = [bind_dim(d, env) for d in out]
+        plans = {a: axis_weights(sizes_in[a], sizes_out[a], factor[a], roi=None, **weights) for a in moved}
+        found.add(_as_torch_resize(weights["mode"], plans, X.rank))
+    (fast,) = found if len(found) == 1 else (None,)
+    if fast is None:
+        raise Unsupported(
+            f"resizing {X.shape} to {tuple(out)} ({weights['mode']}, {weights['coordinate_mode']}): PyTorch's "
+            f"interpolation computes other weights, and a weight matrix needs static sizes"
+        )
+    return ctx.emit("image.resize2d", X, size=(out[2], out[3]), method=fast[0], align_corners=fast[1])
 
 
 def _resize_axis(ctx, x, axis: int, weights: np.ndarray, mode: str):
