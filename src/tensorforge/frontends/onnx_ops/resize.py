@@ -282,8 +282,8 @@ def resize(
         exclude_outside=bool(exclude_outside),
         antialias=bool(antialias),
     )
-    if any(isinstance(d, SymExpr) for d in (*out, *X.shape)):
-        return _symbolic_resize(ctx, X, out, factor, roi_values, weights)
+    if any(isinstance(X.shape[a], SymExpr) for a in range(rank) if out[a] != X.shape[a]):
+        return _symbolic_resize(ctx, X, out, factor, roi_values, weights)  # a symbolic axis is resized
     if roi_values is not None and axes:
         full = [0.0] * rank + [1.0] * rank
         for i, a in enumerate(normalize_axis(a, rank) for a in axes):
