@@ -18,7 +18,7 @@ PyTorch eager, `torch.compile(dynamic=True)` and onnxruntime, in one run.
    (node, op, message) and the model's documented fixed size is pinned (`input_shapes`, e.g. the recognizer's
    height 48), the other dimensions staying symbolic; both are reported.
 
-    python bench/dynamic.py [--parts bert,resnet,onnx] [--budget-s 540] [--onnx-dir .gpu_onnx]
+    python bench/dynamic.py [--parts bert,resnet,onnx] [--budget-s 480] [--onnx-dir .gpu_onnx]
     python bench/dynamic.py --device cpu --dry-run      # tiny sizes, FP32, torch.compile(backend="eager")
     bash bench/pack_onnx_models.sh                      # the .onnx files into .gpu_onnx/ (carried to the GPU)
     bash bench/gpu_check.sh dynamic [ARGS...]           # on the GPU machine, results under $OUT
