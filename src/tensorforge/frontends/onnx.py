@@ -186,8 +186,9 @@ def _identifier(text: str) -> str:
 
 class _SymbolNames:
     """IR symbol names for an ONNX model's dynamic input dimensions: a dim_param's own name (sanitised to an
-    identifier), `batch` for the leading one under dynamic_batch, `{input}_d{axis}` for an unnamed one; two different
-    dim_params that sanitise alike are told apart by a suffix (`_2`, ...)."""
+        identifier), `batch` for the leading one under dynamic_batch, `{input}_d{axis}` for an unnamed one (or one named
+    only by punctuation, like "?"); two different
+        dim_params that sanitise alike are told apart by a suffix (`_2`, ...)."""
 
     def __init__(self) -> None:
         self.by_key: dict[tuple, str] = {}
@@ -226,7 +227,10 @@ def _input_types(
             return names.name(("batch",), SYMBOL)
         if not dynamic_shapes:
             return None
-        return names.name(("param", param), param) if param else names.name(("axis", name, axis), f"{name}_d{axis}")
+        if param and re.search(r"[A-Za-z0-9]", param):
+            return names.name(("param", param), param)
+        # unnamed, or a placeholder such as "?" (exporters write it for "unknown", not for "equal to each other")
+        return names.name(("axis", name, axis), f"{name}_d{axis}")
 
     types, problems = {}, []
     for v in inputs:

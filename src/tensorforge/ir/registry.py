@@ -122,11 +122,12 @@ class OpDef:
         attrs: Mapping[str, Any],
         env: Mapping[str, int],
     ) -> int:
-        """MACs with every symbol bound by `env` (missing symbols count as 1)."""
+        """MACs with every symbol bound by `env` (missing symbols count as 1; a size that is then negative, like an
+        audio frame's `samples - 64`, counts as 0: a report's estimate, not a size the model runs)."""
         env = _default_env([*inputs, *outputs], env)
 
         def bind(types: Sequence[TensorType]) -> list[TensorType]:
-            return [TensorType(t.dtype, t.concrete_shape(env)) for t in types]
+            return [TensorType(t.dtype, tuple(max(0, d) for d in t.concrete_shape(env))) for t in types]
 
         return int(self.macs(bind(inputs), bind(outputs), {k: bind_value(v, env) for k, v in attrs.items()}))
 
@@ -305,10 +306,7 @@ def infer_by_meta(opdef: OpDef, inputs: Sequence[TensorType], attrs: Mapping[str
     if shapes is None:
         fit = _ProbeFit(opdef, inputs, attrs, env_a, env_b, env_c)
         shapes = [
-            tuple(
-                int(da) if da == db else fit.solve(i, axis, int(da), int(db))
-                for axis, (da, db) in enumerate(zip(a.shape, b.shape))
-            )
+            tuple(fit.dim(i, axis, int(da), int(db)) for axis, (da, db) in enumerate(zip(a.shape, b.shape)))
             for i, (a, b) in enumerate(zip(outs_a, outs_b))
         ]
     types = [TensorType(dtype_name(a.dtype), shape) for a, shape in zip(outs_a, shapes)]
@@ -387,6 +385,15 @@ class _ProbeFit:
                 seen[e] = None
         self.candidates = list(seen)
 
+    def dim(self, output: int, axis: int, da: int, db: int) -> int | SymExpr:
+        """One output dimension: a constant where it is the same at both probes and, if it has inputs' expressions
+        to be, at the far one too ((sequence + 64) // 128 - 1 is 1 at both close probes); else `solve`."""
+        if da == db:
+            far = self._size_at(self.env_far, output, axis) if self.candidates else None
+            if far is None or far == da:
+                return da
+        return self.solve(output, axis, da, db)
+
     def solve(self, output: int, axis: int, da: int, db: int) -> SymExpr:
         # a k*symbol is fixed by two points; any other expression must also agree at a third
         matches = [
@@ -396,11 +403,13 @@ class _ProbeFit:
             and expr.bind(self.env_b) == db
             and (is_monomial(expr) or expr.bind(self.env_c) == self._size_at(self.env_c, output, axis))
         ]
-        if len(matches) > 1:
-            # the probes are close together, so (h + 15) // 16 and (w + 15) // 16 agree at all three: a point where
-            # the symbols lie far apart tells them apart
-            far = [e for e in matches if e.bind(self.env_far) == self._size_at(self.env_far, output, axis)]
-            matches = far or matches
+        if matches and (len(matches) > 1 or not is_monomial(matches[0])):
+            # the probes lie close together: (h + 15) // 16 and (w + 15) // 16 agree at all three, and so may a
+            # floor-division by 128 and the size it should be. A point where the symbols lie far apart tells them
+            # apart (where the reference refuses that point, the close probes decide)
+            size = self._size_at(self.env_far, output, axis)
+            if size is not None:
+                matches = [e for e in matches if e.bind(self.env_far) == size]
         if matches:
             return matches[0]
         return _solve_dim(self.opdef.name, da, db, self.env_a, self.env_b)
