@@ -54,6 +54,7 @@ import tensorforge as forge  # noqa: E402
 import zoo_catalog  # noqa: E402
 from common import environment, summarize  # noqa: E402
 from tensorforge.cli import measure_latencies  # noqa: E402
+from tensorforge.ir import SymExpr  # noqa: E402
 from zoo_gpu import _first, _rel_err, _sync  # noqa: E402
 
 PARTS = ("bert", "resnet", "onnx")
@@ -446,7 +447,7 @@ class OnnxCase:
     fixed: dict[str, Any] = field(default_factory=dict)  # inputs of one value at every size (silero's sr)
     # sizes pinned where the import with every dimension kept fails: the model's documented fixed size, -1 keeps
     # a dimension symbolic
-    pinned: dict[str, tuple[int, ...]] | None = None
+    pinned: dict[str, tuple[int | SymExpr, ...]] | None = None
     note: str = ""
 
 
@@ -466,6 +467,8 @@ ONNX_CASES = {
         "ch_PP-OCRv4_det_infer.onnx",
         *OCR,
         shapes=(_image(1, 320, 320), _image(1, 480, 640), _image(1, 736, 736)),
+        # the sides stated as multiples of 32, which the FPN's sums of upsampled and finer maps need
+        pinned={"x": (-1, 3, 32 * SymExpr.symbol("h"), 32 * SymExpr.symbol("w"))},
         note="sizes multiples of 32 (the FPN adds upsampled maps to finer ones)",
     ),
     "ppocr-rec": OnnxCase(
@@ -612,7 +615,15 @@ def bench_onnx(name: str, *, device: torch.device, sizes: Sizes, onnx_dir: Path 
             result["max_rel_err_vs_onnxruntime"] = max(
                 _rel_err(a.float().cpu(), e.float()) for a, e in zip(outs, expected)
             )
-            result["within_tolerance"] = result["max_rel_err_vs_onnxruntime"] <= ONNX_REL_TOL
+            result["max_abs_err_vs_onnxruntime"] = max(
+                (a.float().cpu() - e.float()).abs().max().item() for a, e in zip(outs, expected)
+            )
+            # relative to the largest output: a detector's probability map of a noise image is ~1e-4 everywhere, so
+            # there the absolute error (of probabilities) is the measure
+            result["within_tolerance"] = (
+                result["max_rel_err_vs_onnxruntime"] <= ONNX_REL_TOL
+                or result["max_abs_err_vs_onnxruntime"] <= ONNX_REL_TOL * 1e-2
+            )
         if timed_ort is not None:
             result["onnxruntime"] = timed_ort(graph.inputs, inputs, sizes)
             result["speedup_vs_onnxruntime"] = _ratio(result["onnxruntime"]["median_ms"], result["forge"]["median_ms"])

@@ -22,7 +22,7 @@ import torch
 import tensorforge as forge
 from tensorforge.frontends import from_onnx
 from tensorforge.frontends.onnx import OnnxImportError
-from tensorforge.ir import Graph
+from tensorforge.ir import Graph, SymExpr
 from tensorforge.ir.execute import bind_symbols
 
 ort = pytest.importorskip("onnxruntime")
@@ -108,6 +108,13 @@ KEPT = [
     ),
 ]
 PINNED = [
+    # the detector's sides stated as multiples of 32, which its feature pyramid needs and no ONNX file can say
+    pytest.param(
+        DET,
+        {"x": (-1, 3, 32 * SymExpr.symbol("h"), 32 * SymExpr.symbol("w"))},
+        id="ppocr-det-sides-multiple-of-32",
+        marks=pytest.mark.slow,
+    ),
     pytest.param(REC, {"x": (-1, 3, 48, -1)}, id="ppocr-rec-height48", marks=pytest.mark.slow),  # ~10 s
     pytest.param(CLS, {"x": (-1, 3, 48, -1)}, id="ppocr-cls-height48"),
     pytest.param(VAD_OP15, {"input": (-1, 576)}, id="silero-vad-16k-op15-window576"),
@@ -167,7 +174,10 @@ def check_against_onnxruntime(case: Case, path: Path, graph: Graph) -> None:
         assert len(actual) == len(expected)
         for a, e in zip(actual, expected):
             assert tuple(a.shape) == e.shape, (tuple(a.shape), e.shape)
-            assert rel_err(a, torch.from_numpy(e)) <= REL_TOL, [tuple(t.shape) for t in x]
+            # relative to the largest output, or absolute where every output is tiny (a detector's probabilities
+            # over a noise image are ~1e-4: there 1e-6 of probability is the measure)
+            err, tiny = rel_err(a, torch.from_numpy(e)), (a.double() - torch.from_numpy(e).double()).abs().max()
+            assert err <= REL_TOL or tiny <= 1e-6, ([tuple(t.shape) for t in x], err, tiny)
     assert module._cache.builds == builds, "a size inside the declared profile rebuilt a plan"
     (plans,) = {len(p) for p in module.plans().values()}
     assert plans == 1

@@ -206,7 +206,7 @@ class _SymbolNames:
 
 
 def _input_types(
-    model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence[int]], dynamic_shapes: bool = False
+    model, dynamic_batch: bool, input_shapes: Mapping[str, Sequence[int | SymExpr]], dynamic_shapes: bool = False
 ) -> dict[str, TensorType]:
     """IR types of the graph inputs (initializers excluded); every dimension problem reported at once."""
     initializers = {t.name for t in model.graph.initializer}
@@ -244,6 +244,9 @@ def _input_types(
             declared = dims or ()
             pinned: list[int | SymExpr] = []
             for i, d in enumerate(input_shapes[v.name]):
+                if isinstance(d, SymExpr):  # a size the caller states as an expression: 32*h, a multiple of 32
+                    pinned.append(d)
+                    continue
                 param = declared[i] if i < len(declared) and isinstance(declared[i], str) else None
                 sym = symbol(v.name, i, param) if d == -1 and (i == 0 or dynamic_shapes) else None
                 pinned.append(sym if sym is not None else d)
@@ -287,7 +290,7 @@ def input_symbols(types: Mapping[str, TensorType]) -> frozenset[str]:
 def prepare_model(
     model: onnx.ModelProto,
     dynamic_batch: bool = True,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    input_shapes: Mapping[str, Sequence[int | SymExpr]] | None = None,
     dynamic_shapes: bool = True,
 ):
     """Typed inputs, the validity check (`onnx_validate`), the opset check, inlined functions, shape inference:
@@ -532,7 +535,7 @@ def check_onnx_model(
     path_or_model,
     *,
     dynamic_batch: bool = True,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    input_shapes: Mapping[str, Sequence[int | SymExpr]] | None = None,
     base_dir: str | None = None,
     dynamic_shapes: bool = True,
 ) -> list[UnsupportedNode]:
@@ -550,7 +553,7 @@ def from_onnx(
     path_or_model,
     dynamic_batch: bool = True,
     *,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    input_shapes: Mapping[str, Sequence[int | SymExpr]] | None = None,
     strict: bool = False,
     base_dir: str | None = None,
     name: str | None = None,
@@ -561,11 +564,13 @@ def from_onnx(
     dynamic_batch: a symbolic leading input dimension becomes the symbol `batch`. dynamic_shapes (default): every
     other symbolic input dimension stays a symbol too, named after its dim_param (sanitised to an identifier; an
     unnamed one is `{input}_d{axis}`); with dynamic_shapes=False they need sizes from
-    `input_shapes`. `input_shapes` pins any dimension either way (-1 keeps one symbolic). Shape computations on
-    those sizes (Shape -> Gather -> Concat -> Reshape, Slice, ConstantOfShape, Range, Expand) are evaluated as size
-    expressions at import. Nodes without a mapping become opaque `onnx.<OpType>` nodes run by onnxruntime; they are
-    all logged at once as a warning, or raised as `OnnxImportError` with `strict=True`. `check_onnx_model` gives the
-    same list without importing.
+    `input_shapes`. `input_shapes` pins any dimension either way (-1 keeps one symbolic), or states it as a size
+    expression: `{"x": (-1, 3, 32*h, 32*w)}` with `h = ir.SymExpr.symbol("h")` says the model runs only at sides that
+    are multiples of 32 (a detector whose feature pyramid adds maps of 1/4 and 1/8 the side), which no ONNX file can.
+    Shape computations on those sizes (Shape -> Gather -> Concat -> Reshape, Slice, ConstantOfShape, Range, Expand) are
+    evaluated as size expressions at import. Nodes without a mapping become opaque `onnx.<OpType>` nodes run by
+    onnxruntime; they are all logged at once as a warning, or raised as `OnnxImportError` with `strict=True`.
+    `check_onnx_model` gives the same list without importing.
     """
     model, input_types = prepare_model(load_model(path_or_model, base_dir), dynamic_batch, input_shapes, dynamic_shapes)
     found = _check_prepared(model, input_symbols(input_types))

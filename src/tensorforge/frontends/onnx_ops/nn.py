@@ -93,11 +93,12 @@ def conv_transpose(
     extra = _defaults(output_padding, nd, fill=0)
     if auto_pad not in _AUTO_PADS:
         raise Unsupported(f"auto_pad {auto_pad!r}")
-    sizes = _static_spatial(X, "ConvTranspose")
+    sizes = tuple(X.shape[2:])  # symbolic sizes too: the arithmetic below is exact on size expressions
     # length of the result with no padding at all; output_padding adds zeros (then bias) at the end
     full = [s * (n - 1) + (k - 1) * d + 1 for n, k, s, d in zip(sizes, kernel, strides, dilations)]
     wanted = tuple(output_shape)[-nd:] if output_shape is not None else None
     if pads is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        sizes = _static_spatial(X, f"ConvTranspose with auto_pad={auto_pad}")  # its pads depend on the sizes
         wanted = wanted or tuple(n * s for n, s in zip(sizes, strides))
         pairs = []
         for f, op, out in zip(full, extra, wanted):
