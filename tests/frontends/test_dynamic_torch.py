@@ -291,3 +291,25 @@ def test_malformed_symbol_ranges_are_refused_on_load(ranges: object, problem: st
     doc["symbol_ranges"] = ranges
     with pytest.raises(ir.GraphFormatError, match=problem):
         ir.graph_from_json(doc, tensors)
+
+
+class _GuardedSequence(torch.nn.Module):
+    """Python that branches on a size: torch.export guards the size (even lengths) more narrowly than declared."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] % 2 == 0:
+            return x * 2
+        return x
+
+
+def test_a_guard_narrower_than_the_declared_range_exports_with_dim_dynamic_and_warns():
+    seq = torch.export.Dim("seq", min=2, max=64)
+    with pytest.raises(Exception, match="Constraints violated"):  # what export alone says to a named Dim
+        torch.export.export(_GuardedSequence(), (torch.randn(1, 8),), dynamic_shapes={"x": {1: seq}}, strict=False)
+    with pytest.warns(UserWarning, match="more narrowly than the declared ranges.*Dim.DYNAMIC"):
+        graph = from_torch(_GuardedSequence(), (torch.randn(1, 8),), dynamic_shapes={"x": {1: seq}})
+    assert graph.inputs[0].type.shape[1] == SymExpr.symbol("seq")  # the declared name is kept
+    assert graph.symbol_ranges["seq"] == (2, 64)  # and so is the declared range
+    for n in (2, 6, 40):
+        x = torch.randn(1, n)
+        torch.testing.assert_close(ir.execute(graph, x)[0], x * 2)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import operator
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -309,12 +310,56 @@ def _export(model, args: tuple, kwargs: dict, dynamic_batch: bool, dynamic_shape
             for name, v in bound.items()
         }
     try:
-        return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
+        return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False), False
     except Exception as exc:
+        if declared and "Constraints violated" in str(exc):
+            # export emitted a guard narrower than the declared range (torch 2.11 guards ResNet's sides with
+            # ((h - 1) // 2) % 2 != 0, which 2.14 does not): export with Dim.DYNAMIC instead. The names still come
+            # from the declared Dims and their ranges still bound the profiles; the model itself runs at every size
+            try:
+                relaxed = _relax_dims(dynamic_shapes)
+                ep = torch.export.export(model, args, kwargs, dynamic_shapes=relaxed, strict=False)
+            except Exception:  # noqa: BLE001 - the original refusal is the one to report
+                pass
+            else:
+                guards = [line.strip(" -") for line in str(exc).splitlines() if "generated guard" in line]
+                warnings.warn(
+                    f"torch.export guarded {type(model).__name__} more narrowly than the declared ranges "
+                    f"({'; '.join(guards) or str(exc).splitlines()[0]}); exported with Dim.DYNAMIC instead. The "
+                    f"converted graph runs every size of the declared ranges; if the model's Python branches on a "
+                    f"size, check its outputs at sizes outside those guards",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                return ep, True
         hint = " (check dynamic_shapes)" if declared else " (try dynamic_batch=False)" if dynamic_batch else ""
         raise ConversionError(
             f"torch.export could not capture {type(model).__name__}: {str(exc).strip().splitlines()[0]}{hint}"
         ) from exc
+
+
+def _relax_dims(spec: Any) -> Any:
+    """`spec` with every named `Dim` replaced by `Dim.DYNAMIC`."""
+    if isinstance(spec, torch.export.Dim):
+        return torch.export.Dim.DYNAMIC
+    if isinstance(spec, dict):
+        return {k: _relax_dims(v) for k, v in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return type(spec)(_relax_dims(v) for v in spec)
+    return spec
+
+
+def _declared_ranges(spec: Any) -> dict[str, tuple[int, int | None]]:
+    """name -> (min, max) of every named `Dim` in `spec` (max None where unbounded)."""
+    if isinstance(spec, torch.export.Dim):
+        high = getattr(spec, "max", None)
+        bounded = isinstance(high, int) and high < 2**31
+        return {_identifier(spec.__name__): (int(getattr(spec, "min", 0) or 0), high if bounded else None)}
+    items = spec.values() if isinstance(spec, dict) else spec if isinstance(spec, (list, tuple)) else ()
+    found: dict[str, tuple[int, int | None]] = {}
+    for item in items:
+        found.update(_declared_ranges(item))
+    return found
 
 
 def from_torch(
@@ -344,6 +389,7 @@ def from_torch(
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     declared: list[dict[int, str]] = []
+    relaxed = False
     if isinstance(model, torch.export.ExportedProgram):
         if dynamic_shapes is not None:
             raise ValueError("dynamic_shapes is for exporting an nn.Module; an ExportedProgram has its shapes already")
@@ -355,11 +401,15 @@ def from_torch(
             model = model.eval()  # inference: dropout off, batch norm on running statistics
         args, kwargs = tuple(example_inputs), dict(example_kwargs or {})
         with torch.no_grad():
-            ep = _export(model, args, kwargs, dynamic_batch, dynamic_shapes)
+            ep, relaxed = _export(model, args, kwargs, dynamic_batch, dynamic_shapes)
         declared = _declared_dim_names(model, args, kwargs, dynamic_shapes)
     legacy_batch = dynamic_shapes is None  # an ExportedProgram's leading symbols, or dynamic_batch's: `batch`
     ep = ep.run_decompositions(_decomposition_table())
-    return _convert_program(ep, _input_symbols(ep, declared, legacy_batch), input_names, output_names, name)
+    graph = _convert_program(ep, _input_symbols(ep, declared, legacy_batch), input_names, output_names, name)
+    if relaxed:  # exported unbounded: the ranges the caller declared are the model's
+        ranges = _declared_ranges(dynamic_shapes)
+        graph.symbol_ranges.update({s: r for s, r in ranges.items() if s in graph.symbol_ranges})
+    return graph
 
 
 def _convert_program(ep, symbols: _Symbols, input_names, output_names, name: str) -> Graph:
