@@ -118,6 +118,9 @@ OTHER_RESULTS = [
     "GPT-2, Llama, T5 and Whisper encoders), FP16, against eager and torch.compile (`bench/zoo_gpu.py`).",
     "- [Threads](threads/README.md): one module from 1-8 threads, contexts per thread against one behind a lock, and "
     "the 8-thread soak on the GPU and the CPU (`bench/threads.py`, `scripts/thread_soak.py`).",
+    "- [Dynamic shapes](dynamic/README.md): BERT-base over sequence 16..512 in one plan against exact-shape plans and "
+    "torch.compile(dynamic=True), 200 random lengths under the CUDA-graph LRU, PaddleOCR and silero-vad ONNX models "
+    "with their dynamic dimensions against onnxruntime (`bench/dynamic.py`).",
     "",
 ]
 
