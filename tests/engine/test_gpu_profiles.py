@@ -10,6 +10,7 @@ import torchvision
 from torch.export import Dim
 
 import tensorforge as forge
+from small_models import TinyEncoder
 from tensorforge.ir import Profile
 
 pytestmark = pytest.mark.gpu
@@ -20,28 +21,9 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-12)).item()
 
 
-class Encoder(torch.nn.Module):
-    def __init__(self, vocab: int = 100, hidden: int = 64, heads: int = 4):
-        super().__init__()
-        self.heads = heads
-        self.embed = torch.nn.Embedding(vocab, hidden)
-        self.qkv = torch.nn.Linear(hidden, 3 * hidden)
-        self.out = torch.nn.Linear(hidden, hidden)
-        self.norm1, self.norm2 = torch.nn.LayerNorm(hidden), torch.nn.LayerNorm(hidden)
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(hidden, 128), torch.nn.GELU(), torch.nn.Linear(128, hidden))
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = self.embed(input_ids)
-        b, s, h = x.shape
-        q, k, v = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-        attn = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-        x = self.norm1(x + self.out(attn.transpose(1, 2).reshape(b, s, h)))
-        return self.norm2(x + self.mlp(x))
-
-
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_an_encoder_plan_over_seq_runs_every_length_on_the_gpu(precision):
-    model = Encoder().eval().cuda()
+    model = TinyEncoder(vocab=100, hidden=64, mlp=128).eval().cuda()
     ids = torch.randint(0, 100, (2, 16), device="cuda")
     module = forge.compile(
         model,
@@ -85,7 +67,7 @@ def test_mobilenet_over_image_sizes_runs_every_size_on_the_gpu(precision):
 
 
 def test_the_module_keeps_at_most_cuda_graph_cache_size_graphs():
-    model = Encoder().eval().cuda()
+    model = TinyEncoder(vocab=100, hidden=64, mlp=128).eval().cuda()
     ids = torch.randint(0, 100, (1, 8), device="cuda")
     module = forge.compile(
         model,

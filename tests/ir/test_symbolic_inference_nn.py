@@ -9,16 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from symbolic_checks import OPEN, B, H, S, W, cases, check
 from tensorforge import ir
 from tensorforge.ir import Graph, ShapeInferenceError, SymExpr, TensorType
-from tensorforge.ir.execute import bind_symbols
 from tensorforge.ir.ops.nn import scaled_size
 from tensorforge.ir.types import as_dim
-
-B, S, H, W = (SymExpr.symbol(n) for n in ("batch", "seq", "h", "w"))
-SYMBOLS = ("batch", "seq", "h", "w")
-SIZES = [(2, 5, 9, 11), (3, 8, 16, 13), (1, 13, 7, 20)]  # (batch, seq, h, w)
-OPEN = 2**63 - 1
 
 
 def _weight(*shape: int) -> torch.Tensor:
@@ -27,23 +22,6 @@ def _weight(*shape: int) -> torch.Tensor:
 
 def _img(g: Graph, channels: int = 3) -> ir.Value:
     return g.add_input("x", TensorType("float32", (B, channels, H, W)))
-
-
-def _check(graph: Graph, outs: list[ir.Value], expected: list[tuple], eager) -> None:
-    """Types are exactly the expected expressions; at every size the run has those sizes and PyTorch's values."""
-    graph.set_outputs(outs)
-    assert [o.type.shape for o in outs] == [tuple(as_dim(d) for d in e) for e in expected], [str(o.type) for o in outs]
-    for sizes in SIZES:
-        env = dict(zip(SYMBOLS, sizes))
-        gen = torch.Generator().manual_seed(sum(sizes))
-        inputs = [torch.randn(v.type.concrete_shape(env), generator=gen) for v in graph.inputs]
-        bound = bind_symbols(graph, inputs)
-        got = ir.execute(graph, *inputs)
-        want = eager(*inputs)
-        want = want if isinstance(want, (tuple, list)) else (want,)
-        for o, g_, w_ in zip(outs, got, want):
-            assert tuple(g_.shape) == o.type.concrete_shape(bound) == tuple(w_.shape)
-            torch.testing.assert_close(g_, w_)
 
 
 CT_W = _weight(3, 2, 3, 3)  # I, O/groups, kh, kw
@@ -174,14 +152,14 @@ def case_norms_and_softmax_keep_the_sizes(g):
     return [sm], [(B, S, 4)], eager
 
 
-CASES = [v for k, v in dict(globals()).items() if k.startswith("case_")]
+CASES, CASE_IDS = cases(globals())
 
 
-@pytest.mark.parametrize("build", CASES, ids=[c.__name__.removeprefix("case_") for c in CASES])
+@pytest.mark.parametrize("build", CASES, ids=CASE_IDS)
 def test_nn_op_types_and_numerics(build):
     graph = Graph(build.__name__)
     outs, expected, eager = build(graph)
-    _check(graph, outs, expected, eager)
+    check(graph, outs, expected, eager)
 
 
 @pytest.mark.parametrize("ceil_mode", [False, True])
@@ -247,4 +225,4 @@ def test_conv_net_with_h_and_w():
         j = torch.cat([s, u], 1)
         return F.linear(F.adaptive_avg_pool2d(j, (2, 2)).flatten(1), w3)
 
-    _check(g, [y], [(B, 5)], eager)
+    check(g, [y], [(B, 5)], eager)

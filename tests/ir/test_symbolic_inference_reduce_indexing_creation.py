@@ -5,42 +5,8 @@ index), arange/full take symbolic sizes as attributes. Each graph runs like PyTo
 import pytest
 import torch
 
-from tensorforge import ir
-from tensorforge.ir import Graph, ShapeInferenceError, SymExpr, TensorType
-from tensorforge.ir.execute import bind_symbols
-from tensorforge.ir.types import as_dim
-
-B, S, H, W = (SymExpr.symbol(n) for n in ("batch", "seq", "h", "w"))
-SYMBOLS = ("batch", "seq", "h", "w")
-SIZES = [(2, 5, 9, 11), (3, 8, 16, 13), (1, 13, 7, 20)]  # (batch, seq, h, w)
-OPEN = 2**63 - 1
-
-
-def _random(t: TensorType, env: dict[str, int], gen: torch.Generator) -> torch.Tensor:
-    shape = t.concrete_shape(env)
-    if t.dtype == "bool":
-        return torch.rand(shape, generator=gen) > 0.5
-    if t.dtype.startswith("int"):
-        return torch.randint(0, 10, shape, generator=gen, dtype=t.torch_dtype)
-    return torch.randn(shape, generator=gen)
-
-
-def _check(graph: Graph, outs: list[ir.Value], expected: list[tuple], eager) -> None:
-    """Types are exactly the expected expressions; at every size the run has those sizes and PyTorch's values."""
-    graph.set_outputs(outs)
-    assert [o.type.shape for o in outs] == [tuple(as_dim(d) for d in e) for e in expected], [str(o.type) for o in outs]
-    for sizes in SIZES:
-        env = dict(zip(SYMBOLS, sizes))
-        gen = torch.Generator().manual_seed(sum(sizes))
-        inputs = [_random(v.type, env, gen) for v in graph.inputs]
-        bound = bind_symbols(graph, inputs)
-        got = ir.execute(graph, *inputs)
-        want = eager(*inputs)
-        want = want if isinstance(want, (tuple, list)) else (want,)
-        assert len(got) == len(want) == len(outs)
-        for o, g_, w_ in zip(outs, got, want):
-            assert tuple(g_.shape) == o.type.concrete_shape(bound) == tuple(w_.shape)
-            torch.testing.assert_close(g_, w_)
+from symbolic_checks import OPEN, B, H, S, W, cases, check
+from tensorforge.ir import Graph, ShapeInferenceError, TensorType
 
 
 def case_reductions_keep_and_drop(g):
@@ -132,14 +98,14 @@ def case_full_and_full_like_with_symbolic_shapes(g):
     return [mask, ones, flat], [(B, S - 1, H * W), (B, S), (H * W,)], eager
 
 
-CASES = [v for k, v in dict(globals()).items() if k.startswith("case_")]
+CASES, CASE_IDS = cases(globals())
 
 
-@pytest.mark.parametrize("build", CASES, ids=[c.__name__.removeprefix("case_") for c in CASES])
+@pytest.mark.parametrize("build", CASES, ids=CASE_IDS)
 def test_types_and_numerics(build):
     graph = Graph(build.__name__)
     outs, expected, eager = build(graph)
-    _check(graph, outs, expected, eager)
+    check(graph, outs, expected, eager)
 
 
 def test_arange_with_a_float_step_on_a_symbol_is_refused():

@@ -5,37 +5,13 @@ expressions, and each graph runs like PyTorch at three sizes."""
 import pytest
 import torch
 
+from symbolic_checks import OPEN, B, H, S, W, cases, check
 from tensorforge import ir
-from tensorforge.ir import Graph, ShapeInferenceError, SymExpr, TensorType
-from tensorforge.ir.execute import bind_symbols
-from tensorforge.ir.types import as_dim
-
-B, S, H, W = (SymExpr.symbol(n) for n in ("batch", "seq", "h", "w"))
-SYMBOLS = ("batch", "seq", "h", "w")
-SIZES = [(2, 5, 9, 11), (3, 8, 16, 13), (1, 13, 7, 20)]  # (batch, seq, h, w)
-OPEN = 2**63 - 1
+from tensorforge.ir import Graph, ShapeInferenceError, TensorType
 
 
 def _seq(g: Graph, feat: int = 6) -> ir.Value:
     return g.add_input("x", TensorType("float32", (B, S, feat)))
-
-
-def _check(graph: Graph, outs: list[ir.Value], expected: list[tuple], eager) -> None:
-    """Types are exactly the expected expressions; at every size the run has those sizes and PyTorch's values."""
-    graph.set_outputs(outs)
-    assert [o.type.shape for o in outs] == [tuple(as_dim(d) for d in e) for e in expected], [str(o.type) for o in outs]
-    for sizes in SIZES:
-        env = dict(zip(SYMBOLS, sizes))
-        gen = torch.Generator().manual_seed(sum(sizes))
-        inputs = [torch.randn(v.type.concrete_shape(env), generator=gen) for v in graph.inputs]
-        bound = bind_symbols(graph, inputs)
-        got = ir.execute(graph, *inputs)
-        want = eager(*inputs)
-        want = want if isinstance(want, (tuple, list)) else (want,)
-        assert len(got) == len(want) == len(outs)
-        for o, g_, w_ in zip(outs, got, want):
-            assert tuple(g_.shape) == o.type.concrete_shape(bound) == tuple(w_.shape)
-            torch.testing.assert_close(g_, w_)
 
 
 def case_split_sections_along_seq(g):
@@ -117,14 +93,14 @@ def case_slice_scatter_into_seq(g):
     return [y], [(B, S, 6)], lambda x: torch.slice_scatter(x, -x[:, 1:], 1, 1)
 
 
-CASES = [v for k, v in dict(globals()).items() if k.startswith("case_")]
+CASES, CASE_IDS = cases(globals())
 
 
-@pytest.mark.parametrize("build", CASES, ids=[c.__name__.removeprefix("case_") for c in CASES])
+@pytest.mark.parametrize("build", CASES, ids=CASE_IDS)
 def test_shape_op_types_and_numerics(build):
     graph = Graph(build.__name__)
     outs, expected, eager = build(graph)
-    _check(graph, outs, expected, eager)
+    check(graph, outs, expected, eager)
 
 
 def test_split_at_a_constant_point_of_a_symbolic_axis_is_refused():

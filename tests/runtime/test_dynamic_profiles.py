@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import tensorforge as forge
+from small_models import TinyEncoder
 from tensorforge import ir
 from tensorforge.ir import Graph, Profile, SymExpr, TensorType
 
@@ -198,27 +199,6 @@ def test_padding_buckets_run_the_module_at_bucket_sizes_and_slice_back():
     assert plan.profile.ranges["seq"][1] == 8 and module._cache.builds == 1
     with pytest.raises(ValueError, match="no pad value"):
         forge.build(graph, config, device="cpu", pad_to_multiple={"seq": 8}, pad_values={"x": 0.0})
-
-
-class TinyEncoder(torch.nn.Module):
-    """Embedding, one self-attention block with a head split, layer norms and an MLP: what a BERT layer does."""
-
-    def __init__(self, vocab: int = 50, hidden: int = 32, heads: int = 4):
-        super().__init__()
-        self.heads = heads
-        self.embed = torch.nn.Embedding(vocab, hidden)
-        self.qkv = torch.nn.Linear(hidden, 3 * hidden)
-        self.out = torch.nn.Linear(hidden, hidden)
-        self.norm1, self.norm2 = torch.nn.LayerNorm(hidden), torch.nn.LayerNorm(hidden)
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(hidden, 64), torch.nn.GELU(), torch.nn.Linear(64, hidden))
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = self.embed(input_ids)
-        b, s, h = x.shape
-        q, k, v = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-        attn = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-        x = self.norm1(x + self.out(attn.transpose(1, 2).reshape(b, s, h)))
-        return self.norm2(x + self.mlp(x))
 
 
 def test_compile_with_a_torch_export_dim_and_a_profile_runs_every_length_in_one_plan():
