@@ -130,3 +130,22 @@ def test_onnx_model_refuses_eager_comparison(onnx_files, capsys):
     assert capsys.readouterr().err == (
         "tensorforge: error: --compare eager: an .onnx file has no PyTorch model; compare it with onnxruntime\n"
     )
+
+
+def test_build_over_a_shape_range_runs_every_shape_inside_it(onnx_files, tmp_path):
+    """trtexec's --min/--opt/--max-shapes over an ONNX model whose batch and sequence are dim_params: one plan, its
+    profile in the summary and in inspect, and a run at a shape inside the range matching onnxruntime."""
+    plan = tmp_path / "tokens.tforge"
+    ranges = ["--min-shapes", "ids:1x2", "--opt-shapes", "ids:2x6", "--max-shapes", "ids:4x16"]
+    result = tforge("build", onnx_files["tokens"], "-o", plan, *ranges, "--device", "cpu")
+    assert_ok(result)
+    assert "profile S 2..16 (opt 6), batch 1..4 (opt 2)" in result.stdout, result.stdout
+    inspected = tforge("inspect", plan, "--device", "cpu")
+    assert_ok(inspected)
+    assert "plan: profile S 2..16 (opt 6), batch 1..4 (opt 2)" in inspected.stdout, inspected.stdout
+    ids = np.random.default_rng(1).integers(0, 50, (3, 11)).astype(np.int64)
+    np.savez(tmp_path / "in.npz", ids=ids)
+    assert_ok(tforge("run", plan, "--input", tmp_path / "in.npz", "--output", tmp_path / "out.npz", "--device", "cpu"))
+    (expected,) = onnxruntime_outputs(onnx_files["tokens"], {"ids": ids})
+    with np.load(tmp_path / "out.npz") as out:
+        np.testing.assert_allclose(out["out"], expected, rtol=1e-4, atol=1e-6)

@@ -76,7 +76,8 @@ def cmd_build(args) -> int:
     )
     for name, p in plans:
         print(
-            f"  plan {name}: {len(p.layers)} layers, arena {_bytes(p.peak_activation_bytes)}, max batch {p.max_batch}"
+            f"  plan {name}: {len(p.layers)} layers, arena {_bytes(p.peak_activation_bytes)}, "
+            + (f"max batch {p.max_batch}" if p.profile.is_batch_only else f"profile {p.profile.describe()}")
         )
     if args.rebuildable:
         print("  with the regions' weights: the plans can be rebuilt on another GPU or library version")
