@@ -21,16 +21,11 @@ _FLOAT = 1  # TensorProto.FLOAT: the only `precision` (opset 23) the IR's FP32 r
 def _params(
     ctx: OnnxContext, op: str, x: Operand, scale: Operand, zero_point: Operand | None, axis: int, block_size: int
 ) -> tuple[list[Operand], int | None]:
-    """The scale and zero point as the IR takes them (constants, shape [] per tensor or [C] per channel) and the
-    IR's axis; Unsupported (a sentence) for what the IR ops cannot say."""
+    """The scale and zero point as the IR takes them (shape [] per tensor or [C] per channel) and the IR's axis;
+    Unsupported (a sentence) for what the IR ops cannot say. A scale computed at run time imports too; the engine
+    takes only constant scales (calibrated models store them), so such a node runs through PyTorch."""
     if block_size:
         raise Unsupported(f"{op} with block_size={block_size} (blocked quantization) is not supported")
-    for what, param in (("scale", scale), ("zero point", zero_point)):
-        if param is not None and param.const is None:
-            raise Unsupported(
-                f"the {what} of {op} is computed at run time; it must be a constant (an initializer), as calibrated "
-                f"models store it"
-            )
     params = [scale] if zero_point is None else [scale, zero_point]
     if scale.rank == 0 or (scale.rank == 1 and scale.shape[0] == 1):
         return [ctx.emit("reshape", p, newshape=()) if p.rank else p for p in params], None
@@ -42,20 +37,17 @@ def _params(
 
 
 def _quantize_check(*, y_scale=None, y_zero_point=None, block_size=0, saturate=1, **_):
-    """Scale and zero point constant; no blocked quantization; float8 saturates."""
+    """No blocked quantization; a quantized type the IR has; float8 saturates."""
     if block_size:
         return f"block_size={block_size} (blocked quantization)"
     if y_zero_point is not None and y_zero_point.type is not None and y_zero_point.dtype not in QUANTIZED_DTYPES:
         return f"quantizing to {y_zero_point.dtype}; the IR quantizes to {', '.join(QUANTIZED_DTYPES)}"
     if not saturate and y_zero_point is not None and y_zero_point.type is not None and "float8" in y_zero_point.dtype:
         return "float8 without saturation (saturate=0): out-of-range values become NaN"
-    for what, param in (("scale", y_scale), ("zero point", y_zero_point)):
-        if param is not None and param.probes is None:
-            return f"the {what} is computed at run time; it must be a constant (an initializer)"
     return None
 
 
-@onnx_converter("QuantizeLinear", since=(10, 13, 19, 21, 23, 24, 25), check=_quantize_check)
+@onnx_converter("QuantizeLinear", since=(10, 13, 19, 21, 23, 24, 25, 28), check=_quantize_check)
 def quantize_linear(
     ctx: OnnxContext,
     *,
@@ -87,18 +79,15 @@ def quantize_linear(
 
 
 def _dequantize_check(*, x=None, x_scale=None, x_zero_point=None, block_size=0, **_):
-    """Scale and zero point constant; no blocked quantization; int8, uint8, int32 or float8_e4m3fn data."""
+    """No blocked quantization; int8, uint8, int32 or float8_e4m3fn data."""
     if block_size:
         return f"block_size={block_size} (blocked quantization)"
     if x is not None and x.type is not None and x.dtype not in DEQUANTIZE_INPUT_DTYPES:
         return f"dequantizing {x.dtype}; the IR dequantizes {', '.join(DEQUANTIZE_INPUT_DTYPES)}"
-    for what, param in (("scale", x_scale), ("zero point", x_zero_point)):
-        if param is not None and param.probes is None:
-            return f"the {what} is computed at run time; it must be a constant (an initializer)"
     return None
 
 
-@onnx_converter("DequantizeLinear", since=(10, 13, 19, 21, 23, 24, 25), check=_dequantize_check)
+@onnx_converter("DequantizeLinear", since=(10, 13, 19, 21, 23, 24, 25, 28), check=_dequantize_check)
 def dequantize_linear(
     ctx: OnnxContext,
     *,
