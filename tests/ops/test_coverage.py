@@ -9,6 +9,7 @@ import torch
 from tensorforge.ir import registered_ops
 
 TABLES = [
+    "test_quantize",
     "test_elementwise",
     "test_nn",
     "test_linalg",

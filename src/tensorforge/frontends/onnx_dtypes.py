@@ -19,5 +19,6 @@ ONNX_ELEMENT_TYPES: dict[str, int] = {
     "float64": 11,
     "complex64": 14,
     "bfloat16": 16,
+    "float8_e4m3fn": 17,  # FLOAT8E4M3FN: quantized tensors (QuantizeLinear / DequantizeLinear since opset 19)
 }
 IR_DTYPES: dict[int, str] = {v: k for k, v in ONNX_ELEMENT_TYPES.items()}

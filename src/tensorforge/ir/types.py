@@ -27,6 +27,7 @@ DTYPES: dict[str, torch.dtype] = {
     "int16": torch.int16,
     "int8": torch.int8,
     "uint8": torch.uint8,
+    "float8_e4m3fn": torch.float8_e4m3fn,  # a storage type of quantized tensors (no arithmetic): see ops/quantize.py
     "bool": torch.bool,
     "complex64": torch.complex64,
 }
@@ -41,6 +42,7 @@ _SHORT = {
     "int16": "i16",
     "int8": "i8",
     "uint8": "u8",
+    "float8_e4m3fn": "f8e4m3",
     "bool": "bool",
     "complex64": "c64",
 }

@@ -357,6 +357,21 @@ def _batch_norm(node: Node, ctx: SupportContext) -> str | None:
     return _static_inputs(node, ctx, (1, 2, 3, 4), "a batch-norm parameter (gamma, beta, mean or variance)")
 
 
+# Explicit quantization (issue 15): the quantized types travel only between a quantize and its dequantize (and
+# from a quantized weight constant to its dequantize); layers between them compute in float, on the values the
+# quantized model has.
+QUANTIZED = frozenset({"int8", "uint8", "float8_e4m3fn"})
+
+
+def _scales_are_static(node: Node, ctx: SupportContext) -> str | None:
+    """The scale and zero point must be constants (a calibrated or imported model's are)."""
+    return _static_inputs(node, ctx, (1, 2), "the scale or zero point")
+
+
+support_rule("quantize", since=V0_3, dtypes=FLOAT | QUANTIZED)(_scales_are_static)
+support_rule("dequantize", since=V0_3, dtypes=FLOAT | QUANTIZED | {"int32"})(_scales_are_static)
+
+
 def rule_table() -> list[dict]:
     """Every rule as a row (op, since, capability, dtypes, restriction): the documented op table."""
     return [
