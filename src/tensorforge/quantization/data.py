@@ -69,7 +69,7 @@ def batch_inputs(graph: Graph, batch: Any, index: int) -> tuple[torch.Tensor, ..
     return tuple(tensors)
 
 
-def calibration_batches(graph: Graph, data: Iterable[Any]) -> Iterator[tuple[torch.Tensor, ...]]:
+def calibration_batches(graph: Graph, data: Iterable[Any] | None) -> Iterator[tuple[torch.Tensor, ...]]:
     """Each batch of `data` as `graph`'s inputs, checked (CalibrationDataError when there is none at all)."""
     if data is None:
         raise CalibrationDataError("no calibration data: give an iterable of input batches (or a cache file)")
