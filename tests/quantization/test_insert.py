@@ -134,3 +134,11 @@ def test_weight_scales_per_channel_and_zero_channels():
     assert torch.equal(weight_scales(weight, 0, "int8"), torch.tensor([2 / 127, 1.0, 0.5 / 127]))
     assert torch.equal(weight_scales(weight, None, "float8_e4m3fn"), torch.tensor(2 / 448))
     assert torch.equal(weight_scales(weight, 1, "int8"), torch.tensor([1 / 127, 2 / 127]))
+
+
+def test_a_graph_with_nothing_to_quantize_says_so(caplog):
+    g = frontends.from_torch(torch.nn.Sequential(torch.nn.Linear(4, 2)).eval(), (torch.randn(2, 4),))
+    with caplog.at_level("WARNING", logger="tensorforge"):
+        q = quantize(g, [torch.randn(2, 4)])
+    assert q.op_counts()["quantize"] == 0
+    assert "no layer of graph 'main' is quantized" in caplog.text and "classifier" in caplog.text

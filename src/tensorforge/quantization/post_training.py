@@ -83,6 +83,13 @@ def quantize(
     else:
         raise TypeError(f"quantize takes a torch.nn.Module or an ir.Graph, got {type(model_or_graph).__name__}")
     placement = plan_placement(graph, exclude=exclude, include_first_last=include_first_last)
+    if not placement.quantized_layers:
+        logger.warning(
+            "quantize: no layer of graph %r is quantized (%s); include_first_last=True quantizes the first conv and "
+            "the classifier too",
+            graph.name,
+            "; ".join(f"{name}: {why}" for name, why in placement.kept.items()) or "it has no conv, dense or matmul",
+        )
     header = CacheHeader(precision, method, float(percentile), graph_structure_digest(graph))
     if cache is not None and os.path.exists(cache):
         scales = check_cache(cache, header, placement.activation_names)
