@@ -100,6 +100,8 @@ def to_torch(array) -> torch.Tensor:
     array = np.array(array)  # a copy; np.ascontiguousarray would make 0-d arrays 1-d
     if array.dtype.name == "bfloat16":
         return torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)
+    if array.dtype.name == "float8_e4m3fn":  # ml_dtypes' float8, as bfloat16: same bits as torch's
+        return torch.from_numpy(array.view(np.uint8)).view(torch.float8_e4m3fn)
     return torch.from_numpy(array)
 
 

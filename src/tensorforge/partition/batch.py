@@ -115,7 +115,17 @@ def _indexed_axes(node: Node) -> str | None:
     return _across_batch("indexes along") if any(_normalize(a, rank) == 0 for a in node.attrs["axes"]) else None
 
 
+def _scale_axis(node: Node) -> str | None:
+    """quantize/dequantize: `axis` is the axis of per-channel scales (None: one scale, an elementwise op)."""
+    axis = node.attrs["axis"]
+    if axis is not None and _normalize(axis, node.inputs[0].type.rank) == 0:
+        return _across_batch(f"{node.op} has a scale per entry along")
+    return None
+
+
 _SPECIAL: dict[str, Callable[..., str | None]] = {
+    "quantize": _scale_axis,
+    "dequantize": _scale_axis,
     "adv_index": _indexed_axes,
     "transpose": _transpose,
     "layout_transform": _layout_transform,

@@ -35,10 +35,22 @@ EXPECTED_NOT_PASSING: dict[str, tuple[str, str]] = {
     # numeric types the IR has no dtype for
     r"_(uint16|uint32|uint64)(_expanded)?$": ("refused", r"UINT(16|32|64), which the IR cannot hold"),
     r"test_equal_string": ("refused", r"STRING, which the IR cannot hold"),
-    r"test_cast(like)?_.*(FLOAT8|FLOAT4E2M1|INT4|INT2|e8m0)": (
+    r"test_cast(like)?_.*(FLOAT8(?!E4M3FN(_expanded)?$)|FLOAT4E2M1|INT4|INT2|e8m0)": (
         "refused",
         r"(FLOAT8\w*|FLOAT4E2M1|U?INT[24]), "
         r"which the IR cannot hold",
+    ),
+    # float8 values come from quantize; a plain cast to float8 (its rounding and saturate modes) is not mapped, and
+    # the onnxruntime that would run it cannot either
+    r"test_cast(like)?_.*_to_FLOAT8E4M3FN(_expanded)?$": (
+        "opaque",
+        r"FLOAT8E4M3FN, which the IR cannot hold as a cast",
+    ),
+    # quantization the IR ops do not express: blocked scales, int16, and element types the IR has no dtype for
+    r"test_(de)?quantizelinear_(blocked\w*|int16)$": ("refused", r"runs through onnxruntime, which cannot load it"),
+    r"test_(de)?quantizelinear_(e5m2|float4e2m1|u?int[24])$": (
+        "refused",
+        r"(FLOAT8E5M2|FLOAT4E2M1|U?INT[24]), which the IR cannot hold",
     ),
     # not tensors
     r"test_(identity_(opt|sequence)|if_(opt|seq))$": ("refused", r"sequences, optionals or maps"),

@@ -32,7 +32,14 @@ planning, the plan's `LayerInfo.precision`) simply follows the IR. The rules:
    A chain of reduced layers passes the reduced type along; one cast serves every reader of a value. A layer
    kept in its source type reads a reduced value directly when that cannot change its output type (a
    comparison, `cast`, `argmax`): PyTorch's type promotion already computes in the output's type.
-5. **Strict mode** (`strict_types=True`): the requested type is a requirement. Every float layer runs in it,
+5. **Quantization scales stay as calibrated.** The scale and zero point of a `quantize` / `dequantize` are never
+   converted, strict mode included: a scale rounded to float16 moves every quantization step (x / scale lands
+   on the other side of a .5 for some x) and the numbers would no longer be the quantized model's. Their
+   arithmetic is float32 whatever the data's type (ir/ops/quantize.py); a quantize reads its data as the
+   producer made it (never cast down to be quantized: a float32 input is quantized from its float32 values,
+   strict mode included), a dequantize writes float32 (strict: the reduced type, rounded once from the float32
+   product) and the reduced layer after it reads it through one cast: dequantize -> FP16 kernel.
+6. **Strict mode** (`strict_types=True`): the requested type is a requirement. Every float layer runs in it,
    sensitive or not, casts and constant generators included (their `dtype` attribute is rewritten); only the
    region's I/O types stay.
 
@@ -93,6 +100,8 @@ SENSITIVE_OPS: Mapping[str, str] = {
 # movement (reshape/transpose/take of a float32 result). Everything else that is safe runs reduced.
 FOLLOWER_FAMILIES = frozenset({"elementwise", "shape", "indexing"})
 FOLLOWER_OPS = frozenset({"nn.bias_add", "nn.pad"})
+# ops whose inputs after the data (scale, zero point) keep their type: rule 5
+QUANTIZATION_OPS = frozenset({"quantize", "dequantize"})
 
 
 def reduced_dtype(config: BuilderConfig) -> str | None:
@@ -145,7 +154,7 @@ class _Planner:
         return self._keep(node)
 
     def _may_reduce(self, node: Node) -> bool:
-        if node.opdef.opaque or node.op == "subgraph":
+        if node.opdef.opaque or node.op == "subgraph" or node.op == "quantize":  # rule 5: quantize has no float output
             return False
         if self.strict:
             return any(self._is_float(v) for v in (*node.inputs, *node.outputs))
@@ -166,6 +175,8 @@ class _Planner:
             for i in (1, Epilogue.of(node).bias_index):
                 if i is not None and node.inputs[i].data is not None:
                     want[i] = node.inputs[i].type.dtype
+        if node.op in QUANTIZATION_OPS:  # rule 5: the scale and zero point stay as calibrated
+            want[1:] = [v.type.dtype for v in node.inputs[1:]]
         attrs = dict(node.attrs)
         if self.strict and attrs.get("dtype") in self.convertible:
             attrs["dtype"] = self.reduced  # strict: cast/arange/full make the requested type too

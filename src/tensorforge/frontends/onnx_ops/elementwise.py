@@ -214,25 +214,42 @@ def clip(ctx, *, input, min, max):
     return out
 
 
+CASTABLE = frozenset(IR_DTYPES.values()) - {"float8_e4m3fn"}
+
+
 def _cast_check(*, to, **_):
-    """Target dtype must have an IR type (no strings, float8, 4-bit or unsigned 16/32/64-bit)."""
-    return None if to in IR_DTYPES else f"cast to ONNX element type {to}, which has no IR dtype"
+    """Target dtype must have an IR type a cast makes (no strings, float8, 4-bit or unsigned 16/32/64-bit)."""
+    if to not in IR_DTYPES:
+        return f"cast to ONNX element type {to}, which has no IR dtype"
+    return None if IR_DTYPES[to] in CASTABLE else _cast_refusal(IR_DTYPES[to])
 
 
 @onnx_converter("Cast", since=(9, 13, 19, 21, 23, 24, 25, 28), check=_cast_check)
 def cast(ctx, *, input, to, saturate=1, round_mode="up"):
     if to not in IR_DTYPES:
         raise Unsupported(_cast_check(to=to))
-    if IR_DTYPES[to] == input.dtype:
-        return input
-    return ctx.emit("cast", input, dtype=IR_DTYPES[to])
+    return _cast(ctx, input, IR_DTYPES[to])
 
 
 @onnx_converter("CastLike", since=(15, 19, 21, 23, 24, 25))
 def cast_like(ctx, *, input, target_type, saturate=1, round_mode="up"):
-    if target_type.dtype == input.dtype:
+    return _cast(ctx, input, target_type.dtype)
+
+
+def _cast(ctx, input, dtype: str):
+    if dtype == input.dtype:
         return input
-    return ctx.emit("cast", input, dtype=target_type.dtype)
+    if dtype not in CASTABLE:
+        raise Unsupported(_cast_refusal(dtype))
+    return ctx.emit("cast", input, dtype=dtype)
+
+
+def _cast_refusal(dtype: str) -> str:
+    # float8 values come from `quantize` (ONNX's QuantizeLinear, whose rounding and saturation the IR op follows);
+    # a plain cast's rounding and saturation modes are not mapped
+    return (
+        f"a cast to {dtype.upper().replace('_', '')}, which the IR cannot hold as a cast (only quantize makes float8)"
+    )
 
 
 @onnx_converter("Where", since=(9, 16))

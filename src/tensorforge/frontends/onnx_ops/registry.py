@@ -227,12 +227,14 @@ def onnx_op_table() -> list[dict]:
 
 
 def tensor_from_proto(proto: onnx.TensorProto):
-    """An ONNX tensor (initializer, attribute) as a torch tensor; bfloat16 included, which numpy lacks."""
+    """An ONNX tensor (initializer, attribute) as a torch tensor; bfloat16 and float8 included, which numpy lacks."""
     import torch
 
     array = numpy_helper.to_array(proto)
     if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: same bits as torch's
         return torch.from_numpy(array.view("uint16").copy()).view(torch.bfloat16)
+    if array.dtype.name == "float8_e4m3fn":  # ml_dtypes' float8_e4m3fn: same bits as torch's
+        return torch.from_numpy(array.view("uint8").copy()).view(torch.float8_e4m3fn)
     return torch.from_numpy(array.copy())
 
 
