@@ -4,6 +4,7 @@ from . import frontends, ir
 from .api import build, compile, convert, load, plugin  # noqa: A004
 from .frontends.converters import converter
 from .partition import PartitionConfig, PartitionReport, partition_for_tensorforge
+from .quantization import quantize
 from .runtime import EngineModule, Module
 
 __version__ = "0.1.0"
@@ -21,5 +22,6 @@ __all__ = [
     "Module",
     "converter",
     "plugin",
+    "quantize",
     "__version__",
 ]

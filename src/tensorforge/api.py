@@ -13,13 +13,25 @@ from . import ir
 from .frontends import from_torch
 from .frontends.converters import converter
 from .partition import PartitionConfig, partition_for_tensorforge, register_supported_op
+from .quantization import quantize
 from .runtime import EngineModule, Module, RuntimeOptions
 from .runtime import load as _load_module
 from .runtime.options import OPTION_NAMES
 
 logger = logging.getLogger("tensorforge")
 
-PRECISIONS = {"fp32": {}, "tf32": {}, "fp32-strict": {"tf32": False}, "fp16": {"fp16": True}, "bf16": {"bf16": True}}
+# int8 and fp8 quantize the layers the calibration places Q/DQ pairs on; the layers kept out of it (sensitive ones,
+# and those without a quantized kernel) run in fp16, as TensorRT's int8 builds with the fp16 flag
+PRECISIONS = {
+    "fp32": {},
+    "tf32": {},
+    "fp32-strict": {"tf32": False},
+    "fp16": {"fp16": True},
+    "bf16": {"bf16": True},
+    "int8": {"fp16": True},
+    "fp8": {"fp16": True},
+}
+QUANTIZED_PRECISIONS = ("int8", "fp8")
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "verbose": logging.DEBUG}
 
 
@@ -88,6 +100,7 @@ def convert(
     fp16_mode: bool = False,
     int8_mode: bool = False,
     int8_calib_dataset=None,
+    int8_calib_algorithm: str = "entropy",
     max_batch_size: int = 1,
     max_workspace_size: int = 1 << 30,
     input_names: Sequence[str] | None = None,
@@ -110,19 +123,26 @@ def convert(
     the batch axis (attention's head reshapes) stay in the engine. `dynamic_shapes` (torch.export's form, with
     `torch.export.Dim`s) makes any dimension a named symbol (see `frontends.from_torch`). Every other option
     (cache_dir, strict_types, optimization_level, timing_cache, ...: see `build`) passes by name, or in `options`.
+
+    `int8_mode=True` quantizes the model (`tensorforge.quantize`: Q/DQ pairs where TensorRT places them) with
+    activation scales calibrated over `int8_calib_dataset` (an iterable of input batches; as in torch2trt, the
+    example `inputs` when None) by `int8_calib_algorithm` ("entropy", "minmax" or "percentile").
     """
     if log_level not in LOG_LEVELS:
         raise ValueError(f"log_level must be one of {sorted(LOG_LEVELS)}, got {log_level!r}")
     logger.setLevel(LOG_LEVELS[log_level])
-    if int8_mode or int8_calib_dataset is not None:
-        raise NotImplementedError(
-            "INT8 plans (int8_mode / int8_calib_dataset) are not implemented yet; use fp16_mode=True, or FP32"
-        )
+    if int8_calib_dataset is not None and not int8_mode:
+        raise ValueError("int8_calib_dataset is given but int8_mode is False: pass int8_mode=True to quantize")
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     inputs = _example_tuple(inputs)
     device = device if device is not None else _example_device(inputs)
     graph = from_torch(model, inputs, dynamic_shapes=dynamic_shapes, input_names=input_names, output_names=output_names)
+    if int8_mode:
+        if int8_calib_dataset is None:
+            logger.warning("int8_mode without int8_calib_dataset: calibrating on the example inputs alone")
+            int8_calib_dataset = [inputs]
+        graph = quantize(graph, int8_calib_dataset, precision="int8", method=int8_calib_algorithm)
     graph, config = partition_for_tensorforge(
         graph,
         min_block_size=min_block_size,
@@ -154,10 +174,17 @@ def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforg
     dynamic_shapes: Any = None,
     device=None,
     options: RuntimeOptions | None = None,
+    calib_data: Any = None,
+    calib_method: str | None = None,
+    calib_cache: str | None = None,
     **keywords: Any,
 ) -> Module:
     """The one call: convert, partition and build `model` for `precision` ("fp32", "tf32", "fp32-strict",
-    "fp16", "bf16"). Plans build at first run, for the batch sizes the module meets.
+    "fp16", "bf16", "int8", "fp8"). Plans build at first run, for the batch sizes the module meets.
+
+    "int8" and "fp8" quantize the model first (`tensorforge.quantize`) with scales calibrated over `calib_data` (an
+    iterable of input batches) by `calib_method` (default: entropy for int8, minmax for fp8), reusing or writing
+    the calibration cache `calib_cache`; layers left unquantized run in fp16.
 
     `keywords` are options (any name `build` takes: cache_dir, multi_engine, optimization_level, strict_types, ...)
     and partition options (`partition_for_tensorforge`'s: min_block_size, torch_executed_ops, ...);
@@ -167,6 +194,8 @@ def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforg
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if precision not in QUANTIZED_PRECISIONS and (calib_data is not None or calib_cache is not None):
+        raise ValueError(f"calibration data quantizes a model: pass precision='int8' or 'fp8', not {precision!r}")
     option_values = {name: keywords.pop(name) for name in list(keywords) if name in OPTION_NAMES}
     for name, value in PRECISIONS[precision].items():
         if option_values.setdefault(name, value) != value:
@@ -178,6 +207,8 @@ def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforg
     example_inputs = _example_tuple(example_inputs)
     device = device if device is not None else _example_device(example_inputs)
     graph = from_torch(model, example_inputs, dynamic_shapes=dynamic_shapes)
+    if precision in QUANTIZED_PRECISIONS:
+        graph = quantize(graph, calib_data, precision=precision, method=calib_method, cache=calib_cache)
     keywords.setdefault("use_implicit_batch", False)  # the engine binds the batch at run time
     graph, config = partition_for_tensorforge(graph, **keywords)
     return build(graph, config, device=device, options=options, **option_values)

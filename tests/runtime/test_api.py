@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 
@@ -41,9 +43,38 @@ def test_convert_returns_a_working_engine_module(small_net):
             assert rel_err(trt_model(xb), small_net(xb)) <= 1e-4
 
 
-def test_convert_refuses_int8_for_now(small_net):
-    with pytest.raises(NotImplementedError, match="INT8"):
-        forge.convert(small_net, [torch.randn(1, 3, 16, 16)], int8_mode=True, device="cpu")
+class TwoConvNet(torch.nn.Module):
+    """conv -> relu -> conv -> pool -> linear: the first conv and the classifier stay in floating point under int8,
+    the second conv is quantized."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(self.conv2(torch.relu(self.conv1(x))).mean(dim=(2, 3)))
+
+
+def test_convert_int8_mode_quantizes_with_calibration():
+    model = TwoConvNet().eval()
+    calibration = [torch.randn(4, 3, 16, 16) for _ in range(3)]
+    trt_model = forge.convert(
+        model,
+        [torch.randn(1, 3, 16, 16)],
+        int8_mode=True,
+        int8_calib_dataset=calibration,
+        max_batch_size=2,
+        device="cpu",
+    )
+    ops = sum((g.op_counts() for g in [trt_model.graph, *trt_model.graph.subgraphs.values()]), start=Counter())
+    assert ops["quantize"] > 0 and ops["quantize"] == ops["dequantize"]
+    xb = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert 0 < rel_err(trt_model(xb), model(xb)) <= 0.05
+    with pytest.raises(ValueError, match="int8_mode is False"):
+        forge.convert(model, [torch.randn(1, 3, 16, 16)], int8_calib_dataset=calibration, device="cpu")
 
 
 def test_compile_one_call(fallback_net):

@@ -3,6 +3,7 @@
     tensorforge build MODEL -o out.tforge [--fp16|--bf16] [--batch N] ...   convert, partition, build, save
         (--shapes x:1x3x224x224, or --min-shapes/--opt-shapes/--max-shapes, instead of --batch: trtexec's
         optimization profile; also for bench, inspect and compare)
+        (--int8 or --fp8 with --calib DIR_OR_NPZ [--calib-cache FILE]: post-training quantization, build only)
     tensorforge run PLAN --input x.npy|inputs.npz [--output y.npz]        run a saved module on arrays
     tensorforge bench PLAN|MODEL [--batch N] [--compare eager,compile]   latency, throughput, peak memory
     tensorforge inspect PLAN|MODEL [--json]                               regions, fallbacks, layers, tactics
@@ -201,7 +202,35 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--device", default=None, help=f"cpu or cuda[:N] (default {device_help})")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        # quantization flags belong to `build` (add_quantization_flags); the other commands build unquantized
+        p.set_defaults(int8=False, fp8=False, calib=None, calib_method=None, calib_cache=None)
         return p
+
+    def add_quantization_flags(p: argparse.ArgumentParser) -> None:
+        quantized = p.add_mutually_exclusive_group()
+        quantized.add_argument(
+            "--int8", action="store_true", help="quantize to int8 with scales calibrated on --calib (TensorRT's Q/DQ)"
+        )
+        quantized.add_argument("--fp8", action="store_true", help="quantize to float8 (e4m3) with --calib's scales")
+        p.add_argument(
+            "--calib",
+            default=None,
+            metavar="DIR_OR_NPZ",
+            help="calibration inputs for --int8/--fp8: an .npz (one batch, keys = input names) or a directory of them",
+        )
+        p.add_argument(
+            "--calib-method",
+            choices=("entropy", "minmax", "percentile"),
+            default=None,
+            help="how activation ranges are calibrated (default: entropy for --int8, minmax for --fp8)",
+        )
+        p.add_argument(
+            "--calib-cache",
+            default=None,
+            metavar="FILE",
+            help="calibration cache: reused when it exists and fits the model (then --calib may be left out), "
+            "written after calibrating otherwise",
+        )
 
     parser = _Parser(
         prog=PROG,
@@ -222,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL", help="an .onnx file or a zoo name (tensorforge models)")
     p.add_argument("-o", "--output", required=True, help="the .tforge file to write")
+    add_quantization_flags(p)
     p.add_argument(
         "--rebuildable",
         action="store_true",

@@ -128,7 +128,30 @@ def _precision(fp16: bool, bf16: bool, tf32: bool, device) -> str:
 
 
 def _requested_precision(args, device) -> str:
-    return _precision(args.fp16, args.bf16, not args.no_tf32, device)
+    quantized = "int8" if args.int8 else "fp8" if args.fp8 else None
+    return quantized or _precision(args.fp16, args.bf16, not args.no_tf32, device)
+
+
+def _quantized_graph(graph, args):
+    """`graph` with Q/DQ pairs when --int8/--fp8 asks (scales from --calib, or from a fitting --calib-cache)."""
+    from ..quantization import CalibrationCacheError, CalibrationDataError, load_calibration_files, quantize
+
+    precision = "int8" if args.int8 else "fp8" if args.fp8 else None
+    if precision is None:
+        if args.calib is not None or args.calib_cache is not None or args.calib_method is not None:
+            raise CLIError("--calib, --calib-method and --calib-cache go with --int8 or --fp8")
+        return graph
+    cached = args.calib_cache is not None and os.path.exists(args.calib_cache)
+    if args.calib is None and not cached:
+        raise CLIError(
+            f"--{precision} needs calibration inputs: --calib DIR_OR_NPZ (an .npz keyed by input name, or a "
+            f"directory of them), or a --calib-cache file that exists"
+        )
+    try:
+        batches = load_calibration_files(args.calib) if args.calib is not None else None
+        return quantize(graph, batches, precision=precision, method=args.calib_method, cache=args.calib_cache)
+    except (CalibrationDataError, CalibrationCacheError) as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _runtime_options(args):
@@ -138,7 +161,7 @@ def _runtime_options(args):
     spec = shape_profile(args)
     return RuntimeOptions().replace(
         profiles=None if spec is None else [spec],
-        fp16=args.fp16,
+        fp16=args.fp16 or args.int8 or args.fp8,  # what quantization leaves out runs in fp16, as compile() does
         bf16=args.bf16,
         tf32=not args.no_tf32,
         strict_types=args.strict_types,
@@ -182,6 +205,7 @@ def _build_module(source: Source, args, device, batch: int, *, quiet: bool):
         start = time.perf_counter()
         graph = _to_graph(source, args.seq_len, shape_profile(args))
         batch = _build_batch(graph, source, args, batch)  # the shape flags are checked before anything is built
+        graph = _quantized_graph(graph, args)
         stages["convert_s"] = time.perf_counter() - start
         bar.update()
         bar.set_description_str(f"{PROG}: partitioning")

@@ -1,0 +1,69 @@
+"""Per-layer sensitivity: which layers lose the most when quantized, so a user knows what to `exclude`.
+
+Each quantizable layer is quantized alone (its data input per tensor, its weight per channel, every other layer in
+floating point), and the graph's outputs on `eval_data` are compared with the floating-point graph's. The layers
+come back sorted, worst first, by relative error (||quantized - float|| / ||float|| over every output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..ir import Graph, execute
+from .calibrators import collect_thresholds, scale_for
+from .data import calibration_batches
+from .insert import PRECISION_DTYPES, Placement, insert_qdq, plan_placement
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    layer: str
+    op: str
+    relative_error: float
+
+
+def _only(placement: Placement, layer: str) -> Placement:
+    """The sites of `placement` that `layer` reads, with `layer` as their only reader."""
+
+    def mine(sites: list[Any]) -> list[Any]:
+        out = []
+        for site in sites:
+            readers = tuple(r for r in site.readers if r[0] == layer)
+            if readers:
+                out.append(type(site)(site.value, readers, site.axis))
+        return out
+
+    return Placement(mine(placement.activations), mine(placement.weights), [layer], {})
+
+
+def sensitivity(
+    graph: Graph,
+    calib_data: Iterable[Any],
+    eval_data: Iterable[Any],
+    precision: str = "int8",
+    method: str = "entropy",
+    percentile: float = 99.99,
+) -> list[LayerSensitivity]:
+    """Each quantizable layer's output error when it alone is quantized, worst first (see the module docstring)."""
+    placement = plan_placement(graph, include_first_last=True)
+    thresholds = collect_thresholds(
+        graph, placement.activation_names, calibration_batches(graph, calib_data), method, percentile
+    )
+    scales = {name: scale_for(t, PRECISION_DTYPES[precision]) for name, t in thresholds.items()}
+    batches = list(calibration_batches(graph, eval_data))
+    references = [execute(graph, *batch) for batch in batches]
+    report = []
+    for layer in placement.quantized_layers:
+        single = insert_qdq(graph, _only(placement, layer), scales, precision)
+        difference = reference_norm = 0.0
+        for batch, reference in zip(batches, references):
+            for got, want in zip(execute(single, *batch), reference):
+                difference += float((got.double() - want.double()).pow(2).sum())
+                reference_norm += float(want.double().pow(2).sum())
+        error = (difference / reference_norm) ** 0.5 if reference_norm else float(torch.inf)
+        report.append(LayerSensitivity(layer, graph.node_named(layer).op, error))
+    return sorted(report, key=lambda item: item.relative_error, reverse=True)
