@@ -58,7 +58,9 @@ def test_quantize_static_model_matches_onnxruntime(tmp_path, caplog, per_channel
     assert_within(module(torch.from_numpy(x)), onnxruntime_output(path, x))
 
 
-def test_quantize_linear_with_runtime_scale_is_refused_with_a_reason():
+def test_quantize_linear_with_a_runtime_scale_imports_and_stays_in_pytorch_with_a_reason():
+    """A scale the model computes (here: a graph input) imports and runs like onnxruntime; the engine takes only
+    constant scales, so the pair stays in PyTorch, and the partition report says why."""
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "s"], ["q"]),
         helper.make_node("DequantizeLinear", ["q", "s"], ["y"]),
@@ -73,8 +75,14 @@ def test_quantize_linear_with_runtime_scale_is_refused_with_a_reason():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    with pytest.raises(Exception, match="scale is computed at run time"):
-        from_onnx(model, strict=True)
+    imported = from_onnx(model, strict=True)
+    x, s = np.array([[0.1, -2.5, 3.0], [7.25, -0.05, 1.0]], np.float32), np.array(0.5, np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {"x": x, "s": s})
+    (actual,) = execute(imported, torch.from_numpy(x), torch.from_numpy(s))
+    np.testing.assert_array_equal(actual.numpy(), expected)
+    _, config = forge.partition_for_tensorforge(imported, use_implicit_batch=False)
+    assert config.report.offloaded_nodes == 0 and "constant" in str(config.report), config.report
 
 
 def test_blocked_quantization_is_refused_with_a_reason():
