@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -11,7 +11,7 @@ from .symbolic import SymExpr
 from .types import is_monomial, monomial
 
 if TYPE_CHECKING:
-    from .graph import Graph
+    from .graph import Graph, Value
 
 
 def bind_symbols(graph: Graph, inputs: Sequence[torch.Tensor]) -> dict[str, int]:
@@ -70,13 +70,19 @@ def bind_symbols(graph: Graph, inputs: Sequence[torch.Tensor]) -> dict[str, int]
 
 
 @torch.no_grad()
-def execute(graph: Graph, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Run `graph` on `inputs` (all on one device) and return its outputs as a tuple."""
+def execute(
+    graph: Graph, *inputs: torch.Tensor, on_value: Callable[[Value, torch.Tensor], None] | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Run `graph` on `inputs` (all on one device) and return its outputs as a tuple. `on_value(value, tensor)` sees
+    every input, constant and node output of this graph as it comes to exist (calibration watches values so)."""
     env = bind_symbols(graph, inputs)
     device = inputs[0].device if inputs else torch.device("cpu")
     values: dict[int, torch.Tensor] = {id(v): t for v, t in zip(graph.inputs, inputs)}
     for v in graph.constants.values():
         values[id(v)] = v.tensor.to(device)
+    if on_value is not None:
+        for v in (*graph.inputs, *graph.constants.values()):
+            on_value(v, values[id(v)])
     # free each intermediate after its last use, so peak memory stays close to what eager needs
     last_use: dict[int, int] = {}
     for i, node in enumerate(graph.nodes):
@@ -95,6 +101,8 @@ def execute(graph: Graph, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
             )
         for v, t in zip(node.outputs, outs):
             values[id(v)] = t
+            if on_value is not None:
+                on_value(v, t)
         for v in node.inputs:
             if last_use.get(id(v)) == i and id(v) not in keep:
                 values.pop(id(v), None)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..ir import Graph, Value
-from ..ir.execute import bind_symbols
+from ..ir.execute import execute
 
 # The largest level of each quantized element type: scale = threshold / QMAX[dtype]
 QMAX = {"int8": 127.0, "float8_e4m3fn": 448.0}
@@ -217,30 +217,16 @@ def make_calibrator(method: str, percentile: float = 99.99) -> Calibrator:
 
 @torch.no_grad()
 def observe_graph(graph: Graph, inputs: Sequence[torch.Tensor], watch: dict[Value, Calibrator]) -> None:
-    """Run `graph` once on CPU through its reference implementations, as `ir.execute` does, and show every watched
-    value to its calibrator as soon as it exists (intermediates are freed after their last use)."""
-    env = bind_symbols(graph, inputs)
-    device = torch.device("cpu")
-    values: dict[Value, torch.Tensor] = {v: t for v, t in zip(graph.inputs, inputs)}
-    values.update({v: v.tensor for v in graph.constants.values()})
-    for value in list(values):
+    """Run `graph` once through its reference implementations (`ir.execute`) and show every watched value to its
+    calibrator as soon as it exists (intermediates are freed after their last use, as execute does)."""
+    if any(node.op == "subgraph" for node in graph.nodes):
+        raise ValueError("calibrate before partitioning: this graph has engine regions (subgraph nodes)")
+
+    def seen(value: Value, tensor: torch.Tensor) -> None:
         if value in watch:
-            watch[value].observe(values[value])
-    last_use: dict[Value, int] = {}
-    for i, node in enumerate(graph.nodes):
-        for v in node.inputs:
-            last_use[v] = i
-    for i, node in enumerate(graph.nodes):
-        if node.op == "subgraph":
-            raise ValueError("calibrate before partitioning: this graph has engine regions (subgraph nodes)")
-        outputs = node.opdef.run([values[v] for v in node.inputs], node.attrs, env, device)
-        for v, t in zip(node.outputs, outputs):
-            values[v] = t
-            if v in watch:
-                watch[v].observe(t)
-        for v in node.inputs:
-            if last_use.get(v) == i and v.kind == "node":
-                del values[v]
+            watch[value].observe(tensor)
+
+    execute(graph, *inputs, on_value=seen)
 
 
 def collect_thresholds(
