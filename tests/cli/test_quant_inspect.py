@@ -106,3 +106,24 @@ def test_inspect_per_channel_scales_give_count_and_range(tmp_path):
     text = tforge("inspect", path, "--device", "cpu")
     assert_ok(text)
     assert "scales 4 along axis 1, 0.02..0.5" in text.stdout
+
+
+def test_compare_per_layer_lists_sensitivity_worst_first(int8_module, tmp_path):
+    """`compare --int8 --calib X --per-layer`: the quantized module against the float model, then each quantizable
+    layer's error when quantized alone, sorted worst first, as `quantization.sensitivity` computes it."""
+    onnx_path = str(int8_module).replace("q.tforge", "convnet.onnx")
+    calib = str(int8_module).replace("q.tforge", "calib.npz")
+    args = ("compare", onnx_path, "--int8", "--calib", calib, "--per-layer", "--batch", 2, "--device", "cpu", "-q")
+    result = tforge(*args, "--json")
+    assert_ok(result)
+    doc = json.loads(result.stdout)
+    assert doc["precision"] == "int8" and doc["ok"]
+    rows = doc["per_layer"]
+    assert {r["op"] for r in rows} == {"nn.conv2d", "nn.dense"} and len(rows) == 3
+    errors = [r["relative_error"] for r in rows]
+    assert errors == sorted(errors, reverse=True) and all(0 < e < 0.1 for e in errors)
+    text = tforge(*args)
+    assert_ok(text)
+    assert "worst first" in text.stdout and rows[0]["layer"] in text.stdout.split("worst first")[1]
+    misuse = tforge("compare", onnx_path, "--per-layer", "--device", "cpu", "-q")
+    assert misuse.returncode != 0 and "--per-layer goes with --int8 or --fp8" in misuse.stderr

@@ -318,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL", help="an .onnx file or a zoo name")
     p.add_argument("--rtol", type=float, default=None, help="tolerance on max |a - e| / max |e| (default by precision)")
+    add_quantization_flags(p)
+    p.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="with --int8/--fp8 and --calib: each layer's output error when it alone is quantized, worst first",
+    )
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("models", parents=[common], help="list the zoo models", description="List the zoo models.")
