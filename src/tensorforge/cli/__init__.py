@@ -3,7 +3,7 @@
     tensorforge build MODEL -o out.tforge [--fp16|--bf16] [--batch N] ...   convert, partition, build, save
         (--shapes x:1x3x224x224, or --min-shapes/--opt-shapes/--max-shapes, instead of --batch: trtexec's
         optimization profile; also for bench, inspect and compare)
-        (--int8 or --fp8 with --calib DIR_OR_NPZ [--calib-cache FILE]: post-training quantization, build only)
+        (--int8 or --fp8 with --calib DIR_OR_NPZ [--calib-cache FILE]: post-training quantization, build and compare)
     tensorforge run PLAN --input x.npy|inputs.npz [--output y.npz]        run a saved module on arrays
     tensorforge bench PLAN|MODEL [--batch N] [--compare eager,compile]   latency, throughput, peak memory
     tensorforge inspect PLAN|MODEL [--json]                               regions, fallbacks, layers, tactics
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--device", default=None, help=f"cpu or cuda[:N] (default {device_help})")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-        # quantization flags belong to `build` (add_quantization_flags); the other commands build unquantized
+        # quantization flags belong to `build` and `compare` (add_quantization_flags); the others build unquantized
         p.set_defaults(int8=False, fp8=False, calib=None, calib_method=None, calib_cache=None)
         return p
 
@@ -318,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL", help="an .onnx file or a zoo name")
     p.add_argument("--rtol", type=float, default=None, help="tolerance on max |a - e| / max |e| (default by precision)")
+    add_quantization_flags(p)
+    p.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="with --int8/--fp8 and --calib: each layer's output error when it alone is quantized, worst first",
+    )
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("models", parents=[common], help="list the zoo models", description="List the zoo models.")

@@ -19,7 +19,12 @@ from .sources import (
     _run_batch,
     _shapes_summary,
     _source_inputs,
+    _to_graph,
+    shape_profile,
 )
+
+# a quantized module against the float model: the few percent that int8 / float8 rounding costs a calibrated model
+QUANTIZED_TOLERANCES = {"int8": 0.1, "fp8": 0.1}
 
 
 def _error_stats(actual, expected) -> dict:
@@ -84,7 +89,9 @@ def cmd_compare(args) -> int:
     device = _device(args.device)
     source = _resolve(args.model, plan=False, model=True, image_size=args.image_size, seq_len=args.seq_len)
     precision = _requested_precision(args, device)
-    tolerance = args.rtol if args.rtol is not None else TOLERANCES[precision]
+    tolerance = args.rtol if args.rtol is not None else {**TOLERANCES, **QUANTIZED_TOLERANCES}[precision]
+    if args.per_layer and (precision not in QUANTIZED_TOLERANCES or args.calib is None):
+        raise CLIError("--per-layer goes with --int8 or --fp8 and --calib DIR_OR_NPZ (the calibration inputs)")
     module, _ = _build_module(source, args, device, args.batch, quiet=args.quiet)
     env = _example_env(module.graph, source, args)
     inputs = _source_inputs(source, module.graph, env, device)
@@ -109,6 +116,9 @@ def cmd_compare(args) -> int:
         "outputs": rows,
         "ok": all(r["ok"] for r in rows.values()),
     }
+    per_layer = _per_layer(source, args, precision, inputs) if args.per_layer else None
+    if per_layer is not None:
+        doc["per_layer"] = per_layer
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -123,6 +133,8 @@ def cmd_compare(args) -> int:
                 f"  {name:<{width}}  {str(tuple(r['shape'])):<18} {r['max_abs']:>10.3g} {r['max_rel']:>10.3g} "
                 f"{r['mean_abs']:>10.3g} {r['cosine']:>10.6f}  {'ok' if r['ok'] else 'MISMATCH'}"
             )
+        if per_layer is not None:
+            _print_per_layer(per_layer, precision)
     if not doc["ok"]:
         bad = [f"{n} ({r['max_rel']:.3g})" for n, r in rows.items() if not r["ok"]]
         print(
@@ -131,3 +143,28 @@ def cmd_compare(args) -> int:
         )
         return EXIT_MISMATCH
     return 0
+
+
+def _per_layer(source: Source, args, precision: str, inputs: tuple) -> list[dict]:
+    """`quantization.sensitivity` of the float model: calibrated on --calib, evaluated on the compared inputs."""
+    from ..quantization import CalibrationDataError, load_calibration_files, sensitivity
+
+    graph = _to_graph(source, args.seq_len, shape_profile(args))
+    eval_batch = tuple(x.detach().cpu() for x in inputs)
+    try:
+        calib = load_calibration_files(args.calib)
+        method = args.calib_method or ("entropy" if precision == "int8" else "minmax")
+        report = sensitivity(graph, calib, [eval_batch], precision=precision, method=method)
+    except CalibrationDataError as exc:
+        raise CLIError(str(exc)) from None
+    return [{"layer": s.layer, "op": s.op, "relative_error": s.relative_error} for s in report]
+
+
+def _print_per_layer(rows: list[dict], precision: str) -> None:
+    print(f"per layer, {precision} alone (output error ||quantized - float|| / ||float||), worst first:")
+    if not rows:
+        print("  no quantizable layer")
+        return
+    width = max(len(r["layer"]) for r in rows)
+    for r in rows:
+        print(f"  {r['layer']:<{width}}  {r['op']:<14} {r['relative_error']:.4g}")

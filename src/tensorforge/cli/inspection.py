@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import collections
 import json
+from typing import Any
 
+from ..ir import Node
 from ..ir.types import BATCH
 from .measure import _bytes
 from .sources import (
@@ -32,6 +34,44 @@ def _graph_macs(module, env: dict[str, int]) -> int:
     return total
 
 
+_QDQ_OPS = ("quantize", "dequantize")
+
+
+def _quantization_scale(node: Node) -> dict[str, Any]:
+    """A quantize / dequantize layer's scale: per tensor its value, per channel the axis, count and min..max (the
+    scales a calibrator or an imported model stored as constants); one computed at run time says so."""
+    scale = node.inputs[1]
+    if scale.data is None:
+        return {"computed_at_run_time": True}
+    values = scale.data.detach().float().cpu().reshape(-1)
+    if node.attrs["axis"] is None:
+        return {"value": values[0].item()}
+    return {"axis": node.attrs["axis"], "count": values.numel(), "min": values.min().item(), "max": values.max().item()}
+
+
+def _layer_doc(plan, layer) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": layer.name,
+        "op": layer.op,
+        "tactic": layer.tactic,
+        "precision": layer.precision,
+        "macs": layer.macs,
+    }
+    if layer.op in _QDQ_OPS:
+        doc["scale"] = _quantization_scale(plan.graph.node_named(layer.name))
+    return doc
+
+
+def _scale_text(scale: dict[str, Any] | None) -> str:
+    if scale is None:
+        return ""
+    if scale.get("computed_at_run_time"):
+        return "  scale computed at run time"
+    if "value" in scale:
+        return f"  scale {scale['value']:.6g}"
+    return f"  scales {scale['count']} along axis {scale['axis']}, {scale['min']:.6g}..{scale['max']:.6g}"
+
+
 def _plan_doc(plan) -> dict:
     macs = sum(layer.macs for layer in plan.layers)
     tactics = collections.Counter(layer.tactic for layer in plan.layers)
@@ -50,16 +90,7 @@ def _plan_doc(plan) -> dict:
         "flops": 2 * macs,
         "passes": plan.counters,
         "tactics": dict(tactics),
-        "layers": [
-            {
-                "name": layer.name,
-                "op": layer.op,
-                "tactic": layer.tactic,
-                "precision": layer.precision,
-                "macs": layer.macs,
-            }
-            for layer in plan.layers
-        ],
+        "layers": [_layer_doc(plan, layer) for layer in plan.layers],
     }
 
 
@@ -154,7 +185,7 @@ def _print_inspect(doc: dict, show_layers: int | None) -> None:
             for x in layers:
                 print(
                     f"      {x['name']:<{w_name}}  {x['op']:<{w_op}}  {x['tactic']:<{w_tac}}  "
-                    f"{x['precision']:<9}  {x['macs']}"
+                    f"{x['precision']:<9}  {x['macs']}{_scale_text(x.get('scale'))}"
                 )
             if len(layers) < len(p["layers"]):
                 print(f"      ... {len(p['layers']) - len(layers)} more layers (--layers N shows N, --layers -1 all)")

@@ -10,8 +10,9 @@ import sys
 
 import torch
 
+from ..ir.graph import Value
 from ..ir.symbolic import SymExpr
-from ..ir.types import FLOAT_DTYPES, dtype_name
+from ..ir.types import FLOAT_DTYPES, dtype_name, torch_dtype
 from .converters import Unsupported, converter
 
 _END = sys.maxsize  # "to the end" in slices
@@ -909,3 +910,91 @@ def arange(ctx, *, end, start=0, step=1, dtype=None, **_):
         integral = all(isinstance(v, (int, SymExpr)) for v in (start, end, step))
         dtype = torch.int64 if integral else torch.get_default_dtype()
     return ctx.emit("arange", start=start, stop=end, step=step, dtype=dtype_name(dtype))
+
+
+# -- PT2E quantization: quantized_decomposed::{quantize,dequantize}_per_{tensor,channel} ---------------------------
+# What `convert_pt2e` leaves and torch.export keeps: (input, scale, zero_point, [axis,] quant_min, quant_max, dtype).
+# The IR's `quantize` clamps to the whole range of the quantized type; a narrower quant range ([-127, 127], the
+# symmetric range some quantizers use) adds a clip of the quantized values, exact since the ranges nest. Dequantize
+# ignores the range, as PT2E does. A zero point of zeros is left out (symmetric, the layout a calibrator makes).
+# The scale arrives as a Python float (FP64) or a buffer: the IR holds it in float32 and computes x / scale where PT2E
+# computes x * (1 / scale); the quotients differ at most in their last bit, so a value rounds to the other integer
+# only when it sits within that bit of a .5 boundary.
+
+_PT2E_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}  # what PT2E quantizes to, and the IR's `quantize` too
+_PT2E_DEQUANTIZED = ("int8", "uint8", "int32")  # what the IR's `dequantize` reads; int32 is a quantized bias
+
+
+def _pt2e_dtype(dtype, known, op: str) -> str:
+    name = dtype_name(dtype)
+    if name not in known:
+        raise Unsupported(f"{op} of {name}: tensorforge imports PT2E quantization of {', '.join(known)} only")
+    return name
+
+
+def _pt2e_param(ctx, param, dtype: str, per_channel: bool, what: str):
+    """A scale or zero point as the IR ops take it: of `dtype`, shape [] per tensor or [C] per channel. Python
+    numbers and buffers become constants; a tensor computed at run time is reshaped and cast in the graph."""
+    if not isinstance(param, Value):
+        return ctx.const(param, dtype=torch_dtype(dtype))
+    shape = param.type.shape
+    if (len(shape) != 1) if per_channel else (shape not in ((), (1,))):
+        kind = "per-channel" if per_channel else "per-tensor"
+        raise Unsupported(f"a {what} of shape {list(shape)} for {kind} quantization")
+    if param.data is not None:
+        tensor = param.data if per_channel else param.data.reshape(())
+        if tensor is param.data and param.type.dtype == dtype:
+            return param
+        return ctx.graph.add_constant(tensor.to(torch_dtype(dtype)), param.name)
+    shaped = param if per_channel or not shape else ctx.emit("reshape", param, newshape=())
+    return shaped if shaped.type.dtype == dtype else ctx.emit("cast", shaped, dtype=dtype)
+
+
+def _pt2e_params(ctx, scale, zero_point, dtype: str, per_channel: bool) -> list:
+    """[scale] or [scale, zero_point]: a zero point known to be all zeros is left out."""
+    params = [_pt2e_param(ctx, scale, "float32", per_channel, "scale")]
+    if zero_point is None or (not isinstance(zero_point, Value) and zero_point == 0):
+        return params
+    if isinstance(zero_point, Value) and zero_point.data is not None and not zero_point.data.any():
+        return params
+    return [*params, _pt2e_param(ctx, zero_point, dtype, per_channel, "zero point")]
+
+
+def _pt2e_quantize(ctx, data, params: list, axis: int | None, quant_min: int, quant_max: int, dtype: str):
+    lo, hi = _PT2E_RANGES[dtype]
+    if not lo <= quant_min <= quant_max <= hi:
+        raise Unsupported(f"the quant range [{quant_min}, {quant_max}] is not within {dtype}'s [{lo}, {hi}]")
+    out = ctx.emit("quantize", data, *params, axis=axis, dtype=dtype)
+    if (quant_min, quant_max) == (lo, hi):
+        return out
+    return ctx.emit("clip", out, a_min=quant_min, a_max=quant_max)
+
+
+@converter("quantized_decomposed::quantize_per_tensor.default", "quantized_decomposed::quantize_per_tensor.tensor")
+def quantize_per_tensor(ctx, *, input, scale, zero_point, quant_min, quant_max, dtype):
+    name = _pt2e_dtype(dtype, tuple(_PT2E_RANGES), "quantize_per_tensor")
+    params = _pt2e_params(ctx, scale, zero_point, name, per_channel=False)
+    return _pt2e_quantize(ctx, input, params, None, quant_min, quant_max, name)
+
+
+@converter("quantized_decomposed::quantize_per_channel.default")
+def quantize_per_channel(ctx, *, input, scales, zero_points, axis, quant_min, quant_max, dtype):
+    name = _pt2e_dtype(dtype, tuple(_PT2E_RANGES), "quantize_per_channel")
+    params = _pt2e_params(ctx, scales, zero_points, name, per_channel=True)
+    return _pt2e_quantize(ctx, input, params, axis, quant_min, quant_max, name)
+
+
+@converter("quantized_decomposed::dequantize_per_tensor.default", "quantized_decomposed::dequantize_per_tensor.tensor")
+def dequantize_per_tensor(ctx, *, input, scale, zero_point, quant_min, quant_max, dtype, out_dtype=None):
+    name = _pt2e_dtype(dtype, _PT2E_DEQUANTIZED, "dequantize_per_tensor")
+    params = _pt2e_params(ctx, scale, zero_point, name, per_channel=False)
+    out = dtype_name(out_dtype) if out_dtype is not None else "float32"
+    return ctx.emit("dequantize", input, *params, axis=None, dtype=out)
+
+
+@converter("quantized_decomposed::dequantize_per_channel.default")
+def dequantize_per_channel(ctx, *, input, scales, zero_points, axis, quant_min, quant_max, dtype, out_dtype=None):
+    name = _pt2e_dtype(dtype, _PT2E_DEQUANTIZED, "dequantize_per_channel")
+    params = _pt2e_params(ctx, scales, zero_points, name, per_channel=True)
+    out = dtype_name(out_dtype) if out_dtype is not None else "float32"
+    return ctx.emit("dequantize", input, *params, axis=axis, dtype=out)
