@@ -105,7 +105,9 @@ def _assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
 def test_pt2e_model_imports_and_matches_its_eager_output(make_quantizer):
     quantized = _quantized(make_quantizer())
     example = torch.randn(2, 3, 8, 8)
-    # a converted model is exported, not handed over: it refuses `.eval()`, which from_torch calls on a module
+    # a converted model refuses `.eval()`; from_torch switches it through torchao, so it may be handed over as it is
+    direct = from_torch(quantized, (example,), dynamic_shapes=BATCH)
+    assert sum(n.op == "quantize" for n in direct.nodes) == 2
     exported = torch.export.export(quantized, (example,), dynamic_shapes=BATCH)
     exported_ops = {str(n.target) for n in exported.graph.nodes}
     assert "quantized_decomposed.quantize_per_tensor.default" in exported_ops, exported_ops

@@ -397,8 +397,13 @@ def from_torch(
     else:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"from_torch takes an nn.Module or an ExportedProgram, got {type(model).__name__}")
-        if model.training:
-            model = model.eval()  # inference: dropout off, batch norm on running statistics
+        if model.training:  # inference: dropout off, batch norm on running statistics
+            try:
+                model = model.eval()
+            except NotImplementedError:  # a PT2E-converted GraphModule refuses .eval(): torchao switches it
+                from torchao.quantization.pt2e import move_exported_model_to_eval
+
+                model = move_exported_model_to_eval(model)
         args, kwargs = tuple(example_inputs), dict(example_kwargs or {})
         with torch.no_grad():
             ep, relaxed = _export(model, args, kwargs, dynamic_batch, dynamic_shapes)
