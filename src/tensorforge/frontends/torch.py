@@ -401,7 +401,7 @@ def from_torch(
             try:
                 model = model.eval()
             except NotImplementedError:  # a PT2E-converted GraphModule refuses .eval(): torchao switches it
-                from torchao.quantization.pt2e import move_exported_model_to_eval
+                from torchao.quantization.pt2e import move_exported_model_to_eval  # type: ignore[import-untyped]
 
                 model = move_exported_model_to_eval(model)
         args, kwargs = tuple(example_inputs), dict(example_kwargs or {})
