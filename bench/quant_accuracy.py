@@ -36,7 +36,7 @@ import torch
 import tensorforge as forge
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import accuracy  # noqa: E402  (bench/ is no package: its loaders and photos are shared by path)
+import accuracy  # bench/ is no package: its loaders and photos are shared by path
 
 IMAGE_TARGET = 0.97  # top-1 agreement with FP32 eager
 MINILM_TARGETS = {"int8": 0.99, "fp8": 0.995}  # mean-pooled embedding cosine with FP32 eager (the lowest sentence)

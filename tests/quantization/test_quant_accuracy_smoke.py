@@ -9,7 +9,7 @@ import torch
 from quant_models import ResidualCNN, randomized
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import quant_accuracy  # noqa: E402
+import quant_accuracy
 
 
 def test_quantized_agreement_scores_every_configuration_against_eager():
