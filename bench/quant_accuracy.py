@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import platform
 import sys
@@ -97,6 +98,8 @@ def onnxruntime_run(
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
 
+    ort.set_default_logger_severity(3)  # its warnings about unused initializers of the export are noise here
+    logging.getLogger().setLevel(logging.ERROR)  # and so is the quantizer's advice to pre-process
     with tempfile.TemporaryDirectory() as tmp:
         source, target = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "quantized.onnx")
         with warnings.catch_warnings():  # the TorchScript exporter is deprecated, and the one the tests use
