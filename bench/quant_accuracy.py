@@ -209,6 +209,36 @@ def minilm_cosines(path: str, configs: Sequence[tuple[str, str]]) -> dict[str, A
     }
 
 
+def markdown_tables(results: dict[str, Any]) -> str:
+    """The results as Markdown tables: one for the image models, one for MiniLM."""
+    lines = [
+        "| model | engine | precision | calibrator | top-1 agreement | rel. logit error | target met |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in ("mobilenet_v2", "efficientnet_lite0"):
+        for row in results.get(name, {}).get("results", []):
+            head = f"| {name} | {row['engine']} | {row['precision']} | {row['method']} |"
+            if "error" in row:
+                lines.append(f"{head} failed: {row['error']} | | no |")
+                continue
+            met = "yes" if row["agreement"] >= results.get("image_target", IMAGE_TARGET) else "no"
+            lines.append(
+                f"{head} {row['top1_agree']}/{row['inputs']} ({100 * row['agreement']:.1f}%) |"
+                f" {row['rel_logit_error']:.3f} | {met} |"
+            )
+    if "minilm" in results:
+        lines += ["", "| model | precision | calibrator | min cosine | mean cosine | target | met |"]
+        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for row in results["minilm"]["results"]:
+            head = f"| all-MiniLM-L6-v2 | {row['precision']} | {row['method']} |"
+            if "error" in row:
+                lines.append(f"{head} failed: {row['error']} | | {row['target']} | no |")
+            else:
+                met = "yes" if row["met"] else "no"
+                lines.append(f"{head} {row['min_cosine']:.5f} | {row['mean_cosine']:.5f} | {row['target']} | {met} |")
+    return "\n".join(lines)
+
+
 def _versions() -> dict[str, str]:
     import onnxruntime
 
@@ -262,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["minilm"] = minilm_cosines(path, (("int8", "entropy"), ("int8", "minmax"), ("fp8", "minmax")))
     results["seconds"] = round(time.perf_counter() - start, 1)
     (out / "quant_accuracy.json").write_text(json.dumps(results, indent=2))
+    print(markdown_tables(results))
     return 0
 
 
