@@ -405,6 +405,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
     previous = warnings.showwarning
     warnings.showwarning = show_warning
+    # as with Python warnings, other libraries' notices reach the terminal only with --verbose: torch logs one per Enum
+    # that a library importing itself registers with pytree (torchao does, when transformers imports it)
+    pytree_log = logging.getLogger("torch.utils._pytree")
+    pytree_level = pytree_log.level
+    if not args.verbose:
+        pytree_log.setLevel(logging.ERROR)
     try:
         return args.run(args)
     except KeyboardInterrupt:
@@ -420,4 +426,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         warnings.showwarning = previous
+        pytree_log.setLevel(pytree_level)
         logger.removeHandler(handler)
