@@ -56,3 +56,13 @@ def environment() -> dict:
             cudnn=torch.backends.cudnn.version(),
         )
     return info
+
+
+def device_refusal(device: torch.device, dry_run: bool) -> str | None:
+    """Why a GPU benchmark cannot run on `device` as asked (None when it can): its real sizes are for a GPU, and a CPU
+    runs it only as the end-to-end check at tiny sizes (--dry-run)."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "no CUDA GPU here: run with --device cpu --dry-run"
+    if device.type == "cpu" and not dry_run:
+        return "--device cpu needs --dry-run (the real sizes are for the GPU)"
+    return None

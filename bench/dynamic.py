@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "src"))
 import tensorforge as forge  # noqa: E402
 import zoo_catalog  # noqa: E402
-from common import environment, summarize  # noqa: E402
+from common import device_refusal, environment, summarize  # noqa: E402
 from tensorforge.cli import measure_latencies  # noqa: E402
 from tensorforge.ir import SymExpr  # noqa: E402
 from zoo_gpu import _first, _rel_err, _sync  # noqa: E402
@@ -151,6 +151,26 @@ def _compile_modes(dry_run: bool) -> dict[str, dict]:
     return {"default": {}, "reduce-overhead": {"mode": "reduce-overhead"}}
 
 
+def _exact_plans(model, inputs: dict, expected: dict, precision: str, device, sizes, batch: int) -> dict[str, Any]:
+    """For each size, a module compiled for exactly that shape (no dynamic dimension): its build time, latency,
+    error against eager and plans; the baseline a dynamic plan is held to."""
+    exact: dict[str, Any] = {}
+    for s, x in inputs.items():
+        start = time.perf_counter()
+        static = forge.compile(model, x, precision=precision, device=device).build_all(batch)
+        build_s = time.perf_counter() - start
+        out = _first(static(*x)).float()
+        exact[str(s)] = {
+            **_times(static, x, device, sizes, batch),
+            "build_s": build_s,
+            "rel_err_vs_eager": _rel_err(out, expected[s]),
+            **_plans(static),
+        }
+        del static
+        _free(device)
+    return exact
+
+
 def _torch_compile_dynamic(
     model: torch.nn.Module, inputs_by_size: dict[Any, tuple], device: torch.device, sizes: Sizes, batch: int, dry: bool
 ) -> dict:
@@ -244,21 +264,7 @@ def bench_bert(batch: int, *, device: torch.device, sizes: Sizes, dry_run: bool,
         del module
         _free(device)
 
-        exact: dict[str, Any] = {}
-        for s, x in inputs.items():
-            start = time.perf_counter()
-            static = forge.compile(model, x, precision=precision, device=device).build_all(batch)
-            build_s = time.perf_counter() - start
-            out = _first(static(*x)).float()
-            exact[str(s)] = {
-                **_times(static, x, device, sizes, batch),
-                "build_s": build_s,
-                "rel_err_vs_eager": _rel_err(out, expected[s]),
-                **_plans(static),
-            }
-            del static
-            _free(device)
-        row["forge_exact"] = exact
+        row["forge_exact"] = _exact_plans(model, inputs, expected, precision, device, sizes, batch)
         row["compile_dynamic"] = _torch_compile_dynamic(model, inputs, device, sizes, batch, dry_run)
 
     ratios = {}
@@ -393,20 +399,7 @@ def bench_resnet(*, device: torch.device, sizes: Sizes, dry_run: bool) -> dict:
         expected = {s: _first(model(*x)).float() for s, x in inputs.items()}
         row["eager"] = {str(s): _times(model, x, device, sizes, 1) for s, x in inputs.items()}
         row["forge_dynamic"] = dynamic_module([{"h": (lo, opt, hi), "w": (lo, opt, hi)}])
-        exact: dict[str, Any] = {}
-        for s, x in inputs.items():
-            start = time.perf_counter()
-            static = forge.compile(model, x, precision=precision, device=device).build_all(1)
-            build_s = time.perf_counter() - start
-            out = _first(static(*x)).float()
-            exact[str(s)] = {
-                **_times(static, x, device, sizes, 1),
-                "build_s": build_s,
-                "rel_err_vs_eager": _rel_err(out, expected[s]),
-            }
-            del static
-            _free(device)
-        row["forge_exact"] = exact
+        exact = row["forge_exact"] = _exact_plans(model, inputs, expected, precision, device, sizes, 1)
 
         def ratios(variant: str) -> dict:
             return {str(s): _ratio(row[variant][str(s)]["median_ms"], exact[str(s)]["median_ms"]) for s in sizes.images}
@@ -845,11 +838,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=os.environ.get("OUT", "bench/results"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("no CUDA GPU here: run with --device cpu --dry-run", file=sys.stderr)
-        return 2
-    if device.type == "cpu" and not args.dry_run:
-        print("--device cpu needs --dry-run (the real sizes are for the GPU)", file=sys.stderr)
+    refusal = device_refusal(device, args.dry_run)
+    if refusal:
+        print(refusal, file=sys.stderr)
         return 2
     parts = args.parts.split(",")
     unknown = [p for p in parts if p not in PARTS]

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "src"))
 import tensorforge as forge  # noqa: E402
 import zoo_catalog  # noqa: E402
-from common import environment, summarize  # noqa: E402
+from common import device_refusal, environment, summarize  # noqa: E402
 from tensorforge.cli import measure_latencies  # noqa: E402
 
 # name -> what it is; none of them is in bench/benchmark.py's set
@@ -209,11 +209,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.environ.get("OUT", "bench/results"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("no CUDA GPU here: run with --device cpu --dry-run", file=sys.stderr)
-        return 2
-    if device.type == "cpu" and not args.dry_run:
-        print("--device cpu needs --dry-run (the real sizes are for the GPU)", file=sys.stderr)
+    refusal = device_refusal(device, args.dry_run)
+    if refusal:
+        print(refusal, file=sys.stderr)
         return 2
     models = args.models.split(",") if args.models else list(SAMPLE)
     unknown = [m for m in models if m not in SAMPLE]

@@ -25,3 +25,19 @@ class TinyEncoder(torch.nn.Module):
         attn = torch.nn.functional.scaled_dot_product_attention(q, k, v)
         x = self.norm1(x + self.out(attn.transpose(1, 2).reshape(b, s, h)))
         return self.norm2(x + self.mlp(x))
+
+
+def tiny_bert() -> torch.nn.Module:
+    """A Hugging Face BertModel at a size that exports and builds in seconds (2 layers, hidden 32, 128 positions),
+    random weights, in eval mode; needs `transformers`."""
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    return transformers.BertModel(config).eval()

@@ -19,6 +19,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from engine_helpers import FUSED_TOL, assert_outputs_close, ops
+from small_models import tiny_bert
 from tensorforge import ir
 from tensorforge.engine import Builder, Plan, PlanCompatibilityError
 from tensorforge.engine.passes import PassContext, dead_code, fold_view_chains
@@ -390,21 +391,12 @@ def test_hf_bert_over_a_dynamic_seq_reads_q_k_v_through_views():
     """A tiny BertModel (random weights) from torch.export with Dim("batch") and Dim("seq"): after horizontal
     fusion Q, K and V of each layer are one GEMM, and each head split folds onto its output, so the plan reads
     them in place at every seq of the profile."""
-    import transformers
     from torch.export import Dim
 
     from tensorforge.frontends import from_torch
 
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    model = transformers.BertModel(config).eval()
+    model = tiny_bert()
     dims = {0: Dim("batch", max=16), 1: Dim("seq", max=128)}
 
     def inputs(batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -427,7 +419,7 @@ def test_hf_bert_over_a_dynamic_seq_reads_q_k_v_through_views():
         return producer is not None and producer.op == "engine.dense"
 
     heads = [n for n in plan.graph.nodes if n.op == "engine.strided_view" and reads_a_gemm(n)]
-    assert len(heads) == 3 * config.num_hidden_layers, [layer.op for layer in plan.layers]
+    assert len(heads) == 3 * model.config.num_hidden_layers, [layer.op for layer in plan.layers]
     assert all(n.attrs["strides"][0][0] == 96 * S for n in heads), "a head's batch stride is 3*hidden*seq"
     assert not any(n.op == "transpose" and reads_a_gemm(n) for n in plan.graph.nodes), "no head split copies"
     for batch, seq in ((1, 4), (3, 17), (2, 40)):

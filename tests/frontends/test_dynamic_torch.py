@@ -12,6 +12,7 @@ import torch
 from torch.export import Dim
 from torch.utils._sympy.functions import CeilToInt, CleanDiv, FloorDiv, IntTrueDiv, Mod, PythonMod
 
+from small_models import tiny_bert
 from tensorforge import ir
 from tensorforge.frontends import from_torch
 from tensorforge.frontends.torch import ConversionError, _Symbols
@@ -214,18 +215,9 @@ needs_transformers = pytest.mark.skipif(importlib.util.find_spec("transformers")
 
 @needs_transformers
 def test_hf_bert_with_dynamic_batch_and_seq() -> None:
-    import transformers
 
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    model = transformers.BertModel(config).eval()
+    model = tiny_bert()
     spec = {"input_ids": {0: Dim("batch", max=16), 1: Dim("seq", max=128)}}
     spec["attention_mask"] = spec["input_ids"]
     ids, mask = _bert_inputs(2, 8)
