@@ -101,6 +101,7 @@ def convert(
     int8_mode: bool = False,
     int8_calib_dataset=None,
     int8_calib_algorithm: str = "entropy",
+    int8_error_budget: float | None = None,
     max_batch_size: int = 1,
     max_workspace_size: int = 1 << 30,
     input_names: Sequence[str] | None = None,
@@ -126,13 +127,17 @@ def convert(
 
     `int8_mode=True` quantizes the model (`tensorforge.quantize`: Q/DQ pairs where TensorRT places them) with
     activation scales calibrated over `int8_calib_dataset` (an iterable of input batches; as in torch2trt, the
-    example `inputs` when None) by `int8_calib_algorithm` ("entropy", "minmax" or "percentile").
+    example `inputs` when None) by `int8_calib_algorithm` ("entropy", "minmax" or "percentile"). `int8_error_budget`
+    (e.g. 0.05) keeps the most sensitive layers in floating point until the relative output error on the
+    calibration data is within it (`quantize`'s `error_budget`).
     """
     if log_level not in LOG_LEVELS:
         raise ValueError(f"log_level must be one of {sorted(LOG_LEVELS)}, got {log_level!r}")
     logger.setLevel(LOG_LEVELS[log_level])
-    if int8_calib_dataset is not None and not int8_mode:
-        raise ValueError("int8_calib_dataset is given but int8_mode is False: pass int8_mode=True to quantize")
+    if (int8_calib_dataset is not None or int8_error_budget is not None) and not int8_mode:
+        raise ValueError(
+            "int8_calib_dataset / int8_error_budget is given but int8_mode is False: pass int8_mode=True to quantize"
+        )
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     inputs = _example_tuple(inputs)
@@ -142,7 +147,13 @@ def convert(
         if int8_calib_dataset is None:
             logger.warning("int8_mode without int8_calib_dataset: calibrating on the example inputs alone")
             int8_calib_dataset = [inputs]
-        graph = quantize(graph, int8_calib_dataset, precision="int8", method=int8_calib_algorithm)
+        graph = quantize(
+            graph,
+            int8_calib_dataset,
+            precision="int8",
+            method=int8_calib_algorithm,
+            error_budget=int8_error_budget,
+        )
     graph, config = partition_for_tensorforge(
         graph,
         min_block_size=min_block_size,
@@ -177,6 +188,7 @@ def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforg
     calib_data: Any = None,
     calib_method: str | None = None,
     calib_cache: str | None = None,
+    error_budget: float | None = None,
     **keywords: Any,
 ) -> Module:
     """The one call: convert, partition and build `model` for `precision` ("fp32", "tf32", "fp32-strict",
@@ -184,7 +196,8 @@ def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforg
 
     "int8" and "fp8" quantize the model first (`tensorforge.quantize`) with scales calibrated over `calib_data` (an
     iterable of input batches) by `calib_method` (default: entropy for int8, minmax for fp8), reusing or writing
-    the calibration cache `calib_cache`; layers left unquantized run in fp16.
+    the calibration cache `calib_cache`; layers left unquantized run in fp16. `error_budget` (e.g. 0.05) keeps the
+    most sensitive layers in floating point until the relative output error on `calib_data` is within it.
 
     `keywords` are options (any name `build` takes: cache_dir, multi_engine, optimization_level, strict_types, ...)
     and partition options (`partition_for_tensorforge`'s: min_block_size, torch_executed_ops, ...);
@@ -194,7 +207,9 @@ def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforg
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    if precision not in QUANTIZED_PRECISIONS and (calib_data is not None or calib_cache is not None):
+    if precision not in QUANTIZED_PRECISIONS and (
+        calib_data is not None or calib_cache is not None or error_budget is not None
+    ):
         raise ValueError(f"calibration data quantizes a model: pass precision='int8' or 'fp8', not {precision!r}")
     option_values = {name: keywords.pop(name) for name in list(keywords) if name in OPTION_NAMES}
     for name, value in PRECISIONS[precision].items():
@@ -208,7 +223,9 @@ def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforg
     device = device if device is not None else _example_device(example_inputs)
     graph = from_torch(model, example_inputs, dynamic_shapes=dynamic_shapes)
     if precision in QUANTIZED_PRECISIONS:
-        graph = quantize(graph, calib_data, precision=precision, method=calib_method, cache=calib_cache)
+        graph = quantize(
+            graph, calib_data, precision=precision, method=calib_method, cache=calib_cache, error_budget=error_budget
+        )
     keywords.setdefault("use_implicit_batch", False)  # the engine binds the batch at run time
     graph, config = partition_for_tensorforge(graph, **keywords)
     return build(graph, config, device=device, options=options, **option_values)

@@ -93,6 +93,20 @@ def test_build_quantized_with_a_calibration_directory_then_the_cache(model_and_d
     assert_ok(tforge("build", onnx_path, "-o", one, flag, "--calib", calib / "batch0.npz", "--device", "cpu", "-q"))
 
 
+def test_error_budget_keeps_layers_in_floating_point(model_and_data, tmp_path):
+    """--error-budget 0 leaves no layer quantized (every one costs some error); a loose budget keeps the Q/DQ graph."""
+    model, onnx_path, calib = model_and_data
+    exact, loose = tmp_path / "exact.tforge", tmp_path / "loose.tforge"
+    common = ("--int8", "--calib", calib, "--batch", 2, "--device", "cpu", "-q")
+    assert_ok(tforge("build", onnx_path, "-o", exact, *common, "--error-budget", "0"))
+    assert_ok(tforge("build", onnx_path, "-o", loose, *common, "--error-budget", "10"))
+    assert _qdq_ops(forge.load(exact, device="cpu")) == 0
+    assert _qdq_ops(forge.load(loose, device="cpu")) > 0
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():  # the layers --int8 leaves unquantized may run in fp16: fp16's tolerance
+        torch.testing.assert_close(forge.load(exact, device="cpu")(x), model(x), rtol=2e-3, atol=1e-3)
+
+
 def test_quantization_flag_errors(model_and_data, tmp_path):
     _, onnx_path, calib = model_and_data
     out = tmp_path / "q.tforge"
@@ -101,6 +115,16 @@ def test_quantization_flag_errors(model_and_data, tmp_path):
     )
     assert_one_line_error(
         tforge("build", onnx_path, "-o", out, "--calib", calib, "--device", "cpu", "-q"), "go with --int8 or --fp8"
+    )
+    assert_one_line_error(
+        tforge("build", onnx_path, "-o", out, "--error-budget", "0.05", "--device", "cpu", "-q"),
+        "go with --int8 or --fp8",
+    )
+    assert_one_line_error(
+        tforge(
+            "build", onnx_path, "-o", out, "--int8", "--calib", calib, "--error-budget", -1, "--device", "cpu", "-q"
+        ),
+        "error_budget is a relative output error >= 0",
     )
     assert_one_line_error(
         tforge("build", onnx_path, "-o", out, "--int8", "--calib", tmp_path / "none", "--device", "cpu", "-q"),

@@ -43,3 +43,29 @@ def test_compile_refuses_calibration_data_without_a_quantized_precision():
         forge.compile(model, (x,), precision="fp16", calib_data=[x])
     with pytest.raises(forge.quantization.CalibrationDataError, match="no calibration data"):
         forge.compile(model, (x,), precision="int8", device="cpu")
+    with pytest.raises(ValueError, match="pass precision='int8' or 'fp8'"):
+        forge.compile(model, (x,), precision="fp16", error_budget=0.05)
+    with pytest.raises(ValueError, match="pass int8_mode=True"):
+        forge.convert(model, [x], int8_error_budget=0.05, device="cpu")
+
+
+def test_compile_and_convert_pass_the_error_budget_to_quantize():
+    """A zero budget keeps every layer in floating point (each costs some error): no Q/DQ reaches the engine."""
+    model = randomized(ResidualCNN())
+    calibration = [torch.randn(4, 3, 12, 12) for _ in range(2)]
+    x = calibration[0]
+    compiled = forge.compile(model, (x,), precision="int8", calib_data=calibration, error_budget=0.0, device="cpu")
+    converted = forge.convert(
+        model,
+        [x],
+        int8_mode=True,
+        int8_calib_dataset=calibration,
+        int8_error_budget=0.0,
+        max_batch_size=4,
+        device="cpu",
+    )
+    for module in (compiled, converted):
+        assert _ops(module)["dequantize"] == 0 and _ops(module)["nn.conv2d"] > 0
+        with torch.no_grad():  # the float layers run in fp16 in an int8 build
+            got, want = module(x), model(x)
+        assert ((got - want).norm() / want.norm()).item() < 5e-3

@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default=None, help=f"cpu or cuda[:N] (default {device_help})")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
         # quantization flags belong to `build` and `compare` (add_quantization_flags); the others build unquantized
-        p.set_defaults(int8=False, fp8=False, calib=None, calib_method=None, calib_cache=None)
+        p.set_defaults(int8=False, fp8=False, calib=None, calib_method=None, calib_cache=None, error_budget=None)
         return p
 
     def add_quantization_flags(p: argparse.ArgumentParser) -> None:
@@ -230,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help="calibration cache: reused when it exists and fits the model (then --calib may be left out), "
             "written after calibrating otherwise",
+        )
+        p.add_argument(
+            "--error-budget",
+            type=float,
+            default=None,
+            metavar="E",
+            help="keep the most sensitive layers in floating point until the relative output error on --calib is "
+            "at most E (e.g. 0.05)",
         )
 
     parser = _Parser(

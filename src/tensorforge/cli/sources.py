@@ -138,8 +138,8 @@ def _quantized_graph(graph, args):
 
     precision = "int8" if args.int8 else "fp8" if args.fp8 else None
     if precision is None:
-        if args.calib is not None or args.calib_cache is not None or args.calib_method is not None:
-            raise CLIError("--calib, --calib-method and --calib-cache go with --int8 or --fp8")
+        if any(v is not None for v in (args.calib, args.calib_cache, args.calib_method, args.error_budget)):
+            raise CLIError("--calib, --calib-method, --calib-cache and --error-budget go with --int8 or --fp8")
         return graph
     cached = args.calib_cache is not None and os.path.exists(args.calib_cache)
     if args.calib is None and not cached:
@@ -149,8 +149,15 @@ def _quantized_graph(graph, args):
         )
     try:
         batches = load_calibration_files(args.calib) if args.calib is not None else None
-        return quantize(graph, batches, precision=precision, method=args.calib_method, cache=args.calib_cache)
-    except (CalibrationDataError, CalibrationCacheError) as exc:
+        return quantize(
+            graph,
+            batches,
+            precision=precision,
+            method=args.calib_method,
+            cache=args.calib_cache,
+            error_budget=args.error_budget,
+        )
+    except (CalibrationDataError, CalibrationCacheError, ValueError) as exc:
         raise CLIError(str(exc)) from None
 
 

@@ -21,6 +21,7 @@ from .cache import CacheHeader, check_cache, graph_structure_digest, write_cache
 from .calibrators import CALIBRATORS, collect_thresholds, scale_for
 from .data import CalibrationDataError, calibration_batches
 from .insert import PRECISION_DTYPES, insert_qdq, plan_placement
+from .mixed_precision import fit_error_budget
 
 logger = logging.getLogger("tensorforge")
 
@@ -49,6 +50,7 @@ def quantize(
     example_inputs: Sequence[torch.Tensor] | None = None,
     *,
     include_first_last: bool = False,
+    error_budget: float | None = None,
 ) -> Graph:
     """The graph of `model_or_graph` with quantize -> dequantize pairs where TensorRT places them, activation
     scales calibrated over `calib_data` (an iterable of input batches: tensors, tuples or dicts by input name).
@@ -59,6 +61,10 @@ def quantize(
     cache: a calibration cache file, reused when it exists and fits this graph (calib_data may then be None),
     written after calibrating otherwise. An nn.Module is imported with `from_torch` on `example_inputs`, by
     default the first calibration batch.
+
+    error_budget: the largest relative output error (||quantized - float|| / ||float|| over the calibration batches,
+    0.05 = 5%) the quantized graph may have; the most sensitive layers are kept in floating point until it is met
+    (mixed_precision.py). It needs calib_data (kept in memory for the search), even where the cache gives the scales.
     """
     if precision not in PRECISION_DTYPES:
         raise ValueError(f"precision must be one of {sorted(PRECISION_DTYPES)}, got {precision!r}")
@@ -82,6 +88,7 @@ def quantize(
         graph = from_torch(model_or_graph.eval(), tuple(example_inputs))
     else:
         raise TypeError(f"quantize takes a torch.nn.Module or an ir.Graph, got {type(model_or_graph).__name__}")
+    exclude = tuple(exclude)
     placement = plan_placement(graph, exclude=exclude, include_first_last=include_first_last)
     if not placement.quantized_layers:
         logger.warning(
@@ -90,6 +97,12 @@ def quantize(
             graph.name,
             "; ".join(f"{name}: {why}" for name, why in placement.kept.items()) or "it has no conv, dense or matmul",
         )
+    if error_budget is not None:
+        if not error_budget >= 0:
+            raise ValueError(f"error_budget is a relative output error >= 0 (0.05: 5%), got {error_budget!r}")
+        if calib_data is None:
+            raise CalibrationDataError("error_budget is measured on calibration data: give calib_data")
+        calib_data = list(calibration_batches(graph, calib_data))  # calibrated on, then searched over
     header = CacheHeader(precision, method, float(percentile), graph_structure_digest(graph))
     if cache is not None and os.path.exists(cache):
         scales = check_cache(cache, header, placement.activation_names)
@@ -101,6 +114,17 @@ def quantize(
         scales = {name: scale_for(threshold, PRECISION_DTYPES[precision]) for name, threshold in thresholds.items()}
         if cache is not None:
             write_cache(cache, header, scales)
+    if error_budget is not None and placement.quantized_layers:
+        assert isinstance(calib_data, list)
+        placement = fit_error_budget(
+            graph,
+            placement,
+            scales,
+            precision,
+            calib_data,
+            error_budget,
+            lambda keep: plan_placement(graph, (*exclude, *keep), include_first_last),
+        )
     logger.info(
         "quantization: %d layers in %s, %d kept in floating point%s",
         len(placement.quantized_layers),

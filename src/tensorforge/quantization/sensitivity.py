@@ -7,7 +7,7 @@ come back sorted, worst first, by relative error (||quantized - float|| / ||floa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,18 +26,53 @@ class LayerSensitivity:
     relative_error: float
 
 
-def _only(placement: Placement, layer: str) -> Placement:
-    """The sites of `placement` that `layer` reads, with `layer` as their only reader."""
+def only(placement: Placement, layers: Iterable[str]) -> Placement:
+    """The sites of `placement` that `layers` read, with those layers as their only readers."""
+    keep = set(layers)
 
     def mine(sites: list[Any]) -> list[Any]:
         out = []
         for site in sites:
-            readers = tuple(r for r in site.readers if r[0] == layer)
+            readers = tuple(r for r in site.readers if r[0] in keep)
             if readers:
                 out.append(type(site)(site.value, readers, site.axis))
         return out
 
-    return Placement(mine(placement.activations), mine(placement.weights), [layer], {})
+    ordered = [name for name in placement.quantized_layers if name in keep]
+    return Placement(mine(placement.activations), mine(placement.weights), ordered, dict(placement.kept))
+
+
+@torch.no_grad()
+def relative_error(
+    graph: Graph, batches: Sequence[tuple[torch.Tensor, ...]], references: Sequence[Sequence[torch.Tensor]]
+) -> float:
+    """||graph(batches) - references|| / ||references|| over every output of every batch (float64 sums)."""
+    difference = reference_norm = 0.0
+    for batch, reference in zip(batches, references):
+        for got, want in zip(execute(graph, *batch), reference):
+            difference += float((got.double() - want.double()).pow(2).sum())
+            reference_norm += float(want.double().pow(2).sum())
+    return (difference / reference_norm) ** 0.5 if reference_norm else float(torch.inf)
+
+
+def layer_sensitivities(
+    graph: Graph,
+    placement: Placement,
+    scales: Mapping[str, float],
+    precision: str,
+    batches: Sequence[tuple[torch.Tensor, ...]],
+    references: Sequence[Sequence[torch.Tensor]],
+) -> list[LayerSensitivity]:
+    """Each layer of `placement` quantized alone (with `scales`), its relative output error, worst first."""
+    report = [
+        LayerSensitivity(
+            layer,
+            graph.node_named(layer).op,
+            relative_error(insert_qdq(graph, only(placement, [layer]), scales, precision), batches, references),
+        )
+        for layer in placement.quantized_layers
+    ]
+    return sorted(report, key=lambda item: item.relative_error, reverse=True)
 
 
 def sensitivity(
@@ -55,15 +90,6 @@ def sensitivity(
     )
     scales = {name: scale_for(t, PRECISION_DTYPES[precision]) for name, t in thresholds.items()}
     batches = list(calibration_batches(graph, eval_data))
-    references = [execute(graph, *batch) for batch in batches]
-    report = []
-    for layer in placement.quantized_layers:
-        single = insert_qdq(graph, _only(placement, layer), scales, precision)
-        difference = reference_norm = 0.0
-        for batch, reference in zip(batches, references):
-            for got, want in zip(execute(single, *batch), reference):
-                difference += float((got.double() - want.double()).pow(2).sum())
-                reference_norm += float(want.double().pow(2).sum())
-        error = (difference / reference_norm) ** 0.5 if reference_norm else float(torch.inf)
-        report.append(LayerSensitivity(layer, graph.node_named(layer).op, error))
-    return sorted(report, key=lambda item: item.relative_error, reverse=True)
+    with torch.no_grad():
+        references = [execute(graph, *batch) for batch in batches]
+    return layer_sensitivities(graph, placement, scales, precision, batches, references)
