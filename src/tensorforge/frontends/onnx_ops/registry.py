@@ -28,6 +28,7 @@ node's outputs anything reads), and returns None or a reason.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +73,15 @@ class OnnxConverter:
 _CONVERTERS: dict[tuple[str, str, int], OnnxConverter] = {}
 
 
+@functools.cache
+def _known(domain: str) -> int:
+    """The newest since-version of any op of `domain` that the installed onnx has a schema for."""
+    versions = [
+        s.since_version for s in onnx.defs.get_all_schemas_with_history() if canonical_domain(s.domain) == domain
+    ]
+    return max(versions, default=0)
+
+
 def onnx_converter(
     op_type: str,
     *,
@@ -90,8 +100,12 @@ def onnx_converter(
     (a domain onnx has no schema for, e.g. "com.example") names its inputs with `inputs=`; it receives the
     attributes the node carries (the converter's own keyword defaults fill the rest).
     """
-    versions = (since,) if isinstance(since, int) else tuple(since)
     domain = canonical_domain(domain)
+    # a since-version newer than the installed onnx knows (Range-27 under onnx 1.21) cannot come from a model that
+    # onnx can check or infer here: it is left out rather than refusing the whole import of tensorforge
+    versions = (since,) if isinstance(since, int) else tuple(since)
+    if inputs is None and _known(domain):  # a domain onnx has schemas for, but maybe not this new
+        versions = tuple(v for v in versions if v <= _known(domain))
 
     def decorate(fn: ConverterFn) -> ConverterFn:
         schemas = {}
