@@ -45,19 +45,22 @@ MINILM_TARGETS = {"int8": 0.99, "fp8": 0.995}  # mean-pooled embedding cosine wi
 # (precision, calibrator, error budget): the budgeted rows keep the most sensitive layers in floating point until the
 # relative output error on the calibration inputs is within the budget (quantize's error_budget)
 TENSORFORGE_CONFIGS: tuple[tuple[str, str, float | None], ...] = (
+    ("int8", "auto", None),
     ("int8", "entropy", None),
     ("int8", "minmax", None),
     ("int8", "percentile", None),
-    ("fp8", "minmax", None),
-    ("int8", "percentile", 0.1),
-    ("int8", "percentile", 0.05),
+    ("fp8", "auto", None),
+    ("int8", "auto", 0.1),
+    ("int8", "auto", 0.05),
 )
 MINILM_CONFIGS: tuple[tuple[str, str, float | None], ...] = (
+    ("int8", "auto", None),
     ("int8", "entropy", None),
     ("int8", "minmax", None),
-    ("fp8", "minmax", None),
-    ("int8", "minmax", 0.1),
-    ("int8", "minmax", 0.05),
+    ("int8", "percentile", None),
+    ("fp8", "auto", None),
+    ("int8", "auto", 0.1),
+    ("int8", "auto", 0.05),
 )
 ONNXRUNTIME_METHODS = ("entropy", "minmax")
 

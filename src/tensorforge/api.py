@@ -195,9 +195,10 @@ def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforg
     "fp16", "bf16", "int8", "fp8"). Plans build at first run, for the batch sizes the module meets.
 
     "int8" and "fp8" quantize the model first (`tensorforge.quantize`) with scales calibrated over `calib_data` (an
-    iterable of input batches) by `calib_method` (default: entropy for int8, minmax for fp8), reusing or writing
-    the calibration cache `calib_cache`; layers left unquantized run in fp16. `error_budget` (e.g. 0.05) keeps the
-    most sensitive layers in floating point until the relative output error on `calib_data` is within it.
+    iterable of input batches) by `calib_method` (default "auto": the calibrator measured best on `calib_data`),
+    reusing or writing the calibration cache `calib_cache`; layers left unquantized run in fp16. `error_budget` (e.g.
+    0.05) keeps the most sensitive layers in floating point until the relative output error on `calib_data` is
+    within it.
 
     `keywords` are options (any name `build` takes: cache_dir, multi_engine, optimization_level, strict_types, ...)
     and partition options (`partition_for_tensorforge`'s: min_block_size, torch_executed_ops, ...);

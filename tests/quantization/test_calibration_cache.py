@@ -27,7 +27,7 @@ def test_cache_is_written_then_reused_without_data(tmp_path):
     g, path = _graph(), tmp_path / "model.calib"
     first = quantize(g, _calibration(), cache=path)
     lines = path.read_text().splitlines()
-    assert lines[0].startswith(f"# {FORMAT} precision=int8 method=entropy percentile=99.99 graph=")
+    assert lines[0].startswith(f"# {FORMAT} precision=int8 method=auto percentile=99.99 graph=")
     header, scales = read_cache(path)
     assert header.graph == graph_structure_digest(g)
     assert list(scales) == plan_placement(g).activation_names
@@ -48,7 +48,7 @@ def test_cache_is_written_then_reused_without_data(tmp_path):
     [
         (dict(graph=_graph(channels=24)), "the graph changed"),
         (dict(precision="fp8", method="entropy"), "precision int8 (asked: fp8)"),
-        (dict(method="minmax"), "method entropy (asked: minmax)"),
+        (dict(method="minmax"), "method auto (asked: minmax)"),
         (dict(exclude=["add"], include_first_last=True), "no scale for x"),
     ],
     ids=["graph", "precision", "method", "more-sites"],

@@ -220,9 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--calib-method",
-            choices=("entropy", "minmax", "percentile"),
+            choices=("auto", "entropy", "minmax", "percentile"),
             default=None,
-            help="how activation ranges are calibrated (default: entropy for --int8, minmax for --fp8)",
+            help="how activation ranges are calibrated (default auto: every calibrator, the one closest to the float "
+            "model on --calib kept)",
         )
         p.add_argument(
             "--calib-cache",

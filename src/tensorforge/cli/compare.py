@@ -153,7 +153,8 @@ def _per_layer(source: Source, args, precision: str, inputs: tuple) -> list[dict
     eval_batch = tuple(x.detach().cpu() for x in inputs)
     try:
         calib = load_calibration_files(args.calib)
-        method = args.calib_method or ("entropy" if precision == "int8" else "minmax")
+        # layers quantized one at a time: there is no whole quantized graph for "auto" to measure, so its default
+        method = args.calib_method if args.calib_method not in (None, "auto") else "minmax"
         report = sensitivity(graph, calib, [eval_batch], precision=precision, method=method)
     except CalibrationDataError as exc:
         raise CLIError(str(exc)) from None

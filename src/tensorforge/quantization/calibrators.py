@@ -19,7 +19,7 @@ histogram of |x| with a fixed number of bins (`AbsHistogram`), never the tensors
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -42,10 +42,14 @@ def scale_for(threshold: float, dtype: str) -> float:
     return threshold / QMAX[dtype] if threshold > 0 else 1.0
 
 
-class Calibrator(Protocol):
-    """Watches one tensor over the calibration batches (`observe`), then says its threshold."""
+class Observer(Protocol):
+    """Watches one tensor over the calibration batches."""
 
     def observe(self, tensor: torch.Tensor) -> None: ...
+
+
+class Calibrator(Observer, Protocol):
+    """An observer that ends with its threshold."""
 
     def threshold(self) -> float: ...
 
@@ -207,6 +211,10 @@ CALIBRATORS: dict[str, Callable[..., Calibrator]] = {
     "percentile": lambda percentile: Percentile(percentile),
     "entropy": lambda percentile: Entropy(),
 }
+# "auto" is no calibrator of its own: every one above calibrates in the same pass (`Joint`), and the one whose
+# quantized graph is closest to the float graph on the calibration batches wins (auto_method.py)
+AUTO = "auto"
+METHODS = (*CALIBRATORS, AUTO)
 
 
 def make_calibrator(method: str, percentile: float = 99.99) -> Calibrator:
@@ -215,8 +223,26 @@ def make_calibrator(method: str, percentile: float = 99.99) -> Calibrator:
     return CALIBRATORS[method](percentile)
 
 
+class Joint:
+    """Every calibrator's threshold from one pass: a MinMax and one |x| histogram that the percentile and entropy
+    thresholds both read (they would each build the same one)."""
+
+    def __init__(self, percentile: float = 99.99) -> None:
+        self.minmax = MinMax()
+        self.percentile = Percentile(percentile)
+        self.entropy = Entropy()
+        self.entropy.histogram = self.percentile.histogram
+
+    def observe(self, tensor: torch.Tensor) -> None:
+        self.minmax.observe(tensor)
+        self.percentile.observe(tensor)
+
+    def thresholds(self) -> dict[str, float]:
+        return {name: getattr(self, name).threshold() for name in CALIBRATORS}
+
+
 @torch.no_grad()
-def observe_graph(graph: Graph, inputs: Sequence[torch.Tensor], watch: dict[Value, Calibrator]) -> None:
+def observe_graph(graph: Graph, inputs: Sequence[torch.Tensor], watch: Mapping[Value, Observer]) -> None:
     """Run `graph` once through its reference implementations (`ir.execute`) and show every watched value to its
     calibrator as soon as it exists (intermediates are freed after their last use, as execute does)."""
     if any(node.op == "subgraph" for node in graph.nodes):
@@ -229,6 +255,15 @@ def observe_graph(graph: Graph, inputs: Sequence[torch.Tensor], watch: dict[Valu
     execute(graph, *inputs, on_value=seen)
 
 
+def _observe_all(graph: Graph, batches: Iterable[Sequence[torch.Tensor]], watch: Mapping[Value, Observer]) -> None:
+    seen = 0
+    for batch in batches:
+        observe_graph(graph, batch, watch)
+        seen += 1
+    if not seen:
+        raise ValueError("the calibration data is empty: give at least one batch of the model's inputs")
+
+
 def collect_thresholds(
     graph: Graph,
     names: Iterable[str],
@@ -238,10 +273,15 @@ def collect_thresholds(
 ) -> dict[str, float]:
     """The threshold of each named value of `graph` over every batch (each a tuple of the graph's inputs)."""
     watch = {graph.value_named(name): make_calibrator(method, percentile) for name in names}
-    seen = 0
-    for batch in batches:
-        observe_graph(graph, batch, watch)
-        seen += 1
-    if not seen:
-        raise ValueError("the calibration data is empty: give at least one batch of the model's inputs")
+    _observe_all(graph, batches, watch)
     return {value.name: calibrator.threshold() for value, calibrator in watch.items()}
+
+
+def collect_every_method(
+    graph: Graph, names: Iterable[str], batches: Iterable[Sequence[torch.Tensor]], percentile: float = 99.99
+) -> dict[str, dict[str, float]]:
+    """Each calibrator's thresholds (method -> value name -> threshold), all from one pass over the batches."""
+    watch = {graph.value_named(name): Joint(percentile) for name in names}
+    _observe_all(graph, batches, watch)
+    by_value = {value.name: joint.thresholds() for value, joint in watch.items()}
+    return {method: {name: t[method] for name, t in by_value.items()} for method in CALIBRATORS}

@@ -17,17 +17,18 @@ import numpy as np
 import torch
 
 from ..ir import Graph
+from .auto_method import choose_method
 from .cache import CacheHeader, check_cache, graph_structure_digest, write_cache
-from .calibrators import CALIBRATORS, collect_thresholds, scale_for
+from .calibrators import AUTO, METHODS, collect_every_method, collect_thresholds, scale_for
 from .data import CalibrationDataError, calibration_batches
 from .insert import PRECISION_DTYPES, insert_qdq, plan_placement
 from .mixed_precision import fit_error_budget
 
 logger = logging.getLogger("tensorforge")
 
-# ModelOpt calibrates FP8 by max: e4m3's exponent already spends its levels where the values are, so clipping the
-# tail (what entropy is for, with int8's evenly spaced levels) costs more than it saves
-DEFAULT_METHOD = {"int8": "entropy", "fp8": "minmax"}
+# measured, not guessed: each calibrator's Q/DQ graph is run on the calibration batches and the closest to the float
+# graph kept (auto_method.py); no single calibrator is best on every model (bench/results/quant_accuracy)
+DEFAULT_METHOD = {"int8": AUTO, "fp8": AUTO}
 
 
 def _example_from_batch(batch: Any) -> tuple[torch.Tensor, ...]:
@@ -55,9 +56,11 @@ def quantize(
     """The graph of `model_or_graph` with quantize -> dequantize pairs where TensorRT places them, activation
     scales calibrated over `calib_data` (an iterable of input batches: tensors, tuples or dicts by input name).
 
-    precision: "int8" or "fp8" (float8_e4m3fn). method: "entropy" (TensorRT's entropy calibrator), "minmax" or
-    "percentile" (`percentile` of |x|); default entropy for int8, minmax for fp8. exclude: layer node names or op
-    kinds to keep in floating point (the first conv and the classifier are kept unless `include_first_last`).
+    precision: "int8" or "fp8" (float8_e4m3fn). method: "entropy" (TensorRT's entropy calibrator), "minmax",
+    "percentile" (`percentile` of |x|) or "auto" (the default: all three in one calibration pass, and the one whose
+    quantized graph is closest to the float graph on the calibration batches kept; auto_method.py). exclude: layer
+    node names or op kinds to keep in floating point (the first conv and the classifier are kept unless
+    `include_first_last`).
     cache: a calibration cache file, reused when it exists and fits this graph (calib_data may then be None),
     written after calibrating otherwise. An nn.Module is imported with `from_torch` on `example_inputs`, by
     default the first calibration batch.
@@ -69,8 +72,8 @@ def quantize(
     if precision not in PRECISION_DTYPES:
         raise ValueError(f"precision must be one of {sorted(PRECISION_DTYPES)}, got {precision!r}")
     method = method if method is not None else DEFAULT_METHOD[precision]
-    if method not in CALIBRATORS:
-        raise ValueError(f"method must be one of {sorted(CALIBRATORS)}, got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     if isinstance(model_or_graph, Graph):
         graph = model_or_graph
     elif isinstance(model_or_graph, torch.nn.Module):
@@ -97,21 +100,31 @@ def quantize(
             graph.name,
             "; ".join(f"{name}: {why}" for name, why in placement.kept.items()) or "it has no conv, dense or matmul",
         )
+    cached = cache is not None and os.path.exists(cache)
     if error_budget is not None:
         if not error_budget >= 0:
             raise ValueError(f"error_budget is a relative output error >= 0 (0.05: 5%), got {error_budget!r}")
         if calib_data is None:
             raise CalibrationDataError("error_budget is measured on calibration data: give calib_data")
-        calib_data = list(calibration_batches(graph, calib_data))  # calibrated on, then searched over
+    if error_budget is not None or (method == AUTO and not cached):
+        calib_data = list(calibration_batches(graph, calib_data))  # calibrated on, then measured on
     header = CacheHeader(precision, method, float(percentile), graph_structure_digest(graph))
-    if cache is not None and os.path.exists(cache):
+    dtype = PRECISION_DTYPES[precision]
+    if cached:
+        assert cache is not None
         scales = check_cache(cache, header, placement.activation_names)
         logger.info("calibration: %d scales from %s", len(scales), os.fspath(cache))
     else:
-        thresholds = collect_thresholds(
-            graph, placement.activation_names, calibration_batches(graph, calib_data), method, percentile
-        )
-        scales = {name: scale_for(threshold, PRECISION_DTYPES[precision]) for name, threshold in thresholds.items()}
+        if method == AUTO:
+            assert isinstance(calib_data, list)
+            every = collect_every_method(graph, placement.activation_names, calib_data, percentile)
+            scale_of = {m: {name: scale_for(t, dtype) for name, t in ts.items()} for m, ts in every.items()}
+            scales = scale_of[choose_method(graph, placement, scale_of, precision, calib_data)]
+        else:
+            thresholds = collect_thresholds(
+                graph, placement.activation_names, calibration_batches(graph, calib_data), method, percentile
+            )
+            scales = {name: scale_for(threshold, dtype) for name, threshold in thresholds.items()}
         if cache is not None:
             write_cache(cache, header, scales)
     if error_budget is not None and placement.quantized_layers:
