@@ -8,6 +8,7 @@
 #   bash bench/gpu_check.sh threads ARGS...   (1-8 threads, contexts per thread vs one locked: bench/threads.py)
 #   bash bench/gpu_check.sh zoo ARGS...       (8 swept architectures outside the tuned set, FP16: bench/zoo_gpu.py)
 #   bash bench/gpu_check.sh dynamic ARGS...   (issue 14's dynamic-shape targets, --onnx-dir .gpu_onnx: bench/dynamic.py)
+#   bash bench/gpu_check.sh quantacc ARGS...  (issue 15's INT8/FP8 accuracy with GPU plans, carry .gpu_images: bench/quant_accuracy.py)
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results}
@@ -30,5 +31,11 @@ case "$step" in
       python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu_images/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
     fi
     python3 bench/accuracy.py --out "$OUT" "$@" 2>&1 | tee "$OUT/accuracy.log" ;;
+  quantacc)
+    # issue 15's image accuracy with GPU plans (the same wheels as accuracy)
+    if ls .gpu_images/*.whl >/dev/null 2>&1; then
+      python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu_images/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    fi
+    python3 bench/quant_accuracy.py --device cuda --out "$OUT" "$@" 2>&1 | tee "$OUT/quant_accuracy.log" ;;
   *) echo "unknown step $step"; exit 2 ;;
 esac

