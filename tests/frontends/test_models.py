@@ -180,3 +180,13 @@ def test_minilm_trained_matches_eager(minilm):
     # the trained model is the real thing: related sentences are closer than unrelated ones
     emb = _mean_pooled(actual, mask)
     assert (emb[0] @ emb[3]).item() > (emb[0] @ emb[2]).item()
+
+
+def test_weights_and_inputs_on_different_devices_name_both_and_the_fix():
+    """torch.export's own refusal ('Tensor on device cpu is not on the expected device ...') names neither side."""
+    from tensorforge.frontends.torch import ConversionError
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval()
+    with pytest.raises(ConversionError, match=r"weights are on cpu but its example inputs on meta") as info:
+        from_torch(model, (torch.randn(2, 4, device="meta"),))
+    assert "model.to('meta')" in str(info.value)

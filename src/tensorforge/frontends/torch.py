@@ -293,7 +293,22 @@ def _tensor_type(val: torch.Tensor, symbols: _Symbols) -> TensorType:
     return TensorType(dtype_name(val.dtype), tuple(_dim(d, symbols) for d in val.shape))
 
 
+def _check_devices(model: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    """A model whose weights sit on another device than its example inputs cannot be traced: say which, and the fix
+    (torch.export's own message names neither the model's device nor what to move)."""
+    weights = {str(t.device) for t in (*model.parameters(), *model.buffers())}
+    inputs = {str(t.device) for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)}
+    if len(weights) == 1 and inputs and inputs != weights:
+        (where,) = weights
+        raise ConversionError(
+            f"{type(model).__name__}'s weights are on {where} but its example inputs on {', '.join(sorted(inputs))}: "
+            f"move one to the other's device (model.to({next(iter(sorted(inputs)))!r}) or the inputs .to({where!r})) "
+            f"before converting"
+        )
+
+
 def _export(model, args: tuple, kwargs: dict, dynamic_batch: bool, dynamic_shapes):
+    _check_devices(model, args, kwargs)
     declared = dynamic_shapes is not None
     if not declared and dynamic_batch:
         # export specializes a size of 1: trace with batch 2 so the batch dimension stays symbolic
