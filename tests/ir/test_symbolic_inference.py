@@ -45,6 +45,12 @@ def case_slice_symbolic_end(g):
     return g.call("sigmoid", y), (B, S - 1, 6), lambda x: torch.sigmoid(x[:, :-1])
 
 
+def case_slice_jax_open_end(g):
+    x = _seq_input(g)  # jax2tf writes "to the end" as 10**9 (magika's ONNX file)
+    y = g.call("strided_slice", x, begin=(0,), end=(10**9,), axes=(1,))
+    return g.call("sigmoid", y), (B, S, 6), lambda x: torch.sigmoid(x[:, :1000000000])
+
+
 def case_slice_negative_end_stride(g):
     x = _seq_input(g)
     y = g.call("strided_slice", x, begin=(1,), end=(-1,), strides=(2,), axes=(1,))

@@ -16,8 +16,9 @@ from ..registry import REQUIRED, ShapeInferenceError, register_op
 from ..symbolic import SymExpr
 from ..types import Dim, TensorType, as_dim
 
-# An end at or past this is "to the end" whatever the size (frontends write 2**63 - 1 for an open slice).
-_OPEN_END = 2**31
+# An end at or past this is "to the end" whatever the size: exporters write an open slice as 2**63 - 1, 2**31 - 1, or
+# (jax2tf, as in magika's ONNX file) 10**9; no dimension of a tensor reaches a billion.
+_OPEN_END = 10**9
 
 # -- symbolic shape arithmetic (issue 14): each returns None where it does not cover the inputs -------------
 
