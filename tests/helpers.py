@@ -201,3 +201,8 @@ def randn(*shape: int) -> torch.Tensor:
 
 def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
     return torch.rand(*shape) * (high - low) + low
+
+
+def plan_ops(module) -> list[str]:
+    """The ops of every plan `module` has built so far (what ran in the engine, after its passes)."""
+    return [n.op for plans in module.plans().values() for plan in plans for n in plan.graph.nodes]

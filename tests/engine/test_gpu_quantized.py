@@ -12,6 +12,7 @@ import torch
 from onnxruntime.quantization import QuantType
 
 import tensorforge as forge
+from helpers import plan_ops
 from qdq_models import assert_within, onnxruntime_output, quantized_model
 from quant_models import ResidualCNN, TinyBlock, randomized
 from tensorforge.frontends import from_onnx
@@ -24,10 +25,6 @@ pytestmark = pytest.mark.gpu
 QDQ_TOLERANCE = {"int8": 5e-3, "fp8": 2e-2}
 
 
-def _plan_ops(module) -> list[str]:
-    return [n.op for plans in module.plans().values() for plan in plans for n in plan.graph.nodes]
-
-
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])
 def test_onnxruntime_quantized_model_on_the_gpu(tmp_path, per_channel):
     path = quantized_model(tmp_path, per_channel, QuantType.QInt8)
@@ -37,7 +34,7 @@ def test_onnxruntime_quantized_model_on_the_gpu(tmp_path, per_channel):
     for batch in (1, 4):
         x = np.random.default_rng(batch).standard_normal((batch, 3, 12, 12)).astype(np.float32)
         assert_within(module(torch.from_numpy(x).cuda()).cpu(), onnxruntime_output(path, x))
-    assert "quantize" in _plan_ops(module)
+    assert "quantize" in plan_ops(module)
 
 
 def _ties_graph() -> Graph:
@@ -60,7 +57,7 @@ def test_the_gpu_quantize_rounds_ties_to_even_and_saturates():
     got, want = module(x.cuda()).cpu(), execute(graph, x)[0]
     assert torch.equal(got, want)
     assert torch.equal(want[0] / scale, torch.tensor([0.0, 2, 2, 0, -2, 126, 127, -128]))  # even ties, saturation
-    assert {"quantize", "dequantize"} <= set(_plan_ops(module))
+    assert {"quantize", "dequantize"} <= set(plan_ops(module))
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp8"])
@@ -78,4 +75,4 @@ def test_calibrated_plan_on_the_gpu_is_the_qdq_graph(precision, make, shape):
             got, want, fp32 = fast(x.cuda()).float().cpu(), execute(fast.graph, x)[0], model(x)
         assert ((got - want).norm() / want.norm()).item() < QDQ_TOLERANCE[precision]
         assert 0 < ((got - fp32).norm() / fp32.norm()).item() < 0.25  # quantized: near eager, not equal (e4m3: ~17%)
-    assert "dequantize" in _plan_ops(fast)  # plans build at the first run
+    assert "dequantize" in plan_ops(fast)  # plans build at the first run

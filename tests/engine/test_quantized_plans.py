@@ -14,6 +14,7 @@ import torch
 from onnxruntime.quantization import QuantType
 
 import tensorforge as forge
+from helpers import plan_ops
 from qdq_models import assert_within, onnxruntime_output, quantized_model
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.passes import PassContext, run_passes
@@ -26,10 +27,6 @@ CONFIGS = [
     pytest.param(False, QuantType.QInt8, id="per-tensor-int8"),
     pytest.param(True, QuantType.QUInt8, id="per-channel-uint8"),
 ]
-
-
-def _plan_ops(module) -> list[str]:
-    return [n.op for plans in module.plans().values() for plan in plans for n in plan.graph.nodes]
 
 
 @pytest.mark.parametrize("per_channel, activation_type", CONFIGS)
@@ -45,7 +42,7 @@ def test_onnxruntime_quantized_model_runs_in_one_plan(tmp_path, per_channel, act
     for batch in (1, 4):
         x = np.random.default_rng(batch).standard_normal((batch, 3, 12, 12)).astype(np.float32)
         assert_within(module(torch.from_numpy(x)), onnxruntime_output(path, x))
-    ops = _plan_ops(module)
+    ops = plan_ops(module)
     assert ops.count("quantize") + ops.count("dequantize") == imported, ops  # none folded away or fused
     assert ops.count("quantize") > 0
 
@@ -131,4 +128,4 @@ def test_activation_qdq_plan_matches_reference(fp16):
         assert (actual - expected).abs().max() <= 0.0371 + 1e-6  # at most one step, from float16 add/relu
     else:
         assert torch.equal(actual, expected)
-    assert {"quantize", "dequantize"} <= set(_plan_ops(module))
+    assert {"quantize", "dequantize"} <= set(plan_ops(module))

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..ir import Graph, execute
+from ..ir import Graph
 from .insert import Placement, insert_qdq
 from .sensitivity import relative_error
 
@@ -29,11 +29,10 @@ def choose_method(
     scale_of: Mapping[str, Mapping[str, float]],
     precision: str,
     batches: Sequence[tuple[torch.Tensor, ...]],
+    references: Sequence[Sequence[torch.Tensor]],
 ) -> str:
     """The method (a key of `scale_of`: method -> value name -> scale) whose Q/DQ graph has the least relative
-    output error over `batches` (see the module docstring)."""
-    with torch.no_grad():
-        references = [execute(graph, *batch) for batch in batches]
+    output error over `batches` against `references`, the float graph's outputs on them (see the module docstring)."""
     errors = {
         method: relative_error(insert_qdq(graph, placement, scales, precision), batches, references)
         for method, scales in scale_of.items()

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from ..ir import Graph, execute
+from ..ir import Graph
 from .insert import LAYER_OPS, Placement, insert_qdq
 from .sensitivity import LayerSensitivity, layer_sensitivities, relative_error
 
@@ -36,16 +36,14 @@ def fit_error_budget(
     scales: Mapping[str, float],
     precision: str,
     batches: Sequence[tuple[torch.Tensor, ...]],
+    references: Sequence[Sequence[torch.Tensor]],
     budget: float,
     replan: Callable[[Sequence[str]], Placement],
 ) -> Placement:
     """The placement (from `replan(layers to keep in floating point)`) with the fewest most-sensitive layers of
     `placement` kept in floating point such that the quantized graph's relative output error over `batches` is at
-    most `budget` (see the module docstring). `scales` must hold every activation of `placement`."""
-    if not budget >= 0:
-        raise ValueError(f"error_budget is a relative output error >= 0 (0.05: 5%), got {budget!r}")
-    with torch.no_grad():
-        references = [execute(graph, *batch) for batch in batches]
+    most `budget` (see the module docstring). `scales` must hold every activation of `placement`; `references` are
+    the float graph's outputs on `batches`."""
 
     def error(candidate: Placement) -> float:
         return relative_error(insert_qdq(graph, candidate, scales, precision), batches, references)

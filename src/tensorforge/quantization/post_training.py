@@ -23,6 +23,7 @@ from .calibrators import AUTO, METHODS, collect_every_method, collect_thresholds
 from .data import CalibrationDataError, calibration_batches
 from .insert import PRECISION_DTYPES, insert_qdq, plan_placement
 from .mixed_precision import fit_error_budget
+from .sensitivity import float_outputs
 
 logger = logging.getLogger("tensorforge")
 
@@ -106,8 +107,10 @@ def quantize(
             raise ValueError(f"error_budget is a relative output error >= 0 (0.05: 5%), got {error_budget!r}")
         if calib_data is None:
             raise CalibrationDataError("error_budget is measured on calibration data: give calib_data")
+    references: list[tuple[torch.Tensor, ...]] = []  # the float graph's outputs: what auto and the budget measure by
     if error_budget is not None or (method == AUTO and not cached):
         calib_data = list(calibration_batches(graph, calib_data))  # calibrated on, then measured on
+        references = float_outputs(graph, calib_data)
     header = CacheHeader(precision, method, float(percentile), graph_structure_digest(graph))
     dtype = PRECISION_DTYPES[precision]
     if cached:
@@ -119,7 +122,7 @@ def quantize(
             assert isinstance(calib_data, list)
             every = collect_every_method(graph, placement.activation_names, calib_data, percentile)
             scale_of = {m: {name: scale_for(t, dtype) for name, t in ts.items()} for m, ts in every.items()}
-            scales = scale_of[choose_method(graph, placement, scale_of, precision, calib_data)]
+            scales = scale_of[choose_method(graph, placement, scale_of, precision, calib_data, references)]
         else:
             thresholds = collect_thresholds(
                 graph, placement.activation_names, calibration_batches(graph, calib_data), method, percentile
@@ -135,6 +138,7 @@ def quantize(
             scales,
             precision,
             calib_data,
+            references,
             error_budget,
             lambda keep: plan_placement(graph, (*exclude, *keep), include_first_last),
         )

@@ -43,6 +43,12 @@ def only(placement: Placement, layers: Iterable[str]) -> Placement:
 
 
 @torch.no_grad()
+def float_outputs(graph: Graph, batches: Sequence[tuple[torch.Tensor, ...]]) -> list[tuple[torch.Tensor, ...]]:
+    """`graph`'s outputs on each batch: the references every quantized variant is measured against."""
+    return [execute(graph, *batch) for batch in batches]
+
+
+@torch.no_grad()
 def relative_error(
     graph: Graph, batches: Sequence[tuple[torch.Tensor, ...]], references: Sequence[Sequence[torch.Tensor]]
 ) -> float:
@@ -90,6 +96,4 @@ def sensitivity(
     )
     scales = {name: scale_for(t, PRECISION_DTYPES[precision]) for name, t in thresholds.items()}
     batches = list(calibration_batches(graph, eval_data))
-    with torch.no_grad():
-        references = [execute(graph, *batch) for batch in batches]
-    return layer_sensitivities(graph, placement, scales, precision, batches, references)
+    return layer_sensitivities(graph, placement, scales, precision, batches, float_outputs(graph, batches))

@@ -18,6 +18,7 @@ import torch
 from onnx import numpy_helper
 
 import tensorforge as forge
+from helpers import plan_ops
 from qdq_models import onnxruntime_output
 from tensorforge.frontends import from_onnx
 
@@ -56,5 +57,5 @@ def test_modelopt_quantized_model_imports_with_its_scales_and_matches_onnxruntim
     assert got.shape == want.shape and got.dtype == want.dtype
     error = (got - want).abs().max().item()
     assert error <= TOLERANCE_OF_MAX[name] * want.abs().max().item(), (error, want.abs().max().item())
-    plan_ops = [n.op for plans in module.plans().values() for plan in plans for n in plan.graph.nodes]
-    assert "quantize" in plan_ops and "dequantize" in plan_ops  # run in the engine, not folded away nor in PyTorch
+    ops = plan_ops(module)
+    assert "quantize" in ops and "dequantize" in ops  # run in the engine, not folded away nor in PyTorch
