@@ -5,7 +5,7 @@ from .execute import execute
 from .graph import Graph, Node, Value
 from .profile import Profile, ProfileError
 from .registry import REQUIRED, OpDef, ShapeInferenceError, UnknownOpError, get_op, register_op, registered_ops
-from .serialize import GraphFormatError, graph_from_json, graph_to_json, load, save
+from .serialize import GraphFormatError, copy_graph, graph_from_json, graph_to_json, load, save
 from .symbolic import SymExpr
 from .types import Sym, TensorType
 from .verify import VerificationError, verify
@@ -29,6 +29,7 @@ __all__ = [
     "save",
     "load",
     "graph_to_json",
+    "copy_graph",
     "graph_from_json",
     "VerificationError",
     "ShapeInferenceError",

@@ -247,3 +247,10 @@ def load(path: str | os.PathLike[str]) -> Graph:
     except json.JSONDecodeError as exc:
         raise GraphFormatError(f"{path}: the graph description is not valid JSON ({exc})") from exc
     return graph_from_json(doc, tensors)
+
+
+def copy_graph(graph: Graph) -> Graph:
+    """A structurally independent copy with the same names; constant tensors are shared, not copied (what every
+    rewrite starts from: passes and the quantizer return new graphs and never change their input)."""
+    doc, tensors = graph_to_json(graph)
+    return graph_from_json(doc, tensors)

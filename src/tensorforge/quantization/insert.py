@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..ir import Graph, Node, Value, graph_from_json, graph_to_json, registered_ops
+from ..ir import Graph, Node, Value, copy_graph, registered_ops
 from ..ir.types import FLOAT_DTYPES
 from .calibrators import QMAX
 
@@ -213,11 +213,6 @@ def weight_scales(weight: torch.Tensor, axis: int | None, dtype: str) -> torch.T
     return torch.where(amax > 0, amax / QMAX[dtype], torch.ones_like(amax))
 
 
-def _copy(graph: Graph) -> Graph:
-    doc, tensors = graph_to_json(graph)
-    return graph_from_json(doc, tensors)
-
-
 def insert_qdq(graph: Graph, placement: Placement, scales: Mapping[str, float], precision: str = "int8") -> Graph:
     """A copy of `graph` with a quantize -> dequantize pair at every site of `placement`: activations with the
     per-tensor scales in `scales` (value name -> scale), weights with per-channel scales from their data."""
@@ -227,7 +222,7 @@ def insert_qdq(graph: Graph, placement: Placement, scales: Mapping[str, float], 
     missing = [name for name in placement.activation_names if name not in scales]
     if missing:
         raise ValueError(f"no scale for the activations {missing}: calibrate them (or use a cache that has them)")
-    out = _copy(graph)
+    out = copy_graph(graph)
     order = {node.name: i for i, node in enumerate(out.nodes)}
     for site in placement.activations:
         scale = torch.tensor(scales[site.value], dtype=torch.float32)

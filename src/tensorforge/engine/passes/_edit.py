@@ -14,13 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from ...ir import Graph, Node, Value, graph_from_json, graph_to_json
-
-
-def copy_graph(graph: Graph) -> Graph:
-    """A structurally independent copy with the same names; constant tensors are shared, not copied."""
-    doc, tensors = graph_to_json(graph)
-    return graph_from_json(doc, tensors)
+from ...ir import Graph, Node, Value
 
 
 def erase_and_rename(graph: Graph, gone: Iterable[Node], names: Sequence[tuple[Node | Value, str]]) -> None:

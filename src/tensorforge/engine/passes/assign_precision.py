@@ -64,12 +64,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ...ir import Graph, Node, Value
+from ...ir import Graph, Node, Value, copy_graph
 from ...ir.types import HALF_DTYPES, TensorType, torch_dtype
 from ..config import BuilderConfig
 from ..epilogue import Epilogue
 from ..ops import is_depthwise
-from ._edit import constant_data, copy_graph
+from ._edit import constant_data
 
 if TYPE_CHECKING:
     from . import PassContext

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ...ir import Graph, Node, TensorType
+from ...ir import Graph, Node, TensorType, copy_graph
 from ...ir.types import contains_sym
-from ._edit import constant_data, copy_graph, erase_and_rename
+from ._edit import constant_data, erase_and_rename
 
 if TYPE_CHECKING:
     from . import PassContext

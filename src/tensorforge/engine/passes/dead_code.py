@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...ir import Graph, Node
-from ._edit import copy_graph
+from ...ir import Graph, Node, copy_graph
 
 if TYPE_CHECKING:
     from . import PassContext

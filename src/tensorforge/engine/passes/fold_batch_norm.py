@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ...ir import Graph, Node
-from ._edit import constant_data, copy_graph, erase_and_rename
+from ...ir import Graph, Node, copy_graph
+from ._edit import constant_data, erase_and_rename
 
 if TYPE_CHECKING:
     from . import PassContext

@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ...ir import Graph, Node, Value, get_op
+from ...ir import Graph, Node, Value, copy_graph, get_op
 from ...ir.symbolic import SymExpr
 from ...ir.types import BATCH, Dim, TensorType, as_dim, is_monomial, monomial
 from ..tactics.views import VIEW_OPS
-from ._edit import constant_data, copy_graph
+from ._edit import constant_data
 
 if TYPE_CHECKING:
     from . import PassContext

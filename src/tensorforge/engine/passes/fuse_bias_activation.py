@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ...ir import Graph, Node, Value
+from ...ir import Graph, Node, Value, copy_graph
 from ..epilogue import FUSABLE_ACTIVATIONS, Epilogue, ResidualPosition
-from ._edit import copy_graph, erase_and_rename
+from ._edit import erase_and_rename
 
 if TYPE_CHECKING:
     from . import PassContext

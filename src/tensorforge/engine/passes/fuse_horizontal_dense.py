@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ...ir import Graph, Node
+from ...ir import Graph, Node, copy_graph
 from ..epilogue import Epilogue
-from ._edit import constant_data, copy_graph
+from ._edit import constant_data
 
 if TYPE_CHECKING:
     from ...ir.types import Dim

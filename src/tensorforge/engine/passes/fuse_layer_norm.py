@@ -34,10 +34,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from ...ir import Graph, Node, Value
+from ...ir import Graph, Node, Value, copy_graph
 from ...ir.types import GPU_FLOAT_DTYPES, HALF_DTYPES
 from ..epilogue import Epilogue
-from ._edit import copy_graph, erase_and_rename
+from ._edit import erase_and_rename
 
 if TYPE_CHECKING:
     from . import PassContext

@@ -25,9 +25,9 @@ import heapq
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...ir import Graph, Node, Value
+from ...ir import Graph, Node, Value, copy_graph
 from ..pointwise import FUSED_OPS, POINTWISE_DTYPES, broadcast_dims
-from ._edit import copy_graph, erase_and_rename
+from ._edit import erase_and_rename
 
 if TYPE_CHECKING:
     from . import PassContext

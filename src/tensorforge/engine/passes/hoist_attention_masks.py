@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ...ir import Graph, Value
+from ...ir import Graph, Value, copy_graph
 from ...ir.types import torch_dtype
-from ._edit import copy_graph
 
 if TYPE_CHECKING:
     from . import PassContext

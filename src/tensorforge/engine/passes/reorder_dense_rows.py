@@ -29,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from ...ir import Graph, Node
+from ...ir import Graph, Node, copy_graph
 from ..epilogue import Epilogue
-from ._edit import copy_graph, erase_and_rename
+from ._edit import erase_and_rename
 
 if TYPE_CHECKING:
     from ...ir.types import Dim
