@@ -19,6 +19,7 @@ from qdq_models import assert_within, onnxruntime_output, quantized_model
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.passes import PassContext, run_passes
 from tensorforge.engine.passes.constant_folding import constant_folding
+from tensorforge.engine.passes.fuse_quantized_layers import fuse_quantized_layers
 from tensorforge.frontends import from_onnx
 from tensorforge.ir import Graph, Sym, TensorType, execute
 
@@ -64,16 +65,23 @@ def _weight_qdq_graph() -> tuple[Graph, torch.Tensor, torch.Tensor]:
     return graph, weight, scale
 
 
-def test_constant_folding_gives_the_exactly_dequantized_weight():
+def test_a_quantized_weight_stays_8_bit_until_a_float_layer_takes_it_exactly_dequantized():
+    """Constant folding makes the weight's quantize an int8 constant and keeps its dequantize (an 8-bit layer could
+    take it); this dense layer's data is float, so fuse_quantized_layers gives it the exactly dequantized weight."""
     graph, weight, scale = _weight_qdq_graph()
-    folded = constant_folding(graph, PassContext())
-    assert [n.op for n in folded.nodes] == ["nn.dense"]
-    dense_weight = folded.nodes[0].inputs[1].data
+    ctx = PassContext()
+    folded = constant_folding(graph, ctx)
+    assert [n.op for n in folded.nodes] == ["dequantize", "nn.dense"]
+    assert folded.nodes[0].inputs[0].type.dtype == "int8" and folded.nodes[0].inputs[0].data is not None
+    floated = fuse_quantized_layers(folded, ctx)
+    assert [n.op for n in floated.nodes] == ["nn.dense"]
+    assert ctx.counters["fuse_quantized_layers.float_weights"] == 1
+    dense_weight = floated.nodes[0].inputs[1].data
     exact = torch.clamp(torch.round(weight / scale[:, None]), -128, 127) * scale[:, None]
     assert torch.equal(dense_weight, exact)
     assert not torch.equal(dense_weight, weight)  # the quantization really changed the weight
     x = torch.randn(3, 5)
-    assert torch.equal(execute(folded, x)[0], execute(graph, x)[0])
+    assert torch.equal(execute(floated, x)[0], execute(graph, x)[0])
 
 
 def _activation_qdq_graph() -> Graph:

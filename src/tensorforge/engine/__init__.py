@@ -7,14 +7,16 @@
     data = plan.to_bytes(); plan = Plan.from_bytes(data, device="cpu")
 
 Files: `config.py` (options), `passes/` (one file per graph pass, ordered in `passes.PASSES`), `ops.py` (the
-fused layers as IR ops), `tactics/` (implementations per op, the registry), `timing.py` (tactic selection,
-timing cache), `memory.py` (the activation arena), `context.py` (execution), `plan.py` (the plan and its
-file format), `fingerprint.py` (what a plan was built for), `builder.py` (the build steps in order).
+fused layers as IR ops), `quantized_ops.py` (the 8-bit layers), `tactics/` (implementations per op, the
+registry), `timing.py` (tactic selection, timing cache), `memory.py` (the activation arena), `context.py`
+(execution), `plan.py` (the plan and its file format), `fingerprint.py` (what a plan was built for), `builder.py`
+(the build steps in order).
 """
 
 from . import (
     norm,  # noqa: F401  (registers engine.layer_norm; its tactics are in tactics/norm_triton.py)
     ops,  # noqa: F401  (registers engine.conv / engine.dense)
+    quantized_ops,  # noqa: F401  (registers engine.qconv / engine.qdense)
 )
 from .builder import Builder
 from .config import BuilderConfig

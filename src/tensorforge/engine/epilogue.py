@@ -31,7 +31,10 @@ from ..ir import get_op
 if TYPE_CHECKING:
     from ..ir import Node
 
-FUSED_LAYERS = ("engine.conv", "engine.dense")
+FUSED_LAYERS = ("engine.conv", "engine.dense", "engine.qconv", "engine.qdense")
+# quantized layers (quantized_ops.py) read their dequantization scale after the weight: their bias and residual
+# come one input later
+QUANTIZED_LAYERS = ("engine.qconv", "engine.qdense")
 ResidualPosition = Literal["pre_activation", "post_activation"]
 RESIDUAL_POSITIONS: tuple[ResidualPosition, ...] = ("pre_activation", "post_activation")
 
@@ -58,7 +61,7 @@ EPILOGUE_ATTRS: dict[str, Any] = {
     "has_residual": False,
     "residual_position": "pre_activation",
 }
-FIRST_EXTRA_INPUT = 2  # after the data and the weight
+FIRST_EXTRA_INPUT = 2  # after the data and the weight (a quantized layer: and its scale)
 
 T = TypeVar("T")
 
@@ -72,6 +75,7 @@ class Epilogue:
     activation: str | None = None
     activation_attrs: tuple[tuple[str, Any], ...] = ()
     residual_position: ResidualPosition = "pre_activation"
+    first_extra: int = FIRST_EXTRA_INPUT  # where the bias (else the residual) is among the inputs
 
     def __post_init__(self) -> None:
         for flag in ("has_bias", "has_residual"):
@@ -96,15 +100,16 @@ class Epilogue:
         if node.op not in FUSED_LAYERS:
             raise ValueError(f"{node.op} has no epilogue (fused layers: {', '.join(FUSED_LAYERS)})")
         try:
-            epilogue = cls.from_attrs(node.attrs)
+            epilogue = cls.from_attrs(node.attrs, FIRST_EXTRA_INPUT + int(node.op in QUANTIZED_LAYERS))
             epilogue.check_inputs(len(node.inputs))
         except ValueError as exc:
             raise ValueError(f"{node.op} {node.name!r}: {exc}") from None
         return epilogue
 
     @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any]) -> Epilogue:
-        """The epilogue the attributes of a fused layer describe (absent ones take EPILOGUE_ATTRS' values)."""
+    def from_attrs(cls, attrs: Mapping[str, Any], first_extra: int = FIRST_EXTRA_INPUT) -> Epilogue:
+        """The epilogue the attributes of a fused layer describe (absent ones take EPILOGUE_ATTRS' values), its
+        bias or residual the input at `first_extra`."""
         values = {name: attrs.get(name, default) for name, default in EPILOGUE_ATTRS.items()}
         return cls(
             has_bias=values["has_bias"],
@@ -112,6 +117,7 @@ class Epilogue:
             activation=values["activation"],
             activation_attrs=values["activation_attrs"],  # checked and made a tuple of pairs by __post_init__
             residual_position=values["residual_position"],
+            first_extra=first_extra,
         )
 
     def to_attrs(self) -> dict[str, Any]:
@@ -126,24 +132,25 @@ class Epilogue:
 
     def without_residual(self) -> Epilogue:
         """The same epilogue with its residual add taken out (a pass that moves the add elsewhere)."""
-        return Epilogue(self.has_bias, False, self.activation, self.activation_attrs)
+        return Epilogue(self.has_bias, False, self.activation, self.activation_attrs, first_extra=self.first_extra)
 
     # -- where things are ---------------------------------------------------------------------------------
 
     @property
     def num_inputs(self) -> int:
-        """Inputs of the fused layer: data, weight, then the bias and the residual where present."""
-        return FIRST_EXTRA_INPUT + int(self.has_bias) + int(self.has_residual)
+        """Inputs of the fused layer: data, weight (a quantized layer: its scale), then the bias and the residual
+        where present."""
+        return self.first_extra + int(self.has_bias) + int(self.has_residual)
 
     @property
     def bias_index(self) -> int | None:
         """The bias's position among the layer's inputs, or None without one."""
-        return FIRST_EXTRA_INPUT if self.has_bias else None
+        return self.first_extra if self.has_bias else None
 
     @property
     def residual_index(self) -> int | None:
         """The residual's position among the layer's inputs (after the bias), or None without one."""
-        return FIRST_EXTRA_INPUT + int(self.has_bias) if self.has_residual else None
+        return self.first_extra + int(self.has_bias) if self.has_residual else None
 
     def check_inputs(self, count: int) -> None:
         if count != self.num_inputs:

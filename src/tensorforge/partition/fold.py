@@ -17,6 +17,8 @@ What does not, each with its reason in the report (`PartitionReport.not_folded`)
 - results above `limit_bytes` (64 MiB by default, as in the engine's pass);
 - results above 1 MiB that are larger than the constants they are computed from: a 1 GB `full`, or a small table
   broadcast to a large one, is cheaper to compute at run time than to store, ship and load;
+- the dequantize of an 8-bit constant (a quantized weight): the engine multiplies it in 8 bits
+  (`engine/passes/fuse_quantized_layers.py`), and dequantizes it itself where it cannot;
 - opaque ONNX nodes (they run through onnxruntime, which partitioning never calls) and random or mutating torch ops;
 - nodes whose reference fails on these constants or gives another type than the graph declares (they then run,
   and report their own error, at run time).
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..engine.quantized_ops import LAYER_DTYPES
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops.opaque import torch_operator
 from ..ir.types import TensorType
@@ -61,6 +64,8 @@ def _op_reason(node: Node) -> str | None:
     """None when the op may be evaluated at partition time, else why not."""
     if node.op == "subgraph":
         return "a subgraph call is not folded"
+    if node.op == "dequantize" and node.inputs[0].type.dtype in LAYER_DTYPES:
+        return "a quantized weight stays 8-bit for the engine's quantized layers"
     if not node.opdef.opaque:
         return None
     if not node.op.startswith("torch."):

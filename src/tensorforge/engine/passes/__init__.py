@@ -22,6 +22,7 @@ from .fuse_bias_activation import fuse_bias_activation
 from .fuse_horizontal_dense import fuse_horizontal_dense
 from .fuse_layer_norm import fuse_layer_norm
 from .fuse_pointwise import fuse_pointwise
+from .fuse_quantized_layers import fuse_quantized_layers
 from .hoist_attention_masks import hoist_attention_masks
 from .reorder_dense_rows import reorder_dense_rows
 from .sink_transposes import sink_transposes
@@ -53,6 +54,7 @@ PASSES: list[Pass] = [
     constant_folding,  # constant subexpressions (arange/broadcast chains) become weights
     fold_batch_norm,  # inference batch norm disappears into the conv/dense before it
     fuse_bias_activation,  # conv/dense + bias + residual + activation become one layer
+    fuse_quantized_layers,  # dequantize -> layer -> quantize becomes one 8-bit layer (its weight stays 8-bit)
     fuse_horizontal_dense,  # dense layers reading the same input (Q, K, V) become one wide GEMM + split
     assign_precision,  # fp16/bf16: safe layers and their weights in the reduced type, casts at boundaries
     sink_transposes,  # a transpose read by a cast or a GEMM moves below it (no copy into row order)
@@ -86,4 +88,5 @@ __all__ = [
     "fuse_bias_activation",
     "fuse_horizontal_dense",
     "fuse_layer_norm",
+    "fuse_quantized_layers",
 ]

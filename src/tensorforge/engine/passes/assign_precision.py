@@ -38,7 +38,9 @@ planning, the plan's `LayerInfo.precision`) simply follows the IR. The rules:
    arithmetic is float32 whatever the data's type (ir/ops/quantize.py); a quantize reads its data as the
    producer made it (never cast down to be quantized: a float32 input is quantized from its float32 values,
    strict mode included), a dequantize writes float32 (strict: the reduced type, rounded once from the float32
-   product) and the reduced layer after it reads it through one cast: dequantize -> FP16 kernel.
+   product) and the reduced layer after it reads it through one cast: dequantize -> FP16 kernel. A quantized
+   layer (`engine.qconv` / `engine.qdense`) keeps its per-channel scale and its bias in float32 (its epilogue
+   computes in float32) and, where its output is a float type, writes the reduced type (`out_dtype`).
 6. **Strict mode** (`strict_types=True`): the requested type is a requirement. Every float layer runs in it,
    sensitive or not, casts and constant generators included (their `dtype` attribute is rewritten); only the
    region's I/O types stay.
@@ -102,6 +104,8 @@ FOLLOWER_FAMILIES = frozenset({"elementwise", "shape", "indexing"})
 FOLLOWER_OPS = frozenset({"nn.bias_add", "nn.pad"})
 # ops whose inputs after the data (scale, zero point) keep their type: rule 5
 QUANTIZATION_OPS = frozenset({"quantize", "dequantize"})
+# quantized layers: their scale and bias keep float32, a float output follows the reduced type (rule 5)
+QUANTIZED_LAYERS = frozenset({"engine.qconv", "engine.qdense"})
 
 
 def reduced_dtype(config: BuilderConfig) -> str | None:
@@ -178,6 +182,10 @@ class _Planner:
         if node.op in QUANTIZATION_OPS:  # rule 5: the scale and zero point stay as calibrated
             want[1:] = [v.type.dtype for v in node.inputs[1:]]
         attrs = dict(node.attrs)
+        if node.op in QUANTIZED_LAYERS:  # rule 5: constants in float32, a float output in the reduced type
+            want = [v.type.dtype if v.data is not None else w for v, w in zip(node.inputs, want)]
+            if attrs["out_dtype"] in self.convertible:
+                attrs["out_dtype"] = self.reduced
         if self.strict and attrs.get("dtype") in self.convertible:
             attrs["dtype"] = self.reduced  # strict: cast/arange/full make the requested type too
         expected = [TensorType(self.reduced if self._is_float(v) else v.type.dtype, v.type.shape) for v in node.outputs]

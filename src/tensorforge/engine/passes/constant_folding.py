@@ -4,8 +4,10 @@ Why: models compute things at run time that never change — BERT's position ids
 broadcast), masks built from shapes, reshaped or transposed weights. Computing them once at build time
 removes layers from every run and lets later passes see plain weights (batch-norm folding needs its
 statistics as constants). Not folded: opaque ops (they may have side effects or randomness), anything
-whose shape depends on the batch symbol, and outputs above `ctx.fold_limit_bytes` (64 MiB by default), so
-a broadcast never turns into a huge weight.
+whose shape depends on the batch symbol, outputs above `ctx.fold_limit_bytes` (64 MiB by default), so
+a broadcast never turns into a huge weight, and the dequantize of an 8-bit constant: a quantized weight stays
+quantized, so that `fuse_quantized_layers` can give its layer 8-bit kernels (it folds the ones no quantized layer
+takes). The quantize before it folds: a float weight's Q/DQ pair becomes the int8 constant and its dequantize.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from ...ir import Graph, Node, TensorType, copy_graph
 from ...ir.types import contains_sym
+from ..quantized_ops import LAYER_DTYPES
 from ._edit import constant_data, erase_and_rename
 
 if TYPE_CHECKING:
@@ -29,6 +32,8 @@ def _foldable(node: Node, limit: int) -> bool:
         return False
     if not all(v.data is not None for v in node.inputs):
         return False
+    if node.op == "dequantize" and node.inputs[0].type.dtype in LAYER_DTYPES:
+        return False  # a quantized weight: the module docstring
     if any(contains_sym(v) for v in node.attrs.values()):
         return False
     return all(v.type.is_static and v.type.nbytes() <= limit for v in node.outputs)

@@ -9,6 +9,11 @@ Matched: nn.conv{1,2,3}d or nn.dense [→ nn.bias_add] → nn.batch_norm, where 
 every batch-norm parameter are constants, the batch norm normalizes the layer's output channel axis (axis 1
 for convolutions, the last axis for dense), and every intermediate value has no other user. The folded
 parameters are computed in float64 and stored in the weight's dtype.
+
+A quantized weight (an 8-bit constant through a symmetric dequantize, per output channel or per tensor, read by
+the layer alone) folds too: the batch norm's per-channel factor goes into the dequantize's scales, which become
+per channel, and the 8-bit values stay as they are. That is exact (W' = W_q * (scale * s)) and keeps the layer
+quantizable by `fuse_quantized_layers`.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ...ir import Graph, Node, copy_graph
+from ...ir import Graph, Node, Value, copy_graph
 from ._edit import constant_data, erase_and_rename
+from ._qdq import Dequantized, channel_scales, dequantized_weight
 
 if TYPE_CHECKING:
     from . import PassContext
@@ -49,7 +55,9 @@ def _match(graph: Graph, bn: Node) -> tuple[Node, Node | None] | None:
     if producer is None or producer.op not in ANCHORS or len(producer.outputs) != 1:
         return None
     anchor = producer
-    if graph.sole_user(anchor.output) is None or anchor.inputs[1].data is None:
+    if graph.sole_user(anchor.output) is None:
+        return None
+    if anchor.inputs[1].data is None and _quantized_weight(graph, anchor) is None:
         return None
     rank, axis = anchor.output.type.rank, _channel_axis(anchor)
     if bn.attrs["axis"] % rank != axis or (bias_add is not None and bias_add.attrs["axis"] % rank != axis):
@@ -61,16 +69,36 @@ def _match(graph: Graph, bn: Node) -> tuple[Node, Node | None] | None:
     return anchor, bias_add
 
 
-def _folded(anchor: Node, bias_add: Node | None, bn: Node) -> tuple[torch.Tensor, torch.Tensor]:
-    weight = constant_data(anchor.inputs[1])
+def _quantized_weight(graph: Graph, anchor: Node) -> Dequantized | None:
+    """The anchor's weight as a dequantized 8-bit constant that only the anchor reads, else None."""
+    weight = dequantized_weight(anchor.inputs[1])
+    return weight if weight is not None and graph.sole_user(anchor.inputs[1]) is anchor else None
+
+
+def _folded(graph: Graph, anchor: Node, bias_add: Node | None, bn: Node) -> tuple[Value, torch.Tensor]:
+    """(the folded weight, added to the graph: a constant, or a dequantize with folded scales; the folded bias)."""
     old_bias = constant_data(bias_add.inputs[1]) if bias_add is not None else None
     gamma, beta, mean, var = (constant_data(v).double() for v in bn.inputs[1:])
     scale = gamma * torch.rsqrt(var + bn.attrs["epsilon"])
     bias = old_bias.double() if old_bias is not None else torch.zeros_like(mean)
-    new_weight = weight.double() * scale.reshape((-1,) + (1,) * (weight.dim() - 1))
     new_bias = (bias - mean) * scale + beta
-    bias_dtype = old_bias.dtype if old_bias is not None else weight.dtype
-    return new_weight.to(weight.dtype), new_bias.to(bias_dtype)
+    weight_dtype = anchor.inputs[1].type.torch_dtype
+    new_bias = new_bias.to(old_bias.dtype if old_bias is not None else weight_dtype)
+    name = f"{anchor.inputs[1].name}.folded"
+    quantized = _quantized_weight(graph, anchor) if anchor.inputs[1].data is None else None
+    if quantized is not None:
+        scales = graph.add_constant((channel_scales(quantized).double() * scale).float(), f"{name}_scale")
+        dequantize = graph.add_node(
+            "dequantize",
+            [quantized.source, scales],
+            {"axis": 0, "dtype": quantized.node.attrs["dtype"]},
+            name=name,
+            before=anchor,
+        )
+        return dequantize.output, new_bias
+    weight = constant_data(anchor.inputs[1])
+    new_weight = weight.double() * scale.reshape((-1,) + (1,) * (weight.dim() - 1))
+    return graph.add_constant(new_weight.to(weight.dtype), name), new_bias
 
 
 def fold_batch_norm(graph: Graph, ctx: PassContext) -> Graph:
@@ -81,8 +109,8 @@ def fold_batch_norm(graph: Graph, ctx: PassContext) -> Graph:
         if match is None:
             continue
         anchor, bias_add = match
-        new_weight, new_bias = _folded(anchor, bias_add, bn)
-        weight = graph.add_constant(new_weight, f"{anchor.inputs[1].name}.folded")
+        old_weight = anchor.inputs[1].producer  # a quantized weight's dequantize, replaced by a folded one
+        weight, new_bias = _folded(graph, anchor, bias_add, bn)
         bias = graph.add_constant(new_bias, f"{anchor.inputs[1].name}.folded_bias")
         new_anchor = graph.add_node(
             anchor.op, [anchor.inputs[0], weight], anchor.attrs, name=anchor.name, before=anchor
@@ -93,7 +121,7 @@ def fold_batch_norm(graph: Graph, ctx: PassContext) -> Graph:
         graph.replace_all_uses(bn.output, new_bias_add.output)  # the batch norm's users now read the bias_add
         erase_and_rename(
             graph,
-            [n for n in (anchor, bias_add, bn) if n is not None],
+            [n for n in (anchor, bias_add, bn, old_weight) if n is not None],
             [
                 (new_anchor, anchor.name),
                 (new_anchor.output, anchor.output.name),

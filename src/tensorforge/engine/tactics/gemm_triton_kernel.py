@@ -31,6 +31,30 @@ def _tile_of(pid, grid_m, grid_n, GROUP: tl.constexpr):
 
 
 @triton.jit
+def _activation(acc, lo, hi, slope, ACT: tl.constexpr):
+    """The fused activation (gemm_triton.ACTIVATION_CODES) on a float32 tile; clip's bounds, leaky relu's slope."""
+    if ACT == 1:
+        acc = tl.where(acc < 0, 0.0, acc)
+    elif ACT == 2:
+        acc = tl.where(acc < lo, lo, tl.where(acc > hi, hi, acc))
+    elif ACT == 3:
+        acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
+    elif ACT == 4:
+        acc = 0.5 * acc * (1.0 + _tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)))
+    elif ACT == 5:
+        acc = acc / (1.0 + tl.exp(-acc))
+    elif ACT == 6:
+        acc = acc * tl.where(acc + 3.0 < 0.0, 0.0, tl.where(acc + 3.0 > 6.0, 6.0, acc + 3.0)) / 6.0
+    elif ACT == 7:
+        acc = 1.0 / (1.0 + tl.exp(-acc))
+    elif ACT == 8:
+        acc = _tanh(acc)
+    elif ACT == 9:
+        acc = tl.where(acc > 0, acc, acc * slope)
+    return acc
+
+
+@triton.jit
 def _epilogue(
     acc,
     rm,
@@ -56,24 +80,7 @@ def _epilogue(
         r = tl.load(r_ptr + rm[:, None] * stride_rm + rn[None, :], mask=mask, other=0.0).to(tl.float32)
         if RESIDUAL_PRE:
             acc += r
-    if ACT == 1:
-        acc = tl.where(acc < 0, 0.0, acc)
-    elif ACT == 2:
-        acc = tl.where(acc < lo, lo, tl.where(acc > hi, hi, acc))
-    elif ACT == 3:
-        acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
-    elif ACT == 4:
-        acc = 0.5 * acc * (1.0 + _tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)))
-    elif ACT == 5:
-        acc = acc / (1.0 + tl.exp(-acc))
-    elif ACT == 6:
-        acc = acc * tl.where(acc + 3.0 < 0.0, 0.0, tl.where(acc + 3.0 > 6.0, 6.0, acc + 3.0)) / 6.0
-    elif ACT == 7:
-        acc = 1.0 / (1.0 + tl.exp(-acc))
-    elif ACT == 8:
-        acc = _tanh(acc)
-    elif ACT == 9:
-        acc = tl.where(acc > 0, acc, acc * slope)
+    acc = _activation(acc, lo, hi, slope, ACT)
     if HAS_RESIDUAL and not RESIDUAL_PRE:
         acc += r
     return acc

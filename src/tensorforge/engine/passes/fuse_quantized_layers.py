@@ -1,0 +1,122 @@
+"""fuse_quantized_layers: dequantize -> conv/dense (+ epilogue) -> quantize becomes one 8-bit layer.
+
+Why: a quantized graph (tensorforge.quantize, or an imported Q/DQ model) says which tensors may be 8-bit, but run
+as written it computes every layer in floating point between a dequantize and a quantize: more work than the
+float model, not less. TensorRT's explicit quantization fuses the pairs into the layers: the layer multiplies the
+8-bit values themselves and writes 8 bits for the next one. This pass does that, making the `engine.qconv` /
+`engine.qdense` layers of `engine/quantized_ops.py`:
+
+    dequantize(x_q, s_x) --+
+                           +--> engine.conv / engine.dense (bias, residual, activation) --> quantize(s_y)
+    dequantize(W_q, s_w) --+
+
+becomes `engine.qconv(x_q, W_q, s_x * s_w, bias, residual, out_dtype=int8, out_scale=s_y)`: the scales fold into
+one per-channel factor, the 8-bit weight is stored as it is (a quarter of its float32 size), and the quantize is
+taken into the layer's epilogue when the layer's result has no other reader. A residual that is itself a
+dequantized 8-bit tensor (the add's Q/DQ pair the quantizer places) is read in 8 bits too (`residual_scale`).
+
+Matched: an `engine.conv` / `engine.dense` (after `fuse_bias_activation`) whose data is a symmetric per-tensor
+dequantize of an 8-bit tensor and whose weight is a symmetric dequantize of an 8-bit constant of the same type,
+per output channel or per tensor (`_qdq.py`). A zero point is not fused (its correction term varies at a padded
+border); those layers, and layers whose data is not dequantized, stay in floating point with their weights
+dequantized once here, as constant folding does for other constants.
+
+Counters: `fuse_quantized_layers` (layers made), `.requantize` (quantizes taken into a layer's epilogue),
+`.residual` (8-bit residuals), `.float_weights` (weights dequantized for layers left in floating point); the
+last three only for a graph that has a dequantize.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ...ir import Graph, Node, Value, copy_graph
+from ..epilogue import Epilogue
+from ._edit import constant_data, erase_and_rename
+from ._qdq import Dequantized, channel_scales, dequantized_weight, per_tensor_dequantized
+
+if TYPE_CHECKING:
+    from . import PassContext
+
+NAME = "fuse_quantized_layers"
+QUANTIZED_OPS = {"engine.conv": "engine.qconv", "engine.dense": "engine.qdense"}
+
+
+def _requantize(graph: Graph, value: Value, dtype: str) -> tuple[Node, float] | None:
+    """(the quantize that is the only reader of `value` (not a graph output), per tensor, symmetric, to `dtype`
+    (the layer's own 8-bit type); its scale), else None."""
+    user = graph.sole_user(value)
+    if user is None or user.op != "quantize" or user.attrs["axis"] is not None or user.attrs["dtype"] != dtype:
+        return None
+    scale = user.inputs[1].data
+    if scale is None or scale.numel() != 1:
+        return None
+    if len(user.inputs) == 3:
+        zero_point = user.inputs[2].data
+        if zero_point is None or bool((zero_point.float() != 0).any()):
+            return None
+    return user, float(scale.reshape(()))
+
+
+def _fuse(graph: Graph, layer: Node, data: Dequantized, weight: Dequantized, ctx: PassContext) -> None:
+    epilogue = Epilogue.of(layer)
+    bias, residual = epilogue.split(layer.inputs)
+    scale = (data.scale.reshape(()) * channel_scales(weight)).float()
+    inputs = [data.source, weight.source, graph.add_constant(scale, f"{layer.name}.scale")]
+    if bias is not None:
+        inputs.append(bias)
+    attrs: dict[str, Any] = {k: v for k, v in layer.attrs.items()}
+    attrs.update(out_dtype=layer.output.type.dtype, out_scale=None, residual_scale=None)
+    if residual is not None:
+        quantized_residual = per_tensor_dequantized(residual)
+        if quantized_residual is not None:
+            residual = quantized_residual.source
+            attrs["residual_scale"] = float(quantized_residual.scale.reshape(()))
+            ctx.count(f"{NAME}.residual")
+        inputs.append(residual)
+    last = layer.output
+    gone = [layer]
+    found = _requantize(graph, layer.output, data.dtype)
+    if found is not None:
+        requantize, out_scale = found
+        attrs.update(out_dtype=requantize.attrs["dtype"], out_scale=out_scale)
+        last = requantize.output
+        gone.append(requantize)
+        ctx.count(f"{NAME}.requantize")
+    fused = graph.add_node(QUANTIZED_OPS[layer.op], inputs, attrs, name=layer.name, before=layer)
+    graph.replace_all_uses(last, fused.output)
+    erase_and_rename(graph, gone, [(fused, layer.name), (fused.output, last.name)])
+    ctx.count(NAME)
+
+
+def _fold_float_weights(graph: Graph, ctx: PassContext) -> None:
+    """Dequantize the 8-bit constants no quantized layer took (constant folding left them): unused ones go, the
+    rest become float constants."""
+    for node in [n for n in graph.nodes if n.op == "dequantize" and all(v.data is not None for v in n.inputs)]:
+        if graph.use_count(node.output) == 0 and not graph.is_output(node.output):
+            graph.erase_nodes([node])
+            continue
+        with torch.no_grad():
+            (tensor,) = node.opdef.run([constant_data(v) for v in node.inputs], node.attrs, {}, torch.device("cpu"))
+        constant = graph.add_constant(tensor.contiguous(), f"{node.output.name}.folded")
+        graph.replace_all_uses(node.output, constant)
+        erase_and_rename(graph, [node], [(constant, node.output.name)])
+        ctx.count(f"{NAME}.float_weights")
+
+
+def fuse_quantized_layers(graph: Graph, ctx: PassContext) -> Graph:
+    graph = copy_graph(graph)
+    ctx.counters.setdefault(NAME, 0)
+    if not any(n.op == "dequantize" for n in graph.nodes):
+        return graph  # not a quantized graph: no sub-counters to report
+    for counter in ("requantize", "residual", "float_weights"):
+        ctx.counters.setdefault(f"{NAME}.{counter}", 0)
+    for layer in [n for n in graph.nodes if n.op in QUANTIZED_OPS]:
+        data = per_tensor_dequantized(layer.inputs[0])
+        weight = dequantized_weight(layer.inputs[1])
+        if data is not None and weight is not None and data.dtype == weight.dtype:
+            _fuse(graph, layer, data, weight, ctx)
+    _fold_float_weights(graph, ctx)
+    return graph

@@ -1,0 +1,74 @@
+"""The epilogue every Triton kernel of a quantized layer (engine.qconv / engine.qdense, engine/quantized_ops.py)
+ends with, in its own module because it imports Triton at the top.
+
+`quantized_epilogue` turns the accumulator tile (int32 sums of int8 products, or float32 sums of fp8 ones) into
+the layer's float32 result: times the per-channel scale, plus bias, plus the residual (dequantized by its scale
+where it is 8-bit), the activation in the source's order. `to_output` (its OUT code: `quantized_layers.OUT_CODES`)
+then makes the value the kernel stores: the float result itself (the store rounds it to the output's type), or
+its quantization, rounded as `ir/ops/quantize.py` rounds (x / scale, half to even, saturated), so a fused layer
+writes the same bytes as the unfused quantize.
+"""
+
+import triton
+import triton.language as tl
+
+from .gemm_triton_kernel import _activation
+
+
+@triton.jit
+def round_half_even(v):
+    """v rounded to the nearest integer, ties to even (torch.round); v a float32 tile."""
+    r = tl.floor(v + 0.5)
+    tie_to_odd = ((r - v) == 0.5) & ((r - 2.0 * tl.floor(r * 0.5)) != 0.0)
+    return tl.where(tie_to_odd, r - 1.0, r)
+
+
+@triton.jit
+def quantized_epilogue(
+    acc,
+    rm,
+    rn,
+    M,
+    N,
+    scale_ptr,
+    bias_ptr,
+    r_ptr,
+    stride_rm,
+    r_scale,
+    lo,
+    hi,
+    slope,
+    HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    RESIDUAL_PRE: tl.constexpr,
+    ACT: tl.constexpr,
+):
+    """The layer's float32 result at rows `rm` (output pixels or tokens), columns `rn` (output channels) from the
+    accumulator tile. `r_scale` multiplies the residual as loaded: its scale when it is 8-bit, else 1.0."""
+    in_n = rn < N
+    acc = acc.to(tl.float32) * tl.load(scale_ptr + rn, mask=in_n, other=0.0)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rn, mask=in_n, other=0.0).to(tl.float32)[None, :]
+    if HAS_RESIDUAL:
+        mask = (rm[:, None] < M) & in_n[None, :]
+        r = tl.load(r_ptr + rm[:, None] * stride_rm + rn[None, :], mask=mask, other=0.0).to(tl.float32) * r_scale
+        if RESIDUAL_PRE:
+            acc += r
+    acc = _activation(acc, lo, hi, slope, ACT)
+    if HAS_RESIDUAL and not RESIDUAL_PRE:
+        acc += r
+    return acc
+
+
+@triton.jit
+def to_output(y, out_scale, OUT: tl.constexpr):
+    """What the kernel stores for the float32 result `y`: y itself (OUT 0), or y quantized by `out_scale` to
+    int8 (OUT 1) or float8_e4m3fn (OUT 2), saturated as the quantize op saturates."""
+    if OUT == 1:
+        q = round_half_even(y / out_scale)
+        return tl.where(q < -128.0, -128.0, tl.where(q > 127.0, 127.0, q)).to(tl.int8)
+    elif OUT == 2:
+        q = y / out_scale
+        return tl.where(q < -448.0, -448.0, tl.where(q > 448.0, 448.0, q)).to(tl.float8e4nv)
+    else:
+        return y
