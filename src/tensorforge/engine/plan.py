@@ -52,6 +52,7 @@ from ..ir.types import BATCH, is_monomial, monomial
 from .config import MACHINE_LOCAL_OPTIONS, BuilderConfig
 from .context import ExecutionContext, Program
 from .cuda_graphs import DEFAULT_MAX_GRAPHS, GraphRunner
+from .epilogue import QUANTIZED_LAYERS
 from .errors import PlanCompatibilityError
 from .fingerprint import PLAN_FORMAT_VERSION, Fingerprint, differences, fingerprint
 from .memory import MemoryPlan, align, arena_exemptions, conflicts, lifetimes, planned_values, slot_bytes
@@ -69,7 +70,7 @@ class LayerInfo:
     name: str
     op: str
     tactic: str
-    precision: str
+    precision: str  # the output's type; a quantized layer's: the 8-bit type it multiplies in
     macs: int  # at the profile's opt
     stream: int = 0  # 0: the caller's stream; 1..: the execution context's side streams (streams.py)
 
@@ -118,7 +119,8 @@ class Plan:
             tactic = chosen_tactic(node.op, self.tactics[node.name])
             kernels[node.name] = tactic.bind(node, ctx)
             macs = node.opdef.count_macs([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs, env)
-            self.layers.append(LayerInfo(node.name, node.op, tactic.name, node.outputs[0].type.dtype, macs, stream))
+            precision = (node.inputs[0] if node.op in QUANTIZED_LAYERS else node.outputs[0]).type.dtype
+            self.layers.append(LayerInfo(node.name, node.op, tactic.name, precision, macs, stream))
         self._program = Program(graph, kernels, self.tactics, memory, self.device, schedule)
         # the only state a run changes is its context's; `run` without one uses the calling thread's own, made at
         # that thread's first run and freed when the thread ends (or the plan goes): one arena per such thread
