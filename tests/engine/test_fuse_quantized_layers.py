@@ -177,3 +177,28 @@ def test_a_layer_reading_float_data_keeps_float_kernels():
     out = run_passes(graph, ctx, verify_each=True)
     assert ctx.counters["fuse_quantized_layers"] == 0
     assert "engine.qdense" not in [n.op for n in out.nodes]
+
+
+def test_8_bit_projections_of_one_input_become_one_wide_layer():
+    """Attention's Q, K, V projections of one quantized input: one engine.qdense with stacked weights and scales."""
+    torch.manual_seed(0)
+    g = Graph("qkv")
+    x = g.add_input("x", TensorType("float32", (Sym("batch"), 4, 16)))
+    s = g.add_constant(torch.tensor(0.02), "s")
+    dq = g.call("dequantize", g.call("quantize", x, s, dtype="int8"), s)
+    outputs = []
+    for name in "qkv":
+        w_q = g.add_constant(torch.randint(-127, 128, (16, 16), dtype=torch.int8), f"w_{name}")
+        w_s = g.add_constant(torch.rand(16) * 0.01 + 0.001, f"s_{name}")
+        w = g.call("dequantize", w_q, w_s, axis=0)
+        outputs.append(g.call("nn.bias_add", g.call("nn.dense", dq, w), g.add_constant(torch.randn(16), f"b_{name}")))
+    g.set_outputs(outputs)
+    g.verify()
+    ctx = PassContext()
+    out = run_passes(g, ctx, verify_each=True)
+    layers = [n for n in out.nodes if n.op == "engine.qdense"]
+    assert len(layers) == 1 and ctx.counters["fuse_horizontal_dense"] == 3
+    assert layers[0].inputs[1].type.shape == (48, 16) and layers[0].inputs[2].type.shape == (48,)
+    x = torch.randn(3, 4, 16)
+    for actual, expected in zip(execute(out, x), execute(g, x)):
+        assert torch.allclose(actual, expected, atol=1e-5)

@@ -6,7 +6,9 @@ with the weights stacked ([Wq; Wk; Wv]) reads the input once and runs at a shape
 `split` that follows is free (its pieces are views of the wide result).
 
 Fused: two or more `engine.dense` nodes with the same data input, constant weights (and constant biases
-when they have one), the same epilogue (bias or not, activation and its attributes) and no residual.
+when they have one), the same epilogue (bias or not, activation and its attributes) and no residual; likewise
+two or more `engine.qdense` (8-bit) layers, whose per-channel scales stack with their weights, when they also
+write the same output type (and, for an 8-bit output, quantize by the same scale).
 """
 
 from __future__ import annotations
@@ -25,21 +27,29 @@ if TYPE_CHECKING:
 
 NAME = "fuse_horizontal_dense"
 
-# what dense layers must share to be one wide GEMM: their data input (by identity), the weight's dtype and the
-# shape of a weight row, and the epilogue
-GroupKey = tuple[int, str, tuple["Dim", ...], Epilogue]
+# what dense layers must share to be one wide GEMM: the op, their data input (by identity), the weight's dtype and
+# the shape of a weight row, the epilogue, and an 8-bit layer's output type and scale
+GroupKey = tuple[str, int, str, tuple["Dim", ...], Epilogue, tuple[object, object]]
+# the 8-bit layer's scale (input 2) stacks with its weight: one per output column
+STACKED_PARAMETERS = {"engine.dense": (1,), "engine.qdense": (1, 2)}
+STACKED_NAMES = {"engine.dense": ("hweight", "hbias"), "engine.qdense": ("hweight", "hscale", "hbias")}
+
+
+def _stacked_indices(node: Node) -> tuple[int, ...]:
+    """The inputs of `node` that stack along the output columns: weight, an 8-bit layer's scale, the bias."""
+    bias_index = Epilogue.of(node).bias_index
+    return STACKED_PARAMETERS[node.op] + ((bias_index,) if bias_index is not None else ())
 
 
 def _key(node: Node) -> GroupKey | None:
-    if node.op != "engine.dense":
+    if node.op not in STACKED_PARAMETERS:
         return None
     epilogue = Epilogue.of(node)
+    if epilogue.has_residual or any(node.inputs[i].data is None for i in _stacked_indices(node)):
+        return None
+    output = (node.attrs["out_dtype"], node.attrs["out_scale"]) if node.op == "engine.qdense" else (None, None)
     weight = node.inputs[1]
-    if epilogue.has_residual or weight.data is None:
-        return None
-    if epilogue.bias_index is not None and node.inputs[epilogue.bias_index].data is None:
-        return None
-    return id(node.inputs[0]), weight.type.dtype, weight.type.shape[1:], epilogue
+    return node.op, id(node.inputs[0]), weight.type.dtype, weight.type.shape[1:], epilogue, output
 
 
 def _stacked(members: list[Node], index: int) -> torch.Tensor:
@@ -59,13 +69,12 @@ def fuse_horizontal_dense(graph: Graph, ctx: PassContext) -> Graph:
         if len(members) < 2:
             continue
         first = members[0]
-        bias_index = Epilogue.of(first).bias_index  # the members' epilogues are one (the group's key)
         widths = [n.inputs[1].type.concrete_shape()[0] for n in members]  # constant weights: static shapes
-        inputs = [first.inputs[0], graph.add_constant(_stacked(members, 1), f"{first.name}.hweight")]
-        if bias_index is not None:
-            inputs.append(graph.add_constant(_stacked(members, bias_index), f"{first.name}.hbias"))
+        inputs = [first.inputs[0]]  # the members' epilogues are one (the group's key): so are their inputs' places
+        for index, label in zip(_stacked_indices(first), STACKED_NAMES[first.op]):
+            inputs.append(graph.add_constant(_stacked(members, index), f"{first.name}.{label}"))
         # the wide GEMM goes where the first member was: its only input is defined by then
-        wide = graph.add_node("engine.dense", inputs, first.attrs, name=f"{first.name}.wide", before=first)
+        wide = graph.add_node(first.op, inputs, first.attrs, name=f"{first.name}.wide", before=first)
         points = tuple(sum(widths[: i + 1]) for i in range(len(widths) - 1))
         split = graph.add_node(
             "split",
