@@ -191,7 +191,9 @@ def test_8_bit_projections_of_one_input_become_one_wide_layer():
         w_q = g.add_constant(torch.randint(-127, 128, (16, 16), dtype=torch.int8), f"w_{name}")
         w_s = g.add_constant(torch.rand(16) * 0.01 + 0.001, f"s_{name}")
         w = g.call("dequantize", w_q, w_s, axis=0)
-        outputs.append(g.call("nn.bias_add", g.call("nn.dense", dq, w), g.add_constant(torch.randn(16), f"b_{name}")))
+        outputs.append(
+            g.call("nn.bias_add", g.call("nn.dense", dq, w), g.add_constant(torch.randn(16), f"b_{name}"), axis=-1)
+        )
     g.set_outputs(outputs)
     g.verify()
     ctx = PassContext()
