@@ -24,7 +24,7 @@ from engine_helpers import case_results, print_case_results
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import BindContext, get_tactic
 from tensorforge.engine.tactics.norm_triton import ROW_TILES, row_strides
-from tensorforge.ir import Graph, Sym, TensorType
+from tensorforge.ir import Graph, Sym, TensorType, get_op
 
 TD = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # y is rounded once from float32 math: an ulp of the output type at most, plus float32 summation order
@@ -47,6 +47,10 @@ class Case:
     copied: bool = False  # the layout is one the kernel copies first (no two strides address it)
     offered: bool = True  # outputs handed over as preallocated arena views
     op: str = "engine.layer_norm"  # or "nn.layer_norm": a plain norm (no residual) through the same kernel
+    quantize: str | None = None  # int8 / float8_e4m3fn: the quantized y as the last output (scale QUANTIZE_SCALE)
+
+
+QUANTIZE_SCALE = 0.02
 
 
 CASES = {
@@ -64,6 +68,9 @@ CASES = {
     "fp32-plain-to-fp16": Case(dtype="float32", hidden=100, residual=False, out_dtype="float16"),
     "fp32-transposed-sum-100": Case(dtype="float32", hidden=100, emit_sum=True, layout="transposed"),
     "bf16-residual-sum-100": Case(dtype="bfloat16", hidden=100, emit_sum=True),
+    "fp16-residual-quantized-int8-768": Case(quantize="int8"),
+    "fp16-sum-quantized-fp8-100": Case(hidden=100, emit_sum=True, quantize="float8_e4m3fn", offered=False),
+    "fp32-quantized-int8-to-fp16": Case(dtype="float32", hidden=100, out_dtype="float16", quantize="int8"),
     "plain-fp16-768": Case(residual=False, op="nn.layer_norm"),
     "plain-fp32-transposed-100": Case(
         dtype="float32", hidden=100, residual=False, layout="transposed", op="nn.layer_norm", offered=False
@@ -92,6 +99,8 @@ def layer(case: Case) -> Graph:
             has_residual=case.residual,
             emit_sum=case.emit_sum,
             out_dtype=case.out_dtype,
+            quantize_dtype=case.quantize,
+            quantize_scale=QUANTIZE_SCALE if case.quantize else None,
         )
     g.set_outputs(list(out) if isinstance(out, tuple) else [out])
     return g.verify()
@@ -125,6 +134,9 @@ def run_case(case: Case, device: str, tile: str = "triton") -> str | None:
     total = x.float() + r.float() if case.residual else x.float()
     y = F.layer_norm(total, (case.hidden,), gamma.float(), beta.float(), 1e-5)
     expected = [y.to(TD[case.out_dtype or case.dtype])] + ([total.to(x.dtype)] if case.emit_sum else [])
+    if case.quantize:
+        scale = torch.tensor(QUANTIZE_SCALE, device=device)
+        expected += get_op("quantize").run([y, scale], {"axis": None, "dtype": case.quantize}, {})
     reads = [_laid_out(x, case.layout)] + ([_laid_out(r, case.layout)] if case.residual else [])
     if case.layout != "contiguous" and reads[-1].is_contiguous():
         return f"the {case.layout} case has no view to read"
@@ -139,6 +151,9 @@ def run_case(case: Case, device: str, tile: str = "triton") -> str | None:
         if a.dtype != e.dtype or a.shape != e.shape:
             problems.append(f"output {j}: {a.dtype} {tuple(a.shape)}, expected {e.dtype} {tuple(e.shape)}")
             continue
+        if case.quantize and j == len(expected) - 1:  # y's float32 math rounds apart by an ulp: a tie may flip
+            problems += quantized_mismatch(a.cpu(), e.cpu())
+            continue
         rtol, atol = TOL[e.dtype]
         if j == 1:  # the sum is rounded once, exactly as an add rounds it
             rtol, atol = (2.0**-7, 0.0) if e.dtype == torch.bfloat16 and INTERPRETED else (0.0, 0.0)
@@ -147,6 +162,20 @@ def run_case(case: Case, device: str, tile: str = "triton") -> str | None:
         except AssertionError as exc:
             problems.append(f"output {j}: {exc}")
     return "; ".join(problems) or None
+
+
+def quantized_mismatch(actual: torch.Tensor, expected: torch.Tensor) -> list[str]:
+    """[] when 8-bit `actual` is `expected` up to one step on at most 1% of the elements (int8), or one e4m3 step
+    (fp8), else what differs."""
+    a, e = actual.float(), expected.float()
+    if expected.dtype == torch.int8:
+        steps = (a - e).abs()
+        if steps.max() > 1 or (steps > 0).float().mean() > 0.01:
+            return [f"int8 output: {int((steps > 0).sum())} of {steps.numel()} differ, by up to {steps.max():.0f}"]
+        return []
+    if not torch.allclose(a, e, rtol=0.125, atol=2.0**-9):
+        return [f"fp8 output: largest difference {(a - e).abs().max():.4g}"]
+    return []
 
 
 def run_cases(device: str) -> dict[str, str | None]:

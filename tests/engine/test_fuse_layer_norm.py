@@ -117,7 +117,14 @@ def test_fp16_post_norm_becomes_one_layer_in_16_bits():
     (norm,) = norms(out)
     assert "nn.layer_norm" not in ops(out) and "add" not in ops(out)
     assert ops(out).count("cast") == 3, "the entry casts of a and b and the region's exit cast remain"
-    assert norm.attrs == {"epsilon": 1e-5, "has_residual": True, "emit_sum": False, "out_dtype": None}
+    assert norm.attrs == {
+        "epsilon": 1e-5,
+        "has_residual": True,
+        "emit_sum": False,
+        "out_dtype": None,
+        "quantize_dtype": None,
+        "quantize_scale": None,
+    }
     _reads_no_float32_cast(norm)
     assert norm.output.type.dtype == "float16" and norm.output.name == "layer_norm.to_f16"
 
@@ -393,27 +400,31 @@ def test_kernel_under_the_interpreter(interpreted, case):
     assert len(results) == len(norm_triton.ROW_TILES) and all(v is None for v in results.values()), results
 
 
-_POINTERS = {"float32": "*fp32", "float16": "*fp16", "bfloat16": "*bf16"}
+_POINTERS = {"float32": "*fp32", "float16": "*fp16", "bfloat16": "*bf16", "int8": "*i8", "float8_e4m3fn": "*fp8e4nv"}
+_QUANT = {None: 0, "int8": 1, "float8_e4m3fn": 2}  # to_output's codes
 
 
 @pytest.mark.parametrize(
-    "x, y, params, residual, emit_sum",
+    "x, y, params, residual, emit_sum, quantized",
     [
-        ("float16", "float16", "float32", True, True),
-        ("float16", "float32", "float32", True, False),
-        ("float32", "float32", "float32", False, False),
-        ("bfloat16", "bfloat16", "bfloat16", True, True),
+        ("float16", "float16", "float32", True, True, None),
+        ("float16", "float32", "float32", True, False, None),
+        ("float32", "float32", "float32", False, False, None),
+        ("bfloat16", "bfloat16", "bfloat16", True, True, None),
+        ("float16", "float16", "float32", False, False, "int8"),
+        ("float16", "float16", "float32", True, True, "float8_e4m3fn"),
     ],
 )
-def test_kernel_compiles_for_sm90(x, y, params, residual, emit_sum):
+def test_kernel_compiles_for_sm90(x, y, params, residual, emit_sum, quantized):
     """The interpreter runs Python semantics; the real compiler checks types and lowering too."""
     pytest.importorskip("triton")
     kernel = norm_triton.row_kernel()
-    pointers = {"X": x, "R": x, "W": params, "B": params, "Y": y, "S": x}
+    pointers = {"X": x, "R": x, "W": params, "B": params, "Y": y, "S": x, "Q": quantized or "int8"}
     signature = {p: "i64" if p.endswith(("_outer", "_inner")) else "i32" for p in kernel.arg_names}
     signature.update({p: _POINTERS[t] for p, t in pointers.items()})
-    signature.update(eps="fp32", HAS_RESIDUAL="constexpr", EMIT_SUM="constexpr", BLOCK="constexpr", ROWS="constexpr")
-    constexprs = {"HAS_RESIDUAL": residual, "EMIT_SUM": emit_sum, "BLOCK": 1024, "ROWS": 4}
+    signature.update(eps="fp32", q_scale="fp32", HAS_RESIDUAL="constexpr", EMIT_SUM="constexpr", QUANT="constexpr")
+    signature.update(BLOCK="constexpr", ROWS="constexpr")
+    constexprs = {"HAS_RESIDUAL": residual, "EMIT_SUM": emit_sum, "QUANT": _QUANT[quantized], "BLOCK": 1024, "ROWS": 4}
     assert compile_for_sm90(kernel, signature, constexprs).asm["cubin"]
 
 

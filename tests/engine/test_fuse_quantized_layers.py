@@ -204,3 +204,19 @@ def test_8_bit_projections_of_one_input_become_one_wide_layer():
     x = torch.randn(3, 4, 16)
     for actual, expected in zip(execute(out, x), execute(g, x)):
         assert torch.allclose(actual, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
+def test_a_layer_norm_writes_the_8_bit_rows_its_next_layers_read(fp16):
+    """A quantized transformer's norm stores its quantized output in the same pass (no quantize kernel after it)."""
+    graph, _, _ = _quantized("block", "int8")
+    ctx = PassContext(config=forge.engine.BuilderConfig(fp16=fp16))
+    out = run_passes(graph, ctx, verify_each=True)
+    norms = [n for n in out.nodes if n.op == "engine.layer_norm"]
+    assert len(norms) == 2 and all(n.attrs["quantize_dtype"] == "int8" for n in norms)
+    for norm in norms:
+        assert norm.outputs[-1].type.dtype == "int8"
+        assert all(reader.op == "engine.qdense" for reader in out.users_of(norm.outputs[-1]))
+    x = torch.randn(4, 6, 16)
+    error = float((execute(out, x)[0].float() - execute(graph, x)[0]).norm() / execute(graph, x)[0].norm())
+    assert error <= TOLERANCE[fp16], error

@@ -71,3 +71,18 @@ def channel_scales(weight: Dequantized) -> torch.Tensor:
     """The weight's scale as float32 [output channels] (a per-tensor scale repeated)."""
     channels = weight.source.type.concrete_shape()[0]  # a constant: static
     return weight.scale.reshape(-1).expand(channels).clone() if weight.scale.numel() == 1 else weight.scale.clone()
+
+
+def per_tensor_quantize_scale(node: Node) -> float | None:
+    """The scale of `node` when it is a symmetric per-tensor quantize to an 8-bit layer type, else None: what a
+    layer (or a norm) can compute in its own epilogue before its one store."""
+    if node.op != "quantize" or node.attrs["axis"] is not None or node.attrs["dtype"] not in LAYER_DTYPES:
+        return None
+    scale = node.inputs[1].data
+    if scale is None or scale.numel() != 1:
+        return None
+    if len(node.inputs) == 3:
+        zero_point = node.inputs[2].data
+        if zero_point is None or bool((zero_point.float() != 0).any()):
+            return None
+    return float(scale.reshape(()))

@@ -19,6 +19,9 @@ Matched at each nn.layer_norm over the last axis (gamma and beta 1-d); a norm wi
 - x made by an `engine.dense` with a residual and no activation, read by nothing else: the residual add moves
   out of the dense layer into the norm, which reads its operands in the same pass (cuBLAS tactics add a
   residual in a separate pass over the output; a GEMM with the add in its epilogue moves as many bytes).
+- a symmetric per-tensor quantize of its float32 output (a quantized transformer's next 8-bit layers read it):
+  the layer writes the quantized rows too (`quantize_dtype`, `quantize_scale`), from the float32 y it holds, and
+  the cast to 16 bits is then the output's only other reader;
 When something else reads an absorbed add's sum (the residual stream of a pre-LN transformer) or it is a graph
 output, the layer returns it as a second output (`emit_sum`), rounded to x's type as the add rounded it. A
 dense layer's sum read elsewhere stays in the dense layer: emitting it from the norm would cost a write more
@@ -38,6 +41,7 @@ from ...ir import Graph, Node, Value, copy_graph
 from ...ir.types import GPU_FLOAT_DTYPES, HALF_DTYPES
 from ..epilogue import Epilogue
 from ._edit import erase_and_rename
+from ._qdq import per_tensor_quantize_scale
 
 if TYPE_CHECKING:
     from . import PassContext
@@ -58,6 +62,7 @@ class _Match:
     cast_out: Node | None  # the cast of y to 16 bits: removed, its output is the fused layer's y
     sum: _Sum | None
     emit_sum: bool  # the sum is read beyond the nodes the fusion removes: the layer returns it
+    quantize: Node | None = None  # the quantize of the float32 output: removed, the layer's last output instead
 
 
 def _widening_cast(value: Value) -> Node | None:
@@ -114,16 +119,18 @@ def _match(graph: Graph, norm: Node) -> _Match | None:
     widening = _widening_cast(data)
     x = widening.inputs[0] if widening is not None else data
     cast_in = widening if widening is not None and graph.sole_user(data) is norm else None
-    cast_out = _narrowing_cast(graph.sole_user(norm.output))
+    quantize = next((n for n in graph.users_of(norm.output) if per_tensor_quantize_scale(n) is not None), None)
+    others = [n for n in graph.users_of(norm.output) if n is not quantize]
+    cast_out = _narrowing_cast(others[0]) if len(others) == 1 and not graph.is_output(norm.output) else None
     # the reader of x that goes away: the norm, or the widening cast when the norm was its only reader
     leaving = norm if widening is None else cast_in
     read_elsewhere = _read_beyond(graph, x, leaving)
     found = _sum_of(x)
     if found is not None and found.producer.op == "engine.dense" and read_elsewhere:
         found = None
-    if widening is None and cast_out is None and found is None:
+    if widening is None and cast_out is None and found is None and quantize is None:
         return None  # nothing to absorb: the norm alone is what nn.layer_norm's tactics already run
-    return _Match(norm, x, cast_in, cast_out, found, found is not None and read_elsewhere)
+    return _Match(norm, x, cast_in, cast_out, found, found is not None and read_elsewhere, quantize)
 
 
 def _rewrite(graph: Graph, m: _Match) -> bool:
@@ -131,7 +138,7 @@ def _rewrite(graph: Graph, m: _Match) -> bool:
     norm = m.norm
     gamma, beta = norm.inputs[1:]
     producer = m.sum.producer if m.sum is not None else None
-    gone = [n for n in (norm, m.cast_in, m.cast_out, producer) if n is not None]
+    gone = [n for n in (norm, m.cast_in, m.cast_out, producer, m.quantize) if n is not None]
     y = m.cast_out.output if m.cast_out is not None else norm.output
     # the fused layer sits where the sum was made, so every reader of the sum still comes after it
     position = producer if producer is not None else norm
@@ -160,12 +167,17 @@ def _rewrite(graph: Graph, m: _Match) -> bool:
         "emit_sum": m.emit_sum,
         "out_dtype": None if y.type.dtype == m.x.type.dtype else y.type.dtype,
     }
+    if m.quantize is not None:
+        attrs.update(quantize_dtype=m.quantize.attrs["dtype"], quantize_scale=per_tensor_quantize_scale(m.quantize))
     fused = graph.add_node("engine.layer_norm", [*inputs, gamma, beta], attrs, name=norm.name, before=position)
     graph.replace_all_uses(y, fused.outputs[0])
     renames += [(fused, norm.name), (fused.outputs[0], y.name)]
     if m.emit_sum:
         graph.replace_all_uses(m.x, fused.outputs[1], skip=gone)
         renames.append((fused.outputs[1], m.x.name))
+    if m.quantize is not None:
+        graph.replace_all_uses(m.quantize.output, fused.outputs[-1])
+        renames.append((fused.outputs[-1], m.quantize.output.name))
     erase_and_rename(graph, gone, renames)
     return True
 

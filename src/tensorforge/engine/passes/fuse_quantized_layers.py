@@ -35,7 +35,7 @@ import torch
 from ...ir import Graph, Node, Value, copy_graph
 from ..epilogue import Epilogue
 from ._edit import constant_data, erase_and_rename
-from ._qdq import Dequantized, channel_scales, dequantized_weight, per_tensor_dequantized
+from ._qdq import Dequantized, channel_scales, dequantized_weight, per_tensor_dequantized, per_tensor_quantize_scale
 
 if TYPE_CHECKING:
     from . import PassContext
@@ -48,16 +48,10 @@ def _requantize(graph: Graph, value: Value, dtype: str) -> tuple[Node, float] | 
     """(the quantize that is the only reader of `value` (not a graph output), per tensor, symmetric, to `dtype`
     (the layer's own 8-bit type); its scale), else None."""
     user = graph.sole_user(value)
-    if user is None or user.op != "quantize" or user.attrs["axis"] is not None or user.attrs["dtype"] != dtype:
+    scale = per_tensor_quantize_scale(user) if user is not None else None
+    if user is None or scale is None or user.attrs["dtype"] != dtype:
         return None
-    scale = user.inputs[1].data
-    if scale is None or scale.numel() != 1:
-        return None
-    if len(user.inputs) == 3:
-        zero_point = user.inputs[2].data
-        if zero_point is None or bool((zero_point.float() != 0).any()):
-            return None
-    return user, float(scale.reshape(()))
+    return user, scale
 
 
 def _fuse(graph: Graph, layer: Node, data: Dequantized, weight: Dequantized, ctx: PassContext) -> None:

@@ -29,6 +29,7 @@ import torch
 from ...ir.symbolic import SymExpr
 from ...ir.types import GPU_FLOAT_DTYPES
 from .. import norm  # noqa: F401  (registers engine.layer_norm)
+from .quantized_layers import OUT_CODES
 from .registry import BindContext, Env, Inputs, Kernel, OutputViews, static_sizes, tactic
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ class LayerNormKernel:
         self.has_residual: bool = attrs.get("has_residual", False)
         self.emit_sum: bool = attrs.get("emit_sum", False)
         self.eps: float = attrs["epsilon"]
+        self.quantize: int = OUT_CODES.get(attrs.get("quantize_dtype") or "", 0)  # a quantized output: its code
+        self.quantize_scale = float(attrs.get("quantize_scale") or 1.0)
         self.hidden = _hidden(node)
         self.block = _block(node)
         self.rows = rows_per_program
@@ -104,7 +107,9 @@ class LayerNormKernel:
             assert layout is not None, "contiguous tensors' leading axes fold into one"
         inner, strides = layout
         residual, residual_strides = (reads[1], strides[1]) if self.has_residual else (reads[0], (0, 0))
-        total, total_strides = (outs[1], strides[-1]) if self.emit_sum else (outs[0], (0, 0))
+        first_out = len(reads)  # outputs: y, then the sum, then the quantized y, where the layer has them
+        total, total_strides = (outs[1], strides[first_out + 1]) if self.emit_sum else (outs[0], (0, 0))
+        quantized, quantized_strides = (outs[-1], strides[-1]) if self.quantize else (outs[0], (0, 0))
         rows = x.numel() // self.hidden
         self.kernel[(-(-rows // self.rows),)](
             reads[0],
@@ -113,16 +118,20 @@ class LayerNormKernel:
             beta,
             outs[0],
             total,
+            quantized,
             rows,
             inner,
             *strides[0],
             *residual_strides,
-            *strides[len(reads)],
+            *strides[first_out],
             *total_strides,
+            *quantized_strides,
             self.hidden,
             self.eps,
+            self.quantize_scale,
             HAS_RESIDUAL=self.has_residual,
             EMIT_SUM=self.emit_sum,
+            QUANT=self.quantize,
             BLOCK=self.block,
             ROWS=self.rows,
             num_warps=self.num_warps,

@@ -2,12 +2,14 @@
 top: norm_triton.py imports it only when a tactic binds, so tensorforge imports without Triton.
 
 One program normalizes ROWS rows, each whole in registers (BLOCK >= hidden): the rows of every tensor are
-addressed through two strides over their leading axes (`norm_triton.row_strides`). X, R, W, B, Y, S point to x,
-the residual, gamma, beta, the output and the sum.
+addressed through two strides over their leading axes (`norm_triton.row_strides`). X, R, W, B, Y, S, Q point to
+x, the residual, gamma, beta, the output, the sum and the output quantized (QUANT: `to_output`'s code, 0 for none).
 """
 
 import triton
 import triton.language as tl
+
+from .quantized_epilogue_kernel import to_output
 
 
 @triton.jit
@@ -18,6 +20,7 @@ def layer_norm_rows(
     B,
     Y,
     S,
+    Q,
     rows,
     inner,
     x_outer,
@@ -28,10 +31,14 @@ def layer_norm_rows(
     y_inner,
     s_outer,
     s_inner,
+    q_outer,
+    q_inner,
     hidden,
     eps,
+    q_scale,
     HAS_RESIDUAL: tl.constexpr,
     EMIT_SUM: tl.constexpr,
+    QUANT: tl.constexpr,
     BLOCK: tl.constexpr,
     ROWS: tl.constexpr,
 ):
@@ -51,3 +58,5 @@ def layer_norm_rows(
     beta = tl.load(B + cols, mask=cols < hidden, other=0.0).to(tl.float32)
     y = centered * rstd * gamma + beta
     tl.store(Y + outer * y_outer + within * y_inner + cols, y.to(Y.dtype.element_ty), mask=mask)
+    if QUANT != 0:
+        tl.store(Q + outer * q_outer + within * q_inner + cols, to_output(y, q_scale, QUANT), mask=mask)

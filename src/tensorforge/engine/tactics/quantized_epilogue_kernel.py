@@ -24,6 +24,21 @@ def round_half_even(v):
 
 
 @triton.jit
+def round_to_e4m3(q):
+    """q (float32, |q| <= 448) rounded to the nearest float8_e4m3fn value, ties to even, still in float32: the
+    conversion after it is then exact. Rounded here rather than by the conversion because Triton's CPU interpreter
+    converts wrongly where rounding carries into the next power of two (-127.3 became -64), and the kernels
+    must compute the same bytes there as on the GPU."""
+    magnitude = tl.abs(q)
+    exponent = tl.floor(tl.log2(tl.maximum(magnitude, 2.0**-6)))
+    # log2 may be an ulp off at a power of two: put the exponent right by comparing with the power itself
+    exponent = tl.where(tl.exp2(exponent) > magnitude, exponent - 1.0, exponent)
+    exponent = tl.where(tl.exp2(exponent + 1.0) <= magnitude, exponent + 1.0, exponent)
+    step = tl.exp2(tl.maximum(exponent, -6.0) - 3.0)  # 3 mantissa bits; below 2^-6 the subnormal step 2^-9
+    return round_half_even(q / step) * step
+
+
+@triton.jit
 def quantized_epilogue(
     acc,
     rm,
@@ -69,6 +84,7 @@ def to_output(y, out_scale, OUT: tl.constexpr):
         return tl.where(q < -128.0, -128.0, tl.where(q > 127.0, 127.0, q)).to(tl.int8)
     elif OUT == 2:
         q = y / out_scale
-        return tl.where(q < -448.0, -448.0, tl.where(q > 448.0, 448.0, q)).to(tl.float8e4nv)
+        q = tl.where(q < -448.0, -448.0, tl.where(q > 448.0, 448.0, q))
+        return round_to_e4m3(q).to(tl.float8e4nv)
     else:
         return y
