@@ -9,6 +9,7 @@
 #   bash bench/gpu_check.sh zoo ARGS...       (8 swept architectures outside the tuned set, FP16: bench/zoo_gpu.py)
 #   bash bench/gpu_check.sh dynamic ARGS...   (issue 14's dynamic-shape targets, --onnx-dir .gpu_onnx: bench/dynamic.py)
 #   bash bench/gpu_check.sh quantacc ARGS...  (issue 15's INT8/FP8 accuracy with GPU plans, carry .gpu_images: bench/quant_accuracy.py)
+#   bash bench/gpu_check.sh quantspeed ARGS... (issue 16's INT8/FP8 speed beside FP16 and torchao, carry .gpu_wheels: bench/quant_speed.py)
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results}
@@ -37,5 +38,11 @@ case "$step" in
       python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu_images/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
     fi
     python3 bench/quant_accuracy.py --device cuda --out "$OUT" "$@" 2>&1 | tee "$OUT/quant_accuracy.log" ;;
+  quantspeed)
+    # issue 16's speed of quantized plans; torchao's wheel travels in .gpu_wheels (carried; see bench/README.md)
+    if ls .gpu_wheels/*.whl >/dev/null 2>&1; then
+      python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu_wheels/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    fi
+    python3 bench/quant_speed.py --out "$OUT" "$@" 2>&1 | tee "$OUT/quant_speed.log" ;;
   *) echo "unknown step $step"; exit 2 ;;
 esac
