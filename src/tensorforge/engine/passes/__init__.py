@@ -25,6 +25,7 @@ from .fuse_pointwise import fuse_pointwise
 from .fuse_quantized_layers import fuse_quantized_layers
 from .hoist_attention_masks import hoist_attention_masks
 from .reorder_dense_rows import reorder_dense_rows
+from .sink_dequantize import sink_dequantize
 from .sink_transposes import sink_transposes
 
 
@@ -54,6 +55,7 @@ PASSES: list[Pass] = [
     constant_folding,  # constant subexpressions (arange/broadcast chains) become weights
     fold_batch_norm,  # inference batch norm disappears into the conv/dense before it
     fuse_bias_activation,  # conv/dense + bias + residual + activation become one layer
+    sink_dequantize,  # a dequantize moves below reshapes, transposes, pools; quantize(dequantize(x)) is x
     fuse_quantized_layers,  # dequantize -> layer -> quantize becomes one 8-bit layer (its weight stays 8-bit)
     fuse_horizontal_dense,  # dense layers reading the same input (Q, K, V) become one wide GEMM + split
     assign_precision,  # fp16/bf16: safe layers and their weights in the reduced type, casts at boundaries

@@ -15,7 +15,7 @@ one per-channel factor, the 8-bit weight is stored as it is (a quarter of its fl
 taken into the layer's epilogue when the layer's result has no other reader. A residual that is itself a
 dequantized 8-bit tensor (the add's Q/DQ pair the quantizer places) is read in 8 bits too (`residual_scale`).
 
-Matched: an `engine.conv` / `engine.dense` (after `fuse_bias_activation`) whose data is a symmetric per-tensor
+Matched: an `engine.conv` / `engine.dense` (after `fuse_bias_activation`; or a bare `nn.dense`) whose data is a symmetric per-tensor
 dequantize of an 8-bit tensor and whose weight is a symmetric dequantize of an 8-bit constant of the same type,
 per output channel or per tensor (`_qdq.py`). A zero point is not fused (its correction term varies at a padded
 border); those layers, and layers whose data is not dequantized, stay in floating point with their weights
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from . import PassContext
 
 NAME = "fuse_quantized_layers"
-QUANTIZED_OPS = {"engine.conv": "engine.qconv", "engine.dense": "engine.qdense"}
+# a dense layer with nothing to fuse stays nn.dense (fuse_bias_activation): an 8-bit one with no epilogue
+QUANTIZED_OPS = {"engine.conv": "engine.qconv", "engine.dense": "engine.qdense", "nn.dense": "engine.qdense"}
 
 
 def _requantize(graph: Graph, value: Value, dtype: str) -> tuple[Node, float] | None:
@@ -55,13 +56,14 @@ def _requantize(graph: Graph, value: Value, dtype: str) -> tuple[Node, float] | 
 
 
 def _fuse(graph: Graph, layer: Node, data: Dequantized, weight: Dequantized, ctx: PassContext) -> None:
-    epilogue = Epilogue.of(layer)
+    bare = layer.op == "nn.dense"
+    epilogue = Epilogue() if bare else Epilogue.of(layer)
     bias, residual = epilogue.split(layer.inputs)
     scale = (data.scale.reshape(()) * channel_scales(weight)).float()
     inputs = [data.source, weight.source, graph.add_constant(scale, f"{layer.name}.scale")]
     if bias is not None:
         inputs.append(bias)
-    attrs: dict[str, Any] = {k: v for k, v in layer.attrs.items()}
+    attrs: dict[str, Any] = epilogue.to_attrs() if bare else dict(layer.attrs)
     attrs.update(out_dtype=layer.output.type.dtype, out_scale=None, residual_scale=None)
     if residual is not None:
         quantized_residual = per_tensor_dequantized(residual)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from ..config import BuilderConfig
 
 BLOCK_P, BLOCK_C = 32, 64
+# the float types, and the 8-bit ones a quantized graph pools (sink_dequantize moves a dequantize below the pool)
+POOLED_DTYPES = GPU_FLOAT_DTYPES | {"int8", "float8_e4m3fn"}
 
 
 # writes_arena=False: a channels-last output; arena views are row-major NCHW
@@ -38,7 +40,7 @@ BLOCK_P, BLOCK_C = 32, 64
 class MaxPool2dNHWC:
     @staticmethod
     def supports(node: Node, config: BuilderConfig) -> str | None:
-        if node.inputs[0].type.dtype not in GPU_FLOAT_DTYPES:
+        if node.inputs[0].type.dtype not in POOLED_DTYPES:
             return f"dtype {node.inputs[0].type.dtype}"
         if node.inputs[0].type.rank != 4:
             return "the kernel pools [N, C, H, W] tensors"

@@ -53,7 +53,8 @@ def max_pool2d_nhwc(
     BLOCK_P: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    """y[n, oh, ow, c] = max over the window of x[n, ih, iw, c]; both channels-last. P = N * OH * OW."""
+    """y[n, oh, ow, c] = max over the window of x[n, ih, iw, c]; both channels-last. P = N * OH * OW. Compared in
+    float32, which holds every float16, bfloat16, int8 and fp8 value exactly: the maximum is stored unchanged."""
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     ow = p % OW
@@ -64,6 +65,8 @@ def max_pool2d_nhwc(
     for kh in tl.static_range(KH):
         for kw in tl.static_range(KW):
             offs, inside = _window_tap(n, oh, ow, c, kh, kw, H, W, C, SH, SW, PH, PW, DH, DW)
-            v = tl.load(x_ptr + offs, mask=keep & inside[:, None], other=float("-inf")).to(tl.float32)
+            taken = keep & inside[:, None]
+            # masked lanes become -inf after the load: an int8 or fp8 load has no -inf to fill them with
+            v = tl.where(taken, tl.load(x_ptr + offs, mask=taken).to(tl.float32), float("-inf"))
             acc = tl.where((v > acc) | (v != v), v, acc)  # NaN wins, as in torch.max_pool2d
     tl.store(y_ptr + p[:, None] * C + c[None, :], acc.to(y_ptr.dtype.element_ty), mask=keep)

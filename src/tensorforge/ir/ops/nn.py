@@ -196,6 +196,10 @@ def _declare_pools(ndim: int) -> None:
         dilation: tuple[int, ...],
         ceil_mode: bool,
     ) -> Tensor:
+        if data.element_size() == 1 and data.dtype != torch.bool:  # 8-bit data (a quantized graph's int8 / fp8):
+            # pooled in float32 and converted back, exactly (a maximum is one of its inputs); torch has no fp8 pool
+            wide = max_pool_fn(data.float(), pool_size, strides, padding, dilation, ceil_mode=ceil_mode)
+            return wide.to(data.dtype)
         return max_pool_fn(data, pool_size, strides, padding, dilation, ceil_mode=ceil_mode)
 
     def avg_pool(
