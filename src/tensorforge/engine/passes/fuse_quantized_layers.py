@@ -15,11 +15,11 @@ one per-channel factor, the 8-bit weight is stored as it is (a quarter of its fl
 taken into the layer's epilogue when the layer's result has no other reader. A residual that is itself a
 dequantized 8-bit tensor (the add's Q/DQ pair the quantizer places) is read in 8 bits too (`residual_scale`).
 
-Matched: an `engine.conv` / `engine.dense` (after `fuse_bias_activation`; or a bare `nn.dense`) whose data is a symmetric per-tensor
-dequantize of an 8-bit tensor and whose weight is a symmetric dequantize of an 8-bit constant of the same type,
-per output channel or per tensor (`_qdq.py`). A zero point is not fused (its correction term varies at a padded
-border); those layers, and layers whose data is not dequantized, stay in floating point with their weights
-dequantized once here, as constant folding does for other constants.
+Matched: an `engine.conv` / `engine.dense` (after `fuse_bias_activation`; or a bare `nn.dense`) whose data is a
+symmetric per-tensor dequantize of an 8-bit tensor and whose weight is a symmetric dequantize of an 8-bit constant
+of the same type, per output channel or per tensor (`_qdq.py`). A zero point is not fused (its correction term
+varies at a padded border); those layers, and layers whose data is not dequantized, stay in floating point with
+their weights dequantized once here, as constant folding does for other constants.
 
 Counters: `fuse_quantized_layers` (layers made), `.requantize` (quantizes taken into a layer's epilogue),
 `.residual` (8-bit residuals), `.float_weights` (weights dequantized for layers left in floating point); the
