@@ -2,8 +2,9 @@
 each tactic declares at registration) and the kernel contract; one module per family of tactics registers them:
 the reference and its CUDA twin (`reference.py`, `eager.py`), views (`views.py`), cuDNN and Triton convolutions
 (`conv_cudnn.py`, `conv_triton.py`), cuBLAS and Triton GEMMs (`gemm.py`, `gemm_triton.py`), layer norms
-(`norm_triton.py`), max pooling (`pool_triton.py`), generated pointwise kernels (`pointwise_triton.py`) and the
-quantized layers' float16 library path (`quantized_float.py`)."""
+(`norm_triton.py`), max pooling (`pool_triton.py`), generated pointwise kernels (`pointwise_triton.py`), and the 8-bit
+layers' kernels: Triton and cuBLASLt GEMMs (`qgemm_triton.py`, `qgemm_library.py`), Triton implicit-GEMM and
+depthwise convolutions (`qconv_triton.py`) and their float16 library path (`quantized_float.py`)."""
 
 # each module registers its tactics
 from . import (  # noqa: F401
@@ -15,6 +16,9 @@ from . import (  # noqa: F401
     norm_triton,
     pointwise_triton,
     pool_triton,
+    qconv_triton,
+    qgemm_library,
+    qgemm_triton,
     quantized_float,
     reference,
     views,
