@@ -75,4 +75,30 @@ def test_calibrated_plan_on_the_gpu_is_the_qdq_graph(precision, make, shape):
             got, want, fp32 = fast(x.cuda()).float().cpu(), execute(fast.graph, x)[0], model(x)
         assert ((got - want).norm() / want.norm()).item() < QDQ_TOLERANCE[precision]
         assert 0 < ((got - fp32).norm() / fp32.norm()).item() < 0.25  # quantized: near eager, not equal (e4m3: ~17%)
-    assert "dequantize" in plan_ops(fast)  # plans build at the first run
+    ops = plan_ops(fast)  # plans build at the first run
+    assert "engine.qconv" in ops or "engine.qdense" in ops, ops
+
+
+# the tactics of a quantized layer that multiply in 8 bits (the others: the float16 library path, the reference)
+FLOAT_PATHS = ("cudnn_float16", "cublas_float16", "torch")
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+@pytest.mark.parametrize("make, shape", [(ResidualCNN, (4, 3, 12, 12)), (TinyBlock, (4, 6, 16))], ids=["cnn", "block"])
+def test_quantized_layers_run_8_bit_kernels_on_the_gpu(precision, make, shape):
+    """At optimization level 0 (the first supported tactic, by priority) every 8-bit layer runs an 8-bit kernel,
+    and the plan computes its Q/DQ graph; fp8 needs compute capability 8.9."""
+    if precision == "fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 tensor cores need compute capability 8.9")
+    torch.manual_seed(0)
+    calibration = [torch.randn(shape) for _ in range(3)]
+    graph = forge.quantize(randomized(make()), calibration, precision=precision, include_first_last=True)
+    partitioned, config = forge.partition_for_tensorforge(graph)
+    module = forge.build(partitioned, config, device="cuda", optimization_level=0, fp16=True)
+    x = torch.randn(5, *shape[1:])
+    got, want = module(x.cuda()).float().cpu(), execute(graph, x)[0]
+    assert ((got - want).norm() / want.norm()).item() < QDQ_TOLERANCE[precision]
+    layers = [layer for plans in module.plans().values() for plan in plans for layer in plan.layers]
+    quantized = [layer for layer in layers if layer.op in ("engine.qconv", "engine.qdense")]
+    assert quantized, [layer.op for layer in layers]
+    assert all(layer.tactic not in FLOAT_PATHS for layer in quantized), [(q.name, q.tactic) for q in quantized]
