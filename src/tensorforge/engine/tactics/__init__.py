@@ -4,7 +4,8 @@ the reference and its CUDA twin (`reference.py`, `eager.py`), views (`views.py`)
 (`conv_cudnn.py`, `conv_triton.py`), cuBLAS and Triton GEMMs (`gemm.py`, `gemm_triton.py`), layer norms
 (`norm_triton.py`), max pooling (`pool_triton.py`), generated pointwise kernels (`pointwise_triton.py`), and the 8-bit
 layers' kernels: Triton and cuBLASLt GEMMs (`qgemm_triton.py`, `qgemm_library.py`), Triton implicit-GEMM and
-depthwise convolutions (`qconv_triton.py`) and their float16 library path (`quantized_float.py`)."""
+depthwise convolutions (`qconv_triton.py`) and their float16 library path (`quantized_float.py`), and a quantize
+left on its own (`quantize_triton.py`)."""
 
 # each module registers its tactics
 from . import (  # noqa: F401
@@ -19,6 +20,7 @@ from . import (  # noqa: F401
     qconv_triton,
     qgemm_library,
     qgemm_triton,
+    quantize_triton,
     quantized_float,
     reference,
     views,

@@ -35,7 +35,8 @@ def round_to_e4m3(q):
     exponent = tl.where(tl.exp2(exponent) > magnitude, exponent - 1.0, exponent)
     exponent = tl.where(tl.exp2(exponent + 1.0) <= magnitude, exponent + 1.0, exponent)
     step = tl.exp2(tl.maximum(exponent, -6.0) - 3.0)  # 3 mantissa bits; below 2^-6 the subnormal step 2^-9
-    return round_half_even(q / step) * step
+    rounded = round_half_even(magnitude / step) * step
+    return tl.where(q < 0, -rounded, rounded)  # a negative value rounding to zero is -0, as the conversion makes it
 
 
 @triton.jit
