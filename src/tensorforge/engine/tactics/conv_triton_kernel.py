@@ -57,5 +57,5 @@ def depthwise_conv2d_nhwc(
             v = tl.load(x_ptr + offs, mask=keep & inside[:, None], other=0.0).to(tl.float32)
             w = tl.load(w_ptr + (kh * KW + kw) * C + c, mask=in_c, other=0.0).to(tl.float32)
             acc += v * w[None, :]
-    acc = _epilogue(acc, p, c, P, C, bias_ptr, r_ptr, C, lo, hi, slope, HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT)
+    acc = _epilogue(acc, p, c, P, C, bias_ptr, r_ptr, C, lo, hi, slope, 1.0, HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT)
     tl.store(y_ptr + p[:, None] * C + c[None, :], acc.to(y_ptr.dtype.element_ty), mask=keep)

@@ -67,17 +67,19 @@ def _epilogue(
     lo,
     hi,
     slope,
+    r_scale,
     HAS_BIAS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     RESIDUAL_PRE: tl.constexpr,
     ACT: tl.constexpr,
 ):
-    """The layer's tail on the float32 accumulator tile at rows `rm`, columns `rn`."""
+    """The layer's tail on the float32 accumulator tile at rows `rm`, columns `rn`; the residual is multiplied by
+    `r_scale` as loaded (an 8-bit residual's scale: quantized_epilogue_kernel.py; 1.0, exactly, for a float one)."""
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     if HAS_RESIDUAL:
         mask = (rm[:, None] < M) & (rn[None, :] < N)
-        r = tl.load(r_ptr + rm[:, None] * stride_rm + rn[None, :], mask=mask, other=0.0).to(tl.float32)
+        r = tl.load(r_ptr + rm[:, None] * stride_rm + rn[None, :], mask=mask, other=0.0).to(tl.float32) * r_scale
         if RESIDUAL_PRE:
             acc += r
     acc = _activation(acc, lo, hi, slope, ACT)
@@ -137,7 +139,7 @@ def gemm_epilogue(
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K * stride_bk
     acc = _epilogue(
-        acc, rm, rn, M, N, bias_ptr, r_ptr, stride_rm, lo, hi, slope, HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT
+        acc, rm, rn, M, N, bias_ptr, r_ptr, stride_rm, lo, hi, slope, 1.0, HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT
     )
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :], acc.to(c_ptr.dtype.element_ty), mask=mask)
@@ -181,6 +183,6 @@ def gemm_epilogue_tma(
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         acc = _epilogue(
-            acc, rm, rn, M, N, bias_ptr, r_ptr, stride_rm, lo, hi, slope, HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT
+            acc, rm, rn, M, N, bias_ptr, r_ptr, stride_rm, lo, hi, slope, 1.0, HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT
         )
         c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(c_desc.dtype))

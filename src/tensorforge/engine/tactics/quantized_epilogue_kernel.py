@@ -12,7 +12,7 @@ writes the same bytes as the unfused quantize.
 import triton
 import triton.language as tl
 
-from .gemm_triton_kernel import _activation
+from .gemm_triton_kernel import _epilogue
 
 
 @triton.jit
@@ -61,19 +61,11 @@ def quantized_epilogue(
 ):
     """The layer's float32 result at rows `rm` (output pixels or tokens), columns `rn` (output channels) from the
     accumulator tile. `r_scale` multiplies the residual as loaded: its scale when it is 8-bit, else 1.0."""
-    in_n = rn < N
-    acc = acc.to(tl.float32) * tl.load(scale_ptr + rn, mask=in_n, other=0.0)[None, :]
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + rn, mask=in_n, other=0.0).to(tl.float32)[None, :]
-    if HAS_RESIDUAL:
-        mask = (rm[:, None] < M) & in_n[None, :]
-        r = tl.load(r_ptr + rm[:, None] * stride_rm + rn[None, :], mask=mask, other=0.0).to(tl.float32) * r_scale
-        if RESIDUAL_PRE:
-            acc += r
-    acc = _activation(acc, lo, hi, slope, ACT)
-    if HAS_RESIDUAL and not RESIDUAL_PRE:
-        acc += r
-    return acc
+    scale = tl.load(scale_ptr + rn, mask=rn < N, other=0.0)
+    acc = acc.to(tl.float32) * scale[None, :]
+    return _epilogue(
+        acc, rm, rn, M, N, bias_ptr, r_ptr, stride_rm, lo, hi, slope, r_scale, HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT
+    )
 
 
 @triton.jit
