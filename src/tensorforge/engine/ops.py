@@ -115,13 +115,28 @@ def dense(data: Tensor, weight: Tensor, *extra: Tensor, **epilogue_attrs: Any) -
     return _tail("engine.dense", epilogue, y, residual)
 
 
+CONV_LAYERS = ("engine.conv", "engine.qconv")  # the float and the 8-bit convolution (quantized_ops.py)
+
+
 def is_depthwise(node: Node) -> bool:
-    """Whether `node` is an engine.conv with one filter per channel (groups = input = output channels)."""
-    if node.op != "engine.conv" or node.attrs["groups"] == 1:
+    """Whether `node` is an engine.conv / engine.qconv with one filter per channel (groups = input = output
+    channels)."""
+    if node.op not in CONV_LAYERS or node.attrs["groups"] == 1:
         return False
     groups: int = node.attrs["groups"]
     weight_shape = node.inputs[1].type.shape
     return groups == node.inputs[0].type.shape[1] == weight_shape[0] and weight_shape[1] == 1
+
+
+def pointwise_conv_reason(node: Node) -> str | None:
+    """None when `node` (an engine.conv / engine.qconv) is a 1x1, 2-d, stride-1, unpadded, ungrouped convolution,
+    which over channels-last rows is a plain GEMM ([N*H*W, C_in] x [C_in, C_out]); else why not."""
+    a = node.attrs
+    if a.get("ndim") != 2 or tuple(node.inputs[1].type.shape[2:]) != (1, 1):
+        return "the GEMM covers 1x1 2-d convolutions"
+    if tuple(a["strides"]) != (1, 1) or tuple(a["dilation"]) != (1, 1) or any(a["padding"]) or a["groups"] != 1:
+        return "the GEMM covers stride-1, unpadded, ungrouped 1x1 convolutions"
+    return None
 
 
 # One size, stride or the offset of an engine.strided_view: (constant, per-batch), meaning constant + per-batch * batch.

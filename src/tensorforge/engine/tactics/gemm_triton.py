@@ -24,6 +24,7 @@ import torch
 
 from ...ir.types import HALF_DTYPES
 from ..epilogue import Epilogue
+from ..ops import pointwise_conv_reason
 from .registry import BindContext, Env, Inputs, Kernel, OutputViews, constant_on, tactic
 
 if TYPE_CHECKING:
@@ -264,12 +265,7 @@ class _Conv1x1Template:
 
     @classmethod
     def supports(cls, node: Node, config: BuilderConfig) -> str | None:
-        a = node.attrs
-        if a.get("ndim") != 2 or tuple(node.inputs[1].type.shape[2:]) != (1, 1):
-            return "the template covers 1x1 2-d convolutions"
-        if tuple(a["strides"]) != (1, 1) or tuple(a["dilation"]) != (1, 1) or any(a["padding"]) or a["groups"] != 1:
-            return "the template covers stride-1, unpadded, ungrouped 1x1 convolutions"
-        return _supports_common(node, cls.tma)
+        return pointwise_conv_reason(node) or _supports_common(node, cls.tma)
 
     @classmethod
     def bind(cls, node: Node, ctx: BindContext) -> Kernel:

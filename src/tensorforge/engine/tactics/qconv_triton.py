@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..epilogue import Epilogue
+from ..ops import is_depthwise, pointwise_conv_reason
 from .gemm_triton import GROUP_M, Tile, _cdiv
 from .quantized_layers import (
     FP8_CAPABILITY,
@@ -57,25 +58,6 @@ GATHER_TILES: dict[str, Tile] = {"gather_128x64x32": (128, 64, 32, 4, 3)}
 # would waste most of each K step (fewer input channels than this)
 GATHER_MAX_CHANNELS = 16
 DEPTHWISE_BLOCK_P, DEPTHWISE_BLOCK_C, DEPTHWISE_WARPS = 32, 64, 4  # 64 int8 channels: one 64-byte run per pixel
-
-
-def is_depthwise(node: Node) -> bool:
-    """Whether the engine.qconv `node` has one filter per channel (groups = input = output channels)."""
-    groups: int = node.attrs["groups"]
-    weight = node.inputs[1].type.shape
-    return groups != 1 and groups == node.inputs[0].type.shape[1] == weight[0] and weight[1] == 1
-
-
-def is_pointwise_gemm(node: Node) -> bool:
-    """Whether `node` is a 1x1, stride-1, unpadded, ungrouped convolution: a GEMM, which the qgemm tactics take."""
-    a = node.attrs
-    return (
-        tuple(node.inputs[1].type.shape[2:]) == (1, 1)
-        and tuple(a["strides"]) == (1, 1)
-        and tuple(a["dilation"]) == (1, 1)
-        and not any(a["padding"])
-        and a["groups"] == 1
-    )
 
 
 def _common_reason(node: Node, dtype: str) -> str | None:
@@ -124,7 +106,7 @@ class _ImplicitGemm:
             return reason
         if node.attrs["groups"] != 1:
             return "the implicit GEMM covers ungrouped convolutions (triton_qdepthwise_* takes depthwise ones)"
-        if is_pointwise_gemm(node):
+        if pointwise_conv_reason(node) is None:
             return "1x1, stride-1, unpadded, ungrouped convolutions are GEMMs: the qgemm tactics take them"
         if cls.gather and node.inputs[1].type.concrete_shape()[1] >= GATHER_MAX_CHANNELS:  # a constant: static
             return f"the gather tile is for layers of fewer than {GATHER_MAX_CHANNELS} input channels"

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..ops import pointwise_conv_reason
 from .gemm_triton import _cdiv
 from .qgemm_triton import (
     EpilogueArgs,
     RowsGemm,
     conv1x1_kernel,
-    conv1x1_reason,
     dense_kernel,
     kernels,
     layer_reason,
@@ -124,7 +124,7 @@ class _LibraryTemplate:
 
     @classmethod
     def supports(cls, node: Node, config: BuilderConfig) -> str | None:
-        reason = (conv1x1_reason(node) if cls.conv else None) or layer_reason(node, cls.dtype)
+        reason = (pointwise_conv_reason(node) if cls.conv else None) or layer_reason(node, cls.dtype)
         if reason:
             return reason
         n, *rest = node.inputs[1].type.concrete_shape()  # a constant: static

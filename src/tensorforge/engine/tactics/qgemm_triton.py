@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..epilogue import Epilogue
+from ..ops import pointwise_conv_reason
 from .gemm_triton import GROUP_M, Tile, _cdiv, _rows
 from .quantized_layers import (
     FP8_CAPABILITY,
@@ -96,16 +97,6 @@ def layer_reason(node: Node, dtype: str) -> str | None:
     if got != dtype:
         return f"this tactic multiplies {dtype} tensors; the layer's data is {got}"
     return constants_reason(node)
-
-
-def conv1x1_reason(node: Node) -> str | None:
-    """None when the engine.qconv `node` is the GEMM (1x1, 2-d, stride 1, unpadded, ungrouped), else why not."""
-    a = node.attrs
-    if a.get("ndim") != 2 or tuple(node.inputs[1].type.shape[2:]) != (1, 1):
-        return "the GEMM covers 1x1 2-d convolutions"
-    if tuple(a["strides"]) != (1, 1) or tuple(a["dilation"]) != (1, 1) or any(a["padding"]) or a["groups"] != 1:
-        return "the GEMM covers stride-1, unpadded, ungrouped 1x1 convolutions"
-    return None
 
 
 def packed_weight(node: Node, ctx: BindContext) -> torch.Tensor:
@@ -201,8 +192,8 @@ def _nhwc_rows(t: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def conv1x1_kernel(node: Node, gemm: RowsGemm) -> Kernel:
-    """The kernel of a 1x1 engine.qconv (`conv1x1_reason`) running `gemm` over its channels-last pixels; its output
-    is a channels-last tensor of its own (the arena's views are row-major NCHW)."""
+    """The kernel of a 1x1 engine.qconv (`ops.pointwise_conv_reason`) running `gemm` over its channels-last pixels;
+    its output is a channels-last tensor of its own (the arena's views are row-major NCHW)."""
     c_out, c_in = node.inputs[1].type.concrete_shape()[:2]
     dtype = output_dtype(node)
     residual_index = Epilogue.of(node).residual_index
@@ -234,7 +225,7 @@ class _QDenseTemplate:
 class _QConv1x1Template(_QDenseTemplate):
     @classmethod
     def supports(cls, node: Node, config: BuilderConfig) -> str | None:
-        return conv1x1_reason(node) or layer_reason(node, cls.dtype)
+        return pointwise_conv_reason(node) or layer_reason(node, cls.dtype)
 
     @classmethod
     def bind(cls, node: Node, ctx: BindContext) -> Kernel:
