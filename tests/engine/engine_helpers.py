@@ -77,10 +77,10 @@ def ops(graph: Graph) -> list[str]:
     return [n.op for n in graph.nodes]
 
 
-def compile_for_sm90(kernel, signature: dict, constexprs: dict, *, attrs=None, **options):
-    """`kernel` compiled by Triton's real compiler for an H100 (sm90), no GPU needed: it checks what the
-    interpreter cannot (types, lowering, pipelining, shared memory). Skips the test when this Triton's
-    ASTSource takes other arguments; the GPU tests compile for real there."""
+def compile_for_sm90(kernel, signature: dict, constexprs: dict, *, attrs=None, capability: int = 90, **options):
+    """`kernel` compiled by Triton's real compiler for an H100 (sm90; another GPU with `capability`, e.g. 80), no
+    GPU needed: it checks what the interpreter cannot (types, lowering, pipelining, shared memory). Skips the test
+    when this Triton's ASTSource takes other arguments; the GPU tests compile for real there."""
     import pytest
 
     triton = pytest.importorskip("triton")
@@ -90,7 +90,7 @@ def compile_for_sm90(kernel, signature: dict, constexprs: dict, *, attrs=None, *
         source = compiler.ASTSource(kernel, signature, constexprs=constexprs, **({"attrs": attrs} if attrs else {}))
     except TypeError as exc:
         pytest.skip(f"this Triton's ASTSource differs: {exc}")
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
 
 
 def case_results(checks) -> dict[str, str | None]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine_helpers import interpreted_cases
+from engine_helpers import compile_for_sm90, interpreted_cases
 from qgemm_cases import CASES, FP8, layer, run_cases, tactics_for
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import candidates, gemm_triton, get_tactic
@@ -160,23 +160,15 @@ EPILOGUE_FLAGS = {"HAS_BIAS": True, "HAS_RESIDUAL": True, "RESIDUAL_PRE": True, 
 
 
 def compile_for(capability: int, kernel, signature: dict, constexprs: dict, **options):
-    """`kernel` compiled by Triton's real compiler for compute capability `capability` (90: an H100), no GPU
-    needed, with every pointer and row stride 16-byte aligned, as Triton specializes them at launch. Skips the
-    test where this Triton's ASTSource takes other arguments (engine_helpers.compile_for_sm90 does the same)."""
-    triton = pytest.importorskip("triton")
-    compiler = pytest.importorskip("triton.compiler")
-    GPUTarget = pytest.importorskip("triton.backends.compiler").GPUTarget  # noqa: N806 - a class, its own name
+    """`kernel` compiled for compute capability `capability` (engine_helpers.compile_for_sm90), with every pointer
+    and row stride 16-byte aligned, as Triton specializes them at launch."""
     signature = {**signature, **{k: "constexpr" for k in constexprs}}
     aligned = {
         (i,): [["tt.divisibility", 16]]
         for i, name in enumerate(signature)
         if name.endswith("_ptr") or name.startswith("stride")
     }
-    try:
-        source = compiler.ASTSource(kernel, signature, constexprs=constexprs, attrs=aligned)
-    except TypeError as exc:
-        pytest.skip(f"this Triton's ASTSource differs: {exc}")
-    return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
+    return compile_for_sm90(kernel, signature, constexprs, attrs=aligned, capability=capability, **options)
 
 
 def _compile_qgemm(dtype: str, tile: str, capability: int, even_k: bool = True):
