@@ -29,7 +29,8 @@ class ConvNet(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def int8_module(tmp_path_factory) -> str:
-    """ConvNet calibrated to int8 by `tensorforge build --int8 --calib` (its second conv's input is quantized)."""
+    """ConvNet calibrated to int8 by `tensorforge build --int8 --calib` (its second conv's input is quantized: the
+    plan holds that quantize and the 8-bit conv it feeds, the Q/DQ pair's dequantize fused into it)."""
     d = tmp_path_factory.mktemp("quant_inspect")
     torch.manual_seed(0)
     onnx_path = d / "convnet.onnx"
@@ -62,15 +63,19 @@ def test_inspect_json_gives_each_quantize_layer_its_scale(int8_module):
     assert_ok(result)
     layers = [x for r in json.loads(result.stdout)["regions"] for p in r["plans"] for x in p["layers"]]
     module = forge.load(int8_module, device="cpu")
-    for op, precision in (("quantize", "int8"), ("dequantize", "float32")):
-        shown = [x for x in layers if x["op"] == op]
-        expected = _scales(module, op)
-        assert shown and len(shown) == len(expected)
-        for layer, scale in zip(shown, expected):
-            assert layer["precision"] == precision
-            assert layer["scale"] == {"value": pytest.approx(scale.item(), rel=1e-7)}
-            assert 0 < layer["scale"]["value"] < 1
-    assert all("scale" not in x for x in layers if x["op"] not in ("quantize", "dequantize"))
+    shown = [x for x in layers if x["op"] == "quantize"]
+    expected = _scales(module, "quantize")
+    assert shown and len(shown) == len(expected)
+    for layer, scale in zip(shown, expected):
+        assert layer["precision"] == "int8"
+        assert layer["scale"] == {"value": pytest.approx(scale.item(), rel=1e-7)}
+        assert 0 < layer["scale"]["value"] < 1
+    (conv,) = [x for x in layers if x["op"] == "engine.qconv"]  # conv2, 8 output channels
+    assert conv["precision"] == "int8"
+    assert (
+        conv["scale"]["axis"] == 1 and conv["scale"]["count"] == 8 and 0 < conv["scale"]["min"] <= conv["scale"]["max"]
+    )
+    assert all("scale" not in x for x in layers if x["op"] not in ("quantize", "dequantize", "engine.qconv"))
     assert {x["precision"] for x in layers} >= {"int8", "float32"}
 
 

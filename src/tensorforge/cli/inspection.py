@@ -6,6 +6,7 @@ import collections
 import json
 from typing import Any
 
+from ..engine.epilogue import QUANTIZED_LAYERS
 from ..ir import Node
 from ..ir.types import BATCH
 from .measure import _bytes
@@ -49,6 +50,19 @@ def _quantization_scale(node: Node) -> dict[str, Any]:
     return {"axis": node.attrs["axis"], "count": values.numel(), "min": values.min().item(), "max": values.max().item()}
 
 
+def _layer_scale(node: Node) -> dict[str, Any]:
+    """An 8-bit layer's dequantization scales (input scale x weight scale, one per output channel: count and
+    min..max) and, where it writes 8 bits, the scale of its output."""
+    values = node.inputs[2].data.detach().float().cpu().reshape(-1) if node.inputs[2].data is not None else None
+    if values is None:
+        return {"computed_at_run_time": True}
+    axis = 1 if node.op == "engine.qconv" else -1
+    doc = {"axis": axis, "count": values.numel(), "min": values.min().item(), "max": values.max().item()}
+    if node.attrs["out_scale"] is not None:
+        doc["out_scale"] = node.attrs["out_scale"]
+    return doc
+
+
 def _layer_doc(plan, layer) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "name": layer.name,
@@ -59,6 +73,8 @@ def _layer_doc(plan, layer) -> dict[str, Any]:
     }
     if layer.op in _QDQ_OPS:
         doc["scale"] = _quantization_scale(plan.graph.node_named(layer.name))
+    elif layer.op in QUANTIZED_LAYERS:
+        doc["scale"] = _layer_scale(plan.graph.node_named(layer.name))
     return doc
 
 
@@ -69,7 +85,8 @@ def _scale_text(scale: dict[str, Any] | None) -> str:
         return "  scale computed at run time"
     if "value" in scale:
         return f"  scale {scale['value']:.6g}"
-    return f"  scales {scale['count']} along axis {scale['axis']}, {scale['min']:.6g}..{scale['max']:.6g}"
+    text = f"  scales {scale['count']} along axis {scale['axis']}, {scale['min']:.6g}..{scale['max']:.6g}"
+    return text + (f", out {scale['out_scale']:.6g}" if "out_scale" in scale else "")
 
 
 def _plan_doc(plan) -> dict:
