@@ -1,7 +1,7 @@
 """tensorforge: make trained models fast for inference on NVIDIA GPUs."""
 
 from . import frontends, ir
-from .api import build, compile, convert, load, plugin  # noqa: A004
+from .api import build, compile, convert, export_triton, load, plugin, serve  # noqa: A004
 from .frontends.converters import converter
 from .partition import PartitionConfig, PartitionReport, partition_for_tensorforge
 from .quantization import quantize
@@ -23,5 +23,7 @@ __all__ = [
     "converter",
     "plugin",
     "quantize",
+    "serve",
+    "export_triton",
     "__version__",
 ]

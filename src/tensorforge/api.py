@@ -1,5 +1,6 @@
 """The public entry points: TVM-style (`partition_for_tensorforge`, `build`, `load`), torch2trt-style
-(`convert`, `EngineModule`), the one call (`compile`) and the extension points (`converter`, `plugin`)."""
+(`convert`, `EngineModule`), the one call (`compile`), the extension points (`converter`, `plugin`) and serving
+behind Triton Inference Server (`serve`, `export_triton`: tensorforge.serving, imported when called)."""
 
 from __future__ import annotations
 
@@ -230,6 +231,26 @@ def compile(  # noqa: A001  (the public API's name, as torch.compile: tensorforg
     keywords.setdefault("use_implicit_batch", False)  # the engine binds the batch at run time
     graph, config = partition_for_tensorforge(graph, **keywords)
     return build(graph, config, device=device, options=options, **option_values)
+
+
+def serve(model: Any, **keywords: Any) -> Any:
+    """Serve a compiled model (a `Module` or a `.tforge` path) behind NVIDIA Triton Inference Server through
+    PyTriton, with Triton's dynamic batcher and one execution context per instance: `tensorforge.serving.serve`,
+    whose keywords it takes (name, max_batch_size, max_queue_delay_us, instances, http_port, grpc_port,
+    metrics_port, block, ...). Needs the `serve` extra (nvidia-pytriton)."""
+    from .serving import serve as serve_model
+
+    return serve_model(model, **keywords)
+
+
+def export_triton(model: Any, repo_dir: Any, **keywords: Any) -> Any:
+    """Write a Triton model repository entry (config.pbtxt, model.py for the Python backend, the .tforge) that a
+    stock `tritonserver --model-repository repo_dir` serves: `tensorforge.serving.export_triton`, whose keywords
+    it takes (name, max_batch_size, instances, kind, max_queue_delay_us, overwrite). Returns the model's
+    directory."""
+    from .serving import export_triton as export
+
+    return export(model, repo_dir, **keywords)
 
 
 def plugin(

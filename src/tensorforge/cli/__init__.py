@@ -8,6 +8,8 @@
     tensorforge bench PLAN|MODEL [--batch N] [--compare eager,compile]   latency, throughput, peak memory
     tensorforge inspect PLAN|MODEL [--json]                               regions, fallbacks, layers, tactics
     tensorforge compare MODEL [--fp16]                                    outputs against the source framework
+    tensorforge serve PLAN [--instances K] [--http-port P]               serve behind Triton (PyTriton), cli/serve.py
+    tensorforge export-triton PLAN REPO_DIR [--kind gpu|cpu]             a Triton model repository (Python backend)
 
 MODEL is an `.onnx` file or a name of the zoo (`tensorforge.models`); PLAN a `.tforge` file written by
 `build` (or `Module.save`). Every error is one line on stderr (`tensorforge: error: ...`) with a non-zero
@@ -37,6 +39,7 @@ from .compare import cmd_compare
 from .inspection import cmd_inspect
 from .measure import measure_latencies
 from .run import cmd_run
+from .serve import add_serve_commands
 from .sources import RANGE_FLAGS, Source, _shapes_arg, shape_profile
 
 __all__ = [
@@ -337,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", parents=[common], help="list the zoo models", description="List the zoo models.")
     p.set_defaults(run=cmd_models)
+
+    add_serve_commands(sub, common)  # serve, export-triton
     return parser
 
 

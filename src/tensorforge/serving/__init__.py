@@ -1,0 +1,31 @@
+"""Serving compiled models at scale, behind NVIDIA Triton Inference Server.
+
+- `serve(module_or_path, ...)` (`tensorforge serve model.tforge`): the model behind a Triton server run by PyTriton
+  in this process, with Triton's dynamic batcher and one execution context per model instance (pytriton_server.py).
+- `export_triton(module_or_path, repo_dir, ...)` (`tensorforge export-triton`): a standard Triton model repository
+  for Triton's Python backend, which a stock `tritonserver --model-repository` serves (triton_repository.py).
+- `signature_of(module)`: the module's tensors, dtypes, dims and batching as Triton sees them (signature.py).
+
+Both servers answer requests through `triton_backend.BatchRunner`: requests of one execution concatenated along
+the batch, run as one call, the outputs split back per request, a failure the failing request's own.
+
+PyTriton and tritonclient (the `serve` extra: scripts/setup_serve.sh makes .venv-serve) are imported only where
+they are used, so `import tensorforge` never needs them; export_triton needs neither.
+"""
+
+from .pytriton_server import TritonServerHandle, serve
+from .signature import TensorSpec, TritonSignature, signature_of
+from .triton_backend import BatchRunner
+from .triton_repository import bundled_tritonserver, config_pbtxt, export_triton
+
+__all__ = [
+    "serve",
+    "export_triton",
+    "signature_of",
+    "TritonSignature",
+    "TensorSpec",
+    "TritonServerHandle",
+    "BatchRunner",
+    "config_pbtxt",
+    "bundled_tritonserver",
+]
