@@ -5,8 +5,10 @@
 - `export_triton(module_or_path, repo_dir, ...)` (`tensorforge export-triton`): a standard Triton model repository
   for Triton's Python backend, which a stock `tritonserver --model-repository` serves (triton_repository.py).
 - `signature_of(module)`: the module's tensors, dtypes, dims and batching as Triton sees them (signature.py).
+- `ray_serve.deployment(path, ...)`: the model as a Ray Serve application, one replica per GPU, requests batched by
+  `@serve.batch` (ray_serve.py; imported on its own, as `tensorforge.serving.ray_serve`).
 
-Both servers answer requests through `triton_backend.BatchRunner`: requests of one execution concatenated along
+Every server answers requests through `triton_backend.BatchRunner`: requests of one execution concatenated along
 the batch, run as one call, the outputs split back per request, a failure the failing request's own.
 
 PyTriton and tritonclient (the `serve` extra: scripts/setup_serve.sh makes .venv-serve) are imported only where

@@ -1,0 +1,606 @@
+"""Load test: a `.tforge` behind Triton Inference Server against the eager PyTorch model served the same way.
+
+Two servers, one after the other in the same run, each a Triton Inference Server run by PyTriton in this process
+with the same dynamic batcher (`--max-batch-size`, `--max-queue-delay-us`) and one model instance:
+
+  tensorforge  `tensorforge.serving.serve(module, block=False)`: the compiled module, plans built for
+               `--max-batch-size`, saved to a .tforge and loaded back (as a deployment loads it); on CUDA
+               compiled with `cuda_graph_cache_size` >= the batch limit, so a graph per batch size stays cached;
+  eager        the PyTorch model in `--precision`, bound here to PyTriton through the same request handling
+               (`triton_backend.BatchRunner`: the requests Triton batched concatenated, run once, split back).
+
+Against each, closed-loop clients (tritonclient, `--protocol http|grpc`) at each `--concurrency`: every client sends
+a request, waits for its reply, checks it and sends the next, until `--requests` replies have come back at that
+level. Clients run as threads in `--client-processes` processes of their own, so the server's Python keeps this
+process to itself. Each request is one of 16 fixed inputs of `--batch` rows; its reply must match what the model
+gives for that input called directly in this process (tensorforge: the served module; eager: the eager model), to
+1e-4 in FP32 and 2e-2 in FP16/BF16 (relative to the output's largest value): else it counts as wrong.
+
+Per server and concurrency: requests answered, errors (the first error's message), wrong replies, throughput
+(requests/s and samples/s over the level's wall time), latency p50/p90/p99/mean/max (ms, per request, at the
+client), and tensorforge's speedup over eager. `--out`/serve_load.json (rewritten after every level),
+serve_load.md (the table) and each server's Triton log; the exit status is 1 if any request went unanswered or
+wrong. `--requests` defaults to 100,000 in all on CUDA (12,500 per server and level at the four default levels).
+
+Models (random weights, seeded): `tiny` (an MLP, float32 [n, 256]: the CPU smoke), `resnet50` (torchvision,
+[n, 3, 224, 224]) and `bert_base` (transformers' BertModel, int64 ids and mask [n, 128]), the last two
+`bench/benchmark.py`'s, which need torchvision / transformers in the serving Python.
+
+Runs in .venv-serve (PyTriton and tritonclient; scripts/setup_serve.sh):
+
+    .venv-serve/bin/python bench/serve_load.py --model tiny --device cpu --requests 400 --concurrency 1,8
+    .venv-serve/bin/python bench/serve_load.py --model resnet50 --device cuda --protocol grpc --out $OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import queue
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MODELS = ("tiny", "resnet50", "bert_base")
+POOL = 16  # distinct request inputs, each checked against its own expected outputs
+TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 2e-2}
+WARMUP_PER_CLIENT = 2
+
+
+# -- models ---------------------------------------------------------------------------------------------------
+
+
+def make_model(name: str):
+    """(model in eval mode on the CPU, float32; maker of its inputs for n rows from a torch.Generator)."""
+    import torch
+
+    if name == "tiny":
+        torch.manual_seed(0)
+        layers = [torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU()]
+        mlp = torch.nn.Sequential(*layers, torch.nn.Linear(512, 16))
+        return mlp.eval(), lambda n, gen: (torch.randn(n, 256, generator=gen),)
+    sys.path.insert(0, str(HERE))
+    try:
+        from benchmark import make_model as benchmark_model
+    except ImportError as exc:
+        raise SystemExit(f"--model {name} needs {exc.name} here (pip install torchvision transformers)") from None
+    model, _ = benchmark_model(name)
+    if name == "bert_base":
+        vocab = model.config.vocab_size
+
+        def bert_inputs(n, gen):
+            return torch.randint(0, vocab, (n, 128), generator=gen), torch.ones(n, 128, dtype=torch.long)
+
+        return model, bert_inputs
+    return model, lambda n, gen: (torch.randn(n, 3, 224, 224, generator=gen),)
+
+
+def output_tuple(out) -> tuple:
+    """A model's outputs as a tuple of tensors, in the order tensorforge's graph has them (a Hugging Face
+    ModelOutput's fields in order)."""
+    if hasattr(out, "to_tuple"):
+        return tuple(out.to_tuple())
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+# -- servers --------------------------------------------------------------------------------------------------
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class EagerServer:
+    """The eager model behind PyTriton, bound as `tensorforge.serving.serve` binds a module: the module's signature
+    (names, dtypes, dims, batching), the same dynamic batcher, one instance, the same request handling."""
+
+    def __init__(self, model, module, precision: str, args, log_file: Path):
+        import torch
+        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+        from pytriton.triton import Triton, TritonConfig
+
+        from tensorforge.serving import BatchRunner, signature_of
+        from tensorforge.serving.pytriton_server import infer_function
+
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+        @torch.inference_mode()
+        def run(*inputs):
+            inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
+            return tuple(o.float() if o.is_floating_point() else o for o in output_tuple(model(*inputs)))
+
+        self.signature = signature = signature_of(module, max_batch_size=args.max_batch_size)
+        runner = BatchRunner(module, signature, context=run)  # `module` gives the device; `run` does the work
+        http_port, grpc_port = free_ports(2)
+        self.model_name = "eager"
+        self.url, self.grpc_url = f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
+        config = TritonConfig(
+            http_address="127.0.0.1",
+            http_port=http_port,
+            grpc_address="127.0.0.1",
+            grpc_port=grpc_port,
+            allow_metrics=False,
+            exit_timeout_secs=5,
+            log_file=log_file,
+            strict_readiness=True,
+        )
+        self.triton = Triton(config=config)
+        self.triton.bind(
+            model_name=self.model_name,
+            infer_func=[infer_function(runner)],
+            inputs=[Tensor(name=s.name, dtype=s.numpy_dtype.type, shape=s.dims) for s in signature.inputs],
+            outputs=[Tensor(name=s.name, dtype=s.numpy_dtype.type, shape=s.dims) for s in signature.outputs],
+            config=ModelConfig(
+                batching=signature.batching,
+                max_batch_size=signature.max_batch_size,
+                batcher=DynamicBatcher(
+                    max_queue_delay_microseconds=args.max_queue_delay_us,
+                    preferred_batch_size=list(signature.preferred_batch_sizes) or None,
+                ),
+            ),
+            strict=False,
+        )
+        self.triton.run()
+        deadline = time.monotonic() + 120
+        while not _http_ok(f"{self.url}/v2/models/{self.model_name}/ready"):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"the eager server at {self.url} was not ready after 120 s (log: {log_file})")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.triton.stop()
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+# -- clients (each process: threads, each with a client of its own) -------------------------------------------
+
+
+def client_process(job: dict, counter, ready, start, results) -> None:
+    """`job["threads"]` closed-loop clients; puts one result dict per process on `results`."""
+    import threading
+
+    pool = np.load(job["pool"])
+    inputs = [[pool[f"in{i}_{k}"] for k in range(job["n_inputs"])] for i in range(POOL)]
+    expected = [[pool[f"out{i}_{k}"] for k in range(job["n_outputs"])] for i in range(POOL)]
+    latencies: list[list[float]] = []
+    tallies: list[dict] = []
+
+    def client_thread(index: int) -> None:
+        mine: list[float] = []
+        tally: dict[str, Any] = {"answered": 0, "errors": 0, "wrong": 0, "first_error": None, "max_error": 0.0}
+        latencies.append(mine)
+        tallies.append(tally)
+        try:
+            client, requests, outputs = _client(job, inputs)
+            for w in range(WARMUP_PER_CLIENT):
+                _infer(client, job, requests[w % POOL], outputs)
+        except Exception as exc:  # noqa: BLE001  (a client that cannot start is counted as an error, not a crash)
+            tally["errors"] += 1
+            tally["first_error"] = f"client start: {type(exc).__name__}: {exc}"
+            ready.put(index)
+            return
+        ready.put(index)
+        start.wait()
+        while True:
+            with counter.get_lock():
+                n = counter.value
+                if n >= job["requests"]:
+                    break
+                counter.value = n + 1
+            which = (n * 7 + index) % POOL
+            begin = time.perf_counter()
+            try:
+                reply = _infer(client, job, requests[which], outputs)
+            except Exception as exc:  # noqa: BLE001  (every failure of a request is counted and the load goes on)
+                tally["errors"] += 1
+                if tally["first_error"] is None:
+                    tally["first_error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+                continue
+            mine.append((time.perf_counter() - begin) * 1e3)
+            tally["answered"] += 1
+            error = _error(reply, expected[which])
+            tally["max_error"] = max(tally["max_error"], error)
+            if not error <= job["tolerance"]:
+                tally["wrong"] += 1
+        tally["end"] = time.monotonic()
+
+    threads = [threading.Thread(target=client_thread, args=(job["first_thread"] + t,)) for t in range(job["threads"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results.put(
+        {
+            "latencies_ms": [x for mine in latencies for x in mine],
+            "answered": sum(t["answered"] for t in tallies),
+            "errors": sum(t["errors"] for t in tallies),
+            "wrong": sum(t["wrong"] for t in tallies),
+            "max_error": max((t["max_error"] for t in tallies), default=0.0),
+            "first_error": next((t["first_error"] for t in tallies if t["first_error"]), None),
+            "end": max((t.get("end", 0.0) for t in tallies), default=0.0),
+        }
+    )
+
+
+def _client(job: dict, inputs: list[list[np.ndarray]]):
+    """A tritonclient client, each pool entry's InferInputs (made once, sent many times) and the outputs asked."""
+    if job["protocol"] == "grpc":
+        import tritonclient.grpc as tc
+    else:
+        import tritonclient.http as tc
+    client = tc.InferenceServerClient(url=job["url"])
+    requests = []
+    for arrays in inputs:
+        infer_inputs = []
+        for name, datatype, array in zip(job["input_names"], job["input_types"], arrays):
+            infer_input = tc.InferInput(name, list(array.shape), datatype)
+            if job["protocol"] == "grpc":
+                infer_input.set_data_from_numpy(array)
+            else:
+                infer_input.set_data_from_numpy(array, binary_data=True)
+            infer_inputs.append(infer_input)
+        requests.append(infer_inputs)
+    if job["protocol"] == "grpc":
+        outputs = [tc.InferRequestedOutput(n) for n in job["output_names"]]
+    else:
+        outputs = [tc.InferRequestedOutput(n, binary_data=True) for n in job["output_names"]]
+    return client, requests, outputs
+
+
+def _infer(client, job: dict, infer_inputs, outputs) -> list[np.ndarray]:
+    result = client.infer(job["model_name"], infer_inputs, outputs=outputs)
+    return [result.as_numpy(n) for n in job["output_names"]]
+
+
+def _error(reply: list[np.ndarray], expected: list[np.ndarray]) -> float:
+    """The largest difference from the expected outputs, relative to each output's largest value (inf on a shape
+    mismatch or a missing output)."""
+    worst = 0.0
+    for got, want in zip(reply, expected):
+        if got is None or got.shape != want.shape:
+            return float("inf")
+        scale = max(float(np.abs(want).max(initial=0.0)), 1e-6)
+        worst = max(worst, float(np.abs(got.astype(np.float64) - want).max(initial=0.0)) / scale)
+    return worst
+
+
+def _collect(q, n: int, workers: list, timeout_s: float, into: list | None = None) -> int:
+    """Take up to `n` items from `q` (into `into`) within `timeout_s`, giving up early once every worker has exited
+    and nothing is left; how many came."""
+    deadline, got = time.monotonic() + timeout_s, 0
+    while got < n and time.monotonic() < deadline:
+        try:
+            item = q.get(timeout=1.0)
+        except queue.Empty:
+            if not any(w.is_alive() for w in workers):
+                try:
+                    item = q.get(timeout=1.0)
+                except queue.Empty:
+                    break
+            else:
+                continue
+        got += 1
+        if into is not None:
+            into.append(item)
+    return got
+
+
+def run_level(server: dict, concurrency: int, args, pool_file: Path) -> dict:
+    """`args.requests` requests from `concurrency` closed-loop clients; the level's statistics."""
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs Triton's proxy and CUDA
+    processes = min(concurrency, args.client_processes)
+    counter, ready, start, results = ctx.Value("q", 0), ctx.Queue(), ctx.Event(), ctx.Queue()
+    base = {
+        **server,
+        "protocol": args.protocol,
+        "requests": args.requests,
+        "pool": str(pool_file),
+        "tolerance": TOLERANCE[args.precision],
+    }
+    workers, first = [], 0
+    for p in range(processes):
+        threads = concurrency // processes + (1 if p < concurrency % processes else 0)
+        job = {**base, "threads": threads, "first_thread": first}
+        first += threads
+        worker = ctx.Process(target=client_process, args=(job, counter, ready, start, results), daemon=True)
+        worker.start()
+        workers.append(worker)
+    if _collect(ready, concurrency, workers, 300.0) < concurrency:  # every client connected and warmed up
+        counter.value = args.requests  # what started stops at once; the level counts what it did
+    began = time.monotonic()
+    start.set()
+    parts: list[dict] = []
+    _collect(results, len(workers), workers, args.level_timeout_s, parts)
+    with counter.get_lock():
+        counter.value = args.requests  # past the level's time: clients still running stop after their request
+    for worker in workers:
+        worker.join(timeout=30)
+        if worker.is_alive():
+            worker.terminate()
+    latencies = np.asarray([x for p in parts for x in p["latencies_ms"]], dtype=np.float64)
+    answered = sum(p["answered"] for p in parts)
+    errors = sum(p["errors"] for p in parts)
+    missing = args.requests - answered - errors  # requests no client reported (a client process that died)
+    seconds = max((p["end"] for p in parts), default=began) - began
+    row = {
+        "server": server["label"],
+        "concurrency": concurrency,
+        "requests": args.requests,
+        "answered": answered,
+        "errors": errors + max(missing, 0),
+        "wrong": sum(p["wrong"] for p in parts),
+        "max_relative_error": max((p["max_error"] for p in parts), default=0.0),
+        "first_error": next((p["first_error"] for p in parts if p["first_error"]), None),
+        "seconds": round(seconds, 3),
+        "throughput_rps": round(answered / seconds, 1) if seconds > 0 else None,
+        "samples_per_s": round(answered * args.batch / seconds, 1) if seconds > 0 else None,
+    }
+    if latencies.size:
+        p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
+        row.update(
+            p50_ms=round(p50, 3),
+            p90_ms=round(p90, 3),
+            p99_ms=round(p99, 3),
+            mean_ms=round(float(latencies.mean()), 3),
+            max_ms=round(float(latencies.max()), 3),
+        )
+    return row
+
+
+# -- the run --------------------------------------------------------------------------------------------------
+
+
+def write_pool(path: Path, inputs: list[tuple], outputs: list[tuple]) -> None:
+    arrays = {}
+    for i, (ins, outs) in enumerate(zip(inputs, outputs)):
+        arrays.update({f"in{i}_{k}": a for k, a in enumerate(ins)})
+        arrays.update({f"out{i}_{k}": a for k, a in enumerate(outs)})
+    np.savez(path, **arrays)
+
+
+def expected_outputs(fn, pool_inputs, device) -> list[tuple[np.ndarray, ...]]:
+    import torch
+
+    outs = []
+    for ins in pool_inputs:
+        result = fn(*(torch.from_numpy(a).to(device) for a in ins))
+        result = result if isinstance(result, tuple) else (result,)
+        outs.append(
+            tuple(r.detach().float().cpu().numpy() if r.is_floating_point() else r.cpu().numpy() for r in result)
+        )
+    return outs
+
+
+def markdown(report: dict) -> str:
+    cfg = report["config"]
+    lines = [
+        f"# Serving load test: {cfg['model']} on {report['environment'].get('gpu') or 'CPU'}",
+        "",
+        f"Triton Inference Server (PyTriton), {cfg['protocol']}, dynamic batcher max_batch_size "
+        f"{cfg['max_batch_size']}, max_queue_delay {cfg['max_queue_delay_us']} us, one instance; {cfg['precision']}; "
+        f"requests of batch {cfg['batch']}, {cfg['requests']} per level; closed-loop clients in "
+        f"{cfg['client_processes']} process(es).",
+        "",
+        "| server | concurrency | answered | errors | wrong | req/s | samples/s | p50 ms | p90 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['server']} | {r['concurrency']} | {r['answered']} | {r['errors']} | {r['wrong']} | "
+            f"{r.get('throughput_rps')} | {r.get('samples_per_s')} | {r.get('p50_ms')} | {r.get('p90_ms')} | "
+            f"{r.get('p99_ms')} | {r.get('max_ms')} |"
+        )
+    if report.get("speedups"):
+        lines += [
+            "",
+            "| concurrency | tensorforge / eager throughput | eager p99 / tensorforge p99 |",
+            "|---:|---:|---:|",
+        ]
+        for s in report["speedups"]:
+            lines.append(f"| {s['concurrency']} | {s['throughput_x']} | {s['p99_x']} |")
+    errors = [r for r in report["rows"] if r.get("first_error")]
+    if errors:
+        lines += ["", "First errors:", ""] + [
+            f"- {r['server']} @ {r['concurrency']}: {r['first_error']}" for r in errors
+        ]
+    total = sum(r["requests"] for r in report["rows"])
+    answered = sum(r["answered"] for r in report["rows"])
+    wrong = sum(r["wrong"] for r in report["rows"])
+    lines += ["", f"All levels: {answered} of {total} requests answered, {wrong} wrong."]
+    return "\n".join(lines) + "\n"
+
+
+def speedups(rows: list[dict]) -> list[dict]:
+    out = []
+    for forge in (r for r in rows if r["server"] == "tensorforge"):
+        eager = next((r for r in rows if r["server"] == "eager" and r["concurrency"] == forge["concurrency"]), None)
+        if eager and forge.get("throughput_rps") and eager.get("throughput_rps") and forge.get("p99_ms"):
+            out.append(
+                {
+                    "concurrency": forge["concurrency"],
+                    "throughput_x": round(forge["throughput_rps"] / eager["throughput_rps"], 2),
+                    "p99_x": round(eager["p99_ms"] / forge["p99_ms"], 2),
+                }
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=MODELS, default="tiny")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda where there is a GPU)")
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    parser.add_argument(
+        "--requests", type=int, default=None, help="per server and level (default: CUDA 100000 in all, CPU 400)"
+    )
+    parser.add_argument("--concurrency", default="1,8,32,128", help="comma-separated client counts")
+    parser.add_argument("--batch", type=int, default=1, help="rows per request")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None, help="default fp16 on CUDA")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="Triton's (and the plans'); CUDA 64, CPU 8")
+    parser.add_argument("--max-queue-delay-us", type=int, default=100)
+    parser.add_argument("--servers", default="tensorforge,eager", help="which, in order (tensorforge, eager)")
+    parser.add_argument("--client-processes", type=int, default=None, help="default min(8, cores / 2), at least 1")
+    parser.add_argument("--level-timeout-s", type=float, default=900.0, help="the most one level may take")
+    parser.add_argument("--out", default="bench/results/serve_load", help="folder for the JSON, markdown and logs")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU here (use --device cpu)")
+    args.precision = args.precision or ("fp16" if device.type == "cuda" else "fp32")
+    levels = [int(c) for c in args.concurrency.split(",") if c]
+    servers = [s for s in args.servers.split(",") if s]
+    if unknown := set(servers) - {"tensorforge", "eager"}:
+        parser.error(f"unknown server(s) {sorted(unknown)}: tensorforge, eager")
+    if not levels or min(levels) < 1:
+        parser.error("--concurrency: positive client counts, e.g. 1,8,32,128")
+    args.requests = args.requests or (100_000 // (len(levels) * len(servers)) if device.type == "cuda" else 400)
+    args.max_batch_size = args.max_batch_size or (64 if device.type == "cuda" else 8)
+    args.client_processes = args.client_processes or max(1, min(8, (os.cpu_count() or 2) // 2))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="serve_load_"))  # the .tforge and the request pools: not results
+    try:
+        return run(args, device, levels, servers, out, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, device, levels: list[int], servers: list[str], out: Path, work: Path) -> int:
+    import torch
+
+    import tensorforge as forge
+    from tensorforge.serving import serve
+
+    started = time.perf_counter()
+    model, make_inputs = make_model(args.model)
+    gen = torch.Generator().manual_seed(1)
+    example = make_inputs(2, gen)
+    precision = {"fp32": "fp32-strict" if device.type == "cuda" else "fp32"}.get(args.precision, args.precision)
+    # on CUDA, one CUDA graph per batch size the dynamic batcher can form, all kept (the default keeps 8)
+    graphs = {"cuda_graph_cache_size": max(8, args.max_batch_size)} if device.type == "cuda" else {}
+    module = forge.compile(model, example, precision=precision, device=device, **graphs)
+    module.build_all(args.max_batch_size)
+    path = work / f"{args.model}.tforge"
+    module.save(path)
+    module = forge.load(path, device=device)  # as a deployment loads it: plans from the file
+    build_s = time.perf_counter() - started
+    pool_inputs = [tuple(t.numpy() for t in make_inputs(args.batch, gen)) for _ in range(POOL)]
+    eager = model.to(device, {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision])
+
+    def eager_call(*xs):
+        with torch.inference_mode():
+            dtype = next(eager.parameters()).dtype
+            return output_tuple(eager(*(x.to(dtype) if x.is_floating_point() else x for x in xs)))
+
+    expected = {"tensorforge": expected_outputs(module, pool_inputs, device), "eager": None}
+    expected["eager"] = expected_outputs(eager_call, pool_inputs, device)
+    forge_vs_eager = max(_error(list(f), list(e)) for f, e in zip(expected["tensorforge"], expected["eager"]))
+
+    report: dict[str, Any] = {
+        "config": {**vars(args), "device": str(device), "servers": servers, "levels": levels},
+        "environment": _environment(torch),
+        "build_s": round(build_s, 1),
+        "tensorforge_vs_eager_max_relative_error": forge_vs_eager,
+        "rows": [],
+    }
+    print(f"built and saved {path} in {build_s:.1f} s; tensorforge against eager: {forge_vs_eager:.2e}", flush=True)
+    for label in servers:
+        pool_file = work / f"pool_{label}.npz"
+        write_pool(pool_file, pool_inputs, expected[label])
+        log_file = out / f"triton_{label}.log"
+        if label == "tensorforge":
+            http_port, grpc_port = free_ports(2)
+            handle = serve(
+                module,
+                name=args.model,
+                max_batch_size=args.max_batch_size,
+                max_queue_delay_us=args.max_queue_delay_us,
+                host="127.0.0.1",
+                http_port=http_port,
+                grpc_port=grpc_port,
+                metrics_port=None,
+                block=False,
+                log_file=log_file,
+            )
+            signature, model_name = handle.signature, handle.model_name
+        else:
+            handle = EagerServer(eager, module, args.precision, args, log_file)
+            signature, model_name = handle.signature, handle.model_name
+        server = {
+            "label": label,
+            "model_name": model_name,
+            "url": (handle.grpc_url if args.protocol == "grpc" else handle.url).removeprefix("http://"),
+            "input_names": [s.name for s in signature.inputs],
+            "input_types": [s.triton_dtype for s in signature.inputs],
+            "output_names": [s.name for s in signature.outputs],
+            "n_inputs": len(signature.inputs),
+            "n_outputs": len(signature.outputs),
+        }
+        try:
+            for concurrency in levels:
+                row = run_level(server, concurrency, args, pool_file)
+                report["rows"].append(row)
+                report["speedups"] = speedups(report["rows"])
+                print(json.dumps(row), flush=True)
+                (out / "serve_load.json").write_text(json.dumps(report, indent=1))
+        finally:
+            handle.stop()
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    (out / "serve_load.json").write_text(json.dumps(report, indent=1))
+    (out / "serve_load.md").write_text(markdown(report))
+    print(markdown(report))
+    bad = [r for r in report["rows"] if r["errors"] or r["wrong"] or r["answered"] != r["requests"]]
+    return 1 if bad else 0
+
+
+def _environment(torch) -> dict:
+    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()}
+    if torch.cuda.is_available():
+        info.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda)
+    try:
+        import tritonclient
+
+        info["tritonclient"] = getattr(tritonclient, "__version__", None)
+    except ImportError:
+        pass
+    return info
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        sys.exit(130)
