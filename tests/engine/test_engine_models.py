@@ -41,6 +41,8 @@ def test_passes_fold_and_fuse(converted):
         "constant_folding": 0,
         "fold_batch_norm": batch_norms,
         "fuse_bias_activation": fused,
+        "sink_dequantize": 0,
+        "fuse_quantized_layers": 0,
         "fuse_horizontal_dense": 0,
         "assign_precision": 0,
         "sink_transposes": 0,

@@ -80,6 +80,8 @@ def test_plan_attributes(region, plan):
         "constant_folding": 0,
         "fold_batch_norm": 1,
         "fuse_bias_activation": 1,
+        "sink_dequantize": 0,
+        "fuse_quantized_layers": 0,
         "fuse_horizontal_dense": 0,
         "assign_precision": 0,
         "sink_transposes": 0,
