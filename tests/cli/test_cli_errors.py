@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_ok, assert_one_line_error, tforge
+from cli.conftest import assert_ok, assert_one_line_error, tforge
 
 
 @pytest.fixture(scope="module")

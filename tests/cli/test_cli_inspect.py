@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import assert_ok, tforge
+from cli.conftest import assert_ok, tforge
 
 REASON = "no IR op: torch.aten.logcumsumexp.default runs through PyTorch"
 

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import TinyNet, assert_ok, assert_one_line_error, tforge
+from cli.conftest import TinyNet, assert_ok, assert_one_line_error, tforge
 
 
 class TokenNet(torch.nn.Module):

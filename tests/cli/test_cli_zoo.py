@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_ok, tforge
+from cli.conftest import assert_ok, tforge
 
 pytest.importorskip("transformers")
 pytest.importorskip("torchvision")

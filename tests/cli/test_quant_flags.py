@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tensorforge as forge
-from conftest import assert_ok, assert_one_line_error, tforge
+from cli.conftest import assert_ok, assert_one_line_error, tforge
 
 
 class ConvNet(torch.nn.Module):

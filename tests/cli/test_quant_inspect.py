@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tensorforge as forge
-from conftest import assert_ok, tforge
+from cli.conftest import assert_ok, tforge
 from tensorforge import ir
 from tensorforge.ir.types import BATCH
 

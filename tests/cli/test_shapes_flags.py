@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import TinyNet
+from cli.conftest import TinyNet
 from tensorforge import ir
 from tensorforge.cli import build_parser, main
 from tensorforge.cli.common import EXIT_USAGE, CLIError

@@ -34,7 +34,17 @@ from collections.abc import Sequence
 
 from .bench import cmd_bench
 from .build import cmd_build
-from .common import COMPARE_METHODS, DEFAULT_SEQ_LEN, EXIT_ERROR, EXIT_MISMATCH, EXIT_USAGE, PROG, TOLERANCES, CLIError
+from .common import (
+    COMPARE_METHODS,
+    DEFAULT_SEQ_LEN,
+    EXIT_ERROR,
+    EXIT_MISMATCH,
+    EXIT_USAGE,
+    PROG,
+    TOLERANCES,
+    CLIError,
+    bounded,
+)
 from .compare import cmd_compare
 from .inspection import cmd_inspect
 from .measure import measure_latencies
@@ -88,24 +98,8 @@ def _bytes_arg(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _level(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 5, got {text!r}") from None
-    if not 0 <= value <= 5:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 5, got {value}")
-    return value
+_positive = bounded(int, "an integer", 1)
+_level = bounded(int, "an integer from 0 to 5", 0, 5)
 
 
 class _Given(argparse.Action):
