@@ -268,7 +268,7 @@ def test_cli_argument_errors_are_clear(tiny_tforge, tmp_path, capsys):
     code, err = run_cli(capsys, "export-triton", str(tmp_path / "missing.tforge"), repo)
     assert code == 1 and "no such file" in err
     code, err = run_cli(capsys, "serve", plan, "--http-port", "0")
-    assert code == 2 and "port from 1 to 65535" in err
+    assert code == 2 and "--http-port: must be from 1 to 65535, got 0" in err
     code, err = run_cli(capsys, "serve", plan, "--http-port", "9000", "--grpc-port", "9000")
     assert code == 1 and "must differ" in err
     code, err = run_cli(capsys, "serve", str(tmp_path / "missing.tforge"))
