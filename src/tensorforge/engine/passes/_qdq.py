@@ -31,6 +31,14 @@ class Dequantized:
         return self.source.type.dtype
 
 
+def _symmetric(node: Node) -> bool:
+    """Whether the quantize / dequantize `node` has no zero point, or a constant one of zeros."""
+    if len(node.inputs) < 3:
+        return True
+    zero_point = node.inputs[2].data
+    return zero_point is not None and not bool((zero_point.float() != 0).any())
+
+
 def _symmetric_dequantize(value: Value) -> Dequantized | None:
     node = value.producer
     if node is None or node.op != "dequantize" or node.inputs[0].type.dtype not in LAYER_DTYPES:
@@ -38,10 +46,8 @@ def _symmetric_dequantize(value: Value) -> Dequantized | None:
     scale = node.inputs[1].data
     if scale is None:
         return None
-    if len(node.inputs) == 3:
-        zero_point = node.inputs[2].data
-        if zero_point is None or bool((zero_point.float() != 0).any()):
-            return None
+    if not _symmetric(node):
+        return None
     return Dequantized(node, node.inputs[0], scale.float(), node.attrs["axis"])
 
 
@@ -81,8 +87,4 @@ def per_tensor_quantize_scale(node: Node) -> float | None:
     scale = node.inputs[1].data
     if scale is None or scale.numel() != 1:
         return None
-    if len(node.inputs) == 3:
-        zero_point = node.inputs[2].data
-        if zero_point is None or bool((zero_point.float() != 0).any()):
-            return None
-    return float(scale.reshape(()))
+    return float(scale.reshape(())) if _symmetric(node) else None

@@ -39,29 +39,32 @@ def _foldable(node: Node, limit: int) -> bool:
     return all(v.type.is_static and v.type.nbytes() <= limit for v in node.outputs)
 
 
+def fold_node(graph: Graph, node: Node) -> bool:
+    """Replace `node` (every input a constant) by constants of its results, computed by its reference; False, the
+    graph unchanged, when the reference fails or gives other types (the node then runs at plan time and reports
+    its own error there)."""
+    inputs = [constant_data(v) for v in node.inputs]
+    device = inputs[0].device if inputs else torch.device("cpu")
+    try:
+        with torch.no_grad():
+            results = node.opdef.run(inputs, node.attrs, {}, device)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return False
+    if len(results) != len(node.outputs) or any(TensorType.of(t) != v.type for t, v in zip(results, node.outputs)):
+        return False
+    # fresh contiguous tensors: results may be views of (or broadcasts over) other weights
+    consts = [
+        graph.add_constant(t.clone(memory_format=torch.contiguous_format), v.name)
+        for t, v in zip(results, node.outputs)
+    ]
+    for value, const in zip(node.outputs, consts):
+        graph.replace_all_uses(value, const)
+    erase_and_rename(graph, [node], [(c, v.name) for c, v in zip(consts, node.outputs)])
+    return True
+
+
 def constant_folding(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
-    folded = 0
-    for node in graph.nodes:
-        if not _foldable(node, ctx.fold_limit_bytes):
-            continue
-        inputs = [constant_data(v) for v in node.inputs]
-        device = inputs[0].device if inputs else torch.device("cpu")
-        try:
-            with torch.no_grad():
-                results = node.opdef.run(inputs, node.attrs, {}, device)
-        except Exception:  # noqa: BLE001 - the node then runs at plan time and reports its own error there
-            continue
-        if len(results) != len(node.outputs) or any(TensorType.of(t) != v.type for t, v in zip(results, node.outputs)):
-            continue
-        # fresh contiguous tensors: results may be views of (or broadcasts over) other weights
-        consts = [
-            graph.add_constant(t.clone(memory_format=torch.contiguous_format), v.name)
-            for t, v in zip(results, node.outputs)
-        ]
-        for value, const in zip(node.outputs, consts):
-            graph.replace_all_uses(value, const)
-        erase_and_rename(graph, [node], [(c, v.name) for c, v in zip(consts, node.outputs)])
-        folded += 1
+    folded = sum(fold_node(graph, node) for node in graph.nodes if _foldable(node, ctx.fold_limit_bytes))
     ctx.count(NAME, folded)
     return graph

@@ -30,12 +30,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from ...ir import Graph, Node, Value, copy_graph
 from ..epilogue import Epilogue
-from ._edit import constant_data, erase_and_rename
+from ._edit import erase_and_rename
 from ._qdq import Dequantized, channel_scales, dequantized_weight, per_tensor_dequantized, per_tensor_quantize_scale
+from .constant_folding import fold_node
 
 if TYPE_CHECKING:
     from . import PassContext
@@ -93,13 +92,8 @@ def _fold_float_weights(graph: Graph, ctx: PassContext) -> None:
     for node in [n for n in graph.nodes if n.op == "dequantize" and all(v.data is not None for v in n.inputs)]:
         if graph.use_count(node.output) == 0 and not graph.is_output(node.output):
             graph.erase_nodes([node])
-            continue
-        with torch.no_grad():
-            (tensor,) = node.opdef.run([constant_data(v) for v in node.inputs], node.attrs, {}, torch.device("cpu"))
-        constant = graph.add_constant(tensor.contiguous(), f"{node.output.name}.folded")
-        graph.replace_all_uses(node.output, constant)
-        erase_and_rename(graph, [node], [(constant, node.output.name)])
-        ctx.count(f"{NAME}.float_weights")
+        elif fold_node(graph, node):
+            ctx.count(f"{NAME}.float_weights")
 
 
 def fuse_quantized_layers(graph: Graph, ctx: PassContext) -> Graph:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...ir.ops.quantize import QUANTIZED_DTYPES
+from ...ir.types import torch_dtype
 from ..epilogue import Epilogue
 from .gemm_triton import LaunchFlags, epilogue_flags, fusable_activation
 from .registry import BindContext, constant_on
@@ -38,8 +39,6 @@ def output_code(node: Node) -> int:
 
 
 def output_dtype(node: Node) -> torch.dtype:
-    from ...ir.types import torch_dtype
-
     return torch_dtype(node.attrs["out_dtype"])
 
 
