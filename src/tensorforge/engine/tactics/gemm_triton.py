@@ -221,6 +221,11 @@ def _bias(node: Node, ctx: BindContext) -> torch.Tensor | None:
     return constant_on(bias, ctx.device) if bias is not None else None
 
 
+def _nhwc_rows(t: torch.Tensor, channels: int) -> torch.Tensor:
+    """A 4-d tensor's channels-last memory as [N*H*W, channels] (a view where it is channels-last already)."""
+    return t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, channels)
+
+
 def _rows(t: torch.Tensor, k: int) -> torch.Tensor:
     """`t` as [rows, k] with unit stride along k (a view when the memory allows, else a copy)."""
     flat = t.reshape(-1, k)
@@ -276,15 +281,12 @@ class _Conv1x1Template:
         gemm = _GemmLaunch(node, weight_kn, bias, cls.tile, cls.tma, cls.residual_stages)
         residual_index = Epilogue.of(node).residual_index
 
-        def nhwc_rows(t: torch.Tensor, channels: int) -> torch.Tensor:
-            return t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, channels)
-
         def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0]
             n, _, h, w = x.shape
             y = torch.empty((n, c_out, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-            residual = nhwc_rows(inputs[residual_index], c_out) if residual_index is not None else None
-            gemm(nhwc_rows(x, c_in), y.permute(0, 2, 3, 1).reshape(-1, c_out), residual)
+            residual = _nhwc_rows(inputs[residual_index], c_out) if residual_index is not None else None
+            gemm(_nhwc_rows(x, c_in), y.permute(0, 2, 3, 1).reshape(-1, c_out), residual)
             return (y,)
 
         return run

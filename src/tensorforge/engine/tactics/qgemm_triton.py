@@ -25,7 +25,7 @@ import torch
 
 from ..epilogue import Epilogue
 from ..ops import pointwise_conv_reason
-from .gemm_triton import GROUP_M, Tile, _cdiv, _rows
+from .gemm_triton import GROUP_M, Tile, _cdiv, _nhwc_rows, _rows
 from .quantized_layers import (
     FP8_CAPABILITY,
     bound_scale_bias,
@@ -184,11 +184,6 @@ def dense_kernel(node: Node, gemm: RowsGemm) -> Kernel:
         return (out,)
 
     return run
-
-
-def _nhwc_rows(t: torch.Tensor, channels: int) -> torch.Tensor:
-    """A 4-d tensor's channels-last memory as [N*H*W, channels] (a view where it is channels-last already)."""
-    return t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, channels)
 
 
 def conv1x1_kernel(node: Node, gemm: RowsGemm) -> Kernel:
