@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import tensorforge as forge  # noqa: E402
 from benchmark import _counters, _first, _tactic_counts, fresh_peak, make_model, peak  # noqa: E402
 from common import cuda_latencies, device_refusal, environment, summarize, timed  # noqa: E402
+from kernel_profile import kernel_table  # noqa: E402
 from tensorforge.cli import measure_latencies  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v2", "bert_base")
@@ -282,6 +283,9 @@ def run_forge(config: Config, precision: str) -> dict:
         "counters": _counters(plans),
         **quantization_summary(layers),
     }
+    if config.args.kernels and config.device.type == "cuda":  # where the call's time goes, kernel by kernel
+        rows, total_us, launches = kernel_table(lambda: module(*config.inputs), config.args.kernels)
+        result["kernels"] = {"total_us": total_us, "launches": launches, "top": rows}
     if extra:
         result["calibration"] = {
             "method": config.args.calib_method,
@@ -676,6 +680,12 @@ def parse_args(argv=None):
         default=540.0,
         help="start no configuration (nor method) that would end past this many seconds from the start, by what "
         "the same method took last (default 540: one GPU call is limited to 600 s)",
+    )
+    parser.add_argument(
+        "--kernels",
+        type=int,
+        default=0,
+        help="record each tensorforge row's N most expensive CUDA kernels per call (torch.profiler; default 0: off)",
     )
     parser.add_argument("--cache-dir", default=None, help="tensorforge's plan cache (default: a fresh temp dir)")
     parser.add_argument("--out", default=os.environ.get("OUT", "bench/results"))

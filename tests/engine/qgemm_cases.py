@@ -18,13 +18,15 @@ its type's rounding.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from engine_helpers import case_results, print_case_results
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import BindContext, get_tactic
 from tensorforge.engine.tactics.qgemm_library import LIBRARIES
-from tensorforge.engine.tactics.qgemm_triton import TILES_OF, tactic_name
+from tensorforge.engine.tactics.qgemm_triton import TILES_OF, TMA_ALIGNMENT, TMA_TILES_OF, tactic_name
 from tensorforge.ir import Graph, Sym, TensorType
 
 BATCH = Sym("batch")
@@ -139,11 +141,21 @@ CASES = {
 }
 
 
-def tactics_for(dtype: str) -> list[str]:
-    """Every quantized GEMM tactic multiplying `dtype`: the Triton tiles, then the library calls."""
-    return [tactic_name(dtype, tile) for tile in TILES_OF[dtype]] + [
-        name for name, spec in LIBRARIES.items() if spec[0] == dtype
+def tactics_for(dtype: str, k: int = TMA_ALIGNMENT) -> list[str]:
+    """Every quantized GEMM tactic multiplying `dtype` that takes a layer of `k` input channels: the Triton tiles,
+    the persistent TMA tiles (k a multiple of 16), then the library calls."""
+    tma = [tactic_name(dtype, tile, tma=True) for tile in TMA_TILES_OF[dtype]] if k % TMA_ALIGNMENT == 0 else []
+    return [
+        *(tactic_name(dtype, tile) for tile in TILES_OF[dtype]),
+        *tma,
+        *(name for name, spec in LIBRARIES.items() if spec[0] == dtype),
     ]
+
+
+def input_channels(graph: Graph) -> int:
+    """K of the one layer in `graph`: its weight's values per output channel."""
+    (node,) = graph.nodes
+    return math.prod(node.inputs[1].type.concrete_shape()[1:])
 
 
 def example_inputs(graph: Graph, device: str) -> list[torch.Tensor]:
@@ -202,7 +214,7 @@ def run_cases(device: str) -> dict:
         dtype = graph.inputs[0].type.dtype
         checks += [
             (f"{case}[{name}]", lambda graph=graph, name=name: check(graph, name, device))
-            for name in tactics_for(dtype)
+            for name in tactics_for(dtype, input_channels(graph))
         ]
     return case_results(checks)
 

@@ -10,11 +10,18 @@ import pytest
 import torch
 
 from engine_helpers import compile_for_sm90, interpreted_cases
-from qgemm_cases import CASES, FP8, layer, run_cases, tactics_for
+from qgemm_cases import CASES, FP8, input_channels, layer, run_cases, tactics_for
 from tensorforge.engine import BuilderConfig
 from tensorforge.engine.tactics import candidates, gemm_triton, get_tactic
 from tensorforge.engine.tactics.qgemm_library import EPILOGUE_BLOCK, EPILOGUE_WARPS, LIBRARIES
-from tensorforge.engine.tactics.qgemm_triton import FIRST_PRIORITY, LAYER_TYPES, TILES, TILES_OF, tactic_name
+from tensorforge.engine.tactics.qgemm_triton import (
+    FIRST_PRIORITY,
+    LAYER_TYPES,
+    TILES,
+    TILES_OF,
+    TMA_TILES_OF,
+    tactic_name,
+)
 
 pytest.importorskip("triton")
 CONFIG = BuilderConfig()
@@ -31,8 +38,9 @@ def interpreted():
 @pytest.mark.parametrize("case", list(CASES))
 def test_tactics_under_the_interpreter(interpreted, case):
     results = {k: v for k, v in interpreted.items() if k.startswith(f"{case}[")}
-    dtype = CASES[case]().inputs[0].type.dtype
-    assert sorted(results) == sorted(f"{case}[{name}]" for name in tactics_for(dtype))
+    graph = CASES[case]()
+    names = tactics_for(graph.inputs[0].type.dtype, input_channels(graph))
+    assert sorted(results) == sorted(f"{case}[{name}]" for name in names)
     assert all(v is None for v in results.values()), results
 
 
@@ -58,12 +66,12 @@ def _node(graph):
 @pytest.mark.parametrize("op", OPS)
 def test_each_tactic_takes_its_own_8_bit_type(op):
     int8, fp8 = _node(layer(op, k=48, n=80)), _node(layer(op, dtype=FP8, k=48, n=80))
-    for name in tactics_for("int8"):
+    for name in tactics_for("int8", 48):
         assert get_tactic(op, name).supports(int8, CONFIG) is None
         assert "multiplies int8 tensors; the layer's data is float8_e4m3fn" in get_tactic(op, name).supports(
             fp8, CONFIG
         )
-    for name in tactics_for(FP8):
+    for name in tactics_for(FP8, 48):
         assert get_tactic(op, name).supports(fp8, CONFIG) is None
         assert "the layer's data is int8" in get_tactic(op, name).supports(int8, CONFIG)
 
@@ -85,7 +93,7 @@ def test_an_activation_outside_the_template_is_refused(monkeypatch):
         assert "nn.leaky_relu is not in the template" in get_tactic("engine.qdense", name).supports(node, CONFIG)
 
 
-@pytest.mark.parametrize("name", tactics_for("int8"))
+@pytest.mark.parametrize("name", tactics_for("int8", k=40))  # layer()'s 40 input channels
 def test_only_1x1_unstrided_ungrouped_convolutions(name):
     node = _node(layer("engine.qconv"))
     tactic = get_tactic("engine.qconv", name)
@@ -119,9 +127,23 @@ def test_compute_capabilities():
     assert "needs compute capability 8.0 or newer; the device has 7.5" in triton_int8.supports(int8, CONFIG, (7, 5))
     assert triton_int8.supports(int8, CONFIG, (8, 0)) is None
     assert get_tactic("engine.qdense", "cublaslt_int8").supports(int8, CONFIG, (7, 5)) is None
-    for name in tactics_for(FP8):
-        assert "needs compute capability 8.9" in get_tactic("engine.qdense", name).supports(fp8, CONFIG, (8, 6))
+    for name in tactics_for(FP8, 48):
+        assert "needs compute capability" in get_tactic("engine.qdense", name).supports(fp8, CONFIG, (8, 6))
         assert get_tactic("engine.qdense", name).supports(fp8, CONFIG, (9, 0)) is None
+    for dtype, node in (("int8", int8), (FP8, fp8)):  # the persistent kernel's TMA loads start at Hopper
+        for tile in TMA_TILES_OF[dtype]:
+            tma = get_tactic("engine.qdense", tactic_name(dtype, tile, tma=True))
+            assert "needs compute capability 9.0 or newer; the device has 8.9" in tma.supports(node, CONFIG, (8, 9))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_tma_tiles_need_16_byte_rows(op):
+    """TMA reads rows at 16-byte aligned addresses: an 8-bit layer's K must be a multiple of 16."""
+    node = _node(layer(op, k=40, n=48))
+    for tile in TMA_TILES_OF["int8"]:
+        tma = get_tactic(op, tactic_name("int8", tile, tma=True))
+        assert "input channels in multiples of 16; the layer has 40" in tma.supports(node, CONFIG)
+        assert tma.supports(_node(layer(op, k=48, n=40)), CONFIG) is None  # N is free: the store is a plain one
 
 
 # -- registration ---------------------------------------------------------------------------------------------
@@ -134,7 +156,7 @@ def test_level_0_takes_the_first_tile_and_the_search_sees_them_all(op, dtype):
     supported, _ = candidates(node, "cuda", CONFIG)
     ours = [t.name for t in supported if t.name.startswith(OURS)]
     assert ours[0] == tactic_name(dtype, FIRST_TILE)
-    assert sorted(ours) == sorted(tactics_for(dtype))  # none kept out of the timed search (min_level)
+    assert sorted(ours) == sorted(tactics_for(dtype, 48))  # none kept out of the timed search (min_level)
     assert get_tactic(op, ours[0]).priority == FIRST_PRIORITY
 
 
@@ -215,6 +237,45 @@ def test_fused_kernel_compiles_for_hopper_tensor_cores(dtype, tile):
     else:
         assert "mma.sync" in ptx
     assert "cp.async" in ptx
+    assert compiled.metadata.shared <= HOPPER_SHARED
+
+
+@pytest.mark.parametrize("dtype, tile", [(dtype, tile) for dtype, tiles in TMA_TILES_OF.items() for tile in tiles])
+def test_persistent_tma_kernel_compiles_for_hopper(dtype, tile):
+    """The persistent kernel's tiles: TMA bulk-tensor loads (cp.async.bulk.tensor) into 8-bit wgmma, a residual
+    and GELU in the epilogue, within Hopper's shared memory."""
+    from tensorforge.engine.tactics.qgemm_triton_kernel import qgemm_epilogue_tma
+
+    block_m, block_n, block_k, warps, stages = TMA_TILES_OF[dtype][tile]
+    short = {"int8": "i8", FP8: "fp8e4nv"}[dtype]
+    signature = {
+        "a_desc": f"tensordesc<{short}[{block_m}, {block_k}]>",
+        "b_desc": f"tensordesc<{short}[{block_n}, {block_k}]>",
+        "c_ptr": f"*{short}",
+        **EPILOGUE_POINTERS,
+        "M": "i32",
+        "N": "i32",
+        "K": "i32",
+        "stride_cm": "i32",
+        "stride_rm": "i32",
+        **SCALARS,
+        "programs": "i32",
+    }
+    constexprs = {
+        **EPILOGUE_FLAGS,
+        "OUT": {"int8": 1, FP8: 2}[dtype],
+        "BLOCK_M": block_m,
+        "BLOCK_N": block_n,
+        "BLOCK_K": block_k,
+        "GROUP": 8,
+    }
+    try:
+        compiled = compile_for(90, qgemm_epilogue_tma, signature, constexprs, num_warps=warps, num_stages=stages)
+    except KeyError as exc:  # another Triton's signature syntax; the GPU tests compile for real
+        pytest.skip(f"this Triton spells tensor descriptors differently: {exc}")
+    ptx = compiled.asm["ptx"]
+    instruction = {"int8": ".s8.s8", FP8: ".e4m3.e4m3"}[dtype]
+    assert "wgmma.mma_async" in ptx and instruction in ptx and "cp.async.bulk.tensor" in ptx
     assert compiled.metadata.shared <= HOPPER_SHARED
 
 

@@ -17,6 +17,7 @@ contiguous: the layout Hopper's 8-bit tensor-core instructions read both operand
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ import torch
 
 from ..epilogue import Epilogue
 from ..ops import pointwise_conv_reason
-from .gemm_triton import GROUP_M, Tile, _cdiv, _nhwc_rows, _rows
+from .gemm_triton import GROUP_M, Tile, _cdiv, _nhwc_rows, _rows, _tma_ready
 from .quantized_layers import (
     FP8_CAPABILITY,
     bound_scale_bias,
@@ -75,6 +76,14 @@ TILES_OF: dict[str, dict[str, Tile]] = {
     "int8": {**TILES, "128x256x128": (128, 256, 128, 8, 3)},
     "float8_e4m3fn": TILES,
 }
+# The persistent TMA kernel's tiles (Hopper and newer, `qgemm_epilogue_tma`), tactics `triton_qgemm_tma_<type>_<tile>`.
+# TMA reads rows at 16-byte aligned addresses: K must be a multiple of 16 (8-bit values).
+TMA_TILES_OF: dict[str, dict[str, Tile]] = {
+    "int8": {"128x256x128": (128, 256, 128, 8, 3), "128x128x128": (128, 128, 128, 8, 4)},
+    "float8_e4m3fn": {"128x128x128": (128, 128, 128, 8, 4)},
+}
+TMA_CAPABILITY: Capability = (9, 0)
+TMA_ALIGNMENT = 16  # bytes, so K values of an 8-bit row
 
 
 def kernels() -> ModuleType:
@@ -85,9 +94,10 @@ def kernels() -> ModuleType:
     return qgemm_triton_kernel
 
 
-def tactic_name(dtype: str, tile: str) -> str:
-    """The registered name of the Triton tactic for layers of `dtype` ("int8", "float8_e4m3fn") and tile "BMxBNxBK"."""
-    return f"triton_qgemm_{LAYER_TYPES[dtype][0]}_{tile}"
+def tactic_name(dtype: str, tile: str, tma: bool = False) -> str:
+    """The registered name of the Triton tactic for layers of `dtype` ("int8", "float8_e4m3fn") and tile "BMxBNxBK"
+    (of the persistent TMA kernel where `tma`)."""
+    return f"triton_qgemm_{'tma_' if tma else ''}{LAYER_TYPES[dtype][0]}_{tile}"
 
 
 def layer_reason(node: Node, dtype: str) -> str | None:
@@ -124,11 +134,21 @@ class EpilogueArgs:
 class _QGemmLaunch:
     """The fused kernel's launch for one layer and tile: a `RowsGemm`."""
 
-    def __init__(self, node: Node, ctx: BindContext, tile: Tile) -> None:
+    def __init__(self, node: Node, ctx: BindContext, tile: Tile, tma: bool = False) -> None:
         self.weight = packed_weight(node, ctx)
         self.args = EpilogueArgs(node, ctx)
         block_m, block_n, self.block_k, num_warps, num_stages = tile
         self.blocks = (block_m, block_n)
+        self.tma = tma
+        if tma:
+            from triton.tools.tensor_descriptor import TensorDescriptor
+
+            self.descriptor = TensorDescriptor.from_tensor
+            self.b_desc = self.descriptor(self.weight, [block_n, self.block_k])
+            device = self.weight.device
+            self.programs = (
+                torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+            )
         # the launch's compile-time arguments: fixed by the layer and the tile, so worked out once
         self.flags = dict(
             self.args.flags,
@@ -146,7 +166,28 @@ class _QGemmLaunch:
         if m == 0:
             return
         r, stride_rm = self.args.residual(residual, c)
-        grid = (_cdiv(m, self.blocks[0]) * _cdiv(n, self.blocks[1]),)
+        tiles = _cdiv(m, self.blocks[0]) * _cdiv(n, self.blocks[1])
+        if self.tma:
+            a = a if _tma_ready(a) else a.clone()  # a fresh copy is contiguous and aligned
+            programs = min(self.programs, tiles)
+            kernels().qgemm_epilogue_tma[(programs,)](
+                self.descriptor(a, [self.blocks[0], self.block_k]),
+                self.b_desc,
+                c,
+                self.args.scale,
+                self.args.bias,
+                r,
+                m,
+                n,
+                k,
+                c.stride(0),
+                stride_rm,
+                *self.args.scalars,
+                programs,
+                **self.flags,
+            )
+            return
+        grid = (tiles,)
         kernels().qgemm_epilogue[grid](
             a,
             self.weight,
@@ -204,27 +245,37 @@ def conv1x1_kernel(node: Node, gemm: RowsGemm) -> Kernel:
     return run
 
 
+def tma_reason(node: Node) -> str | None:
+    """None when the persistent TMA kernel can take the layer `node`: its weight's rows (K values) 16-byte
+    aligned."""
+    k = math.prod(node.inputs[1].type.concrete_shape()[1:])  # a constant: static; a 1x1 conv's [O, I, 1, 1]
+    if k % TMA_ALIGNMENT:
+        return f"the TMA kernel needs input channels in multiples of {TMA_ALIGNMENT}; the layer has {k}"
+    return None
+
+
 class _QDenseTemplate:
     tile: Tile
     dtype: str  # the layers' 8-bit type: a key of LAYER_TYPES
+    tma: bool
 
     @classmethod
     def supports(cls, node: Node, config: BuilderConfig) -> str | None:
-        return layer_reason(node, cls.dtype)
+        return layer_reason(node, cls.dtype) or (tma_reason(node) if cls.tma else None)
 
     @classmethod
     def bind(cls, node: Node, ctx: BindContext) -> Kernel:
-        return dense_kernel(node, _QGemmLaunch(node, ctx, cls.tile))
+        return dense_kernel(node, _QGemmLaunch(node, ctx, cls.tile, cls.tma))
 
 
 class _QConv1x1Template(_QDenseTemplate):
     @classmethod
     def supports(cls, node: Node, config: BuilderConfig) -> str | None:
-        return pointwise_conv_reason(node) or layer_reason(node, cls.dtype)
+        return pointwise_conv_reason(node) or super().supports(node, config)
 
     @classmethod
     def bind(cls, node: Node, ctx: BindContext) -> Kernel:
-        return conv1x1_kernel(node, _QGemmLaunch(node, ctx, cls.tile))
+        return conv1x1_kernel(node, _QGemmLaunch(node, ctx, cls.tile, cls.tma))
 
 
 # Priorities: the first tile above the others and above qgemm_library's cuBLASLt tactics (LIBRARY_PRIORITY):
@@ -235,20 +286,23 @@ OTHER_PRIORITY = 10  # the other tiles: 10, 9, ... in TILES_OF's order
 
 def _register() -> None:
     for dtype, (short, capability) in LAYER_TYPES.items():
-        for i, (tile_name, tile) in enumerate(TILES_OF[dtype].items()):
-            spec = {"tile": tile, "dtype": dtype}
-            dense = type(f"QDenseTriton_{short}_{tile_name}", (_QDenseTemplate,), spec)
-            conv = type(f"QConv1x1Triton_{short}_{tile_name}", (_QConv1x1Template,), spec)
+        tiles = [(name, tile, False) for name, tile in TILES_OF[dtype].items()]
+        tiles += [(name, tile, True) for name, tile in TMA_TILES_OF[dtype].items()]
+        for i, (tile_name, tile, tma) in enumerate(tiles):
+            spec = {"tile": tile, "dtype": dtype, "tma": tma}
+            kind = f"{'TMA' if tma else ''}{short}_{tile_name}"
+            dense = type(f"QDenseTriton_{kind}", (_QDenseTemplate,), spec)
+            conv = type(f"QConv1x1Triton_{kind}", (_QConv1x1Template,), spec)
             # a Triton kernel (compiled ahead, in parallel: compile_ahead.py), its weight packed at bind time
             declared = functools.partial(
                 tactic,
-                name=tactic_name(dtype, tile_name),
+                name=tactic_name(dtype, tile_name, tma),
                 devices=("cuda",),
                 priority=FIRST_PRIORITY if i == 0 else OTHER_PRIORITY + 1 - i,
                 packs_weights=True,
                 compiles=True,
                 requires_triton=True,
-                min_capability=capability,
+                min_capability=max(capability, TMA_CAPABILITY) if tma else capability,
             )
             declared("engine.qdense")(dense)
             # the conv's output is channels-last; arena views are row-major NCHW

@@ -4,6 +4,8 @@ it imports Triton at the top: the tactics import it only when they bind, so tens
 - `qgemm_epilogue`: A [M, K] x B [K, N] in 8 bits (int8 summed exactly in int32, float8_e4m3fn in float32) with
   the quantized layer's whole epilogue before its one store: a layer that reads and writes int8 moves a quarter
   of the bytes of its float32 twin and launches one kernel.
+- `qgemm_epilogue_tma`: the same layer persistent (one program per SM walking the output tiles) with Hopper's
+  tensor-memory-accelerator loads of A and B into shared memory, which leave the warps free for the tensor cores.
 - `qepilogue`: only that epilogue, over a product a library computed (cuBLASLt's int32 or float32 result):
   what the library tactics launch after `torch._int_mm` / `torch._scaled_mm`.
 """
@@ -103,6 +105,80 @@ def qgemm_epilogue(
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     out = to_output(y, out_scale, OUT).to(c_ptr.dtype.element_ty)
     tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :], out, mask=mask)
+
+
+@triton.jit
+def qgemm_epilogue_tma(
+    a_desc,
+    b_desc,
+    c_ptr,
+    scale_ptr,
+    bias_ptr,
+    r_ptr,
+    M,
+    N,
+    K,
+    stride_cm,
+    stride_rm,
+    r_scale,
+    lo,
+    hi,
+    slope,
+    out_scale,
+    programs,
+    HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    RESIDUAL_PRE: tl.constexpr,
+    ACT: tl.constexpr,
+    OUT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP: tl.constexpr,
+):
+    """qgemm_epilogue through TMA descriptors of A [M, K] and the weight B [N, K] (loads past the edges read
+    zeros), `programs` persistent programs taking every programs-th output tile. The store stays a masked pointer
+    store: the output may be a strided view and its type (8-bit or float) is the layer's."""
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile in tl.range(tl.program_id(0), grid_m * grid_n, programs, flatten=True):
+        pid_m, pid_n = _tile_of(tile, grid_m, grid_n, GROUP)
+        if a_desc.dtype == tl.int8:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k in range(k_tiles):
+            a = a_desc.load([pid_m * BLOCK_M, k * BLOCK_K])
+            b = b_desc.load([pid_n * BLOCK_N, k * BLOCK_K])
+            if a_desc.dtype == tl.int8:
+                acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+            else:
+                acc = tl.dot(a, b.T, acc, max_num_imprecise_acc=BLOCK_K)  # as in qgemm_epilogue
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        y = quantized_epilogue(
+            acc,
+            rm,
+            rn,
+            M,
+            N,
+            scale_ptr,
+            bias_ptr,
+            r_ptr,
+            stride_rm,
+            r_scale,
+            lo,
+            hi,
+            slope,
+            HAS_BIAS,
+            HAS_RESIDUAL,
+            RESIDUAL_PRE,
+            ACT,
+        )
+        mask = (rm[:, None] < M) & (rn[None, :] < N)
+        out = to_output(y, out_scale, OUT).to(c_ptr.dtype.element_ty)
+        tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :], out, mask=mask)
 
 
 @triton.jit
