@@ -152,6 +152,29 @@ def test_export_triton_writes_a_repository(tiny_tforge, tmp_path, capsys):
     assert (repo / "tiny" / "config.pbtxt").exists()  # other models of the repository left alone
 
 
+def test_batch_runner_pads_to_powers_of_two(tiny_model, tiny_tforge):
+    """Padding (on by default on CUDA) runs the module at a few batch sizes, so CUDA graphs are captured once, at
+    warm-up: 3 requests' rows run as one batch of the next power of two, each request answered with its own rows."""
+    module = forge.load(tiny_tforge, device="cpu")
+    runner = BatchRunner(module, pad_batches=True)
+    assert not BatchRunner(module).pad_batches  # the CPU default
+    limit = runner.signature.max_batch_size
+    assert runner.warmup() == sorted({min(1 << (n - 1).bit_length(), limit) for n in range(1, limit + 1)})
+    ran = []
+    context = runner.context
+    runner.context = lambda *xs: (ran.append(xs[0].shape[0]), context(*xs))[1]
+    requests = make_requests(3)  # batches of 1 to 4 rows each
+    sizes = [x.shape[0] for x, _ in requests]
+    results = runner.run([{"x": x, "ids": ids} for x, ids in requests])
+    assert ran == [min(1 << (sum(sizes) - 1).bit_length(), limit)]
+    with torch.no_grad():
+        for (x, ids), outs in zip(requests, results):
+            assert not isinstance(outs, RequestError)
+            want = tiny_model(x, ids)
+            torch.testing.assert_close(outs[0], want[0], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(outs[1][:, 0], want[1], rtol=1e-4, atol=1e-5)
+
+
 def test_batch_runner_batches_splits_and_isolates_errors(tiny_model, tiny_tforge):
     module = forge.load(tiny_tforge, device="cpu")
     runner = BatchRunner(module)

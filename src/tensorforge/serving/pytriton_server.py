@@ -90,9 +90,10 @@ def infer_function(runner: BatchRunner) -> Callable[[Sequence[Any]], list[dict[s
 
 
 def _warm_up(runner: BatchRunner) -> None:
-    """One batch of zeros through the runner's context, where every size but the batch is fixed."""
+    """Every padded batch size through the runner's context (`BatchRunner.warmup`), or where it does not pad, one
+    batch of zeros; only where every size but the batch is fixed."""
     sig = runner.signature
-    if any(d < 0 for s in sig.inputs for d in s.dims):
+    if any(d < 0 for s in sig.inputs for d in s.dims) or runner.warmup():
         return
     batch = max(sig.preferred_batch_sizes, default=1) if sig.batching else None
     lead = (batch,) if batch is not None else ()

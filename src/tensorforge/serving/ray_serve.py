@@ -78,13 +78,12 @@ class Runner:
 
     def __init__(self, module: Module, max_batch_size: int | None = None, *, pad_batches: bool | None = None):
         self.signature: TritonSignature = signature_of(module, max_batch_size=max_batch_size)
-        self.batch_runner = BatchRunner(module, self.signature)
+        self.batch_runner = BatchRunner(module, self.signature, pad_batches=pad_batches)
         self.device = module.device
         self.inputs: tuple[TensorSpec, ...] = self.signature.inputs
         self.outputs: tuple[TensorSpec, ...] = self.signature.outputs
         self.batchable = self.signature.batching
         self.max_batch_size = self.signature.max_batch_size if self.batchable else 1
-        self.pad_batches = (self.device.type == "cuda") if pad_batches is None else pad_batches
         # what run_batch has done: requests answered, module runs, and the most requests and samples in one run
         self.stats = {"requests": 0, "runs": 0, "max_requests_per_run": 0, "max_samples_per_run": 0}
 
@@ -200,18 +199,12 @@ class Runner:
             results[i] = result
 
     def run(self, members: Sequence[Request]) -> list[tuple[np.ndarray, ...] | Exception]:
-        """One run of the module over `members` (their shapes agree past the batch), padded to a power-of-two
-        batch where asked: the padding is one more request, of copies of the last row, whose outputs are dropped."""
+        """One run of the module over `members` (their shapes agree past the batch), padded by the batch runner
+        where it pads (to a power-of-two batch: `BatchRunner`)."""
         self.stats["runs"] += 1
-        members = list(members)
-        real, samples = len(members), request_sizes(members)
-        padded = _bucket(samples, self.max_batch_size) if self.pad_batches and self.batchable else samples
-        if padded > samples and samples > 0:
-            last = members[-1].inputs
-            members.append(Request(tuple(np.repeat(a[-1:], padded - samples, axis=0) for a in last), padded - samples))
         batch = [{s.name: numpy_to_torch(a) for s, a in zip(self.inputs, m.inputs)} for m in members]
         answers: list[tuple[np.ndarray, ...] | Exception] = []
-        for answer in self.batch_runner.run(batch)[:real]:
+        for answer in self.batch_runner.run(batch):
             if isinstance(answer, RequestError):
                 answers.append(answer)
             else:
@@ -220,17 +213,8 @@ class Runner:
         return answers
 
     def warmup(self) -> list[int]:
-        """Run each batch size a padded run can have (powers of two up to `max_batch_size`; on CUDA their CUDA graphs
-        are captured now), where every input's other sizes are fixed; the sizes run."""
-        if not (self.pad_batches and self.batchable) or any(d < 0 for s in self.inputs for d in s.dims):
-            return []
-        sizes = sorted({_bucket(n, self.max_batch_size) for n in range(1, self.max_batch_size + 1)})
-        for n in sizes:
-            zeros = Request(tuple(np.zeros((n, *s.dims), dtype=s.numpy_dtype) for s in self.inputs), n)
-            (answer,) = self.run([zeros])
-            if isinstance(answer, Exception):
-                raise RuntimeError(f"the model fails on a warm-up batch of {n} zeros: {answer}")
-        return sizes
+        """Each batch size a padded run can have, run once (`BatchRunner.warmup`); the sizes run."""
+        return self.batch_runner.warmup()
 
     # -- replies ---------------------------------------------------------------------------------
 
@@ -244,11 +228,6 @@ class Runner:
     def describe(self) -> dict[str, Any]:
         """The model's signature (Triton's: dims past the batch, -1 where dynamic), as a GET on the route answers."""
         return {**self.signature.to_json(), "max_batch_size": self.max_batch_size, "device": str(self.device)}
-
-
-def _bucket(size: int, limit: int) -> int:
-    """The power of two at or above `size`, capped at `limit` (`size` itself above it)."""
-    return min(1 << max(size - 1, 0).bit_length(), max(limit, size))
 
 
 # -- Ray Serve ------------------------------------------------------------------------------------

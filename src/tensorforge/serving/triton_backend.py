@@ -9,7 +9,11 @@ PyTriton infer function) holds, and answers each:
 2. Requests whose non-batch sizes and dtypes agree (Triton's dynamic batcher only batches such requests, but an
    execution may hold several groups) are concatenated along the batch, in arrival order, and run as one call of
    the runner's execution context.
-3. Each output is split back along the batch by the requests' batch sizes.
+   Where the runner pads (`pad_batches`, on by default on CUDA), the batch is padded to the next power of two
+   (capped at the signature's `max_batch_size`) with copies of its last row: a plan replays one CUDA graph per
+   batch size, so a few sizes keep every run on a graph that `warmup()` captured before the first request, where
+   the dynamic batcher's every size in 1..max_batch_size would each capture (and churn the graph cache) on first use.
+3. Each output is split back along the batch by the requests' batch sizes (the padding's rows dropped).
 4. A failure is the request's own: a group that fails is run again request by request, so one bad request never
    fails the requests it was batched with; what still fails is that request's error, one line.
 
@@ -29,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..ir.types import torch_dtype
 from .signature import TensorSpec, TritonSignature, signature_of
 
 TFORGE_FILE_PARAMETER = "TFORGE_FILE"  # config.pbtxt parameter: the .tforge file beside model.py
@@ -47,11 +52,15 @@ def _one_line(exc: BaseException) -> str:
 class BatchRunner:
     """Answers batches of requests with one execution context of `module` (see the module docstring)."""
 
-    def __init__(self, module, signature: TritonSignature | None = None, context=None):
+    def __init__(
+        self, module, signature: TritonSignature | None = None, context=None, *, pad_batches: bool | None = None
+    ):
         self.module = module
         self.signature = signature if signature is not None else signature_of(module)
         self.context = context if context is not None else module.create_context()
         self.device = module.device
+        pad = (self.device.type == "cuda") if pad_batches is None else pad_batches
+        self.pad_batches = pad and self.signature.batching
         # on CUDA each runner (each instance) runs on a stream of its own, so instances overlap on the GPU; a context
         # keeps to one stream (README "Threading model")
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
@@ -127,6 +136,25 @@ class BatchRunner:
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
+    def padded_size(self, samples: int) -> int:
+        """The batch a run of `samples` rows is padded to (`samples` itself where the runner does not pad)."""
+        return padded_batch(samples, self.signature.max_batch_size or samples) if self.pad_batches else samples
+
+    def warmup(self) -> list[int]:
+        """Run each batch size a padded run can have once, on zeros (on CUDA the plans' CUDA graphs are captured
+        now, not at the first request of each size); the sizes run. Nothing where the runner does not pad or an
+        input has a dynamic size past the batch."""
+        sig = self.signature
+        if not self.pad_batches or any(d < 0 for s in sig.inputs for d in s.dims):
+            return []
+        sizes = sorted({self.padded_size(n) for n in range(1, (sig.max_batch_size or 1) + 1)})
+        for n in sizes:
+            request = {s.name: torch.zeros((n, *s.dims), dtype=torch_dtype(s.dtype)) for s in sig.inputs}
+            (result,) = self.run([request])
+            if isinstance(result, RequestError):
+                raise RuntimeError(f"the model fails on a warm-up batch of {n} zeros: {result}")
+        return sizes
+
     def _run_group(self, members: list[tuple[int, list[torch.Tensor], int]]) -> list[list[torch.Tensor]]:
         sig = self.signature
         sizes = [batch for _, _, batch in members]
@@ -134,6 +162,10 @@ class BatchRunner:
             inputs = members[0][1]
         else:
             inputs = [torch.cat(parts) for parts in zip(*(tensors for _, tensors, _ in members))]
+        samples = sum(sizes)
+        padded = self.padded_size(samples) if sig.batching and samples > 0 else samples
+        if padded > samples:  # copies of the last row; their outputs are dropped below
+            inputs = [torch.cat([t, t[-1:].expand(padded - samples, *t.shape[1:])]) for t in inputs]
         outs = self.context(*inputs)
         outs = tuple(outs) if isinstance(outs, (tuple, list)) else (outs,)
         if len(outs) != len(sig.outputs):
@@ -143,14 +175,20 @@ class BatchRunner:
             if spec.unit_dim:
                 out = out.unsqueeze(-1)
             if sig.batching:
-                if out.shape[0] != sum(sizes):
+                if out.shape[0] != padded:
                     raise RuntimeError(
-                        f"output {spec.name!r} has {out.shape[0]} rows for a batch of {sum(sizes)}: it cannot be split"
+                        f"output {spec.name!r} has {out.shape[0]} rows for a batch of {padded}: it cannot be split"
                     )
+                out = out[:samples]
                 per_output.append(torch.split(out, sizes) if len(sizes) > 1 else (out,))
             else:
                 per_output.append((out,))
         return [[parts[k] for parts in per_output] for k in range(len(members))]
+
+
+def padded_batch(size: int, limit: int) -> int:
+    """The power of two at or above `size`, capped at `limit` (`size` itself above it)."""
+    return min(1 << max(size - 1, 0).bit_length(), max(limit, size))
 
 
 def _names(specs: Sequence[TensorSpec]) -> str:
