@@ -20,7 +20,10 @@ Per server and concurrency: requests answered, errors (the first error's message
 (requests/s and samples/s over the level's wall time), latency p50/p90/p99/mean/max (ms, per request, at the
 client), and tensorforge's speedup over eager. `--out`/serve_load.json (rewritten after every level),
 serve_load.md (the table) and each server's Triton log; the exit status is 1 if any request went unanswered or
-wrong. `--requests` defaults to 100,000 in all on CUDA (12,500 per server and level at the four default levels).
+wrong. On CUDA `--requests` defaults to 100,000 to tensorforge in all (25,000 per level at the four default levels)
+and `--eager-requests` to 5,000 per level (eager is the slow comparison: its latency needs fewer samples). The
+bare module is measured in the same run (in-process, batch 1 and the batch limit) and the issue's targets are checked
+against it (`targets`).
 
 Models (random weights, seeded): `tiny` (an MLP, float32 [n, 256]: the CPU smoke), `resnet50` (torchvision,
 [n, 3, 224, 224]) and `bert_base` (transformers' BertModel, int64 ids and mask [n, 128]), the last two
@@ -314,15 +317,15 @@ def _collect(q, n: int, workers: list, timeout_s: float, into: list | None = Non
     return got
 
 
-def run_level(server: dict, concurrency: int, args, pool_file: Path) -> dict:
-    """`args.requests` requests from `concurrency` closed-loop clients; the level's statistics."""
+def run_level(server: dict, concurrency: int, args, pool_file: Path, requests: int) -> dict:
+    """`requests` requests from `concurrency` closed-loop clients; the level's statistics."""
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs Triton's proxy and CUDA
     processes = min(concurrency, args.client_processes)
     counter, ready, start, results = ctx.Value("q", 0), ctx.Queue(), ctx.Event(), ctx.Queue()
     base = {
         **server,
         "protocol": args.protocol,
-        "requests": args.requests,
+        "requests": requests,
         "pool": str(pool_file),
         "tolerance": TOLERANCE[args.precision],
     }
@@ -335,13 +338,13 @@ def run_level(server: dict, concurrency: int, args, pool_file: Path) -> dict:
         worker.start()
         workers.append(worker)
     if _collect(ready, concurrency, workers, 300.0) < concurrency:  # every client connected and warmed up
-        counter.value = args.requests  # what started stops at once; the level counts what it did
+        counter.value = requests  # what started stops at once; the level counts what it did
     began = time.monotonic()
     start.set()
     parts: list[dict] = []
     _collect(results, len(workers), workers, args.level_timeout_s, parts)
     with counter.get_lock():
-        counter.value = args.requests  # past the level's time: clients still running stop after their request
+        counter.value = requests  # past the level's time: clients still running stop after their request
     for worker in workers:
         worker.join(timeout=30)
         if worker.is_alive():
@@ -349,12 +352,12 @@ def run_level(server: dict, concurrency: int, args, pool_file: Path) -> dict:
     latencies = np.asarray([x for p in parts for x in p["latencies_ms"]], dtype=np.float64)
     answered = sum(p["answered"] for p in parts)
     errors = sum(p["errors"] for p in parts)
-    missing = args.requests - answered - errors  # requests no client reported (a client process that died)
+    missing = requests - answered - errors  # requests no client reported (a client process that died)
     seconds = max((p["end"] for p in parts), default=began) - began
     row = {
         "server": server["label"],
         "concurrency": concurrency,
-        "requests": args.requests,
+        "requests": requests,
         "answered": answered,
         "errors": errors + max(missing, 0),
         "wrong": sum(p["wrong"] for p in parts),
@@ -377,6 +380,65 @@ def run_level(server: dict, concurrency: int, args, pool_file: Path) -> dict:
 
 
 # -- the run --------------------------------------------------------------------------------------------------
+
+
+def bare_module(module, make_inputs, device, batches: list[int], gen) -> dict[str, dict]:
+    """The compiled module called directly in this process (inputs already on its device, no server), per batch:
+    latency percentiles and samples/s, what the served numbers are held against (the issue's targets)."""
+    import torch
+
+    rows = {}
+    for batch in batches:
+        inputs = tuple(t.to(device) for t in make_inputs(batch, gen))
+        calls = max(50, min(1000, 4000 // batch))
+        times = []
+        with torch.inference_mode():
+            for i in range(calls + 10):
+                start = time.perf_counter()
+                module(*inputs)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if i >= 10:  # warm-up: CUDA-graph capture, allocator
+                    times.append((time.perf_counter() - start) * 1e3)
+        times.sort()
+        median = times[len(times) // 2]
+        rows[str(batch)] = {
+            "calls": calls,
+            "p50_ms": round(median, 3),
+            "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))], 3),
+            "samples_per_s": round(batch / median * 1e3, 1),
+        }
+    return rows
+
+
+def targets(report: dict) -> list[dict]:
+    """The serving issue's targets, checked against this run: tensorforge served at the highest concurrency
+    against the bare module at the batch limit (>= 70%) and against eager served the same way (>= 3x); p99 at
+    concurrency 1 within 1 ms of the bare module's at batch 1; every request answered, none wrong."""
+    rows, bare = report["rows"], report.get("bare") or {}
+    forge = {r["concurrency"]: r for r in rows if r["server"] == "tensorforge"}
+    eager = {r["concurrency"]: r for r in rows if r["server"] == "eager"}
+    out = []
+    top = max(forge, default=None)
+    limit = str(report["config"]["max_batch_size"])
+    if top is not None and forge[top].get("samples_per_s") and limit in bare:
+        ratio = forge[top]["samples_per_s"] / bare[limit]["samples_per_s"]
+        out.append({"target": f"served at concurrency {top} >= 70% of the bare module at batch {limit}",
+                    "value": f"{ratio:.0%}", "ok": ratio >= 0.7})  # fmt: skip
+    if top is not None and top in eager and forge[top].get("samples_per_s") and eager[top].get("samples_per_s"):
+        ratio = forge[top]["samples_per_s"] / eager[top]["samples_per_s"]
+        out.append({"target": f"tensorforge >= 3x eager served the same way at concurrency {top}",
+                    "value": f"{ratio:.2f}x", "ok": ratio >= 3.0})  # fmt: skip
+    if 1 in forge and forge[1].get("p99_ms") is not None and "1" in bare:
+        gap = forge[1]["p99_ms"] - bare["1"]["p99_ms"]
+        out.append({"target": "p99 at concurrency 1 within 1 ms of the bare module's at batch 1",
+                    "value": f"{forge[1]['p99_ms']} ms against {bare['1']['p99_ms']} ms (+{gap:.2f} ms)",
+                    "ok": gap <= 1.0})  # fmt: skip
+    total = sum(r["requests"] for r in forge.values())
+    lost = sum(r["requests"] - r["answered"] + r["errors"] + r["wrong"] for r in forge.values())
+    out.append({"target": "every request to tensorforge answered, none wrong",
+                "value": f"{total - lost} of {total}", "ok": lost == 0})  # fmt: skip
+    return out
 
 
 def write_pool(path: Path, inputs: list[tuple], outputs: list[tuple]) -> None:
@@ -407,7 +469,8 @@ def markdown(report: dict) -> str:
         "",
         f"Triton Inference Server (PyTriton), {cfg['protocol']}, dynamic batcher max_batch_size "
         f"{cfg['max_batch_size']}, max_queue_delay {cfg['max_queue_delay_us']} us, one instance; {cfg['precision']}; "
-        f"requests of batch {cfg['batch']}, {cfg['requests']} per level; closed-loop clients in "
+        f"requests of batch {cfg['batch']}, {cfg['requests']} per level to tensorforge and {cfg['eager_requests']} to "
+        f"eager; closed-loop clients in "
         f"{cfg['client_processes']} process(es).",
         "",
         "| server | concurrency | answered | errors | wrong | req/s | samples/s | p50 ms | p90 ms | p99 ms | max ms |",
@@ -427,6 +490,14 @@ def markdown(report: dict) -> str:
         ]
         for s in report["speedups"]:
             lines.append(f"| {s['concurrency']} | {s['throughput_x']} | {s['p99_x']} |")
+    if report.get("bare"):
+        lines += ["", "The bare module (called in-process, inputs on its device, no server):", ""]
+        lines += ["| batch | p50 ms | p99 ms | samples/s |", "|---:|---:|---:|---:|"]
+        for batch, b in report["bare"].items():
+            lines.append(f"| {batch} | {b['p50_ms']} | {b['p99_ms']} | {b['samples_per_s']} |")
+    if report.get("targets"):
+        lines += ["", "Targets:", ""]
+        lines += [f"- {'PASS' if t['ok'] else 'FAIL'}: {t['target']}: {t['value']}" for t in report["targets"]]
     errors = [r for r in report["rows"] if r.get("first_error")]
     if errors:
         lines += ["", "First errors:", ""] + [
@@ -460,7 +531,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda where there is a GPU)")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     parser.add_argument(
-        "--requests", type=int, default=None, help="per server and level (default: CUDA 100000 in all, CPU 400)"
+        "--requests", type=int, default=None, help="to tensorforge per level (default: CUDA 100000 in all, CPU 400)"
+    )
+    parser.add_argument(
+        "--eager-requests", type=int, default=None, help="to eager per level (default: CUDA 5000, else --requests)"
     )
     parser.add_argument("--concurrency", default="1,8,32,128", help="comma-separated client counts")
     parser.add_argument("--batch", type=int, default=1, help="rows per request")
@@ -485,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown server(s) {sorted(unknown)}: tensorforge, eager")
     if not levels or min(levels) < 1:
         parser.error("--concurrency: positive client counts, e.g. 1,8,32,128")
-    args.requests = args.requests or (100_000 // (len(levels) * len(servers)) if device.type == "cuda" else 400)
+    args.requests = args.requests or (100_000 // len(levels) if device.type == "cuda" else 400)
+    args.eager_requests = args.eager_requests or (5_000 if device.type == "cuda" else args.requests)
     args.max_batch_size = args.max_batch_size or (64 if device.type == "cuda" else 8)
     args.client_processes = args.client_processes or max(1, min(8, (os.cpu_count() or 2) // 2))
     out = Path(args.out)
@@ -524,6 +599,8 @@ def run(args, device, levels: list[int], servers: list[str], out: Path, work: Pa
             dtype = next(eager.parameters()).dtype
             return output_tuple(eager(*(x.to(dtype) if x.is_floating_point() else x for x in xs)))
 
+    bare = bare_module(module, make_inputs, device, sorted({1, args.max_batch_size}), gen)
+    print(f"bare module: {json.dumps(bare)}", flush=True)
     expected = {"tensorforge": expected_outputs(module, pool_inputs, device), "eager": None}
     expected["eager"] = expected_outputs(eager_call, pool_inputs, device)
     forge_vs_eager = max(_error(list(f), list(e)) for f, e in zip(expected["tensorforge"], expected["eager"]))
@@ -533,6 +610,7 @@ def run(args, device, levels: list[int], servers: list[str], out: Path, work: Pa
         "environment": _environment(torch),
         "build_s": round(build_s, 1),
         "tensorforge_vs_eager_max_relative_error": forge_vs_eager,
+        "bare": bare,
         "rows": [],
     }
     print(f"built and saved {path} in {build_s:.1f} s; tensorforge against eager: {forge_vs_eager:.2e}", flush=True)
@@ -570,13 +648,15 @@ def run(args, device, levels: list[int], servers: list[str], out: Path, work: Pa
         }
         try:
             for concurrency in levels:
-                row = run_level(server, concurrency, args, pool_file)
+                requests = args.requests if label == "tensorforge" else args.eager_requests
+                row = run_level(server, concurrency, args, pool_file, requests)
                 report["rows"].append(row)
                 report["speedups"] = speedups(report["rows"])
                 print(json.dumps(row), flush=True)
                 (out / "serve_load.json").write_text(json.dumps(report, indent=1))
         finally:
             handle.stop()
+    report["targets"] = targets(report)
     report["wall_s"] = round(time.perf_counter() - started, 1)
     (out / "serve_load.json").write_text(json.dumps(report, indent=1))
     (out / "serve_load.md").write_text(markdown(report))

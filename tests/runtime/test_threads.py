@@ -256,3 +256,43 @@ def test_eight_threads_on_cuda_with_cuda_graphs_match_eager(resnet, multi_engine
     plans = only_plan(module)
     assert sorted(p.max_batch for p in plans) == ([4] if multi_engine == 0 else list(BATCHES))
     assert all(layer.precision == "float16" for p in plans for layer in p.layers if layer.op == "engine.conv")
+
+
+# -- torch.inference_mode() -------------------------------------------------------------------------------------
+
+
+def _inference_mode_then_not(module, inputs, expected, check) -> None:
+    """The first calls under torch.inference_mode() (they allocate the arena and, on CUDA, capture the graphs),
+    then calls outside it, then inside again: serving code mixes both, and an arena or graph buffer made as an
+    inference tensor could not be written in place outside inference mode."""
+    for mode in (True, False, True):
+        with torch.inference_mode(mode):
+            for x, want in zip(inputs, expected):
+                check(module(x), want)
+
+
+def test_calls_inside_and_outside_inference_mode(partitioned, pool):
+    inputs, expected = pool
+    module = cpu_module(partitioned)
+    _inference_mode_then_not(
+        module, inputs, expected, lambda got, want: torch.testing.assert_close(got, want, **CPU_TOL)
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_inside_and_outside_inference_mode(resnet):
+    model = copy.deepcopy(resnet).cuda()
+    generator = torch.Generator().manual_seed(3)
+    inputs = [torch.randn(batch, 3, 64, 64, generator=generator).cuda() for batch in BATCHES]
+    with torch.no_grad():
+        expected = [model(x) for x in inputs]
+    module = forge.compile(model, (inputs[0],), precision="fp16", device="cuda")
+    assert module.options.cuda_graph
+
+    def check(actual, reference):
+        rel = ((actual.float() - reference).abs().max() / reference.abs().max()).item()
+        assert rel < GPU_FP16_REL_TOL, f"relative error {rel:.3g}"
+
+    _inference_mode_then_not(module, inputs, expected, check)
+    assert module._graph_runner.captured >= 1 and not module._graph_runner.failures()

@@ -38,6 +38,7 @@ class Builder:
     def __init__(self, config: BuilderConfig | None = None) -> None:
         self.config = config or BuilderConfig()
 
+    @torch.inference_mode(False)  # tensors made while building outlive the call: see Plan.__init__
     def build(
         self,
         region: Graph,

@@ -168,6 +168,10 @@ class ExecutionContext:
     """One arena, the program that runs in it, (on CUDA, for a multi-stream program) its side streams, and the CUDA
     graphs captured on it. One caller at a time (see the module docstring)."""
 
+    # The arena and its views are normal tensors even where the first call runs under torch.inference_mode(): an
+    # inference tensor (a view made in inference mode is one too) cannot be written in place outside inference
+    # mode, and every layer writes its arena view in place, whichever mode a later call runs in.
+    @torch.inference_mode(False)
     def __init__(self, program: Program, max_graphs: int = DEFAULT_MAX_GRAPHS) -> None:
         self.program = program
         self.max_graphs = max_graphs
@@ -188,6 +192,7 @@ class ExecutionContext:
                 for position in program.signals
             }
 
+    @torch.inference_mode(False)  # see __init__
     def views(self, env: Mapping[str, int]) -> Values:
         """Per value index: its typed arena view at these symbol sizes (None where it is not in the arena)."""
         key = tuple(sorted(env.items()))

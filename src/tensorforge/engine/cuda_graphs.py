@@ -187,6 +187,9 @@ class CudaGraphCapture:
     def __init__(self) -> None:
         self.pool: torch.cuda._POOL_HANDLE | None = None
 
+    # the graph's buffers are normal tensors even when captured under torch.inference_mode(): every later replay
+    # copies its inputs into them in place, inside inference mode or not
+    @torch.inference_mode(False)
     def __call__(self, fn: Function, inputs: Sequence[torch.Tensor]) -> CapturedGraph:
         static_inputs = [t.clone() for t in inputs]
         side = capture_stream(inputs[0].device if inputs else None)

@@ -78,6 +78,9 @@ class LayerInfo:
 class Plan:
     """Made by `Builder.build` or `Plan.from_bytes`; run with `plan.run(*inputs)`."""
 
+    # bound as normal tensors even when the first call builds under torch.inference_mode(): a kernel's buffers
+    # (workspaces, packed weights) must stay writable by calls outside it (engine/context.py)
+    @torch.inference_mode(False)
     def __init__(
         self,
         graph: Graph,
