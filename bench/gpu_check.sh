@@ -10,6 +10,8 @@
 #   bash bench/gpu_check.sh dynamic ARGS...   (issue 14's dynamic-shape targets, --onnx-dir .gpu_onnx: bench/dynamic.py)
 #   bash bench/gpu_check.sh quantacc ARGS...  (issue 15's INT8/FP8 accuracy with GPU plans, carry .gpu_images: bench/quant_accuracy.py)
 #   bash bench/gpu_check.sh quantspeed ARGS... (issue 16's INT8/FP8 speed beside FP16 and torchao, carry .gpu_wheels: bench/quant_speed.py)
+#   bash bench/gpu_check.sh qtiles ARGS...    (the 8-bit kernels' tile configurations against the libraries: bench/qgemm_tiles.py)
+#   bash bench/gpu_check.sh serve ARGS...     (issue 17's load test behind Triton, carry .gpu_serve: bench/serve_load.py)
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results}
@@ -44,5 +46,12 @@ case "$step" in
       python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu_wheels/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
     fi
     python3 bench/quant_speed.py --out "$OUT" "$@" 2>&1 | tee "$OUT/quant_speed.log" ;;
+  qtiles)   python3 bench/qgemm_tiles.py --out "$OUT" "$@" 2>&1 | tee "$OUT/qgemm_tiles.log" ;;
+  serve)
+    # PyTriton's Triton server, tritonclient and numpy < 2, packed by bench/pack_serve_bundle.sh (carried); the
+    # Python backend's stub needs this Python's shared libpython
+    mkdir -p /tmp/site && tar -xJf .gpu_serve/site.tar.xz -C /tmp/site && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+    python3 -c "import sysconfig; print('libpython:', sysconfig.get_config_var('LIBDIR'), sysconfig.get_config_var('LDLIBRARY'), 'shared' if sysconfig.get_config_var('Py_ENABLE_SHARED') else 'static')"
+    python3 bench/serve_load.py --out "$OUT" "$@" 2>&1 | tee "$OUT/serve_load.log" ;;
   *) echo "unknown step $step"; exit 2 ;;
 esac

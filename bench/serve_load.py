@@ -424,20 +424,20 @@ def targets(report: dict) -> list[dict]:
     if top is not None and forge[top].get("samples_per_s") and limit in bare:
         ratio = forge[top]["samples_per_s"] / bare[limit]["samples_per_s"]
         out.append({"target": f"served at concurrency {top} >= 70% of the bare module at batch {limit}",
-                    "value": f"{ratio:.0%}", "ok": ratio >= 0.7})  # fmt: skip
+                    "value": f"{ratio:.0%}", "ok": bool(ratio >= 0.7)})  # fmt: skip
     if top is not None and top in eager and forge[top].get("samples_per_s") and eager[top].get("samples_per_s"):
         ratio = forge[top]["samples_per_s"] / eager[top]["samples_per_s"]
         out.append({"target": f"tensorforge >= 3x eager served the same way at concurrency {top}",
-                    "value": f"{ratio:.2f}x", "ok": ratio >= 3.0})  # fmt: skip
+                    "value": f"{ratio:.2f}x", "ok": bool(ratio >= 3.0)})  # fmt: skip
     if 1 in forge and forge[1].get("p99_ms") is not None and "1" in bare:
         gap = forge[1]["p99_ms"] - bare["1"]["p99_ms"]
         out.append({"target": "p99 at concurrency 1 within 1 ms of the bare module's at batch 1",
                     "value": f"{forge[1]['p99_ms']} ms against {bare['1']['p99_ms']} ms (+{gap:.2f} ms)",
-                    "ok": gap <= 1.0})  # fmt: skip
+                    "ok": bool(gap <= 1.0)})  # fmt: skip
     total = sum(r["requests"] for r in forge.values())
     lost = sum(r["requests"] - r["answered"] + r["errors"] + r["wrong"] for r in forge.values())
     out.append({"target": "every request to tensorforge answered, none wrong",
-                "value": f"{total - lost} of {total}", "ok": lost == 0})  # fmt: skip
+                "value": f"{total - lost} of {total}", "ok": bool(lost == 0)})  # fmt: skip
     return out
 
 
