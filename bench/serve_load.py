@@ -118,7 +118,7 @@ class EagerServer:
     def __init__(self, model, module, precision: str, args, log_file: Path):
         import torch
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import Triton, TritonConfig
+        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
         from tensorforge.serving import BatchRunner, signature_of
         from tensorforge.serving.pytriton_server import infer_function
@@ -145,7 +145,13 @@ class EagerServer:
             log_file=log_file,
             strict_readiness=True,
         )
-        self.triton = Triton(config=config)
+        # as serve(shared_memory=...): the shared-memory endpoints open when the load uses them
+        security = TritonSecurityConfig()
+        if args.shm != "none":
+            security = TritonSecurityConfig(
+                restricted_endpoints=[e for e in security.restricted_endpoints if e != "shared-memory"]
+            )
+        self.triton = Triton(config=config, security_config=security)
         self.triton.bind(
             model_name=self.model_name,
             infer_func=[infer_function(runner)],
@@ -256,17 +262,17 @@ def client_process(job: dict, counter, ready, start, results) -> None:
 
 def _client(job: dict, inputs: list[list[np.ndarray]]):
     """A tritonclient client, each pool entry's InferInputs (made once, sent many times) and the outputs asked."""
-    if job["protocol"] == "grpc":
-        import tritonclient.grpc as tc
-    else:
-        import tritonclient.http as tc
+    tc = _protocol(job["protocol"])
     client = tc.InferenceServerClient(url=job["url"])
     requests = []
-    for arrays in inputs:
+    for i, arrays in enumerate(inputs):
         infer_inputs = []
-        for name, datatype, array in zip(job["input_names"], job["input_types"], arrays):
+        for k, (name, datatype, array) in enumerate(zip(job["input_names"], job["input_types"], arrays)):
             infer_input = tc.InferInput(name, list(array.shape), datatype)
-            if job["protocol"] == "grpc":
+            if job.get("shm"):  # the server reads it from the pool's shared-memory region: no bytes on the wire
+                offset, nbytes = job["shm"]["slots"][i][k]
+                infer_input.set_shared_memory(job["shm"]["name"], nbytes, offset=offset)
+            elif job["protocol"] == "grpc":
                 infer_input.set_data_from_numpy(array)
             else:
                 infer_input.set_data_from_numpy(array, binary_data=True)
@@ -328,6 +334,7 @@ def run_level(server: dict, concurrency: int, args, pool_file: Path, requests: i
         "requests": requests,
         "pool": str(pool_file),
         "tolerance": TOLERANCE[args.precision],
+        "shm": server.get("shm"),
     }
     workers, first = [], 0
     for p in range(processes):
@@ -441,6 +448,51 @@ def targets(report: dict) -> list[dict]:
     return out
 
 
+class SharedPool:
+    """The request pool's inputs in one system shared-memory region that every client's requests point into
+    (`--shm system`, Triton's shared-memory extension): the server reads the inputs from the region, so a request
+    carries a name and an offset instead of its bytes, as perf_analyzer's --shared-memory does. Registered with each
+    server in turn (`register`), destroyed at the end."""
+
+    def __init__(self, pool_inputs: list[tuple]) -> None:
+        import tritonclient.utils.shared_memory as shm
+
+        self.shm = shm
+        self.name = f"tforge_pool_{os.getpid()}"
+        self.key = f"/{self.name}"
+        self.slots: list[list[tuple[int, int]]] = []
+        offset = 0
+        for arrays in pool_inputs:
+            row = []
+            for a in arrays:
+                row.append((offset, int(a.nbytes)))
+                offset += int(a.nbytes)
+            self.slots.append(row)
+        self.size = offset
+        self.handle = shm.create_shared_memory_region(self.name, self.key, self.size)
+        for arrays, row in zip(pool_inputs, self.slots):
+            for a, (start, _) in zip(arrays, row):
+                shm.set_shared_memory_region(self.handle, [np.ascontiguousarray(a)], offset=start)
+
+    def job(self) -> dict:
+        return {"name": self.name, "slots": self.slots}
+
+    def register(self, url: str, protocol: str) -> None:
+        client = _protocol(protocol).InferenceServerClient(url=url)
+        client.register_system_shared_memory(self.name, self.key, self.size)
+
+    def close(self) -> None:
+        self.shm.destroy_shared_memory_region(self.handle)
+
+
+def _protocol(name: str):
+    if name == "grpc":
+        import tritonclient.grpc as tc
+    else:
+        import tritonclient.http as tc
+    return tc
+
+
 def write_pool(path: Path, inputs: list[tuple], outputs: list[tuple]) -> None:
     arrays = {}
     for i, (ins, outs) in enumerate(zip(inputs, outputs)):
@@ -469,6 +521,7 @@ def markdown(report: dict) -> str:
         "",
         f"Triton Inference Server (PyTriton), {cfg['protocol']}, dynamic batcher max_batch_size "
         f"{cfg['max_batch_size']}, max_queue_delay {cfg['max_queue_delay_us']} us, one instance; {cfg['precision']}; "
+        f"inputs {'in system shared memory' if cfg.get('shm') == 'system' else 'in the requests'}; "
         f"requests of batch {cfg['batch']}, {cfg['requests']} per level to tensorforge and {cfg['eager_requests']} to "
         f"eager; closed-loop clients in "
         f"{cfg['client_processes']} process(es).",
@@ -541,6 +594,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None, help="default fp16 on CUDA")
     parser.add_argument("--max-batch-size", type=int, default=None, help="Triton's (and the plans'); CUDA 64, CPU 8")
     parser.add_argument("--max-queue-delay-us", type=int, default=100)
+    parser.add_argument(
+        "--shm",
+        choices=("none", "system"),
+        default="none",
+        help="system: requests point into one shared-memory region of inputs instead of carrying them",
+    )
     parser.add_argument("--servers", default="tensorforge,eager", help="which, in order (tensorforge, eager)")
     parser.add_argument("--client-processes", type=int, default=None, help="default min(8, cores / 2), at least 1")
     parser.add_argument("--level-timeout-s", type=float, default=900.0, help="the most one level may take")
@@ -576,7 +635,6 @@ def run(args, device, levels: list[int], servers: list[str], out: Path, work: Pa
     import torch
 
     import tensorforge as forge
-    from tensorforge.serving import serve
 
     started = time.perf_counter()
     model, make_inputs = make_model(args.model)
@@ -614,6 +672,20 @@ def run(args, device, levels: list[int], servers: list[str], out: Path, work: Pa
         "rows": [],
     }
     print(f"built and saved {path} in {build_s:.1f} s; tensorforge against eager: {forge_vs_eager:.2e}", flush=True)
+    shared = SharedPool(pool_inputs) if args.shm == "system" else None
+    try:
+        return _serve_all(
+            args, levels, servers, out, work, module, eager, pool_inputs, expected, report, shared, started
+        )
+    finally:
+        if shared is not None:
+            shared.close()
+
+
+def _serve_all(args, levels, servers, out, work, module, eager, pool_inputs, expected, report, shared, started) -> int:
+    """Each server in turn, every level against it; the report written as it goes. The exit status."""
+    from tensorforge.serving import serve
+
     for label in servers:
         pool_file = work / f"pool_{label}.npz"
         write_pool(pool_file, pool_inputs, expected[label])
@@ -630,6 +702,7 @@ def run(args, device, levels: list[int], servers: list[str], out: Path, work: Pa
                 grpc_port=grpc_port,
                 metrics_port=None,
                 block=False,
+                shared_memory=args.shm != "none",
                 log_file=log_file,
             )
             signature, model_name = handle.signature, handle.model_name
@@ -647,6 +720,9 @@ def run(args, device, levels: list[int], servers: list[str], out: Path, work: Pa
             "n_outputs": len(signature.outputs),
         }
         try:
+            if shared is not None:
+                shared.register(server["url"], args.protocol)
+                server["shm"] = shared.job()
             for concurrency in levels:
                 requests = args.requests if label == "tensorforge" else args.eager_requests
                 row = run_level(server, concurrency, args, pool_file, requests)

@@ -193,6 +193,58 @@ def _infer(client, protocol, model: str, arrays: dict, datatypes: dict, outputs:
     return {name: result.as_numpy(name) for name in outputs}
 
 
+def _shared_memory_request(handle, request: dict, module) -> list[str]:
+    """One request whose inputs the server reads from a system shared-memory region (serve(shared_memory=True)),
+    over gRPC: its outputs against the module's; the differences found."""
+    import numpy as np
+    import tritonclient.grpc as tgrpc
+    import tritonclient.utils.shared_memory as shm
+
+    specs = handle.signature.inputs
+    arrays = [np.ascontiguousarray(request[s.name]) for s in specs]
+    name, key, size = "api_inputs", f"/api_inputs_{os.getpid()}", sum(a.nbytes for a in arrays)
+    region = shm.create_shared_memory_region(name, key, size)
+    client = tgrpc.InferenceServerClient(handle.grpc_url)
+    try:
+        client.register_system_shared_memory(name, key, size)
+        inputs, offset = [], 0
+        for spec, array in zip(specs, arrays):
+            shm.set_shared_memory_region(region, [array], offset=offset)
+            tensor = tgrpc.InferInput(spec.name, list(array.shape), spec.triton_dtype)
+            tensor.set_shared_memory(name, array.nbytes, offset=offset)
+            inputs.append(tensor)
+            offset += array.nbytes
+        result = client.infer("api", inputs)
+        client.unregister_system_shared_memory(name)
+        with torch.no_grad():
+            want = module(*(torch.from_numpy(a) for a in arrays))
+        errors = []
+        for spec, w in zip(handle.signature.outputs, want):
+            got = result.as_numpy(spec.name).reshape(w.shape)
+            if not np.allclose(got, w.numpy(), rtol=1e-6, atol=1e-6):
+                errors.append(f"{spec.name}: {np.abs(got - w.numpy()).max()}")
+        return errors
+    except Exception as exc:  # noqa: BLE001 - the report says what failed
+        return [f"{type(exc).__name__}: {exc}"]
+    finally:
+        client.close()
+        shm.destroy_shared_memory_region(region)
+
+
+def _refused_shared_memory(url: str) -> str | None:
+    """The server's answer to registering a shared-memory region (None where it accepted it)."""
+    import tritonclient.grpc as tgrpc
+
+    client = tgrpc.InferenceServerClient(url)
+    try:
+        client.register_system_shared_memory("refused", "/refused_region", 64)
+    except Exception as exc:  # noqa: BLE001 - the refusal is the answer
+        return str(exc)
+    finally:
+        client.close()
+    return None
+
+
 def _requests(path: str) -> list[dict]:
     import numpy as np
 
@@ -239,7 +291,14 @@ def client_main(argv: list[str]) -> int:
         module = forge.load(args.tforge, device="cpu")
         http_port, grpc_port = (int(p) for p in args.ports.split(","))
         handle = forge.serve(
-            module, name="api", instances=2, http_port=http_port, grpc_port=grpc_port, metrics_port=None, block=False
+            module,
+            name="api",
+            instances=2,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=None,
+            block=False,
+            shared_memory=True,
         )
         report = {"url": handle.url, "grpc_url": handle.grpc_url, "ready": handle.ready()}
         report["contexts"] = len({id(r.context) for r in handle.runners})
@@ -257,6 +316,7 @@ def client_main(argv: list[str]) -> int:
                         if not np.allclose(g, w.numpy(), rtol=1e-6, atol=1e-6):
                             errors.append(f"{protocol.__name__} {name}: {np.abs(g - w.numpy()).max()}")
                 client.close()
+        report["shared_memory_errors"] = _shared_memory_request(handle, requests[0], module)
         handle.stop()
         report.update(errors=errors, ready_after_stop=handle.ready(), repr=repr(handle))
         print(json.dumps(report))
@@ -291,6 +351,7 @@ def client_main(argv: list[str]) -> int:
     for client in [*clients, config_client]:
         client.close()
     np.savez(args.out, **{f"{i}/{name}": array for i, result in enumerate(results) for name, array in result.items()})
+    config["shared_memory_refused"] = _refused_shared_memory(args.grpc)  # serve's default: restricted
     with open(args.config_out, "w") as f:
         json.dump(config, f)
     print(f"{len(results)} requests answered")

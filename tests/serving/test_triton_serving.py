@@ -358,6 +358,7 @@ def test_serve_answers_http_and_grpc_like_eager(cli_server, serve_python, tiny_m
     assert config["dynamic_batching"]["preferred_batch_size"] == [MAX_BATCH]
     assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == 2000
     assert sum(group["count"] for group in config["instance_group"]) == 2
+    assert "restricted" in config["shared_memory_refused"]  # without --shared-memory
     assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]] == [
         ("x", "TYPE_FP32", [16]),
         ("ids", "TYPE_INT64", [4]),
@@ -379,8 +380,9 @@ def test_serve_stops_cleanly_on_sigterm(cli_server):
 
 
 def test_serve_api_handle(serve_python, tiny_tforge, tmp_path):
-    """tensorforge.serve(module, block=False): a handle that is ready, answers over HTTP and gRPC as the module does
-    in-process, has a context per instance, and is no longer ready once stopped."""
+    """tensorforge.serve(module, block=False, shared_memory=True): a handle that is ready, answers over HTTP and
+    gRPC as the module does in-process (also from a system shared-memory region), has a context per instance, and
+    is no longer ready once stopped."""
     inputs = save_requests(tmp_path / "requests.npz", make_requests(4), ["x", "ids"])
     http_port, grpc_port = free_ports(2)
     args = ["api", "--tforge", str(tiny_tforge), "--requests", str(inputs), "--ports", f"{http_port},{grpc_port}"]
@@ -389,6 +391,7 @@ def test_serve_api_handle(serve_python, tiny_tforge, tmp_path):
     assert report["grpc_url"] == f"127.0.0.1:{grpc_port}"
     assert report["contexts"] == 2
     assert report["errors"] == []
+    assert report["shared_memory_errors"] == []  # serve(shared_memory=True): inputs read from a region
     assert report["ready_after_stop"] is False and "stopped" in report["repr"]
 
 

@@ -72,6 +72,11 @@ def add_serve_commands(sub, common: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds a shutdown waits for requests in flight (default 5)",
     )
+    p.add_argument(
+        "--shared-memory",
+        action="store_true",
+        help="let clients on this host send inputs through system/CUDA shared-memory regions (Triton's extension)",
+    )
     p.add_argument("--log-file", default=None, help="write Triton's log to this file (default: stdout)")
     p.set_defaults(run=cmd_serve)
 
@@ -149,6 +154,7 @@ def cmd_serve(args) -> int:
             metrics_port=metrics_port,
             startup_timeout_s=args.startup_timeout,
             exit_timeout_s=args.exit_timeout,
+            shared_memory=args.shared_memory,
             log_file=args.log_file,
             on_ready=announce,
         )

@@ -49,7 +49,7 @@ DEFAULT_QUEUE_DELAY_US = 100
 def _import_pytriton() -> dict[str, Any]:
     try:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import Triton, TritonConfig
+        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
     except ImportError as exc:
         raise RuntimeError(
             f"serving needs nvidia-pytriton ({exc}): install tensorforge[serve] in a Python with a shared libpython "
@@ -61,6 +61,7 @@ def _import_pytriton() -> dict[str, Any]:
         "Tensor": Tensor,
         "Triton": Triton,
         "TritonConfig": TritonConfig,
+        "TritonSecurityConfig": TritonSecurityConfig,
     }
 
 
@@ -213,6 +214,7 @@ def serve(
     startup_timeout_s: float = 120.0,
     exit_timeout_s: int = 5,
     warmup: bool = True,
+    shared_memory: bool = False,
     log_verbose: int = 0,
     log_file: str | os.PathLike | None = None,
     on_ready: Callable[[TritonServerHandle], None] | None = None,
@@ -220,7 +222,10 @@ def serve(
     """Serve a compiled model (a `Module`, or a `.tforge` path loaded on `device`) behind Triton Inference Server
     through PyTriton (see the module docstring); Triton's log goes to stdout, or to `log_file`. `block=True`
     serves until SIGTERM/SIGINT, then stops cleanly and returns None (`on_ready(handle)` is called once the server
-    is ready); `block=False` returns the running server's handle. Needs the `serve` extra (nvidia-pytriton)."""
+    is ready); `block=False` returns the running server's handle. `shared_memory=True` lets clients register
+    system / CUDA shared-memory regions and send inputs by reference (Triton's shared-memory extension, which
+    PyTriton otherwise keeps behind an access token; the server's other admin endpoints stay restricted): for
+    clients on the same host. Needs the `serve` extra (nvidia-pytriton)."""
     from .. import api
     from ..runtime import Module
 
@@ -263,7 +268,12 @@ def serve(
         log_file=Path(log_file) if log_file is not None else None,
         strict_readiness=True,
     )
-    triton = pt["Triton"](config=config)
+    security = pt["TritonSecurityConfig"]()  # PyTriton's defaults: admin endpoints behind a generated token
+    if shared_memory:
+        security = pt["TritonSecurityConfig"](
+            restricted_endpoints=[e for e in security.restricted_endpoints if e != "shared-memory"]
+        )
+    triton = pt["Triton"](config=config, security_config=security)
     handle = TritonServerHandle(triton, name, signature, runners, host, http_port, grpc_port, metrics_port)
     try:
         batcher = pt["DynamicBatcher"](
