@@ -23,6 +23,7 @@ import tensorforge as forge
 from serving.conftest import MAX_BATCH, Server, example_inputs, free_ports, http_ok, run_client, serving_env
 from tensorforge.cli import main as cli_main
 from tensorforge.serving import BatchRunner, config_pbtxt, signature_of
+from tensorforge.serving.devices import local_gpus, parse_gpus
 from tensorforge.serving.triton_backend import RequestError
 from tensorforge.serving.triton_repository import MODEL_PY
 
@@ -150,6 +151,40 @@ def test_export_triton_writes_a_repository(tiny_tforge, tmp_path, capsys):
     config = (repo / "cpu_model" / "config.pbtxt").read_text()
     assert "kind: KIND_CPU" in config and "count: 1" in config and "FORCE_CPU_ONLY_INPUT_TENSORS" not in config
     assert (repo / "tiny" / "config.pbtxt").exists()  # other models of the repository left alone
+
+    # several GPUs: count instances on each GPU listed (no list: Triton's default, every GPU it sees)
+    assert "gpus:" not in (repo / "tiny" / "config.pbtxt").read_text()
+    assert (
+        cli_main(["export-triton", str(tiny_tforge), str(repo), "--gpus", "1,0", "--name", "two", "--instances", "2"])
+        == 0
+    )
+    config = (repo / "two" / "config.pbtxt").read_text()
+    assert "count: 2" in config and "gpus: [ 0, 1 ]" in config and "kind: KIND_GPU" in config
+    assert cli_main(["export-triton", str(tiny_tforge), str(repo), "--gpus", "all", "--name", "every"]) == 0
+    assert "gpus:" not in (repo / "every" / "config.pbtxt").read_text()
+
+
+def test_gpu_lists():
+    assert parse_gpus(None) is None and parse_gpus("all") == parse_gpus(" ALL ") == "all"
+    assert parse_gpus("2, 0,1") == parse_gpus([1, 2, 0]) == (0, 1, 2)
+    for bad, message in [
+        ("", "expected 'all' or comma-separated GPU indices"),
+        ("0,x", "expected 'all' or comma-separated GPU indices"),
+        ("-1", "expected 'all' or comma-separated GPU indices"),
+        ("0,0", "listed twice"),
+        ([], "expected GPU indices"),
+        ([True], "expected GPU indices"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_gpus(bad)
+    assert local_gpus(None) is None
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="this machine has no CUDA GPU"):
+            local_gpus("all")
+    else:
+        assert local_gpus("all") == tuple(range(torch.cuda.device_count()))
+        with pytest.raises(ValueError, match=f"GPU {torch.cuda.device_count()} does not exist here"):
+            local_gpus([torch.cuda.device_count()])
 
 
 def test_batch_runner_pads_to_powers_of_two(tiny_model, tiny_tforge):
@@ -296,6 +331,15 @@ def test_cli_argument_errors_are_clear(tiny_tforge, tmp_path, capsys):
     assert code == 1 and "must differ" in err
     code, err = run_cli(capsys, "serve", str(tmp_path / "missing.tforge"))
     assert code == 1 and "no such file" in err
+    code, err = run_cli(capsys, "serve", plan, "--gpus", "0,,1")
+    assert code == 2 and "--gpus: GPUs '0,,1': expected 'all' or comma-separated GPU indices" in err
+    code, err = run_cli(capsys, "serve", plan, "--gpus", "0", "--device", "cpu")
+    assert code == 1 and "give one" in err
+    code, err = run_cli(capsys, "export-triton", plan, repo, "--gpus", "0", "--kind", "cpu", "--force")
+    assert code == 1 and "go with instance kind gpu, not cpu" in err
+    if not torch.cuda.is_available():
+        code, err = run_cli(capsys, "serve", plan, "--gpus", "all")
+        assert code == 1 and "no CUDA GPU" in err
     for line in err.splitlines():
         assert line.startswith("tensorforge: error: ")
 

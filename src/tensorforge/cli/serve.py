@@ -1,9 +1,10 @@
 """`tensorforge serve` and `tensorforge export-triton`: a saved module behind NVIDIA Triton Inference Server.
 
-tensorforge serve PLAN [--name N] [--max-batch-size B] [--max-queue-delay-us U] [--instances K]
-                       [--host H] [--http-port P] [--grpc-port P] [--metrics-port P|--no-metrics]
+tensorforge serve PLAN [--name N] [--max-batch-size B] [--max-queue-delay-us U] [--instances K] [--gpus all|0,1]
+                       [--shared-memory] [--host H] [--http-port P] [--grpc-port P] [--metrics-port P|--no-metrics]
     serves PLAN through PyTriton until SIGTERM or Ctrl+C (the `serve` extra; tensorforge.serving.serve)
 tensorforge export-triton PLAN REPO_DIR [--name N] [--max-batch-size B] [--instances K] [--kind gpu|cpu]
+                          [--gpus all|0,1]
     writes REPO_DIR/<name>/ for a stock `tritonserver --model-repository REPO_DIR` (Python backend)
 """
 
@@ -20,6 +21,16 @@ _count = bounded(int, "an integer", 1)
 _microseconds = bounded(int, "a whole number of microseconds", 0)
 _port = bounded(int, "a port number", 1, 65535)
 _seconds = bounded(float, "a number of seconds", 0.001)
+
+
+def _gpus(text: str) -> str:
+    from ..serving.devices import parse_gpus
+
+    try:
+        parse_gpus(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def add_serve_commands(sub, common: argparse.ArgumentParser) -> None:
@@ -43,7 +54,19 @@ def add_serve_commands(sub, common: argparse.ArgumentParser) -> None:
         help="how long a request may wait for others to batch with, in microseconds (default 100)",
     )
     batching.add_argument(
-        "--instances", type=_count, default=1, metavar="K", help="model instances, each with its own execution context"
+        "--instances",
+        type=_count,
+        default=1,
+        metavar="K",
+        help="model instances (per GPU with --gpus), each with its own execution context",
+    )
+    batching.add_argument(
+        "--gpus",
+        type=_gpus,
+        default=None,
+        metavar="all|0,1,...",
+        help="place --instances instances on each of these GPUs (serve: the model loaded on each; export-triton: "
+        "instance_group's gpus, 'all' being Triton's default of every GPU)",
     )
 
     p = sub.add_parser(
@@ -119,7 +142,16 @@ def cmd_serve(args) -> int:
         raise CLIError(
             f"--http-port {args.http_port}, --grpc-port {args.grpc_port} and --metrics-port {metrics_port} must differ"
         )
-    device = _device(args.device)
+    if args.gpus is not None:
+        from ..serving.devices import local_gpus
+
+        if args.device is not None:
+            raise CLIError(f"--device {args.device} and --gpus {args.gpus}: give one (--gpus places instances per GPU)")
+        try:
+            local_gpus(args.gpus)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+    device = None if args.gpus is not None else _device(args.device)
 
     def announce(handle) -> None:
         if args.json:
@@ -128,7 +160,7 @@ def cmd_serve(args) -> int:
                 "http": handle.url,
                 "grpc": handle.grpc_url,
                 "metrics": handle.metrics_url,
-                "instances": args.instances,
+                "instances": len(handle.runners),
                 "signature": handle.signature.to_json(),
             }
             print(json.dumps(info), flush=True)
@@ -136,7 +168,8 @@ def cmd_serve(args) -> int:
             metrics = f", metrics {handle.metrics_url}" if handle.metrics_url else ""
             print(
                 f"serving {handle.model_name!r} at {handle.url} (gRPC {handle.grpc_url}{metrics}), "
-                f"{args.instances} instance(s): {handle.signature.describe()}. SIGTERM or Ctrl+C stops it.",
+                f"{len(handle.runners)} instance(s) on {_devices(handle)}: {handle.signature.describe()}. "
+                "SIGTERM or Ctrl+C stops it.",
                 flush=True,
             )
 
@@ -154,6 +187,7 @@ def cmd_serve(args) -> int:
             metrics_port=metrics_port,
             startup_timeout_s=args.startup_timeout,
             exit_timeout_s=args.exit_timeout,
+            gpus=args.gpus,
             shared_memory=args.shared_memory,
             log_file=args.log_file,
             on_ready=announce,
@@ -164,6 +198,10 @@ def cmd_serve(args) -> int:
         raise
     print("stopped", file=sys.stderr)
     return 0
+
+
+def _devices(handle) -> str:
+    return ", ".join(dict.fromkeys(str(r.device) for r in handle.runners))
 
 
 def cmd_export_triton(args) -> int:
@@ -180,7 +218,10 @@ def cmd_export_triton(args) -> int:
             kind=args.kind,
             max_queue_delay_us=args.max_queue_delay_us,
             overwrite=args.force,
+            gpus=args.gpus,
         )
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     except FileExistsError as exc:
         raise CLIError(str(exc)) from None
     config = (target / "config.pbtxt").read_text()

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from ..ir.types import torch_dtype
+from .devices import GpuSpec, local_gpus
 from .signature import TritonSignature, check_model_name, signature_of
 from .triton_backend import BatchRunner, RequestError, numpy_to_torch, torch_to_numpy
 
@@ -102,6 +103,24 @@ def _warm_up(runner: BatchRunner) -> None:
     (result,) = runner.run([request])
     if isinstance(result, RequestError):
         raise RuntimeError(f"the model fails on a warm-up batch of zeros: {result}")
+
+
+def _modules_on_gpus(model: Any, first: Any, gpus: Sequence[int]) -> list[Any]:
+    """The module on each GPU of `gpus`: `first` (already on gpus[0]) and a copy loaded on each other one, from the
+    .tforge path `model` or, for a module given in memory, from a copy saved to a temporary file."""
+    import tempfile
+
+    from .. import api
+    from ..runtime import Module
+
+    if len(gpus) == 1 and first.device == torch.device("cuda", gpus[0]):
+        return [first]
+    with tempfile.TemporaryDirectory(prefix="tforge_gpus_") as tmp:
+        path = model
+        if isinstance(model, Module):
+            path = Path(tmp) / "model.tforge"
+            model.save(path, rebuildable=True)  # a GPU of another model can rebuild from it
+        return [first if first.device == torch.device("cuda", i) else api.load(path, device=f"cuda:{i}") for i in gpus]
 
 
 class TritonServerHandle:
@@ -214,6 +233,7 @@ def serve(
     startup_timeout_s: float = 120.0,
     exit_timeout_s: int = 5,
     warmup: bool = True,
+    gpus: GpuSpec | None = None,
     shared_memory: bool = False,
     log_verbose: int = 0,
     log_file: str | os.PathLike | None = None,
@@ -222,9 +242,11 @@ def serve(
     """Serve a compiled model (a `Module`, or a `.tforge` path loaded on `device`) behind Triton Inference Server
     through PyTriton (see the module docstring); Triton's log goes to stdout, or to `log_file`. `block=True`
     serves until SIGTERM/SIGINT, then stops cleanly and returns None (`on_ready(handle)` is called once the server
-    is ready); `block=False` returns the running server's handle. `shared_memory=True` lets clients register
-    system / CUDA shared-memory regions and send inputs by reference (Triton's shared-memory extension, which
-    PyTriton otherwise keeps behind an access token; the server's other admin endpoints stay restricted): for
+    is ready); `block=False` returns the running server's handle. `gpus="all"` (or indices) places `instances`
+    instances on each of those GPUs, the model loaded on each (the saved plans serve every GPU of the same model;
+    another model of GPU rebuilds them, with a warning); it replaces `device`. `shared_memory=True` lets clients
+    register system / CUDA shared-memory regions and send inputs by reference (Triton's shared-memory extension,
+    which PyTriton otherwise keeps behind an access token; the server's other admin endpoints stay restricted): for
     clients on the same host. Needs the `serve` extra (nvidia-pytriton)."""
     from .. import api
     from ..runtime import Module
@@ -239,18 +261,23 @@ def serve(
     if len(set(ports)) != len(ports):
         raise ValueError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
     pt = _import_pytriton()
+    gpu_indices = local_gpus(gpus)
+    if gpu_indices is not None and device is not None:
+        raise ValueError(f"give device ({device}) or gpus ({gpus}), not both")
     if isinstance(model, Module):
         module, default_name = model, "model"
     else:
         path = os.fspath(model)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such .tforge file")
-        module = api.load(path, device=device)
+        module = api.load(path, device=f"cuda:{gpu_indices[0]}" if gpu_indices else device)
         default_name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in os.path.basename(path))
         default_name = default_name.removesuffix(".tforge").strip(".") or "model"
     name = check_model_name(name if name is not None else default_name)
+    modules = _modules_on_gpus(model, module, gpu_indices) if gpu_indices else [module]
     signature = signature_of(module, max_batch_size=max_batch_size)
-    runners = [BatchRunner(module, signature) for _ in range(instances)]  # one execution context each
+    # `instances` per device, each with one execution context of the module loaded on that device
+    runners = [BatchRunner(m, signature) for m in modules for _ in range(instances)]
     if warmup:
         for runner in runners:
             _warm_up(runner)

@@ -104,7 +104,8 @@ class BatchRunner:
         complete when this returns (the runner's stream is synchronized)."""
         if self.stream is None:
             return self._run(requests)
-        with torch.cuda.stream(self.stream):
+        # on the module's own GPU (a server of several GPUs runs each instance's runner on its device's thread)
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             results = self._run(requests)
         self.stream.synchronize()
         return results

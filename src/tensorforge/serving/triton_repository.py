@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .devices import GpuSpec, parse_gpus
 from .signature import TensorSpec, TritonSignature, check_model_name, signature_of
 from .triton_backend import DEFAULT_TFORGE_FILE, TFORGE_FILE_PARAMETER
 
@@ -80,11 +81,16 @@ def config_pbtxt(
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
     tforge_file: str = DEFAULT_TFORGE_FILE,
     source: str | None = None,
+    gpus: GpuSpec | None = None,
 ) -> str:
-    """The config.pbtxt (protobuf text) of a model served by the Python backend with the given signature."""
+    """The config.pbtxt (protobuf text) of a model served by the Python backend with the given signature. With kind
+    gpu, Triton places `instances` instances on every GPU it sees (`gpus` None or "all") or on each GPU of `gpus`."""
     check_model_name(name)
     if kind not in INSTANCE_KINDS:
         raise ValueError(f"instance kind {kind!r}: expected one of {', '.join(INSTANCE_KINDS)}")
+    listed = parse_gpus(gpus)
+    if listed is not None and kind != "gpu":
+        raise ValueError(f"GPUs {gpus!r} go with instance kind gpu, not {kind}")
     if instances < 1:
         raise ValueError(f"instances must be >= 1, got {instances}")
     if max_queue_delay_us < 0:
@@ -98,7 +104,10 @@ def config_pbtxt(
         if signature.preferred_batch_sizes:
             lines.append(f"  preferred_batch_size: [ {', '.join(map(str, signature.preferred_batch_sizes))} ]")
         lines += [f"  max_queue_delay_microseconds: {max_queue_delay_us}", "}"]
-    lines += ["instance_group [", "  {", f"    count: {instances}", f"    kind: {INSTANCE_KINDS[kind]}", "  }", "]"]
+    group = [f"    count: {instances}", f"    kind: {INSTANCE_KINDS[kind]}"]
+    if isinstance(listed, tuple):  # "all" is Triton's default: count instances on each GPU
+        group.append(f"    gpus: [ {', '.join(map(str, listed))} ]")
+    lines += ["instance_group [", "  {", *group, "  }", "]"]
     parameters = {TFORGE_FILE_PARAMETER: tforge_file}
     if kind == "gpu":
         parameters["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"  # GPU inputs reach the model on the GPU
@@ -118,16 +127,20 @@ def export_triton(
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
     device: Any = None,
     overwrite: bool = False,
+    gpus: GpuSpec | None = None,
 ) -> Path:
     """Write `<repo_dir>/<name>/` (config.pbtxt, 1/model.py, 1/model.tforge) for a compiled model: a `.tforge`
     path (read on `device`: cpu for kind cpu, else cuda where there is one) or a loaded `Module` (saved into the
-    repository). Returns the model's directory. Other models in `repo_dir` are left alone; an existing `<name>`
-    is replaced only with `overwrite=True`."""
+    repository). `gpus` ("all", the default for kind gpu, or indices) are the serving machine's GPUs that get
+    `instances` instances each. Returns the model's directory. Other models in `repo_dir` are left alone; an
+    existing `<name>` is replaced only with `overwrite=True`."""
     from .. import api
     from ..runtime import Module
 
     if kind not in INSTANCE_KINDS:
         raise ValueError(f"instance kind {kind!r}: expected one of {', '.join(INSTANCE_KINDS)}")
+    if parse_gpus(gpus) is not None and kind != "gpu":  # (config_pbtxt checks it too; here before any loading)
+        raise ValueError(f"GPUs {gpus!r} go with instance kind gpu, not {kind}")
     source: Path | None = None
     if isinstance(model, Module):
         module = model
@@ -152,6 +165,7 @@ def export_triton(
         kind=kind,
         max_queue_delay_us=max_queue_delay_us,
         source=source.name if source is not None else None,
+        gpus=gpus,
     )
     target = Path(repo_dir) / name
     if target.exists():
