@@ -1,7 +1,7 @@
 """Load test: a `.tforge` behind Triton Inference Server against the eager PyTorch model served the same way.
 
 Two servers, one after the other in the same run, each a Triton Inference Server run by PyTriton in this process
-with the same dynamic batcher (`--max-batch-size`, `--max-queue-delay-us`) and one model instance:
+with the same dynamic batcher (`--max-batch-size`, `--max-queue-delay-us`) and `--instances` model instances:
 
   tensorforge  `tensorforge.serving.serve(module, block=False)`: the compiled module, plans built for
                `--max-batch-size`, saved to a .tforge and loaded back (as a deployment loads it); on CUDA
@@ -113,7 +113,7 @@ def free_ports(n: int) -> list[int]:
 
 class EagerServer:
     """The eager model behind PyTriton, bound as `tensorforge.serving.serve` binds a module: the module's signature
-    (names, dtypes, dims, batching), the same dynamic batcher, one instance, the same request handling."""
+    (names, dtypes, dims, batching), the same dynamic batcher and instances, the same request handling."""
 
     def __init__(self, model, module, precision: str, args, log_file: Path):
         import torch
@@ -131,7 +131,9 @@ class EagerServer:
             return tuple(o.float() if o.is_floating_point() else o for o in output_tuple(model(*inputs)))
 
         self.signature = signature = signature_of(module, max_batch_size=args.max_batch_size)
-        runner = BatchRunner(module, signature, context=run)  # `module` gives the device; `run` does the work
+        # `module` gives the device; `run` does the work, unpadded (eager has no CUDA graphs to keep to a few sizes);
+        # as many instances as the tensorforge server, each with a stream of its own
+        runners = [BatchRunner(module, signature, context=run, pad_batches=False) for _ in range(args.instances)]
         http_port, grpc_port = free_ports(2)
         self.model_name = "eager"
         self.url, self.grpc_url = f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
@@ -154,7 +156,7 @@ class EagerServer:
         self.triton = Triton(config=config, security_config=security)
         self.triton.bind(
             model_name=self.model_name,
-            infer_func=[infer_function(runner)],
+            infer_func=[infer_function(runner) for runner in runners],
             inputs=[Tensor(name=s.name, dtype=s.numpy_dtype.type, shape=s.dims) for s in signature.inputs],
             outputs=[Tensor(name=s.name, dtype=s.numpy_dtype.type, shape=s.dims) for s in signature.outputs],
             config=ModelConfig(
@@ -520,7 +522,8 @@ def markdown(report: dict) -> str:
         f"# Serving load test: {cfg['model']} on {report['environment'].get('gpu') or 'CPU'}",
         "",
         f"Triton Inference Server (PyTriton), {cfg['protocol']}, dynamic batcher max_batch_size "
-        f"{cfg['max_batch_size']}, max_queue_delay {cfg['max_queue_delay_us']} us, one instance; {cfg['precision']}; "
+        f"{cfg['max_batch_size']}, max_queue_delay {cfg['max_queue_delay_us']} us, "
+        f"{cfg.get('instances', 1)} instance(s); {cfg['precision']}; "
         f"inputs {'in system shared memory' if cfg.get('shm') == 'system' else 'in the requests'}; "
         f"requests of batch {cfg['batch']}, {cfg['requests']} per level to tensorforge and {cfg['eager_requests']} to "
         f"eager; closed-loop clients in "
@@ -594,6 +597,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None, help="default fp16 on CUDA")
     parser.add_argument("--max-batch-size", type=int, default=None, help="Triton's (and the plans'); CUDA 64, CPU 8")
     parser.add_argument("--max-queue-delay-us", type=int, default=100)
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="model instances of each server (default 1); on a GPU two let one batch's copies overlap another's run",
+    )
     parser.add_argument(
         "--shm",
         choices=("none", "system"),
@@ -697,6 +706,7 @@ def _serve_all(args, levels, servers, out, work, module, eager, pool_inputs, exp
                 name=args.model,
                 max_batch_size=args.max_batch_size,
                 max_queue_delay_us=args.max_queue_delay_us,
+                instances=args.instances,
                 host="127.0.0.1",
                 http_port=http_port,
                 grpc_port=grpc_port,
