@@ -103,6 +103,22 @@ def tops(flops: float, ms: float) -> float:
     return flops / (ms * 1e-3) / 1e12
 
 
+def recorder(rows: list[dict], label: str, flops: float, deadline: float):
+    """record(method, dtype, tile, fn): `fn` timed (or its error) as one row of `rows`, until the deadline."""
+
+    def record(method, dtype, tile, fn) -> None:
+        if time.monotonic() > deadline:
+            return
+        row = {"shape": label, "method": method, "dtype": dtype, "tile": tile}
+        try:
+            ms = bench_ms(fn)
+            rows.append(row | {"ms": ms, "tops": tops(flops, ms)})
+        except Exception as exc:  # noqa: BLE001 - a tile that does not fit is a result too
+            rows.append(row | {"error": f"{type(exc).__name__}: {exc}"[:300]})
+
+    return record
+
+
 def random8(shape, dtype, device):
     if dtype == torch.int8:
         return torch.randint(-100, 100, shape, dtype=torch.int8, device=device)
@@ -115,26 +131,8 @@ def gemm_rows(label, m, k, n, device, deadline) -> list[dict]:
     from tensorforge.engine.tactics import qgemm_triton_kernel as qk
 
     flops = 2.0 * m * k * n
-    rows = []
-
-    def record(method, dtype, tile, fn):
-        if time.monotonic() > deadline:
-            return
-        try:
-            ms = bench_ms(fn)
-            rows.append(
-                {"shape": label, "method": method, "dtype": dtype, "tile": tile, "ms": ms, "tops": tops(flops, ms)}
-            )
-        except Exception as exc:  # noqa: BLE001 - a tile that does not fit is a result too
-            rows.append(
-                {
-                    "shape": label,
-                    "method": method,
-                    "dtype": dtype,
-                    "tile": tile,
-                    "error": f"{type(exc).__name__}: {exc}"[:300],
-                }
-            )
+    rows: list[dict] = []
+    record = recorder(rows, label, flops, deadline)
 
     x16 = torch.randn(m, k, device=device, dtype=torch.float16)
     w16 = torch.randn(n, k, device=device, dtype=torch.float16) / k**0.5
@@ -199,26 +197,8 @@ def conv_rows(label, batch, c_in, h, c_out, stride, device, deadline) -> list[di
     oh = (h + 2 - 3) // stride + 1
     m = batch * oh * oh
     flops = 2.0 * m * c_out * c_in * 9
-    rows = []
-
-    def record(method, dtype, tile, fn):
-        if time.monotonic() > deadline:
-            return
-        try:
-            ms = bench_ms(fn)
-            rows.append(
-                {"shape": label, "method": method, "dtype": dtype, "tile": tile, "ms": ms, "tops": tops(flops, ms)}
-            )
-        except Exception as exc:  # noqa: BLE001
-            rows.append(
-                {
-                    "shape": label,
-                    "method": method,
-                    "dtype": dtype,
-                    "tile": tile,
-                    "error": f"{type(exc).__name__}: {exc}"[:300],
-                }
-            )
+    rows: list[dict] = []
+    record = recorder(rows, label, flops, deadline)
 
     x16 = torch.randn(batch, c_in, h, h, device=device, dtype=torch.float16).contiguous(
         memory_format=torch.channels_last

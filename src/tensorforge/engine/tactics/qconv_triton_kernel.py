@@ -16,7 +16,7 @@ import triton.language as tl
 
 from .gemm_triton_kernel import _tile_of
 from .pool_triton_kernel import _window_tap
-from .quantized_epilogue_kernel import quantized_epilogue, to_output
+from .quantized_epilogue_kernel import store_layer_output
 
 
 @triton.jit
@@ -112,27 +112,10 @@ def qconv2d_implicit_gemm_nhwc(
             a = tl.load(x_ptr + offs, mask=mask, other=0.0)
             acc = tl.dot(a, tl.load(b_ptrs), acc, out_dtype=acc.dtype)
             b_ptrs += BLOCK_K
-    y = quantized_epilogue(
-        acc,
-        rm,
-        rn,
-        M,
-        C_OUT,
-        scale_ptr,
-        bias_ptr,
-        r_ptr,
-        C_OUT,
-        r_scale,
-        lo,
-        hi,
-        slope,
-        HAS_BIAS,
-        HAS_RESIDUAL,
-        RESIDUAL_PRE,
-        ACT,
-    )
-    keep = in_m[:, None] & (rn < C_OUT)[None, :]
-    tl.store(y_ptr + rm[:, None] * C_OUT + rn[None, :], to_output(y, out_scale, OUT).to(y_ptr.dtype.element_ty), keep)
+    store_layer_output(
+        acc, rm, rn, M, C_OUT, y_ptr, C_OUT, scale_ptr, bias_ptr, r_ptr, C_OUT, r_scale, lo, hi, slope, out_scale,
+        HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT, OUT,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -191,23 +174,7 @@ def qdepthwise_conv2d_nhwc(
             v = tl.load(x_ptr + offs, mask=keep & inside[:, None], other=0.0).to(acc.dtype)
             w = tl.load(w_ptr + (kh * KW + kw) * C + c, mask=in_c, other=0.0).to(acc.dtype)
             acc += v * w[None, :]
-    y = quantized_epilogue(
-        acc,
-        p,
-        c,
-        P,
-        C,
-        scale_ptr,
-        bias_ptr,
-        r_ptr,
-        C,
-        r_scale,
-        lo,
-        hi,
-        slope,
-        HAS_BIAS,
-        HAS_RESIDUAL,
-        RESIDUAL_PRE,
-        ACT,
-    )
-    tl.store(y_ptr + p[:, None] * C + c[None, :], to_output(y, out_scale, OUT).to(y_ptr.dtype.element_ty), mask=keep)
+    store_layer_output(
+        acc, p, c, P, C, y_ptr, C, scale_ptr, bias_ptr, r_ptr, C, r_scale, lo, hi, slope, out_scale, HAS_BIAS,
+        HAS_RESIDUAL, RESIDUAL_PRE, ACT, OUT,
+    )  # fmt: skip

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .gemm_triton_kernel import _tile_of
-from .quantized_epilogue_kernel import quantized_epilogue, to_output
+from .quantized_epilogue_kernel import store_layer_output
 
 
 @triton.jit
@@ -83,28 +83,10 @@ def qgemm_epilogue(
             acc = tl.dot(a, b, acc, max_num_imprecise_acc=BLOCK_K)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
-    y = quantized_epilogue(
-        acc,
-        rm,
-        rn,
-        M,
-        N,
-        scale_ptr,
-        bias_ptr,
-        r_ptr,
-        stride_rm,
-        r_scale,
-        lo,
-        hi,
-        slope,
-        HAS_BIAS,
-        HAS_RESIDUAL,
-        RESIDUAL_PRE,
-        ACT,
-    )
-    mask = (rm[:, None] < M) & (rn[None, :] < N)
-    out = to_output(y, out_scale, OUT).to(c_ptr.dtype.element_ty)
-    tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :], out, mask=mask)
+    store_layer_output(
+        acc, rm, rn, M, N, c_ptr, stride_cm, scale_ptr, bias_ptr, r_ptr, stride_rm, r_scale, lo, hi, slope, out_scale,
+        HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT, OUT,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -157,28 +139,10 @@ def qgemm_epilogue_tma(
                 acc = tl.dot(a, b.T, acc, max_num_imprecise_acc=BLOCK_K)  # as in qgemm_epilogue
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        y = quantized_epilogue(
-            acc,
-            rm,
-            rn,
-            M,
-            N,
-            scale_ptr,
-            bias_ptr,
-            r_ptr,
-            stride_rm,
-            r_scale,
-            lo,
-            hi,
-            slope,
-            HAS_BIAS,
-            HAS_RESIDUAL,
-            RESIDUAL_PRE,
-            ACT,
-        )
-        mask = (rm[:, None] < M) & (rn[None, :] < N)
-        out = to_output(y, out_scale, OUT).to(c_ptr.dtype.element_ty)
-        tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :], out, mask=mask)
+        store_layer_output(
+            acc, rm, rn, M, N, c_ptr, stride_cm, scale_ptr, bias_ptr, r_ptr, stride_rm, r_scale, lo, hi, slope,
+            out_scale, HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT, OUT,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -212,24 +176,7 @@ def qepilogue(
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     acc = tl.load(p_ptr + rm[:, None] * stride_pm + rn[None, :], mask=mask, other=0)
-    y = quantized_epilogue(
-        acc,
-        rm,
-        rn,
-        M,
-        N,
-        scale_ptr,
-        bias_ptr,
-        r_ptr,
-        stride_rm,
-        r_scale,
-        lo,
-        hi,
-        slope,
-        HAS_BIAS,
-        HAS_RESIDUAL,
-        RESIDUAL_PRE,
-        ACT,
-    )
-    out = to_output(y, out_scale, OUT).to(c_ptr.dtype.element_ty)
-    tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :], out, mask=mask)
+    store_layer_output(
+        acc, rm, rn, M, N, c_ptr, stride_cm, scale_ptr, bias_ptr, r_ptr, stride_rm, r_scale, lo, hi, slope, out_scale,
+        HAS_BIAS, HAS_RESIDUAL, RESIDUAL_PRE, ACT, OUT,
+    )  # fmt: skip

@@ -81,3 +81,39 @@ def to_output(y, out_scale, OUT: tl.constexpr):
         return round_to_e4m3(q).to(tl.float8e4nv)
     else:
         return y
+
+
+@triton.jit
+def store_layer_output(
+    acc,
+    rm,
+    rn,
+    M,
+    N,
+    c_ptr,
+    stride_cm,
+    scale_ptr,
+    bias_ptr,
+    r_ptr,
+    stride_rm,
+    r_scale,
+    lo,
+    hi,
+    slope,
+    out_scale,
+    HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    RESIDUAL_PRE: tl.constexpr,
+    ACT: tl.constexpr,
+    OUT: tl.constexpr,
+):
+    """The accumulator tile through `quantized_epilogue` and `to_output`, stored in the output's type at rows `rm`
+    (row stride `stride_cm`) and columns `rn`, within [M, N]: how every quantized layer's kernel ends."""
+    y = quantized_epilogue(
+        acc, rm, rn, M, N, scale_ptr, bias_ptr, r_ptr, stride_rm, r_scale, lo, hi, slope, HAS_BIAS, HAS_RESIDUAL,
+        RESIDUAL_PRE, ACT,
+    )  # fmt: skip
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    tl.store(
+        c_ptr + rm[:, None] * stride_cm + rn[None, :], to_output(y, out_scale, OUT).to(c_ptr.dtype.element_ty), mask
+    )
