@@ -442,11 +442,23 @@ def test_serve_api_handle(serve_python, tiny_tforge, tmp_path):
 # -- export-triton, served by the bundled tritonserver ----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def exported_server(serve_python, tiny_tforge, tmp_path_factory):
+ON_GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.fixture(scope="module", params=["cpu", pytest.param("gpu", marks=ON_GPU)])
+def exported_server(request, serve_python, tiny_model, tiny_tforge, tmp_path_factory):
+    """The exported repository in the bundled tritonserver: KIND_CPU instances, or on a GPU KIND_GPU ones (each
+    instance loads the plans on its GPU; the tiny plans were built on the CPU, so it is exported rebuildable)."""
+    kind = request.param
     root = tmp_path_factory.mktemp("triton")
     repo = root / "repo"
-    assert cli_main(["export-triton", str(tiny_tforge), str(repo), "--kind", "cpu", "--instances", "2"]) == 0
+    plan = tiny_tforge
+    if kind == "gpu":
+        module = forge.compile(tiny_model, example_inputs(2), device="cuda", precision="fp32-strict")
+        module.build_all(MAX_BATCH)
+        plan = root / "tiny.tforge"
+        module.save(plan)
+    assert cli_main(["export-triton", str(plan), str(repo), "--kind", kind, "--instances", "2"]) == 0
     http_port, grpc_port, metrics_port = free_ports(3)
     code = (
         "import json, sys\n"
@@ -463,6 +475,7 @@ def exported_server(serve_python, tiny_tforge, tmp_path_factory):
     server = Server(argv, env, root / "tritonserver.log", http_port, "tiny")
     server.grpc = f"127.0.0.1:{grpc_port}"
     server.metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    server.kind = kind
     try:
         server.wait_ready()
         yield server
@@ -482,7 +495,8 @@ def test_exported_repository_serves_in_bundled_tritonserver(
     assert_outputs_match_eager(tiny_model, requests, out, [s.name for s in tiny_signature.outputs])
     config = json.loads(config_out.read_text())
     assert config["backend"] == "python" and config["max_batch_size"] == MAX_BATCH
-    assert config["instance_group"][0]["kind"] == "KIND_CPU" and config["instance_group"][0]["count"] == 2
+    group = config["instance_group"][0]
+    assert group["kind"] == f"KIND_{exported_server.kind.upper()}" and group["count"] == 2
     assert config["dynamic_batching"]["preferred_batch_size"] == [MAX_BATCH]
     metrics = fetch(exported_server.metrics)
     assert metric(metrics, "nv_inference_request_success", "tiny") >= N_REQUESTS
