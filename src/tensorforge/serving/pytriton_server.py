@@ -75,9 +75,10 @@ def infer_function(runner: BatchRunner) -> Callable[[Sequence[Any]], list[dict[s
     """The PyTriton infer callable of one instance: PyTriton's requests (name -> numpy array) to the runner, its
     outputs back as numpy arrays."""
     signature = runner.signature
+    device = runner.device
 
     def infer(requests: Sequence[Any]) -> list[dict[str, Any]]:
-        batch = [{name: numpy_to_torch(request[name]) for name in request} for request in requests]
+        batch = [{name: numpy_to_torch(request[name], device=device) for name in request} for request in requests]
         results = runner.run(batch)
         errors = list(dict.fromkeys(str(r) for r in results if isinstance(r, RequestError)))
         if errors:

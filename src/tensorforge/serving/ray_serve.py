@@ -202,7 +202,9 @@ class Runner:
         """One run of the module over `members` (their shapes agree past the batch), padded by the batch runner
         where it pads (to a power-of-two batch: `BatchRunner`)."""
         self.stats["runs"] += 1
-        batch = [{s.name: numpy_to_torch(a) for s, a in zip(self.inputs, m.inputs)} for m in members]
+        batch = [
+            {s.name: numpy_to_torch(a, device=self.device) for s, a in zip(self.inputs, m.inputs)} for m in members
+        ]
         answers: list[tuple[np.ndarray, ...] | Exception] = []
         for answer in self.batch_runner.run(batch):
             if isinstance(answer, RequestError):

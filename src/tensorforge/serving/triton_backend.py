@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -196,9 +197,20 @@ def _names(specs: Sequence[TensorSpec]) -> str:
     return ", ".join(s.name for s in specs)
 
 
-def numpy_to_torch(array: np.ndarray) -> torch.Tensor:
-    """A host array as a tensor (copied where it is read-only, e.g. a view of Triton's shared memory)."""
-    return torch.from_numpy(array if array.flags.writeable else array.copy())
+# A read-only request array (a view of Triton's or PyTriton's shared memory) that only travels on to a GPU is wrapped,
+# not copied: the host copy would be a second pass over every input (600 KB per 224x224 image) on the server's
+# critical path. torch warns that the tensor would be writable; it never is written (`numpy_to_torch`).
+warnings.filterwarnings(
+    "ignore", message="The given NumPy array is not writable", category=UserWarning, module=__name__
+)
+
+
+def numpy_to_torch(array: np.ndarray, *, device: torch.device | None = None) -> torch.Tensor:
+    """A host array as a tensor: copied where it is read-only (e.g. a view of Triton's shared memory), unless it
+    is bound for `device`, a GPU, where the transfer is the copy and the host tensor is never written."""
+    if array.flags.writeable or (device is not None and device.type == "cuda"):
+        return torch.from_numpy(array)
+    return torch.from_numpy(array.copy())
 
 
 def torch_to_numpy(tensor: torch.Tensor) -> np.ndarray:
