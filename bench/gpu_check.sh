@@ -48,9 +48,15 @@ case "$step" in
     python3 bench/quant_speed.py --out "$OUT" "$@" 2>&1 | tee "$OUT/quant_speed.log" ;;
   qtiles)   python3 bench/qgemm_tiles.py --out "$OUT" "$@" 2>&1 | tee "$OUT/qgemm_tiles.log" ;;
   serve)
-    # PyTriton's Triton server, tritonclient and numpy < 2, packed by bench/pack_serve_bundle.sh (carried); the
-    # Python backend's stub needs this Python's shared libpython
-    mkdir -p /tmp/site && tar -xJf .gpu_serve/site.tar.xz -C /tmp/site && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+    # PyTriton's Triton server, tritonclient and numpy < 2, packed by bench/pack_serve_bundle.sh (carried). Installed
+    # into this interpreter's own site-packages (the GPU machine is thrown away after the session): the Python
+    # backend's stub embeds this Python (it needs its shared libpython) and reads its site-packages but not
+    # PYTHONPATH, and it must see numpy < 2 and pyzmq as this process does (with /tmp/site on PYTHONPATH only, the
+    # stub found no zmq, then numpy 2, and every reply came back empty). The tritonserver binary PyTriton copies
+    # into its workspace finds its libraries through LD_LIBRARY_PATH.
+    SITE=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    rm -rf "$SITE"/numpy "$SITE"/numpy-*.dist-info "$SITE"/numpy.libs
+    tar -xJf .gpu_serve/site.tar.xz -C "$SITE" && export LD_LIBRARY_PATH="$SITE/nvidia_pytriton.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     python3 -c "import sysconfig; print('libpython:', sysconfig.get_config_var('LIBDIR'), sysconfig.get_config_var('LDLIBRARY'), 'shared' if sysconfig.get_config_var('Py_ENABLE_SHARED') else 'static')"
     python3 bench/serve_load.py --out "$OUT" "$@" 2>&1 | tee "$OUT/serve_load.log" ;;
   *) echo "unknown step $step"; exit 2 ;;

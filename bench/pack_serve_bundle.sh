@@ -3,7 +3,8 @@
 # their missing dependencies, cp312) into one xz tarball a GPU call can carry within its 64 MiB: the PyTriton wheel
 # alone is 55 MB, most of it a bundled libpython 3.13 and the backend stubs of five other Pythons, which a
 # Python 3.12 machine never loads. bash bench/pack_serve_bundle.sh [WHEELS_DIR] [OUT_DIR] (defaults
-# .gpu_serve_wheels, .gpu_serve); on the GPU machine: tar -xJf .gpu_serve/site.tar.xz -C /tmp/site.
+# .gpu_serve_wheels, .gpu_serve); on the GPU machine `bash bench/gpu_check.sh serve ARGS` unpacks it into the
+# interpreter's site-packages.
 set -euo pipefail
 WHEELS=${1:-.gpu_serve_wheels}
 OUT=${2:-.gpu_serve}
