@@ -220,6 +220,7 @@ def _shared_memory_request(handle, request: dict, module) -> list[str]:
             want = module(*(torch.from_numpy(a) for a in arrays))
         errors = []
         for spec, w in zip(handle.signature.outputs, want):
+            w = w.cpu()
             got = result.as_numpy(spec.name).reshape(w.shape)
             if not np.allclose(got, w.numpy(), rtol=1e-6, atol=1e-6):
                 errors.append(f"{spec.name}: {np.abs(got - w.numpy()).max()}")
@@ -282,16 +283,19 @@ def client_main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--tforge")
     parser.add_argument("--ports")
+    parser.add_argument("--gpus", default=None)
     args = parser.parse_args(argv)
     requests = _requests(args.requests)
 
     if args.mode == "api":
         import tensorforge as forge
 
-        module = forge.load(args.tforge, device="cpu")
+        # with --gpus: the .tforge served on those GPUs (loaded on each), answers compared with it loaded on GPU 0
+        module = forge.load(args.tforge, device="cuda:0" if args.gpus else "cpu")
         http_port, grpc_port = (int(p) for p in args.ports.split(","))
         handle = forge.serve(
-            module,
+            args.tforge if args.gpus else module,
+            gpus=args.gpus,
             name="api",
             instances=2,
             http_port=http_port,
@@ -302,6 +306,7 @@ def client_main(argv: list[str]) -> int:
         )
         report = {"url": handle.url, "grpc_url": handle.grpc_url, "ready": handle.ready()}
         report["contexts"] = len({id(r.context) for r in handle.runners})
+        report["devices"] = sorted({str(r.device) for r in handle.runners})
         names = [s.name for s in handle.signature.outputs]
         datatypes = {s.name: s.triton_dtype for s in handle.signature.inputs}
         errors = []
@@ -312,6 +317,7 @@ def client_main(argv: list[str]) -> int:
                     got = _infer(client, protocol, "api", request, datatypes, names)
                     want = module(*(torch.from_numpy(request[s.name]) for s in handle.signature.inputs))
                     for name, w in zip(names, want):
+                        w = w.cpu()
                         g = got[name].reshape(w.shape)
                         if not np.allclose(g, w.numpy(), rtol=1e-6, atol=1e-6):
                             errors.append(f"{protocol.__name__} {name}: {np.abs(g - w.numpy()).max()}")

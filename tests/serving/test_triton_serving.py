@@ -439,6 +439,25 @@ def test_serve_api_handle(serve_python, tiny_tforge, tmp_path):
     assert report["ready_after_stop"] is False and "stopped" in report["repr"]
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_serve_on_every_gpu(serve_python, tiny_model, tmp_path):
+    """serve(path, gpus="all"): two instances on each GPU, each with a context of the module loaded on its GPU, every
+    answer (HTTP, gRPC, shared memory) equal to the plan's own on GPU 0 (a plan serves identical GPUs unchanged)."""
+    module = forge.compile(tiny_model, example_inputs(2), device="cuda", precision="fp32-strict")
+    module.build_all(MAX_BATCH)
+    plan = tmp_path / "tiny_gpu.tforge"
+    module.save(plan)
+    inputs = save_requests(tmp_path / "requests.npz", make_requests(4), ["x", "ids"])
+    http_port, grpc_port = free_ports(2)
+    args = ["api", "--tforge", str(plan), "--requests", str(inputs), "--ports", f"{http_port},{grpc_port}"]
+    report = json.loads(run_client(serve_python, *args, "--gpus", "all").stdout.strip().splitlines()[-1])
+    gpus = torch.cuda.device_count()
+    assert report["devices"] == [f"cuda:{i}" for i in range(gpus)]
+    assert report["contexts"] == 2 * gpus
+    assert report["errors"] == [] and report["shared_memory_errors"] == []
+
+
 # -- export-triton, served by the bundled tritonserver ----------------------------------------------
 
 
