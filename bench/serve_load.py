@@ -44,7 +44,6 @@ import os
 import platform
 import queue
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -100,17 +99,6 @@ def output_tuple(out) -> tuple:
 # -- servers --------------------------------------------------------------------------------------------------
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 class EagerServer:
     """The eager model behind PyTriton, bound as `tensorforge.serving.serve` binds a module: the module's signature
     (names, dtypes, dims, batching), the same dynamic batcher and instances, the same request handling."""
@@ -118,10 +106,11 @@ class EagerServer:
     def __init__(self, model, module, precision: str, args, log_file: Path):
         import torch
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+        from pytriton.triton import Triton, TritonConfig
 
         from tensorforge.serving import BatchRunner, signature_of
-        from tensorforge.serving.pytriton_server import infer_function
+        from tensorforge.serving.net import free_ports, http_ok
+        from tensorforge.serving.pytriton_server import infer_function, security_config
 
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
@@ -148,12 +137,7 @@ class EagerServer:
             strict_readiness=True,
         )
         # as serve(shared_memory=...): the shared-memory endpoints open when the load uses them
-        security = TritonSecurityConfig()
-        if args.shm != "none":
-            security = TritonSecurityConfig(
-                restricted_endpoints=[e for e in security.restricted_endpoints if e != "shared-memory"]
-            )
-        self.triton = Triton(config=config, security_config=security)
+        self.triton = Triton(config=config, security_config=security_config(args.shm != "none"))
         self.triton.bind(
             model_name=self.model_name,
             infer_func=[infer_function(runner) for runner in runners],
@@ -171,7 +155,7 @@ class EagerServer:
         )
         self.triton.run()
         deadline = time.monotonic() + 120
-        while not _http_ok(f"{self.url}/v2/models/{self.model_name}/ready"):
+        while not http_ok(f"{self.url}/v2/models/{self.model_name}/ready"):
             if time.monotonic() > deadline:
                 self.stop()
                 raise TimeoutError(f"the eager server at {self.url} was not ready after 120 s (log: {log_file})")
@@ -179,17 +163,6 @@ class EagerServer:
 
     def stop(self) -> None:
         self.triton.stop()
-
-
-def _http_ok(url: str) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 # -- clients (each process: threads, each with a client of its own) -------------------------------------------
@@ -694,6 +667,7 @@ def run(args, device, levels: list[int], servers: list[str], out: Path, work: Pa
 def _serve_all(args, levels, servers, out, work, module, eager, pool_inputs, expected, report, shared, started) -> int:
     """Each server in turn, every level against it; the report written as it goes. The exit status."""
     from tensorforge.serving import serve
+    from tensorforge.serving.net import free_ports
 
     for label in servers:
         pool_file = work / f"pool_{label}.npz"

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
+
+from tensorforge.serving.net import free_ports, http_ok  # noqa: F401 - the tests import them from here
 
 REPO = Path(__file__).resolve().parents[2]
 # the Python with the `serve` extra: .venv-serve, or another one named by TENSORFORGE_SERVE_PYTHON
@@ -93,26 +92,6 @@ def serve_python() -> Path:
         last = (check.stderr.strip().splitlines() or ["(no message)"])[-1]
         pytest.skip(f"the serving packages do not import in {SERVE_PYTHON}: {last} (`bash scripts/setup_serve.sh`)")
     return SERVE_PYTHON
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct ports free now (bound to port 0 together, then released)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 class Server:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 
 from .common import CLIError
@@ -13,13 +12,9 @@ from .sources import _as_tuple, _device, _read_inputs, _resolve, _stats
 def archive_names(names: list[str]) -> list[str]:
     """Output names as .npz member names: a name comes from the file, so it is made a plain file name (no
     directories, no '..') and unique (a value returned twice, or two names made equal, would overwrite one)."""
-    out: list[str] = []
-    for i, name in enumerate(names):
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or f"output_{i}"
-        if safe in out:
-            safe = f"{safe}_{i}"
-        out.append(safe)
-    return out
+    from ..serving.signature import tensor_names
+
+    return tensor_names(names, "output")
 
 
 def cmd_run(args) -> int:

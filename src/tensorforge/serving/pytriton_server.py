@@ -29,8 +29,6 @@ import os
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,8 @@ import torch
 
 from ..ir.types import torch_dtype
 from .devices import GpuSpec, local_gpus
-from .signature import TritonSignature, check_model_name, signature_of
+from .net import http_ok
+from .signature import TritonSignature, check_model_name, model_name_of, signature_of
 from .triton_backend import BatchRunner, RequestError, numpy_to_torch, torch_to_numpy
 
 logger = logging.getLogger("tensorforge")
@@ -64,6 +63,16 @@ def _import_pytriton() -> dict[str, Any]:
         "TritonConfig": TritonConfig,
         "TritonSecurityConfig": TritonSecurityConfig,
     }
+
+
+def security_config(shared_memory: bool) -> Any:
+    """PyTriton's TritonSecurityConfig: its defaults (the admin endpoints behind a generated access token), with the
+    shared-memory endpoints opened where `shared_memory` (clients on the host may register regions)."""
+    config = _import_pytriton()["TritonSecurityConfig"]
+    security = config()
+    if not shared_memory:
+        return security
+    return config(restricted_endpoints=[e for e in security.restricted_endpoints if e != "shared-memory"])
 
 
 def _check_port(port: int | None, what: str) -> None:
@@ -149,18 +158,13 @@ class TritonServerHandle:
         self._stopped = False
         self._lock = threading.Lock()
 
-    def _get(self, path: str, timeout_s: float) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout_s) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
     def ready(self, timeout_s: float = 2.0) -> bool:
         """Whether the server and the model answer ready (HTTP /v2/health/ready and /v2/models/NAME/ready)."""
         if self._stopped:
             return False
-        return self._get("/v2/health/ready", timeout_s) and self._get(f"/v2/models/{self.model_name}/ready", timeout_s)
+        return http_ok(f"{self.url}/v2/health/ready", timeout_s) and http_ok(
+            f"{self.url}/v2/models/{self.model_name}/ready", timeout_s
+        )
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -272,8 +276,7 @@ def serve(
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such .tforge file")
         module = api.load(path, device=f"cuda:{gpu_indices[0]}" if gpu_indices else device)
-        default_name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in os.path.basename(path))
-        default_name = default_name.removesuffix(".tforge").strip(".") or "model"
+        default_name = model_name_of(path)
     name = check_model_name(name if name is not None else default_name)
     modules = _modules_on_gpus(model, module, gpu_indices) if gpu_indices else [module]
     signature = signature_of(module, max_batch_size=max_batch_size)
@@ -296,12 +299,7 @@ def serve(
         log_file=Path(log_file) if log_file is not None else None,
         strict_readiness=True,
     )
-    security = pt["TritonSecurityConfig"]()  # PyTriton's defaults: admin endpoints behind a generated token
-    if shared_memory:
-        security = pt["TritonSecurityConfig"](
-            restricted_endpoints=[e for e in security.restricted_endpoints if e != "shared-memory"]
-        )
-    triton = pt["Triton"](config=config, security_config=security)
+    triton = pt["Triton"](config=config, security_config=security_config(shared_memory))
     handle = TritonServerHandle(triton, name, signature, runners, host, http_port, grpc_port, metrics_port)
     try:
         batcher = pt["DynamicBatcher"](

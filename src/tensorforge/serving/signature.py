@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +118,12 @@ def tensor_names(names: list[str], prefix: str) -> list[str]:
             safe = f"{safe}_{i}"
         out.append(safe)
     return out
+
+
+def model_name_of(path: str | os.PathLike) -> str:
+    """The Triton model name a `.tforge` file is served under by default: its file name without `.tforge`, made
+    plain (`tensor_names`' rule), "model" where nothing is left."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path).removesuffix(".tforge")).strip(".") or "model"
 
 
 def check_model_name(name: str) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .devices import GpuSpec, parse_gpus
-from .signature import TensorSpec, TritonSignature, check_model_name, signature_of
+from .signature import TensorSpec, TritonSignature, check_model_name, model_name_of, signature_of
 from .triton_backend import DEFAULT_TFORGE_FILE, TFORGE_FILE_PARAMETER
 
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
@@ -154,8 +154,7 @@ def export_triton(
             device = "cuda" if kind == "gpu" and torch.cuda.is_available() else "cpu"
         module = api.load(source, device=device)
     if name is None:
-        stem = source.stem if source is not None else "model"
-        name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in stem).strip(".") or "model"
+        name = model_name_of(source) if source is not None else "model"
     check_model_name(name)
     signature = signature_of(module, max_batch_size=max_batch_size)
     text = config_pbtxt(
