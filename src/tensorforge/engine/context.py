@@ -192,7 +192,6 @@ class ExecutionContext:
                 for position in program.signals
             }
 
-    @torch.inference_mode(False)  # see __init__
     def views(self, env: Mapping[str, int]) -> Values:
         """Per value index: its typed arena view at these symbol sizes (None where it is not in the arena)."""
         key = tuple(sorted(env.items()))
@@ -200,7 +199,11 @@ class ExecutionContext:
         if views is not None:
             self._views.move_to_end(key)
             return views
-        views = [None] * self.program.num_values
+        return self._new_views(key, env)
+
+    @torch.inference_mode(False)  # see __init__; only where views are made, not on every call's cache hit
+    def _new_views(self, key: tuple[tuple[str, int], ...], env: Mapping[str, int]) -> Values:
+        views: Values = [None] * self.program.num_values
         for a in self.program.arena_values:
             shape = a.type.concrete_shape(env)
             nbytes = a.type.nbytes(env)
