@@ -80,7 +80,7 @@ def test_calibrated_plan_on_the_gpu_is_the_qdq_graph(precision, make, shape):
 
 
 # the tactics of a quantized layer that multiply in 8 bits (the others: the float16 library path, the reference)
-FLOAT_PATHS = ("cudnn_float16", "cublas_float16", "torch")
+FLOAT_PATHS = ("cudnn_float16", "cublas_float16", "cudnn_float16_epilogue", "cublas_float16_epilogue", "torch")
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp8"])

@@ -288,13 +288,14 @@ def test_level_0_tile_compiles_for_the_oldest_gpus_it_runs_on(dtype, capability)
     assert compiled.metadata.shared <= ADA_SHARED
 
 
-@pytest.mark.parametrize("dtype, capability", [("int8", 75), (FP8, 89)])
-def test_library_epilogue_compiles_for_the_oldest_gpus_it_runs_on(dtype, capability):
-    """cuBLASLt's int8 tactic runs on Turing: its epilogue kernel (no dot) must compile there."""
+@pytest.mark.parametrize("sums, capability", [("*i32", 75), ("*fp32", 89), ("*fp16", 75)])
+def test_library_epilogue_compiles_for_the_oldest_gpus_it_runs_on(sums, capability):
+    """cuBLASLt's int8 tactic (int32 sums) and the float16 library path (quantized_float.py: float16 sums) run on
+    Turing: their epilogue kernel (no dot) must compile there; cuBLASLt's fp8 one (float32 sums) from Ada."""
     from tensorforge.engine.tactics.qgemm_triton_kernel import qepilogue
 
     signature = {
-        "p_ptr": "*i32" if dtype == "int8" else "*fp32",
+        "p_ptr": sums,
         "c_ptr": "*i8",
         **EPILOGUE_POINTERS,
         "M": "i32",

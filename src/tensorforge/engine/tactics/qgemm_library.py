@@ -82,21 +82,21 @@ def fp8_product(device: torch.device) -> Product:
     return product
 
 
-class _LibraryGemm:
-    """A library product then the `qepilogue` kernel, for one layer: a `RowsGemm`."""
+class LibraryEpilogue:
+    """The `qepilogue` kernel of one layer, over a product a library computed: one read of the sums, one store of
+    the layer's output. `sums_scale` multiplies the layer's per-channel scale where the product was computed on
+    scaled operands (the float16 path of quantized_float.py)."""
 
-    def __init__(self, node: Node, ctx: BindContext, product_on: ProductOn) -> None:
-        self.b = packed_weight(node, ctx).t()  # [K, N] column-major
-        self.product = product_on(ctx.device)
+    def __init__(self, node: Node, ctx: BindContext, sums_scale: float = 1.0) -> None:
         self.args = EpilogueArgs(node, ctx)
+        if sums_scale != 1.0:
+            self.args.scale = self.args.scale * sums_scale
         block_m, block_n = EPILOGUE_BLOCK
         self.flags = dict(self.args.flags, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=EPILOGUE_WARPS)
 
-    def __call__(self, a: torch.Tensor, c: torch.Tensor, residual: torch.Tensor | None) -> None:
+    def __call__(self, sums: torch.Tensor, c: torch.Tensor, residual: torch.Tensor | None) -> None:
+        """c [M, N] = the epilogue of sums [M', N] (M' >= M rows, unit column stride; only the first M read)."""
         m, n = c.shape
-        if m == 0:
-            return
-        sums = self.product(a, self.b)
         r, stride_rm = self.args.residual(residual, c)
         grid = (_cdiv(m, EPILOGUE_BLOCK[0]), _cdiv(n, EPILOGUE_BLOCK[1]))
         kernels().qepilogue[grid](
@@ -113,6 +113,19 @@ class _LibraryGemm:
             *self.args.scalars,
             **self.flags,
         )
+
+
+class _LibraryGemm:
+    """A library product then the `qepilogue` kernel, for one layer: a `RowsGemm`."""
+
+    def __init__(self, node: Node, ctx: BindContext, product_on: ProductOn) -> None:
+        self.b = packed_weight(node, ctx).t()  # [K, N] column-major
+        self.product = product_on(ctx.device)
+        self.epilogue = LibraryEpilogue(node, ctx)
+
+    def __call__(self, a: torch.Tensor, c: torch.Tensor, residual: torch.Tensor | None) -> None:
+        if c.shape[0]:
+            self.epilogue(self.product(a, self.b), c, residual)
 
 
 class _LibraryTemplate:
