@@ -208,6 +208,16 @@ CONV = [
     ),
 ]
 
+# F.fold (col2im) is a grouped transposed convolution with a one-hot kernel
+FOLD = [
+    fun("fold-stride2-pad1", lambda x: F.fold(x, (6, 6), 3, padding=1, stride=2), randn(18, 9), "nn.conv2d_transpose"),
+    fun(
+        "fold-output-padding", lambda x: F.fold(x, (8, 7), 3, padding=1, stride=2), randn(9, 16), "nn.conv2d_transpose"
+    ),
+    fun("fold-dilation-rect", lambda x: F.fold(x, (5, 6), (2, 3), dilation=2), randn(12, 6), "nn.conv2d_transpose"),
+    fun("fold-unbatched", lambda x: F.fold(x[0], (4, 4), 2, stride=2), randn(8, 4), "nn.conv2d_transpose"),
+]
+
 LINALG = [
     mod("linear-bias", lambda: nn.Linear(8, 5), randn(3, 8), ("nn.dense", "nn.bias_add")),
     mod("linear-nobias", lambda: nn.Linear(8, 5, bias=False), randn(3, 8), "nn.dense"),
@@ -527,8 +537,11 @@ PADS = [
     fun("pad-replicate-1d", lambda x: F.pad(x, (0, 3), mode="replicate"), randn(3, 4), "nn.pad"),
     fun("pad-replicate", lambda x: F.pad(x, (1, 2, 2, 1), mode="replicate"), randn(2, 5, 5), "nn.pad"),
     fun("pad-replicate-3d", lambda x: F.pad(x, (1, 1, 0, 2, 1, 0), mode="replicate"), randn(2, 4, 4, 4), "nn.pad"),
-    # negative padding crops; the converter declines it
-    fun("pad-negative", lambda x: F.pad(x, (-1, -1)), randn(3, 5), (), opaque="torch.aten.constant_pad_nd.default"),
+    # negative padding crops (F.fold's decomposition crops its padding off so)
+    fun("pad-negative-crops", lambda x: F.pad(x, (-1, -2)), randn(3, 5), "strided_slice"),
+    fun(
+        "pad-crop-and-grow", lambda x: F.pad(x, (-1, 2, 0, -2), value=0.5), randn(2, 5, 5), ("strided_slice", "nn.pad")
+    ),
 ]
 
 POOLS = [
@@ -747,6 +760,30 @@ NORMS = [
         "nn.batch_norm",
     ),
     mod("batch_norm3d", lambda: with_random_state(nn.BatchNorm3d(2)), randn(2, 4, 4, 4), "nn.batch_norm"),
+    # training=True without running statistics: the batch's own statistics (instance-free normalisation)
+    fun(
+        "batch_norm-batch-statistics",
+        lambda x, weight, bias: F.batch_norm(x, None, None, weight, bias, training=True, eps=1e-3),
+        randn(3, 5, 5),
+        ("mean", "rsqrt", "add"),
+        buffers={"weight": const(3), "bias": const(3)},
+    ),
+    fun(
+        "batch_norm-batch-statistics-no-affine",
+        lambda x: F.batch_norm(x, None, None, training=True),
+        randn(4),
+        ("mean", "rsqrt", "multiply"),
+    ),
+    # weight standardisation (timm's ScaledStdConv2d, NFNets): a weight normalised per output channel at every call
+    fun(
+        "batch_norm-weight-standardisation",
+        lambda x, weight, gain: F.conv2d(
+            x, F.batch_norm(weight.reshape(1, 4, -1), None, None, gain, training=True, momentum=0.0).reshape(4, 3, 3, 3)
+        ),
+        randn(3, 6, 6),
+        ("mean", "rsqrt", "nn.conv2d"),
+        buffers={"weight": const(4, 3, 3, 3), "gain": const(4)},
+    ),
 ]
 
 
@@ -789,6 +826,7 @@ CREATION = [
 
 CASES = (
     CONV
+    + FOLD
     + LINALG
     + ACTIVATIONS
     + BINARY

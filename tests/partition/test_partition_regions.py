@@ -6,7 +6,10 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+import tensorforge as forge
+from helpers import assert_close
 from partition_helpers import B, f32, partition_checked, region_of
 from tensorforge import ir
 from tensorforge.ir import Graph
@@ -322,3 +325,54 @@ def test_large_graph_partitions_quickly():
     x, y = torch.randn(2, 4), torch.randn(2, 4)
     for a, b in zip(ir.execute(graph, x, y), ir.execute(new, x, y)):
         assert torch.equal(a, b)
+
+
+# -- patterns from PyTorch models that used to leave PyTorch nodes between regions (found by the timm sweep) -------
+
+
+class _OutlookFold(torch.nn.Module):
+    """VOLO's outlook attention: unfold into windows, mix within each window, fold back (overlaps add), crop."""
+
+    def forward(self, x):
+        windows = F.unfold(x, 3, padding=1, stride=2)
+        mixed = windows.softmax(dim=1) * windows
+        return F.pad(F.fold(mixed, x.shape[-2:], 3, padding=1, stride=2), (-1, -1, -1, -1)) * 2
+
+
+class _StandardisedConv(torch.nn.Module):
+    """timm's ScaledStdConv2d (NFNets): the weight standardised per output channel by a training-mode batch norm at
+    every call, then a batch-statistics norm on the activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(6, 4, 3, 3))
+        self.gain = torch.nn.Parameter(torch.rand(6) + 0.5)
+
+    def forward(self, x):
+        weight = F.batch_norm(self.weight.reshape(1, 6, -1), None, None, self.gain, training=True, momentum=0.0)
+        y = F.conv2d(x, weight.reshape_as(self.weight), padding=1)
+        return F.batch_norm(y, None, None, training=True).relu()
+
+
+@pytest.mark.parametrize(
+    "module, shape, folded",
+    [
+        pytest.param(_OutlookFold, (4, 8, 8), set(), id="fold-and-crop"),
+        pytest.param(_StandardisedConv, (4, 6, 6), {"mean", "rsqrt"}, id="weight-standardisation"),
+    ],
+)
+def test_model_patterns_are_one_region(module, shape, folded):
+    """F.fold became a scatter-add and a negative pad that ran in PyTorch, cutting VOLO into 5 regions; a
+    training-mode batch norm without statistics ran in PyTorch beside NFNets' every convolution. Now each is one
+    region that matches eager (weight standardisation folded into the convolution's constant), at two batches."""
+    torch.manual_seed(0)
+    model = module().eval()
+    x = torch.randn(2, *shape)
+    compiled = forge.compile(model, (x,), precision="fp32", device="cpu")
+    report = compiled.report
+    assert [n.op for n in compiled.graph.nodes] == ["subgraph"], str(report)
+    assert report.fallbacks == () and folded <= set(report.folded_ops()), str(report)
+    for batch in (2, 3):
+        inputs = torch.randn(batch, *shape)
+        with torch.no_grad():
+            assert_close(compiled(inputs), model(inputs))

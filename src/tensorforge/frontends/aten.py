@@ -508,19 +508,40 @@ def gather(ctx, *, self, dim, index, sparse_grad=False):
 # -- padding --------------------------------------------------------------------------------------
 
 
-def _pad_width(rank: int, pad) -> tuple:
+def _pad_pairs(rank: int, pad) -> tuple:
     """torch's flat (last-dim-first) pad list -> one (before, after) pair per dimension."""
     pairs = [(0, 0)] * rank
     for i in range(len(pad) // 2):
         pairs[rank - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    return tuple(pairs)
+
+
+def _pad_width(rank: int, pad) -> tuple:
+    pairs = _pad_pairs(rank, pad)
     if any(p < 0 for pair in pairs for p in pair):
         raise Unsupported("negative padding (cropping)")
-    return tuple(pairs)
+    return pairs
 
 
 @converter("aten::constant_pad_nd.default")
 def constant_pad_nd(ctx, *, self, pad, value):
-    return ctx.emit("nn.pad", self, pad_width=_pad_width(self.type.rank, pad), pad_value=float(value))
+    """A negative pad crops that side (F.fold's decomposition pads by -padding to cut its border off): those
+    sides become one slice, the rest a pad; the two never meet on one side."""
+    pairs = _pad_pairs(self.type.rank, pad)
+    cropped = [(axis, -before, -after) for axis, (before, after) in enumerate(pairs) if before < 0 or after < 0]
+    pad_width = tuple((max(before, 0), max(after, 0)) for before, after in pairs)
+    x = self
+    if cropped:
+        x = ctx.graph.call(
+            "strided_slice",
+            x,
+            begin=tuple(max(before, 0) for _, before, _ in cropped),
+            end=tuple(-after if after > 0 else _END for _, _, after in cropped),
+            axes=tuple(axis for axis, _, _ in cropped),
+        )
+    if not any(p for pair in pad_width for p in pair):
+        return x
+    return ctx.emit("nn.pad", x, pad_width=pad_width, pad_value=float(value))
 
 
 def _declare_pad(aten_prefix: str, mode: str) -> None:
@@ -565,6 +586,44 @@ def convolution(ctx, *, input, weight, bias, stride, padding, dilation, transpos
             groups=groups,
         )
     return out if bias is None else ctx.emit("nn.bias_add", out, bias, axis=1)
+
+
+@converter("aten::col2im.default")
+def col2im(ctx, *, self, output_size, kernel_size, dilation, padding, stride):
+    """F.fold (VOLO's outlook attention) as a transposed convolution, one group per channel, whose one-hot kernel
+    puts column (i, j) of a channel at window offset (i, j): overlapping windows add up, as they do in the
+    decomposition's scatter-add (index_put with accumulate), which the engine has no op for."""
+    unbatched = self.type.rank == 2
+    x = ctx.graph.call("expand_dims", self, axis=0) if unbatched else self
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = kernel_size, dilation, padding, stride
+    height, width = output_size
+    columns, blocks = x.type.shape[1:]
+    if not isinstance(columns, int) or not isinstance(blocks, int) or columns % (kh * kw):
+        raise Unsupported(f"col2im of {columns} columns x {blocks} blocks with a {kh}x{kw} kernel")
+    natural = [  # the size the blocks cover, which output_padding tops up to output_size
+        (size + 2 * p - d * (k - 1) - 1) // s + 1
+        for size, k, d, p, s in ((height, kh, dh, ph, sh), (width, kw, dw, pw, sw))
+    ]
+    if natural[0] * natural[1] != blocks:
+        raise Unsupported(f"col2im: {blocks} blocks do not tile a {height}x{width} output")
+    grid = ctx.graph.call("reshape", x, newshape=(-1, columns, *natural))
+    one_hot = torch.eye(kh * kw, dtype=x.type.torch_dtype).reshape(kh * kw, 1, kh, kw)
+    kernel = ctx.const(one_hot.repeat(columns // (kh * kw), 1, 1, 1))
+    output_padding = tuple(
+        size - ((n - 1) * s - 2 * p + d * (k - 1) + 1)
+        for size, n, k, d, p, s in ((height, natural[0], kh, dh, ph, sh), (width, natural[1], kw, dw, pw, sw))
+    )
+    out = (ctx.graph.call if unbatched else ctx.emit)(
+        "nn.conv2d_transpose",
+        grid,
+        kernel,
+        strides=(sh, sw),
+        padding=(ph, pw),
+        output_padding=output_padding,
+        dilation=(dh, dw),
+        groups=columns // (kh * kw),
+    )
+    return ctx.emit("squeeze", out, axis=(0,)) if unbatched else out
 
 
 @converter("aten::linear.default")
@@ -660,6 +719,27 @@ def batch_norm_no_training(ctx, *, input, weight, bias, running_mean, running_va
     if any(u.args[1] != 0 for u in ctx.users()):
         raise Unsupported("uses the saved mean/invstd outputs")
     return (_batch_norm(ctx, input, weight, bias, running_mean, running_var, eps), None, None)
+
+
+@converter("aten::_native_batch_norm_legit.no_stats")
+def batch_norm_batch_statistics(ctx, *, input, weight, bias, training, momentum, eps):
+    """F.batch_norm(training=True) without running statistics: normalised by the input's own mean and biased
+    variance over every axis but the channels. Weight standardisation (timm's NFNets) does this to a weight at
+    every call, and on a constant the whole computation folds into one before partitioning. Elementwise ops, not
+    nn.batch_norm: the engine's batch norm takes constant statistics only."""
+    if any(u.args[1] != 0 for u in ctx.users()):
+        raise Unsupported("uses the saved mean/invstd outputs")
+    call = ctx.graph.call
+    axes = tuple(a for a in range(input.type.rank) if a != 1)
+    centered = call("subtract", input, call("mean", input, axis=axes, keepdims=True))
+    variance = call("mean", call("multiply", centered, centered), axis=axes, keepdims=True)
+    scale = call("rsqrt", call("add", variance, ctx.value(float(eps))))
+    per_channel = (-1,) + (1,) * (input.type.rank - 2)
+    if weight is not None:
+        scale = call("multiply", scale, call("reshape", weight, newshape=per_channel))
+    if bias is None:
+        return ctx.emit("multiply", centered, scale), None, None
+    return ctx.emit("add", call("multiply", centered, scale), call("reshape", bias, newshape=per_channel)), None, None
 
 
 @converter("aten::batch_norm.default")
