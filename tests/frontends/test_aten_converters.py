@@ -526,6 +526,10 @@ GATHER = [
     ),
     fun("gather", lambda x, idx: torch.gather(x, 1, idx), (randn(4), ints(2, 4)), "gather"),
     fun("gather-dim0", lambda x, idx: torch.gather(x, 0, idx), (randn(4), ints(2, 4)), "gather"),
+    # Tensor.unfold: sliding windows as a new last axis (HaloNet's halo blocks)
+    fun("unfold-windows", lambda x: x.unfold(2, 3, 2), randn(4, 7, 5), ("take", "transpose")),
+    fun("unfold-last-dim", lambda x: x.unfold(-1, 4, 4), randn(3, 8), "take"),
+    fun("unfold-overlapping-2d", lambda x: x.unfold(1, 4, 2).unfold(2, 4, 2), randn(8, 8, 3), ("take", "transpose")),
 ]
 
 PADS = [

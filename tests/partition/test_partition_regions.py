@@ -354,17 +354,30 @@ class _StandardisedConv(torch.nn.Module):
         return F.batch_norm(y, None, None, training=True).relu()
 
 
+class _HaloBlocks(torch.nn.Module):
+    """HaloNet's keys and values: overlapping blocks (a block plus a halo around it) cut out with Tensor.unfold,
+    attended to by each block's queries."""
+
+    def forward(self, x):
+        queries = x.unfold(2, 4, 4).unfold(3, 4, 4).flatten(-2)  # (b, c, 2, 2, 16)
+        halo = F.pad(x, (2, 2, 2, 2)).unfold(2, 8, 4).unfold(3, 8, 4).flatten(-2)  # (b, c, 2, 2, 64)
+        attention = (queries.permute(0, 2, 3, 4, 1) @ halo.permute(0, 2, 3, 1, 4)).softmax(dim=-1)
+        return attention @ halo.permute(0, 2, 3, 4, 1)
+
+
 @pytest.mark.parametrize(
     "module, shape, folded",
     [
         pytest.param(_OutlookFold, (4, 8, 8), set(), id="fold-and-crop"),
         pytest.param(_StandardisedConv, (4, 6, 6), {"mean", "rsqrt"}, id="weight-standardisation"),
+        pytest.param(_HaloBlocks, (4, 8, 8), set(), id="halo-blocks"),
     ],
 )
 def test_model_patterns_are_one_region(module, shape, folded):
     """F.fold became a scatter-add and a negative pad that ran in PyTorch, cutting VOLO into 5 regions; a
-    training-mode batch norm without statistics ran in PyTorch beside NFNets' every convolution. Now each is one
-    region that matches eager (weight standardisation folded into the convolution's constant), at two batches."""
+    training-mode batch norm without statistics ran in PyTorch beside NFNets' every convolution; Tensor.unfold ran
+    in PyTorch between HaloNet's 4 regions. Now each is one region that matches eager (weight standardisation
+    folded into the convolution's constant), at two batches."""
     torch.manual_seed(0)
     model = module().eval()
     x = torch.randn(2, *shape)

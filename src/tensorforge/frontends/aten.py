@@ -500,6 +500,24 @@ def index(ctx, *, self, indices):
     return ctx.emit("adv_index", self, *(i for _, i in used), axes=tuple(a for a, _ in used))
 
 
+@converter("aten::unfold.default")
+def unfold(ctx, *, self, dimension, size, step):
+    """Tensor.unfold (HaloNet's overlapping halo blocks): every window of `size` along `dimension`, `step` apart, as
+    a new last axis; a take with a constant (windows, size) index, then that axis moved to the end."""
+    if self.type.rank == 0:
+        raise Unsupported("unfold of a 0-d tensor")
+    dim = dimension % self.type.rank
+    length = self.type.shape[dim]
+    if not isinstance(length, int):
+        raise Unsupported(f"unfold along the symbolic axis {length}")
+    index = torch.arange((length - size) // step + 1)[:, None] * step + torch.arange(size)
+    if dim == self.type.rank - 1:
+        return ctx.emit("take", self, ctx.const(index), axis=dim)
+    picked = ctx.graph.call("take", self, ctx.const(index), axis=dim)
+    axes = [a for a in range(self.type.rank + 1) if a != dim + 1] + [dim + 1]
+    return ctx.emit("transpose", picked, axes=tuple(axes))
+
+
 @converter("aten::gather.default")
 def gather(ctx, *, self, dim, index, sparse_grad=False):
     return ctx.emit("gather", self, index, axis=dim % self.type.rank)
