@@ -220,3 +220,38 @@ def test_a_layer_norm_writes_the_8_bit_rows_its_next_layers_read(fp16):
     x = torch.randn(4, 6, 16)
     error = float((execute(out, x)[0].float() - execute(graph, x)[0]).norm() / execute(graph, x)[0].norm())
     assert error <= TOLERANCE[fp16], error
+
+
+@pytest.mark.parametrize("activation_scale", [1e-44, 2e-38], ids=["subnormal", "subnormal-product"])
+def test_subnormal_scales_are_not_folded_into_one_factor(activation_scale):
+    """A tensor calibrated on values near 0 (a dead SiLU branch of a random-weight MobileViT) has a subnormal
+    scale, or a normal one whose product with a weight scale is subnormal: the fused layer's factor s_x * s_w would
+    be 0 (all outputs 0) or lose bits (3e-6 off) where the Q/DQ graph's dequantized operands are normal numbers.
+    Such a layer stays in floating point, computing the graph's numbers."""
+    torch.manual_seed(0)
+    g = Graph("tiny_scale")
+    x = g.add_input("x", TensorType("float32", (Sym("batch"), 8)))
+    s = g.add_constant(torch.tensor(activation_scale), "s")
+    dq = g.call("dequantize", g.call("quantize", x, s, dtype="int8"), s)
+    w_q = g.add_constant(torch.randint(-127, 128, (6, 8), dtype=torch.int8), "w_q")
+    w = g.call("dequantize", w_q, g.add_constant(torch.rand(6) * 0.01 + 0.001, "w_s"), axis=0)
+    g.set_outputs([g.call("nn.dense", dq, w)])
+    g.verify()
+    ctx = PassContext()
+    out = run_passes(g, ctx, verify_each=True)
+    assert ctx.counters["fuse_quantized_layers"] == 0
+    assert "engine.qdense" not in [n.op for n in out.nodes]
+    x = torch.randn(5, 8) * activation_scale * 60
+    expected = execute(g, x)[0]
+    assert expected.abs().max() > 0  # the graph's result is small, not zero
+    assert torch.equal(execute(out, x)[0], expected)
+
+
+def test_normal_scales_still_fuse_next_to_the_subnormal_check():
+    """The smallest normal scales (products well inside float32) still make an 8-bit layer equal to the graph."""
+    graph = _qdq_dense()
+    ctx = PassContext()
+    out = run_passes(graph, ctx, verify_each=True)
+    assert ctx.counters["fuse_quantized_layers"] == 1
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(execute(out, x)[0], execute(graph, x)[0], rtol=0, atol=1e-6)

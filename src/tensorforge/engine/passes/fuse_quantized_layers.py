@@ -18,8 +18,10 @@ dequantized 8-bit tensor (the add's Q/DQ pair the quantizer places) is read in 8
 Matched: an `engine.conv` / `engine.dense` (after `fuse_bias_activation`; or a bare `nn.dense`) whose data is a
 symmetric per-tensor dequantize of an 8-bit tensor and whose weight is a symmetric dequantize of an 8-bit constant
 of the same type, per output channel or per tensor (`_qdq.py`). A zero point is not fused (its correction term
-varies at a padded border); those layers, and layers whose data is not dequantized, stay in floating point with
-their weights dequantized once here, as constant folding does for other constants.
+varies at a padded border), nor a layer whose scales or folded scales are subnormal float32 numbers (the folded
+factor would underflow where the graph's dequantized operands do not); those layers, and layers whose data is not
+dequantized, stay in floating point with their weights dequantized once here, as constant folding does for other
+constants.
 
 Counters: `fuse_quantized_layers` (layers made), `.requantize` (quantizes taken into a layer's epilogue),
 `.residual` (8-bit residuals), `.float_weights` (weights dequantized for layers left in floating point); the
@@ -29,6 +31,8 @@ last three only for a graph that has a dequantize.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from ...ir import Graph, Node, Value, copy_graph
 from ..epilogue import Epilogue
@@ -52,6 +56,23 @@ def _requantize(graph: Graph, value: Value, dtype: str) -> tuple[Node, float] | 
     if user is None or scale is None or user.attrs["dtype"] != dtype:
         return None
     return user, scale
+
+
+def _normal(scales: torch.Tensor) -> bool:
+    """Whether every float32 scale is 0 or a normal number (not subnormal)."""
+    return bool(((scales == 0) | (scales.abs() >= torch.finfo(torch.float32).tiny)).all())
+
+
+def _normal_scales(data: Dequantized, weight: Dequantized) -> bool:
+    """Whether the input scale, the weight's scales and their products (the layer's folded float32 factors) are all
+    0 or normal float32 numbers, no product of nonzero scales 0. A subnormal scale (a tensor calibrated on values
+    near 0, a scale an imported model gives) has too few bits, and the product of two small ones underflows: the
+    Q/DQ graph, which dequantizes each operand first, and the fused layer, which scales the 8-bit sum once, would
+    compute different numbers (all zeros against the graph's small ones)."""
+    weight_scales = channel_scales(weight)
+    folded = data.scale.reshape(()) * weight_scales  # float32, as `_fuse` stores it
+    underflow = (folded == 0) & (weight_scales != 0) & (data.scale != 0)
+    return _normal(data.scale) and _normal(weight_scales) and _normal(folded) and not bool(underflow.any())
 
 
 def _fuse(graph: Graph, layer: Node, data: Dequantized, weight: Dequantized, ctx: PassContext) -> None:
@@ -106,7 +127,7 @@ def fuse_quantized_layers(graph: Graph, ctx: PassContext) -> Graph:
     for layer in [n for n in graph.nodes if n.op in QUANTIZED_OPS]:
         data = per_tensor_dequantized(layer.inputs[0])
         weight = dequantized_weight(layer.inputs[1])
-        if data is not None and weight is not None and data.dtype == weight.dtype:
+        if data is not None and weight is not None and data.dtype == weight.dtype and _normal_scales(data, weight):
             _fuse(graph, layer, data, weight, ctx)
     _fold_float_weights(graph, ctx)
     return graph
