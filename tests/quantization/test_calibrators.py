@@ -89,6 +89,17 @@ def test_scale_maps_the_threshold_to_the_largest_level(dtype, levels):
     assert scale_for(0.0, dtype) == 1.0  # a tensor that is always zero: any scale is exact
 
 
+@pytest.mark.parametrize("dtype, levels", [("int8", 127), ("float8_e4m3fn", 448)])
+def test_a_scale_that_would_be_subnormal_is_1(dtype, levels):
+    """A tensor of values within 1e-36 of 0 (a dead SiLU branch: silu(-100) is -4e-42) would get a subnormal
+    float32 scale, whose products with weight scales underflow; it gets 1, as a zero tensor does, and its values
+    quantize to 0 as closely. The smallest normal scale stays."""
+    tiny = float(torch.finfo(torch.float32).tiny)
+    assert scale_for(4e-42 * levels, dtype) == 1.0
+    assert scale_for(tiny * levels * 0.99, dtype) == 1.0
+    assert scale_for(tiny * levels * 2, dtype) == pytest.approx(tiny * 2)
+
+
 def _small_graph() -> ir.Graph:
     g = ir.Graph()
     x = g.add_input("x", ir.TensorType("float32", (ir.Sym("batch"), 4)))

@@ -136,6 +136,13 @@ def test_weight_scales_per_channel_and_zero_channels():
     assert torch.equal(weight_scales(weight, 1, "int8"), torch.tensor([1 / 127, 2 / 127]))
 
 
+def test_a_weight_scale_that_would_be_subnormal_is_1():
+    """A channel of weights within 1e-36 of 0 gets scale 1 (it quantizes to zeros), not a subnormal scale whose
+    products with the activation's scale underflow."""
+    weight = torch.tensor([[1e-40, -2e-40], [1.0, 0.5]])
+    assert torch.equal(weight_scales(weight, 0, "int8"), torch.tensor([1.0, 1 / 127]))
+
+
 def test_a_graph_with_nothing_to_quantize_says_so(caplog):
     g = frontends.from_torch(torch.nn.Sequential(torch.nn.Linear(4, 2)).eval(), (torch.randn(2, 4),))
     with caplog.at_level("WARNING", logger="tensorforge"):

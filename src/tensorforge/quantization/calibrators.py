@@ -34,12 +34,20 @@ HISTOGRAM_BINS = 2048  # TensorRT's entropy calibrator's bin count
 ENTROPY_LEVELS = 128  # the int8 levels of one sign that the entropy calibrator quantizes the histogram to
 
 
+# the smallest scale a calibration gives: float32's smallest normal number (onnxruntime's compute_scale_zp uses
+# scale 1 below it too)
+SMALLEST_SCALE = float(torch.finfo(torch.float32).tiny)
+
+
 def scale_for(threshold: float, dtype: str) -> float:
     """The scale that maps `threshold` to the largest level of `dtype`. A tensor that was always 0 gets scale 1
-    (any scale quantizes 0 exactly; a zero scale would divide by zero)."""
+    (any scale quantizes 0 exactly; a zero scale would divide by zero), and so does one whose scale would be
+    subnormal in float32 (values within 1e-36 of 0: a dead branch of a random-weight model): such a scale has too
+    few bits, its products with weight scales underflow, and the values quantize to 0 with scale 1 as closely."""
     if dtype not in QMAX:
         raise ValueError(f"no quantized type {dtype!r}; known: {sorted(QMAX)}")
-    return threshold / QMAX[dtype] if threshold > 0 else 1.0
+    scale = threshold / QMAX[dtype]
+    return scale if np.float32(scale) >= SMALLEST_SCALE else 1.0  # the graph stores it as float32
 
 
 class Observer(Protocol):

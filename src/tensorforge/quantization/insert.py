@@ -30,7 +30,7 @@ import torch
 
 from ..ir import Graph, Node, Value, copy_graph, registered_ops
 from ..ir.types import FLOAT_DTYPES
-from .calibrators import QMAX
+from .calibrators import QMAX, SMALLEST_SCALE
 
 CONV_OPS = frozenset({"nn.conv1d", "nn.conv2d", "nn.conv3d"})
 LAYER_OPS = CONV_OPS | {"nn.dense", "matmul", "nn.batch_matmul"}
@@ -208,9 +208,10 @@ def channel_max_abs(weight: torch.Tensor, axis: int | None) -> torch.Tensor:
 
 def weight_scales(weight: torch.Tensor, axis: int | None, dtype: str) -> torch.Tensor:
     """Symmetric scales of a weight: max |w| per output channel (or for the whole tensor) over the type's largest
-    level; a channel of zeros gets scale 1 (it quantizes exactly with any)."""
-    amax = channel_max_abs(weight, axis)
-    return torch.where(amax > 0, amax / QMAX[dtype], torch.ones_like(amax))
+    level; a channel of zeros gets scale 1 (it quantizes exactly with any), and so does one whose scale would be
+    subnormal in float32 (too few bits; calibrators.scale_for)."""
+    scales = channel_max_abs(weight, axis) / QMAX[dtype]
+    return torch.where(scales >= SMALLEST_SCALE, scales, torch.ones_like(scales))
 
 
 def insert_qdq(graph: Graph, placement: Placement, scales: Mapping[str, float], precision: str = "int8") -> Graph:
