@@ -225,12 +225,13 @@ def torchvision_specs() -> list[ModelSpec]:
 
 TIMM_IMAGE_SIZE = 64
 # name -> options: `img_size` where the model builds its position tables for the input size (64 shrinks it
-# legitimately), `size` where it needs more than 64 (the attention-bias grid efficientformer builds for 224)
+# legitimately), `size` where it needs more than 64 (efficientformer's attention-bias grid, HaloNet's blocks)
 TIMM_MODELS: dict[str, dict] = {
     # convolutional: split / concat branches, selective kernels, weight standardisation, re-parameterisation
     "convmixer_768_32": {},  # 9x9 depthwise convolutions, GELU before batch norm
     "cspdarknet53": {},  # Mish, cross-stage partial splits
     "dla34": {},  # deep layer aggregation trees
+    "dpn48b": {},  # dual paths: residual and densely concatenated channels
     "eca_nfnet_l0": {},  # normaliser-free: weights standardised at run time, ECA attention
     "ese_vovnet19b_dw": {},  # one-shot aggregation, effective squeeze-excitation (hard sigmoid)
     "fastvit_t8": {},  # re-parameterisable mixers, large-kernel depthwise
@@ -242,11 +243,13 @@ TIMM_MODELS: dict[str, dict] = {
     "lcnet_050": {},
     "mambaout_femto": {},  # gated CNN blocks, channels-last layer norm
     "mixnet_s": {},  # mixed kernel sizes over channel splits
+    "mobileone_s0": {},  # over-parameterised branches
     "mobilenetv4_hybrid_medium": {},  # universal inverted bottlenecks, multi-query attention
     "regnetz_b16": {"img_size": TIMM_IMAGE_SIZE},
     "repvit_m1": {"img_size": TIMM_IMAGE_SIZE},
     "resnest14d": {},  # split attention (radix softmax)
     "rexnet_100": {},  # partial residuals (channel-padded adds)
+    "tf_efficientnetv2_b0": {},  # TensorFlow "same" padding computed from the input size
     # hybrids: convolution stems and attention stages
     "botnet26t_256": {"img_size": TIMM_IMAGE_SIZE},  # multi-head self-attention with relative positions
     "coat_lite_tiny": {"img_size": TIMM_IMAGE_SIZE},  # convolutional relative position encoding
@@ -256,6 +259,7 @@ TIMM_MODELS: dict[str, dict] = {
     "efficientvit_b0": {},  # ReLU linear attention
     "efficientvit_m0": {"img_size": TIMM_IMAGE_SIZE},  # cascaded group attention
     "gcvit_xxtiny": {"img_size": TIMM_IMAGE_SIZE},  # global context attention
+    "halonet26t": {"size": 256},  # halo attention over overlapping blocks (Tensor.unfold); blocks need 256
     "lambda_resnet26t": {"img_size": TIMM_IMAGE_SIZE},  # lambda layers
     "levit_128s": {"img_size": TIMM_IMAGE_SIZE},  # attention biases, linear + batch norm
     "maxvit_nano_rw_256": {"img_size": TIMM_IMAGE_SIZE},  # block and grid attention
@@ -266,6 +270,7 @@ TIMM_MODELS: dict[str, dict] = {
     "cait_xxs24_224": {"img_size": TIMM_IMAGE_SIZE},  # talking heads, class attention
     "convit_tiny": {"img_size": TIMM_IMAGE_SIZE},  # gated positional self-attention
     "crossvit_tiny_240": {},  # two patch sizes, cross attention (resizes its input to 240)
+    "davit_tiny": {},  # spatial windows and channel-group attention
     "deit3_small_patch16_224": {"img_size": TIMM_IMAGE_SIZE},
     "eva02_tiny_patch14_224": {"img_size": TIMM_IMAGE_SIZE},  # rotary embeddings, SwiGLU
     "focalnet_tiny_srf": {},  # focal modulation
@@ -273,6 +278,9 @@ TIMM_MODELS: dict[str, dict] = {
     "mvitv2_tiny": {"img_size": TIMM_IMAGE_SIZE},  # pooling attention, decomposed relative positions
     "pit_ti_224": {"img_size": TIMM_IMAGE_SIZE},  # pooling by depthwise convolution
     "pvt_v2_b0": {},  # spatial-reduction attention
+    "swinv2_cr_tiny_224": {"img_size": TIMM_IMAGE_SIZE},  # cosine attention, log-spaced position MLP
+    "twins_svt_small": {"img_size": TIMM_IMAGE_SIZE},  # locally-grouped and global sub-sampled attention
+    "vit_small_patch16_rope_224": {"img_size": TIMM_IMAGE_SIZE},  # 2-d rotary embeddings
     "volo_d1_224": {"img_size": TIMM_IMAGE_SIZE},  # outlook attention (unfold / fold)
     "xcit_nano_12_p16_224": {"img_size": TIMM_IMAGE_SIZE},  # cross-covariance attention, Fourier positions
     # MLP and recurrent mixers
@@ -288,7 +296,7 @@ def _timm(arch: str):
     def build(batch: int):
         import timm
 
-        model = timm.create_model(arch, pretrained=False, **options)
+        model = timm.create_model(arch, pretrained=False, **options)  # random weights: nothing downloads
         _unzero_linears(model)
         _wake_residual_branches(model)
         _calibrate_batch_norm(model, _seeded(4, 3, size, size, seed=2))
