@@ -255,3 +255,62 @@ def test_normal_scales_still_fuse_next_to_the_subnormal_check():
     assert ctx.counters["fuse_quantized_layers"] == 1
     x = torch.randn(5, 8)
     torch.testing.assert_close(execute(out, x)[0], execute(graph, x)[0], rtol=0, atol=1e-6)
+
+
+class _Conv1DMLP(torch.nn.Module):
+    """GPT-2's MLP: its Conv1D layers are `addmm(bias, x, W)` with W [in, out], a matmul by a constant, not a
+    dense layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1, self.b1 = torch.nn.Parameter(torch.randn(8, 24) * 0.3), torch.nn.Parameter(torch.randn(24))
+        self.w2, self.b2 = torch.nn.Parameter(torch.randn(24, 8) * 0.2), torch.nn.Parameter(torch.randn(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, 8)
+        h = torch.nn.functional.gelu(torch.addmm(self.b1, rows, self.w1))
+        return x + torch.addmm(self.b2, h, self.w2).reshape(x.shape)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_a_matmul_by_a_quantized_constant_is_an_8_bit_dense_layer(precision):
+    """GPT-2's Conv1D (a matmul by a [K, N] weight quantized per column) becomes engine.qdense with the 8-bit weight
+    transposed: no dequantize left before a float matmul, and the plan computes the Q/DQ graph's numbers."""
+    torch.manual_seed(0)
+    calib = [torch.randn(3, 5, 8) for _ in range(3)]
+    graph = forge.quantize(_Conv1DMLP().eval(), calib, precision=precision, method="minmax")
+    assert sum(n.op == "matmul" for n in graph.nodes) == 2
+    partitioned, config = forge.partition_for_tensorforge(graph)
+    module = forge.build(partitioned, config, device="cpu")
+    x = torch.randn(4, 5, 8)
+    expected, actual = execute(graph, x)[0], module(x)
+    ops = plan_ops(module)
+    assert ops.count("engine.qdense") == 2 and "matmul" not in ops, ops
+    assert ops.count("dequantize") == 0, ops  # the first layer's input is quantized, nothing else dequantized
+    error = float((actual - expected).norm() / expected.norm())
+    assert error <= TOLERANCE[False], error
+
+
+def test_a_shared_matmul_weight_is_transposed_once_and_a_per_tensor_scale_repeats():
+    """Two matmuls reading one 8-bit [K, N] constant with a per-tensor scale: one transposed constant, each layer's
+    scale the input's times the weight's for every column."""
+    torch.manual_seed(0)
+    g = Graph("shared_matmul_weight")
+    x = g.add_input("x", TensorType("float32", (Sym("batch"), 8)))
+    w_s = g.add_constant(torch.tensor(0.004), "w_s")
+    w = g.call("dequantize", g.add_constant(torch.randint(-127, 128, (8, 6), dtype=torch.int8), "w_q"), w_s)
+    outputs = []
+    for scale in (0.02, 0.03):
+        s = g.add_constant(torch.tensor(scale), f"s{len(outputs)}")
+        outputs.append(g.call("matmul", g.call("dequantize", g.call("quantize", x, s, dtype="int8"), s), w))
+    g.set_outputs(outputs)
+    g.verify()
+    ctx = PassContext()
+    out = run_passes(g, ctx, verify_each=True)
+    layers = [n for n in out.nodes if n.op == "engine.qdense"]
+    assert len(layers) == 2 and layers[0].inputs[1] is layers[1].inputs[1]
+    assert layers[0].inputs[1].type.shape == (6, 8)
+    assert torch.equal(layers[1].inputs[2].data, (torch.tensor(0.03) * torch.tensor(0.004)).expand(6))
+    x = torch.randn(5, 8)
+    for actual, expected in zip(execute(out, x), execute(g, x)):
+        torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6)

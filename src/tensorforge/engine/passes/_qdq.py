@@ -2,7 +2,8 @@
 
 A quantized layer (engine/quantized_ops.py) is made from dequantize nodes of two kinds: a *per-tensor* one on an
 activation (one scale, zero point 0: what tensorforge's calibrators and TensorRT's explicit quantization insert)
-and a *weight* one on a constant (a scale per output channel, axis 0, or one for the tensor). Both must be
+and a *weight* one on a constant (a scale per output channel, axis 0, or one for the tensor; a matmul's [K, N]
+weight: per column, axis 1). Both must be
 symmetric: a zero point would add a term to every product that the 8-bit kernels do not compute.
 """
 
@@ -69,6 +70,19 @@ def dequantized_weight(value: Value) -> Dequantized | None:
         return found
     rank = found.source.type.rank
     if found.axis is not None and found.axis % rank == 0 and found.scale.shape == (found.source.type.shape[0],):
+        return found
+    return None
+
+
+def dequantized_matmul_weight(value: Value) -> Dequantized | None:
+    """`value` as a symmetric dequantize of a 2-d 8-bit constant [K, N], the right operand of a matmul by a weight
+    (GPT-2's Conv1D, an addmm), per column (axis 1) or per tensor, else None."""
+    found = _symmetric_dequantize(value)
+    if found is None or found.source.data is None or found.source.type.rank != 2:
+        return None
+    if found.scale.numel() == 1 and found.scale.dim() <= 1:
+        return found
+    if found.axis is not None and found.axis % 2 == 1 and found.scale.shape == (found.source.type.shape[1],):
         return found
     return None
 
