@@ -66,7 +66,9 @@ class RandomBatches(CalibrationDataReader):
         return next(self.batches, None)
 
 
-def quantized_model(tmp_path: Path, per_channel: bool, activation_type: QuantType) -> Path:
+def quantized_model(
+    tmp_path: Path, per_channel: bool, activation_type: QuantType, activation_symmetric: bool = False
+) -> Path:
     source, target = tmp_path / "float.onnx", tmp_path / "quantized.onnx"
     onnx.save(float_model(), str(source))
     quantize_static(
@@ -77,6 +79,7 @@ def quantized_model(tmp_path: Path, per_channel: bool, activation_type: QuantTyp
         per_channel=per_channel,
         activation_type=activation_type,
         weight_type=QuantType.QInt8,
+        extra_options={"ActivationSymmetric": activation_symmetric},
     )
     return target
 

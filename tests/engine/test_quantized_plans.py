@@ -34,7 +34,12 @@ CONFIGS = [
 def test_onnxruntime_quantized_model_runs_in_one_plan(tmp_path, per_channel, activation_type):
     path = quantized_model(tmp_path, per_channel, activation_type)
     graph = from_onnx(str(path), strict=True)
-    imported = sum(n.op in ("quantize", "dequantize") for n in graph.nodes)
+    # the activations' pairs (zero points: not fused); the weights' dequantizes stay 8-bit until the engine
+    # dequantizes them for their float layers
+    imported = sum(n.op in ("quantize", "dequantize") and n.inputs[0].data is None for n in graph.nodes)
+    assert any(
+        n.op == "dequantize" and n.inputs[0].type.dtype == "int8" and n.inputs[0].data is not None for n in graph.nodes
+    )
     partitioned, config = forge.partition_for_tensorforge(graph)
     assert [n.op for n in partitioned.nodes] == ["subgraph"], str(config.report)
     for node in graph.nodes:
@@ -46,6 +51,27 @@ def test_onnxruntime_quantized_model_runs_in_one_plan(tmp_path, per_channel, act
     ops = plan_ops(module)
     assert ops.count("quantize") + ops.count("dequantize") == imported, ops  # none folded away or fused
     assert ops.count("quantize") > 0
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])
+def test_an_onnxruntime_model_with_symmetric_activations_runs_8_bit_layers(tmp_path, per_channel):
+    """onnxruntime's quantize_static with ActivationSymmetric (zero points 0, TensorRT's convention): the imported
+    weights stay int8 constants behind their dequantize, so every conv becomes an 8-bit layer, within 1e-3 of
+    onnxruntime and equal to the imported Q/DQ graph's reference."""
+    path = quantized_model(tmp_path, per_channel, QuantType.QInt8, activation_symmetric=True)
+    graph = from_onnx(str(path), strict=True)
+    partitioned, config = forge.partition_for_tensorforge(graph)
+    module = forge.build(partitioned, config, device="cpu")
+    for batch in (1, 4):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 12, 12)).astype(np.float32)
+        actual = module(torch.from_numpy(x))
+        assert_within(actual, onnxruntime_output(path, x))
+        expected = execute(graph, torch.from_numpy(x))[0]
+        assert float((actual - expected).norm() / expected.norm()) <= 1e-5
+    ops = plan_ops(module)
+    convolutions = sum(n.op == "nn.conv2d" for n in graph.nodes)
+    assert convolutions > 0 and ops.count("engine.qconv") == convolutions, ops
+    assert "engine.conv" not in ops, ops
 
 
 def _weight_qdq_graph() -> tuple[Graph, torch.Tensor, torch.Tensor]:

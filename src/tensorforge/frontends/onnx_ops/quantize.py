@@ -3,13 +3,17 @@
 Models quantized by onnxruntime's `quantize_static` (QDQ format) or ModelOpt carry their scales (and zero points)
 as initializers: they become the ops' constant inputs. A per-tensor scale is a scalar or a one-element vector
 (both are per-tensor in ONNX); a 1-d scale of more elements is per-channel along `axis`. A quantized weight
-(an int8 initializer read by a DequantizeLinear) folds at import into the float weight it stands for, exactly
-(int8 * scale in float32, as onnxruntime computes it), so the layer sees a plain constant weight; activations
-keep their quantize / dequantize pair, and the layers between compute on the values the quantized model has.
+(an int8 or float8 initializer read by a DequantizeLinear) stays 8-bit behind its dequantize, as the weights of
+`tensorforge.quantize` do: the engine multiplies it in 8 bits where the layer's data is quantized too, and
+dequantizes it exactly (int8 * scale in float32, as onnxruntime computes it) where the layer stays in floating
+point; other constants a DequantizeLinear reads (uint8, int32 biases) fold at import. Activations keep their
+quantize / dequantize pair, and the layers between compute on the values the quantized model has.
 """
 
 from __future__ import annotations
 
+from ...engine.quantized_ops import LAYER_DTYPES
+from ...ir import get_op
 from ...ir.ops.quantize import DEQUANTIZE_INPUT_DTYPES, DEQUANTIZED_DTYPES, QUANTIZED_DTYPES
 from ..onnx_dtypes import IR_DTYPES
 from .context import OnnxContext, Operand
@@ -104,4 +108,11 @@ def dequantize_linear(
     if dtype not in DEQUANTIZED_DTYPES:
         raise Unsupported(f"dequantizing to {dtype or output_dtype}; the IR dequantizes to {DEQUANTIZED_DTYPES}")
     params, ir_axis = _params(ctx, "DequantizeLinear", x, x_scale, x_zero_point, axis, block_size)
+    if x.is_known and x.dtype in LAYER_DTYPES and all(p.is_known for p in params):
+        # a quantized weight stays 8-bit, as tensorforge.quantize's do after constant folding: the engine multiplies
+        # it in 8 bits (engine/passes/fuse_quantized_layers.py) and dequantizes it itself where it cannot
+        attrs = get_op("dequantize").normalize_attrs({"axis": ir_axis, "dtype": dtype})
+        values = [ctx.materialize(operand) for operand in (x, *params)]
+        (out,) = ctx.graph.add_node("dequantize", values, attrs, name=ctx.node_name).outputs
+        return Operand(out.name, out.type, value=out)
     return ctx.emit("dequantize", x, *params, axis=ir_axis, dtype=dtype)
