@@ -40,6 +40,7 @@ def test_passes_fold_and_fuse(converted):
     assert ctx.counters == {
         "constant_folding": 0,
         "fold_batch_norm": batch_norms,
+        "dense_from_matmul": 0,
         "fuse_bias_activation": fused,
         "sink_dequantize": 0,
         "fuse_quantized_layers": 0,

@@ -25,6 +25,7 @@ def test_pass_list_order_and_docstrings():
     assert [p.__name__ for p in PASSES] == [
         "constant_folding",
         "fold_batch_norm",
+        "dense_from_matmul",
         "fuse_bias_activation",
         "sink_dequantize",
         "fuse_quantized_layers",
@@ -332,6 +333,7 @@ def test_all_passes_verify_after_each_and_count_everything():
     assert ctx.counters == {
         "constant_folding": 0,
         "fold_batch_norm": 1,
+        "dense_from_matmul": 0,
         "fuse_bias_activation": 1,
         "sink_dequantize": 0,
         "fuse_quantized_layers": 0,

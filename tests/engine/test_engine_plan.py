@@ -79,6 +79,7 @@ def test_plan_attributes(region, plan):
     assert plan.counters == {
         "constant_folding": 0,
         "fold_batch_norm": 1,
+        "dense_from_matmul": 0,
         "fuse_bias_activation": 1,
         "sink_dequantize": 0,
         "fuse_quantized_layers": 0,

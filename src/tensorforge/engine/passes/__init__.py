@@ -16,6 +16,7 @@ from ..config import BuilderConfig, as_profile
 from .assign_precision import assign_precision
 from .constant_folding import constant_folding
 from .dead_code import dead_code
+from .dense_from_matmul import dense_from_matmul
 from .fold_batch_norm import fold_batch_norm
 from .fold_view_chains import fold_view_chains
 from .fuse_bias_activation import fuse_bias_activation
@@ -54,6 +55,7 @@ Pass = Callable[[Graph, PassContext], Graph]
 PASSES: list[Pass] = [
     constant_folding,  # constant subexpressions (arange/broadcast chains) become weights
     fold_batch_norm,  # inference batch norm disappears into the conv/dense before it
+    dense_from_matmul,  # a matmul by a constant matrix is a dense layer, a vector added to its output its bias
     fuse_bias_activation,  # conv/dense + bias + residual + activation become one layer
     sink_dequantize,  # a dequantize moves below reshapes, transposes, pools; quantize(dequantize(x)) is x
     fuse_quantized_layers,  # dequantize -> layer -> quantize becomes one 8-bit layer (its weight stays 8-bit)

@@ -17,12 +17,12 @@ dequantized 8-bit tensor (the add's Q/DQ pair the quantizer places) is read in 8
 
 Matched: an `engine.conv` / `engine.dense` (after `fuse_bias_activation`; or a bare `nn.dense`) whose data is a
 symmetric per-tensor dequantize of an 8-bit tensor and whose weight is a symmetric dequantize of an 8-bit constant
-of the same type, per output channel or per tensor (`_qdq.py`). A `matmul` by such a constant [K, N] (per column
-or per tensor: GPT-2's Conv1D, an addmm) is a dense layer too: its 8-bit weight is transposed once, exactly.
-A zero point is not fused (its correction term varies at a padded border), nor a layer whose scales or folded
-scales are subnormal float32 numbers (the folded factor would underflow where the graph's dequantized operands do
-not); those layers, and layers whose data is not dequantized, stay in floating point with their weights
-dequantized once here, as constant folding does for other constants.
+of the same type, per output channel or per tensor (`_qdq.py`); a matmul by such a constant [K, N] (GPT-2's Conv1D,
+an addmm) is a dense layer by then (`dense_from_matmul`). A zero point is not fused (its correction term
+varies at a padded border), nor a layer whose scales or folded scales are subnormal float32 numbers (the folded
+factor would underflow where the graph's dequantized operands do not); those layers, and layers whose data is not
+dequantized, stay in floating point with their weights dequantized once here, as constant folding does for other
+constants.
 
 Counters: `fuse_quantized_layers` (layers made), `.requantize` (quantizes taken into a layer's epilogue),
 `.residual` (8-bit residuals), `.float_weights` (weights dequantized for layers left in floating point); the
@@ -38,29 +38,15 @@ import torch
 from ...ir import Graph, Node, Value, copy_graph
 from ..epilogue import Epilogue
 from ._edit import erase_and_rename
-from ._qdq import (
-    Dequantized,
-    channel_scales,
-    dequantized_matmul_weight,
-    dequantized_weight,
-    per_tensor_dequantized,
-    per_tensor_quantize_scale,
-)
+from ._qdq import Dequantized, channel_scales, dequantized_weight, per_tensor_dequantized, per_tensor_quantize_scale
 from .constant_folding import fold_node
 
 if TYPE_CHECKING:
     from . import PassContext
 
 NAME = "fuse_quantized_layers"
-# a dense layer with nothing to fuse stays nn.dense (fuse_bias_activation), and a matmul by a constant [K, N] weight
-# is a dense layer written the other way round (GPT-2's Conv1D): 8-bit layers with no epilogue
-QUANTIZED_OPS = {
-    "engine.conv": "engine.qconv",
-    "engine.dense": "engine.qdense",
-    "nn.dense": "engine.qdense",
-    "matmul": "engine.qdense",
-}
-BARE_LAYERS = ("nn.dense", "matmul")
+# a dense layer with nothing to fuse stays nn.dense (fuse_bias_activation): an 8-bit one with no epilogue
+QUANTIZED_OPS = {"engine.conv": "engine.qconv", "engine.dense": "engine.qdense", "nn.dense": "engine.qdense"}
 
 
 def _requantize(graph: Graph, value: Value, dtype: str) -> tuple[Node, float] | None:
@@ -78,28 +64,24 @@ def _normal(scales: torch.Tensor) -> bool:
     return bool(((scales == 0) | (scales.abs() >= torch.finfo(torch.float32).tiny)).all())
 
 
-def _normal_scales(data_scale: torch.Tensor, weight_scales: torch.Tensor) -> bool:
+def _normal_scales(data: Dequantized, weight: Dequantized) -> bool:
     """Whether the input scale, the weight's scales and their products (the layer's folded float32 factors) are all
     0 or normal float32 numbers, no product of nonzero scales 0. A subnormal scale (a tensor calibrated on values
     near 0, a scale an imported model gives) has too few bits, and the product of two small ones underflows: the
     Q/DQ graph, which dequantizes each operand first, and the fused layer, which scales the 8-bit sum once, would
     compute different numbers (all zeros against the graph's small ones)."""
-    folded = data_scale.reshape(()) * weight_scales  # float32, as `_fuse` stores it
-    underflow = (folded == 0) & (weight_scales != 0) & (data_scale != 0)
-    return _normal(data_scale) and _normal(weight_scales) and _normal(folded) and not bool(underflow.any())
+    weight_scales = channel_scales(weight)
+    folded = data.scale.reshape(()) * weight_scales  # float32, as `_fuse` stores it
+    underflow = (folded == 0) & (weight_scales != 0) & (data.scale != 0)
+    return _normal(data.scale) and _normal(weight_scales) and _normal(folded) and not bool(underflow.any())
 
 
-def _fuse(
-    graph: Graph, layer: Node, data: Dequantized, weight: Value, weight_scales: torch.Tensor, ctx: PassContext
-) -> None:
-    """Replace `layer` (and the quantize after it, where it is the only reader) by its 8-bit layer reading
-    `data`'s 8-bit source and the 8-bit constant `weight` (laid out as the 8-bit layer's), whose scales per output
-    channel are `weight_scales`."""
-    bare = layer.op in BARE_LAYERS
+def _fuse(graph: Graph, layer: Node, data: Dequantized, weight: Dequantized, ctx: PassContext) -> None:
+    bare = layer.op == "nn.dense"
     epilogue = Epilogue() if bare else Epilogue.of(layer)
     bias, residual = epilogue.split(layer.inputs)
-    scale = (data.scale.reshape(()) * weight_scales).float()
-    inputs = [data.source, weight, graph.add_constant(scale, f"{layer.name}.scale")]
+    scale = (data.scale.reshape(()) * channel_scales(weight)).float()
+    inputs = [data.source, weight.source, graph.add_constant(scale, f"{layer.name}.scale")]
     if bias is not None:
         inputs.append(bias)
     attrs: dict[str, Any] = epilogue.to_attrs() if bare else dict(layer.attrs)
@@ -126,29 +108,6 @@ def _fuse(
     ctx.count(NAME)
 
 
-def _layer_weight(layer: Node) -> tuple[Dequantized, torch.Tensor] | None:
-    """(the layer's weight as a dequantized 8-bit constant the layer can take, its scales per output channel), else
-    None. A matmul's weight is [K, N], its output channels the columns."""
-    if layer.op != "matmul":
-        weight = dequantized_weight(layer.inputs[1])
-        return (weight, channel_scales(weight)) if weight is not None else None
-    right = dequantized_matmul_weight(layer.inputs[1])
-    if right is None or layer.inputs[0].type.rank < 2:
-        return None
-    columns = right.source.type.concrete_shape()[1]  # a constant: static
-    return right, right.scale.reshape(-1).expand(columns).clone() if right.scale.numel() == 1 else right.scale.clone()
-
-
-def _transposed(graph: Graph, weight: Value, made: dict[Value, Value]) -> Value:
-    """The 8-bit constant `weight` [K, N] as [N, K], the layout of a dense layer's weight: exact (a copy of 8-bit
-    values), made once for every matmul that reads it."""
-    if weight not in made:
-        data = weight.data
-        assert data is not None  # dequantized_matmul_weight: a constant
-        made[weight] = graph.add_constant(data.t().contiguous(), f"{weight.name}.t")
-    return made[weight]
-
-
 def _fold_float_weights(graph: Graph, ctx: PassContext) -> None:
     """Dequantize the 8-bit constants no quantized layer took (constant folding left them): unused ones go, the
     rest become float constants."""
@@ -166,14 +125,10 @@ def fuse_quantized_layers(graph: Graph, ctx: PassContext) -> Graph:
         return graph  # not a quantized graph: no sub-counters to report
     for counter in ("requantize", "residual", "float_weights"):
         ctx.counters.setdefault(f"{NAME}.{counter}", 0)
-    transposed: dict[Value, Value] = {}  # a matmul weight's 8-bit constant -> its transpose, made once
     for layer in [n for n in graph.nodes if n.op in QUANTIZED_OPS]:
         data = per_tensor_dequantized(layer.inputs[0])
-        found = _layer_weight(layer)
-        if data is None or found is None or found[0].dtype != data.dtype or not _normal_scales(data.scale, found[1]):
-            continue
-        weight, scales = found
-        source = _transposed(graph, weight.source, transposed) if layer.op == "matmul" else weight.source
-        _fuse(graph, layer, data, source, scales, ctx)
+        weight = dequantized_weight(layer.inputs[1])
+        if data is not None and weight is not None and data.dtype == weight.dtype and _normal_scales(data, weight):
+            _fuse(graph, layer, data, weight, ctx)
     _fold_float_weights(graph, ctx)
     return graph
