@@ -15,7 +15,7 @@ one e4m3 step (1/8 of the value at most), a float one by its type's rounding.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -220,19 +220,25 @@ def _inputs(graph: Graph, batch: int) -> list[torch.Tensor]:
     return acts
 
 
-def _mismatch(got: torch.Tensor, expected: torch.Tensor) -> str | None:
-    """Why `got` is not `expected` up to the rounding of the output type (the module docstring), or None."""
+def mismatch(
+    got: torch.Tensor,
+    expected: torch.Tensor,
+    int8_agreement: float = INT8_AGREEMENT,
+    float_tol: Mapping[torch.dtype, float] = FLOAT_TOL,
+) -> str | None:
+    """Why `got` is not `expected` up to the rounding of the output type (the module docstring; other kernels' bounds
+    where `int8_agreement` and `float_tol` say), or None."""
     if got.dtype == torch.int8:
         diff = (got.int() - expected.int()).abs()
         equal = (diff == 0).float().mean().item()
-        if diff.max() > 1 or equal < INT8_AGREEMENT:
+        if diff.max() > 1 or equal < int8_agreement:
             return f"int8: max difference {diff.max().item()} steps, {equal:.2%} equal"
         return None
     if got.dtype == torch.float8_e4m3fn:
         got, expected = got.float(), expected.float()
         bad = (got - expected).abs() > FP8_RTOL * expected.abs() + FP8_ATOL
         return f"fp8: {int(bad.sum())} values off by more than one e4m3 step" if bad.any() else None
-    tol = FLOAT_TOL[got.dtype] * float(expected.float().abs().max())
+    tol = float_tol[got.dtype] * float(expected.float().abs().max())
     torch.testing.assert_close(got.float(), expected.float(), rtol=0, atol=tol)
     return None
 
@@ -241,7 +247,7 @@ def check(
     case: str, device: str, name: str | None = None, close: Callable[..., str | None] | None = None
 ) -> str | None:
     """None when the case's tactic (or tactic `name`) computes its layer as the reference does, within `close`
-    (got, expected) -> None or the problem; `_mismatch` by default."""
+    (got, expected) -> None or the problem; `mismatch` by default."""
     make, own = CASES[case]
     name = name or own
     graph = make()
@@ -263,7 +269,7 @@ def check(
         (got,) = kernel(on_device, [None], {"batch": batch})
         assert got.dtype == expected.dtype, (got.dtype, expected.dtype)
         assert got.is_contiguous(memory_format=torch.channels_last), "the output is channels-last"
-        problem = (close or _mismatch)(got.cpu(), expected)
+        problem = (close or mismatch)(got.cpu(), expected)
         if problem:
             return f"batch {batch}: {problem}"
     return None

@@ -25,26 +25,13 @@ INT8_EQUAL = 0.98
 # float outputs, relative to the output's largest value: float16's rounding of the sums (and of a float16 output),
 # bfloat16's of a bfloat16 one
 FLOAT_TOL = {torch.float32: 2e-3, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-FP8_RTOL, FP8_ATOL = 1 / 8, 2.0**-9  # one e4m3 step: 1/8 of the value, the smallest subnormal near zero
 
 
 def close(got: torch.Tensor, expected: torch.Tensor, *_: object) -> str | None:
     """None when the float16 path's output `got` is within the module docstring's bounds of `expected`."""
     if got.dtype != expected.dtype or got.shape != expected.shape:
         return f"got {got.dtype} {tuple(got.shape)}, expected {expected.dtype} {tuple(expected.shape)}"
-    if got.dtype == torch.int8:
-        diff = (got.int() - expected.int()).abs()
-        equal = (diff == 0).float().mean().item()
-        if diff.max().item() > 1 or equal < INT8_EQUAL:
-            return f"int8: max difference {diff.max().item()} steps, {equal:.2%} equal"
-        return None
-    if got.dtype == torch.float8_e4m3fn:
-        got, expected = got.float(), expected.float()
-        bad = (got - expected).abs() > FP8_RTOL * expected.abs() + FP8_ATOL
-        return f"fp8: {int(bad.sum())} values off by more than one e4m3 step" if bad.any() else None
-    limit = FLOAT_TOL[got.dtype] * float(expected.float().abs().max())
-    worst = float((got.float() - expected.float()).abs().max()) if got.numel() else 0.0
-    return f"float: off by {worst:.3g}, more than {limit:.3g}" if worst > limit else None
+    return qconv_cases.mismatch(got, expected, INT8_EQUAL, FLOAT_TOL)
 
 
 def run_cases(device: str) -> dict:

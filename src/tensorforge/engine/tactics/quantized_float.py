@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,12 @@ def _float16_operands(node: Node, ctx: BindContext) -> tuple[torch.Tensor, float
     return (weight * per_channel).half(), split
 
 
+def _conv_geometry(node: Node) -> tuple[Any, Any, Any, int]:
+    """F.conv2d's (stride, padding, dilation, groups) of the engine.qconv `node`."""
+    a = node.attrs
+    return a["strides"], a["padding"], a["dilation"], a["groups"]
+
+
 def _epilogue_inputs(node: Node, ctx: BindContext) -> Callable[[Inputs], list[torch.Tensor]]:
     """The layer's (bias, residual) as `finish` takes them, for a call's inputs: the bias bound on the device now
     (a packing tactic's constants stay on the host), the residual read from the call."""
@@ -91,11 +97,11 @@ class QuantizedConvFloat16:
         weight = weight.contiguous(memory_format=torch.channels_last)
         extra = _epilogue_inputs(node, ctx)
         a = node.attrs
-        stride, padding, dilation, groups = a["strides"], a["padding"], a["dilation"], a["groups"]
+        geometry = _conv_geometry(node)
 
         def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].contiguous(memory_format=torch.channels_last).half() * split
-            y = F.conv2d(x, weight, None, stride, padding, dilation, groups).float()
+            y = F.conv2d(x, weight, None, *geometry).float()
             return (finish(y, extra(inputs), a, channel_axis=1),)
 
         return run
@@ -193,12 +199,11 @@ class QuantizedConvFloat16Epilogue:
         epilogue = LibraryEpilogue(node, ctx, sums_scale=2.0**shift)
         residual_index = Epilogue.of(node).residual_index
         dtype, channels = output_dtype(node), weight.shape[0]
-        a = node.attrs
-        stride, padding, dilation, groups = a["strides"], a["padding"], a["dilation"], a["groups"]
+        geometry = _conv_geometry(node)
 
         def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].to(torch.float16, memory_format=torch.channels_last)
-            sums = F.conv2d(x, weight, None, stride, padding, dilation, groups)
+            sums = F.conv2d(x, weight, None, *geometry)
             y = torch.empty(sums.shape, dtype=dtype, device=x.device, memory_format=torch.channels_last)
             residual = _nhwc_rows(inputs[residual_index], channels) if residual_index is not None else None
             if y.numel():
