@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import REQUIRED, ShapeInferenceError, TensorType, get_op, register_op
-from ..ir.ops.quantize import QUANTIZED_DTYPES
+from ..ir.ops.quantize import QUANTIZED_DTYPES, SYMMETRIC_DTYPES
 from ..ir.types import GPU_FLOAT_DTYPES, torch_dtype
 from .epilogue import EPILOGUE_ATTRS, FIRST_EXTRA_INPUT, Epilogue
 from .ops import _conv_macs, _conv_shape, _dense_macs
@@ -41,7 +41,7 @@ from .ops import _conv_macs, _conv_shape, _dense_macs
 Tensor = torch.Tensor
 
 # the 8-bit types a quantized layer multiplies in: int8 everywhere from compute capability 7.5, fp8 from 8.9
-LAYER_DTYPES = ("int8", "float8_e4m3fn")
+LAYER_DTYPES = SYMMETRIC_DTYPES
 QUANT_ATTRS: dict[str, Any] = {"out_dtype": REQUIRED, "out_scale": None, "residual_scale": None}
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 FIRST_EXTRA = FIRST_EXTRA_INPUT + 1  # after data, weight and scale

@@ -12,9 +12,8 @@ quantize / dequantize pair, and the layers between compute on the values the qua
 
 from __future__ import annotations
 
-from ...engine.quantized_ops import LAYER_DTYPES
 from ...ir import get_op
-from ...ir.ops.quantize import DEQUANTIZE_INPUT_DTYPES, DEQUANTIZED_DTYPES, QUANTIZED_DTYPES
+from ...ir.ops.quantize import DEQUANTIZE_INPUT_DTYPES, DEQUANTIZED_DTYPES, QUANTIZED_DTYPES, SYMMETRIC_DTYPES
 from ..onnx_dtypes import IR_DTYPES
 from .context import OnnxContext, Operand
 from .registry import Unsupported, onnx_converter
@@ -108,7 +107,7 @@ def dequantize_linear(
     if dtype not in DEQUANTIZED_DTYPES:
         raise Unsupported(f"dequantizing to {dtype or output_dtype}; the IR dequantizes to {DEQUANTIZED_DTYPES}")
     params, ir_axis = _params(ctx, "DequantizeLinear", x, x_scale, x_zero_point, axis, block_size)
-    if x.is_known and x.dtype in LAYER_DTYPES and all(p.is_known for p in params):
+    if x.is_known and x.dtype in SYMMETRIC_DTYPES and all(p.is_known for p in params):
         # a quantized weight stays 8-bit, as tensorforge.quantize's do after constant folding: the engine multiplies
         # it in 8 bits (engine/passes/fuse_quantized_layers.py) and dequantizes it itself where it cannot
         attrs = get_op("dequantize").normalize_attrs({"axis": ir_axis, "dtype": dtype})

@@ -28,6 +28,9 @@ from ..symbolic import SymExpr
 from ..types import FLOAT_DTYPES, GPU_FLOAT_DTYPES, TensorType, torch_dtype
 
 QUANTIZED_DTYPES = ("int8", "uint8", "float8_e4m3fn")
+# the symmetric 8-bit types (no zero point needed): those a quantized layer multiplies in (engine.quantized_ops), and
+# those whose quantized weights an importer keeps 8-bit
+SYMMETRIC_DTYPES = ("int8", "float8_e4m3fn")
 # what dequantize reads: the quantized types, and int32 (a quantized layer's bias)
 DEQUANTIZE_INPUT_DTYPES = (*QUANTIZED_DTYPES, "int32")
 DEQUANTIZED_DTYPES = tuple(sorted(GPU_FLOAT_DTYPES))
