@@ -82,4 +82,6 @@ def test_between_the_8_bit_kernels_and_the_multi_pass_float16_path(op):
     ours, multi_pass = names.index(TACTICS[op]), names.index(TACTICS[op].removesuffix("_epilogue"))
     assert names[0].startswith("triton_q") and ours < multi_pass
     t = get_tactic(op, TACTICS[op])
-    assert (t.devices, t.packs_weights, t.compiles, t.requires_triton) == (("cuda",), True, True, True)
+    # compiled ahead with the Triton tactics, but for cuDNN's: its benchmark-mode search runs alone
+    compiles = op == "engine.qdense"
+    assert (t.devices, t.packs_weights, t.compiles, t.requires_triton) == (("cuda",), True, compiles, True)

@@ -56,7 +56,7 @@ def _supports_conv2d(node: Node, config: BuilderConfig) -> str | None:
 
 
 @contextlib.contextmanager
-def _cudnn_flags(config: BuilderConfig) -> Iterator[None]:
+def cudnn_flags(config: BuilderConfig) -> Iterator[None]:
     """cuDNN picks its fastest algorithm for each shape once (benchmark mode), in the warm-up before a
     CUDA graph is captured. (TF32 follows the build's `tf32` option through `tf32_mode`, set by the plan.)"""
     previous = torch.backends.cudnn.benchmark
@@ -91,7 +91,7 @@ class _Conv2d:
         def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].contiguous(memory_format=fmt)
             b = bias if bias_index is None else inputs[bias_index]
-            with _cudnn_flags(config):
+            with cudnn_flags(config):
                 y = F.conv2d(x, weight, b, stride, padding, dilation, groups)
             return (tail(y, inputs[residual_index] if residual_index is not None else None),)
 
@@ -217,7 +217,7 @@ class Conv2dTritonEpilogue:
 
         def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].contiguous(memory_format=CHANNELS_LAST)
-            with _cudnn_flags(config):
+            with cudnn_flags(config):
                 # cuDNN may answer a tiny channels-last problem in NCHW: then this is the one copy
                 y = F.conv2d(x, weight, None, stride, padding, dilation, groups).contiguous(memory_format=CHANNELS_LAST)
             y_nhwc = y.permute(0, 2, 3, 1)
@@ -270,7 +270,7 @@ class Conv2dFusedReLU:
 
         def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].contiguous(memory_format=CHANNELS_LAST)
-            with _cudnn_flags(config):
+            with cudnn_flags(config):
                 if residual_index is None:
                     return (torch.cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups),)
                 z = inputs[residual_index].contiguous(memory_format=CHANNELS_LAST)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from ..epilogue import Epilogue
 from ..quantized_ops import finish
+from .conv_cudnn import cudnn_flags
 from .gemm_triton import _nhwc_rows
 from .qgemm_library import LibraryEpilogue
 from .qgemm_triton import dense_kernel
@@ -96,12 +97,13 @@ class QuantizedConvFloat16:
         weight, split = _float16_operands(node, ctx)
         weight = weight.contiguous(memory_format=torch.channels_last)
         extra = _epilogue_inputs(node, ctx)
-        a = node.attrs
+        a, config = node.attrs, ctx.config
         geometry = _conv_geometry(node)
 
         def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].contiguous(memory_format=torch.channels_last).half() * split
-            y = F.conv2d(x, weight, None, *geometry).float()
+            with cudnn_flags(config):
+                y = F.conv2d(x, weight, None, *geometry).float()
             return (finish(y, extra(inputs), a, channel_axis=1),)
 
         return run
@@ -183,11 +185,13 @@ def _scaled_weight(node: Node, ctx: BindContext) -> tuple[torch.Tensor, int]:
     priority=EPILOGUE_PRIORITY,
     writes_arena=False,
     packs_weights=True,
-    compiles=True,
     requires_triton=True,
     input_memory_format=torch.channels_last,
 )
 class QuantizedConvFloat16Epilogue:
+    """Not `compiles`, though its epilogue kernel compiles at its first call: cuDNN's benchmark-mode search must not
+    run beside other work (compile_ahead.py), as for the float cuDNN tactics."""
+
     @staticmethod
     def supports(node: Node, config: BuilderConfig) -> str | None:
         return _epilogue_reason(node)
@@ -199,11 +203,12 @@ class QuantizedConvFloat16Epilogue:
         epilogue = LibraryEpilogue(node, ctx, sums_scale=2.0**shift)
         residual_index = Epilogue.of(node).residual_index
         dtype, channels = output_dtype(node), weight.shape[0]
-        geometry = _conv_geometry(node)
+        geometry, config = _conv_geometry(node), ctx.config
 
         def run(inputs: Inputs, outputs: OutputViews, env: Env) -> tuple[torch.Tensor]:
             x = inputs[0].to(torch.float16, memory_format=torch.channels_last)
-            sums = F.conv2d(x, weight, None, *geometry)
+            with cudnn_flags(config):
+                sums = F.conv2d(x, weight, None, *geometry)
             y = torch.empty(sums.shape, dtype=dtype, device=x.device, memory_format=torch.channels_last)
             residual = _nhwc_rows(inputs[residual_index], channels) if residual_index is not None else None
             if y.numel():
