@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from . import PassContext
 
 NAME = "dense_from_matmul"
-DENSE_OPS = ("nn.dense",)
 
 
 class _Transposed:
@@ -57,9 +56,8 @@ class _Transposed:
         if weight not in self.made:
             node = found.node
             source = self.constant(found.source)
-            attrs = dict(
-                node.attrs, axis=0 if found.axis is not None and found.scale.numel() > 1 else node.attrs["axis"]
-            )
+            # a per-column scale (axis 1 of [K, N]) is per row of [N, K]; a per-tensor one stays as it is
+            attrs = dict(node.attrs, axis=0 if found.scale.numel() > 1 else node.attrs["axis"])
             made = self.graph.add_node(
                 "dequantize", [source, *node.inputs[1:]], attrs, name=f"{node.name}.t", before=before
             )
@@ -67,7 +65,7 @@ class _Transposed:
         return self.made[weight]
 
 
-def _weight(graph: Graph, matmul: Node, transposed: _Transposed) -> Value | None:
+def _weight(matmul: Node, transposed: _Transposed) -> Value | None:
     """The [N, K] weight of the dense layer `matmul` is, or None when it is no matmul by a constant matrix."""
     x, w = matmul.inputs
     if x.type.rank < 2 or w.type.rank != 2 or x.type.dtype not in FLOAT_DTYPES:
@@ -96,14 +94,14 @@ def dense_from_matmul(graph: Graph, ctx: PassContext) -> Graph:
     transposed = _Transposed(graph)
     made = biases = 0
     for matmul in [n for n in graph.nodes if n.op == "matmul"]:
-        weight = _weight(graph, matmul, transposed)
+        weight = _weight(matmul, transposed)
         if weight is None:
             continue
         dense = graph.add_node("nn.dense", [matmul.inputs[0], weight], {}, name=matmul.name, before=matmul)
         graph.replace_all_uses(matmul.output, dense.output)
         erase_and_rename(graph, [matmul], [(dense, matmul.name), (dense.output, matmul.output.name)])
         made += 1
-    for dense in [n for n in graph.nodes if n.op in DENSE_OPS]:
+    for dense in [n for n in graph.nodes if n.op == "nn.dense"]:
         found = _bias(graph, dense)
         if found is None:
             continue

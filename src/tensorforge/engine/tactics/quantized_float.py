@@ -163,8 +163,7 @@ class _Float16Gemm:
     """The float16 product of rows a [M, K] and the scaled weight, then the layer's epilogue: a `RowsGemm`."""
 
     def __init__(self, node: Node, ctx: BindContext) -> None:
-        weight, shift = _scaled_weight(node, ctx)
-        self.weight = weight  # [N, K]
+        self.weight, shift = _scaled_weight(node, ctx)  # [N, K]
         self.epilogue = LibraryEpilogue(node, ctx, sums_scale=2.0**shift)
 
     def __call__(self, a: torch.Tensor, c: torch.Tensor, residual: torch.Tensor | None) -> None:
