@@ -54,9 +54,15 @@ case "$step" in
     # PYTHONPATH, and it must see numpy < 2 and pyzmq as this process does (with /tmp/site on PYTHONPATH only, the
     # stub found no zmq, then numpy 2, and every reply came back empty). The tritonserver binary PyTriton copies
     # into its workspace finds its libraries through LD_LIBRARY_PATH.
-    SITE=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    # where this interpreter's numpy lives (its site-packages, whichever scheme), else its purelib
+    SITE=$(python3 -c "import os, sysconfig
+try:
+    import numpy; print(os.path.dirname(os.path.dirname(numpy.__file__)))
+except ImportError:
+    print(sysconfig.get_paths()['purelib'])")
     rm -rf "$SITE"/numpy "$SITE"/numpy-*.dist-info "$SITE"/numpy.libs
     tar -xJf .gpu_serve/site.tar.xz -C "$SITE" && export LD_LIBRARY_PATH="$SITE/nvidia_pytriton.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    python3 -c "import numpy, zmq; print('site:', '$SITE', 'numpy', numpy.__version__, numpy.__file__, 'zmq', zmq.__version__)"
     python3 -c "import sysconfig; print('libpython:', sysconfig.get_config_var('LIBDIR'), sysconfig.get_config_var('LDLIBRARY'), 'shared' if sysconfig.get_config_var('Py_ENABLE_SHARED') else 'static')"
     python3 bench/serve_load.py --out "$OUT" "$@" 2>&1 | tee "$OUT/serve_load.log" ;;
   *) echo "unknown step $step"; exit 2 ;;
