@@ -252,6 +252,13 @@ def test_shape_chain_becomes_a_symbolic_attribute():
     assert graph.outputs[0].type.shape == (BATCH, 12)
 
 
+def test_nodes_no_output_depends_on_are_erased():
+    # onnxruntime drops them too; left in the graph, they would run in PyTorch or in an engine region of their own
+    nodes = [node("Relu", ["x"], ["r"]), node("Shrink", ["r"], ["unread"]), node("Neg", ["x"], ["y"])]
+    graph = from_onnx(make_model(nodes, [("x", FLOAT, ["N", 3])], [("y", FLOAT, None)]))
+    assert [n.op for n in graph.nodes] == ["negative"] and not graph.constants
+
+
 # -- the opaque path and the whole-model check ----------------------------------------------------
 
 
