@@ -62,6 +62,7 @@ except ImportError:
     print(sysconfig.get_paths()['purelib'])")
     rm -rf "$SITE"/numpy "$SITE"/numpy-*.dist-info "$SITE"/numpy.libs
     tar -xJf .gpu_serve/site.tar.xz -C "$SITE" && export LD_LIBRARY_PATH="$SITE/nvidia_pytriton.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "$PWD/src" > "$SITE/tensorforge_src.pth"  # the stock tritonserver's backend stubs import tensorforge too
     python3 -c "import numpy, zmq; print('site:', '$SITE', 'numpy', numpy.__version__, numpy.__file__, 'zmq', zmq.__version__)"
     python3 -c "import sysconfig; print('libpython:', sysconfig.get_config_var('LIBDIR'), sysconfig.get_config_var('LDLIBRARY'), 'shared' if sysconfig.get_config_var('Py_ENABLE_SHARED') else 'static')"
     python3 bench/serve_load.py --out "$OUT" "$@" 2>&1 | tee "$OUT/serve_load.log" ;;

@@ -1,13 +1,17 @@
 """Load test: a `.tforge` behind Triton Inference Server against the eager PyTorch model served the same way.
 
-Two servers, one after the other in the same run, each a Triton Inference Server run by PyTriton in this process
-with the same dynamic batcher (`--max-batch-size`, `--max-queue-delay-us`) and `--instances` model instances:
+Three servers, one after the other in the same run, each a Triton Inference Server with the same dynamic batcher
+(`--max-batch-size`, `--max-queue-delay-us`) and `--instances` model instances (`--servers` picks and orders them):
 
-  tensorforge  `tensorforge.serving.serve(module, block=False)`: the compiled module, plans built for
-               `--max-batch-size`, saved to a .tforge and loaded back (as a deployment loads it); on CUDA
-               compiled with `cuda_graph_cache_size` >= the batch limit, so a graph per batch size stays cached;
+  tensorforge  `tensorforge.serving.serve(module, block=False)`, PyTriton in this process: the compiled module,
+               plans built for `--max-batch-size`, saved to a .tforge and loaded back (as a deployment loads it);
+               on CUDA compiled with `cuda_graph_cache_size` >= the batch limit, so a graph per batch size stays
+               cached;
   eager        the PyTorch model in `--precision`, bound here to PyTriton through the same request handling
-               (`triton_backend.BatchRunner`: the requests Triton batched concatenated, run once, split back).
+               (`triton_backend.BatchRunner`: the requests Triton batched concatenated, run once, split back);
+  repository   the same .tforge through `export_triton` (config.pbtxt, the Python backend's model.py) in the stock
+               tritonserver that nvidia-pytriton bundles, a process of its own: each instance loads the plans in
+               its backend process, with no hop back to a PyTriton process.
 
 Against each, closed-loop clients (tritonclient, `--protocol http|grpc`) at each `--concurrency`: every client sends
 a request, waits for its reply, checks it and sends the next, until `--requests` replies have come back at that
@@ -18,7 +22,7 @@ gives for that input called directly in this process (tensorforge: the served mo
 
 Per server and concurrency: requests answered, errors (the first error's message), wrong replies, throughput
 (requests/s and samples/s over the level's wall time), latency p50/p90/p99/mean/max (ms, per request, at the
-client), and tensorforge's speedup over eager. `--out`/serve_load.json (rewritten after every level),
+client), and each tensorforge server's speedup over eager. `--out`/serve_load.json (rewritten after every level),
 serve_load.md (the table) and each server's Triton log; the exit status is 1 if any request went unanswered or
 wrong. On CUDA `--requests` defaults to 100,000 to tensorforge in all (25,000 per level at the four default levels)
 and `--eager-requests` to 5,000 per level (eager is the slow comparison: its latency needs fewer samples). The
@@ -163,6 +167,55 @@ class EagerServer:
 
     def stop(self) -> None:
         self.triton.stop()
+
+
+class RepositoryServer:
+    """The .tforge exported as a Triton model repository (`export_triton`: config.pbtxt, the Python backend's
+    model.py) and served by the stock tritonserver nvidia-pytriton bundles, as a deployment without PyTriton runs
+    it: each instance loads the plans in a backend process of its own, with no hop back to this process."""
+
+    def __init__(self, path: Path, device: str, args, work: Path, log_file: Path):
+        import subprocess
+
+        from tensorforge.serving import bundled_tritonserver, export_triton
+        from tensorforge.serving.net import free_ports, http_ok
+
+        kind = "gpu" if device.startswith("cuda") else "cpu"
+        repo = work / "repository"
+        export_triton(path, repo, name=args.model, max_batch_size=args.max_batch_size, instances=args.instances,
+                      kind=kind, max_queue_delay_us=args.max_queue_delay_us, overwrite=True)  # fmt: skip
+        http_port, grpc_port, metrics_port = free_ports(3)
+        argv, env = bundled_tritonserver(
+            repo, work, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+            extra_args=("--exit-timeout-secs=10", "--strict-readiness=true"),
+        )  # fmt: skip
+        self.model_name = args.model
+        self.url, self.grpc_url = f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
+        self._log = open(log_file, "w")  # closed in stop
+        self.process = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 300  # each instance loads its plans and captures its CUDA graphs
+        while not http_ok(f"{self.url}/v2/models/{self.model_name}/ready"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"tritonserver on the exported repository did not get ready (log: {log_file})")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """SIGTERM (Triton unloads its models and exits), then the whole process group, its backend stubs too."""
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except Exception:  # noqa: BLE001  (a server that does not exit is killed below)
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log.close()
 
 
 # -- clients (each process: threads, each with a client of its own) -------------------------------------------
@@ -393,33 +446,40 @@ def bare_module(module, make_inputs, device, batches: list[int], gen) -> dict[st
     return rows
 
 
+SERVED = {"tensorforge": "tensorforge (PyTriton)", "repository": "tensorforge (exported repository)"}
+
+
 def targets(report: dict) -> list[dict]:
-    """The serving issue's targets, checked against this run: tensorforge served at the highest concurrency
-    against the bare module at the batch limit (>= 70%) and against eager served the same way (>= 3x); p99 at
-    concurrency 1 within 1 ms of the bare module's at batch 1; every request answered, none wrong."""
+    """The serving issue's targets, checked against this run for each way tensorforge was served (PyTriton, the
+    exported repository): at the highest concurrency against the bare module at the batch limit (>= 70%) and
+    against eager served through PyTriton (>= 3x); p99 at concurrency 1 within 1 ms of the bare module's at batch 1;
+    every request answered, none wrong."""
     rows, bare = report["rows"], report.get("bare") or {}
-    forge = {r["concurrency"]: r for r in rows if r["server"] == "tensorforge"}
     eager = {r["concurrency"]: r for r in rows if r["server"] == "eager"}
-    out = []
-    top = max(forge, default=None)
     limit = str(report["config"]["max_batch_size"])
-    if top is not None and forge[top].get("samples_per_s") and limit in bare:
-        ratio = forge[top]["samples_per_s"] / bare[limit]["samples_per_s"]
-        out.append({"target": f"served at concurrency {top} >= 70% of the bare module at batch {limit}",
-                    "value": f"{ratio:.0%}", "ok": bool(ratio >= 0.7)})  # fmt: skip
-    if top is not None and top in eager and forge[top].get("samples_per_s") and eager[top].get("samples_per_s"):
-        ratio = forge[top]["samples_per_s"] / eager[top]["samples_per_s"]
-        out.append({"target": f"tensorforge >= 3x eager served the same way at concurrency {top}",
-                    "value": f"{ratio:.2f}x", "ok": bool(ratio >= 3.0)})  # fmt: skip
-    if 1 in forge and forge[1].get("p99_ms") is not None and "1" in bare:
-        gap = forge[1]["p99_ms"] - bare["1"]["p99_ms"]
-        out.append({"target": "p99 at concurrency 1 within 1 ms of the bare module's at batch 1",
-                    "value": f"{forge[1]['p99_ms']} ms against {bare['1']['p99_ms']} ms (+{gap:.2f} ms)",
-                    "ok": bool(gap <= 1.0)})  # fmt: skip
-    total = sum(r["requests"] for r in forge.values())
-    lost = sum(r["requests"] - r["answered"] + r["wrong"] for r in forge.values())  # errors are unanswered
-    out.append({"target": "every request to tensorforge answered, none wrong",
-                "value": f"{total - lost} of {total}", "ok": bool(lost == 0)})  # fmt: skip
+    out = []
+    for label, title in SERVED.items():
+        forge = {r["concurrency"]: r for r in rows if r["server"] == label}
+        if not forge:
+            continue
+        top = max(forge)
+        if forge[top].get("samples_per_s") and limit in bare:
+            ratio = forge[top]["samples_per_s"] / bare[limit]["samples_per_s"]
+            out.append({"target": f"{title} at concurrency {top} >= 70% of the bare module at batch {limit}",
+                        "value": f"{ratio:.0%}", "ok": bool(ratio >= 0.7)})  # fmt: skip
+        if top in eager and forge[top].get("samples_per_s") and eager[top].get("samples_per_s"):
+            ratio = forge[top]["samples_per_s"] / eager[top]["samples_per_s"]
+            out.append({"target": f"{title} >= 3x eager served the same way at concurrency {top}",
+                        "value": f"{ratio:.2f}x", "ok": bool(ratio >= 3.0)})  # fmt: skip
+        if 1 in forge and forge[1].get("p99_ms") is not None and "1" in bare:
+            gap = forge[1]["p99_ms"] - bare["1"]["p99_ms"]
+            out.append({"target": f"{title}: p99 at concurrency 1 within 1 ms of the bare module's at batch 1",
+                        "value": f"{forge[1]['p99_ms']} ms against {bare['1']['p99_ms']} ms (+{gap:.2f} ms)",
+                        "ok": bool(gap <= 1.0)})  # fmt: skip
+        total = sum(r["requests"] for r in forge.values())
+        lost = sum(r["requests"] - r["answered"] + r["wrong"] for r in forge.values())  # errors are unanswered
+        out.append({"target": f"every request to {title} answered, none wrong",
+                    "value": f"{total - lost} of {total}", "ok": bool(lost == 0)})  # fmt: skip
     return out
 
 
@@ -489,12 +549,18 @@ def expected_outputs(fn, pool_inputs, device) -> list[tuple[np.ndarray, ...]]:
     return outs
 
 
+def _servers_line(cfg: dict) -> str:
+    what = {"tensorforge": "tensorforge through PyTriton", "eager": "eager PyTorch through PyTriton",
+            "repository": "tensorforge's exported repository in the stock tritonserver, Python backend"}  # fmt: skip
+    return "; ".join(what[s] for s in cfg.get("servers", ["tensorforge", "eager"]))
+
+
 def markdown(report: dict) -> str:
     cfg = report["config"]
     lines = [
         f"# Serving load test: {cfg['model']} on {report['environment'].get('gpu') or 'CPU'}",
         "",
-        f"Triton Inference Server (PyTriton), {cfg['protocol']}, dynamic batcher max_batch_size "
+        f"Triton Inference Server ({_servers_line(cfg)}), {cfg['protocol']}, dynamic batcher max_batch_size "
         f"{cfg['max_batch_size']}, max_queue_delay {cfg['max_queue_delay_us']} us, "
         f"{cfg.get('instances', 1)} instance(s); {cfg['precision']}; "
         f"inputs {'in system shared memory' if cfg.get('shm') == 'system' else 'in the requests'}; "
@@ -514,11 +580,12 @@ def markdown(report: dict) -> str:
     if report.get("speedups"):
         lines += [
             "",
-            "| concurrency | tensorforge / eager throughput | eager p99 / tensorforge p99 |",
-            "|---:|---:|---:|",
+            "| served | concurrency | throughput / eager's | eager's p99 / its p99 |",
+            "|---|---:|---:|---:|",
         ]
         for s in report["speedups"]:
-            lines.append(f"| {s['concurrency']} | {s['throughput_x']} | {s['p99_x']} |")
+            served = SERVED[s.get("server", "tensorforge")]
+            lines.append(f"| {served} | {s['concurrency']} | {s['throughput_x']} | {s['p99_x']} |")
     if report.get("bare"):
         lines += ["", "The bare module (called in-process, inputs on its device, no server):", ""]
         lines += ["| batch | p50 ms | p99 ms | samples/s |", "|---:|---:|---:|---:|"]
@@ -527,6 +594,8 @@ def markdown(report: dict) -> str:
     if report.get("targets"):
         lines += ["", "Targets:", ""]
         lines += [f"- {'PASS' if t['ok'] else 'FAIL'}: {t['target']}: {t['value']}" for t in report["targets"]]
+    for label, error in (report.get("server_errors") or {}).items():
+        lines += ["", f"The {label} server did not start: {error}"]
     errors = [r for r in report["rows"] if r.get("first_error")]
     if errors:
         lines += ["", "First errors:", ""] + [
@@ -540,12 +609,14 @@ def markdown(report: dict) -> str:
 
 
 def speedups(rows: list[dict]) -> list[dict]:
+    """Per way tensorforge was served and per concurrency: its throughput and p99 against eager's."""
     out = []
-    for forge in (r for r in rows if r["server"] == "tensorforge"):
+    for forge in (r for r in rows if r["server"] in SERVED):
         eager = next((r for r in rows if r["server"] == "eager" and r["concurrency"] == forge["concurrency"]), None)
         if eager and forge.get("throughput_rps") and eager.get("throughput_rps") and forge.get("p99_ms"):
             out.append(
                 {
+                    "server": forge["server"],
                     "concurrency": forge["concurrency"],
                     "throughput_x": round(forge["throughput_rps"] / eager["throughput_rps"], 2),
                     "p99_x": round(eager["p99_ms"] / forge["p99_ms"], 2),
@@ -582,7 +653,11 @@ def main(argv: list[str] | None = None) -> int:
         default="none",
         help="system: requests point into one shared-memory region of inputs instead of carrying them",
     )
-    parser.add_argument("--servers", default="tensorforge,eager", help="which, in order (tensorforge, eager)")
+    parser.add_argument(
+        "--servers",
+        default="tensorforge,eager,repository",
+        help="which, in order (tensorforge: PyTriton; eager; repository: export-triton in the stock tritonserver)",
+    )
     parser.add_argument("--client-processes", type=int, default=None, help="default min(8, cores / 2), at least 1")
     parser.add_argument("--level-timeout-s", type=float, default=900.0, help="the most one level may take")
     parser.add_argument("--out", default="bench/results/serve_load", help="folder for the JSON, markdown and logs")
@@ -596,8 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     args.precision = args.precision or ("fp16" if device.type == "cuda" else "fp32")
     levels = [int(c) for c in args.concurrency.split(",") if c]
     servers = [s for s in args.servers.split(",") if s]
-    if unknown := set(servers) - {"tensorforge", "eager"}:
-        parser.error(f"unknown server(s) {sorted(unknown)}: tensorforge, eager")
+    if unknown := set(servers) - {"tensorforge", "eager", "repository"}:
+        parser.error(f"unknown server(s) {sorted(unknown)}: tensorforge, eager, repository")
     if not levels or min(levels) < 1:
         parser.error("--concurrency: positive client counts, e.g. 1,8,32,128")
     args.requests = args.requests or (100_000 // len(levels) if device.type == "cuda" else 400)
@@ -642,6 +717,7 @@ def run(args, device, levels: list[int], servers: list[str], out: Path, work: Pa
     bare = bare_module(module, make_inputs, device, sorted({1, args.max_batch_size}), gen)
     print(f"bare module: {json.dumps(bare)}", flush=True)
     expected = {"tensorforge": expected_outputs(module, pool_inputs, device), "eager": None}
+    expected["repository"] = expected["tensorforge"]  # the same plans, loaded by each backend instance
     expected["eager"] = expected_outputs(eager_call, pool_inputs, device)
     forge_vs_eager = max(_error(list(f), list(e)) for f, e in zip(expected["tensorforge"], expected["eager"]))
 
@@ -657,16 +733,18 @@ def run(args, device, levels: list[int], servers: list[str], out: Path, work: Pa
     shared = SharedPool(pool_inputs) if args.shm == "system" else None
     try:
         return _serve_all(
-            args, levels, servers, out, work, module, eager, pool_inputs, expected, report, shared, started
+            args, levels, servers, out, work, module, path, eager, pool_inputs, expected, report, shared, started
         )
     finally:
         if shared is not None:
             shared.close()
 
 
-def _serve_all(args, levels, servers, out, work, module, eager, pool_inputs, expected, report, shared, started) -> int:
+def _serve_all(
+    args, levels, servers, out, work, module, path, eager, pool_inputs, expected, report, shared, started
+) -> int:
     """Each server in turn, every level against it; the report written as it goes. The exit status."""
-    from tensorforge.serving import serve
+    from tensorforge.serving import serve, signature_of
     from tensorforge.serving.net import free_ports
 
     for label in servers:
@@ -690,6 +768,14 @@ def _serve_all(args, levels, servers, out, work, module, eager, pool_inputs, exp
                 log_file=log_file,
             )
             signature, model_name = handle.signature, handle.model_name
+        elif label == "repository":
+            try:
+                handle = RepositoryServer(path, report["config"]["device"], args, work, log_file)
+            except RuntimeError as exc:  # reported, and the other servers still measured
+                print(f"repository: {exc}", flush=True)
+                report.setdefault("server_errors", {})[label] = str(exc)
+                continue
+            signature, model_name = signature_of(module, max_batch_size=args.max_batch_size), handle.model_name
         else:
             handle = EagerServer(eager, module, args.precision, args, log_file)
             signature, model_name = handle.signature, handle.model_name
@@ -708,7 +794,7 @@ def _serve_all(args, levels, servers, out, work, module, eager, pool_inputs, exp
                 shared.register(server["url"], args.protocol)
                 server["shm"] = shared.job()
             for concurrency in levels:
-                requests = args.requests if label == "tensorforge" else args.eager_requests
+                requests = args.eager_requests if label == "eager" else args.requests
                 row = run_level(server, concurrency, args, pool_file, requests)
                 report["rows"].append(row)
                 report["speedups"] = speedups(report["rows"])

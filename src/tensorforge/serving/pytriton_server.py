@@ -35,11 +35,10 @@ from typing import Any
 
 import torch
 
-from ..ir.types import torch_dtype
 from .devices import GpuSpec, local_gpus
 from .net import http_ok
 from .signature import TritonSignature, check_model_name, model_name_of, signature_of
-from .triton_backend import BatchRunner, RequestError, numpy_to_torch, torch_to_numpy
+from .triton_backend import BatchRunner, RequestError, numpy_to_torch, torch_to_numpy, warm_up
 
 logger = logging.getLogger("tensorforge")
 
@@ -99,20 +98,6 @@ def infer_function(runner: BatchRunner) -> Callable[[Sequence[Any]], list[dict[s
         ]
 
     return infer
-
-
-def _warm_up(runner: BatchRunner) -> None:
-    """Every padded batch size through the runner's context (`BatchRunner.warmup`), or where it does not pad, one
-    batch of zeros; only where every size but the batch is fixed."""
-    sig = runner.signature
-    if any(d < 0 for s in sig.inputs for d in s.dims) or runner.warmup():
-        return
-    batch = max(sig.preferred_batch_sizes, default=1) if sig.batching else None
-    lead = (batch,) if batch is not None else ()
-    request = {s.name: torch.zeros(lead + s.dims, dtype=torch_dtype(s.dtype)) for s in sig.inputs}
-    (result,) = runner.run([request])
-    if isinstance(result, RequestError):
-        raise RuntimeError(f"the model fails on a warm-up batch of zeros: {result}")
 
 
 def _modules_on_gpus(model: Any, first: Any, gpus: Sequence[int]) -> list[Any]:
@@ -284,7 +269,7 @@ def serve(
     runners = [BatchRunner(m, signature) for m in modules for _ in range(instances)]
     if warmup:
         for runner in runners:
-            _warm_up(runner)
+            warm_up(runner)
 
     config = pt["TritonConfig"](
         http_address=host,
