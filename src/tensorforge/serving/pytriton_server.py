@@ -119,7 +119,8 @@ def _modules_on_gpus(model: Any, first: Any, gpus: Sequence[int]) -> list[Any]:
 
 
 class TritonServerHandle:
-    """A running server (see the module docstring): `url` (HTTP), `grpc_url`, `metrics_url`, `ready()`, `stop()`."""
+    """A running server (see the module docstring): `url` (HTTP), `grpc_url`, `metrics_url`, `ready()`, `stop()`,
+    and `access_token`, which Triton's admin endpoints (statistics among them) ask of a client in a header."""
 
     def __init__(
         self,
@@ -131,8 +132,11 @@ class TritonServerHandle:
         http_port: int,
         grpc_port: int,
         metrics_port: int | None,
+        access_token: str | None = None,
     ):
         self._triton = triton
+        # the token of the admin endpoints (statistics, model control, ...): for the process that started the server
+        self.access_token = access_token
         self.model_name = name
         self.signature = signature
         self.runners = runners
@@ -284,8 +288,11 @@ def serve(
         log_file=Path(log_file) if log_file is not None else None,
         strict_readiness=True,
     )
-    triton = pt["Triton"](config=config, security_config=security_config(shared_memory))
-    handle = TritonServerHandle(triton, name, signature, runners, host, http_port, grpc_port, metrics_port)
+    security = security_config(shared_memory)
+    triton = pt["Triton"](config=config, security_config=security)
+    handle = TritonServerHandle(
+        triton, name, signature, runners, host, http_port, grpc_port, metrics_port, security.access_token
+    )
     try:
         batcher = pt["DynamicBatcher"](
             max_queue_delay_microseconds=max_queue_delay_us,
