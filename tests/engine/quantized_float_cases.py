@@ -7,7 +7,8 @@ tests/engine/test_quantized_float.py, and in-process on CUDA on a GPU.
 
 How close is close enough: the product is rounded to float16 once, as an FP16 layer's output is (a relative error
 of at most 2**-11 of each sum), so an int8 output lands one step off where a value sits that near a rounding
-boundary: at most one step, on at most 2% of the elements; an fp8 output within one e4m3 step; a float output
+boundary: at most one step, on at most 2% of the elements (5% for an fp8 layer on CUDA, where the 8-bit kernels'
+own fp8 products are as far off: qgemm_cases.INT8_EQUAL); an fp8 output within one e4m3 step; a float output
 within 2e-3 of the output's largest value (float16's rounding of the sums, and of a float16 output; 1.6e-2 for
 bfloat16's).
 """
@@ -27,11 +28,14 @@ INT8_EQUAL = 0.98
 FLOAT_TOL = {torch.float32: 2e-3, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
-def close(got: torch.Tensor, expected: torch.Tensor, *_: object) -> str | None:
-    """None when the float16 path's output `got` is within the module docstring's bounds of `expected`."""
+def close(got: torch.Tensor, expected: torch.Tensor, layer_dtype: str | None = None, *_: object) -> str | None:
+    """None when the float16 path's output `got` is within the module docstring's bounds of `expected`: for an fp8
+    layer, the int8 agreement the 8-bit kernels are held to (qgemm_cases.INT8_EQUAL: on an H100, cuBLASLt's fp8
+    product too puts 3% of an int8 output one step off the float32 reference), where that is lower."""
     if got.dtype != expected.dtype or got.shape != expected.shape:
         return f"got {got.dtype} {tuple(got.shape)}, expected {expected.dtype} {tuple(expected.shape)}"
-    return qconv_cases.mismatch(got, expected, INT8_EQUAL, FLOAT_TOL)
+    agreement = min(INT8_EQUAL, qgemm_cases.INT8_EQUAL.get(layer_dtype or "int8", INT8_EQUAL))
+    return qconv_cases.mismatch(got, expected, agreement, FLOAT_TOL)
 
 
 def run_cases(device: str) -> dict:
