@@ -51,7 +51,8 @@ OCR, VAD = "rapidocr_onnxruntime/models", "silero_vad/data"
 DET = Case(OCR, "ch_PP-OCRv4_det_infer.onnx", (image(320, 320), image(480, 640), image(736, 736)), 1.0)
 REC = Case(OCR, "ch_PP-OCRv4_rec_infer.onnx", (image(48, 100), image(48, 320), image(48, 480)), 1.0)
 CLS = Case(OCR, "ch_ppocr_mobile_v2.0_cls_infer.onnx", (image(48, 100), image(48, 192), image(48, 320)), 1.0)
-# the LSTM has no converter: onnxruntime runs it between two regions
+# silero's LSTM runs one step per window; the sequence model's runs its chunks as the sequence, whose length is the
+# batch, not known at import: onnxruntime runs that one between two regions
 VAD_OP15 = Case(VAD, "silero_vad_16k_op15.onnx", (vad(1), vad(2), vad(4)), 0.95, fixed={"sr": 16000})
 VAD_SEQUENCE = Case(
     VAD,
@@ -101,10 +102,7 @@ KEPT = [
     pytest.param(
         VAD_IF,
         id="silero-vad",
-        marks=xfail(
-            "node 'If_0' (If) on the sample rate: its branches type differently over a free window length, and "
-            "their LSTM (no converter) cannot be typed by onnxruntime at the probes"
-        ),
+        marks=xfail("node 'If_0' (If) on the sample rate: its branches type differently over a free window length"),
     ),
 ]
 PINNED = [
@@ -125,7 +123,8 @@ PINNED = [
         marks=xfail(
             "node 'If_0' (If): in its else branch the Unsqueeze '/decoder/rnn/Unsqueeze' converts to "
             "f32[1,batch,128,2] where ONNX shape inference says [1, d, 128] (the converter's own 'a converter bug' "
-            "message), and the then branch's LSTM has no converter and onnxruntime cannot type it at the probes"
+            "message), and the then branch's LSTM, whose initial state's batch is another symbol than its input's, "
+            "runs through onnxruntime, which cannot type it at the probes"
         ),
     ),
 ]

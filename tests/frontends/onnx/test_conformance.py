@@ -62,6 +62,9 @@ EXPECTED_NOT_PASSING: dict[str, tuple[str, str]] = {
     r"test_training_dropout": ("opaque", r"dropout in training mode"),
     # MaxPool's Indices output (flat indices over N, C, H, W) has no IR op
     r"test_maxpool_with_argmax": ("opaque", r"the Indices output"),
+    # a recurrent layer is unrolled only where every sequence runs the whole length, which a sequence_lens fed at run
+    # time does not tell at import (this case's peepholes are covered by tests/frontends/onnx/test_onnx_recurrent.py)
+    r"test_lstm_with_peepholes$": ("opaque", r"sequence_lens computed at run time"),
 }
 
 

@@ -4,7 +4,7 @@
 (`Operand`, `OnnxContext`); the driver is `tensorforge/frontends/onnx.py`.
 """
 
-from . import control, creation, elementwise, indexing, linalg, nn, quantize, reduce, resize, shape  # noqa: F401
+from . import control, creation, elementwise, indexing, linalg, nn, quantize, recurrent, reduce, resize, shape  # noqa: F401
 from .context import OnnxContext, Operand
 from .registry import (
     OnnxConverter,
