@@ -1,5 +1,6 @@
 """LSTM, GRU and RNN, which the IR has no op for: unrolled over a sequence whose length is known at import into one
-input projection, a dense of the hidden state per step and pointwise gates.
+input projection, a dense of the hidden state per step and pointwise gates. And OneHot: the indices compared with the
+classes, selecting on_value or off_value.
 
 Each case is a one-node model (weights as initializers, initial states as graph inputs of a symbolic batch), imported
 with no opaque node, partitioned into one engine region, built on the CPU, and compared with onnxruntime at the
@@ -17,12 +18,12 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
-from onnx_helpers import FLOAT, TOLERANCES, assert_matches_onnxruntime, make_model, onnxruntime_outputs
+from onnx_helpers import FLOAT, INT64, TOLERANCES, assert_matches_onnxruntime, make_model, onnxruntime_outputs
 
 import tensorforge
 from tensorforge import ir
 from tensorforge.frontends import from_onnx
-from tensorforge.frontends.onnx import check_onnx_model
+from tensorforge.frontends.onnx import OnnxImportError, check_onnx_model
 from tensorforge.frontends.onnx_ops import lookup, recurrent
 
 node = helper.make_node
@@ -379,3 +380,71 @@ def test_recurrent_check_names_what_it_refuses(op, attrs, reason):
     assert check is not None
     found = check(**attrs)
     assert found == reason if reason is None else found.startswith(reason), found
+
+
+# -- OneHot ----------------------------------------------------------------------------------------------------
+
+
+def _one_hot_model(indices_type, shape, depth: np.ndarray, values: np.ndarray | None, axis: int | None):
+    """OneHot of run-time indices; values an initializer, or a graph input where None."""
+    attrs = {} if axis is None else {"axis": axis}
+    inputs = [("indices", indices_type, shape)] + ([("values", FLOAT, [2])] if values is None else [])
+    value_type = FLOAT if values is None else helper.np_dtype_to_tensor_dtype(values.dtype)
+    initializers = [("depth", depth)] + ([] if values is None else [("values", values)])
+    return make_model(
+        [node("OneHot", ["indices", "depth", "values"], ["y"], **attrs)],
+        inputs,
+        [("y", value_type, None)],
+        initializers,
+        opset=11,
+    )
+
+
+FLOAT_VALUES = np.array([-1.5, 2.0], np.float32)
+ONE_HOT_CASES = [
+    # (id, indices type, shape, depth, values, axis)
+    ("last-axis", INT64, ["N", 3], np.array(5, np.int64), FLOAT_VALUES, None),
+    ("axis-0", INT64, ["N", 3], np.array(5, np.int64), FLOAT_VALUES, 0),
+    ("axis-1-of-3", INT64, ["N", 3, 2], np.array(4, np.int64), FLOAT_VALUES, 1),
+    ("negative-axis", INT64, ["N", 3], np.array(5, np.int64), FLOAT_VALUES, -2),
+    ("int64-values", INT64, ["N", 4], np.array([6], np.int64), np.array([0, 7], np.int64), None),
+    ("int32-indices", TensorProto.INT32, ["N", 4], np.array(6, np.int32), FLOAT_VALUES, -1),
+    ("float-indices-and-depth", FLOAT, ["N", 4], np.array(6.0, np.float32), FLOAT_VALUES, None),
+    ("values-at-run-time", INT64, ["N", 3], np.array(5, np.int64), None, None),
+]
+
+
+@pytest.mark.parametrize(
+    "indices_type, shape, depth, values, axis", [c[1:] for c in ONE_HOT_CASES], ids=[c[0] for c in ONE_HOT_CASES]
+)
+def test_one_hot_lowers_into_one_engine_region(indices_type, shape, depth, values, axis):
+    model = _one_hot_model(indices_type, shape, depth, values, axis)
+    graph = from_onnx(model, strict=True)
+    assert graph.opaque_nodes() == [], str(graph)
+    assert {"equal", "where"} <= {n.op for n in graph.nodes}
+    partitioned, config = tensorforge.partition_for_tensorforge(graph, use_implicit_batch=False)
+    assert [n.op for n in partitioned.nodes] == ["subgraph"], str(config.report)
+    size = int(depth.reshape(-1)[0])
+    for batch in (1, 3):
+        gen = torch.Generator().manual_seed(batch)
+        # every class, negative indices (wrapped) and indices out of range either way (all off_value)
+        indices = torch.randint(-size - 2, size + 2, [batch, *shape[1:]], generator=gen)
+        if indices_type == FLOAT:
+            indices = indices + 0.6 * torch.sign(indices)  # truncated toward zero, as the spec casts
+        indices = indices.to({INT64: torch.int64, TensorProto.INT32: torch.int32, FLOAT: torch.float32}[indices_type])
+        inputs = [indices] + ([torch.tensor([0.25, -3.0])] if values is None else [])
+        assert_matches_onnxruntime(graph, model, inputs)
+        module = tensorforge.build(partitioned, config, device="cpu")
+        with torch.no_grad():
+            assert torch.equal(module(*inputs), onnxruntime_outputs(model, inputs)[0])
+
+
+def test_one_hot_depth_at_run_time_is_refused_with_the_reason():
+    """A depth fed at run time sizes the output by data: no converter and no opaque node can type it."""
+    model = _one_hot_model(INT64, ["N", 3], np.array(5, np.int64), FLOAT_VALUES, None)
+    model.graph.initializer.pop(0)
+    model.graph.input.append(helper.make_tensor_value_info("depth", INT64, []))
+    with pytest.raises(
+        OnnxImportError, match="OneHot's depth is computed at run time; it must be known when the model"
+    ):
+        from_onnx(model)

@@ -1,4 +1,4 @@
-"""Indexing: Gather (numpy take), GatherElements (torch.gather) and ScatterND, negative indices included.
+"""Indexing: Gather (numpy take), GatherElements (torch.gather), OneHot and ScatterND, negative indices included.
 
 ScatterND has no IR op of its own. It is written with the IR's ops in the cheapest of three ways that applies:
 
@@ -48,6 +48,28 @@ def gather_elements(ctx, *, data, indices, axis):
     else:
         raise Unsupported("run-time indices along the batch axis")
     return ctx.emit("gather", data, indices, axis=axis)
+
+
+@onnx_converter("OneHot", since=(11, 28), note="depth known at import")
+def one_hot(ctx, *, indices, depth, values, axis=-1):
+    """Each index (negative ones wrapped, floats truncated) compared with the classes 0..depth-1 along a new axis,
+    the comparison selecting on_value or off_value; an index out of range matches no class."""
+    size = ctx.scalar(depth, "OneHot's depth")
+    if isinstance(size, float) and size == int(size):  # the spec casts a float depth to int64
+        size = int(size)
+    if not isinstance(size, int) or size < 0:
+        raise Unsupported(f"depth {size}: the number of classes must be a non-negative integer known at import")
+    if values.rank != 1 or values.shape[0] != 2:
+        raise Unsupported(f"values of shape {list(values.shape)}: [off_value, on_value] has two elements")
+    axis = normalize_axis(axis, indices.rank + 1)
+    if indices.dtype != "int64":  # floats are truncated, as the spec says; narrower integers widened to wrap safely
+        indices = ctx.emit("cast", indices, dtype="int64")
+    negative = ctx.emit("less", indices, ctx.const(0))
+    wrapped = ctx.emit("where", negative, ctx.emit("add", indices, ctx.const(size)), indices)
+    classes = ctx.const(torch.arange(size).reshape((size,) + (1,) * (indices.rank - axis)))
+    hot = ctx.emit("equal", ctx.emit("expand_dims", wrapped, axis=axis), classes)
+    off, on = (ctx.emit("take", values, ctx.const(i), axis=0) for i in (0, 1))
+    return ctx.emit("where", hot, on, off)
 
 
 # -- ScatterND -------------------------------------------------------------------------------------
