@@ -811,6 +811,96 @@ ATTENTION = [
     attention("sdpa-scale", scale=0.3),
 ]
 
+
+class WithState(nn.Module):
+    """call(x, h[, c]): a recurrent layer run from a given initial state (LSTM: (h, c))."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def call(self, x, h, c=None):
+        return self.layer(x, h if c is None else (h, c))
+
+
+def recurrent(name, make_layer, inputs, ops=("nn.dense", "sigmoid", "tanh"), **options):
+    """A case for an nn.LSTM / GRU / RNN (or cell), with its initial state as further inputs where given."""
+    if isinstance(inputs, tuple):
+        return mod(name, lambda: with_arity(WithState, len(inputs))(make_layer()), inputs, ops, **options)
+    return mod(name, make_layer, inputs, ops, **options)
+
+
+def state(*shape: int):
+    """An initial state [layers * directions, batch, hidden]: the batch is its axis 1."""
+    return lambda batch: torch.randn(shape[0], batch, *shape[1:])
+
+
+# torch.export's decompositions write nn.LSTM, nn.GRU and nn.RNN (aten.lstm.input, gru.input, rnn_tanh.input,
+# rnn_relu.input) as unrolled linear layers (the input projection of every step up front, then per step a linear of
+# the hidden state) and pointwise gates, which the converters above take: there is no recurrent converter here.
+# Sequence-first layers have the batch on axis 1, which export specializes: they convert with a static batch.
+RECURRENT = [
+    recurrent("lstm-batch-first", lambda: nn.LSTM(8, 16, batch_first=True), randn(5, 8)),
+    recurrent(
+        "lstm-batch-first-bidirectional-2-layers",
+        lambda: nn.LSTM(8, 16, num_layers=2, batch_first=True, bidirectional=True),
+        randn(5, 8),
+    ),
+    recurrent("lstm-sequence-first", lambda: nn.LSTM(8, 16), randn(3, 8), dynamic=False),
+    recurrent(
+        "lstm-sequence-first-bidirectional-2-layers",
+        lambda: nn.LSTM(8, 16, num_layers=2, bidirectional=True),
+        randn(3, 8),
+        dynamic=False,
+    ),
+    recurrent(
+        "lstm-initial-state",
+        lambda: nn.LSTM(8, 16, batch_first=True),
+        (randn(5, 8), state(1, 16), state(1, 16)),
+        dynamic=False,
+    ),
+    recurrent("lstm-proj_size", lambda: nn.LSTM(8, 16, proj_size=6, batch_first=True), randn(5, 8)),
+    recurrent("gru-batch-first", lambda: nn.GRU(8, 16, batch_first=True), randn(5, 8)),
+    recurrent(
+        "gru-batch-first-bidirectional-2-layers",
+        lambda: nn.GRU(8, 16, num_layers=2, batch_first=True, bidirectional=True),
+        randn(5, 8),
+    ),
+    recurrent(
+        "gru-sequence-first-bidirectional-2-layers",
+        lambda: nn.GRU(8, 16, num_layers=2, bidirectional=True),
+        randn(3, 8),
+        dynamic=False,
+    ),
+    recurrent(
+        "gru-initial-state-bidirectional",
+        lambda: nn.GRU(8, 16, batch_first=True, bidirectional=True),
+        (randn(5, 8), state(2, 16)),
+        dynamic=False,
+    ),
+    recurrent("rnn-tanh-batch-first", lambda: nn.RNN(8, 16, batch_first=True), randn(5, 8), ("nn.dense", "tanh")),
+    recurrent(
+        "rnn-tanh-batch-first-bidirectional-2-layers",
+        lambda: nn.RNN(8, 16, num_layers=2, batch_first=True, bidirectional=True),
+        randn(5, 8),
+        ("nn.dense", "tanh"),
+    ),
+    recurrent(
+        "rnn-relu-sequence-first-bidirectional-2-layers",
+        lambda: nn.RNN(8, 16, num_layers=2, nonlinearity="relu", bidirectional=True),
+        randn(3, 8),
+        ("nn.dense", "nn.relu"),
+        dynamic=False,
+    ),
+    recurrent("lstm-cell", lambda: nn.LSTMCell(8, 16), randn(8)),
+    recurrent("gru-cell", lambda: nn.GRUCell(8, 16), randn(8)),
+    recurrent("rnn-cell", lambda: nn.RNNCell(8, 16), randn(8), ("nn.dense", "tanh")),
+    # F.one_hot: a comparison with an arange (its range checks are asserts, which the frontend drops)
+    fun("one_hot", lambda x: F.one_hot(x, 7), ints(7, 4), ("arange", "equal")),
+    fun("one_hot-scaled", lambda x: F.one_hot(x, 5).float() * 2.0, ints(5, 3, 2), ("arange", "equal", "multiply")),
+]
+
+
 CREATION = [
     fun("full-dynamic", lambda x: x + torch.full((x.shape[0], 4), 2.0), randn(4), ("full", "add")),
     fun("full-int", lambda x: (x * 2, torch.full((2, 3), 7)), randn(4), "full"),
@@ -843,6 +933,7 @@ CASES = (
     + REDUCTIONS
     + NORMS
     + ATTENTION
+    + RECURRENT
     + CREATION
 )
 CASE_BY_NAME = {p.values[0].name: p.values[0] for p in CASES}
