@@ -126,7 +126,10 @@ class EagerServer:
         self.signature = signature = signature_of(module, max_batch_size=args.max_batch_size)
         # `module` gives the device; `run` does the work, unpadded (eager has no CUDA graphs to keep to a few sizes);
         # as many instances as the tensorforge server, each with a stream of its own
-        runners = [BatchRunner(module, signature, context=run, pad_batches=False) for _ in range(args.instances)]
+        runners = [
+            BatchRunner(module, signature, context=run, pad_batches=False, host_outputs=True)
+            for _ in range(args.instances)
+        ]
         http_port, grpc_port = free_ports(2)
         self.model_name = "eager"
         self.url, self.grpc_url = f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"

@@ -28,6 +28,7 @@ from tensorforge.serving.triton_backend import RequestError
 from tensorforge.serving.triton_repository import MODEL_PY
 
 N_REQUESTS = 200
+ON_GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 THREADS = 8
 
 
@@ -208,6 +209,26 @@ def test_batch_runner_pads_to_powers_of_two(tiny_model, tiny_tforge):
             want = tiny_model(x, ids)
             torch.testing.assert_close(outs[0], want[0], rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(outs[1][:, 0], want[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_GPU)])
+def test_batch_runner_host_outputs(tiny_model, tiny_tforge, device):
+    """host_outputs (what every server asks for): each output of a run comes to host memory in one copy and is
+    split there, every request still answered with its own rows, from a GPU as from the CPU."""
+    module = forge.load(tiny_tforge, device=device)
+    runner = BatchRunner(module, host_outputs=True)
+    requests = make_requests(4, seed=3)
+    results = runner.run([{"x": x.to(device), "ids": ids.to(device)} for x, ids in requests])
+    direct = BatchRunner(module).run([{"x": x.to(device), "ids": ids.to(device)} for x, ids in requests])
+    with torch.no_grad():
+        for (x, ids), outs, same in zip(requests, results, direct):
+            assert not isinstance(outs, RequestError) and not isinstance(same, RequestError)
+            assert all(t.device.type == "cpu" for t in outs)
+            assert [t.device.type for t in same] == [device] * len(same)  # without it, outputs stay where they are
+            want = tiny_model(x, ids)
+            torch.testing.assert_close(outs[0], want[0], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(outs[1][:, 0], want[1], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(outs[0], same[0].cpu(), rtol=0, atol=0)
 
 
 def test_batch_runner_batches_splits_and_isolates_errors(tiny_model, tiny_tforge):
@@ -459,9 +480,6 @@ def test_serve_on_every_gpu(serve_python, tiny_model, tmp_path):
 
 
 # -- export-triton, served by the bundled tritonserver ----------------------------------------------
-
-
-ON_GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 @pytest.fixture(scope="module", params=["cpu", pytest.param("gpu", marks=ON_GPU)])

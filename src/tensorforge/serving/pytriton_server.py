@@ -270,7 +270,7 @@ def serve(
     modules = _modules_on_gpus(model, module, gpu_indices) if gpu_indices else [module]
     signature = signature_of(module, max_batch_size=max_batch_size)
     # `instances` per device, each with one execution context of the module loaded on that device
-    runners = [BatchRunner(m, signature) for m in modules for _ in range(instances)]
+    runners = [BatchRunner(m, signature, host_outputs=True) for m in modules for _ in range(instances)]
     if warmup:
         for runner in runners:
             warm_up(runner)

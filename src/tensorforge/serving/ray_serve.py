@@ -78,7 +78,7 @@ class Runner:
 
     def __init__(self, module: Module, max_batch_size: int | None = None, *, pad_batches: bool | None = None):
         self.signature: TritonSignature = signature_of(module, max_batch_size=max_batch_size)
-        self.batch_runner = BatchRunner(module, self.signature, pad_batches=pad_batches)
+        self.batch_runner = BatchRunner(module, self.signature, pad_batches=pad_batches, host_outputs=True)
         self.device = module.device
         self.inputs: tuple[TensorSpec, ...] = self.signature.inputs
         self.outputs: tuple[TensorSpec, ...] = self.signature.outputs

@@ -54,9 +54,18 @@ class BatchRunner:
     """Answers batches of requests with one execution context of `module` (see the module docstring)."""
 
     def __init__(
-        self, module, signature: TritonSignature | None = None, context=None, *, pad_batches: bool | None = None
+        self,
+        module,
+        signature: TritonSignature | None = None,
+        context=None,
+        *,
+        pad_batches: bool | None = None,
+        host_outputs: bool = False,
     ):
         self.module = module
+        # a server that answers from host memory takes each output of a run off the GPU in one copy, then splits it
+        # per request there (a copy per request would wait on the GPU once per request)
+        self.host_outputs = host_outputs
         self.signature = signature if signature is not None else signature_of(module)
         self.context = context if context is not None else module.create_context()
         self.device = module.device
@@ -182,9 +191,11 @@ class BatchRunner:
                         f"output {spec.name!r} has {out.shape[0]} rows for a batch of {padded}: it cannot be split"
                     )
                 out = out[:samples]
+                if self.host_outputs:
+                    out = out.cpu()
                 per_output.append(torch.split(out, sizes) if len(sizes) > 1 else (out,))
             else:
-                per_output.append((out,))
+                per_output.append((out.cpu() if self.host_outputs else out,))
         return [[parts[k] for parts in per_output] for k in range(len(members))]
 
 
@@ -274,15 +285,15 @@ class PythonBackendModel:
                 f"{ours[0]} and {ours[1]}; export it again (tensorforge export-triton)"
             )
         self.signature = signature
-        self.runner = BatchRunner(module, signature)
+        self.runner = BatchRunner(module, signature, host_outputs=True)
         warm_up(self.runner)
 
     def _input(self, request, spec: TensorSpec) -> torch.Tensor | None:
         tensor = self.pb.get_input_tensor_by_name(request, spec.name)
         if tensor is None:
             return None
-        if tensor.is_cpu():
-            return numpy_to_torch(tensor.as_numpy())
+        if tensor.is_cpu():  # bound for a GPU, a read-only view of Triton's memory goes there without a host copy
+            return numpy_to_torch(tensor.as_numpy(), device=self.runner.device)
         return torch.utils.dlpack.from_dlpack(tensor.to_dlpack())  # stays on the GPU (FORCE_CPU_ONLY_INPUT_TENSORS no)
 
     def execute(self, requests: Sequence[Any]) -> list[Any]:
