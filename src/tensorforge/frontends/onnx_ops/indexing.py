@@ -200,14 +200,22 @@ def _cast(node) -> Affine | None:
     return _affine_of(node.inputs[0]) if integer else None
 
 
+def _operands(node) -> tuple[Affine, Affine] | None:
+    """A binary node's two inputs as affine functions of the output's indices (broadcast to its shape), or None."""
+    a, b = node.inputs
+    fa, fb = _affine_of(a), _affine_of(b)
+    if fa is None or fb is None:
+        return None
+    shape = node.output.type.shape
+    return _aligned(fa, a.type.shape, shape), _aligned(fb, b.type.shape, shape)
+
+
 def _add(sign: int) -> Callable:
     def rule(node) -> Affine | None:
-        a, b = node.inputs
-        fa, fb = _affine_of(a), _affine_of(b)
-        if fa is None or fb is None:
+        operands = _operands(node)
+        if operands is None:
             return None
-        shape = node.output.type.shape
-        fa, fb = _aligned(fa, a.type.shape, shape), _aligned(fb, b.type.shape, shape)
+        fa, fb = operands
         return Affine(fa.offset + sign * fb.offset, tuple(x + sign * y for x, y in zip(fa.coefs, fb.coefs)))
 
     return rule
@@ -215,12 +223,10 @@ def _add(sign: int) -> Callable:
 
 def _multiply(node) -> Affine | None:
     """A product where one factor is a constant number (all coefficients 0)."""
-    a, b = node.inputs
-    fa, fb = _affine_of(a), _affine_of(b)
-    if fa is None or fb is None:
+    operands = _operands(node)
+    if operands is None:
         return None
-    shape = node.output.type.shape
-    fa, fb = _aligned(fa, a.type.shape, shape), _aligned(fb, b.type.shape, shape)
+    fa, fb = operands
     if any(fb.coefs):
         fa, fb = fb, fa
     if any(fb.coefs):
