@@ -543,17 +543,16 @@ def targets(report: dict) -> list[dict]:
 
 
 class SharedPool:
-    """The request pool's inputs in one system shared-memory region that every client's requests point into
-    (`--shm system`, Triton's shared-memory extension): the server reads the inputs from the region, so a request
-    carries a name and an offset instead of its bytes, as perf_analyzer's --shared-memory does. Registered with each
-    server in turn (`register`), destroyed at the end."""
+    """The request pool's inputs in one shared-memory region that every client's requests point into (Triton's
+    shared-memory extension), so a request carries a region's name and an offset instead of its bytes, as
+    perf_analyzer's --shared-memory does: `system` (host memory; the server reads it from there), or `cuda` (GPU
+    memory shared through a CUDA IPC handle: inputs reach a GPU model without a host copy or a transfer per
+    request; needs cuda-python, which tritonclient's CUDA helpers use). Registered with each server in turn
+    (`register`), destroyed at the end."""
 
-    def __init__(self, pool_inputs: list[tuple]) -> None:
-        import tritonclient.utils.shared_memory as shm
-
-        self.shm = shm
+    def __init__(self, pool_inputs: list[tuple], kind: str = "system", device_id: int = 0) -> None:
+        self.kind, self.device_id = kind, device_id
         self.name = f"tforge_pool_{os.getpid()}"
-        self.key = f"/{self.name}"
         self.slots: list[list[tuple[int, int]]] = []
         offset = 0
         for arrays in pool_inputs:
@@ -563,17 +562,32 @@ class SharedPool:
                 offset += int(a.nbytes)
             self.slots.append(row)
         self.size = offset
-        self.handle = shm.create_shared_memory_region(self.name, self.key, self.size)
-        for arrays, row in zip(pool_inputs, self.slots):
-            for a, (start, _) in zip(arrays, row):
-                shm.set_shared_memory_region(self.handle, [np.ascontiguousarray(a)], offset=start)
+        flat = [np.ascontiguousarray(a) for arrays in pool_inputs for a in arrays]  # in the slots' order
+        if kind == "cuda":
+            import tritonclient.utils.cuda_shared_memory as shm
+
+            self.shm = shm
+            self.handle = shm.create_shared_memory_region(self.name, self.size, device_id)
+            shm.set_shared_memory_region(self.handle, flat)  # back to back from offset 0, as the slots are
+        else:
+            import tritonclient.utils.shared_memory as shm
+
+            self.shm = shm
+            self.key = f"/{self.name}"
+            self.handle = shm.create_shared_memory_region(self.name, self.key, self.size)
+            for a, (start, _) in zip(flat, (slot for row in self.slots for slot in row)):
+                shm.set_shared_memory_region(self.handle, [a], offset=start)
 
     def job(self) -> dict:
         return {"name": self.name, "slots": self.slots}
 
     def register(self, url: str, protocol: str) -> None:
         client = _protocol(protocol).InferenceServerClient(url=url)
-        client.register_system_shared_memory(self.name, self.key, self.size)
+        if self.kind == "cuda":
+            raw = self.shm.get_raw_handle(self.handle)
+            client.register_cuda_shared_memory(self.name, raw, self.device_id, self.size)
+        else:
+            client.register_system_shared_memory(self.name, self.key, self.size)
 
     def close(self) -> None:
         self.shm.destroy_shared_memory_region(self.handle)
@@ -622,7 +636,7 @@ def markdown(report: dict) -> str:
         f"Triton Inference Server ({_servers_line(cfg)}), {cfg['protocol']}, dynamic batcher max_batch_size "
         f"{cfg['max_batch_size']}, max_queue_delay {cfg['max_queue_delay_us']} us, "
         f"{cfg.get('instances', 1)} instance(s); {cfg['precision']}; "
-        f"inputs {'in system shared memory' if cfg.get('shm') == 'system' else 'in the requests'}; "
+        f"inputs {'in the requests' if cfg.get('shm', 'none') == 'none' else 'in ' + cfg['shm'] + ' shared memory'}; "
         f"requests of batch {cfg['batch']}, {cfg['requests']} per level to tensorforge and {cfg['eager_requests']} to "
         f"eager; closed-loop clients in "
         f"{cfg['client_processes']} process(es).",
@@ -729,9 +743,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--shm",
-        choices=("none", "system"),
+        choices=("none", "system", "cuda"),
         default="none",
-        help="system: requests point into one shared-memory region of inputs instead of carrying them",
+        help="system (host) or cuda (GPU, through a CUDA IPC handle): requests point into one shared-memory region "
+        "of inputs instead of carrying them",
     )
     parser.add_argument(
         "--servers",
@@ -753,6 +768,8 @@ def main(argv: list[str] | None = None) -> int:
     servers = [s for s in args.servers.split(",") if s]
     if unknown := set(servers) - {"tensorforge", "eager", "repository"}:
         parser.error(f"unknown server(s) {sorted(unknown)}: tensorforge, eager, repository")
+    if args.shm == "cuda" and device.type != "cuda":
+        parser.error("--shm cuda: the inputs' region is GPU memory, for --device cuda")
     if not levels or min(levels) < 1:
         parser.error("--concurrency: positive client counts, e.g. 1,8,32,128")
     args.requests = args.requests or (100_000 // len(levels) if device.type == "cuda" else 400)
@@ -810,7 +827,8 @@ def run(args, device, levels: list[int], servers: list[str], out: Path, work: Pa
         "rows": [],
     }
     print(f"built and saved {path} in {build_s:.1f} s; tensorforge against eager: {forge_vs_eager:.2e}", flush=True)
-    shared = SharedPool(pool_inputs) if args.shm == "system" else None
+    device_id = (device.index or 0) if device.type == "cuda" else 0
+    shared = SharedPool(pool_inputs, args.shm, device_id) if args.shm != "none" else None
     try:
         return _serve_all(
             args, levels, servers, out, work, module, path, eager, pool_inputs, expected, report, shared, started
