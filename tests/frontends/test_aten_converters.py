@@ -674,6 +674,14 @@ RESIZE = [
     ),
 ]
 
+
+def _topk_ties(x):
+    y = x.round().clamp(-1, 1).masked_fill(x > 1.0, float("-inf"))
+    values, indices = y.topk(4, dim=-1)
+    distinct = (indices.unsqueeze(-1) == indices.unsqueeze(-2)).sum((-1, -2))  # k when no index repeats
+    return values, y.gather(-1, indices), distinct
+
+
 REDUCTIONS = [
     fun("sum-dim-keepdim", lambda x: x.sum(1, keepdim=True), randn(3, 4), "sum"),
     fun("sum-dims", lambda x: x.sum((1, -1)), randn(3, 4), "sum"),
@@ -718,6 +726,22 @@ REDUCTIONS = [
     fun("max-dim", lambda x: x.max(1), randn(3, 5), ("max", "argmax")),
     fun("max-dim-keepdim", lambda x: x.max(-1, keepdim=True), randn(3, 5), ("max", "argmax")),
     fun("min-dim", lambda x: x.min(1), randn(3, 5), ("min", "argmin")),
+    # a mixture-of-experts router: k picks of a max and the first untaken position holding it
+    fun("topk-router", lambda x: torch.topk(F.softmax(x, -1), 2, dim=-1), randn(6, 8), ("max", "argmax", "where")),
+    fun("topk-k1-dim1", lambda x: x.topk(1, dim=1), randn(5, 3), ("max", "argmax")),
+    fun("topk-smallest", lambda x: x.topk(3, largest=False), randn(7), ("min", "argmax")),
+    # sorted=False leaves the order to the implementation: compared through sums, which do not depend on it
+    fun(
+        "topk-unsorted",
+        lambda x: tuple(t.sum(-1) for t in x.topk(3, sorted=False)),
+        randn(7),
+        ("max", "argmax", "sum"),
+    ),
+    fun("topk-int32", lambda x: x.topk(3, dim=-1), ints(100, 6, dtype=torch.int32, low=-50), ("max", "argmax")),
+    # ties and -inf: a taken position is masked out, so equal values are each picked once (torch orders ties its own
+    # way: compared are the values, what the indices point at, and that the indices are distinct)
+    fun("topk-ties-and-inf", _topk_ties, randn(5), ("max", "logical_and", "concatenate")),
+    fun("topk-k-over-limit", lambda x: x.topk(9, dim=-1), randn(12), (), opaque="torch.aten.topk.default"),
     fun("softmax", lambda x: F.softmax(x, -1), randn(3, 5), "nn.softmax"),
     fun("softmax-dim1", lambda x: F.softmax(x, 1), randn(3, 5), "nn.softmax"),
     fun("softmax-dtype", lambda x: F.softmax(x, -1, dtype=torch.float32), randn(4, dtype=FP16), ("cast", "nn.softmax")),
@@ -1173,3 +1197,38 @@ def test_custom_op_with_registered_converter(scale2_converter):
     assert graph.op_counts()["multiply"] == 1
     for batch in (TRACE_BATCH, OTHER_BATCH):
         check_against_eager(CaseGraph.whole(module, graph), (torch.randn(batch, 4),))
+
+
+# -- whole patterns through the engine --------------------------------------------------------------------------
+
+
+class ExpertRouter(nn.Module):
+    """A mixture-of-experts layer as transformers' batched experts run it: a softmax router, its top-2 experts
+    (topk), each token's expert weights gathered and applied by a batched matmul, the picks summed by weight."""
+
+    def __init__(self, hidden: int = 8, experts: int = 4, top: int = 2):
+        super().__init__()
+        self.gate = nn.Linear(hidden, experts, bias=False)
+        self.experts = nn.Parameter(const(experts, hidden, hidden))
+        self.top = top
+
+    def forward(self, x):
+        weights, chosen = torch.topk(F.softmax(self.gate(x), -1), self.top, dim=-1)
+        weights = weights / weights.sum(-1, keepdim=True)
+        tokens = x.repeat_interleave(self.top, dim=0).unsqueeze(-1)
+        out = torch.bmm(self.experts[chosen.reshape(-1)], tokens).squeeze(-1) * weights.reshape(-1, 1)
+        return out.view(x.shape[0], self.top, -1).sum(1)
+
+
+def test_topk_router_runs_in_one_engine_region():
+    import tensorforge as forge
+
+    module = ExpertRouter().eval()
+    graph = from_torch(module, (torch.randn(6, 8),))
+    graph, config = forge.partition_for_tensorforge(graph, min_block_size=1, use_implicit_batch=False)
+    built = forge.build(graph, config, device="cpu")
+    assert len(built.regions) == 1 and not built.report.reasons(), str(built.report)
+    for tokens in (6, 5):
+        x = torch.randn(tokens, 8)
+        with torch.no_grad():
+            assert_close(built(x), module(x))

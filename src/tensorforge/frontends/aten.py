@@ -964,6 +964,49 @@ def max_dim(ctx, *, self, dim, keepdim=False):
     return values, indices
 
 
+TOPK_MAX_K = 8  # each pick is a pass over the dimension: beyond a few picks a sort is the tool, and the IR has none
+
+
+@converter("aten::topk.default")
+def topk(ctx, *, self, k, dim=-1, largest=True, sorted=True):
+    """The k largest (smallest) along `dim` as k picks, each a max (min) over the positions not yet taken and the
+    first position holding it: the 1-8 experts a mixture-of-experts router takes (Mixtral, Qwen2-MoE). The picks
+    come out best first, as sorted=True asks and sorted=False allows; equal values in ascending position. A taken
+    position is excluded by its mask, not by its value, so values equal to the fill (-inf) are still picked each
+    once. NaN is not ranked as torch ranks it (above everything)."""
+    if self.type.rank == 0 or self.type.dtype == "bool":
+        raise Unsupported(f"topk of a {self.type}")
+    axis = dim % self.type.rank
+    k, size = _static(k), _static(self.type.shape[axis])
+    if not 1 <= k <= TOPK_MAX_K:
+        raise Unsupported(f"topk with k={k}: 1 to {TOPK_MAX_K} picks, each a pass over the dimension")
+    dtype = self.type.torch_dtype
+    if dtype.is_floating_point:
+        never = float("-inf") if largest else float("inf")
+    else:
+        never = torch.iinfo(dtype).min if largest else torch.iinfo(dtype).max
+    shape = [1] * self.type.rank
+    shape[axis] = size
+    positions = ctx.const(torch.arange(size).reshape(shape)) if k > 1 else None
+    fill = ctx.const(never, dtype=dtype) if k > 1 else None
+    values, indices, taken = [], [], None
+    for pick in range(k):
+        candidates = self if taken is None else ctx.emit("where", taken, fill, self)
+        best = ctx.emit("max" if largest else "min", candidates, axis=(axis,), keepdims=True)
+        hit = ctx.emit("equal", candidates, best)
+        if taken is not None:
+            hit = ctx.emit("logical_and", hit, ctx.emit("logical_not", taken))
+        index = ctx.emit("argmax", ctx.emit("cast", hit, dtype="int32"), axis=axis, keepdims=True)
+        values.append(best)
+        indices.append(index)
+        if pick + 1 < k:
+            picked = ctx.emit("equal", positions, index)
+            taken = picked if taken is None else ctx.emit("logical_or", taken, picked)
+    if k == 1:
+        return values[0], indices[0]
+    return ctx.emit("concatenate", *values, axis=axis), ctx.emit("concatenate", *indices, axis=axis)
+
+
 # -- creation ---------------------------------------------------------------------------------------
 
 
