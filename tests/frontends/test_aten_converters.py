@@ -183,6 +183,17 @@ CONV = [
     mod("conv2d-dilation2", lambda: nn.Conv2d(3, 4, 3, padding=2, dilation=2), randn(3, 6, 6), "nn.conv2d"),
     mod("conv2d-same-even-kernel", lambda: nn.Conv2d(3, 2, 4, padding="same"), randn(3, 6, 6), ("nn.pad", "nn.conv2d")),
     mod("conv2d-fp16", lambda: nn.Conv2d(3, 4, 3).half(), randn(3, 6, 6, dtype=FP16), "nn.conv2d"),
+    # padding="valid" reaches aten.convolution as padding=[0], one value for every spatial axis (SigLIP's patches)
+    mod(
+        "conv2d-valid-patches",
+        lambda: nn.Conv2d(3, 4, 2, stride=2, padding="valid"),
+        randn(3, 6, 6),
+        ("nn.conv2d", "nn.bias_add"),
+    ),
+    mod("conv1d-valid", lambda: nn.Conv1d(3, 4, 3, padding="valid"), randn(3, 10), ("nn.conv1d", "nn.bias_add")),
+    mod(
+        "conv3d-valid-dilation", lambda: nn.Conv3d(2, 3, 2, padding="valid", dilation=2), randn(2, 5, 5, 5), "nn.conv3d"
+    ),
     mod("conv3d-bias", lambda: nn.Conv3d(2, 3, 3, padding=1), randn(2, 4, 4, 4), ("nn.conv3d", "nn.bias_add")),
     mod(
         "conv3d-nobias-groups", lambda: nn.Conv3d(2, 4, (1, 3, 3), groups=2, bias=False), randn(2, 4, 4, 4), "nn.conv3d"

@@ -577,11 +577,20 @@ _declare_pad("replication_pad", "edge")
 # -- convolution and matrix products ---------------------------------------------------------------
 
 
+def _per_axis(values, ndim: int) -> tuple:
+    """A convolution's stride/padding/dilation for each spatial axis: ATen takes one value for all of them too
+    (`Conv2d(padding="valid")` decomposes to `padding=[0]`)."""
+    values = tuple(values)
+    return values * ndim if len(values) == 1 else values
+
+
 @converter("aten::convolution.default")
 def convolution(ctx, *, input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
     ndim = weight.type.rank - 2
     if ndim not in (1, 2, 3):
         raise Unsupported(f"{ndim}-d convolution")
+    stride, padding, dilation = (_per_axis(v, ndim) for v in (stride, padding, dilation))
+    output_padding = _per_axis(output_padding, ndim)
     if transposed:
         out = ctx.emit(
             f"nn.conv{ndim}d_transpose",
