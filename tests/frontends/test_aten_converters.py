@@ -1243,3 +1243,26 @@ def test_topk_router_runs_in_one_engine_region():
         x = torch.randn(tokens, 8)
         with torch.no_grad():
             assert_close(built(x), module(x))
+
+
+class IgnoredPositions(nn.Module):
+    """Position ids computed from the padding mask and then ignored (ESM under rotary embeddings): torch.export keeps
+    them, since an `_assert_tensor_metadata` the frontend drops reads one."""
+
+    def forward(self, ids, x):
+        mask = ids.ne(1).int()
+        positions = torch.cumsum(mask, dim=1).type_as(mask) * mask  # noqa: F841 - computed, never read
+        return x * 2
+
+
+def test_results_nothing_reads_are_dropped():
+    import tensorforge as forge
+
+    module = IgnoredPositions().eval()
+    inputs = (torch.randint(0, 5, (TRACE_BATCH, 6)), torch.randn(TRACE_BATCH, 6))
+    graph = from_torch(module, inputs)
+    assert [n.op for n in graph.nodes] == ["multiply"], graph.summary()
+    graph, config = forge.partition_for_tensorforge(graph, min_block_size=1, use_implicit_batch=False)
+    built = forge.build(graph, config, device="cpu")
+    assert len(built.regions) == 1, str(built.report)
+    assert_close(built(*inputs), module(*inputs))
