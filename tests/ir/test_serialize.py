@@ -16,6 +16,8 @@ from helpers import BATCH
 from tensorforge import ir
 from tensorforge.ir import Graph, GraphFormatError, Sym, TensorType, graph_from_json, graph_to_json
 from tensorforge.ir.ops.opaque import encode_output_type
+from tensorforge.ir.serialize import copy_graph
+from test_subgraph import parent
 
 
 def rich_graph() -> Graph:
@@ -115,6 +117,23 @@ def test_json_round_trip_without_a_file():
     text = json.dumps(doc)  # plain JSON (inf is written as Infinity, which json reads back)
     again = graph_from_json(json.loads(text), tensors)
     assert str(again) == str(graph)
+
+
+def test_copy_graph_is_the_json_round_trip_made_directly():
+    """copy_graph builds what a graph_to_json / graph_from_json round trip would (the same document, constants
+    shared, subgraphs and symbol ranges kept), and the copy shares no node, value or mutable attribute."""
+    for graph in (rich_graph(), parent()):
+        graph.symbol_ranges = {"batch": (1, 64)}
+        copy = copy_graph(graph).verify()
+        (doc, tensors), (copied_doc, copied_tensors) = graph_to_json(graph), graph_to_json(copy)
+        assert copied_doc == doc and copied_doc == graph_to_json(graph_from_json(doc, tensors))[0]
+        assert copied_tensors.keys() == tensors.keys() and all(copied_tensors[k] is tensors[k] for k in tensors)
+        assert not {id(n) for n in graph.nodes} & {id(n) for n in copy.nodes}
+        assert all(copy.value_named(v.name) is not v for n in graph.nodes for v in n.outputs)
+    original = rich_graph()
+    cumsum = copy_graph(original).node_named("cumsum")
+    cumsum.attrs["kwargs"]["dtype"] = {"dtype": "float16"}  # a dict inside the attributes: the copy's own
+    assert original.node_named("cumsum").attrs["kwargs"]["dtype"] == {"dtype": "float32"}
 
 
 def test_saving_is_deterministic(tmp_path):
