@@ -350,6 +350,17 @@ DECODER = dict(
     max_position_embeddings=128,
     pad_token_id=0,
 )
+WAV2VEC2_LIKE = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=128,
+    conv_dim=(32, 32, 32),
+    conv_stride=(5, 2, 2),
+    conv_kernel=(10, 3, 3),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+)
 VIT_LIKE = dict(
     image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
 )
@@ -386,6 +397,77 @@ HF_MODELS: dict[str, tuple] = {
     "hf-electra": ("hf-encoder", "ElectraModel", "ElectraConfig", {**BERT_LIKE, "embedding_size": 32}, "text", {}),
     "hf-deberta-v2": ("hf-encoder", "DebertaV2Model", "DebertaV2Config", BERT_LIKE, "text", {}),
     "hf-mpnet": ("hf-encoder", "MPNetModel", "MPNetConfig", {**BERT_LIKE, "max_position_embeddings": 66}, "text", {}),
+    "hf-funnel": (
+        "hf-encoder",
+        "FunnelModel",
+        "FunnelConfig",
+        dict(
+            block_sizes=[1, 1], num_decoder_layers=1, d_model=64, n_head=2, d_head=32, d_inner=128, vocab_size=HF_VOCAB
+        ),
+        "text",
+        {},
+    ),
+    "hf-mobilebert": (
+        "hf-encoder",
+        "MobileBertModel",
+        "MobileBertConfig",
+        {**BERT_LIKE, "embedding_size": 32, "intra_bottleneck_size": 32, "true_hidden_size": 32},
+        "text",
+        {},
+    ),
+    "hf-squeezebert": (
+        "hf-encoder",
+        "SqueezeBertModel",
+        "SqueezeBertConfig",
+        {**BERT_LIKE, "embedding_size": 64},
+        "text",
+        {},
+    ),
+    "hf-canine": (
+        "hf-encoder",
+        "CanineModel",
+        "CanineConfig",
+        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, num_hash_buckets=1024),
+        "text",
+        {},
+    ),
+    "hf-layoutlm": ("hf-encoder", "LayoutLMModel", "LayoutLMConfig", BERT_LIKE, "text", {}),
+    "hf-big-bird": (
+        "hf-encoder",
+        "BigBirdModel",
+        "BigBirdConfig",
+        {**BERT_LIKE, "attention_type": "original_full"},
+        "text",
+        {},
+    ),
+    "hf-big-bird-block-sparse": (
+        "hf-encoder",
+        "BigBirdModel",
+        "BigBirdConfig",
+        {**BERT_LIKE, "attention_type": "block_sparse", "block_size": 2, "num_random_blocks": 1},
+        "text",
+        {},
+    ),
+    "hf-fnet": ("hf-encoder", "FNetModel", "FNetConfig", BERT_LIKE, "text", {}),
+    "hf-deberta": ("hf-encoder", "DebertaModel", "DebertaConfig", BERT_LIKE, "text", {}),
+    "hf-convbert": ("hf-encoder", "ConvBertModel", "ConvBertConfig", {**BERT_LIKE, "embedding_size": 64}, "text", {}),
+    "hf-roformer": ("hf-encoder", "RoFormerModel", "RoFormerConfig", {**BERT_LIKE, "embedding_size": 64}, "text", {}),
+    "hf-xlnet": (
+        "hf-encoder",
+        "XLNetModel",
+        "XLNetConfig",
+        dict(d_model=64, n_layer=2, n_head=2, d_inner=128, vocab_size=HF_VOCAB),
+        "text",
+        {"use_mems": False},
+    ),
+    "hf-esm": (
+        "hf-encoder",
+        "EsmModel",
+        "EsmConfig",
+        {**BERT_LIKE, "pad_token_id": 1, "position_embedding_type": "rotary"},
+        "text",
+        {},
+    ),
     # decoders
     "hf-gpt2": (
         "hf-decoder",
@@ -475,6 +557,92 @@ HF_MODELS: dict[str, tuple] = {
     "hf-phi": ("hf-decoder", "PhiModel", "PhiConfig", DECODER, "text", {"use_cache": False}),
     "hf-phi3": ("hf-decoder", "Phi3Model", "Phi3Config", DECODER, "text", {"use_cache": False}),
     "hf-stablelm": ("hf-decoder", "StableLmModel", "StableLmConfig", DECODER, "text", {"use_cache": False}),
+    "hf-gpt-neox": ("hf-decoder", "GPTNeoXModel", "GPTNeoXConfig", DECODER, "text", {"use_cache": False}),
+    "hf-codegen": (
+        "hf-decoder",
+        "CodeGenModel",
+        "CodeGenConfig",
+        dict(n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=64, n_ctx=64, vocab_size=HF_VOCAB),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-olmo": ("hf-decoder", "OlmoModel", "OlmoConfig", DECODER, "text", {"use_cache": False}),
+    "hf-olmo2": ("hf-decoder", "Olmo2Model", "Olmo2Config", DECODER, "text", {"use_cache": False}),
+    "hf-starcoder2": ("hf-decoder", "Starcoder2Model", "Starcoder2Config", DECODER, "text", {"use_cache": False}),
+    "hf-mixtral": (
+        "hf-decoder",
+        "MixtralModel",
+        "MixtralConfig",
+        {**DECODER, "num_local_experts": 4, "num_experts_per_tok": 2},
+        "text",
+        {"use_cache": False},
+    ),
+    # transformers' other experts dispatch: every token's expert weights gathered for a batched matmul, no sort
+    "hf-mixtral-batched-experts": (
+        "hf-decoder",
+        "MixtralModel",
+        "MixtralConfig",
+        {**DECODER, "num_local_experts": 4, "num_experts_per_tok": 2, "experts_implementation": "batched_mm"},
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-qwen2-moe": (
+        "hf-decoder",
+        "Qwen2MoeModel",
+        "Qwen2MoeConfig",
+        {
+            **DECODER,
+            "num_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 32,
+            "shared_expert_intermediate_size": 64,
+        },
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-cohere": ("hf-decoder", "CohereModel", "CohereConfig", DECODER, "text", {"use_cache": False}),
+    "hf-granite": ("hf-decoder", "GraniteModel", "GraniteConfig", DECODER, "text", {"use_cache": False}),
+    "hf-persimmon": ("hf-decoder", "PersimmonModel", "PersimmonConfig", DECODER, "text", {"use_cache": False}),
+    "hf-biogpt": ("hf-decoder", "BioGptModel", "BioGptConfig", BERT_LIKE, "text", {"use_cache": False}),
+    "hf-xglm": (
+        "hf-decoder",
+        "XGLMModel",
+        "XGLMConfig",
+        dict(d_model=64, num_layers=2, attention_heads=2, ffn_dim=128, vocab_size=HF_VOCAB, max_position_embeddings=64),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-mpt": (
+        "hf-decoder",
+        "MptModel",
+        "MptConfig",
+        dict(d_model=64, n_layers=2, n_heads=4, vocab_size=HF_VOCAB, max_seq_len=128),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-mamba": (
+        "hf-decoder",
+        "MambaModel",
+        "MambaConfig",
+        dict(hidden_size=64, num_hidden_layers=2, vocab_size=HF_VOCAB, state_size=8),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-rwkv": (
+        "hf-decoder",
+        "RwkvModel",
+        "RwkvConfig",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            vocab_size=HF_VOCAB,
+            context_length=64,
+            attention_hidden_size=64,
+            intermediate_size=128,
+        ),
+        "text",
+        {"use_cache": False},
+    ),
     # encoder-decoders
     "hf-t5-encoder": (
         "hf-encoder-decoder",
@@ -589,6 +757,127 @@ HF_MODELS: dict[str, tuple] = {
         "image64",
         {},
     ),
+    "hf-swinv2": (
+        "hf-vision",
+        "Swinv2Model",
+        "Swinv2Config",
+        dict(image_size=32, patch_size=2, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4),
+        "image32",
+        {},
+    ),
+    "hf-convnextv2": (
+        "hf-vision",
+        "ConvNextV2Model",
+        "ConvNextV2Config",
+        dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1]),
+        "image64",
+        {},
+    ),
+    "hf-levit": (
+        "hf-vision",
+        "LevitModel",
+        "LevitConfig",
+        dict(
+            image_size=64, hidden_sizes=[32, 48, 64], num_attention_heads=[2, 2, 2], depths=[1, 1, 1], key_dim=[8, 8, 8]
+        ),
+        "image64",
+        {},
+    ),
+    "hf-pvt": (
+        "hf-vision",
+        "PvtModel",
+        "PvtConfig",
+        dict(image_size=64, depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 128], num_attention_heads=[1, 1, 2, 2]),
+        "image64",
+        {},
+    ),
+    "hf-pvt-v2": (
+        "hf-vision",
+        "PvtV2Model",
+        "PvtV2Config",
+        dict(image_size=64, depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 128], num_attention_heads=[1, 1, 2, 2]),
+        "image64",
+        {},
+    ),
+    "hf-poolformer": (
+        "hf-vision",
+        "PoolFormerModel",
+        "PoolFormerConfig",
+        dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1]),
+        "image64",
+        {},
+    ),
+    "hf-regnet": (
+        "hf-vision",
+        "RegNetModel",
+        "RegNetConfig",
+        dict(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], groups_width=8),
+        "image64",
+        {},
+    ),
+    "hf-yolos": (
+        "hf-vision",
+        "YolosModel",
+        "YolosConfig",
+        {**VIT_LIKE, "image_size": [32, 32], "num_detection_tokens": 10},
+        "image32",
+        {},
+    ),
+    "hf-dinov2-registers": (
+        "hf-vision",
+        "Dinov2WithRegistersModel",
+        "Dinov2WithRegistersConfig",
+        {**VIT_LIKE, "num_register_tokens": 4},
+        "image32",
+        {},
+    ),
+    "hf-focalnet": (
+        "hf-vision",
+        "FocalNetModel",
+        "FocalNetConfig",
+        dict(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], focal_levels=[2, 2], focal_windows=[3, 3]),
+        "image32",
+        {},
+    ),
+    "hf-bit": (
+        "hf-vision",
+        "BitModel",
+        "BitConfig",
+        dict(embedding_size=32, hidden_sizes=[32, 64, 96, 128], depths=[1, 1, 1, 1], num_groups=8),
+        "image64",
+        {},
+    ),
+    "hf-mobilenet-v2": (
+        "hf-vision",
+        "MobileNetV2Model",
+        "MobileNetV2Config",
+        dict(depth_multiplier=0.35, image_size=64),
+        "image64",
+        {},
+    ),
+    "hf-mobilevitv2": (
+        "hf-vision",
+        "MobileViTV2Model",
+        "MobileViTV2Config",
+        dict(image_size=64, width_multiplier=0.25),
+        "image64",
+        {},
+    ),
+    "hf-vitdet": (
+        "hf-vision",
+        "VitDetModel",
+        "VitDetConfig",
+        {
+            **VIT_LIKE,
+            "pretrain_image_size": 32,
+            "window_size": 2,
+            "window_block_indices": [0],
+            "use_relative_position_embeddings": True,
+        },
+        "image32",
+        {},
+    ),
+    "hf-siglip-vision": ("hf-vision", "SiglipVisionModel", "SiglipVisionConfig", VIT_LIKE, "image32", {}),
     # speech
     "hf-wav2vec2": (
         "hf-speech",
@@ -626,6 +915,24 @@ HF_MODELS: dict[str, tuple] = {
         "audio",
         {},
     ),
+    "hf-sew": ("hf-speech", "SEWModel", "SEWConfig", {**WAV2VEC2_LIKE, "squeeze_factor": 2}, "audio", {}),
+    "hf-unispeech": ("hf-speech", "UniSpeechModel", "UniSpeechConfig", WAV2VEC2_LIKE, "audio", {}),
+    "hf-data2vec-audio": (
+        "hf-speech",
+        "Data2VecAudioModel",
+        "Data2VecAudioConfig",
+        {**WAV2VEC2_LIKE, "num_conv_pos_embeddings": 4, "conv_pos_kernel_size": 5},
+        "audio",
+        {},
+    ),
+    "hf-wavlm": (
+        "hf-speech",
+        "WavLMModel",
+        "WavLMConfig",
+        {**WAV2VEC2_LIKE, "num_buckets": 32, "max_bucket_distance": 64},
+        "audio",
+        {},
+    ),
     "hf-whisper-encoder": (
         "hf-speech",
         "WhisperModel",
@@ -650,6 +957,8 @@ HF_MODELS: dict[str, tuple] = {
         {},
     ),
 }
+# batch norms with untouched statistics shrink these outputs to ~0 (LeViT's to 1e-8): calibrated, as timm's are
+HF_CALIBRATE_BATCH_NORM = {"hf-levit", "hf-mobilenet-v2", "hf-mobilevitv2"}
 AUDIO_SAMPLES = 1600
 INPUT_DESC = {
     "text": f"ids+mask {SEQ_LEN}",
@@ -682,7 +991,10 @@ def make_hf(name: str, batch: int, *, config_overrides: dict | None = None, seq_
         )
     if kind in ("image32", "image64"):
         size = int(kind[5:])
-        return _KeywordModel(model, ("pixel_values",), **fixed).eval(), (_seeded(batch, 3, size, size),)
+        wrapped, pixels = _KeywordModel(model, ("pixel_values",), **fixed).eval(), _seeded(batch, 3, size, size)
+        if name in HF_CALIBRATE_BATCH_NORM:
+            _calibrate_batch_norm(wrapped, _seeded(4, 3, size, size, seed=2))
+        return wrapped, (pixels,)
     if kind == "audio":
         return _KeywordModel(model, ("input_values",), **fixed).eval(), (_seeded(batch, AUDIO_SAMPLES),)
     if kind == "mel":
