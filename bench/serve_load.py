@@ -176,51 +176,34 @@ class EagerServer:
 
 class RepositoryServer:
     """The .tforge exported as a Triton model repository (`export_triton`: config.pbtxt, the Python backend's
-    model.py) and served by the stock tritonserver nvidia-pytriton bundles, as a deployment without PyTriton runs
-    it: each instance loads the plans in a backend process of its own, with no hop back to this process."""
+    model.py) and served by the stock tritonserver nvidia-pytriton bundles (`TritonServerProcess`, what
+    `tensorforge serve --server tritonserver` runs), as a deployment without PyTriton runs it: each instance loads
+    the plans in a backend process of its own, with no hop back to this process."""
 
     def __init__(self, path: Path, device: str, args, work: Path, log_file: Path):
-        import subprocess
-
-        from tensorforge.serving import bundled_tritonserver, export_triton
-        from tensorforge.serving.net import free_ports, http_ok
+        from tensorforge.serving import TritonServerProcess, export_triton
+        from tensorforge.serving.net import free_ports
 
         kind = "gpu" if device.startswith("cuda") else "cpu"
         repo = work / "repository"
         export_triton(path, repo, name=args.model, max_batch_size=args.max_batch_size, instances=args.instances,
                       kind=kind, max_queue_delay_us=args.max_queue_delay_us, overwrite=True)  # fmt: skip
         http_port, grpc_port, metrics_port = free_ports(3)
-        argv, env = bundled_tritonserver(
-            repo, work, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-            extra_args=("--exit-timeout-secs=10", "--strict-readiness=true"),
+        self.server = TritonServerProcess(
+            repo, work, args.model, host="127.0.0.1", http_port=http_port, grpc_port=grpc_port,
+            metrics_port=metrics_port, shared_memory=args.shm != "none", exit_timeout_s=10, log_file=log_file,
         )  # fmt: skip
-        self.model_name = args.model
-        self.url, self.grpc_url = f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
-        self._log = open(log_file, "w")  # closed in stop
-        self.process = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-        deadline = time.monotonic() + 300  # each instance loads its plans and captures its CUDA graphs
-        while not http_ok(f"{self.url}/v2/models/{self.model_name}/ready"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"tritonserver on the exported repository did not get ready (log: {log_file})")
-            time.sleep(0.5)
+        self.model_name, self.access_token = args.model, self.server.access_token
+        self.url, self.grpc_url = self.server.url, self.server.grpc_url
+        try:
+            self.server.wait_ready(300)  # each instance loads its plans and captures its CUDA graphs
+        except (RuntimeError, TimeoutError) as exc:
+            self.server.stop()
+            message = f"tritonserver on the exported repository did not get ready: {exc} (log: {log_file})"
+            raise RuntimeError(message) from exc
 
     def stop(self) -> None:
-        """SIGTERM (Triton unloads its models and exits), then the whole process group, its backend stubs too."""
-        import signal
-
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except Exception:  # noqa: BLE001  (a server that does not exit is killed below)
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._log.close()
+        self.server.stop(30)
 
 
 # -- clients (each process: threads, each with a client of its own) -------------------------------------------

@@ -388,14 +388,17 @@ def test_tensorforge_imports_without_the_serving_packages():
         assert "nvidia-pytriton" in lines[1] and "setup_serve.sh" in lines[1]
 
 
-# -- tensorforge serve (PyTriton), in .venv-serve ---------------------------------------------------
+# -- tensorforge serve (PyTriton or tritonserver), in .venv-serve ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cli_server(serve_python, tiny_tforge, tmp_path_factory):
+@pytest.fixture(scope="module", params=["pytriton", "tritonserver"])
+def cli_server(request, serve_python, tiny_tforge, tmp_path_factory):
+    """`tensorforge serve` through PyTriton, and with --server tritonserver (the plan exported to a repository and
+    served by the bundled tritonserver): the same tests hold for both."""
     http_port, grpc_port, metrics_port = free_ports(3)
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     argv = [str(serve_python), "-m", "tensorforge", "serve", str(tiny_tforge), "--instances", "2"]
+    argv += ["--server", request.param]
     argv += ["--max-queue-delay-us", "2000", "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
     argv += ["--metrics-port", str(metrics_port)]
     server = Server(argv, serving_env(), log, http_port, "tiny")

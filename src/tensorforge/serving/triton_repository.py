@@ -15,24 +15,33 @@ With instance kind GPU (the default) each instance runs on its GPU and takes its
 
 `bundled_tritonserver` prepares the tritonserver binary that nvidia-pytriton ships to serve such a repository
 (the binary, its Python backend with the stub for this Python, the libraries, PATH and LD_LIBRARY_PATH), for a
-machine without Triton's container.
+machine without Triton's container; `TritonServerProcess` runs it (`tensorforge serve --server tritonserver`), with
+Triton's admin endpoints behind an access token as PyTriton keeps them.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .devices import GpuSpec, parse_gpus
+from .net import http_ok
 from .signature import TensorSpec, TritonSignature, check_model_name, model_name_of, signature_of
 from .triton_backend import DEFAULT_TFORGE_FILE, TFORGE_FILE_PARAMETER
 
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 DEFAULT_QUEUE_DELAY_US = 100
+# Triton's admin endpoints, behind an access token (PyTriton's defaults; shared memory opens on request)
+ADMIN_ENDPOINTS = ("shared-memory", "model-repository", "statistics", "trace", "logging")
+ACCESS_HEADER = "triton-access-token"  # gRPC clients send it as "triton-grpc-protocol-" + this
 
 MODEL_PY = '''\
 """Triton Python-backend model written by `tensorforge export-triton`: it serves the .tforge file beside it.
@@ -191,7 +200,7 @@ def bundled_tritonserver(
     *,
     http_port: int = 8000,
     grpc_port: int = 8001,
-    metrics_port: int = 8002,
+    metrics_port: int | None = 8002,
     extra_args: tuple[str, ...] = (),
 ) -> tuple[list[str], dict[str, str]]:
     """The command line and environment that run nvidia-pytriton's bundled tritonserver on `repo_dir`.
@@ -225,7 +234,94 @@ def bundled_tritonserver(
         f"--backend-directory={backends.resolve()}",
         f"--http-port={http_port}",
         f"--grpc-port={grpc_port}",
-        f"--metrics-port={metrics_port}",
+        f"--metrics-port={metrics_port}" if metrics_port is not None else "--allow-metrics=false",
         *extra_args,
     ]
     return argv, env
+
+
+class TritonServerProcess:
+    """The bundled tritonserver serving a model repository, in a process group of its own (its Python-backend
+    stubs with it): `url` (HTTP), `grpc_url`, `metrics_url`, `access_token` (the admin endpoints' header value:
+    statistics, model control, shared memory unless `shared_memory`), `ready()`, `wait_ready()`, `stop()`,
+    `wait()`."""
+
+    def __init__(
+        self,
+        repo_dir: str | os.PathLike,
+        work_dir: str | os.PathLike,
+        model_name: str,
+        *,
+        host: str = "0.0.0.0",
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int | None = 8002,
+        shared_memory: bool = False,
+        exit_timeout_s: int = 5,
+        log_file: str | os.PathLike | None = None,
+    ):
+        self.model_name = model_name
+        self.access_token = secrets.token_urlsafe(32)
+        restricted = [e for e in ADMIN_ENDPOINTS if not (shared_memory and e == "shared-memory")]
+        rule = f"{','.join(restricted)}:{ACCESS_HEADER}={self.access_token}"
+        extra = [f"--http-address={host}", f"--grpc-address={host}", f"--exit-timeout-secs={exit_timeout_s}"]
+        extra += ["--strict-readiness=true", f"--http-restricted-api={rule}", f"--grpc-restricted-protocol={rule}"]
+        if metrics_port is not None:
+            extra.append(f"--metrics-address={host}")
+        argv, env = bundled_tritonserver(
+            repo_dir, work_dir, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+            extra_args=tuple(extra),
+        )  # fmt: skip
+        client_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        self.url = f"http://{client_host}:{http_port}"
+        self.grpc_url = f"{client_host}:{grpc_port}"
+        self.metrics_url = f"http://{client_host}:{metrics_port}/metrics" if metrics_port is not None else None
+        self._log: IO[str] | None = open(log_file, "w") if log_file is not None else None  # closed in stop
+        self.process = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT if self._log is not None else None,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a signal to this process group reaches the backend stubs too
+        )
+
+    def ready(self, timeout_s: float = 2.0) -> bool:
+        return http_ok(f"{self.url}/v2/health/ready", timeout_s) and http_ok(
+            f"{self.url}/v2/models/{self.model_name}/ready", timeout_s
+        )
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                raise RuntimeError(f"tritonserver exited with {code} while starting (its log says why)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"tritonserver at {self.url} was not ready after {timeout_s:g} s")
+            time.sleep(0.2)
+
+    def wait(self) -> int:
+        """Block until the server exits; its exit status."""
+        return self.process.wait()
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        """SIGTERM (Triton finishes the requests in flight and unloads), then the whole process group; the exit
+        status, None where it had to be killed."""
+        code = self.process.poll()
+        if code is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                code = self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                code = None
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # stubs that outlive their server
+        except (ProcessLookupError, PermissionError):
+            pass
+        if code is None:
+            self.process.wait(30)
+        if self._log is not None and not self._log.closed:
+            self._log.close()
+        return code
