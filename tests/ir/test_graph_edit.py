@@ -490,3 +490,21 @@ def test_onnx_outputs_listed_twice_or_graph_inputs(outputs):
     expected = session.run(None, {"x": x.numpy()})
     for got, want in zip(ir.execute(graph, x), expected):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_erase_unread_nodes_keeps_what_outputs_and_kept_nodes_read():
+    """Nodes no output depends on go (chains of them too), with the constants only they read; a node `keep`
+    keeps stays, and so does what it reads."""
+    graph = Graph("g")
+    x = graph.add_input("x", TensorType("float32", (2, 3)))
+    unused_weight = graph.add_constant(torch.randn(3), name="unused_weight")
+    dead_chain = graph.call("exp", graph.call("add", x, unused_weight))
+    kept_read = graph.call("negative", x)
+    kept = graph.add_node("sigmoid", [kept_read], name="kept").output
+    graph.set_outputs([graph.call("nn.relu", x)])
+    assert dead_chain.producer is not None and kept.producer is not None
+    assert graph.erase_unread_nodes(keep=lambda node: node.name == "kept") == 2
+    assert [n.op for n in graph.nodes] == ["negative", "sigmoid", "nn.relu"]
+    assert "unused_weight" not in graph.constants
+    assert graph.erase_unread_nodes() == 2 and [n.op for n in graph.nodes] == ["nn.relu"]
+    graph.verify()

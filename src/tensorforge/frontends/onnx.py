@@ -35,7 +35,7 @@ import onnx.inliner
 import onnx.version_converter
 import torch
 
-from ..ir import Graph, Node, Sym, SymExpr, TensorType
+from ..ir import Graph, Sym, SymExpr, TensorType
 from ..ir.ops.opaque import encode_output_type
 from ..ir.types import dtype_name, monomial
 from .onnx_dtypes import IR_DTYPES
@@ -589,19 +589,6 @@ def from_onnx(
     return graph
 
 
-def _erase_unread(graph: Graph) -> None:
-    """Erase the nodes no output depends on. A converter that reads how an input was computed can leave that
-    computation unread (ScatterND's indices of a slice assignment become slice attributes), and so can the model
-    itself: either way nothing needs it, and left in the graph it would run, in PyTorch or in a region of its own."""
-    unread: set[Node] = set()
-    for node in reversed(graph.nodes):
-        if not any(graph.is_output(v) or any(u not in unread for u in graph.users_of(v)) for v in node.outputs):
-            unread.add(node)
-    if unread:
-        graph.erase_nodes(unread)
-        graph.erase_unused_constants()
-
-
 class _EncodedNode(TypedDict):
     """An ONNX node as an opaque IR node records it: what onnxruntime needs to run it alone."""
 
@@ -688,7 +675,10 @@ class _Importer:
         graph.set_outputs(outputs)
         for index, out in enumerate(self.model.graph.output):
             graph.rename_output(index, out.name)
-        _erase_unread(graph)
+        # a converter that reads how an input was computed (ScatterND's indices of a slice assignment become slice
+        # attributes) leaves that computation unread, and so can the model itself: nothing needs it, and left in
+        # the graph it would run, in PyTorch or in a region of its own
+        graph.erase_unread_nodes()
         return graph.verify()
 
     def _import_node(self, node, name: str, reason: str | None) -> None:

@@ -464,24 +464,17 @@ def _convert_program(ep, symbols: _Symbols, input_names, output_names, name: str
                     raise ConversionError(f"model output {item!r} is not a tensor computed by the graph")
                 outs.append(value)
             graph.set_outputs(outs)
-    _erase_dead_nodes(graph)
+    # the converted nodes whose results nothing reads: what only the bookkeeping nodes the frontend drops read
+    # (`_assert_tensor_metadata`), or what the model computes and ignores (ESM's position ids from the padding mask,
+    # unused under rotary embeddings). Kept, such a node runs on every call, and as an engine region of its own it
+    # splits the model's work. Opaque nodes stay: nothing says what a framework op does besides its result.
+    graph.erase_unread_nodes(keep=lambda node: node.opdef.opaque)
     if output_names:
         if len(output_names) != len(graph.outputs):
             raise ValueError(f"output_names has {len(output_names)} names for {len(graph.outputs)} outputs")
         for index, output_name in enumerate(output_names):
             graph.rename_output(index, output_name)
     return graph.verify()
-
-
-def _erase_dead_nodes(graph: Graph) -> None:
-    """Drop the converted nodes whose results nothing reads: what only the bookkeeping nodes the frontend drops read
-    (`_assert_tensor_metadata`), or what the model computes and ignores (ESM's position ids from the padding mask,
-    unused under rotary embeddings). Kept, such a node runs on every call, and as an engine region of its own it
-    splits the model's work. Opaque nodes stay: nothing says what a framework op does besides its result."""
-    for node in reversed(list(graph.nodes)):
-        if not node.opdef.opaque and not any(graph.use_count(v) for v in node.outputs):
-            graph.erase_node(node)
-    graph.erase_unused_constants()
 
 
 class _SymbolicScalar:

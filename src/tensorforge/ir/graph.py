@@ -22,7 +22,7 @@ import bisect
 import collections
 import itertools
 import types
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -518,6 +518,20 @@ class Graph:
         for v in unused:
             self.erase_constant(v)
         return len(unused)
+
+    def erase_unread_nodes(self, keep: Callable[[Node], bool] | None = None) -> int:
+        """Remove every node no graph output depends on (but those `keep` says to keep, and what they read), then
+        the constants left unused; how many nodes went. Graph inputs always stay: they are the signature."""
+        dead: set[Node] = set()
+        for node in reversed(self.nodes):  # readers come later: each is decided before the nodes it reads
+            if keep is not None and keep(node):
+                continue
+            if not any(self.is_output(v) or any(u not in dead for u in self.users_of(v)) for v in node.outputs):
+                dead.add(node)
+        if dead:
+            self.erase_nodes(dead)
+        self.erase_unused_constants()
+        return len(dead)
 
     # -- the def-use index -----------------------------------------------------------------------
 

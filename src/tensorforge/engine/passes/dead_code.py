@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...ir import Graph, Node, copy_graph
+from ...ir import Graph, copy_graph
 
 if TYPE_CHECKING:
     from . import PassContext
@@ -20,11 +20,5 @@ NAME = "dead_code"
 
 def dead_code(graph: Graph, ctx: PassContext) -> Graph:
     graph = copy_graph(graph)
-    dead: set[Node] = set()
-    for node in reversed(graph.nodes):  # readers come later: each is decided before the nodes it reads
-        if not any(graph.is_output(v) or any(u not in dead for u in graph.users_of(v)) for v in node.outputs):
-            dead.add(node)
-    graph.erase_nodes(dead)
-    graph.erase_unused_constants()
-    ctx.count(NAME, len(dead))
+    ctx.count(NAME, graph.erase_unread_nodes())
     return graph
