@@ -345,6 +345,15 @@ BINARY = [
     fun("rsub-tensor-alpha", lambda x, y: torch.rsub(x, y, alpha=2), (randn(4), randn(4)), ("multiply", "subtract")),
     fun("mul-tensor", torch.mul, (randn(4), randn(4)), "multiply"),
     fun("mul-scalar", lambda x: x * 3, randn(4), "multiply"),
+    # two booleans: the product is their and, the sum their or (the engine's arithmetic takes numbers, not bool)
+    fun("mul-bool-masks", lambda x, y: (x > 0) * (y > 0), (randn(4), randn(4)), "logical_and"),
+    fun("mul-bool-scalar", lambda x: (x > 0) * True, randn(4), "logical_and"),
+    fun("add-bool-masks", lambda x, y: (x > 0) + (y > 0.5), (randn(4), randn(4)), "logical_or"),
+    fun("mul-bool-int-scalar", lambda x: (x > 0) * 3, randn(4), ("cast", "multiply")),
+    # a boolean and a number: the boolean is cast to the number's type, as PyTorch promotes it
+    fun("mul-bool-float", lambda x, y: (x > 0) * y, (randn(4), randn(4)), ("cast", "multiply")),
+    fun("mul-float-bool-fp16", lambda x, y: y * (x > 0), (randn(4), randn(4, dtype=FP16)), ("cast", "multiply")),
+    fun("add-bool-float", lambda x, y: (x > 0) + y, (randn(4), randn(4)), ("cast", "add")),
     fun("mul-scalar-fp16", lambda x: x * 0.1, randn(4, dtype=FP16), "multiply"),
     fun("mul-scalar-fp64", lambda x: x * 0.1, randn(4, dtype=torch.float64), "multiply"),
     fun("div-tensor", torch.div, (randn(4), positive(4)), "divide"),

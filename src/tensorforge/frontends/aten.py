@@ -192,12 +192,41 @@ _BINARY = {
 }
 
 
+# arithmetic on two booleans is boolean logic in PyTorch (a mask times a mask, RecurrentGemma's): the logical op says
+# so, and the engine, whose arithmetic takes numbers, takes it
+_BOOLEAN_FORMS = {"multiply": "logical_and", "add": "logical_or"}
+
+
+# arithmetic promotes a boolean operand to the other's type (a mask times hidden states, RecurrentGemma's): the
+# cast is made explicit, since the engine's arithmetic takes numbers only
+_ARITHMETIC = ("add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "floor_mod", "trunc_mod")
+
+
+def _both_bool(lhs: Value, rhs) -> bool:
+    rhs_bool = rhs.type.dtype == "bool" if isinstance(rhs, Value) else isinstance(rhs, bool)
+    return lhs.type.dtype == "bool" and rhs_bool
+
+
+def _promote_bool(ctx, lhs: Value, rhs: Value) -> tuple[Value, Value]:
+    """(lhs, rhs) with a boolean operand cast to the other operand's type, as PyTorch promotes it."""
+    if lhs.type.dtype == "bool" and rhs.type.dtype != "bool":
+        lhs = ctx.graph.call("cast", lhs, dtype=rhs.type.dtype)
+    elif rhs.type.dtype == "bool" and lhs.type.dtype != "bool":
+        rhs = ctx.graph.call("cast", rhs, dtype=lhs.type.dtype)
+    return lhs, rhs
+
+
 def _declare_binary(aten_name: str, ir_op: str) -> None:
     def convert(ctx, *, self, other=None, exponent=None):
         rhs = other if exponent is None else exponent
         if not hasattr(self, "type"):
             raise Unsupported("a scalar first operand")
-        return ctx.emit(ir_op, self, ctx.value(rhs))
+        if ir_op in _BOOLEAN_FORMS and _both_bool(self, rhs):
+            return ctx.emit(_BOOLEAN_FORMS[ir_op], self, ctx.value(rhs))
+        lhs, rhs = self, ctx.value(rhs)
+        if ir_op in _ARITHMETIC:
+            lhs, rhs = _promote_bool(ctx, lhs, rhs)
+        return ctx.emit(ir_op, lhs, rhs)
 
     convert.__name__ = f"convert_{aten_name}"
     converter(f"aten::{aten_name}")(convert)  # every overload: .Tensor, .Scalar, .Tensor_Scalar, ...
@@ -227,7 +256,7 @@ def div_mode(ctx, *, self, other, rounding_mode):
 
 
 def _add_like(ctx, op, lhs, rhs, alpha):
-    rhs = ctx.value(rhs)
+    lhs, rhs = _promote_bool(ctx, lhs, ctx.value(rhs))
     if alpha != 1:
         rhs = ctx.emit("multiply", rhs, ctx.value(alpha))
     return ctx.emit(op, lhs, rhs)
@@ -235,6 +264,8 @@ def _add_like(ctx, op, lhs, rhs, alpha):
 
 @converter("aten::add.Tensor", "aten::add.Scalar")
 def add(ctx, *, self, other, alpha):
+    if _both_bool(self, other) and alpha:  # True + x is True: alpha (a bool here) only ever scales by one
+        return ctx.emit("logical_or", self, ctx.value(other))
     return _add_like(ctx, "add", self, other, alpha)
 
 
