@@ -505,6 +505,27 @@ SHAPES = [
 ]
 
 GATHER = [
+    # a router masking the experts it took: K indices per row, each position compared with them
+    fun(
+        "scatter-value-router-mask",
+        lambda x: x.scatter(-1, x.topk(2, dim=-1).indices, float("-inf")),
+        randn(3, 6),
+        ("equal", "max", "where"),
+    ),
+    fun(
+        "scatter-value-dim1",
+        lambda x, i: x.scatter(1, i, 7.0),
+        (randn(5, 4), ints(5, 2, 4)),
+        ("equal", "where"),
+    ),
+    fun("scatter-value-int", lambda x, i: x.scatter(-1, i, 0), (ints(9, 6, dtype=torch.int32), ints(6, 3)), "where"),
+    fun(
+        "scatter-value-partial-index",
+        lambda x, i: x.scatter(1, i, 1.0),
+        (randn(5, 4), ints(5, 2, 2)),
+        (),
+        opaque="torch.aten.scatter.value",
+    ),
     mod("embedding", lambda: nn.Embedding(10, 4), ints(10, 5), "take"),
     mod("embedding-padding_idx", lambda: nn.Embedding(10, 4, padding_idx=0), ints(10, 5), "take"),
     fun(

@@ -554,6 +554,26 @@ def gather(ctx, *, self, dim, index, sparse_grad=False):
     return ctx.emit("gather", self, index, axis=dim % self.type.rank)
 
 
+@converter("aten::scatter.value")
+def scatter_value(ctx, *, self, dim, index, value):
+    """`self` with `value` written where `index` points along `dim`: each position is compared with the K indices
+    of its row and takes `value` if any names it, else keeps its own (K x N compares for N positions). Phi-MoE's
+    router masks the experts it already took so. The index must span the other axes as `self` does."""
+    axis = dim % max(self.type.rank, 1)
+    others = [d for i, d in enumerate(self.type.shape) if i != axis]
+    if index.type.rank != self.type.rank or [d for i, d in enumerate(index.type.shape) if i != axis] != others:
+        raise Unsupported(f"scatter of index {index.type} into {self.type}: the index must span the other axes")
+    size = _static(self.type.shape[axis])
+    _static(index.type.shape[axis])
+    shape = [1] * (self.type.rank + 1)
+    shape[axis + 1] = size
+    positions = ctx.const(torch.arange(size).reshape(shape))
+    named = ctx.graph.call("equal", ctx.graph.call("expand_dims", index, axis=axis + 1), positions)
+    count = ctx.graph.call("max", ctx.graph.call("cast", named, dtype="int32"), axis=(axis,), keepdims=False)
+    hit = ctx.graph.call("cast", count, dtype="bool")
+    return ctx.emit("where", hit, ctx.const(value, dtype=self.type.torch_dtype), self)
+
+
 # -- padding --------------------------------------------------------------------------------------
 
 
