@@ -468,6 +468,15 @@ HF_MODELS: dict[str, tuple] = {
         "text",
         {},
     ),
+    "hf-rembert": (
+        "hf-encoder",
+        "RemBertModel",
+        "RemBertConfig",
+        {**BERT_LIKE, "input_embedding_size": 32, "output_embedding_size": 32},
+        "text",
+        {},
+    ),
+    "hf-megatron-bert": ("hf-encoder", "MegatronBertModel", "MegatronBertConfig", BERT_LIKE, "text", {}),
     # decoders
     "hf-gpt2": (
         "hf-decoder",
@@ -640,6 +649,94 @@ HF_MODELS: dict[str, tuple] = {
             attention_hidden_size=64,
             intermediate_size=128,
         ),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-mamba2": (
+        "hf-decoder",
+        "Mamba2Model",
+        "Mamba2Config",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            vocab_size=HF_VOCAB,
+            state_size=8,
+            num_heads=8,
+            head_dim=16,
+            n_groups=1,
+            chunk_size=8,
+        ),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-falcon-mamba": (
+        "hf-decoder",
+        "FalconMambaModel",
+        "FalconMambaConfig",
+        dict(hidden_size=64, num_hidden_layers=2, vocab_size=HF_VOCAB, state_size=8),
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-recurrent-gemma": (
+        "hf-decoder",
+        "RecurrentGemmaModel",
+        "RecurrentGemmaConfig",
+        {**DECODER, "num_hidden_layers": 3, "lru_width": 64, "attention_window_size": 8, "head_dim": 16},
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-gemma3": (
+        "hf-decoder",
+        "Gemma3TextModel",
+        "Gemma3TextConfig",
+        {**DECODER, "head_dim": 16, "sliding_window": 8},
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-nemotron": ("hf-decoder", "NemotronModel", "NemotronConfig", DECODER, "text", {"use_cache": False}),
+    "hf-olmoe-batched-experts": (
+        "hf-decoder",
+        "OlmoeModel",
+        "OlmoeConfig",
+        {**DECODER, "num_experts": 4, "num_experts_per_tok": 2, "experts_implementation": "batched_mm"},
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-qwen3-moe-batched-experts": (
+        "hf-decoder",
+        "Qwen3MoeModel",
+        "Qwen3MoeConfig",
+        {
+            **DECODER,
+            "head_dim": 16,
+            "num_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 32,
+            "experts_implementation": "batched_mm",
+        },
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-phimoe-batched-experts": (
+        "hf-decoder",
+        "PhimoeModel",
+        "PhimoeConfig",
+        {**DECODER, "num_local_experts": 4, "num_experts_per_tok": 2, "experts_implementation": "batched_mm"},
+        "text",
+        {"use_cache": False},
+    ),
+    "hf-gpt-oss-batched-experts": (
+        "hf-decoder",
+        "GptOssModel",
+        "GptOssConfig",
+        {
+            **DECODER,
+            "head_dim": 16,
+            "sliding_window": 8,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 2,
+            "experts_implementation": "batched_mm",
+        },
         "text",
         {"use_cache": False},
     ),
@@ -878,6 +975,16 @@ HF_MODELS: dict[str, tuple] = {
         {},
     ),
     "hf-siglip-vision": ("hf-vision", "SiglipVisionModel", "SiglipVisionConfig", VIT_LIKE, "image32", {}),
+    "hf-dpt": ("hf-vision", "DPTModel", "DPTConfig", VIT_LIKE, "image32", {}),
+    "hf-hgnet-v2": ("hf-vision", "HGNetV2Backbone", "HGNetV2Config", {}, "image64", {}),
+    "hf-swiftformer": (
+        "hf-vision",
+        "SwiftFormerModel",
+        "SwiftFormerConfig",
+        dict(depths=[1, 1, 1, 1], embed_dims=[16, 32, 48, 64]),
+        "image64",
+        {},
+    ),
     # speech
     "hf-wav2vec2": (
         "hf-speech",
@@ -958,7 +1065,7 @@ HF_MODELS: dict[str, tuple] = {
     ),
 }
 # batch norms with untouched statistics shrink these outputs to ~0 (LeViT's to 1e-8): calibrated, as timm's are
-HF_CALIBRATE_BATCH_NORM = {"hf-levit", "hf-mobilenet-v2", "hf-mobilevitv2"}
+HF_CALIBRATE_BATCH_NORM = {"hf-levit", "hf-mobilenet-v2", "hf-mobilevitv2", "hf-hgnet-v2"}
 AUDIO_SAMPLES = 1600
 INPUT_DESC = {
     "text": f"ids+mask {SEQ_LEN}",
