@@ -10,7 +10,9 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+import tensorforge
 from tensorforge import ir
+from tensorforge.frontends import from_onnx
 
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
@@ -58,3 +60,14 @@ def assert_matches_onnxruntime(graph: ir.Graph, model: onnx.ModelProto, inputs: 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     scale = expected.abs().max().clamp_min(1e-12)
     return ((actual.double() - expected.double()).abs().max() / scale).item()
+
+
+def one_engine_region(model: onnx.ModelProto):
+    """(graph, partitioned graph, config) of `model` imported strictly with no opaque node and partitioned into one
+    engine region that takes every node (what a converter's test asserts before it compares numbers)."""
+    graph = from_onnx(model, strict=True)
+    assert graph.opaque_nodes() == [], str(graph)
+    partitioned, config = tensorforge.partition_for_tensorforge(graph, use_implicit_batch=False)
+    assert config.report.offloaded_nodes == config.report.total_nodes, str(config.report)
+    assert [n.op for n in partitioned.nodes] == ["subgraph"], str(config.report)
+    return graph, partitioned, config

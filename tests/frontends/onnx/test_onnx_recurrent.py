@@ -18,7 +18,15 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
-from onnx_helpers import FLOAT, INT64, TOLERANCES, assert_matches_onnxruntime, make_model, onnxruntime_outputs
+from onnx_helpers import (
+    FLOAT,
+    INT64,
+    TOLERANCES,
+    assert_matches_onnxruntime,
+    make_model,
+    one_engine_region,
+    onnxruntime_outputs,
+)
 
 import tensorforge
 from tensorforge import ir
@@ -143,11 +151,7 @@ def _denses(layer: Layer) -> int:
 def _assert_one_region_and_matches(model: onnx.ModelProto, reference: onnx.ModelProto) -> ir.Graph:
     """Imported with no opaque node, partitioned into one engine region, the IR and a CPU plan equal to onnxruntime's
     run of `reference` (the model itself, or its layout=0 twin), at batch 1 and 3 (or once, for a static batch)."""
-    graph = from_onnx(model, strict=True)
-    assert graph.opaque_nodes() == [], str(graph)
-    partitioned, config = tensorforge.partition_for_tensorforge(graph, use_implicit_batch=False)
-    assert config.report.offloaded_nodes == config.report.total_nodes, str(config.report)
-    assert [n.op for n in partitioned.nodes] == ["subgraph"], str(config.report)
+    graph, partitioned, config = one_engine_region(model)
     dynamic = any(d.dim_param for v in model.graph.input for d in v.type.tensor_type.shape.dim)
     for batch in (1, 3) if dynamic else (2,):
         inputs = _inputs(model, batch)
