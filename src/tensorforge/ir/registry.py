@@ -77,8 +77,11 @@ class OpDef:
     infer_shape: InferShapeFn | None = None  # symbolic shape arithmetic, checked against the meta probes
     # inferred types by (input types, attributes): a graph repeats its layers (a transformer's blocks, an unrolled
     # recurrence's steps), and every pass that rebuilds a node infers again; inference through the meta probes costs
-    # ~0.5 ms a node, a lookup here microseconds
-    _inferred: dict[Any, tuple[TensorType, ...]] = field(default_factory=dict, repr=False, compare=False, hash=False)
+    # ~0.5 ms a node, a lookup here microseconds. Not an init field: an OpDef made from another
+    # (dataclasses.replace, with another infer or infer_shape) starts with a cache of its own
+    _inferred: dict[Any, tuple[TensorType, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @property
     def doc(self) -> str:
