@@ -417,12 +417,13 @@ def run_level(server: dict, concurrency: int, args, pool_file: Path, requests: i
 
 def triton_statistics(server: dict, protocol: str) -> dict | None:
     """Triton's own cumulative statistics of the served model (the statistics extension), None where it has none."""
+    from tensorforge.serving.triton_repository import ACCESS_HEADER
+
     try:
         client = _protocol(protocol).InferenceServerClient(url=server["url"])
         token = server.get("access_token")
-        headers = (
-            {("triton-grpc-protocol-" if protocol == "grpc" else "") + "triton-access-token": token} if token else None
-        )
+        header = ("triton-grpc-protocol-" if protocol == "grpc" else "") + ACCESS_HEADER
+        headers = {header: token} if token else None
         if protocol == "grpc":
             reply = client.get_inference_statistics(model_name=server["model_name"], headers=headers, as_json=True)
         else:
